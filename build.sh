@@ -1,0 +1,82 @@
+#!/bin/sh
+# build.sh: set up, build and test fflua from a fresh clone.
+#
+#   ./build.sh example   install what is missing, build, run examples/sums.lua
+#   ./build.sh test      install what is missing, build the plain and the sanitizer
+#                        builds, run every test of both under one ctest
+#   ./build.sh deps      only install (as root) or list (otherwise) what is missing
+#   ./build.sh build     deps, then the plain build in build/
+#
+# Environment: FFLUA_JOBS (parallel jobs, default: number of cores),
+# FFLUA_BUILD_DIR (default: build), FFLUA_ASAN_DIR (default: build-asan).
+set -eu
+
+cd "$(dirname "$0")"
+top=$(pwd)
+build_dir=${FFLUA_BUILD_DIR:-build}
+asan_dir=${FFLUA_ASAN_DIR:-build-asan}
+jobs=${FFLUA_JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+# Every Debian 12 package the build and the tests need. Keep in step with
+# docs/building.md.
+packages="gcc libc6-dev make cmake pkg-config ca-certificates
+liblua5.4-dev lua5.4 libuv1-dev liblmdb-dev libpcre2-dev libedit-dev
+lua-busted"
+
+missing_packages() {
+    for p in $packages; do
+        s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        case "$s" in
+            *" installed") ;;
+            *) printf '%s ' "$p" ;;
+        esac
+    done
+}
+
+deps() {
+    missing=$(missing_packages)
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        echo "build.sh: these Debian packages are missing: $missing" >&2
+        echo "build.sh: install them as root with:" >&2
+        echo "    apt-get update && apt-get install -y --no-install-recommends $missing" >&2
+        exit 1
+    fi
+    echo "build.sh: installing $missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+configure_and_build() { # dir, extra cmake args...
+    dir=$1; shift
+    cmake -S "$top" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+    cmake --build "$dir" -j "$jobs"
+}
+
+build() {
+    deps
+    configure_and_build "$build_dir" -DFFLUA_BUILD_TESTS=ON
+}
+
+test_all() {
+    deps
+    configure_and_build "$build_dir" -DFFLUA_BUILD_TESTS=ON
+    configure_and_build "$asan_dir" -DFFLUA_BUILD_TESTS=ON -DFFLUA_SANITIZE=ON
+    # One ctest run over both builds, so that one summary counts every test.
+    suite="$build_dir/suite"
+    mkdir -p "$suite"
+    printf 'subdirs("%s" "%s")\n' "$top/$build_dir" "$top/$asan_dir" \
+        > "$suite/CTestTestfile.cmake"
+    cd "$suite"
+    exec ctest --output-on-failure -j "$jobs" ${FFLUA_CTEST_ARGS:-}
+}
+
+case "${1:-}" in
+    deps) deps ;;
+    build) build ;;
+    example) build; exec "$build_dir/fflua" examples/sums.lua ;;
+    test) test_all ;;
+    *) sed -n '3,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

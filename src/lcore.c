@@ -1,0 +1,54 @@
+/*
+ * lcore.c: the functionfuse.core Lua C module.
+ *
+ * This is the one place where the engine's C side meets Lua: each engine
+ * module gets its binding file (l<module>.c) and registers it here. For now it
+ * carries the version and the error code tables; the graph, query, store and
+ * network bindings join it as they are written.
+ *
+ * The same object code is linked into the fflua program and libfflua (where
+ * fflua_open() puts it in package.preload) and built as core.so for hosts
+ * that load C modules from package.cpath.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "fflua.h"
+
+/* core.strerror(code) -> string */
+static int ffl_core_strerror(lua_State *L) {
+    lua_pushstring(L, fflua_strerror((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* core.err_name(code) -> string */
+static int ffl_core_err_name(lua_State *L) {
+    lua_pushstring(L, fflua_err_name((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static const luaL_Reg ffl_core_funcs[] = {
+    {"strerror", ffl_core_strerror},
+    {"err_name", ffl_core_err_name},
+    {NULL, NULL},
+};
+
+int luaopen_functionfuse_core(lua_State *L) {
+    luaL_newlib(L, ffl_core_funcs); // [core]
+    lua_pushstring(L, fflua_version());
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, FFLUA_VERSION_NUM);
+    lua_setfield(L, -2, "version_num");
+    lua_pushstring(L, LUA_RELEASE);
+    lua_setfield(L, -2, "lua_release");
+
+    /* core.errors: name -> code, for every FFLUA_E* code. */
+    lua_createtable(L, 0, 16); // [core, errors]
+#define XX(name, code, text)                                                  \
+    lua_pushinteger(L, code);                                                 \
+    lua_setfield(L, -2, #name);
+    FFLUA_ERRNO_MAP(XX)
+#undef XX
+    lua_setfield(L, -2, "errors"); // [core]
+    return 1;
+}

@@ -1,0 +1,437 @@
+/*
+ * main.c: the fflua program.
+ *
+ * fflua is a Lua 5.4 interpreter that behaves as the stock `lua5.4` command
+ * (options, `arg`, LUA_INIT, exit status, error reports) with the fflua
+ * package built in, an interactive REPL with line editing and completion
+ * (repl.c), and subcommands for the cluster and the store. The structure
+ * follows lua.c: everything after the state is created runs in protected
+ * mode under pmain, so even a memory error is reported and the state is
+ * always closed.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "cli.h"
+#include "fflua.h"
+
+/* --- SIGINT --------------------------------------------------------------
+ * A signal handler can only reach process-wide state; these three are the
+ * program's, never the library's. */
+static lua_State *volatile sig_L;
+static volatile sig_atomic_t sig_in_call;  /* Lua code is running */
+static volatile sig_atomic_t sig_pending;  /* SIGINT arrived between calls */
+
+/* Raises "interrupted!" and stays armed, so a pcall in the interrupted code
+ * cannot swallow the interrupt: the error comes back at the next
+ * instruction until control reaches the top. ff_cli_docall disarms it. */
+static void ff_hook_stop(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    luaL_error(L, "interrupted!");
+}
+
+static void set_sigint(void (*handler)(int)) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: interrupt blocking reads */
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (sig_in_call && sig_L != NULL) {
+        /* A second Ctrl-C, if the code does not reach a hook (a long C
+         * call), ends the process the default way. */
+        set_sigint(SIG_DFL);
+        lua_sethook(sig_L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    } else {
+        sig_pending = 1;
+    }
+}
+
+void ff_cli_sigint_install(lua_State *L) {
+    sig_L = L;
+    set_sigint(on_sigint);
+}
+
+int ff_cli_interrupt_pending(void) {
+    return sig_pending;
+}
+
+int ff_cli_take_interrupt(void) {
+    int was = sig_pending;
+    sig_pending = 0;
+    return was;
+}
+
+/* --- calls and reports ---------------------------------------------------- */
+
+static void print_message(const char *prefix, const char *msg) {
+    if (prefix != NULL)
+        fprintf(stderr, "%s: ", prefix);
+    fprintf(stderr, "%s\n", msg);
+    fflush(stderr);
+}
+
+int ff_cli_report(lua_State *L, int status, int interactive) {
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        if (msg == NULL)
+            msg = "(error object is not a string)";
+        print_message(interactive ? NULL : FF_PROGNAME, msg);
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+/* Message handler: turns the error object into a string with a traceback. */
+static int msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1; /* an object that knows how to show itself */
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int ff_cli_docall(lua_State *L, int narg, int nres) {
+    int base = lua_gettop(L) - narg;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    sig_in_call = 1;
+    int status = lua_pcall(L, narg, nres, base);
+    sig_in_call = 0;
+    lua_sethook(L, NULL, 0, 0); /* disarm a pending interrupt */
+    set_sigint(on_sigint);      /* a second Ctrl-C may have reset it */
+    lua_remove(L, base);
+    return status;
+}
+
+void ff_cli_print_version(void) {
+    printf("fflua %s -- %s\n", FFLUA_VERSION, LUA_COPYRIGHT);
+    fflush(stdout);
+}
+
+/* --- options ------------------------------------------------------------- */
+
+enum {
+    HAS_ERROR = 1, /* bad option */
+    HAS_I = 2,     /* -i */
+    HAS_V = 4,     /* -v */
+    HAS_E = 8,     /* -e */
+    HAS_NOENV = 16 /* -E */
+};
+
+/* Scans the options before the script name. *first becomes the index of the
+ * script name (argc when there is none) or of the bad option. */
+static int collect_args(char **argv, int *first) {
+    int flags = 0, i;
+    for (i = 1; argv[i] != NULL; i++) {
+        *first = i;
+        const char *a = argv[i];
+        if (a[0] != '-')
+            return flags; /* the script */
+        switch (a[1]) {
+        case '-': /* "--" */
+            if (a[2] != '\0')
+                return HAS_ERROR;
+            *first = i + 1;
+            return flags;
+        case '\0': /* "-": the script is stdin */
+            return flags;
+        case 'E':
+            if (a[2] != '\0')
+                return HAS_ERROR;
+            flags |= HAS_NOENV;
+            break;
+        case 'W':
+            if (a[2] != '\0')
+                return HAS_ERROR;
+            break;
+        case 'i':
+            flags |= HAS_I; /* -i implies -v */
+            /* fallthrough */
+        case 'v':
+            if (a[2] != '\0')
+                return HAS_ERROR;
+            flags |= HAS_V;
+            break;
+        case 'e':
+            flags |= HAS_E;
+            /* fallthrough */
+        case 'l':
+            if (a[2] == '\0') {
+                i++;
+                if (argv[i] == NULL || argv[i][0] == '-') {
+                    *first = i - 1;
+                    return HAS_ERROR;
+                }
+            }
+            break;
+        default:
+            return HAS_ERROR;
+        }
+    }
+    *first = i;
+    return flags;
+}
+
+static void print_usage(FILE *f) {
+    fputs("usage: " FF_PROGNAME " [options] [script [args]]\n"
+          "       " FF_PROGNAME " COMMAND [args]\n"
+          "Options (as in lua5.4):\n"
+          "  -e stat   execute string 'stat'\n"
+          "  -i        enter interactive mode after executing 'script'\n"
+          "  -l mod    require library 'mod' into global 'mod'\n"
+          "  -l g=mod  require library 'mod' into global 'g'\n"
+          "  -v        show version information\n"
+          "  -E        ignore environment variables\n"
+          "  -W        turn warnings on\n"
+          "  --        stop handling options\n"
+          "  -         stop handling options and execute stdin\n"
+          "  -h, --help  show this help and exit\n"
+          "  --version   show version information and exit\n",
+          f);
+}
+
+/* --- subcommands ----------------------------------------------------------
+ * The first argument, when it is exactly one of these names, selects a
+ * subcommand; a script with such a name runs as ./name. */
+struct subcommand {
+    const char *name;
+    const char *summary;
+    const char *arrives; /* which part of fflua brings it, while missing */
+};
+
+static const struct subcommand subcommands[] = {
+    {"head", "start a cluster head", "the cluster backend"},
+    {"worker", "join a cluster as a worker", "the cluster backend"},
+    {"status", "show a cluster's nodes, resources and tasks", "the cluster backend"},
+    {"store", "list, show and remove stored results", "the storage"},
+    {"graph", "print a workflow's graph", "the workflow engine"},
+    {NULL, NULL, NULL},
+};
+
+static void print_help(void) {
+    printf("fflua %s: a workflow engine for Lua pipelines, and a Lua 5.4 interpreter.\n"
+           "With no script and a terminal on stdin, fflua starts an interactive REPL\n"
+           "(line editing, history in ~/.fflua_history, Tab completion, 'ff' preloaded).\n\n",
+           FFLUA_VERSION);
+    print_usage(stdout);
+    puts("\nCommands (not yet in this version; they print what brings them):");
+    for (const struct subcommand *c = subcommands; c->name; c++)
+        printf("  %-8s  %s\n", c->name, c->summary);
+    puts("\nEnvironment:\n"
+         "  LUA_INIT_5_4, LUA_INIT  code or @file run before the script (as lua5.4)\n"
+         "  LUA_PATH_5_4, LUA_PATH, LUA_CPATH_5_4, LUA_CPATH  module search paths\n"
+         "  FFLUA_TREE     a source tree whose lua/ and stdlib/ files take precedence\n"
+         "                 over the built-in package; empty: built-in only\n"
+         "  FFLUA_HISTORY  the REPL history file; empty: no history");
+}
+
+static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
+    if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+        printf("usage: " FF_PROGNAME " %s ...\n  %s\n", c->name, c->summary);
+        printf("Not available in fflua %s yet: it arrives with %s.\n", FFLUA_VERSION, c->arrives);
+        return EXIT_SUCCESS;
+    }
+    fprintf(stderr,
+            FF_PROGNAME " %s: not available in fflua %s yet (it arrives with %s)\n"
+                        "To run a script named '%s', use './%s'.\n",
+            c->name, FFLUA_VERSION, c->arrives, c->name, c->name);
+    return 2;
+}
+
+/* --- running chunks ------------------------------------------------------ */
+
+static int dochunk(lua_State *L, int status) {
+    if (status == LUA_OK)
+        status = ff_cli_docall(L, 0, 0);
+    return ff_cli_report(L, status, 0);
+}
+
+static int dofile(lua_State *L, const char *name) {
+    return dochunk(L, luaL_loadfile(L, name));
+}
+
+static int dostring(lua_State *L, const char *s, const char *name) {
+    return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+/* -l mod or -l g=mod: g = require(mod) */
+static int dolibrary(lua_State *L, const char *spec) {
+    const char *eq = strchr(spec, '=');
+    const char *mod = eq ? eq + 1 : spec;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, mod);
+    int status = ff_cli_docall(L, 1, 1); // [module]
+    if (status == LUA_OK) {
+        if (eq != NULL)
+            lua_pushlstring(L, spec, (size_t)(eq - spec));
+        else
+            lua_pushstring(L, spec); // [module, globname]
+        lua_insert(L, -2);           // [globname, module]
+        lua_setglobal(L, lua_tostring(L, -2));
+        lua_pop(L, 1);
+    }
+    return ff_cli_report(L, status, 0);
+}
+
+/* arg = { [-n..-1] = interpreter and options, [0] = script, [1..] = args } */
+static void create_arg_table(lua_State *L, char **argv, int argc, int script) {
+    if (script == argc)
+        script = 0; /* no script: the interpreter is arg[0] */
+    lua_createtable(L, argc - (script + 1), script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int push_script_args(lua_State *L) {
+    if (lua_getglobal(L, "arg") != LUA_TTABLE)
+        luaL_error(L, "'arg' is not a table");
+    int n = (int)luaL_len(L, -1);
+    luaL_checkstack(L, n + 3, "too many arguments to script");
+    for (int i = 1; i <= n; i++)
+        lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+    return n;
+}
+
+static int handle_script(lua_State *L, char **argv) {
+    const char *fname = argv[0];
+    if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0)
+        fname = NULL; /* stdin */
+    int status = luaL_loadfile(L, fname);
+    if (status == LUA_OK) {
+        int n = push_script_args(L);
+        status = ff_cli_docall(L, n, LUA_MULTRET);
+    }
+    return ff_cli_report(L, status, 0);
+}
+
+/* Runs -e, -l and -W in the order given. Returns 0 on the first failure. */
+static int run_args(lua_State *L, char **argv, int limit) {
+    for (int i = 1; i < limit; i++) {
+        int opt = argv[i][1];
+        if (opt == 'e' || opt == 'l') {
+            const char *extra = argv[i] + 2;
+            if (*extra == '\0')
+                extra = argv[++i];
+            int status = opt == 'e' ? dostring(L, extra, "=(command line)") : dolibrary(L, extra);
+            if (status != LUA_OK)
+                return 0;
+        } else if (opt == 'W') {
+            lua_warning(L, "@on", 0);
+        }
+    }
+    return 1;
+}
+
+static int handle_luainit(lua_State *L) {
+    const char *name = "=LUA_INIT_5_4";
+    const char *init = getenv(name + 1);
+    if (init == NULL) {
+        name = "=LUA_INIT";
+        init = getenv(name + 1);
+    }
+    if (init == NULL)
+        return LUA_OK;
+    if (init[0] == '@')
+        return dofile(L, init + 1);
+    return dostring(L, init, name);
+}
+
+static int pmain(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = lua_touserdata(L, 2);
+    int script = argc;
+    int flags = collect_args(argv, &script);
+    int limit = script < argc ? script : argc;
+    luaL_checkversion(L);
+    if (flags & HAS_ERROR) {
+        const char *bad = argv[script];
+        if (bad[1] == 'e' || bad[1] == 'l')
+            fprintf(stderr, FF_PROGNAME ": '%s' needs argument\n", bad);
+        else
+            fprintf(stderr, FF_PROGNAME ": unrecognized option '%s'\n", bad);
+        print_usage(stderr);
+        return 0;
+    }
+    if (flags & HAS_V)
+        ff_cli_print_version();
+    if (flags & HAS_NOENV) {
+        lua_pushboolean(L, 1); /* the package library reads this */
+        lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    }
+    luaL_openlibs(L);
+    if (fflua_open(L) != 0)
+        return luaL_error(L, "cannot install the functionfuse package loader");
+    create_arg_table(L, argv, argc, script);
+    lua_gc(L, LUA_GCRESTART);
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    ff_cli_sigint_install(L);
+    if (!(flags & HAS_NOENV) && handle_luainit(L) != LUA_OK)
+        return 0;
+    if (!run_args(L, argv, limit))
+        return 0;
+    if (script < argc && handle_script(L, argv + script) != LUA_OK)
+        return 0;
+    if (flags & HAS_I) {
+        ff_repl_run(L);
+    } else if (script == argc && !(flags & (HAS_E | HAS_V))) {
+        if (isatty(STDIN_FILENO)) {
+            ff_cli_print_version();
+            ff_repl_run(L);
+        } else if (dofile(L, NULL) != LUA_OK) {
+            return 0;
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+            print_help();
+            return EXIT_SUCCESS;
+        }
+        if (strcmp(argv[1], "--version") == 0) {
+            ff_cli_print_version();
+            return EXIT_SUCCESS;
+        }
+        for (const struct subcommand *c = subcommands; c->name; c++)
+            if (strcmp(argv[1], c->name) == 0)
+                return run_subcommand(c, argc, argv);
+    }
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        print_message(FF_PROGNAME, "cannot create state: not enough memory");
+        return EXIT_FAILURE;
+    }
+    lua_gc(L, LUA_GCSTOP); /* no collections while the libraries open */
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    int status = lua_pcall(L, 2, 1, 0);
+    int ok = lua_toboolean(L, -1);
+    ff_cli_report(L, status, 0);
+    sig_L = NULL;
+    lua_close(L);
+    return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+}
