@@ -1,13 +1,13 @@
--- sums.lua: two sums, the second built on the first: (1 + 1) + 1.
+-- sums.lua: the smallest workflow. Two nodes: node1 = 1 + 1, node2 = node1 + 1.
 --
---   fflua examples/sums.lua
---
--- With the workflow engine, sum becomes a workflow function and the two calls
--- become nodes of a graph that a backend runs; until then it is plain Lua.
-local function sum(a, b)
-  return a + b
-end
+--   fflua examples/sums.lua        --> 3
+local ff = require "functionfuse"
+local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
 
-local a_plus_b = sum(1, 1)
-local a_plus_two_b = sum(a_plus_b, 1)
-print(a_plus_two_b)
+local sum = ff.workflow(function(a, b) return a + b end)
+
+local a_plus_b = sum(1, 1):set_name("node1")          -- a Node; nothing runs yet
+local a_plus_two_b = sum(a_plus_b, 1):set_name("node2")
+
+local wf = LocalWorkflow(a_plus_two_b, { workflow_name = "sums" })
+print(wf:run())

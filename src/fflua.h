@@ -85,6 +85,19 @@ struct lua_State;
 /// L has no package library.
 int fflua_open(struct lua_State *L);
 
+/// Hook points around every node a backend runs, for C embedders: before is
+/// called right before the node's function (after its plugins' pre-run
+/// call), after right after it, with failed = 1 when it raised. Either may
+/// be NULL. The name is valid only during the call.
+typedef struct fflua_hooks {
+    void (*before)(void *ud, const char *node_name);
+    void (*after)(void *ud, const char *node_name, int failed);
+} fflua_hooks;
+
+/// Installs hooks (copied; NULL removes them) for the functionfuse engine of
+/// L. Returns 0.
+int fflua_set_hooks(struct lua_State *L, const fflua_hooks *hooks, void *ud);
+
 /// The Lua C module entry point of functionfuse.core; pushes one table.
 int luaopen_functionfuse_core(struct lua_State *L);
 

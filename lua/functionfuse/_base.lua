@@ -1,0 +1,134 @@
+--- What every backend's workflow shares: construction from leaves and
+-- options, queries over node names, plugins, remote args, replace_func.
+-- The node set, order and matching are the C engine's (functionfuse.core).
+local core = require "functionfuse.core"
+
+local M = {}
+
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+M.callable = callable
+
+--- Query: the nodes a pattern selected, with setters that return the query.
+local Query = {}
+Query.__index = Query
+Query.__name = "functionfuse.Query"
+
+function Query:set_remote_args(args)
+  if type(args) ~= "table" then
+    error(("bad argument #1 to 'set_remote_args' (table expected, got %s)"):format(type(args)), 2)
+  end
+  for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "remote", args) end
+  return self
+end
+
+local function check_plugin(p, level)
+  local t = type(p)
+  if t ~= "table" and t ~= "userdata" then
+    error(("bad argument #1 to 'set_plugins' (plugin expected, got %s)"):format(t), level + 1)
+  end
+  for _, m in ipairs { "local_initialize", "remote_initialize" } do
+    if not callable(p[m]) then
+      error(("bad argument #1 to 'set_plugins' (the plugin has no method '%s')"):format(m), level + 1)
+    end
+  end
+end
+
+function Query:set_plugins(p)
+  check_plugin(p, 2)
+  for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "plugins", p) end
+  return self
+end
+Query.set_plugin = Query.set_plugins
+
+function Query:nodes() return table.move(self._nodes, 1, #self._nodes, 1, {}) end
+
+function Query:names()
+  local t = {}
+  for i, n in ipairs(self._nodes) do t[i] = n:get_name() end
+  return t
+end
+
+function Query:__len() return #self._nodes end
+
+function Query:__tostring()
+  return ("functionfuse.Query: %d nodes matching '%s'"):format(#self._nodes, self._pattern or ".*")
+end
+
+--- Methods shared by every workflow class.
+local Base = {}
+M.Base = Base
+
+local function compile(pattern, level)
+  if pattern == nil then return nil end
+  if type(pattern) ~= "string" then
+    error(("bad argument #1 (pattern string expected, got %s)"):format(type(pattern)), level + 1)
+  end
+  local ok, p = pcall(core.compile, pattern)
+  if not ok then error(p, level + 1) end
+  return p
+end
+
+--- The nodes (in run order) whose whole name matches pattern (all for nil).
+function Base:find_nodes(pattern)
+  return self._core:nodes(compile(pattern, 2))
+end
+
+function Base:query(pattern)
+  return setmetatable({ _wf = self, _pattern = pattern,
+                        _nodes = self._core:nodes(compile(pattern, 2)) }, Query)
+end
+
+function Base:set_plugin(pattern, plugin)
+  check_plugin(plugin, 2)
+  return self:query(pattern):set_plugins(plugin)
+end
+Base.set_plugins = Base.set_plugin
+
+--- Swaps the function a node runs (its name stays).
+function Base:replace_func(node, fn)
+  if not core.is_node(node) or tostring(node):find("^functionfuse%.NodeItem") then
+    error(("bad argument #1 to 'replace_func' (node expected, got %s)"):format(type(node)), 2)
+  end
+  if not callable(fn) then
+    error(("bad argument #2 to 'replace_func' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  self._core:set_slot(node, "func", fn)
+end
+
+--- The node names in run order.
+function Base:names() return self._core:nodes(nil, true) end
+
+--- Makes a workflow object of class `cls` from (leaf, ..., options).
+function M.new(cls, what, ...)
+  local n = select("#", ...)
+  local opts = n > 0 and select(n, ...) or nil
+  if type(opts) == "table" and not core.is_node(opts) then
+    n = n - 1
+  else
+    opts = {}
+  end
+  local leaves = {}
+  for i = 1, n do
+    local v = select(i, ...)
+    if not core.is_node(v) then
+      error(("%s: argument #%d is a %s, not a node"):format(what, i, type(v)), 3)
+    end
+    leaves[i] = v
+  end
+  if n == 0 then error(what .. ": give at least one node to run", 3) end
+  local name = opts.workflow_name
+  if name == nil then
+    error(what .. ": the option 'workflow_name' is required: " .. what ..
+          "(node, { workflow_name = \"name\" })", 3)
+  elseif type(name) ~= "string" or name == "" then
+    error(what .. ": 'workflow_name' must be a non-empty string", 3)
+  end
+  return setmetatable({ workflow_name = name, options = opts, _leaves = leaves,
+                        _core = core.workflow(leaves) }, cls)
+end
+
+return M

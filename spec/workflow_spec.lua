@@ -1,0 +1,356 @@
+-- The workflow frontend: factories, nodes, names, arguments, results,
+-- class nodes, and LocalWorkflow running them (in this fflua's own state).
+local ff = require "functionfuse"
+local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+local H = require "spec.helper"
+
+local function run(...)
+  local args = table.pack(...)
+  args[args.n + 1] = { workflow_name = "spec" }
+  return LocalWorkflow(table.unpack(args, 1, args.n + 1)):run()
+end
+
+describe("workflow", function()
+  it("builds nodes lazily and runs them on run()", function()
+    local calls = 0
+    local sum = ff.workflow(function(a, b) calls = calls + 1; return a + b end)
+    local a_plus_b = sum(1, 1):set_name("node1")
+    local a_plus_two_b = sum(a_plus_b, 1):set_name("node2")
+    assert.are.equal(0, calls)
+    local wf = LocalWorkflow(a_plus_two_b, { workflow_name = "sums" })
+    assert.are.equal(3, wf:run())
+    assert.are.equal(2, calls)
+    assert.are.equal("sums", wf.workflow_name)
+  end)
+
+  it("ff.task is ff.workflow", function()
+    assert.are.equal(ff.workflow, ff.task)
+  end)
+
+  describe("names", function()
+    it("are <function>_<NNNN> with a counter per function, as functionfuse's", function()
+      local sum = ff.workflow(function(a, b) return a + b end)
+      local minus = ff.workflow("minus", function(a, b) return a - b end)
+      local n1, n2, m1 = sum(1, 2), sum(3, 4), minus(5, 6)
+      assert.are.equal("sum_0000", n1:get_name())
+      assert.are.equal("sum_0001", n2:name())
+      assert.are.equal("minus_0000", m1:get_name())
+    end)
+
+    it("come from what the factory is bound to: a global or a table field", function()
+      spec_global_double = ff.workflow(function(x) return 2 * x end)
+      assert.are.equal("spec_global_double_0000", spec_global_double(1):get_name())
+      spec_global_double = nil
+      local ops = { triple = ff.workflow(function(x) return 3 * x end) }
+      assert.are.equal("triple_0000", ops.triple(1):get_name())
+    end)
+
+    it("fall back to the defining file and line when nothing names the factory", function()
+      local n = ff.workflow(function(x) return x end)(1)
+      assert.matches("^fn_workflow_spec_%d+_0000$", n:get_name())
+    end)
+
+    it("keep going past 9999", function()
+      local f = ff.workflow("many", function() end)
+      local last
+      for _ = 1, 10001 do last = f() end
+      assert.are.equal("many_10000", last:get_name())
+    end)
+
+    it("are the same on every run of the same script", function()
+      local script = H.write(H.tmpdir() .. "/names.lua", [[
+        local ff = require "functionfuse"
+        local sum = ff.workflow(function(a, b) return a + b end)
+        local t = {}
+        for i = 1, 3 do t[i] = sum(i, i):get_name() end
+        local anon = ff.workflow(function() end)()
+        print(table.concat(t, " "), anon:get_name())
+      ]])
+      local r1, r2 = H.fflua({ script }), H.fflua({ script })
+      assert.are.equal(0, r1.code, r1.stderr)
+      assert.matches("^sum_0000 sum_0001 sum_0002\tfn_names_5_0000\n$", r1.stdout)
+      assert.are.equal(r1.stdout, r2.stdout)
+      H.cleanup()
+    end)
+
+    it("set_name returns the node and rejects non-strings and empty names", function()
+      local f = ff.workflow("f", function() end)
+      local n = f()
+      assert.are.equal(n, n:set_name("x"))
+      assert.are.equal("x", n:get_name())
+      assert.has_error(function() n:set_name(42) end,
+        "bad argument #1 to 'set_name' (string expected, got number)")
+      assert.has_error(function() n:set_name("") end,
+        "bad argument #1 to 'set_name' (node name must not be empty)")
+    end)
+  end)
+
+  describe("arguments", function()
+    it("may be nodes anywhere in table arguments, at any depth", function()
+      local sum = ff.workflow(function(a, b) return a + b end)
+      local train = ff.workflow(function(opts)
+        return opts.data + opts.nested.deeper[1] + opts.epochs
+      end)
+      local a = sum(1, 2)
+      local b = sum(10, 20)
+      assert.are.equal(3 + 30 + 5, run(train { data = a, nested = { deeper = { b } }, epochs = 5 }))
+    end)
+
+    it("keep nil arguments and holes", function()
+      local show = ff.workflow(function(...)
+        return select("#", ...), tostring((...)), tostring(select(2, ...)), tostring(select(3, ...))
+      end)
+      local one = ff.workflow(function() return 1 end)()
+      local r = run(show(nil, one, nil))
+      assert.are.same({ 3, "nil", "1", "nil", n = 4 }, r)
+    end)
+
+    it("pass tables without nodes as the same object, and copy those with nodes", function()
+      local plain = { 1, 2 }
+      local same = ff.workflow(function(t) return t end)
+      assert.are.equal(plain, run(same(plain)))
+      local n = ff.workflow(function() return 7 end)()
+      local mt = { __index = { kind = "mine" } }
+      local with = setmetatable({ n, 8 }, mt)
+      local got = run(same(with))
+      assert.are_not.equal(with, got)
+      assert.are.same({ 7, 8 }, { got[1], got[2] })
+      assert.are.equal("mine", got.kind) -- the metatable is kept
+      assert.are.equal(n, with[1])     -- the original still holds the node
+    end)
+
+    it("keep shared and cyclic tables shared and cyclic", function()
+      local n = ff.workflow(function() return "v" end)()
+      local shared = { n }
+      local cyc = { a = shared, b = shared }
+      cyc.self = cyc
+      local id = ff.workflow(function(t) return t end)
+      local got = run(id(cyc))
+      assert.are.equal("v", got.a[1])
+      assert.are.equal(got.a, got.b)
+      assert.are.equal(got, got.self)
+    end)
+
+    it("may be items of nodes: node[k] and node:item(k), also nested", function()
+      local make = ff.workflow(function() return { x = 1, y = { z = 2 }, [3] = "three" } end)
+      local m = make()
+      local add = ff.workflow(function(a, b) return a + b end)
+      assert.are.equal(3, run(add(m.x, m.y.z)))
+      assert.are.equal("three", run(m:item(3)))
+      assert.are.equal("functionfuse.NodeItem: make_0000[\"y\"][\"z\"]", tostring(m.y.z):gsub("make_%d+", "make_0000"), nil)
+    end)
+
+    it("make several return values a sequence with n, as a tuple", function()
+      local two = ff.workflow(function() return "a", "b" end)
+      local none = ff.workflow(function() end)
+      local t = two()
+      assert.are.same({ "a", "b", n = 2 }, run(t))
+      assert.are.equal("b", run(t[2]))
+      assert.is_nil(run(none()))
+    end)
+  end)
+
+  describe("LocalWorkflow", function()
+    it("returns one value per leaf", function()
+      local sum = ff.workflow(function(a, b) return a + b end)
+      local a = sum(1, 1)
+      local b = sum(a, 1)
+      local c = sum(a, 10)
+      assert.are.same({ 3, 12, 2 }, { run(b, c, a) })
+    end)
+
+    it("runs only the ancestors of its leaves", function()
+      local ran = {}
+      local f = ff.workflow(function(x) ran[#ran + 1] = x; return x end)
+      local a = f("a")
+      local _ = f("unrelated")
+      local b = f(a)
+      run(b)
+      assert.are.same({ "a", "a" }, ran)
+    end)
+
+    it("runs in creation order, the same on every run", function()
+      local order = {}
+      local f = ff.workflow(function(tag) order[#order + 1] = tag; return tag end)
+      local d = f("d")
+      local c = f("c")
+      local b = f({ c, d })
+      local a = f("a")
+      local wf = LocalWorkflow(b, a, { workflow_name = "order" })
+      wf:run()
+      assert.are.same({ "d", "c", { "c", "d" }, "a" }, order)
+      order = {}
+      wf:run()
+      assert.are.same({ "d", "c", { "c", "d" }, "a" }, order)
+    end)
+
+    it("requires workflow_name and nodes", function()
+      local n = ff.workflow("f", function() end)()
+      assert.has_error(function() LocalWorkflow(n) end,
+        "LocalWorkflow: the option 'workflow_name' is required: LocalWorkflow(node, { workflow_name = \"name\" })")
+      assert.has_error(function() LocalWorkflow(n, { workflow_name = "" }) end,
+        "LocalWorkflow: 'workflow_name' must be a non-empty string")
+      assert.has_error(function() LocalWorkflow(n, 42, { workflow_name = "x" }) end,
+        "LocalWorkflow: argument #2 is a number, not a node")
+      assert.has_error(function() LocalWorkflow({ workflow_name = "x" }) end,
+        "LocalWorkflow: give at least one node to run")
+    end)
+
+    it("runs again, and new workflows run on nodes of one already run", function()
+      local count = 0
+      local f = ff.workflow(function(x) count = count + 1; return x + 1 end)
+      local a = f(1)
+      local wf = LocalWorkflow(a, { workflow_name = "again" })
+      assert.are.equal(2, wf:run())
+      assert.are.equal(2, wf:run())
+      local b = f(a)
+      assert.are.equal(3, LocalWorkflow(b, { workflow_name = "more" }):run())
+      assert.are.equal(4, count)
+    end)
+
+    it("names the node, its function and the original error when a node fails", function()
+      local ran_after = false
+      local sum = ff.workflow(function(a, b) return a + b end)
+      local after = ff.workflow(function() ran_after = true end)
+      local bad = sum(1, nil):set_name("bad")
+      local wf = LocalWorkflow(after(bad), { workflow_name = "fails" })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("^node 'bad' %(function 'sum' defined at [^)]*workflow_spec%.lua:%d+%) failed: " ..
+                     "[^\n]*workflow_spec%.lua:%d+: attempt to perform arithmetic on a nil value", err)
+      assert.matches("\nstack traceback:\n", err)
+      assert.is_false(ran_after)
+    end)
+
+    it("releases intermediate results once their consumers have run", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      local make = ff.workflow(function(i) local t = { i }; weak[i] = t; return t end)
+      local first = ff.workflow(function(t) return t[1] end)
+      local released = ff.workflow(function(_, i)
+        collectgarbage("collect")
+        collectgarbage("collect")
+        return weak[i] == nil
+      end)
+      local kept = make(1)                    -- a leaf: kept to the end
+      local y = first(make(2))                -- make(2)'s only consumer
+      local z = released(y, 2)
+      local k = released(first(kept), 1)
+      local wf = LocalWorkflow(z, k, kept, { workflow_name = "release" })
+      local z_released, k_released, kept_value = wf:run()
+      assert.is_true(z_released)
+      assert.is_false(k_released)
+      assert.are.same({ 1 }, kept_value)
+    end)
+
+    it("frees nodes nothing refers to any more", function()
+      local function settle()
+        collectgarbage("collect")
+        collectgarbage("collect")
+        return ff.core.graph_size() -- also applies the queued releases
+      end
+      local before = settle()
+      local function build()
+        local f = ff.workflow("tmp", function(x) return x end)
+        local x = f(0)
+        for _ = 1, 1000 do x = f(x) end
+        return ff.core.graph_size()
+      end
+      assert.are.equal(before + 1001, build())
+      -- All 1001 are gone (and maybe garbage left by earlier specs too).
+      assert.is_true(settle() <= before)
+    end)
+  end)
+
+  describe("class nodes", function()
+    it("port functionfuse's IncrementalSum and give 4", function()
+      local IncrementalSum = ff.workflow {
+        __init = function(self, start) self.start = start end,
+        add = function(self, n)
+          self.start = self.start + n
+          return self.start
+        end,
+      }
+      local minus = ff.workflow(function(a, b) return a - b end)
+
+      local one = minus(4, 3)
+      local incremental_sum = IncrementalSum(one)
+      local two = minus(3, one)
+      incremental_sum:add(two)
+      incremental_sum:add(two)
+      local six = incremental_sum:add(one)
+      local result = minus(six, 2)
+      assert.are.equal(4, LocalWorkflow(result, { workflow_name = "first" }):run())
+      assert.are.equal("IncrementalSum_0000", incremental_sum:get_name())
+      assert.are.equal("IncrementalSum.add_0002", six:get_name())
+
+      -- test2 of the same file: with names set on every node.
+      one = minus(4, 3):set_name("four_minus_three")
+      incremental_sum = IncrementalSum(one):set_name("IncrementalSum")
+      two = minus(3, one):set_name("three_minus_one")
+      incremental_sum:add(two):set_name("one_plus_two")
+      incremental_sum:add(two):set_name("three_plus_two")
+      six = incremental_sum:add(one):set_name("five_plus_one")
+      result = minus(six, 2):set_name("six_minus_two")
+      local wf = LocalWorkflow(result, { workflow_name = "first" })
+      assert.are.equal(4, wf:run())
+      assert.are.same({ "four_minus_three", "IncrementalSum", "three_minus_one", "one_plus_two",
+                        "three_plus_two", "five_plus_one", "six_minus_two" }, wf:names())
+    end)
+
+    it("chain method calls in program order on one instance", function()
+      local Log = ff.workflow("Log", {
+        __init = function(self) self.items = {} end,
+        push = function(self, x) self.items[#self.items + 1] = x; return table.concat(self.items, ",") end,
+      })
+      local log = Log():set_name("log")
+      local a = log:push("a")
+      local b = log:push("b")
+      local c = log:push("c")
+      assert.are.equal("log", log:get_name())
+      assert.are.same({ "a,b,c", "a", "a,b" }, { run(c, a, b) })
+    end)
+
+    it("reject unknown methods and non-method calls", function()
+      local K = ff.workflow("K", { __init = function() end, m = function() return 1 end })
+      local k = K()
+      assert.has_error(function() return k.nope end, "class 'K' has no method 'nope'")
+      assert.has_error(function() k.m(1) end, "call 'm' as a method: instance:m(...)")
+    end)
+  end)
+
+  describe("bad input", function()
+    it("workflow() needs a function or a class table", function()
+      assert.has_error(function() ff.workflow(42) end,
+        "bad argument #1 to 'workflow' (function or class table expected, got number)")
+      assert.has_error(function() ff.workflow("name", "not a function") end,
+        "bad argument #2 to 'workflow' (function or class table expected, got string)")
+      assert.has_error(function() ff.workflow("", function() end) end,
+        "bad argument #1 to 'workflow' (name must not be empty)")
+      assert.has_error(function() ff.workflow(nil) end,
+        "bad argument #1 to 'workflow' (function or class table expected, got nil)")
+    end)
+
+    it("accepts callable tables as functions", function()
+      local c = setmetatable({}, { __call = function(_, x) return x * 2 end })
+      local n = ff.workflow("c", c)(21)
+      assert.are.equal(42, run(n))
+    end)
+
+    it("refuses item keys that are nil", function()
+      local n = ff.workflow("f", function() end)()
+      assert.has_error(function() n:item(nil) end,
+        "bad argument #1 to 'item' (item key must not be nil)")
+    end)
+
+    it("cannot form a cycle: a node only ever depends on older nodes", function()
+      local f = ff.workflow("f", function(x) return (x or 0) + 1 end)
+      local a = f()
+      local b = f(a)
+      local wf = LocalWorkflow(b, { workflow_name = "cycle" })
+      -- replace_func changes what a node runs, never its edges.
+      wf:replace_func(a, function() return 10 end)
+      assert.are.equal(11, wf:run())
+      assert.are.same({ "f_0000", "f_0001" }, { a:get_name(), b:get_name() })
+    end)
+  end)
+end)

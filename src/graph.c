@@ -1,0 +1,510 @@
+/*
+ * graph.c: the workflow graph (see graph.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fflua.h"
+#include "graph.h"
+
+struct func {
+    int32_t handle;
+    uint32_t counter; /* nodes created so far: the next default name's number */
+    char *name;
+};
+
+struct node {
+    uint64_t seq; /* creation order, from 1; 0 marks a free slot */
+    uint32_t refs;
+    uint32_t fid;
+    uint32_t counter; /* the function's counter at creation */
+    uint32_t nargs, nparents;
+    uint32_t mark;      /* plan epoch, for ancestor search */
+    uint32_t next_free; /* free-list link while free */
+    char *name;         /* explicit name, or NULL */
+    ff_arg *args;       /* one block: args, then parents (uint32_t) */
+    int32_t slots[FF_NSLOTS];
+};
+
+struct ff_graph {
+    struct node *nodes;
+    uint32_t cap, used; /* slots allocated, slots ever used */
+    uint32_t free_head; /* UINT32_MAX: none */
+    size_t live;
+    uint64_t next_seq;
+    uint32_t epoch;
+    struct func *funcs;
+    uint32_t nfuncs, funcs_cap;
+    ff_release_fn release;
+    void *ud;
+    uint32_t *stack; /* scratch for decref cascades and searches */
+    size_t stack_cap;
+};
+
+#define NONE UINT32_MAX
+
+static void release(ff_graph *g, int32_t h) {
+    if (h != FF_NOHANDLE && g->release != NULL)
+        g->release(g->ud, h);
+}
+
+static void release_arg(ff_graph *g, const ff_arg *a) {
+    if (a->kind == FF_ARG_HANDLE || a->kind == FF_ARG_DEEP || a->kind == FF_ARG_ITEM)
+        release(g, a->handle);
+}
+
+int ff_graph_create(ff_graph **out, ff_release_fn rel, void *ud) {
+    ff_graph *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return -ENOMEM;
+    g->free_head = NONE;
+    g->next_seq = 1;
+    g->release = rel;
+    g->ud = ud;
+    *out = g;
+    return 0;
+}
+
+static void free_node(ff_graph *g, struct node *n) {
+    for (uint32_t i = 0; i < n->nargs; i++)
+        release_arg(g, &n->args[i]);
+    for (int s = 0; s < FF_NSLOTS; s++)
+        release(g, n->slots[s]);
+    free(n->args);
+    free(n->name);
+    n->args = NULL;
+    n->name = NULL;
+    n->seq = 0;
+}
+
+void ff_graph_destroy(ff_graph *g) {
+    if (g == NULL)
+        return;
+    for (uint32_t i = 0; i < g->used; i++)
+        if (g->nodes[i].seq != 0)
+            free_node(g, &g->nodes[i]);
+    for (uint32_t i = 0; i < g->nfuncs; i++) {
+        release(g, g->funcs[i].handle);
+        free(g->funcs[i].name);
+    }
+    free(g->funcs);
+    free(g->nodes);
+    free(g->stack);
+    free(g);
+}
+
+/* --- functions ------------------------------------------------------------ */
+
+int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t *fid) {
+    if (g->nfuncs == g->funcs_cap) {
+        uint32_t cap = g->funcs_cap ? g->funcs_cap * 2 : 16;
+        struct func *f = realloc(g->funcs, cap * sizeof *f);
+        if (f == NULL) {
+            release(g, handle);
+            return -ENOMEM;
+        }
+        g->funcs = f;
+        g->funcs_cap = cap;
+    }
+    struct func *f = &g->funcs[g->nfuncs];
+    f->handle = handle;
+    f->counter = 0;
+    f->name = NULL;
+    if (name != NULL && (f->name = strdup(name)) == NULL) {
+        release(g, handle);
+        return -ENOMEM;
+    }
+    *fid = g->nfuncs++;
+    return 0;
+}
+
+const char *ff_graph_func_name(const ff_graph *g, uint32_t fid) {
+    return fid < g->nfuncs ? g->funcs[fid].name : NULL;
+}
+
+int ff_graph_func_set_name(ff_graph *g, uint32_t fid, const char *name) {
+    char *s = strdup(name);
+    if (s == NULL)
+        return -ENOMEM;
+    free(g->funcs[fid].name);
+    g->funcs[fid].name = s;
+    return 0;
+}
+
+int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid) {
+    return g->funcs[fid].handle;
+}
+
+/* --- nodes ---------------------------------------------------------------- */
+
+static int ensure_stack(ff_graph *g, size_t need) {
+    if (need <= g->stack_cap)
+        return 0;
+    size_t cap = g->stack_cap ? g->stack_cap : 64;
+    while (cap < need)
+        cap *= 2;
+    uint32_t *s = realloc(g->stack, cap * sizeof *s);
+    if (s == NULL)
+        return -ENOMEM;
+    g->stack = s;
+    g->stack_cap = cap;
+    return 0;
+}
+
+/* A mark no node carries yet. */
+static uint32_t next_epoch(ff_graph *g) {
+    if (++g->epoch == 0) { /* wrapped: clear every mark once */
+        for (uint32_t i = 0; i < g->used; i++)
+            g->nodes[i].mark = 0;
+        g->epoch = 1;
+    }
+    return g->epoch;
+}
+
+static uint32_t *parents_of(const struct node *n) {
+    return (uint32_t *)(n->args + n->nargs);
+}
+
+static int alloc_slot(ff_graph *g, uint32_t *id) {
+    if (g->free_head != NONE) {
+        *id = g->free_head;
+        g->free_head = g->nodes[*id].next_free;
+        return 0;
+    }
+    if (g->used == g->cap) {
+        if (g->cap >= NONE / 2)
+            return -ENOMEM;
+        uint32_t cap = g->cap ? g->cap * 2 : 1024;
+        struct node *n = realloc(g->nodes, (size_t)cap * sizeof *n);
+        if (n == NULL)
+            return -ENOMEM;
+        g->nodes = n;
+        g->cap = cap;
+    }
+    *id = g->used++;
+    return 0;
+}
+
+int ff_graph_is_live(const ff_graph *g, uint32_t id) {
+    return id < g->used && g->nodes[id].seq != 0;
+}
+
+int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t nargs,
+                      const uint32_t *deps, uint32_t ndeps, uint32_t *out) {
+    int rc = -EINVAL;
+    uint32_t id = NONE;
+    ff_arg *block = NULL;
+    if (fid >= g->nfuncs)
+        goto fail;
+    /* Collect the distinct parents, marking each with a fresh epoch so that
+     * a node with many parents costs linear time. */
+    size_t maxp = (size_t)nargs + ndeps;
+    block = malloc(nargs * sizeof(ff_arg) + maxp * sizeof(uint32_t) + 1);
+    rc = -ENOMEM;
+    if (block == NULL)
+        goto fail;
+    memcpy(block, args, nargs * sizeof(ff_arg));
+    uint32_t *parents = (uint32_t *)(block + nargs);
+    uint32_t np = 0;
+    uint32_t mark = next_epoch(g);
+    for (size_t i = 0; i < maxp; i++) {
+        uint32_t p;
+        if (i < nargs) {
+            if (args[i].kind != FF_ARG_NODE && args[i].kind != FF_ARG_ITEM)
+                continue;
+            p = args[i].u.node;
+        } else {
+            p = deps[i - nargs];
+        }
+        rc = -EINVAL;
+        if (!ff_graph_is_live(g, p))
+            goto fail;
+        if (g->nodes[p].mark != mark) {
+            g->nodes[p].mark = mark;
+            parents[np++] = p;
+        }
+    }
+    rc = alloc_slot(g, &id);
+    if (rc != 0)
+        goto fail;
+    struct node *n = &g->nodes[id];
+    memset(n, 0, sizeof *n);
+    n->seq = g->next_seq++;
+    n->refs = 1;
+    n->fid = fid;
+    n->counter = g->funcs[fid].counter++;
+    n->nargs = nargs;
+    n->nparents = np;
+    n->mark = 0;
+    n->args = block;
+    for (int s = 0; s < FF_NSLOTS; s++)
+        n->slots[s] = FF_NOHANDLE;
+    for (uint32_t i = 0; i < np; i++)
+        g->nodes[parents[i]].refs++;
+    g->live++;
+    *out = id;
+    return 0;
+fail:
+    for (uint32_t i = 0; i < nargs; i++)
+        release_arg(g, &args[i]);
+    free(block);
+    return rc;
+}
+
+void ff_graph_incref(ff_graph *g, uint32_t id) {
+    g->nodes[id].refs++;
+}
+
+void ff_graph_decref(ff_graph *g, uint32_t id) {
+    /* Iterative, so freeing a long chain cannot overflow the C stack. The
+     * scratch stack is grown before use; if it cannot grow, the nodes stay
+     * (a leak, never a crash). */
+    size_t top = 0;
+    if (ensure_stack(g, 1) != 0)
+        return;
+    g->stack[top++] = id;
+    while (top > 0) {
+        uint32_t i = g->stack[--top];
+        struct node *n = &g->nodes[i];
+        if (--n->refs > 0)
+            continue;
+        uint32_t np = n->nparents;
+        if (ensure_stack(g, top + np) != 0) {
+            n->refs = 1;
+            continue;
+        }
+        memcpy(g->stack + top, parents_of(n), np * sizeof(uint32_t));
+        top += np;
+        n = &g->nodes[i];
+        free_node(g, n);
+        n->next_free = g->free_head;
+        g->free_head = i;
+        g->live--;
+    }
+}
+
+size_t ff_graph_size(const ff_graph *g) {
+    return g->live;
+}
+
+uint64_t ff_graph_seq(const ff_graph *g, uint32_t id) {
+    return g->nodes[id].seq;
+}
+
+uint32_t ff_graph_fid(const ff_graph *g, uint32_t id) {
+    return g->nodes[id].fid;
+}
+
+const ff_arg *ff_graph_args(const ff_graph *g, uint32_t id, uint32_t *nargs) {
+    *nargs = g->nodes[id].nargs;
+    return g->nodes[id].args;
+}
+
+const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *nparents) {
+    *nparents = g->nodes[id].nparents;
+    return parents_of(&g->nodes[id]);
+}
+
+size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap) {
+    const struct node *n = &g->nodes[id];
+    int len;
+    if (n->name != NULL) {
+        len = snprintf(buf, cap, "%s", n->name);
+    } else {
+        const char *fn = g->funcs[n->fid].name;
+        len = snprintf(buf, cap, "%s_%04u", fn ? fn : "task", n->counter);
+    }
+    return len < 0 ? 0 : (size_t)len;
+}
+
+int ff_graph_set_name(ff_graph *g, uint32_t id, const char *name, size_t len) {
+    char *s = malloc(len + 1);
+    if (s == NULL)
+        return -ENOMEM;
+    memcpy(s, name, len);
+    s[len] = '\0';
+    free(g->nodes[id].name);
+    g->nodes[id].name = s;
+    return 0;
+}
+
+void ff_graph_set_slot(ff_graph *g, uint32_t id, enum ff_slot slot, int32_t handle) {
+    int32_t old = g->nodes[id].slots[slot];
+    g->nodes[id].slots[slot] = handle;
+    release(g, old);
+}
+
+int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot) {
+    return g->nodes[id].slots[slot];
+}
+
+/* --- plans ---------------------------------------------------------------- */
+
+struct keyed {
+    uint32_t key, id;
+};
+
+/* Sorts by key: two passes of a 16-bit radix sort. */
+static int radix_sort(struct keyed *a, uint32_t n) {
+    struct keyed *tmp = malloc((size_t)n * sizeof *tmp + 1);
+    uint32_t *count = calloc(65536, sizeof *count);
+    if (tmp == NULL || count == NULL) {
+        free(tmp);
+        free(count);
+        return -ENOMEM;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        int shift = pass * 16;
+        memset(count, 0, 65536 * sizeof *count);
+        for (uint32_t i = 0; i < n; i++)
+            count[(a[i].key >> shift) & 0xffff]++;
+        uint32_t sum = 0;
+        for (uint32_t b = 0; b < 65536; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            tmp[count[(a[i].key >> shift) & 0xffff]++] = a[i];
+        memcpy(a, tmp, (size_t)n * sizeof *a);
+    }
+    free(tmp);
+    free(count);
+    return 0;
+}
+
+
+static int cmp_seq(const void *x, const void *y) {
+    uint64_t a = ((const uint64_t *)x)[0], b = ((const uint64_t *)y)[0];
+    return a < b ? -1 : a > b;
+}
+
+void ff_plan_release(ff_graph *g, ff_plan *p) {
+    if (p == NULL)
+        return;
+    for (uint32_t i = 0; i < p->n; i++)
+        ff_graph_decref(g, p->order[i]);
+    free(p->order);
+    free(p->consumers);
+    free(p->pos);
+    free(p);
+}
+
+uint32_t ff_plan_pos(const ff_plan *p, uint32_t id) {
+    return id < p->pos_cap && p->pos[id] != 0 ? p->pos[id] - 1 : NONE;
+}
+
+/* Orders the collected ids by creation. */
+static int sort_by_seq(ff_graph *g, uint32_t *ids, uint32_t n) {
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t s = g->nodes[ids[i]].seq;
+        lo = s < lo ? s : lo;
+        hi = s > hi ? s : hi;
+    }
+    if (n < 2)
+        return 0;
+    if (hi - lo < UINT32_MAX && n > 64) {
+        struct keyed *k = malloc((size_t)n * sizeof *k);
+        if (k == NULL)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < n; i++)
+            k[i] = (struct keyed){(uint32_t)(g->nodes[ids[i]].seq - lo), ids[i]};
+        int rc = radix_sort(k, n);
+        for (uint32_t i = 0; rc == 0 && i < n; i++)
+            ids[i] = k[i].id;
+        free(k);
+        return rc;
+    }
+    uint64_t *pairs = malloc((size_t)n * 2 * sizeof *pairs);
+    if (pairs == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        pairs[2 * i] = g->nodes[ids[i]].seq;
+        pairs[2 * i + 1] = ids[i];
+    }
+    qsort(pairs, n, 2 * sizeof *pairs, cmp_seq);
+    for (uint32_t i = 0; i < n; i++)
+        ids[i] = (uint32_t)pairs[2 * i + 1];
+    free(pairs);
+    return 0;
+}
+
+int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan **out) {
+    for (uint32_t i = 0; i < nleaves; i++)
+        if (!ff_graph_is_live(g, leaves[i]))
+            return -EINVAL;
+    ff_plan *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return -ENOMEM;
+    uint32_t mark = next_epoch(g);
+    size_t n = 0, cap = 64;
+    uint32_t *order = malloc(cap * sizeof *order);
+    int rc = ensure_stack(g, nleaves + 1);
+    if (order == NULL || rc != 0)
+        goto nomem;
+    /* Depth-first search for the ancestors. */
+    size_t top = 0;
+    for (uint32_t i = 0; i < nleaves; i++)
+        g->stack[top++] = leaves[i];
+    while (top > 0) {
+        uint32_t id = g->stack[--top];
+        struct node *nd = &g->nodes[id];
+        if (nd->mark == mark)
+            continue;
+        nd->mark = mark;
+        if (n == cap) {
+            uint32_t *o = realloc(order, (cap *= 2) * sizeof *o);
+            if (o == NULL)
+                goto nomem;
+            order = o;
+        }
+        order[n++] = id;
+        if (ensure_stack(g, top + nd->nparents) != 0)
+            goto nomem;
+        nd = &g->nodes[id];
+        const uint32_t *par = parents_of(nd);
+        for (uint32_t j = 0; j < nd->nparents; j++)
+            if (g->nodes[par[j]].mark != mark)
+                g->stack[top++] = par[j];
+    }
+    rc = sort_by_seq(g, order, (uint32_t)n);
+    if (rc != 0)
+        goto fail;
+    p->n = (uint32_t)n;
+    p->order = order;
+    p->pos_cap = g->used;
+    p->pos = calloc(g->used ? g->used : 1, sizeof *p->pos);
+    p->consumers = calloc(n ? n : 1, sizeof *p->consumers);
+    if (p->pos == NULL || p->consumers == NULL) {
+        p->n = 0;
+        ff_plan_release(g, p);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < p->n; i++) {
+        p->pos[order[i]] = i + 1;
+        g->nodes[order[i]].refs++;
+    }
+    for (uint32_t i = 0; i < p->n; i++) {
+        const struct node *nd = &g->nodes[order[i]];
+        const uint32_t *par = parents_of(nd);
+        for (uint32_t j = 0; j < nd->nparents; j++) {
+            uint32_t pp = p->pos[par[j]] - 1;
+            if (pp >= i) { /* cannot happen: edges follow creation order */
+                ff_plan_release(g, p);
+                return FFLUA_ECYCLE;
+            }
+            p->consumers[pp]++;
+        }
+    }
+    *out = p;
+    return 0;
+nomem:
+    rc = -ENOMEM;
+fail:
+    free(order);
+    free(p);
+    return rc;
+}

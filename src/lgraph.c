@@ -1,0 +1,1108 @@
+/*
+ * lgraph.c: the Lua binding of the workflow graph and the local executor.
+ *
+ * Lua sees three types, registered once in luaopen_functionfuse_core:
+ *   functionfuse.Node      a handle on a graph node (returned by factories)
+ *   functionfuse.NodeItem  a handle on a field of a node's result (node[k])
+ *   functionfuse.Workflow  a set of leaves with what backends need
+ * and node factories, C closures made by core.factory(fn[, name]).
+ *
+ * Per-state context: one ffl_ctx userdata in the registry under
+ * "functionfuse.ctx" owns the graph. Lua values the graph keeps are registry
+ * references (the graph's opaque handles), released through the graph's
+ * release callback. Node handles keep their node alive (a reference count in
+ * the graph); their __gc only queues the decrement, which is applied at the
+ * next graph operation, so the graph is never changed from inside a
+ * collection step.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "fflua.h"
+#include "graph.h"
+#include "lgraph.h"
+#include "lutil.h"
+#include "query.h"
+
+#define CTX_KEY "functionfuse.ctx"
+#define NODE_MT "functionfuse.Node"
+#define ITEM_MT "functionfuse.NodeItem"
+#define WF_MT "functionfuse.Workflow"
+#define NAME_MAX_STACK 256
+#define MAX_DEPTH 200
+
+struct ffl_ctx {
+    ff_graph *graph;
+    lua_State *L; /* the thread in the current call, for releasing handles */
+    uint32_t *pending; /* node decrements queued by __gc */
+    size_t npending, pending_cap;
+    uint32_t *deps; /* scratch: nodes found inside table arguments */
+    size_t ndeps, deps_cap;
+    fflua_hooks hooks;
+    void *hooks_ud;
+};
+
+typedef struct ffl_node {
+    ffl_ctx *ctx;
+    uint32_t id;
+} ffl_node;
+
+/* --- context ------------------------------------------------------------- */
+
+static void release_handle(void *ud, int32_t h) {
+    ffl_ctx *ctx = ud;
+    if (ctx->L != NULL)
+        luaL_unref(ctx->L, LUA_REGISTRYINDEX, h);
+}
+
+static void flush_pending(ffl_ctx *ctx) {
+    while (ctx->npending > 0)
+        ff_graph_decref(ctx->graph, ctx->pending[--ctx->npending]);
+}
+
+static int ffl_ctx_gc(lua_State *L) {
+    ffl_ctx *ctx = lua_touserdata(L, 1);
+    if (ctx->graph != NULL) {
+        ctx->L = L;
+        ff_graph_destroy(ctx->graph);
+        ctx->graph = NULL;
+    }
+    free(ctx->pending);
+    free(ctx->deps);
+    ctx->pending = ctx->deps = NULL;
+    ctx->npending = ctx->ndeps = 0;
+    return 0;
+}
+
+ffl_ctx *ffl_ctx_get(lua_State *L) {
+    ffl_ctx *ctx;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY) == LUA_TUSERDATA) {
+        ctx = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+    } else {
+        lua_pop(L, 1);
+        ctx = lua_newuserdatauv(L, sizeof *ctx, 0); // [ctx]
+        memset(ctx, 0, sizeof *ctx);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, ffl_ctx_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        if (ff_graph_create(&ctx->graph, release_handle, ctx) != 0)
+            luaL_error(L, "not enough memory");
+        lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY); // []
+    }
+    if (ctx->graph == NULL)
+        luaL_error(L, "the functionfuse engine of this state is closed");
+    ctx->L = L;
+    flush_pending(ctx);
+    return ctx;
+}
+
+int fflua_set_hooks(lua_State *L, const fflua_hooks *hooks, void *ud) {
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    if (hooks != NULL)
+        ctx->hooks = *hooks;
+    else
+        memset(&ctx->hooks, 0, sizeof ctx->hooks);
+    ctx->hooks_ud = ud;
+    return 0;
+}
+
+/* --- handles ------------------------------------------------------------- */
+
+static ffl_node *test_handle(lua_State *L, int idx, int *is_item) {
+    ffl_node *n = luaL_testudata(L, idx, NODE_MT);
+    if (n != NULL) {
+        *is_item = 0;
+        return n;
+    }
+    n = luaL_testudata(L, idx, ITEM_MT);
+    *is_item = n != NULL;
+    return n;
+}
+
+static ffl_node *check_node(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, NODE_MT);
+}
+
+/* Pushes a new Node handle for a live node (one more reference). */
+static void push_node(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    ffl_node *n = lua_newuserdatauv(L, sizeof *n, 0);
+    n->ctx = ctx;
+    n->id = UINT32_MAX; /* not yet a reference, should setmetatable fail */
+    luaL_setmetatable(L, NODE_MT);
+    ff_graph_incref(ctx->graph, id);
+    n->id = id;
+}
+
+static int ffl_handle_gc(lua_State *L) {
+    ffl_node *n = lua_touserdata(L, 1);
+    ffl_ctx *ctx = n->ctx;
+    if (n->id == UINT32_MAX || ctx == NULL)
+        return 0;
+    if (ctx->graph == NULL)
+        return 0; /* the engine went first, at lua_close */
+    if (ctx->npending == ctx->pending_cap) {
+        size_t cap = ctx->pending_cap ? ctx->pending_cap * 2 : 256;
+        uint32_t *p = realloc(ctx->pending, cap * sizeof *p);
+        if (p == NULL)
+            return 0; /* the node stays: a leak, never a crash */
+        ctx->pending = p;
+        ctx->pending_cap = cap;
+    }
+    ctx->pending[ctx->npending++] = n->id;
+    n->id = UINT32_MAX;
+    return 0;
+}
+
+/* Pushes the node's name; returns it. */
+static const char *push_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    char buf[NAME_MAX_STACK];
+    size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
+    if (len < sizeof buf)
+        return lua_pushlstring(L, buf, len);
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, len + 1);
+    ff_graph_name(ctx->graph, id, p, len + 1);
+    luaL_pushresultsize(&b, len);
+    return lua_tostring(L, -1);
+}
+
+/* --- building nodes ------------------------------------------------------ */
+
+static void add_dep(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    if (ctx->ndeps == ctx->deps_cap) {
+        size_t cap = ctx->deps_cap ? ctx->deps_cap * 2 : 64;
+        uint32_t *d = realloc(ctx->deps, cap * sizeof *d);
+        if (d == NULL)
+            luaL_error(L, "not enough memory");
+        ctx->deps = d;
+        ctx->deps_cap = cap;
+    }
+    ctx->deps[ctx->ndeps++] = id;
+}
+
+/* Adds the node handles found in the table at t, at any depth, to the deps
+ * scratch; `seen` is the index of a table used as the set of tables already
+ * visited (cycles and shared subtables). Returns the number found. */
+static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth) {
+    if (depth > MAX_DEPTH)
+        luaL_error(L, "argument tables are nested more than %d deep", MAX_DEPTH);
+    luaL_checkstack(L, 6, "argument tables nested too deep");
+    lua_pushvalue(L, t);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, seen);
+    size_t found = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) { // [key, value]
+        for (int pos = -1; pos >= -2; pos--) {
+            int type = lua_type(L, pos);
+            if (type == LUA_TUSERDATA) {
+                int is_item;
+                ffl_node *n = test_handle(L, pos, &is_item);
+                if (n != NULL) {
+                    add_dep(L, ctx, n->id);
+                    found++;
+                }
+            } else if (type == LUA_TTABLE) {
+                lua_pushvalue(L, pos); // [key, value, sub]
+                lua_pushvalue(L, -1);
+                if (lua_rawget(L, seen) == LUA_TNIL) {
+                    lua_pop(L, 1);
+                    found += scan_table(L, ctx, lua_gettop(L), seen, depth + 1);
+                } else {
+                    lua_pop(L, 1);
+                }
+                lua_pop(L, 1); // [key, value]
+            }
+        }
+        lua_pop(L, 1); // [key]
+    }
+    return found;
+}
+
+/* Builds the ff_arg for the value at idx, taking a registry reference for a
+ * value the graph cannot hold inline. */
+static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
+    memset(a, 0, sizeof *a);
+    a->handle = FF_NOHANDLE;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        a->kind = FF_ARG_NIL;
+        return;
+    case LUA_TBOOLEAN:
+        a->kind = lua_toboolean(L, idx) ? FF_ARG_TRUE : FF_ARG_FALSE;
+        return;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            a->kind = FF_ARG_INT;
+            a->u.i = (int64_t)lua_tointeger(L, idx);
+        } else {
+            a->kind = FF_ARG_NUM;
+            a->u.d = (double)lua_tonumber(L, idx);
+        }
+        return;
+    case LUA_TUSERDATA: {
+        int is_item;
+        ffl_node *n = test_handle(L, idx, &is_item);
+        if (n != NULL) {
+            a->kind = is_item ? FF_ARG_ITEM : FF_ARG_NODE;
+            a->u.node = n->id;
+            if (!is_item)
+                return;
+        }
+        break;
+    }
+    case LUA_TTABLE: {
+        lua_newtable(L);
+        size_t found = scan_table(L, ctx, idx, lua_gettop(L), 0);
+        lua_pop(L, 1);
+        lua_pushvalue(L, idx);
+        a->kind = found ? FF_ARG_DEEP : FF_ARG_HANDLE;
+        a->handle = luaL_ref(L, LUA_REGISTRYINDEX);
+        return;
+    }
+    default:
+        break;
+    }
+    lua_pushvalue(L, idx);
+    if (a->kind != FF_ARG_ITEM)
+        a->kind = FF_ARG_HANDLE;
+    a->handle = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* A stable readable name for a function nothing names: fn_<file>_<line>. */
+static void push_fallback_name(lua_State *L, int fidx) {
+    lua_Debug ar;
+    lua_pushvalue(L, fidx);
+    lua_getinfo(L, ">S", &ar);
+    if (ar.what[0] == 'C') {
+        lua_pushliteral(L, "cfunction");
+        return;
+    }
+    const char *src = ar.short_src, *slash = strrchr(src, '/');
+    if (slash != NULL)
+        src = slash + 1;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "fn_");
+    for (const char *p = src; *p && *p != '.'; p++) {
+        char c = *p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        luaL_addchar(&b, ok ? c : '_');
+    }
+    lua_pushfstring(L, "_%d", ar.linedefined);
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+}
+
+/* Gives function fid a name if it has none: the name the caller used for
+ * the factory at level `level` (local, global, field or method), else a
+ * fallback from where the function was defined. */
+static void ensure_func_name(lua_State *L, ffl_ctx *ctx, uint32_t fid, int level) {
+    if (ff_graph_func_name(ctx->graph, fid) != NULL)
+        return;
+    lua_Debug ar;
+    const char *name = NULL;
+    if (lua_getstack(L, level, &ar) && lua_getinfo(L, "n", &ar) && ar.name != NULL &&
+        strcmp(ar.name, "?") != 0)
+        name = lua_pushstring(L, ar.name);
+    if (name == NULL) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ff_graph_func_handle(ctx->graph, fid));
+        push_fallback_name(L, lua_gettop(L));
+        lua_remove(L, -2);
+        name = lua_tostring(L, -1);
+    }
+    if (ff_graph_func_set_name(ctx->graph, fid, name) != 0)
+        luaL_error(L, "not enough memory");
+    lua_pop(L, 1);
+}
+
+/* Creates a node of function fid from the arguments at [first, top], with
+ * the extra ordering dependencies in the sequence at deps_idx (0: none), and
+ * pushes its handle. */
+static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int deps_idx) {
+    int top = lua_gettop(L);
+    int nargs = top - first + 1;
+    if (nargs < 0)
+        nargs = 0;
+    ff_arg stackargs[8];
+    ff_arg *args = stackargs;
+    if (nargs > 8) /* scratch the collector owns, so an error cannot leak it */
+        args = lua_newuserdatauv(L, (size_t)nargs * sizeof *args, 0);
+    /* The handle first: allocating it may run finalizers, which only queue. */
+    ffl_node *h = lua_newuserdatauv(L, sizeof *h, 0); // [.., handle]
+    h->ctx = ctx;
+    h->id = UINT32_MAX;
+    luaL_setmetatable(L, NODE_MT);
+    ctx->ndeps = 0;
+    for (int i = 0; i < nargs; i++)
+        make_arg(L, ctx, first + i, &args[i]);
+    if (deps_idx != 0) {
+        lua_Integer nd = luaL_len(L, deps_idx);
+        for (lua_Integer i = 1; i <= nd; i++) {
+            lua_rawgeti(L, deps_idx, i);
+            int is_item;
+            ffl_node *d = test_handle(L, -1, &is_item);
+            if (d == NULL)
+                luaL_error(L, "dependency %d is not a node", (int)i);
+            add_dep(L, ctx, d->id);
+            lua_pop(L, 1);
+        }
+    }
+    uint32_t id;
+    int rc = ff_graph_add_node(ctx->graph, fid, args, (uint32_t)nargs, ctx->deps,
+                               (uint32_t)ctx->ndeps, &id);
+    ctx->ndeps = 0;
+    if (rc != 0)
+        return luaL_error(L, "cannot create a node: %s", fflua_strerror(rc));
+    h->id = id;
+    return 1;
+}
+
+/* A node factory: upvalue 1 is the context, upvalue 2 the function id. */
+static int ffl_factory_call(lua_State *L) {
+    ffl_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    uint32_t fid = (uint32_t)lua_tointeger(L, lua_upvalueindex(2));
+    if (ctx->graph == NULL)
+        return luaL_error(L, "the functionfuse engine of this state is closed");
+    ctx->L = L;
+    flush_pending(ctx);
+    ensure_func_name(L, ctx, fid, 0);
+    return make_node(L, ctx, fid, 1, 0);
+}
+
+static int is_callable(lua_State *L, int idx) {
+    if (lua_isfunction(L, idx))
+        return 1;
+    if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+        lua_pop(L, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* core.factory(fn[, name]) -> factory */
+static int ffl_core_factory(lua_State *L) {
+    if (!is_callable(L, 1))
+        return luaL_typeerror(L, 1, "function");
+    const char *name = luaL_optstring(L, 2, NULL);
+    if (name != NULL && name[0] == '\0')
+        return luaL_argerror(L, 2, "name must not be empty");
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    lua_pushvalue(L, 1);
+    int32_t h = luaL_ref(L, LUA_REGISTRYINDEX);
+    uint32_t fid;
+    if (ff_graph_add_func(ctx->graph, h, name, &fid) != 0)
+        return luaL_error(L, "not enough memory");
+    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    lua_pushinteger(L, fid);
+    lua_pushcclosure(L, ffl_factory_call, 2);
+    return 1;
+}
+
+static uint32_t check_factory(lua_State *L, int idx) {
+    if (lua_tocfunction(L, idx) != ffl_factory_call)
+        luaL_typeerror(L, idx, "node factory");
+    lua_getupvalue(L, idx, 2);
+    uint32_t fid = (uint32_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return fid;
+}
+
+/* core.factory_name(factory[, level]) -> name: the name its nodes take,
+ * inferred now from the caller at `level` (default 2) if it has none. */
+static int ffl_core_factory_name(lua_State *L) {
+    uint32_t fid = check_factory(L, 1);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    ensure_func_name(L, ctx, fid, (int)luaL_optinteger(L, 2, 2));
+    lua_pushstring(L, ff_graph_func_name(ctx->graph, fid));
+    return 1;
+}
+
+/* core.apply(factory, deps, ...) -> node: a node with ordering
+ * dependencies beyond its arguments (class method calls). */
+static int ffl_core_apply(lua_State *L) {
+    uint32_t fid = check_factory(L, 1);
+    if (!lua_isnil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    ensure_func_name(L, ctx, fid, 1);
+    return make_node(L, ctx, fid, 3, lua_isnil(L, 2) ? 0 : 2);
+}
+
+/* core.is_node(v) -> true for a Node or NodeItem handle */
+static int ffl_core_is_node(lua_State *L) {
+    int is_item;
+    lua_pushboolean(L, test_handle(L, 1, &is_item) != NULL);
+    return 1;
+}
+
+/* core.graph_size() -> number of live nodes in this state */
+static int ffl_core_graph_size(lua_State *L) {
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    lua_pushinteger(L, (lua_Integer)ff_graph_size(ctx->graph));
+    return 1;
+}
+
+/* --- Node and NodeItem methods ------------------------------------------- */
+
+/* node:set_name(name) -> node */
+static int ffl_node_set_name(lua_State *L) {
+    ffl_node *n = check_node(L, 1);
+    size_t len;
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return luaL_typeerror(L, 2, "string");
+    const char *s = lua_tolstring(L, 2, &len);
+    if (len == 0)
+        return luaL_argerror(L, 2, "node name must not be empty");
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    if (ff_graph_set_name(ctx->graph, n->id, s, len) != 0)
+        return luaL_error(L, "not enough memory");
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* node:get_name() / node:name() -> string */
+static int ffl_node_get_name(lua_State *L) {
+    ffl_node *n = check_node(L, 1);
+    push_name(L, ffl_ctx_get(L), n->id);
+    return 1;
+}
+
+/* Pushes a NodeItem for handle at idx (Node or NodeItem) extended by the key
+ * at kidx. */
+static int push_item(lua_State *L, int idx, int kidx) {
+    int is_item;
+    ffl_node *n = test_handle(L, idx, &is_item);
+    if (lua_isnil(L, kidx))
+        return luaL_argerror(L, kidx, "item key must not be nil");
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    ffl_node *it = lua_newuserdatauv(L, sizeof *it, 1); // [item]
+    it->ctx = ctx;
+    it->id = UINT32_MAX;
+    luaL_setmetatable(L, ITEM_MT);
+    lua_newtable(L); // [item, path]
+    lua_Integer len = 0;
+    if (is_item) {
+        lua_getiuservalue(L, idx, 1);
+        len = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, -1, i);
+            lua_rawseti(L, -3, i);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, kidx);
+    lua_rawseti(L, -2, len + 1);
+    lua_setiuservalue(L, -2, 1); // [item]
+    ff_graph_incref(ctx->graph, n->id);
+    it->id = n->id;
+    return 1;
+}
+
+/* node:item(key) -> NodeItem */
+static int ffl_node_item(lua_State *L) {
+    check_node(L, 1);
+    return push_item(L, 1, 2);
+}
+
+static int ffl_node_index(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+            return 1; /* a method */
+        lua_pop(L, 1);
+    }
+    return push_item(L, 1, 2);
+}
+
+static int ffl_item_index(lua_State *L) {
+    return push_item(L, 1, 2);
+}
+
+static int ffl_node_tostring(lua_State *L) {
+    int is_item;
+    ffl_node *n = test_handle(L, 1, &is_item);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    if (n == NULL || n->id == UINT32_MAX) {
+        lua_pushstring(L, is_item ? ITEM_MT " (closed)" : NODE_MT " (closed)");
+        return 1;
+    }
+    lua_pushstring(L, is_item ? ITEM_MT ": " : NODE_MT ": ");
+    push_name(L, ctx, n->id);
+    if (is_item) {
+        lua_getiuservalue(L, 1, 1);
+        lua_Integer len = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *k = luaL_tolstring(L, -1, NULL);
+            lua_pushfstring(L, lua_type(L, -2) == LUA_TSTRING ? "[\"%s\"]" : "[%s]", k);
+            lua_replace(L, -3);
+            lua_pop(L, 1);
+            lua_insert(L, -2);
+        }
+        lua_pop(L, 1);
+        lua_concat(L, (int)len + 2);
+    } else {
+        lua_concat(L, 2);
+    }
+    return 1;
+}
+
+static int ffl_node_eq(lua_State *L) {
+    int a_item, b_item;
+    ffl_node *a = test_handle(L, 1, &a_item), *b = test_handle(L, 2, &b_item);
+    lua_pushboolean(L, a && b && !a_item && !b_item && a->ctx == b->ctx && a->id == b->id);
+    return 1;
+}
+
+/* --- workflows ----------------------------------------------------------- */
+
+typedef struct ffl_wf {
+    ffl_ctx *ctx;
+} ffl_wf;
+
+static ffl_wf *check_wf(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, WF_MT);
+}
+
+/* core.workflow(leaves) -> Workflow; leaves is a sequence of Node or
+ * NodeItem handles (copied). */
+static int ffl_core_workflow(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 1);
+    if (n < 1)
+        return luaL_argerror(L, 1, "a workflow needs at least one leaf node");
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    ffl_wf *wf = lua_newuserdatauv(L, sizeof *wf, 1);
+    wf->ctx = ctx;
+    luaL_setmetatable(L, WF_MT);
+    lua_createtable(L, (int)n, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        int is_item;
+        if (test_handle(L, -1, &is_item) == NULL)
+            return luaL_error(L, "leaf %d is a %s, not a node", (int)i, luaL_typename(L, -1));
+        lua_rawseti(L, -2, i);
+    }
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
+
+/* Plans the workflow's ancestors; the plan is released by the caller. */
+static ff_plan *plan_wf(lua_State *L, ffl_ctx *ctx, int wfidx) {
+    lua_getiuservalue(L, wfidx, 1); // [leaves]
+    lua_Integer n = luaL_len(L, -1);
+    uint32_t *ids = lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0); // [leaves, ids]
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -2, i);
+        int is_item;
+        ids[i - 1] = test_handle(L, -1, &is_item)->id;
+        lua_pop(L, 1);
+    }
+    ff_plan *p = NULL;
+    int rc = ff_graph_plan(ctx->graph, ids, (uint32_t)n, &p);
+    lua_pop(L, 2);
+    if (rc != 0)
+        luaL_error(L, "cannot plan the workflow: %s", fflua_strerror(rc));
+    return p;
+}
+
+/* wf:nodes([query]) -> sequence of Node handles in run order whose names
+ * `query` (a compiled pattern userdata from core.compile, or nil for all)
+ * matches. */
+static int ffl_wf_nodes(lua_State *L);
+
+/* --- queries ------------------------------------------------------------- */
+
+#define QUERY_MT "functionfuse.Pattern"
+
+typedef struct ffl_pattern {
+    ff_query *q;
+} ffl_pattern;
+
+static int ffl_pattern_gc(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    ff_query_free(p->q);
+    p->q = NULL;
+    return 0;
+}
+
+/* core.compile(pattern) -> Pattern; raises on an invalid pattern. */
+static int ffl_core_compile(lua_State *L) {
+    size_t len;
+    const char *pat = luaL_checklstring(L, 1, &len);
+    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 0);
+    p->q = NULL;
+    luaL_setmetatable(L, QUERY_MT);
+    char msg[256];
+    size_t off = 0;
+    int rc = ff_query_compile(pat, len, &p->q, msg, sizeof msg, &off);
+    if (rc == FFLUA_EPATTERN)
+        return luaL_error(L, "invalid pattern '%s': %s at offset %d", pat, msg, (int)off);
+    if (rc != 0)
+        return luaL_error(L, "not enough memory");
+    return 1;
+}
+
+/* pattern:match(name) -> boolean */
+static int ffl_pattern_match(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int rc = ff_query_match(p->q, s, len);
+    if (rc < 0)
+        return luaL_error(L, "pattern match failed: %s", fflua_strerror(rc));
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* pattern:jit() -> boolean */
+static int ffl_pattern_jit(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    lua_pushboolean(L, ff_query_is_jit(p->q));
+    return 1;
+}
+
+static int ffl_wf_nodes(lua_State *L) {
+    check_wf(L, 1);
+    ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
+    int names_only = lua_toboolean(L, 3);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    /* The out table and the scratch buffer before the plan, so no error can
+     * strike while the plan is held. */
+    lua_newtable(L); // [out]
+    ff_plan *p = plan_wf(L, ctx, 1);
+    lua_Integer k = 0;
+    char buf[NAME_MAX_STACK];
+    for (uint32_t i = 0; i < p->n; i++) {
+        uint32_t id = p->order[i];
+        if (pat != NULL) {
+            size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
+            int m;
+            if (len < sizeof buf) {
+                m = ff_query_match(pat->q, buf, len);
+            } else {
+                char *big = malloc(len + 1);
+                m = big ? (ff_graph_name(ctx->graph, id, big, len + 1),
+                           ff_query_match(pat->q, big, len))
+                        : 0;
+                free(big);
+            }
+            if (m <= 0)
+                continue;
+        }
+        if (names_only)
+            push_name(L, ctx, id);
+        else
+            push_node(L, ctx, id);
+        lua_rawseti(L, -2, ++k);
+    }
+    ff_plan_release(ctx->graph, p);
+    return 1;
+}
+
+static const char *const slot_names[] = {"func", "remote", "plugins", NULL};
+
+/* wf:set_slot(node, "func"|"remote"|"plugins", value|nil) */
+static int ffl_wf_set_slot(lua_State *L) {
+    check_wf(L, 1);
+    ffl_node *n = check_node(L, 2);
+    int slot = luaL_checkoption(L, 3, NULL, slot_names);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    int32_t h = FF_NOHANDLE;
+    if (!lua_isnoneornil(L, 4)) {
+        lua_pushvalue(L, 4);
+        h = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    ff_graph_set_slot(ctx->graph, n->id, (enum ff_slot)slot, h);
+    return 0;
+}
+
+/* wf:get_slot(node, slot) -> value or nil */
+static int ffl_wf_get_slot(lua_State *L) {
+    check_wf(L, 1);
+    ffl_node *n = check_node(L, 2);
+    int slot = luaL_checkoption(L, 3, NULL, slot_names);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    int32_t h = ff_graph_slot(ctx->graph, n->id, (enum ff_slot)slot);
+    if (h == FF_NOHANDLE)
+        lua_pushnil(L);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h);
+    return 1;
+}
+
+/* wf:leaves() -> a copy of the leaves */
+static int ffl_wf_leaves(lua_State *L) {
+    check_wf(L, 1);
+    lua_getiuservalue(L, 1, 1);
+    lua_Integer n = luaL_len(L, -1);
+    lua_createtable(L, (int)n, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -2, i);
+        lua_rawseti(L, -2, i);
+    }
+    return 1;
+}
+
+/* --- the local executor -------------------------------------------------- */
+
+struct run;
+static void push_result(lua_State *L, struct run *r, int idx);
+
+struct run {
+    ffl_ctx *ctx;
+    ff_plan *plan;
+    int results; /* stack index of the results table (position + 1 -> value) */
+    int pre;     /* stack index of the pre-run functions (position + 1 -> fn) */
+};
+
+/* Pushes value with node handles replaced by their results, copying tables
+ * that hold them (memo: stack index of a table old -> copy). */
+static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth) {
+    idx = lua_absindex(L, idx);
+    int is_item;
+    ffl_node *n;
+    if (lua_type(L, idx) == LUA_TUSERDATA && (n = test_handle(L, idx, &is_item)) != NULL) {
+        (void)n;
+        (void)is_item;
+        lua_pushvalue(L, idx);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+        return;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    if (depth > MAX_DEPTH)
+        luaL_error(L, "argument tables are nested more than %d deep", MAX_DEPTH);
+    luaL_checkstack(L, 8, "argument tables nested too deep");
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, memo) != LUA_TNIL)
+        return; /* shared or cyclic: the same copy */
+    lua_pop(L, 1);
+    lua_newtable(L); // [copy]
+    int copy = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, copy);
+    lua_rawset(L, memo);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { // [copy, k, v]
+        push_substituted(L, r, -2, memo, depth + 1); // [copy, k, v, k']
+        push_substituted(L, r, -2, memo, depth + 1); // [copy, k, v, k', v']
+        lua_rawset(L, copy);                         // [copy, k, v]
+        lua_pop(L, 1);
+    }
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, copy);
+}
+
+/* Pushes the result the handle at idx stands for: a node's result or a
+ * field of it (indexing may run metamethods of the result). */
+static void push_result(lua_State *L, struct run *r, int idx) {
+    int is_item;
+    ffl_node *n = test_handle(L, idx, &is_item);
+    uint32_t pos = ff_plan_pos(r->plan, n->id);
+    lua_rawgeti(L, r->results, (lua_Integer)pos + 1);
+    if (!is_item)
+        return;
+    lua_getiuservalue(L, idx, 1); // [value, path]
+    lua_Integer len = luaL_len(L, -1);
+    lua_insert(L, -2); // [path, value]
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_rawgeti(L, -2, i); // [path, value, key]
+        lua_gettable(L, -2);   // [path, value, field]
+        lua_remove(L, -2);
+    }
+    lua_remove(L, -2);
+}
+
+static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
+    switch (a->kind) {
+    case FF_ARG_NIL:
+        lua_pushnil(L);
+        break;
+    case FF_ARG_FALSE:
+    case FF_ARG_TRUE:
+        lua_pushboolean(L, a->kind == FF_ARG_TRUE);
+        break;
+    case FF_ARG_INT:
+        lua_pushinteger(L, (lua_Integer)a->u.i);
+        break;
+    case FF_ARG_NUM:
+        lua_pushnumber(L, (lua_Number)a->u.d);
+        break;
+    case FF_ARG_HANDLE:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
+        break;
+    case FF_ARG_NODE:
+        lua_rawgeti(L, r->results, (lua_Integer)ff_plan_pos(r->plan, a->u.node) + 1);
+        break;
+    case FF_ARG_ITEM:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+        break;
+    case FF_ARG_DEEP:
+        lua_newtable(L); // [memo]
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
+        push_substituted(L, r, -1, lua_gettop(L) - 1, 0); // [memo, orig, copy]
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        break;
+    }
+}
+
+/* Pushes "node 'x' (function 'f' defined at src:line)". */
+static void push_node_desc(lua_State *L, ffl_ctx *ctx, uint32_t id, int fidx) {
+    lua_Debug ar;
+    const char *fname = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
+    push_name(L, ctx, id);
+    lua_pushvalue(L, fidx);
+    if (lua_isfunction(L, -1)) {
+        lua_getinfo(L, ">S", &ar);
+        if (ar.what[0] == 'C')
+            lua_pushfstring(L, "node '%s' (function '%s', a C function)", lua_tostring(L, -1),
+                            fname ? fname : "?");
+        else
+            lua_pushfstring(L, "node '%s' (function '%s' defined at %s:%d)", lua_tostring(L, -1),
+                            fname ? fname : "?", ar.short_src, ar.linedefined);
+    } else {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "node '%s' (function '%s')", lua_tostring(L, -1), fname ? fname : "?");
+    }
+    lua_remove(L, -2);
+}
+
+static void run_plugins(lua_State *L, struct run *r) {
+    ff_plan *p = r->plan;
+    ff_graph *g = r->ctx->graph;
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
+        if (ph == FF_NOHANDLE)
+            continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [plugin]
+        static const char *const steps[] = {"local_initialize", "remote_initialize"};
+        for (int s = 0; s < 2; s++) {
+            lua_getfield(L, -1, steps[s]);
+            lua_pushvalue(L, -2);
+            if (ffl_pcall(L, 1, s) != LUA_OK) {
+                push_name(L, r->ctx, p->order[pos]);
+                lua_pushfstring(L, "plugin of node '%s': %s failed: %s", lua_tostring(L, -1),
+                                steps[s], lua_tostring(L, -2));
+                lua_error(L);
+            }
+        }
+        if (!lua_isnil(L, -1) && !is_callable(L, -1)) {
+            push_name(L, r->ctx, p->order[pos]);
+            luaL_error(L, "plugin of node '%s': remote_initialize returned a %s, not a function",
+                       lua_tostring(L, -1), luaL_typename(L, -2));
+        }
+        lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
+        lua_pop(L, 1);
+    }
+}
+
+/* Runs the plan; protected (called through lua_pcall by ffl_wf_run_local).
+ * Arguments: the run (light userdata) and the workflow. */
+static int run_inner(lua_State *L) {
+    struct run *r = lua_touserdata(L, 1);
+    ffl_ctx *ctx = r->ctx;
+    ff_plan *p = r->plan;
+    lua_createtable(L, (int)p->n, 0);
+    r->results = lua_gettop(L);
+    lua_newtable(L);
+    r->pre = lua_gettop(L);
+    lua_pushcfunction(L, ffl_traceback);
+    int handler = lua_gettop(L);
+    run_plugins(L, r);
+
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        uint32_t id = p->order[pos];
+        ff_graph *g = ctx->graph;
+        int32_t fh = ff_graph_slot(g, id, FF_SLOT_FUNC);
+        if (fh == FF_NOHANDLE)
+            fh = ff_graph_func_handle(g, ff_graph_fid(g, id));
+        int top = lua_gettop(L);
+        if (ctx->hooks.before != NULL) {
+            push_name(L, ctx, id);
+            ctx->hooks.before(ctx->hooks_ud, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        int status = LUA_OK;
+        if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) != LUA_TNIL)
+            status = lua_pcall(L, 0, 0, handler); /* the plugins' pre-run call */
+        else
+            lua_pop(L, 1);
+        if (status == LUA_OK) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, fh);
+            uint32_t nargs;
+            const ff_arg *args = ff_graph_args(g, id, &nargs);
+            luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
+            for (uint32_t i = 0; i < nargs; i++)
+                push_arg(L, r, &args[i]);
+            status = lua_pcall(L, (int)nargs, LUA_MULTRET, handler);
+        }
+        if (status != LUA_OK) { // [err]
+            int erridx = lua_gettop(L);
+            if (ctx->hooks.after != NULL) {
+                push_name(L, ctx, id);
+                ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
+                lua_pop(L, 1);
+            }
+            lua_rawgeti(L, LUA_REGISTRYINDEX, fh);
+            push_node_desc(L, ctx, id, lua_gettop(L));
+            lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, erridx));
+            return lua_error(L);
+        }
+        int nres = lua_gettop(L) - top;
+        if (nres == 0) {
+            lua_pushnil(L);
+        } else if (nres > 1) { /* several values: a sequence with n, as a tuple */
+            lua_createtable(L, nres, 1);
+            lua_insert(L, top + 1);
+            for (int i = nres; i >= 1; i--)
+                lua_rawseti(L, top + 1, i);
+            lua_pushinteger(L, nres);
+            lua_setfield(L, -2, "n");
+        }
+        lua_rawseti(L, r->results, (lua_Integer)pos + 1);
+        lua_settop(L, top);
+        if (ctx->hooks.after != NULL) {
+            push_name(L, ctx, id);
+            ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 0);
+            lua_pop(L, 1);
+        }
+        /* Release what no later node needs. */
+        g = ctx->graph;
+        uint32_t np;
+        const uint32_t *par = ff_graph_parents(g, id, &np);
+        for (uint32_t j = 0; j < np; j++) {
+            uint32_t pp = ff_plan_pos(p, par[j]);
+            if (--p->consumers[pp] == 0) {
+                lua_pushnil(L);
+                lua_rawseti(L, r->results, (lua_Integer)pp + 1);
+            }
+        }
+    }
+    /* The leaves' results, in order. */
+    lua_getiuservalue(L, 2, 1);
+    int leaves = lua_gettop(L);
+    lua_Integer n = luaL_len(L, leaves);
+    luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many leaves");
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, leaves, i);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+    }
+    return (int)n;
+}
+
+/* wf:run_local() -> one value per leaf */
+static int ffl_wf_run_local(lua_State *L) {
+    check_wf(L, 1);
+    lua_settop(L, 1);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    struct run r = {.ctx = ctx};
+    lua_pushcfunction(L, run_inner);
+    lua_pushlightuserdata(L, &r);
+    lua_pushvalue(L, 1);
+    r.plan = plan_wf(L, ctx, 1);
+    /* Leaves keep their results to the end. */
+    lua_getiuservalue(L, 1, 1);
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        int is_item;
+        r.plan->consumers[ff_plan_pos(r.plan, test_handle(L, -1, &is_item)->id)]++;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    int status = lua_pcall(L, 2, LUA_MULTRET, 0);
+    ctx->L = L;
+    ff_plan_release(ctx->graph, r.plan);
+    if (status != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - 1;
+}
+
+/* --- registration -------------------------------------------------------- */
+
+static const luaL_Reg node_methods[] = {
+    {"set_name", ffl_node_set_name},
+    {"get_name", ffl_node_get_name},
+    {"name", ffl_node_get_name},
+    {"item", ffl_node_item},
+    {NULL, NULL},
+};
+
+static const luaL_Reg wf_methods[] = {
+    {"nodes", ffl_wf_nodes},
+    {"set_slot", ffl_wf_set_slot},
+    {"get_slot", ffl_wf_get_slot},
+    {"leaves", ffl_wf_leaves},
+    {"run_local", ffl_wf_run_local},
+    {NULL, NULL},
+};
+
+const luaL_Reg ffl_graph_funcs[] = {
+    {"factory", ffl_core_factory},
+    {"factory_name", ffl_core_factory_name},
+    {"apply", ffl_core_apply},
+    {"is_node", ffl_core_is_node},
+    {"graph_size", ffl_core_graph_size},
+    {"workflow", ffl_core_workflow},
+    {"compile", ffl_core_compile},
+    {NULL, NULL},
+};
+
+void ffl_graph_open(lua_State *L) {
+    /* functionfuse.Node: methods first, any other key is an item. */
+    luaL_newmetatable(L, NODE_MT);
+    luaL_newlib(L, node_methods);
+    lua_pushcclosure(L, ffl_node_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ffl_handle_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, ffl_node_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, ffl_node_eq);
+    lua_setfield(L, -2, "__eq");
+    lua_pushliteral(L, NODE_MT);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, ITEM_MT);
+    lua_pushcfunction(L, ffl_item_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ffl_handle_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, ffl_node_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, WF_MT);
+    luaL_newlib(L, wf_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, QUERY_MT);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, ffl_pattern_match);
+    lua_setfield(L, -2, "match");
+    lua_pushcfunction(L, ffl_pattern_jit);
+    lua_setfield(L, -2, "jit");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ffl_pattern_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    ffl_ctx_get(L); /* the engine exists from the first require */
+}

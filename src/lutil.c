@@ -1,0 +1,28 @@
+/*
+ * lutil.c: helpers shared by the Lua bindings (see lutil.h).
+ */
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "lutil.h"
+
+int ffl_traceback(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int ffl_pcall(lua_State *L, int nargs, int nres) {
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, ffl_traceback);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    return status;
+}
