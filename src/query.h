@@ -4,7 +4,7 @@
  * A pattern is compiled once with PCRE2 (JIT-compiled where the platform
  * allows) and matches a name the way Python's re.fullmatch does: the whole
  * name or nothing. Patterns are UTF-8; names that are not valid UTF-8 are
- * matched without error. Python's `re` syntax works (PCRE2 accepts
+ * never matched by anything (and never an error). Python's `re` syntax works (PCRE2 accepts
  * `(?P<name>...)`, `\d`, `(?i)`, lookarounds).
  *
  * A compiled query owns its match data, so one query is used by one thread

@@ -1,0 +1,157 @@
+/* The graph engine from C, without Lua: nodes, names, refcounts, plans. */
+#include <errno.h>
+#include <stdint.h>
+
+#include "fflua.h"
+#include "graph.h"
+#include "test.h"
+
+static int released[4096];
+static int nreleased;
+
+static void on_release(void *ud, int32_t h) {
+    (void)ud;
+    if (nreleased < 4096)
+        released[nreleased++] = h;
+}
+
+static ff_graph *new_graph(void) {
+    ff_graph *g;
+    nreleased = 0;
+    ASSERT_EQ(ff_graph_create(&g, on_release, NULL), 0);
+    return g;
+}
+
+static uint32_t add(ff_graph *g, uint32_t fid, const uint32_t *parents, uint32_t n) {
+    ff_arg args[8];
+    for (uint32_t i = 0; i < n; i++)
+        args[i] = (ff_arg){.kind = FF_ARG_NODE, .handle = FF_NOHANDLE, .u.node = parents[i]};
+    uint32_t id;
+    ASSERT_EQ(ff_graph_add_node(g, fid, args, n, NULL, 0, &id), 0);
+    return id;
+}
+
+static void test_names(void) {
+    ff_graph *g = new_graph();
+    uint32_t sum, minus;
+    ASSERT_EQ(ff_graph_add_func(g, 100, "sum", &sum), 0);
+    ASSERT_EQ(ff_graph_add_func(g, 101, NULL, &minus), 0);
+    uint32_t a = add(g, sum, NULL, 0), b = add(g, sum, &a, 1), c = add(g, minus, &b, 1);
+    char buf[64];
+    ASSERT_EQ(ff_graph_name(g, a, buf, sizeof buf), 8);
+    ASSERT_STR_EQ(buf, "sum_0000");
+    ff_graph_name(g, b, buf, sizeof buf);
+    ASSERT_STR_EQ(buf, "sum_0001");
+    ff_graph_name(g, c, buf, sizeof buf);
+    ASSERT_STR_EQ(buf, "task_0000"); /* a function without a name yet */
+    ASSERT_EQ(ff_graph_func_set_name(g, minus, "minus"), 0);
+    ff_graph_name(g, c, buf, sizeof buf);
+    ASSERT_STR_EQ(buf, "minus_0000");
+    ASSERT_EQ(ff_graph_set_name(g, b, "node2", 5), 0);
+    ff_graph_name(g, b, buf, sizeof buf);
+    ASSERT_STR_EQ(buf, "node2");
+    /* Truncation reports the full length. */
+    ASSERT_EQ(ff_graph_name(g, a, buf, 4), 8);
+    ASSERT_STR_EQ(buf, "sum");
+    ff_graph_destroy(g);
+    ASSERT_EQ(nreleased, 2); /* the two function handles */
+}
+
+static void test_plan_order_and_consumers(void) {
+    ff_graph *g = new_graph();
+    uint32_t f;
+    ff_graph_add_func(g, 1, "f", &f);
+    /* d, c created first; b uses c and d; a alone; x unrelated. */
+    uint32_t d = add(g, f, NULL, 0), c = add(g, f, NULL, 0);
+    uint32_t x = add(g, f, NULL, 0);
+    uint32_t cd[2] = {c, d};
+    uint32_t b = add(g, f, cd, 2);
+    uint32_t dd[3] = {d, d, b}; /* duplicates count once */
+    uint32_t a = add(g, f, dd, 3);
+    uint32_t np;
+    ff_graph_parents(g, a, &np);
+    ASSERT_EQ(np, 2);
+    ff_plan *p;
+    ASSERT_EQ(ff_graph_plan(g, &a, 1, &p), 0);
+    ASSERT_EQ(p->n, 4);
+    uint32_t want[4] = {d, c, b, a};
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(p->order[i], want[i]);
+    ASSERT_EQ(p->consumers[0], 2); /* d: used by b and a */
+    ASSERT_EQ(p->consumers[1], 1); /* c */
+    ASSERT_EQ(p->consumers[2], 1); /* b */
+    ASSERT_EQ(p->consumers[3], 0); /* a, the leaf */
+    ASSERT_EQ(ff_plan_pos(p, x), UINT32_MAX);
+    ff_plan_release(g, p);
+    ff_graph_destroy(g);
+}
+
+static void test_refcounts_free_chains(void) {
+    ff_graph *g = new_graph();
+    uint32_t f;
+    ff_graph_add_func(g, 7, "f", &f);
+    uint32_t prev = add(g, f, NULL, 0);
+    for (int i = 0; i < 100000; i++) {
+        uint32_t next = add(g, f, &prev, 1);
+        ff_graph_decref(g, prev); /* only the child holds it now */
+        prev = next;
+    }
+    ASSERT_EQ(ff_graph_size(g), 100001);
+    ff_graph_decref(g, prev); /* the whole chain goes, without recursion */
+    ASSERT_EQ(ff_graph_size(g), 0);
+    /* Slots are reused; seq keeps counting. */
+    uint32_t n = add(g, f, NULL, 0);
+    ASSERT(n < 100001);
+    ASSERT_EQ(ff_graph_seq(g, n), 100002);
+    ff_graph_destroy(g);
+}
+
+static void test_handles_released(void) {
+    ff_graph *g = new_graph();
+    uint32_t f;
+    ff_graph_add_func(g, 1, "f", &f);
+    ff_arg args[3] = {
+        {.kind = FF_ARG_HANDLE, .handle = 11},
+        {.kind = FF_ARG_INT, .handle = FF_NOHANDLE, .u.i = 5},
+        {.kind = FF_ARG_DEEP, .handle = 12},
+    };
+    uint32_t id;
+    ASSERT_EQ(ff_graph_add_node(g, f, args, 3, NULL, 0, &id), 0);
+    ff_graph_set_slot(g, id, FF_SLOT_PLUGINS, 13);
+    ff_graph_set_slot(g, id, FF_SLOT_PLUGINS, 14); /* replaces and releases 13 */
+    ASSERT_EQ(nreleased, 1);
+    ASSERT_EQ(released[0], 13);
+    ff_graph_decref(g, id);
+    ASSERT_EQ(nreleased, 4);
+    ASSERT_EQ(released[1], 11);
+    ASSERT_EQ(released[2], 12);
+    ASSERT_EQ(released[3], 14);
+    ff_graph_destroy(g);
+}
+
+static void test_bad_parents(void) {
+    ff_graph *g = new_graph();
+    uint32_t f, id;
+    ff_graph_add_func(g, 1, "f", &f);
+    ff_arg bad = {.kind = FF_ARG_NODE, .handle = FF_NOHANDLE, .u.node = 12345};
+    ASSERT_EQ(ff_graph_add_node(g, f, &bad, 1, NULL, 0, &id), -EINVAL);
+    ff_arg owned = {.kind = FF_ARG_HANDLE, .handle = 77};
+    uint32_t dep = 999;
+    ASSERT_EQ(ff_graph_add_node(g, f, &owned, 1, &dep, 1, &id), -EINVAL);
+    ASSERT_EQ(nreleased, 1); /* the handle is released on failure too */
+    ASSERT_EQ(released[0], 77);
+    ASSERT_EQ(ff_graph_add_node(g, 42, NULL, 0, NULL, 0, &id), -EINVAL);
+    ff_plan *p;
+    uint32_t missing = 3;
+    ASSERT_EQ(ff_graph_plan(g, &missing, 1, &p), -EINVAL);
+    ff_graph_destroy(g);
+}
+
+int main(void) {
+    RUN(test_names);
+    RUN(test_plan_order_and_consumers);
+    RUN(test_refcounts_free_chains);
+    RUN(test_handles_released);
+    RUN(test_bad_parents);
+    return 0;
+}

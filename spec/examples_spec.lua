@@ -1,0 +1,30 @@
+-- The examples run and print what they promise.
+local H = require "spec.helper"
+
+local function example(name)
+  local r = H.fflua({ "examples/" .. name .. ".lua" }, { cwd = H.source })
+  assert.are.equal(0, r.code, r.stderr)
+  return r.stdout
+end
+
+describe("examples", function()
+  it("sums.lua prints 3", function()
+    assert.are.equal("3\n", example("sums"))
+  end)
+
+  it("diamond.lua runs the branches and combines them", function()
+    assert.are.equal("run order: source_0000 -> double_0000 -> square_0000 -> combine_0000\n" ..
+                     "combine_0000 = 35\n", example("diamond"))
+  end)
+
+  it("actors.lua gives 4 with the method calls chained in order", function()
+    assert.are.equal("nodes: minus_0000 IncrementalSum_0000 minus_0001 IncrementalSum.add_0000 " ..
+                     "IncrementalSum.add_0001 IncrementalSum.add_0002 minus_0002\n4\n", example("actors"))
+  end)
+
+  it("plugins.lua shows the same seeds and draws on every run", function()
+    local out = example("plugins")
+    assert.matches("^about to collect\na=%d+ b=%d+ c=%d+\nseeds: 101 102 103\n$", out)
+    assert.are.equal(out, example("plugins"))
+  end)
+end)

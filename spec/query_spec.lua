@@ -1,0 +1,87 @@
+-- Queries over node names (PCRE2, whole-name matches) and what they set:
+-- remote args, plugins, replaced functions.
+local ff = require "functionfuse"
+local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+
+local function names(nodes)
+  local t = {}
+  for i, n in ipairs(nodes) do t[i] = n:get_name() end
+  return t
+end
+
+describe("queries", function()
+  local wf, s1, s2, m
+  before_each(function()
+    local sum = ff.workflow(function(a, b) return a + b end)
+    local minus = ff.workflow(function(a, b) return a - b end)
+    -- functionfuse's test_pattern graph.
+    s1 = sum(1, 1):set_name("First sum")
+    s2 = sum(s1, 1):set_name("Second sum")
+    m = minus(s1, s2):set_name("Single minus")
+    wf = LocalWorkflow(m, { workflow_name = "first" })
+  end)
+
+  it("find nodes whose whole name matches, in run order", function()
+    assert.are.same({ "First sum", "Second sum" }, names(wf:find_nodes("^.*sum.*$")))
+    assert.are.same({ "Single minus" }, names(wf:find_nodes("^.*minus.*$")))
+    assert.are.same({ "First sum", "Second sum" }, names(wf:find_nodes(".*sum")))
+    assert.are.same({}, names(wf:find_nodes("sum"))) -- not a search: the whole name
+    assert.are.same({ "First sum", "Second sum", "Single minus" }, names(wf:find_nodes()))
+    assert.are.equal(s1, wf:find_nodes("First sum")[1])
+    assert.are.equal(-1, wf:run())
+  end)
+
+  it("speak Python's re syntax", function()
+    assert.are.same({ "First sum" }, names(wf:find_nodes([[(?i)first\s+SUM]])))
+    assert.are.same({ "Second sum" }, names(wf:find_nodes([[(?P<word>\w+) sum(?<!First sum)]])))
+    assert.are.same({ "First sum", "Single minus" }, names(wf:find_nodes("(First|Single) .*")))
+    assert.are.same({ "Second sum" }, names(wf:find_nodes("Se(?=c)cond sum|nothing")))
+    local f = ff.workflow("f", function() end)
+    local n1 = f()
+    local n2 = f(n1)
+    local w = LocalWorkflow(n2, { workflow_name = "d" })
+    assert.are.same({ "f_0000", "f_0001" }, names(w:find_nodes([[f_\d{4}]])))
+    -- An alternative that matches only a prefix still lets a later one match all.
+    assert.are.same({ "f_0001" }, names(w:find_nodes("f_000|f_0001")))
+  end)
+
+  it("match non-ASCII names as UTF-8", function()
+    local f = ff.workflow("f", function() end)
+    local n = f():set_name("étape-1")
+    local w = LocalWorkflow(n, { workflow_name = "u" })
+    assert.are.same({ "étape-1" }, names(w:find_nodes(".tape-\\d")))
+  end)
+
+  it("report an invalid pattern with PCRE2's message and the offset", function()
+    assert.has_error(function() wf:find_nodes("(unclosed") end,
+      "invalid pattern '(unclosed': missing closing parenthesis at offset 9")
+    assert.has_error(function() wf:query("a{2,1}") end,
+      "invalid pattern 'a{2,1}': numbers out of order in {} quantifier at offset 5")
+    assert.has_error(function() wf:find_nodes(42) end,
+      "bad argument #1 (pattern string expected, got number)")
+  end)
+
+  it("give a Query with nodes(), names(), # and chaining setters", function()
+    local q = wf:query(".*sum")
+    assert.are.equal(2, #q)
+    assert.are.same({ "First sum", "Second sum" }, q:names())
+    assert.are.same({ "First sum", "Second sum" }, names(q:nodes()))
+    local args = { num_cpus = 1 }
+    assert.are.equal(q, q:set_remote_args(args))
+    assert.are.equal(args, wf._core:get_slot(s1, "remote"))
+    assert.are.equal(args, wf._core:get_slot(s2, "remote"))
+    assert.is_nil(wf._core:get_slot(m, "remote"))
+    assert.has_error(function() q:set_remote_args(5) end,
+      "bad argument #1 to 'set_remote_args' (table expected, got number)")
+  end)
+
+  it("replace_func swaps what one node runs", function()
+    wf:replace_func(s2, function(a, b) return a * 100 + b end)
+    assert.are.equal(2 - 201, wf:run())
+    assert.are.equal("Second sum", s2:get_name())
+    assert.has_error(function() wf:replace_func(s2, 42) end,
+      "bad argument #2 to 'replace_func' (function expected, got number)")
+    assert.has_error(function() wf:replace_func("x", print) end,
+      "bad argument #1 to 'replace_func' (node expected, got string)")
+  end)
+end)
