@@ -1,6 +1,6 @@
 -- bench/local_engine.lua: the local engine on three graph shapes.
 --
---   build/fflua bench/local_engine.lua [scale]
+--   build/fflua bench/local_engine.lua [scale [shape]]
 --
 -- Each shape is built and run with trivial a + b nodes, then the same
 -- computation runs as plain Lua calls in the same process. Printed per shape:
@@ -8,10 +8,14 @@
 -- plain-Lua time, and peak RSS per node (the growth of the resident set's
 -- high-water mark over the shape, which /proc/self/clear_refs resets).
 -- scale (default 1) multiplies the node counts: 0.1 for a quick look.
+-- shape (chain, wide+reduce or layers) runs one shape alone: in one process
+-- the later shapes reuse memory the earlier ones freed, so their peak RSS
+-- reads low; run alone, each shape's peak is its own.
 local ff = require "functionfuse"
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
 
 local scale = tonumber(arg[1]) or 1
+local only = arg[2]
 local clock = os.clock
 
 local function status(field)
@@ -90,6 +94,7 @@ shapes[#shapes + 1] = { name = "layers", nodes = side * side,
 print(("%-12s %9s %9s %9s %9s %9s %11s"):format("shape", "nodes", "build ns", "run ns",
       "total ns", "x plain", "peak B/node"))
 for _, s in ipairs(shapes) do
+  if only and s.name ~= only then goto next end
   collectgarbage("collect")
   collectgarbage("collect")
   local base = status("VmRSS")
@@ -115,4 +120,5 @@ for _, s in ipairs(shapes) do
   local build, run = (t1 - t0) / n * 1e9, (t3 - t2) / n * 1e9
   print(("%-12s %9d %9.0f %9.0f %9.0f %9.1f %11.0f"):format(s.name, n, build, run, build + run,
         (t3 - t2 + t1 - t0) / (p1 - p0), peak / n))
+  ::next::
 end

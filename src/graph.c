@@ -15,6 +15,8 @@ struct func {
     char *name;
 };
 
+#define INL_ARGS 2
+
 struct node {
     uint64_t seq; /* creation order, from 1; 0 marks a free slot */
     uint32_t refs;
@@ -23,9 +25,14 @@ struct node {
     uint32_t nargs, nparents;
     uint32_t mark;      /* plan epoch, for ancestor search */
     uint32_t next_free; /* free-list link while free */
+    uint32_t logpos;    /* index in the graph's creation log */
     char *name;         /* explicit name, or NULL */
-    ff_arg *args;       /* one block: args, then parents (uint32_t) */
+    ff_arg *args;       /* heap block: args, then parents; NULL: inline */
     int32_t slots[FF_NSLOTS];
+    /* Most nodes have few arguments: those live here, saving a malloc per
+     * node and keeping a node's edges in its own cache lines. */
+    ff_arg inl_args[INL_ARGS];
+    uint32_t inl_parents[INL_ARGS];
 };
 
 struct ff_graph {
@@ -39,11 +46,20 @@ struct ff_graph {
     uint32_t nfuncs, funcs_cap;
     ff_release_fn release;
     void *ud;
-    uint32_t *stack; /* scratch for decref cascades and searches */
+    uint32_t *stack; /* scratch for decref cascades */
     size_t stack_cap;
+    /* The creation log: node ids in creation order, NONE where a node has
+     * been freed. Plans sweep it downwards, so they read memory in order
+     * whatever slots nodes were given. Compacted when mostly holes. */
+    uint32_t *log;
+    uint32_t nlog, log_cap, log_holes;
 };
 
 #define NONE UINT32_MAX
+
+static ff_arg *args_of(const struct node *n) {
+    return n->args ? n->args : (ff_arg *)n->inl_args;
+}
 
 static void release(ff_graph *g, int32_t h) {
     if (h != FF_NOHANDLE && g->release != NULL)
@@ -69,7 +85,7 @@ int ff_graph_create(ff_graph **out, ff_release_fn rel, void *ud) {
 
 static void free_node(ff_graph *g, struct node *n) {
     for (uint32_t i = 0; i < n->nargs; i++)
-        release_arg(g, &n->args[i]);
+        release_arg(g, &args_of(n)[i]);
     for (int s = 0; s < FF_NSLOTS; s++)
         release(g, n->slots[s]);
     free(n->args);
@@ -92,6 +108,7 @@ void ff_graph_destroy(ff_graph *g) {
     free(g->funcs);
     free(g->nodes);
     free(g->stack);
+    free(g->log);
     free(g);
 }
 
@@ -164,7 +181,35 @@ static uint32_t next_epoch(ff_graph *g) {
 }
 
 static uint32_t *parents_of(const struct node *n) {
-    return (uint32_t *)(n->args + n->nargs);
+    return n->args ? (uint32_t *)(n->args + n->nargs) : (uint32_t *)n->inl_parents;
+}
+
+/* Makes room for one more log entry, compacting the log first when more
+ * than half of it is holes. */
+static int log_reserve(ff_graph *g) {
+    if (g->log_holes > 1024 && g->log_holes > g->nlog / 2) {
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < g->nlog; i++) {
+            uint32_t id = g->log[i];
+            if (id != NONE) {
+                g->nodes[id].logpos = k;
+                g->log[k++] = id;
+            }
+        }
+        g->nlog = k;
+        g->log_holes = 0;
+    }
+    if (g->nlog < g->log_cap)
+        return 0;
+    if (g->log_cap >= NONE / 2)
+        return -ENOMEM;
+    uint32_t cap = g->log_cap ? g->log_cap * 2 : 1024;
+    uint32_t *l = realloc(g->log, (size_t)cap * sizeof *l);
+    if (l == NULL)
+        return -ENOMEM;
+    g->log = l;
+    g->log_cap = cap;
+    return 0;
 }
 
 static int alloc_slot(ff_graph *g, uint32_t *id) {
@@ -201,12 +246,17 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     /* Collect the distinct parents, marking each with a fresh epoch so that
      * a node with many parents costs linear time. */
     size_t maxp = (size_t)nargs + ndeps;
-    block = malloc(nargs * sizeof(ff_arg) + maxp * sizeof(uint32_t) + 1);
-    rc = -ENOMEM;
-    if (block == NULL)
-        goto fail;
-    memcpy(block, args, nargs * sizeof(ff_arg));
-    uint32_t *parents = (uint32_t *)(block + nargs);
+    int inl = maxp <= INL_ARGS;
+    uint32_t inl_parents[INL_ARGS];
+    uint32_t *parents = inl_parents;
+    if (!inl) {
+        block = malloc(nargs * sizeof(ff_arg) + maxp * sizeof(uint32_t) + 1);
+        rc = -ENOMEM;
+        if (block == NULL)
+            goto fail;
+        memcpy(block, args, nargs * sizeof(ff_arg));
+        parents = (uint32_t *)(block + nargs);
+    }
     uint32_t np = 0;
     uint32_t mark = next_epoch(g);
     for (size_t i = 0; i < maxp; i++) {
@@ -226,7 +276,9 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
             parents[np++] = p;
         }
     }
-    rc = alloc_slot(g, &id);
+    rc = log_reserve(g);
+    if (rc == 0)
+        rc = alloc_slot(g, &id);
     if (rc != 0)
         goto fail;
     struct node *n = &g->nodes[id];
@@ -239,8 +291,14 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     n->nparents = np;
     n->mark = 0;
     n->args = block;
+    if (inl) {
+        memcpy(n->inl_args, args, nargs * sizeof(ff_arg));
+        memcpy(n->inl_parents, inl_parents, np * sizeof(uint32_t));
+    }
     for (int s = 0; s < FF_NSLOTS; s++)
         n->slots[s] = FF_NOHANDLE;
+    n->logpos = g->nlog;
+    g->log[g->nlog++] = id;
     for (uint32_t i = 0; i < np; i++)
         g->nodes[parents[i]].refs++;
     g->live++;
@@ -278,6 +336,8 @@ void ff_graph_decref(ff_graph *g, uint32_t id) {
         memcpy(g->stack + top, parents_of(n), np * sizeof(uint32_t));
         top += np;
         n = &g->nodes[i];
+        g->log[n->logpos] = NONE;
+        g->log_holes++;
         free_node(g, n);
         n->next_free = g->free_head;
         g->free_head = i;
@@ -299,7 +359,7 @@ uint32_t ff_graph_fid(const ff_graph *g, uint32_t id) {
 
 const ff_arg *ff_graph_args(const ff_graph *g, uint32_t id, uint32_t *nargs) {
     *nargs = g->nodes[id].nargs;
-    return g->nodes[id].args;
+    return args_of(&g->nodes[id]);
 }
 
 const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *nparents) {
@@ -342,45 +402,6 @@ int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot) {
 
 /* --- plans ---------------------------------------------------------------- */
 
-struct keyed {
-    uint32_t key, id;
-};
-
-/* Sorts by key: two passes of a 16-bit radix sort. */
-static int radix_sort(struct keyed *a, uint32_t n) {
-    struct keyed *tmp = malloc((size_t)n * sizeof *tmp + 1);
-    uint32_t *count = calloc(65536, sizeof *count);
-    if (tmp == NULL || count == NULL) {
-        free(tmp);
-        free(count);
-        return -ENOMEM;
-    }
-    for (int pass = 0; pass < 2; pass++) {
-        int shift = pass * 16;
-        memset(count, 0, 65536 * sizeof *count);
-        for (uint32_t i = 0; i < n; i++)
-            count[(a[i].key >> shift) & 0xffff]++;
-        uint32_t sum = 0;
-        for (uint32_t b = 0; b < 65536; b++) {
-            uint32_t c = count[b];
-            count[b] = sum;
-            sum += c;
-        }
-        for (uint32_t i = 0; i < n; i++)
-            tmp[count[(a[i].key >> shift) & 0xffff]++] = a[i];
-        memcpy(a, tmp, (size_t)n * sizeof *a);
-    }
-    free(tmp);
-    free(count);
-    return 0;
-}
-
-
-static int cmp_seq(const void *x, const void *y) {
-    uint64_t a = ((const uint64_t *)x)[0], b = ((const uint64_t *)y)[0];
-    return a < b ? -1 : a > b;
-}
-
 void ff_plan_release(ff_graph *g, ff_plan *p) {
     if (p == NULL)
         return;
@@ -396,39 +417,58 @@ uint32_t ff_plan_pos(const ff_plan *p, uint32_t id) {
     return id < p->pos_cap && p->pos[id] != 0 ? p->pos[id] - 1 : NONE;
 }
 
-/* Orders the collected ids by creation. */
-static int sort_by_seq(ff_graph *g, uint32_t *ids, uint32_t n) {
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t s = g->nodes[ids[i]].seq;
-        lo = s < lo ? s : lo;
-        hi = s > hi ? s : hi;
+/* Ancestors of the leaves, in creation order: one sweep down the creation
+ * log from the newest leaf, where every marked node marks its parents (all
+ * older, so still ahead of the sweep). It stops when no marked node is left
+ * ahead. */
+static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, uint32_t **out,
+                           size_t *nout) {
+    uint32_t mark = next_epoch(g);
+    uint32_t hi = 0;
+    size_t pending = 0;
+    for (uint32_t i = 0; i < nleaves; i++) {
+        struct node *nd = &g->nodes[leaves[i]];
+        if (nd->mark != mark) {
+            nd->mark = mark;
+            pending++;
+        }
+        hi = nd->logpos > hi ? nd->logpos : hi;
     }
-    if (n < 2)
-        return 0;
-    if (hi - lo < UINT32_MAX && n > 64) {
-        struct keyed *k = malloc((size_t)n * sizeof *k);
-        if (k == NULL)
-            return -ENOMEM;
-        for (uint32_t i = 0; i < n; i++)
-            k[i] = (struct keyed){(uint32_t)(g->nodes[ids[i]].seq - lo), ids[i]};
-        int rc = radix_sort(k, n);
-        for (uint32_t i = 0; rc == 0 && i < n; i++)
-            ids[i] = k[i].id;
-        free(k);
-        return rc;
-    }
-    uint64_t *pairs = malloc((size_t)n * 2 * sizeof *pairs);
-    if (pairs == NULL)
+    size_t n = 0, cap = 64;
+    uint32_t *order = malloc(cap * sizeof *order);
+    if (order == NULL)
         return -ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        pairs[2 * i] = g->nodes[ids[i]].seq;
-        pairs[2 * i + 1] = ids[i];
+    for (uint32_t k = hi + 1; k-- > 0 && pending > 0;) {
+        uint32_t id = g->log[k];
+        if (id == NONE || g->nodes[id].mark != mark)
+            continue;
+        struct node *nd = &g->nodes[id];
+        pending--;
+        if (n == cap) {
+            uint32_t *o = realloc(order, (cap *= 2) * sizeof *o);
+            if (o == NULL) {
+                free(order);
+                return -ENOMEM;
+            }
+            order = o;
+        }
+        order[n++] = id;
+        const uint32_t *par = parents_of(nd);
+        for (uint32_t j = 0; j < nd->nparents; j++) {
+            struct node *pn = &g->nodes[par[j]];
+            if (pn->mark != mark) {
+                pn->mark = mark;
+                pending++;
+            }
+        }
     }
-    qsort(pairs, n, 2 * sizeof *pairs, cmp_seq);
-    for (uint32_t i = 0; i < n; i++)
-        ids[i] = (uint32_t)pairs[2 * i + 1];
-    free(pairs);
+    for (size_t i = 0; i < n / 2; i++) { /* newest first -> creation order */
+        uint32_t t = order[i];
+        order[i] = order[n - 1 - i];
+        order[n - 1 - i] = t;
+    }
+    *out = order;
+    *nout = n;
     return 0;
 }
 
@@ -439,38 +479,9 @@ int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan
     ff_plan *p = calloc(1, sizeof *p);
     if (p == NULL)
         return -ENOMEM;
-    uint32_t mark = next_epoch(g);
-    size_t n = 0, cap = 64;
-    uint32_t *order = malloc(cap * sizeof *order);
-    int rc = ensure_stack(g, nleaves + 1);
-    if (order == NULL || rc != 0)
-        goto nomem;
-    /* Depth-first search for the ancestors. */
-    size_t top = 0;
-    for (uint32_t i = 0; i < nleaves; i++)
-        g->stack[top++] = leaves[i];
-    while (top > 0) {
-        uint32_t id = g->stack[--top];
-        struct node *nd = &g->nodes[id];
-        if (nd->mark == mark)
-            continue;
-        nd->mark = mark;
-        if (n == cap) {
-            uint32_t *o = realloc(order, (cap *= 2) * sizeof *o);
-            if (o == NULL)
-                goto nomem;
-            order = o;
-        }
-        order[n++] = id;
-        if (ensure_stack(g, top + nd->nparents) != 0)
-            goto nomem;
-        nd = &g->nodes[id];
-        const uint32_t *par = parents_of(nd);
-        for (uint32_t j = 0; j < nd->nparents; j++)
-            if (g->nodes[par[j]].mark != mark)
-                g->stack[top++] = par[j];
-    }
-    rc = sort_by_seq(g, order, (uint32_t)n);
+    size_t n = 0;
+    uint32_t *order = NULL;
+    int rc = sweep_ancestors(g, leaves, nleaves, &order, &n);
     if (rc != 0)
         goto fail;
     p->n = (uint32_t)n;
@@ -501,8 +512,6 @@ int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan
     }
     *out = p;
     return 0;
-nomem:
-    rc = -ENOMEM;
 fail:
     free(order);
     free(p);

@@ -96,6 +96,9 @@ size_t ff_graph_size(const ff_graph *g);
 
 uint64_t ff_graph_seq(const ff_graph *g, uint32_t id);
 uint32_t ff_graph_fid(const ff_graph *g, uint32_t id);
+/// The node's arguments and distinct parents. The arrays may live inside
+/// the graph's node table: they are valid until the next ff_graph_add_node
+/// (which may move it) or until the node is freed.
 const ff_arg *ff_graph_args(const ff_graph *g, uint32_t id, uint32_t *nargs);
 const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *nparents);
 

@@ -44,6 +44,8 @@ struct ffl_ctx {
     size_t ndeps, deps_cap;
     fflua_hooks hooks;
     void *hooks_ud;
+    const void *node_mt, *item_mt; /* identities of the two metatables */
+    int node_mt_ref;               /* registry reference to the Node metatable */
 };
 
 typedef struct ffl_node {
@@ -114,15 +116,35 @@ int fflua_set_hooks(lua_State *L, const fflua_hooks *hooks, void *ud) {
 
 /* --- handles ------------------------------------------------------------- */
 
+/* The Node or NodeItem at idx, or NULL. Compares metatable identities
+ * (kept in the context) instead of looking names up in the registry: this
+ * is on the path of every node argument. */
 static ffl_node *test_handle(lua_State *L, int idx, int *is_item) {
-    ffl_node *n = luaL_testudata(L, idx, NODE_MT);
-    if (n != NULL) {
-        *is_item = 0;
-        return n;
-    }
-    n = luaL_testudata(L, idx, ITEM_MT);
-    *is_item = n != NULL;
-    return n;
+    *is_item = 0;
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+        return NULL;
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    ffl_ctx *ctx = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (ctx == NULL || (mt != ctx->node_mt && mt != ctx->item_mt))
+        return NULL;
+    *is_item = mt == ctx->item_mt;
+    return lua_touserdata(L, idx);
+}
+
+/* The same, when the context is at hand. */
+static ffl_node *ctx_test_handle(lua_State *L, ffl_ctx *ctx, int idx, int *is_item) {
+    *is_item = 0;
+    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+        return NULL;
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt != ctx->node_mt && mt != ctx->item_mt)
+        return NULL;
+    *is_item = mt == ctx->item_mt;
+    return lua_touserdata(L, idx);
 }
 
 static ffl_node *check_node(lua_State *L, int idx) {
@@ -203,7 +225,7 @@ static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth)
             int type = lua_type(L, pos);
             if (type == LUA_TUSERDATA) {
                 int is_item;
-                ffl_node *n = test_handle(L, pos, &is_item);
+                ffl_node *n = ctx_test_handle(L, ctx, pos, &is_item);
                 if (n != NULL) {
                     add_dep(L, ctx, n->id);
                     found++;
@@ -248,7 +270,7 @@ static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
         return;
     case LUA_TUSERDATA: {
         int is_item;
-        ffl_node *n = test_handle(L, idx, &is_item);
+        ffl_node *n = ctx_test_handle(L, ctx, idx, &is_item);
         if (n != NULL) {
             a->kind = is_item ? FF_ARG_ITEM : FF_ARG_NODE;
             a->u.node = n->id;
@@ -338,7 +360,8 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     ffl_node *h = lua_newuserdatauv(L, sizeof *h, 0); // [.., handle]
     h->ctx = ctx;
     h->id = UINT32_MAX;
-    luaL_setmetatable(L, NODE_MT);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->node_mt_ref);
+    lua_setmetatable(L, -2);
     ctx->ndeps = 0;
     for (int i = 0; i < nargs; i++)
         make_arg(L, ctx, first + i, &args[i]);
@@ -759,8 +782,9 @@ static void push_result(lua_State *L, struct run *r, int idx);
 struct run {
     ffl_ctx *ctx;
     ff_plan *plan;
-    int results; /* stack index of the results table (position + 1 -> value) */
-    int pre;     /* stack index of the pre-run functions (position + 1 -> fn) */
+    int results;      /* stack index of the results table (position + 1 -> value) */
+    int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
+    uint32_t current; /* position of the node running, or UINT32_MAX */
 };
 
 /* Pushes value with node handles replaced by their results, copying tables
@@ -910,8 +934,40 @@ static void run_plugins(lua_State *L, struct run *r) {
     }
 }
 
-/* Runs the plan; protected (called through lua_pcall by ffl_wf_run_local).
- * Arguments: the run (light userdata) and the workflow. */
+/* The function a node runs: its replacement, or its factory's. */
+static int32_t node_func(ff_graph *g, uint32_t id) {
+    int32_t fh = ff_graph_slot(g, id, FF_SLOT_FUNC);
+    return fh != FF_NOHANDLE ? fh : ff_graph_func_handle(g, ff_graph_fid(g, id));
+}
+
+/* Message handler of a run. An error while a node runs (its plugins'
+ * pre-run call, its arguments, its function) becomes "node 'x' (function
+ * 'f' defined at ...) failed: <error>" with a traceback; the hooks hear of
+ * the failure. Other errors (the plugin phase) pass as they are. */
+static int run_msgh(lua_State *L) {
+    struct run *r = lua_touserdata(L, lua_upvalueindex(1));
+    if (r->current == UINT32_MAX)
+        return 1;
+    ffl_ctx *ctx = r->ctx;
+    uint32_t id = r->plan->order[r->current];
+    r->current = UINT32_MAX; /* once: an error in here must not recurse */
+    ffl_traceback(L);        // [err, msg+traceback]
+    if (ctx->hooks.after != NULL) {
+        push_name(L, ctx, id);
+        ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
+        lua_pop(L, 1);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(ctx->graph, id));
+    push_node_desc(L, ctx, id, lua_gettop(L)); // [err, msg, fn, desc]
+    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -3));
+    return 1;
+}
+
+/* Runs the plan; protected (called through lua_pcall by ffl_wf_run_local,
+ * with run_msgh). Arguments: the run (light userdata) and the workflow.
+ * Node functions are called with lua_call: one protected region for the
+ * whole run instead of one per node; run->current says whom an error
+ * belongs to. */
 static int run_inner(lua_State *L) {
     struct run *r = lua_touserdata(L, 1);
     ffl_ctx *ctx = r->ctx;
@@ -920,48 +976,37 @@ static int run_inner(lua_State *L) {
     r->results = lua_gettop(L);
     lua_newtable(L);
     r->pre = lua_gettop(L);
-    lua_pushcfunction(L, ffl_traceback);
-    int handler = lua_gettop(L);
     run_plugins(L, r);
+    int has_pre = lua_next(L, (lua_pushnil(L), r->pre)) != 0;
+    lua_settop(L, r->pre);
 
     for (uint32_t pos = 0; pos < p->n; pos++) {
         uint32_t id = p->order[pos];
         ff_graph *g = ctx->graph;
-        int32_t fh = ff_graph_slot(g, id, FF_SLOT_FUNC);
-        if (fh == FF_NOHANDLE)
-            fh = ff_graph_func_handle(g, ff_graph_fid(g, id));
         int top = lua_gettop(L);
+        r->current = pos;
         if (ctx->hooks.before != NULL) {
             push_name(L, ctx, id);
             ctx->hooks.before(ctx->hooks_ud, lua_tostring(L, -1));
             lua_pop(L, 1);
         }
-        int status = LUA_OK;
-        if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) != LUA_TNIL)
-            status = lua_pcall(L, 0, 0, handler); /* the plugins' pre-run call */
-        else
-            lua_pop(L, 1);
-        if (status == LUA_OK) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, fh);
-            uint32_t nargs;
-            const ff_arg *args = ff_graph_args(g, id, &nargs);
-            luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
-            for (uint32_t i = 0; i < nargs; i++)
-                push_arg(L, r, &args[i]);
-            status = lua_pcall(L, (int)nargs, LUA_MULTRET, handler);
-        }
-        if (status != LUA_OK) { // [err]
-            int erridx = lua_gettop(L);
-            if (ctx->hooks.after != NULL) {
-                push_name(L, ctx, id);
-                ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
+        if (has_pre) {
+            if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) != LUA_TNIL)
+                lua_call(L, 0, 0); /* the plugins' pre-run call */
+            else
                 lua_pop(L, 1);
-            }
-            lua_rawgeti(L, LUA_REGISTRYINDEX, fh);
-            push_node_desc(L, ctx, id, lua_gettop(L));
-            lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, erridx));
-            return lua_error(L);
         }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(g, id));
+        uint32_t nargs;
+        ff_graph_args(g, id, &nargs);
+        luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
+        for (uint32_t i = 0; i < nargs; i++) {
+            /* Fetched afresh: pushing an item may run Lua code that adds
+             * nodes and moves the graph's node table. */
+            ff_arg a = ff_graph_args(ctx->graph, id, &nargs)[i];
+            push_arg(L, r, &a);
+        }
+        lua_call(L, (int)nargs, LUA_MULTRET);
         int nres = lua_gettop(L) - top;
         if (nres == 0) {
             lua_pushnil(L);
@@ -992,6 +1037,7 @@ static int run_inner(lua_State *L) {
             }
         }
     }
+    r->current = UINT32_MAX;
     /* The leaves' results, in order. */
     lua_getiuservalue(L, 2, 1);
     int leaves = lua_gettop(L);
@@ -1010,7 +1056,9 @@ static int ffl_wf_run_local(lua_State *L) {
     check_wf(L, 1);
     lua_settop(L, 1);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct run r = {.ctx = ctx};
+    struct run r = {.ctx = ctx, .current = UINT32_MAX};
+    lua_pushlightuserdata(L, &r);
+    lua_pushcclosure(L, run_msgh, 1); // [wf, msgh]
     lua_pushcfunction(L, run_inner);
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
@@ -1025,12 +1073,12 @@ static int ffl_wf_run_local(lua_State *L) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    int status = lua_pcall(L, 2, LUA_MULTRET, 0);
+    int status = lua_pcall(L, 2, LUA_MULTRET, 2);
     ctx->L = L;
     ff_plan_release(ctx->graph, r.plan);
     if (status != LUA_OK)
         return lua_error(L);
-    return lua_gettop(L) - 1;
+    return lua_gettop(L) - 2;
 }
 
 /* --- registration -------------------------------------------------------- */
@@ -1104,5 +1152,11 @@ void ffl_graph_open(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 
-    ffl_ctx_get(L); /* the engine exists from the first require */
+    ffl_ctx *ctx = ffl_ctx_get(L); /* the engine exists from the first require */
+    luaL_getmetatable(L, NODE_MT);
+    ctx->node_mt = lua_topointer(L, -1);
+    ctx->node_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_getmetatable(L, ITEM_MT);
+    ctx->item_mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
 }
