@@ -6,8 +6,10 @@
 
 #include <lua.h>
 
-/// The traceback message handler: turns the error object into a string
-/// (through __tostring where it has one) with a traceback appended.
+/// The traceback message handler, as lua.c's: a string error gets a
+/// traceback appended; an object with __tostring is shown through it (no
+/// traceback); any other object becomes "(error object is a T value)" with
+/// a traceback.
 int ffl_traceback(lua_State *L);
 
 /// lua_pcall with ffl_traceback as message handler, removed afterwards.

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "fflua.h"
+#include "lutil.h"
 
 /* --- SIGINT --------------------------------------------------------------
  * A signal handler can only reach process-wide state; these three are the
@@ -94,21 +95,9 @@ int ff_cli_report(lua_State *L, int status, int interactive) {
     return status;
 }
 
-/* Message handler: turns the error object into a string with a traceback. */
-static int msghandler(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            return 1; /* an object that knows how to show itself */
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 int ff_cli_docall(lua_State *L, int narg, int nres) {
     int base = lua_gettop(L) - narg;
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, ffl_traceback);
     lua_insert(L, base);
     sig_in_call = 1;
     int status = lua_pcall(L, narg, nres, base);
@@ -220,7 +209,7 @@ static const struct subcommand subcommands[] = {
     {"worker", "join a cluster as a worker", "the cluster backend"},
     {"status", "show a cluster's nodes, resources and tasks", "the cluster backend"},
     {"store", "list, show and remove stored results", "the storage"},
-    {"graph", "print a workflow's graph", "the workflow engine"},
+    {"graph", "print a workflow's graph", "the graph viewer"},
     {NULL, NULL, NULL},
 };
 

@@ -5,12 +5,7 @@ local core = require "functionfuse.core"
 
 local M = {}
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
-M.callable = callable
+local callable = require("functionfuse._util").callable
 
 --- Query: the nodes a pattern selected, with setters that return the query.
 local Query = {}

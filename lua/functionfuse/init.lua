@@ -14,11 +14,7 @@ M.core = core
 M.version = core.version          -- "MAJOR.MINOR.PATCH"
 M.version_num = core.version_num  -- MAJOR * 10000 + MINOR * 100 + PATCH
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local callable = require("functionfuse._util").callable
 
 --- A class node factory: calling it makes a constructor node and returns an
 -- instance proxy whose method calls are nodes, chained in call order.

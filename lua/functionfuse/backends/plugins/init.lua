@@ -10,11 +10,7 @@
 -- backend.
 local M = {}
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmetatable(v)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local callable = require("functionfuse._util").callable
 
 --- InitializerPlugin(fn): calls fn() before each node it is attached to.
 local InitializerPlugin = { __name = "functionfuse.InitializerPlugin" }
