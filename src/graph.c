@@ -17,18 +17,20 @@ struct func {
 
 #define INL_ARGS 2
 
+struct node_ext { /* what few nodes have */
+    char *name;     /* explicit name, or NULL */
+    int32_t slots[FF_NSLOTS];
+};
+
 struct node {
-    uint64_t seq; /* creation order, from 1; 0 marks a free slot */
-    uint32_t refs;
+    uint32_t refs; /* 0 marks a free slot */
     uint32_t fid;
     uint32_t counter; /* the function's counter at creation */
     uint32_t nargs, nparents;
-    uint32_t mark;      /* plan epoch, for ancestor search */
-    uint32_t next_free; /* free-list link while free */
-    uint32_t logpos;    /* index in the graph's creation log */
-    char *name;         /* explicit name, or NULL */
-    ff_arg *args;       /* heap block: args, then parents; NULL: inline */
-    int32_t slots[FF_NSLOTS];
+    uint32_t mark;   /* plan epoch, for ancestor search */
+    uint32_t logpos; /* index in the creation log; the free-list link when free */
+    struct node_ext *ext;
+    ff_arg *args; /* heap block: args, then parents; NULL: inline */
     /* Most nodes have few arguments: those live here, saving a malloc per
      * node and keeping a node's edges in its own cache lines. */
     ff_arg inl_args[INL_ARGS];
@@ -40,7 +42,6 @@ struct ff_graph {
     uint32_t cap, used; /* slots allocated, slots ever used */
     uint32_t free_head; /* UINT32_MAX: none */
     size_t live;
-    uint64_t next_seq;
     uint32_t epoch;
     struct func *funcs;
     uint32_t nfuncs, funcs_cap;
@@ -76,7 +77,6 @@ int ff_graph_create(ff_graph **out, ff_release_fn rel, void *ud) {
     if (g == NULL)
         return -ENOMEM;
     g->free_head = NONE;
-    g->next_seq = 1;
     g->release = rel;
     g->ud = ud;
     *out = g;
@@ -86,20 +86,23 @@ int ff_graph_create(ff_graph **out, ff_release_fn rel, void *ud) {
 static void free_node(ff_graph *g, struct node *n) {
     for (uint32_t i = 0; i < n->nargs; i++)
         release_arg(g, &args_of(n)[i]);
-    for (int s = 0; s < FF_NSLOTS; s++)
-        release(g, n->slots[s]);
+    if (n->ext != NULL) {
+        for (int s = 0; s < FF_NSLOTS; s++)
+            release(g, n->ext->slots[s]);
+        free(n->ext->name);
+        free(n->ext);
+        n->ext = NULL;
+    }
     free(n->args);
-    free(n->name);
     n->args = NULL;
-    n->name = NULL;
-    n->seq = 0;
+    n->refs = 0;
 }
 
 void ff_graph_destroy(ff_graph *g) {
     if (g == NULL)
         return;
     for (uint32_t i = 0; i < g->used; i++)
-        if (g->nodes[i].seq != 0)
+        if (g->nodes[i].refs != 0)
             free_node(g, &g->nodes[i]);
     for (uint32_t i = 0; i < g->nfuncs; i++) {
         release(g, g->funcs[i].handle);
@@ -215,7 +218,7 @@ static int log_reserve(ff_graph *g) {
 static int alloc_slot(ff_graph *g, uint32_t *id) {
     if (g->free_head != NONE) {
         *id = g->free_head;
-        g->free_head = g->nodes[*id].next_free;
+        g->free_head = g->nodes[*id].logpos;
         return 0;
     }
     if (g->used == g->cap) {
@@ -233,7 +236,7 @@ static int alloc_slot(ff_graph *g, uint32_t *id) {
 }
 
 int ff_graph_is_live(const ff_graph *g, uint32_t id) {
-    return id < g->used && g->nodes[id].seq != 0;
+    return id < g->used && g->nodes[id].refs != 0;
 }
 
 int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t nargs,
@@ -282,21 +285,18 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     if (rc != 0)
         goto fail;
     struct node *n = &g->nodes[id];
-    memset(n, 0, sizeof *n);
-    n->seq = g->next_seq++;
     n->refs = 1;
     n->fid = fid;
     n->counter = g->funcs[fid].counter++;
     n->nargs = nargs;
     n->nparents = np;
     n->mark = 0;
+    n->ext = NULL;
     n->args = block;
     if (inl) {
         memcpy(n->inl_args, args, nargs * sizeof(ff_arg));
         memcpy(n->inl_parents, inl_parents, np * sizeof(uint32_t));
     }
-    for (int s = 0; s < FF_NSLOTS; s++)
-        n->slots[s] = FF_NOHANDLE;
     n->logpos = g->nlog;
     g->log[g->nlog++] = id;
     for (uint32_t i = 0; i < np; i++)
@@ -339,7 +339,7 @@ void ff_graph_decref(ff_graph *g, uint32_t id) {
         g->log[n->logpos] = NONE;
         g->log_holes++;
         free_node(g, n);
-        n->next_free = g->free_head;
+        n->logpos = g->free_head;
         g->free_head = i;
         g->live--;
     }
@@ -347,10 +347,6 @@ void ff_graph_decref(ff_graph *g, uint32_t id) {
 
 size_t ff_graph_size(const ff_graph *g) {
     return g->live;
-}
-
-uint64_t ff_graph_seq(const ff_graph *g, uint32_t id) {
-    return g->nodes[id].seq;
 }
 
 uint32_t ff_graph_fid(const ff_graph *g, uint32_t id) {
@@ -370,8 +366,8 @@ const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *npare
 size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap) {
     const struct node *n = &g->nodes[id];
     int len;
-    if (n->name != NULL) {
-        len = snprintf(buf, cap, "%s", n->name);
+    if (n->ext != NULL && n->ext->name != NULL) {
+        len = snprintf(buf, cap, "%s", n->ext->name);
     } else {
         const char *fn = g->funcs[n->fid].name;
         len = snprintf(buf, cap, "%s_%04u", fn ? fn : "task", n->counter);
@@ -379,25 +375,45 @@ size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap) {
     return len < 0 ? 0 : (size_t)len;
 }
 
+static struct node_ext *ext_of(ff_graph *g, uint32_t id) {
+    struct node *n = &g->nodes[id];
+    if (n->ext == NULL && (n->ext = calloc(1, sizeof *n->ext)) != NULL)
+        for (int s = 0; s < FF_NSLOTS; s++)
+            n->ext->slots[s] = FF_NOHANDLE;
+    return n->ext;
+}
+
 int ff_graph_set_name(ff_graph *g, uint32_t id, const char *name, size_t len) {
+    struct node_ext *e = ext_of(g, id);
     char *s = malloc(len + 1);
-    if (s == NULL)
+    if (e == NULL || s == NULL) {
+        free(s);
         return -ENOMEM;
+    }
     memcpy(s, name, len);
     s[len] = '\0';
-    free(g->nodes[id].name);
-    g->nodes[id].name = s;
+    free(e->name);
+    e->name = s;
     return 0;
 }
 
-void ff_graph_set_slot(ff_graph *g, uint32_t id, enum ff_slot slot, int32_t handle) {
-    int32_t old = g->nodes[id].slots[slot];
-    g->nodes[id].slots[slot] = handle;
+int ff_graph_set_slot(ff_graph *g, uint32_t id, enum ff_slot slot, int32_t handle) {
+    if (g->nodes[id].ext == NULL && handle == FF_NOHANDLE)
+        return 0;
+    struct node_ext *e = ext_of(g, id);
+    if (e == NULL) {
+        release(g, handle);
+        return -ENOMEM;
+    }
+    int32_t old = e->slots[slot];
+    e->slots[slot] = handle;
     release(g, old);
+    return 0;
 }
 
 int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot) {
-    return g->nodes[id].slots[slot];
+    const struct node_ext *e = g->nodes[id].ext;
+    return e != NULL ? e->slots[slot] : FF_NOHANDLE;
 }
 
 /* --- plans ---------------------------------------------------------------- */

@@ -16,8 +16,8 @@
  *
  * Node lifetime is reference counted: a node lives while the caller holds
  * references to it (ff_graph_incref) or while a live node depends on it.
- * Node ids are slot numbers and are reused after a node is freed; `seq`
- * (creation order) never is.
+ * Node ids are slot numbers and are reused after a node is freed; the
+ * graph keeps creation order in a separate log.
  *
  * A graph is not thread-safe; one thread uses it at a time. No function
  * here calls back into the caller except the release callback, which is
@@ -94,7 +94,6 @@ int ff_graph_is_live(const ff_graph *g, uint32_t id);
 /// Number of live nodes.
 size_t ff_graph_size(const ff_graph *g);
 
-uint64_t ff_graph_seq(const ff_graph *g, uint32_t id);
 uint32_t ff_graph_fid(const ff_graph *g, uint32_t id);
 /// The node's arguments and distinct parents. The arrays may live inside
 /// the graph's node table: they are valid until the next ff_graph_add_node
@@ -110,9 +109,10 @@ size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap);
 int ff_graph_set_name(ff_graph *g, uint32_t id, const char *name, size_t len);
 
 /* Per-node handles for backends: which function overrides the node's own
- * (replace_func), remote args, plugins. Setting one releases the previous. */
+ * (replace_func), remote args, plugins. Setting one releases the previous;
+ * on failure (-ENOMEM) the new handle is released. */
 enum ff_slot { FF_SLOT_FUNC, FF_SLOT_REMOTE, FF_SLOT_PLUGINS, FF_NSLOTS };
-void ff_graph_set_slot(ff_graph *g, uint32_t id, enum ff_slot slot, int32_t handle);
+int ff_graph_set_slot(ff_graph *g, uint32_t id, enum ff_slot slot, int32_t handle);
 int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot);
 
 /* --- plans ---------------------------------------------------------------- */

@@ -743,7 +743,8 @@ static int ffl_wf_set_slot(lua_State *L) {
         lua_pushvalue(L, 4);
         h = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    ff_graph_set_slot(ctx->graph, n->id, (enum ff_slot)slot, h);
+    if (ff_graph_set_slot(ctx->graph, n->id, (enum ff_slot)slot, h) != 0)
+        return luaL_error(L, "not enough memory");
     return 0;
 }
 
@@ -998,13 +999,16 @@ static int run_inner(lua_State *L) {
         }
         lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(g, id));
         uint32_t nargs;
-        ff_graph_args(g, id, &nargs);
+        const ff_arg *args = ff_graph_args(g, id, &nargs);
         luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
         for (uint32_t i = 0; i < nargs; i++) {
-            /* Fetched afresh: pushing an item may run Lua code that adds
-             * nodes and moves the graph's node table. */
-            ff_arg a = ff_graph_args(ctx->graph, id, &nargs)[i];
+            ff_arg a = args[i];
             push_arg(L, r, &a);
+            /* An item or a table with nodes may run Lua code (an __index,
+             * a __gc) that adds nodes and moves the node table: fetch the
+             * arguments afresh after those. */
+            if (a.kind == FF_ARG_ITEM || a.kind == FF_ARG_DEEP)
+                args = ff_graph_args(ctx->graph, id, &nargs);
         }
         lua_call(L, (int)nargs, LUA_MULTRET);
         int nres = lua_gettop(L) - top;

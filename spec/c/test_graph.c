@@ -99,10 +99,19 @@ static void test_refcounts_free_chains(void) {
     ASSERT_EQ(ff_graph_size(g), 100001);
     ff_graph_decref(g, prev); /* the whole chain goes, without recursion */
     ASSERT_EQ(ff_graph_size(g), 0);
-    /* Slots are reused; seq keeps counting. */
+    /* Slots are reused, and creation order still rules plans. */
     uint32_t n = add(g, f, NULL, 0);
     ASSERT(n < 100001);
-    ASSERT_EQ(ff_graph_seq(g, n), 100002);
+    uint32_t m = add(g, f, &n, 1);
+    uint32_t k = add(g, f, NULL, 0);
+    uint32_t leaves[2] = {k, m};
+    ff_plan *p;
+    ASSERT_EQ(ff_graph_plan(g, leaves, 2, &p), 0);
+    ASSERT_EQ(p->n, 3);
+    ASSERT_EQ(p->order[0], n);
+    ASSERT_EQ(p->order[1], m);
+    ASSERT_EQ(p->order[2], k);
+    ff_plan_release(g, p);
     ff_graph_destroy(g);
 }
 
@@ -117,8 +126,10 @@ static void test_handles_released(void) {
     };
     uint32_t id;
     ASSERT_EQ(ff_graph_add_node(g, f, args, 3, NULL, 0, &id), 0);
-    ff_graph_set_slot(g, id, FF_SLOT_PLUGINS, 13);
-    ff_graph_set_slot(g, id, FF_SLOT_PLUGINS, 14); /* replaces and releases 13 */
+    ASSERT_EQ(ff_graph_slot(g, id, FF_SLOT_PLUGINS), FF_NOHANDLE);
+    ASSERT_EQ(ff_graph_set_slot(g, id, FF_SLOT_PLUGINS, 13), 0);
+    ASSERT_EQ(ff_graph_set_slot(g, id, FF_SLOT_PLUGINS, 14), 0); /* releases 13 */
+    ASSERT_EQ(ff_graph_slot(g, id, FF_SLOT_PLUGINS), 14);
     ASSERT_EQ(nreleased, 1);
     ASSERT_EQ(released[0], 13);
     ff_graph_decref(g, id);
