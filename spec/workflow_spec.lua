@@ -222,6 +222,15 @@ describe("workflow", function()
       assert.is_false(ran_after)
     end)
 
+    it("says which leaf it cannot read when a leaf item is missing", function()
+      local n = ff.workflow("five", function() return 5 end)()
+      local wf = LocalWorkflow(n, n.x, { workflow_name = "leaf" })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.are.equal("cannot read leaf 2 (functionfuse.NodeItem: five_0000[\"x\"]): " ..
+                       "attempt to index a number value", err)
+    end)
+
     it("releases intermediate results once their consumers have run", function()
       local weak = setmetatable({}, { __mode = "v" })
       local make = ff.workflow(function(i) local t = { i }; weak[i] = t; return t end)

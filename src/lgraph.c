@@ -786,6 +786,7 @@ struct run {
     int results;      /* stack index of the results table (position + 1 -> value) */
     int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
     uint32_t current; /* position of the node running, or UINT32_MAX */
+    int leaf;         /* the leaf being read (1-based), or 0 */
 };
 
 /* Pushes value with node handles replaced by their results, copying tables
@@ -947,6 +948,17 @@ static int32_t node_func(ff_graph *g, uint32_t id) {
  * the failure. Other errors (the plugin phase) pass as they are. */
 static int run_msgh(lua_State *L) {
     struct run *r = lua_touserdata(L, lua_upvalueindex(1));
+    if (r->current == UINT32_MAX && r->leaf != 0) {
+        /* Reading a leaf item of a result that does not have it. */
+        int leaf = r->leaf;
+        r->leaf = 0;
+        lua_getiuservalue(L, lua_upvalueindex(2), 1);
+        lua_rawgeti(L, -1, leaf);
+        luaL_tolstring(L, -1, NULL);
+        lua_pushfstring(L, "cannot read leaf %d (%s): %s", leaf, lua_tostring(L, -1),
+                        lua_tostring(L, 1));
+        return 1;
+    }
     if (r->current == UINT32_MAX)
         return 1;
     ffl_ctx *ctx = r->ctx;
@@ -1048,10 +1060,12 @@ static int run_inner(lua_State *L) {
     lua_Integer n = luaL_len(L, leaves);
     luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many leaves");
     for (lua_Integer i = 1; i <= n; i++) {
+        r->leaf = (int)i;
         lua_rawgeti(L, leaves, i);
         push_result(L, r, lua_gettop(L));
         lua_remove(L, -2);
     }
+    r->leaf = 0;
     return (int)n;
 }
 
@@ -1062,7 +1076,8 @@ static int ffl_wf_run_local(lua_State *L) {
     ffl_ctx *ctx = ffl_ctx_get(L);
     struct run r = {.ctx = ctx, .current = UINT32_MAX};
     lua_pushlightuserdata(L, &r);
-    lua_pushcclosure(L, run_msgh, 1); // [wf, msgh]
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, run_msgh, 2); // [wf, msgh]
     lua_pushcfunction(L, run_inner);
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
