@@ -794,13 +794,8 @@ struct run {
 static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth) {
     idx = lua_absindex(L, idx);
     int is_item;
-    ffl_node *n;
-    if (lua_type(L, idx) == LUA_TUSERDATA && (n = test_handle(L, idx, &is_item)) != NULL) {
-        (void)n;
-        (void)is_item;
-        lua_pushvalue(L, idx);
-        push_result(L, r, lua_gettop(L));
-        lua_remove(L, -2);
+    if (ctx_test_handle(L, r->ctx, idx, &is_item) != NULL) {
+        push_result(L, r, idx);
         return;
     }
     if (lua_type(L, idx) != LUA_TTABLE) {
@@ -834,7 +829,7 @@ static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int
  * field of it (indexing may run metamethods of the result). */
 static void push_result(lua_State *L, struct run *r, int idx) {
     int is_item;
-    ffl_node *n = test_handle(L, idx, &is_item);
+    ffl_node *n = ctx_test_handle(L, r->ctx, idx, &is_item);
     uint32_t pos = ff_plan_pos(r->plan, n->id);
     lua_rawgeti(L, r->results, (lua_Integer)pos + 1);
     if (!is_item)
