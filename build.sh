@@ -2,26 +2,31 @@
 # build.sh: set up, build and test fflua from a fresh clone.
 #
 #   ./build.sh example   install what is missing, build, run examples/sums.lua
-#   ./build.sh test      install what is missing, build the plain and the sanitizer
-#                        builds, run every test of both under one ctest
+#   ./build.sh test      install what is missing, build the plain, the sanitizer
+#                        and the fuzzing builds, run every test of all three
+#                        under one ctest
 #   ./build.sh deps      only install (as root) or list (otherwise) what is missing
 #   ./build.sh build     deps, then the plain build in build/
 #
 # Environment: FFLUA_JOBS (parallel jobs, default: number of cores),
-# FFLUA_BUILD_DIR (default: build), FFLUA_ASAN_DIR (default: build-asan).
+# FFLUA_BUILD_DIR (default: build), FFLUA_ASAN_DIR (default: build-asan),
+# FFLUA_FUZZ_DIR (default: build-fuzz), FFLUA_FUZZ_SECONDS (how long each
+# fuzz test runs, default: 60), FFLUA_CTEST_ARGS (more ctest arguments).
 set -eu
 
 cd "$(dirname "$0")"
 top=$(pwd)
 build_dir=${FFLUA_BUILD_DIR:-build}
 asan_dir=${FFLUA_ASAN_DIR:-build-asan}
+fuzz_dir=${FFLUA_FUZZ_DIR:-build-fuzz}
+fuzz_seconds=${FFLUA_FUZZ_SECONDS:-60}
 jobs=${FFLUA_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 # Every Debian 12 package the build and the tests need. Keep in step with
 # docs/building.md.
 packages="gcc libc6-dev make cmake pkg-config ca-certificates
 liblua5.4-dev lua5.4 libuv1-dev liblmdb-dev libpcre2-dev libedit-dev
-lua-busted"
+libxxhash-dev lua-busted lua-cjson clang libclang-rt-14-dev"
 
 missing_packages() {
     for p in $packages; do
@@ -55,6 +60,17 @@ configure_and_build() { # dir, extra cmake args...
     cmake --build "$dir" -j "$jobs"
 }
 
+# The libFuzzer build: clang, only the fuzz_* targets (target fuzz) and
+# their tests.
+# CC applies when the directory is first configured; a build-fuzz/ made
+# with another compiler has to be removed.
+configure_and_build_fuzz() {
+    CC=clang cmake -S "$top" -B "$fuzz_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DFFLUA_FUZZ=ON -DFFLUA_BUILD_TESTS=OFF -DFFLUA_LTO=OFF \
+        -DFFLUA_FUZZ_SECONDS="$fuzz_seconds" >/dev/null
+    cmake --build "$fuzz_dir" -j "$jobs" --target fuzz
+}
+
 build() {
     deps
     configure_and_build "$build_dir" -DFFLUA_BUILD_TESTS=ON
@@ -64,11 +80,13 @@ test_all() {
     deps
     configure_and_build "$build_dir" -DFFLUA_BUILD_TESTS=ON
     configure_and_build "$asan_dir" -DFFLUA_BUILD_TESTS=ON -DFFLUA_SANITIZE=ON
-    # One ctest run over both builds, so that one summary counts every test.
+    configure_and_build_fuzz
+    # One ctest run over the three builds, so that one summary counts every
+    # test; the fuzz tests run alongside the others.
     suite="$build_dir/suite"
     mkdir -p "$suite"
-    printf 'subdirs("%s" "%s")\n' "$top/$build_dir" "$top/$asan_dir" \
-        > "$suite/CTestTestfile.cmake"
+    printf 'subdirs("%s" "%s" "%s")\n' "$top/$build_dir" "$top/$asan_dir" \
+        "$top/$fuzz_dir" > "$suite/CTestTestfile.cmake"
     cd "$suite"
     exec ctest --output-on-failure -j "$jobs" ${FFLUA_CTEST_ARGS:-}
 }
@@ -78,5 +96,5 @@ case "${1:-}" in
     build) build ;;
     example) build; exec "$build_dir/fflua" examples/sums.lua ;;
     test) test_all ;;
-    *) sed -n '3,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '3,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -185,7 +185,7 @@ describe("fflua command line", function()
   end)
 
   describe("subcommands", function()
-    for _, name in ipairs { "head", "worker", "status", "store", "graph" } do
+    for _, name in ipairs { "head", "worker", "status", "graph" } do
       it("'" .. name .. "' has its place and says it is not available yet", function()
         local r = H.fflua({ name })
         assert.are.equal(2, r.code)
@@ -196,6 +196,12 @@ describe("fflua command line", function()
         assert.matches("^usage: fflua " .. name, r.stdout)
       end)
     end
+
+    it("'store' prints its usage without arguments and exits 2", function()
+      local r = H.fflua({ "store" })
+      assert.are.equal(2, r.code)
+      assert.matches("^usage: fflua store ls PATH", r.stdout)
+    end)
 
     it("a script named like a subcommand runs as ./name", function()
       script("head", "print('I am a script', ...)")

@@ -55,7 +55,8 @@ extern "C" {
     XX(EAUTH, -31009, "authentication failed")                                \
     XX(EVERSION, -31010, "version mismatch")                                  \
     XX(ERESOURCE, -31011, "resource request cannot be satisfied")             \
-    XX(EUNSUPPORTED, -31012, "not supported by this build")
+    XX(EUNSUPPORTED, -31012, "not supported by this build")                   \
+    XX(ENOSERIAL, -31013, "value has no encoding")
 
 enum {
 #define FFLUA_ERR_ENUM_(name, code, text) FFLUA_##name = (code),

@@ -363,16 +363,42 @@ const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *npare
     return parents_of(&g->nodes[id]);
 }
 
+/* Copies what fits of p[0..n) to buf at *at (cap bytes), counting all. */
+static void name_put(char *buf, size_t cap, size_t *at, const char *p, size_t n) {
+    if (*at < cap) {
+        size_t k = cap - *at < n ? cap - *at : n;
+        memcpy(buf + *at, p, k);
+    }
+    *at += n;
+}
+
+/* As snprintf(buf, cap, "%s_%04u", fn, counter) or the explicit name, but
+ * without stdio: names are made for every node of a run with storage. */
 size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap) {
     const struct node *n = &g->nodes[id];
-    int len;
+    size_t at = 0;
     if (n->ext != NULL && n->ext->name != NULL) {
-        len = snprintf(buf, cap, "%s", n->ext->name);
+        name_put(buf, cap, &at, n->ext->name, strlen(n->ext->name));
     } else {
         const char *fn = g->funcs[n->fid].name;
-        len = snprintf(buf, cap, "%s_%04u", fn ? fn : "task", n->counter);
+        if (fn == NULL)
+            fn = "task";
+        name_put(buf, cap, &at, fn, strlen(fn));
+        char d[12];
+        int k = 0;
+        unsigned c = n->counter;
+        do {
+            d[11 - k++] = (char)('0' + c % 10);
+            c /= 10;
+        } while (c != 0);
+        while (k < 4)
+            d[11 - k++] = '0';
+        d[11 - k] = '_';
+        name_put(buf, cap, &at, d + 11 - k, (size_t)k + 1);
     }
-    return len < 0 ? 0 : (size_t)len;
+    if (cap > 0)
+        buf[at < cap ? at : cap - 1] = '\0';
+    return at;
 }
 
 static struct node_ext *ext_of(ff_graph *g, uint32_t id) {

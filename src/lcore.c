@@ -4,7 +4,8 @@
  * This is the one place where the engine's C side meets Lua: each engine
  * module gets its binding file (l<module>.c) and registers it here: the
  * version and error tables (here), the graph, queries and the local executor
- * (lgraph.c); the store and network bindings join as they are written.
+ * (lgraph.c); the store and the codec (lstore.c); the network binding joins
+ * when it is written.
  *
  * The same object code is linked into the fflua program and libfflua (where
  * fflua_open() puts it in package.preload) and built as core.so for hosts
@@ -15,6 +16,7 @@
 
 #include "fflua.h"
 #include "lgraph.h"
+#include "lstore.h"
 
 /* core.strerror(code) -> string */
 static int ffl_core_strerror(lua_State *L) {
@@ -36,8 +38,10 @@ static const luaL_Reg ffl_core_funcs[] = {
 
 int luaopen_functionfuse_core(lua_State *L) {
     ffl_graph_open(L);
+    ffl_store_open(L);
     luaL_newlib(L, ffl_core_funcs); // [core]
     luaL_setfuncs(L, ffl_graph_funcs, 0);
+    luaL_setfuncs(L, ffl_store_funcs, 0);
     lua_pushstring(L, fflua_version());
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, FFLUA_VERSION_NUM);

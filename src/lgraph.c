@@ -16,15 +16,21 @@
  * collection step.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
+#include <xxhash.h>
+
+#include "codec.h"
 #include "fflua.h"
 #include "graph.h"
 #include "lgraph.h"
+#include "lstore.h"
 #include "lutil.h"
 #include "query.h"
 
@@ -780,6 +786,9 @@ static int ffl_wf_leaves(lua_State *L) {
 struct run;
 static void push_result(lua_State *L, struct run *r, int idx);
 
+enum { CACHE_NONE, CACHE_NAME, CACHE_FINGERPRINT };
+enum { ACT_SKIP, ACT_NEED, ACT_RUN, ACT_LOAD };
+
 struct run {
     ffl_ctx *ctx;
     ff_plan *plan;
@@ -787,6 +796,18 @@ struct run {
     int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
     uint32_t current; /* position of the node running, or UINT32_MAX */
     int leaf;         /* the leaf being read (1-based), or 0 */
+    /* With storage (st != NULL): */
+    ff_store *st;
+    const char *wf;
+    size_t wflen;
+    int cache, always_read, verbose;
+    uint8_t *fp;  /* FF_FP_LEN bytes per position */
+    uint8_t *act; /* ACT_* per position */
+    ff_buf buf;   /* scratch for encodings */
+    ff_buf names; /* every node's name, back to back */
+    size_t *name_off; /* n + 1 offsets into names */
+    int fn_cache, modmap; /* stack indices: function -> digest; module names */
+    size_t computed, loaded, skipped, damaged;
 };
 
 /* Pushes value with node handles replaced by their results, copying tables
@@ -937,6 +958,315 @@ static int32_t node_func(ff_graph *g, uint32_t id) {
     return fh != FF_NOHANDLE ? fh : ff_graph_func_handle(g, ff_graph_fid(g, id));
 }
 
+
+/* --- fingerprints and storage -------------------------------------------- */
+
+#define NAME_BUF 256
+
+/* The name of the node at pos, from the run's names. */
+static const char *pos_name(struct run *r, uint32_t pos, size_t *len) {
+    *len = r->name_off[pos + 1] - r->name_off[pos];
+    return r->names.p + r->name_off[pos];
+}
+
+/* Collects every planned node's name and refuses duplicates: results are
+ * stored by name, so two nodes with one name would overwrite each other
+ * and load each other's results. A hash set of positions, by XXH3-64. */
+static void collect_names(lua_State *L, struct run *r) {
+    ff_plan *p = r->plan;
+    r->names.n = 0;
+    r->name_off[0] = 0;
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        for (;;) {
+            if (ff_buf_reserve(&r->names, NAME_BUF) != 0)
+                luaL_error(L, "not enough memory");
+            size_t room = r->names.cap - r->names.n;
+            size_t len = ff_graph_name(r->ctx->graph, p->order[pos], r->names.p + r->names.n, room);
+            if (len < room) {
+                r->names.n += len;
+                break;
+            }
+            if (ff_buf_reserve(&r->names, len + 1) != 0)
+                luaL_error(L, "not enough memory");
+        }
+        r->name_off[pos + 1] = r->names.n;
+    }
+    size_t cap = 16;
+    while (cap < (size_t)p->n * 2)
+        cap *= 2;
+    uint32_t *set = lua_newuserdatauv(L, cap * sizeof *set, 0);
+    memset(set, 0, cap * sizeof *set);
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        size_t len, olen;
+        const char *nm = pos_name(r, pos, &len);
+        size_t i = (size_t)XXH3_64bits(nm, len) & (cap - 1);
+        for (; set[i] != 0; i = (i + 1) & (cap - 1)) {
+            const char *other = pos_name(r, set[i] - 1, &olen);
+            if (olen == len && memcmp(other, nm, len) == 0) {
+                lua_pushlstring(L, nm, len);
+                luaL_error(L, "workflow '%s' has two nodes named '%s': with a storage, node "
+                              "names must be distinct (use set_name)", r->wf, lua_tostring(L, -1));
+            }
+        }
+        set[i] = pos + 1;
+    }
+    lua_pop(L, 1);
+}
+
+/* Raises "<what> of node 'x': <msg at the top>". */
+static int node_error(lua_State *L, struct run *r, uint32_t id, const char *what) {
+    const char *msg = lua_tostring(L, -1);
+    push_name(L, r->ctx, id);
+    return luaL_error(L, "%s of node '%s'%s%s", what, lua_tostring(L, -1),
+                      strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
+}
+
+/* FFC_HASH hook: a node handle inside an argument table stands for its
+ * fingerprint (and, for an item, the path into the result). */
+static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
+    struct run *r = ud;
+    int is_item;
+    ffl_node *n = ctx_test_handle(L, r->ctx, idx, &is_item);
+    if (n == NULL)
+        return 0;
+    uint8_t tag = FFC_TAG_NODE;
+    ffc_put_bytes(e, &tag, 1);
+    ffc_put_bytes(e, r->fp + (size_t)ff_plan_pos(r->plan, n->id) * FF_FP_LEN, FF_FP_LEN);
+    if (is_item) {
+        ff_buf sub = {0};
+        ffc_opts o = {FFC_HASH, NULL, NULL, r->modmap};
+        lua_getiuservalue(L, idx, 1);
+        if (ffc_encode(L, -1, &o, &sub) == 0)
+            ffc_put_bytes(e, sub.p, sub.n);
+        lua_pop(L, 1);
+        ff_buf_free(&sub);
+    }
+    return 1;
+}
+
+/* Appends the FFC_HASH encoding of the value at the top (popped). */
+static void fp_value(lua_State *L, struct run *r, uint32_t id) {
+    ffc_opts o = {FFC_HASH, fp_hook, r, r->modmap};
+    if (ffc_encode(L, -1, &o, &r->buf) != 0)
+        node_error(L, r, id, "fingerprint");
+    lua_pop(L, 1);
+}
+
+static void fp_bytes(lua_State *L, struct run *r, const void *p, size_t n) {
+    if (ff_buf_reserve(&r->buf, n) != 0)
+        luaL_error(L, "not enough memory");
+    memcpy(r->buf.p + r->buf.n, p, n);
+    r->buf.n += n;
+}
+
+/* The digest of a node's function: its bytecode and upvalues, cached per
+ * function for the run. */
+static void fp_function(lua_State *L, struct run *r, uint32_t id, uint8_t out[FF_FP_LEN]) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(r->ctx->graph, id)); // [fn]
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, r->fn_cache) == LUA_TSTRING) {
+        memcpy(out, lua_tostring(L, -1), FF_FP_LEN);
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 1);
+    size_t start = r->buf.n;
+    lua_pushvalue(L, -1);
+    fp_value(L, r, id);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(r->buf.p + start, r->buf.n - start));
+    r->buf.n = start;
+    memcpy(out, c.digest, FF_FP_LEN);
+    lua_pushlstring(L, (const char *)c.digest, FF_FP_LEN);
+    lua_rawset(L, r->fn_cache);
+}
+
+/* Fingerprints every planned node, in order (parents first): its function,
+ * its arguments (a node argument by the parent's fingerprint) and its
+ * plugins' pre-run function. */
+static void fingerprint_all(lua_State *L, struct run *r) {
+    ff_plan *p = r->plan;
+    lua_newtable(L);
+    r->fn_cache = lua_gettop(L);
+    ffc_push_modmap(L);
+    r->modmap = lua_gettop(L);
+    collect_names(L, r);
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        uint32_t id = p->order[pos];
+        uint8_t fd[FF_FP_LEN];
+        fp_function(L, r, id, fd);
+        r->buf.n = 0;
+        fp_bytes(L, r, "ffn1", 4);
+        fp_bytes(L, r, fd, FF_FP_LEN);
+        uint32_t nargs;
+        const ff_arg *args = ff_graph_args(r->ctx->graph, id, &nargs);
+        fp_bytes(L, r, &nargs, sizeof nargs);
+        for (uint32_t i = 0; i < nargs; i++) {
+            ff_arg a = args[i];
+            uint8_t k = (uint8_t)a.kind;
+            fp_bytes(L, r, &k, 1);
+            switch (a.kind) {
+            case FF_ARG_INT:
+                fp_bytes(L, r, &a.u.i, sizeof a.u.i);
+                break;
+            case FF_ARG_NUM:
+                fp_bytes(L, r, &a.u.d, sizeof a.u.d);
+                break;
+            case FF_ARG_NODE:
+                fp_bytes(L, r, r->fp + (size_t)ff_plan_pos(p, a.u.node) * FF_FP_LEN, FF_FP_LEN);
+                break;
+            case FF_ARG_HANDLE:
+            case FF_ARG_ITEM:
+            case FF_ARG_DEEP:
+                lua_rawgeti(L, LUA_REGISTRYINDEX, a.handle);
+                fp_value(L, r, id);
+                break;
+            default:
+                break;
+            }
+            args = ff_graph_args(r->ctx->graph, id, &nargs); /* encoding may run Lua */
+        }
+        /* Plugins by what they do to this node: the pre-run function
+         * remote_initialize made (a seed is one of its upvalues). The
+         * plugin object itself is left out: its state after the plugin
+         * pass depends on how many nodes share it. */
+        if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) != LUA_TNIL) {
+            fp_bytes(L, r, "plug", 4);
+            fp_value(L, r, id);
+        } else {
+            lua_pop(L, 1);
+        }
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits(r->buf.p, r->buf.n));
+        memcpy(r->fp + (size_t)pos * FF_FP_LEN, c.digest, FF_FP_LEN);
+    }
+    lua_pop(L, 2);
+}
+
+/* Tries to load node pos from the storage into the results. */
+static int try_load(lua_State *L, struct run *r, uint32_t pos) {
+    size_t nl;
+    const char *key = pos_name(r, pos, &nl);
+    ff_rec rec;
+    int rc = ff_store_get(r->st, r->wf, r->wflen, key, nl, &rec);
+    int loaded = 0;
+    if (rc == FFLUA_ECHECKSUM || rc == FFLUA_ECORRUPT) {
+        r->damaged++;
+        fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%.*s' of workflow "
+                        "'%s' is damaged (%s); computing it again\n",
+                ff_store_path(r->st), (int)nl, key, r->wf,
+                rc == FFLUA_ECHECKSUM ? "checksum mismatch" : "bad record header");
+    } else if (rc != 0 && rc != FFLUA_ENOTFOUND) {
+        ff_store_read_end(r->st);
+        luaL_error(L, "storage '%s': %s", ff_store_path(r->st), ff_store_errmsg(r->st));
+    } else if (rc == 0 && (r->cache == CACHE_NAME ||
+                           memcmp(rec.fp, r->fp + (size_t)pos * FF_FP_LEN, FF_FP_LEN) == 0)) {
+        if (ffc_decode(L, rec.val, rec.len, 0) == 0) {
+            lua_rawseti(L, r->results, (lua_Integer)pos + 1);
+            loaded = 1;
+            if (r->verbose)
+                fprintf(stderr, "fflua: %s: node '%.*s' is read from the storage\n", r->wf, (int)nl,
+                        key);
+        } else {
+            r->damaged++;
+            fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%.*s' of "
+                            "workflow '%s' cannot be read (%s); computing it again\n",
+                    ff_store_path(r->st), (int)nl, key, r->wf, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    } else if (rc == 0 && r->verbose) {
+        fprintf(stderr, "fflua: %s: node '%.*s' changed since it was stored\n", r->wf, (int)nl, key);
+    }
+    return loaded;
+}
+
+/* Adds one consumer per leaf (the leaves' results are kept to the end). */
+static void count_leaves(lua_State *L, ff_plan *p, int wfidx) {
+    lua_getiuservalue(L, wfidx, 1);
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        int is_item;
+        p->consumers[ff_plan_pos(p, test_handle(L, -1, &is_item)->id)]++;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Decides, from the leaves down, what runs: a needed node is loaded when
+ * the storage has it (same name, and same fingerprint unless cache =
+ * "name"), else it runs and its parents are needed. Nodes nobody needs are
+ * skipped. Then counts consumers among the nodes that run. */
+static void decide(lua_State *L, struct run *r, int wfidx) {
+    ff_plan *p = r->plan;
+    ff_graph *g = r->ctx->graph;
+    memset(r->act, ACT_SKIP, p->n);
+    lua_getiuservalue(L, wfidx, 1);
+    lua_Integer nl = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= nl; i++) {
+        lua_rawgeti(L, -1, i);
+        int is_item;
+        r->act[ff_plan_pos(p, test_handle(L, -1, &is_item)->id)] = ACT_NEED;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    for (uint32_t pos = p->n; pos-- > 0;) {
+        if (r->act[pos] == ACT_SKIP) {
+            r->skipped++;
+            continue;
+        }
+        if (r->cache != CACHE_NONE && try_load(L, r, pos)) {
+            r->act[pos] = ACT_LOAD;
+            r->loaded++;
+            continue;
+        }
+        r->act[pos] = ACT_RUN;
+        uint32_t np;
+        const uint32_t *par = ff_graph_parents(g, p->order[pos], &np);
+        for (uint32_t j = 0; j < np; j++) {
+            uint32_t pp = ff_plan_pos(p, par[j]);
+            if (r->act[pp] == ACT_SKIP) /* not yet visited: lower positions */
+                r->act[pp] = ACT_NEED;
+        }
+    }
+    ff_store_read_end(r->st);
+    memset(p->consumers, 0, sizeof *p->consumers * p->n);
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        if (r->act[pos] != ACT_RUN)
+            continue;
+        uint32_t np;
+        const uint32_t *par = ff_graph_parents(g, p->order[pos], &np);
+        for (uint32_t j = 0; j < np; j++)
+            p->consumers[ff_plan_pos(p, par[j])]++;
+    }
+    count_leaves(L, p, wfidx);
+}
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Stores the result at the top (replacing it by the value read back when
+ * always_read is set). */
+static void save_result(lua_State *L, struct run *r, uint32_t pos, uint64_t compute_ns) {
+    uint32_t id = r->plan->order[pos];
+    r->buf.n = 0;
+    if (ffc_encode(L, -1, NULL, &r->buf) != 0)
+        node_error(L, r, id, "result");
+    size_t nl;
+    const char *key = pos_name(r, pos, &nl);
+    if (ff_store_put(r->st, r->wf, r->wflen, key, nl, r->fp + (size_t)pos * FF_FP_LEN,
+                     compute_ns, r->buf.p, r->buf.n) != 0)
+        luaL_error(L, "storage '%s': %s", ff_store_path(r->st), ff_store_errmsg(r->st));
+    if (r->always_read) {
+        if (ffc_decode(L, r->buf.p, r->buf.n, 0) != 0)
+            node_error(L, r, id, "reading back the result");
+        lua_replace(L, -2);
+    }
+}
+
 /* Message handler of a run. An error while a node runs (its plugins'
  * pre-run call, its arguments, its function) becomes "node 'x' (function
  * 'f' defined at ...) failed: <error>" with a traceback; the hooks hear of
@@ -987,11 +1317,24 @@ static int run_inner(lua_State *L) {
     run_plugins(L, r);
     int has_pre = lua_next(L, (lua_pushnil(L), r->pre)) != 0;
     lua_settop(L, r->pre);
+    if (r->st != NULL) {
+        fingerprint_all(L, r);
+        decide(L, r, 2);
+    } else {
+        r->computed = p->n;
+    }
 
     for (uint32_t pos = 0; pos < p->n; pos++) {
         uint32_t id = p->order[pos];
         ff_graph *g = ctx->graph;
         int top = lua_gettop(L);
+        uint64_t t0 = 0;
+        if (r->act != NULL) {
+            if (r->act[pos] != ACT_RUN)
+                continue;
+            r->computed++;
+            t0 = mono_ns();
+        }
         r->current = pos;
         if (ctx->hooks.before != NULL) {
             push_name(L, ctx, id);
@@ -1029,6 +1372,10 @@ static int run_inner(lua_State *L) {
             lua_pushinteger(L, nres);
             lua_setfield(L, -2, "n");
         }
+        if (r->st != NULL) {
+            r->current = UINT32_MAX; /* errors here name the node themselves */
+            save_result(L, r, pos, mono_ns() - t0);
+        }
         lua_rawseti(L, r->results, (lua_Integer)pos + 1);
         lua_settop(L, top);
         if (ctx->hooks.after != NULL) {
@@ -1064,35 +1411,102 @@ static int run_inner(lua_State *L) {
     return (int)n;
 }
 
-/* wf:run_local() -> one value per leaf */
+static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
+    int ty = lua_getfield(L, t, k);
+    int v = ty == LUA_TNIL ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Reads the storage options of a run from the table at idx. */
+static void run_options(lua_State *L, struct run *r, int idx) {
+    if (lua_getfield(L, idx, "storage") == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    r->st = ffl_check_store(L, -1);
+    lua_pop(L, 1); /* the caller's table keeps it */
+    lua_getfield(L, idx, "workflow");
+    r->wf = luaL_checklstring(L, -1, &r->wflen);
+    lua_pop(L, 1); /* the workflow object keeps the string */
+    lua_getfield(L, idx, "cache");
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING &&
+                             strcmp(lua_tostring(L, -1), "fingerprint") == 0))
+        r->cache = CACHE_FINGERPRINT;
+    else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "name") == 0)
+        r->cache = CACHE_NAME;
+    else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+        r->cache = CACHE_NONE;
+    else
+        luaL_error(L, "bad option 'cache' (\"fingerprint\", \"name\" or false expected, got %s)",
+                   luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    r->always_read = opt_bool(L, idx, "always_read", 0);
+    r->verbose = opt_bool(L, idx, "verbose", 0);
+}
+
+static void set_count(lua_State *L, int t, const char *k, size_t v) {
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, t, k);
+}
+
+/* wf:run_local([opts]) -> one value per leaf. opts: storage (a Store),
+ * workflow (its name there), cache, always_read, verbose; after the run
+ * opts also holds the counts computed, loaded, skipped, damaged. */
 static int ffl_wf_run_local(lua_State *L) {
     check_wf(L, 1);
-    lua_settop(L, 1);
+    lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
     struct run r = {.ctx = ctx, .current = UINT32_MAX};
+    if (!lua_isnil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        run_options(L, &r, 2);
+    }
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
-    lua_pushcclosure(L, run_msgh, 2); // [wf, msgh]
+    lua_pushcclosure(L, run_msgh, 2); // [wf, opts, msgh]
     lua_pushcfunction(L, run_inner);
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
     r.plan = plan_wf(L, ctx, 1);
-    /* Leaves keep their results to the end. */
-    lua_getiuservalue(L, 1, 1);
-    lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        int is_item;
-        r.plan->consumers[ff_plan_pos(r.plan, test_handle(L, -1, &is_item)->id)]++;
-        lua_pop(L, 1);
+    count_leaves(L, r.plan, 1);
+    if (r.st != NULL) {
+        r.fp = malloc((size_t)r.plan->n * FF_FP_LEN + 1);
+        r.act = malloc((size_t)r.plan->n + 1);
+        r.name_off = malloc(((size_t)r.plan->n + 1) * sizeof *r.name_off);
+        if (r.fp == NULL || r.act == NULL || r.name_off == NULL) {
+            free(r.fp);
+            free(r.act);
+            free(r.name_off);
+            ff_plan_release(ctx->graph, r.plan);
+            return luaL_error(L, "not enough memory");
+        }
     }
-    lua_pop(L, 1);
-    int status = lua_pcall(L, 2, LUA_MULTRET, 2);
+    int status = lua_pcall(L, 2, LUA_MULTRET, 3);
     ctx->L = L;
     ff_plan_release(ctx->graph, r.plan);
+    free(r.fp);
+    free(r.act);
+    free(r.name_off);
+    ff_buf_free(&r.buf);
+    ff_buf_free(&r.names);
+    if (r.st != NULL) {
+        /* What was computed is committed even when the run failed. */
+        ff_store_read_end(r.st);
+        if (ff_store_flush(r.st) != 0 && status == LUA_OK) {
+            lua_pushfstring(L, "storage '%s': %s", ff_store_path(r.st), ff_store_errmsg(r.st));
+            status = LUA_ERRRUN;
+        }
+    }
+    if (lua_istable(L, 2)) {
+        set_count(L, 2, "computed", r.computed);
+        set_count(L, 2, "loaded", r.loaded);
+        set_count(L, 2, "skipped", r.skipped);
+        set_count(L, 2, "damaged", r.damaged);
+    }
     if (status != LUA_OK)
         return lua_error(L);
-    return lua_gettop(L) - 2;
+    return lua_gettop(L) - 3;
 }
 
 /* --- registration -------------------------------------------------------- */

@@ -201,16 +201,17 @@ static void print_usage(FILE *f) {
 struct subcommand {
     const char *name;
     const char *summary;
+    const char *module;  /* the Lua module whose main(args) implements it */
     const char *arrives; /* which part of fflua brings it, while missing */
 };
 
 static const struct subcommand subcommands[] = {
-    {"head", "start a cluster head", "the cluster backend"},
-    {"worker", "join a cluster as a worker", "the cluster backend"},
-    {"status", "show a cluster's nodes, resources and tasks", "the cluster backend"},
-    {"store", "list, show and remove stored results", "the storage"},
-    {"graph", "print a workflow's graph", "the graph viewer"},
-    {NULL, NULL, NULL},
+    {"store", "list, show and remove stored results", "functionfuse.cli.store", NULL},
+    {"head", "start a cluster head", NULL, "the cluster backend"},
+    {"worker", "join a cluster as a worker", NULL, "the cluster backend"},
+    {"status", "show a cluster's nodes, resources and tasks", NULL, "the cluster backend"},
+    {"graph", "print a workflow's graph", NULL, "the graph viewer"},
+    {NULL, NULL, NULL, NULL},
 };
 
 static void print_help(void) {
@@ -219,9 +220,9 @@ static void print_help(void) {
            "(line editing, history in ~/.fflua_history, Tab completion, 'ff' preloaded).\n\n",
            FFLUA_VERSION);
     print_usage(stdout);
-    puts("\nCommands (not yet in this version; they print what brings them):");
+    puts("\nCommands (fflua COMMAND --help for more):");
     for (const struct subcommand *c = subcommands; c->name; c++)
-        printf("  %-8s  %s\n", c->name, c->summary);
+        printf("  %-8s  %s%s\n", c->name, c->summary, c->module ? "" : " (not yet in this version)");
     puts("\nEnvironment:\n"
          "  LUA_INIT_5_4, LUA_INIT  code or @file run before the script (as lua5.4)\n"
          "  LUA_PATH_5_4, LUA_PATH, LUA_CPATH_5_4, LUA_CPATH  module search paths\n"
@@ -230,7 +231,51 @@ static void print_help(void) {
          "  FFLUA_HISTORY  the REPL history file; empty: no history");
 }
 
+/* Protected: require(module).main({args...}) -> exit status. */
+static int smain(lua_State *L) {
+    const struct subcommand *c = lua_touserdata(L, 1);
+    int argc = (int)lua_tointeger(L, 2);
+    char **argv = lua_touserdata(L, 3);
+    luaL_openlibs(L);
+    if (fflua_open(L) != 0)
+        return luaL_error(L, "cannot install the functionfuse package loader");
+    lua_gc(L, LUA_GCRESTART);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, c->module);
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "main");
+    lua_createtable(L, argc, 0);
+    for (int i = 2; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 1);
+    }
+    lua_call(L, 1, 1);
+    return 1;
+}
+
 static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
+    if (c->module != NULL) {
+        lua_State *L = luaL_newstate();
+        if (L == NULL) {
+            print_message(FF_PROGNAME, "cannot create state: not enough memory");
+            return EXIT_FAILURE;
+        }
+        lua_gc(L, LUA_GCSTOP);
+        ff_cli_sigint_install(L);
+        lua_pushcfunction(L, smain);
+        lua_pushlightuserdata(L, (void *)c);
+        lua_pushinteger(L, argc);
+        lua_pushlightuserdata(L, argv);
+        int status = ff_cli_docall(L, 3, 1);
+        int code = EXIT_FAILURE;
+        if (status == LUA_OK)
+            code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
+        else
+            ff_cli_report(L, status, 0);
+        sig_L = NULL;
+        lua_close(L);
+        return code;
+    }
     if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
         printf("usage: " FF_PROGNAME " %s ...\n  %s\n", c->name, c->summary);
         printf("Not available in fflua %s yet: it arrives with %s.\n", FFLUA_VERSION, c->arrives);

@@ -94,6 +94,36 @@ function Base:replace_func(node, fn)
   self._core:set_slot(node, "func", fn)
 end
 
+--- Results are saved to (and, on later runs, read from) storage.
+function Base:set_storage(storage)
+  if getmetatable(storage) ~= require("functionfuse.storage").Storage then
+    error(("bad argument #1 to 'set_storage' (storage expected, got %s)"):format(type(storage)), 2)
+  end
+  self._storage = storage
+  return self
+end
+
+--- The options of a run for the engine: storage, cache mode, logging.
+function Base:_run_options()
+  local st = self._storage
+  if not st then return nil end
+  return { storage = st._st, workflow = self.workflow_name, cache = self.options.cache,
+           always_read = st.always_read, verbose = self.options.verbose }
+end
+
+--- Records and reports what a run computed and loaded.
+function Base:_report(opts)
+  if not opts then return end
+  self.last_run = { computed = opts.computed, loaded = opts.loaded,
+                    skipped = opts.skipped, damaged = opts.damaged }
+  if not self.options.quiet then
+    io.stderr:write(("fflua: workflow '%s': %d computed, %d loaded from the storage%s%s\n")
+      :format(self.workflow_name, opts.computed, opts.loaded,
+              opts.skipped > 0 and (", %d not needed"):format(opts.skipped) or "",
+              opts.damaged > 0 and (", %d damaged results recomputed"):format(opts.damaged) or ""))
+  end
+end
+
 --- The node names in run order.
 function Base:names() return self._core:nodes(nil, true) end
 
@@ -121,6 +151,10 @@ function M.new(cls, what, ...)
           "(node, { workflow_name = \"name\" })", 3)
   elseif type(name) ~= "string" or name == "" then
     error(what .. ": 'workflow_name' must be a non-empty string", 3)
+  end
+  local cache = opts.cache
+  if cache ~= nil and cache ~= "fingerprint" and cache ~= "name" and cache ~= false then
+    error(what .. ": option 'cache' must be \"fingerprint\" (the default), \"name\" or false", 3)
   end
   return setmetatable({ workflow_name = name, options = opts, _leaves = leaves,
                         _core = core.workflow(leaves) }, cls)

@@ -99,4 +99,12 @@ M.task = M.workflow
 --- true for a Node or a NodeItem (node[k]).
 M.is_node = core.is_node
 
+--- register_class(name, mt): tables with metatable mt are stored under the
+-- name and get mt back when read (in any process that registered it too).
+M.register_class = core.register_class
+--- register_serializer(mt_or_name, { pack = fn, unpack = fn [, name = s] }):
+-- values with that metatable (userdata or tables) are stored as the string
+-- pack returns and read back through unpack.
+M.register_serializer = core.register_serializer
+
 return M

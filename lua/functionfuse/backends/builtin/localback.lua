@@ -11,10 +11,18 @@ local LocalWorkflow = setmetatable({}, { __index = base.Base })
 LocalWorkflow.__index = LocalWorkflow
 LocalWorkflow.__name = "functionfuse.LocalWorkflow"
 
+local function finish(self, opts, ...)
+  self:_report(opts)
+  return ...
+end
+
 --- Runs the ancestors of the leaves in creation order (plugins first, in the
--- same order) and returns one value per leaf.
+-- same order) and returns one value per leaf. With a storage, stored
+-- results are loaded (see the cache option) and new ones saved.
 function LocalWorkflow:run()
-  return self._core:run_local()
+  local opts = self:_run_options()
+  if not opts then return self._core:run_local() end
+  return finish(self, opts, self._core:run_local(opts))
 end
 
 function LocalWorkflow:__tostring()

@@ -1,0 +1,202 @@
+-- The value codec: exact round trips, errors that name the place, decoding
+-- that survives any bytes, fingerprint input that does not depend on
+-- traversal order.
+local core = require "functionfuse.core"
+local ff = require "functionfuse"
+
+local function rt(v) return core.decode(core.encode(v)) end
+
+--- Deep equality that tells integers from floats, -0.0 from 0.0, and
+-- checks NaN by bits; shared/cyclic structure must map one to one.
+local function same(a, b, map)
+  map = map or {}
+  if type(a) ~= type(b) then return false, "type" end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then return false, "number subtype" end
+    return string.pack("<n", a) == string.pack("<n", b) or a == b and math.type(a) == "integer",
+           "number bits"
+  end
+  if type(a) ~= "table" then return a == b, "value" end
+  if map[a] ~= nil then return map[a] == b, "sharing" end
+  map[a] = b
+  if getmetatable(a) ~= getmetatable(b) then return false, "metatable" end
+  for k, v in pairs(a) do
+    local bk = k
+    if type(k) == "table" then
+      bk = map[k]
+      if bk == nil then -- find the copy of the key among b's table keys
+        for k2 in pairs(b) do
+          if type(k2) == "table" and same(k, k2, setmetatable({}, { __index = map })) then bk = k2 end
+        end
+      end
+    end
+    if bk == nil then return false, "missing key" end
+    local ok, why = same(v, b[bk], map)
+    if not ok then return false, why end
+  end
+  for _ in pairs(b) do end
+  local na, nb = 0, 0
+  for _ in pairs(a) do na = na + 1 end
+  for _ in pairs(b) do nb = nb + 1 end
+  return na == nb, "key count"
+end
+
+--- A random value: scalars of every kind, nested tables with any keys,
+-- shared subtables and cycles.
+local function random_value(rng, depth, pool)
+  local r = rng(1, depth > 3 and 9 or 12)
+  if r == 1 then return nil
+  elseif r == 2 then return rng(2) == 1
+  elseif r == 3 then return rng(-200, 200)
+  elseif r == 4 then return ({ math.maxinteger, math.mininteger, 1 << 40, -(1 << 20), 65536 })[rng(5)]
+  elseif r == 5 then return ({ 0.5, -0.0, 1 / 0, -1 / 0, 0 / 0, 1e-300, 3.0, math.pi })[rng(8)]
+  elseif r == 6 then
+    local t = {}
+    for i = 1, rng(0, 80) do t[i] = string.char(rng(0, 255)) end
+    return table.concat(t)
+  elseif r == 7 then return ("x"):rep(rng(60, 300))
+  elseif r == 8 or r == 9 then
+    return #pool > 0 and pool[rng(#pool)] or "empty pool"
+  else
+    local t = {}
+    pool[#pool + 1] = t
+    for i = 1, rng(0, 6) do t[i] = random_value(rng, depth + 1, pool) end
+    for _ = 1, rng(0, 5) do
+      local k = random_value(rng, depth + 1, pool)
+      if k ~= nil and k == k then t[k] = random_value(rng, depth + 1, pool) end
+    end
+    if rng(6) == 1 then t.self = t end
+    return t
+  end
+end
+
+describe("codec", function()
+  it("round-trips every kind of plain value exactly", function()
+    for _, v in ipairs { true, false, 0, 127, 128, -1, -128, -129, 32767, -32769, 1 << 31,
+                         math.maxinteger, math.mininteger, 0.0, -0.0, 1 / 0, -1 / 0, 2 ^ 53,
+                         5e-324, "", "a", ("z"):rep(63), ("z"):rep(64), ("\0\255"):rep(5000) } do
+      local r = rt(v)
+      assert.is_true((same(v, r)), tostring(v))
+    end
+    assert.is_nil(rt(nil))
+    local nan = rt(0 / 0)
+    assert.are_not.equal(nan, nan)
+    -- NaN payload bits survive.
+    local odd_nan = string.unpack("<n", "\1\0\0\0\0\0\248\127")
+    assert.are.equal(string.pack("<n", odd_nan), string.pack("<n", rt(odd_nan)))
+  end)
+
+  it("keeps tables with any keys, holes, sharing and cycles", function()
+    local shared = { 1, 2 }
+    local t = { shared, shared, [true] = "t", [1.5] = "f", [shared] = "table key", nil, 5 }
+    t[3] = nil
+    t[10] = "far"
+    t.cycle = t
+    local r = rt(t)
+    assert.is_true((same(t, r)))
+    assert.are.equal(r, r.cycle)
+    assert.are.equal(r[1], r[2])
+    assert.are.equal("table key", r[r[1]])
+  end)
+
+  it("round-trips 500 random nested values", function()
+    local seed = os.time()
+    local rng_state = 0
+    math.randomseed(seed)
+    for i = 1, 500 do
+      local v = random_value(math.random, 0, {})
+      local ok, why = same(v, rt(v))
+      if not ok then error(("value %d (seed %d) differs: %s"):format(i, seed, why)) end
+      rng_state = rng_state + 1
+    end
+    assert.are.equal(500, rng_state)
+  end)
+
+  it("names the path of what it cannot encode", function()
+    local function err(v)
+      local ok, e = pcall(core.encode, v)
+      assert.is_false(ok)
+      return e
+    end
+    assert.are.equal("at .a.b[2]: a function cannot be stored", err { a = { b = { 1, print } } })
+    assert.are.equal("at [\"two words\"]: a thread cannot be stored",
+                     err { ["two words"] = coroutine.create(print) })
+    assert.are.equal("at [3]: userdata 'FILE*' has no serializer (storage:register_serializer)",
+                     err { 1, 2, io.stderr })
+    assert.matches("^at %.x: table with metatable 'Foo', which is not registered",
+                   err { x = setmetatable({}, { __name = "Foo" }) })
+    local deep = {}
+    local cur = deep
+    for _ = 1, 1100 do cur.next = {}; cur = cur.next end
+    assert.matches("nested more than 1000 levels", err(deep))
+  end)
+
+  it("decodes any bytes to a value or an error, never a crash", function()
+    math.randomseed(7)
+    local good = core.encode { 1, "two", { three = 3.0 }, [4] = { 5, 6 } }
+    local errors, values = 0, 0
+    for i = 1, 3000 do
+      local s
+      if i % 3 == 0 then -- random bytes after the version byte
+        local t = { "\1" }
+        for j = 1, math.random(0, 40) do t[j + 1] = string.char(math.random(0, 255)) end
+        s = table.concat(t)
+      elseif i % 3 == 1 then -- a truncated valid value
+        s = good:sub(1, math.random(0, #good - 1))
+      else -- a valid value with one byte changed
+        local at = math.random(1, #good)
+        s = good:sub(1, at - 1) .. string.char(math.random(0, 255)) .. good:sub(at + 1)
+      end
+      local ok, v = pcall(core.decode, s)
+      if ok then values = values + 1 else
+        errors = errors + 1
+        assert.is_string(v)
+      end
+    end
+    assert.is_true(errors > 1000)
+    assert.is_true(values > 10)
+  end)
+
+  it("refuses sizes larger than the data instead of allocating them", function()
+    -- A table claiming 2^31 array slots and a string claiming 2^40 bytes.
+    local ok, err = pcall(core.decode, "\1\9\255\255\255\255\7\0\0\0\0")
+    assert.is_false(ok)
+    assert.matches("larger than the data", err)
+    ok, err = pcall(core.decode, "\1\8\128\128\128\128\128\32")
+    assert.is_false(ok)
+    assert.matches("longer than the data", err)
+    ok, err = pcall(core.decode, "\1\10\5")
+    assert.is_false(ok)
+    assert.matches("not yet seen", err)
+  end)
+
+  it("restores registered classes and refuses unknown ones", function()
+    local C = { __name = "spec.C" }
+    ff.register_class("spec.codec.C", C)
+    local v = rt(setmetatable({ 1 }, C))
+    assert.are.equal(C, getmetatable(v))
+    local forged = core.encode(setmetatable({}, C)):gsub("spec%.codec%.C", "spec.codec.X")
+    local ok, err = pcall(core.decode, forged)
+    assert.is_false(ok)
+    assert.matches("class 'spec.codec.X' is not registered", err, 1, true)
+    local shown = core.decode(forged, true) -- inspection mode
+    assert.are.equal("spec.codec.X", getmetatable(shown).__ffclass)
+  end)
+
+  it("gives fingerprint input independent of the order tables were filled in", function()
+    local a, b = {}, {}
+    for i = 1, 200 do a["k" .. i] = i end
+    for i = 200, 1, -1 do b["k" .. i] = i end
+    a.sub = { x = 1, y = 2 }
+    b.sub = { y = 2, x = 1 }
+    assert.are.equal(core.encode(a, true), core.encode(b, true))
+    assert.are_not.equal(core.encode(a, true), core.encode({ k1 = 1 }, true))
+    -- Functions hash by code and upvalues; modules and library functions by name.
+    local k = 1
+    local function f() return k end
+    local h1 = core.encode(f, true)
+    k = 2
+    assert.are_not.equal(h1, core.encode(f, true))
+    assert.matches("math.floor", core.encode({ math.floor }, true), 1, true)
+  end)
+end)

@@ -1,0 +1,1318 @@
+/*
+ * codec.c: Lua values <-> bytes.
+ *
+ * Format (all integers little-endian; "varint" is LEB128, at most 10 bytes):
+ *
+ *   encoded  := 0x01 value            (the format version, then one value)
+ *   value    := 0x00 nil | 0x01 false | 0x02 true
+ *             | 0x80+v                integer 0..127
+ *             | 0x03 i8 | 0x04 i16 | 0x05 i32 | 0x06 i64   integers
+ *             | 0x07 f64              a float, its 64 bits as they are
+ *             | 0x40+n bytes          a string of n < 64 bytes
+ *             | 0x08 varint bytes     a string
+ *             | 0x09 table            a table
+ *             | 0x0A varint           the k-th table/serialized value already
+ *                                     seen (0-based), for sharing and cycles
+ *             | 0x0B string table     a table whose metatable is the class
+ *                                     registered under that name
+ *             | 0x0C string string    serializer name, its packed bytes
+ *   table    := varint narr, u32 nhash, narr values (nil for holes),
+ *               nhash (key value) pairs
+ *
+ * Tags 0x0D..0x11 only appear in fingerprint input (FFC_HASH), which is
+ * hashed, never decoded: 0x0D function (bytecode, upvalues), 0x0E node,
+ * 0x0F marker, 0x10 module or library function by name, 0x11 table with an
+ * unregistered metatable. A decoder meeting them refuses the value; in
+ * particular a stored value that claims to be a function is never loaded.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include <xxhash.h>
+
+#include "codec.h"
+#include "fflua.h"
+
+enum {
+    T_NIL = 0x00, T_FALSE, T_TRUE, T_I8, T_I16, T_I32, T_I64, T_F64,
+    T_STR, T_TABLE, T_REF, T_CLASS, T_SER, T_FUNC, T_NODE, T_MARK,
+    T_MODULE, T_MTABLE,
+    T_SHORTSTR = 0x40, T_SMALLINT = 0x80,
+};
+
+/* --- buffer -------------------------------------------------------------- */
+
+int ff_buf_reserve(ff_buf *b, size_t more) {
+    if (b->cap - b->n >= more)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->n < more) {
+        if (cap > SIZE_MAX / 2)
+            return -12; /* -ENOMEM */
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (p == NULL)
+        return -12;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+void ff_buf_free(ff_buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->n = b->cap = 0;
+}
+
+/* --- encoder ------------------------------------------------------------- */
+
+struct pathelt {
+    int key;          /* stack index of the key, or 0 */
+    lua_Integer i;    /* array position when key == 0 and what == NULL */
+    const char *what; /* "upvalue x", "metatable" */
+};
+
+struct ffc_enc {
+    lua_State *L;
+    ff_buf *b;
+    const ffc_opts *o;
+    int reg, seen, modmap; /* stack slots (nil until needed) */
+    int msg;               /* stack slot of the error message */
+    lua_Integer nseen;
+    int depth;
+    int err;
+    struct pathelt path[FFC_MAX_DEPTH + 2];
+};
+
+static int put(ffc_enc *e, const void *p, size_t n) {
+    if (ff_buf_reserve(e->b, n) != 0)
+        return e->err = -12;
+    memcpy(e->b->p + e->b->n, p, n);
+    e->b->n += n;
+    return 0;
+}
+
+static int put1(ffc_enc *e, int c) {
+    unsigned char u = (unsigned char)c;
+    if (e->b->n < e->b->cap) {
+        e->b->p[e->b->n++] = (char)u;
+        return 0;
+    }
+    return put(e, &u, 1);
+}
+
+static int put_le(ffc_enc *e, uint64_t v, int n) {
+    unsigned char t[8];
+    for (int i = 0; i < n; i++)
+        t[i] = (unsigned char)(v >> (8 * i));
+    return put(e, t, (size_t)n);
+}
+
+static int put_varint(ffc_enc *e, uint64_t v) {
+    unsigned char t[10];
+    int n = 0;
+    do {
+        t[n] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            t[n] |= 0x80;
+        n++;
+    } while (v);
+    return put(e, t, (size_t)n);
+}
+
+static int put_int(ffc_enc *e, lua_Integer v) {
+    if (v >= 0 && v < 128)
+        return put1(e, T_SMALLINT | (int)v);
+    if (v >= INT8_MIN && v <= INT8_MAX)
+        return put1(e, T_I8) || put_le(e, (uint64_t)v, 1);
+    if (v >= INT16_MIN && v <= INT16_MAX)
+        return put1(e, T_I16) || put_le(e, (uint64_t)v, 2);
+    if (v >= INT32_MIN && v <= INT32_MAX)
+        return put1(e, T_I32) || put_le(e, (uint64_t)v, 4);
+    return put1(e, T_I64) || put_le(e, (uint64_t)v, 8);
+}
+
+static int put_str(ffc_enc *e, const char *s, size_t n) {
+    if (n < 64) {
+        if (put1(e, T_SHORTSTR | (int)n))
+            return e->err;
+    } else if (put1(e, T_STR) || put_varint(e, n)) {
+        return e->err;
+    }
+    return put(e, s, n);
+}
+
+int ffc_put_bytes(ffc_enc *e, const void *p, size_t n) {
+    return put(e, p, n);
+}
+
+int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n) {
+    return put1(e, tag) || put_str(e, p, n);
+}
+
+/* Pushes the path of the value being encoded: ".a[3].b". */
+static void push_path(ffc_enc *e) {
+    lua_State *L = e->L;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int d = 1; d <= e->depth && d <= FFC_MAX_DEPTH; d++) {
+        struct pathelt *pe = &e->path[d];
+        if (pe->what != NULL) {
+            luaL_addchar(&b, ' ');
+            luaL_addchar(&b, '(');
+            luaL_addstring(&b, pe->what);
+            luaL_addchar(&b, ')');
+        } else if (pe->key == 0) {
+            lua_pushfstring(L, "[%I]", pe->i);
+            luaL_addvalue(&b);
+        } else {
+            int t = lua_type(L, pe->key);
+            size_t n;
+            const char *s = t == LUA_TSTRING ? lua_tolstring(L, pe->key, &n) : NULL;
+            int ident = s != NULL && n > 0 && n < 80 && !(s[0] >= '0' && s[0] <= '9');
+            for (size_t i = 0; ident && i < n; i++)
+                ident = (s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') ||
+                         (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9'));
+            if (ident) {
+                luaL_addchar(&b, '.');
+                luaL_addlstring(&b, s, n);
+            } else if (s != NULL) {
+                lua_pushfstring(L, "[\"%s\"]", n > 40 ? "..." : s);
+                luaL_addvalue(&b);
+            } else if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+                lua_pushfstring(L, "[%s]", luaL_tolstring(L, pe->key, NULL));
+                lua_remove(L, -2);
+                luaL_addvalue(&b);
+            } else {
+                lua_pushfstring(L, "[<%s key>]", lua_typename(L, t));
+                luaL_addvalue(&b);
+            }
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+/* Sets an error: pushes "<path>: <msg>" (or just msg at the top). */
+static int fail(ffc_enc *e, int code, const char *fmt, const char *arg) {
+    lua_State *L = e->L;
+    if (e->err != 0)
+        return e->err;
+    push_path(e);
+    const char *p = lua_tostring(L, -1);
+    if (p[0] != '\0')
+        lua_pushfstring(L, "at %s: ", p[0] == ' ' ? p + 1 : p);
+    else
+        lua_pushliteral(L, "");
+    lua_pushfstring(L, fmt, arg);
+    lua_concat(L, 2);
+    lua_remove(L, -2);
+    lua_replace(L, e->msg); /* callers just return; ffc_encode cleans up */
+    e->err = code;
+    return code;
+}
+
+static int enc_value(ffc_enc *e, int idx);
+
+/* m[value at v] = name at the top, unless it has a smaller name already
+ * (so that a value reachable under two names gets the same one every run,
+ * whatever the order of package.loaded). */
+static void modmap_set(lua_State *L, int m, int v) {
+    lua_pushvalue(L, v);
+    if (lua_rawget(L, m) == LUA_TSTRING) {
+        size_t a, b;
+        const char *old = lua_tolstring(L, -1, &a);
+        const char *new = lua_tolstring(L, -2, &b);
+        int c = memcmp(old, new, a < b ? a : b);
+        if (c < 0 || (c == 0 && a <= b)) {
+            lua_pop(L, 1);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, v);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, m);
+}
+
+/* Pushes a table value -> "name" for every table and function in
+ * package.loaded and every function field of those tables ("math.floor"). */
+void ffc_push_modmap(lua_State *L) {
+    lua_newtable(L);
+    int m = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    int loaded = m + 1;
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) { /* [m, loaded, name, mod] */
+        if (lua_type(L, -2) == LUA_TSTRING &&
+            (lua_type(L, -1) == LUA_TTABLE || lua_type(L, -1) == LUA_TFUNCTION)) {
+            lua_pushvalue(L, -2);
+            modmap_set(L, m, lua_gettop(L) - 1);
+            lua_pop(L, 1);
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                int mod = lua_gettop(L);
+                lua_pushnil(L);
+                while (lua_next(L, mod)) { /* [.., name, mod, k, f] */
+                    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION) {
+                        lua_pushfstring(L, "%s.%s", lua_tostring(L, mod - 1), lua_tostring(L, -2));
+                        modmap_set(L, m, lua_gettop(L) - 1);
+                        lua_pop(L, 1);
+                    }
+                    lua_pop(L, 1);
+                }
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1); /* loaded */
+}
+
+static void need_slot(ffc_enc *e, int slot) {
+    lua_State *L = e->L;
+    if (!lua_isnil(L, slot))
+        return;
+    if (slot == e->reg) {
+        ffc_push_registry(L);
+    } else if (slot == e->seen) {
+        lua_createtable(L, 0, 4);
+    } else {
+        ffc_push_modmap(L);
+    }
+    lua_replace(L, slot);
+}
+
+/* If the value at idx was seen, writes a reference and returns 1; else
+ * records it and returns 0. */
+static int seen_before(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    need_slot(e, e->seen);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+        lua_Integer k = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        put1(e, T_REF);
+        put_varint(e, (uint64_t)k);
+        return 1;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, e->nseen++);
+    lua_rawset(L, e->seen);
+    return 0;
+}
+
+/* The name modmap gives the value at idx, or NULL (FFC_HASH only). */
+static const char *module_name(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    if (e->modmap == 0)
+        return NULL;
+    need_slot(e, e->modmap);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, e->modmap);
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the string stays reachable from modmap */
+    return s;
+}
+
+static int push_level(ffc_enc *e, int key, lua_Integer i, const char *what) {
+    if (e->depth >= FFC_MAX_DEPTH)
+        return fail(e, FFLUA_ENOSERIAL, "value nested more than %s levels deep",
+                    FFLUA_STRINGIFY(FFC_MAX_DEPTH));
+    if (!lua_checkstack(e->L, 8))
+        return fail(e, -12, "%s", "value nested too deep for the Lua stack");
+    e->depth++;
+    e->path[e->depth] = (struct pathelt){key, i, what};
+    return 0;
+}
+
+/* Encodes the value a serializer packs; the spec table is at the top. */
+static int enc_serialized(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    int spec = lua_gettop(L);
+    lua_getfield(L, spec, "name");
+    const char *name = lua_tostring(L, spec + 1);
+    lua_getfield(L, spec, "pack");
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_pushfstring(L, "serializer '%s' failed to pack: %s", name,
+                        luaL_tolstring(L, -1, NULL));
+        return fail(e, FFLUA_ELUA, "%s", lua_tostring(L, -1));
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        return fail(e, FFLUA_ELUA, "serializer '%s' pack did not return a string", name);
+    size_t n, nn;
+    const char *s = lua_tolstring(L, -1, &n);
+    name = lua_tolstring(L, spec + 1, &nn);
+    if (put1(e, T_SER) || put_str(e, name, nn) || put_str(e, s, n))
+        return e->err;
+    lua_settop(L, spec);
+    return 0;
+}
+
+/* The registry entry for the metatable at the top, in registry field f (pushed, or nil). */
+static int reg_lookup(ffc_enc *e, const char *f) {
+    lua_State *L = e->L;
+    need_slot(e, e->reg);
+    lua_getfield(L, e->reg, f);
+    lua_pushvalue(L, -2);
+    int t = lua_rawget(L, -2);
+    lua_remove(L, -2);
+    return t;
+}
+
+/* FFC_HASH: the hash part in a canonical key order, so the same table
+ * gives the same bytes whatever its traversal order (string hashing is
+ * seeded per state). Keys order by type, then value; keys that are tables,
+ * functions or userdata by the digest of their own encoding. */
+struct skey {
+    int rank;       /* 0 boolean, 1 integer, 2 float, 3 string, 4 other */
+    lua_Integer i;
+    double d;
+    const char *s;
+    size_t n;
+    uint64_t dig[2];
+    int slot;       /* index in the keys table */
+};
+
+static int skey_cmp(const void *pa, const void *pb) {
+    const struct skey *a = pa, *b = pb;
+    if (a->rank != b->rank)
+        return a->rank < b->rank ? -1 : 1;
+    switch (a->rank) {
+    case 0:
+    case 1:
+        return a->i < b->i ? -1 : a->i > b->i;
+    case 2:
+        return a->d < b->d ? -1 : a->d > b->d;
+    case 3: {
+        int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+        return c ? c : (a->n < b->n ? -1 : a->n > b->n);
+    }
+    default:
+        if (a->dig[0] != b->dig[0])
+            return a->dig[0] < b->dig[0] ? -1 : 1;
+        return a->dig[1] < b->dig[1] ? -1 : a->dig[1] > b->dig[1];
+    }
+}
+
+static int enc_sorted_pairs(ffc_enc *e, int idx, lua_Unsigned narr, size_t at) {
+    lua_State *L = e->L;
+    lua_newtable(L);
+    int keys = lua_gettop(L);
+    int nk = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_isinteger(L, -1)) {
+            lua_Integer k = lua_tointeger(L, -1);
+            if (k >= 1 && (lua_Unsigned)k <= narr)
+                continue;
+        }
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, keys, ++nk);
+    }
+    struct skey *sk = lua_newuserdatauv(L, sizeof *sk * (size_t)(nk ? nk : 1), 0);
+    for (int j = 0; j < nk; j++) {
+        struct skey *k = &sk[j];
+        memset(k, 0, sizeof *k);
+        k->slot = j + 1;
+        lua_rawgeti(L, keys, j + 1);
+        switch (lua_type(L, -1)) {
+        case LUA_TBOOLEAN:
+            k->rank = 0;
+            k->i = lua_toboolean(L, -1);
+            break;
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, -1)) {
+                k->rank = 1;
+                k->i = lua_tointeger(L, -1);
+            } else {
+                k->rank = 2;
+                k->d = lua_tonumber(L, -1);
+            }
+            break;
+        case LUA_TSTRING:
+            k->rank = 3;
+            k->s = lua_tolstring(L, -1, &k->n); /* kept alive by keys */
+            break;
+        default: {
+            k->rank = 4;
+            ff_buf b = {0};
+            ffc_opts o = *e->o;
+            o.modmap = e->modmap;
+            need_slot(e, e->modmap);
+            if (ffc_encode(L, -1, &o, &b) == 0) {
+                XXH128_hash_t h = XXH3_128bits(b.p, b.n);
+                k->dig[0] = h.high64;
+                k->dig[1] = h.low64;
+            } else {
+                lua_pop(L, 1);
+            }
+            ff_buf_free(&b);
+        }
+        }
+        lua_pop(L, 1);
+    }
+    qsort(sk, (size_t)nk, sizeof *sk, skey_cmp);
+    for (int j = 0; j < nk; j++) {
+        lua_rawgeti(L, keys, sk[j].slot);
+        int k = lua_gettop(L);
+        lua_pushvalue(L, k);
+        lua_rawget(L, idx);
+        if (push_level(e, k, 0, NULL))
+            return e->err;
+        int rc = enc_value(e, k);
+        if (rc == 0)
+            rc = enc_value(e, k + 1);
+        e->depth--;
+        lua_pop(L, 2);
+        if (rc)
+            return rc;
+    }
+    lua_pop(L, 2); /* keys, sk */
+    for (int i = 0; i < 4; i++)
+        e->b->p[at + (size_t)i] = (char)(unsigned char)((uint32_t)nk >> (8 * i));
+    return 0;
+}
+
+static int enc_table_body(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    lua_Unsigned narr = lua_rawlen(L, idx);
+    if (put1(e, T_TABLE) || put_varint(e, narr))
+        return e->err;
+    size_t at = e->b->n;
+    if (put_le(e, 0, 4))
+        return e->err;
+    for (lua_Unsigned i = 1; i <= narr; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i);
+        if (push_level(e, 0, (lua_Integer)i, NULL))
+            return e->err;
+        int rc = enc_value(e, lua_gettop(L));
+        e->depth--;
+        lua_pop(L, 1);
+        if (rc)
+            return rc;
+    }
+    uint64_t nhash = 0;
+    if (e->o->flags & FFC_HASH)
+        return enc_sorted_pairs(e, idx, narr, at);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_isinteger(L, -2)) {
+            lua_Integer k = lua_tointeger(L, -2);
+            if (k >= 1 && (lua_Unsigned)k <= narr) {
+                lua_pop(L, 1);
+                continue;
+            }
+        }
+        int k = lua_gettop(L) - 1;
+        if (push_level(e, k, 0, NULL))
+            return e->err;
+        int rc = enc_value(e, k);
+        if (rc == 0)
+            rc = enc_value(e, k + 1);
+        e->depth--;
+        lua_pop(L, 1);
+        if (rc)
+            return rc;
+        nhash++;
+    }
+    if (nhash > UINT32_MAX)
+        return fail(e, FFLUA_ENOSERIAL, "%s", "table with more than 2^32 keys");
+    for (int i = 0; i < 4; i++)
+        e->b->p[at + (size_t)i] = (char)(unsigned char)(nhash >> (8 * i));
+    return 0;
+}
+
+static int enc_table(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    if (e->o->flags & FFC_HASH) {
+        const char *m = module_name(e, idx);
+        if (m != NULL)
+            return ffc_put_marker(e, T_MODULE, m, strlen(m));
+    }
+    if (seen_before(e, idx))
+        return e->err;
+    if (!lua_getmetatable(L, idx))
+        return enc_table_body(e, idx);
+    if (reg_lookup(e, "class_names") == LUA_TSTRING) { // [mt, name]
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        put1(e, T_CLASS);
+        put_str(e, s, n);
+        lua_pop(L, 2);
+        return e->err ? e->err : enc_table_body(e, idx);
+    }
+    lua_pop(L, 1);
+    if (reg_lookup(e, "ser") == LUA_TTABLE) { // [mt, spec]
+        int rc = enc_serialized(e, idx);
+        lua_pop(L, 2);
+        return rc;
+    }
+    lua_pop(L, 1);
+    if (e->o->flags & FFC_HASH) { /* the metatable's content stands for it */
+        put1(e, T_MTABLE);
+        int mt = lua_gettop(L);
+        int rc = push_level(e, 0, 0, "metatable");
+        if (rc == 0) {
+            rc = enc_value(e, mt);
+            e->depth--;
+        }
+        lua_pop(L, 1);
+        return rc ? rc : enc_table_body(e, idx);
+    }
+    lua_getfield(L, -1, "__name");
+    const char *nm = lua_tostring(L, -1);
+    if (nm != NULL)
+        return fail(e, FFLUA_ENOSERIAL,
+                    "table with metatable '%s', which is not registered "
+                    "(ff.register_class(name, mt) or a serializer)", nm);
+    return fail(e, FFLUA_ENOSERIAL, "%s",
+                "table with a metatable that is not registered "
+                "(ff.register_class(name, mt) or a serializer)");
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+    ff_buf *b = ud;
+    (void)L;
+    if (ff_buf_reserve(b, n) != 0)
+        return 1;
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+    return 0;
+}
+
+/* A stripped Lua 5.4 dump still holds each function's first and last line
+ * numbers. Fingerprints must not change when a function moves in its file,
+ * so copy the dump with those two numbers zeroed. The walk follows
+ * ldump.c's layout; on anything unexpected it gives up (the caller then
+ * hashes the dump as it is). */
+struct dumpwalk {
+    const unsigned char *p, *end;
+    ff_buf *out;
+};
+
+static int dw_copy(struct dumpwalk *w, size_t n) {
+    if ((size_t)(w->end - w->p) < n || ff_buf_reserve(w->out, n) != 0)
+        return -1;
+    memcpy(w->out->p + w->out->n, w->p, n);
+    w->out->n += n;
+    w->p += n;
+    return 0;
+}
+
+/* A size as ldump.c writes it: 7-bit groups, most significant first, the
+ * last one flagged with 0x80. Copied unless zero is set. */
+static int dw_size(struct dumpwalk *w, size_t *v, int zero) {
+    const unsigned char *start = w->p;
+    size_t x = 0;
+    for (;;) {
+        if (w->p >= w->end || x > (SIZE_MAX >> 7))
+            return -1;
+        unsigned c = *w->p++;
+        x = (x << 7) | (c & 0x7f);
+        if (c & 0x80)
+            break;
+    }
+    *v = x;
+    size_t n = (size_t)(w->p - start);
+    if (ff_buf_reserve(w->out, n) != 0)
+        return -1;
+    if (zero) {
+        w->out->p[w->out->n++] = (char)0x80;
+    } else {
+        memcpy(w->out->p + w->out->n, start, n);
+        w->out->n += n;
+    }
+    return 0;
+}
+
+static int dw_string(struct dumpwalk *w) {
+    size_t n;
+    if (dw_size(w, &n, 0))
+        return -1;
+    return n == 0 ? 0 : dw_copy(w, n - 1);
+}
+
+static int dw_function(struct dumpwalk *w, int depth) {
+    size_t n, k;
+    if (depth > 200 || dw_string(w) || dw_size(w, &n, 1) || dw_size(w, &n, 1) || dw_copy(w, 3))
+        return -1;
+    if (dw_size(w, &n, 0) || n > (size_t)(w->end - w->p) / 4 || dw_copy(w, n * 4))
+        return -1; /* code */
+    if (dw_size(w, &n, 0))
+        return -1; /* constants */
+    for (k = 0; k < n; k++) {
+        if (w->p >= w->end)
+            return -1;
+        unsigned t = *w->p;
+        if (dw_copy(w, 1))
+            return -1;
+        if (t == 3 || t == 19) { /* integer, float */
+            if (dw_copy(w, 8))
+                return -1;
+        } else if (t == 4 || t == 20) { /* short, long string */
+            if (dw_string(w))
+                return -1;
+        } else if (t != 0 && t != 1 && t != 17) { /* nil, false, true */
+            return -1;
+        }
+    }
+    if (dw_size(w, &n, 0) || n > (size_t)(w->end - w->p) / 3 || dw_copy(w, n * 3))
+        return -1; /* upvalues */
+    if (dw_size(w, &n, 0))
+        return -1; /* protos */
+    for (k = 0; k < n; k++)
+        if (dw_function(w, depth + 1))
+            return -1;
+    /* Debug info: empty in a stripped dump. */
+    for (k = 0; k < 4; k++)
+        if (dw_size(w, &n, 0) || n != 0)
+            return -1;
+    return 0;
+}
+
+/* Appends the dump d[0..n) without line numbers; -1 if it is not the
+ * expected format (out is then unchanged). */
+static int dump_without_lines(const char *d, size_t n, ff_buf *out) {
+    /* Header: signature, version, format, data, three sizes, an integer,
+     * a float, then the main function's upvalue count. */
+    const size_t hdr = 4 + 1 + 1 + 6 + 3 + 8 + 8 + 1;
+    size_t start = out->n;
+    struct dumpwalk w = {(const unsigned char *)d, (const unsigned char *)d + n, out};
+    if (n < hdr || memcmp(d, LUA_SIGNATURE, 4) != 0 || (unsigned char)d[4] != 0x54)
+        return -1;
+    if (dw_copy(&w, hdr) || dw_function(&w, 0) || w.p != w.end) {
+        out->n = start;
+        return -1;
+    }
+    return 0;
+}
+
+/* FFC_HASH: a function is its stripped bytecode (without line numbers) and
+ * its upvalues. */
+static int enc_function(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    const char *m = module_name(e, idx);
+    if (m != NULL)
+        return ffc_put_marker(e, T_MODULE, m, strlen(m));
+    if (lua_iscfunction(L, idx))
+        return ffc_put_marker(e, T_MARK, "C function", 10);
+    if (seen_before(e, idx))
+        return e->err;
+    put1(e, T_FUNC);
+    ff_buf d = {0};
+    lua_pushvalue(L, idx);
+    int rc = lua_dump(L, dump_writer, &d, 1);
+    lua_pop(L, 1);
+    if (rc == 0 && dump_without_lines(d.p, d.n, e->b) != 0)
+        rc = put(e, d.p, d.n);
+    ff_buf_free(&d);
+    if (rc != 0 || e->err)
+        return e->err ? e->err : fail(e, FFLUA_EINTERNAL, "%s", "cannot dump a function");
+    for (int i = 1;; i++) {
+        const char *name = lua_getupvalue(L, idx, i);
+        if (name == NULL)
+            break;
+        if (strcmp(name, "_ENV") == 0) {
+            lua_pop(L, 1);
+            ffc_put_marker(e, T_MARK, "_ENV", 4);
+            continue;
+        }
+        lua_pushfstring(L, "upvalue '%s'", name);
+        int top = lua_gettop(L);
+        rc = push_level(e, 0, 0, lua_tostring(L, top));
+        if (rc == 0) {
+            rc = enc_value(e, top - 1);
+            e->depth--;
+        }
+        if (rc)
+            return rc;
+        lua_pop(L, 2);
+    }
+    return e->err;
+}
+
+static int enc_userdata(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    if (e->o->ud_hook != NULL && e->o->ud_hook(e->o->hook_ud, e, L, idx))
+        return e->err;
+    int top = lua_gettop(L);
+    if (lua_getmetatable(L, idx)) {
+        if (reg_lookup(e, "ser") == LUA_TTABLE) { // [mt, spec]
+            int rc = seen_before(e, idx) ? e->err : enc_serialized(e, idx);
+            if (rc == 0)
+                lua_settop(L, top);
+            return rc;
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "__name");
+    } else {
+        lua_pushnil(L);
+    }
+    const char *nm = lua_tostring(L, -1);
+    if (e->o->flags & FFC_HASH) {
+        const char *m = lua_pushfstring(L, "userdata %s", nm ? nm : "?");
+        ffc_put_marker(e, T_MARK, m, strlen(m));
+        lua_settop(L, top);
+        return e->err;
+    }
+    if (nm != NULL)
+        return fail(e, FFLUA_ENOSERIAL,
+                    "userdata '%s' has no serializer (storage:register_serializer)", nm);
+    return fail(e, FFLUA_ENOSERIAL, "%s",
+                "userdata without a serializer (storage:register_serializer)");
+}
+
+static int enc_value(ffc_enc *e, int idx) {
+    lua_State *L = e->L;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return put1(e, T_NIL);
+    case LUA_TBOOLEAN:
+        return put1(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            return put_int(e, lua_tointeger(L, idx));
+        else {
+            double d = lua_tonumber(L, idx);
+            uint64_t u;
+            memcpy(&u, &d, 8);
+            return put1(e, T_F64) || put_le(e, u, 8);
+        }
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        return put_str(e, s, n);
+    }
+    case LUA_TTABLE:
+        return enc_table(e, idx);
+    case LUA_TFUNCTION:
+        if (e->o->flags & FFC_HASH)
+            return enc_function(e, idx);
+        return fail(e, FFLUA_ENOSERIAL, "%s", "a function cannot be stored");
+    case LUA_TUSERDATA:
+        return enc_userdata(e, idx);
+    default: {
+        const char *tn = luaL_typename(L, idx);
+        if (e->o->flags & FFC_HASH)
+            return ffc_put_marker(e, T_MARK, tn, strlen(tn));
+        return fail(e, FFLUA_ENOSERIAL, "a %s cannot be stored", tn);
+    }
+    }
+}
+
+int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out) {
+    static const ffc_opts none = {0, NULL, NULL, 0};
+    idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 16)) {
+        lua_pushliteral(L, "Lua stack overflow");
+        return -12;
+    }
+    ffc_enc e;
+    e.L = L;
+    e.b = out;
+    e.o = o ? o : &none;
+    e.nseen = 0;
+    e.depth = 0;
+    e.err = 0;
+    size_t start = out->n;
+    int top = lua_gettop(L);
+    lua_settop(L, top + 4);
+    e.reg = top + 1;
+    e.seen = top + 2;
+    e.modmap = (e.o->flags & FFC_HASH) ? top + 3 : 0;
+    e.msg = top + 4;
+    if (e.modmap != 0 && e.o->modmap != 0) {
+        lua_pushvalue(L, e.o->modmap);
+        lua_replace(L, e.modmap);
+    }
+    int rc = put1(&e, FFC_VERSION);
+    if (rc == 0)
+        rc = enc_value(&e, idx);
+    if (e.err != 0)
+        rc = e.err;
+    if (rc != 0) {
+        if (lua_type(L, top + 4) != LUA_TSTRING)
+            lua_pushstring(L, rc == -12 ? "not enough memory" : "cannot encode the value");
+        else
+            lua_pushvalue(L, top + 4);
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+        out->n = start;
+        return rc;
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+/* --- decoder ------------------------------------------------------------- */
+
+typedef struct dec {
+    lua_State *L;
+    const unsigned char *p, *start, *end;
+    int refs, reg, msg; /* stack slots */
+    lua_Integer nrefs;
+    int depth;
+    unsigned flags;
+    int err;
+    size_t presize; /* table slots still allowed to be made in advance */
+} dec;
+
+static int dfail(dec *d, const char *what) {
+    if (d->err)
+        return d->err;
+    lua_pushfstring(d->L, "corrupt value at byte %d: %s", (int)(d->p - d->start), what);
+    lua_replace(d->L, d->msg);
+    return d->err = FFLUA_ECORRUPT;
+}
+
+static int get_le(dec *d, int n, uint64_t *v) {
+    if (d->end - d->p < n)
+        return dfail(d, "truncated");
+    uint64_t x = 0;
+    for (int i = 0; i < n; i++)
+        x |= (uint64_t)d->p[i] << (8 * i);
+    d->p += n;
+    *v = x;
+    return 0;
+}
+
+static int get_varint(dec *d, uint64_t *v) {
+    uint64_t x = 0;
+    for (int i = 0; i < 10; i++) {
+        if (d->p >= d->end)
+            return dfail(d, "truncated");
+        unsigned c = *d->p++;
+        if (i == 9 && c > 1)
+            return dfail(d, "varint overflows 64 bits");
+        x |= (uint64_t)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return dfail(d, "varint too long");
+}
+
+/* Reads a string value (either string tag) without pushing it. */
+static int get_str(dec *d, const char **s, size_t *n) {
+    if (d->p >= d->end)
+        return dfail(d, "truncated");
+    unsigned t = *d->p++;
+    uint64_t len;
+    if ((t & 0xc0) == T_SHORTSTR) {
+        len = t & 0x3f;
+    } else if (t == T_STR) {
+        if (get_varint(d, &len))
+            return d->err;
+    } else {
+        d->p--;
+        return dfail(d, "a string was expected");
+    }
+    if (len > (uint64_t)(d->end - d->p))
+        return dfail(d, "string longer than the data");
+    *s = (const char *)d->p;
+    *n = (size_t)len;
+    d->p += len;
+    return 0;
+}
+
+static int dec_value(dec *d);
+
+static void dneed(dec *d, int slot) {
+    if (!lua_isnil(d->L, slot))
+        return;
+    if (slot == d->reg)
+        ffc_push_registry(d->L);
+    else
+        lua_newtable(d->L);
+    lua_replace(d->L, slot);
+}
+
+/* Decodes a table body into the table at the top. */
+static int dec_table_body(dec *d, int t) {
+    lua_State *L = d->L;
+    uint64_t narr, nhash;
+    if (get_varint(d, &narr) || get_le(d, 4, &nhash))
+        return d->err;
+    size_t left = (size_t)(d->end - d->p);
+    if (narr > left || nhash > (left - narr) / 2)
+        return dfail(d, "table larger than the data");
+    if (narr > INT32_MAX || nhash > INT32_MAX)
+        return dfail(d, "table too large");
+    for (uint64_t i = 1; i <= narr; i++) {
+        if (dec_value(d))
+            return d->err;
+        if (lua_isnil(L, -1))
+            lua_pop(L, 1);
+        else
+            lua_rawseti(L, t, (lua_Integer)i);
+    }
+    for (uint64_t i = 0; i < nhash; i++) {
+        if (dec_value(d))
+            return d->err;
+        int kt = lua_type(L, -1);
+        if (kt == LUA_TNIL || (kt == LUA_TNUMBER && !lua_isinteger(L, -1) &&
+                               isnan(lua_tonumber(L, -1)))) {
+            lua_pop(L, 1);
+            return dfail(d, "a table key is nil or NaN");
+        }
+        if (dec_value(d)) {
+            lua_pop(L, 1);
+            return d->err;
+        }
+        lua_rawset(L, t);
+    }
+    return 0;
+}
+
+/* Peeks the table header sizes for lua_createtable (validated later, so
+ * bounded here by what the data could hold). */
+static void peek_sizes(dec *d, int *na, int *nh) {
+    uint64_t narr = 0, nhash = 0;
+    const unsigned char *p = d->p;
+    for (int i = 0; i < 10 && p < d->end; i++) {
+        narr |= (uint64_t)(*p & 0x7f) << (7 * i);
+        if (!(*p++ & 0x80))
+            break;
+    }
+    if (d->end - p >= 4)
+        nhash = (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+    size_t left = (size_t)(d->end - d->p);
+    /* Each table may claim every byte left, and nested tables claim them
+     * again: one budget for the whole value keeps the sizes made in
+     * advance proportional to its length, not to depth times length. */
+    if (narr > left || narr > d->presize)
+        narr = 0;
+    d->presize -= (size_t)narr;
+    if (nhash > left / 2 || nhash > d->presize)
+        nhash = 0;
+    d->presize -= (size_t)nhash;
+    *na = (int)narr;
+    *nh = (int)nhash;
+}
+
+static int new_ref(dec *d) {
+    dneed(d, d->refs);
+    lua_pushvalue(d->L, -1);
+    lua_rawseti(d->L, d->refs, ++d->nrefs);
+    return 0;
+}
+
+static int dec_table(dec *d, int klass) {
+    lua_State *L = d->L;
+    if (d->depth >= FFC_MAX_DEPTH)
+        return dfail(d, "nested too deep");
+    if (!lua_checkstack(L, 8))
+        return dfail(d, "nested too deep for the Lua stack");
+    if (d->p >= d->end || *d->p != T_TABLE)
+        return dfail(d, "a table was expected");
+    d->p++;
+    int na, nh;
+    peek_sizes(d, &na, &nh);
+    lua_createtable(L, na, nh);
+    int t = lua_gettop(L);
+    new_ref(d);
+    d->depth++;
+    int rc = dec_table_body(d, t);
+    d->depth--;
+    if (rc) {
+        lua_remove(L, t);
+        return rc;
+    }
+    if (klass) { /* [mt, t] */
+        lua_pushvalue(L, t - 1);
+        lua_setmetatable(L, t);
+        lua_remove(L, t - 1);
+    }
+    return 0;
+}
+
+static int dec_serialized(dec *d) {
+    lua_State *L = d->L;
+    const char *name, *bytes;
+    size_t nn, nb;
+    if (get_str(d, &name, &nn) || get_str(d, &bytes, &nb))
+        return d->err;
+    dneed(d, d->reg);
+    dneed(d, d->refs);
+    lua_Integer slot = ++d->nrefs; /* reserved: refs to it follow it */
+    lua_getfield(L, d->reg, "ser_names");
+    lua_pushlstring(L, name, nn);
+    if (lua_rawget(L, -2) != LUA_TTABLE) {
+        lua_pop(L, 2);
+        if (d->flags & FFC_INSPECT) {
+            lua_createtable(L, 0, 2);
+            lua_pushlstring(L, name, nn);
+            lua_setfield(L, -2, "__ffserializer");
+            lua_pushlstring(L, bytes, nb);
+            lua_setfield(L, -2, "bytes");
+        } else {
+            lua_pushfstring(L, "no serializer named '%s' is registered", lua_pushlstring(L, name, nn));
+            lua_replace(L, d->msg);
+            return d->err = FFLUA_ENOSERIAL;
+        }
+    } else {
+        lua_getfield(L, -1, "unpack");
+        lua_pushlstring(L, bytes, nb);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+            lua_pushlstring(L, name, nn);
+            lua_pushfstring(L, "serializer '%s' failed to unpack: %s", lua_tostring(L, -1),
+                            luaL_tolstring(L, -2, NULL));
+            lua_replace(L, d->msg);
+            return d->err = FFLUA_ELUA;
+        }
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->refs, slot);
+    return 0;
+}
+
+static int dec_value(dec *d) {
+    lua_State *L = d->L;
+    if (d->p >= d->end)
+        return dfail(d, "truncated");
+    unsigned t = *d->p;
+    if (t & T_SMALLINT) {
+        d->p++;
+        lua_pushinteger(L, t & 0x7f);
+        return 0;
+    }
+    if ((t & 0xc0) == T_SHORTSTR || t == T_STR) {
+        const char *s;
+        size_t n;
+        if (get_str(d, &s, &n))
+            return d->err;
+        lua_pushlstring(L, s, n);
+        return 0;
+    }
+    d->p++;
+    uint64_t v;
+    switch (t) {
+    case T_NIL:
+        lua_pushnil(L);
+        return 0;
+    case T_FALSE:
+    case T_TRUE:
+        lua_pushboolean(L, t == T_TRUE);
+        return 0;
+    case T_I8:
+    case T_I16:
+    case T_I32:
+    case T_I64: { /* 1, 2, 4 or 8 bytes, sign-extended */
+        int w = 1 << (t - T_I8), shift = 64 - 8 * w;
+        if (get_le(d, w, &v))
+            return d->err;
+        lua_pushinteger(L, (lua_Integer)((int64_t)(v << shift) >> shift));
+        return 0;
+    }
+    case T_F64: {
+        if (get_le(d, 8, &v))
+            return d->err;
+        double x;
+        memcpy(&x, &v, 8);
+        lua_pushnumber(L, x);
+        return 0;
+    }
+    case T_TABLE:
+        d->p--;
+        return dec_table(d, 0);
+    case T_REF:
+        if (get_varint(d, &v))
+            return d->err;
+        if (v >= (uint64_t)d->nrefs)
+            return dfail(d, "reference to a table not yet seen");
+        if (lua_rawgeti(L, d->refs, (lua_Integer)v + 1) == LUA_TNIL) {
+            lua_pop(L, 1);
+            return dfail(d, "reference to a value still being decoded");
+        }
+        return 0;
+    case T_CLASS: {
+        const char *name;
+        size_t n;
+        if (get_str(d, &name, &n))
+            return d->err;
+        dneed(d, d->reg);
+        lua_getfield(L, d->reg, "classes");
+        lua_pushlstring(L, name, n);
+        if (lua_rawget(L, -2) != LUA_TTABLE) {
+            lua_pop(L, 2);
+            if (!(d->flags & FFC_INSPECT)) {
+                lua_pushfstring(L, "class '%s' is not registered (ff.register_class)",
+                                lua_pushlstring(L, name, n));
+                lua_replace(L, d->msg);
+                return d->err = FFLUA_ENOSERIAL;
+            }
+            lua_createtable(L, 0, 1);
+            lua_pushlstring(L, name, n);
+            lua_setfield(L, -2, "__ffclass");
+        } else {
+            lua_remove(L, -2);
+        }
+        int rc = dec_table(d, 1);
+        if (rc)
+            lua_pop(L, 1);
+        return rc;
+    }
+    case T_SER:
+        return dec_serialized(d);
+    case T_FUNC:
+        d->p--;
+        return dfail(d, "the value claims to be a function: bytecode is never loaded from data");
+    default:
+        d->p--;
+        return dfail(d, "unknown tag");
+    }
+}
+
+int ffc_decode(lua_State *L, const char *p, size_t n, unsigned flags) {
+    if (!lua_checkstack(L, 16)) {
+        lua_pushliteral(L, "Lua stack overflow");
+        return -12;
+    }
+    dec d = {.L = L, .p = (const unsigned char *)p, .start = (const unsigned char *)p,
+             .end = (const unsigned char *)p + n, .flags = flags, .presize = n};
+    int top = lua_gettop(L);
+    lua_settop(L, top + 3);
+    d.refs = top + 1;
+    d.reg = top + 2;
+    d.msg = top + 3;
+    int rc;
+    if (n == 0 || d.p[0] != FFC_VERSION) {
+        rc = n == 0 ? dfail(&d, "empty") : dfail(&d, "unknown format version");
+    } else {
+        d.p++;
+        rc = dec_value(&d);
+        if (rc == 0 && d.p != d.end)
+            rc = dfail(&d, "trailing bytes after the value");
+    }
+    if (d.err != 0)
+        rc = d.err;
+    if (rc != 0)
+        lua_pushvalue(L, d.msg); /* partial values above are dropped */
+    lua_replace(L, top + 1);     /* the value or the message */
+    lua_settop(L, top + 1);
+    return rc;
+}
+
+/* --- registry and Lua functions ----------------------------------------- */
+
+void ffc_push_registry(lua_State *L) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, FFC_REGISTRY) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    static const char *const f[] = {"classes", "class_names", "ser", "ser_names"};
+    for (int i = 0; i < 4; i++) {
+        lua_newtable(L);
+        lua_setfield(L, -2, f[i]);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, FFC_REGISTRY);
+}
+
+/* ff.register_class(name, mt): tables with metatable mt are stored with the
+ * name and get mt back when loaded. */
+int ffc_l_register_class(lua_State *L) {
+    size_t n;
+    const char *name = luaL_checklstring(L, 1, &n);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_argcheck(L, n > 0, 1, "empty class name");
+    ffc_push_registry(L); // [reg]
+    lua_getfield(L, -1, "classes");
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TTABLE && !lua_rawequal(L, -1, 2))
+        return luaL_error(L, "class '%s' is already registered with another metatable", name);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawset(L, -3);
+    lua_getfield(L, -2, "class_names");
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    lua_rawset(L, -3);
+    lua_settop(L, 2);
+    return 1;
+}
+
+/* ff.register_serializer(mt_or_name, {pack = f, unpack = g [, name = s]}) */
+int ffc_l_register_serializer(lua_State *L) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        if (luaL_getmetatable(L, lua_tostring(L, 1)) != LUA_TTABLE)
+            return luaL_error(L, "no metatable named '%s' (luaL_newmetatable) exists",
+                              lua_tostring(L, 1));
+        lua_pushvalue(L, 1); // [mt, name]
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_pushvalue(L, 1);
+        if (lua_getfield(L, 2, "name") != LUA_TSTRING) {
+            lua_pop(L, 1);
+            if (lua_getfield(L, 1, "__name") != LUA_TSTRING)
+                return luaL_error(L, "the metatable has no __name: give the serializer a name "
+                                     "(register_serializer(mt, {name = ..., pack = ..., unpack = ...}))");
+        }
+    }
+    int mt = lua_gettop(L) - 1, name = lua_gettop(L);
+    for (int i = 0; i < 2; i++) {
+        const char *f = i ? "unpack" : "pack";
+        lua_getfield(L, 2, f);
+        if (!lua_isfunction(L, -1) && !luaL_getmetafield(L, -1, "__call"))
+            return luaL_error(L, "the serializer has no '%s' function", f);
+        lua_settop(L, name);
+    }
+    lua_createtable(L, 0, 3); // [.., spec]
+    int spec = lua_gettop(L);
+    lua_pushvalue(L, name);
+    lua_setfield(L, spec, "name");
+    lua_getfield(L, 2, "pack");
+    lua_setfield(L, spec, "pack");
+    lua_getfield(L, 2, "unpack");
+    lua_setfield(L, spec, "unpack");
+    ffc_push_registry(L);
+    lua_getfield(L, -1, "ser");
+    lua_pushvalue(L, mt);
+    lua_pushvalue(L, spec);
+    lua_rawset(L, -3);
+    lua_getfield(L, -2, "ser_names");
+    lua_pushvalue(L, name);
+    lua_pushvalue(L, spec);
+    lua_rawset(L, -3);
+    lua_settop(L, name);
+    return 1;
+}
+
+/* core.encode(v [, "hash"]) -> string */
+int ffc_l_encode(lua_State *L) {
+    ffc_opts o = {0, NULL, NULL, 0};
+    if (lua_toboolean(L, 2))
+        o.flags |= FFC_HASH;
+    lua_settop(L, 1);
+    ff_buf b = {0};
+    int rc = ffc_encode(L, 1, &o, &b);
+    if (rc != 0) {
+        ff_buf_free(&b);
+        return lua_error(L);
+    }
+    lua_pushlstring(L, b.p, b.n);
+    ff_buf_free(&b);
+    return 1;
+}
+
+/* core.decode(s [, inspect]) -> v */
+int ffc_l_decode(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    int rc = ffc_decode(L, s, n, lua_toboolean(L, 2) ? FFC_INSPECT : 0);
+    if (rc != 0)
+        return lua_error(L);
+    return 1;
+}

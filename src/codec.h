@@ -1,0 +1,95 @@
+/*
+ * codec.h: Lua values <-> bytes, the one way a value crosses a boundary (to
+ * LMDB, later to the wire).
+ *
+ * Encoding is exact for every plain value (nil, booleans, integers and
+ * floats kept apart and bit-exact, binary strings, tables with any keys,
+ * shared references and cycles), plus tables whose metatable is a
+ * registered class and values with a registered serializer. What it cannot
+ * encode is an error naming the place in the value (".model[3]").
+ * Decoding trusts nothing: any byte string gives a value or an error, never
+ * a crash, an overread or an allocation out of proportion to its length.
+ *
+ * The codec's registry (classes and serializers) is one table per Lua state,
+ * in the Lua registry under FFC_REGISTRY; see ffc_push_registry.
+ */
+#ifndef FFLUA_CODEC_H
+#define FFLUA_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+#define FFC_VERSION 1   /* the first byte of every encoded value */
+#define FFC_MAX_DEPTH 1000
+#define FFC_REGISTRY "functionfuse.codec"
+
+/* A growable byte buffer (malloc'd). */
+typedef struct ff_buf {
+    char *p;
+    size_t n, cap;
+} ff_buf;
+
+int ff_buf_reserve(ff_buf *b, size_t more); /* 0 or FFLUA_ENOMEM */
+void ff_buf_free(ff_buf *b);
+
+enum {
+    FFC_HASH = 1 << 0,    /* fingerprint mode: see below */
+    FFC_INSPECT = 1 << 1, /* decode: unknown classes/serializers become
+                             placeholders instead of errors */
+};
+
+typedef struct ffc_enc ffc_enc;
+
+/* Called in FFC_HASH mode for a userdata before anything else: return 1 if
+ * it wrote the value (with ffc_put_*), 0 to go on as usual. */
+typedef int (*ffc_ud_hook)(void *ud, ffc_enc *e, lua_State *L, int idx);
+
+typedef struct ffc_opts {
+    unsigned flags;
+    ffc_ud_hook ud_hook;
+    void *hook_ud;
+    int modmap; /* FFC_HASH: stack index of a ffc_push_modmap table, or 0 */
+} ffc_opts;
+
+/* Appends the encoding of the value at idx to out (which may hold bytes
+ * already). On success returns 0 and leaves the stack as it was. On failure
+ * returns an FFLUA_E* code, pushes a message ("at .a[3]: ...") and leaves
+ * out's length as it was.
+ *
+ * FFC_HASH mode writes a stable digest input instead of a decodable value:
+ * functions become their stripped bytecode plus their upvalues (_ENV is left
+ * out), loaded modules (tables and functions reachable from package.loaded)
+ * become their names, and what has no encoding (a coroutine, a userdata
+ * without serializer) becomes a marker naming its type. */
+int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out);
+
+/* Pushes the value encoded in p[0..n) and returns 0, or pushes an error
+ * message and returns FFLUA_ECORRUPT (bad bytes) or another FFLUA_E*. */
+int ffc_decode(lua_State *L, const char *p, size_t n, unsigned flags);
+
+/* Pushes the map FFC_HASH uses to name modules: every table and function
+ * in package.loaded and every function field of those tables, mapped to
+ * its name ("math", "math.floor"). Build it once for many encodes. */
+void ffc_push_modmap(lua_State *L);
+
+/* For hooks: append raw bytes / a marker tag with a string. */
+int ffc_put_bytes(ffc_enc *e, const void *p, size_t n);
+int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n);
+
+#define FFC_TAG_NODE 0x0E /* hash mode: a node, by its fingerprint */
+
+/* Pushes the codec registry of this state (creating it). Fields: classes
+ * (name -> mt), class_names (mt -> name), ser (mt -> {name, pack, unpack}),
+ * ser_names (name -> the same). */
+void ffc_push_registry(lua_State *L);
+
+/* ff.register_class(name, mt), ff.register_serializer(mt_or_name, spec) */
+int ffc_l_register_class(lua_State *L);
+int ffc_l_register_serializer(lua_State *L);
+/* core.encode(v) -> string, core.decode(s[, inspect]) -> v */
+int ffc_l_encode(lua_State *L);
+int ffc_l_decode(lua_State *L);
+
+#endif

@@ -1,0 +1,343 @@
+/*
+ * lstore.c: the Lua binding of the store and the codec.
+ *
+ * core.store_open(path[, create]) -> Store, a userdata with methods:
+ *   st:put(wf, task, value[, fp[, compute_ns]])   encode and queue
+ *   st:get(wf, task[, inspect]) -> value | nil, why ("missing", "corrupt")
+ *   st:info(wf, task) -> {size, stored, compute, fingerprint, ok} | nil
+ *   st:list(wf[, glob[, details]]) -> sorted names (or info tables)
+ *   st:workflows() -> sorted names
+ *   st:del(wf, task) -> true | nil    st:drop(wf)    st:flush()    st:close()
+ *   st:poke(wf, task, offset[, mask])   test hook: damage a stored byte
+ *   st:path(), st:mapsize()
+ * Errors name the storage path, the workflow and the task.
+ */
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "codec.h"
+#include "fflua.h"
+#include "lstore.h"
+#include "store.h"
+
+typedef struct lstore {
+    ff_store *s;
+} lstore;
+
+ff_store *ffl_check_store(lua_State *L, int idx) {
+    lstore *u = luaL_checkudata(L, idx, STORE_MT);
+    if (u->s == NULL)
+        luaL_error(L, "the storage is closed");
+    return u->s;
+}
+
+static int l_open(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int create = lua_isnone(L, 2) || lua_toboolean(L, 2);
+    lstore *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->s = NULL;
+    luaL_setmetatable(L, STORE_MT);
+    char err[512];
+    if (ff_store_open(&u->s, path, create, err, sizeof err) != 0)
+        return luaL_error(L, "%s", err);
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    lstore *u = luaL_checkudata(L, 1, STORE_MT);
+    if (u->s != NULL) {
+        ff_store *s = u->s;
+        u->s = NULL;
+        if (ff_store_close(s) != 0 && !lua_isnone(L, 2))
+            return 0; /* from __gc: nothing to report to */
+    }
+    return 0;
+}
+
+static void store_fail(lua_State *L, ff_store *s, int rc) {
+    const char *m = ff_store_errmsg(s);
+    if (m[0] == '\0')
+        m = fflua_strerror(rc);
+    luaL_error(L, "storage '%s': %s", ff_store_path(s), m);
+}
+
+/* st:put(wf, task, value[, fp[, compute_ns]]) */
+static int l_put(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl, tl, fl = 0;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    const char *task = luaL_checklstring(L, 3, &tl);
+    luaL_checkany(L, 4);
+    const char *fp = luaL_optlstring(L, 5, NULL, &fl);
+    lua_Integer cns = luaL_optinteger(L, 6, 0);
+    uint8_t fpb[FF_FP_LEN] = {0};
+    if (fp != NULL) {
+        luaL_argcheck(L, fl == FF_FP_LEN, 5, "a fingerprint is 16 bytes");
+        memcpy(fpb, fp, FF_FP_LEN);
+    }
+    ff_buf b = {0};
+    lua_settop(L, 4);
+    if (ffc_encode(L, 4, NULL, &b) != 0) {
+        ff_buf_free(&b);
+        return luaL_error(L, "cannot store task '%s' of workflow '%s': %s", task, wf,
+                          lua_tostring(L, -1));
+    }
+    int rc = ff_store_put(s, wf, wl, task, tl, fpb, (uint64_t)cns, b.p, b.n);
+    ff_buf_free(&b);
+    if (rc != 0)
+        store_fail(L, s, rc);
+    return 0;
+}
+
+static int l_flush(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    int rc = ff_store_flush(s);
+    if (rc != 0)
+        store_fail(L, s, rc);
+    return 0;
+}
+
+/* st:get(wf, task[, inspect]) -> value | nil, "missing" | nil, "corrupt", msg */
+static int l_get(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl, tl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    const char *task = luaL_checklstring(L, 3, &tl);
+    int inspect = lua_toboolean(L, 4);
+    ff_rec rec;
+    int rc = ff_store_get(s, wf, wl, task, tl, &rec);
+    if (rc == FFLUA_ENOTFOUND) {
+        ff_store_read_end(s);
+        lua_pushnil(L);
+        lua_pushliteral(L, "missing");
+        return 2;
+    }
+    if (rc == FFLUA_ECHECKSUM || rc == FFLUA_ECORRUPT) {
+        ff_store_read_end(s);
+        lua_pushnil(L);
+        lua_pushliteral(L, "corrupt");
+        lua_pushstring(L, rc == FFLUA_ECHECKSUM ? "checksum mismatch" : "damaged record header");
+        return 3;
+    }
+    if (rc != 0) {
+        ff_store_read_end(s);
+        store_fail(L, s, rc);
+    }
+    rc = ffc_decode(L, rec.val, rec.len, inspect ? FFC_INSPECT : 0);
+    ff_store_read_end(s);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        lua_pushliteral(L, "corrupt");
+        lua_insert(L, -2);
+        return 3;
+    }
+    return 1;
+}
+
+static void push_info(lua_State *L, const char *task, size_t tl, const ff_rec *rec, int ok) {
+    lua_createtable(L, 0, 6);
+    lua_pushlstring(L, task, tl);
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, rec->len == SIZE_MAX ? -1 : (lua_Integer)rec->len);
+    lua_setfield(L, -2, "size");
+    lua_pushnumber(L, (lua_Number)rec->stored_ns / 1e9);
+    lua_setfield(L, -2, "stored");
+    lua_pushnumber(L, (lua_Number)rec->compute_ns / 1e9);
+    lua_setfield(L, -2, "compute");
+    lua_pushlstring(L, (const char *)rec->fp, FF_FP_LEN);
+    lua_setfield(L, -2, "fingerprint");
+    lua_pushboolean(L, ok);
+    lua_setfield(L, -2, "ok");
+}
+
+/* st:info(wf, task) -> table | nil */
+static int l_info(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl, tl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    const char *task = luaL_checklstring(L, 3, &tl);
+    ff_rec rec;
+    int rc = ff_store_get(s, wf, wl, task, tl, &rec);
+    ff_store_read_end(s);
+    if (rc == FFLUA_ENOTFOUND) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (rc != 0 && rc != FFLUA_ECHECKSUM && rc != FFLUA_ECORRUPT)
+        store_fail(L, s, rc);
+    push_info(L, task, tl, &rec, rc == 0);
+    return 1;
+}
+
+struct list_ud {
+    lua_State *L;
+    const char *glob;
+    int details, n;
+};
+
+static int list_one(void *ud, const char *task, size_t tl, const ff_rec *rec) {
+    struct list_ud *u = ud;
+    lua_State *L = u->L;
+    if (u->glob != NULL) {
+        lua_pushlstring(L, task, tl); /* NUL-terminated copy */
+        int m = memchr(task, '\0', tl) == NULL &&
+                fnmatch(u->glob, lua_tostring(L, -1), FNM_PERIOD | FNM_NOESCAPE) == 0;
+        lua_pop(L, 1);
+        if (!m)
+            return 0;
+    }
+    if (u->details)
+        push_info(L, task, tl, rec, rec->ok);
+    else
+        lua_pushlstring(L, task, tl);
+    lua_rawseti(L, -2, ++u->n);
+    return 0;
+}
+
+/* st:list(wf[, glob[, details]]) -> names in byte order */
+static int l_list(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    const char *glob = luaL_optstring(L, 3, NULL);
+    struct list_ud u = {L, glob, lua_toboolean(L, 4), 0};
+    lua_newtable(L);
+    luaL_checkstack(L, 8, NULL);
+    int rc = ff_store_each(s, wf, wl, list_one, &u);
+    if (rc != 0 && rc != FFLUA_ENOTFOUND)
+        store_fail(L, s, rc);
+    return 1;
+}
+
+static int wf_one(void *ud, const char *name, size_t n, const ff_rec *rec) {
+    struct list_ud *u = ud;
+    (void)rec;
+    lua_pushlstring(u->L, name, n);
+    lua_rawseti(u->L, -2, ++u->n);
+    return 0;
+}
+
+static int l_workflows(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    struct list_ud u = {L, NULL, 0, 0};
+    lua_newtable(L);
+    int rc = ff_store_workflows(s, wf_one, &u);
+    if (rc != 0)
+        store_fail(L, s, rc);
+    return 1;
+}
+
+static int l_del(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl, tl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    const char *task = luaL_checklstring(L, 3, &tl);
+    int rc = ff_store_del(s, wf, wl, task, tl);
+    if (rc == FFLUA_ENOTFOUND) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (rc != 0)
+        store_fail(L, s, rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* st:del_many(wf, {task, ...}) -> count given */
+static int l_del_many(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 3);
+    ff_key *keys = lua_newuserdatauv(L, sizeof *keys * (size_t)(n > 0 ? n : 1), 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 3, i); /* kept alive by the table */
+        keys[i - 1].p = luaL_checklstring(L, -1, &keys[i - 1].len);
+        lua_pop(L, 1);
+    }
+    int rc = ff_store_del_many(s, wf, wl, keys, (size_t)n);
+    if (rc != 0 && rc != FFLUA_ENOTFOUND)
+        store_fail(L, s, rc);
+    lua_pushinteger(L, rc == 0 ? n : 0);
+    return 1;
+}
+
+static int l_drop(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    int rc = ff_store_drop(s, wf, wl);
+    if (rc != 0 && rc != FFLUA_ENOTFOUND)
+        store_fail(L, s, rc);
+    lua_pushboolean(L, rc == 0);
+    return 1;
+}
+
+static int l_poke(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    size_t wl, tl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    const char *task = luaL_checklstring(L, 3, &tl);
+    lua_Integer off = luaL_checkinteger(L, 4);
+    lua_Integer mask = luaL_optinteger(L, 5, 1);
+    luaL_argcheck(L, off >= 0, 4, "negative offset");
+    int rc = ff_store_poke(s, wf, wl, task, tl, (size_t)off, (uint8_t)mask);
+    if (rc != 0)
+        return luaL_error(L, "cannot poke task '%s' of workflow '%s': %s", task, wf,
+                          rc == FFLUA_ENOTFOUND ? "no such task or offset" : fflua_strerror(rc));
+    return 0;
+}
+
+static int l_path(lua_State *L) {
+    lua_pushstring(L, ff_store_path(ffl_check_store(L, 1)));
+    return 1;
+}
+
+static int l_mapsize(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)ff_store_mapsize(ffl_check_store(L, 1)));
+    return 1;
+}
+
+static int l_tostring(lua_State *L) {
+    lstore *u = luaL_checkudata(L, 1, STORE_MT);
+    if (u->s == NULL)
+        lua_pushliteral(L, "functionfuse.Store (closed)");
+    else
+        lua_pushfstring(L, "functionfuse.Store: %s", ff_store_path(u->s));
+    return 1;
+}
+
+static const luaL_Reg store_methods[] = {
+    {"put", l_put},   {"get", l_get},         {"info", l_info},   {"list", l_list},
+    {"workflows", l_workflows}, {"del", l_del}, {"del_many", l_del_many}, {"drop", l_drop}, {"flush", l_flush},
+    {"close", l_close}, {"poke", l_poke},     {"path", l_path},   {"mapsize", l_mapsize},
+    {NULL, NULL},
+};
+
+const luaL_Reg ffl_store_funcs[] = {
+    {"store_open", l_open},
+    {"encode", ffc_l_encode},
+    {"decode", ffc_l_decode},
+    {"register_class", ffc_l_register_class},
+    {"register_serializer", ffc_l_register_serializer},
+    {NULL, NULL},
+};
+
+void ffl_store_open(lua_State *L) {
+    luaL_newmetatable(L, STORE_MT);
+    luaL_newlib(L, store_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,97 @@
+/*
+ * store.h: results on disk, in LMDB. Works on bytes; knows nothing of Lua.
+ *
+ * One LMDB environment per storage directory, one named database per
+ * workflow ("wf:<name>"), one record per task:
+ *
+ *   0  "ffr1"        magic
+ *   4  u32 flags     0
+ *   8  16 bytes      fingerprint
+ *   24 u64           stored at (ns since the epoch)
+ *   32 u64           compute time (ns)
+ *   40 u64           xxh3-64 of bytes 0..40 and the payload
+ *   48 payload       the codec's bytes
+ *
+ * Writes are queued and committed in groups by a committer thread (one per
+ * environment): at most 100 ms after a result was queued, at once on
+ * ff_store_flush, and never one transaction per record. Reads see committed
+ * data only. The map grows when full. An environment is shared by every
+ * handle on the same directory in a process (LMDB forbids opening one twice);
+ * it is never used in a process it was inherited by through fork().
+ *
+ * A handle is used by one thread at a time; distinct handles may be used by
+ * distinct threads.
+ */
+#ifndef FFLUA_STORE_H
+#define FFLUA_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FF_REC_HDR 48
+#define FF_FP_LEN 16
+#define FF_COMMIT_MS 100
+
+typedef struct ff_store ff_store;
+
+typedef struct ff_rec {
+    uint8_t fp[FF_FP_LEN];
+    uint64_t stored_ns, compute_ns;
+    const char *val; /* the payload: valid until ff_store_read_end */
+    size_t len;
+    int ok; /* header and checksum verified */
+} ff_rec;
+
+/* Opens (creating the directory when create is set) the storage at path.
+ * On failure *out is NULL and the return value an error code; the message
+ * is in err. */
+int ff_store_open(ff_store **out, const char *path, int create, char *err, size_t errlen);
+/* Commits what is queued, then closes. Returns the commit's result. */
+int ff_store_close(ff_store *s);
+
+const char *ff_store_path(const ff_store *s);
+/* The message of the last failure on this handle. */
+const char *ff_store_errmsg(const ff_store *s);
+
+/* Queues a record (copies everything). */
+int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                 const uint8_t fp[FF_FP_LEN], uint64_t compute_ns, const char *val, size_t len);
+/* Commits every queued record now and waits for it. */
+int ff_store_flush(ff_store *s);
+
+/* Reads a record. 0: found and intact; FFLUA_ENOTFOUND; FFLUA_ECHECKSUM or
+ * FFLUA_ECORRUPT: the stored bytes are damaged (rec->fp filled when the
+ * header is readable). Keeps a read transaction open until
+ * ff_store_read_end, so that consecutive reads are cheap and rec->val stays
+ * valid; never hold one across anything that may wait for a commit. */
+int ff_store_get(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                 ff_rec *rec);
+void ff_store_read_end(ff_store *s);
+
+/* Deletes a task (FFLUA_ENOTFOUND if absent); drops a workflow. Both
+ * commit queued records first and are committed when they return. */
+int ff_store_del(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen);
+int ff_store_drop(ff_store *s, const char *wf, size_t wflen);
+/* Deletes several tasks in one transaction (absent ones are ignored). */
+typedef struct ff_key {
+    const char *p;
+    size_t len;
+} ff_key;
+int ff_store_del_many(ff_store *s, const char *wf, size_t wflen, const ff_key *keys, size_t n);
+
+/* Calls fn for every task of workflow wf in key order (FFLUA_ENOTFOUND
+ * when the workflow does not exist). rec->val is valid during the call;
+ * a damaged record has rec->len == SIZE_MAX. fn returns nonzero to stop. */
+typedef int (*ff_store_each_fn)(void *ud, const char *task, size_t tlen, const ff_rec *rec);
+int ff_store_each(ff_store *s, const char *wf, size_t wflen, ff_store_each_fn fn, void *ud);
+/* Calls fn(ud, name, len, NULL) for every workflow. */
+int ff_store_workflows(ff_store *s, ff_store_each_fn fn, void *ud);
+
+/* For tests: overwrite one byte of a stored payload in place (committed). */
+int ff_store_poke(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                  size_t offset, uint8_t xor_mask);
+
+/* The map size now (grows by itself). */
+size_t ff_store_mapsize(ff_store *s);
+
+#endif
