@@ -1,13 +1,23 @@
 -- The examples run and print what they promise.
 local H = require "spec.helper"
 
-local function example(name)
-  local r = H.fflua({ "examples/" .. name .. ".lua" }, { cwd = H.source })
+local function example(name, ...)
+  local r = H.fflua({ "examples/" .. name .. ".lua", ... }, { cwd = H.source })
   assert.are.equal(0, r.code, r.stderr)
-  return r.stdout
+  return r.stdout, r.stderr
 end
 
 describe("examples", function()
+  after_each(H.cleanup)
+
+  it("cached.lua computes once, then loads", function()
+    local dir = H.tmpdir() .. "/st"
+    local out, err = example("cached", dir)
+    assert.are.equal("15150\ncomputed 3, loaded 0\n", out)
+    assert.matches("workflow 'cached': 3 computed, 0 loaded", err, 1, true)
+    assert.are.equal("15150\ncomputed 0, loaded 1\n", (example("cached", dir)))
+  end)
+
   it("sums.lua prints 3", function()
     assert.are.equal("3\n", example("sums"))
   end)
