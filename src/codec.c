@@ -40,7 +40,7 @@
 enum {
     T_NIL = 0x00, T_FALSE, T_TRUE, T_I8, T_I16, T_I32, T_I64, T_F64,
     T_STR, T_TABLE, T_REF, T_CLASS, T_SER, T_FUNC, T_NODE, T_MARK,
-    T_MODULE, T_MTABLE,
+    T_MODULE, T_MTABLE, T_ENV,
     T_SHORTSTR = 0x40, T_SMALLINT = 0x80,
 };
 
@@ -241,7 +241,7 @@ static void modmap_set(lua_State *L, int m, int v) {
 }
 
 /* Pushes a table value -> "name" for every table and function in
- * package.loaded and every function field of those tables ("math.floor"). */
+ * package.loaded and every function field of those tables ("math\0floor"). */
 void ffc_push_modmap(lua_State *L) {
     lua_newtable(L);
     int m = lua_gettop(L);
@@ -259,7 +259,11 @@ void ffc_push_modmap(lua_State *L) {
                 lua_pushnil(L);
                 while (lua_next(L, mod)) { /* [.., name, mod, k, f] */
                     if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION) {
-                        lua_pushfstring(L, "%s.%s", lua_tostring(L, mod - 1), lua_tostring(L, -2));
+                        /* "module\0field": module names have dots of their own */
+                        lua_pushvalue(L, mod - 1);
+                        lua_pushlstring(L, "", 1);
+                        lua_pushvalue(L, -4);
+                        lua_concat(L, 3);
                         modmap_set(L, m, lua_gettop(L) - 1);
                         lua_pop(L, 1);
                     }
@@ -306,17 +310,29 @@ static int seen_before(ffc_enc *e, int idx) {
     return 0;
 }
 
-/* The name modmap gives the value at idx, or NULL (FFC_HASH only). */
-static const char *module_name(ffc_enc *e, int idx) {
+/* The name modmap gives the value at idx, or NULL (FFC_HASH, FFC_CODE). */
+static const char *module_name(ffc_enc *e, int idx, size_t *len) {
     lua_State *L = e->L;
     if (e->modmap == 0)
         return NULL;
     need_slot(e, e->modmap);
     lua_pushvalue(L, idx);
     lua_rawget(L, e->modmap);
-    const char *s = lua_tostring(L, -1);
+    const char *s = lua_tolstring(L, -1, len);
     lua_pop(L, 1); /* the string stays reachable from modmap */
     return s;
+}
+
+/* A module or a module's function by name: FFC_CODE writes the module and
+ * the field (empty for the module itself), FFC_HASH the name. */
+static int put_module(ffc_enc *e, const char *m, size_t len) {
+    if (!(e->o->flags & FFC_CODE))
+        return ffc_put_marker(e, T_MODULE, m, len);
+    const char *z = memchr(m, '\0', len);
+    size_t ml = z ? (size_t)(z - m) : len;
+    if (put1(e, T_MODULE) || put_str(e, m, ml))
+        return e->err;
+    return z ? put_str(e, z + 1, len - ml - 1) : put_str(e, "", 0);
 }
 
 static int push_level(ffc_enc *e, int key, lua_Integer i, const char *what) {
@@ -531,10 +547,11 @@ static int enc_table_body(ffc_enc *e, int idx) {
 
 static int enc_table(ffc_enc *e, int idx) {
     lua_State *L = e->L;
-    if (e->o->flags & FFC_HASH) {
-        const char *m = module_name(e, idx);
+    if (e->o->flags & (FFC_HASH | FFC_CODE)) {
+        size_t ml;
+        const char *m = module_name(e, idx, &ml);
         if (m != NULL)
-            return ffc_put_marker(e, T_MODULE, m, strlen(m));
+            return put_module(e, m, ml);
     }
     if (seen_before(e, idx))
         return e->err;
@@ -694,32 +711,65 @@ static int dump_without_lines(const char *d, size_t n, ff_buf *out) {
     return 0;
 }
 
-/* FFC_HASH: a function is its stripped bytecode (without line numbers) and
- * its upvalues. */
+/* A Lua function is its bytecode and its upvalues. FFC_HASH: stripped,
+ * without line numbers, _ENV left out. FFC_CODE: with debug information
+ * (errors on a worker name the script's lines), as a string, then the
+ * upvalue count and each upvalue; the globals table travels as T_ENV and
+ * becomes the receiver's globals. Modules and their functions go by name;
+ * other C functions cannot ship. */
 static int enc_function(ffc_enc *e, int idx) {
     lua_State *L = e->L;
-    const char *m = module_name(e, idx);
+    int code = (e->o->flags & FFC_CODE) != 0;
+    size_t ml;
+    const char *m = module_name(e, idx, &ml);
     if (m != NULL)
-        return ffc_put_marker(e, T_MODULE, m, strlen(m));
-    if (lua_iscfunction(L, idx))
-        return ffc_put_marker(e, T_MARK, "C function", 10);
+        return put_module(e, m, ml);
+    if (lua_iscfunction(L, idx)) {
+        if (!code)
+            return ffc_put_marker(e, T_MARK, "C function", 10);
+        return fail(e, FFLUA_ENOSERIAL, "%s",
+                    "a C function that is not reachable from package.loaded cannot be shipped");
+    }
     if (seen_before(e, idx))
         return e->err;
     put1(e, T_FUNC);
     ff_buf d = {0};
     lua_pushvalue(L, idx);
-    int rc = lua_dump(L, dump_writer, &d, 1);
+    int rc = lua_dump(L, dump_writer, &d, !code);
     lua_pop(L, 1);
-    if (rc == 0 && dump_without_lines(d.p, d.n, e->b) != 0)
-        rc = put(e, d.p, d.n);
+    if (rc == 0) {
+        if (code)
+            rc = put_str(e, d.p, d.n);
+        else if (dump_without_lines(d.p, d.n, e->b) != 0)
+            rc = put(e, d.p, d.n);
+    }
     ff_buf_free(&d);
     if (rc != 0 || e->err)
         return e->err ? e->err : fail(e, FFLUA_EINTERNAL, "%s", "cannot dump a function");
+    if (code) {
+        lua_Debug ar;
+        lua_pushvalue(L, idx);
+        lua_getinfo(L, ">u", &ar);
+        if (put_varint(e, ar.nups))
+            return e->err;
+    }
     for (int i = 1;; i++) {
         const char *name = lua_getupvalue(L, idx, i);
         if (name == NULL)
             break;
-        if (strcmp(name, "_ENV") == 0) {
+        if (code) {
+            /* _ENV (by name, or the globals table under any name) is the
+             * receiver's globals. */
+            lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+            int is_env = lua_rawequal(L, -1, -2) || strcmp(name, "_ENV") == 0;
+            lua_pop(L, 1);
+            if (is_env) {
+                lua_pop(L, 1);
+                if (put1(e, T_ENV))
+                    return e->err;
+                continue;
+            }
+        } else if (strcmp(name, "_ENV") == 0) {
             lua_pop(L, 1);
             ffc_put_marker(e, T_MARK, "_ENV", 4);
             continue;
@@ -793,7 +843,7 @@ static int enc_value(ffc_enc *e, int idx) {
     case LUA_TTABLE:
         return enc_table(e, idx);
     case LUA_TFUNCTION:
-        if (e->o->flags & FFC_HASH)
+        if (e->o->flags & (FFC_HASH | FFC_CODE))
             return enc_function(e, idx);
         return fail(e, FFLUA_ENOSERIAL, "%s", "a function cannot be stored");
     case LUA_TUSERDATA:
@@ -802,7 +852,8 @@ static int enc_value(ffc_enc *e, int idx) {
         const char *tn = luaL_typename(L, idx);
         if (e->o->flags & FFC_HASH)
             return ffc_put_marker(e, T_MARK, tn, strlen(tn));
-        return fail(e, FFLUA_ENOSERIAL, "a %s cannot be stored", tn);
+        return fail(e, FFLUA_ENOSERIAL, (e->o->flags & FFC_CODE) ? "a %s cannot be shipped"
+                                                                  : "a %s cannot be stored", tn);
     }
     }
 }
@@ -826,7 +877,7 @@ int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out) {
     lua_settop(L, top + 4);
     e.reg = top + 1;
     e.seen = top + 2;
-    e.modmap = (e.o->flags & FFC_HASH) ? top + 3 : 0;
+    e.modmap = (e.o->flags & (FFC_HASH | FFC_CODE)) ? top + 3 : 0;
     e.msg = top + 4;
     if (e.modmap != 0 && e.o->modmap != 0) {
         lua_pushvalue(L, e.o->modmap);
@@ -1076,6 +1127,67 @@ static int dec_serialized(dec *d) {
     return 0;
 }
 
+/* FFC_CODE: require(module)[field] (field empty: the module). */
+static int dec_module(dec *d) {
+    lua_State *L = d->L;
+    const char *m, *f;
+    size_t ml, fl;
+    if (get_str(d, &m, &ml) || get_str(d, &f, &fl))
+        return d->err;
+    lua_getglobal(L, "require");
+    lua_pushlstring(L, m, ml);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        const char *why = luaL_tolstring(L, -1, NULL);
+        lua_pushlstring(L, m, ml);
+        lua_pushfstring(L, "module '%s' cannot be loaded here: %s", lua_tostring(L, -1), why);
+        lua_replace(L, d->msg);
+        return d->err = FFLUA_ENOTFOUND;
+    }
+    if (fl > 0) {
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pushlstring(L, m, ml);
+            lua_pushfstring(L, "module '%s' is not a table here", lua_tostring(L, -1));
+            lua_replace(L, d->msg);
+            return d->err = FFLUA_ENOTFOUND;
+        }
+        lua_pushlstring(L, f, fl);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+    return 0;
+}
+
+/* FFC_CODE: bytecode (a string), the upvalue count, the upvalues. The
+ * function is a reference target before its upvalues are read, so it may
+ * refer to itself. */
+static int dec_function(dec *d) {
+    lua_State *L = d->L;
+    const char *b;
+    size_t n;
+    uint64_t nups;
+    if (get_str(d, &b, &n))
+        return d->err;
+    if (luaL_loadbufferx(L, b, n, "=(shipped function)", "b") != LUA_OK) {
+        lua_pop(L, 1);
+        return dfail(d, "bytecode that does not load");
+    }
+    int f = lua_gettop(L);
+    new_ref(d);
+    lua_Debug ar;
+    lua_pushvalue(L, f);
+    lua_getinfo(L, ">u", &ar);
+    if (get_varint(d, &nups))
+        return d->err;
+    if (nups != ar.nups)
+        return dfail(d, "upvalue count does not match the bytecode");
+    for (int i = 1; i <= (int)nups; i++) {
+        if (dec_value(d))
+            return d->err;
+        lua_setupvalue(L, f, i);
+    }
+    return 0;
+}
+
 static int dec_value(dec *d) {
     lua_State *L = d->L;
     if (d->p >= d->end)
@@ -1165,8 +1277,22 @@ static int dec_value(dec *d) {
     case T_SER:
         return dec_serialized(d);
     case T_FUNC:
-        d->p--;
-        return dfail(d, "the value claims to be a function: bytecode is never loaded from data");
+        if (!(d->flags & FFC_CODE)) {
+            d->p--;
+            return dfail(d, "the value claims to be a function: bytecode is never loaded from data");
+        }
+        return dec_function(d);
+    case T_MODULE:
+    case T_ENV:
+        if (!(d->flags & FFC_CODE)) {
+            d->p--;
+            return dfail(d, "a module reference outside code");
+        }
+        if (t == T_ENV) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+            return 0;
+        }
+        return dec_module(d);
     default:
         d->p--;
         return dfail(d, "unknown tag");
@@ -1290,10 +1416,13 @@ int ffc_l_register_serializer(lua_State *L) {
     return 1;
 }
 
-/* core.encode(v [, "hash"]) -> string */
+/* core.encode(v [, mode]) -> string; mode "hash" (or true): fingerprint
+ * input; "code": functions and modules travel (for authenticated peers). */
 int ffc_l_encode(lua_State *L) {
     ffc_opts o = {0, NULL, NULL, 0};
-    if (lua_toboolean(L, 2))
+    if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "code") == 0)
+        o.flags |= FFC_CODE;
+    else if (lua_toboolean(L, 2))
         o.flags |= FFC_HASH;
     lua_settop(L, 1);
     ff_buf b = {0};
@@ -1307,11 +1436,18 @@ int ffc_l_encode(lua_State *L) {
     return 1;
 }
 
-/* core.decode(s [, inspect]) -> v */
+/* core.decode(s [, mode]) -> v; mode "inspect" (or true): placeholders for
+ * unknown classes and serializers; "code": accept functions and modules. */
 int ffc_l_decode(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    int rc = ffc_decode(L, s, n, lua_toboolean(L, 2) ? FFC_INSPECT : 0);
+    unsigned flags = 0;
+    if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "code") == 0)
+        flags = FFC_CODE;
+    else if (lua_toboolean(L, 2))
+        flags = FFC_INSPECT;
+    lua_settop(L, 1);
+    int rc = ffc_decode(L, s, n, flags);
     if (rc != 0)
         return lua_error(L);
     return 1;

@@ -38,6 +38,9 @@ enum {
     FFC_HASH = 1 << 0,    /* fingerprint mode: see below */
     FFC_INSPECT = 1 << 1, /* decode: unknown classes/serializers become
                              placeholders instead of errors */
+    FFC_CODE = 1 << 2,    /* functions travel (bytecode and upvalues), loaded
+                             modules by name: ONLY between authenticated
+                             peers; a decoder without it refuses code */
 };
 
 typedef struct ffc_enc ffc_enc;
