@@ -185,7 +185,7 @@ describe("fflua command line", function()
   end)
 
   describe("subcommands", function()
-    for _, name in ipairs { "head", "worker", "status", "graph" } do
+    for _, name in ipairs { "graph" } do
       it("'" .. name .. "' has its place and says it is not available yet", function()
         local r = H.fflua({ name })
         assert.are.equal(2, r.code)
@@ -196,6 +196,25 @@ describe("fflua command line", function()
         assert.matches("^usage: fflua " .. name, r.stdout)
       end)
     end
+
+    it("'head', 'worker' and 'status' reject bad options with their usage", function()
+      for _, case in ipairs {
+        { { "head", "--port", "nope" }, "fflua head: bad or incomplete option '--port'" },
+        { { "head", "--bogus" }, "fflua head: bad or incomplete option '--bogus'" },
+        { { "worker" }, "fflua worker: --address HOST:PORT is required" },
+        { { "worker", "--address", "127.0.0.1:1", "--num-cpus", "-1" }, "bad or incomplete option" },
+        { { "status" }, "fflua status: --address is required" },
+      } do
+        local r = H.fflua(case[1])
+        assert.are.equal(2, r.code, table.concat(case[1], " "))
+        assert.matches(case[2], r.stderr, 1, true)
+      end
+      for _, name in ipairs { "head", "worker", "status" } do
+        local r = H.fflua { name, "--help" }
+        assert.are.equal(0, r.code)
+        assert.matches("^usage: fflua " .. name, r.stdout)
+      end
+    end)
 
     it("'store' prints its usage without arguments and exits 2", function()
       local r = H.fflua({ "store" })

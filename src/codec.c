@@ -44,31 +44,6 @@ enum {
     T_SHORTSTR = 0x40, T_SMALLINT = 0x80,
 };
 
-/* --- buffer -------------------------------------------------------------- */
-
-int ff_buf_reserve(ff_buf *b, size_t more) {
-    if (b->cap - b->n >= more)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->n < more) {
-        if (cap > SIZE_MAX / 2)
-            return -12; /* -ENOMEM */
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (p == NULL)
-        return -12;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-void ff_buf_free(ff_buf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
-
 /* --- encoder ------------------------------------------------------------- */
 
 struct pathelt {
@@ -913,6 +888,8 @@ typedef struct dec {
     unsigned flags;
     int err;
     size_t presize; /* table slots still allowed to be made in advance */
+    ffc_node_hook node_hook;
+    void *hook_ud;
 } dec;
 
 static int dfail(dec *d, const char *what) {
@@ -1127,6 +1104,29 @@ static int dec_serialized(dec *d) {
     return 0;
 }
 
+/* A task argument standing for another task's result, maybe indexed. */
+static int dec_node(dec *d) {
+    lua_State *L = d->L;
+    uint64_t slot, nkeys;
+    if (get_varint(d, &slot))
+        return d->err;
+    if (d->node_hook(d->hook_ud, L, slot) != 0) {
+        lua_replace(L, d->msg);
+        return d->err = FFLUA_ENOTFOUND;
+    }
+    if (get_varint(d, &nkeys))
+        return d->err;
+    if (nkeys > (uint64_t)(d->end - d->p))
+        return dfail(d, "more keys than data");
+    for (uint64_t i = 0; i < nkeys; i++) {
+        if (dec_value(d))
+            return d->err;
+        lua_gettable(L, -2); /* may run __index: a task's own code */
+        lua_remove(L, -2);
+    }
+    return 0;
+}
+
 /* FFC_CODE: require(module)[field] (field empty: the module). */
 static int dec_module(dec *d) {
     lua_State *L = d->L;
@@ -1282,6 +1282,12 @@ static int dec_value(dec *d) {
             return dfail(d, "the value claims to be a function: bytecode is never loaded from data");
         }
         return dec_function(d);
+    case T_NODE:
+        if (d->node_hook == NULL) {
+            d->p--;
+            return dfail(d, "a task result reference outside a task");
+        }
+        return dec_node(d);
     case T_MODULE:
     case T_ENV:
         if (!(d->flags & FFC_CODE)) {
@@ -1299,13 +1305,26 @@ static int dec_value(dec *d) {
     }
 }
 
+static int decode(lua_State *L, const char *p, size_t n, unsigned flags, ffc_node_hook hook,
+                  void *ud);
+
 int ffc_decode(lua_State *L, const char *p, size_t n, unsigned flags) {
+    return decode(L, p, n, flags, NULL, NULL);
+}
+
+int ffc_decode_code(lua_State *L, const char *p, size_t n, ffc_node_hook hook, void *ud) {
+    return decode(L, p, n, FFC_CODE, hook, ud);
+}
+
+static int decode(lua_State *L, const char *p, size_t n, unsigned flags, ffc_node_hook hook,
+                  void *ud) {
     if (!lua_checkstack(L, 16)) {
         lua_pushliteral(L, "Lua stack overflow");
         return -12;
     }
     dec d = {.L = L, .p = (const unsigned char *)p, .start = (const unsigned char *)p,
-             .end = (const unsigned char *)p + n, .flags = flags, .presize = n};
+             .end = (const unsigned char *)p + n, .flags = flags, .presize = n,
+             .node_hook = hook, .hook_ud = ud};
     int top = lua_gettop(L);
     lua_settop(L, top + 3);
     d.refs = top + 1;

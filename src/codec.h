@@ -21,18 +21,12 @@
 
 #include <lua.h>
 
+#include "buf.h"
+
 #define FFC_VERSION 1   /* the first byte of every encoded value */
 #define FFC_MAX_DEPTH 1000
 #define FFC_REGISTRY "functionfuse.codec"
 
-/* A growable byte buffer (malloc'd). */
-typedef struct ff_buf {
-    char *p;
-    size_t n, cap;
-} ff_buf;
-
-int ff_buf_reserve(ff_buf *b, size_t more); /* 0 or FFLUA_ENOMEM */
-void ff_buf_free(ff_buf *b);
 
 enum {
     FFC_HASH = 1 << 0,    /* fingerprint mode: see below */
@@ -71,6 +65,14 @@ int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out);
 /* Pushes the value encoded in p[0..n) and returns 0, or pushes an error
  * message and returns FFLUA_ECORRUPT (bad bytes) or another FFLUA_E*. */
 int ffc_decode(lua_State *L, const char *p, size_t n, unsigned flags);
+
+/* FFC_CODE decoding with a hook for FFC_TAG_NODE (a task's argument that
+ * is another task's result): the tag is followed by a varint slot, which
+ * the hook pushes (returning 0) or refuses (nonzero, with a message pushed),
+ * then a varint count of keys and the keys, which index the value pushed
+ * (the result's item, for node[k] arguments). */
+typedef int (*ffc_node_hook)(void *ud, lua_State *L, uint64_t slot);
+int ffc_decode_code(lua_State *L, const char *p, size_t n, ffc_node_hook hook, void *ud);
 
 /* Pushes the map FFC_HASH uses to name modules: every table and function
  * in package.loaded and every function field of those tables, mapped to

@@ -15,6 +15,7 @@
 #include <lua.h>
 
 #include "fflua.h"
+#include "lcluster.h"
 #include "lgraph.h"
 #include "lstore.h"
 
@@ -39,9 +40,11 @@ static const luaL_Reg ffl_core_funcs[] = {
 int luaopen_functionfuse_core(lua_State *L) {
     ffl_graph_open(L);
     ffl_store_open(L);
+    ffl_cluster_open(L);
     luaL_newlib(L, ffl_core_funcs); // [core]
     luaL_setfuncs(L, ffl_graph_funcs, 0);
     luaL_setfuncs(L, ffl_store_funcs, 0);
+    luaL_setfuncs(L, ffl_cluster_funcs, 0);
     lua_pushstring(L, fflua_version());
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, FFLUA_VERSION_NUM);

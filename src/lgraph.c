@@ -30,7 +30,10 @@
 #include "fflua.h"
 #include "graph.h"
 #include "lgraph.h"
+#include "lcluster.h"
 #include "lstore.h"
+#include "net.h"
+#include "sched.h"
 #include "lutil.h"
 #include "query.h"
 
@@ -1509,6 +1512,380 @@ static int ffl_wf_run_local(lua_State *L) {
     return lua_gettop(L) - 3;
 }
 
+
+/* --- the cluster executor ------------------------------------------------ */
+
+/* A run on a cluster: the plugin pass here, then every planned node as a
+ * task (function once per distinct function, arguments with references to
+ * parents, pre-run function, resources), one SUBMIT, then the leaves'
+ * results as they come. See cluster.h for the messages. */
+struct crun {
+    struct run r;
+    ffl_client *c;
+    uint64_t run_id;
+    uint32_t cur; /* the node whose arguments are being encoded */
+    int fids;     /* stack index: function -> fid */
+    int modmap;
+    uint64_t nfids;
+    int opts; /* stack index of the options table */
+};
+
+static int cl_put_varint(ffc_enc *e, uint64_t v) {
+    unsigned char t[10];
+    int n = 0;
+    do {
+        t[n] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            t[n] |= 0x80;
+        n++;
+    } while (v);
+    return ffc_put_bytes(e, t, (size_t)n);
+}
+
+/* FFC_CODE hook: a Node or NodeItem inside a task's arguments is a node
+ * tag with the parent's slot in the task's dependency list (and the item's
+ * keys). */
+static int cl_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
+    struct crun *x = ud;
+    int is_item;
+    ffl_node *n = ctx_test_handle(L, x->r.ctx, idx, &is_item);
+    if (n == NULL)
+        return 0;
+    uint32_t np, slot = 0;
+    const uint32_t *par = ff_graph_parents(x->r.ctx->graph, x->cur, &np);
+    while (slot < np && par[slot] != n->id)
+        slot++;
+    uint8_t tag = FFC_TAG_NODE;
+    ffc_put_bytes(e, &tag, 1);
+    cl_put_varint(e, slot);
+    if (!is_item) {
+        cl_put_varint(e, 0);
+        return 1;
+    }
+    lua_getiuservalue(L, idx, 1);
+    lua_Integer len = luaL_len(L, -1);
+    cl_put_varint(e, (uint64_t)len);
+    ff_buf sub = {0};
+    ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_rawgeti(L, -1, i);
+        sub.n = 0;
+        if (ffc_encode(L, -1, &o, &sub) == 0)
+            ffc_put_bytes(e, sub.p + 1, sub.n - 1); /* without the version byte */
+        lua_pop(L, 1);
+    }
+    ff_buf_free(&sub);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Raises "node 'x' (function 'f' defined at ...): <what>: <msg at top>". */
+static int cl_node_error(lua_State *L, struct crun *x, uint32_t id, const char *what) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(x->r.ctx->graph, id));
+    push_node_desc(L, x->r.ctx, id, lua_gettop(L));
+    return luaL_error(L, "%s: %s: %s", lua_tostring(L, -1), what, lua_tostring(L, -3));
+}
+
+/* The fid of node id's function, sending the function the first time. */
+static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(x->r.ctx->graph, id));
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, x->fids) == LUA_TNUMBER) {
+        uint64_t fid = (uint64_t)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        return fid;
+    }
+    lua_pop(L, 1);
+    uint64_t fid = ++x->nfids;
+    ff_buf *b = ffl_client_out(x->c);
+    size_t at;
+    ff_frame_begin(b, FF_M_FUNC, &at);
+    ff_wr_varint(b, x->run_id);
+    ff_wr_varint(b, fid);
+    size_t lenpos = b->n; /* the code string: varint length + bytes */
+    ff_buf code = {0};
+    ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
+    if (ffc_encode(L, -1, &o, &code) != 0) {
+        ff_buf_free(&code);
+        b->n = at;
+        cl_node_error(L, x, id, "its function cannot be shipped");
+    }
+    b->n = lenpos;
+    ff_wr_str(b, code.p, code.n);
+    ff_buf_free(&code);
+    ff_frame_end(b, at);
+    lua_pushinteger(L, (lua_Integer)fid);
+    lua_rawset(L, x->fids);
+    return fid;
+}
+
+/* Appends the resources a node asks for (its remote args). */
+static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
+    int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
+    if (h == FF_NOHANDLE) {
+        ff_wr_varint(b, 0); /* the default: 1 CPU */
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h); // [args]
+    int t = lua_gettop(L);
+    size_t count_at = b->n;
+    ff_wr_varint(b, 0);
+    uint64_t n = 0;
+    int64_t amount;
+    if (lua_getfield(L, t, "num_cpus") != LUA_TNIL) {
+        if (!lua_isnumber(L, -1) || ff_sched_amount(lua_tonumber(L, -1), &amount) != 0) {
+            lua_pushfstring(L, "num_cpus must be a non-negative number with at most 4 decimals");
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        ff_wr_str(b, "CPU", 3);
+        ff_wr_varint(b, (uint64_t)amount);
+        n++;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, t, "resources") == LUA_TTABLE) {
+        int rt = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, rt)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isnumber(L, -1) ||
+                ff_sched_amount(lua_tonumber(L, -1), &amount) != 0 ||
+                strcmp(lua_tostring(L, -2), "CPU") == 0) {
+                lua_pushfstring(L, "resources must map names to non-negative numbers with at "
+                                   "most 4 decimals (CPUs go in num_cpus)");
+                cl_node_error(L, x, id, "bad remote args");
+            }
+            size_t len;
+            const char *nm = lua_tolstring(L, -2, &len);
+            ff_wr_str(b, nm, len);
+            ff_wr_varint(b, (uint64_t)amount);
+            n++;
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        lua_pushliteral(L, "resources must be a table");
+        cl_node_error(L, x, id, "bad remote args");
+    }
+    lua_settop(L, t - 1);
+    /* Patch the count: re-encode it in place (it was one byte, 0). */
+    if (n > 0) {
+        ff_buf tail = {0};
+        ff_wr_fixed(&tail, b->p + count_at + 1, b->n - count_at - 1);
+        b->n = count_at;
+        ff_wr_varint(b, n);
+        ff_wr_fixed(b, tail.p, tail.n);
+        ff_buf_free(&tail);
+    }
+}
+
+/* Appends one SUBMIT task for the node at pos. */
+static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *leaf, ff_buf *b) {
+    ff_plan *p = x->r.plan;
+    ffl_ctx *ctx = x->r.ctx;
+    uint32_t id = p->order[pos];
+    uint64_t fid = cl_fid(L, x, id);
+    ff_wr_varint(b, fid);
+    push_name(L, ctx, id);
+    size_t nl;
+    const char *nm = lua_tolstring(L, -1, &nl);
+    ff_wr_str(b, nm, nl);
+    lua_pop(L, 1);
+    ff_wr_varint(b, leaf[pos]);
+    uint32_t np;
+    const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
+    ff_wr_varint(b, np);
+    for (uint32_t j = 0; j < np; j++)
+        ff_wr_varint(b, ff_plan_pos(p, par[j]));
+    /* The arguments as a sequence with n. */
+    uint32_t nargs;
+    const ff_arg *args = ff_graph_args(ctx->graph, id, &nargs);
+    lua_createtable(L, (int)nargs, 1);
+    int t = lua_gettop(L);
+    for (uint32_t i = 0; i < nargs; i++) {
+        ff_arg a = args[i];
+        if (a.kind == FF_ARG_NODE)
+            push_node(L, ctx, a.u.node);
+        else if (a.kind == FF_ARG_ITEM || a.kind == FF_ARG_DEEP || a.kind == FF_ARG_HANDLE)
+            lua_rawgeti(L, LUA_REGISTRYINDEX, a.handle);
+        else
+            push_arg(L, &x->r, &a);
+        lua_rawseti(L, t, (lua_Integer)i + 1);
+        args = ff_graph_args(ctx->graph, id, &nargs);
+    }
+    lua_pushinteger(L, nargs);
+    lua_setfield(L, t, "n");
+    ff_buf enc = {0};
+    x->cur = id;
+    ffc_opts o = {FFC_CODE, cl_hook, x, x->modmap};
+    if (ffc_encode(L, t, &o, &enc) != 0) {
+        ff_buf_free(&enc);
+        cl_node_error(L, x, id, "its arguments cannot be shipped");
+    }
+    ff_wr_str(b, enc.p, enc.n);
+    enc.n = 0;
+    lua_settop(L, t - 1);
+    if (lua_rawgeti(L, x->r.pre, (lua_Integer)pos + 1) != LUA_TNIL) {
+        if (ffc_encode(L, -1, &o, &enc) != 0) {
+            ff_buf_free(&enc);
+            cl_node_error(L, x, id, "its plugins' pre-run function cannot be shipped");
+        }
+    }
+    lua_pop(L, 1);
+    ff_wr_str(b, enc.p, enc.n);
+    ff_buf_free(&enc);
+    cl_resources(L, x, id, b);
+}
+
+/* Protected: args (crun light userdata, workflow, options). */
+static int cluster_inner(lua_State *L) {
+    struct crun *x = lua_touserdata(L, 1);
+    x->opts = 3;
+    struct run *r = &x->r;
+    ff_plan *p = r->plan;
+    lua_createtable(L, (int)p->n, 0);
+    r->results = lua_gettop(L);
+    lua_newtable(L);
+    r->pre = lua_gettop(L);
+    run_plugins(L, r);
+    lua_newtable(L);
+    x->fids = lua_gettop(L);
+    ffc_push_modmap(L);
+    x->modmap = lua_gettop(L);
+    /* Leaves. */
+    uint8_t *leaf = lua_newuserdatauv(L, p->n + 1, 0);
+    memset(leaf, 0, p->n + 1);
+    lua_getiuservalue(L, 2, 1);
+    lua_Integer nl = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= nl; i++) {
+        lua_rawgeti(L, -1, i);
+        int is_item;
+        leaf[ff_plan_pos(p, test_handle(L, -1, &is_item)->id)] = 1;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    /* Functions (FUNC frames) and tasks (one SUBMIT). */
+    ff_buf tasks = {0};
+    for (uint32_t pos = 0; pos < p->n; pos++)
+        cl_task(L, x, pos, leaf, &tasks);
+    ff_buf *b = ffl_client_out(x->c);
+    size_t at;
+    ff_frame_begin(b, FF_M_SUBMIT, &at);
+    ff_wr_varint(b, x->run_id);
+    ff_wr_varint(b, p->n);
+    ff_wr_fixed(b, tasks.p, tasks.n);
+    ff_buf_free(&tasks);
+    ff_frame_end(b, at);
+    if (ffl_client_flush(x->c) != 0)
+        return luaL_error(L, "%s", ffl_client_error(x->c));
+    /* Results. */
+    for (;;) {
+        int type;
+        const char *msg;
+        size_t n;
+        int rc = ffl_client_recv(x->c, &type, &msg, &n, -1);
+        if (rc != 0)
+            return luaL_error(L, "%s", ffl_client_error(x->c));
+        ff_rd rd;
+        ff_rd_init(&rd, msg, n);
+        if (type == FF_M_DONE) {
+            uint64_t run = ff_rd_varint(&rd), i = ff_rd_varint(&rd), st = ff_rd_varint(&rd);
+            size_t len;
+            const char *bytes = ff_rd_str(&rd, &len);
+            if (ff_rd_done(&rd) != 0 || run != x->run_id || i >= p->n)
+                return luaL_error(L, "the head sent a malformed result");
+            uint32_t id = p->order[i];
+            if (st == 2)
+                return luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, bytes, len));
+            if (st != 0) {
+                lua_pushlstring(L, bytes, len);
+                lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(r->ctx->graph, id));
+                push_node_desc(L, r->ctx, id, lua_gettop(L));
+                return luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -3));
+            }
+            if (ffc_decode_code(L, bytes, len, NULL, NULL) != 0)
+                return luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
+            lua_rawseti(L, r->results, (lua_Integer)i + 1);
+        } else if (type == FF_M_RUN_END) {
+            uint64_t run = ff_rd_varint(&rd), np = ff_rd_varint(&rd);
+            if (rd.err || run != x->run_id || np > n)
+                return luaL_error(L, "the head sent a malformed run end");
+            lua_createtable(L, (int)np, 0);
+            int names = lua_gettop(L);
+            for (uint64_t k = 0; k < np; k++) {
+                size_t len;
+                const char *s = ff_rd_str(&rd, &len);
+                lua_pushlstring(L, s, len);
+                lua_rawseti(L, names, (lua_Integer)k + 1);
+            }
+            lua_createtable(L, 0, (int)p->n);
+            for (uint32_t i = 0; i < p->n; i++) {
+                uint64_t place = ff_rd_varint(&rd);
+                push_name(L, r->ctx, p->order[i]);
+                lua_rawgeti(L, names, (lua_Integer)place);
+                lua_rawset(L, -3);
+            }
+            if (ff_rd_done(&rd) != 0)
+                return luaL_error(L, "the head sent a malformed run end");
+            lua_setfield(L, x->opts, "placement");
+            lua_pop(L, 1);
+            break;
+        } else {
+            return luaL_error(L, "unexpected message %d from the head", type);
+        }
+    }
+    if (lua_getfield(L, x->opts, "return_results") == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+        return 0;
+    lua_pop(L, 1);
+    lua_getiuservalue(L, 2, 1);
+    int leaves = lua_gettop(L);
+    luaL_checkstack(L, (int)nl + LUA_MINSTACK, "too many leaves");
+    for (lua_Integer i = 1; i <= nl; i++) {
+        r->leaf = (int)i;
+        lua_rawgeti(L, leaves, i);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+    }
+    r->leaf = 0;
+    return (int)nl;
+}
+
+/* wf:run_cluster(client, opts) -> one value per leaf (none when
+ * opts.return_results == false); opts.placement gets node name -> worker. */
+static int ffl_wf_run_cluster(lua_State *L) {
+    check_wf(L, 1);
+    ffl_client *c = ffl_check_client(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    struct crun x = {.r = {.ctx = ctx, .current = UINT32_MAX}, .c = c};
+    lua_getfield(L, 3, "run_id");
+    x.run_id = (uint64_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, &x.r);
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, run_msgh, 2); // [wf, client, opts, msgh]
+    lua_pushcfunction(L, cluster_inner);
+    lua_pushlightuserdata(L, &x);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 3);
+    x.r.plan = plan_wf(L, ctx, 1);
+    count_leaves(L, x.r.plan, 1);
+    int status = lua_pcall(L, 3, LUA_MULTRET, 4);
+    ctx->L = L;
+    ff_plan_release(ctx->graph, x.r.plan);
+    if (status != LUA_OK) {
+        /* Tell the head to drop the run (it may be running still). */
+        ff_buf *b = ffl_client_out(c);
+        size_t at;
+        b->n = 0;
+        ff_frame_begin(b, FF_M_RUN_END, &at);
+        ff_wr_varint(b, x.run_id);
+        ff_frame_end(b, at);
+        ffl_client_flush(c);
+        return lua_error(L);
+    }
+    return lua_gettop(L) - 4;
+}
+
 /* --- registration -------------------------------------------------------- */
 
 static const luaL_Reg node_methods[] = {
@@ -1525,6 +1902,7 @@ static const luaL_Reg wf_methods[] = {
     {"get_slot", ffl_wf_get_slot},
     {"leaves", ffl_wf_leaves},
     {"run_local", ffl_wf_run_local},
+    {"run_cluster", ffl_wf_run_cluster},
     {NULL, NULL},
 };
 

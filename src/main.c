@@ -20,6 +20,7 @@
 #include <lualib.h>
 
 #include "cli.h"
+#include "cluster.h"
 #include "fflua.h"
 #include "lutil.h"
 
@@ -202,17 +203,126 @@ struct subcommand {
     const char *name;
     const char *summary;
     const char *module;  /* the Lua module whose main(args) implements it */
+    int (*cmain)(int argc, char **argv); /* or the C function that does */
     const char *arrives; /* which part of fflua brings it, while missing */
 };
 
+static int head_main(int argc, char **argv);
+static int worker_main(int argc, char **argv);
+
 static const struct subcommand subcommands[] = {
-    {"store", "list, show and remove stored results", "functionfuse.cli.store", NULL},
-    {"head", "start a cluster head", NULL, "the cluster backend"},
-    {"worker", "join a cluster as a worker", NULL, "the cluster backend"},
-    {"status", "show a cluster's nodes, resources and tasks", NULL, "the cluster backend"},
-    {"graph", "print a workflow's graph", NULL, "the graph viewer"},
-    {NULL, NULL, NULL, NULL},
+    {"store", "list, show and remove stored results", "functionfuse.cli.store", NULL, NULL},
+    {"head", "start a cluster head", NULL, head_main, NULL},
+    {"worker", "join a cluster as a worker", NULL, worker_main, NULL},
+    {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL,
+     NULL},
+    {"graph", "print a workflow's graph", NULL, NULL, "the graph viewer"},
+    {NULL, NULL, NULL, NULL, NULL},
 };
+
+/* --- head and worker ------------------------------------------------------ */
+
+static const char head_usage[] =
+    "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N]\n"
+    "                  [--resources JSON] [--token-file FILE] [--ready-file FILE] [--quiet]\n"
+    "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
+    "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
+    "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'). Peers\n"
+    "  prove they know the token in FILE (mode 600); without one the head makes\n"
+    "  a token and only its own worker can join. --ready-file gets HOST:PORT\n"
+    "  once listening; --quiet logs only errors. SIGTERM or Ctrl-C stops it.\n";
+
+static const char worker_usage[] =
+    "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
+    "                    [--resources JSON] [--token-file FILE]\n"
+    "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
+    "  once (default: the cores), each in its own Lua state. The token comes\n"
+    "  from FILE or $FFLUA_TOKEN. SIGTERM or Ctrl-C stops it.\n";
+
+/* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name) {
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0)
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (argv[*i][n] == '\0' && *i + 1 < argc)
+        return argv[++*i];
+    return NULL;
+}
+
+static int bad_option(const char *cmd, const char *arg, const char *usage) {
+    fprintf(stderr, FF_PROGNAME " %s: bad or incomplete option '%s'\n%s", cmd, arg, usage);
+    return 2;
+}
+
+static int parse_number(const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int head_main(int argc, char **argv) {
+    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1};
+    for (int i = 2; i < argc; i++) {
+        const char *v, *opt = argv[i];
+        double d;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(head_usage, stdout);
+            return 0;
+        } else if ((v = opt_value(argc, argv, &i, "--host")) != NULL) {
+            o.host = v;
+        } else if ((v = opt_value(argc, argv, &i, "--port")) != NULL) {
+            if (parse_number(v, &d) != 0 || d > 65535 || d != (int)d)
+                return bad_option("head", opt, head_usage);
+            o.port = (int)d;
+        } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
+            if (parse_number(v, &o.num_cpus) != 0)
+                return bad_option("head", opt, head_usage);
+        } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
+            o.resources = v;
+        } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
+            o.token_file = v;
+        } else if ((v = opt_value(argc, argv, &i, "--ready-file")) != NULL) {
+            o.ready_file = v;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            o.quiet = 1;
+        } else {
+            return bad_option("head", opt, head_usage);
+        }
+    }
+    return ff_head_main(&o);
+}
+
+static int worker_main(int argc, char **argv) {
+    ff_worker_opts o = {.num_cpus = -1};
+    for (int i = 2; i < argc; i++) {
+        const char *v, *opt = argv[i];
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(worker_usage, stdout);
+            return 0;
+        } else if ((v = opt_value(argc, argv, &i, "--address")) != NULL) {
+            o.address = v;
+        } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
+            if (parse_number(v, &o.num_cpus) != 0)
+                return bad_option("worker", opt, worker_usage);
+        } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
+            o.resources = v;
+        } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
+            o.token_file = v;
+        } else {
+            return bad_option("worker", opt, worker_usage);
+        }
+    }
+    if (o.address == NULL) {
+        fprintf(stderr, FF_PROGNAME " worker: --address HOST:PORT is required\n%s", worker_usage);
+        return 2;
+    }
+    return ff_worker_main(&o);
+}
 
 static void print_help(void) {
     printf("fflua %s: a workflow engine for Lua pipelines, and a Lua 5.4 interpreter.\n"
@@ -222,7 +332,8 @@ static void print_help(void) {
     print_usage(stdout);
     puts("\nCommands (fflua COMMAND --help for more):");
     for (const struct subcommand *c = subcommands; c->name; c++)
-        printf("  %-8s  %s%s\n", c->name, c->summary, c->module ? "" : " (not yet in this version)");
+        printf("  %-8s  %s%s\n", c->name, c->summary,
+               c->module || c->cmain ? "" : " (not yet in this version)");
     puts("\nEnvironment:\n"
          "  LUA_INIT_5_4, LUA_INIT  code or @file run before the script (as lua5.4)\n"
          "  LUA_PATH_5_4, LUA_PATH, LUA_CPATH_5_4, LUA_CPATH  module search paths\n"
@@ -254,6 +365,8 @@ static int smain(lua_State *L) {
 }
 
 static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
+    if (c->cmain != NULL)
+        return c->cmain(argc, argv);
     if (c->module != NULL) {
         lua_State *L = luaL_newstate();
         if (L == NULL) {

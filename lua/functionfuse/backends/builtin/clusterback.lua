@@ -1,0 +1,157 @@
+--- ClusterWorkflow: runs a workflow's nodes as tasks on an fflua cluster
+-- (a head and workers over authenticated TCP), as functionfuse's
+-- RayWorkflow does on Ray.
+--
+--   local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+--   local wf = ClusterWorkflow(leaf, { workflow_name = "sums" })
+--   print(wf:run())        -- no address: a local cluster, started once per process
+--
+-- Options: cluster_init_args (alias ray_init_args) = { address = "HOST:PORT",
+-- token_file = F, ignore_reinit_error = bool, num_workers = N, num_cpus = N,
+-- resources = { name = amount } }.
+local base = require "functionfuse._base"
+local core = require "functionfuse.core"
+
+local M = {}
+
+local ClusterWorkflow = setmetatable({}, { __index = base.Base })
+ClusterWorkflow.__index = ClusterWorkflow
+ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
+
+-- The state of this Lua state's cluster use: the local cluster, open
+-- connections by address, the run counter.
+local state = { conns = {}, run_id = 0 }
+
+local function fflua_exe()
+  local env = os.getenv("FFLUA_BIN")
+  if env and env ~= "" then return env end
+  local self = core.exe_path()
+  if self and self:match("fflua[^/]*$") then return self end
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    local f = io.open(dir .. "/fflua", "rb")
+    if f then f:close(); return dir .. "/fflua" end
+  end
+  error("ClusterWorkflow: cannot find the fflua program to start a local cluster " ..
+        "(set FFLUA_BIN)", 3)
+end
+
+local function resources_json(res)
+  if res == nil then return nil end
+  local parts, names = {}, {}
+  for k in pairs(res) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local v = res[k]
+    if type(k) ~= "string" or k:find('["\\]') or type(v) ~= "number" then
+      error("ClusterWorkflow: resources must map names to numbers", 4)
+    end
+    parts[#parts + 1] = ('"%s": %.17g'):format(k, v)
+  end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+-- A guard whose collection (at state close) stops the local cluster.
+local Guard = {
+  __gc = function(g)
+    for _, pid in ipairs(g.pids) do core.kill(pid, 15) end
+    for _, pid in ipairs(g.pids) do pcall(core.wait, pid) end
+  end,
+}
+
+local function start_local(a)
+  local cpus = core.cpu_count()
+  local cfg = {
+    num_workers = a.num_workers or cpus,
+    num_cpus = a.num_cpus or 1,
+    resources = resources_json(a.resources),
+  }
+  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1 then
+    error("ClusterWorkflow: num_workers must be a positive integer", 4)
+  end
+  local lc = state.local_cluster
+  if lc then
+    local same = lc.cfg.num_workers == cfg.num_workers and lc.cfg.num_cpus == cfg.num_cpus
+                 and lc.cfg.resources == cfg.resources
+    if same or a.ignore_reinit_error then return lc end
+    error("ClusterWorkflow: a local cluster is already running in this process with other " ..
+          "settings; pass ignore_reinit_error = true to use it", 4)
+  end
+  local exe = fflua_exe()
+  local token = core.token_new()
+  local ready = os.tmpname()
+  os.remove(ready)
+  local env = { FFLUA_TOKEN = token, FFLUA_PARENT_PID = tostring(core.getpid()) }
+  local guard = setmetatable({ pids = {} }, Guard)
+  local head = core.spawn({ exe, "head", "--port", "0", "--num-cpus", "0", "--quiet",
+                            "--ready-file", ready }, env)
+  guard.pids[1] = head
+  local address
+  for _ = 1, 400 do
+    local f = io.open(ready, "r")
+    if f then address = f:read("l"); f:close(); break end
+    if core.wait(head, true) ~= nil then break end
+    core.sleep(0.025)
+  end
+  os.remove(ready)
+  if not address then
+    error("ClusterWorkflow: the local cluster's head did not start", 4)
+  end
+  for _ = 1, cfg.num_workers do
+    local argv = { exe, "worker", "--address", address, "--num-cpus", tostring(cfg.num_cpus) }
+    if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
+    guard.pids[#guard.pids + 1] = core.spawn(argv, env)
+  end
+  local client = core.cluster_connect(address, { token = token })
+  for _ = 1, 400 do
+    if #client:status().places >= cfg.num_workers then break end
+    core.sleep(0.025)
+  end
+  lc = { address = address, token = token, cfg = cfg, guard = guard, client = client }
+  state.local_cluster = lc
+  return lc
+end
+
+--- The connection a run uses (made or reused).
+function ClusterWorkflow:_client()
+  local a = self.options.cluster_init_args or self.options.ray_init_args or {}
+  if type(a) ~= "table" then
+    error("ClusterWorkflow: cluster_init_args must be a table", 3)
+  end
+  if a.address == nil then return start_local(a).client end
+  local c = state.conns[a.address]
+  if c == nil then
+    c = core.cluster_connect(a.address, { token_file = a.token_file, token = a.token })
+    state.conns[a.address] = c
+  end
+  return c
+end
+
+--- Runs the workflow on the cluster; returns one value per leaf (nothing
+-- with { return_results = false }).
+function ClusterWorkflow:run(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(opts)), 2)
+  end
+  local client = self:_client()
+  state.run_id = state.run_id + 1
+  local o = { run_id = state.run_id, return_results = opts.return_results }
+  local r = table.pack(self._core:run_cluster(client, o))
+  self.last_run = { placement = o.placement }
+  return table.unpack(r, 1, r.n)
+end
+
+function ClusterWorkflow:__tostring()
+  return ("functionfuse.ClusterWorkflow: %s"):format(self.workflow_name)
+end
+
+M.ClusterWorkflow = function(...)
+  return base.new(ClusterWorkflow, "ClusterWorkflow", ...)
+end
+
+--- The local cluster's address, when one runs (for tests and tools).
+function M.local_address()
+  return state.local_cluster and state.local_cluster.address
+end
+
+return M

@@ -1,0 +1,265 @@
+-- The cluster: a real head and real workers on 127.0.0.1, authenticated,
+-- placing tasks by resources, shipping closures, refusing strangers.
+local ff = require "functionfuse"
+local core = require "functionfuse.core"
+local plugins = require "functionfuse.backends.plugins"
+local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+local H = require "spec.helper"
+
+local procs = {}
+
+--- Starts `fflua ARGS...` in the background (on a pty) and remembers it.
+local function start(args, env)
+  local argv = { H.bin }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local p = H.fftest.pty { argv = argv, env = env or { TERM = "dumb" } }
+  procs[#procs + 1] = p
+  return p
+end
+
+local function stop_all()
+  for _, p in ipairs(procs) do
+    p:kill(H.signals.SIGTERM)
+    p:wait(10)
+    p:close()
+  end
+  procs = {}
+end
+
+local function wait_file(path)
+  for _ = 1, 400 do
+    local f = io.open(path)
+    if f then
+      local s = f:read("l")
+      f:close()
+      if s then return s end
+    end
+    core.sleep(0.025)
+  end
+  error("never appeared: " .. path)
+end
+
+--- A head without CPUs of its own, and the given workers. Returns the
+-- address, the token file and the worker processes.
+local function cluster(workers)
+  local dir = H.tmpdir()
+  local token = dir .. "/cluster.token"
+  H.write(token, core.token_new() .. "\n")
+  assert(os.execute("chmod 600 '" .. token .. "'"))
+  start { "head", "--port", "0", "--num-cpus", "0", "--token-file", token,
+          "--ready-file", dir .. "/ready" }
+  local address = wait_file(dir .. "/ready")
+  local ps = {}
+  for i, w in ipairs(workers) do
+    local args = { "worker", "--address", address, "--token-file", token,
+                   "--num-cpus", tostring(w.cpus or 1) }
+    if w.resources then args[#args + 1] = "--resources"; args[#args + 1] = w.resources end
+    ps[i] = start(args)
+  end
+  local client = core.cluster_connect(address, { token_file = token })
+  for _ = 1, 400 do
+    if #client:status().places == #workers then break end
+    core.sleep(0.025)
+  end
+  assert.are.equal(#workers, #client:status().places)
+  client:close()
+  return address, token, ps
+end
+
+describe("cluster", function()
+  after_each(function()
+    stop_all()
+    H.cleanup()
+  end)
+
+  it("places a node that needs a custom resource only where it is", function()
+    local address, token, ps = cluster {
+      { cpus = 2, resources = '{"custom_resource": 1}' },
+      { cpus = 2 },
+    }
+    local with = tostring(ps[1]:pid())
+    local sum = ff.workflow("sum", function(a, b) return a + b end)
+    local leaves = {}
+    for i = 1, 6 do leaves[i] = sum(sum(i, 1):set_name("plain" .. i), 1):set_name("special" .. i) end
+    leaves[#leaves + 1] = { workflow_name = "placement",
+                            cluster_init_args = { address = address, token_file = token } }
+    local wf = ClusterWorkflow(table.unpack(leaves))
+    wf:query("^special.*$"):set_remote_args { resources = { custom_resource = 0.1 } }
+    wf:query("^plain.*$"):set_remote_args { num_cpus = 1 }
+    local r = { wf:run() }
+    assert.are.same({ 3, 4, 5, 6, 7, 8 }, r)
+    local where = wf.last_run.placement
+    for i = 1, 6 do
+      assert.matches(":" .. with .. "$", where["special" .. i])
+      assert.is_string(where["plain" .. i])
+    end
+  end)
+
+  it("runs at most as many tasks at once as a fractional resource allows", function()
+    local address, token = cluster { { cpus = 16, resources = '{"slot": 1}' } }
+    local task = ff.workflow("task", function(i)
+      local t0 = require("functionfuse.core").monotime()
+      require("functionfuse.core").sleep(0.3)
+      return { i, t0, require("functionfuse.core").monotime() }
+    end)
+    local leaves = {}
+    for i = 1, 11 do leaves[i] = task(i) end
+    leaves[#leaves + 1] = { workflow_name = "frac",
+                            cluster_init_args = { address = address, token_file = token } }
+    local wf = ClusterWorkflow(table.unpack(leaves))
+    wf:query(".*"):set_remote_args { num_cpus = 0, resources = { slot = 0.1 } }
+    local spans = { wf:run() }
+    -- The most tasks running at one moment: exactly ten (10 x 0.1 = 1).
+    local events = {}
+    for _, s in ipairs(spans) do
+      events[#events + 1] = { s[2], 1 }
+      events[#events + 1] = { s[3], -1 }
+    end
+    table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    local now, most = 0, 0
+    for _, e in ipairs(events) do
+      now = now + e[2]
+      most = math.max(most, now)
+    end
+    assert.are.equal(10, most)
+  end)
+
+  it("fails a request no node can satisfy before running anything", function()
+    local address, token = cluster { { cpus = 1, resources = '{"gpu": 1}' } }
+    local ran = H.tmpdir() .. "/ran"
+    local f = ff.workflow("f", function(path) io.open(path, "w"):close(); return 1 end)
+    local big = ff.workflow("big", function(x) return x end)
+    local wf = ClusterWorkflow(big(f(ran)), { workflow_name = "inf",
+      cluster_init_args = { address = address, token_file = token } })
+    wf:query("big.*"):set_remote_args { resources = { gpu = 2 } }
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("node 'big_0000' asks for 2 of 'gpu', but no node of the cluster has more than 1",
+                   err, 1, true)
+    assert.is_nil(io.open(ran))
+  end)
+
+  it("gives the same results and seeds as LocalWorkflow (sums and plugins)", function()
+    local address, token = cluster { { cpus = 2 }, { cpus = 2 } }
+    local args = { address = address, token_file = token }
+    local sum = ff.workflow(function(a, b) return a + b end)
+    local node1 = sum(1, 1):set_name("node1")
+    local node2 = sum(node1, 1):set_name("node2")
+    local wf = ClusterWorkflow(node2, { workflow_name = "sums", ray_init_args = args })
+    wf:query("^.*node1.*$"):set_remote_args { num_cpus = 1 }
+    assert.are.equal(3, wf:run())
+
+    local seeds = {}
+    local draw = ff.workflow("draw", function(tag) return { tag, math.random(1 << 30) } end)
+    local leaves = {}
+    for i = 1, 6 do leaves[i] = draw(i) end
+    local function make(cls, opts)
+      local t = { table.unpack(leaves) }
+      t[#t + 1] = opts
+      local w = cls(table.unpack(t))
+      w:set_plugin(".*", plugins.PluginCollection {
+        plugins.InitializerPlugin(function() end),
+        plugins.RandomStatePlugin { min = 100, max = 1000, seed = 100 },
+      })
+      return w
+    end
+    local remote = { make(ClusterWorkflow, { workflow_name = "p", cluster_init_args = args }):run() }
+    local here = { make(LocalWorkflow, { workflow_name = "p" }):run() }
+    assert.are.same(here, remote)
+    seeds = nil
+  end)
+
+  it("ships closures with numbers, tables, math and a required module", function()
+    local address, token = cluster { { cpus = 1 } }
+    local pretty = require "functionfuse._pretty"
+    local k, cfg = 7, { mult = 3, names = { "a", "b" } }
+    local function helper(x) return x * cfg.mult end
+    local f = ff.workflow("f", function(x)
+      return helper(x) + k + math.floor(2.9) + #cfg.names + #pretty.format({ 1 }) + #string.rep("z", 2)
+    end)
+    local wf = ClusterWorkflow(f(5), { workflow_name = "cl",
+      cluster_init_args = { address = address, token_file = token } })
+    local expect = 5 * 3 + 7 + 2 + 2 + #pretty.format({ 1 }) + 2
+    assert.are.equal(expect, wf:run())
+    -- What cannot ship fails before anything runs, naming node and upvalue.
+    local co = coroutine.create(print)
+    local g = ff.workflow("g", function() return co end)
+    local ok, err = pcall(ClusterWorkflow(g(), { workflow_name = "cl2",
+      cluster_init_args = { address = address, token_file = token } }).run,
+      ClusterWorkflow(g(), { workflow_name = "cl2", cluster_init_args = { address = address, token_file = token } }))
+    assert.is_false(ok)
+    assert.matches("node 'g_0001' %(function 'g' defined at .-%): its function cannot be shipped: " ..
+                   "at %(upvalue 'co'%): a thread cannot be shipped", err)
+  end)
+
+  it("reports a failing node with its error and traceback", function()
+    local address, token = cluster { { cpus = 1 } }
+    local bad = ff.workflow("bad", function(x) error("no good: " .. x) end)
+    local ok, err = pcall(ClusterWorkflow(bad(41), { workflow_name = "fail",
+      cluster_init_args = { address = address, token_file = token } }).run,
+      ClusterWorkflow(bad(41), { workflow_name = "fail", cluster_init_args = { address = address, token_file = token } }))
+    assert.is_false(ok)
+    assert.matches("node 'bad_0001' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
+    assert.matches("stack traceback", err, 1, true)
+  end)
+
+  it("refuses a wrong token and a garbage speaker, and keeps serving others", function()
+    local address, token = cluster { { cpus = 1 } }
+    local ok, err = pcall(core.cluster_connect, address, { token = ("x"):rep(32) })
+    assert.is_false(ok)
+    assert.matches("refused the connection: authentication failed", err, 1, true)
+    -- Bytes that are not frames, then an oversized frame header.
+    local host, port = address:match("^(.*):(%d+)$")
+    for _, junk in ipairs { "GET / HTTP/1.0\\r\\n\\r\\n", "\\xff\\xff\\xff\\x7f\\x01" } do
+      local r = H.run({ "bash", "-c", ("exec 3<>/dev/tcp/%s/%s; printf '%s' >&3; sleep 0.2"):format(host, port, junk) })
+      assert.are.equal(0, r.code, r.stderr)
+    end
+    local sum = ff.workflow(function(a, b) return a + b end)
+    assert.are.equal(5, ClusterWorkflow(sum(2, 3), { workflow_name = "after",
+      cluster_init_args = { address = address, token_file = token } }):run())
+  end)
+
+  it("refuses a token file others can read", function()
+    local dir = H.tmpdir()
+    local token = H.write(dir .. "/open.token", core.token_new())
+    assert(os.execute("chmod 644 '" .. token .. "'"))
+    local r = H.fflua({ "head", "--port", "0", "--token-file", token }, { timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.matches("may be read by others %(mode 644%): chmod 600 it", r.stderr)
+  end)
+
+  it("shows the cluster with fflua status, and stops on SIGTERM", function()
+    local address, token, ps = cluster { { cpus = 2, resources = '{"_disk": 1}' } }
+    local r = H.fflua { "status", "--address", address, "--token-file", token }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("cluster at " .. address:gsub("%p", "%%%0") .. ": 1 node; tasks: 0 queued, 0 running", r.stdout)
+    assert.matches("CPU 2/2 free", r.stdout, 1, true)
+    assert.matches("_disk 1/1 free", r.stdout, 1, true)
+    ps[1]:kill(H.signals.SIGTERM)
+    local code = ps[1]:wait(10)
+    assert.are.equal(0, code)
+    local head = procs[1]
+    head:kill(H.signals.SIGTERM)
+    assert.are.equal(0, (head:wait(10)))
+  end)
+
+  it("starts a local cluster when no address is given, and reuses it", function()
+    local sum = ff.workflow(function(a, b) return a + b end)
+    local wf = ClusterWorkflow(sum(sum(1, 1), 1), { workflow_name = "local" })
+    assert.are.equal(3, wf:run())
+    local address = require("functionfuse.backends.builtin.clusterback").local_address()
+    assert.is_string(address)
+    local wf2 = ClusterWorkflow(sum(10, 1), { workflow_name = "again" })
+    assert.are.equal(11, wf2:run())
+    assert.are.equal(address, require("functionfuse.backends.builtin.clusterback").local_address())
+    assert.is_nil(wf2:run { return_results = false })
+    local ok, err = pcall(ClusterWorkflow(sum(1, 2), { workflow_name = "x",
+      cluster_init_args = { num_workers = 5 } }).run,
+      ClusterWorkflow(sum(1, 2), { workflow_name = "x", cluster_init_args = { num_workers = 5 } }))
+    assert.is_false(ok)
+    assert.matches("ignore_reinit_error", err, 1, true)
+    assert.are.equal(3, ClusterWorkflow(sum(1, 2), { workflow_name = "x",
+      cluster_init_args = { num_workers = 5, ignore_reinit_error = true } }):run())
+  end)
+end)

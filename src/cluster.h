@@ -1,0 +1,76 @@
+/*
+ * cluster.h: the head and the worker programs, and the payloads of the
+ * messages after the handshake (docs/protocol.md is the full text).
+ *
+ *   REGISTER  worker -> head   cpus (fixed-point, varint), nres, nres x
+ *                              (name str, amount varint), host str, pid
+ *   FUNC      driver -> head, head -> worker
+ *                              run, fid, code str (codec FFC_CODE bytes)
+ *   SUBMIT    driver -> head   run, ntasks, ntasks x task:
+ *                                fid, name str, flags (1: leaf),
+ *                                ndeps, ndeps x dep (index of an earlier task),
+ *                                args str (FFC_CODE bytes of {n = N, ...};
+ *                                  dependencies appear as node tags with the
+ *                                  slot of the dep in this task's list),
+ *                                pre str (FFC_CODE bytes of the plugins'
+ *                                  pre-run function, or empty),
+ *                                nres, nres x (name str, amount varint)
+ *   TASK      head -> worker   run, index, fid, name str, ndeps, ndeps x
+ *                              (dep index, has bytes, [bytes str]), args
+ *                              str, pre str
+ *   RESULT    worker -> head   run, index, ok (1) or failed (0), bytes or
+ *                              message str, compute ns
+ *   DONE      head -> driver   run, index, status (0 ok, 1 failed, 2
+ *                              refused), bytes or message str
+ *   RUN_END   head -> driver   run, nplaces, nplaces x name str, ntasks x
+ *                              place (where each task ran)
+ *             driver -> head   run (forget it)
+ *             head -> worker   run (drop its functions and results)
+ *   STATUS_REPLY head -> client  nplaces, per place: name str, running,
+ *                              nres, nres x (name str, total, free);
+ *                              then queued, running, finished
+ *   BYE       either way       (nothing)
+ * "run", "index", "fid", counts: varints. Amounts: varint fixed-point with
+ * FF_RES_SCALE units per 1.0 (sched.h).
+ */
+#ifndef FFLUA_CLUSTER_H
+#define FFLUA_CLUSTER_H
+
+#include <stdint.h>
+
+#define FF_DEFAULT_PORT 6380
+
+typedef struct ff_head_opts {
+    const char *host;
+    int port;            /* 0: any free port (printed) */
+    double num_cpus;     /* < 0: the number of cores */
+    const char *resources; /* JSON object or NULL */
+    const char *token_file;
+    const char *ready_file; /* write "HOST:PORT\n" here once listening */
+    int quiet;              /* only errors on stderr, nothing on stdout */
+} ff_head_opts;
+
+typedef struct ff_worker_opts {
+    const char *address;
+    double num_cpus;     /* < 0: the number of cores */
+    const char *resources;
+    const char *token_file;
+} ff_worker_opts;
+
+/* The programs behind `fflua head` and `fflua worker` (exit statuses). */
+int ff_head_main(const ff_head_opts *o);
+int ff_worker_main(const ff_worker_opts *o);
+
+/* The token: from the file, else $FFLUA_TOKEN (how a process that starts
+ * cluster processes hands them its token without a file or an argv entry),
+ * else NULL with *len 0. */
+int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
+                     size_t errlen);
+
+/* Parses a flat JSON object of names to non-negative numbers:
+ * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry. */
+int ff_parse_resources(const char *json, int (*fn)(void *ud, const char *name, size_t len,
+                                                    double v),
+                       void *ud, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * clusterutil.c: what the head, the worker and the driver share besides
+ * the protocol: finding the token, reading resource specs.
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "fflua.h"
+#include "net.h"
+
+int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
+                     size_t errlen) {
+    *len = 0;
+    if (file != NULL)
+        return ff_token_read(file, out, cap, len, err, errlen);
+    const char *env = getenv("FFLUA_TOKEN");
+    if (env == NULL || env[0] == '\0')
+        return 0;
+    size_t n = strlen(env);
+    if (n < FF_TOKEN_MIN || n >= cap) {
+        snprintf(err, errlen, "FFLUA_TOKEN must be %d to %zu bytes", FF_TOKEN_MIN, cap - 1);
+        return FFLUA_EAUTH;
+    }
+    memcpy(out, env, n + 1);
+    *len = n;
+    return 0;
+}
+
+static const char *skip(const char *p) {
+    while (isspace((unsigned char)*p))
+        p++;
+    return p;
+}
+
+int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t, double),
+                       void *ud, char *err, size_t errlen) {
+    const char *p = skip(json);
+    if (*p++ != '{')
+        goto bad;
+    p = skip(p);
+    if (*p == '}')
+        return *skip(p + 1) == '\0' ? 0 : (snprintf(err, errlen, "bad resources '%s': text "
+                                                   "after the object", json), FFLUA_EPROTO);
+    for (;;) {
+        if (*p++ != '"')
+            goto bad;
+        const char *name = p;
+        while (*p && *p != '"' && *p != '\\')
+            p++;
+        if (*p != '"' || p == name)
+            goto bad;
+        size_t len = (size_t)(p - name);
+        p = skip(p + 1);
+        if (*p++ != ':')
+            goto bad;
+        char *end;
+        double v = strtod(skip(p), &end);
+        if (end == skip(p) || !isfinite(v) || v < 0) {
+            snprintf(err, errlen, "bad resources '%s': the amount of '%.*s' must be a "
+                                  "non-negative number", json, (int)len, name);
+            return FFLUA_EPROTO;
+        }
+        if (len == 3 && memcmp(name, "CPU", 3) == 0) {
+            snprintf(err, errlen, "bad resources '%s': give CPUs with --num-cpus", json);
+            return FFLUA_EPROTO;
+        }
+        if (fn(ud, name, len, v) != 0) {
+            snprintf(err, errlen, "bad resources '%s': bad amount for '%.*s'", json, (int)len,
+                     name);
+            return FFLUA_EPROTO;
+        }
+        p = skip(end);
+        if (*p == ',') {
+            p = skip(p + 1);
+            continue;
+        }
+        if (*p == '}' && *skip(p + 1) == '\0')
+            return 0;
+        goto bad;
+    }
+bad:
+    snprintf(err, errlen, "bad resources '%s' (a JSON object of names to numbers expected, "
+                          "as '{\"_disk\": 1}')", json);
+    return FFLUA_EPROTO;
+}

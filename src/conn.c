@@ -1,0 +1,364 @@
+/*
+ * conn.c: framed, authenticated libuv connections (see conn.h).
+ *
+ * Handshake, server side: send HELLO (versions, nonce Ns); receive AUTH
+ * (versions, role, nonce Nc, MAC("client", Ns, Nc)); check versions, then
+ * the MAC; send WELCOME (MAC("server", Nc, Ns)) or REFUSE and close.
+ * Client side: receive HELLO, check versions, send AUTH, receive WELCOME
+ * and check the server's MAC (so a client never talks to an impostor).
+ */
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conn.h"
+#include "fflua.h"
+
+void ff_log(const char *who, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "fflua %s: %s\n", who, msg);
+    fflush(stderr);
+}
+
+static void on_closed(uv_handle_t *h) {
+    ff_conn *c = h->data;
+    if (c->on_close != NULL)
+        c->on_close(c);
+}
+
+static void flush(ff_conn *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+    ff_conn *c = req->data;
+    (void)status;
+    free(req);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+/* Closes after what was written is out (uv_shutdown waits for pending
+ * writes), so a REFUSE or BYE reaches the peer. */
+void ff_conn_close(ff_conn *c) {
+    if (c->state == FF_CONN_CLOSING)
+        return;
+    flush(c);
+    c->state = FF_CONN_CLOSING;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_shutdown_t *req = c->writing ? malloc(sizeof *req) : NULL;
+    if (req != NULL) {
+        req->data = c;
+        if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+            return;
+        free(req);
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void ff_conn_free(ff_conn *c) {
+    ff_buf_free(&c->in);
+    ff_buf_free(&c->out);
+    ff_buf_free(&c->wbuf);
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+static void on_written(uv_write_t *req, int status) {
+    ff_conn *c = req->data;
+    c->writing = 0;
+    c->wbuf.n = 0;
+    if (status < 0) {
+        if (c->state != FF_CONN_CLOSING)
+            ff_log("net", "%s: write failed: %s", c->peer, uv_strerror(status));
+        ff_conn_close(c);
+        return;
+    }
+    flush(c);
+}
+
+static void flush(ff_conn *c) {
+    if (c->writing || c->out.n == 0 || c->state == FF_CONN_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
+        return;
+    ff_buf t = c->wbuf; /* swap: out is written, the old wbuf collects */
+    c->wbuf = c->out;
+    c->out = t;
+    c->out.n = 0;
+    uv_buf_t b = uv_buf_init(c->wbuf.p, (unsigned)c->wbuf.n);
+    c->wreq.data = c;
+    c->writing = 1;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc < 0) {
+        c->writing = 0;
+        ff_conn_close(c);
+    }
+}
+
+int ff_conn_begin(ff_conn *c, int type, size_t *at) {
+    return ff_frame_begin(&c->out, type, at);
+}
+
+void ff_conn_end(ff_conn *c, size_t at) {
+    ff_frame_end(&c->out, at);
+    flush(c);
+}
+
+static void refuse(ff_conn *c, const char *reason) {
+    ff_log("net", "%s: refused: %s", c->peer, reason);
+    ff_refuse_write(&c->out, reason);
+}
+
+/* --- the handshake ------------------------------------------------------- */
+
+static int handshake(ff_conn *c, int type, const char *p, size_t n) {
+    ff_versions mine;
+    ff_versions_local(&mine);
+    char msg[512];
+    if (c->server) {
+        ff_authmsg a;
+        if (type != FF_M_AUTH || ff_authmsg_read(p, n, &a) != 0) {
+            refuse(c, "protocol error: the first message must be AUTH");
+            return 1;
+        }
+        if (ff_versions_check(&mine, &a.v, msg, sizeof msg) != 0) {
+            refuse(c, msg);
+            return 1;
+        }
+        memcpy(c->peer_nonce, a.nonce, FF_NONCE_LEN);
+        if (ff_auth_verify(c->key, "client", c->my_nonce, c->peer_nonce, a.mac) != 0) {
+            refuse(c, "authentication failed: the peer does not know this cluster's token");
+            return 1;
+        }
+        unsigned char mac[FF_MAC_LEN];
+        ff_auth_mac(c->key, "server", c->peer_nonce, c->my_nonce, mac);
+        size_t at;
+        ff_conn_begin(c, FF_M_WELCOME, &at);
+        ff_wr_fixed(&c->out, mac, FF_MAC_LEN);
+        ff_conn_end(c, at);
+        c->role = a.role;
+        c->state = FF_CONN_READY;
+        if (c->on_ready)
+            c->on_ready(c, a.role);
+        return 0;
+    }
+    if (type == FF_M_REFUSE) {
+        ff_rd r;
+        ff_rd_init(&r, p, n);
+        size_t len;
+        const char *s = ff_rd_str(&r, &len);
+        snprintf(c->refused, sizeof c->refused, "%.*s", (int)len, s);
+        return 1;
+    }
+    if (type == FF_M_HELLO) {
+        ff_hello h;
+        if (ff_hello_read(p, n, &h) != 0) {
+            snprintf(c->refused, sizeof c->refused, "the server does not speak the fflua protocol");
+            return 1;
+        }
+        if (ff_versions_check(&mine, &h.v, msg, sizeof msg) != 0) {
+            snprintf(c->refused, sizeof c->refused, "%s", msg);
+            ff_refuse_write(&c->out, msg);
+            return 1;
+        }
+        memcpy(c->peer_nonce, h.nonce, FF_NONCE_LEN);
+        ff_nonce(c->my_nonce);
+        unsigned char mac[FF_MAC_LEN];
+        ff_auth_mac(c->key, "client", c->peer_nonce, c->my_nonce, mac);
+        ff_authmsg_write(&c->out, c->role, c->my_nonce, mac);
+        flush(c);
+        return 0;
+    }
+    if (type == FF_M_WELCOME) {
+        ff_rd r;
+        ff_rd_init(&r, p, n);
+        const unsigned char *mac = ff_rd_fixed(&r, FF_MAC_LEN);
+        if (r.err || ff_auth_verify(c->key, "server", c->my_nonce, c->peer_nonce, mac) != 0) {
+            snprintf(c->refused, sizeof c->refused,
+                     "authentication failed: the server does not know this cluster's token");
+            return 1;
+        }
+        c->state = FF_CONN_READY;
+        if (c->on_ready)
+            c->on_ready(c, c->role);
+        return 0;
+    }
+    snprintf(c->refused, sizeof c->refused, "protocol error during the handshake");
+    return 1;
+}
+
+/* --- reading ------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+    ff_conn *c = h->data;
+    (void)hint;
+    size_t want = 64 * 1024;
+    if (ff_buf_reserve(&c->in, want) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = c->in.p + c->in.n;
+    buf->len = c->in.cap - c->in.n;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    ff_conn *c = s->data;
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF && c->state != FF_CONN_CLOSING)
+            ff_log("net", "%s: %s", c->peer, uv_strerror((int)nread));
+        ff_conn_close(c);
+        return;
+    }
+    c->in.n += (size_t)nread;
+    size_t off = 0;
+    while (c->state != FF_CONN_CLOSING) {
+        int type;
+        const char *payload;
+        size_t plen, total;
+        int rc = ff_frame_parse(c->in.p + off, c->in.n - off, FF_FRAME_MAX, &type, &payload,
+                                &plen, &total);
+        if (rc == FFLUA_ENOTFOUND)
+            break;
+        if (rc != 0) {
+            ff_log("net", "%s: malformed or oversized frame: disconnected", c->peer);
+            ff_conn_close(c);
+            return;
+        }
+        int bad = c->state == FF_CONN_HANDSHAKE ? handshake(c, type, payload, plen)
+                                                : c->on_frame(c, type, payload, plen);
+        off += total;
+        if (bad) {
+            if (!c->server && c->refused[0] != '\0')
+                ff_log("net", "%s: %s", c->peer, c->refused);
+            ff_conn_close(c);
+            return;
+        }
+    }
+    if (off > 0 && c->state != FF_CONN_CLOSING) {
+        memmove(c->in.p, c->in.p + off, c->in.n - off);
+        c->in.n -= off;
+    }
+}
+
+static void peer_name(ff_conn *c) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+}
+
+int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
+    c->server = 1;
+    c->state = FF_CONN_HANDSHAKE;
+    c->key = key;
+    c->tcp.data = c;
+    int rc = uv_tcp_init(server->loop, &c->tcp);
+    if (rc == 0)
+        rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc != 0)
+        return rc;
+    uv_tcp_nodelay(&c->tcp, 1);
+    peer_name(c);
+    ff_nonce(c->my_nonce);
+    ff_hello_write(&c->out, c->my_nonce);
+    flush(c);
+    return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+    ff_conn *c = req->data;
+    free(req);
+    if (status < 0) {
+        snprintf(c->refused, sizeof c->refused, "cannot connect: %s", uv_strerror(status));
+        ff_log("net", "%s: %s", c->peer, c->refused);
+        ff_conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
+                    const unsigned char *key) {
+    c->server = 0;
+    c->state = FF_CONN_HANDSHAKE;
+    c->role = role;
+    c->key = key;
+    c->tcp.data = c;
+    char host[48] = "?";
+    int port = 0;
+    if (addr->sa_family == AF_INET) {
+        uv_ip4_name((const struct sockaddr_in *)addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+    } else if (addr->sa_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    int rc = uv_tcp_init(loop, &c->tcp);
+    if (rc != 0)
+        return rc;
+    uv_connect_t *req = malloc(sizeof *req);
+    if (req == NULL)
+        return UV_ENOMEM;
+    req->data = c;
+    rc = uv_tcp_connect(req, &c->tcp, addr, on_connected);
+    if (rc != 0)
+        free(req);
+    return rc;
+}
+
+int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen) {
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || colon[1] == '\0') {
+        snprintf(err, errlen, "bad address '%s' (HOST:PORT expected)", s);
+        return FFLUA_EPROTO;
+    }
+    char host[256];
+    size_t hl = (size_t)(colon - s);
+    if (hl >= sizeof host) {
+        snprintf(err, errlen, "bad address '%s' (host too long)", s);
+        return FFLUA_EPROTO;
+    }
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:6380 */
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535) {
+        snprintf(err, errlen, "bad port in address '%s'", s);
+        return FFLUA_EPROTO;
+    }
+    memset(out, 0, sizeof *out);
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0 ||
+        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)out) == 0)
+        return 0;
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0 || res == NULL) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return FFLUA_ENOTFOUND;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}

@@ -1,0 +1,64 @@
+/*
+ * conn.h: a framed, authenticated connection on libuv, shared by the head
+ * and the worker. Reads are split into frames (net.c); writes are batched:
+ * frames appended while a write is in flight go out together in the next.
+ * Both sides run the handshake of docs/protocol.md before anything else.
+ */
+#ifndef FFLUA_CONN_H
+#define FFLUA_CONN_H
+
+#include <uv.h>
+
+#include "net.h"
+
+typedef struct ff_conn ff_conn;
+
+/* Called for each frame after the handshake. Return nonzero to close the
+ * connection (a protocol error: logged by the callee). */
+typedef int (*ff_conn_frame_fn)(ff_conn *c, int type, const char *p, size_t n);
+/* Called once when the connection is gone (after the handle closed). */
+typedef void (*ff_conn_close_fn)(ff_conn *c);
+/* Called when the handshake succeeded (server: with the peer's role). */
+typedef void (*ff_conn_ready_fn)(ff_conn *c, int role);
+
+enum { FF_CONN_HANDSHAKE, FF_CONN_READY, FF_CONN_CLOSING };
+
+struct ff_conn {
+    uv_tcp_t tcp;
+    int server;  /* accepted by us (we send HELLO) */
+    int state;
+    int role;    /* server: the peer's role; client: ours */
+    const unsigned char *key;
+    unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
+    ff_buf in;
+    ff_buf out, wbuf; /* pending frames, the frames being written */
+    int writing;
+    uv_write_t wreq;
+    char peer[64]; /* address, for logs */
+    char refused[512]; /* a client: why the server refused us */
+    ff_conn_frame_fn on_frame;
+    ff_conn_close_fn on_close;
+    ff_conn_ready_fn on_ready;
+    void *data;
+};
+
+/* Accepted connection: starts reading and sends HELLO. */
+int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key);
+/* Client side: connects to addr and authenticates with role. */
+int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
+                    const unsigned char *key);
+/* Frame writing: begin, write fields into c->out, end (sends when idle). */
+int ff_conn_begin(ff_conn *c, int type, size_t *at);
+void ff_conn_end(ff_conn *c, size_t at);
+/* Closes (idempotent); on_close runs when libuv is done with the handle. */
+void ff_conn_close(ff_conn *c);
+/* Frees the buffers; call from on_close. */
+void ff_conn_free(ff_conn *c);
+
+/* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name). */
+int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);
+
+/* Logs a line to stderr: "fflua <who>: message". */
+void ff_log(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

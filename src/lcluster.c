@@ -1,0 +1,472 @@
+/*
+ * lcluster.c: the Lua binding of the cluster client (the driver side) and
+ * of the process helpers the local cluster needs.
+ *
+ *   core.cluster_connect(address, { role = "driver" | "status", token = s,
+ *                        token_file = f, timeout = seconds }) -> Client
+ *   client:status() -> { places = {...}, queued, running, finished }
+ *   client:close()
+ *   core.spawn(argv, env_extra) -> pid      core.kill(pid, signal)
+ *   core.wait(pid[, nohang]) -> code, signal | nil (still running)
+ *   core.token_new() -> a fresh random token
+ * wf:run_cluster(client, opts) lives in lgraph.c; it uses ffl_client_*.
+ *
+ * The client is blocking (poll with timeouts): a driver waits for its run
+ * anyway, and the REPL stays interruptible between reads.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "cluster.h"
+#include "conn.h"
+#include "fflua.h"
+#include "lcluster.h"
+#include "net.h"
+#include "sched.h"
+
+#define CLIENT_MT "functionfuse.ClusterClient"
+
+struct ffl_client {
+    int fd;
+    ff_buf in, out;
+    size_t consumed; /* bytes of `in` handed out by the last recv */
+    char address[300];
+    char err[512];
+};
+
+ffl_client *ffl_check_client(lua_State *L, int idx) {
+    ffl_client *c = luaL_checkudata(L, idx, CLIENT_MT);
+    if (c->fd < 0)
+        luaL_error(L, "the cluster connection is closed");
+    return c;
+}
+
+const char *ffl_client_error(ffl_client *c) {
+    return c->err;
+}
+
+const char *ffl_client_address(ffl_client *c) {
+    return c->address;
+}
+
+ff_buf *ffl_client_out(ffl_client *c) {
+    return &c->out;
+}
+
+static int wait_fd(int fd, short ev, int timeout_ms) {
+    struct pollfd p = {fd, ev, 0};
+    for (;;) {
+        int rc = poll(&p, 1, timeout_ms);
+        if (rc >= 0 || errno != EINTR)
+            return rc;
+    }
+}
+
+int ffl_client_flush(ffl_client *c) {
+    size_t off = 0;
+    while (off < c->out.n) {
+        ssize_t n = send(c->fd, c->out.p + off, c->out.n - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            wait_fd(c->fd, POLLOUT, 1000);
+            continue;
+        }
+        if (n <= 0) {
+            snprintf(c->err, sizeof c->err, "lost the connection to the head at %s: %s",
+                     c->address, strerror(errno));
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    c->out.n = 0;
+    return 0;
+}
+
+int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int timeout_ms) {
+    if (c->consumed > 0) {
+        memmove(c->in.p, c->in.p + c->consumed, c->in.n - c->consumed);
+        c->in.n -= c->consumed;
+        c->consumed = 0;
+    }
+    for (;;) {
+        size_t total;
+        int rc = ff_frame_parse(c->in.p, c->in.n, FF_FRAME_MAX, type, p, n, &total);
+        if (rc == 0) {
+            c->consumed = total;
+            return 0;
+        }
+        if (rc != FFLUA_ENOTFOUND) {
+            snprintf(c->err, sizeof c->err, "the head at %s sent a malformed frame", c->address);
+            return -1;
+        }
+        int w = wait_fd(c->fd, POLLIN, timeout_ms);
+        if (w == 0) {
+            snprintf(c->err, sizeof c->err, "the head at %s did not answer in time", c->address);
+            return 1;
+        }
+        if (ff_buf_reserve(&c->in, 256 * 1024) != 0) {
+            snprintf(c->err, sizeof c->err, "not enough memory");
+            return -1;
+        }
+        ssize_t got = recv(c->fd, c->in.p + c->in.n, c->in.cap - c->in.n, 0);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (got <= 0) {
+            snprintf(c->err, sizeof c->err, "the head at %s closed the connection", c->address);
+            return -1;
+        }
+        c->in.n += (size_t)got;
+    }
+}
+
+static void client_close(ffl_client *c) {
+    if (c->fd >= 0) {
+        size_t at;
+        c->out.n = 0;
+        if (ff_frame_begin(&c->out, FF_M_BYE, &at) == 0) {
+            ff_frame_end(&c->out, at);
+            ffl_client_flush(c);
+        }
+        close(c->fd);
+        c->fd = -1;
+    }
+    ff_buf_free(&c->in);
+    ff_buf_free(&c->out);
+}
+
+static int l_client_gc(lua_State *L) {
+    client_close(luaL_checkudata(L, 1, CLIENT_MT));
+    return 0;
+}
+
+/* Connects and authenticates; 0 or an error in c->err. */
+static int client_open(ffl_client *c, const char *address, int role, const char *token,
+                       size_t tl, int timeout_ms) {
+    struct sockaddr_storage addr;
+    snprintf(c->address, sizeof c->address, "%s", address);
+    if (ff_parse_address(address, &addr, c->err, sizeof c->err) != 0)
+        return -1;
+    c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return snprintf(c->err, sizeof c->err, "socket: %s", strerror(errno)), -1;
+    socklen_t alen = addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in);
+    if (connect(c->fd, (struct sockaddr *)&addr, alen) != 0) {
+        snprintf(c->err, sizeof c->err, "cannot connect to the head at %s: %s", address,
+                 strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    unsigned char key[FF_KEY_LEN], nonce[FF_NONCE_LEN], mac[FF_MAC_LEN];
+    ff_auth_key(token, tl, key);
+    int type;
+    const char *p;
+    size_t n;
+    if (ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
+        return -1;
+    ff_hello h;
+    if (type != FF_M_HELLO || ff_hello_read(p, n, &h) != 0)
+        return snprintf(c->err, sizeof c->err, "%s does not speak the fflua protocol", address),
+               -1;
+    ff_versions mine;
+    ff_versions_local(&mine);
+    char msg[400];
+    if (ff_versions_check(&mine, &h.v, msg, sizeof msg) != 0) {
+        ff_refuse_write(&c->out, msg);
+        ffl_client_flush(c);
+        snprintf(c->err, sizeof c->err, "the head at %s: %s", address, msg);
+        return -1;
+    }
+    ff_nonce(nonce);
+    ff_auth_mac(key, "client", h.nonce, nonce, mac);
+    ff_authmsg_write(&c->out, role, nonce, mac);
+    if (ffl_client_flush(c) != 0 || ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
+        return -1;
+    if (type == FF_M_REFUSE) {
+        ff_rd r;
+        ff_rd_init(&r, p, n);
+        size_t len;
+        const char *s = ff_rd_str(&r, &len);
+        snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %.*s", address,
+                 (int)len, s);
+        return -1;
+    }
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    const unsigned char *smac = ff_rd_fixed(&r, FF_MAC_LEN);
+    if (type != FF_M_WELCOME || r.err || ff_auth_verify(key, "server", nonce, h.nonce, smac) != 0)
+        return snprintf(c->err, sizeof c->err,
+                        "the head at %s failed to prove it knows the token", address),
+               -1;
+    return 0;
+}
+
+/* core.cluster_connect(address, opts) -> Client */
+static int l_connect(lua_State *L) {
+    const char *address = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "role");
+    const char *rs = luaL_optstring(L, -1, "driver");
+    int role = strcmp(rs, "status") == 0 ? FF_ROLE_STATUS : FF_ROLE_DRIVER;
+    lua_getfield(L, 2, "token");
+    lua_getfield(L, 2, "token_file");
+    lua_getfield(L, 2, "timeout");
+    double timeout = luaL_optnumber(L, -1, 10);
+    char token[512], err[512];
+    size_t tl = 0;
+    if (lua_isstring(L, -3)) {
+        const char *t = lua_tolstring(L, -3, &tl);
+        if (tl >= sizeof token)
+            return luaL_error(L, "the token is too long");
+        memcpy(token, t, tl);
+    } else if (ff_cluster_token(lua_tostring(L, -2), token, sizeof token, &tl, err,
+                                sizeof err) != 0) {
+        return luaL_error(L, "%s", err);
+    }
+    if (tl == 0)
+        return luaL_error(L, "no token for the cluster at %s: give token_file (or set "
+                             "FFLUA_TOKEN)", address);
+    ffl_client *c = lua_newuserdatauv(L, sizeof *c, 0);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    luaL_setmetatable(L, CLIENT_MT);
+    if (client_open(c, address, role, token, tl, (int)(timeout * 1000)) != 0) {
+        lua_pushstring(L, c->err);
+        client_close(c);
+        return lua_error(L);
+    }
+    return 1;
+}
+
+/* client:status() -> table */
+static int l_status(lua_State *L) {
+    ffl_client *c = ffl_check_client(L, 1);
+    size_t at;
+    ff_frame_begin(&c->out, FF_M_STATUS, &at);
+    ff_frame_end(&c->out, at);
+    int type;
+    const char *p;
+    size_t n;
+    if (ffl_client_flush(c) != 0 || ffl_client_recv(c, &type, &p, &n, 10000) != 0)
+        return luaL_error(L, "%s", c->err);
+    if (type != FF_M_STATUS_REPLY)
+        return luaL_error(L, "the head answered a status request with message %d", type);
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    lua_createtable(L, 0, 4);
+    uint64_t np = ff_rd_varint(&r);
+    lua_createtable(L, np < 1024 ? (int)np : 0, 0);
+    for (uint64_t i = 0; i < np && !r.err; i++) {
+        lua_createtable(L, 0, 3);
+        size_t len;
+        const char *s = ff_rd_str(&r, &len);
+        lua_pushlstring(L, s, len);
+        lua_setfield(L, -2, "name");
+        lua_pushinteger(L, (lua_Integer)ff_rd_varint(&r));
+        lua_setfield(L, -2, "running");
+        uint64_t nres = ff_rd_varint(&r);
+        lua_newtable(L);
+        for (uint64_t k = 0; k < nres && !r.err; k++) {
+            s = ff_rd_str(&r, &len);
+            lua_pushlstring(L, s, len);
+            lua_createtable(L, 0, 2);
+            lua_pushnumber(L, (double)ff_rd_varint(&r) / FF_RES_SCALE);
+            lua_setfield(L, -2, "total");
+            lua_pushnumber(L, (double)ff_rd_varint(&r) / FF_RES_SCALE);
+            lua_setfield(L, -2, "free");
+            lua_rawset(L, -3);
+        }
+        lua_setfield(L, -2, "resources");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "places");
+    static const char *const counts[] = {"queued", "running", "finished"};
+    for (int i = 0; i < 3; i++) {
+        lua_pushinteger(L, (lua_Integer)ff_rd_varint(&r));
+        lua_setfield(L, -2, counts[i]);
+    }
+    if (ff_rd_done(&r) != 0)
+        return luaL_error(L, "the head sent a malformed status");
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    client_close(luaL_checkudata(L, 1, CLIENT_MT));
+    return 0;
+}
+
+/* --- processes ------------------------------------------------------------ */
+
+/* core.spawn(argv, env_extra) -> pid: argv[1] is a path; env_extra a table
+ * of NAME = value added to (replacing in) this process's environment. */
+static int l_spawn(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer argc = luaL_len(L, 1);
+    luaL_argcheck(L, argc >= 1, 1, "empty argv");
+    char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(argc + 1), 0);
+    for (lua_Integer i = 1; i <= argc; i++) {
+        lua_rawgeti(L, 1, i);
+        argv[i - 1] = (char *)luaL_checkstring(L, -1);
+        lua_pop(L, 1); /* the table keeps the string */
+    }
+    argv[argc] = NULL;
+    extern char **environ;
+    size_t ne = 0, nx = 0;
+    while (environ[ne])
+        ne++;
+    if (lua_istable(L, 2)) {
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            nx++;
+            lua_pop(L, 1);
+        }
+    }
+    char **env = lua_newuserdatauv(L, sizeof(char *) * (ne + nx + 1), 0);
+    lua_newtable(L); /* keeps the NAME=value strings alive */
+    int anchor = lua_gettop(L);
+    size_t j = 0;
+    if (lua_istable(L, 2)) {
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            lua_pushfstring(L, "%s=%s", luaL_checkstring(L, -2), luaL_checkstring(L, -1));
+            env[j++] = (char *)lua_tostring(L, -1);
+            lua_rawseti(L, anchor, (lua_Integer)j);
+            lua_pop(L, 1);
+        }
+    }
+    for (size_t i = 0; i < ne; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        int replaced = 0;
+        for (size_t k = 0; k < j && !replaced; k++)
+            replaced = strncmp(env[k], environ[i], nl) == 0 && env[k][nl] == '=';
+        if (!replaced)
+            env[j++] = environ[i];
+    }
+    env[j] = NULL;
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, env);
+    if (rc != 0)
+        return luaL_error(L, "cannot start %s: %s", argv[0], strerror(rc));
+    lua_pushinteger(L, pid);
+    return 1;
+}
+
+static int l_kill(lua_State *L) {
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+    luaL_argcheck(L, pid > 0, 1, "not a process id");
+    lua_pushboolean(L, kill(pid, sig) == 0);
+    return 1;
+}
+
+static int l_wait(lua_State *L) {
+    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+    int status;
+    pid_t rc;
+    do
+        rc = waitpid(pid, &status, lua_toboolean(L, 2) ? WNOHANG : 0);
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0)
+        return 0;
+    if (rc < 0)
+        return luaL_error(L, "waitpid(%d): %s", (int)pid, strerror(errno));
+    if (WIFEXITED(status)) {
+        lua_pushinteger(L, WEXITSTATUS(status));
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushinteger(L, WTERMSIG(status));
+    return 2;
+}
+
+static int l_token_new(lua_State *L) {
+    char t[65];
+    ff_token_new(t);
+    lua_pushstring(L, t);
+    return 1;
+}
+
+/* core.exe_path() -> this process's executable */
+static int l_exe_path(lua_State *L) {
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0)
+        return 0;
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
+static int l_getpid(lua_State *L) {
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+/* core.sleep(seconds) */
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+/* core.monotime() -> seconds on the machine's monotonic clock (the same
+ * clock in every process, so tasks on workers can be compared). */
+static int l_monotime(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+static int l_cpus(lua_State *L) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    lua_pushinteger(L, n > 0 ? n : 1);
+    return 1;
+}
+
+static const luaL_Reg client_methods[] = {
+    {"status", l_status},
+    {"close", l_close},
+    {NULL, NULL},
+};
+
+const luaL_Reg ffl_cluster_funcs[] = {
+    {"cluster_connect", l_connect},
+    {"spawn", l_spawn},
+    {"kill", l_kill},
+    {"wait", l_wait},
+    {"token_new", l_token_new},
+    {"cpu_count", l_cpus},
+    {"exe_path", l_exe_path},
+    {"getpid", l_getpid},
+    {"sleep", l_sleep},
+    {"monotime", l_monotime},
+    {NULL, NULL},
+};
+
+void ffl_cluster_open(lua_State *L) {
+    luaL_newmetatable(L, CLIENT_MT);
+    luaL_newlib(L, client_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_client_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,350 @@
+/*
+ * net.c: frames, fields and the handshake of the cluster protocol (see
+ * net.h and docs/protocol.md). Everything that reads a peer's bytes checks
+ * every length against what is left and fails with FFLUA_EPROTO.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "fflua.h"
+#include "net.h"
+
+/* --- frames -------------------------------------------------------------- */
+
+int ff_frame_begin(ff_buf *b, int type, size_t *at) {
+    if (ff_buf_reserve(b, FF_FRAME_HDR) != 0)
+        return -ENOMEM;
+    *at = b->n;
+    memset(b->p + b->n, 0, 4);
+    b->p[b->n + 4] = (char)type;
+    b->n += FF_FRAME_HDR;
+    return 0;
+}
+
+void ff_frame_end(ff_buf *b, size_t at) {
+    uint32_t len = (uint32_t)(b->n - at - 4);
+    for (int i = 0; i < 4; i++)
+        b->p[at + (size_t)i] = (char)(len >> (8 * i));
+}
+
+int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
+                   size_t *plen, size_t *total) {
+    if (n < 4)
+        return FFLUA_ENOTFOUND;
+    const unsigned char *u = (const unsigned char *)p;
+    uint32_t len = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
+                   (uint32_t)u[3] << 24;
+    if (len < 1 || len > max)
+        return FFLUA_EPROTO;
+    if (n < 4 || n - 4 < len)
+        return FFLUA_ENOTFOUND;
+    int t = u[4];
+    if (t < FF_M_HELLO || t >= FF_M_LAST)
+        return FFLUA_EPROTO;
+    *type = t;
+    *payload = p + FF_FRAME_HDR;
+    *plen = len - 1;
+    *total = 4 + (size_t)len;
+    return 0;
+}
+
+/* --- fields -------------------------------------------------------------- */
+
+void ff_rd_init(ff_rd *r, const char *p, size_t n) {
+    r->p = (const unsigned char *)p;
+    r->end = r->p + n;
+    r->err = 0;
+}
+
+static void rd_fail(ff_rd *r) {
+    r->err = FFLUA_EPROTO;
+    r->p = r->end;
+}
+
+uint64_t ff_rd_varint(ff_rd *r) {
+    uint64_t x = 0;
+    for (int i = 0; i < 10; i++) {
+        if (r->p >= r->end)
+            break;
+        unsigned c = *r->p++;
+        if (i == 9 && c > 1)
+            break;
+        x |= (uint64_t)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80))
+            return x;
+    }
+    rd_fail(r);
+    return 0;
+}
+
+int64_t ff_rd_svarint(ff_rd *r) {
+    uint64_t u = ff_rd_varint(r);
+    return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+}
+
+const char *ff_rd_str(ff_rd *r, size_t *len) {
+    uint64_t n = ff_rd_varint(r);
+    if (r->err || n > (uint64_t)(r->end - r->p)) {
+        rd_fail(r);
+        *len = 0;
+        return "";
+    }
+    const char *s = (const char *)r->p;
+    r->p += n;
+    *len = (size_t)n;
+    return s;
+}
+
+const unsigned char *ff_rd_fixed(ff_rd *r, size_t n) {
+    static const unsigned char zeros[64];
+    if (r->err || n > (size_t)(r->end - r->p) || n > sizeof zeros) {
+        rd_fail(r);
+        return zeros;
+    }
+    const unsigned char *p = r->p;
+    r->p += n;
+    return p;
+}
+
+double ff_rd_double(ff_rd *r) {
+    const unsigned char *p = ff_rd_fixed(r, 8);
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u |= (uint64_t)p[i] << (8 * i);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+int ff_rd_done(const ff_rd *r) {
+    return r->err ? r->err : (r->p == r->end ? 0 : FFLUA_EPROTO);
+}
+
+int ff_wr_varint(ff_buf *b, uint64_t v) {
+    if (ff_buf_reserve(b, 10) != 0)
+        return -ENOMEM;
+    do {
+        unsigned char c = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        b->p[b->n++] = (char)(v ? c | 0x80 : c);
+    } while (v);
+    return 0;
+}
+
+int ff_wr_svarint(ff_buf *b, int64_t v) {
+    return ff_wr_varint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+int ff_wr_fixed(ff_buf *b, const void *p, size_t n) {
+    if (ff_buf_reserve(b, n) != 0)
+        return -ENOMEM;
+    if (n > 0)
+        memcpy(b->p + b->n, p, n);
+    b->n += n;
+    return 0;
+}
+
+int ff_wr_str(ff_buf *b, const char *p, size_t n) {
+    return ff_wr_varint(b, n) || ff_wr_fixed(b, p, n) ? -ENOMEM : 0;
+}
+
+int ff_wr_double(ff_buf *b, double v) {
+    uint64_t u;
+    unsigned char t[8];
+    memcpy(&u, &v, 8);
+    for (int i = 0; i < 8; i++)
+        t[i] = (unsigned char)(u >> (8 * i));
+    return ff_wr_fixed(b, t, 8);
+}
+
+/* --- versions ------------------------------------------------------------ */
+
+void ff_versions_local(ff_versions *v) {
+    v->proto = FF_PROTO_VERSION;
+    v->fflua = FFLUA_VERSION;
+    v->fflua_len = strlen(FFLUA_VERSION);
+    v->lua = FF_LUA_RELEASE;
+    v->lua_len = strlen(FF_LUA_RELEASE);
+}
+
+int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *msg, size_t cap) {
+    /* Bytecode and the codec must agree: the protocol, fflua and Lua all
+     * have to match exactly. */
+    if (mine->proto == theirs->proto && mine->fflua_len == theirs->fflua_len &&
+        memcmp(mine->fflua, theirs->fflua, mine->fflua_len) == 0 &&
+        mine->lua_len == theirs->lua_len && memcmp(mine->lua, theirs->lua, mine->lua_len) == 0)
+        return 0;
+    snprintf(msg, cap,
+             "version mismatch: this side has protocol %llu, fflua %.*s, %.*s; "
+             "the peer has protocol %llu, fflua %.*s, %.*s",
+             (unsigned long long)mine->proto, (int)mine->fflua_len, mine->fflua,
+             (int)mine->lua_len, mine->lua, (unsigned long long)theirs->proto,
+             (int)(theirs->fflua_len > 40 ? 40 : theirs->fflua_len), theirs->fflua,
+             (int)(theirs->lua_len > 40 ? 40 : theirs->lua_len), theirs->lua);
+    return FFLUA_EVERSION;
+}
+
+static int wr_versions(ff_buf *b) {
+    ff_versions v;
+    ff_versions_local(&v);
+    if (ff_wr_varint(b, v.proto) || ff_wr_str(b, v.fflua, v.fflua_len) ||
+        ff_wr_str(b, v.lua, v.lua_len))
+        return -ENOMEM;
+    return 0;
+}
+
+static void rd_versions(ff_rd *r, ff_versions *v) {
+    v->proto = ff_rd_varint(r);
+    v->fflua = ff_rd_str(r, &v->fflua_len);
+    v->lua = ff_rd_str(r, &v->lua_len);
+}
+
+/* --- authentication ------------------------------------------------------ */
+
+int ff_auth_key(const char *token, size_t len, unsigned char key[FF_KEY_LEN]) {
+    if (sodium_init() < 0)
+        return FFLUA_EINTERNAL;
+    static const unsigned char ctx[] = "fflua cluster token v1";
+    return crypto_generichash(key, FF_KEY_LEN, (const unsigned char *)token, len, ctx,
+                              sizeof ctx - 1) == 0
+               ? 0
+               : FFLUA_EINTERNAL;
+}
+
+void ff_nonce(unsigned char nonce[FF_NONCE_LEN]) {
+    if (sodium_init() < 0)
+        memset(nonce, 0, FF_NONCE_LEN); /* cannot happen once a key was made */
+    randombytes_buf(nonce, FF_NONCE_LEN);
+}
+
+static void mac_input(unsigned char in[16 + 2 * FF_NONCE_LEN], const char *label,
+                      const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN]) {
+    memset(in, 0, 16);
+    memcpy(in, label, strlen(label) < 16 ? strlen(label) : 16);
+    memcpy(in + 16, a, FF_NONCE_LEN);
+    memcpy(in + 16 + FF_NONCE_LEN, b, FF_NONCE_LEN);
+}
+
+void ff_auth_mac(const unsigned char key[FF_KEY_LEN], const char *label,
+                 const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
+                 unsigned char mac[FF_MAC_LEN]) {
+    unsigned char in[16 + 2 * FF_NONCE_LEN];
+    mac_input(in, label, a, b);
+    crypto_auth_hmacsha512256(mac, in, sizeof in, key);
+}
+
+int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
+                   const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
+                   const unsigned char mac[FF_MAC_LEN]) {
+    unsigned char in[16 + 2 * FF_NONCE_LEN];
+    mac_input(in, label, a, b);
+    return crypto_auth_hmacsha512256_verify(mac, in, sizeof in, key) == 0 ? 0 : FFLUA_EAUTH;
+}
+
+int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]) {
+    size_t at;
+    if (ff_frame_begin(b, FF_M_HELLO, &at) ||
+        ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1) || wr_versions(b) ||
+        ff_wr_fixed(b, nonce, FF_NONCE_LEN))
+        return -ENOMEM;
+    ff_frame_end(b, at);
+    return 0;
+}
+
+int ff_hello_read(const char *p, size_t n, ff_hello *h) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    size_t ml;
+    const char *magic = ff_rd_str(&r, &ml);
+    if (r.err || ml != sizeof FF_NET_MAGIC - 1 || memcmp(magic, FF_NET_MAGIC, ml) != 0)
+        return FFLUA_EPROTO;
+    rd_versions(&r, &h->v);
+    memcpy(h->nonce, ff_rd_fixed(&r, FF_NONCE_LEN), FF_NONCE_LEN);
+    return ff_rd_done(&r);
+}
+
+int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
+                     const unsigned char mac[FF_MAC_LEN]) {
+    size_t at;
+    if (ff_frame_begin(b, FF_M_AUTH, &at) || wr_versions(b) || ff_wr_varint(b, (uint64_t)role) ||
+        ff_wr_fixed(b, nonce, FF_NONCE_LEN) || ff_wr_fixed(b, mac, FF_MAC_LEN))
+        return -ENOMEM;
+    ff_frame_end(b, at);
+    return 0;
+}
+
+int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    rd_versions(&r, &a->v);
+    uint64_t role = ff_rd_varint(&r);
+    memcpy(a->nonce, ff_rd_fixed(&r, FF_NONCE_LEN), FF_NONCE_LEN);
+    memcpy(a->mac, ff_rd_fixed(&r, FF_MAC_LEN), FF_MAC_LEN);
+    if (role < FF_ROLE_WORKER || role > FF_ROLE_STATUS)
+        return FFLUA_EPROTO;
+    a->role = (int)role;
+    return ff_rd_done(&r);
+}
+
+int ff_refuse_write(ff_buf *b, const char *reason) {
+    size_t at;
+    if (ff_frame_begin(b, FF_M_REFUSE, &at) || ff_wr_str(b, reason, strlen(reason)))
+        return -ENOMEM;
+    ff_frame_end(b, at);
+    return 0;
+}
+
+/* --- tokens -------------------------------------------------------------- */
+
+int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int en = errno;
+        snprintf(err, errlen, "cannot read the token file '%s': %s", path, strerror(en));
+        return -en;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(err, errlen, "the token file '%s' is not a regular file", path);
+        return FFLUA_EAUTH;
+    }
+    if (st.st_mode & 077) {
+        close(fd);
+        snprintf(err, errlen,
+                 "the token file '%s' may be read by others (mode %03o): chmod 600 it",
+                 path, (unsigned)(st.st_mode & 0777));
+        return FFLUA_EAUTH;
+    }
+    ssize_t n = read(fd, out, cap);
+    close(fd);
+    if (n < 0 || (size_t)n >= cap) {
+        snprintf(err, errlen, "cannot read the token file '%s' (or it is over %zu bytes)", path,
+                 cap - 1);
+        return FFLUA_EAUTH;
+    }
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        n--;
+    if ((size_t)n < FF_TOKEN_MIN) {
+        snprintf(err, errlen, "the token in '%s' is too short (at least %d bytes)", path,
+                 FF_TOKEN_MIN);
+        return FFLUA_EAUTH;
+    }
+    out[n] = '\0';
+    *len = (size_t)n;
+    return 0;
+}
+
+void ff_token_new(char out[65]) {
+    unsigned char raw[32];
+    if (sodium_init() < 0)
+        memset(raw, 0, sizeof raw);
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(out, 65, raw, sizeof raw);
+}

@@ -1,0 +1,135 @@
+/*
+ * net.h: the cluster protocol's bytes: frames, message fields, the
+ * handshake (versions and challenge-response authentication). No sockets
+ * here (the head and worker drive libuv, the driver blocking sockets), so
+ * everything that reads a peer's bytes can be tested and fuzzed alone.
+ * docs/protocol.md is the specification.
+ *
+ * A frame is a u32 little-endian length (of what follows), a u8 message
+ * type, then the payload. Fields inside payloads: varints (LEB128, at most
+ * 10 bytes), strings (varint length + bytes), fixed 32-byte nonces and MACs.
+ */
+#ifndef FFLUA_NET_H
+#define FFLUA_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define FF_PROTO_VERSION 1
+#define FF_NET_MAGIC "fflua-cluster"
+#define FF_FRAME_HDR 5
+#define FF_FRAME_MAX ((size_t)256 << 20) /* larger frames end the connection */
+#define FF_NONCE_LEN 32
+#define FF_MAC_LEN 32
+#define FF_KEY_LEN 32
+#define FF_TOKEN_MIN 16 /* bytes of a token file, at least */
+
+enum ff_msg_type {
+    FF_M_HELLO = 1,   /* server -> client: magic, versions, server nonce */
+    FF_M_AUTH,        /* client -> server: versions, role, client nonce, MAC */
+    FF_M_WELCOME,     /* server -> client: MAC, peer id */
+    FF_M_REFUSE,      /* either way: a reason, then the connection closes */
+    FF_M_REGISTER,    /* worker -> head: cpus, resources */
+    FF_M_FUNC,        /* -> worker: function id, encoded function */
+    FF_M_TASK,        /* head -> worker: a task to run */
+    FF_M_RESULT,      /* worker -> head: a task's result or error */
+    FF_M_SUBMIT,      /* driver -> head: tasks of a run */
+    FF_M_DONE,        /* head -> driver: a leaf's result, or a failure */
+    FF_M_STATUS,      /* client -> head: ask for the cluster's state */
+    FF_M_STATUS_REPLY,
+    FF_M_FREE,        /* head -> worker: results no longer needed */
+    FF_M_BYE,         /* either way: closing cleanly */
+    FF_M_RUN_END,     /* driver -> head: the run is over, free its state */
+    FF_M_LAST
+};
+
+enum ff_role { FF_ROLE_WORKER = 1, FF_ROLE_DRIVER = 2, FF_ROLE_STATUS = 3 };
+
+/* --- frames -------------------------------------------------------------- */
+
+/* Appends a frame header for a payload of len bytes to be appended next. */
+int ff_frame_begin(ff_buf *b, int type, size_t *at);
+/* Patches the length once the payload is written (at from ff_frame_begin). */
+void ff_frame_end(ff_buf *b, size_t at);
+
+/* The first complete frame in p[0..n): 0 and its type, payload and total
+ * size; FFLUA_ENOTFOUND when more bytes are needed; FFLUA_EPROTO for a frame
+ * that is too large (over max) or of an unknown type. */
+int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
+                   size_t *plen, size_t *total);
+
+/* --- fields -------------------------------------------------------------- */
+
+typedef struct ff_rd {
+    const unsigned char *p, *end;
+    int err; /* sticky: FFLUA_EPROTO once anything was missing or bad */
+} ff_rd;
+
+void ff_rd_init(ff_rd *r, const char *p, size_t n);
+uint64_t ff_rd_varint(ff_rd *r);
+int64_t ff_rd_svarint(ff_rd *r); /* zigzag */
+const char *ff_rd_str(ff_rd *r, size_t *len); /* points into the payload */
+const unsigned char *ff_rd_fixed(ff_rd *r, size_t n);
+double ff_rd_double(ff_rd *r);
+/* 0 if the payload was read exactly (no error, nothing left over). */
+int ff_rd_done(const ff_rd *r);
+
+int ff_wr_varint(ff_buf *b, uint64_t v);
+int ff_wr_svarint(ff_buf *b, int64_t v);
+int ff_wr_str(ff_buf *b, const char *p, size_t n);
+int ff_wr_fixed(ff_buf *b, const void *p, size_t n);
+int ff_wr_double(ff_buf *b, double v);
+
+/* --- handshake ----------------------------------------------------------- */
+
+typedef struct ff_versions {
+    uint64_t proto;
+    const char *fflua, *lua; /* point into a payload or are static */
+    size_t fflua_len, lua_len;
+} ff_versions;
+
+/* This build's versions. */
+void ff_versions_local(ff_versions *v);
+/* 0 when both sides can talk; otherwise FFLUA_EVERSION and a message
+ * showing both sides in msg. */
+int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *msg, size_t cap);
+
+/* The MAC key of a token (BLAKE2b of it): the token itself never travels. */
+int ff_auth_key(const char *token, size_t len, unsigned char key[FF_KEY_LEN]);
+void ff_nonce(unsigned char nonce[FF_NONCE_LEN]);
+/* MAC over (label, the first nonce, the second nonce) with the key. */
+void ff_auth_mac(const unsigned char key[FF_KEY_LEN], const char *label,
+                 const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
+                 unsigned char mac[FF_MAC_LEN]);
+int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
+                   const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
+                   const unsigned char mac[FF_MAC_LEN]);
+
+typedef struct ff_hello {
+    ff_versions v;
+    unsigned char nonce[FF_NONCE_LEN];
+} ff_hello;
+
+typedef struct ff_authmsg {
+    ff_versions v;
+    int role;
+    unsigned char nonce[FF_NONCE_LEN];
+    unsigned char mac[FF_MAC_LEN];
+} ff_authmsg;
+
+int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]);
+int ff_hello_read(const char *p, size_t n, ff_hello *h);
+int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
+                     const unsigned char mac[FF_MAC_LEN]);
+int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a);
+int ff_refuse_write(ff_buf *b, const char *reason);
+
+/* Reads a token file: refuses one that others may read (mode & 077) or that
+ * is shorter than FF_TOKEN_MIN; trailing newlines are not part of it. */
+int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *err, size_t errlen);
+/* A fresh random token (hex, 64 characters, NUL-terminated). */
+void ff_token_new(char out[65]);
+
+#endif

@@ -1,0 +1,588 @@
+/*
+ * worker.c: `fflua worker`, a cluster process that runs tasks.
+ *
+ * One libuv loop thread owns the connection to the head; N executor
+ * threads (N = the worker's CPUs, at least 1) each own a Lua state with the
+ * standard libraries and the functionfuse package, and take tasks from one
+ * queue. A task's function, pre-run function and arguments arrive as codec
+ * bytes (FFC_CODE: only from the authenticated head); its parents' results
+ * are either in the message or already here (this worker ran that parent or
+ * received its result before). Results go back as bytes and stay here for
+ * later tasks until the head ends the run.
+ *
+ * Threads meet in two mutex-guarded places: the task queue (loop thread ->
+ * executors) and the done queue (executors -> loop thread, woken through a
+ * uv_async_t). Functions and results of a run live in `struct wrun`, guarded
+ * by the worker's store mutex; executors copy what they need out of it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <uv.h>
+
+#include "blobmap.h"
+#include "cluster.h"
+#include "codec.h"
+#include "conn.h"
+#include "fflua.h"
+#include "lutil.h"
+#include "sched.h"
+
+/* --- the worker ---------------------------------------------------------- */
+
+typedef struct wrun {
+    struct wrun *next;
+    uint64_t id;
+    blobmap funcs;   /* fid -> code */
+    blobmap results; /* task index -> result bytes */
+} wrun;
+
+typedef struct wtask {
+    struct wtask *next;
+    uint64_t run, index, fid;
+    char *name;
+    uint64_t *deps; /* task indices, in slot order */
+    size_t ndeps;
+    char *args, *pre;
+    size_t nargs, npre;
+    /* The outcome, filled by an executor. */
+    int ok;
+    ff_buf out;
+    uint64_t ns;
+} wtask;
+
+typedef struct worker {
+    uv_loop_t loop;
+    ff_conn conn;
+    uv_async_t wake;
+    uv_signal_t sigterm, sigint;
+    unsigned char key[FF_KEY_LEN];
+    int64_t cpus; /* fixed point */
+    const char *resources;
+    int nthreads;
+    pthread_t *threads;
+    pthread_mutex_t mu; /* queue, done, runs, stop */
+    pthread_cond_t cv;
+    wtask *queue, *queue_tail, *done;
+    wrun *runs;
+    uint64_t dropped_gen; /* bumped when runs are dropped */
+    int stop, exit_code, registered;
+} worker;
+
+static const char *WHO = "worker";
+
+static wrun *run_get(worker *w, uint64_t id, int create) {
+    for (wrun *r = w->runs; r; r = r->next)
+        if (r->id == id)
+            return r;
+    if (!create)
+        return NULL;
+    wrun *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->id = id;
+    r->next = w->runs;
+    w->runs = r;
+    return r;
+}
+
+static void run_drop(worker *w, uint64_t id) {
+    for (wrun **pp = &w->runs; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            wrun *r = *pp;
+            *pp = r->next;
+            bm_free(&r->funcs);
+            bm_free(&r->results);
+            free(r);
+            w->dropped_gen++;
+            return;
+        }
+    }
+}
+
+static void task_free(wtask *t) {
+    free(t->name);
+    free(t->deps);
+    free(t->args);
+    free(t->pre);
+    ff_buf_free(&t->out);
+    free(t);
+}
+
+/* --- executors ----------------------------------------------------------- */
+
+struct exec {
+    worker *w;
+    lua_State *L;
+    wtask *t;
+};
+
+/* Copies the blob under (run, key) out of the store, or NULL. */
+static char *copy_blob(worker *w, uint64_t run, int results, uint64_t key, size_t *n) {
+    pthread_mutex_lock(&w->mu);
+    wrun *r = run_get(w, run, 0);
+    blob *b = r ? bm_find(results ? &r->results : &r->funcs, key) : NULL;
+    char *p = NULL;
+    if (b != NULL && (p = malloc(b->n ? b->n : 1)) != NULL) {
+        memcpy(p, b->p, b->n);
+        *n = b->n;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return p;
+}
+
+/* Decode hook: a dependency's result, by its slot in the task's list. */
+static int push_dep(void *ud, lua_State *L, uint64_t slot) {
+    struct exec *x = ud;
+    if (slot >= x->t->ndeps) {
+        lua_pushliteral(L, "a task argument refers to a dependency it does not have");
+        return 1;
+    }
+    size_t n;
+    char *p = copy_blob(x->w, x->t->run, 1, x->t->deps[slot], &n);
+    if (p == NULL) {
+        lua_pushliteral(L, "a dependency's result is not on this worker");
+        return 1;
+    }
+    int rc = ffc_decode_code(L, p, n, NULL, NULL);
+    free(p);
+    return rc != 0;
+}
+
+/* Pushes the task's function, from this state's cache or decoded. */
+static int push_function(struct exec *x) {
+    lua_State *L = x->L;
+    wtask *t = x->t;
+    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs"); // [cache]
+    lua_rawgeti(L, -1, (lua_Integer)t->run);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (lua_Integer)t->run);
+    }
+    lua_remove(L, -2); // [run cache]
+    if (lua_rawgeti(L, -1, (lua_Integer)t->fid) != LUA_TNIL) {
+        lua_remove(L, -2);
+        return 0;
+    }
+    lua_pop(L, 1);
+    size_t n;
+    char *p = copy_blob(x->w, t->run, 0, t->fid, &n);
+    if (p == NULL) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "function %d of the run never arrived", (int)t->fid);
+        return 1;
+    }
+    int rc = ffc_decode_code(L, p, n, NULL, NULL);
+    free(p);
+    if (rc != 0) {
+        lua_remove(L, -2);
+        return 1;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, (lua_Integer)t->fid);
+    lua_remove(L, -2);
+    return 0;
+}
+
+/* Protected: runs the task whose struct exec is the light userdata at 1;
+ * leaves the encoded result in t->out. */
+static int run_task(lua_State *L) {
+    struct exec *x = lua_touserdata(L, 1);
+    wtask *t = x->t;
+    lua_settop(L, 0);
+    if (push_function(x) != 0)
+        return lua_error(L);
+    int fn = lua_gettop(L);
+    if (t->npre > 0) {
+        if (ffc_decode_code(L, t->pre, t->npre, NULL, NULL) != 0)
+            return lua_error(L);
+        lua_call(L, 0, 0);
+    }
+    if (ffc_decode_code(L, t->args, t->nargs, push_dep, x) != 0)
+        return lua_error(L);
+    int at = lua_gettop(L);
+    lua_getfield(L, at, "n");
+    lua_Integer nargs = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
+    lua_pushvalue(L, fn);
+    for (lua_Integer i = 1; i <= nargs; i++)
+        lua_rawgeti(L, at, i);
+    lua_call(L, (int)nargs, LUA_MULTRET);
+    int nres = lua_gettop(L) - at;
+    if (nres == 0) {
+        lua_pushnil(L);
+    } else if (nres > 1) { /* several values: a sequence with n, as locally */
+        lua_createtable(L, nres, 1);
+        lua_insert(L, at + 1);
+        for (int i = nres; i >= 1; i--)
+            lua_rawseti(L, at + 1, i);
+        lua_pushinteger(L, nres);
+        lua_setfield(L, -2, "n");
+    }
+    t->out.n = 0;
+    ffc_opts o = {FFC_CODE, NULL, NULL, 0};
+    if (ffc_encode(L, -1, &o, &t->out) != 0) {
+        lua_pushfstring(L, "result of node '%s' %s", t->name, lua_tostring(L, -1));
+        return lua_error(L);
+    }
+    return 0;
+}
+
+static void *executor(void *arg) {
+    worker *w = arg;
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        ff_log(WHO, "cannot create a Lua state");
+        return NULL;
+    }
+    luaL_openlibs(L);
+    fflua_open(L);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+    uint64_t seen_gen = 0;
+    struct exec x = {w, L, NULL};
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->stop && w->queue == NULL)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->stop) {
+            pthread_mutex_unlock(&w->mu);
+            break;
+        }
+        wtask *t = w->queue;
+        w->queue = t->next;
+        if (w->queue == NULL)
+            w->queue_tail = NULL;
+        uint64_t gen = w->dropped_gen;
+        pthread_mutex_unlock(&w->mu);
+        if (gen != seen_gen) { /* runs were dropped: forget their functions */
+            seen_gen = gen;
+            lua_newtable(L);
+            lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+        }
+        x.t = t;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        lua_pushcfunction(L, run_task);
+        lua_pushlightuserdata(L, &x);
+        int status = ffl_pcall(L, 1, 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        t->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
+                (uint64_t)t0.tv_nsec;
+        t->ok = status == LUA_OK;
+        if (!t->ok) {
+            size_t n;
+            const char *m = lua_tolstring(L, -1, &n);
+            if (m == NULL)
+                m = "(error object is not a string)", n = strlen(m);
+            t->out.n = 0;
+            if (ff_buf_reserve(&t->out, n) == 0) {
+                memcpy(t->out.p, m, n);
+                t->out.n = n;
+            }
+        }
+        lua_settop(L, 0);
+        pthread_mutex_lock(&w->mu);
+        t->next = w->done;
+        w->done = t;
+        pthread_mutex_unlock(&w->mu);
+        uv_async_send(&w->wake);
+    }
+    lua_close(L);
+    return NULL;
+}
+
+/* --- the loop thread ----------------------------------------------------- */
+
+static void send_results(uv_async_t *a) {
+    worker *w = a->data;
+    pthread_mutex_lock(&w->mu);
+    wtask *done = w->done;
+    w->done = NULL;
+    /* Keep results for later tasks here, in order of completion. */
+    for (wtask *t = done; t; t = t->next) {
+        wrun *r = t->ok ? run_get(w, t->run, 0) : NULL;
+        if (r != NULL)
+            bm_put(&r->results, t->index, t->out.p, t->out.n);
+    }
+    pthread_mutex_unlock(&w->mu);
+    while (done != NULL) {
+        wtask *t = done;
+        done = t->next;
+        if (w->conn.state == FF_CONN_READY) {
+            size_t at;
+            ff_buf *b = &w->conn.out;
+            ff_conn_begin(&w->conn, FF_M_RESULT, &at);
+            ff_wr_varint(b, t->run);
+            ff_wr_varint(b, t->index);
+            ff_wr_varint(b, (uint64_t)t->ok);
+            ff_wr_str(b, t->out.p, t->out.n);
+            ff_wr_varint(b, t->ns);
+            ff_conn_end(&w->conn, at);
+        }
+        task_free(t);
+    }
+}
+
+static int on_task(worker *w, const char *p, size_t n) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    wtask *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return 1;
+    t->run = ff_rd_varint(&r);
+    t->index = ff_rd_varint(&r);
+    t->fid = ff_rd_varint(&r);
+    size_t len;
+    const char *s = ff_rd_str(&r, &len);
+    t->name = strndup(s, len);
+    t->ndeps = (size_t)ff_rd_varint(&r);
+    if (r.err || t->ndeps > n) {
+        task_free(t);
+        return 1;
+    }
+    t->deps = calloc(t->ndeps ? t->ndeps : 1, sizeof *t->deps);
+    pthread_mutex_lock(&w->mu);
+    wrun *run = run_get(w, t->run, 1);
+    for (size_t i = 0; i < t->ndeps && !r.err; i++) {
+        t->deps[i] = ff_rd_varint(&r);
+        if (ff_rd_varint(&r)) {
+            const char *b = ff_rd_str(&r, &len);
+            if (!r.err && run != NULL)
+                bm_put(&run->results, t->deps[i], b, len);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    s = ff_rd_str(&r, &t->nargs);
+    t->args = malloc(t->nargs ? t->nargs : 1);
+    if (t->args)
+        memcpy(t->args, s, t->nargs);
+    s = ff_rd_str(&r, &t->npre);
+    t->pre = malloc(t->npre ? t->npre : 1);
+    if (t->pre)
+        memcpy(t->pre, s, t->npre);
+    if (ff_rd_done(&r) != 0 || t->name == NULL || t->args == NULL || t->pre == NULL ||
+        run == NULL) {
+        task_free(t);
+        return 1;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (w->queue_tail)
+        w->queue_tail->next = t;
+    else
+        w->queue = t;
+    w->queue_tail = t;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
+    worker *w = c->data;
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    switch (type) {
+    case FF_M_TASK:
+        if (on_task(w, p, n) != 0) {
+            ff_log(WHO, "malformed TASK from the head");
+            return 1;
+        }
+        return 0;
+    case FF_M_FUNC: {
+        uint64_t run = ff_rd_varint(&r), fid = ff_rd_varint(&r);
+        size_t len;
+        const char *code = ff_rd_str(&r, &len);
+        if (ff_rd_done(&r) != 0)
+            return 1;
+        pthread_mutex_lock(&w->mu);
+        wrun *wr = run_get(w, run, 1);
+        int rc = wr ? bm_put(&wr->funcs, fid, code, len) : -ENOMEM;
+        pthread_mutex_unlock(&w->mu);
+        return rc != 0;
+    }
+    case FF_M_RUN_END: {
+        uint64_t run = ff_rd_varint(&r);
+        if (ff_rd_done(&r) != 0)
+            return 1;
+        pthread_mutex_lock(&w->mu);
+        run_drop(w, run);
+        pthread_mutex_unlock(&w->mu);
+        return 0;
+    }
+    case FF_M_BYE:
+        w->exit_code = 0;
+        return 1;
+    default:
+        ff_log(WHO, "unexpected message %d from the head", type);
+        return 1;
+    }
+}
+
+struct reg_ud {
+    ff_buf *b;
+    int n;
+};
+
+static int count_res(void *ud, const char *name, size_t len, double v) {
+    (void)name, (void)len, (void)v;
+    ((struct reg_ud *)ud)->n++;
+    return 0;
+}
+
+static int write_res(void *ud, const char *name, size_t len, double v) {
+    struct reg_ud *u = ud;
+    int64_t amount;
+    if (ff_sched_amount(v, &amount) != 0)
+        return 1;
+    return ff_wr_str(u->b, name, len) || ff_wr_varint(u->b, (uint64_t)amount);
+}
+
+static void on_ready(ff_conn *c, int role) {
+    worker *w = c->data;
+    (void)role;
+    size_t at;
+    ff_buf *b = &c->out;
+    ff_conn_begin(c, FF_M_REGISTER, &at);
+    ff_wr_varint(b, (uint64_t)w->cpus);
+    struct reg_ud u = {b, 0};
+    char err[256];
+    if (w->resources)
+        ff_parse_resources(w->resources, count_res, &u, err, sizeof err);
+    ff_wr_varint(b, (uint64_t)u.n);
+    if (w->resources)
+        ff_parse_resources(w->resources, write_res, &u, err, sizeof err);
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    ff_wr_str(b, host, strlen(host));
+    ff_wr_varint(b, (uint64_t)getpid());
+    ff_conn_end(c, at);
+    w->registered = 1;
+}
+
+static void stop_all(worker *w) {
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    uv_close((uv_handle_t *)&w->sigterm, NULL);
+    uv_close((uv_handle_t *)&w->sigint, NULL);
+}
+
+static void on_closed(ff_conn *c) {
+    worker *w = c->data;
+    if (!w->registered && w->exit_code == 0)
+        w->exit_code = 1; /* never got in: refused or unreachable */
+    stop_all(w);
+}
+
+static void on_signal(uv_signal_t *h, int sig) {
+    worker *w = h->data;
+    (void)sig;
+    w->exit_code = 0;
+    if (w->conn.state == FF_CONN_READY) {
+        size_t at;
+        ff_conn_begin(&w->conn, FF_M_BYE, &at);
+        ff_conn_end(&w->conn, at);
+    }
+    ff_conn_close(&w->conn);
+}
+
+int ff_worker_main(const ff_worker_opts *o) {
+    worker *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return 1;
+    char err[512], token[512];
+    size_t tl;
+    struct sockaddr_storage addr;
+    int rc = ff_cluster_token(o->token_file, token, sizeof token, &tl, err, sizeof err);
+    if (rc == 0 && tl == 0) {
+        snprintf(err, sizeof err, "no token: give --token-file (or FFLUA_TOKEN)");
+        rc = FFLUA_EAUTH;
+    }
+    if (rc == 0)
+        rc = ff_parse_address(o->address, &addr, err, sizeof err);
+    double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
+    if (rc == 0 && ff_sched_amount(cpus, &w->cpus) != 0) {
+        snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
+        rc = FFLUA_EPROTO;
+    }
+    if (rc == 0 && o->resources != NULL) {
+        struct reg_ud u = {NULL, 0};
+        rc = ff_parse_resources(o->resources, count_res, &u, err, sizeof err);
+    }
+    if (rc != 0) {
+        ff_log(WHO, "%s", err);
+        free(w);
+        return 2;
+    }
+    ff_auth_key(token, tl, w->key);
+    w->resources = o->resources;
+    w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
+    if (w->nthreads < 1)
+        w->nthreads = 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    uv_loop_init(&w->loop);
+    uv_async_init(&w->loop, &w->wake, send_results);
+    w->wake.data = w;
+    uv_signal_init(&w->loop, &w->sigterm);
+    uv_signal_init(&w->loop, &w->sigint);
+    w->sigterm.data = w->sigint.data = w;
+    uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&w->sigint, on_signal, SIGINT);
+    w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
+    int started = 0;
+    for (; w->threads && started < w->nthreads; started++)
+        if (pthread_create(&w->threads[started], NULL, executor, w) != 0)
+            break;
+    w->conn.data = w;
+    w->conn.on_frame = on_frame;
+    w->conn.on_close = on_closed;
+    w->conn.on_ready = on_ready;
+    rc = ff_conn_connect(&w->conn, &w->loop, (struct sockaddr *)&addr, FF_ROLE_WORKER, w->key);
+    if (rc != 0) {
+        ff_log(WHO, "cannot connect to %s: %s", o->address, uv_strerror(rc));
+        w->exit_code = 1;
+        uv_close((uv_handle_t *)&w->conn.tcp, NULL);
+        stop_all(w);
+    }
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < started; i++)
+        pthread_join(w->threads[i], NULL);
+    int code = w->exit_code;
+    if (w->conn.refused[0] != '\0')
+        code = 1;
+    /* Tasks never run or never sent. */
+    for (wtask *t = w->queue; t;) {
+        wtask *n = t->next;
+        task_free(t);
+        t = n;
+    }
+    for (wtask *t = w->done; t;) {
+        wtask *n = t->next;
+        task_free(t);
+        t = n;
+    }
+    while (w->runs)
+        run_drop(w, w->runs->id);
+    ff_conn_free(&w->conn);
+    uv_loop_close(&w->loop);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w->threads);
+    free(w);
+    return code;
+}
