@@ -100,7 +100,7 @@ describe("cluster", function()
     local address, token = cluster { { cpus = 16, resources = '{"slot": 1}' } }
     local task = ff.workflow("task", function(i)
       local t0 = require("functionfuse.core").monotime()
-      require("functionfuse.core").sleep(0.3)
+      require("functionfuse.core").sleep(0.8)
       return { i, t0, require("functionfuse.core").monotime() }
     end)
     local leaves = {}

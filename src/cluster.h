@@ -61,6 +61,10 @@ typedef struct ff_worker_opts {
 int ff_head_main(const ff_head_opts *o);
 int ff_worker_main(const ff_worker_opts *o);
 
+/* For the fuzz target (spec/fuzz/fuzz_net.c): a head without sockets fed
+ * the frames in data (see head.c). */
+int ff_head_fuzz(const char *data, size_t n);
+
 /* The token: from the file, else $FFLUA_TOKEN (how a process that starts
  * cluster processes hands them its token without a file or an argv entry),
  * else NULL with *len 0. */

@@ -82,6 +82,10 @@ static void on_written(uv_write_t *req, int status) {
 }
 
 static void flush(ff_conn *c) {
+    if (c->tcp.type != UV_TCP) { /* no socket: the head's fuzz target */
+        c->out.n = 0;
+        return;
+    }
     if (c->writing || c->out.n == 0 || c->state == FF_CONN_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
         return;
     ff_buf t = c->wbuf; /* swap: out is written, the old wbuf collects */

@@ -275,6 +275,15 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         ff_log(WHO, "%s: malformed RESULT", w->name);
         return;
     }
+    /* Only a task this worker is running counts: a result for another's
+     * task, or a made-up one, is ignored. */
+    int at = -1;
+    if (run > UINT32_MAX || i > UINT32_MAX ||
+        ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
+        at != w->place) {
+        ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
+        return;
+    }
     ff_sched_release(h->sched, TASK_ID(run, i));
     h->finished_total++;
     hrun *r = run_find(h, run);
@@ -298,7 +307,7 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         send_done(r, (uint32_t)i, 0, bytes, len);
     if (t->unsent > 0) {
         t->result.n = 0;
-        if (ff_buf_reserve(&t->result, len) == 0) {
+        if (len > 0 && ff_buf_reserve(&t->result, len) == 0) {
             memcpy(t->result.p, bytes, len);
             t->result.n = len;
         }
@@ -388,12 +397,16 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
         t->name = strndup(s, len);
         t->leaf = (int)(ff_rd_varint(rd) & 1);
         uint64_t nd = ff_rd_varint(rd);
-        if (rd->err || nd > i || t->name == NULL)
+        if (rd->err || nd > i || t->name == NULL) {
+            rd->err = FFLUA_EPROTO;
             break;
+        }
         t->ndeps = (uint32_t)nd;
         t->deps = malloc((nd ? nd : 1) * sizeof *t->deps);
-        if (t->deps == NULL)
+        if (t->deps == NULL) {
+            rd->err = FFLUA_EPROTO;
             break;
+        }
         for (uint32_t d = 0; d < t->ndeps; d++) {
             uint64_t dep = ff_rd_varint(rd);
             if (dep >= i) {
@@ -411,11 +424,15 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
         if (t->pre)
             memcpy(t->pre, s, t->npre);
         uint64_t nr = ff_rd_varint(rd);
-        if (rd->err || nr > 256 || !t->args || !t->pre)
+        if (rd->err || nr > 256 || !t->args || !t->pre) {
+            rd->err = FFLUA_EPROTO;
             break;
+        }
         t->req = malloc((nr ? nr : 1) * sizeof *t->req);
-        if (t->req == NULL)
+        if (t->req == NULL) {
+            rd->err = FFLUA_EPROTO;
             break;
+        }
         for (uint64_t k = 0; k < nr && !rd->err; k++) {
             s = ff_rd_str(rd, &len);
             uint64_t amount = ff_rd_varint(rd);
@@ -892,4 +909,53 @@ int ff_head_main(const ff_head_opts *o) {
     sodium_memzero(h->token, sizeof h->token);
     free(h);
     return code;
+}
+
+/* --- fuzzing ------------------------------------------------------------- */
+
+/* Feeds the frames in data to a head with one worker and one driver whose
+ * connections have no socket (what they would be sent is dropped): the
+ * head's handling of its peers' messages, without the network. Each frame
+ * is preceded by a byte choosing the sender (even: the worker, odd: the
+ * driver); a sender that would be disconnected sends nothing more. */
+int ff_head_fuzz(const char *data, size_t n) {
+    head h;
+    memset(&h, 0, sizeof h);
+    if (ff_sched_create(&h.sched) != 0)
+        return 0;
+    h.quiet = 1;
+    hconn peers[2];
+    memset(peers, 0, sizeof peers);
+    int gone[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        peers[i].h = &h;
+        peers[i].place = -1;
+        peers[i].c.data = &peers[i];
+        peers[i].c.state = FF_CONN_READY;
+        peers[i].c.role = i == 0 ? FF_ROLE_WORKER : FF_ROLE_DRIVER;
+        snprintf(peers[i].c.peer, sizeof peers[i].c.peer, "fuzz%d", i);
+        peers[i].next = h.conns;
+        h.conns = &peers[i];
+    }
+    while (n > 1) {
+        int who = (unsigned char)data[0] & 1;
+        int type;
+        const char *payload;
+        size_t plen, total;
+        if (ff_frame_parse(data + 1, n - 1, (size_t)1 << 20, &type, &payload, &plen, &total) != 0)
+            break;
+        if (!gone[who] && on_frame(&peers[who].c, type, payload, plen) != 0)
+            gone[who] = 1;
+        data += 1 + total;
+        n -= 1 + total;
+    }
+    while (h.runs)
+        run_free(&h, h.runs);
+    for (int i = 0; i < 2; i++) {
+        bm_free(&peers[i].funcs_sent);
+        ff_conn_free(&peers[i].c);
+    }
+    free(h.places);
+    ff_sched_destroy(h.sched);
+    return 0;
 }

@@ -1,0 +1,120 @@
+/*
+ * test_net.c: the protocol's bytes without sockets: frames, fields, the
+ * version check, the MACs, token files.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fflua.h"
+#include "net.h"
+#include "test.h"
+
+static void test_frames(void) {
+    ff_buf b = {0};
+    size_t at;
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_STATUS, &at), 0);
+    ASSERT_EQ(ff_wr_varint(&b, 300), 0);
+    ASSERT_EQ(ff_wr_str(&b, "abc", 3), 0);
+    ff_frame_end(&b, at);
+    int type;
+    const char *p;
+    size_t n, total;
+    for (size_t cut = 0; cut < b.n; cut++) /* every prefix: need more */
+        ASSERT_EQ(ff_frame_parse(b.p, cut, FF_FRAME_MAX, &type, &p, &n, &total), FFLUA_ENOTFOUND);
+    ASSERT_EQ(ff_frame_parse(b.p, b.n, FF_FRAME_MAX, &type, &p, &n, &total), 0);
+    ASSERT_EQ(type, FF_M_STATUS);
+    ASSERT_EQ(total, b.n);
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    ASSERT_EQ(ff_rd_varint(&r), 300);
+    size_t len;
+    const char *s = ff_rd_str(&r, &len);
+    ASSERT(len == 3 && memcmp(s, "abc", 3) == 0);
+    ASSERT_EQ(ff_rd_done(&r), 0);
+    /* Too large, and an unknown type, are protocol errors. */
+    ASSERT_EQ(ff_frame_parse(b.p, b.n, 2, &type, &p, &n, &total), FFLUA_EPROTO);
+    b.p[4] = (char)FF_M_LAST;
+    ASSERT_EQ(ff_frame_parse(b.p, b.n, FF_FRAME_MAX, &type, &p, &n, &total), FFLUA_EPROTO);
+    ff_buf_free(&b);
+    /* Reading past the end is sticky, never an overread. */
+    ff_rd_init(&r, "\x85", 1);
+    ff_rd_varint(&r);
+    ASSERT_EQ(r.err, FFLUA_EPROTO);
+    ff_rd_init(&r, "\x05" "ab", 3);
+    ff_rd_str(&r, &len);
+    ASSERT_EQ(ff_rd_done(&r), FFLUA_EPROTO);
+    ASSERT_EQ(len, 0);
+}
+
+static void test_versions(void) {
+    ff_versions mine, other;
+    ff_versions_local(&mine);
+    other = mine;
+    char msg[512];
+    ASSERT_EQ(ff_versions_check(&mine, &other, msg, sizeof msg), 0);
+    other.fflua = "9.9.9";
+    other.fflua_len = 5;
+    ASSERT_EQ(ff_versions_check(&mine, &other, msg, sizeof msg), FFLUA_EVERSION);
+    ASSERT(strstr(msg, FFLUA_VERSION) != NULL);
+    ASSERT(strstr(msg, "9.9.9") != NULL);
+    other = mine;
+    other.proto = FF_PROTO_VERSION + 1;
+    ASSERT_EQ(ff_versions_check(&mine, &other, msg, sizeof msg), FFLUA_EVERSION);
+}
+
+static void test_macs(void) {
+    unsigned char k1[FF_KEY_LEN], k2[FF_KEY_LEN], a[FF_NONCE_LEN], b[FF_NONCE_LEN];
+    unsigned char mac[FF_MAC_LEN];
+    ASSERT_EQ(ff_auth_key("the right token..", 16, k1), 0);
+    ASSERT_EQ(ff_auth_key("the wrong token..", 17, k2), 0);
+    ff_nonce(a);
+    ff_nonce(b);
+    ASSERT(memcmp(a, b, FF_NONCE_LEN) != 0);
+    ff_auth_mac(k1, "client", a, b, mac);
+    ASSERT_EQ(ff_auth_verify(k1, "client", a, b, mac), 0);
+    ASSERT_EQ(ff_auth_verify(k2, "client", a, b, mac), FFLUA_EAUTH);
+    ASSERT_EQ(ff_auth_verify(k1, "server", a, b, mac), FFLUA_EAUTH); /* no reflection */
+    ASSERT_EQ(ff_auth_verify(k1, "client", b, a, mac), FFLUA_EAUTH);
+    ff_buf w = {0};
+    ASSERT_EQ(ff_authmsg_write(&w, FF_ROLE_DRIVER, a, mac), 0);
+    ff_authmsg am;
+    ASSERT_EQ(ff_authmsg_read(w.p + FF_FRAME_HDR, w.n - FF_FRAME_HDR, &am), 0);
+    ASSERT_EQ(am.role, FF_ROLE_DRIVER);
+    ASSERT(memcmp(am.mac, mac, FF_MAC_LEN) == 0);
+    ff_buf_free(&w);
+}
+
+static void test_token_file(void) {
+    char path[] = "/tmp/fflua-test-token.XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT(fd >= 0);
+    ASSERT(write(fd, "0123456789abcdef0123\n", 21) == 21);
+    close(fd);
+    char tok[128], err[256];
+    size_t len;
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), 0); /* 0600 */
+    ASSERT_EQ(len, 20);
+    ASSERT_STR_EQ(tok, "0123456789abcdef0123");
+    chmod(path, 0644);
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), FFLUA_EAUTH);
+    ASSERT(strstr(err, "chmod 600") != NULL);
+    chmod(path, 0600);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ASSERT(write(fd, "short", 5) == 5);
+    close(fd);
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), FFLUA_EAUTH);
+    unlink(path);
+    ASSERT(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err) < 0);
+}
+
+int main(void) {
+    RUN(test_frames);
+    RUN(test_versions);
+    RUN(test_macs);
+    RUN(test_token_file);
+    return 0;
+}

@@ -1,0 +1,26 @@
+/*
+ * fuzz_net.c: libFuzzer target for what a hostile peer can send: the
+ * handshake messages and every message the head reads after it (see
+ * ff_head_fuzz). Must never crash, leak or read out of bounds.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster.h"
+#include "net.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    const char *p = (const char *)data;
+    ff_hello h;
+    ff_authmsg a;
+    ff_hello_read(p, size, &h);
+    ff_authmsg_read(p, size, &a);
+    int type;
+    const char *payload;
+    size_t plen, total;
+    ff_frame_parse(p, size, FF_FRAME_MAX, &type, &payload, &plen, &total);
+    ff_head_fuzz(p, size);
+    return 0;
+}

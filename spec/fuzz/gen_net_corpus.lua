@@ -1,0 +1,54 @@
+-- Writes the seeds of fuzz_net (spec/fuzz/corpus/net/): conversations a
+-- head could have with a worker and a driver, each frame prefixed by a
+-- sender byte (0 worker, 1 driver), as ff_head_fuzz reads them.
+--   build/fflua spec/fuzz/gen_net_corpus.lua
+local core = require "functionfuse.core"
+local dir = (arg and arg[1]) or "spec/fuzz/corpus/net"
+
+local function varint(n)
+  local t = {}
+  repeat
+    local b = n % 128
+    n = n // 128
+    t[#t + 1] = string.char(n > 0 and b + 128 or b)
+  until n == 0
+  return table.concat(t)
+end
+local function str(s) return varint(#s) .. s end
+local function frame(who, typ, payload)
+  return string.char(who) .. string.pack("<I4", #payload + 1) .. string.char(typ) .. payload
+end
+
+local M = { REGISTER = 5, FUNC = 6, RESULT = 8, SUBMIT = 9, STATUS = 11, RUN_END = 15, BYE = 14 }
+local register = frame(0, M.REGISTER, varint(20000) .. varint(1) .. str("gpu") .. varint(5000) ..
+                                      str("host") .. varint(42))
+local fn = core.encode(function(a, b) return a + (b or 0) end, "code")
+local func = frame(1, M.FUNC, varint(1) .. varint(1) .. str(fn))
+local args1 = core.encode({ n = 2, 1, 2 }, "code")
+-- task 0: f(1, 2); task 1: f(task0) (arguments encoded by hand: a node tag)
+local args2 = "\1" .. "\9" .. varint(1) .. string.pack("<I4", 1) .. "\14" .. varint(0) .. varint(0) ..
+              "\1" .. "n" .. "\129"
+local task0 = varint(1) .. str("f_0000") .. varint(0) .. varint(0) .. str(args1) .. str("") .. varint(0)
+local task1 = varint(1) .. str("f_0001") .. varint(1) .. varint(1) .. varint(0) .. str(args2) ..
+              str("") .. varint(1) .. str("gpu") .. varint(1000)
+local submit = frame(1, M.SUBMIT, varint(1) .. varint(2) .. task0 .. task1)
+local res0 = frame(0, M.RESULT, varint(1) .. varint(0) .. varint(1) .. str(core.encode(3, "code")) .. varint(100))
+local res1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(1) .. str(core.encode(6, "code")) .. varint(100))
+local fail1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(0) .. str("boom") .. varint(100))
+
+local seeds = {
+  register = register,
+  run = register .. func .. submit .. res0 .. res1,
+  run_fail = register .. func .. submit .. res0 .. fail1,
+  cancel = register .. func .. submit .. frame(1, M.RUN_END, varint(1)),
+  status = register .. frame(1, M.STATUS, ""),
+  no_worker = func .. submit,
+  bye = register .. frame(0, M.BYE, ""),
+  oversized = "\0" .. string.pack("<I4", 0x7fffffff) .. "\5",
+}
+for name, bytes in pairs(seeds) do
+  local f = assert(io.open(dir .. "/" .. name, "wb"))
+  f:write(bytes)
+  f:close()
+end
+print(("wrote %d seeds to %s"):format((function() local n = 0 for _ in pairs(seeds) do n = n + 1 end return n end)(), dir))
