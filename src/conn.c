@@ -8,6 +8,7 @@
  * and check the server's MAC (so a client never talks to an impostor).
  */
 #include <netdb.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,7 +108,10 @@ int ff_conn_begin(ff_conn *c, int type, size_t *at) {
 }
 
 void ff_conn_end(ff_conn *c, size_t at) {
-    ff_frame_end(&c->out, at);
+    ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
+}
+
+void ff_conn_flush(ff_conn *c) {
     flush(c);
 }
 
@@ -219,6 +223,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         return;
     }
     c->in.n += (size_t)nread;
+    c->nreads++;
     size_t off = 0;
     while (c->state != FF_CONN_CLOSING) {
         int type;
@@ -365,4 +370,32 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     memcpy(out, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
     return 0;
+}
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void ff_loop_run(uv_loop_t *loop, unsigned spin_us, uint64_t (*activity)(void *), void *ud) {
+    uint64_t seen = activity(ud), last = now_us();
+    for (;;) {
+        int alive = uv_run(loop, UV_RUN_NOWAIT);
+        if (!alive)
+            return;
+        uint64_t a = activity(ud), t = now_us();
+        if (a != seen) {
+            seen = a;
+            last = t;
+        }
+        if (t - last < spin_us) {
+            sched_yield();
+            continue;
+        }
+        if (!uv_run(loop, UV_RUN_ONCE))
+            return;
+        seen = activity(ud);
+        last = now_us();
+    }
 }

@@ -34,6 +34,7 @@ struct ff_conn {
     ff_buf out, wbuf; /* pending frames, the frames being written */
     int writing;
     uv_write_t wreq;
+    uint64_t nreads; /* reads so far (for the owner's busy-polling) */
     char peer[64]; /* address, for logs */
     char refused[512]; /* a client: why the server refused us */
     ff_conn_frame_fn on_frame;
@@ -47,13 +48,24 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key);
 /* Client side: connects to addr and authenticates with role. */
 int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
                     const unsigned char *key);
-/* Frame writing: begin, write fields into c->out, end (sends when idle). */
+/* Frame writing: begin, write fields into c->out, end. Frames are sent by
+ * ff_conn_flush, which the owner calls once per loop iteration (a
+ * uv_check_t), so that everything one iteration produced goes out in one
+ * write. */
 int ff_conn_begin(ff_conn *c, int type, size_t *at);
 void ff_conn_end(ff_conn *c, size_t at);
+void ff_conn_flush(ff_conn *c);
 /* Closes (idempotent); on_close runs when libuv is done with the handle. */
 void ff_conn_close(ff_conn *c);
 /* Frees the buffers; call from on_close. */
 void ff_conn_free(ff_conn *c);
+
+/* Runs loop until it has no more work, like uv_run(UV_RUN_DEFAULT), but
+ * after each burst of reads keeps polling (yielding the CPU) for up to
+ * spin_us before blocking, so that a peer's quick answer is seen without
+ * the wake-up latency of a sleeping process. activity() returns a number
+ * that grows with every read. */
+void ff_loop_run(uv_loop_t *loop, unsigned spin_us, uint64_t (*activity)(void *), void *ud);
 
 /* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name). */
 int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);

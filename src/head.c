@@ -34,6 +34,13 @@
 
 static const char *WHO = "head";
 
+/* Pipelining: a worker is given up to FF_PIPELINE times its CPUs in tasks,
+ * so that it starts the next task without waiting for a round trip to the
+ * head; it runs them in order within its real CPUs (worker.c). Custom
+ * resources are never overcommitted: their limits hold for tasks sent, so
+ * also for tasks running. */
+#define FF_PIPELINE 4
+
 enum { T_PENDING, T_QUEUED, T_RUNNING, T_DONE, T_FAILED };
 
 typedef struct htask {
@@ -68,6 +75,7 @@ struct hconn {
     ff_conn c;
     struct head *h;
     int place; /* workers: their place, or -1 */
+    int64_t cpus; /* workers: their real CPUs (the place has FF_PIPELINE times) */
     char name[96];
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
@@ -90,6 +98,7 @@ typedef struct head {
     uint64_t finished_total;
     int stopping, quiet;
     uv_timer_t parent_watch;
+    uv_check_t flusher;
     pid_t parent;
 } head;
 
@@ -227,6 +236,11 @@ static int send_task(head *h, hrun *r, uint32_t i, int place) {
     }
     ff_wr_str(b, t->args, t->nargs);
     ff_wr_str(b, t->pre, t->npre);
+    int64_t cpus = FF_RES_SCALE;
+    for (size_t k = 0; k < t->nreq; k++)
+        if (t->req[k].id == FF_RES_CPU)
+            cpus = t->req[k].amount;
+    ff_wr_varint(b, (uint64_t)cpus);
     ff_conn_end(c, at);
     t->state = T_RUNNING;
     t->place = place;
@@ -330,7 +344,10 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
         return 1;
     ff_res cap[257];
     size_t nc = 0;
-    cap[nc++] = (ff_res){FF_RES_CPU, (int64_t)cpus};
+    if (cpus > (uint64_t)FF_RES_MAX / FF_PIPELINE)
+        return 1;
+    cap[nc++] = (ff_res){FF_RES_CPU, (int64_t)cpus * FF_PIPELINE};
+    w->cpus = (int64_t)cpus;
     for (uint64_t k = 0; k < nres; k++) {
         size_t len;
         const char *nm = ff_rd_str(&rd, &len);
@@ -477,8 +494,22 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
 
 /* Fails the run at submission when a task asks for what no worker has. */
 static int check_feasible(head *h, hrun *r, char *err, size_t errlen) {
+    int64_t max_cpus = 0;
+    for (hconn *c = h->conns; c; c = c->next)
+        if (c->place >= 0 && c->cpus > max_cpus)
+            max_cpus = c->cpus;
     for (uint32_t i = 0; i < r->ntasks; i++) {
         htask *t = &r->tasks[i];
+        int64_t want = FF_RES_SCALE;
+        for (size_t k = 0; k < t->nreq; k++)
+            if (t->req[k].id == FF_RES_CPU)
+                want = t->req[k].amount;
+        if (want > max_cpus && ff_sched_nplaces(h->sched) > 0) {
+            snprintf(err, errlen, "node '%s' asks for %g of 'CPU', but no node of the cluster "
+                                  "has more than %g", t->name, (double)want / FF_RES_SCALE,
+                     (double)max_cpus / FF_RES_SCALE);
+            return 1;
+        }
         int bad = -1;
         uint64_t probe = TASK_ID(r->id, i);
         int rc = ff_sched_submit(h->sched, probe, t->req, t->nreq, -1, 0, &bad);
@@ -487,14 +518,14 @@ static int check_feasible(head *h, hrun *r, char *err, size_t errlen) {
             continue;
         }
         if (bad >= 0) {
-            int64_t want = bad == FF_RES_CPU ? FF_RES_SCALE : 0;
+            int64_t amount = bad == FF_RES_CPU ? FF_RES_SCALE : 0;
             for (size_t k = 0; k < t->nreq; k++)
                 if (t->req[k].id == bad)
-                    want = t->req[k].amount;
+                    amount = t->req[k].amount;
             snprintf(err, errlen,
                      "node '%s' asks for %g of '%s', but no node of the cluster has more "
                      "than %g",
-                     t->name, (double)want / FF_RES_SCALE, ff_sched_resource_name(h->sched, bad),
+                     t->name, (double)amount / FF_RES_SCALE, ff_sched_resource_name(h->sched, bad),
                      (double)ff_sched_max_capacity(h->sched, bad) / FF_RES_SCALE);
         } else if (ff_sched_nplaces(h->sched) == 0) {
             snprintf(err, errlen, "node '%s' cannot run: the cluster has no workers", t->name);
@@ -580,6 +611,12 @@ static void send_status(head *h, hconn *c) {
         for (int res = 0; res < nr; res++) {
             int64_t total = 0, free_ = 0;
             ff_sched_place_get(h->sched, p, res, &total, &free_);
+            if (res == FF_RES_CPU && p < h->nplaces_cap && h->places[p] != NULL) {
+                /* Shown as the real CPUs, busy as far as tasks were sent. */
+                int64_t used = total - free_, real = h->places[p]->cpus;
+                total = real;
+                free_ = used >= real ? 0 : real - used;
+            }
             const char *rn = ff_sched_resource_name(h->sched, res);
             ff_wr_str(b, rn, strlen(rn));
             ff_wr_varint(b, (uint64_t)total);
@@ -703,6 +740,13 @@ static void on_connection(uv_stream_t *server, int status) {
     h->conns = c;
 }
 
+/* Once per loop iteration: what every connection was given goes out. */
+static void flush_all(uv_check_t *chk) {
+    head *h = chk->data;
+    for (hconn *c = h->conns; c; c = c->next)
+        ff_conn_flush(&c->c);
+}
+
 /* --- the local worker and the program ------------------------------------ */
 
 static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
@@ -817,6 +861,14 @@ static int check_res(void *ud, const char *name, size_t len, double v) {
     return ff_sched_amount(v, &a);
 }
 
+static uint64_t activity(void *ud) {
+    head *h = ud;
+    uint64_t n = 0;
+    for (hconn *c = h->conns; c; c = c->next)
+        n += c->c.nreads;
+    return n;
+}
+
 int ff_head_main(const ff_head_opts *o) {
     head *h = calloc(1, sizeof *h);
     if (h == NULL)
@@ -850,6 +902,9 @@ int ff_head_main(const ff_head_opts *o) {
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
     uv_loop_init(&h->loop);
+    uv_check_init(&h->loop, &h->flusher);
+    h->flusher.data = h;
+    uv_check_start(&h->flusher, flush_all);
     uv_tcp_init(&h->loop, &h->server);
     h->server.data = h;
     char addrbuf[300];
@@ -900,7 +955,7 @@ int ff_head_main(const ff_head_opts *o) {
         if (units > 0)
             spawn_local_worker(h, addrbuf, cpus, o->resources);
     }
-    uv_run(&h->loop, UV_RUN_DEFAULT);
+    ff_loop_run(&h->loop, 200, activity, h);
     while (h->runs)
         run_free(h, h->runs);
     free(h->places);

@@ -1528,7 +1528,45 @@ struct crun {
     int modmap;
     uint64_t nfids;
     int opts; /* stack index of the options table */
+    /* For a node with many parents: parent id -> slot, open addressing
+     * (pairs of id + 1 and slot; cap a power of two, 0 when unused). */
+    uint32_t *smap;
+    size_t smap_cap;
 };
+
+static uint32_t smap_hash(uint32_t id) {
+    return id * 2654435761u;
+}
+
+/* Builds the slot map of node id's parents when it has many. */
+static void cl_slots(lua_State *L, struct crun *x, uint32_t id) {
+    uint32_t np;
+    const uint32_t *par = ff_graph_parents(x->r.ctx->graph, id, &np);
+    if (np <= 8) {
+        x->smap_cap = 0;
+        return;
+    }
+    size_t cap = 16;
+    while (cap < (size_t)np * 2)
+        cap *= 2;
+    if (cap > x->smap_cap || x->smap == NULL) {
+        uint32_t *m = realloc(x->smap, cap * 2 * sizeof *m);
+        if (m == NULL)
+            luaL_error(L, "not enough memory");
+        x->smap = m;
+    }
+    x->smap_cap = cap;
+    memset(x->smap, 0, cap * 2 * sizeof *x->smap);
+    for (uint32_t j = 0; j < np; j++) {
+        size_t i = smap_hash(par[j]) & (cap - 1);
+        while (x->smap[2 * i] != 0 && x->smap[2 * i] != par[j] + 1)
+            i = (i + 1) & (cap - 1);
+        if (x->smap[2 * i] == 0) { /* parents are distinct; keep the first */
+            x->smap[2 * i] = par[j] + 1;
+            x->smap[2 * i + 1] = j;
+        }
+    }
+}
 
 static int cl_put_varint(ffc_enc *e, uint64_t v) {
     unsigned char t[10];
@@ -1553,9 +1591,16 @@ static int cl_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
     if (n == NULL)
         return 0;
     uint32_t np, slot = 0;
-    const uint32_t *par = ff_graph_parents(x->r.ctx->graph, x->cur, &np);
-    while (slot < np && par[slot] != n->id)
-        slot++;
+    if (x->smap_cap > 0) {
+        size_t i = smap_hash(n->id) & (x->smap_cap - 1);
+        while (x->smap[2 * i] != 0 && x->smap[2 * i] != n->id + 1)
+            i = (i + 1) & (x->smap_cap - 1);
+        slot = x->smap[2 * i + 1];
+    } else {
+        const uint32_t *par = ff_graph_parents(x->r.ctx->graph, x->cur, &np);
+        while (slot < np && par[slot] != n->id)
+            slot++;
+    }
     uint8_t tag = FFC_TAG_NODE;
     ffc_put_bytes(e, &tag, 1);
     cl_put_varint(e, slot);
@@ -1715,6 +1760,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     lua_setfield(L, t, "n");
     ff_buf enc = {0};
     x->cur = id;
+    cl_slots(L, x, id);
     ffc_opts o = {FFC_CODE, cl_hook, x, x->modmap};
     if (ffc_encode(L, t, &o, &enc) != 0) {
         ff_buf_free(&enc);
@@ -1871,6 +1917,7 @@ static int ffl_wf_run_cluster(lua_State *L) {
     count_leaves(L, x.r.plan, 1);
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);
     ctx->L = L;
+    free(x.smap);
     ff_plan_release(ctx->graph, x.r.plan);
     if (status != LUA_OK) {
         /* Tell the head to drop the run (it may be running still). */

@@ -54,6 +54,7 @@ typedef struct wtask {
     size_t ndeps;
     char *args, *pre;
     size_t nargs, npre;
+    int64_t cpus; /* fixed point */
     /* The outcome, filled by an executor. */
     int ok;
     ff_buf out;
@@ -65,6 +66,9 @@ typedef struct worker {
     ff_conn conn;
     uv_async_t wake;
     uv_signal_t sigterm, sigint;
+    uv_check_t flusher;
+    lua_State *inline_L; /* one CPU: tasks run on the loop thread, in this state */
+    uint64_t inline_gen;
     unsigned char key[FF_KEY_LEN];
     int64_t cpus; /* fixed point */
     const char *resources;
@@ -75,6 +79,7 @@ typedef struct worker {
     wtask *queue, *queue_tail, *done;
     wrun *runs;
     uint64_t dropped_gen; /* bumped when runs are dropped */
+    int64_t cpus_free;    /* executors: CPUs not taken by running tasks */
     int stop, exit_code, registered;
 } worker;
 
@@ -240,22 +245,62 @@ static int run_task(lua_State *L) {
     return 0;
 }
 
-static void *executor(void *arg) {
-    worker *w = arg;
+/* A Lua state for running tasks. */
+static lua_State *exec_state(void) {
     lua_State *L = luaL_newstate();
-    if (L == NULL) {
-        ff_log(WHO, "cannot create a Lua state");
+    if (L == NULL)
         return NULL;
-    }
     luaL_openlibs(L);
     fflua_open(L);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+    return L;
+}
+
+/* Runs task t in state L; the outcome goes into t (ok, out, ns). */
+static void run_one(worker *w, lua_State *L, wtask *t, uint64_t gen, uint64_t *seen_gen) {
+    if (gen != *seen_gen) { /* runs were dropped: forget their functions */
+        *seen_gen = gen;
+        lua_newtable(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+    }
+    struct exec x = {w, L, t};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    lua_pushcfunction(L, run_task);
+    lua_pushlightuserdata(L, &x);
+    int status = ffl_pcall(L, 1, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    t->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
+            (uint64_t)t0.tv_nsec;
+    t->ok = status == LUA_OK;
+    if (!t->ok) {
+        size_t n;
+        const char *m = lua_tolstring(L, -1, &n);
+        if (m == NULL)
+            m = "(error object is not a string)", n = strlen(m);
+        t->out.n = 0;
+        if (ff_buf_reserve(&t->out, n) == 0) {
+            memcpy(t->out.p, m, n);
+            t->out.n = n;
+        }
+    }
+    lua_settop(L, 0);
+}
+
+static void *executor(void *arg) {
+    worker *w = arg;
+    lua_State *L = exec_state();
+    if (L == NULL) {
+        ff_log(WHO, "cannot create a Lua state");
+        return NULL;
+    }
     uint64_t seen_gen = 0;
-    struct exec x = {w, L, NULL};
     for (;;) {
         pthread_mutex_lock(&w->mu);
-        while (!w->stop && w->queue == NULL)
+        /* The head sends more tasks than CPUs (pipelining); they start in
+         * order, each when its CPUs are free. */
+        while (!w->stop && (w->queue == NULL || w->queue->cpus > w->cpus_free))
             pthread_cond_wait(&w->cv, &w->mu);
         if (w->stop) {
             pthread_mutex_unlock(&w->mu);
@@ -265,36 +310,14 @@ static void *executor(void *arg) {
         w->queue = t->next;
         if (w->queue == NULL)
             w->queue_tail = NULL;
+        w->cpus_free -= t->cpus;
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
-        if (gen != seen_gen) { /* runs were dropped: forget their functions */
-            seen_gen = gen;
-            lua_newtable(L);
-            lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
-        }
-        x.t = t;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        lua_pushcfunction(L, run_task);
-        lua_pushlightuserdata(L, &x);
-        int status = ffl_pcall(L, 1, 0);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        t->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
-                (uint64_t)t0.tv_nsec;
-        t->ok = status == LUA_OK;
-        if (!t->ok) {
-            size_t n;
-            const char *m = lua_tolstring(L, -1, &n);
-            if (m == NULL)
-                m = "(error object is not a string)", n = strlen(m);
-            t->out.n = 0;
-            if (ff_buf_reserve(&t->out, n) == 0) {
-                memcpy(t->out.p, m, n);
-                t->out.n = n;
-            }
-        }
-        lua_settop(L, 0);
+        run_one(w, L, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
+        w->cpus_free += t->cpus;
+        if (w->queue != NULL)
+            pthread_cond_broadcast(&w->cv);
         t->next = w->done;
         w->done = t;
         pthread_mutex_unlock(&w->mu);
@@ -306,32 +329,40 @@ static void *executor(void *arg) {
 
 /* --- the loop thread ----------------------------------------------------- */
 
+/* Keeps a finished task's result here and tells the head. Under w->mu
+ * for the store; the frame is written by the loop thread. */
+static void report(worker *w, wtask *t) {
+    if (w->conn.state != FF_CONN_READY)
+        return;
+    size_t at;
+    ff_buf *b = &w->conn.out;
+    ff_conn_begin(&w->conn, FF_M_RESULT, &at);
+    ff_wr_varint(b, t->run);
+    ff_wr_varint(b, t->index);
+    ff_wr_varint(b, (uint64_t)t->ok);
+    ff_wr_str(b, t->out.p, t->out.n);
+    ff_wr_varint(b, t->ns);
+    ff_conn_end(&w->conn, at);
+}
+
+static void keep_result(worker *w, wtask *t) {
+    wrun *r = t->ok ? run_get(w, t->run, 0) : NULL;
+    if (r != NULL)
+        bm_put(&r->results, t->index, t->out.p, t->out.n);
+}
+
 static void send_results(uv_async_t *a) {
     worker *w = a->data;
     pthread_mutex_lock(&w->mu);
     wtask *done = w->done;
     w->done = NULL;
-    /* Keep results for later tasks here, in order of completion. */
-    for (wtask *t = done; t; t = t->next) {
-        wrun *r = t->ok ? run_get(w, t->run, 0) : NULL;
-        if (r != NULL)
-            bm_put(&r->results, t->index, t->out.p, t->out.n);
-    }
+    for (wtask *t = done; t; t = t->next)
+        keep_result(w, t);
     pthread_mutex_unlock(&w->mu);
     while (done != NULL) {
         wtask *t = done;
         done = t->next;
-        if (w->conn.state == FF_CONN_READY) {
-            size_t at;
-            ff_buf *b = &w->conn.out;
-            ff_conn_begin(&w->conn, FF_M_RESULT, &at);
-            ff_wr_varint(b, t->run);
-            ff_wr_varint(b, t->index);
-            ff_wr_varint(b, (uint64_t)t->ok);
-            ff_wr_str(b, t->out.p, t->out.n);
-            ff_wr_varint(b, t->ns);
-            ff_conn_end(&w->conn, at);
-        }
+        report(w, t);
         task_free(t);
     }
 }
@@ -373,10 +404,20 @@ static int on_task(worker *w, const char *p, size_t n) {
     t->pre = malloc(t->npre ? t->npre : 1);
     if (t->pre)
         memcpy(t->pre, s, t->npre);
+    t->cpus = (int64_t)ff_rd_varint(&r);
+    if (t->cpus > w->cpus) /* never more than all of them */
+        t->cpus = w->cpus;
     if (ff_rd_done(&r) != 0 || t->name == NULL || t->args == NULL || t->pre == NULL ||
         run == NULL) {
         task_free(t);
         return 1;
+    }
+    if (w->inline_L != NULL) { /* one CPU: run it here, now */
+        run_one(w, w->inline_L, t, w->dropped_gen, &w->inline_gen);
+        keep_result(w, t);
+        report(w, t);
+        task_free(t);
+        return 0;
     }
     pthread_mutex_lock(&w->mu);
     if (w->queue_tail)
@@ -471,11 +512,17 @@ static void on_ready(ff_conn *c, int role) {
     w->registered = 1;
 }
 
+static void flush_conn(uv_check_t *chk) {
+    worker *w = chk->data;
+    ff_conn_flush(&w->conn);
+}
+
 static void stop_all(worker *w) {
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    uv_close((uv_handle_t *)&w->flusher, NULL);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
@@ -498,6 +545,11 @@ static void on_signal(uv_signal_t *h, int sig) {
         ff_conn_end(&w->conn, at);
     }
     ff_conn_close(&w->conn);
+}
+
+static uint64_t activity(void *ud) {
+    worker *w = ud;
+    return w->conn.nreads;
 }
 
 int ff_worker_main(const ff_worker_opts *o) {
@@ -530,6 +582,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     }
     ff_auth_key(token, tl, w->key);
     w->resources = o->resources;
+    w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
     if (w->nthreads < 1)
         w->nthreads = 1;
@@ -543,11 +596,24 @@ int ff_worker_main(const ff_worker_opts *o) {
     w->sigterm.data = w->sigint.data = w;
     uv_signal_start(&w->sigterm, on_signal, SIGTERM);
     uv_signal_start(&w->sigint, on_signal, SIGINT);
-    w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
+    uv_check_init(&w->loop, &w->flusher);
+    w->flusher.data = w;
+    uv_check_start(&w->flusher, flush_conn);
+    /* One CPU: tasks run on the loop thread (no handoff between threads
+     * per task); more: one executor thread per CPU. */
     int started = 0;
-    for (; w->threads && started < w->nthreads; started++)
-        if (pthread_create(&w->threads[started], NULL, executor, w) != 0)
-            break;
+    if (w->nthreads == 1) {
+        w->inline_L = exec_state();
+        if (w->inline_L == NULL) {
+            ff_log(WHO, "cannot create a Lua state");
+            w->exit_code = 1;
+        }
+    } else {
+        w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
+        for (; w->threads && started < w->nthreads; started++)
+            if (pthread_create(&w->threads[started], NULL, executor, w) != 0)
+                break;
+    }
     w->conn.data = w;
     w->conn.on_frame = on_frame;
     w->conn.on_close = on_closed;
@@ -559,9 +625,11 @@ int ff_worker_main(const ff_worker_opts *o) {
         uv_close((uv_handle_t *)&w->conn.tcp, NULL);
         stop_all(w);
     }
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    ff_loop_run(&w->loop, 200, activity, w);
     for (int i = 0; i < started; i++)
         pthread_join(w->threads[i], NULL);
+    if (w->inline_L != NULL)
+        lua_close(w->inline_L);
     int code = w->exit_code;
     if (w->conn.refused[0] != '\0')
         code = 1;
