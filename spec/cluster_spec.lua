@@ -125,6 +125,32 @@ describe("cluster", function()
     assert.are.equal(10, most)
   end)
 
+  it("keeps at most max_pending_tasks tasks of a run out at once", function()
+    local address, token = cluster { { cpus = 8 } }
+    local task = ff.workflow("task", function(i)
+      local c = require("functionfuse.core")
+      local t0 = c.monotime()
+      c.sleep(0.4)
+      return { i, t0, c.monotime() }
+    end)
+    local leaves = {}
+    for i = 1, 7 do leaves[i] = task(i) end
+    leaves[#leaves + 1] = { workflow_name = "pending",
+                            cluster_init_args = { address = address, token_file = token } }
+    local spans = { ClusterWorkflow(table.unpack(leaves)):run { max_pending_tasks = 3 } }
+    local events = {}
+    for _, sp in ipairs(spans) do
+      events[#events + 1] = { sp[2], 1 }
+      events[#events + 1] = { sp[3], -1 }
+    end
+    table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    local now, most = 0, 0
+    for _, e in ipairs(events) do now = now + e[2]; most = math.max(most, now) end
+    assert.are.equal(3, most)
+    assert.has_error(function() ClusterWorkflow(task(1), { workflow_name = "x",
+      cluster_init_args = { address = address, token_file = token } }):run { max_pending_tasks = 0 } end)
+  end)
+
   it("fails a request no node can satisfy before running anything", function()
     local address, token = cluster { { cpus = 1, resources = '{"gpu": 1}' } }
     local ran = H.tmpdir() .. "/ran"

@@ -18,6 +18,10 @@ describe("examples", function()
     assert.are.equal("15150\ncomputed 0, loaded 1\n", (example("cached", dir)))
   end)
 
+  it("cluster.lua prints 3 from a local cluster", function()
+    assert.are.equal("3\nnode1 ran on a worker, node2 on a worker\n", (example("cluster")))
+  end)
+
   it("sums.lua prints 3", function()
     assert.are.equal("3\n", example("sums"))
   end)

@@ -69,6 +69,11 @@ typedef struct hrun {
     uint32_t ntasks, finished;
     blobmap funcs;
     int failed;
+    /* max_pending_tasks: at most this many tasks queued or running (0: no
+     * limit); ready tasks beyond it wait in `held`, oldest first. */
+    uint32_t max_pending, pending;
+    uint32_t *held;
+    size_t held_head, held_n, held_cap;
 } hrun;
 
 struct hconn {
@@ -129,6 +134,7 @@ static void run_free(head *h, hrun *r) {
         task_free_fields(t);
     }
     free(r->tasks);
+    free(r->held);
     bm_free(&r->funcs);
     free(r);
 }
@@ -264,16 +270,45 @@ static void dispatch(head *h) {
     }
 }
 
-/* Queues task i (its parents are done). */
+/* Queues task i (its parents are done), or holds it while the run has
+ * max_pending tasks out. */
 static int make_ready(head *h, hrun *r, uint32_t i) {
     htask *t = &r->tasks[i];
+    if (r->max_pending > 0 && r->pending >= r->max_pending) {
+        if (r->held_n == r->held_cap) {
+            size_t cap = r->held_cap ? r->held_cap * 2 : 64;
+            uint32_t *nh = malloc(cap * sizeof *nh);
+            if (nh == NULL)
+                return -ENOMEM;
+            for (size_t k = 0; k < r->held_n; k++)
+                nh[k] = r->held[(r->held_head + k) % r->held_cap];
+            free(r->held);
+            r->held = nh;
+            r->held_cap = cap;
+            r->held_head = 0;
+        }
+        r->held[(r->held_head + r->held_n++) % r->held_cap] = i;
+        return 0;
+    }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
     int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity, 0, &bad);
     if (rc != 0)
         return rc;
     t->state = T_QUEUED;
+    r->pending++;
     return 0;
+}
+
+/* A task of run r is no longer out: release what was held for it. */
+static void task_out(head *h, hrun *r) {
+    r->pending--;
+    while (r->held_n > 0 && (r->max_pending == 0 || r->pending < r->max_pending)) {
+        uint32_t i = r->held[r->held_head];
+        r->held_head = (r->held_head + 1) % r->held_cap;
+        r->held_n--;
+        make_ready(h, r, i);
+    }
 }
 
 /* --- messages from workers ----------------------------------------------- */
@@ -315,6 +350,7 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
     }
     t->state = T_DONE;
     r->finished++;
+    task_out(h, r);
     if (w->place < 64)
         t->holders |= (uint64_t)1 << w->place;
     if (t->leaf)
@@ -541,7 +577,7 @@ static int check_feasible(head *h, hrun *r, char *err, size_t errlen) {
 static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     ff_rd rd;
     ff_rd_init(&rd, p, n);
-    uint64_t drun = ff_rd_varint(&rd);
+    uint64_t drun = ff_rd_varint(&rd), max_pending = ff_rd_varint(&rd);
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
         if (x->driver == d && x->driver_run == drun && x->tasks == NULL)
@@ -551,6 +587,7 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         ff_log(WHO, "%s: SUBMIT for a run without functions", d->c.peer);
         return 1;
     }
+    r->max_pending = max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)max_pending;
     if (read_tasks(h, r, &rd, err, sizeof err) != 0) {
         ff_log(WHO, "%s: %s", d->c.peer, err);
         return 1;

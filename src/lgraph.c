@@ -1816,6 +1816,12 @@ static int cluster_inner(lua_State *L) {
     size_t at;
     ff_frame_begin(b, FF_M_SUBMIT, &at);
     ff_wr_varint(b, x->run_id);
+    lua_getfield(L, x->opts, "max_pending_tasks");
+    lua_Integer maxp = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    if (maxp < 0)
+        luaL_error(L, "bad option 'max_pending_tasks' (a positive integer expected)");
+    ff_wr_varint(b, (uint64_t)maxp);
     ff_wr_varint(b, p->n);
     ff_wr_fixed(b, tasks.p, tasks.n);
     ff_buf_free(&tasks);

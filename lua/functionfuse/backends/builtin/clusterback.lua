@@ -127,7 +127,8 @@ function ClusterWorkflow:_client()
 end
 
 --- Runs the workflow on the cluster; returns one value per leaf (nothing
--- with { return_results = false }).
+-- with { return_results = false }). { max_pending_tasks = N }: at most N
+-- tasks of this run are queued or running at once.
 function ClusterWorkflow:run(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
@@ -135,7 +136,11 @@ function ClusterWorkflow:run(opts)
   end
   local client = self:_client()
   state.run_id = state.run_id + 1
-  local o = { run_id = state.run_id, return_results = opts.return_results }
+  local mp = opts.max_pending_tasks
+  if mp ~= nil and (math.type(mp) ~= "integer" or mp < 1) then
+    error("bad option 'max_pending_tasks' (a positive integer expected)", 2)
+  end
+  local o = { run_id = state.run_id, return_results = opts.return_results, max_pending_tasks = mp }
   local r = table.pack(self._core:run_cluster(client, o))
   self.last_run = { placement = o.placement }
   return table.unpack(r, 1, r.n)
