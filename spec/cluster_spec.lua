@@ -230,6 +230,37 @@ describe("cluster", function()
     assert.matches("stack traceback", err, 1, true)
   end)
 
+  it("fails the run when a worker dies under a task, and goes on serving", function()
+    local address, token, ps = cluster { { cpus = 1 }, { cpus = 1 } }
+    local started = H.tmpdir() .. "/started"
+    local slow = ff.workflow("slow", function(path)
+      local f = io.open(path .. ".tmp", "w")
+      f:write(require("functionfuse.core").getpid())
+      f:close()
+      os.rename(path .. ".tmp", path)
+      require("functionfuse.core").sleep(30)
+      return 1
+    end)
+    local wf = ClusterWorkflow(slow(started), { workflow_name = "lost",
+      cluster_init_args = { address = address, token_file = token } })
+    -- Kill the worker that took the task (it wrote its pid), from a helper
+    -- process, once the task started.
+    local killer = H.write(H.tmpdir() .. "/kill.sh", ([[
+      for i in $(seq 400); do [ -e '%s' ] && break; sleep 0.025; done
+      kill -9 "$(cat '%s')"
+    ]]):format(started, started))
+    local k = H.fftest.pty { argv = { "/bin/sh", killer }, env = { TERM = "dumb" } }
+    procs[#procs + 1] = k
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("node 'slow_0000' %(function 'slow' defined at .-%) failed: the worker " ..
+                   "running it left the cluster", err)
+    local sum = ff.workflow(function(a, b) return a + b end)
+    assert.are.equal(9, ClusterWorkflow(sum(4, 5), { workflow_name = "still",
+      cluster_init_args = { address = address, token_file = token } }):run())
+    assert.is_table(ps)
+  end)
+
   it("refuses a wrong token and a garbage speaker, and keeps serving others", function()
     local address, token = cluster { { cpus = 1 } }
     local ok, err = pcall(core.cluster_connect, address, { token = ("x"):rep(32) })

@@ -67,13 +67,11 @@ ff_buf *ffl_client_out(ffl_client *c) {
     return &c->out;
 }
 
+/* poll() for one fd: > 0 ready, 0 timeout, < 0 error or a signal (EINTR:
+ * a Ctrl-C in the REPL must end the wait). */
 static int wait_fd(int fd, short ev, int timeout_ms) {
     struct pollfd p = {fd, ev, 0};
-    for (;;) {
-        int rc = poll(&p, 1, timeout_ms);
-        if (rc >= 0 || errno != EINTR)
-            return rc;
-    }
+    return poll(&p, 1, timeout_ms);
 }
 
 int ffl_client_flush(ffl_client *c) {
@@ -115,6 +113,10 @@ int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int tim
             return -1;
         }
         int w = wait_fd(c->fd, POLLIN, timeout_ms);
+        if (w < 0 && errno == EINTR) {
+            snprintf(c->err, sizeof c->err, "interrupted while waiting for the cluster");
+            return -1;
+        }
         if (w == 0) {
             snprintf(c->err, sizeof c->err, "the head at %s did not answer in time", c->address);
             return 1;
