@@ -67,6 +67,22 @@ local function cluster(workers)
   return address, token, ps
 end
 
+--- The most of the spans { id, start, end } that overlap at one moment.
+local function most_at_once(spans)
+  local events = {}
+  for _, sp in ipairs(spans) do
+    events[#events + 1] = { sp[2], 1 }
+    events[#events + 1] = { sp[3], -1 }
+  end
+  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local now, most = 0, 0
+  for _, e in ipairs(events) do
+    now = now + e[2]
+    most = math.max(most, now)
+  end
+  return most
+end
+
 describe("cluster", function()
   after_each(function()
     stop_all()
@@ -109,20 +125,8 @@ describe("cluster", function()
                             cluster_init_args = { address = address, token_file = token } }
     local wf = ClusterWorkflow(table.unpack(leaves))
     wf:query(".*"):set_remote_args { num_cpus = 0, resources = { slot = 0.1 } }
-    local spans = { wf:run() }
     -- The most tasks running at one moment: exactly ten (10 x 0.1 = 1).
-    local events = {}
-    for _, s in ipairs(spans) do
-      events[#events + 1] = { s[2], 1 }
-      events[#events + 1] = { s[3], -1 }
-    end
-    table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-    local now, most = 0, 0
-    for _, e in ipairs(events) do
-      now = now + e[2]
-      most = math.max(most, now)
-    end
-    assert.are.equal(10, most)
+    assert.are.equal(10, most_at_once { wf:run() })
   end)
 
   it("keeps at most max_pending_tasks tasks of a run out at once", function()
@@ -137,16 +141,7 @@ describe("cluster", function()
     for i = 1, 7 do leaves[i] = task(i) end
     leaves[#leaves + 1] = { workflow_name = "pending",
                             cluster_init_args = { address = address, token_file = token } }
-    local spans = { ClusterWorkflow(table.unpack(leaves)):run { max_pending_tasks = 3 } }
-    local events = {}
-    for _, sp in ipairs(spans) do
-      events[#events + 1] = { sp[2], 1 }
-      events[#events + 1] = { sp[3], -1 }
-    end
-    table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-    local now, most = 0, 0
-    for _, e in ipairs(events) do now = now + e[2]; most = math.max(most, now) end
-    assert.are.equal(3, most)
+    assert.are.equal(3, most_at_once { ClusterWorkflow(table.unpack(leaves)):run { max_pending_tasks = 3 } })
     assert.has_error(function() ClusterWorkflow(task(1), { workflow_name = "x",
       cluster_init_args = { address = address, token_file = token } }):run { max_pending_tasks = 0 } end)
   end)

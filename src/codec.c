@@ -127,6 +127,10 @@ int ffc_put_bytes(ffc_enc *e, const void *p, size_t n) {
     return put(e, p, n);
 }
 
+int ffc_put_varint(ffc_enc *e, uint64_t v) {
+    return put_varint(e, v);
+}
+
 int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n) {
     return put1(e, tag) || put_str(e, p, n);
 }

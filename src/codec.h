@@ -82,6 +82,7 @@ void ffc_push_modmap(lua_State *L);
 /* For hooks: append raw bytes / a marker tag with a string. */
 int ffc_put_bytes(ffc_enc *e, const void *p, size_t n);
 int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n);
+int ffc_put_varint(ffc_enc *e, uint64_t v);
 
 #define FFC_TAG_NODE 0x0E /* hash mode: a node, by its fingerprint */
 

@@ -905,6 +905,23 @@ static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
     }
 }
 
+/* Pushes the results of the leaves of the workflow at wfidx, in order;
+ * returns how many. */
+static int push_leaves(lua_State *L, struct run *r, int wfidx) {
+    lua_getiuservalue(L, wfidx, 1);
+    int leaves = lua_gettop(L);
+    lua_Integer n = luaL_len(L, leaves);
+    luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many leaves");
+    for (lua_Integer i = 1; i <= n; i++) {
+        r->leaf = (int)i;
+        lua_rawgeti(L, leaves, i);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+    }
+    r->leaf = 0;
+    return (int)n;
+}
+
 /* Pushes "node 'x' (function 'f' defined at src:line)". */
 static void push_node_desc(lua_State *L, ffl_ctx *ctx, uint32_t id, int fidx) {
     lua_Debug ar;
@@ -1364,17 +1381,7 @@ static int run_inner(lua_State *L) {
                 args = ff_graph_args(ctx->graph, id, &nargs);
         }
         lua_call(L, (int)nargs, LUA_MULTRET);
-        int nres = lua_gettop(L) - top;
-        if (nres == 0) {
-            lua_pushnil(L);
-        } else if (nres > 1) { /* several values: a sequence with n, as a tuple */
-            lua_createtable(L, nres, 1);
-            lua_insert(L, top + 1);
-            for (int i = nres; i >= 1; i--)
-                lua_rawseti(L, top + 1, i);
-            lua_pushinteger(L, nres);
-            lua_setfield(L, -2, "n");
-        }
+        ffl_one_result(L, top);
         if (r->st != NULL) {
             r->current = UINT32_MAX; /* errors here name the node themselves */
             save_result(L, r, pos, mono_ns() - t0);
@@ -1399,19 +1406,7 @@ static int run_inner(lua_State *L) {
         }
     }
     r->current = UINT32_MAX;
-    /* The leaves' results, in order. */
-    lua_getiuservalue(L, 2, 1);
-    int leaves = lua_gettop(L);
-    lua_Integer n = luaL_len(L, leaves);
-    luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many leaves");
-    for (lua_Integer i = 1; i <= n; i++) {
-        r->leaf = (int)i;
-        lua_rawgeti(L, leaves, i);
-        push_result(L, r, lua_gettop(L));
-        lua_remove(L, -2);
-    }
-    r->leaf = 0;
-    return (int)n;
+    return push_leaves(L, r, 2);
 }
 
 static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
@@ -1568,19 +1563,6 @@ static void cl_slots(lua_State *L, struct crun *x, uint32_t id) {
     }
 }
 
-static int cl_put_varint(ffc_enc *e, uint64_t v) {
-    unsigned char t[10];
-    int n = 0;
-    do {
-        t[n] = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            t[n] |= 0x80;
-        n++;
-    } while (v);
-    return ffc_put_bytes(e, t, (size_t)n);
-}
-
 /* FFC_CODE hook: a Node or NodeItem inside a task's arguments is a node
  * tag with the parent's slot in the task's dependency list (and the item's
  * keys). */
@@ -1603,14 +1585,14 @@ static int cl_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
     }
     uint8_t tag = FFC_TAG_NODE;
     ffc_put_bytes(e, &tag, 1);
-    cl_put_varint(e, slot);
+    ffc_put_varint(e, slot);
     if (!is_item) {
-        cl_put_varint(e, 0);
+        ffc_put_varint(e, 0);
         return 1;
     }
     lua_getiuservalue(L, idx, 1);
     lua_Integer len = luaL_len(L, -1);
-    cl_put_varint(e, (uint64_t)len);
+    ffc_put_varint(e, (uint64_t)len);
     ff_buf sub = {0};
     ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
     for (lua_Integer i = 1; i <= len; i++) {
@@ -1887,17 +1869,7 @@ static int cluster_inner(lua_State *L) {
     if (lua_getfield(L, x->opts, "return_results") == LUA_TBOOLEAN && !lua_toboolean(L, -1))
         return 0;
     lua_pop(L, 1);
-    lua_getiuservalue(L, 2, 1);
-    int leaves = lua_gettop(L);
-    luaL_checkstack(L, (int)nl + LUA_MINSTACK, "too many leaves");
-    for (lua_Integer i = 1; i <= nl; i++) {
-        r->leaf = (int)i;
-        lua_rawgeti(L, leaves, i);
-        push_result(L, r, lua_gettop(L));
-        lua_remove(L, -2);
-    }
-    r->leaf = 0;
-    return (int)nl;
+    return push_leaves(L, r, 2);
 }
 
 /* wf:run_cluster(client, opts) -> one value per leaf (none when

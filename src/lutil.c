@@ -27,3 +27,17 @@ int ffl_pcall(lua_State *L, int nargs, int nres) {
     lua_remove(L, base);
     return status;
 }
+
+void ffl_one_result(lua_State *L, int base) {
+    int nres = lua_gettop(L) - base;
+    if (nres == 0) {
+        lua_pushnil(L);
+    } else if (nres > 1) { /* several values: a sequence with n, as a tuple */
+        lua_createtable(L, nres, 1);
+        lua_insert(L, base + 1);
+        for (int i = nres; i >= 1; i--)
+            lua_rawseti(L, base + 1, i);
+        lua_pushinteger(L, nres);
+        lua_setfield(L, -2, "n");
+    }
+}

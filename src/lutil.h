@@ -16,4 +16,8 @@ int ffl_traceback(lua_State *L);
 /// Same stack effect as lua_pcall.
 int ffl_pcall(lua_State *L, int nargs, int nres);
 
+/// Makes the values above stack index base one result, as every backend
+/// does: none -> nil, one -> itself, several -> { v1, ..., n = N }.
+void ffl_one_result(lua_State *L, int base);
+
 #endif

@@ -225,17 +225,7 @@ static int run_task(lua_State *L) {
     for (lua_Integer i = 1; i <= nargs; i++)
         lua_rawgeti(L, at, i);
     lua_call(L, (int)nargs, LUA_MULTRET);
-    int nres = lua_gettop(L) - at;
-    if (nres == 0) {
-        lua_pushnil(L);
-    } else if (nres > 1) { /* several values: a sequence with n, as locally */
-        lua_createtable(L, nres, 1);
-        lua_insert(L, at + 1);
-        for (int i = nres; i >= 1; i--)
-            lua_rawseti(L, at + 1, i);
-        lua_pushinteger(L, nres);
-        lua_setfield(L, -2, "n");
-    }
+    ffl_one_result(L, at);
     t->out.n = 0;
     ffc_opts o = {FFC_CODE, NULL, NULL, 0};
     if (ffc_encode(L, -1, &o, &t->out) != 0) {
