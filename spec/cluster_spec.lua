@@ -129,6 +129,42 @@ describe("cluster", function()
     assert.are.equal(10, most_at_once { wf:run() })
   end)
 
+  it("runs a node on a worker with the CPUs it asks for, never on a smaller one", function()
+    local address, token, ps = cluster { { cpus = 1 }, { cpus = 4 } }
+    local big = tostring(ps[2]:pid())
+    local f = ff.workflow("f", function(i) return i end)
+    local leaves = {}
+    for i = 1, 4 do leaves[i] = f(i) end
+    leaves[#leaves + 1] = { workflow_name = "cpus",
+                            cluster_init_args = { address = address, token_file = token } }
+    local wf = ClusterWorkflow(table.unpack(leaves))
+    wf:query(".*"):set_remote_args { num_cpus = 3 }
+    assert.are.same({ 1, 2, 3, 4 }, { wf:run() })
+    for name, where in pairs(wf.last_run.placement) do
+      assert.matches(":" .. big .. "$", where, nil, name)
+    end
+    local w5 = ClusterWorkflow(f(5), { workflow_name = "cpus5",
+      cluster_init_args = { address = address, token_file = token } })
+    w5:query(".*"):set_remote_args { num_cpus = 5 }
+    local ok, err = pcall(w5.run, w5)
+    assert.is_false(ok)
+    assert.matches("asks for 5 of 'CPU', but no node of the cluster has more than 4", err, 1, true)
+  end)
+
+  it("serves the next run on the same connection after a run with several failures", function()
+    local address, token = cluster { { cpus = 2 } }
+    local args = { address = address, token_file = token }
+    local bad = ff.workflow("bad", function(x) error("bad " .. x) end)
+    local ok = pcall(function() return ClusterWorkflow(bad(1), bad(2), bad(3),
+      { workflow_name = "b", cluster_init_args = args }):run() end)
+    assert.is_false(ok)
+    local sum = ff.workflow(function(a, b) return a + b end)
+    assert.are.equal(7, ClusterWorkflow(sum(3, 4), { workflow_name = "ok", cluster_init_args = args }):run())
+    assert.has_error(function()
+      ClusterWorkflow(sum(1, 1), { workflow_name = "st", cluster_init_args = args }):set_storage({})
+    end)
+  end)
+
   it("keeps at most max_pending_tasks tasks of a run out at once", function()
     local address, token = cluster { { cpus = 8 } }
     local task = ff.workflow("task", function(i)
@@ -270,6 +306,16 @@ describe("cluster", function()
     local sum = ff.workflow(function(a, b) return a + b end)
     assert.are.equal(5, ClusterWorkflow(sum(2, 3), { workflow_name = "after",
       cluster_init_args = { address = address, token_file = token } }):run())
+  end)
+
+  it("refuses bad worker resources before joining", function()
+    local r = H.fflua({ "worker", "--address", "127.0.0.1:1", "--resources", '{"gpu": 0.333333}' },
+                      { env = { FFLUA_TOKEN = core.token_new() } })
+    assert.are.equal(2, r.code)
+    assert.matches("bad amount for 'gpu'", r.stderr, 1, true)
+    r = H.fflua({ "worker", "--address", "127.0.0.1:1", "--resources", '{"a": 1, "a": 2}' },
+                { env = { FFLUA_TOKEN = core.token_new() } })
+    assert.are.equal(2, r.code)
   end)
 
   it("refuses a token file others can read", function()

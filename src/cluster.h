@@ -18,13 +18,14 @@
  *                                nres, nres x (name str, amount varint)
  *   TASK      head -> worker   run, index, fid, name str, ndeps, ndeps x
  *                              (dep index, has bytes, [bytes str]), args
- *                              str, pre str
+ *                              str, pre str, cpus (fixed-point, asked for)
  *   RESULT    worker -> head   run, index, ok (1) or failed (0), bytes or
  *                              message str, compute ns
  *   DONE      head -> driver   run, index, status (0 ok, 1 failed, 2
  *                              refused), bytes or message str
  *   RUN_END   head -> driver   run, nplaces, nplaces x name str, ntasks x
- *                              place (where each task ran)
+ *                              (1 + the place where the task ran; 0: it
+ *                              did not run)
  *             driver -> head   run (forget it)
  *             head -> worker   run (drop its functions and results)
  *   STATUS_REPLY head -> client  nplaces, per place: name str, running,

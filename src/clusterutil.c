@@ -21,11 +21,14 @@ int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char 
     if (env == NULL || env[0] == '\0')
         return 0;
     size_t n = strlen(env);
+    while (n > 0 && (env[n - 1] == '\n' || env[n - 1] == '\r'))
+        n--; /* as in a token file */
     if (n < FF_TOKEN_MIN || n >= cap) {
         snprintf(err, errlen, "FFLUA_TOKEN must be %d to %zu bytes", FF_TOKEN_MIN, cap - 1);
         return FFLUA_EAUTH;
     }
-    memcpy(out, env, n + 1);
+    memcpy(out, env, n);
+    out[n] = '\0';
     *len = n;
     return 0;
 }

@@ -19,11 +19,15 @@
  *   table    := varint narr, u32 nhash, narr values (nil for holes),
  *               nhash (key value) pairs
  *
- * Tags 0x0D..0x11 only appear in fingerprint input (FFC_HASH), which is
- * hashed, never decoded: 0x0D function (bytecode, upvalues), 0x0E node,
- * 0x0F marker, 0x10 module or library function by name, 0x11 table with an
- * unregistered metatable. A decoder meeting them refuses the value; in
- * particular a stored value that claims to be a function is never loaded.
+ * More tags, for code and fingerprints: 0x0D function, 0x0E node (a
+ * task's parent's result), 0x0F marker, 0x10 module or library function by
+ * name, 0x11 table with an unregistered metatable, 0x12 the receiver's
+ * globals (_ENV). FFC_HASH writes them as fingerprint input, which is
+ * hashed, never decoded. FFC_CODE (between authenticated cluster peers)
+ * encodes and decodes 0x0D (bytecode string, upvalue count, upvalues), 0x10
+ * (module, field), 0x12, and 0x0E (parent slot, key count, keys) through
+ * ffc_decode_code's hook. Any other decoder refuses them: in particular a
+ * stored value that claims to be a function is never loaded.
  */
 #include <math.h>
 #include <stdlib.h>

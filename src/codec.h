@@ -84,7 +84,8 @@ int ffc_put_bytes(ffc_enc *e, const void *p, size_t n);
 int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n);
 int ffc_put_varint(ffc_enc *e, uint64_t v);
 
-#define FFC_TAG_NODE 0x0E /* hash mode: a node, by its fingerprint */
+#define FFC_TAG_NODE 0x0E /* a node: by its fingerprint (FFC_HASH), by its
+                            parent slot and keys (FFC_CODE, tasks) */
 
 /* Pushes the codec registry of this state (creating it). Fields: classes
  * (name -> mt), class_names (mt -> name), ser (mt -> {name, pack, unpack}),

@@ -128,6 +128,14 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
     char msg[512];
     if (c->server) {
         ff_authmsg a;
+        if (type == FF_M_REFUSE) {
+            ff_rd r;
+            ff_rd_init(&r, p, n);
+            size_t len;
+            const char *s = ff_rd_str(&r, &len);
+            ff_log("net", "%s: the peer gave up: %.*s", c->peer, (int)(len > 300 ? 300 : len), s);
+            return 1;
+        }
         if (type != FF_M_AUTH || ff_authmsg_read(p, n, &a) != 0) {
             refuse(c, "protocol error: the first message must be AUTH");
             return 1;
@@ -184,7 +192,8 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         ff_rd r;
         ff_rd_init(&r, p, n);
         const unsigned char *mac = ff_rd_fixed(&r, FF_MAC_LEN);
-        if (r.err || ff_auth_verify(c->key, "server", c->my_nonce, c->peer_nonce, mac) != 0) {
+        if (ff_rd_done(&r) != 0 ||
+            ff_auth_verify(c->key, "server", c->my_nonce, c->peer_nonce, mac) != 0) {
             snprintf(c->refused, sizeof c->refused,
                      "authentication failed: the server does not know this cluster's token");
             return 1;
@@ -229,8 +238,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         int type;
         const char *payload;
         size_t plen, total;
-        int rc = ff_frame_parse(c->in.p + off, c->in.n - off, FF_FRAME_MAX, &type, &payload,
-                                &plen, &total);
+        /* Before authentication only small frames: a stranger must not
+         * make us buffer a large one. */
+        size_t max = c->state == FF_CONN_HANDSHAKE ? 4096 : FF_FRAME_MAX;
+        int rc = ff_frame_parse(c->in.p + off, c->in.n - off, max, &type, &payload, &plen,
+                                &total);
         if (rc == FFLUA_ENOTFOUND)
             break;
         if (rc != 0) {

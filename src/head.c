@@ -53,8 +53,9 @@ typedef struct htask {
     int leaf, state, place;
     char *args, *pre;
     size_t nargs, npre;
-    ff_res *req;
+    ff_res *req; /* as the scheduler counts (sched_cpus) */
     size_t nreq;
+    int64_t cpus; /* the CPUs asked for, real */
     ff_buf result;
     uint64_t holders; /* places < 64 that hold the result */
 } htask;
@@ -129,8 +130,10 @@ static void run_free(head *h, hrun *r) {
         }
     for (uint32_t i = 0; i < r->ntasks; i++) {
         htask *t = &r->tasks[i];
-        if (t->state == T_QUEUED || t->state == T_RUNNING)
-            ff_sched_release(h->sched, TASK_ID(r->id, i)); /* cancel or forget */
+        /* Queued tasks are cancelled; running ones keep their resources
+         * until their worker reports (on_result releases them). */
+        if (t->state == T_QUEUED)
+            ff_sched_release(h->sched, TASK_ID(r->id, i));
         task_free_fields(t);
     }
     free(r->tasks);
@@ -242,11 +245,7 @@ static int send_task(head *h, hrun *r, uint32_t i, int place) {
     }
     ff_wr_str(b, t->args, t->nargs);
     ff_wr_str(b, t->pre, t->npre);
-    int64_t cpus = FF_RES_SCALE;
-    for (size_t k = 0; k < t->nreq; k++)
-        if (t->req[k].id == FF_RES_CPU)
-            cpus = t->req[k].amount;
-    ff_wr_varint(b, (uint64_t)cpus);
+    ff_wr_varint(b, (uint64_t)t->cpus);
     ff_conn_end(c, at);
     t->state = T_RUNNING;
     t->place = place;
@@ -262,12 +261,22 @@ static void dispatch(head *h) {
         if (r == NULL || i >= r->ntasks || send_task(h, r, i, place) != 0) {
             ff_sched_release(h->sched, id);
             if (r != NULL && i < r->ntasks) {
-                static const char msg[] = "the worker chosen for it is gone";
+                static const char msg[] = "it could not be sent to a worker (its worker is "
+                                          "gone, or its function never arrived)";
                 send_done(r, i, 1, msg, sizeof msg - 1);
                 run_abort(h, r);
             }
         }
     }
+}
+
+/* A request's CPUs as the scheduler counts them. Places hold FF_PIPELINE
+ * times their CPUs; a task of at most one CPU takes what it asks (so up to
+ * FF_PIPELINE of them go to each CPU), a bigger one FF_PIPELINE times it,
+ * so that it only fits on a worker with the real CPUs it asks for, and
+ * never shares them. */
+static int64_t sched_cpus(int64_t asked) {
+    return asked <= FF_RES_SCALE ? asked : asked * FF_PIPELINE;
 }
 
 /* Queues task i (its parents are done), or holds it while the run has
@@ -331,6 +340,12 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
         at != w->place) {
         ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
+        return;
+    }
+    if (run_find(h, run) == NULL) { /* a cancelled run's task: just free */
+        ff_sched_release(h->sched, TASK_ID(run, i));
+        h->finished_total++;
+        dispatch(h);
         return;
     }
     ff_sched_release(h->sched, TASK_ID(run, i));
@@ -496,6 +511,16 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
             }
             t->req[t->nreq++] = (ff_res){id, (int64_t)amount};
         }
+        t->cpus = FF_RES_SCALE;
+        for (size_t k = 0; k < t->nreq; k++)
+            if (t->req[k].id == FF_RES_CPU) {
+                if (t->req[k].amount > FF_RES_MAX / FF_PIPELINE) {
+                    rd->err = FFLUA_EPROTO;
+                    break;
+                }
+                t->cpus = t->req[k].amount;
+                t->req[k].amount = sched_cpus(t->cpus);
+            }
     }
     if (ff_rd_done(rd) != 0) {
         snprintf(err, errlen, "malformed SUBMIT");
@@ -536,10 +561,7 @@ static int check_feasible(head *h, hrun *r, char *err, size_t errlen) {
             max_cpus = c->cpus;
     for (uint32_t i = 0; i < r->ntasks; i++) {
         htask *t = &r->tasks[i];
-        int64_t want = FF_RES_SCALE;
-        for (size_t k = 0; k < t->nreq; k++)
-            if (t->req[k].id == FF_RES_CPU)
-                want = t->req[k].amount;
+        int64_t want = t->cpus;
         if (want > max_cpus && ff_sched_nplaces(h->sched) > 0) {
             snprintf(err, errlen, "node '%s' asks for %g of 'CPU', but no node of the cluster "
                                   "has more than %g", t->name, (double)want / FF_RES_SCALE,
@@ -675,8 +697,14 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     if (type == FF_M_BYE)
         return 1;
     if (role == FF_ROLE_WORKER) {
-        if (type == FF_M_REGISTER && c->place < 0)
-            return on_register(h, c, p, n);
+        if (type == FF_M_REGISTER && c->place < 0) {
+            if (on_register(h, c, p, n) == 0)
+                return 0;
+            ff_log(WHO, "%s: a malformed REGISTER (bad resources?): disconnected", fc->peer);
+            ff_refuse_write(&fc->out, "the head cannot use this worker's REGISTER (bad or "
+                                      "repeated resource names or amounts)");
+            return 1;
+        }
         if (type == FF_M_RESULT && c->place >= 0) {
             on_result(h, c, p, n);
             return 0;
@@ -714,14 +742,18 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
  * tolerance is the cluster's next part). */
 static void on_lost(void *ud, uint64_t id, int why, int bad) {
     head *h = ud;
-    (void)why, (void)bad;
+    (void)bad;
     hrun *r = run_find(h, id >> 32);
-    if (r == NULL)
+    if (r == NULL || (uint32_t)id >= r->ntasks)
         return;
     uint32_t i = (uint32_t)id;
     r->tasks[i].state = T_PENDING;
-    static const char msg[] = "the worker running it left the cluster";
-    send_done(r, i, 1, msg, sizeof msg - 1);
+    static const char lost[] = "the worker running it left the cluster";
+    static const char gone[] = "no worker left in the cluster can hold what it asks for";
+    if (why == FF_SCHED_LOST)
+        send_done(r, i, 1, lost, sizeof lost - 1);
+    else
+        send_done(r, i, 1, gone, sizeof gone - 1);
     r->failed = 1;
 }
 
@@ -888,14 +920,22 @@ static void on_signal(uv_signal_t *sig, int signum) {
 }
 
 struct cap_ud {
+    const char *names[256];
+    size_t lens[256];
     int n;
 };
 
 static int check_res(void *ud, const char *name, size_t len, double v) {
-    (void)name, (void)len;
+    struct cap_ud *c = ud;
     int64_t a;
-    ((struct cap_ud *)ud)->n++;
-    return ff_sched_amount(v, &a);
+    if (ff_sched_amount(v, &a) != 0 || c->n == 256)
+        return 1;
+    for (int i = 0; i < c->n; i++)
+        if (c->lens[i] == len && memcmp(c->names[i], name, len) == 0)
+            return 1;
+    c->names[c->n] = name;
+    c->lens[c->n++] = len;
+    return 0;
 }
 
 static uint64_t activity(void *ud) {
@@ -917,7 +957,8 @@ int ff_head_main(const ff_head_opts *o) {
         ff_token_new(h->token);
         tl = strlen(h->token);
     }
-    struct cap_ud cu = {0};
+    struct cap_ud cu;
+    cu.n = 0;
     if (rc == 0 && o->resources != NULL)
         rc = ff_parse_resources(o->resources, check_res, &cu, err, sizeof err);
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();

@@ -212,7 +212,8 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     ff_rd r;
     ff_rd_init(&r, p, n);
     const unsigned char *smac = ff_rd_fixed(&r, FF_MAC_LEN);
-    if (type != FF_M_WELCOME || r.err || ff_auth_verify(key, "server", nonce, h.nonce, smac) != 0)
+    if (type != FF_M_WELCOME || ff_rd_done(&r) != 0 ||
+        ff_auth_verify(key, "server", nonce, h.nonce, smac) != 0)
         return snprintf(c->err, sizeof c->err,
                         "the head at %s failed to prove it knows the token", address),
                -1;

@@ -1523,6 +1523,7 @@ struct crun {
     int modmap;
     uint64_t nfids;
     int opts; /* stack index of the options table */
+    int bad_key; /* an item key that cannot ship (set by cl_hook) */
     /* For a node with many parents: parent id -> slot, open addressing
      * (pairs of id + 1 and slot; cap a power of two, 0 when unused). */
     uint32_t *smap;
@@ -1596,10 +1597,17 @@ static int cl_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
     ff_buf sub = {0};
     ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
     for (lua_Integer i = 1; i <= len; i++) {
-        lua_rawgeti(L, -1, i);
+        /* Keys are encoded apart, so only keys without references (a
+         * table or function key would number them on its own). */
+        int kt = lua_rawgeti(L, -1, i);
         sub.n = 0;
-        if (ffc_encode(L, -1, &o, &sub) == 0)
+        if ((kt == LUA_TSTRING || kt == LUA_TNUMBER || kt == LUA_TBOOLEAN) &&
+            ffc_encode(L, -1, &o, &sub) == 0) {
             ffc_put_bytes(e, sub.p + 1, sub.n - 1); /* without the version byte */
+        } else {
+            x->bad_key = 1;
+            ffc_put_bytes(e, "", 1); /* nil: the run stops before sending */
+        }
         lua_pop(L, 1);
     }
     ff_buf_free(&sub);
@@ -1744,8 +1752,11 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     x->cur = id;
     cl_slots(L, x, id);
     ffc_opts o = {FFC_CODE, cl_hook, x, x->modmap};
-    if (ffc_encode(L, t, &o, &enc) != 0) {
+    x->bad_key = 0;
+    if (ffc_encode(L, t, &o, &enc) != 0 || x->bad_key) {
         ff_buf_free(&enc);
+        if (x->bad_key)
+            lua_pushliteral(L, "an item key (node[k]) must be a string, a number or a boolean");
         cl_node_error(L, x, id, "its arguments cannot be shipped");
     }
     ff_wr_str(b, enc.p, enc.n);
@@ -1807,6 +1818,13 @@ static int cluster_inner(lua_State *L) {
     ff_wr_varint(b, p->n);
     ff_wr_fixed(b, tasks.p, tasks.n);
     ff_buf_free(&tasks);
+    if (b->n - at > FF_FRAME_MAX) {
+        size_t size = b->n - at;
+        b->n = 0;
+        return luaL_error(L, "the run's tasks take %d MiB, more than the %d MiB one message may "
+                             "carry: pass large inputs through a storage or split the workflow",
+                          (int)(size >> 20), (int)(FF_FRAME_MAX >> 20));
+    }
     ff_frame_end(b, at);
     if (ffl_client_flush(x->c) != 0)
         return luaL_error(L, "%s", ffl_client_error(x->c));
@@ -1824,7 +1842,9 @@ static int cluster_inner(lua_State *L) {
             uint64_t run = ff_rd_varint(&rd), i = ff_rd_varint(&rd), st = ff_rd_varint(&rd);
             size_t len;
             const char *bytes = ff_rd_str(&rd, &len);
-            if (ff_rd_done(&rd) != 0 || run != x->run_id || i >= p->n)
+            if (run != x->run_id && rd.err == 0)
+                continue; /* left over from an earlier run on this connection */
+            if (ff_rd_done(&rd) != 0 || i >= p->n)
                 return luaL_error(L, "the head sent a malformed result");
             uint32_t id = p->order[i];
             if (st == 2)
@@ -1840,7 +1860,9 @@ static int cluster_inner(lua_State *L) {
             lua_rawseti(L, r->results, (lua_Integer)i + 1);
         } else if (type == FF_M_RUN_END) {
             uint64_t run = ff_rd_varint(&rd), np = ff_rd_varint(&rd);
-            if (rd.err || run != x->run_id || np > n)
+            if (run != x->run_id && rd.err == 0)
+                continue;
+            if (rd.err || np > n)
                 return luaL_error(L, "the head sent a malformed run end");
             lua_createtable(L, (int)np, 0);
             int names = lua_gettop(L);
@@ -1862,6 +1884,9 @@ static int cluster_inner(lua_State *L) {
             lua_setfield(L, x->opts, "placement");
             lua_pop(L, 1);
             break;
+        } else if (type == FF_M_BYE) {
+            return luaL_error(L, "the head at %s stopped during the run",
+                              ffl_client_address(x->c));
         } else {
             return luaL_error(L, "unexpected message %d from the head", type);
         }

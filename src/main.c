@@ -339,7 +339,9 @@ static void print_help(void) {
          "  LUA_PATH_5_4, LUA_PATH, LUA_CPATH_5_4, LUA_CPATH  module search paths\n"
          "  FFLUA_TREE     a source tree whose lua/ and stdlib/ files take precedence\n"
          "                 over the built-in package; empty: built-in only\n"
-         "  FFLUA_HISTORY  the REPL history file; empty: no history");
+         "  FFLUA_HISTORY  the REPL history file; empty: no history\n"
+         "  FFLUA_TOKEN    a cluster token, for processes started without a token file\n"
+         "  FFLUA_BIN      the fflua program a local cluster starts (default: this one)");
 }
 
 /* Protected: require(module).main({args...}) -> exit status. */

@@ -17,7 +17,7 @@
 
 #include "buf.h"
 
-#define FF_PROTO_VERSION 1
+#define FF_PROTO_VERSION 2 /* 2: SUBMIT's max_pending, TASK's cpus */
 #define FF_NET_MAGIC "fflua-cluster"
 #define FF_FRAME_HDR 5
 #define FF_FRAME_MAX ((size_t)256 << 20) /* larger frames end the connection */
@@ -29,7 +29,7 @@
 enum ff_msg_type {
     FF_M_HELLO = 1,   /* server -> client: magic, versions, server nonce */
     FF_M_AUTH,        /* client -> server: versions, role, client nonce, MAC */
-    FF_M_WELCOME,     /* server -> client: MAC, peer id */
+    FF_M_WELCOME,     /* server -> client: the server's MAC */
     FF_M_REFUSE,      /* either way: a reason, then the connection closes */
     FF_M_REGISTER,    /* worker -> head: cpus, resources */
     FF_M_FUNC,        /* -> worker: function id, encoded function */
@@ -39,7 +39,7 @@ enum ff_msg_type {
     FF_M_DONE,        /* head -> driver: a leaf's result, or a failure */
     FF_M_STATUS,      /* client -> head: ask for the cluster's state */
     FF_M_STATUS_REPLY,
-    FF_M_FREE,        /* head -> worker: results no longer needed */
+    FF_M_FREE,        /* reserved (never sent): results no longer needed */
     FF_M_BYE,         /* either way: closing cleanly */
     FF_M_RUN_END,     /* driver -> head: the run is over, free its state */
     FF_M_LAST

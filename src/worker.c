@@ -10,6 +10,10 @@
  * received its result before). Results go back as bytes and stay here for
  * later tasks until the head ends the run.
  *
+ * A worker with one CPU runs tasks on its loop thread instead (no handoff
+ * between threads per task). The head sends a worker more tasks than it
+ * has CPUs (pipelining); they start in order, each when its CPUs are free.
+ *
  * Threads meet in two mutex-guarded places: the task queue (loop thread ->
  * executors) and the done queue (executors -> loop thread, woken through a
  * uv_async_t). Functions and results of a run live in `struct wrun`, guarded
@@ -229,9 +233,15 @@ static int run_task(lua_State *L) {
     t->out.n = 0;
     ffc_opts o = {FFC_CODE, NULL, NULL, 0};
     if (ffc_encode(L, -1, &o, &t->out) != 0) {
-        lua_pushfstring(L, "result of node '%s' %s", t->name, lua_tostring(L, -1));
+        const char *msg = lua_tostring(L, -1);
+        lua_pushfstring(L, "result of node '%s'%s%s", t->name,
+                        strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
         return lua_error(L);
     }
+    if (t->out.n > FF_FRAME_MAX - 1024)
+        return luaL_error(L, "result of node '%s': %d MiB, more than one message may carry "
+                             "(%d MiB)", t->name, (int)(t->out.n >> 20),
+                          (int)(FF_FRAME_MAX >> 20));
     return 0;
 }
 
@@ -375,6 +385,10 @@ static int on_task(worker *w, const char *p, size_t n) {
         return 1;
     }
     t->deps = calloc(t->ndeps ? t->ndeps : 1, sizeof *t->deps);
+    if (t->deps == NULL) {
+        task_free(t);
+        return 1;
+    }
     pthread_mutex_lock(&w->mu);
     wrun *run = run_get(w, t->run, 1);
     for (size_t i = 0; i < t->ndeps && !r.err; i++) {
@@ -455,6 +469,13 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     case FF_M_BYE:
         w->exit_code = 0;
         return 1;
+    case FF_M_REFUSE: {
+        size_t len;
+        const char *why = ff_rd_str(&r, &len);
+        ff_log(WHO, "the head refused this worker: %.*s", (int)len, why);
+        w->exit_code = 1;
+        return 1;
+    }
     default:
         ff_log(WHO, "unexpected message %d from the head", type);
         return 1;
@@ -469,6 +490,26 @@ struct reg_ud {
 static int count_res(void *ud, const char *name, size_t len, double v) {
     (void)name, (void)len, (void)v;
     ((struct reg_ud *)ud)->n++;
+    return 0;
+}
+
+/* Checks each amount is one the scheduler takes, and names are unique. */
+struct check_ud {
+    const char *names[256];
+    size_t lens[256];
+    int n;
+};
+
+static int check_res(void *ud, const char *name, size_t len, double v) {
+    struct check_ud *c = ud;
+    int64_t a;
+    if (ff_sched_amount(v, &a) != 0 || c->n == 256)
+        return 1;
+    for (int i = 0; i < c->n; i++)
+        if (c->lens[i] == len && memcmp(c->names[i], name, len) == 0)
+            return 1;
+    c->names[c->n] = name;
+    c->lens[c->n++] = len;
     return 0;
 }
 
@@ -562,8 +603,9 @@ int ff_worker_main(const ff_worker_opts *o) {
         rc = FFLUA_EPROTO;
     }
     if (rc == 0 && o->resources != NULL) {
-        struct reg_ud u = {NULL, 0};
-        rc = ff_parse_resources(o->resources, count_res, &u, err, sizeof err);
+        struct check_ud cu;
+        cu.n = 0;
+        rc = ff_parse_resources(o->resources, check_res, &cu, err, sizeof err);
     }
     if (rc != 0) {
         ff_log(WHO, "%s", err);

@@ -146,6 +146,13 @@ function ClusterWorkflow:run(opts)
   return table.unpack(r, 1, r.n)
 end
 
+--- Storage on a cluster arrives with the cluster's next part; until then
+-- it is refused rather than silently ignored.
+function ClusterWorkflow:set_storage()
+  error("ClusterWorkflow: storage is not supported on a cluster yet (use LocalWorkflow " ..
+        "with set_storage)", 2)
+end
+
 function ClusterWorkflow:__tostring()
   return ("functionfuse.ClusterWorkflow: %s"):format(self.workflow_name)
 end
