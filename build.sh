@@ -5,6 +5,8 @@
 #   ./build.sh test      install what is missing, build the plain, the sanitizer
 #                        and the fuzzing builds, run every test of all three
 #                        under one ctest
+#   ./build.sh bench     also install what the benchmarks compare against
+#                        (dask.distributed), build, run every benchmark
 #   ./build.sh deps      only install (as root) or list (otherwise) what is missing
 #   ./build.sh build     deps, then the plain build in build/
 #
@@ -28,8 +30,11 @@ packages="gcc libc6-dev make cmake pkg-config ca-certificates
 liblua5.4-dev lua5.4 libuv1-dev liblmdb-dev libpcre2-dev libedit-dev
 libxxhash-dev libsodium-dev lua-busted lua-cjson clang libclang-rt-14-dev"
 
+# What only the benchmarks need (bench/cluster_dask.py).
+bench_packages="python3-distributed"
+
 missing_packages() {
-    for p in $packages; do
+    for p in $packages ${extra_packages:-}; do
         s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
         case "$s" in
             *" installed") ;;
@@ -96,5 +101,12 @@ case "${1:-}" in
     build) build ;;
     example) build; exec "$build_dir/fflua" examples/sums.lua ;;
     test) test_all ;;
-    *) sed -n '3,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    bench)
+        extra_packages=$bench_packages
+        build
+        "$build_dir/bench_sched"
+        "$build_dir/fflua" bench/local_engine.lua
+        "$build_dir/fflua" bench/storage.lua
+        exec "$build_dir/fflua" bench/cluster.lua ;;
+    *) sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
