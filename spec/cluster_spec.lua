@@ -318,6 +318,19 @@ describe("cluster", function()
     assert.are.equal(2, r.code)
   end)
 
+  it("disconnects a peer that does not finish the handshake in time", function()
+    local dir = H.tmpdir()
+    local token = H.write(dir .. "/t", core.token_new())
+    assert(os.execute("chmod 600 '" .. token .. "'"))
+    start { "head", "--port", "0", "--num-cpus", "0", "--token-file", token,
+            "--ready-file", dir .. "/ready", "--handshake-timeout", "0.3" }
+    local address = wait_file(dir .. "/ready")
+    local host, port = address:match("^(.*):(%d+)$")
+    -- Connect, say nothing: the head's HELLO comes, then the end of the stream.
+    local r = H.run({ "bash", "-c", ("exec 3<>/dev/tcp/%s/%s; timeout 10 cat <&3 >/dev/null"):format(host, port) })
+    assert.are.equal(0, r.code, "the head kept a silent peer: " .. r.stderr)
+  end)
+
   it("refuses a token file others can read", function()
     local dir = H.tmpdir()
     local token = H.write(dir .. "/open.token", core.token_new())

@@ -50,6 +50,7 @@ typedef struct ff_head_opts {
     const char *token_file;
     const char *ready_file; /* write "HOST:PORT\n" here once listening */
     int quiet;              /* only errors on stderr, nothing on stdout */
+    double handshake_timeout; /* seconds; 0: the default */
 } ff_head_opts;
 
 typedef struct ff_worker_opts {

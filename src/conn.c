@@ -36,11 +36,25 @@ static void on_closed(uv_handle_t *h) {
 
 static void flush(ff_conn *c);
 
+static void after_timer(uv_handle_t *h) {
+    ff_conn *c = h->data;
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+/* Closes the handles, the timer first: libuv runs close callbacks in the
+ * reverse order of uv_close calls, and on_closed may free the connection. */
+static void close_handles(ff_conn *c) {
+    if (c->hs_timer_init)
+        uv_close((uv_handle_t *)&c->hs_timer, after_timer);
+    else
+        uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
     ff_conn *c = req->data;
     (void)status;
     free(req);
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    close_handles(c);
 }
 
 /* Closes after what was written is out (uv_shutdown waits for pending
@@ -58,7 +72,7 @@ void ff_conn_close(ff_conn *c) {
             return;
         free(req);
     }
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    close_handles(c);
 }
 
 void ff_conn_free(ff_conn *c) {
@@ -157,6 +171,7 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         ff_conn_end(c, at);
         c->role = a.role;
         c->state = FF_CONN_READY;
+        uv_timer_stop(&c->hs_timer);
         if (c->on_ready)
             c->on_ready(c, a.role);
         return 0;
@@ -199,6 +214,7 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
             return 1;
         }
         c->state = FF_CONN_READY;
+        uv_timer_stop(&c->hs_timer);
         if (c->on_ready)
             c->on_ready(c, c->role);
         return 0;
@@ -283,6 +299,25 @@ static void peer_name(ff_conn *c) {
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
 }
 
+static void on_handshake_timeout(uv_timer_t *t) {
+    ff_conn *c = t->data;
+    if (c->state != FF_CONN_HANDSHAKE)
+        return;
+    snprintf(c->refused, sizeof c->refused, "the handshake did not end within %u ms",
+             c->handshake_ms ? c->handshake_ms : FF_HANDSHAKE_MS);
+    ff_log("net", "%s: %s: disconnected", c->peer, c->refused);
+    ff_conn_close(c);
+}
+
+static void start_timer(ff_conn *c, uv_loop_t *loop) {
+    if (uv_timer_init(loop, &c->hs_timer) != 0)
+        return;
+    c->hs_timer_init = 1;
+    c->hs_timer.data = c;
+    uv_timer_start(&c->hs_timer, on_handshake_timeout,
+                   c->handshake_ms ? c->handshake_ms : FF_HANDSHAKE_MS, 0);
+}
+
 int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     c->server = 1;
     c->state = FF_CONN_HANDSHAKE;
@@ -295,6 +330,7 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
         return rc;
     uv_tcp_nodelay(&c->tcp, 1);
     peer_name(c);
+    start_timer(c, server->loop);
     ff_nonce(c->my_nonce);
     ff_hello_write(&c->out, c->my_nonce);
     flush(c);
@@ -334,6 +370,7 @@ int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, in
     int rc = uv_tcp_init(loop, &c->tcp);
     if (rc != 0)
         return rc;
+    start_timer(c, loop);
     uv_connect_t *req = malloc(sizeof *req);
     if (req == NULL)
         return UV_ENOMEM;

@@ -23,8 +23,13 @@ typedef void (*ff_conn_ready_fn)(ff_conn *c, int role);
 
 enum { FF_CONN_HANDSHAKE, FF_CONN_READY, FF_CONN_CLOSING };
 
+#define FF_HANDSHAKE_MS 5000 /* a peer that has not authenticated by then goes */
+
 struct ff_conn {
     uv_tcp_t tcp;
+    uv_timer_t hs_timer; /* the handshake must end before it fires */
+    int hs_timer_init;
+    unsigned handshake_ms; /* 0: FF_HANDSHAKE_MS */
     int server;  /* accepted by us (we send HELLO) */
     int state;
     int role;    /* server: the peer's role; client: ours */

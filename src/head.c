@@ -103,6 +103,7 @@ typedef struct head {
     uint64_t next_run;
     uint64_t finished_total;
     int stopping, quiet;
+    unsigned handshake_ms;
     uv_timer_t parent_watch;
     uv_check_t flusher;
     pid_t parent;
@@ -801,6 +802,7 @@ static void on_connection(uv_stream_t *server, int status) {
     c->c.data = c;
     c->c.on_frame = on_frame;
     c->c.on_close = on_closed;
+    c->c.handshake_ms = h->handshake_ms;
     if (ff_conn_accept(&c->c, server, h->key) != 0) {
         ff_conn_close(&c->c);
         return;
@@ -979,6 +981,7 @@ int ff_head_main(const ff_head_opts *o) {
     }
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
+    h->handshake_ms = (unsigned)(o->handshake_timeout * 1000);
     uv_loop_init(&h->loop);
     uv_check_init(&h->loop, &h->flusher);
     h->flusher.data = h;

@@ -225,12 +225,15 @@ static const struct subcommand subcommands[] = {
 static const char head_usage[] =
     "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N]\n"
     "                  [--resources JSON] [--token-file FILE] [--ready-file FILE] [--quiet]\n"
+    "                  [--handshake-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
     "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'). Peers\n"
     "  prove they know the token in FILE (mode 600); without one the head makes\n"
     "  a token and only its own worker can join. --ready-file gets HOST:PORT\n"
-    "  once listening; --quiet logs only errors. SIGTERM or Ctrl-C stops it.\n";
+    "  once listening; --quiet logs only errors. A peer that has not proved it\n"
+    "  knows the token within --handshake-timeout (5 s) is disconnected.\n"
+    "  SIGTERM or Ctrl-C stops it.\n";
 
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
@@ -290,6 +293,9 @@ static int head_main(int argc, char **argv) {
             o.ready_file = v;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             o.quiet = 1;
+        } else if ((v = opt_value(argc, argv, &i, "--handshake-timeout")) != NULL) {
+            if (parse_number(v, &o.handshake_timeout) != 0 || o.handshake_timeout > 3600)
+                return bad_option("head", opt, head_usage);
         } else {
             return bad_option("head", opt, head_usage);
         }
