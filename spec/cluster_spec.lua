@@ -331,6 +331,14 @@ describe("cluster", function()
     assert.are.equal(0, r.code, "the head kept a silent peer: " .. r.stderr)
   end)
 
+  it("says so when its port is taken", function()
+    local address = cluster { { cpus = 1 } }
+    local port = address:match(":(%d+)$")
+    local r = H.fflua({ "head", "--port", port, "--num-cpus", "0" }, { timeout = 20 })
+    assert.are.equal(1, r.code)
+    assert.matches("cannot listen on 127.0.0.1:" .. port .. ": address already in use", r.stderr, 1, true)
+  end)
+
   it("refuses a token file others can read", function()
     local dir = H.tmpdir()
     local token = H.write(dir .. "/open.token", core.token_new())
@@ -353,6 +361,22 @@ describe("cluster", function()
     local head = procs[1]
     head:kill(H.signals.SIGTERM)
     assert.are.equal(0, (head:wait(10)))
+  end)
+
+  it("keeps the REPL's local cluster through a Ctrl-C at the prompt", function()
+    local p = H.pty({}, { env = { FFLUA_BIN = H.bin } })
+    procs[#procs + 1] = p
+    H.expect(p, "> ")
+    local CW = 'require("functionfuse.backends.builtin.clusterback").ClusterWorkflow'
+    H.type(p, ("s = ff.workflow(function(a, b) return a + b end); print('R' .. %s(s(20, 1), " ..
+               "{ workflow_name = 'r' }):run())\r"):format(CW))
+    H.expect(p, "R21", 30)
+    H.expect(p, "> ")
+    H.type(p, "\3") -- Ctrl-C: SIGINT to the terminal's foreground group
+    H.expect(p, "> ")
+    H.type(p, ("print('R' .. %s(s(30, 2), { workflow_name = 'r2' }):run())\r"):format(CW))
+    H.expect(p, "R32", 30)
+    H.quit(p)
   end)
 
   it("starts a local cluster when no address is given, and reuses it", function()

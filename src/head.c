@@ -893,12 +893,6 @@ static void on_parent_watch(uv_timer_t *t) {
         on_signal(&h->sigterm, SIGTERM);
 }
 
-static void close_walk(uv_handle_t *hd, void *arg) {
-    (void)arg;
-    if (!uv_is_closing(hd) && hd->type != UV_TCP && hd->type != UV_PROCESS)
-        uv_close(hd, NULL);
-}
-
 static void on_signal(uv_signal_t *sig, int signum) {
     head *h = sig->data;
     (void)signum;
@@ -917,8 +911,13 @@ static void on_signal(uv_signal_t *sig, int signum) {
         }
         ff_conn_close(&c->c);
     }
+    /* The head's own handles; each connection closes its own. */
     uv_close((uv_handle_t *)&h->server, NULL);
-    uv_walk(&h->loop, close_walk, NULL);
+    uv_close((uv_handle_t *)&h->sigterm, NULL);
+    uv_close((uv_handle_t *)&h->sigint, NULL);
+    uv_close((uv_handle_t *)&h->flusher, NULL);
+    if (h->parent > 0)
+        uv_close((uv_handle_t *)&h->parent_watch, NULL);
 }
 
 struct cap_ud {
@@ -1001,6 +1000,7 @@ int ff_head_main(const ff_head_opts *o) {
         ff_log(WHO, "cannot listen on %s: %s", addrbuf, rc < 0 && rc > -4096 ? uv_strerror(rc) : err);
         code = 1;
         uv_close((uv_handle_t *)&h->server, NULL);
+        uv_close((uv_handle_t *)&h->flusher, NULL);
     } else {
         struct sockaddr_storage bound;
         int blen = sizeof bound;

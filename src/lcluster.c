@@ -363,8 +363,15 @@ static int l_spawn(lua_State *L) {
             env[j++] = environ[i];
     }
     env[j] = NULL;
+    /* A process group of its own: a Ctrl-C at the terminal (the REPL's)
+     * interrupts the driver, not the cluster it started. */
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
     pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, env);
+    int rc = posix_spawn(&pid, argv[0], NULL, &attr, argv, env);
+    posix_spawnattr_destroy(&attr);
     if (rc != 0)
         return luaL_error(L, "cannot start %s: %s", argv[0], strerror(rc));
     lua_pushinteger(L, pid);

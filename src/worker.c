@@ -654,8 +654,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     if (rc != 0) {
         ff_log(WHO, "cannot connect to %s: %s", o->address, uv_strerror(rc));
         w->exit_code = 1;
-        uv_close((uv_handle_t *)&w->conn.tcp, NULL);
-        stop_all(w);
+        ff_conn_close(&w->conn); /* its on_close stops the rest */
     }
     ff_loop_run(&w->loop, 200, activity, w);
     for (int i = 0; i < started; i++)
