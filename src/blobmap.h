@@ -78,6 +78,30 @@ static inline int bm_put(blobmap *m, uint64_t key, const char *p, size_t n) {
     return 0;
 }
 
+/* Removes key (if present), shifting later entries of its probe run back
+ * so that lookups never stop at a hole. */
+static inline void bm_del(blobmap *m, uint64_t key) {
+    blob *b = bm_find(m, key);
+    if (b == NULL)
+        return;
+    size_t mask = m->cap - 1, i = (size_t)(b - m->slots);
+    free(b->p);
+    for (size_t j = i;;) {
+        j = (j + 1) & mask;
+        if (m->slots[j].p == NULL)
+            break;
+        size_t k = bm_mix(m->slots[j].key) & mask; /* its home slot */
+        /* Leave it when its home lies cyclically in (i, j]. */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+            continue;
+        m->slots[i] = m->slots[j];
+        i = j;
+    }
+    m->slots[i].p = NULL;
+    m->slots[i].n = 0;
+    m->len--;
+}
+
 static inline void bm_free(blobmap *m) {
     for (size_t i = 0; i < m->cap; i++)
         free(m->slots[i].p);

@@ -28,6 +28,8 @@
  *                              did not run)
  *             driver -> head   run (forget it)
  *             head -> worker   run (drop its functions and results)
+ *   FREE      head -> worker   run, n, n x task index (results no task
+ *                              will need any more: consumers finished)
  *   STATUS_REPLY head -> client  nplaces, per place: name str, running,
  *                              nres, nres x (name str, total, free);
  *                              then queued, running, finished

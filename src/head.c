@@ -50,6 +50,7 @@ typedef struct htask {
     uint32_t *cons, ncons; /* consumers (later tasks using this one) */
     uint32_t waiting;      /* parents not done */
     uint32_t unsent;       /* consumers not yet dispatched */
+    uint32_t unfinished;   /* consumers not yet finished */
     int leaf, state, place;
     char *args, *pre;
     size_t nargs, npre;
@@ -321,6 +322,24 @@ static void task_out(head *h, hrun *r) {
     }
 }
 
+/* Task i's result is needed no more (its consumers all finished; a leaf
+ * went to the driver): the workers holding it drop it. */
+static void free_result(head *h, hrun *r, uint32_t i) {
+    uint64_t holders = r->tasks[i].holders;
+    for (int p = 0; holders != 0 && p < 64; p++, holders >>= 1) {
+        if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL)
+            continue;
+        ff_conn *c = &h->places[p]->c;
+        size_t at;
+        ff_conn_begin(c, FF_M_FREE, &at);
+        ff_wr_varint(&c->out, r->id);
+        ff_wr_varint(&c->out, 1);
+        ff_wr_varint(&c->out, i);
+        ff_conn_end(c, at);
+    }
+    r->tasks[i].holders = 0;
+}
+
 /* --- messages from workers ----------------------------------------------- */
 
 static void on_result(head *h, hconn *w, const char *p, size_t n) {
@@ -383,6 +402,12 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         if (--c->waiting == 0)
             make_ready(h, r, t->cons[k]);
     }
+    /* Workers keep results only while a consumer may still need them. */
+    for (uint32_t d = 0; d < t->ndeps; d++)
+        if (--r->tasks[t->deps[d]].unfinished == 0)
+            free_result(h, r, t->deps[d]);
+    if (t->ncons == 0)
+        free_result(h, r, (uint32_t)i);
     if (r->finished == r->ntasks)
         run_finish(h, r);
     dispatch(h);
@@ -549,6 +574,7 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
             htask *p = &r->tasks[t->deps[d]];
             p->cons[p->ncons++] = i;
             p->unsent++;
+            p->unfinished++;
         }
     }
     return 0;

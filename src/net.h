@@ -39,7 +39,7 @@ enum ff_msg_type {
     FF_M_DONE,        /* head -> driver: a leaf's result, or a failure */
     FF_M_STATUS,      /* client -> head: ask for the cluster's state */
     FF_M_STATUS_REPLY,
-    FF_M_FREE,        /* reserved (never sent): results no longer needed */
+    FF_M_FREE,        /* head -> worker: results no longer needed */
     FF_M_BYE,         /* either way: closing cleanly */
     FF_M_RUN_END,     /* driver -> head: the run is over, free its state */
     FF_M_LAST

@@ -457,6 +457,20 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         pthread_mutex_unlock(&w->mu);
         return rc != 0;
     }
+    case FF_M_FREE: {
+        uint64_t run = ff_rd_varint(&r), k = ff_rd_varint(&r);
+        if (r.err || k > n)
+            return 1;
+        pthread_mutex_lock(&w->mu);
+        wrun *wr = run_get(w, run, 0);
+        for (uint64_t j = 0; j < k && !r.err; j++) {
+            uint64_t idx = ff_rd_varint(&r);
+            if (wr != NULL && !r.err)
+                bm_del(&wr->results, idx);
+        }
+        pthread_mutex_unlock(&w->mu);
+        return ff_rd_done(&r) != 0;
+    }
     case FF_M_RUN_END: {
         uint64_t run = ff_rd_varint(&r);
         if (ff_rd_done(&r) != 0)
