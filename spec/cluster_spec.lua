@@ -112,6 +112,22 @@ describe("cluster", function()
     end
   end)
 
+  it("runs a big workflow sent in several parts, dependencies across parts", function()
+    local address, token = cluster { { cpus = 1 }, { cpus = 1 } }
+    local inc = ff.workflow("inc", function(x) return x + 1 end)
+    local sumall = ff.workflow("sumall", function(t) local s = 0 for _, v in ipairs(t) do s = s + v end return s end)
+    local x = inc(0)
+    for _ = 2, 9000 do x = inc(x) end -- a chain across parts of 4096 tasks
+    local xs = {}
+    for i = 1, 9000 do xs[i] = inc(i) end
+    local total = sumall(xs)
+    local wf = ClusterWorkflow(x, total, { workflow_name = "big",
+      cluster_init_args = { address = address, token_file = token } })
+    local a, b = wf:run()
+    assert.are.equal(9000, a)
+    assert.are.equal(9000 * 9001 // 2 + 9000, b)
+  end)
+
   it("runs at most as many tasks at once as a fractional resource allows", function()
     local address, token = cluster { { cpus = 16, resources = '{"slot": 1}' } }
     local task = ff.workflow("task", function(i)

@@ -6,8 +6,10 @@
  *                              (name str, amount varint), host str, pid
  *   FUNC      driver -> head, head -> worker
  *                              run, fid, code str (codec FFC_CODE bytes)
- *   SUBMIT    driver -> head   run, max_pending (0: no limit), ntasks,
- *                              ntasks x task:
+ *   SUBMIT    driver -> head   run, max_pending (0: no limit), total (tasks
+ *                              of the run), first (index of the first task
+ *                              here: SUBMITs of a run come in order), count,
+ *                              count x task:
  *                                fid, name str, flags (1: leaf),
  *                                ndeps, ndeps x dep (index of an earlier task),
  *                                args str (FFC_CODE bytes of {n = N, ...};

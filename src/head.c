@@ -47,7 +47,7 @@ typedef struct htask {
     uint64_t fid;
     char *name;
     uint32_t *deps, ndeps;
-    uint32_t *cons, ncons; /* consumers (later tasks using this one) */
+    uint32_t *cons, ncons, cons_cap; /* consumers (later tasks using this one) */
     uint32_t waiting;      /* parents not done */
     uint32_t unsent;       /* consumers not yet dispatched */
     uint32_t unfinished;   /* consumers not yet finished */
@@ -68,7 +68,9 @@ typedef struct hrun {
     uint64_t id, driver_run;
     hconn *driver;
     htask *tasks;
-    uint32_t ntasks, finished;
+    uint32_t ntasks, finished; /* ntasks: the run's total, as announced */
+    uint32_t received;         /* tasks received so far (SUBMITs come in order) */
+    uint32_t tasks_cap;        /* tasks allocated (grows with what came) */
     blobmap funcs;
     int failed;
     /* max_pending_tasks: at most this many tasks queued or running (0: no
@@ -130,7 +132,7 @@ static void run_free(head *h, hrun *r) {
             *pp = r->next;
             break;
         }
-    for (uint32_t i = 0; i < r->ntasks; i++) {
+    for (uint32_t i = 0; i < r->received; i++) {
         htask *t = &r->tasks[i];
         /* Queued tasks are cancelled; running ones keep their resources
          * until their worker reports (on_result releases them). */
@@ -242,7 +244,7 @@ static int send_task(head *h, hrun *r, uint32_t i, int place) {
             if (place < 64)
                 p->holders |= (uint64_t)1 << place;
         }
-        if (--p->unsent == 0 && !p->leaf)
+        if (--p->unsent == 0 && !p->leaf && r->received == r->ntasks)
             ff_buf_free(&p->result); /* every consumer has it now */
     }
     ff_wr_str(b, t->args, t->nargs);
@@ -260,9 +262,9 @@ static void dispatch(head *h) {
     while (ff_sched_next(h->sched, &id, &place) == 0) {
         hrun *r = run_find(h, id >> 32);
         uint32_t i = (uint32_t)id;
-        if (r == NULL || i >= r->ntasks || send_task(h, r, i, place) != 0) {
+        if (r == NULL || i >= r->received || send_task(h, r, i, place) != 0) {
             ff_sched_release(h->sched, id);
-            if (r != NULL && i < r->ntasks) {
+            if (r != NULL && i < r->received) {
                 static const char msg[] = "it could not be sent to a worker (its worker is "
                                           "gone, or its function never arrived)";
                 send_done(r, i, 1, msg, sizeof msg - 1);
@@ -371,7 +373,7 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
     ff_sched_release(h->sched, TASK_ID(run, i));
     h->finished_total++;
     hrun *r = run_find(h, run);
-    if (r == NULL || i >= r->ntasks || r->tasks[i].state != T_RUNNING) {
+    if (r == NULL || i >= r->received || r->tasks[i].state != T_RUNNING) {
         dispatch(h); /* a cancelled run: resources are free again */
         return;
     }
@@ -390,7 +392,7 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         t->holders |= (uint64_t)1 << w->place;
     if (t->leaf)
         send_done(r, (uint32_t)i, 0, bytes, len);
-    if (t->unsent > 0) {
+    if (t->unsent > 0 || r->received < r->ntasks) { /* consumers may still come */
         t->result.n = 0;
         if (len > 0 && ff_buf_reserve(&t->result, len) == 0) {
             memcpy(t->result.p, bytes, len);
@@ -403,12 +405,13 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
             make_ready(h, r, t->cons[k]);
     }
     /* Workers keep results only while a consumer may still need them. */
+    int complete = r->received == r->ntasks;
     for (uint32_t d = 0; d < t->ndeps; d++)
-        if (--r->tasks[t->deps[d]].unfinished == 0)
+        if (--r->tasks[t->deps[d]].unfinished == 0 && complete)
             free_result(h, r, t->deps[d]);
-    if (t->ncons == 0)
+    if (t->ncons == 0 && complete)
         free_result(h, r, (uint32_t)i);
-    if (r->finished == r->ntasks)
+    if (complete && r->finished == r->ntasks)
         run_finish(h, r);
     dispatch(h);
 }
@@ -469,20 +472,42 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
 
 /* --- messages from drivers ----------------------------------------------- */
 
-/* Reads the tasks of a SUBMIT into run r; 0 or a message in err. */
-static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
-    uint64_t n = ff_rd_varint(rd);
-    if (rd->err || n == 0 || n > (uint64_t)(rd->end - rd->p) || n > UINT32_MAX / 2) {
+/* Reads a SUBMIT's tasks into run r: the run's total, the index of the
+ * first task here and their count, then the tasks. SUBMITs of a run come
+ * in order, so a task's dependencies have all arrived. 0, or a message in
+ * err. *first_out and *count_out say which tasks came. */
+static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t *count_out,
+                      char *err, size_t errlen) {
+    uint64_t total = ff_rd_varint(rd), first64 = ff_rd_varint(rd), count64 = ff_rd_varint(rd);
+    if (rd->err || total == 0 || total > UINT32_MAX / 2 || count64 == 0 ||
+        count64 > (uint64_t)(rd->end - rd->p) || first64 != r->received ||
+        first64 + count64 > total || (r->tasks != NULL && total != r->ntasks)) {
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
-    r->tasks = calloc((size_t)n, sizeof *r->tasks);
-    if (r->tasks == NULL) {
-        snprintf(err, errlen, "not enough memory for %llu tasks", (unsigned long long)n);
-        return 1;
+    uint32_t first = (uint32_t)first64, count = (uint32_t)count64;
+    /* The array grows with the tasks that came (a total alone is a claim,
+     * and must not make the head allocate). */
+    uint32_t need = first + count;
+    if (need > r->tasks_cap) {
+        uint64_t cap = r->tasks_cap ? r->tasks_cap : 64;
+        while (cap < need)
+            cap *= 2;
+        if (cap > total)
+            cap = total;
+        htask *nt = realloc(r->tasks, (size_t)cap * sizeof *nt);
+        if (nt == NULL) {
+            snprintf(err, errlen, "not enough memory for %u tasks", need);
+            return 1;
+        }
+        memset(nt + r->tasks_cap, 0, (size_t)(cap - r->tasks_cap) * sizeof *nt);
+        r->tasks = nt;
+        r->tasks_cap = (uint32_t)cap;
     }
-    r->ntasks = (uint32_t)n;
-    for (uint32_t i = 0; i < r->ntasks && !rd->err; i++) {
+    r->ntasks = (uint32_t)total;
+    *first_out = first;
+    *count_out = count;
+    for (uint32_t i = first; i < first + count && !rd->err; i++) {
         htask *t = &r->tasks[i];
         t->place = -1;
         t->fid = ff_rd_varint(rd);
@@ -549,44 +574,46 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, char *err, size_t errlen) {
             }
     }
     if (ff_rd_done(rd) != 0) {
+        /* What was read of this part is not part of the run. */
+        for (uint32_t i = first; i < first + count; i++) {
+            task_free_fields(&r->tasks[i]);
+            memset(&r->tasks[i], 0, sizeof r->tasks[i]);
+        }
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
+    r->received = first + count; /* from here on, run_free frees them */
     /* Consumers, and what waits for what. */
-    uint32_t *count = calloc(r->ntasks, sizeof *count);
-    if (count == NULL)
-        return snprintf(err, errlen, "not enough memory"), 1;
-    for (uint32_t i = 0; i < r->ntasks; i++)
-        for (uint32_t d = 0; d < r->tasks[i].ndeps; d++)
-            count[r->tasks[i].deps[d]]++;
-    for (uint32_t i = 0; i < r->ntasks; i++) {
-        r->tasks[i].cons = malloc((count[i] ? count[i] : 1) * sizeof(uint32_t));
-        if (r->tasks[i].cons == NULL) {
-            free(count);
-            return snprintf(err, errlen, "not enough memory"), 1;
-        }
-    }
-    free(count);
-    for (uint32_t i = 0; i < r->ntasks; i++) {
+    for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
-        t->waiting = t->ndeps;
         for (uint32_t d = 0; d < t->ndeps; d++) {
             htask *p = &r->tasks[t->deps[d]];
+            if (p->ncons == p->cons_cap) {
+                uint32_t cap = p->cons_cap ? p->cons_cap * 2 : 4;
+                uint32_t *nc = realloc(p->cons, cap * sizeof *nc);
+                if (nc == NULL)
+                    return snprintf(err, errlen, "not enough memory"), 1;
+                p->cons = nc;
+                p->cons_cap = cap;
+            }
             p->cons[p->ncons++] = i;
             p->unsent++;
             p->unfinished++;
+            if (p->state != T_DONE)
+                t->waiting++;
         }
     }
     return 0;
 }
 
 /* Fails the run at submission when a task asks for what no worker has. */
-static int check_feasible(head *h, hrun *r, char *err, size_t errlen) {
+static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char *err,
+                          size_t errlen) {
     int64_t max_cpus = 0;
     for (hconn *c = h->conns; c; c = c->next)
         if (c->place >= 0 && c->cpus > max_cpus)
             max_cpus = c->cpus;
-    for (uint32_t i = 0; i < r->ntasks; i++) {
+    for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
         int64_t want = t->cpus;
         if (want > max_cpus && ff_sched_nplaces(h->sched) > 0) {
@@ -629,7 +656,7 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     uint64_t drun = ff_rd_varint(&rd), max_pending = ff_rd_varint(&rd);
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
-        if (x->driver == d && x->driver_run == drun && x->tasks == NULL)
+        if (x->driver == d && x->driver_run == drun && (x->tasks == NULL || x->received < x->ntasks))
             r = x;
     char err[512];
     if (r == NULL) {
@@ -637,18 +664,37 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         return 1;
     }
     r->max_pending = max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)max_pending;
-    if (read_tasks(h, r, &rd, err, sizeof err) != 0) {
+    uint32_t first = 0, count = 0;
+    if (read_tasks(h, r, &rd, &first, &count, err, sizeof err) != 0) {
         ff_log(WHO, "%s: %s", d->c.peer, err);
         return 1;
     }
-    if (check_feasible(h, r, err, sizeof err) != 0) {
+    if (check_feasible(h, r, first, count, err, sizeof err) != 0) {
         send_done(r, 0, 2, err, strlen(err));
-        run_free(h, r);
+        run_abort(h, r);
+        dispatch(h);
         return 0;
     }
-    for (uint32_t i = 0; i < r->ntasks; i++)
+    for (uint32_t i = first; i < first + count; i++)
         if (r->tasks[i].waiting == 0)
             make_ready(h, r, i);
+    if (r->received == r->ntasks) {
+        /* All here: what no later task can want now goes. */
+        for (uint32_t i = 0; i < r->ntasks; i++) {
+            htask *t = &r->tasks[i];
+            if (t->state != T_DONE)
+                continue;
+            if (t->unsent == 0)
+                ff_buf_free(&t->result);
+            if (t->unfinished == 0)
+                free_result(h, r, i);
+        }
+        if (r->finished == r->ntasks) {
+            run_finish(h, r);
+            dispatch(h);
+            return 0;
+        }
+    }
     dispatch(h);
     return 0;
 }
@@ -663,7 +709,7 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
         return 1;
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
-        if (x->driver == d && x->driver_run == drun && x->tasks == NULL)
+        if (x->driver == d && x->driver_run == drun && (x->tasks == NULL || x->received < x->ntasks))
             r = x;
     if (r == NULL) {
         r = calloc(1, sizeof *r);
@@ -771,7 +817,7 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
     head *h = ud;
     (void)bad;
     hrun *r = run_find(h, id >> 32);
-    if (r == NULL || (uint32_t)id >= r->ntasks)
+    if (r == NULL || (uint32_t)id >= r->received)
         return;
     uint32_t i = (uint32_t)id;
     r->tasks[i].state = T_PENDING;

@@ -1510,6 +1510,9 @@ static int ffl_wf_run_local(lua_State *L) {
 
 /* --- the cluster executor ------------------------------------------------ */
 
+#define SUBMIT_TASKS 4096
+#define SUBMIT_BYTES ((size_t)8 << 20)
+
 /* A run on a cluster: the plugin pass here, then every planned node as a
  * task (function once per distinct function, arguments with references to
  * parents, pre-run function, resources), one SUBMIT, then the leaves'
@@ -1524,6 +1527,7 @@ struct crun {
     uint64_t nfids;
     int opts; /* stack index of the options table */
     int bad_key; /* an item key that cannot ship (set by cl_hook) */
+    ff_buf tasks; /* the SUBMIT being built (freed by the caller, also on errors) */
     /* For a node with many parents: parent id -> slot, open addressing
      * (pairs of id + 1 and slot; cap a power of two, 0 when unused). */
     uint32_t *smap;
@@ -1801,33 +1805,41 @@ static int cluster_inner(lua_State *L) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    /* Functions (FUNC frames) and tasks (one SUBMIT). */
-    ff_buf tasks = {0};
-    for (uint32_t pos = 0; pos < p->n; pos++)
-        cl_task(L, x, pos, leaf, &tasks);
-    ff_buf *b = ffl_client_out(x->c);
-    size_t at;
-    ff_frame_begin(b, FF_M_SUBMIT, &at);
-    ff_wr_varint(b, x->run_id);
+    /* Functions (FUNC frames) and tasks, in SUBMITs of up to SUBMIT_TASKS
+     * tasks or about SUBMIT_BYTES, each sent as soon as it is encoded: the
+     * cluster starts on the first while the rest are encoded. */
     lua_getfield(L, x->opts, "max_pending_tasks");
     lua_Integer maxp = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
     lua_pop(L, 1);
     if (maxp < 0)
         luaL_error(L, "bad option 'max_pending_tasks' (a positive integer expected)");
-    ff_wr_varint(b, (uint64_t)maxp);
-    ff_wr_varint(b, p->n);
-    ff_wr_fixed(b, tasks.p, tasks.n);
-    ff_buf_free(&tasks);
-    if (b->n - at > FF_FRAME_MAX) {
-        size_t size = b->n - at;
-        b->n = 0;
-        return luaL_error(L, "the run's tasks take %d MiB, more than the %d MiB one message may "
-                             "carry: pass large inputs through a storage or split the workflow",
-                          (int)(size >> 20), (int)(FF_FRAME_MAX >> 20));
+    uint32_t first = 0;
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        cl_task(L, x, pos, leaf, &x->tasks);
+        uint32_t count = pos + 1 - first;
+        if (count < SUBMIT_TASKS && x->tasks.n < SUBMIT_BYTES && pos + 1 < p->n)
+            continue;
+        ff_buf *b = ffl_client_out(x->c);
+        size_t at;
+        ff_frame_begin(b, FF_M_SUBMIT, &at);
+        ff_wr_varint(b, x->run_id);
+        ff_wr_varint(b, (uint64_t)maxp);
+        ff_wr_varint(b, p->n);
+        ff_wr_varint(b, first);
+        ff_wr_varint(b, count);
+        ff_wr_fixed(b, x->tasks.p, x->tasks.n);
+        x->tasks.n = 0;
+        if (b->n - at > FF_FRAME_MAX) {
+            b->n = 0;
+            return luaL_error(L, "a node's arguments take more than the %d MiB one message may "
+                                 "carry: pass large inputs through a storage or a file",
+                              (int)(FF_FRAME_MAX >> 20));
+        }
+        ff_frame_end(b, at);
+        if (ffl_client_flush(x->c) != 0)
+            return luaL_error(L, "%s", ffl_client_error(x->c));
+        first = pos + 1;
     }
-    ff_frame_end(b, at);
-    if (ffl_client_flush(x->c) != 0)
-        return luaL_error(L, "%s", ffl_client_error(x->c));
     /* Results. */
     for (;;) {
         int type;
@@ -1921,6 +1933,7 @@ static int ffl_wf_run_cluster(lua_State *L) {
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);
     ctx->L = L;
     free(x.smap);
+    ff_buf_free(&x.tasks);
     ff_plan_release(ctx->graph, x.r.plan);
     if (status != LUA_OK) {
         /* Tell the head to drop the run (it may be running still). */

@@ -17,7 +17,7 @@
 
 #include "buf.h"
 
-#define FF_PROTO_VERSION 2 /* 2: SUBMIT's max_pending, TASK's cpus */
+#define FF_PROTO_VERSION 3 /* 2: SUBMIT's max_pending, TASK's cpus; 3: SUBMIT in parts */
 #define FF_NET_MAGIC "fflua-cluster"
 #define FF_FRAME_HDR 5
 #define FF_FRAME_MAX ((size_t)256 << 20) /* larger frames end the connection */

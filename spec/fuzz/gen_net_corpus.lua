@@ -31,7 +31,11 @@ local args2 = "\1" .. "\9" .. varint(1) .. string.pack("<I4", 1) .. "\14" .. var
 local task0 = varint(1) .. str("f_0000") .. varint(0) .. varint(0) .. str(args1) .. str("") .. varint(0)
 local task1 = varint(1) .. str("f_0001") .. varint(1) .. varint(1) .. varint(0) .. str(args2) ..
               str("") .. varint(1) .. str("gpu") .. varint(1000)
-local submit = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. task0 .. task1)
+local submit = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) .. varint(2) ..
+                                  task0 .. task1)
+-- The same run in two parts.
+local part1 = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) .. varint(1) .. task0)
+local part2 = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(1) .. varint(1) .. task1)
 local res0 = frame(0, M.RESULT, varint(1) .. varint(0) .. varint(1) .. str(core.encode(3, "code")) .. varint(100))
 local res1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(1) .. str(core.encode(6, "code")) .. varint(100))
 local fail1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(0) .. str("boom") .. varint(100))
@@ -45,6 +49,7 @@ local seeds = {
   no_worker = func .. submit,
   bye = register .. frame(0, M.BYE, ""),
   oversized = "\0" .. string.pack("<I4", 0x7fffffff) .. "\5",
+  parts = register .. func .. part1 .. res0 .. part2 .. res1,
 }
 for name, bytes in pairs(seeds) do
   local f = assert(io.open(dir .. "/" .. name, "wb"))
