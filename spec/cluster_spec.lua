@@ -102,6 +102,7 @@ describe("cluster", function()
                             cluster_init_args = { address = address, token_file = token } }
     local wf = ClusterWorkflow(table.unpack(leaves))
     wf:query("^special.*$"):set_remote_args { resources = { custom_resource = 0.1 } }
+    -- (placement checked below)
     wf:query("^plain.*$"):set_remote_args { num_cpus = 1 }
     local r = { wf:run() }
     assert.are.same({ 3, 4, 5, 6, 7, 8 }, r)
@@ -196,6 +197,23 @@ describe("cluster", function()
     assert.are.equal(3, most_at_once { ClusterWorkflow(table.unpack(leaves)):run { max_pending_tasks = 3 } })
     assert.has_error(function() ClusterWorkflow(task(1), { workflow_name = "x",
       cluster_init_args = { address = address, token_file = token } }):run { max_pending_tasks = 0 } end)
+  end)
+
+  it("runs nothing of a big run whose last part cannot run", function()
+    local address, token = cluster { { cpus = 1 } }
+    local dir = H.tmpdir()
+    local touch = ff.workflow("touch", function(d, i) io.open(d .. "/" .. i, "w"):close(); return i end)
+    local leaves = {}
+    for i = 1, 5000 do leaves[i] = touch(dir, i) end -- two parts: 4096 + 904
+    leaves[#leaves + 1] = { workflow_name = "late",
+                            cluster_init_args = { address = address, token_file = token } }
+    local wf = ClusterWorkflow(table.unpack(leaves))
+    wf:query("^touch_4999$"):set_remote_args { resources = { gpu = 1 } }
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("node 'touch_4999' asks for 1 of 'gpu'", err, 1, true)
+    core.sleep(0.2)
+    assert.is_nil(io.open(dir .. "/1"), "a task of the first part ran")
   end)
 
   it("fails a request no node can satisfy before running anything", function()

@@ -675,26 +675,13 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         dispatch(h);
         return 0;
     }
-    for (uint32_t i = first; i < first + count; i++)
-        if (r->tasks[i].waiting == 0)
-            make_ready(h, r, i);
-    if (r->received == r->ntasks) {
-        /* All here: what no later task can want now goes. */
-        for (uint32_t i = 0; i < r->ntasks; i++) {
-            htask *t = &r->tasks[i];
-            if (t->state != T_DONE)
-                continue;
-            if (t->unsent == 0)
-                ff_buf_free(&t->result);
-            if (t->unfinished == 0)
-                free_result(h, r, i);
-        }
-        if (r->finished == r->ntasks) {
-            run_finish(h, r);
-            dispatch(h);
-            return 0;
-        }
-    }
+    /* Nothing runs before the whole run is here and checked: a node that
+     * cannot run (or cannot be encoded, on the driver's side) fails the
+     * run before anything ran. */
+    if (r->received == r->ntasks)
+        for (uint32_t i = 0; i < r->ntasks; i++)
+            if (r->tasks[i].waiting == 0)
+                make_ready(h, r, i);
     dispatch(h);
     return 0;
 }

@@ -1806,8 +1806,10 @@ static int cluster_inner(lua_State *L) {
     }
     lua_pop(L, 1);
     /* Functions (FUNC frames) and tasks, in SUBMITs of up to SUBMIT_TASKS
-     * tasks or about SUBMIT_BYTES, each sent as soon as it is encoded: the
-     * cluster starts on the first while the rest are encoded. */
+     * tasks or about SUBMIT_BYTES, each sent as soon as it is encoded (the
+     * head reads one while the next is encoded; it starts the run once
+     * every part is there, so a node that cannot be encoded stops the run
+     * before anything ran). */
     lua_getfield(L, x->opts, "max_pending_tasks");
     lua_Integer maxp = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
     lua_pop(L, 1);
