@@ -84,4 +84,8 @@ int ff_parse_resources(const char *json, int (*fn)(void *ud, const char *name, s
                                                     double v),
                        void *ud, char *err, size_t errlen);
 
+/* Checks a resources JSON as head and worker take it: every amount a whole
+ * number of fixed-point units, every name given once, at most 256. */
+int ff_check_resources(const char *json, char *err, size_t errlen);
+
 #endif

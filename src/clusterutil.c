@@ -11,6 +11,7 @@
 #include "cluster.h"
 #include "fflua.h"
 #include "net.h"
+#include "sched.h"
 
 int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
                      size_t errlen) {
@@ -89,4 +90,30 @@ bad:
     snprintf(err, errlen, "bad resources '%s' (a JSON object of names to numbers expected, "
                           "as '{\"_disk\": 1}')", json);
     return FFLUA_EPROTO;
+}
+
+/* ff_check_resources: amounts the scheduler takes, names given once. */
+struct check_ud {
+    const char *names[256];
+    size_t lens[256];
+    int n;
+};
+
+static int check_one(void *ud, const char *name, size_t len, double v) {
+    struct check_ud *c = ud;
+    int64_t a;
+    if (ff_sched_amount(v, &a) != 0 || c->n == 256)
+        return 1;
+    for (int i = 0; i < c->n; i++)
+        if (c->lens[i] == len && memcmp(c->names[i], name, len) == 0)
+            return 1;
+    c->names[c->n] = name;
+    c->lens[c->n++] = len;
+    return 0;
+}
+
+int ff_check_resources(const char *json, char *err, size_t errlen) {
+    struct check_ud c;
+    c.n = 0;
+    return ff_parse_resources(json, check_one, &c, err, errlen);
 }

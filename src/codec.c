@@ -364,6 +364,23 @@ static int reg_lookup(ffc_enc *e, const char *f) {
     return t;
 }
 
+/* Encodes the key at k and the value above it, with k on the path. */
+static int enc_pair(ffc_enc *e, int k) {
+    if (push_level(e, k, 0, NULL))
+        return e->err;
+    int rc = enc_value(e, k);
+    if (rc == 0)
+        rc = enc_value(e, k + 1);
+    e->depth--;
+    return rc;
+}
+
+/* Writes v over the 4 bytes reserved at offset at. */
+static void patch_u32(ffc_enc *e, size_t at, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        e->b->p[at + (size_t)i] = (char)(unsigned char)(v >> (8 * i));
+}
+
 /* FFC_HASH: the hash part in a canonical key order, so the same table
  * gives the same bytes whatever its traversal order (string hashing is
  * seeded per state). Keys order by type, then value; keys that are tables,
@@ -463,19 +480,13 @@ static int enc_sorted_pairs(ffc_enc *e, int idx, lua_Unsigned narr, size_t at) {
         int k = lua_gettop(L);
         lua_pushvalue(L, k);
         lua_rawget(L, idx);
-        if (push_level(e, k, 0, NULL))
-            return e->err;
-        int rc = enc_value(e, k);
-        if (rc == 0)
-            rc = enc_value(e, k + 1);
-        e->depth--;
+        int rc = enc_pair(e, k);
         lua_pop(L, 2);
         if (rc)
             return rc;
     }
     lua_pop(L, 2); /* keys, sk */
-    for (int i = 0; i < 4; i++)
-        e->b->p[at + (size_t)i] = (char)(unsigned char)((uint32_t)nk >> (8 * i));
+    patch_u32(e, at, (uint32_t)nk);
     return 0;
 }
 
@@ -509,13 +520,7 @@ static int enc_table_body(ffc_enc *e, int idx) {
                 continue;
             }
         }
-        int k = lua_gettop(L) - 1;
-        if (push_level(e, k, 0, NULL))
-            return e->err;
-        int rc = enc_value(e, k);
-        if (rc == 0)
-            rc = enc_value(e, k + 1);
-        e->depth--;
+        int rc = enc_pair(e, lua_gettop(L) - 1);
         lua_pop(L, 1);
         if (rc)
             return rc;
@@ -523,8 +528,7 @@ static int enc_table_body(ffc_enc *e, int idx) {
     }
     if (nhash > UINT32_MAX)
         return fail(e, FFLUA_ENOSERIAL, "%s", "table with more than 2^32 keys");
-    for (int i = 0; i < 4; i++)
-        e->b->p[at + (size_t)i] = (char)(unsigned char)(nhash >> (8 * i));
+    patch_u32(e, at, (uint32_t)nhash);
     return 0;
 }
 

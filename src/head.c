@@ -979,25 +979,6 @@ static void on_signal(uv_signal_t *sig, int signum) {
         uv_close((uv_handle_t *)&h->parent_watch, NULL);
 }
 
-struct cap_ud {
-    const char *names[256];
-    size_t lens[256];
-    int n;
-};
-
-static int check_res(void *ud, const char *name, size_t len, double v) {
-    struct cap_ud *c = ud;
-    int64_t a;
-    if (ff_sched_amount(v, &a) != 0 || c->n == 256)
-        return 1;
-    for (int i = 0; i < c->n; i++)
-        if (c->lens[i] == len && memcmp(c->names[i], name, len) == 0)
-            return 1;
-    c->names[c->n] = name;
-    c->lens[c->n++] = len;
-    return 0;
-}
-
 static uint64_t activity(void *ud) {
     head *h = ud;
     uint64_t n = 0;
@@ -1017,10 +998,8 @@ int ff_head_main(const ff_head_opts *o) {
         ff_token_new(h->token);
         tl = strlen(h->token);
     }
-    struct cap_ud cu;
-    cu.n = 0;
     if (rc == 0 && o->resources != NULL)
-        rc = ff_parse_resources(o->resources, check_res, &cu, err, sizeof err);
+        rc = ff_check_resources(o->resources, err, sizeof err);
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
     int64_t units;
     if (rc == 0 && ff_sched_amount(cpus, &units) != 0) {

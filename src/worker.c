@@ -507,26 +507,6 @@ static int count_res(void *ud, const char *name, size_t len, double v) {
     return 0;
 }
 
-/* Checks each amount is one the scheduler takes, and names are unique. */
-struct check_ud {
-    const char *names[256];
-    size_t lens[256];
-    int n;
-};
-
-static int check_res(void *ud, const char *name, size_t len, double v) {
-    struct check_ud *c = ud;
-    int64_t a;
-    if (ff_sched_amount(v, &a) != 0 || c->n == 256)
-        return 1;
-    for (int i = 0; i < c->n; i++)
-        if (c->lens[i] == len && memcmp(c->names[i], name, len) == 0)
-            return 1;
-    c->names[c->n] = name;
-    c->lens[c->n++] = len;
-    return 0;
-}
-
 static int write_res(void *ud, const char *name, size_t len, double v) {
     struct reg_ud *u = ud;
     int64_t amount;
@@ -616,11 +596,8 @@ int ff_worker_main(const ff_worker_opts *o) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
         rc = FFLUA_EPROTO;
     }
-    if (rc == 0 && o->resources != NULL) {
-        struct check_ud cu;
-        cu.n = 0;
-        rc = ff_parse_resources(o->resources, check_res, &cu, err, sizeof err);
-    }
+    if (rc == 0 && o->resources != NULL)
+        rc = ff_check_resources(o->resources, err, sizeof err);
     if (rc != 0) {
         ff_log(WHO, "%s", err);
         free(w);
