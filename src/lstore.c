@@ -35,6 +35,15 @@ ff_store *ffl_check_store(lua_State *L, int idx) {
     return u->s;
 }
 
+/* The arguments (store, workflow, task) most methods take. */
+static ff_store *check_task_args(lua_State *L, const char **wf, size_t *wl, const char **task,
+                                 size_t *tl) {
+    ff_store *s = ffl_check_store(L, 1);
+    *wf = luaL_checklstring(L, 2, wl);
+    *task = luaL_checklstring(L, 3, tl);
+    return s;
+}
+
 static int l_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int create = lua_isnone(L, 2) || lua_toboolean(L, 2);
@@ -67,10 +76,9 @@ static void store_fail(lua_State *L, ff_store *s, int rc) {
 
 /* st:put(wf, task, value[, fp[, compute_ns]]) */
 static int l_put(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
     size_t wl, tl, fl = 0;
-    const char *wf = luaL_checklstring(L, 2, &wl);
-    const char *task = luaL_checklstring(L, 3, &tl);
+    const char *wf, *task;
+    ff_store *s = check_task_args(L, &wf, &wl, &task, &tl);
     luaL_checkany(L, 4);
     const char *fp = luaL_optlstring(L, 5, NULL, &fl);
     lua_Integer cns = luaL_optinteger(L, 6, 0);
@@ -103,10 +111,9 @@ static int l_flush(lua_State *L) {
 
 /* st:get(wf, task[, inspect]) -> value | nil, "missing" | nil, "corrupt", msg */
 static int l_get(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
     size_t wl, tl;
-    const char *wf = luaL_checklstring(L, 2, &wl);
-    const char *task = luaL_checklstring(L, 3, &tl);
+    const char *wf, *task;
+    ff_store *s = check_task_args(L, &wf, &wl, &task, &tl);
     int inspect = lua_toboolean(L, 4);
     ff_rec rec;
     int rc = ff_store_get(s, wf, wl, task, tl, &rec);
@@ -157,10 +164,9 @@ static void push_info(lua_State *L, const char *task, size_t tl, const ff_rec *r
 
 /* st:info(wf, task) -> table | nil */
 static int l_info(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
     size_t wl, tl;
-    const char *wf = luaL_checklstring(L, 2, &wl);
-    const char *task = luaL_checklstring(L, 3, &tl);
+    const char *wf, *task;
+    ff_store *s = check_task_args(L, &wf, &wl, &task, &tl);
     ff_rec rec;
     int rc = ff_store_get(s, wf, wl, task, tl, &rec);
     ff_store_read_end(s);
@@ -233,10 +239,9 @@ static int l_workflows(lua_State *L) {
 }
 
 static int l_del(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
     size_t wl, tl;
-    const char *wf = luaL_checklstring(L, 2, &wl);
-    const char *task = luaL_checklstring(L, 3, &tl);
+    const char *wf, *task;
+    ff_store *s = check_task_args(L, &wf, &wl, &task, &tl);
     int rc = ff_store_del(s, wf, wl, task, tl);
     if (rc == FFLUA_ENOTFOUND) {
         lua_pushnil(L);
@@ -280,10 +285,9 @@ static int l_drop(lua_State *L) {
 }
 
 static int l_poke(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
     size_t wl, tl;
-    const char *wf = luaL_checklstring(L, 2, &wl);
-    const char *task = luaL_checklstring(L, 3, &tl);
+    const char *wf, *task;
+    ff_store *s = check_task_args(L, &wf, &wl, &task, &tl);
     lua_Integer off = luaL_checkinteger(L, 4);
     lua_Integer mask = luaL_optinteger(L, 5, 1);
     luaL_argcheck(L, off >= 0, 4, "negative offset");
