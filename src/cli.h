@@ -15,7 +15,9 @@
 
 /// Calls the function below narg arguments on L's stack in protected mode,
 /// with a traceback message handler; SIGINT during the call interrupts it
-/// with the error "interrupted!". Same stack effect as lua_pcall.
+/// with the error "interrupted!", SIGTERM or SIGHUP with "terminated" (and
+/// after one of those, every call fails at once). Same stack effect as
+/// lua_pcall.
 int ff_cli_docall(lua_State *L, int narg, int nres);
 
 /// Prints the error message on top of L's stack when status is not LUA_OK,
@@ -26,9 +28,12 @@ int ff_cli_report(lua_State *L, int status, int interactive);
 /// Prints the version banner on stdout.
 void ff_cli_print_version(void);
 
-/// Installs fflua's SIGINT handler (without SA_RESTART, so a blocked read is
-/// interrupted).
+/// Installs fflua's handlers of SIGINT, SIGTERM and SIGHUP (without
+/// SA_RESTART, so a blocked read is interrupted).
 void ff_cli_sigint_install(lua_State *L);
+
+/// Returns 1 once SIGTERM or SIGHUP arrived: the program is ending.
+int ff_cli_terminate_pending(void);
 
 /// Returns 1 and clears the flag when SIGINT arrived while no Lua code ran.
 int ff_cli_take_interrupt(void);

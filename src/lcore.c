@@ -11,6 +11,8 @@
  * fflua_open() puts it in package.preload) and built as core.so for hosts
  * that load C modules from package.cpath.
  */
+#include <string.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 
@@ -18,6 +20,7 @@
 #include "lcluster.h"
 #include "lgraph.h"
 #include "lstore.h"
+#include "text.h"
 
 /* core.strerror(code) -> string */
 static int ffl_core_strerror(lua_State *L) {
@@ -31,7 +34,23 @@ static int ffl_core_err_name(lua_State *L) {
     return 1;
 }
 
+/* core.escape(s[, max]) -> s with control characters, backslashes and
+ * malformed UTF-8 escaped, cut to at most max bytes (with "...") */
+static int ffl_core_escape(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Integer max = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, max == 0 || max >= 8, 2, "at least 8 bytes");
+    size_t cap = max > 0 ? (size_t)max + 1 : n * 4 + 1;
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, cap);
+    ff_text_escape(out, cap, s, n);
+    luaL_pushresultsize(&b, strlen(out));
+    return 1;
+}
+
 static const luaL_Reg ffl_core_funcs[] = {
+    {"escape", ffl_core_escape},
     {"strerror", ffl_core_strerror},
     {"err_name", ffl_core_err_name},
     {NULL, NULL},

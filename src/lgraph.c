@@ -36,6 +36,7 @@
 #include "sched.h"
 #include "lutil.h"
 #include "query.h"
+#include "text.h"
 
 #define CTX_KEY "functionfuse.ctx"
 #define NODE_MT "functionfuse.Node"
@@ -1163,7 +1164,27 @@ static void fingerprint_all(lua_State *L, struct run *r) {
     lua_pop(L, 2);
 }
 
-/* Tries to load node pos from the storage into the results. */
+/* A warning that the stored result of task key cannot be used, on
+ * stderr, names escaped; the node runs instead. */
+static void damaged_note(struct run *r, const char *key, size_t nl, const char *what,
+                         const char *why) {
+    char task[160], wf[160];
+    fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%s' of workflow "
+                    "'%s' %s (%s); computing it again\n",
+            ff_store_path(r->st), ff_text_escape(task, sizeof task, key, nl),
+            ff_text_escape(wf, sizeof wf, r->wf, r->wflen), what, why);
+}
+
+/* A line of verbose = true about node key. */
+static void verbose_note(struct run *r, const char *key, size_t nl, const char *what) {
+    char task[160], wf[160];
+    fprintf(stderr, "fflua: workflow '%s': node '%s' %s\n",
+            ff_text_escape(wf, sizeof wf, r->wf, r->wflen),
+            ff_text_escape(task, sizeof task, key, nl), what);
+}
+
+/* Tries to load node pos from the storage into the results. A damaged
+ * record, or a damaged part of the file, is a warning: the node runs. */
 static int try_load(lua_State *L, struct run *r, uint32_t pos) {
     size_t nl;
     const char *key = pos_name(r, pos, &nl);
@@ -1172,10 +1193,7 @@ static int try_load(lua_State *L, struct run *r, uint32_t pos) {
     int loaded = 0;
     if (rc == FFLUA_ECHECKSUM || rc == FFLUA_ECORRUPT) {
         r->damaged++;
-        fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%.*s' of workflow "
-                        "'%s' is damaged (%s); computing it again\n",
-                ff_store_path(r->st), (int)nl, key, r->wf,
-                rc == FFLUA_ECHECKSUM ? "checksum mismatch" : "bad record header");
+        damaged_note(r, key, nl, "is damaged", rec.why);
     } else if (rc != 0 && rc != FFLUA_ENOTFOUND) {
         ff_store_read_end(r->st);
         luaL_error(L, "storage '%s': %s", ff_store_path(r->st), ff_store_errmsg(r->st));
@@ -1185,17 +1203,14 @@ static int try_load(lua_State *L, struct run *r, uint32_t pos) {
             lua_rawseti(L, r->results, (lua_Integer)pos + 1);
             loaded = 1;
             if (r->verbose)
-                fprintf(stderr, "fflua: %s: node '%.*s' is read from the storage\n", r->wf, (int)nl,
-                        key);
+                verbose_note(r, key, nl, "is read from the storage");
         } else {
             r->damaged++;
-            fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%.*s' of "
-                            "workflow '%s' cannot be read (%s); computing it again\n",
-                    ff_store_path(r->st), (int)nl, key, r->wf, lua_tostring(L, -1));
+            damaged_note(r, key, nl, "cannot be read", lua_tostring(L, -1));
             lua_pop(L, 1);
         }
     } else if (rc == 0 && r->verbose) {
-        fprintf(stderr, "fflua: %s: node '%.*s' changed since it was stored\n", r->wf, (int)nl, key);
+        verbose_note(r, key, nl, "changed since it was stored");
     }
     return loaded;
 }

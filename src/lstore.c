@@ -5,14 +5,19 @@
  *   st:put(wf, task, value[, fp[, compute_ns]])   encode and queue
  *   st:get(wf, task[, inspect]) -> value | nil, why ("missing", "corrupt")
  *   st:info(wf, task) -> {size, stored, compute, fingerprint, ok} | nil
- *   st:list(wf[, glob[, details]]) -> sorted names (or info tables)
- *   st:workflows() -> sorted names
+ *   st:list(wf[, glob[, details]]) -> sorted names (or info tables)[, damage]
+ *   st:workflows() -> sorted names[, damage]
+ *   st:verify() -> the file's structural problems: {workflow?, why} each
+ *   st:readonly() -> whether it was opened read-only
  *   st:del(wf, task) -> true | nil    st:drop(wf)    st:flush()    st:close()
  *   st:poke(wf, task, offset[, mask])   test hook: damage a stored byte
  *   st:path(), st:mapsize()
- * Errors name the storage path, the workflow and the task.
+ * core.store_repair(path) -> {workflows, kept, lost, kept_as, lost_list}
+ *   | nil, message (lost_list: {wf, task (nil: a damaged part), why} each)
+ * Errors name the storage path, the workflow and the task. A scan that
+ * meets a damaged part of the file returns what it could read and, as a
+ * second value, what is damaged.
  */
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +28,7 @@
 #include "fflua.h"
 #include "lstore.h"
 #include "store.h"
+#include "text.h"
 
 typedef struct lstore {
     ff_store *s;
@@ -127,7 +133,7 @@ static int l_get(lua_State *L) {
         ff_store_read_end(s);
         lua_pushnil(L);
         lua_pushliteral(L, "corrupt");
-        lua_pushstring(L, rc == FFLUA_ECHECKSUM ? "checksum mismatch" : "damaged record header");
+        lua_pushstring(L, rec.why != NULL ? rec.why : "damaged record");
         return 3;
     }
     if (rc != 0) {
@@ -147,7 +153,7 @@ static int l_get(lua_State *L) {
 }
 
 static void push_info(lua_State *L, const char *task, size_t tl, const ff_rec *rec, int ok) {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushlstring(L, task, tl);
     lua_setfield(L, -2, "name");
     lua_pushinteger(L, rec->len == SIZE_MAX ? -1 : (lua_Integer)rec->len);
@@ -160,6 +166,10 @@ static void push_info(lua_State *L, const char *task, size_t tl, const ff_rec *r
     lua_setfield(L, -2, "fingerprint");
     lua_pushboolean(L, ok);
     lua_setfield(L, -2, "ok");
+    if (!ok) {
+        lua_pushstring(L, rec->why != NULL ? rec->why : "damaged record");
+        lua_setfield(L, -2, "why");
+    }
 }
 
 /* st:info(wf, task) -> table | nil */
@@ -189,14 +199,8 @@ struct list_ud {
 static int list_one(void *ud, const char *task, size_t tl, const ff_rec *rec) {
     struct list_ud *u = ud;
     lua_State *L = u->L;
-    if (u->glob != NULL) {
-        lua_pushlstring(L, task, tl); /* NUL-terminated copy */
-        int m = memchr(task, '\0', tl) == NULL &&
-                fnmatch(u->glob, lua_tostring(L, -1), FNM_PERIOD | FNM_NOESCAPE) == 0;
-        lua_pop(L, 1);
-        if (!m)
-            return 0;
-    }
+    if (u->glob != NULL && !ff_text_glob(u->glob, task, tl))
+        return 0;
     if (u->details)
         push_info(L, task, tl, rec, rec->ok);
     else
@@ -205,7 +209,19 @@ static int list_one(void *ud, const char *task, size_t tl, const ff_rec *rec) {
     return 0;
 }
 
-/* st:list(wf[, glob[, details]]) -> names in byte order */
+/* Pushes the damage a scan met (rc FFLUA_ECORRUPT) as a second result, or
+ * raises for any other failure. Returns the number of results. */
+static int scan_results(lua_State *L, ff_store *s, int rc) {
+    if (rc == FFLUA_ECORRUPT) {
+        lua_pushstring(L, ff_store_errmsg(s));
+        return 2;
+    }
+    if (rc != 0 && rc != FFLUA_ENOTFOUND)
+        store_fail(L, s, rc);
+    return 1;
+}
+
+/* st:list(wf[, glob[, details]]) -> names in byte order[, damage] */
 static int l_list(lua_State *L) {
     ff_store *s = ffl_check_store(L, 1);
     size_t wl;
@@ -214,10 +230,7 @@ static int l_list(lua_State *L) {
     struct list_ud u = {L, glob, lua_toboolean(L, 4), 0};
     lua_newtable(L);
     luaL_checkstack(L, 8, NULL);
-    int rc = ff_store_each(s, wf, wl, list_one, &u);
-    if (rc != 0 && rc != FFLUA_ENOTFOUND)
-        store_fail(L, s, rc);
-    return 1;
+    return scan_results(L, s, ff_store_each(s, wf, wl, list_one, &u));
 }
 
 static int wf_one(void *ud, const char *name, size_t n, const ff_rec *rec) {
@@ -228,13 +241,146 @@ static int wf_one(void *ud, const char *name, size_t n, const ff_rec *rec) {
     return 0;
 }
 
+/* st:workflows() -> names[, damage] */
 static int l_workflows(lua_State *L) {
     ff_store *s = ffl_check_store(L, 1);
     struct list_ud u = {L, NULL, 0, 0};
     lua_newtable(L);
-    int rc = ff_store_workflows(s, wf_one, &u);
-    if (rc != 0)
+    return scan_results(L, s, ff_store_workflows(s, wf_one, &u));
+}
+
+struct verify_ud {
+    lua_State *L;
+    int n;
+};
+
+static void verify_one(void *ud, const char *wf, size_t wflen, const char *why) {
+    struct verify_ud *u = ud;
+    lua_State *L = u->L;
+    lua_createtable(L, 0, 2);
+    if (wf != NULL) {
+        lua_pushlstring(L, wf, wflen);
+        lua_setfield(L, -2, "workflow");
+    }
+    lua_pushstring(L, why);
+    lua_setfield(L, -2, "why");
+    lua_rawseti(L, -2, ++u->n);
+}
+
+/* st:verify() -> {{workflow = name | nil, why = text}, ...}: the file's
+ * structural problems (an empty table when it is sound) */
+static int l_verify(lua_State *L) {
+    ff_store *s = ffl_check_store(L, 1);
+    lua_newtable(L);
+    struct verify_ud u = {L, 0};
+    int rc = ff_store_verify(s, verify_one, &u);
+    if (rc != 0 && rc != FFLUA_ECORRUPT)
         store_fail(L, s, rc);
+    return 1;
+}
+
+static int l_readonly(lua_State *L) {
+    lua_pushboolean(L, ff_store_readonly(ffl_check_store(L, 1)));
+    return 1;
+}
+
+/* What a repair left behind, gathered in C (no Lua call may raise while
+ * the store runs the repair) and pushed afterwards. */
+struct lost {
+    char *wf, *task, *why; /* task NULL: a damaged part */
+    size_t wflen, tlen;
+};
+
+struct lost_list {
+    struct lost *v;
+    size_t n, cap;
+    int oom;
+};
+
+static char *dup_bytes(const char *p, size_t n) {
+    char *c = malloc(n + 1);
+    if (c != NULL) {
+        memcpy(c, p, n);
+        c[n] = '\0';
+    }
+    return c;
+}
+
+static void on_lost(void *ud, const char *wf, size_t wflen, const char *task, size_t tlen,
+                    const char *why) {
+    struct lost_list *ll = ud;
+    if (ll->n == ll->cap) {
+        size_t cap = ll->cap ? ll->cap * 2 : 16;
+        struct lost *v = realloc(ll->v, cap * sizeof *v);
+        if (v == NULL) {
+            ll->oom = 1;
+            return;
+        }
+        ll->v = v;
+        ll->cap = cap;
+    }
+    struct lost *l = &ll->v[ll->n++];
+    l->wf = wf != NULL ? dup_bytes(wf, wflen) : NULL;
+    l->wflen = wflen;
+    l->task = task != NULL ? dup_bytes(task, tlen) : NULL;
+    l->tlen = tlen;
+    l->why = dup_bytes(why, strlen(why));
+}
+
+/* core.store_repair(path) */
+static int l_repair(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct lost_list ll = {0};
+    ff_repair_stats st;
+    char err[1024];
+    int rc = ff_store_repair(path, on_lost, &ll, &st, err, sizeof err);
+    /* Move the list into a userdata-free state first: from here on a
+     * memory error may raise, so free as we push. */
+    lua_settop(L, 1);
+    if (rc != 0)
+        lua_pushnil(L);
+    else
+        lua_createtable(L, 0, 5);
+    lua_createtable(L, (int)ll.n, 0);
+    for (size_t i = 0; i < ll.n; i++) {
+        struct lost *l = &ll.v[i];
+        lua_createtable(L, 0, 3);
+        if (l->wf != NULL)
+            lua_pushlstring(L, l->wf, l->wflen);
+        else
+            lua_pushnil(L);
+        lua_setfield(L, -2, "workflow");
+        if (l->task != NULL)
+            lua_pushlstring(L, l->task, l->tlen);
+        else
+            lua_pushnil(L);
+        lua_setfield(L, -2, "task");
+        lua_pushstring(L, l->why != NULL ? l->why : "?");
+        lua_setfield(L, -2, "why");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    for (size_t i = 0; i < ll.n; i++) {
+        free(ll.v[i].wf);
+        free(ll.v[i].task);
+        free(ll.v[i].why);
+    }
+    free(ll.v);
+    if (rc != 0) { // [path, nil, lost]
+        lua_pop(L, 1);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_setfield(L, -2, "lost_list"); // [path, result]
+    lua_pushinteger(L, (lua_Integer)st.workflows);
+    lua_setfield(L, -2, "workflows");
+    lua_pushinteger(L, (lua_Integer)st.kept);
+    lua_setfield(L, -2, "kept");
+    lua_pushinteger(L, (lua_Integer)st.lost);
+    lua_setfield(L, -2, "lost");
+    lua_pushstring(L, st.kept_as);
+    lua_setfield(L, -2, "kept_as");
+    if (ll.oom)
+        return luaL_error(L, "not enough memory to list what the repair left behind");
     return 1;
 }
 
@@ -321,11 +467,13 @@ static const luaL_Reg store_methods[] = {
     {"put", l_put},   {"get", l_get},         {"info", l_info},   {"list", l_list},
     {"workflows", l_workflows}, {"del", l_del}, {"del_many", l_del_many}, {"drop", l_drop}, {"flush", l_flush},
     {"close", l_close}, {"poke", l_poke},     {"path", l_path},   {"mapsize", l_mapsize},
+    {"verify", l_verify}, {"readonly", l_readonly},
     {NULL, NULL},
 };
 
 const luaL_Reg ffl_store_funcs[] = {
     {"store_open", l_open},
+    {"store_repair", l_repair},
     {"encode", ffc_l_encode},
     {"decode", ffc_l_decode},
     {"register_class", ffc_l_register_class},

@@ -24,46 +24,72 @@
 #include "fflua.h"
 #include "lutil.h"
 
-/* --- SIGINT --------------------------------------------------------------
- * A signal handler can only reach process-wide state; these three are the
- * program's, never the library's. */
+/* --- SIGINT, SIGTERM and SIGHUP -------------------------------------------
+ * A signal handler can only reach process-wide state; these are the
+ * program's, never the library's.
+ *
+ * SIGINT interrupts the running Lua code ("interrupted!"); the REPL goes
+ * on. SIGTERM and SIGHUP interrupt it too ("terminated") and end the
+ * program, but only after the Lua state is closed: storages commit what
+ * they hold then, so a terminated run keeps every result it finished. The
+ * program then dies of the signal, so its parent sees why. A second signal
+ * while the code is stuck in C ends the process at once. */
 static lua_State *volatile sig_L;
 static volatile sig_atomic_t sig_in_call;  /* Lua code is running */
 static volatile sig_atomic_t sig_pending;  /* SIGINT arrived between calls */
+static volatile sig_atomic_t sig_term;     /* SIGTERM or SIGHUP arrived */
 
-/* Raises "interrupted!" and stays armed, so a pcall in the interrupted code
- * cannot swallow the interrupt: the error comes back at the next
+/* Raises "interrupted!" (or "terminated") and stays armed, so a pcall in
+ * the interrupted code cannot swallow it: the error comes back at the next
  * instruction until control reaches the top. ff_cli_docall disarms it. */
 static void ff_hook_stop(lua_State *L, lua_Debug *ar) {
     (void)ar;
     lua_sethook(L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-    luaL_error(L, "interrupted!");
+    luaL_error(L, sig_term ? "terminated" : "interrupted!");
 }
 
-static void set_sigint(void (*handler)(int)) {
+static void set_handler(int sig, void (*handler)(int)) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0; /* no SA_RESTART: interrupt blocking reads */
-    sigaction(SIGINT, &sa, NULL);
+    sigaction(sig, &sa, NULL);
+}
+
+static void stop_lua(void) {
+    lua_sethook(sig_L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 static void on_sigint(int sig) {
-    (void)sig;
     if (sig_in_call && sig_L != NULL) {
         /* A second Ctrl-C, if the code does not reach a hook (a long C
          * call), ends the process the default way. */
-        set_sigint(SIG_DFL);
-        lua_sethook(sig_L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+        set_handler(sig, SIG_DFL);
+        stop_lua();
     } else {
         sig_pending = 1;
     }
 }
 
+static void on_sigterm(int sig) {
+    sig_term = sig;
+    if (sig_in_call && sig_L != NULL) {
+        set_handler(sig, SIG_DFL);
+        stop_lua();
+    }
+}
+
 void ff_cli_sigint_install(lua_State *L) {
     sig_L = L;
-    set_sigint(on_sigint);
+    set_handler(SIGINT, on_sigint);
+    static const int term[] = {SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof term / sizeof term[0]; i++) {
+        struct sigaction old;
+        /* Left alone when ignored (nohup). */
+        if (sigaction(term[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            set_handler(term[i], on_sigterm);
+    }
 }
 
 int ff_cli_interrupt_pending(void) {
@@ -74,6 +100,10 @@ int ff_cli_take_interrupt(void) {
     int was = sig_pending;
     sig_pending = 0;
     return was;
+}
+
+int ff_cli_terminate_pending(void) {
+    return sig_term != 0;
 }
 
 /* --- calls and reports ---------------------------------------------------- */
@@ -101,10 +131,12 @@ int ff_cli_docall(lua_State *L, int narg, int nres) {
     lua_pushcfunction(L, ffl_traceback);
     lua_insert(L, base);
     sig_in_call = 1;
+    if (sig_term)
+        stop_lua(); /* terminated before the call: it stops at once */
     int status = lua_pcall(L, narg, nres, base);
     sig_in_call = 0;
     lua_sethook(L, NULL, 0, 0); /* disarm a pending interrupt */
-    set_sigint(on_sigint);      /* a second Ctrl-C may have reset it */
+    set_handler(SIGINT, on_sigint); /* a second Ctrl-C may have reset it */
     lua_remove(L, base);
     return status;
 }
@@ -587,6 +619,11 @@ int main(int argc, char **argv) {
     int ok = lua_toboolean(L, -1);
     ff_cli_report(L, status, 0);
     sig_L = NULL;
-    lua_close(L);
+    lua_close(L); /* storages commit here */
+    if (sig_term) {
+        int sig = sig_term;
+        set_handler(sig, SIG_DFL);
+        raise(sig);
+    }
     return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -260,7 +260,7 @@ static int repl_getc(FILE *f) {
     mbstate_t st;
     memset(&st, 0, sizeof st);
     for (;;) {
-        if (ff_cli_interrupt_pending())
+        if (ff_cli_interrupt_pending() || ff_cli_terminate_pending())
             return -1;
         struct pollfd pfd = {fd, POLLIN, 0};
         if (ppoll(&pfd, 1, NULL, r ? &r->waitmask : NULL) < 0) {
@@ -321,6 +321,10 @@ static int push_line(struct repl *r, int first) {
     const char *prompt = get_prompt(L, first); // [prompt]
     char *line = NULL;
     size_t len = 0;
+    if (ff_cli_terminate_pending()) {
+        lua_pop(L, 1);
+        return 0;
+    }
     if (r->tty) {
         line = edit_line(r, prompt);
         if (line == NULL) {
@@ -353,6 +357,10 @@ static int push_line(struct repl *r, int first) {
             line[--len] = '\0';
     }
     lua_pop(L, 1); /* the prompt */
+    if (ff_cli_terminate_pending()) { /* SIGTERM: leave as at end of input */
+        free(line);
+        return 0;
+    }
     if (first && line[0] == '=') /* 5.2-style "=expr" */
         lua_pushfstring(L, "return %s", line + 1);
     else

@@ -4,33 +4,54 @@
  * Threads and locks. An environment (struct env) is shared by every handle
  * on one directory in a process: LMDB's locks are per process, so a second
  * mdb_env_open of the same files would break them. The table of open
- * environments (envs below) is therefore the one process-wide piece of
- * mutable state in fflua; it is guarded by its mutex and keyed by the
- * directory's device and inode.
+ * environments (envs below) is therefore one of the two process-wide pieces
+ * of mutable state in fflua (the other is guard.c's signal handlers); it is
+ * guarded by its mutex and keyed by the directory's device and inode.
  *
  * In an environment:
- *   mu        guards the queue and the committer's state;
- *   dbimu     guards the DBI cache and serializes mdb_dbi_open (LMDB allows
- *             one transaction opening handles at a time);
- *   resize    a rwlock: read transactions hold it shared, growing the map
+ *   mu        guards the queue, the pending operation and the committer's
+ *             state;
+ *   dbimu     guards the handle cache and serializes mdb_dbi_open (LMDB
+ *             allows one transaction opening handles at a time);
+ *   resize    a rwlock: every transaction of the process holds it shared
+ *             (readers for as long as their read transaction is active, the
+ *             committer for each write transaction); growing the map
  *             (mdb_env_set_mapsize needs no transaction active in the
- *             process) holds it exclusive;
- *   committer a thread started by the first put: it waits for queued
+ *             process) and closing a handle (no thread may be using it)
+ *             hold it exclusive;
+ *   committer a thread started by the first write: it waits for queued
  *             records, lets them gather for up to FF_COMMIT_MS after the
- *             previous commit (or less when flushed or when the queue is
- *             large), and writes them in one transaction.
- * Rule that keeps this free of deadlocks: a thread never waits for the
- * committer while it holds a read transaction (put, flush, del and drop end
- * the handle's read transaction first).
+ *             previous commit (or less when flushed, when an operation is
+ *             waiting or when the queue is large), and writes them, and the
+ *             waiting delete or drop, in one transaction. It is the only
+ *             thread that writes.
+ * Lock order: resize, then dbimu. Rule that keeps this free of deadlocks:
+ * a thread never waits for the committer while it holds a read transaction
+ * (put, flush, del and drop end the handle's read transaction first).
+ *
+ * Other processes. A workflow's database may be dropped (and made again)
+ * by another process at any time. LMDB refreshes a cached handle from the
+ * database's record in each new transaction, but when that record is gone
+ * it keeps the old root and a write would go into freed pages; so every
+ * write transaction checks that the database of each cached handle it
+ * writes through still exists, and a stale handle is closed and opened
+ * again.
+ *
+ * Damage. See store.h: sizes are bounded by the file, page reads run under
+ * guards, and a read that LMDB fails or a fault cuts short ends the read
+ * transaction (LMDB refuses to go on with it) and reports damage.
  */
 #include <errno.h>
-#include <fnmatch.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,18 +60,53 @@
 #include <xxhash.h>
 
 #include "fflua.h"
+#include "guard.h"
 #include "store.h"
+#include "text.h"
+#include "verify.h"
 
 #define INITIAL_MAP (64u << 20)
 #define QUEUE_HIGH ((size_t)256 << 20) /* puts wait above this many bytes */
 #define QUEUE_EAGER ((size_t)32 << 20) /* commit without waiting above this */
 #define MAX_DBS 4096
 #define WF_PREFIX "wf:"
+#define WF_PREFIX_LEN (sizeof WF_PREFIX - 1)
+#define MAX_ATTEMPTS 64 /* write attempts of one batch (stale handles, growth) */
+
+/* Internal results of guarded calls and write attempts, clear of LMDB's
+ * codes (-30800..-30780), errno values and fflua's. */
+#define FF_FAULT (-30600)  /* a guarded call faulted; the reason is in the fault */
+#define FF_STALE (-30601)  /* a cached handle's database is gone: reopen, retry */
+#define FF_BROKEN (-30602) /* a write transaction faulted: no more writes */
+#define FF_DAMAGED (-30603) /* a tree to write to failed its check (verify.h) */
 
 struct dbi {
     char *name; /* without the prefix */
     size_t len;
     MDB_dbi dbi;
+    int verified; /* its tree passed verify.h's check in this process */
+};
+
+/* A workflow this process will not write: its tree failed the check. */
+struct refused {
+    char *name;
+    size_t len;
+    char why[256];
+};
+
+/* A delete, drop or poke, run by the committer after the records queued
+ * before it, in the same transaction. */
+enum { OP_DEL, OP_DEL_MANY, OP_DROP, OP_POKE };
+struct wop {
+    int kind;
+    const char *wf;
+    size_t wflen;
+    const ff_key *keys; /* OP_DEL: one; OP_DEL_MANY: n; OP_POKE: one */
+    size_t n;
+    size_t offset; /* OP_POKE */
+    uint8_t mask;
+    int rc, done; /* rc: 0, FFLUA_ENOTFOUND or a failure (message in msg) */
+    char msg[512];
 };
 
 typedef struct env {
@@ -62,13 +118,25 @@ typedef struct env {
     int refs;
     char *path;
     MDB_env *mdb;
+    int fd; /* data.mdb, to bound reads by its size */
+    /* The committer's own read-only mapping of data.mdb, for verify.h. */
+    const unsigned char *fmap;
+    size_t fmap_len;
+    int core_checked; /* the free list and the main tree passed the check */
+    char core_damage[256]; /* or failed it: why (then nothing is written) */
+    struct refused *refused; /* workflows that failed it (committer only) */
+    size_t nrefused;
+    unsigned psize;
+    int rdonly; /* 0, or the errno that made it read-only */
     pthread_mutex_t mu, dbimu;
     pthread_rwlock_t resize;
     pthread_cond_t wake, done;
     pthread_t thread;
     int running, stop, flushing;
+    int broken; /* a write transaction faulted: writes are refused */
     char *q;           /* queued records (see qrec) */
     size_t qn, qcap;
+    struct wop *op; /* waiting for the committer */
     uint64_t put_seq, committed_seq;
     uint64_t last_commit_ns;
     int commit_err;
@@ -81,24 +149,31 @@ typedef struct env {
 struct qrec {
     uint32_t wflen, tlen;
     uint64_t len; /* record bytes: header + payload */
-    uint64_t dbi; /* set by the committer */
 };
 
 struct ff_store {
     env *e;
     MDB_txn *rtxn; /* read transaction: active, reset, or NULL */
     int ractive;
+    /* The largest size of a value while rtxn is active (see read_span). */
+    size_t span;
     /* A workflow found absent in the active read transaction: it stays
      * absent until the transaction ends (a run looks up every node). */
     char absent[128];
     size_t absent_len;
+    char why[320]; /* a damaged record's reason, when not static */
+    char fault[256]; /* what the last guarded call that faulted hit */
     char err[512];
 };
 
 static struct {
     pthread_mutex_t mu;
     env *list;
-} envs = {PTHREAD_MUTEX_INITIALIZER, NULL};
+    /* Environments whose write transaction a fault cut short: LMDB cannot
+     * release one, so they stay mapped, and reachable, until the process
+     * ends. */
+    env *broken;
+} envs = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL};
 
 /* Counts fork()s in this process's ancestry (a pthread_atfork child
  * handler), so that handles can tell cheaply that they were inherited
@@ -135,13 +210,11 @@ static int mdb_code(int rc) {
     if (rc == MDB_NOTFOUND)
         return FFLUA_ENOTFOUND;
     if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
-        rc == MDB_VERSION_MISMATCH)
+        rc == MDB_VERSION_MISMATCH || rc == FF_FAULT || rc == FF_BROKEN || rc == FF_DAMAGED)
         return FFLUA_ECORRUPT;
+    if (rc == FF_STALE)
+        return -EBUSY;
     return rc;
-}
-
-static const char *mdb_text(int rc) {
-    return mdb_strerror(rc);
 }
 
 const char *ff_store_path(const ff_store *s) {
@@ -152,6 +225,10 @@ const char *ff_store_errmsg(const ff_store *s) {
     return s->err;
 }
 
+int ff_store_readonly(const ff_store *s) {
+    return s->e->rdonly != 0;
+}
+
 static int usable(ff_store *s) {
     if (s->e->gen != fork_gen)
         return seterr(s, FFLUA_ECLOSED,
@@ -160,10 +237,64 @@ static int usable(ff_store *s) {
     return 0;
 }
 
+static int refuse_write(ff_store *s) {
+    env *e = s->e;
+    if (e->rdonly)
+        return seterr(s, -e->rdonly, "it is read-only here (%s): nothing can be saved in it",
+                      strerror(e->rdonly));
+    return 0;
+}
+
+/* --- guarded LMDB calls -------------------------------------------------- */
+
+/* What a fault hit, for messages: the guard's text and LMDB's assertion. */
+static void fault_note(char *buf, size_t len, const ff_guard *g) {
+    if (g->msg[0] != '\0')
+        snprintf(buf, len, "%s: %s", ff_guard_what(g), g->msg);
+    else
+        snprintf(buf, len, "%s", ff_guard_what(g));
+}
+
+static void on_assert(MDB_env *mdb, const char *msg) {
+    (void)mdb;
+    ff_guard_assert(msg);
+}
+
+/* Each runs one LMDB call that reads pages under a guard: FF_FAULT, with
+ * the reason in why, when it faulted. None holds a lock of ours. */
+static int g_cursor_open(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **c, char *why, size_t wl) {
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        fault_note(why, wl, &g);
+        return FF_FAULT;
+    }
+    int rc = mdb_cursor_open(txn, dbi, c);
+    ff_guard_pop(&g);
+    return rc;
+}
+
+static int g_dbi_open(MDB_txn *txn, const char *name, MDB_dbi *dbi, char *why, size_t wl) {
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        fault_note(why, wl, &g);
+        return FF_FAULT;
+    }
+    int rc = mdb_dbi_open(txn, name, 0, dbi);
+    ff_guard_pop(&g);
+    return rc;
+}
+
+/* The text of an LMDB code, or of a fault. */
+static const char *lmdb_text(int rc, const char *fault) {
+    return rc == FF_FAULT ? fault : mdb_strerror(rc);
+}
+
 /* --- the map ------------------------------------------------------------- */
 
 /* Grows the map to at least twice its size (or adopts another process's
- * larger size when grow is 0). Needs no read transaction of this process
+ * larger size when grow is 0). Needs no transaction of this process
  * active: takes the resize lock exclusive. */
 static int remap(env *e, int grow) {
     pthread_rwlock_wrlock(&e->resize);
@@ -185,14 +316,31 @@ size_t ff_store_mapsize(ff_store *s) {
     return info.me_mapsize;
 }
 
-/* --- DBIs ---------------------------------------------------------------- */
+/* Sets the largest size a value can have in the active read transaction:
+ * the pages of the newest meta page, and no more than the file's size.
+ * (LMDB does not tell where its map is, so pointers are not bounded; a
+ * pointer out of the file faults, and the fault is caught.) */
+static void read_span(ff_store *s) {
+    env *e = s->e;
+    MDB_envinfo info;
+    mdb_env_info(e->mdb, &info);
+    size_t used = ((size_t)info.me_last_pgno + 1) * e->psize;
+    struct stat st;
+    if (fstat(e->fd, &st) == 0 && (size_t)st.st_size < used)
+        used = (size_t)st.st_size;
+    if (used > info.me_mapsize)
+        used = info.me_mapsize;
+    s->span = used;
+}
+
+/* --- handles ------------------------------------------------------------- */
 
 static int wf_dbname(const char *wf, size_t len, char *buf, size_t cap) {
-    if (len == 0 || len + sizeof WF_PREFIX > cap || memchr(wf, '\0', len) != NULL)
+    if (len == 0 || len + WF_PREFIX_LEN + 1 > cap || memchr(wf, '\0', len) != NULL)
         return -1;
-    memcpy(buf, WF_PREFIX, sizeof WF_PREFIX - 1);
-    memcpy(buf + sizeof WF_PREFIX - 1, wf, len);
-    buf[sizeof WF_PREFIX - 1 + len] = '\0';
+    memcpy(buf, WF_PREFIX, WF_PREFIX_LEN);
+    memcpy(buf + WF_PREFIX_LEN, wf, len);
+    buf[WF_PREFIX_LEN + len] = '\0';
     return 0;
 }
 
@@ -212,39 +360,10 @@ static void dbi_forget(env *e, const char *wf, size_t len) {
     *d = e->dbis[--e->ndbis];
 }
 
-/* Opens the database of wf in its own transaction (a write one when create
- * is set) and caches the handle. Under e->dbimu. */
-static int dbi_open(env *e, const char *wf, size_t len, int create, MDB_dbi *out) {
-    struct dbi *d = dbi_find(e, wf, len);
-    if (d != NULL) {
-        *out = d->dbi;
+/* Under e->dbimu. */
+static int dbi_add(env *e, const char *wf, size_t len, MDB_dbi dbi, int verified) {
+    if (dbi_find(e, wf, len) != NULL)
         return 0;
-    }
-    char name[1024];
-    if (wf_dbname(wf, len, name, sizeof name) != 0)
-        return EINVAL;
-    MDB_txn *txn;
-    int rc;
-    for (;;) {
-        if (!create)
-            pthread_rwlock_rdlock(&e->resize);
-        rc = mdb_txn_begin(e->mdb, NULL, create ? 0 : MDB_RDONLY, &txn);
-        if (!create)
-            pthread_rwlock_unlock(&e->resize);
-        if (rc != MDB_MAP_RESIZED)
-            break;
-        remap(e, 0);
-    }
-    if (rc != 0)
-        return rc;
-    MDB_dbi dbi;
-    rc = mdb_dbi_open(txn, name, create ? MDB_CREATE : 0, &dbi);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    if ((rc = mdb_txn_commit(txn)) != 0)
-        return rc;
     if (e->ndbis == e->dbis_cap) {
         size_t cap = e->dbis_cap ? e->dbis_cap * 2 : 8;
         struct dbi *nd = realloc(e->dbis, cap * sizeof *nd);
@@ -257,69 +376,584 @@ static int dbi_open(env *e, const char *wf, size_t len, int create, MDB_dbi *out
     if (copy == NULL)
         return ENOMEM;
     memcpy(copy, wf, len);
-    e->dbis[e->ndbis++] = (struct dbi){copy, len, dbi};
+    e->dbis[e->ndbis++] = (struct dbi){copy, len, dbi, verified};
+    return 0;
+}
+
+/* Opens an existing workflow's database in a read transaction of its own
+ * and caches the handle. Under e->dbimu; the caller holds resize shared. */
+static int dbi_open_read(env *e, const char *wf, size_t len, MDB_dbi *out, char *why,
+                         size_t wl) {
+    char name[FF_WORKFLOW_MAX + WF_PREFIX_LEN + 1];
+    if (wf_dbname(wf, len, name, sizeof name) != 0)
+        return EINVAL;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return rc;
+    MDB_dbi dbi;
+    rc = g_dbi_open(txn, name, &dbi, why, wl);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return rc;
+    if ((rc = dbi_add(e, wf, len, dbi, 0)) != 0)
+        return rc;
     *out = dbi;
     return 0;
 }
 
-/* --- the committer ------------------------------------------------------- */
+/* Damage read in workflow wf: its tree is checked again before the next
+ * write to it. */
+static void dbi_unverify(env *e, const char *wf, size_t len) {
+    pthread_mutex_lock(&e->dbimu);
+    struct dbi *d = dbi_find(e, wf, len);
+    if (d != NULL)
+        d->verified = 0;
+    pthread_mutex_unlock(&e->dbimu);
+}
+
+/* --- records ------------------------------------------------------------- */
+
+static void put_u32(char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (char)(v >> (8 * i));
+}
+
+static void put_u64(char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)(unsigned char)p[i] << (8 * i);
+    return v;
+}
+
+/* The checksum of a record: its key, then header bytes 0..40 and payload. */
+static uint64_t rec_checksum(const char *wf, size_t wflen, const char *task, size_t tlen,
+                             const char *hdr, const char *val, size_t len) {
+    char lens[8];
+    put_u32(lens, (uint32_t)wflen);
+    put_u32(lens + 4, (uint32_t)tlen);
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, lens, sizeof lens);
+    XXH3_64bits_update(&st, wf, wflen);
+    XXH3_64bits_update(&st, task, tlen);
+    XXH3_64bits_update(&st, hdr, 40);
+    XXH3_64bits_update(&st, val, len);
+    return XXH3_64bits_digest(&st);
+}
+
+/* Writes a record's header for payload val (already at hdr + FF_REC_HDR). */
+static void rec_header(char *hdr, const char *wf, size_t wflen, const char *task, size_t tlen,
+                       const uint8_t fp[FF_FP_LEN], uint64_t stored_ns, uint64_t compute_ns,
+                       size_t len) {
+    memcpy(hdr, "ffr2", 4);
+    put_u32(hdr + 4, 0);
+    memcpy(hdr + 8, fp, FF_FP_LEN);
+    put_u64(hdr + 24, stored_ns);
+    put_u64(hdr + 32, compute_ns);
+    put_u64(hdr + 40, rec_checksum(wf, wflen, task, tlen, hdr, hdr + FF_REC_HDR, len));
+}
+
+/* Checks the record v of key (wf, task) read in the active transaction.
+ * Reads every byte of it: run it under a guard. */
+static int check_rec(const ff_store *s, const char *wf, size_t wflen, const char *task,
+                     size_t tlen, const MDB_val *v, ff_rec *rec) {
+    const char *h = v->mv_data;
+    memset(rec, 0, sizeof *rec);
+    rec->len = SIZE_MAX;
+    if (v->mv_size > s->span) {
+        rec->why = "its size is larger than the file";
+        return FFLUA_ECORRUPT;
+    }
+    int v1 = v->mv_size >= FF_REC_HDR && memcmp(h, "ffr1", 4) == 0;
+    if (v->mv_size < FF_REC_HDR || (memcmp(h, "ffr2", 4) != 0 && !v1)) {
+        rec->why = "bad record header";
+        return FFLUA_ECORRUPT;
+    }
+    memcpy(rec->fp, h + 8, FF_FP_LEN);
+    rec->stored_ns = get_u64(h + 24);
+    rec->compute_ns = get_u64(h + 32);
+    rec->val = h + FF_REC_HDR;
+    rec->len = v->mv_size - FF_REC_HDR;
+    if (v1) {
+        rec->why = "written by an older fflua (record format 1), whose checksum does not cover "
+                   "the task's name";
+        return FFLUA_ECORRUPT;
+    }
+    if (get_u64(h + 40) != rec_checksum(wf, wflen, task, tlen, h, rec->val, rec->len)) {
+        rec->why = "checksum mismatch";
+        return FFLUA_ECHECKSUM;
+    }
+    rec->ok = 1;
+    return 0;
+}
+
+/* --- writing: the committer ---------------------------------------------- */
 
 static size_t qrec_size(const struct qrec *r) {
     size_t n = sizeof *r + r->wflen + r->tlen + r->len;
     return (n + 7) & ~(size_t)7;
 }
 
-/* Writes the records q[0..n) in one transaction, growing the map as needed. */
-static int commit_batch(env *e, char *q, size_t n, char *msg, size_t msglen) {
-    /* Handles first: creating a database is its own small transaction. */
-    pthread_mutex_lock(&e->dbimu);
-    int rc = 0;
-    for (size_t off = 0; off < n && rc == 0; off += qrec_size((struct qrec *)(q + off))) {
-        struct qrec *r = (struct qrec *)(q + off);
-        MDB_dbi dbi;
-        rc = dbi_open(e, (const char *)(r + 1), r->wflen, 1, &dbi);
-        r->dbi = dbi;
-    }
-    pthread_mutex_unlock(&e->dbimu);
+/* The state of one write transaction. */
+struct wtx {
+    env *e;
+    MDB_txn *txn;
+    MDB_dbi main;
+    volatile int *held; /* dbimu is held (a handle was opened in txn) */
+    /* Handles opened in txn (LMDB closes them if it aborts): the workflow
+     * names, pointing into the batch or the operation. */
+    ff_key *opened;
+    size_t nopened, capopened;
+    /* With FF_STALE or FF_DAMAGED: the workflow (NULL with FF_DAMAGED: the
+     * free list or the main tree), and with FF_DAMAGED why. */
+    const char *stale;
+    size_t stale_len;
+    char why[256];
+    /* Records of this refused workflow (the first) were left out. */
+    const char *skipped;
+    size_t skipped_len;
+};
+
+/* --- writing: checking a tree first (verify.h) --------------------------- */
+
+/* Maps data.mdb (again, when it grew) for the checker. Committer only. */
+static int fmap_refresh(env *e) {
+    struct stat st;
+    if (fstat(e->fd, &st) != 0)
+        return errno;
+    size_t len = (size_t)st.st_size;
+    if (e->fmap != NULL && len == e->fmap_len)
+        return 0;
+    if (e->fmap != NULL)
+        munmap((void *)e->fmap, e->fmap_len);
+    e->fmap = NULL;
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, e->fd, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    e->fmap = p;
+    e->fmap_len = len;
+    return 0;
+}
+
+/* Checks one tree of the file mapped at e->fmap (the free list when db is
+ * NULL, then also the main tree), under a guard of its own: a file cut
+ * short under the check is damage, not a fault of the write. 0, or -1
+ * with why. */
+static int check_tree(env *e, const ff_vdb *db, char *why, size_t wl) {
+    int rc = fmap_refresh(e);
     if (rc != 0) {
-        snprintf(msg, msglen, "cannot create a workflow database in '%s': %s", e->path,
-                 mdb_text(rc));
-        return rc;
+        snprintf(why, wl, "cannot map the file to check it: %s", strerror(rc));
+        return -1;
     }
-    for (;;) {
-        MDB_txn *txn;
-        rc = mdb_txn_begin(e->mdb, NULL, 0, &txn);
-        if (rc == MDB_MAP_RESIZED) {
-            remap(e, 0);
-            continue;
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        fault_note(why, wl, &g);
+        return -1;
+    }
+    ff_vfile f;
+    rc = ff_verify_meta(&f, e->fmap, e->fmap_len, why, wl);
+    if (rc == 0 && db == NULL) {
+        rc = ff_verify_free(&f, why, wl);
+        if (rc == 0)
+            rc = ff_verify_tree(&f, &f.main_db, FF_VTREE_MAIN, NULL, NULL, why, wl);
+    } else if (rc == 0) {
+        rc = ff_verify_tree(&f, db, FF_VTREE_RECORDS, NULL, NULL, why, wl);
+    }
+    ff_guard_pop(&g);
+    return rc;
+}
+
+static struct refused *find_refused(env *e, const char *wf, size_t len) {
+    for (size_t i = 0; i < e->nrefused; i++)
+        if (e->refused[i].len == len && memcmp(e->refused[i].name, wf, len) == 0)
+            return &e->refused[i];
+    return NULL;
+}
+
+/* Remembers that workflow wf is not to be written (committer only). */
+static void refuse(env *e, const char *wf, size_t len, const char *why) {
+    if (find_refused(e, wf, len) != NULL)
+        return;
+    struct refused *nr = realloc(e->refused, (e->nrefused + 1) * sizeof *nr);
+    char *name = malloc(len);
+    if (nr != NULL)
+        e->refused = nr;
+    if (nr == NULL || name == NULL) {
+        free(name);
+        return; /* it is checked again next time */
+    }
+    memcpy(name, wf, len);
+    struct refused *r = &e->refused[e->nrefused++];
+    r->name = name;
+    r->len = len;
+    snprintf(r->why, sizeof r->why, "%s", why);
+}
+
+/* The message for records of a refused workflow. */
+static void refused_msg(env *e, const struct refused *r, char *msg, size_t msglen) {
+    char name[100];
+    snprintf(msg, msglen,
+             "cannot save results of workflow '%s' in '%s': its part of the file is damaged (%s): "
+             "repair the storage with 'fflua store repair %s'",
+             ff_text_escape(name, sizeof name, r->name, r->len), e->path, r->why, e->path);
+}
+
+/* The handle of workflow wf's database in the transaction, made when
+ * create is set (else MDB_NOTFOUND). A cached handle is used only when its
+ * database still exists (see the top of the file); otherwise FF_STALE. An
+ * existing tree is checked (verify.h) before this process first writes to
+ * it; FF_DAMAGED when it fails. A handle opened here is cached at once,
+ * with dbimu held until the transaction ends, so no reader sees it before
+ * it is committed. */
+static int wdbi(struct wtx *w, const char *wf, size_t len, int create, MDB_dbi *out) {
+    env *e = w->e;
+    char name[FF_WORKFLOW_MAX + WF_PREFIX_LEN + 1];
+    if (wf_dbname(wf, len, name, sizeof name) != 0)
+        return EINVAL;
+    w->stale = wf;
+    w->stale_len = len;
+    struct refused *r = find_refused(e, wf, len);
+    if (r != NULL) {
+        snprintf(w->why, sizeof w->why, "%s", r->why);
+        return FF_DAMAGED;
+    }
+    if (!*w->held)
+        pthread_mutex_lock(&e->dbimu);
+    struct dbi *d = dbi_find(e, wf, len);
+    MDB_dbi dbi = d != NULL ? d->dbi : 0;
+    int verified = d != NULL && d->verified, opened_here = 0;
+    for (size_t i = 0; d != NULL && i < w->nopened; i++)
+        opened_here |= w->opened[i].len == len && memcmp(w->opened[i].p, wf, len) == 0;
+    if (!*w->held)
+        pthread_mutex_unlock(&e->dbimu);
+    if (opened_here) { /* its record reaches the main tree at commit */
+        *out = dbi;
+        return 0;
+    }
+    MDB_val k = {WF_PREFIX_LEN + len, name}, v;
+    int rc = mdb_get(w->txn, w->main, &k, &v);
+    if (rc == MDB_NOTFOUND && d != NULL)
+        return FF_STALE;
+    if (rc == MDB_NOTFOUND && !create)
+        return MDB_NOTFOUND;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if (rc == 0 && !verified) {
+        ff_vdb db;
+        if (ff_verify_db(v.mv_data, v.mv_size, &db) != 0) {
+            snprintf(w->why, sizeof w->why, "its record in the main tree is %zu bytes", v.mv_size);
+            return FF_DAMAGED;
+        }
+        if (check_tree(e, &db, w->why, sizeof w->why) != 0)
+            return FF_DAMAGED;
+    }
+    if (d != NULL) {
+        if (!verified) {
+            if (!*w->held)
+                pthread_mutex_lock(&e->dbimu);
+            if ((d = dbi_find(e, wf, len)) != NULL)
+                d->verified = 1;
+            if (!*w->held)
+                pthread_mutex_unlock(&e->dbimu);
+        }
+        *out = dbi;
+        return 0;
+    }
+    /* Not cached: open it in this transaction. */
+    if (!*w->held) {
+        pthread_mutex_lock(&e->dbimu);
+        *w->held = 1;
+    }
+    if (w->nopened == w->capopened) {
+        size_t cap = w->capopened ? w->capopened * 2 : 8;
+        ff_key *no = realloc(w->opened, cap * sizeof *no);
+        if (no == NULL)
+            return ENOMEM;
+        w->opened = no;
+        w->capopened = cap;
+    }
+    rc = mdb_dbi_open(w->txn, name, create ? MDB_CREATE : 0, &dbi);
+    if (rc != 0)
+        return rc;
+    if ((rc = dbi_add(e, wf, len, dbi, 1)) != 0)
+        return rc;
+    w->opened[w->nopened++] = (ff_key){wf, len};
+    *out = dbi;
+    return 0;
+}
+
+/* Checks the free list and the main tree before this process first
+ * writes: LMDB takes pages from the one and adds records to the other. */
+static int check_core(struct wtx *w) {
+    env *e = w->e;
+    w->stale = NULL;
+    if (e->core_damage[0] != '\0') {
+        snprintf(w->why, sizeof w->why, "%s", e->core_damage);
+        return FF_DAMAGED;
+    }
+    if (e->core_checked)
+        return 0;
+    if (check_tree(e, NULL, w->why, sizeof w->why) != 0) {
+        snprintf(e->core_damage, sizeof e->core_damage, "%s", w->why);
+        return FF_DAMAGED;
+    }
+    e->core_checked = 1;
+    return 0;
+}
+
+/* Runs operation o in the transaction. A missing task or workflow is o's
+ * answer (FFLUA_ENOTFOUND), not a failure of the transaction. */
+static int run_op(struct wtx *w, struct wop *o) {
+    MDB_dbi dbi;
+    int rc = wdbi(w, o->wf, o->wflen, 0, &dbi);
+    if (rc == MDB_NOTFOUND || rc == EINVAL) {
+        o->rc = FFLUA_ENOTFOUND;
+        return 0;
+    }
+    if (rc == FF_DAMAGED && w->stale != NULL) {
+        char name[100];
+        o->rc = FFLUA_ECORRUPT;
+        snprintf(o->msg, sizeof o->msg,
+                 "workflow '%s' is damaged in the file (%s): repair the storage first with "
+                 "'fflua store repair %s'",
+                 ff_text_escape(name, sizeof name, o->wf, o->wflen), w->why, w->e->path);
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    o->rc = 0;
+    switch (o->kind) {
+    case OP_DEL:
+    case OP_DEL_MANY:
+        for (size_t i = 0; i < o->n; i++) {
+            MDB_val k = {o->keys[i].len, (void *)o->keys[i].p};
+            rc = mdb_del(w->txn, dbi, &k, NULL);
+            if (rc == MDB_NOTFOUND) {
+                if (o->kind == OP_DEL)
+                    o->rc = FFLUA_ENOTFOUND;
+                rc = 0;
+            }
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    case OP_DROP:
+        /* mdb_drop closes the handle at once, committed or not. */
+        if (!*w->held) {
+            pthread_mutex_lock(&w->e->dbimu);
+            *w->held = 1;
+        }
+        rc = mdb_drop(w->txn, dbi, 1);
+        dbi_forget(w->e, o->wf, o->wflen);
+        return rc;
+    default: { /* OP_POKE */
+        MDB_val k = {o->keys[0].len, (void *)o->keys[0].p}, v;
+        rc = mdb_get(w->txn, dbi, &k, &v);
+        if (rc == MDB_NOTFOUND || (rc == 0 && o->offset + FF_REC_HDR >= v.mv_size)) {
+            o->rc = FFLUA_ENOTFOUND;
+            return 0;
         }
         if (rc != 0)
-            break;
-        for (size_t off = 0; off < n && rc == 0;) {
-            const struct qrec *r = (const struct qrec *)(q + off);
-            const char *wf = (const char *)(r + 1);
-            MDB_val k = {r->tlen, (void *)(wf + r->wflen)};
-            MDB_val v = {r->len, NULL};
-            rc = mdb_put(txn, (MDB_dbi)r->dbi, &k, &v, MDB_RESERVE);
-            if (rc == 0)
-                memcpy(v.mv_data, wf + r->wflen + r->tlen, r->len);
-            off += qrec_size(r);
+            return rc;
+        /* Rewrite the record with one byte changed (pages reached through
+         * get are read-only). */
+        char *copy = malloc(v.mv_size);
+        if (copy == NULL)
+            return ENOMEM;
+        memcpy(copy, v.mv_data, v.mv_size);
+        copy[FF_REC_HDR + o->offset] ^= (char)o->mask;
+        MDB_val nv = {v.mv_size, copy};
+        rc = mdb_put(w->txn, dbi, &k, &nv, 0);
+        free(copy);
+        return rc;
+    }
+    }
+}
+
+/* The body of one write attempt (see write_attempt), run under its guard. */
+static int write_body(struct wtx *w, const char *q, size_t n, struct wop *o) {
+    env *e = w->e;
+    int rc = mdb_txn_begin(e->mdb, NULL, 0, &w->txn);
+    if (rc != 0)
+        return rc;
+    if ((rc = mdb_dbi_open(w->txn, NULL, 0, &w->main)) != 0 || (rc = check_core(w)) != 0)
+        goto abort;
+    const char *lastwf = NULL;
+    size_t lastlen = 0;
+    MDB_dbi dbi = 0;
+    int skip = 0;
+    for (size_t off = 0; off < n;) {
+        const struct qrec *r = (const struct qrec *)(q + off);
+        const char *wf = (const char *)(r + 1);
+        if (lastwf == NULL || r->wflen != lastlen || memcmp(wf, lastwf, lastlen) != 0) {
+            lastwf = wf;
+            lastlen = r->wflen;
+            skip = find_refused(e, wf, r->wflen) != NULL;
+            if (!skip && (rc = wdbi(w, wf, r->wflen, 1, &dbi)) != 0)
+                goto abort;
         }
-        if (rc == 0)
-            rc = mdb_txn_commit(txn);
-        else
-            mdb_txn_abort(txn);
-        if (rc == MDB_MAP_FULL) {
+        if (skip) {
+            if (w->skipped == NULL) {
+                w->skipped = wf;
+                w->skipped_len = r->wflen;
+            }
+            off += qrec_size(r);
+            continue;
+        }
+        MDB_val k = {r->tlen, (void *)(wf + r->wflen)};
+        MDB_val v = {r->len, NULL};
+        if ((rc = mdb_put(w->txn, dbi, &k, &v, MDB_RESERVE)) != 0)
+            goto abort;
+        memcpy(v.mv_data, wf + r->wflen + r->tlen, r->len);
+        off += qrec_size(r);
+    }
+    if (o != NULL && (rc = run_op(w, o)) != 0)
+        goto abort;
+    rc = mdb_txn_commit(w->txn);
+    if (rc == 0) {
+        w->nopened = 0; /* committed: the handles stay */
+        return 0;
+    }
+    goto forget; /* a failed commit has freed the transaction */
+abort:
+    mdb_txn_abort(w->txn);
+forget:
+    if (w->nopened > 0) { /* LMDB closed them */
+        for (size_t i = 0; i < w->nopened; i++)
+            dbi_forget(e, w->opened[i].p, w->opened[i].len);
+        w->nopened = 0;
+    }
+    return rc;
+}
+
+/* One write transaction: the records q[0..n), then o (may be NULL). 0, an
+ * LMDB code (the transaction was aborted), FF_STALE (w->stale names the
+ * workflow), or FF_BROKEN: a fault cut the transaction short, and LMDB
+ * cannot undo one (its cursors on this thread's stack are still linked
+ * into the transaction), so the environment must never write again; the
+ * reason is in msg. */
+static int write_attempt(env *e, struct wtx *w, const char *q, size_t n, struct wop *o, char *msg,
+                         size_t msglen) {
+    volatile int held = 0;
+    w->e = e;
+    w->held = &held;
+    w->nopened = 0;
+    w->stale = NULL;
+    w->skipped = NULL;
+    int exclusive = o != NULL && o->kind == OP_DROP; /* mdb_drop closes a handle */
+    if (exclusive)
+        pthread_rwlock_wrlock(&e->resize);
+    else
+        pthread_rwlock_rdlock(&e->resize);
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        if (held)
+            pthread_mutex_unlock(&e->dbimu);
+        pthread_rwlock_unlock(&e->resize);
+        char what[256];
+        fault_note(what, sizeof what, &g);
+        snprintf(msg, msglen,
+                 "the storage file is damaged (%s, while writing); this process writes nothing "
+                 "more to it: check it with 'fflua store check %s' and repair it with 'fflua "
+                 "store repair %s'", what, e->path, e->path);
+        return FF_BROKEN;
+    }
+    int rc = write_body(w, q, n, o);
+    ff_guard_pop(&g);
+    if (held)
+        pthread_mutex_unlock(&e->dbimu);
+    pthread_rwlock_unlock(&e->resize);
+    return rc;
+}
+
+/* Closes a stale handle, so that the next attempt opens it again. */
+static void close_stale(env *e, const char *wf, size_t len) {
+    pthread_rwlock_wrlock(&e->resize); /* no reader is using it */
+    pthread_mutex_lock(&e->dbimu);
+    struct dbi *d = dbi_find(e, wf, len);
+    if (d != NULL) {
+        mdb_dbi_close(e->mdb, d->dbi);
+        dbi_forget(e, wf, len);
+    }
+    pthread_mutex_unlock(&e->dbimu);
+    pthread_rwlock_unlock(&e->resize);
+}
+
+/* Why a commit failed, in words. LMDB reports a write cut short by a full
+ * disk as EIO: the free space tells which it was. */
+static void commit_msg(env *e, int rc, char *msg, size_t msglen) {
+    struct statvfs vfs;
+    if (rc == EIO && statvfs(e->path, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < ((uint64_t)16 << 20)) {
+        snprintf(msg, msglen, "cannot commit results to '%s': %s (%llu KiB free)", e->path,
+                 strerror(ENOSPC),
+                 (unsigned long long)((uint64_t)vfs.f_bavail * vfs.f_frsize / 1024));
+        return;
+    }
+    if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_PAGE_FULL ||
+        rc == MDB_BAD_TXN || rc == MDB_INCOMPATIBLE) {
+        snprintf(msg, msglen,
+                 "cannot commit results to '%s': the storage file is damaged (%s): check it "
+                 "with 'fflua store check %s' and repair it with 'fflua store repair %s'",
+                 e->path, mdb_strerror(rc), e->path, e->path);
+        return;
+    }
+    snprintf(msg, msglen, "cannot commit results to '%s': %s", e->path, mdb_strerror(rc));
+}
+
+/* Writes a batch (and o) in one transaction, growing the map, adopting
+ * another process's map size and reopening stale handles as needed. The
+ * records of a workflow whose tree fails its check are left out, the rest
+ * is written, and *partial says so (with the reason in msg). */
+static int commit(env *e, const char *q, size_t n, struct wop *o, char *msg, size_t msglen,
+                  int *partial) {
+    struct wtx w = {0};
+    int rc = 0;
+    *partial = 0;
+    for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        rc = write_attempt(e, &w, q, n, o, msg, msglen);
+        if (rc == MDB_MAP_RESIZED) {
+            remap(e, 0);
+        } else if (rc == MDB_MAP_FULL) {
             /* Grow, then write the whole batch again: the aborted
              * transaction left nothing behind. */
             if ((rc = remap(e, 1)) != 0)
                 break;
-            continue;
+        } else if (rc == FF_STALE) {
+            close_stale(e, w.stale, w.stale_len);
+        } else if (rc == FF_DAMAGED && w.stale != NULL) {
+            refuse(e, w.stale, w.stale_len, w.why); /* its records are left out */
+        } else {
+            break;
         }
-        break;
     }
-    if (rc != 0)
-        snprintf(msg, msglen, "cannot commit results to '%s': %s", e->path, mdb_text(rc));
+    free(w.opened);
+    struct refused *r;
+    if (rc == 0 && w.skipped != NULL && (r = find_refused(e, w.skipped, w.skipped_len)) != NULL) {
+        refused_msg(e, r, msg, msglen);
+        *partial = 1;
+    } else if (rc == FF_STALE) {
+        snprintf(msg, msglen, "cannot commit results to '%s': another process keeps removing the "
+                              "workflow being written", e->path);
+    } else if (rc == FF_DAMAGED) {
+        snprintf(msg, msglen,
+                 "cannot commit results to '%s': the storage file is damaged (%s): nothing more "
+                 "can be saved in it; repair it with 'fflua store repair %s'",
+                 e->path, w.why, e->path);
+    } else if (rc != 0 && rc != FF_BROKEN) {
+        commit_msg(e, rc, msg, msglen);
+    }
     return rc;
 }
 
@@ -329,13 +963,13 @@ static void *committer(void *arg) {
     size_t spare_cap = 0;
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        while (!e->stop && e->qn == 0)
+        while (!e->stop && e->qn == 0 && e->op == NULL)
             pthread_cond_wait(&e->wake, &e->mu);
-        if (e->qn == 0)
-            break; /* stopped with nothing queued */
+        if (e->qn == 0 && e->op == NULL)
+            break; /* stopped with nothing to do */
         /* Let records gather until FF_COMMIT_MS after the last commit. */
         uint64_t due = e->last_commit_ns + (uint64_t)FF_COMMIT_MS * 1000000u;
-        while (!e->stop && !e->flushing && e->qn < QUEUE_EAGER) {
+        while (!e->stop && !e->flushing && e->op == NULL && e->qn < QUEUE_EAGER) {
             uint64_t now = now_ns(CLOCK_MONOTONIC);
             if (now >= due)
                 break;
@@ -350,25 +984,45 @@ static void *committer(void *arg) {
             }
             pthread_cond_timedwait(&e->wake, &e->mu, &ts);
         }
-        /* Take the queue; leave the spare buffer for the next records. */
+        /* Take the queue and the operation; leave the spare buffer for the
+         * next records. */
         char *q = e->q;
         size_t n = e->qn, cap = e->qcap;
         uint64_t seq = e->put_seq;
+        struct wop *o = e->op;
         e->q = spare;
         e->qcap = spare_cap;
         e->qn = 0;
         pthread_cond_broadcast(&e->done); /* room in the queue again */
         pthread_mutex_unlock(&e->mu);
         char msg[sizeof e->commit_msg];
-        int rc = commit_batch(e, q, n, msg, sizeof msg);
+        int partial;
+        int rc = commit(e, q, n, o, msg, sizeof msg, &partial);
         pthread_mutex_lock(&e->mu);
         spare = q;
         spare_cap = cap;
         e->committed_seq = seq;
         e->last_commit_ns = now_ns(CLOCK_MONOTONIC);
-        if (rc != 0 && e->commit_err == 0) {
-            e->commit_err = mdb_code(rc);
+        if ((rc != 0 || partial) && (e->commit_err == 0 || rc == FF_BROKEN)) {
+            e->commit_err = rc != 0 ? mdb_code(rc) : FFLUA_ECORRUPT;
             memcpy(e->commit_msg, msg, sizeof msg);
+        }
+        if (o != NULL) {
+            if (rc != 0) {
+                o->rc = mdb_code(rc);
+                memcpy(o->msg, msg, sizeof o->msg);
+            }
+            o->done = 1;
+            e->op = NULL;
+        }
+        if (rc == FF_BROKEN) {
+            /* Leave: the thread's end releases LMDB's write lock for the
+             * other processes. Nothing queued can be written any more. */
+            e->broken = 1;
+            e->committed_seq = e->put_seq;
+            e->qn = 0;
+            pthread_cond_broadcast(&e->done);
+            break;
         }
         pthread_cond_broadcast(&e->done);
     }
@@ -377,12 +1031,33 @@ static void *committer(void *arg) {
     return NULL;
 }
 
+/* Under e->mu. */
+static int start_committer(ff_store *s) {
+    env *e = s->e;
+    if (e->running)
+        return 0;
+    if (pthread_create(&e->thread, NULL, committer, e) != 0)
+        return seterr(s, -EAGAIN, "cannot start the storage's committer thread");
+    e->running = 1;
+    return 0;
+}
+
+/* Under e->mu: the broken environment's error. */
+static int broken_err(ff_store *s) {
+    return seterr(s, FFLUA_ECORRUPT, "%s", s->e->commit_msg);
+}
+
 /* --- open and close ------------------------------------------------------ */
 
 static void env_free(env *e) {
     for (size_t i = 0; i < e->ndbis; i++)
         free(e->dbis[i].name);
     free(e->dbis);
+    for (size_t i = 0; i < e->nrefused; i++)
+        free(e->refused[i].name);
+    free(e->refused);
+    if (e->fmap != NULL)
+        munmap((void *)e->fmap, e->fmap_len);
     free(e->q);
     free(e->path);
     pthread_mutex_destroy(&e->mu);
@@ -391,6 +1066,33 @@ static void env_free(env *e) {
     pthread_cond_destroy(&e->wake);
     pthread_cond_destroy(&e->done);
     free(e);
+}
+
+/* 0 when this process may write f, else the errno that says why not. */
+static int no_write(const char *f) {
+    return access(f, W_OK) == 0 ? 0 : errno;
+}
+
+/* How to open: read-only when the directory or data.mdb cannot be written,
+ * and without the lock file when that cannot be written either (LMDB's
+ * readers write their slot in it). */
+static unsigned open_flags(const char *path, int *rdonly) {
+    char f[PATH_MAX];
+    unsigned flags = MDB_NOTLS;
+    int en = no_write(path);
+    if (en == 0) {
+        snprintf(f, sizeof f, "%s/data.mdb", path);
+        if (access(f, F_OK) == 0)
+            en = no_write(f);
+    }
+    *rdonly = en == ENOENT ? 0 : en;
+    if (*rdonly) {
+        flags |= MDB_RDONLY;
+        snprintf(f, sizeof f, "%s/lock.mdb", path);
+        if (access(f, F_OK) == 0 ? no_write(f) != 0 : no_write(path) != 0)
+            flags |= MDB_NOLOCK;
+    }
+    return flags;
 }
 
 static int env_open(env **out, const char *path, struct stat *st, char *err, size_t errlen) {
@@ -413,6 +1115,7 @@ static int env_open(env **out, const char *path, struct stat *st, char *err, siz
     e->pid = getpid();
     e->gen = fork_gen;
     e->refs = 1;
+    unsigned flags = open_flags(path, &e->rdonly);
     int rc = mdb_env_create(&e->mdb);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(e->mdb, MAX_DBS);
@@ -421,16 +1124,40 @@ static int env_open(env **out, const char *path, struct stat *st, char *err, siz
     if (rc == 0)
         rc = mdb_env_set_mapsize(e->mdb, INITIAL_MAP);
     if (rc == 0)
-        rc = mdb_env_open(e->mdb, path, MDB_NOTLS, 0644);
+        rc = mdb_env_set_assert(e->mdb, on_assert);
+    if (rc == 0) {
+        /* Opening reads the meta pages, which may be damaged too. */
+        ff_guard g;
+        ff_guard_push(&g);
+        if (sigsetjmp(g.jb, 0) == 0) {
+            rc = mdb_env_open(e->mdb, path, flags, 0644);
+            ff_guard_pop(&g);
+        } else {
+            rc = MDB_CORRUPTED;
+        }
+    }
+    MDB_stat ms;
+    if (rc == 0)
+        rc = mdb_env_stat(e->mdb, &ms);
+    if (rc == 0)
+        rc = mdb_env_get_fd(e->mdb, &e->fd);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot open the storage '%s': %s", path, mdb_text(rc));
+        if (rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH)
+            snprintf(err, errlen, "cannot open the storage '%s': %s (is it damaged? 'fflua store "
+                                  "repair' cannot help when the file's header is unreadable)",
+                     path, mdb_strerror(rc));
+        else
+            snprintf(err, errlen, "cannot open the storage '%s': %s", path, mdb_strerror(rc));
         if (e->mdb != NULL)
             mdb_env_close(e->mdb);
         env_free(e);
         return mdb_code(rc);
     }
-    int dead = 0;
-    mdb_reader_check(e->mdb, &dead); /* readers left by killed processes */
+    e->psize = ms.ms_psize;
+    if (!(flags & MDB_NOLOCK)) {
+        int dead = 0;
+        mdb_reader_check(e->mdb, &dead); /* readers left by killed processes */
+    }
     e->last_commit_ns = now_ns(CLOCK_MONOTONIC);
     *out = e;
     return 0;
@@ -497,6 +1224,20 @@ void ff_store_read_end(ff_store *s) {
     }
 }
 
+/* Ends a read transaction that LMDB failed in or a fault cut short: LMDB
+ * refuses to go on with one, so it is aborted, not kept for renewal. */
+static void read_kill(ff_store *s) {
+    s->absent_len = 0;
+    if (s->rtxn != NULL) {
+        mdb_txn_abort(s->rtxn);
+        s->rtxn = NULL;
+    }
+    if (s->ractive) {
+        s->ractive = 0;
+        pthread_rwlock_unlock(&s->e->resize);
+    }
+}
+
 int ff_store_close(ff_store *s) {
     if (s == NULL)
         return 0;
@@ -505,10 +1246,8 @@ int ff_store_close(ff_store *s) {
         free(s);
         return 0;
     }
-    ff_store_read_end(s);
-    if (s->rtxn != NULL)
-        mdb_txn_abort(s->rtxn);
-    int rc = ff_store_flush(s);
+    read_kill(s);
+    int rc = e->rdonly ? 0 : ff_store_flush(s);
     pthread_mutex_lock(&envs.mu);
     int last = --e->refs == 0;
     if (last) {
@@ -526,8 +1265,15 @@ int ff_store_close(ff_store *s) {
         pthread_mutex_unlock(&e->mu);
         if (running)
             pthread_join(e->thread, NULL);
-        mdb_env_close(e->mdb);
-        env_free(e);
+        if (e->broken) {
+            pthread_mutex_lock(&envs.mu);
+            e->next = envs.broken;
+            envs.broken = e;
+            pthread_mutex_unlock(&envs.mu);
+        } else {
+            mdb_env_close(e->mdb);
+            env_free(e);
+        }
     }
     free(s);
     return rc;
@@ -535,48 +1281,41 @@ int ff_store_close(ff_store *s) {
 
 /* --- writes -------------------------------------------------------------- */
 
-static void put_u32(char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (char)(v >> (8 * i));
+static int check_key(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen) {
+    if (wflen == 0 || wflen > FF_WORKFLOW_MAX || memchr(wf, '\0', wflen) != NULL)
+        return seterr(s, -EINVAL, "bad workflow name (1 to %d bytes, no NUL)", FF_WORKFLOW_MAX);
+    char name[80];
+    if (tlen == 0 || tlen > FF_TASK_MAX)
+        return seterr(s, -EINVAL, "bad task name '%s' (%zu bytes; 1 to %d allowed)",
+                      ff_text_escape(name, sizeof name, task, tlen), tlen, FF_TASK_MAX);
+    return 0;
 }
 
-static void put_u64(char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (char)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)(unsigned char)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t rec_checksum(const char *hdr, const char *val, size_t len) {
-    XXH3_state_t st;
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, hdr, 40);
-    XXH3_64bits_update(&st, val, len);
-    return XXH3_64bits_digest(&st);
-}
-
-int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
-                 const uint8_t fp[FF_FP_LEN], uint64_t compute_ns, const char *val, size_t len) {
+/* Queues a record with the given header fields. */
+static int put_record(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                      const uint8_t fp[FF_FP_LEN], uint64_t stored_ns, uint64_t compute_ns,
+                      const char *val, size_t len) {
     if (usable(s))
         return FFLUA_ECLOSED;
-    if (wflen == 0 || wflen > 900 || memchr(wf, '\0', wflen) != NULL)
-        return seterr(s, -EINVAL, "bad workflow name (1 to 900 bytes, no NUL)");
-    if (tlen == 0 || tlen > 511)
-        return seterr(s, -EINVAL, "bad task name '%.*s' (1 to 511 bytes)", (int)(tlen > 60 ? 60 : tlen), task);
+    int rc = check_key(s, wf, wflen, task, tlen);
+    if (rc == 0)
+        rc = refuse_write(s);
+    if (rc != 0)
+        return rc;
     ff_store_read_end(s);
     env *e = s->e;
-    struct qrec r = {(uint32_t)wflen, (uint32_t)tlen, FF_REC_HDR + (uint64_t)len, 0};
+    struct qrec r = {(uint32_t)wflen, (uint32_t)tlen, FF_REC_HDR + (uint64_t)len};
     size_t need = qrec_size(&r);
     pthread_mutex_lock(&e->mu);
     while (e->qn >= QUEUE_HIGH && e->commit_err == 0)
         pthread_cond_wait(&e->done, &e->mu); /* let the committer catch up */
+    if (e->broken) {
+        rc = broken_err(s);
+        pthread_mutex_unlock(&e->mu);
+        return rc;
+    }
     if (e->commit_err != 0) {
-        int rc = e->commit_err;
+        rc = e->commit_err;
         seterr(s, rc, "%s", e->commit_msg);
         pthread_mutex_unlock(&e->mu);
         return rc;
@@ -599,28 +1338,25 @@ int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, si
     memcpy(p, wf, wflen);
     memcpy(p + wflen, task, tlen);
     char *h = p + wflen + tlen;
-    memcpy(h, "ffr1", 4);
-    put_u32(h + 4, 0);
-    memcpy(h + 8, fp, FF_FP_LEN);
-    put_u64(h + 24, now_ns(CLOCK_REALTIME));
-    put_u64(h + 32, compute_ns);
     if (len > 0)
         memcpy(h + FF_REC_HDR, val, len);
-    put_u64(h + 40, rec_checksum(h, h + FF_REC_HDR, len));
+    rec_header(h, wf, wflen, task, tlen, fp, stored_ns, compute_ns, len);
     int was_empty = e->qn == 0;
     e->qn += need;
     e->put_seq++;
-    int rc = 0;
-    if (!e->running) {
-        if (pthread_create(&e->thread, NULL, committer, e) == 0)
-            e->running = 1;
-        else
-            rc = seterr(s, -EAGAIN, "cannot start the storage's committer thread");
-    } else if (was_empty || e->qn >= QUEUE_EAGER) {
-        pthread_cond_signal(&e->wake);
+    if (e->running) {
+        if (was_empty || e->qn >= QUEUE_EAGER)
+            pthread_cond_signal(&e->wake);
+    } else {
+        rc = start_committer(s);
     }
     pthread_mutex_unlock(&e->mu);
     return rc;
+}
+
+int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                 const uint8_t fp[FF_FP_LEN], uint64_t compute_ns, const char *val, size_t len) {
+    return put_record(s, wf, wflen, task, tlen, fp, now_ns(CLOCK_REALTIME), compute_ns, val, len);
 }
 
 int ff_store_flush(ff_store *s) {
@@ -630,7 +1366,7 @@ int ff_store_flush(ff_store *s) {
     env *e = s->e;
     pthread_mutex_lock(&e->mu);
     uint64_t target = e->put_seq;
-    if (e->committed_seq < target) {
+    if (e->committed_seq < target && !e->broken) {
         e->flushing++;
         pthread_cond_signal(&e->wake);
         while (e->committed_seq < target)
@@ -638,12 +1374,68 @@ int ff_store_flush(ff_store *s) {
         e->flushing--;
     }
     int rc = e->commit_err;
-    if (rc != 0) {
+    if (e->broken) {
+        rc = broken_err(s); /* reported every time: it lasts */
+    } else if (rc != 0) {
         seterr(s, rc, "%s", e->commit_msg);
         e->commit_err = 0; /* reported */
     }
     pthread_mutex_unlock(&e->mu);
     return rc;
+}
+
+/* Hands o to the committer and waits for it. */
+static int write_op(ff_store *s, struct wop *o) {
+    if (usable(s))
+        return FFLUA_ECLOSED;
+    int rc = refuse_write(s);
+    if (rc != 0)
+        return rc;
+    ff_store_read_end(s);
+    env *e = s->e;
+    pthread_mutex_lock(&e->mu);
+    while (e->op != NULL && !e->broken)
+        pthread_cond_wait(&e->done, &e->mu); /* one operation at a time */
+    if (e->broken) {
+        rc = broken_err(s);
+    } else if ((rc = start_committer(s)) == 0) {
+        o->done = 0;
+        e->op = o;
+        pthread_cond_signal(&e->wake);
+        while (!o->done)
+            pthread_cond_wait(&e->done, &e->mu);
+        rc = o->rc;
+        if (rc != 0 && rc != FFLUA_ENOTFOUND)
+            seterr(s, rc, "%s", o->msg);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+int ff_store_del(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen) {
+    ff_key k = {task, tlen};
+    struct wop o = {.kind = OP_DEL, .wf = wf, .wflen = wflen, .keys = &k, .n = 1};
+    return write_op(s, &o);
+}
+
+int ff_store_drop(ff_store *s, const char *wf, size_t wflen) {
+    struct wop o = {.kind = OP_DROP, .wf = wf, .wflen = wflen};
+    return write_op(s, &o);
+}
+
+int ff_store_del_many(ff_store *s, const char *wf, size_t wflen, const ff_key *keys, size_t n) {
+    if (n == 0)
+        return usable(s);
+    struct wop o = {.kind = OP_DEL_MANY, .wf = wf, .wflen = wflen, .keys = keys, .n = n};
+    return write_op(s, &o);
+}
+
+int ff_store_poke(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                  size_t offset, uint8_t mask) {
+    ff_key k = {task, tlen};
+    struct wop o = {.kind = OP_POKE, .wf = wf, .wflen = wflen, .keys = &k, .n = 1,
+                    .offset = offset, .mask = mask};
+    return write_op(s, &o);
 }
 
 /* --- reads --------------------------------------------------------------- */
@@ -658,15 +1450,16 @@ static int read_begin(ff_store *s) {
                          : mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &s->rtxn);
         if (rc == 0) {
             s->ractive = 1;
+            read_span(s);
             return 0;
         }
         pthread_rwlock_unlock(&e->resize);
-        if (rc != MDB_MAP_RESIZED)
-            return rc;
         if (s->rtxn != NULL) {
             mdb_txn_abort(s->rtxn);
             s->rtxn = NULL;
         }
+        if (rc != MDB_MAP_RESIZED)
+            return rc;
         remap(e, 0);
     }
 }
@@ -676,38 +1469,71 @@ static int read_begin(ff_store *s) {
  * (so earlier records' pointers go stale, which callers allow for). */
 static int dbi_get(ff_store *s, const char *wf, size_t wflen, MDB_dbi *dbi) {
     env *e = s->e;
-    if (s->ractive && s->absent_len == wflen && memcmp(s->absent, wf, wflen) == 0)
+    if (s->absent_len == wflen && memcmp(s->absent, wf, wflen) == 0)
         return MDB_NOTFOUND;
     pthread_mutex_lock(&e->dbimu);
-    int known = dbi_find(e, wf, wflen) != NULL;
-    int rc = dbi_open(e, wf, wflen, 0, dbi);
+    struct dbi *d = dbi_find(e, wf, wflen);
+    int rc = 0;
+    if (d != NULL)
+        *dbi = d->dbi;
+    else
+        rc = dbi_open_read(e, wf, wflen, dbi, s->fault, sizeof s->fault);
     pthread_mutex_unlock(&e->dbimu);
-    if (rc == 0 && !known && s->ractive) {
+    if (rc == 0 && d == NULL) {
         ff_store_read_end(s);
         rc = read_begin(s);
-    } else if (rc == MDB_NOTFOUND && s->ractive && wflen <= sizeof s->absent) {
+    } else if (rc == MDB_NOTFOUND && wflen <= sizeof s->absent) {
         memcpy(s->absent, wf, wflen);
         s->absent_len = wflen;
     }
     return rc;
 }
 
-static int check_rec(const MDB_val *v, ff_rec *rec) {
-    const char *h = v->mv_data;
-    memset(rec, 0, sizeof *rec);
-    if (v->mv_size < FF_REC_HDR || memcmp(h, "ffr1", 4) != 0) {
-        rec->len = SIZE_MAX;
-        return FFLUA_ECORRUPT;
+/* An entry read from a database so that nothing read from it later can
+ * fault: the key copied, and a record checked (its checksum reads every
+ * byte of it). */
+struct entry {
+    char key[FF_TASK_MAX];
+    size_t klen;
+    ff_rec rec;
+    int rc_rec; /* check_rec's result */
+};
+
+/* One read under a guard: mdb_get of en->key when c is NULL, else a cursor
+ * step; then the key copied and, when wf is given, the record checked.
+ * Returns 0, MDB_NOTFOUND, an LMDB code (MDB_CORRUPTED for a key no
+ * record can have), or FF_FAULT with the reason in s->fault. */
+static int g_read(ff_store *s, MDB_dbi dbi, MDB_cursor *c, MDB_cursor_op op, const char *wf,
+                  size_t wflen, struct entry *en) {
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        fault_note(s->fault, sizeof s->fault, &g);
+        return FF_FAULT;
     }
-    memcpy(rec->fp, h + 8, FF_FP_LEN);
-    rec->stored_ns = get_u64(h + 24);
-    rec->compute_ns = get_u64(h + 32);
-    rec->val = h + FF_REC_HDR;
-    rec->len = v->mv_size - FF_REC_HDR;
-    if (get_u64(h + 40) != rec_checksum(h, rec->val, rec->len))
-        return FFLUA_ECHECKSUM;
-    rec->ok = 1;
-    return 0;
+    MDB_val k = {en->klen, en->key}, v;
+    int rc = c != NULL ? mdb_cursor_get(c, &k, &v, op) : mdb_get(s->rtxn, dbi, &k, &v);
+    if (rc == 0 && (k.mv_size == 0 || k.mv_size > FF_TASK_MAX))
+        rc = MDB_CORRUPTED;
+    if (rc == 0) {
+        memmove(en->key, k.mv_data, k.mv_size);
+        en->klen = k.mv_size;
+        if (wf != NULL)
+            en->rc_rec = check_rec(s, wf, wflen, en->key, en->klen, &v, &en->rec);
+    }
+    ff_guard_pop(&g);
+    return rc;
+}
+
+/* A read that LMDB failed or a fault cut short: the transaction ends, and
+ * the record is damaged, with the reason in rec->why. */
+static int read_damage(ff_store *s, ff_rec *rec, int rc, const char *where) {
+    read_kill(s);
+    snprintf(s->why, sizeof s->why, "the file is damaged where %s is kept (%s)", where,
+             lmdb_text(rc, s->fault));
+    rec->why = s->why;
+    seterr(s, FFLUA_ECORRUPT, "%s", s->why);
+    return FFLUA_ECORRUPT;
 }
 
 int ff_store_get(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
@@ -715,178 +1541,545 @@ int ff_store_get(ff_store *s, const char *wf, size_t wflen, const char *task, si
     if (usable(s))
         return FFLUA_ECLOSED;
     memset(rec, 0, sizeof *rec);
-    if (tlen == 0 || tlen > 511)
+    rec->len = SIZE_MAX;
+    if (tlen == 0 || tlen > FF_TASK_MAX)
         return FFLUA_ENOTFOUND;
-    MDB_dbi dbi;
     int rc = read_begin(s);
-    if (rc == 0)
-        rc = dbi_get(s, wf, wflen, &dbi);
+    if (rc != 0)
+        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+    MDB_dbi dbi;
+    rc = dbi_get(s, wf, wflen, &dbi);
     if (rc == MDB_NOTFOUND || rc == EINVAL)
         return FFLUA_ENOTFOUND;
     if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_text(rc));
-    MDB_val k = {tlen, (void *)task}, v;
-    rc = mdb_get(s->rtxn, dbi, &k, &v);
+        return read_damage(s, rec, rc, "the workflow");
+    struct entry en;
+    memcpy(en.key, task, tlen);
+    en.klen = tlen;
+    rc = g_read(s, dbi, NULL, 0, wf, wflen, &en);
     if (rc == MDB_NOTFOUND)
         return FFLUA_ENOTFOUND;
-    if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_text(rc));
-    return check_rec(&v, rec);
+    if (rc != 0) {
+        dbi_unverify(s->e, wf, wflen);
+        return read_damage(s, rec, rc, "it");
+    }
+    *rec = en.rec;
+    return en.rc_rec;
 }
 
-/* Ends a cursor scan: MDB_NOTFOUND is its normal end. */
-static int scan_end(ff_store *s, MDB_cursor *c, int rc) {
+/* --- scans --------------------------------------------------------------- */
+
+/* A scan of one database: every readable entry in key order, around any
+ * damage. A forward pass reads until the end or until LMDB fails or a
+ * fault stops it; then a backward pass from the last entry reads what lies
+ * after the damage. Keys must keep their order, or the pass stops there
+ * too (a damaged tree could otherwise lead a cursor in circles). */
+struct scan {
+    ff_store *s;
+    MDB_dbi dbi;
+    const char *wf; /* the workflow, to check records; NULL: the main db */
+    size_t wflen;
+    ff_store_each_fn fn;
+    void *ud;
+    int stopped; /* fn asked to stop */
+    int damaged; /* the first damage's code, 0 when none */
+    char last[FF_TASK_MAX]; /* the last key delivered */
+    size_t last_len;
+    int have_last;
+};
+
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl) {
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c != 0 ? c : (al > bl) - (al < bl);
+}
+
+/* Delivers an entry (outside every guard: fn may be anything). */
+static void scan_deliver(struct scan *sc, const struct entry *en) {
+    if (sc->wf != NULL) {
+        sc->stopped = sc->fn(sc->ud, en->key, en->klen, &en->rec) != 0;
+    } else if (en->klen > WF_PREFIX_LEN && memcmp(en->key, WF_PREFIX, WF_PREFIX_LEN) == 0) {
+        /* the main db: workflow databases only */
+        sc->stopped = sc->fn(sc->ud, en->key + WF_PREFIX_LEN, en->klen - WF_PREFIX_LEN, NULL) != 0;
+    }
+}
+
+static void scan_note(struct scan *sc, int rc) {
+    if (sc->damaged == 0) {
+        sc->damaged = rc;
+        snprintf(sc->s->why, sizeof sc->s->why, "a part of the file cannot be read (%s)",
+                 rc == MDB_CORRUPTED ? "keys out of order, or a key of a wrong size"
+                                     : lmdb_text(rc, sc->s->fault));
+    }
+}
+
+/* The forward pass. */
+static void scan_forward(struct scan *sc) {
+    ff_store *s = sc->s;
+    MDB_cursor *c = NULL;
+    struct entry en;
+    int rc = g_cursor_open(s->rtxn, sc->dbi, &c, s->fault, sizeof s->fault);
+    for (MDB_cursor_op op = MDB_FIRST; rc == 0 && !sc->stopped; op = MDB_NEXT) {
+        en.klen = 0;
+        rc = g_read(s, sc->dbi, c, op, sc->wf, sc->wflen, &en);
+        if (rc != 0)
+            break;
+        if (sc->have_last && key_cmp(en.key, en.klen, sc->last, sc->last_len) <= 0) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(sc->last, en.key, en.klen);
+        sc->last_len = en.klen;
+        sc->have_last = 1;
+        scan_deliver(sc, &en);
+    }
     if (c != NULL)
         mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        scan_note(sc, rc);
+        read_kill(s);
+    }
+}
+
+/* The backward pass, after damage: collects the keys after the last one
+ * delivered, from the end down, then reads and delivers them in order. */
+static void scan_backward(struct scan *sc) {
+    ff_store *s = sc->s;
+    if (read_begin(s) != 0)
+        return;
+    MDB_cursor *c = NULL;
+    char *keys = NULL; /* each key's length (a size_t), then its bytes */
+    size_t nkeys = 0, used = 0, cap = 0;
+    size_t prev = SIZE_MAX, prev_len = 0; /* the previous key, in keys */
+    struct entry en;
+    int rc = g_cursor_open(s->rtxn, sc->dbi, &c, s->fault, sizeof s->fault);
+    for (MDB_cursor_op op = MDB_LAST; rc == 0; op = MDB_PREV) {
+        en.klen = 0;
+        if ((rc = g_read(s, sc->dbi, c, op, NULL, 0, &en)) != 0)
+            break;
+        if (sc->have_last && key_cmp(en.key, en.klen, sc->last, sc->last_len) <= 0)
+            break; /* reached what the forward pass read */
+        if (prev != SIZE_MAX && key_cmp(en.key, en.klen, keys + prev, prev_len) >= 0)
+            break;
+        if (cap - used < sizeof(size_t) + en.klen) {
+            size_t ncap = cap ? cap * 2 : 4096;
+            char *nk = realloc(keys, ncap);
+            if (nk == NULL)
+                break;
+            keys = nk;
+            cap = ncap;
+        }
+        memcpy(keys + used, &en.klen, sizeof(size_t));
+        memcpy(keys + used + sizeof(size_t), en.key, en.klen);
+        prev = used + sizeof(size_t);
+        prev_len = en.klen;
+        used += sizeof(size_t) + en.klen;
+        nkeys++;
+    }
+    if (c != NULL)
+        mdb_cursor_close(c);
+    /* Deliver in ascending order: the collected keys from the last. */
+    size_t *offs = nkeys ? malloc(nkeys * sizeof *offs) : NULL;
+    for (size_t i = 0, o = 0; offs != NULL && i < nkeys; i++) {
+        offs[i] = o;
+        size_t len;
+        memcpy(&len, keys + o, sizeof len);
+        o += sizeof(size_t) + len;
+    }
+    for (size_t i = nkeys; offs != NULL && i-- > 0 && !sc->stopped && s->ractive;) {
+        memcpy(&en.klen, keys + offs[i], sizeof(size_t));
+        memcpy(en.key, keys + offs[i] + sizeof(size_t), en.klen);
+        rc = g_read(s, sc->dbi, NULL, 0, sc->wf, sc->wflen, &en);
+        if (rc == 0)
+            scan_deliver(sc, &en);
+        else if (rc != MDB_NOTFOUND)
+            read_kill(s);
+    }
+    free(offs);
+    free(keys);
+}
+
+static int scan_run(struct scan *sc, const char *what) {
+    ff_store *s = sc->s;
+    scan_forward(sc);
+    if (sc->damaged && !sc->stopped)
+        scan_backward(sc);
     ff_store_read_end(s);
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
-    if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_text(rc));
-    return 0;
+    if (!sc->damaged)
+        return 0;
+    if (sc->wf != NULL)
+        dbi_unverify(s->e, sc->wf, sc->wflen);
+    if (sc->have_last) {
+        char key[128];
+        const char *k = sc->last;
+        size_t kl = sc->last_len;
+        if (sc->wf == NULL && kl > WF_PREFIX_LEN) { /* the main db: the workflow's name */
+            k += WF_PREFIX_LEN;
+            kl -= WF_PREFIX_LEN;
+        }
+        return seterr(s, FFLUA_ECORRUPT, "%s is damaged after '%s': %s", what,
+                      ff_text_escape(key, sizeof key, k, kl), s->why);
+    }
+    return seterr(s, FFLUA_ECORRUPT, "%s is damaged: %s", what, s->why);
 }
 
 int ff_store_each(ff_store *s, const char *wf, size_t wflen, ff_store_each_fn fn, void *ud) {
     if (usable(s))
         return FFLUA_ECLOSED;
-    MDB_dbi dbi;
     int rc = read_begin(s);
-    if (rc == 0)
-        rc = dbi_get(s, wf, wflen, &dbi);
+    if (rc != 0)
+        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+    MDB_dbi dbi;
+    rc = dbi_get(s, wf, wflen, &dbi);
     if (rc == MDB_NOTFOUND || rc == EINVAL) {
         ff_store_read_end(s);
         return FFLUA_ENOTFOUND;
     }
-    MDB_cursor *c = NULL;
-    if (rc == 0)
-        rc = mdb_cursor_open(s->rtxn, dbi, &c);
-    MDB_val k, v;
-    for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
-        rc = mdb_cursor_get(c, &k, &v, op);
-        if (rc != 0)
-            break;
-        ff_rec rec;
-        check_rec(&v, &rec);
-        if (fn(ud, k.mv_data, k.mv_size, &rec))
-            break;
+    if (rc != 0) {
+        read_kill(s);
+        return seterr(s, FFLUA_ECORRUPT, "the list of workflows is damaged (%s)",
+                      lmdb_text(rc, s->fault));
     }
-    return scan_end(s, c, rc);
+    struct scan sc = {.s = s, .dbi = dbi, .wf = wf, .wflen = wflen, .fn = fn, .ud = ud};
+    char what[128], name[100];
+    snprintf(what, sizeof what, "workflow '%s'", ff_text_escape(name, sizeof name, wf, wflen));
+    return scan_run(&sc, what);
 }
 
 int ff_store_workflows(ff_store *s, ff_store_each_fn fn, void *ud) {
     if (usable(s))
         return FFLUA_ECLOSED;
     int rc = read_begin(s);
-    MDB_dbi main;
-    MDB_cursor *c = NULL;
-    if (rc == 0)
-        rc = mdb_dbi_open(s->rtxn, NULL, 0, &main);
-    if (rc == 0)
-        rc = mdb_cursor_open(s->rtxn, main, &c);
-    MDB_val k = {sizeof WF_PREFIX - 1, WF_PREFIX}, v;
-    for (int op = MDB_SET_RANGE; rc == 0; op = MDB_NEXT) {
-        rc = mdb_cursor_get(c, &k, &v, op);
-        if (rc != 0)
-            break;
-        if (k.mv_size < sizeof WF_PREFIX - 1 ||
-            memcmp(k.mv_data, WF_PREFIX, sizeof WF_PREFIX - 1) != 0)
-            break;
-        if (fn(ud, (const char *)k.mv_data + 3, k.mv_size - 3, NULL))
-            break;
-    }
-    return scan_end(s, c, rc);
+    if (rc != 0)
+        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+    struct scan sc = {.s = s, .fn = fn, .ud = ud};
+    mdb_dbi_open(s->rtxn, NULL, 0, &sc.dbi);
+    return scan_run(&sc, "the list of workflows");
 }
 
-/* --- deletes and the test hook ------------------------------------------ */
+/* --- checking the whole file --------------------------------------------- */
 
-/* Runs one write transaction on workflow wf: op 0 delete task, 1 drop,
- * 2 poke. Queued records are committed first. */
-static int write_op(ff_store *s, int op, const char *wf, size_t wflen, const char *task,
-                    size_t tlen, size_t offset, uint8_t mask) {
-    int rc = ff_store_flush(s);
-    if (rc != 0)
-        return rc;
-    env *e = s->e;
-    MDB_dbi dbi;
-    pthread_mutex_lock(&e->dbimu); /* also keeps the committer's handles valid */
-    rc = dbi_open(e, wf, wflen, 0, &dbi);
-    MDB_txn *txn = NULL;
-    while (rc == 0) {
-        rc = mdb_txn_begin(e->mdb, NULL, 0, &txn);
-        if (rc != MDB_MAP_RESIZED)
-            break;
-        remap(e, 0);
-    }
-    if (rc == 0) {
-        MDB_val k = {tlen, (void *)task}, v;
-        if (op == 0) {
-            rc = mdb_del(txn, dbi, &k, NULL);
-        } else if (op == 3) { /* task: an array of offset pairs (see del_many) */
-            const ff_key *keys = (const ff_key *)task;
-            for (size_t i = 0; i < tlen && rc == 0; i++) {
-                MDB_val dk = {keys[i].len, (void *)keys[i].p};
-                rc = mdb_del(txn, dbi, &dk, NULL);
-                if (rc == MDB_NOTFOUND)
-                    rc = 0;
-            }
-        } else if (op == 1) {
-            rc = mdb_drop(txn, dbi, 1);
-        } else if ((rc = mdb_get(txn, dbi, &k, &v)) == 0) {
-            if (offset + FF_REC_HDR >= v.mv_size) {
-                rc = EINVAL;
-            } else {
-                /* Rewrite the record with one byte changed (LMDB pages
-                 * reached through get are read-only). */
-                char *copy = malloc(v.mv_size);
-                if (copy == NULL) {
-                    rc = ENOMEM;
-                } else {
-                    memcpy(copy, v.mv_data, v.mv_size);
-                    copy[FF_REC_HDR + offset] ^= (char)mask;
-                    MDB_val nv = {v.mv_size, copy};
-                    rc = mdb_put(txn, dbi, &k, &nv, 0);
-                    free(copy);
-                }
-            }
+struct problem {
+    char *wf; /* NULL: not a workflow's */
+    size_t wflen;
+    char why[256];
+};
+
+struct vcheck {
+    ff_vfile f;
+    struct problem *v;
+    size_t n, cap;
+    /* The workflows' trees, from the main tree: names point into the
+     * mapping. */
+    struct vwf {
+        const unsigned char *name;
+        size_t len;
+        ff_vdb db;
+    } *wfs;
+    size_t nwfs, capwfs;
+    int oom;
+};
+
+static void add_problem(struct vcheck *c, const unsigned char *wf, size_t wflen, const char *why) {
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        struct problem *v = realloc(c->v, cap * sizeof *v);
+        if (v == NULL) {
+            c->oom = 1;
+            return;
         }
-        if (rc == 0)
-            rc = mdb_txn_commit(txn);
-        else
-            mdb_txn_abort(txn);
-        if (rc == 0 && op == 1)
-            dbi_forget(e, wf, wflen);
+        c->v = v;
+        c->cap = cap;
     }
-    pthread_mutex_unlock(&e->dbimu);
-    if (rc == MDB_NOTFOUND || rc == EINVAL)
-        return FFLUA_ENOTFOUND;
+    struct problem *p = &c->v[c->n];
+    p->wf = NULL;
+    p->wflen = wflen;
+    if (wf != NULL && (p->wf = malloc(wflen ? wflen : 1)) == NULL) {
+        c->oom = 1;
+        return;
+    }
+    if (wf != NULL)
+        memcpy(p->wf, wf, wflen);
+    snprintf(p->why, sizeof p->why, "%s", why);
+    c->n++;
+}
+
+static const char *main_entry(void *ud, const unsigned char *key, size_t klen,
+                              const unsigned char *data, size_t dlen) {
+    struct vcheck *c = ud;
+    if (klen <= WF_PREFIX_LEN || memcmp(key, WF_PREFIX, WF_PREFIX_LEN) != 0)
+        return NULL; /* not a workflow: not ours, left alone */
+    ff_vdb db;
+    if (ff_verify_db(data, dlen, &db) != 0)
+        return "a workflow's record of the wrong size";
+    if (c->nwfs == c->capwfs) {
+        size_t cap = c->capwfs ? c->capwfs * 2 : 16;
+        struct vwf *v = realloc(c->wfs, cap * sizeof *v);
+        if (v == NULL) {
+            c->oom = 1;
+            return NULL;
+        }
+        c->wfs = v;
+        c->capwfs = cap;
+    }
+    c->wfs[c->nwfs++] = (struct vwf){key + WF_PREFIX_LEN, klen - WF_PREFIX_LEN, db};
+    return NULL;
+}
+
+/* One step of the check (0: the meta pages, 1: the main tree, 2: the free
+ * list, 3 + i: workflow i) under a guard of its own. 0, or -1 with why. */
+static int vcheck_step(struct vcheck *c, size_t step, char *why, size_t wl) {
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0) {
+        fault_note(why, wl, &g);
+        return -1;
+    }
+    int rc;
+    if (step == 0)
+        rc = ff_verify_meta(&c->f, c->f.p, c->f.len, why, wl);
+    else if (step == 1)
+        rc = ff_verify_tree(&c->f, &c->f.main_db, FF_VTREE_MAIN, main_entry, c, why, wl);
+    else if (step == 2)
+        rc = ff_verify_free(&c->f, why, wl);
+    else
+        rc = ff_verify_tree(&c->f, &c->wfs[step - 3].db, FF_VTREE_RECORDS, NULL, NULL, why, wl);
+    ff_guard_pop(&g);
+    return rc;
+}
+
+int ff_store_verify(ff_store *s, ff_store_problem_fn fn, void *ud) {
+    if (usable(s))
+        return FFLUA_ECLOSED;
+    /* A read transaction keeps the pages of the newest snapshot from being
+     * reused while they are read. */
+    int rc = read_begin(s);
     if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot change '%s': %s", e->path, mdb_text(rc));
+        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+    struct stat st;
+    if (fstat(s->e->fd, &st) != 0) {
+        rc = -errno;
+        ff_store_read_end(s);
+        return seterr(s, rc, "cannot check '%s': %s", s->e->path, strerror(-rc));
+    }
+    size_t len = (size_t)st.st_size;
+    void *map = len > 0 ? mmap(NULL, len, PROT_READ, MAP_SHARED, s->e->fd, 0) : MAP_FAILED;
+    if (map == MAP_FAILED) {
+        rc = len > 0 ? -errno : -EINVAL;
+        ff_store_read_end(s);
+        return seterr(s, rc, "cannot check '%s': %s", s->e->path, strerror(-rc));
+    }
+    struct vcheck c = {0};
+    c.f.p = map;
+    c.f.len = len;
+    char why[256];
+    if (vcheck_step(&c, 0, why, sizeof why) != 0) {
+        add_problem(&c, NULL, 0, why);
+    } else if ((c.f.seen = calloc(c.f.last_pg / 8 + 1, 1)) == NULL) {
+        c.oom = 1;
+    } else {
+        /* The trees first, so that the free list's check sees their pages. */
+        if (vcheck_step(&c, 1, why, sizeof why) != 0)
+            add_problem(&c, NULL, 0, why);
+        for (size_t i = 0; i < c.nwfs; i++)
+            if (vcheck_step(&c, 3 + i, why, sizeof why) != 0)
+                add_problem(&c, c.wfs[i].name, c.wfs[i].len, why);
+        if (vcheck_step(&c, 2, why, sizeof why) != 0) {
+            char free_why[sizeof why + 20];
+            snprintf(free_why, sizeof free_why, "the free list: %s", why);
+            add_problem(&c, NULL, 0, free_why);
+        }
+    }
+    free(c.f.seen);
+    free(c.wfs);
+    munmap(map, len);
+    ff_store_read_end(s);
+    for (size_t i = 0; i < c.n; i++) {
+        if (fn != NULL)
+            fn(ud, c.v[i].wf, c.v[i].wflen, c.v[i].why);
+        free(c.v[i].wf);
+    }
+    free(c.v);
+    if (c.oom)
+        return seterr(s, -ENOMEM, "not enough memory to check '%s'", s->e->path);
+    return c.n > 0 ? seterr(s, FFLUA_ECORRUPT, "the file is damaged") : 0;
+}
+
+/* --- repair -------------------------------------------------------------- */
+
+/* Whether another process has the storage at path open: each holds a read
+ * lock on the first byte of LMDB's lock file while it does. */
+static pid_t lock_holder(const char *path) {
+    char f[PATH_MAX];
+    snprintf(f, sizeof f, "%s/lock.mdb", path);
+    int fd = open(f, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    pid_t pid = 0;
+    if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+        pid = fl.l_pid > 0 ? fl.l_pid : 1;
+    close(fd);
+    return pid;
+}
+
+struct names {
+    char **v;
+    size_t *len, n, cap;
+};
+
+static int names_add(void *ud, const char *name, size_t len, const ff_rec *rec) {
+    struct names *ns = ud;
+    (void)rec;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 16;
+        char **v = realloc(ns->v, cap * sizeof *v);
+        if (v != NULL)
+            ns->v = v;
+        size_t *l = realloc(ns->len, cap * sizeof *l);
+        if (l != NULL)
+            ns->len = l;
+        if (v == NULL || l == NULL)
+            return 1;
+        ns->cap = cap;
+    }
+    if ((ns->v[ns->n] = malloc(len)) == NULL)
+        return 1;
+    memcpy(ns->v[ns->n], name, len);
+    ns->len[ns->n++] = len;
     return 0;
 }
 
-int ff_store_del(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    return write_op(s, 0, wf, wflen, task, tlen, 0, 0);
-}
+struct copy {
+    ff_store *dst;
+    const char *wf;
+    size_t wflen;
+    ff_repair_lost_fn lost;
+    void *ud;
+    ff_repair_stats *st;
+    int rc;
+};
 
-int ff_store_drop(ff_store *s, const char *wf, size_t wflen) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    return write_op(s, 1, wf, wflen, NULL, 0, 0, 0);
-}
-
-int ff_store_del_many(ff_store *s, const char *wf, size_t wflen, const ff_key *keys, size_t n) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    if (n == 0)
+static int copy_one(void *ud, const char *task, size_t tlen, const ff_rec *rec) {
+    struct copy *c = ud;
+    if (!rec->ok) {
+        c->st->lost++;
+        if (c->lost)
+            c->lost(c->ud, c->wf, c->wflen, task, tlen, rec->why);
         return 0;
-    return write_op(s, 3, wf, wflen, (const char *)keys, n, 0, 0);
+    }
+    c->rc = put_record(c->dst, c->wf, c->wflen, task, tlen, rec->fp, rec->stored_ns,
+                       rec->compute_ns, rec->val, rec->len);
+    if (c->rc != 0)
+        return 1;
+    c->st->kept++;
+    return 0;
 }
 
-int ff_store_poke(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
-                  size_t offset, uint8_t mask) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    return write_op(s, 2, wf, wflen, task, tlen, offset, mask);
+/* Puts the file made in tmp in place of path's, keeping the old one. */
+static int repair_swap(const char *path, const char *tmp, ff_repair_stats *st, char *err,
+                       size_t errlen) {
+    char old[PATH_MAX], fresh[PATH_MAX], f[PATH_MAX];
+    snprintf(old, sizeof old, "%s/data.mdb", path);
+    snprintf(fresh, sizeof fresh, "%s/data.mdb", tmp);
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    for (int i = 0;; i++) {
+        if (i == 0)
+            snprintf(st->kept_as, sizeof st->kept_as, "%s/data.mdb.damaged-%s", path, stamp);
+        else
+            snprintf(st->kept_as, sizeof st->kept_as, "%s/data.mdb.damaged-%s-%d", path, stamp, i);
+        if (link(old, st->kept_as) == 0)
+            break;
+        if (errno != EEXIST || i == 100) {
+            snprintf(err, errlen, "cannot keep the damaged file as '%s': %s", st->kept_as,
+                     strerror(errno));
+            return -errno;
+        }
+    }
+    /* The rename replaces the old file in one step: a reader sees the old
+     * file or the new one, never none. */
+    if (rename(fresh, old) != 0) {
+        int en = errno;
+        snprintf(err, errlen, "cannot put the repaired file in place: %s", strerror(en));
+        return -en;
+    }
+    /* LMDB's lock file belongs to the old file (transaction ids); the next
+     * open makes a new one. */
+    snprintf(f, sizeof f, "%s/lock.mdb", path);
+    unlink(f);
+    snprintf(f, sizeof f, "%s/lock.mdb", tmp);
+    unlink(f);
+    rmdir(tmp);
+    return 0;
+}
+
+int ff_store_repair(const char *path, ff_repair_lost_fn lost, void *ud, ff_repair_stats *st,
+                    char *err, size_t errlen) {
+    memset(st, 0, sizeof *st);
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "'%s' is not a storage directory", path);
+        return -ENOTDIR;
+    }
+    pid_t holder = lock_holder(path);
+    if (holder != 0) {
+        snprintf(err, errlen, "the storage '%s' is in use by process %ld: stop it first", path,
+                 (long)holder);
+        return -EBUSY;
+    }
+    pthread_mutex_lock(&envs.mu);
+    int mine = 0;
+    for (env *e = envs.list; e != NULL; e = e->next)
+        mine |= e->dev == sb.st_dev && e->ino == sb.st_ino && e->pid == getpid();
+    pthread_mutex_unlock(&envs.mu);
+    if (mine) {
+        snprintf(err, errlen, "the storage '%s' is open in this process: close it first", path);
+        return -EBUSY;
+    }
+    ff_store *src, *dst;
+    int rc = ff_store_open(&src, path, 0, err, errlen);
+    if (rc != 0)
+        return rc;
+    char tmp[PATH_MAX], f[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/repair.tmp", path);
+    snprintf(f, sizeof f, "%s/data.mdb", tmp);
+    unlink(f); /* left by an interrupted repair */
+    snprintf(f, sizeof f, "%s/lock.mdb", tmp);
+    unlink(f);
+    if ((rc = ff_store_open(&dst, tmp, 1, err, errlen)) != 0) {
+        ff_store_close(src);
+        return rc;
+    }
+    struct names wfs = {0};
+    if (ff_store_workflows(src, names_add, &wfs) == FFLUA_ECORRUPT && lost)
+        lost(ud, NULL, 0, NULL, 0, ff_store_errmsg(src));
+    for (size_t i = 0; i < wfs.n && rc == 0; i++) {
+        struct copy c = {dst, wfs.v[i], wfs.len[i], lost, ud, st, 0};
+        int erc = ff_store_each(src, wfs.v[i], wfs.len[i], copy_one, &c);
+        rc = c.rc;
+        if (erc == FFLUA_ECORRUPT && lost)
+            lost(ud, wfs.v[i], wfs.len[i], NULL, 0, ff_store_errmsg(src));
+        st->workflows++;
+    }
+    if (rc != 0)
+        snprintf(err, errlen, "cannot write the repaired copy in '%s': %s", tmp,
+                 ff_store_errmsg(dst));
+    for (size_t i = 0; i < wfs.n; i++)
+        free(wfs.v[i]);
+    free(wfs.v);
+    free(wfs.len);
+    int frc = ff_store_flush(dst);
+    if (rc == 0 && frc != 0) {
+        rc = frc;
+        snprintf(err, errlen, "cannot write the repaired copy in '%s': %s", tmp,
+                 ff_store_errmsg(dst));
+    }
+    ff_store_close(dst);
+    ff_store_close(src);
+    if (rc == 0)
+        rc = repair_swap(path, tmp, st, err, errlen);
+    return rc;
 }

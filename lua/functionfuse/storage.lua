@@ -8,6 +8,15 @@ local core = require "functionfuse.core"
 
 local M = {}
 
+--- A scan that met a damaged part of the file still returns what it could
+-- read; what it could not is said on stderr, once per call.
+local function warn_damage(self, damage)
+  if damage then
+    io.stderr:write(("fflua: warning: storage '%s': %s (see 'fflua store check')\n")
+                    :format(core.escape(self.path), damage))
+  end
+end
+
 local Storage = {}
 Storage.__index = Storage
 Storage.__name = "functionfuse.Storage"
@@ -58,22 +67,33 @@ function Storage:file_exists(workflow_name, task)
   return self._st:info(workflow_name, task) ~= nil
 end
 
+local function check_glob(pattern, what)
+  if pattern ~= nil and type(pattern) ~= "string" then
+    error(("bad argument #2 to '%s' (glob string expected, got %s)"):format(what, type(pattern)), 3)
+  end
+end
+
 --- Sorted task names matching a glob (*, ?, [...]; as Python's glob, a
--- leading dot is matched only by a pattern that starts with one).
+-- leading dot is matched only by a pattern that starts with one); every
+-- task without one.
 function Storage:list_tasks(workflow_name, pattern)
   check_name(workflow_name, "list_tasks", 1)
-  if pattern ~= nil and type(pattern) ~= "string" then
-    error(("bad argument #2 to 'list_tasks' (glob string expected, got %s)"):format(type(pattern)), 2)
-  end
+  check_glob(pattern, "list_tasks")
   self._st:flush()
-  return self._st:list(workflow_name, pattern or "*")
+  local names, damage = self._st:list(workflow_name, pattern)
+  warn_damage(self, damage)
+  return names
 end
 
 --- Per task: name, size (bytes), stored (epoch seconds), compute (seconds),
--- fingerprint (16 bytes), ok (checksum verified).
+-- fingerprint (16 bytes), ok (checksum verified), why (when not ok).
 function Storage:task_info(workflow_name, pattern)
+  check_name(workflow_name, "task_info", 1)
+  check_glob(pattern, "task_info")
   self._st:flush()
-  return self._st:list(workflow_name, pattern or "*", true)
+  local infos, damage = self._st:list(workflow_name, pattern, true)
+  warn_damage(self, damage)
+  return infos
 end
 
 --- remove_task(wf, task) or remove_task(wf, nil, pattern).
@@ -98,7 +118,9 @@ end
 --- Workflow names in the storage.
 function Storage:workflows()
   self._st:flush()
-  return self._st:workflows()
+  local names, damage = self._st:workflows()
+  warn_damage(self, damage)
+  return names
 end
 
 --- As ff.register_serializer (serializers belong to the Lua state, so every
