@@ -665,21 +665,38 @@ static int ffl_pattern_gc(lua_State *L) {
     return 0;
 }
 
-/* core.compile(pattern) -> Pattern; raises on an invalid pattern. */
+/* core.compile(pattern) -> Pattern; raises on an invalid pattern. The
+ * pattern's text is the userdata's user value, for messages. */
 static int ffl_core_compile(lua_State *L) {
     size_t len;
     const char *pat = luaL_checklstring(L, 1, &len);
-    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 0);
+    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 1); // [pat, udata]
     p->q = NULL;
     luaL_setmetatable(L, QUERY_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
     char msg[256];
     size_t off = 0;
     int rc = ff_query_compile(pat, len, &p->q, msg, sizeof msg, &off);
     if (rc == FFLUA_EPATTERN)
-        return luaL_error(L, "invalid pattern '%s': %s at offset %d", pat, msg, (int)off);
+        return luaL_error(L, "invalid pattern '%s': %s at offset %d", ffl_push_short(L, pat, len),
+                          msg, (int)off);
     if (rc != 0)
         return luaL_error(L, "not enough memory");
     return 1;
+}
+
+/* Raises the error rc of matching the Pattern at pidx against a name:
+ * "cannot match pattern 'p' against <what>'name': <why>", the name at the
+ * top of the stack. */
+static int match_fail(lua_State *L, ffl_pattern *p, int pidx, int rc, const char *what) {
+    if (rc != FFLUA_EPATTERN)
+        return luaL_error(L, "%s", rc == -ENOMEM ? "not enough memory" : fflua_strerror(rc));
+    const char *name = ffl_push_short_at(L, -1);
+    lua_getiuservalue(L, pidx, 1);
+    const char *pat = ffl_push_short_at(L, -1);
+    return luaL_error(L, "cannot match pattern '%s' against %s'%s': %s", pat, what, name,
+                      ff_query_errmsg(p->q));
 }
 
 /* pattern:match(name) -> boolean */
@@ -688,8 +705,10 @@ static int ffl_pattern_match(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     int rc = ff_query_match(p->q, s, len);
-    if (rc < 0)
-        return luaL_error(L, "pattern match failed: %s", fflua_strerror(rc));
+    if (rc < 0) {
+        lua_settop(L, 2);
+        return match_fail(L, p, 1, rc, "");
+    }
     lua_pushboolean(L, rc);
     return 1;
 }
@@ -701,32 +720,42 @@ static int ffl_pattern_jit(lua_State *L) {
     return 1;
 }
 
+/* Stack effect: +1 (the sequence). A match that fails (a limit reached)
+ * is an error naming the pattern and the node, never a node left out. */
 static int ffl_wf_nodes(lua_State *L) {
     check_wf(L, 1);
     ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
     int names_only = lua_toboolean(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    /* The out table and the scratch buffer before the plan, so no error can
-     * strike while the plan is held. */
-    lua_newtable(L); // [out]
+    lua_settop(L, 3);
+    lua_pushnil(L); // [wf, pat, names_only, scratch]: for names too long for buf
+    int scratch = lua_gettop(L);
+    char *big = NULL;
+    size_t bigcap = 0;
+    lua_newtable(L); // [.., scratch, out]
     ff_plan *p = plan_wf(L, ctx, 1);
     lua_Integer k = 0;
     char buf[NAME_MAX_STACK];
-    for (uint32_t i = 0; i < p->n; i++) {
+    int rc = 0;
+    uint32_t i;
+    for (i = 0; i < p->n; i++) {
         uint32_t id = p->order[i];
         if (pat != NULL) {
+            const char *nm = buf;
             size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
-            int m;
-            if (len < sizeof buf) {
-                m = ff_query_match(pat->q, buf, len);
-            } else {
-                char *big = malloc(len + 1);
-                m = big ? (ff_graph_name(ctx->graph, id, big, len + 1),
-                           ff_query_match(pat->q, big, len))
-                        : 0;
-                free(big);
+            if (len >= sizeof buf) {
+                if (len >= bigcap) { /* Lua-owned, so an error cannot leak it */
+                    bigcap = len + 1;
+                    big = lua_newuserdatauv(L, bigcap, 0);
+                    lua_replace(L, scratch);
+                }
+                ff_graph_name(ctx->graph, id, big, len + 1);
+                nm = big;
             }
-            if (m <= 0)
+            rc = ff_query_match(pat->q, nm, len);
+            if (rc < 0)
+                break;
+            if (rc == 0)
                 continue;
         }
         if (names_only)
@@ -734,6 +763,13 @@ static int ffl_wf_nodes(lua_State *L) {
         else
             push_node(L, ctx, id);
         lua_rawseti(L, -2, ++k);
+    }
+    if (rc < 0) {
+        /* The workflow's leaves keep the node alive without the plan. */
+        uint32_t id = p->order[i];
+        ff_plan_release(ctx->graph, p);
+        push_name(L, ctx, id);
+        return match_fail(L, pat, 2, rc, "node ");
     }
     ff_plan_release(ctx->graph, p);
     return 1;

@@ -41,3 +41,26 @@ void ffl_one_result(lua_State *L, int base) {
         lua_setfield(L, -2, "n");
     }
 }
+
+const char *ffl_push_short(lua_State *L, const char *s, size_t len) {
+    if (len <= FFL_SHORT_MAX)
+        return lua_pushlstring(L, s, len);
+    size_t keep = FFL_SHORT_KEEP;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80)
+        keep--; /* s[keep] continues a character: cut before that one */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, s, keep);
+    lua_pushfstring(L, "... (%I bytes)", (lua_Integer)len);
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
+}
+
+const char *ffl_push_short_at(lua_State *L, int idx) {
+    size_t len;
+    const char *s = luaL_tolstring(L, idx, &len);
+    ffl_push_short(L, s, len);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+}

@@ -20,4 +20,18 @@ int ffl_pcall(lua_State *L, int nargs, int nres);
 /// does: none -> nil, one -> itself, several -> { v1, ..., n = N }.
 void ffl_one_result(lua_State *L, int base);
 
+/// Names, patterns and keys in error messages are shown whole up to
+/// FFL_SHORT_MAX bytes; longer ones as their first FFL_SHORT_KEEP bytes (cut
+/// at a UTF-8 character boundary) and "... (N bytes)".
+#define FFL_SHORT_MAX 80
+#define FFL_SHORT_KEEP 60
+
+/// Pushes s[0..len) for an error message, shortened as above; returns it.
+/// Stack effect: +1.
+const char *ffl_push_short(lua_State *L, const char *s, size_t len);
+
+/// The same for the string at idx (any value: through luaL_tolstring).
+/// Stack effect: +1.
+const char *ffl_push_short_at(lua_State *L, int idx);
+
 #endif
