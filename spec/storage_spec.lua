@@ -128,6 +128,25 @@ describe("storage", function()
     assert.are.same({ computed = 2, loaded = 0, skipped = 0, damaged = 0 }, wf2.last_run)
   end)
 
+  it("fails a fingerprint whose item key cannot be encoded, never leaves the key out", function()
+    local st = new_storage()
+    local Bad = { __name = "spec.fp.Bad" }
+    ff.register_serializer(Bad, { pack = function() error("cannot pack", 0) end,
+                                  unpack = function() end })
+    local Any = { __index = function() return 5 end }
+    ff.register_class("spec.fp.Any", Any)
+    local key = setmetatable({}, Bad)
+    local make = ff.workflow("make", function() return setmetatable({}, Any) end)
+    local use = ff.workflow("use", function(v) return v end)
+    local wf = LocalWorkflow(use(make():set_name("make")[key]):set_name("use"),
+                             { workflow_name = "fp", quiet = true })
+    wf:set_storage(st)
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("fingerprint of node 'use': serializer 'spec.fp.Bad' failed to pack: " ..
+                     "cannot pack (at [1])", err)
+  end)
+
   it("names the place of a value it cannot store", function()
     local st = new_storage()
     local train = ff.workflow("train", function() return { model = { 1, 2, io.stdout } } end)
@@ -135,7 +154,24 @@ describe("storage", function()
     wf:set_storage(st)
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
-    assert.matches("result of node 'train' at .model[3]: userdata 'FILE*' has no serializer", err, 1, true)
+    assert.are.equal("result of node 'train': userdata 'FILE*' has no serializer " ..
+                     "(storage:register_serializer) (at .model[3])", err)
+  end)
+
+  it("says why a deeply nested result cannot be stored, first and briefly", function()
+    local st = new_storage()
+    local deep = ff.workflow("deep", function()
+      local t = {}
+      local cur = t
+      for _ = 1, 10000 do cur.next = {}; cur = cur.next end
+      return t
+    end)
+    local wf = LocalWorkflow(deep(), { workflow_name = "deep", quiet = true })
+    wf:set_storage(st)
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("result of node 'deep_0000': tables nested more than 1000 levels deep " ..
+                     "(at .next.next.next.next ... .next.next.next.next)", err)
   end)
 
   it("stores registered classes and serialized userdata, and reads them back as such", function()

@@ -140,6 +140,31 @@ describe("workflow", function()
       assert.are.equal("functionfuse.NodeItem: make_0000[\"y\"][\"z\"]", tostring(m.y.z):gsub("make_%d+", "make_0000"), nil)
     end)
 
+    it("may nest tables 1000 levels deep, the codec's limit, and no deeper", function()
+      local chain = function(n, leaf) return H.nested(n, "a", leaf) end
+      local depth = ff.workflow("depth", function(t) return H.depth(t, "a") end)
+      local one = ff.workflow("one", function() return 1 end)()
+      assert.are.equal(1000, run(depth(chain(1000))))
+      assert.are.equal(1000, run(depth(chain(1000, one)))) -- scanned for nodes, copied
+      assert.has_error(function() depth(chain(1001)) end,
+        "argument #1 of 'depth': tables nested more than 1000 levels deep " ..
+        "(at .a.a.a.a ... .a.a.a.a)")
+      assert.has_error(function() depth(5, chain(1001, one)) end,
+        "argument #2 of 'depth': tables nested more than 1000 levels deep " ..
+        "(at .a.a.a.a ... .a.a.a.a)")
+      -- Made deeper after the node was made: refused when the node runs.
+      local t = chain(1000, one)
+      local n = depth(t)
+      local cur = t
+      while cur.a do cur = cur.a end
+      cur.a = {}
+      local ok, err = pcall(run, n)
+      assert.is_false(ok)
+      assert.matches("^node 'depth_%d+' %(function 'depth' defined at [^)]*%) failed: argument #1 " ..
+                     "of 'depth': tables nested more than 1000 levels deep %(at %.a%.a%.a%.a %.%.%. " ..
+                     "%.a%.a%.a%.a%)\n", err)
+    end)
+
     it("make several return values a sequence with n, as a tuple", function()
       local two = ff.workflow(function() return "a", "b" end)
       local none = ff.workflow(function() end)

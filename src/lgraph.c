@@ -42,7 +42,6 @@
 #define ITEM_MT "functionfuse.NodeItem"
 #define WF_MT "functionfuse.Workflow"
 #define NAME_MAX_STACK 256
-#define MAX_DEPTH 200
 
 struct ffl_ctx {
     ff_graph *graph;
@@ -217,16 +216,49 @@ static void add_dep(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     ctx->deps[ctx->ndeps++] = id;
 }
 
+/* A step of a walk down an argument's tables: the stack index of the key
+ * that led here and the step before (NULL at the argument), so that an
+ * error can name the path without the walk keeping one. */
+struct walk {
+    int key;
+    const struct walk *up;
+};
+
+/* Raises "argument #argn of 'f': tables nested more than 1000 levels deep
+ * (at <path>)" for the table reached through w. */
+static int depth_error(lua_State *L, const char *fname, int argn, const struct walk *w) {
+    int n = 0;
+    for (const struct walk *s = w; s != NULL; s = s->up)
+        n++;
+    ffc_step *steps = lua_newuserdatauv(L, (size_t)n * sizeof *steps + 1, 0);
+    int i = n;
+    for (const struct walk *s = w; s != NULL; s = s->up)
+        steps[--i] = (ffc_step){s->key, 0, NULL};
+    ffc_push_path(L, steps, n);
+    return luaL_error(L, "argument #%d of '%s': tables nested more than %d levels deep (at %s)",
+                      argn, fname ? fname : "?", FFC_MAX_DEPTH, lua_tostring(L, -1));
+}
+
+/* What scanning one argument needs to know: the set of tables visited
+ * (a stack index: cycles and shared subtables) and, for errors, which
+ * argument of which function it is. */
+struct scan {
+    ffl_ctx *ctx;
+    int seen;
+    int argn;
+    uint32_t fid;
+};
+
 /* Adds the node handles found in the table at t, at any depth, to the deps
- * scratch; `seen` is the index of a table used as the set of tables already
- * visited (cycles and shared subtables). Returns the number found. */
-static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth) {
-    if (depth > MAX_DEPTH)
-        luaL_error(L, "argument tables are nested more than %d deep", MAX_DEPTH);
+ * scratch; depth is the number of tables around t. Returns the number
+ * found. */
+static size_t scan_table(lua_State *L, struct scan *sc, int t, int depth, const struct walk *w) {
+    if (depth >= FFC_MAX_DEPTH)
+        depth_error(L, ff_graph_func_name(sc->ctx->graph, sc->fid), sc->argn, w);
     luaL_checkstack(L, 6, "argument tables nested too deep");
     lua_pushvalue(L, t);
     lua_pushboolean(L, 1);
-    lua_rawset(L, seen);
+    lua_rawset(L, sc->seen);
     size_t found = 0;
     lua_pushnil(L);
     while (lua_next(L, t)) { // [key, value]
@@ -234,17 +266,18 @@ static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth)
             int type = lua_type(L, pos);
             if (type == LUA_TUSERDATA) {
                 int is_item;
-                ffl_node *n = ctx_test_handle(L, ctx, pos, &is_item);
+                ffl_node *n = ctx_test_handle(L, sc->ctx, pos, &is_item);
                 if (n != NULL) {
-                    add_dep(L, ctx, n->id);
+                    add_dep(L, sc->ctx, n->id);
                     found++;
                 }
             } else if (type == LUA_TTABLE) {
+                struct walk step = {lua_gettop(L) - 1, w};
                 lua_pushvalue(L, pos); // [key, value, sub]
                 lua_pushvalue(L, -1);
-                if (lua_rawget(L, seen) == LUA_TNIL) {
+                if (lua_rawget(L, sc->seen) == LUA_TNIL) {
                     lua_pop(L, 1);
-                    found += scan_table(L, ctx, lua_gettop(L), seen, depth + 1);
+                    found += scan_table(L, sc, lua_gettop(L), depth + 1, &step);
                 } else {
                     lua_pop(L, 1);
                 }
@@ -256,9 +289,20 @@ static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth)
     return found;
 }
 
+/* Scans the table argument #argn at idx for nodes (may raise). Returns
+ * FF_ARG_DEEP when it holds some, else FF_ARG_HANDLE. */
+static uint8_t scan_arg(lua_State *L, ffl_ctx *ctx, uint32_t fid, int idx, int argn) {
+    lua_newtable(L);
+    struct scan sc = {ctx, lua_gettop(L), argn, fid};
+    size_t found = scan_table(L, &sc, idx, 0, NULL);
+    lua_pop(L, 1);
+    return found ? FF_ARG_DEEP : FF_ARG_HANDLE;
+}
+
 /* Builds the ff_arg for the value at idx, taking a registry reference for a
- * value the graph cannot hold inline. */
+ * value the graph cannot hold inline. A table's kind was set by scan_arg. */
 static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
+    uint8_t table_kind = a->kind;
     memset(a, 0, sizeof *a);
     a->handle = FF_NOHANDLE;
     switch (lua_type(L, idx)) {
@@ -288,15 +332,11 @@ static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
         }
         break;
     }
-    case LUA_TTABLE: {
-        lua_newtable(L);
-        size_t found = scan_table(L, ctx, idx, lua_gettop(L), 0);
-        lua_pop(L, 1);
+    case LUA_TTABLE:
         lua_pushvalue(L, idx);
-        a->kind = found ? FF_ARG_DEEP : FF_ARG_HANDLE;
+        a->kind = table_kind;
         a->handle = luaL_ref(L, LUA_REGISTRYINDEX);
         return;
-    }
     default:
         break;
     }
@@ -371,9 +411,12 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     h->id = UINT32_MAX;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->node_mt_ref);
     lua_setmetatable(L, -2);
+    /* First what may raise (scanning tables, checking dependencies), then
+     * the registry references, so that an error leaves none behind. */
     ctx->ndeps = 0;
     for (int i = 0; i < nargs; i++)
-        make_arg(L, ctx, first + i, &args[i]);
+        if (lua_type(L, first + i) == LUA_TTABLE)
+            args[i].kind = scan_arg(L, ctx, fid, first + i, i + 1);
     if (deps_idx != 0) {
         lua_Integer nd = luaL_len(L, deps_idx);
         for (lua_Integer i = 1; i <= nd; i++) {
@@ -386,6 +429,8 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
             lua_pop(L, 1);
         }
     }
+    for (int i = 0; i < nargs; i++)
+        make_arg(L, ctx, first + i, &args[i]);
     uint32_t id;
     int rc = ff_graph_add_node(ctx->graph, fid, args, (uint32_t)nargs, ctx->deps,
                                (uint32_t)ctx->ndeps, &id);
@@ -834,6 +879,7 @@ struct run {
     int results;      /* stack index of the results table (position + 1 -> value) */
     int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
     uint32_t current; /* position of the node running, or UINT32_MAX */
+    int argn;         /* the argument of it being prepared (1-based), for errors */
     int leaf;         /* the leaf being read (1-based), or 0 */
     /* With storage (st != NULL): */
     ff_store *st;
@@ -850,8 +896,11 @@ struct run {
 };
 
 /* Pushes value with node handles replaced by their results, copying tables
- * that hold them (memo: stack index of a table old -> copy). */
-static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth) {
+ * that hold them (memo: stack index of a table old -> copy); depth is the
+ * number of tables around it. The tables may have been made deeper since
+ * the node was made: the limit is checked again. */
+static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth,
+                             const struct walk *w) {
     idx = lua_absindex(L, idx);
     int is_item;
     if (ctx_test_handle(L, r->ctx, idx, &is_item) != NULL) {
@@ -862,8 +911,11 @@ static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int
         lua_pushvalue(L, idx);
         return;
     }
-    if (depth > MAX_DEPTH)
-        luaL_error(L, "argument tables are nested more than %d deep", MAX_DEPTH);
+    if (depth >= FFC_MAX_DEPTH) {
+        ff_graph *g = r->ctx->graph;
+        uint32_t id = r->plan->order[r->current];
+        depth_error(L, ff_graph_func_name(g, ff_graph_fid(g, id)), r->argn, w);
+    }
     luaL_checkstack(L, 8, "argument tables nested too deep");
     lua_pushvalue(L, idx);
     if (lua_rawget(L, memo) != LUA_TNIL)
@@ -876,8 +928,9 @@ static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int
     lua_rawset(L, memo);
     lua_pushnil(L);
     while (lua_next(L, idx)) { // [copy, k, v]
-        push_substituted(L, r, -2, memo, depth + 1); // [copy, k, v, k']
-        push_substituted(L, r, -2, memo, depth + 1); // [copy, k, v, k', v']
+        struct walk step = {lua_gettop(L) - 1, w};
+        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k']
+        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k', v']
         lua_rawset(L, copy);                         // [copy, k, v]
         lua_pop(L, 1);
     }
@@ -934,7 +987,7 @@ static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
     case FF_ARG_DEEP:
         lua_newtable(L); // [memo]
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
-        push_substituted(L, r, -1, lua_gettop(L) - 1, 0); // [memo, orig, copy]
+        push_substituted(L, r, -1, lua_gettop(L) - 1, 0, NULL); // [memo, orig, copy]
         lua_replace(L, -3);
         lua_pop(L, 1);
         break;
@@ -1073,8 +1126,7 @@ static void collect_names(lua_State *L, struct run *r) {
 static int node_error(lua_State *L, struct run *r, uint32_t id, const char *what) {
     const char *msg = lua_tostring(L, -1);
     push_name(L, r->ctx, id);
-    return luaL_error(L, "%s of node '%s'%s%s", what, lua_tostring(L, -1),
-                      strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
+    return luaL_error(L, "%s of node '%s': %s", what, lua_tostring(L, -1), msg);
 }
 
 /* FFC_HASH hook: a node handle inside an argument table stands for its
@@ -1088,14 +1140,19 @@ static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
     uint8_t tag = FFC_TAG_NODE;
     ffc_put_bytes(e, &tag, 1);
     ffc_put_bytes(e, r->fp + (size_t)ff_plan_pos(r->plan, n->id) * FF_FP_LEN, FF_FP_LEN);
-    if (is_item) {
+    if (is_item) { /* the keys: a key that cannot be encoded fails the fingerprint */
         ff_buf sub = {0};
         ffc_opts o = {FFC_HASH, NULL, NULL, r->modmap};
         lua_getiuservalue(L, idx, 1);
-        if (ffc_encode(L, -1, &o, &sub) == 0)
+        int rc = ffc_encode(L, -1, &o, &sub);
+        if (rc == 0)
             ffc_put_bytes(e, sub.p, sub.n);
-        lua_pop(L, 1);
         ff_buf_free(&sub);
+        if (rc != 0) { // [path, msg]
+            lua_remove(L, -2);
+            return -1;
+        }
+        lua_pop(L, 1);
     }
     return 1;
 }
@@ -1409,6 +1466,7 @@ static int run_inner(lua_State *L) {
         luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
         for (uint32_t i = 0; i < nargs; i++) {
             ff_arg a = args[i];
+            r->argn = (int)i + 1;
             push_arg(L, r, &a);
             /* An item or a table with nodes may run Lua code (an __index,
              * a __gc) that adds nodes and moves the node table: fetch the
@@ -1791,7 +1849,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     ff_buf enc = {0};
     x->cur = id;
     cl_slots(L, x, id);
-    ffc_opts o = {FFC_CODE, cl_hook, x, x->modmap};
+    ffc_opts o = {FFC_CODE | FFC_ARGS, cl_hook, x, x->modmap};
     x->bad_key = 0;
     if (ffc_encode(L, t, &o, &enc) != 0 || x->bad_key) {
         ff_buf_free(&enc);
