@@ -247,6 +247,27 @@ describe("workflow", function()
       assert.is_false(ran_after)
     end)
 
+    it("shortens long node and function names in errors", function()
+      local function lit(p) return (p:gsub("%p", "%%%0")) end
+      local long = ("n"):rep(100000)
+      local short = lit(("n"):rep(60) .. "... (100000 bytes)")
+      local bad = ff.workflow(("f"):rep(200), function() error("boom", 0) end)
+      local n = bad():set_name(long)
+      local ok, err = pcall(run, n)
+      assert.is_false(ok)
+      assert.matches("^node '" .. short .. "' %(function '" .. lit(("f"):rep(60) ..
+                     "... (200 bytes)") .. "' defined at [^)]*%) failed: boom\n", err)
+      local wf = LocalWorkflow(n, { workflow_name = "p" })
+      wf:set_plugin(".*", { local_initialize = function() error("no", 0) end,
+                            remote_initialize = function() end })
+      ok, err = pcall(wf.run, wf)
+      assert.matches("^plugin of node '" .. short .. "': local_initialize failed: no\n", err)
+      local five = ff.workflow("five", function() return 5 end)():set_name(long)
+      ok, err = pcall(run, five, five[long])
+      assert.are.equal("cannot read leaf 2 (functionfuse.NodeItem: " .. ("n"):rep(37) ..
+                       "... (200027 bytes)): attempt to index a number value", err)
+    end)
+
     it("says which leaf it cannot read when a leaf item is missing", function()
       local n = ff.workflow("five", function() return 5 end)()
       local wf = LocalWorkflow(n, n.x, { workflow_name = "leaf" })

@@ -202,6 +202,15 @@ static const char *push_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     return lua_tostring(L, -1);
 }
 
+/* Pushes the node's name as error messages show it (ffl_push_short);
+ * returns it. */
+static const char *push_short_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    push_name(L, ctx, id);
+    ffl_push_short_at(L, -1);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+}
+
 /* --- building nodes ------------------------------------------------------ */
 
 static void add_dep(lua_State *L, ffl_ctx *ctx, uint32_t id) {
@@ -234,9 +243,10 @@ static int depth_error(lua_State *L, const char *fname, int argn, const struct w
     int i = n;
     for (const struct walk *s = w; s != NULL; s = s->up)
         steps[--i] = (ffc_step){s->key, 0, NULL};
-    ffc_push_path(L, steps, n);
+    const char *path = (ffc_push_path(L, steps, n), lua_tostring(L, -1));
     return luaL_error(L, "argument #%d of '%s': tables nested more than %d levels deep (at %s)",
-                      argn, fname ? fname : "?", FFC_MAX_DEPTH, lua_tostring(L, -1));
+                      argn, ffl_push_short(L, fname ? fname : "?", fname ? strlen(fname) : 1),
+                      FFC_MAX_DEPTH, path);
 }
 
 /* What scanning one argument needs to know: the set of tables visited
@@ -1011,25 +1021,27 @@ static int push_leaves(lua_State *L, struct run *r, int wfidx) {
     return (int)n;
 }
 
-/* Pushes "node 'x' (function 'f' defined at src:line)". */
+/* Pushes "node 'x' (function 'f' defined at src:line)", long names
+ * shortened. */
 static void push_node_desc(lua_State *L, ffl_ctx *ctx, uint32_t id, int fidx) {
     lua_Debug ar;
-    const char *fname = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
-    push_name(L, ctx, id);
+    const char *f = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
+    const char *fname = ffl_push_short(L, f ? f : "?", f ? strlen(f) : 1);
+    const char *name = push_short_name(L, ctx, id); // [fname, name]
     lua_pushvalue(L, fidx);
     if (lua_isfunction(L, -1)) {
         lua_getinfo(L, ">S", &ar);
         if (ar.what[0] == 'C')
-            lua_pushfstring(L, "node '%s' (function '%s', a C function)", lua_tostring(L, -1),
-                            fname ? fname : "?");
+            lua_pushfstring(L, "node '%s' (function '%s', a C function)", name, fname);
         else
-            lua_pushfstring(L, "node '%s' (function '%s' defined at %s:%d)", lua_tostring(L, -1),
-                            fname ? fname : "?", ar.short_src, ar.linedefined);
+            lua_pushfstring(L, "node '%s' (function '%s' defined at %s:%d)", name, fname,
+                            ar.short_src, ar.linedefined);
     } else {
         lua_pop(L, 1);
-        lua_pushfstring(L, "node '%s' (function '%s')", lua_tostring(L, -1), fname ? fname : "?");
+        lua_pushfstring(L, "node '%s' (function '%s')", name, fname);
     }
-    lua_remove(L, -2);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
 }
 
 static void run_plugins(lua_State *L, struct run *r) {
@@ -1045,14 +1057,14 @@ static void run_plugins(lua_State *L, struct run *r) {
             lua_getfield(L, -1, steps[s]);
             lua_pushvalue(L, -2);
             if (ffl_pcall(L, 1, s) != LUA_OK) {
-                push_name(L, r->ctx, p->order[pos]);
+                push_short_name(L, r->ctx, p->order[pos]);
                 lua_pushfstring(L, "plugin of node '%s': %s failed: %s", lua_tostring(L, -1),
                                 steps[s], lua_tostring(L, -2));
                 lua_error(L);
             }
         }
         if (!lua_isnil(L, -1) && !is_callable(L, -1)) {
-            push_name(L, r->ctx, p->order[pos]);
+            push_short_name(L, r->ctx, p->order[pos]);
             luaL_error(L, "plugin of node '%s': remote_initialize returned a %s, not a function",
                        lua_tostring(L, -1), luaL_typename(L, -2));
         }
@@ -1112,9 +1124,9 @@ static void collect_names(lua_State *L, struct run *r) {
         for (; set[i] != 0; i = (i + 1) & (cap - 1)) {
             const char *other = pos_name(r, set[i] - 1, &olen);
             if (olen == len && memcmp(other, nm, len) == 0) {
-                lua_pushlstring(L, nm, len);
                 luaL_error(L, "workflow '%s' has two nodes named '%s': with a storage, node "
-                              "names must be distinct (use set_name)", r->wf, lua_tostring(L, -1));
+                              "names must be distinct (use set_name)",
+                           ffl_push_short(L, r->wf, r->wflen), ffl_push_short(L, nm, len));
             }
         }
         set[i] = pos + 1;
@@ -1125,7 +1137,7 @@ static void collect_names(lua_State *L, struct run *r) {
 /* Raises "<what> of node 'x': <msg at the top>". */
 static int node_error(lua_State *L, struct run *r, uint32_t id, const char *what) {
     const char *msg = lua_tostring(L, -1);
-    push_name(L, r->ctx, id);
+    push_short_name(L, r->ctx, id);
     return luaL_error(L, "%s of node '%s': %s", what, lua_tostring(L, -1), msg);
 }
 
@@ -1392,8 +1404,7 @@ static int run_msgh(lua_State *L) {
         r->leaf = 0;
         lua_getiuservalue(L, lua_upvalueindex(2), 1);
         lua_rawgeti(L, -1, leaf);
-        luaL_tolstring(L, -1, NULL);
-        lua_pushfstring(L, "cannot read leaf %d (%s): %s", leaf, lua_tostring(L, -1),
+        lua_pushfstring(L, "cannot read leaf %d (%s): %s", leaf, ffl_push_short_at(L, -1),
                         lua_tostring(L, 1));
         return 1;
     }
