@@ -316,6 +316,84 @@ describe("workflow", function()
     end)
   end)
 
+  describe("runs inside a node", function()
+    local function lines(s) return select(2, s:gsub("\n", "")) + 1 end
+
+    it("refuse a node that runs a workflow including itself, with a short error", function()
+      local wf
+      local f = ff.workflow("f", function() return wf:run() end)
+      wf = LocalWorkflow(f():set_name("x"), { workflow_name = "self" })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("^node 'x' %(function 'f' defined at [^)]*%) failed: node 'x' cannot run a " ..
+                     "workflow that includes it\nstack traceback:\n", err)
+      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      -- A new workflow on the running node (or a descendant of it): the same.
+      local y
+      local g = ff.workflow("g", function()
+        return LocalWorkflow(y, { workflow_name = "again" }):run()
+      end)
+      local h = ff.workflow("h", function(v) return v end)
+      local gy = g():set_name("gy")
+      y = h(gy)
+      ok, err = pcall(run, y)
+      assert.is_false(ok)
+      assert.matches("^node 'gy' %(function 'g' defined at [^)]*%) failed: node 'gy' cannot run a " ..
+                     "workflow that includes it\nstack traceback:\n", err)
+      -- A plugin that runs the workflow of its own node.
+      local k = ff.workflow("k", function() return 1 end)():set_name("k")
+      local wk = LocalWorkflow(k, { workflow_name = "plug" })
+      wk:set_plugin("k", { local_initialize = function() wk:run() end,
+                           remote_initialize = function() end })
+      ok, err = pcall(wk.run, wk)
+      assert.is_false(ok)
+      assert.matches("^plugin of node 'k': local_initialize failed: the plugin of node 'k' cannot " ..
+                     "run a workflow that includes it\nstack traceback:\n", err)
+      assert.is_true(lines(err) <= 30, err)
+    end)
+
+    it("let a node run other workflows, nested", function()
+      local add = ff.workflow("add", function(a, b) return a + b end)
+      local fib
+      fib = ff.workflow("fib", function(n)
+        if n < 2 then return n end
+        return LocalWorkflow(add(fib(n - 1), fib(n - 2)), { workflow_name = "fib" }):run()
+      end)
+      assert.are.equal(55, run(fib(10)))
+      -- A nested run of nodes made outside, that the outer run also has.
+      local a = add(1, 2)
+      local outer = ff.workflow("outer", function(x)
+        return x + LocalWorkflow(a, { workflow_name = "inner" }):run()
+      end)
+      assert.are.equal(6, run(outer(a)))
+    end)
+
+    it("keep an error that went through nested runs short", function()
+      local down
+      down = ff.workflow("down", function(n)
+        if n == 0 then error("bottom reached") end
+        return LocalWorkflow(down(n - 1), { workflow_name = "down" }):run()
+      end)
+      local ok, err = pcall(run, down(30))
+      assert.is_false(ok)
+      assert.matches("^node 'down_0000' %(function 'down' defined at [^)]*%) failed: in a run " ..
+                     "nested 30 deep, node 'down_0030' %(function 'down' defined at [^)]*%) failed: " ..
+                     "[^\n]*: bottom reached\nstack traceback:\n", err)
+      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      -- One level: both nodes, no count.
+      ok, err = pcall(run, down(1))
+      assert.matches("^node 'down_%d+' %([^)]*%) failed: node 'down_%d+' %([^)]*%) failed: " ..
+                     "[^\n]*: bottom reached\nstack traceback:\n", err)
+      assert.are.equal(1, select(2, err:gsub("stack traceback:", "")))
+      -- Deeper than the C stack allows.
+      ok, err = pcall(run, down(100000))
+      assert.is_false(ok)
+      assert.matches("^node 'down_%d+' %([^)]*%) failed: in a run nested %d+ deep, [^\n]*" ..
+                     "C stack overflow", err)
+      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+    end)
+  end)
+
   describe("class nodes", function()
     it("port functionfuse's IncrementalSum and give 4", function()
       local IncrementalSum = ff.workflow {

@@ -54,6 +54,13 @@ struct ffl_ctx {
     void *hooks_ud;
     const void *node_mt, *item_mt; /* identities of the two metatables */
     int node_mt_ref;               /* registry reference to the Node metatable */
+    /* Runs in progress in this state, innermost first (a node may run
+     * another workflow), and the failure of the last one that ended inside
+     * another: registry references (LUA_NOREF when none) to the error it
+     * raised and to the innermost node failure that error carries, and
+     * how many runs that failure went through. See run_end. */
+    struct run *running;
+    int nested_err, nested_core, nested_levels;
 };
 
 typedef struct ffl_node {
@@ -97,6 +104,7 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_pop(L, 1);
         ctx = lua_newuserdatauv(L, sizeof *ctx, 0); // [ctx]
         memset(ctx, 0, sizeof *ctx);
+        ctx->nested_err = ctx->nested_core = LUA_NOREF;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, ffl_ctx_gc);
         lua_setfield(L, -2, "__gc");
@@ -889,8 +897,11 @@ struct run {
     int results;      /* stack index of the results table (position + 1 -> value) */
     int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
     uint32_t current; /* position of the node running, or UINT32_MAX */
+    uint32_t plugin;  /* position of the node whose plugin runs, or UINT32_MAX */
     int argn;         /* the argument of it being prepared (1-based), for errors */
     int leaf;         /* the leaf being read (1-based), or 0 */
+    struct run *outer; /* the run this one is nested in, or NULL */
+    int core, levels;  /* a nested failure this run's error carries (run_end) */
     /* With storage (st != NULL): */
     ff_store *st;
     const char *wf;
@@ -1044,25 +1055,140 @@ static void push_node_desc(lua_State *L, ffl_ctx *ctx, uint32_t id, int fidx) {
     lua_pop(L, 1);
 }
 
+/* --- runs inside runs ---------------------------------------------------- */
+
+/* A node's function (or its plugin) may run another workflow: that is a
+ * run nested in the first, on the same C stack. Running again a node whose
+ * code is running is refused (it would recurse until the C stack runs
+ * out); other nested runs work. A failure that comes out of a nested run
+ * is not wrapped again with a traceback by each run outside it: the
+ * message keeps the outermost node and the innermost failure. */
+
+/* The node of a run in progress whose code is running and that plan p
+ * would run again, or UINT32_MAX; *plugin says whether it is its plugin. */
+static uint32_t reentered(const ffl_ctx *ctx, const ff_plan *p, int *plugin) {
+    for (const struct run *a = ctx->running; a != NULL; a = a->outer) {
+        uint32_t pos = a->current != UINT32_MAX ? a->current : a->plugin;
+        if (pos == UINT32_MAX)
+            continue;
+        uint32_t id = a->plan->order[pos];
+        if (ff_plan_pos(p, id) != UINT32_MAX) {
+            *plugin = a->current == UINT32_MAX;
+            return id;
+        }
+    }
+    return UINT32_MAX;
+}
+
+/* Refuses run r (its plan made, nothing else yet) when it would run a node
+ * whose code is running: raises, the plan released. */
+static void run_check(lua_State *L, struct run *r) {
+    ffl_ctx *ctx = r->ctx;
+    int plugin = 0;
+    uint32_t id = ctx->running != NULL ? reentered(ctx, r->plan, &plugin) : UINT32_MAX;
+    if (id != UINT32_MAX) {
+        ff_plan_release(ctx->graph, r->plan); /* the leaves keep id alive */
+        r->plan = NULL;
+        lua_pushfstring(L, "%snode '%s' cannot run a workflow that includes it",
+                        plugin ? "the plugin of " : "", push_short_name(L, ctx, id));
+        lua_error(L); /* no position: the call is in the backend's Lua code */
+    }
+}
+
+/* Makes r the innermost run in progress, right before its protected part
+ * (nothing may raise between this and run_end). */
+static void run_begin(struct run *r) {
+    r->outer = r->ctx->running;
+    r->ctx->running = r;
+}
+
+/* Ends run r, with its error at the top when failed. A failure of a run
+ * that was inside another is remembered for the handler of the run
+ * outside (push_nested_failure); once no run is left, nothing is. */
+static void run_end(lua_State *L, struct run *r, int failed) {
+    ffl_ctx *ctx = r->ctx;
+    ctx->running = r->outer;
+    luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_err);
+    luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_core);
+    ctx->nested_err = ctx->nested_core = LUA_NOREF;
+    if (failed && ctx->running != NULL) {
+        lua_pushvalue(L, -1);
+        ctx->nested_err = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (r->core != LUA_NOREF) { /* it carried a failure from further in */
+            ctx->nested_core = r->core;
+            ctx->nested_levels = r->levels;
+            r->core = LUA_NOREF;
+        } else {
+            lua_pushvalue(L, -1);
+            ctx->nested_core = luaL_ref(L, LUA_REGISTRYINDEX);
+            ctx->nested_levels = 1;
+        }
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, r->core);
+    r->core = LUA_NOREF;
+}
+
+/* For r's message handler: when the error at idx is what a run nested in r
+ * failed with, pushes the innermost failure it carries ("in a run nested
+ * N deep, " first when runs between are left out), keeps it in r for the
+ * runs outside, and returns 1; else returns 0 and pushes nothing. */
+static int push_nested_failure(lua_State *L, struct run *r, int idx) {
+    ffl_ctx *ctx = r->ctx;
+    if (ctx->nested_err == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_err);
+    int same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (!same)
+        return 0;
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_core) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushvalue(L, -1); // [core, core]
+    luaL_unref(L, LUA_REGISTRYINDEX, r->core);
+    r->core = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->levels = ctx->nested_levels + 1;
+    if (ctx->nested_levels > 1) {
+        lua_pushfstring(L, "in a run nested %d deep, %s", ctx->nested_levels, lua_tostring(L, -1));
+        lua_remove(L, -2);
+    }
+    return 1;
+}
+
+/* Message handler of a plugin's call: as ffl_traceback, but a failure of
+ * a nested run is not wrapped again. Upvalue 1: the run. */
+static int plugin_msgh(lua_State *L) {
+    if (push_nested_failure(L, lua_touserdata(L, lua_upvalueindex(1)), 1))
+        return 1;
+    return ffl_traceback(L);
+}
+
 static void run_plugins(lua_State *L, struct run *r) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
+    lua_pushlightuserdata(L, r);
+    lua_pushcclosure(L, plugin_msgh, 1); // [msgh]
+    int msgh = lua_gettop(L);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
         if (ph == FF_NOHANDLE)
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [plugin]
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [msgh, plugin]
         static const char *const steps[] = {"local_initialize", "remote_initialize"};
+        r->plugin = pos;
         for (int s = 0; s < 2; s++) {
             lua_getfield(L, -1, steps[s]);
             lua_pushvalue(L, -2);
-            if (ffl_pcall(L, 1, s) != LUA_OK) {
+            if (lua_pcall(L, 1, s, msgh) != LUA_OK) {
+                r->plugin = UINT32_MAX;
                 push_short_name(L, r->ctx, p->order[pos]);
                 lua_pushfstring(L, "plugin of node '%s': %s failed: %s", lua_tostring(L, -1),
                                 steps[s], lua_tostring(L, -2));
                 lua_error(L);
             }
         }
+        r->plugin = UINT32_MAX;
         if (!lua_isnil(L, -1) && !is_callable(L, -1)) {
             push_short_name(L, r->ctx, p->order[pos]);
             luaL_error(L, "plugin of node '%s': remote_initialize returned a %s, not a function",
@@ -1071,6 +1197,7 @@ static void run_plugins(lua_State *L, struct run *r) {
         lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
         lua_pop(L, 1);
     }
+    lua_pop(L, 1);
 }
 
 /* The function a node runs: its replacement, or its factory's. */
@@ -1394,8 +1521,9 @@ static void save_result(lua_State *L, struct run *r, uint32_t pos, uint64_t comp
 
 /* Message handler of a run. An error while a node runs (its plugins'
  * pre-run call, its arguments, its function) becomes "node 'x' (function
- * 'f' defined at ...) failed: <error>" with a traceback; the hooks hear of
- * the failure. Other errors (the plugin phase) pass as they are. */
+ * 'f' defined at ...) failed: <error>" with a traceback (or, for the
+ * failure of a run nested in this one, the failure it carries); the hooks
+ * hear of the failure. Other errors (the plugin phase) pass as they are. */
 static int run_msgh(lua_State *L) {
     struct run *r = lua_touserdata(L, lua_upvalueindex(1));
     if (r->current == UINT32_MAX && r->leaf != 0) {
@@ -1413,15 +1541,16 @@ static int run_msgh(lua_State *L) {
     ffl_ctx *ctx = r->ctx;
     uint32_t id = r->plan->order[r->current];
     r->current = UINT32_MAX; /* once: an error in here must not recurse */
-    ffl_traceback(L);        // [err, msg+traceback]
     if (ctx->hooks.after != NULL) {
         push_name(L, ctx, id);
         ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
         lua_pop(L, 1);
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(ctx->graph, id));
-    push_node_desc(L, ctx, id, lua_gettop(L)); // [err, msg, fn, desc]
-    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -3));
+    push_node_desc(L, ctx, id, lua_gettop(L)); // [err, fn, desc]
+    if (!push_nested_failure(L, r, 1))
+        ffl_traceback(L); // [err, fn, desc, msg]
+    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -2), lua_tostring(L, -1));
     return 1;
 }
 
@@ -1560,7 +1689,7 @@ static int ffl_wf_run_local(lua_State *L) {
     check_wf(L, 1);
     lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct run r = {.ctx = ctx, .current = UINT32_MAX};
+    struct run r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX, .core = LUA_NOREF};
     if (!lua_isnil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         run_options(L, &r, 2);
@@ -1572,6 +1701,7 @@ static int ffl_wf_run_local(lua_State *L) {
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
     r.plan = plan_wf(L, ctx, 1);
+    run_check(L, &r);
     count_leaves(L, r.plan, 1);
     if (r.st != NULL) {
         r.fp = malloc((size_t)r.plan->n * FF_FP_LEN + 1);
@@ -1585,6 +1715,7 @@ static int ffl_wf_run_local(lua_State *L) {
             return luaL_error(L, "not enough memory");
         }
     }
+    run_begin(&r);
     int status = lua_pcall(L, 2, LUA_MULTRET, 3);
     ctx->L = L;
     ff_plan_release(ctx->graph, r.plan);
@@ -1601,6 +1732,7 @@ static int ffl_wf_run_local(lua_State *L) {
             status = LUA_ERRRUN;
         }
     }
+    run_end(L, &r, status != LUA_OK);
     if (lua_istable(L, 2)) {
         set_count(L, 2, "computed", r.computed);
         set_count(L, 2, "loaded", r.loaded);
@@ -2024,7 +2156,9 @@ static int ffl_wf_run_cluster(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct crun x = {.r = {.ctx = ctx, .current = UINT32_MAX}, .c = c};
+    struct crun x = {.r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX,
+                           .core = LUA_NOREF},
+                     .c = c};
     lua_getfield(L, 3, "run_id");
     x.run_id = (uint64_t)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
@@ -2036,12 +2170,15 @@ static int ffl_wf_run_cluster(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3);
     x.r.plan = plan_wf(L, ctx, 1);
+    run_check(L, &x.r);
     count_leaves(L, x.r.plan, 1);
+    run_begin(&x.r);
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);
     ctx->L = L;
     free(x.smap);
     ff_buf_free(&x.tasks);
     ff_plan_release(ctx->graph, x.r.plan);
+    run_end(L, &x.r, status != LUA_OK);
     if (status != LUA_OK) {
         /* Tell the head to drop the run (it may be running still). */
         ff_buf *b = ffl_client_out(c);
