@@ -247,6 +247,21 @@ describe("workflow", function()
       assert.is_false(ran_after)
     end)
 
+    it("shows one traceback when a script's run fails", function()
+      local script = H.write(H.tmpdir() .. "/fails.lua", [[
+        local ff = require "functionfuse"
+        local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+        local f = ff.workflow("f", function() error("boom") end)
+        LocalWorkflow(f(), { workflow_name = "w" }):run()
+      ]])
+      local r = H.fflua({ script })
+      assert.are.equal(1, r.code)
+      assert.matches("^fflua: node 'f_0000' %(function 'f' defined at [^)]*%) failed: [^\n]*: boom\n" ..
+                     "stack traceback:\n", r.stderr)
+      assert.are.equal(1, select(2, r.stderr:gsub("stack traceback:", "")), r.stderr)
+      H.cleanup()
+    end)
+
     it("shortens long node and function names in errors", function()
       local function lit(p) return (p:gsub("%p", "%%%0")) end
       local long = ("n"):rep(100000)

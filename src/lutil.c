@@ -1,6 +1,8 @@
 /*
  * lutil.c: helpers shared by the Lua bindings (see lutil.h).
  */
+#include <string.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 
@@ -8,6 +10,11 @@
 
 int ffl_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
+    if (msg != NULL && (strncmp(msg, "stack traceback:\n", 17) == 0 ||
+                        strstr(msg, "\nstack traceback:\n") != NULL)) {
+        lua_pushvalue(L, 1); /* it has one: from a failed run, or debug.traceback */
+        return 1;
+    }
     if (msg == NULL) {
         /* As lua.c: an object that knows how to show itself is shown that
          * way, with no traceback. */

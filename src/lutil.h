@@ -7,9 +7,11 @@
 #include <lua.h>
 
 /// The traceback message handler, as lua.c's: a string error gets a
-/// traceback appended; an object with __tostring is shown through it (no
-/// traceback); any other object becomes "(error object is a T value)" with
-/// a traceback.
+/// traceback appended, unless it holds one already (the error of a failed
+/// run, or debug.traceback's), so that an error passing through several
+/// protected calls gets one; an object with __tostring is shown through it
+/// (no traceback); any other object becomes "(error object is a T value)"
+/// with a traceback. Stack effect: +1.
 int ffl_traceback(lua_State *L);
 
 /// lua_pcall with ffl_traceback as message handler, removed afterwards.
