@@ -51,6 +51,10 @@ int luaopen_functionfuse_core(lua_State *L) {
     lua_setfield(L, -2, "version_num");
     lua_pushstring(L, LUA_RELEASE);
     lua_setfield(L, -2, "lua_release");
+    lua_pushinteger(L, FF_STORE_TASK_MAX);
+    lua_setfield(L, -2, "store_task_max");
+    lua_pushinteger(L, FF_STORE_WF_MAX);
+    lua_setfield(L, -2, "store_wf_max");
 
     /* core.errors: name -> code, for every FFLUA_E* code. */
     lua_createtable(L, 0, 16); // [core, errors]

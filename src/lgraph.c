@@ -1219,9 +1219,13 @@ static const char *pos_name(struct run *r, uint32_t pos, size_t *len) {
 
 /* Collects every planned node's name and refuses duplicates: results are
  * stored by name, so two nodes with one name would overwrite each other
- * and load each other's results. A hash set of positions, by XXH3-64. */
+ * and load each other's results. A hash set of positions, by XXH3-64.
+ * Names the storage cannot hold are refused too, before anything runs. */
 static void collect_names(lua_State *L, struct run *r) {
     ff_plan *p = r->plan;
+    if (r->wflen > FF_STORE_WF_MAX)
+        luaL_error(L, "workflow '%s': a workflow name in a storage has at most %d bytes",
+                   ffl_push_short(L, r->wf, r->wflen), FF_STORE_WF_MAX);
     r->names.n = 0;
     r->name_off[0] = 0;
     for (uint32_t pos = 0; pos < p->n; pos++) {
@@ -1247,6 +1251,9 @@ static void collect_names(lua_State *L, struct run *r) {
     for (uint32_t pos = 0; pos < p->n; pos++) {
         size_t len, olen;
         const char *nm = pos_name(r, pos, &len);
+        if (len > FF_STORE_TASK_MAX)
+            luaL_error(L, "node '%s': a node name in a storage has at most %d bytes",
+                       ffl_push_short(L, nm, len), FF_STORE_TASK_MAX);
         size_t i = (size_t)XXH3_64bits(nm, len) & (cap - 1);
         for (; set[i] != 0; i = (i + 1) & (cap - 1)) {
             const char *other = pos_name(r, set[i] - 1, &olen);

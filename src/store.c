@@ -564,10 +564,11 @@ int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, si
                  const uint8_t fp[FF_FP_LEN], uint64_t compute_ns, const char *val, size_t len) {
     if (usable(s))
         return FFLUA_ECLOSED;
-    if (wflen == 0 || wflen > 900 || memchr(wf, '\0', wflen) != NULL)
-        return seterr(s, -EINVAL, "bad workflow name (1 to 900 bytes, no NUL)");
-    if (tlen == 0 || tlen > 511)
-        return seterr(s, -EINVAL, "bad task name '%.*s' (1 to 511 bytes)", (int)(tlen > 60 ? 60 : tlen), task);
+    if (wflen == 0 || wflen > FF_STORE_WF_MAX || memchr(wf, '\0', wflen) != NULL)
+        return seterr(s, -EINVAL, "bad workflow name (1 to %d bytes, no NUL)", FF_STORE_WF_MAX);
+    if (tlen == 0 || tlen > FF_STORE_TASK_MAX)
+        return seterr(s, -EINVAL, "bad task name '%.*s' (1 to %d bytes)", (int)(tlen > 60 ? 60 : tlen),
+                      task, FF_STORE_TASK_MAX);
     ff_store_read_end(s);
     env *e = s->e;
     struct qrec r = {(uint32_t)wflen, (uint32_t)tlen, FF_REC_HDR + (uint64_t)len, 0};
@@ -715,7 +716,7 @@ int ff_store_get(ff_store *s, const char *wf, size_t wflen, const char *task, si
     if (usable(s))
         return FFLUA_ECLOSED;
     memset(rec, 0, sizeof *rec);
-    if (tlen == 0 || tlen > 511)
+    if (tlen == 0 || tlen > FF_STORE_TASK_MAX)
         return FFLUA_ENOTFOUND;
     MDB_dbi dbi;
     int rc = read_begin(s);
