@@ -708,9 +708,9 @@ static ff_plan *plan_wf(lua_State *L, ffl_ctx *ctx, int wfidx) {
     return p;
 }
 
-/* wf:nodes([query]) -> sequence of Node handles in run order whose names
- * `query` (a compiled pattern userdata from core.compile, or nil for all)
- * matches. */
+/* wf:nodes([query[, names_only]]) -> sequence of Node handles (or names)
+ * in run order whose names `query` (a compiled pattern userdata from
+ * core.compile, or nil for all) matches. */
 static int ffl_wf_nodes(lua_State *L);
 
 /* --- queries ------------------------------------------------------------- */
@@ -729,7 +729,8 @@ static int ffl_pattern_gc(lua_State *L) {
 }
 
 /* core.compile(pattern) -> Pattern; raises on an invalid pattern. The
- * pattern's text is the userdata's user value, for messages. */
+ * pattern's text is the userdata's user value, for messages. Stack effect:
+ * +1. */
 static int ffl_core_compile(lua_State *L) {
     size_t len;
     const char *pat = luaL_checklstring(L, 1, &len);
@@ -762,7 +763,8 @@ static int match_fail(lua_State *L, ffl_pattern *p, int pidx, int rc, const char
                       ff_query_errmsg(p->q));
 }
 
-/* pattern:match(name) -> boolean */
+/* pattern:match(name) -> boolean; a match that fails (a limit reached) is
+ * an error. Stack effect: +1. */
 static int ffl_pattern_match(lua_State *L) {
     ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
     size_t len;
@@ -783,8 +785,9 @@ static int ffl_pattern_jit(lua_State *L) {
     return 1;
 }
 
-/* Stack effect: +1 (the sequence). A match that fails (a limit reached)
- * is an error naming the pattern and the node, never a node left out. */
+/* wf:nodes([pattern[, names_only]]): see the declaration above. Stack
+ * effect: +1 (the sequence). A match that fails (a limit reached) is an
+ * error naming the pattern and the node, never a node left out. */
 static int ffl_wf_nodes(lua_State *L) {
     check_wf(L, 1);
     ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
