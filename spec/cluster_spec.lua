@@ -281,7 +281,23 @@ describe("cluster", function()
       ClusterWorkflow(g(), { workflow_name = "cl2", cluster_init_args = { address = address, token_file = token } }))
     assert.is_false(ok)
     assert.matches("node 'g_0001' %(function 'g' defined at .-%): its function cannot be shipped: " ..
-                   "at %(upvalue 'co'%): a thread cannot be shipped", err)
+                   "a thread cannot be shipped %(at upvalue 'co'%)", err)
+  end)
+
+  it("ships arguments and results nested as deep as a local run allows", function()
+    local address, token = cluster { { cpus = 1 } }
+    local depth = ff.workflow("depth", function(t)
+      local d = 0
+      while t do d = d + 1; t = t.a end
+      return d
+    end)
+    local same = ff.workflow("same", function(t) return t end)
+    local args = { address = address, token_file = token }
+    assert.are.equal(1000, ClusterWorkflow(depth(H.nested(1000, "a")), { workflow_name = "deep",
+      cluster_init_args = args }):run())
+    local back = ClusterWorkflow(same(H.nested(1000, "a", true)), { workflow_name = "deep2",
+      cluster_init_args = args }):run()
+    assert.are.same(H.nested(1000, "a", true), back)
   end)
 
   it("reports a failing node with its error and traceback", function()

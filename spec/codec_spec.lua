@@ -3,6 +3,7 @@
 -- traversal order.
 local core = require "functionfuse.core"
 local ff = require "functionfuse"
+local H = require "spec.helper"
 
 local function rt(v) return core.decode(core.encode(v)) end
 
@@ -117,17 +118,46 @@ describe("codec", function()
       assert.is_false(ok)
       return e
     end
-    assert.are.equal("at .a.b[2]: a function cannot be stored", err { a = { b = { 1, print } } })
-    assert.are.equal("at [\"two words\"]: a thread cannot be stored",
+    assert.are.equal("a function cannot be stored (at .a.b[2])", err { a = { b = { 1, print } } })
+    assert.are.equal("a thread cannot be stored (at [\"two words\"])",
                      err { ["two words"] = coroutine.create(print) })
-    assert.are.equal("at [3]: userdata 'FILE*' has no serializer (storage:register_serializer)",
+    assert.are.equal("userdata 'FILE*' has no serializer (storage:register_serializer) (at [3])",
                      err { 1, 2, io.stderr })
-    assert.matches("^at %.x: table with metatable 'Foo', which is not registered",
+    assert.matches("^table with metatable 'Foo', which is not registered .* %(at %.x%)$",
                    err { x = setmetatable({}, { __name = "Foo" }) })
-    local deep = {}
-    local cur = deep
-    for _ = 1, 1100 do cur.next = {}; cur = cur.next end
-    assert.matches("nested more than 1000 levels", err(deep))
+    -- A long key is shortened in the path.
+    local long = ("k"):rep(100)
+    assert.are.equal("a function cannot be stored (at ." .. ("k"):rep(60) .. "... (100 bytes))",
+                     err { [long] = print })
+  end)
+
+  it("lead deep errors with the reason and keep the path short", function()
+    local ok, e = pcall(core.encode, H.nested(10000, "next"))
+    assert.is_false(ok)
+    assert.are.equal("tables nested more than 1000 levels deep " ..
+                     "(at .next.next.next.next ... .next.next.next.next)", e)
+    ok, e = pcall(core.encode, H.nested(900, "next", print))
+    assert.are.equal("a function cannot be stored (at .next.next.next.next ... .next.next.next.leaf)", e)
+  end)
+
+  it("has one nesting limit for encoding and decoding: 1000 levels of tables", function()
+    assert.are.equal(1000, H.depth(rt(H.nested(1000, 1)), 1))
+    -- 1001 levels, the innermost empty: refused by the encoder too, so
+    -- nothing is ever stored that cannot be read back.
+    local ok, e = pcall(core.encode, H.nested(1001, 1))
+    assert.is_false(ok)
+    assert.are.equal("tables nested more than 1000 levels deep (at [1][1][1][1] ... [1][1][1][1])", e)
+    -- The decoder refuses the same depth, built by hand.
+    local bytes = "\1" .. ("\9\1\0\0\0\0"):rep(1001) .. "\9\0\0\0\0\0"
+    ok, e = pcall(core.decode, bytes)
+    assert.is_false(ok)
+    assert.are.equal("corrupt value at byte 6001: tables nested more than 1000 levels deep", e)
+    -- Functions nest as well (code mode): a closure over a closure over ...
+    local f = function() return 0 end
+    for _ = 1, 1000 do local g = f; f = function() return g() end end
+    ok, e = pcall(core.encode, f, "code")
+    assert.is_false(ok)
+    assert.matches("^functions nested more than 1000 levels deep %(at upvalue 'g' upvalue 'g' ", e)
   end)
 
   it("decodes any bytes to a value or an error, never a crash", function()
@@ -221,7 +251,7 @@ describe("codec", function()
       local co = coroutine.create(print)
       local ok, err = pcall(core.encode, function() return co end, "code")
       assert.is_false(ok)
-      assert.are.equal("at (upvalue 'co'): a thread cannot be shipped", err)
+      assert.are.equal("a thread cannot be shipped (at upvalue 'co')", err)
       local cf = select(2, pcall(load, "return 1")) -- a Lua function: fine
       assert.is_function(ship(cf))
     end)

@@ -106,6 +106,23 @@ function H.quit(p)
   error(("the REPL did not exit on Ctrl-D; the terminal shows:\n%q"):format(seen), 2)
 end
 
+--- n tables, each inside the one before under key (the innermost holds
+-- leaf under "leaf"): a value nested n levels deep.
+function H.nested(n, key, leaf)
+  local top = {}
+  local cur = top
+  for _ = 2, n do cur[key] = {}; cur = cur[key] end
+  cur.leaf = leaf
+  return top
+end
+
+--- How deep the tables H.nested made are.
+function H.depth(t, key)
+  local d = 0
+  while t do d = d + 1; t = t[key] end
+  return d
+end
+
 --- Text with terminal control sequences and carriage returns removed.
 function H.plain(s)
   return (s:gsub("\27%[[%d;?]*[%a@]", ""):gsub("\r", ""))

@@ -57,6 +57,10 @@ describe("queries", function()
       "invalid pattern '(unclosed': missing closing parenthesis at offset 9")
     assert.has_error(function() wf:query("a{2,1}") end,
       "invalid pattern 'a{2,1}': numbers out of order in {} quantifier at offset 5")
+    local long = "(" .. ("x"):rep(200)
+    assert.has_error(function() wf:find_nodes(long) end,
+      "invalid pattern '" .. long:sub(1, 60) .. "... (201 bytes)': missing closing parenthesis " ..
+      "at offset 201")
     assert.has_error(function() wf:find_nodes(42) end,
       "bad argument #1 (pattern string expected, got number)")
   end)
@@ -73,6 +77,68 @@ describe("queries", function()
     assert.is_nil(wf._core:get_slot(m, "remote"))
     assert.has_error(function() q:set_remote_args(5) end,
       "bad argument #1 to 'set_remote_args' (table expected, got number)")
+  end)
+
+  describe("over long names", function()
+    -- A name of 100,001 bytes: patterns that backtrack once per character
+    -- need more than PCRE2's default 32 KiB JIT stack.
+    local long = ("a"):rep(100000) .. "!"
+    local short_long = ("a"):rep(60) .. "... (100001 bytes)"
+    local w, n, other
+    before_each(function()
+      local f = ff.workflow("f", function() return 1 end)
+      n = f():set_name(long)
+      other = f():set_name("b?")
+      w = LocalWorkflow(n, other, { workflow_name = "long" })
+    end)
+
+    it("match patterns that backtrack over every character, for every caller", function()
+      local plugin = { local_initialize = function() end, remote_initialize = function() end }
+      for _, p in ipairs { "(a|aa)+!", "(.)*!", "(a|b|ab)*!" } do
+        local found = w:find_nodes(p)
+        assert.are.equal(1, #found, p)
+        assert.are.equal(n, found[1])
+        assert.are.equal(1, #w:query(p))
+        local args = { num_cpus = 1 }
+        w:query(p):set_remote_args(args)
+        assert.are.equal(args, w._core:get_slot(n, "remote"))
+        w:set_plugin(p, plugin)
+        assert.are.equal(plugin, w._core:get_slot(n, "plugins"))
+        w._core:set_slot(n, "remote", nil)
+        w._core:set_slot(n, "plugins", nil)
+        assert.is_true(ff.core.compile(p):match(long))
+      end
+      assert.are.same({ "b?" }, w:query("(a|b|ab)*\\?"):names())
+    end)
+
+    it("raise an error naming the pattern and the node when a limit is still hit", function()
+      -- Exponential backtracking: past PCRE2's match limit on 60 characters.
+      local f = ff.workflow("f", function() end)
+      local m = f():set_name(("a"):rep(60) .. "!")
+      local w2 = LocalWorkflow(m, { workflow_name = "steps" })
+      local want = "cannot match pattern '(a|aa)+\\d' against node '" .. ("a"):rep(60) ..
+                   "!': the match takes more than 10000000 steps"
+      assert.has_error(function() w2:find_nodes("(a|aa)+\\d") end, want)
+      assert.has_error(function() w2:query("(a|aa)+\\d") end, want)
+      assert.has_error(function() w2:set_plugin("(a|aa)+\\d", {
+        local_initialize = function() end, remote_initialize = function() end }) end, want)
+      assert.has_error(function() ff.core.compile("(a|aa)+\\d"):match(("a"):rep(60) .. "!") end,
+                       "cannot match pattern '(a|aa)+\\d' against '" .. ("a"):rep(60) ..
+                       "!': the match takes more than 10000000 steps")
+      assert.is_nil(w2._core:get_slot(m, "plugins"))
+      -- Memory: 4 MB of name needs more than the 64 MiB a match may use.
+      local huge = f():set_name(("a"):rep(4000000) .. "!")
+      local w3 = LocalWorkflow(huge, { workflow_name = "memory" })
+      assert.has_error(function() w3:find_nodes("(a|aa)+!") end,
+        "cannot match pattern '(a|aa)+!' against node '" .. ("a"):rep(60) ..
+        "... (4000001 bytes)': the match needs more than 64 MiB of memory")
+      -- Long names and patterns are shortened in the message.
+      local pat = "(a|aa)+\\d|" .. ("x"):rep(100)
+      assert.has_error(function() w:find_nodes(pat) end,
+                       "cannot match pattern '" .. pat:sub(1, 60) .. "... (" .. #pat ..
+                       " bytes)' against node '" .. short_long ..
+                       "': the match takes more than 10000000 steps")
+    end)
   end)
 
   it("replace_func swaps what one node runs", function()

@@ -97,6 +97,38 @@ describe("storage", function()
     assert.has_error(function() LocalWorkflow(f(), { workflow_name = "w", cache = "sometimes" }) end)
   end)
 
+  it("refuses names too long to store before anything runs", function()
+    local ran = false
+    local f = ff.workflow("f", function() ran = true; return 1 end)
+    local long = ("n"):rep(512)
+    local wf = LocalWorkflow(f():set_name(long), { workflow_name = "long", quiet = true })
+    wf:set_storage(new_storage())
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("node '" .. ("n"):rep(60) .. "... (512 bytes)': a node name in a storage " ..
+                     "has at most 511 bytes", err)
+    assert.is_false(ran)
+    assert.are.equal(1, LocalWorkflow(f():set_name(("n"):rep(511)),
+                                      { workflow_name = "long", quiet = true }):set_storage(
+                                        new_storage()):run())
+    local wf2 = LocalWorkflow(f(), { workflow_name = ("w"):rep(509), quiet = true })
+    wf2:set_storage(new_storage())
+    ok, err = pcall(wf2.run, wf2)
+    assert.is_false(ok)
+    assert.are.equal("workflow '" .. ("w"):rep(60) .. "... (509 bytes)': a workflow name in a " ..
+                     "storage has at most 508 bytes", err)
+    local wf3 = LocalWorkflow(f(), { workflow_name = ("w"):rep(508), quiet = true })
+    assert.are.equal(1, wf3:set_storage(new_storage()):run())
+    -- The storage API has the same limits, and says so.
+    local st = new_storage()
+    st:save(("w"):rep(508), ("t"):rep(511), 1)
+    assert.are.equal(1, st:read_task(("w"):rep(508), ("t"):rep(511)))
+    assert.has_error(function() st:save(("w"):rep(509), "t", 1) end,
+      "bad argument #1 to 'save' (a workflow name has at most 508 bytes, got 509)")
+    assert.has_error(function() st:read_task("w", ("t"):rep(1000000)) end,
+      "bad argument #2 to 'read_task' (a task name has at most 511 bytes, got 1000000)")
+  end)
+
   it("refuses two nodes with one name, which would share a stored result", function()
     local f = ff.workflow("f", function(x) return x end)
     local g = ff.workflow("f", function(x) return -x end) -- another factory named f
@@ -128,6 +160,25 @@ describe("storage", function()
     assert.are.same({ computed = 2, loaded = 0, skipped = 0, damaged = 0 }, wf2.last_run)
   end)
 
+  it("fails a fingerprint whose item key cannot be encoded, never leaves the key out", function()
+    local st = new_storage()
+    local Bad = { __name = "spec.fp.Bad" }
+    ff.register_serializer(Bad, { pack = function() error("cannot pack", 0) end,
+                                  unpack = function() end })
+    local Any = { __index = function() return 5 end }
+    ff.register_class("spec.fp.Any", Any)
+    local key = setmetatable({}, Bad)
+    local make = ff.workflow("make", function() return setmetatable({}, Any) end)
+    local use = ff.workflow("use", function(v) return v end)
+    local wf = LocalWorkflow(use(make():set_name("make")[key]):set_name("use"),
+                             { workflow_name = "fp", quiet = true })
+    wf:set_storage(st)
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("fingerprint of node 'use': serializer 'spec.fp.Bad' failed to pack: " ..
+                     "cannot pack (at [1])", err)
+  end)
+
   it("names the place of a value it cannot store", function()
     local st = new_storage()
     local train = ff.workflow("train", function() return { model = { 1, 2, io.stdout } } end)
@@ -135,7 +186,24 @@ describe("storage", function()
     wf:set_storage(st)
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
-    assert.matches("result of node 'train' at .model[3]: userdata 'FILE*' has no serializer", err, 1, true)
+    assert.are.equal("result of node 'train': userdata 'FILE*' has no serializer " ..
+                     "(storage:register_serializer) (at .model[3])", err)
+  end)
+
+  it("says why a deeply nested result cannot be stored, first and briefly", function()
+    local st = new_storage()
+    local deep = ff.workflow("deep", function()
+      local t = {}
+      local cur = t
+      for _ = 1, 10000 do cur.next = {}; cur = cur.next end
+      return t
+    end)
+    local wf = LocalWorkflow(deep(), { workflow_name = "deep", quiet = true })
+    wf:set_storage(st)
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("result of node 'deep_0000': tables nested more than 1000 levels deep " ..
+                     "(at .next.next.next.next ... .next.next.next.next)", err)
   end)
 
   it("stores registered classes and serialized userdata, and reads them back as such", function()

@@ -140,6 +140,31 @@ describe("workflow", function()
       assert.are.equal("functionfuse.NodeItem: make_0000[\"y\"][\"z\"]", tostring(m.y.z):gsub("make_%d+", "make_0000"), nil)
     end)
 
+    it("may nest tables 1000 levels deep, the codec's limit, and no deeper", function()
+      local chain = function(n, leaf) return H.nested(n, "a", leaf) end
+      local depth = ff.workflow("depth", function(t) return H.depth(t, "a") end)
+      local one = ff.workflow("one", function() return 1 end)()
+      assert.are.equal(1000, run(depth(chain(1000))))
+      assert.are.equal(1000, run(depth(chain(1000, one)))) -- scanned for nodes, copied
+      assert.has_error(function() depth(chain(1001)) end,
+        "argument #1 of 'depth': tables nested more than 1000 levels deep " ..
+        "(at .a.a.a.a ... .a.a.a.a)")
+      assert.has_error(function() depth(5, chain(1001, one)) end,
+        "argument #2 of 'depth': tables nested more than 1000 levels deep " ..
+        "(at .a.a.a.a ... .a.a.a.a)")
+      -- Made deeper after the node was made: refused when the node runs.
+      local t = chain(1000, one)
+      local n = depth(t)
+      local cur = t
+      while cur.a do cur = cur.a end
+      cur.a = {}
+      local ok, err = pcall(run, n)
+      assert.is_false(ok)
+      assert.matches("^node 'depth_%d+' %(function 'depth' defined at [^)]*%) failed: argument #1 " ..
+                     "of 'depth': tables nested more than 1000 levels deep %(at %.a%.a%.a%.a %.%.%. " ..
+                     "%.a%.a%.a%.a%)\n", err)
+    end)
+
     it("make several return values a sequence with n, as a tuple", function()
       local two = ff.workflow(function() return "a", "b" end)
       local none = ff.workflow(function() end)
@@ -222,6 +247,42 @@ describe("workflow", function()
       assert.is_false(ran_after)
     end)
 
+    it("shows one traceback when a script's run fails", function()
+      local script = H.write(H.tmpdir() .. "/fails.lua", [[
+        local ff = require "functionfuse"
+        local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+        local f = ff.workflow("f", function() error("boom") end)
+        LocalWorkflow(f(), { workflow_name = "w" }):run()
+      ]])
+      local r = H.fflua({ script })
+      assert.are.equal(1, r.code)
+      assert.matches("^fflua: node 'f_0000' %(function 'f' defined at [^)]*%) failed: [^\n]*: boom\n" ..
+                     "stack traceback:\n", r.stderr)
+      assert.are.equal(1, select(2, r.stderr:gsub("stack traceback:", "")), r.stderr)
+      H.cleanup()
+    end)
+
+    it("shortens long node and function names in errors", function()
+      local function lit(p) return (p:gsub("%p", "%%%0")) end
+      local long = ("n"):rep(100000)
+      local short = lit(("n"):rep(60) .. "... (100000 bytes)")
+      local bad = ff.workflow(("f"):rep(200), function() error("boom", 0) end)
+      local n = bad():set_name(long)
+      local ok, err = pcall(run, n)
+      assert.is_false(ok)
+      assert.matches("^node '" .. short .. "' %(function '" .. lit(("f"):rep(60) ..
+                     "... (200 bytes)") .. "' defined at [^)]*%) failed: boom\n", err)
+      local wf = LocalWorkflow(n, { workflow_name = "p" })
+      wf:set_plugin(".*", { local_initialize = function() error("no", 0) end,
+                            remote_initialize = function() end })
+      ok, err = pcall(wf.run, wf)
+      assert.matches("^plugin of node '" .. short .. "': local_initialize failed: no\n", err)
+      local five = ff.workflow("five", function() return 5 end)():set_name(long)
+      ok, err = pcall(run, five, five[long])
+      assert.are.equal("cannot read leaf 2 (functionfuse.NodeItem: " .. ("n"):rep(37) ..
+                       "... (200027 bytes)): attempt to index a number value", err)
+    end)
+
     it("says which leaf it cannot read when a leaf item is missing", function()
       local n = ff.workflow("five", function() return 5 end)()
       local wf = LocalWorkflow(n, n.x, { workflow_name = "leaf" })
@@ -267,6 +328,84 @@ describe("workflow", function()
       assert.are.equal(before + 1001, build())
       -- All 1001 are gone (and maybe garbage left by earlier specs too).
       assert.is_true(settle() <= before)
+    end)
+  end)
+
+  describe("runs inside a node", function()
+    local function lines(s) return select(2, s:gsub("\n", "")) + 1 end
+
+    it("refuse a node that runs a workflow including itself, with a short error", function()
+      local wf
+      local f = ff.workflow("f", function() return wf:run() end)
+      wf = LocalWorkflow(f():set_name("x"), { workflow_name = "self" })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("^node 'x' %(function 'f' defined at [^)]*%) failed: node 'x' cannot run a " ..
+                     "workflow that includes it\nstack traceback:\n", err)
+      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      -- A new workflow on the running node (or a descendant of it): the same.
+      local y
+      local g = ff.workflow("g", function()
+        return LocalWorkflow(y, { workflow_name = "again" }):run()
+      end)
+      local h = ff.workflow("h", function(v) return v end)
+      local gy = g():set_name("gy")
+      y = h(gy)
+      ok, err = pcall(run, y)
+      assert.is_false(ok)
+      assert.matches("^node 'gy' %(function 'g' defined at [^)]*%) failed: node 'gy' cannot run a " ..
+                     "workflow that includes it\nstack traceback:\n", err)
+      -- A plugin that runs the workflow of its own node.
+      local k = ff.workflow("k", function() return 1 end)():set_name("k")
+      local wk = LocalWorkflow(k, { workflow_name = "plug" })
+      wk:set_plugin("k", { local_initialize = function() wk:run() end,
+                           remote_initialize = function() end })
+      ok, err = pcall(wk.run, wk)
+      assert.is_false(ok)
+      assert.matches("^plugin of node 'k': local_initialize failed: the plugin of node 'k' cannot " ..
+                     "run a workflow that includes it\nstack traceback:\n", err)
+      assert.is_true(lines(err) <= 30, err)
+    end)
+
+    it("let a node run other workflows, nested", function()
+      local add = ff.workflow("add", function(a, b) return a + b end)
+      local fib
+      fib = ff.workflow("fib", function(n)
+        if n < 2 then return n end
+        return LocalWorkflow(add(fib(n - 1), fib(n - 2)), { workflow_name = "fib" }):run()
+      end)
+      assert.are.equal(55, run(fib(10)))
+      -- A nested run of nodes made outside, that the outer run also has.
+      local a = add(1, 2)
+      local outer = ff.workflow("outer", function(x)
+        return x + LocalWorkflow(a, { workflow_name = "inner" }):run()
+      end)
+      assert.are.equal(6, run(outer(a)))
+    end)
+
+    it("keep an error that went through nested runs short", function()
+      local down
+      down = ff.workflow("down", function(n)
+        if n == 0 then error("bottom reached") end
+        return LocalWorkflow(down(n - 1), { workflow_name = "down" }):run()
+      end)
+      local ok, err = pcall(run, down(30))
+      assert.is_false(ok)
+      assert.matches("^node 'down_0000' %(function 'down' defined at [^)]*%) failed: in a run " ..
+                     "nested 30 deep, node 'down_0030' %(function 'down' defined at [^)]*%) failed: " ..
+                     "[^\n]*: bottom reached\nstack traceback:\n", err)
+      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      -- One level: both nodes, no count.
+      ok, err = pcall(run, down(1))
+      assert.matches("^node 'down_%d+' %([^)]*%) failed: node 'down_%d+' %([^)]*%) failed: " ..
+                     "[^\n]*: bottom reached\nstack traceback:\n", err)
+      assert.are.equal(1, select(2, err:gsub("stack traceback:", "")))
+      -- Deeper than the C stack allows.
+      ok, err = pcall(run, down(100000))
+      assert.is_false(ok)
+      assert.matches("^node 'down_%d+' %([^)]*%) failed: in a run nested %d+ deep, [^\n]*" ..
+                     "C stack overflow", err)
+      assert.is_true(lines(err) <= 30 and #err < 4000, err)
     end)
   end)
 

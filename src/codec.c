@@ -40,6 +40,7 @@
 
 #include "codec.h"
 #include "fflua.h"
+#include "lutil.h"
 
 enum {
     T_NIL = 0x00, T_FALSE, T_TRUE, T_I8, T_I16, T_I32, T_I64, T_F64,
@@ -50,12 +51,6 @@ enum {
 
 /* --- encoder ------------------------------------------------------------- */
 
-struct pathelt {
-    int key;          /* stack index of the key, or 0 */
-    lua_Integer i;    /* array position when key == 0 and what == NULL */
-    const char *what; /* "upvalue x", "metatable" */
-};
-
 struct ffc_enc {
     lua_State *L;
     ff_buf *b;
@@ -63,9 +58,10 @@ struct ffc_enc {
     int reg, seen, modmap; /* stack slots (nil until needed) */
     int msg;               /* stack slot of the error message */
     lua_Integer nseen;
-    int depth;
+    int depth; /* steps on the path (path[1..depth]) */
+    int level; /* tables and functions entered: at most FFC_MAX_DEPTH */
     int err;
-    struct pathelt path[FFC_MAX_DEPTH + 2];
+    ffc_step path[FFC_MAX_DEPTH + 2];
 };
 
 static int put(ffc_enc *e, const void *p, size_t n) {
@@ -139,65 +135,83 @@ int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n) {
     return put1(e, tag) || put_str(e, p, n);
 }
 
-/* Pushes the path of the value being encoded: ".a[3].b". */
-static void push_path(ffc_enc *e) {
-    lua_State *L = e->L;
+/* Adds one step to the path being built in b. */
+static void add_step(lua_State *L, luaL_Buffer *b, const ffc_step *st, int space) {
+    if (st->what != NULL) {
+        if (space)
+            luaL_addchar(b, ' ');
+        luaL_addstring(b, st->what);
+        return;
+    }
+    if (st->key == 0) {
+        lua_pushfstring(L, "[%I]", st->i);
+        luaL_addvalue(b);
+        return;
+    }
+    int t = lua_type(L, st->key);
+    size_t n;
+    const char *s = t == LUA_TSTRING ? lua_tolstring(L, st->key, &n) : NULL;
+    int ident = s != NULL && n > 0 && !(s[0] >= '0' && s[0] <= '9');
+    for (size_t i = 0; ident && i < n; i++)
+        ident = (s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                 (s[i] >= '0' && s[i] <= '9'));
+    if (s != NULL) {
+        luaL_addstring(b, ident ? "." : "[\"");
+        ffl_push_short(L, s, n);
+        luaL_addvalue(b);
+        if (!ident)
+            luaL_addstring(b, "\"]");
+    } else if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+        luaL_addchar(b, '[');
+        luaL_tolstring(L, st->key, NULL);
+        luaL_addvalue(b);
+        luaL_addchar(b, ']');
+    } else {
+        lua_pushfstring(L, "[<%s key>]", lua_typename(L, t));
+        luaL_addvalue(b);
+    }
+}
+
+void ffc_push_path(lua_State *L, const ffc_step *steps, int n) {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (int d = 1; d <= e->depth && d <= FFC_MAX_DEPTH; d++) {
-        struct pathelt *pe = &e->path[d];
-        if (pe->what != NULL) {
-            luaL_addchar(&b, ' ');
-            luaL_addchar(&b, '(');
-            luaL_addstring(&b, pe->what);
-            luaL_addchar(&b, ')');
-        } else if (pe->key == 0) {
-            lua_pushfstring(L, "[%I]", pe->i);
-            luaL_addvalue(&b);
-        } else {
-            int t = lua_type(L, pe->key);
-            size_t n;
-            const char *s = t == LUA_TSTRING ? lua_tolstring(L, pe->key, &n) : NULL;
-            int ident = s != NULL && n > 0 && n < 80 && !(s[0] >= '0' && s[0] <= '9');
-            for (size_t i = 0; ident && i < n; i++)
-                ident = (s[i] == '_' || (s[i] >= 'a' && s[i] <= 'z') ||
-                         (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9'));
-            if (ident) {
-                luaL_addchar(&b, '.');
-                luaL_addlstring(&b, s, n);
-            } else if (s != NULL) {
-                lua_pushfstring(L, "[\"%s\"]", n > 40 ? "..." : s);
-                luaL_addvalue(&b);
-            } else if (t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
-                lua_pushfstring(L, "[%s]", luaL_tolstring(L, pe->key, NULL));
-                lua_remove(L, -2);
-                luaL_addvalue(&b);
-            } else {
-                lua_pushfstring(L, "[<%s key>]", lua_typename(L, t));
-                luaL_addvalue(&b);
-            }
+    int cut = n > 2 * FFC_PATH_KEEP;
+    for (int d = 0; d < n; d++) {
+        if (cut && d == FFC_PATH_KEEP) {
+            luaL_addstring(&b, " ... ");
+            d = n - FFC_PATH_KEEP;
+            add_step(L, &b, &steps[d], 0);
+            continue;
         }
+        add_step(L, &b, &steps[d], d > 0);
     }
     luaL_pushresult(&b);
 }
 
-/* Sets an error: pushes "<path>: <msg>" (or just msg at the top). */
+/* Sets an error: pushes "<msg> (at <path>)", or just msg at the top level. */
 static int fail(ffc_enc *e, int code, const char *fmt, const char *arg) {
     lua_State *L = e->L;
     if (e->err != 0)
         return e->err;
-    push_path(e);
-    const char *p = lua_tostring(L, -1);
-    if (p[0] != '\0')
-        lua_pushfstring(L, "at %s: ", p[0] == ' ' ? p + 1 : p);
-    else
-        lua_pushliteral(L, "");
     lua_pushfstring(L, fmt, arg);
-    lua_concat(L, 2);
-    lua_remove(L, -2);
+    if (e->depth > 0) {
+        ffc_push_path(L, &e->path[1], e->depth);
+        lua_pushfstring(L, "%s (at %s)", lua_tostring(L, -2), lua_tostring(L, -1));
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+    }
     lua_replace(L, e->msg); /* callers just return; ffc_encode cleans up */
     e->err = code;
     return code;
+}
+
+/* Enters a table or a function (level): refused past FFC_MAX_DEPTH. */
+static int enter(ffc_enc *e, const char *what) {
+    if (e->level >= FFC_MAX_DEPTH)
+        return fail(e, FFLUA_ENOSERIAL, "%s nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH)
+                    " levels deep", what);
+    e->level++;
+    return 0;
 }
 
 static int enc_value(ffc_enc *e, int idx);
@@ -318,14 +332,15 @@ static int put_module(ffc_enc *e, const char *m, size_t len) {
     return z ? put_str(e, z + 1, len - ml - 1) : put_str(e, "", 0);
 }
 
+/* Adds a step to the path. Every step but a metatable's is inside a table
+ * or function entered (enter), so there are at most FFC_MAX_DEPTH + 1. */
 static int push_level(ffc_enc *e, int key, lua_Integer i, const char *what) {
-    if (e->depth >= FFC_MAX_DEPTH)
-        return fail(e, FFLUA_ENOSERIAL, "value nested more than %s levels deep",
-                    FFLUA_STRINGIFY(FFC_MAX_DEPTH));
+    if (e->depth > FFC_MAX_DEPTH)
+        return fail(e, FFLUA_EINTERNAL, "%s", "path longer than the nesting limit");
     if (!lua_checkstack(e->L, 8))
         return fail(e, -12, "%s", "value nested too deep for the Lua stack");
     e->depth++;
-    e->path[e->depth] = (struct pathelt){key, i, what};
+    e->path[e->depth] = (ffc_step){key, i, what};
     return 0;
 }
 
@@ -338,12 +353,14 @@ static int enc_serialized(ffc_enc *e, int idx) {
     lua_getfield(L, spec, "pack");
     lua_pushvalue(L, idx);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        lua_pushfstring(L, "serializer '%s' failed to pack: %s", name,
-                        luaL_tolstring(L, -1, NULL));
+        const char *why = luaL_tolstring(L, -1, NULL);
+        lua_pushfstring(L, "serializer '%s' failed to pack: %s", ffl_push_short_at(L, spec + 1),
+                        why);
         return fail(e, FFLUA_ELUA, "%s", lua_tostring(L, -1));
     }
     if (lua_type(L, -1) != LUA_TSTRING)
-        return fail(e, FFLUA_ELUA, "serializer '%s' pack did not return a string", name);
+        return fail(e, FFLUA_ELUA, "serializer '%s' pack did not return a string",
+                    ffl_push_short_at(L, spec + 1));
     size_t n, nn;
     const char *s = lua_tolstring(L, -1, &n);
     name = lua_tolstring(L, spec + 1, &nn);
@@ -462,13 +479,14 @@ static int enc_sorted_pairs(ffc_enc *e, int idx, lua_Unsigned narr, size_t at) {
             ffc_opts o = *e->o;
             o.modmap = e->modmap;
             need_slot(e, e->modmap);
-            if (ffc_encode(L, -1, &o, &b) == 0) {
-                XXH128_hash_t h = XXH3_128bits(b.p, b.n);
-                k->dig[0] = h.high64;
-                k->dig[1] = h.low64;
-            } else {
-                lua_pop(L, 1);
+            int rc = ffc_encode(L, -1, &o, &b);
+            if (rc != 0) { /* the key's own error, at this table's path */
+                ff_buf_free(&b);
+                return fail(e, rc, "%s", lua_tostring(L, -1));
             }
+            XXH128_hash_t h = XXH3_128bits(b.p, b.n);
+            k->dig[0] = h.high64;
+            k->dig[1] = h.low64;
             ff_buf_free(&b);
         }
         }
@@ -490,7 +508,7 @@ static int enc_sorted_pairs(ffc_enc *e, int idx, lua_Unsigned narr, size_t at) {
     return 0;
 }
 
-static int enc_table_body(ffc_enc *e, int idx) {
+static int enc_table_items(ffc_enc *e, int idx) {
     lua_State *L = e->L;
     lua_Unsigned narr = lua_rawlen(L, idx);
     if (put1(e, T_TABLE) || put_varint(e, narr))
@@ -532,6 +550,14 @@ static int enc_table_body(ffc_enc *e, int idx) {
     return 0;
 }
 
+static int enc_table_body(ffc_enc *e, int idx) {
+    if (enter(e, "tables"))
+        return e->err;
+    int rc = enc_table_items(e, idx);
+    e->level--;
+    return rc;
+}
+
 static int enc_table(ffc_enc *e, int idx) {
     lua_State *L = e->L;
     if (e->o->flags & (FFC_HASH | FFC_CODE)) {
@@ -570,12 +596,10 @@ static int enc_table(ffc_enc *e, int idx) {
         lua_pop(L, 1);
         return rc ? rc : enc_table_body(e, idx);
     }
-    lua_getfield(L, -1, "__name");
-    const char *nm = lua_tostring(L, -1);
-    if (nm != NULL)
+    if (lua_getfield(L, -1, "__name") == LUA_TSTRING)
         return fail(e, FFLUA_ENOSERIAL,
                     "table with metatable '%s', which is not registered "
-                    "(ff.register_class(name, mt) or a serializer)", nm);
+                    "(ff.register_class(name, mt) or a serializer)", ffl_push_short_at(L, -1));
     return fail(e, FFLUA_ENOSERIAL, "%s",
                 "table with a metatable that is not registered "
                 "(ff.register_class(name, mt) or a serializer)");
@@ -704,6 +728,8 @@ static int dump_without_lines(const char *d, size_t n, ff_buf *out) {
  * upvalue count and each upvalue; the globals table travels as T_ENV and
  * becomes the receiver's globals. Modules and their functions go by name;
  * other C functions cannot ship. */
+static int enc_upvalues(ffc_enc *e, int idx, int code);
+
 static int enc_function(ffc_enc *e, int idx) {
     lua_State *L = e->L;
     int code = (e->o->flags & FFC_CODE) != 0;
@@ -740,6 +766,16 @@ static int enc_function(ffc_enc *e, int idx) {
         if (put_varint(e, ar.nups))
             return e->err;
     }
+    if (enter(e, "functions"))
+        return e->err;
+    rc = enc_upvalues(e, idx, code);
+    e->level--;
+    return rc;
+}
+
+/* The upvalues of the function at idx, each with its name on the path. */
+static int enc_upvalues(ffc_enc *e, int idx, int code) {
+    lua_State *L = e->L;
     for (int i = 1;; i++) {
         const char *name = lua_getupvalue(L, idx, i);
         if (name == NULL)
@@ -761,9 +797,10 @@ static int enc_function(ffc_enc *e, int idx) {
             ffc_put_marker(e, T_MARK, "_ENV", 4);
             continue;
         }
-        lua_pushfstring(L, "upvalue '%s'", name);
+        lua_pushfstring(L, "upvalue '%s'", ffl_push_short(L, name, strlen(name)));
+        lua_remove(L, -2);
         int top = lua_gettop(L);
-        rc = push_level(e, 0, 0, lua_tostring(L, top));
+        int rc = push_level(e, 0, 0, lua_tostring(L, top));
         if (rc == 0) {
             rc = enc_value(e, top - 1);
             e->depth--;
@@ -777,8 +814,13 @@ static int enc_function(ffc_enc *e, int idx) {
 
 static int enc_userdata(ffc_enc *e, int idx) {
     lua_State *L = e->L;
-    if (e->o->ud_hook != NULL && e->o->ud_hook(e->o->hook_ud, e, L, idx))
-        return e->err;
+    if (e->o->ud_hook != NULL) {
+        int h = e->o->ud_hook(e->o->hook_ud, e, L, idx);
+        if (h < 0)
+            return fail(e, FFLUA_ELUA, "%s", lua_tostring(L, -1));
+        if (h > 0)
+            return e->err;
+    }
     int top = lua_gettop(L);
     if (lua_getmetatable(L, idx)) {
         if (reg_lookup(e, "ser") == LUA_TTABLE) { // [mt, spec]
@@ -801,7 +843,8 @@ static int enc_userdata(ffc_enc *e, int idx) {
     }
     if (nm != NULL)
         return fail(e, FFLUA_ENOSERIAL,
-                    "userdata '%s' has no serializer (storage:register_serializer)", nm);
+                    "userdata '%s' has no serializer (storage:register_serializer)",
+                    ffl_push_short_at(L, -1));
     return fail(e, FFLUA_ENOSERIAL, "%s",
                 "userdata without a serializer (storage:register_serializer)");
 }
@@ -858,6 +901,7 @@ int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out) {
     e.o = o ? o : &none;
     e.nseen = 0;
     e.depth = 0;
+    e.level = 0;
     e.err = 0;
     size_t start = out->n;
     int top = lua_gettop(L);
@@ -870,6 +914,8 @@ int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out) {
         lua_pushvalue(L, e.o->modmap);
         lua_replace(L, e.modmap);
     }
+    if ((e.o->flags & FFC_ARGS) && lua_type(L, idx) == LUA_TTABLE)
+        e.level = -1; /* the arguments' table: each argument may nest fully */
     int rc = put1(&e, FFC_VERSION);
     if (rc == 0)
         rc = enc_value(&e, idx);
@@ -1048,7 +1094,7 @@ static int new_ref(dec *d) {
 static int dec_table(dec *d, int klass) {
     lua_State *L = d->L;
     if (d->depth >= FFC_MAX_DEPTH)
-        return dfail(d, "nested too deep");
+        return dfail(d, "tables nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH) " levels deep");
     if (!lua_checkstack(L, 8))
         return dfail(d, "nested too deep for the Lua stack");
     if (d->p >= d->end || *d->p != T_TABLE)
@@ -1094,7 +1140,7 @@ static int dec_serialized(dec *d) {
             lua_pushlstring(L, bytes, nb);
             lua_setfield(L, -2, "bytes");
         } else {
-            lua_pushfstring(L, "no serializer named '%s' is registered", lua_pushlstring(L, name, nn));
+            lua_pushfstring(L, "no serializer named '%s' is registered", ffl_push_short(L, name, nn));
             lua_replace(L, d->msg);
             return d->err = FFLUA_ENOSERIAL;
         }
@@ -1102,9 +1148,9 @@ static int dec_serialized(dec *d) {
         lua_getfield(L, -1, "unpack");
         lua_pushlstring(L, bytes, nb);
         if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-            lua_pushlstring(L, name, nn);
-            lua_pushfstring(L, "serializer '%s' failed to unpack: %s", lua_tostring(L, -1),
-                            luaL_tolstring(L, -2, NULL));
+            const char *why = luaL_tolstring(L, -1, NULL);
+            lua_pushfstring(L, "serializer '%s' failed to unpack: %s", ffl_push_short(L, name, nn),
+                            why);
             lua_replace(L, d->msg);
             return d->err = FFLUA_ELUA;
         }
@@ -1150,15 +1196,13 @@ static int dec_module(dec *d) {
     lua_pushlstring(L, m, ml);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         const char *why = luaL_tolstring(L, -1, NULL);
-        lua_pushlstring(L, m, ml);
-        lua_pushfstring(L, "module '%s' cannot be loaded here: %s", lua_tostring(L, -1), why);
+        lua_pushfstring(L, "module '%s' cannot be loaded here: %s", ffl_push_short(L, m, ml), why);
         lua_replace(L, d->msg);
         return d->err = FFLUA_ENOTFOUND;
     }
     if (fl > 0) {
         if (lua_type(L, -1) != LUA_TTABLE) {
-            lua_pushlstring(L, m, ml);
-            lua_pushfstring(L, "module '%s' is not a table here", lua_tostring(L, -1));
+            lua_pushfstring(L, "module '%s' is not a table here", ffl_push_short(L, m, ml));
             lua_replace(L, d->msg);
             return d->err = FFLUA_ENOTFOUND;
         }
@@ -1192,11 +1236,19 @@ static int dec_function(dec *d) {
         return d->err;
     if (nups != ar.nups)
         return dfail(d, "upvalue count does not match the bytecode");
+    if (d->depth >= FFC_MAX_DEPTH)
+        return dfail(d, "functions nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH) " levels deep");
+    if (!lua_checkstack(L, 8))
+        return dfail(d, "nested too deep for the Lua stack");
+    d->depth++;
     for (int i = 1; i <= (int)nups; i++) {
-        if (dec_value(d))
+        if (dec_value(d)) {
+            d->depth--;
             return d->err;
+        }
         lua_setupvalue(L, f, i);
     }
+    d->depth--;
     return 0;
 }
 
@@ -1271,7 +1323,7 @@ static int dec_value(dec *d) {
             lua_pop(L, 2);
             if (!(d->flags & FFC_INSPECT)) {
                 lua_pushfstring(L, "class '%s' is not registered (ff.register_class)",
-                                lua_pushlstring(L, name, n));
+                                ffl_push_short(L, name, n));
                 lua_replace(L, d->msg);
                 return d->err = FFLUA_ENOSERIAL;
             }
@@ -1347,6 +1399,8 @@ static int decode(lua_State *L, const char *p, size_t n, unsigned flags, ffc_nod
         rc = n == 0 ? dfail(&d, "empty") : dfail(&d, "unknown format version");
     } else {
         d.p++;
+        if (hook != NULL && n > 1 && d.p[0] == T_TABLE)
+            d.depth = -1; /* a task's arguments (FFC_ARGS) */
         rc = dec_value(&d);
         if (rc == 0 && d.p != d.end)
             rc = dfail(&d, "trailing bytes after the value");

@@ -34,7 +34,7 @@ static int ffl_core_err_name(lua_State *L) {
     return 1;
 }
 
-/* core.escape(s[, max]) -> s with control characters, backslashes and
+/* core.escape(s[, max]) -> s with control characters and
  * malformed UTF-8 escaped, cut to at most max bytes (with "...") */
 static int ffl_core_escape(lua_State *L) {
     size_t n;
@@ -70,6 +70,10 @@ int luaopen_functionfuse_core(lua_State *L) {
     lua_setfield(L, -2, "version_num");
     lua_pushstring(L, LUA_RELEASE);
     lua_setfield(L, -2, "lua_release");
+    lua_pushinteger(L, FF_STORE_TASK_MAX);
+    lua_setfield(L, -2, "store_task_max");
+    lua_pushinteger(L, FF_STORE_WF_MAX);
+    lua_setfield(L, -2, "store_wf_max");
 
     /* core.errors: name -> code, for every FFLUA_E* code. */
     lua_createtable(L, 0, 16); // [core, errors]

@@ -43,7 +43,6 @@
 #define ITEM_MT "functionfuse.NodeItem"
 #define WF_MT "functionfuse.Workflow"
 #define NAME_MAX_STACK 256
-#define MAX_DEPTH 200
 
 struct ffl_ctx {
     ff_graph *graph;
@@ -56,6 +55,13 @@ struct ffl_ctx {
     void *hooks_ud;
     const void *node_mt, *item_mt; /* identities of the two metatables */
     int node_mt_ref;               /* registry reference to the Node metatable */
+    /* Runs in progress in this state, innermost first (a node may run
+     * another workflow), and the failure of the last one that ended inside
+     * another: registry references (LUA_NOREF when none) to the error it
+     * raised and to the innermost node failure that error carries, and
+     * how many runs that failure went through. See run_end. */
+    struct run *running;
+    int nested_err, nested_core, nested_levels;
 };
 
 typedef struct ffl_node {
@@ -99,6 +105,7 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_pop(L, 1);
         ctx = lua_newuserdatauv(L, sizeof *ctx, 0); // [ctx]
         memset(ctx, 0, sizeof *ctx);
+        ctx->nested_err = ctx->nested_core = LUA_NOREF;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, ffl_ctx_gc);
         lua_setfield(L, -2, "__gc");
@@ -204,6 +211,15 @@ static const char *push_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     return lua_tostring(L, -1);
 }
 
+/* Pushes the node's name as error messages show it (ffl_push_short);
+ * returns it. */
+static const char *push_short_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    push_name(L, ctx, id);
+    ffl_push_short_at(L, -1);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+}
+
 /* --- building nodes ------------------------------------------------------ */
 
 static void add_dep(lua_State *L, ffl_ctx *ctx, uint32_t id) {
@@ -218,16 +234,50 @@ static void add_dep(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     ctx->deps[ctx->ndeps++] = id;
 }
 
+/* A step of a walk down an argument's tables: the stack index of the key
+ * that led here and the step before (NULL at the argument), so that an
+ * error can name the path without the walk keeping one. */
+struct walk {
+    int key;
+    const struct walk *up;
+};
+
+/* Raises "argument #argn of 'f': tables nested more than 1000 levels deep
+ * (at <path>)" for the table reached through w. */
+static int depth_error(lua_State *L, const char *fname, int argn, const struct walk *w) {
+    int n = 0;
+    for (const struct walk *s = w; s != NULL; s = s->up)
+        n++;
+    ffc_step *steps = lua_newuserdatauv(L, (size_t)n * sizeof *steps + 1, 0);
+    int i = n;
+    for (const struct walk *s = w; s != NULL; s = s->up)
+        steps[--i] = (ffc_step){s->key, 0, NULL};
+    const char *path = (ffc_push_path(L, steps, n), lua_tostring(L, -1));
+    return luaL_error(L, "argument #%d of '%s': tables nested more than %d levels deep (at %s)",
+                      argn, ffl_push_short(L, fname ? fname : "?", fname ? strlen(fname) : 1),
+                      FFC_MAX_DEPTH, path);
+}
+
+/* What scanning one argument needs to know: the set of tables visited
+ * (a stack index: cycles and shared subtables) and, for errors, which
+ * argument of which function it is. */
+struct scan {
+    ffl_ctx *ctx;
+    int seen;
+    int argn;
+    uint32_t fid;
+};
+
 /* Adds the node handles found in the table at t, at any depth, to the deps
- * scratch; `seen` is the index of a table used as the set of tables already
- * visited (cycles and shared subtables). Returns the number found. */
-static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth) {
-    if (depth > MAX_DEPTH)
-        luaL_error(L, "argument tables are nested more than %d deep", MAX_DEPTH);
+ * scratch; depth is the number of tables around t. Returns the number
+ * found. */
+static size_t scan_table(lua_State *L, struct scan *sc, int t, int depth, const struct walk *w) {
+    if (depth >= FFC_MAX_DEPTH)
+        depth_error(L, ff_graph_func_name(sc->ctx->graph, sc->fid), sc->argn, w);
     luaL_checkstack(L, 6, "argument tables nested too deep");
     lua_pushvalue(L, t);
     lua_pushboolean(L, 1);
-    lua_rawset(L, seen);
+    lua_rawset(L, sc->seen);
     size_t found = 0;
     lua_pushnil(L);
     while (lua_next(L, t)) { // [key, value]
@@ -235,17 +285,18 @@ static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth)
             int type = lua_type(L, pos);
             if (type == LUA_TUSERDATA) {
                 int is_item;
-                ffl_node *n = ctx_test_handle(L, ctx, pos, &is_item);
+                ffl_node *n = ctx_test_handle(L, sc->ctx, pos, &is_item);
                 if (n != NULL) {
-                    add_dep(L, ctx, n->id);
+                    add_dep(L, sc->ctx, n->id);
                     found++;
                 }
             } else if (type == LUA_TTABLE) {
+                struct walk step = {lua_gettop(L) - 1, w};
                 lua_pushvalue(L, pos); // [key, value, sub]
                 lua_pushvalue(L, -1);
-                if (lua_rawget(L, seen) == LUA_TNIL) {
+                if (lua_rawget(L, sc->seen) == LUA_TNIL) {
                     lua_pop(L, 1);
-                    found += scan_table(L, ctx, lua_gettop(L), seen, depth + 1);
+                    found += scan_table(L, sc, lua_gettop(L), depth + 1, &step);
                 } else {
                     lua_pop(L, 1);
                 }
@@ -257,9 +308,20 @@ static size_t scan_table(lua_State *L, ffl_ctx *ctx, int t, int seen, int depth)
     return found;
 }
 
+/* Scans the table argument #argn at idx for nodes (may raise). Returns
+ * FF_ARG_DEEP when it holds some, else FF_ARG_HANDLE. */
+static uint8_t scan_arg(lua_State *L, ffl_ctx *ctx, uint32_t fid, int idx, int argn) {
+    lua_newtable(L);
+    struct scan sc = {ctx, lua_gettop(L), argn, fid};
+    size_t found = scan_table(L, &sc, idx, 0, NULL);
+    lua_pop(L, 1);
+    return found ? FF_ARG_DEEP : FF_ARG_HANDLE;
+}
+
 /* Builds the ff_arg for the value at idx, taking a registry reference for a
- * value the graph cannot hold inline. */
+ * value the graph cannot hold inline. A table's kind was set by scan_arg. */
 static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
+    uint8_t table_kind = a->kind;
     memset(a, 0, sizeof *a);
     a->handle = FF_NOHANDLE;
     switch (lua_type(L, idx)) {
@@ -289,15 +351,11 @@ static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
         }
         break;
     }
-    case LUA_TTABLE: {
-        lua_newtable(L);
-        size_t found = scan_table(L, ctx, idx, lua_gettop(L), 0);
-        lua_pop(L, 1);
+    case LUA_TTABLE:
         lua_pushvalue(L, idx);
-        a->kind = found ? FF_ARG_DEEP : FF_ARG_HANDLE;
+        a->kind = table_kind;
         a->handle = luaL_ref(L, LUA_REGISTRYINDEX);
         return;
-    }
     default:
         break;
     }
@@ -372,9 +430,12 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     h->id = UINT32_MAX;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->node_mt_ref);
     lua_setmetatable(L, -2);
+    /* First what may raise (scanning tables, checking dependencies), then
+     * the registry references, so that an error leaves none behind. */
     ctx->ndeps = 0;
     for (int i = 0; i < nargs; i++)
-        make_arg(L, ctx, first + i, &args[i]);
+        if (lua_type(L, first + i) == LUA_TTABLE)
+            args[i].kind = scan_arg(L, ctx, fid, first + i, i + 1);
     if (deps_idx != 0) {
         lua_Integer nd = luaL_len(L, deps_idx);
         for (lua_Integer i = 1; i <= nd; i++) {
@@ -387,6 +448,8 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
             lua_pop(L, 1);
         }
     }
+    for (int i = 0; i < nargs; i++)
+        make_arg(L, ctx, first + i, &args[i]);
     uint32_t id;
     int rc = ff_graph_add_node(ctx->graph, fid, args, (uint32_t)nargs, ctx->deps,
                                (uint32_t)ctx->ndeps, &id);
@@ -646,9 +709,9 @@ static ff_plan *plan_wf(lua_State *L, ffl_ctx *ctx, int wfidx) {
     return p;
 }
 
-/* wf:nodes([query]) -> sequence of Node handles in run order whose names
- * `query` (a compiled pattern userdata from core.compile, or nil for all)
- * matches. */
+/* wf:nodes([query[, names_only]]) -> sequence of Node handles (or names)
+ * in run order whose names `query` (a compiled pattern userdata from
+ * core.compile, or nil for all) matches. */
 static int ffl_wf_nodes(lua_State *L);
 
 /* --- queries ------------------------------------------------------------- */
@@ -666,31 +729,52 @@ static int ffl_pattern_gc(lua_State *L) {
     return 0;
 }
 
-/* core.compile(pattern) -> Pattern; raises on an invalid pattern. */
+/* core.compile(pattern) -> Pattern; raises on an invalid pattern. The
+ * pattern's text is the userdata's user value, for messages. Stack effect:
+ * +1. */
 static int ffl_core_compile(lua_State *L) {
     size_t len;
     const char *pat = luaL_checklstring(L, 1, &len);
-    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 0);
+    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 1); // [pat, udata]
     p->q = NULL;
     luaL_setmetatable(L, QUERY_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
     char msg[256];
     size_t off = 0;
     int rc = ff_query_compile(pat, len, &p->q, msg, sizeof msg, &off);
     if (rc == FFLUA_EPATTERN)
-        return luaL_error(L, "invalid pattern '%s': %s at offset %d", pat, msg, (int)off);
+        return luaL_error(L, "invalid pattern '%s': %s at offset %d", ffl_push_short(L, pat, len),
+                          msg, (int)off);
     if (rc != 0)
         return luaL_error(L, "not enough memory");
     return 1;
 }
 
-/* pattern:match(name) -> boolean */
+/* Raises the error rc of matching the Pattern at pidx against a name:
+ * "cannot match pattern 'p' against <what>'name': <why>", the name at the
+ * top of the stack. */
+static int match_fail(lua_State *L, ffl_pattern *p, int pidx, int rc, const char *what) {
+    if (rc != FFLUA_EPATTERN)
+        return luaL_error(L, "%s", rc == -ENOMEM ? "not enough memory" : fflua_strerror(rc));
+    const char *name = ffl_push_short_at(L, -1);
+    lua_getiuservalue(L, pidx, 1);
+    const char *pat = ffl_push_short_at(L, -1);
+    return luaL_error(L, "cannot match pattern '%s' against %s'%s': %s", pat, what, name,
+                      ff_query_errmsg(p->q));
+}
+
+/* pattern:match(name) -> boolean; a match that fails (a limit reached) is
+ * an error. Stack effect: +1. */
 static int ffl_pattern_match(lua_State *L) {
     ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     int rc = ff_query_match(p->q, s, len);
-    if (rc < 0)
-        return luaL_error(L, "pattern match failed: %s", fflua_strerror(rc));
+    if (rc < 0) {
+        lua_settop(L, 2);
+        return match_fail(L, p, 1, rc, "");
+    }
     lua_pushboolean(L, rc);
     return 1;
 }
@@ -702,32 +786,43 @@ static int ffl_pattern_jit(lua_State *L) {
     return 1;
 }
 
+/* wf:nodes([pattern[, names_only]]): see the declaration above. Stack
+ * effect: +1 (the sequence). A match that fails (a limit reached) is an
+ * error naming the pattern and the node, never a node left out. */
 static int ffl_wf_nodes(lua_State *L) {
     check_wf(L, 1);
     ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
     int names_only = lua_toboolean(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    /* The out table and the scratch buffer before the plan, so no error can
-     * strike while the plan is held. */
-    lua_newtable(L); // [out]
+    lua_settop(L, 3);
+    lua_pushnil(L); // [wf, pat, names_only, scratch]: for names too long for buf
+    int scratch = lua_gettop(L);
+    char *big = NULL;
+    size_t bigcap = 0;
+    lua_newtable(L); // [.., scratch, out]
     ff_plan *p = plan_wf(L, ctx, 1);
     lua_Integer k = 0;
     char buf[NAME_MAX_STACK];
-    for (uint32_t i = 0; i < p->n; i++) {
+    int rc = 0;
+    uint32_t i;
+    for (i = 0; i < p->n; i++) {
         uint32_t id = p->order[i];
         if (pat != NULL) {
+            const char *nm = buf;
             size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
-            int m;
-            if (len < sizeof buf) {
-                m = ff_query_match(pat->q, buf, len);
-            } else {
-                char *big = malloc(len + 1);
-                m = big ? (ff_graph_name(ctx->graph, id, big, len + 1),
-                           ff_query_match(pat->q, big, len))
-                        : 0;
-                free(big);
+            if (len >= sizeof buf) {
+                if (len >= bigcap) { /* Lua-owned, so an error cannot leak it */
+                    bigcap = len + 1;
+                    big = lua_newuserdatauv(L, bigcap, 0);
+                    lua_replace(L, scratch);
+                }
+                ff_graph_name(ctx->graph, id, big, len + 1);
+                nm = big;
             }
-            if (m <= 0)
+            rc = ff_query_match(pat->q, nm, len);
+            if (rc < 0)
+                break;
+            if (rc == 0)
                 continue;
         }
         if (names_only)
@@ -735,6 +830,13 @@ static int ffl_wf_nodes(lua_State *L) {
         else
             push_node(L, ctx, id);
         lua_rawseti(L, -2, ++k);
+    }
+    if (rc < 0) {
+        /* The workflow's leaves keep the node alive without the plan. */
+        uint32_t id = p->order[i];
+        ff_plan_release(ctx->graph, p);
+        push_name(L, ctx, id);
+        return match_fail(L, pat, 2, rc, "node ");
     }
     ff_plan_release(ctx->graph, p);
     return 1;
@@ -799,7 +901,11 @@ struct run {
     int results;      /* stack index of the results table (position + 1 -> value) */
     int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
     uint32_t current; /* position of the node running, or UINT32_MAX */
+    uint32_t plugin;  /* position of the node whose plugin runs, or UINT32_MAX */
+    int argn;         /* the argument of it being prepared (1-based), for errors */
     int leaf;         /* the leaf being read (1-based), or 0 */
+    struct run *outer; /* the run this one is nested in, or NULL */
+    int core, levels;  /* a nested failure this run's error carries (run_end) */
     /* With storage (st != NULL): */
     ff_store *st;
     const char *wf;
@@ -815,8 +921,11 @@ struct run {
 };
 
 /* Pushes value with node handles replaced by their results, copying tables
- * that hold them (memo: stack index of a table old -> copy). */
-static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth) {
+ * that hold them (memo: stack index of a table old -> copy); depth is the
+ * number of tables around it. The tables may have been made deeper since
+ * the node was made: the limit is checked again. */
+static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth,
+                             const struct walk *w) {
     idx = lua_absindex(L, idx);
     int is_item;
     if (ctx_test_handle(L, r->ctx, idx, &is_item) != NULL) {
@@ -827,8 +936,11 @@ static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int
         lua_pushvalue(L, idx);
         return;
     }
-    if (depth > MAX_DEPTH)
-        luaL_error(L, "argument tables are nested more than %d deep", MAX_DEPTH);
+    if (depth >= FFC_MAX_DEPTH) {
+        ff_graph *g = r->ctx->graph;
+        uint32_t id = r->plan->order[r->current];
+        depth_error(L, ff_graph_func_name(g, ff_graph_fid(g, id)), r->argn, w);
+    }
     luaL_checkstack(L, 8, "argument tables nested too deep");
     lua_pushvalue(L, idx);
     if (lua_rawget(L, memo) != LUA_TNIL)
@@ -841,8 +953,9 @@ static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int
     lua_rawset(L, memo);
     lua_pushnil(L);
     while (lua_next(L, idx)) { // [copy, k, v]
-        push_substituted(L, r, -2, memo, depth + 1); // [copy, k, v, k']
-        push_substituted(L, r, -2, memo, depth + 1); // [copy, k, v, k', v']
+        struct walk step = {lua_gettop(L) - 1, w};
+        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k']
+        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k', v']
         lua_rawset(L, copy);                         // [copy, k, v]
         lua_pop(L, 1);
     }
@@ -899,7 +1012,7 @@ static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
     case FF_ARG_DEEP:
         lua_newtable(L); // [memo]
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
-        push_substituted(L, r, -1, lua_gettop(L) - 1, 0); // [memo, orig, copy]
+        push_substituted(L, r, -1, lua_gettop(L) - 1, 0, NULL); // [memo, orig, copy]
         lua_replace(L, -3);
         lua_pop(L, 1);
         break;
@@ -923,54 +1036,172 @@ static int push_leaves(lua_State *L, struct run *r, int wfidx) {
     return (int)n;
 }
 
-/* Pushes "node 'x' (function 'f' defined at src:line)". */
+/* Pushes "node 'x' (function 'f' defined at src:line)", long names
+ * shortened. */
 static void push_node_desc(lua_State *L, ffl_ctx *ctx, uint32_t id, int fidx) {
     lua_Debug ar;
-    const char *fname = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
-    push_name(L, ctx, id);
+    const char *f = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
+    const char *fname = ffl_push_short(L, f ? f : "?", f ? strlen(f) : 1);
+    const char *name = push_short_name(L, ctx, id); // [fname, name]
     lua_pushvalue(L, fidx);
     if (lua_isfunction(L, -1)) {
         lua_getinfo(L, ">S", &ar);
         if (ar.what[0] == 'C')
-            lua_pushfstring(L, "node '%s' (function '%s', a C function)", lua_tostring(L, -1),
-                            fname ? fname : "?");
+            lua_pushfstring(L, "node '%s' (function '%s', a C function)", name, fname);
         else
-            lua_pushfstring(L, "node '%s' (function '%s' defined at %s:%d)", lua_tostring(L, -1),
-                            fname ? fname : "?", ar.short_src, ar.linedefined);
+            lua_pushfstring(L, "node '%s' (function '%s' defined at %s:%d)", name, fname,
+                            ar.short_src, ar.linedefined);
     } else {
         lua_pop(L, 1);
-        lua_pushfstring(L, "node '%s' (function '%s')", lua_tostring(L, -1), fname ? fname : "?");
+        lua_pushfstring(L, "node '%s' (function '%s')", name, fname);
     }
-    lua_remove(L, -2);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+/* --- runs inside runs ---------------------------------------------------- */
+
+/* A node's function (or its plugin) may run another workflow: that is a
+ * run nested in the first, on the same C stack. Running again a node whose
+ * code is running is refused (it would recurse until the C stack runs
+ * out); other nested runs work. A failure that comes out of a nested run
+ * is not wrapped again with a traceback by each run outside it: the
+ * message keeps the outermost node and the innermost failure. */
+
+/* The node of a run in progress whose code is running and that plan p
+ * would run again, or UINT32_MAX; *plugin says whether it is its plugin. */
+static uint32_t reentered(const ffl_ctx *ctx, const ff_plan *p, int *plugin) {
+    for (const struct run *a = ctx->running; a != NULL; a = a->outer) {
+        uint32_t pos = a->current != UINT32_MAX ? a->current : a->plugin;
+        if (pos == UINT32_MAX)
+            continue;
+        uint32_t id = a->plan->order[pos];
+        if (ff_plan_pos(p, id) != UINT32_MAX) {
+            *plugin = a->current == UINT32_MAX;
+            return id;
+        }
+    }
+    return UINT32_MAX;
+}
+
+/* Refuses run r (its plan made, nothing else yet) when it would run a node
+ * whose code is running: raises, the plan released. */
+static void run_check(lua_State *L, struct run *r) {
+    ffl_ctx *ctx = r->ctx;
+    int plugin = 0;
+    uint32_t id = ctx->running != NULL ? reentered(ctx, r->plan, &plugin) : UINT32_MAX;
+    if (id != UINT32_MAX) {
+        ff_plan_release(ctx->graph, r->plan); /* the leaves keep id alive */
+        r->plan = NULL;
+        lua_pushfstring(L, "%snode '%s' cannot run a workflow that includes it",
+                        plugin ? "the plugin of " : "", push_short_name(L, ctx, id));
+        lua_error(L); /* no position: the call is in the backend's Lua code */
+    }
+}
+
+/* Makes r the innermost run in progress, right before its protected part
+ * (nothing may raise between this and run_end). */
+static void run_begin(struct run *r) {
+    r->outer = r->ctx->running;
+    r->ctx->running = r;
+}
+
+/* Ends run r, with its error at the top when failed. A failure of a run
+ * that was inside another is remembered for the handler of the run
+ * outside (push_nested_failure); once no run is left, nothing is. */
+static void run_end(lua_State *L, struct run *r, int failed) {
+    ffl_ctx *ctx = r->ctx;
+    ctx->running = r->outer;
+    luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_err);
+    luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_core);
+    ctx->nested_err = ctx->nested_core = LUA_NOREF;
+    if (failed && ctx->running != NULL) {
+        lua_pushvalue(L, -1);
+        ctx->nested_err = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (r->core != LUA_NOREF) { /* it carried a failure from further in */
+            ctx->nested_core = r->core;
+            ctx->nested_levels = r->levels;
+            r->core = LUA_NOREF;
+        } else {
+            lua_pushvalue(L, -1);
+            ctx->nested_core = luaL_ref(L, LUA_REGISTRYINDEX);
+            ctx->nested_levels = 1;
+        }
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, r->core);
+    r->core = LUA_NOREF;
+}
+
+/* For r's message handler: when the error at idx is what a run nested in r
+ * failed with, pushes the innermost failure it carries ("in a run nested
+ * N deep, " first when runs between are left out), keeps it in r for the
+ * runs outside, and returns 1; else returns 0 and pushes nothing. */
+static int push_nested_failure(lua_State *L, struct run *r, int idx) {
+    ffl_ctx *ctx = r->ctx;
+    if (ctx->nested_err == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_err);
+    int same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (!same)
+        return 0;
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_core) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushvalue(L, -1); // [core, core]
+    luaL_unref(L, LUA_REGISTRYINDEX, r->core);
+    r->core = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->levels = ctx->nested_levels + 1;
+    if (ctx->nested_levels > 1) {
+        lua_pushfstring(L, "in a run nested %d deep, %s", ctx->nested_levels, lua_tostring(L, -1));
+        lua_remove(L, -2);
+    }
+    return 1;
+}
+
+/* Message handler of a plugin's call: as ffl_traceback, but a failure of
+ * a nested run is not wrapped again. Upvalue 1: the run. */
+static int plugin_msgh(lua_State *L) {
+    if (push_nested_failure(L, lua_touserdata(L, lua_upvalueindex(1)), 1))
+        return 1;
+    return ffl_traceback(L);
 }
 
 static void run_plugins(lua_State *L, struct run *r) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
+    lua_pushlightuserdata(L, r);
+    lua_pushcclosure(L, plugin_msgh, 1); // [msgh]
+    int msgh = lua_gettop(L);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
         if (ph == FF_NOHANDLE)
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [plugin]
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [msgh, plugin]
         static const char *const steps[] = {"local_initialize", "remote_initialize"};
+        r->plugin = pos;
         for (int s = 0; s < 2; s++) {
             lua_getfield(L, -1, steps[s]);
             lua_pushvalue(L, -2);
-            if (ffl_pcall(L, 1, s) != LUA_OK) {
-                push_name(L, r->ctx, p->order[pos]);
+            if (lua_pcall(L, 1, s, msgh) != LUA_OK) {
+                r->plugin = UINT32_MAX;
+                push_short_name(L, r->ctx, p->order[pos]);
                 lua_pushfstring(L, "plugin of node '%s': %s failed: %s", lua_tostring(L, -1),
                                 steps[s], lua_tostring(L, -2));
                 lua_error(L);
             }
         }
+        r->plugin = UINT32_MAX;
         if (!lua_isnil(L, -1) && !is_callable(L, -1)) {
-            push_name(L, r->ctx, p->order[pos]);
+            push_short_name(L, r->ctx, p->order[pos]);
             luaL_error(L, "plugin of node '%s': remote_initialize returned a %s, not a function",
                        lua_tostring(L, -1), luaL_typename(L, -2));
         }
         lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
         lua_pop(L, 1);
     }
+    lua_pop(L, 1);
 }
 
 /* The function a node runs: its replacement, or its factory's. */
@@ -992,9 +1223,13 @@ static const char *pos_name(struct run *r, uint32_t pos, size_t *len) {
 
 /* Collects every planned node's name and refuses duplicates: results are
  * stored by name, so two nodes with one name would overwrite each other
- * and load each other's results. A hash set of positions, by XXH3-64. */
+ * and load each other's results. A hash set of positions, by XXH3-64.
+ * Names the storage cannot hold are refused too, before anything runs. */
 static void collect_names(lua_State *L, struct run *r) {
     ff_plan *p = r->plan;
+    if (r->wflen > FF_STORE_WF_MAX)
+        luaL_error(L, "workflow '%s': a workflow name in a storage has at most %d bytes",
+                   ffl_push_short(L, r->wf, r->wflen), FF_STORE_WF_MAX);
     r->names.n = 0;
     r->name_off[0] = 0;
     for (uint32_t pos = 0; pos < p->n; pos++) {
@@ -1020,13 +1255,16 @@ static void collect_names(lua_State *L, struct run *r) {
     for (uint32_t pos = 0; pos < p->n; pos++) {
         size_t len, olen;
         const char *nm = pos_name(r, pos, &len);
+        if (len > FF_STORE_TASK_MAX)
+            luaL_error(L, "node '%s': a node name in a storage has at most %d bytes",
+                       ffl_push_short(L, nm, len), FF_STORE_TASK_MAX);
         size_t i = (size_t)XXH3_64bits(nm, len) & (cap - 1);
         for (; set[i] != 0; i = (i + 1) & (cap - 1)) {
             const char *other = pos_name(r, set[i] - 1, &olen);
             if (olen == len && memcmp(other, nm, len) == 0) {
-                lua_pushlstring(L, nm, len);
                 luaL_error(L, "workflow '%s' has two nodes named '%s': with a storage, node "
-                              "names must be distinct (use set_name)", r->wf, lua_tostring(L, -1));
+                              "names must be distinct (use set_name)",
+                           ffl_push_short(L, r->wf, r->wflen), ffl_push_short(L, nm, len));
             }
         }
         set[i] = pos + 1;
@@ -1037,9 +1275,8 @@ static void collect_names(lua_State *L, struct run *r) {
 /* Raises "<what> of node 'x': <msg at the top>". */
 static int node_error(lua_State *L, struct run *r, uint32_t id, const char *what) {
     const char *msg = lua_tostring(L, -1);
-    push_name(L, r->ctx, id);
-    return luaL_error(L, "%s of node '%s'%s%s", what, lua_tostring(L, -1),
-                      strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
+    push_short_name(L, r->ctx, id);
+    return luaL_error(L, "%s of node '%s': %s", what, lua_tostring(L, -1), msg);
 }
 
 /* FFC_HASH hook: a node handle inside an argument table stands for its
@@ -1053,14 +1290,19 @@ static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
     uint8_t tag = FFC_TAG_NODE;
     ffc_put_bytes(e, &tag, 1);
     ffc_put_bytes(e, r->fp + (size_t)ff_plan_pos(r->plan, n->id) * FF_FP_LEN, FF_FP_LEN);
-    if (is_item) {
+    if (is_item) { /* the keys: a key that cannot be encoded fails the fingerprint */
         ff_buf sub = {0};
         ffc_opts o = {FFC_HASH, NULL, NULL, r->modmap};
         lua_getiuservalue(L, idx, 1);
-        if (ffc_encode(L, -1, &o, &sub) == 0)
+        int rc = ffc_encode(L, -1, &o, &sub);
+        if (rc == 0)
             ffc_put_bytes(e, sub.p, sub.n);
-        lua_pop(L, 1);
         ff_buf_free(&sub);
+        if (rc != 0) { // [path, msg]
+            lua_remove(L, -2);
+            return -1;
+        }
+        lua_pop(L, 1);
     }
     return 1;
 }
@@ -1304,8 +1546,9 @@ static void save_result(lua_State *L, struct run *r, uint32_t pos, uint64_t comp
 
 /* Message handler of a run. An error while a node runs (its plugins'
  * pre-run call, its arguments, its function) becomes "node 'x' (function
- * 'f' defined at ...) failed: <error>" with a traceback; the hooks hear of
- * the failure. Other errors (the plugin phase) pass as they are. */
+ * 'f' defined at ...) failed: <error>" with a traceback (or, for the
+ * failure of a run nested in this one, the failure it carries); the hooks
+ * hear of the failure. Other errors (the plugin phase) pass as they are. */
 static int run_msgh(lua_State *L) {
     struct run *r = lua_touserdata(L, lua_upvalueindex(1));
     if (r->current == UINT32_MAX && r->leaf != 0) {
@@ -1314,8 +1557,7 @@ static int run_msgh(lua_State *L) {
         r->leaf = 0;
         lua_getiuservalue(L, lua_upvalueindex(2), 1);
         lua_rawgeti(L, -1, leaf);
-        luaL_tolstring(L, -1, NULL);
-        lua_pushfstring(L, "cannot read leaf %d (%s): %s", leaf, lua_tostring(L, -1),
+        lua_pushfstring(L, "cannot read leaf %d (%s): %s", leaf, ffl_push_short_at(L, -1),
                         lua_tostring(L, 1));
         return 1;
     }
@@ -1324,15 +1566,16 @@ static int run_msgh(lua_State *L) {
     ffl_ctx *ctx = r->ctx;
     uint32_t id = r->plan->order[r->current];
     r->current = UINT32_MAX; /* once: an error in here must not recurse */
-    ffl_traceback(L);        // [err, msg+traceback]
     if (ctx->hooks.after != NULL) {
         push_name(L, ctx, id);
         ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
         lua_pop(L, 1);
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(ctx->graph, id));
-    push_node_desc(L, ctx, id, lua_gettop(L)); // [err, msg, fn, desc]
-    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -3));
+    push_node_desc(L, ctx, id, lua_gettop(L)); // [err, fn, desc]
+    if (!push_nested_failure(L, r, 1))
+        ffl_traceback(L); // [err, fn, desc, msg]
+    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -2), lua_tostring(L, -1));
     return 1;
 }
 
@@ -1388,6 +1631,7 @@ static int run_inner(lua_State *L) {
         luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
         for (uint32_t i = 0; i < nargs; i++) {
             ff_arg a = args[i];
+            r->argn = (int)i + 1;
             push_arg(L, r, &a);
             /* An item or a table with nodes may run Lua code (an __index,
              * a __gc) that adds nodes and moves the node table: fetch the
@@ -1470,7 +1714,7 @@ static int ffl_wf_run_local(lua_State *L) {
     check_wf(L, 1);
     lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct run r = {.ctx = ctx, .current = UINT32_MAX};
+    struct run r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX, .core = LUA_NOREF};
     if (!lua_isnil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         run_options(L, &r, 2);
@@ -1482,6 +1726,7 @@ static int ffl_wf_run_local(lua_State *L) {
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
     r.plan = plan_wf(L, ctx, 1);
+    run_check(L, &r);
     count_leaves(L, r.plan, 1);
     if (r.st != NULL) {
         r.fp = malloc((size_t)r.plan->n * FF_FP_LEN + 1);
@@ -1495,6 +1740,7 @@ static int ffl_wf_run_local(lua_State *L) {
             return luaL_error(L, "not enough memory");
         }
     }
+    run_begin(&r);
     int status = lua_pcall(L, 2, LUA_MULTRET, 3);
     ctx->L = L;
     ff_plan_release(ctx->graph, r.plan);
@@ -1511,6 +1757,7 @@ static int ffl_wf_run_local(lua_State *L) {
             status = LUA_ERRRUN;
         }
     }
+    run_end(L, &r, status != LUA_OK);
     if (lua_istable(L, 2)) {
         set_count(L, 2, "computed", r.computed);
         set_count(L, 2, "loaded", r.loaded);
@@ -1770,7 +2017,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     ff_buf enc = {0};
     x->cur = id;
     cl_slots(L, x, id);
-    ffc_opts o = {FFC_CODE, cl_hook, x, x->modmap};
+    ffc_opts o = {FFC_CODE | FFC_ARGS, cl_hook, x, x->modmap};
     x->bad_key = 0;
     if (ffc_encode(L, t, &o, &enc) != 0 || x->bad_key) {
         ff_buf_free(&enc);
@@ -1934,7 +2181,9 @@ static int ffl_wf_run_cluster(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct crun x = {.r = {.ctx = ctx, .current = UINT32_MAX}, .c = c};
+    struct crun x = {.r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX,
+                           .core = LUA_NOREF},
+                     .c = c};
     lua_getfield(L, 3, "run_id");
     x.run_id = (uint64_t)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
@@ -1946,12 +2195,15 @@ static int ffl_wf_run_cluster(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3);
     x.r.plan = plan_wf(L, ctx, 1);
+    run_check(L, &x.r);
     count_leaves(L, x.r.plan, 1);
+    run_begin(&x.r);
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);
     ctx->L = L;
     free(x.smap);
     ff_buf_free(&x.tasks);
     ff_plan_release(ctx->graph, x.r.plan);
+    run_end(L, &x.r, status != LUA_OK);
     if (status != LUA_OK) {
         /* Tell the head to drop the run (it may be running still). */
         ff_buf *b = ffl_client_out(c);

@@ -1,13 +1,21 @@
 /*
  * lutil.c: helpers shared by the Lua bindings (see lutil.h).
  */
+#include <string.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 
 #include "lutil.h"
+#include "text.h"
 
 int ffl_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
+    if (msg != NULL && (strncmp(msg, "stack traceback:\n", 17) == 0 ||
+                        strstr(msg, "\nstack traceback:\n") != NULL)) {
+        lua_pushvalue(L, 1); /* it has one: from a failed run, or debug.traceback */
+        return 1;
+    }
     if (msg == NULL) {
         /* As lua.c: an object that knows how to show itself is shown that
          * way, with no traceback. */
@@ -40,4 +48,21 @@ void ffl_one_result(lua_State *L, int base) {
         lua_pushinteger(L, nres);
         lua_setfield(L, -2, "n");
     }
+}
+
+const char *ffl_push_short(lua_State *L, const char *s, size_t len) {
+    char buf[FFL_SHORT_MAX + 1];
+    if (ff_text_escaped_len(s, len) <= FFL_SHORT_MAX)
+        return lua_pushstring(L, ff_text_escape(buf, sizeof buf, s, len));
+    /* The first FFL_SHORT_KEEP bytes of the escaped text, then "...". */
+    ff_text_escape(buf, FFL_SHORT_KEEP + 4, s, len);
+    return lua_pushfstring(L, "%s (%I bytes)", buf, (lua_Integer)len);
+}
+
+const char *ffl_push_short_at(lua_State *L, int idx) {
+    size_t len;
+    const char *s = luaL_tolstring(L, idx, &len);
+    ffl_push_short(L, s, len);
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
 }

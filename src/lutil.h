@@ -7,9 +7,11 @@
 #include <lua.h>
 
 /// The traceback message handler, as lua.c's: a string error gets a
-/// traceback appended; an object with __tostring is shown through it (no
-/// traceback); any other object becomes "(error object is a T value)" with
-/// a traceback.
+/// traceback appended, unless it holds one already (the error of a failed
+/// run, or debug.traceback's), so that an error passing through several
+/// protected calls gets one; an object with __tostring is shown through it
+/// (no traceback); any other object becomes "(error object is a T value)"
+/// with a traceback. Stack effect: +1.
 int ffl_traceback(lua_State *L);
 
 /// lua_pcall with ffl_traceback as message handler, removed afterwards.
@@ -19,5 +21,21 @@ int ffl_pcall(lua_State *L, int nargs, int nres);
 /// Makes the values above stack index base one result, as every backend
 /// does: none -> nil, one -> itself, several -> { v1, ..., n = N }.
 void ffl_one_result(lua_State *L, int base);
+
+/// Names, patterns and keys in error messages are shown escaped (text.h:
+/// control characters and malformed UTF-8 as \xHH), whole up to
+/// FFL_SHORT_MAX bytes of escaped text; longer ones as their first
+/// FFL_SHORT_KEEP bytes (cut at a character boundary), "..." and the
+/// original length: "... (N bytes)".
+#define FFL_SHORT_MAX 80
+#define FFL_SHORT_KEEP 60
+
+/// Pushes s[0..len) for an error message, shortened as above; returns it.
+/// Stack effect: +1.
+const char *ffl_push_short(lua_State *L, const char *s, size_t len);
+
+/// The same for the string at idx (any value: through luaL_tolstring).
+/// Stack effect: +1.
+const char *ffl_push_short_at(lua_State *L, int idx);
 
 #endif

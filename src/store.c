@@ -384,7 +384,7 @@ static int dbi_add(env *e, const char *wf, size_t len, MDB_dbi dbi, int verified
  * and caches the handle. Under e->dbimu; the caller holds resize shared. */
 static int dbi_open_read(env *e, const char *wf, size_t len, MDB_dbi *out, char *why,
                          size_t wl) {
-    char name[FF_WORKFLOW_MAX + WF_PREFIX_LEN + 1];
+    char name[FF_STORE_WF_MAX + WF_PREFIX_LEN + 1];
     if (wf_dbname(wf, len, name, sizeof name) != 0)
         return EINVAL;
     MDB_txn *txn;
@@ -617,7 +617,7 @@ static void refused_msg(env *e, const struct refused *r, char *msg, size_t msgle
  * it is committed. */
 static int wdbi(struct wtx *w, const char *wf, size_t len, int create, MDB_dbi *out) {
     env *e = w->e;
-    char name[FF_WORKFLOW_MAX + WF_PREFIX_LEN + 1];
+    char name[FF_STORE_WF_MAX + WF_PREFIX_LEN + 1];
     if (wf_dbname(wf, len, name, sizeof name) != 0)
         return EINVAL;
     w->stale = wf;
@@ -1282,12 +1282,12 @@ int ff_store_close(ff_store *s) {
 /* --- writes -------------------------------------------------------------- */
 
 static int check_key(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen) {
-    if (wflen == 0 || wflen > FF_WORKFLOW_MAX || memchr(wf, '\0', wflen) != NULL)
-        return seterr(s, -EINVAL, "bad workflow name (1 to %d bytes, no NUL)", FF_WORKFLOW_MAX);
+    if (wflen == 0 || wflen > FF_STORE_WF_MAX || memchr(wf, '\0', wflen) != NULL)
+        return seterr(s, -EINVAL, "bad workflow name (1 to %d bytes, no NUL)", FF_STORE_WF_MAX);
     char name[80];
-    if (tlen == 0 || tlen > FF_TASK_MAX)
+    if (tlen == 0 || tlen > FF_STORE_TASK_MAX)
         return seterr(s, -EINVAL, "bad task name '%s' (%zu bytes; 1 to %d allowed)",
-                      ff_text_escape(name, sizeof name, task, tlen), tlen, FF_TASK_MAX);
+                      ff_text_escape(name, sizeof name, task, tlen), tlen, FF_STORE_TASK_MAX);
     return 0;
 }
 
@@ -1493,7 +1493,7 @@ static int dbi_get(ff_store *s, const char *wf, size_t wflen, MDB_dbi *dbi) {
  * fault: the key copied, and a record checked (its checksum reads every
  * byte of it). */
 struct entry {
-    char key[FF_TASK_MAX];
+    char key[FF_STORE_TASK_MAX];
     size_t klen;
     ff_rec rec;
     int rc_rec; /* check_rec's result */
@@ -1513,7 +1513,7 @@ static int g_read(ff_store *s, MDB_dbi dbi, MDB_cursor *c, MDB_cursor_op op, con
     }
     MDB_val k = {en->klen, en->key}, v;
     int rc = c != NULL ? mdb_cursor_get(c, &k, &v, op) : mdb_get(s->rtxn, dbi, &k, &v);
-    if (rc == 0 && (k.mv_size == 0 || k.mv_size > FF_TASK_MAX))
+    if (rc == 0 && (k.mv_size == 0 || k.mv_size > FF_STORE_TASK_MAX))
         rc = MDB_CORRUPTED;
     if (rc == 0) {
         memmove(en->key, k.mv_data, k.mv_size);
@@ -1542,7 +1542,7 @@ int ff_store_get(ff_store *s, const char *wf, size_t wflen, const char *task, si
         return FFLUA_ECLOSED;
     memset(rec, 0, sizeof *rec);
     rec->len = SIZE_MAX;
-    if (tlen == 0 || tlen > FF_TASK_MAX)
+    if (tlen == 0 || tlen > FF_STORE_TASK_MAX)
         return FFLUA_ENOTFOUND;
     int rc = read_begin(s);
     if (rc != 0)
@@ -1583,7 +1583,7 @@ struct scan {
     void *ud;
     int stopped; /* fn asked to stop */
     int damaged; /* the first damage's code, 0 when none */
-    char last[FF_TASK_MAX]; /* the last key delivered */
+    char last[FF_STORE_TASK_MAX]; /* the last key delivered */
     size_t last_len;
     int have_last;
 };

@@ -52,8 +52,12 @@
 #define FF_REC_HDR 48
 #define FF_FP_LEN 16
 #define FF_COMMIT_MS 100
-#define FF_TASK_MAX 511 /* bytes in a task name: LMDB's largest key */
-#define FF_WORKFLOW_MAX 508 /* bytes in a workflow name: "wf:" and the name are a key */
+/* The longest names: a task's name is an LMDB key and a workflow's is the
+ * name of a database ("wf:" + name), and LMDB's keys have at most 511
+ * bytes (mdb_env_get_maxkeysize). Names hold no NUL (workflows) and are
+ * never empty. */
+#define FF_STORE_TASK_MAX 511
+#define FF_STORE_WF_MAX 508
 
 typedef struct ff_store ff_store;
 

@@ -43,13 +43,9 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
 static size_t piece_at(const unsigned char *p, size_t i, size_t n, char piece[4], size_t *step) {
     static const char hex[] = "0123456789abcdef";
     *step = 1;
-    if (p[i] >= 0x20 && p[i] < 0x7F && p[i] != '\\') {
+    if (p[i] >= 0x20 && p[i] < 0x7F) {
         piece[0] = (char)p[i];
         return 1;
-    }
-    if (p[i] == '\\') {
-        piece[0] = piece[1] = '\\';
-        return 2;
     }
     size_t u = utf8_len(p + i, n - i);
     if (u > 0) {
@@ -62,6 +58,15 @@ static size_t piece_at(const unsigned char *p, size_t i, size_t n, char piece[4]
     piece[2] = hex[p[i] >> 4];
     piece[3] = hex[p[i] & 15];
     return 4;
+}
+
+size_t ff_text_escaped_len(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    char piece[4];
+    size_t step, total = 0;
+    for (size_t i = 0; i < n; i += step)
+        total += piece_at(p, i, n, piece, &step);
+    return total;
 }
 
 const char *ff_text_escape(char *out, size_t cap, const char *s, size_t n) {

@@ -67,19 +67,31 @@ local function compile(pattern, level)
   return p
 end
 
+-- The nodes whose whole name matches pattern; a match that fails (a limit
+-- reached) is an error at the caller's level, never a node left out.
+local function select_nodes(wf, pattern, level)
+  local ok, nodes = pcall(wf._core.nodes, wf._core, compile(pattern, level + 1))
+  if not ok then error(nodes, level + 1) end
+  return nodes
+end
+
+local function new_query(wf, pattern, level)
+  return setmetatable({ _wf = wf, _pattern = pattern,
+                        _nodes = select_nodes(wf, pattern, level + 1) }, Query)
+end
+
 --- The nodes (in run order) whose whole name matches pattern (all for nil).
 function Base:find_nodes(pattern)
-  return self._core:nodes(compile(pattern, 2))
+  return select_nodes(self, pattern, 2)
 end
 
 function Base:query(pattern)
-  return setmetatable({ _wf = self, _pattern = pattern,
-                        _nodes = self._core:nodes(compile(pattern, 2)) }, Query)
+  return new_query(self, pattern, 2)
 end
 
 function Base:set_plugin(pattern, plugin)
   check_plugin(plugin, 2)
-  return self:query(pattern):set_plugins(plugin)
+  return new_query(self, pattern, 2):set_plugins(plugin)
 end
 Base.set_plugins = Base.set_plugin
 

@@ -21,10 +21,18 @@ local Storage = {}
 Storage.__index = Storage
 Storage.__name = "functionfuse.Storage"
 
+-- Argument n of `what` is a workflow name (n = 1) or a task name (n = 2):
+-- a non-empty string no longer than the storage can hold.
+local name_max = { core.store_wf_max, core.store_task_max }
+local name_kind = { "workflow", "task" }
+
 local function check_name(v, what, n)
   if type(v) ~= "string" or v == "" then
     error(("bad argument #%d to '%s' (non-empty string expected, got %s)")
           :format(n, what, v == "" and "an empty string" or type(v)), 3)
+  elseif #v > name_max[n] then
+    error(("bad argument #%d to '%s' (a %s name has at most %d bytes, got %d)")
+          :format(n, what, name_kind[n], name_max[n], #v), 3)
   end
 end
 

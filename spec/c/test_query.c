@@ -1,4 +1,5 @@
 /* Regular expressions over names: re.fullmatch semantics, errors. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "fflua.h"
@@ -50,9 +51,46 @@ static void test_jit(void) {
     ff_query_free(q);
 }
 
+/* A limit reached is an error with a reason, never "no match". */
+static void test_limits(void) {
+    size_t n = 100001;
+    char *name = malloc(n + 1);
+    ASSERT(name != NULL);
+    memset(name, 'a', n - 1);
+    name[n - 1] = '!';
+    name[n] = '\0';
+    static const char *const pats[] = {"(a|aa)+!", "(.)*!", "(a|b|ab)*!"};
+    for (size_t i = 0; i < sizeof pats / sizeof *pats; i++) {
+        ff_query *q;
+        ASSERT_EQ(ff_query_compile(pats[i], strlen(pats[i]), &q, NULL, 0, NULL), 0);
+        ASSERT_EQ(ff_query_match(q, name, n), 1); /* the bigger JIT stack */
+        ASSERT_EQ(ff_query_match(q, "aa!", 3), 1);
+        ASSERT_EQ(ff_query_match(q, "aa", 2), 0);
+        ff_query_free(q);
+    }
+    ff_query *q;
+    ASSERT_EQ(ff_query_compile("(a|aa)+\\d", 9, &q, NULL, 0, NULL), 0);
+    ASSERT_EQ(ff_query_match(q, name + n - 61, 61), FFLUA_EPATTERN);
+    ASSERT_STR_EQ(ff_query_errmsg(q), "the match takes more than 10000000 steps");
+    ASSERT_EQ(ff_query_match(q, "a1", 2), 1); /* the query still works */
+    ff_query_free(q);
+    free(name);
+    n = 4000001;
+    name = malloc(n);
+    ASSERT(name != NULL);
+    memset(name, 'a', n - 1);
+    name[n - 1] = '!';
+    ASSERT_EQ(ff_query_compile("(a|aa)+!", 8, &q, NULL, 0, NULL), 0);
+    ASSERT_EQ(ff_query_match(q, name, n), FFLUA_EPATTERN);
+    ASSERT_STR_EQ(ff_query_errmsg(q), "the match needs more than 64 MiB of memory");
+    ff_query_free(q);
+    free(name);
+}
+
 int main(void) {
     RUN(test_fullmatch);
     RUN(test_errors);
     RUN(test_jit);
+    RUN(test_limits);
     return 0;
 }
