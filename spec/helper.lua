@@ -31,6 +31,17 @@ function H.run(argv, opts)
                       timeout = opts.timeout or 60 }
 end
 
+--- Runs `sh -c script` in dir in a mount namespace of its own (so what
+-- it mounts vanishes with it), with $FF naming this build's fflua. The
+-- script exits 77 when the machine cannot do what it needs; then nil is
+-- returned (and the result), for the spec to call pending().
+function H.in_namespace(dir, script)
+  local r = H.run({ "unshare", "--mount", "--propagation", "private", "sh", "-c", script },
+                  { cwd = dir, env = { FF = H.bin } })
+  if r.code == 77 or (r.code ~= 0 and r.stderr:find("unshare", 1, true)) then return nil, r end
+  return r
+end
+
 local tmpdirs = {}
 
 --- A fresh temporary directory, removed by H.cleanup().

@@ -466,14 +466,13 @@ describe("storage", function()
     assert.are.same({ "b", 2000 }, st:read_task("shared", "b2000"))
   end)
 
-  it("reports a failed write (a full disk) clearly and keeps what was stored", function()
-    local dir = H.tmpdir()
-    local keep = H.write(dir .. "/keep.lua", [[
+  --- A storage with one result, and big.lua, which saves 12 MiB in it.
+  local function writes_to_fail(dir)
+    H.write(dir .. "/keep.lua", [[
       local st = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
       st:save("w", "keep", { "still", "here" })
     ]])
-    assert.are.equal(0, H.fflua({ keep }, { cwd = dir }).code)
-    local big = H.write(dir .. "/big.lua", [[
+    H.write(dir .. "/big.lua", [[
       local ff = require "functionfuse"
       local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
       local st = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
@@ -485,16 +484,41 @@ describe("storage", function()
       wf:set_storage(st)
       wf:run()
     ]])
-    -- A file size limit makes writes past 4 MiB fail (EFBIG), as a full
-    -- disk would (ENOSPC): the same path through LMDB's commit.
+  end
+
+  it("reports a failed write (a file too large) clearly and keeps what was stored", function()
+    local dir = H.tmpdir()
+    writes_to_fail(dir)
+    assert.are.equal(0, H.fflua({ "keep.lua" }, { cwd = dir }).code)
+    -- A file size limit makes writes past 8 MiB fail (EFBIG).
     local r = H.run({ "/bin/sh", "-c", "trap '' XFSZ; ulimit -f 8192; exec \"$0\" big.lua", H.bin },
                     { cwd = dir })
     assert.are.equal(1, r.code, r.stderr)
-    -- LMDB reports the short write as an I/O error.
     assert.matches("storage 'st': cannot commit results to 'st': [%a/ ]+", r.stderr)
     local show = H.fflua({ "store", "show", dir .. "/st", "w", "keep" })
     assert.are.equal(0, show.code, show.stderr)
     assert.matches('"still"', show.stdout, 1, true)
+  end)
+
+  it("reports a full disk as such and keeps what was stored", function()
+    local dir = H.tmpdir()
+    writes_to_fail(dir)
+    -- A 4 MiB file system of its own, in a mount namespace of its own.
+    local r = H.in_namespace(dir, [[
+      mkdir -p disk && mount -t tmpfs -o size=4m tmpfs disk 2>/dev/null || exit 77
+      cp keep.lua big.lua disk/ && cd disk
+      "$FF" keep.lua || exit 3
+      "$FF" big.lua 2>../big.err; echo "big exited $?"
+      cat ../big.err
+      "$FF" store show st w keep
+    ]])
+    if not r then return pending("no tmpfs can be mounted here") end
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("big exited 1", r.stdout, 1, true)
+    -- LMDB reports the write cut short as an I/O error; the free space
+    -- tells what it was.
+    assert.matches("storage 'st': cannot commit results to 'st': No space left on device %(%d+ KiB free%)", r.stdout)
+    assert.matches('"still"', r.stdout, 1, true)
   end)
 
   it("grows the map when it is full", function()

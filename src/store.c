@@ -1068,6 +1068,19 @@ static void env_free(env *e) {
     free(e);
 }
 
+/* out = dir "/" name; -1 (out empty) when it is too long for a path. */
+static int path_in(char out[PATH_MAX], const char *dir, const char *name) {
+    size_t d = strlen(dir), n = strlen(name);
+    if (d + 1 + n >= PATH_MAX) {
+        out[0] = '\0';
+        return -1;
+    }
+    memcpy(out, dir, d);
+    out[d] = '/';
+    memcpy(out + d + 1, name, n + 1);
+    return 0;
+}
+
 /* 0 when this process may write f, else the errno that says why not. */
 static int no_write(const char *f) {
     return access(f, W_OK) == 0 ? 0 : errno;
@@ -1081,18 +1094,30 @@ static unsigned open_flags(const char *path, int *rdonly) {
     unsigned flags = MDB_NOTLS;
     int en = no_write(path);
     if (en == 0) {
-        snprintf(f, sizeof f, "%s/data.mdb", path);
+        path_in(f, path, "data.mdb");
         if (access(f, F_OK) == 0)
             en = no_write(f);
     }
     *rdonly = en == ENOENT ? 0 : en;
     if (*rdonly) {
         flags |= MDB_RDONLY;
-        snprintf(f, sizeof f, "%s/lock.mdb", path);
+        path_in(f, path, "lock.mdb");
         if (access(f, F_OK) == 0 ? no_write(f) != 0 : no_write(path) != 0)
             flags |= MDB_NOLOCK;
     }
     return flags;
+}
+
+/* mdb_env_open under a guard: opening reads the meta pages, which may be
+ * damaged too. */
+static int g_env_open(MDB_env *mdb, const char *path, unsigned flags) {
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0)
+        return MDB_CORRUPTED;
+    int rc = mdb_env_open(mdb, path, flags, 0644);
+    ff_guard_pop(&g);
+    return rc;
 }
 
 static int env_open(env **out, const char *path, struct stat *st, char *err, size_t errlen) {
@@ -1125,17 +1150,8 @@ static int env_open(env **out, const char *path, struct stat *st, char *err, siz
         rc = mdb_env_set_mapsize(e->mdb, INITIAL_MAP);
     if (rc == 0)
         rc = mdb_env_set_assert(e->mdb, on_assert);
-    if (rc == 0) {
-        /* Opening reads the meta pages, which may be damaged too. */
-        ff_guard g;
-        ff_guard_push(&g);
-        if (sigsetjmp(g.jb, 0) == 0) {
-            rc = mdb_env_open(e->mdb, path, flags, 0644);
-            ff_guard_pop(&g);
-        } else {
-            rc = MDB_CORRUPTED;
-        }
-    }
+    if (rc == 0)
+        rc = g_env_open(e->mdb, path, flags);
     MDB_stat ms;
     if (rc == 0)
         rc = mdb_env_stat(e->mdb, &ms);
@@ -1910,7 +1926,7 @@ int ff_store_verify(ff_store *s, ff_store_problem_fn fn, void *ud) {
  * lock on the first byte of LMDB's lock file while it does. */
 static pid_t lock_holder(const char *path) {
     char f[PATH_MAX];
-    snprintf(f, sizeof f, "%s/lock.mdb", path);
+    path_in(f, path, "lock.mdb");
     int fd = open(f, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -1979,8 +1995,8 @@ static int copy_one(void *ud, const char *task, size_t tlen, const ff_rec *rec) 
 static int repair_swap(const char *path, const char *tmp, ff_repair_stats *st, char *err,
                        size_t errlen) {
     char old[PATH_MAX], fresh[PATH_MAX], f[PATH_MAX];
-    snprintf(old, sizeof old, "%s/data.mdb", path);
-    snprintf(fresh, sizeof fresh, "%s/data.mdb", tmp);
+    path_in(old, path, "data.mdb");
+    path_in(fresh, tmp, "data.mdb");
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
@@ -2008,9 +2024,9 @@ static int repair_swap(const char *path, const char *tmp, ff_repair_stats *st, c
     }
     /* LMDB's lock file belongs to the old file (transaction ids); the next
      * open makes a new one. */
-    snprintf(f, sizeof f, "%s/lock.mdb", path);
+    path_in(f, path, "lock.mdb");
     unlink(f);
-    snprintf(f, sizeof f, "%s/lock.mdb", tmp);
+    path_in(f, tmp, "lock.mdb");
     unlink(f);
     rmdir(tmp);
     return 0;
@@ -2044,10 +2060,14 @@ int ff_store_repair(const char *path, ff_repair_lost_fn lost, void *ud, ff_repai
     if (rc != 0)
         return rc;
     char tmp[PATH_MAX], f[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s/repair.tmp", path);
-    snprintf(f, sizeof f, "%s/data.mdb", tmp);
+    if (path_in(tmp, path, "repair.tmp") != 0 || path_in(f, tmp, "data.mdb.damaged-YYYYmmdd-HHMMSS-NNN") != 0) {
+        ff_store_close(src);
+        snprintf(err, errlen, "the path '%s' is too long to repair in place", path);
+        return -ENAMETOOLONG;
+    }
+    path_in(f, tmp, "data.mdb");
     unlink(f); /* left by an interrupted repair */
-    snprintf(f, sizeof f, "%s/lock.mdb", tmp);
+    path_in(f, tmp, "lock.mdb");
     unlink(f);
     if ((rc = ff_store_open(&dst, tmp, 1, err, errlen)) != 0) {
         ff_store_close(src);

@@ -46,6 +46,7 @@
 #ifndef FFLUA_STORE_H
 #define FFLUA_STORE_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,7 +141,7 @@ int ff_store_verify(ff_store *s, ff_store_problem_fn fn, void *ud);
  * NULL when a part of a workflow could not be read at all). */
 typedef struct ff_repair_stats {
     size_t workflows, kept, lost;
-    char kept_as[1024]; /* where the old file is now */
+    char kept_as[PATH_MAX]; /* where the old file is now */
 } ff_repair_stats;
 typedef void (*ff_repair_lost_fn)(void *ud, const char *wf, size_t wflen, const char *task,
                                   size_t tlen, const char *why);

@@ -117,7 +117,7 @@ int ff_verify_meta(ff_vfile *f, const void *p, size_t len, char *why, size_t why
     f->p = p;
     f->len = len;
     f->seen = NULL;
-    if (f->last_pg < 1 || f->last_pg > (len / f->psize) - 1)
+    if (f->last_pg < 1 || f->last_pg >= len / f->psize)
         return say(why, whylen, "the meta page says the file has %llu pages; it holds %zu",
                    (unsigned long long)f->last_pg + 1, len / f->psize);
     return 0;
