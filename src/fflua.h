@@ -12,8 +12,11 @@
  * the range [FFLUA_ERRCODE_LAST, FFLUA_ERRCODE_FIRST], chosen to stay clear of
  * errno values and of LMDB's codes (-30800 to -30780).
  *
- * Nothing here keeps global mutable state: two Lua states, in one thread
- * each, can use fflua at the same time.
+ * Two Lua states, in one thread each, can use fflua at the same time. The
+ * process shares only the table of open storages (LMDB allows one
+ * environment per file and process) and, once a storage is opened, fault
+ * handlers for SIGSEGV and SIGBUS that chain to those installed before
+ * them (docs/embedding.md).
  */
 #ifndef FFLUA_H
 #define FFLUA_H
