@@ -56,7 +56,6 @@
 #include <unistd.h>
 
 #include <lmdb.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t */
 #include <xxhash.h>
 
 #include "fflua.h"
@@ -317,20 +316,16 @@ size_t ff_store_mapsize(ff_store *s) {
 }
 
 /* Sets the largest size a value can have in the active read transaction:
- * the pages of the newest meta page, and no more than the file's size.
- * (LMDB does not tell where its map is, so pointers are not bounded; a
- * pointer out of the file faults, and the fault is caught.) */
+ * the pages of the newest meta page. (LMDB does not tell where its map is,
+ * so pointers are not bounded, and a damaged meta page may claim more
+ * pages than the file has: a read out of the file faults, and the fault is
+ * caught.) */
 static void read_span(ff_store *s) {
     env *e = s->e;
     MDB_envinfo info;
     mdb_env_info(e->mdb, &info);
     size_t used = ((size_t)info.me_last_pgno + 1) * e->psize;
-    struct stat st;
-    if (fstat(e->fd, &st) == 0 && (size_t)st.st_size < used)
-        used = (size_t)st.st_size;
-    if (used > info.me_mapsize)
-        used = info.me_mapsize;
-    s->span = used;
+    s->span = used < info.me_mapsize ? used : info.me_mapsize;
 }
 
 /* --- handles ------------------------------------------------------------- */
@@ -434,20 +429,17 @@ static uint64_t get_u64(const char *p) {
     return v;
 }
 
-/* The checksum of a record: its key, then header bytes 0..40 and payload. */
+/* The checksum of a record: a chain of XXH3-64 hashes, each seeded by the
+ * one before: of the two names' lengths, the workflow's name, the task's
+ * name, header bytes 0..40, the payload. One-shot hashes: for small records
+ * they cost far less than a streaming state. */
 static uint64_t rec_checksum(const char *wf, size_t wflen, const char *task, size_t tlen,
                              const char *hdr, const char *val, size_t len) {
-    char lens[8];
-    put_u32(lens, (uint32_t)wflen);
-    put_u32(lens + 4, (uint32_t)tlen);
-    XXH3_state_t st;
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, lens, sizeof lens);
-    XXH3_64bits_update(&st, wf, wflen);
-    XXH3_64bits_update(&st, task, tlen);
-    XXH3_64bits_update(&st, hdr, 40);
-    XXH3_64bits_update(&st, val, len);
-    return XXH3_64bits_digest(&st);
+    uint64_t h = (uint64_t)wflen << 32 | (uint32_t)tlen;
+    h = XXH3_64bits_withSeed(wf, wflen, h);
+    h = XXH3_64bits_withSeed(task, tlen, h);
+    h = XXH3_64bits_withSeed(hdr, 40, h);
+    return XXH3_64bits_withSeed(val, len, h);
 }
 
 /* Writes a record's header for payload val (already at hdr + FF_REC_HDR). */

@@ -9,13 +9,14 @@
  *   8  16 bytes      fingerprint
  *   24 u64           stored at (ns since the epoch)
  *   32 u64           compute time (ns)
- *   40 u64           xxh3-64 of the key and the record (see below)
+ *   40 u64           checksum of the key and the record (see below)
  *   48 payload       the codec's bytes
  *
- * The checksum covers u32 workflow length, u32 task length (little
- * endian), the workflow name, the task name, bytes 0..40 and the payload,
- * so a record proves which key it belongs to: a damaged key is a checksum
- * mismatch, never another task's value. Records of format 1 ("ffr1", whose
+ * The checksum is a chain of XXH3-64 hashes, each seeded by the one
+ * before, starting from wflen << 32 | tlen: of the workflow's name, the
+ * task's name, bytes 0..40 and the payload. It covers the key, so a record
+ * proves which key it belongs to: a damaged key is a checksum mismatch,
+ * never another task's value. Records of format 1 ("ffr1", whose
  * checksum left the key out) are reported as unusable.
  *
  * Writes are queued and committed in groups by a committer thread (one per
