@@ -208,6 +208,65 @@ describe("a storage", function()
     assert.matches(expected(13), r.stdout, 1, true)
   end)
 
+  it("never takes a sound file for damaged: pages freed in the transaction that made them", function()
+    local dir = H.tmpdir()
+    -- A value saved again and again as it grows: LMDB allocates pages for
+    -- it and frees them in one transaction, and never writes them, so the
+    -- meta page names pages past the end of the file.
+    H.write(dir .. "/grow.lua", [[
+      local core = require "functionfuse.core"
+      local st = core.store_open("st")
+      for i = 1, 30 do
+        st:put("w", "checkpoint", ("x"):rep(5000 * i))
+        if i % 3 == 0 then st:flush() end
+      end
+      st:close()
+    ]])
+    H.write(dir .. "/more.lua", [[
+      local core = require "functionfuse.core"
+      local st = core.store_open("st")
+      st:put("w", "more", 1)
+      st:close()
+      print("SAVED", #core.store_open("st"):verify())
+    ]])
+    assert.are.equal(0, H.fflua({ "grow.lua" }, { cwd = dir }).code)
+    local r = H.fflua({ "more.lua" }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("SAVED\t0", r.stdout)
+    r = store(dir, "check", "st")
+    assert.are.equal(0, r.code, r.stdout)
+    assert.matches("all intact", r.stdout, 1, true)
+  end)
+
+  it("survives a meta page damaged while it is open: an error, not a crash", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/meta.lua", [[
+      local core = require "functionfuse.core"
+      local st = core.store_open("st")
+      st:put("w", "t", 1)
+      st:flush()
+      assert(st:get("w", "t") == 1)
+      -- The newest meta page now says the file has 2^40 pages.
+      local f = assert(io.open("st/data.mdb", "r+b"))
+      local newest, best = 0, -1
+      for i = 0, 1 do
+        f:seek("set", i * 4096 + 16 + 128)
+        local txn = string.unpack("<I8", f:read(8))
+        if txn > best then best, newest = txn, i end
+      end
+      f:seek("set", newest * 4096 + 16 + 120)
+      f:write(string.pack("<I8", 1 << 40))
+      f:close()
+      print("GET", pcall(st.get, st, "w", "t"))
+      print("PUT", pcall(st.put, st, "w", "u", 2))
+    ]])
+    local r = H.fflua({ "meta.lua" }, { cwd = dir })
+    no_crash(r, "the script")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("GET\tfalse\tstorage 'st': the storage 'st' cannot be used in this process any more: its file could not be mapped again", r.stdout)
+    assert.matches("PUT\tfalse\tstorage 'st': the storage 'st' cannot be used", r.stdout)
+  end)
+
   it("never crashes and never gives a wrong result, whatever bytes of the file are damaged", function()
     local dir = H.tmpdir()
     assert.are.equal(0, run(dir, 40).code)

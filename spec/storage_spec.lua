@@ -531,6 +531,48 @@ describe("storage", function()
     assert.are.equal(big .. 77, st:read_task("big", "v77"))
   end)
 
+  it("reads a workflow whose database was just made by the committer, at once and intact", function()
+    -- A read transaction that began before the committer opened a new
+    -- workflow's database cannot use its handle: the read starts again.
+    local core = require "functionfuse.core"
+    local st = core.store_open(H.tmpdir())
+    local big = ("x"):rep(4000)
+    for i = 1, 60 do
+      local wf = "W" .. i
+      for j = 1, 100 do st:put(wf, "k" .. j, big) end
+      local v, why, msg
+      repeat v, why, msg = st:get(wf, "k1") until v or why ~= "missing"
+      assert.are.equal(big, v, msg)
+    end
+    st:close()
+  end)
+
+  it("runs no Lua code while it holds a read transaction: a serializer may use the storage", function()
+    -- An unpack that drops a workflow through another handle on the same
+    -- directory (the drop needs every read transaction of the process
+    -- ended): a deadlock when the value was decoded inside one.
+    local dir = H.tmpdir()
+    H.write(dir .. "/unpack.lua", [[
+      local core = require "functionfuse.core"
+      local st1, st2 = core.store_open("st"), core.store_open("st")
+      local mt = { __name = "spec.Thing" }
+      core.register_serializer(mt, {
+        pack = function() return "x" end,
+        unpack = function()
+          st2:drop("other")
+          return setmetatable({ dropped = true }, mt)
+        end })
+      st1:put("w", "t", setmetatable({}, mt))
+      st1:put("other", "t", 1)
+      st1:flush()
+      print("GOT", st1:get("w", "t").dropped, #st1:list("other"))
+    ]])
+    local r = H.fflua({ "unpack.lua" }, { cwd = dir, timeout = 20 })
+    assert.is_falsy(r.timed_out, "a deadlock")
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("GOT\ttrue\t0", r.stdout)
+  end)
+
   it("refuses a stored value that claims to be a function", function()
     local st = new_storage()
     st:save("w", "t", "placeholder")

@@ -19,7 +19,9 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void on_fault(int sig, siginfo_t *si, void *uc) {
     ff_guard *g = cur;
-    if (g != NULL) {
+    /* Only a fault the hardware raised in this thread jumps: a SIGSEGV sent
+     * with kill() is meant to kill. */
+    if (g != NULL && si != NULL && si->si_code > 0) {
         cur = g->prev;
         g->sig = sig;
         g->msg[0] = '\0';

@@ -914,6 +914,7 @@ struct run {
     uint8_t *fp;  /* FF_FP_LEN bytes per position */
     uint8_t *act; /* ACT_* per position */
     ff_buf buf;   /* scratch for encodings */
+    ff_buf vbuf;  /* a stored value, copied out of the storage to decode */
     ff_buf names; /* every node's name, back to back */
     size_t *name_off; /* n + 1 offsets into names */
     int fn_cache, modmap; /* stack indices: function -> digest; module names */
@@ -1441,7 +1442,17 @@ static int try_load(lua_State *L, struct run *r, uint32_t pos) {
         luaL_error(L, "storage '%s': %s", ff_store_path(r->st), ff_store_errmsg(r->st));
     } else if (rc == 0 && (r->cache == CACHE_NAME ||
                            memcmp(rec.fp, r->fp + (size_t)pos * FF_FP_LEN, FF_FP_LEN) == 0)) {
-        if (ffc_decode(L, rec.val, rec.len, 0) == 0) {
+        /* Copied out, and the read transaction ended, before decoding:
+         * decoding may run Lua code (a serializer, a finalizer), and no Lua
+         * code may run while a read transaction is active (store.c). */
+        r->vbuf.n = 0;
+        if (ff_buf_reserve(&r->vbuf, rec.len) != 0) {
+            ff_store_read_end(r->st);
+            luaL_error(L, "not enough memory to load a result of %I bytes", (lua_Integer)rec.len);
+        }
+        memcpy(r->vbuf.p, rec.val, rec.len);
+        ff_store_read_end(r->st);
+        if (ffc_decode(L, r->vbuf.p, rec.len, 0) == 0) {
             lua_rawseti(L, r->results, (lua_Integer)pos + 1);
             loaded = 1;
             if (r->verbose)
@@ -1748,6 +1759,7 @@ static int ffl_wf_run_local(lua_State *L) {
     free(r.act);
     free(r.name_off);
     ff_buf_free(&r.buf);
+    ff_buf_free(&r.vbuf);
     ff_buf_free(&r.names);
     if (r.st != NULL) {
         /* What was computed is committed even when the run failed. */

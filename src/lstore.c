@@ -30,15 +30,80 @@
 #include "store.h"
 #include "text.h"
 
+/* What a scan or a read gathers in C before any of it reaches Lua: no Lua
+ * code may run while the store has a read transaction active (store.c),
+ * and a Lua allocation may run any finalizer. Kept in the userdata, so
+ * that a Lua error while the results are pushed frees nothing twice and
+ * leaks nothing: the next call, or __gc, frees them. */
+struct lentry {
+    char *name;
+    size_t len;
+    ff_rec rec; /* rec.val is not kept */
+    char *why;  /* a copy of rec.why, or NULL */
+};
+
 typedef struct lstore {
     ff_store *s;
+    ff_buf value; /* a value copied out of the store, to decode */
+    struct lentry *ents;
+    size_t nents, capents;
+    int oom;
 } lstore;
 
-ff_store *ffl_check_store(lua_State *L, int idx) {
+static lstore *check_lstore(lua_State *L, int idx) {
     lstore *u = luaL_checkudata(L, idx, STORE_MT);
     if (u->s == NULL)
         luaL_error(L, "the storage is closed");
-    return u->s;
+    return u;
+}
+
+ff_store *ffl_check_store(lua_State *L, int idx) {
+    return check_lstore(L, idx)->s;
+}
+
+static void ents_clear(lstore *u) {
+    for (size_t i = 0; i < u->nents; i++) {
+        free(u->ents[i].name);
+        free(u->ents[i].why);
+    }
+    u->nents = 0;
+    u->oom = 0;
+}
+
+static void ents_free(lstore *u) {
+    ents_clear(u);
+    free(u->ents);
+    u->ents = NULL;
+    u->capents = 0;
+}
+
+/* Adds an entry (C only: called while the store scans). */
+static int ents_add(lstore *u, const char *name, size_t len, const ff_rec *rec, const char *why) {
+    if (u->nents == u->capents) {
+        size_t cap = u->capents ? u->capents * 2 : 64;
+        struct lentry *v = realloc(u->ents, cap * sizeof *v);
+        if (v == NULL)
+            return u->oom = 1;
+        u->ents = v;
+        u->capents = cap;
+    }
+    struct lentry *en = &u->ents[u->nents];
+    memset(en, 0, sizeof *en);
+    if ((en->name = malloc(len ? len : 1)) == NULL)
+        return u->oom = 1;
+    memcpy(en->name, name, len);
+    en->len = len;
+    if (rec != NULL) {
+        en->rec = *rec;
+        en->rec.val = NULL;
+        en->rec.why = NULL;
+    }
+    if (why != NULL && (en->why = strdup(why)) == NULL) {
+        free(en->name);
+        return u->oom = 1;
+    }
+    u->nents++;
+    return 0;
 }
 
 /* The arguments (store, workflow, task) most methods take. */
@@ -54,7 +119,7 @@ static int l_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int create = lua_isnone(L, 2) || lua_toboolean(L, 2);
     lstore *u = lua_newuserdatauv(L, sizeof *u, 0);
-    u->s = NULL;
+    memset(u, 0, sizeof *u);
     luaL_setmetatable(L, STORE_MT);
     char err[512];
     if (ff_store_open(&u->s, path, create, err, sizeof err) != 0)
@@ -62,13 +127,34 @@ static int l_open(lua_State *L) {
     return 1;
 }
 
+/* st:close(): commits and closes; a failed commit is an error, after the
+ * storage is closed anyway. */
 static int l_close(lua_State *L) {
     lstore *u = luaL_checkudata(L, 1, STORE_MT);
+    ents_free(u);
+    ff_buf_free(&u->value);
+    if (u->s == NULL)
+        return 0;
+    ff_store *s = u->s;
+    u->s = NULL;
+    char msg[600];
+    int rc = ff_store_flush(s);
+    if (rc != 0)
+        snprintf(msg, sizeof msg, "storage '%s': %s", ff_store_path(s), ff_store_errmsg(s));
+    ff_store_close(s);
+    if (rc != 0)
+        return luaL_error(L, "%s", msg);
+    return 0;
+}
+
+/* __gc: as close, but with nothing to report to. */
+static int l_gc(lua_State *L) {
+    lstore *u = luaL_checkudata(L, 1, STORE_MT);
+    ents_free(u);
+    ff_buf_free(&u->value);
     if (u->s != NULL) {
-        ff_store *s = u->s;
+        ff_store_close(u->s);
         u->s = NULL;
-        if (ff_store_close(s) != 0 && !lua_isnone(L, 2))
-            return 0; /* from __gc: nothing to report to */
     }
     return 0;
 }
@@ -120,6 +206,7 @@ static int l_get(lua_State *L) {
     size_t wl, tl;
     const char *wf, *task;
     ff_store *s = check_task_args(L, &wf, &wl, &task, &tl);
+    lstore *u = lua_touserdata(L, 1);
     int inspect = lua_toboolean(L, 4);
     ff_rec rec;
     int rc = ff_store_get(s, wf, wl, task, tl, &rec);
@@ -140,8 +227,16 @@ static int l_get(lua_State *L) {
         ff_store_read_end(s);
         store_fail(L, s, rc);
     }
-    rc = ffc_decode(L, rec.val, rec.len, inspect ? FFC_INSPECT : 0);
+    /* Copied out, and the read transaction ended, before decoding: it may
+     * run Lua code (a serializer, a finalizer). */
+    u->value.n = 0;
+    if (ff_buf_reserve(&u->value, rec.len) != 0) {
+        ff_store_read_end(s);
+        return luaL_error(L, "not enough memory to read a result of %I bytes", (lua_Integer)rec.len);
+    }
+    memcpy(u->value.p, rec.val, rec.len);
     ff_store_read_end(s);
+    rc = ffc_decode(L, u->value.p, rec.len, inspect ? FFC_INSPECT : 0);
     if (rc != 0) {
         lua_pushnil(L);
         lua_insert(L, -2);
@@ -191,91 +286,106 @@ static int l_info(lua_State *L) {
 }
 
 struct list_ud {
-    lua_State *L;
+    lstore *u;
     const char *glob;
-    int details, n;
 };
 
 static int list_one(void *ud, const char *task, size_t tl, const ff_rec *rec) {
-    struct list_ud *u = ud;
-    lua_State *L = u->L;
-    if (u->glob != NULL && !ff_text_glob(u->glob, task, tl))
+    struct list_ud *l = ud;
+    if (l->glob != NULL && !ff_text_glob(l->glob, task, tl))
         return 0;
-    if (u->details)
-        push_info(L, task, tl, rec, rec->ok);
-    else
-        lua_pushlstring(L, task, tl);
-    lua_rawseti(L, -2, ++u->n);
-    return 0;
+    return ents_add(l->u, task, tl, rec, rec != NULL && !rec->ok ? rec->why : NULL);
 }
 
-/* Pushes the damage a scan met (rc FFLUA_ECORRUPT) as a second result, or
- * raises for any other failure. Returns the number of results. */
-static int scan_results(lua_State *L, ff_store *s, int rc) {
+/* Pushes the entries gathered (names, or with details info tables) as a
+ * sequence, then the damage the scan met (rc FFLUA_ECORRUPT) as a second
+ * result; raises for any other failure. Returns the number of results. */
+static int push_entries(lua_State *L, lstore *u, int rc, int details) {
+    if (u->oom) {
+        ents_clear(u);
+        return luaL_error(L, "not enough memory to list the storage");
+    }
+    if (rc != 0 && rc != FFLUA_ECORRUPT && rc != FFLUA_ENOTFOUND) {
+        ents_clear(u);
+        store_fail(L, u->s, rc);
+    }
+    luaL_checkstack(L, 8, NULL);
+    lua_createtable(L, (int)u->nents, 0);
+    for (size_t i = 0; i < u->nents; i++) {
+        struct lentry *en = &u->ents[i];
+        if (details) {
+            en->rec.why = en->why;
+            push_info(L, en->name, en->len, &en->rec, en->rec.ok);
+        } else {
+            lua_pushlstring(L, en->name, en->len);
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    ents_clear(u);
     if (rc == FFLUA_ECORRUPT) {
-        lua_pushstring(L, ff_store_errmsg(s));
+        lua_pushstring(L, ff_store_errmsg(u->s));
         return 2;
     }
-    if (rc != 0 && rc != FFLUA_ENOTFOUND)
-        store_fail(L, s, rc);
     return 1;
 }
 
 /* st:list(wf[, glob[, details]]) -> names in byte order[, damage] */
 static int l_list(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
+    lstore *u = check_lstore(L, 1);
     size_t wl;
     const char *wf = luaL_checklstring(L, 2, &wl);
     const char *glob = luaL_optstring(L, 3, NULL);
-    struct list_ud u = {L, glob, lua_toboolean(L, 4), 0};
-    lua_newtable(L);
-    luaL_checkstack(L, 8, NULL);
-    return scan_results(L, s, ff_store_each(s, wf, wl, list_one, &u));
+    int details = lua_toboolean(L, 4);
+    ents_clear(u);
+    struct list_ud l = {u, glob};
+    int rc = ff_store_each(u->s, wf, wl, list_one, &l);
+    return push_entries(L, u, rc, details);
 }
 
 static int wf_one(void *ud, const char *name, size_t n, const ff_rec *rec) {
-    struct list_ud *u = ud;
     (void)rec;
-    lua_pushlstring(u->L, name, n);
-    lua_rawseti(u->L, -2, ++u->n);
-    return 0;
+    return ents_add(ud, name, n, NULL, NULL);
 }
 
 /* st:workflows() -> names[, damage] */
 static int l_workflows(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
-    struct list_ud u = {L, NULL, 0, 0};
-    lua_newtable(L);
-    return scan_results(L, s, ff_store_workflows(s, wf_one, &u));
+    lstore *u = check_lstore(L, 1);
+    ents_clear(u);
+    int rc = ff_store_workflows(u->s, wf_one, u);
+    return push_entries(L, u, rc, 0);
 }
 
-struct verify_ud {
-    lua_State *L;
-    int n;
-};
-
+/* A problem: an entry named after its workflow (an empty name: none;
+ * workflows' names are never empty). */
 static void verify_one(void *ud, const char *wf, size_t wflen, const char *why) {
-    struct verify_ud *u = ud;
-    lua_State *L = u->L;
-    lua_createtable(L, 0, 2);
-    if (wf != NULL) {
-        lua_pushlstring(L, wf, wflen);
-        lua_setfield(L, -2, "workflow");
-    }
-    lua_pushstring(L, why);
-    lua_setfield(L, -2, "why");
-    lua_rawseti(L, -2, ++u->n);
+    ents_add(ud, wf != NULL ? wf : "", wf != NULL ? wflen : 0, NULL, why);
 }
 
 /* st:verify() -> {{workflow = name | nil, why = text}, ...}: the file's
  * structural problems (an empty table when it is sound) */
 static int l_verify(lua_State *L) {
-    ff_store *s = ffl_check_store(L, 1);
-    lua_newtable(L);
-    struct verify_ud u = {L, 0};
-    int rc = ff_store_verify(s, verify_one, &u);
-    if (rc != 0 && rc != FFLUA_ECORRUPT)
-        store_fail(L, s, rc);
+    lstore *u = check_lstore(L, 1);
+    ents_clear(u);
+    int rc = ff_store_verify(u->s, verify_one, u);
+    if (u->oom || (rc != 0 && rc != FFLUA_ECORRUPT)) {
+        ents_clear(u);
+        if (rc != 0 && rc != FFLUA_ECORRUPT)
+            store_fail(L, u->s, rc);
+        return luaL_error(L, "not enough memory to check the storage");
+    }
+    lua_createtable(L, (int)u->nents, 0);
+    for (size_t i = 0; i < u->nents; i++) {
+        struct lentry *en = &u->ents[i];
+        lua_createtable(L, 0, 2);
+        if (en->len > 0) {
+            lua_pushlstring(L, en->name, en->len);
+            lua_setfield(L, -2, "workflow");
+        }
+        lua_pushstring(L, en->why != NULL ? en->why : "?");
+        lua_setfield(L, -2, "why");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    ents_clear(u);
     return 1;
 }
 
@@ -485,7 +595,7 @@ void ffl_store_open(lua_State *L) {
     luaL_newmetatable(L, STORE_MT);
     luaL_newlib(L, store_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_close);
+    lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, l_close);
     lua_setfield(L, -2, "__close");

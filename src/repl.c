@@ -247,10 +247,10 @@ static char **complete(const char *text, int start, int end) {
 }
 
 /* --- reading lines -------------------------------------------------------
- * SIGINT is blocked while libedit runs and unblocked only while waiting for
- * input, in ppoll(). So a Ctrl-C is either seen by that wait or delivered
- * when readline() returns; it can never slip in between a check and a
- * blocking read and be lost. */
+ * SIGINT (and SIGTERM, SIGHUP) is blocked while libedit runs and unblocked
+ * only while waiting for input, in ppoll(). So a Ctrl-C is either seen by
+ * that wait or delivered when readline() returns; it can never slip in
+ * between a check and a blocking read and be lost. */
 
 /* libedit's character source: one character (decoded from the locale's
  * multibyte encoding) or -1 at end of input or on Ctrl-C. */
@@ -285,15 +285,20 @@ static int repl_getc(FILE *f) {
     }
 }
 
-/* Reads a line with libedit with SIGINT blocked outside the wait for input. */
+/* Reads a line with libedit with SIGINT, SIGTERM and SIGHUP blocked outside
+ * the wait for input. */
 static char *edit_line(struct repl *r, const char *prompt) {
     sigset_t intr;
     sigemptyset(&intr);
     sigaddset(&intr, SIGINT);
+    sigaddset(&intr, SIGTERM);
+    sigaddset(&intr, SIGHUP);
     sigset_t old;
     sigprocmask(SIG_BLOCK, &intr, &old);
     r->waitmask = old;
     sigdelset(&r->waitmask, SIGINT);
+    sigdelset(&r->waitmask, SIGTERM);
+    sigdelset(&r->waitmask, SIGHUP);
     char *line = readline(prompt);
     sigprocmask(SIG_SETMASK, &old, NULL); /* a pending SIGINT lands here */
     if (ff_cli_interrupt_pending()) {

@@ -6,45 +6,62 @@
  * mdb_env_open of the same files would break them. The table of open
  * environments (envs below) is therefore one of the two process-wide pieces
  * of mutable state in fflua (the other is guard.c's signal handlers); it is
- * guarded by its mutex and keyed by the directory's device and inode.
+ * guarded by its mutex and keyed by the directory's device and inode. An
+ * environment stays in the table while it is being closed (an open of the
+ * same directory waits for that to finish), and for good once LMDB can no
+ * longer close it (below).
  *
  * In an environment:
- *   mu        guards the queue, the pending operation and the committer's
- *             state;
- *   dbimu     guards the handle cache and serializes mdb_dbi_open (LMDB
- *             allows one transaction opening handles at a time);
+ *   mu        guards the queue, the pending operation, the error state and
+ *             the committer's state;
+ *   openmu    serializes mdb_dbi_open (LMDB allows one transaction opening
+ *             handles at a time, until it ends) and mdb_dbi_close;
+ *   dbimu     guards the handle cache (held briefly);
  *   resize    a rwlock: every transaction of the process holds it shared
  *             (readers for as long as their read transaction is active, the
  *             committer for each write transaction); growing the map
  *             (mdb_env_set_mapsize needs no transaction active in the
  *             process) and closing a handle (no thread may be using it)
  *             hold it exclusive;
- *   committer a thread started by the first write: it waits for queued
- *             records, lets them gather for up to FF_COMMIT_MS after the
- *             previous commit (or less when flushed, when an operation is
- *             waiting or when the queue is large), and writes them, and the
- *             waiting delete or drop, in one transaction. It is the only
- *             thread that writes.
- * Lock order: resize, then dbimu. Rule that keeps this free of deadlocks:
- * a thread never waits for the committer while it holds a read transaction
- * (put, flush, del and drop end the handle's read transaction first).
+ *   committer a thread started by the first write, with every signal
+ *             blocked: it waits for queued records, lets them gather for
+ *             up to FF_COMMIT_MS after the previous commit (or less when
+ *             flushed, when an operation is waiting or when the queue is
+ *             large), and writes them, and the waiting delete or drop, in
+ *             one transaction. It is the only thread that writes.
+ * Lock order: resize, openmu, dbimu. Rules that keep this free of
+ * deadlocks: a thread never waits for the committer while it holds a read
+ * transaction (put, flush, del and drop end the handle's read transaction
+ * first), and no Lua code runs while a read transaction is active (callers
+ * copy what they read and end the transaction before they decode, since
+ * any Lua allocation may run a finalizer that uses a storage).
  *
- * Other processes. A workflow's database may be dropped (and made again)
- * by another process at any time. LMDB refreshes a cached handle from the
- * database's record in each new transaction, but when that record is gone
- * it keeps the old root and a write would go into freed pages; so every
- * write transaction checks that the database of each cached handle it
+ * Handles and transactions. A handle opened after a transaction began is
+ * not valid in it (LMDB), so every use of a cached handle is checked with
+ * mdb_dbi_flags first: a reader renews its transaction, the committer
+ * retries. Other processes: a workflow's database may be dropped (and made
+ * again) by another process at any time. LMDB refreshes a cached handle
+ * from the database's record in each new transaction, but when that record
+ * is gone it keeps the old root and a write would go into freed pages; so
+ * every write transaction checks that the database of each cached handle it
  * writes through still exists, and a stale handle is closed and opened
  * again.
  *
  * Damage. See store.h: sizes are bounded by the file, page reads run under
  * guards, and a read that LMDB fails or a fault cuts short ends the read
- * transaction (LMDB refuses to go on with it) and reports damage.
+ * transaction (LMDB refuses to go on with it) and reports damage. Before
+ * the process first writes to a tree, verify.c checks it. An environment
+ * whose write transaction faulted ("broken"), or whose map could not be
+ * made again ("dead"), is never handed to LMDB again for what could go
+ * wrong: a broken one still reads; a dead one does nothing. Neither can be
+ * closed (LMDB would free what the abandoned transaction still links), so
+ * both stay in the table until the process ends.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,13 +88,17 @@
 #define WF_PREFIX "wf:"
 #define WF_PREFIX_LEN (sizeof WF_PREFIX - 1)
 #define MAX_ATTEMPTS 64 /* write attempts of one batch (stale handles, growth) */
+#define MAX_REMAPS 8 /* a read transaction's attempts to follow the map */
+#define MAX_VALUE (UINT32_MAX - FF_REC_HDR) /* LMDB 0.9 keeps data sizes in 32 bits */
 
 /* Internal results of guarded calls and write attempts, clear of LMDB's
  * codes (-30800..-30780), errno values and fflua's. */
-#define FF_FAULT (-30600)  /* a guarded call faulted; the reason is in the fault */
-#define FF_STALE (-30601)  /* a cached handle's database is gone: reopen, retry */
-#define FF_BROKEN (-30602) /* a write transaction faulted: no more writes */
+#define FF_FAULT (-30600)   /* a guarded call faulted; the reason is in the fault */
+#define FF_STALE (-30601)   /* a cached handle's database is gone: reopen, retry */
+#define FF_BROKEN (-30602)  /* a write transaction faulted: no more writes */
 #define FF_DAMAGED (-30603) /* a tree to write to failed its check (verify.h) */
+#define FF_RETRY (-30604)   /* a handle newer than the transaction: retry */
+#define FF_DEAD (-30605)    /* the map is gone: the environment does nothing */
 
 struct dbi {
     char *name; /* without the prefix */
@@ -115,33 +136,48 @@ typedef struct env {
     pid_t pid; /* the process that opened it */
     unsigned gen; /* fork_gen then */
     int refs;
+    int closing; /* its last handle is closing it */
     char *path;
     MDB_env *mdb;
-    int fd; /* data.mdb, to bound reads by its size */
-    /* The committer's own read-only mapping of data.mdb, for verify.h. */
-    const unsigned char *fmap;
-    size_t fmap_len;
-    int core_checked; /* the free list and the main tree passed the check */
-    char core_damage[256]; /* or failed it: why (then nothing is written) */
-    struct refused *refused; /* workflows that failed it (committer only) */
-    size_t nrefused;
+    int fd; /* data.mdb */
     unsigned psize;
     int rdonly; /* 0, or the errno that made it read-only */
-    pthread_mutex_t mu, dbimu;
+    pthread_mutex_t mu, openmu, dbimu;
     pthread_rwlock_t resize;
     pthread_cond_t wake, done;
     pthread_t thread;
     int running, stop, flushing;
-    int broken; /* a write transaction faulted: writes are refused */
-    char *q;           /* queued records (see qrec) */
+    /* Under mu. broken: a write transaction faulted, no more writes. dead:
+     * the map is gone, nothing works. nowrite: nothing can be written
+     * (broken, dead, or the free list or main tree failed their check),
+     * with the reason in nowrite_msg. */
+    int broken, dead, nowrite;
+    char nowrite_msg[512];
+    char *q; /* queued records (see qrec) */
     size_t qn, qcap;
     struct wop *op; /* waiting for the committer */
     uint64_t put_seq, committed_seq;
     uint64_t last_commit_ns;
+    /* Commit failures, numbered so that every handle hears of each once;
+     * the message is the last one's. */
+    uint64_t err_seq;
     int commit_err;
     char commit_msg[512];
+    /* The committer's own: a read-only mapping of data.mdb for verify.h,
+     * whether the free list and main tree passed, refused workflows. */
+    const unsigned char *fmap;
+    size_t fmap_len;
+    int core_checked;
+    struct refused *refused;
+    size_t nrefused;
+    /* Under dbimu. */
     struct dbi *dbis;
     size_t ndbis, dbis_cap;
+    /* Under openmu: handles opened so far. A transaction may open one only
+     * if none was opened since it began: LMDB takes the slot for a new
+     * handle from the count the transaction saw when it began, which
+     * would be another's. */
+    uint64_t opens;
 } env;
 
 /* A queued record: this header, then wf, task, record bytes, padded to 8. */
@@ -160,6 +196,7 @@ struct ff_store {
      * absent until the transaction ends (a run looks up every node). */
     char absent[128];
     size_t absent_len;
+    uint64_t err_seen; /* the commit failures this handle has reported */
     char why[320]; /* a damaged record's reason, when not static */
     char fault[256]; /* what the last guarded call that faulted hit */
     char err[512];
@@ -167,12 +204,9 @@ struct ff_store {
 
 static struct {
     pthread_mutex_t mu;
+    pthread_cond_t closed; /* an environment left the table */
     env *list;
-    /* Environments whose write transaction a fault cut short: LMDB cannot
-     * release one, so they stay mapped, and reachable, until the process
-     * ends. */
-    env *broken;
-} envs = {PTHREAD_MUTEX_INITIALIZER, NULL, NULL};
+} envs = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL};
 
 /* Counts fork()s in this process's ancestry (a pthread_atfork child
  * handler), so that handles can tell cheaply that they were inherited
@@ -211,9 +245,19 @@ static int mdb_code(int rc) {
     if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
         rc == MDB_VERSION_MISMATCH || rc == FF_FAULT || rc == FF_BROKEN || rc == FF_DAMAGED)
         return FFLUA_ECORRUPT;
-    if (rc == FF_STALE)
+    if (rc == FF_STALE || rc == FF_RETRY)
         return -EBUSY;
+    if (rc == FF_DEAD)
+        return FFLUA_ECLOSED;
     return rc;
+}
+
+/* Whether an LMDB result while reading means that the file is damaged
+ * there (rather than that the storage cannot be read just now). */
+static int is_damage(int rc) {
+    return rc == FF_FAULT || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+           rc == MDB_INCOMPATIBLE || rc == MDB_CURSOR_FULL || rc == MDB_PAGE_FULL ||
+           rc == MDB_BAD_VALSIZE || rc == MDB_BAD_TXN;
 }
 
 const char *ff_store_path(const ff_store *s) {
@@ -229,19 +273,35 @@ int ff_store_readonly(const ff_store *s) {
 }
 
 static int usable(ff_store *s) {
-    if (s->e->gen != fork_gen)
+    env *e = s->e;
+    if (e->gen != fork_gen)
         return seterr(s, FFLUA_ECLOSED,
                       "storage '%s' was opened by another process (inherited through fork); "
-                      "open it again in this one", s->e->path);
-    return 0;
+                      "open it again in this one", e->path);
+    pthread_mutex_lock(&e->mu);
+    int dead = e->dead;
+    if (dead)
+        seterr(s, FFLUA_ECLOSED, "%s", e->nowrite_msg);
+    pthread_mutex_unlock(&e->mu);
+    return dead ? FFLUA_ECLOSED : 0;
 }
 
+/* Under e->mu: why nothing can be written, or 0. */
 static int refuse_write(ff_store *s) {
     env *e = s->e;
     if (e->rdonly)
         return seterr(s, -e->rdonly, "it is read-only here (%s): nothing can be saved in it",
                       strerror(e->rdonly));
+    if (e->nowrite)
+        return seterr(s, FFLUA_ECORRUPT, "%s", e->nowrite_msg);
     return 0;
+}
+
+/* Under e->mu: nothing can be written any more, for the reason given. */
+static void set_nowrite(env *e, const char *msg) {
+    if (!e->nowrite)
+        snprintf(e->nowrite_msg, sizeof e->nowrite_msg, "%s", msg);
+    e->nowrite = 1;
 }
 
 /* --- guarded LMDB calls -------------------------------------------------- */
@@ -285,6 +345,18 @@ static int g_dbi_open(MDB_txn *txn, const char *name, MDB_dbi *dbi, char *why, s
     return rc;
 }
 
+/* mdb_env_open under a guard: opening reads the meta pages, which may be
+ * damaged too. */
+static int g_env_open(MDB_env *mdb, const char *path, unsigned flags) {
+    ff_guard g;
+    ff_guard_push(&g);
+    if (sigsetjmp(g.jb, 0) != 0)
+        return MDB_CORRUPTED;
+    int rc = mdb_env_open(mdb, path, flags, 0644);
+    ff_guard_pop(&g);
+    return rc;
+}
+
 /* The text of an LMDB code, or of a fault. */
 static const char *lmdb_text(int rc, const char *fault) {
     return rc == FF_FAULT ? fault : mdb_strerror(rc);
@@ -294,16 +366,30 @@ static const char *lmdb_text(int rc, const char *fault) {
 
 /* Grows the map to at least twice its size (or adopts another process's
  * larger size when grow is 0). Needs no transaction of this process
- * active: takes the resize lock exclusive. */
+ * active: takes the resize lock exclusive. LMDB unmaps the old map before
+ * it maps the new one, so a failed mapping leaves the environment without
+ * any: it is dead from then on (FF_DEAD). EINVAL: not now (a broken
+ * environment's abandoned transaction), the map is unchanged. */
 static int remap(env *e, int grow) {
     pthread_rwlock_wrlock(&e->resize);
+    MDB_envinfo info;
+    mdb_env_info(e->mdb, &info);
+    size_t want = grow ? info.me_mapsize * 2 : 0;
     int rc;
-    if (grow) {
-        MDB_envinfo info;
-        mdb_env_info(e->mdb, &info);
-        rc = mdb_env_set_mapsize(e->mdb, info.me_mapsize * 2);
-    } else {
-        rc = mdb_env_set_mapsize(e->mdb, 0);
+    if (grow && want / 2 != info.me_mapsize)
+        rc = ENOMEM; /* the map is as large as it gets; it is left as it is */
+    else if ((rc = mdb_env_set_mapsize(e->mdb, want)) != 0 && rc != EINVAL) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 "the storage '%s' cannot be used in this process any more: its file could "
+                 "not be mapped again (%s); open it in a new process",
+                 e->path, strerror(rc > 0 ? rc : ENOMEM));
+        pthread_mutex_lock(&e->mu);
+        e->dead = 1;
+        e->nowrite = 0; /* the reason given is this one */
+        set_nowrite(e, msg);
+        pthread_mutex_unlock(&e->mu);
+        rc = FF_DEAD;
     }
     pthread_rwlock_unlock(&e->resize);
     return rc;
@@ -347,67 +433,96 @@ static struct dbi *dbi_find(env *e, const char *wf, size_t len) {
     return NULL;
 }
 
-static void dbi_forget(env *e, const char *wf, size_t len) {
+/* Looks up the cached handle of wf: 1 and *dbi (and *verified) when there
+ * is one. Takes dbimu. */
+static int dbi_lookup(env *e, const char *wf, size_t len, MDB_dbi *dbi, int *verified) {
+    pthread_mutex_lock(&e->dbimu);
     struct dbi *d = dbi_find(e, wf, len);
-    if (d == NULL)
-        return;
-    free(d->name);
-    *d = e->dbis[--e->ndbis];
+    if (d != NULL) {
+        *dbi = d->dbi;
+        if (verified != NULL)
+            *verified = d->verified;
+    }
+    pthread_mutex_unlock(&e->dbimu);
+    return d != NULL;
 }
 
-/* Under e->dbimu. */
+/* Takes dbimu. */
+static void dbi_forget(env *e, const char *wf, size_t len) {
+    pthread_mutex_lock(&e->dbimu);
+    struct dbi *d = dbi_find(e, wf, len);
+    if (d != NULL) {
+        free(d->name);
+        *d = e->dbis[--e->ndbis];
+    }
+    pthread_mutex_unlock(&e->dbimu);
+}
+
+/* Takes dbimu. */
+static void dbi_set_verified(env *e, const char *wf, size_t len, int verified) {
+    pthread_mutex_lock(&e->dbimu);
+    struct dbi *d = dbi_find(e, wf, len);
+    if (d != NULL)
+        d->verified = verified;
+    pthread_mutex_unlock(&e->dbimu);
+}
+
+/* Takes dbimu. */
 static int dbi_add(env *e, const char *wf, size_t len, MDB_dbi dbi, int verified) {
+    int rc = 0;
+    pthread_mutex_lock(&e->dbimu);
     if (dbi_find(e, wf, len) != NULL)
-        return 0;
+        goto done;
     if (e->ndbis == e->dbis_cap) {
         size_t cap = e->dbis_cap ? e->dbis_cap * 2 : 8;
         struct dbi *nd = realloc(e->dbis, cap * sizeof *nd);
-        if (nd == NULL)
-            return ENOMEM;
+        if (nd == NULL) {
+            rc = ENOMEM;
+            goto done;
+        }
         e->dbis = nd;
         e->dbis_cap = cap;
     }
     char *copy = malloc(len);
-    if (copy == NULL)
-        return ENOMEM;
+    if (copy == NULL) {
+        rc = ENOMEM;
+        goto done;
+    }
     memcpy(copy, wf, len);
     e->dbis[e->ndbis++] = (struct dbi){copy, len, dbi, verified};
-    return 0;
+done:
+    pthread_mutex_unlock(&e->dbimu);
+    return rc;
 }
 
 /* Opens an existing workflow's database in a read transaction of its own
- * and caches the handle. Under e->dbimu; the caller holds resize shared. */
+ * and caches the handle. The caller holds resize shared. */
 static int dbi_open_read(env *e, const char *wf, size_t len, MDB_dbi *out, char *why,
                          size_t wl) {
     char name[FF_STORE_WF_MAX + WF_PREFIX_LEN + 1];
     if (wf_dbname(wf, len, name, sizeof name) != 0)
         return EINVAL;
+    pthread_mutex_lock(&e->openmu);
+    int rc = 0;
+    if (dbi_lookup(e, wf, len, out, NULL))
+        goto done; /* opened meanwhile */
     MDB_txn *txn;
-    int rc = mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &txn);
-    if (rc != 0)
-        return rc;
+    if ((rc = mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &txn)) != 0)
+        goto done;
     MDB_dbi dbi;
     rc = g_dbi_open(txn, name, &dbi, why, wl);
     if (rc != 0) {
         mdb_txn_abort(txn);
-        return rc;
+        goto done;
     }
-    if ((rc = mdb_txn_commit(txn)) != 0)
-        return rc;
-    if ((rc = dbi_add(e, wf, len, dbi, 0)) != 0)
-        return rc;
-    *out = dbi;
-    return 0;
-}
-
-/* Damage read in workflow wf: its tree is checked again before the next
- * write to it. */
-static void dbi_unverify(env *e, const char *wf, size_t len) {
-    pthread_mutex_lock(&e->dbimu);
-    struct dbi *d = dbi_find(e, wf, len);
-    if (d != NULL)
-        d->verified = 0;
-    pthread_mutex_unlock(&e->dbimu);
+    if ((rc = mdb_txn_commit(txn)) == 0) {
+        e->opens++;
+        if ((rc = dbi_add(e, wf, len, dbi, 0)) == 0)
+            *out = dbi;
+    }
+done:
+    pthread_mutex_unlock(&e->openmu);
+    return rc;
 }
 
 /* --- records ------------------------------------------------------------- */
@@ -500,10 +615,16 @@ struct wtx {
     env *e;
     MDB_txn *txn;
     MDB_dbi main;
-    volatile int *held; /* dbimu is held (a handle was opened in txn) */
-    /* Handles opened in txn (LMDB closes them if it aborts): the workflow
-     * names, pointing into the batch or the operation. */
-    ff_key *opened;
+    volatile int *held; /* openmu is held (a handle was opened in txn) */
+    uint64_t opens; /* e->opens when the transaction began */
+    /* Handles opened in txn: cached only once it commits (LMDB closes them
+     * if it aborts, and they are not valid in other transactions before).
+     * Names point into the batch or the operation. */
+    struct opened {
+        const char *wf;
+        size_t len;
+        MDB_dbi dbi;
+    } *opened;
     size_t nopened, capopened;
     /* With FF_STALE or FF_DAMAGED: the workflow (NULL with FF_DAMAGED: the
      * free list or the main tree), and with FF_DAMAGED why. */
@@ -536,11 +657,11 @@ static int fmap_refresh(env *e) {
     return 0;
 }
 
-/* Checks one tree of the file mapped at e->fmap (the free list when db is
- * NULL, then also the main tree), under a guard of its own: a file cut
- * short under the check is damage, not a fault of the write. 0, or -1
- * with why. */
-static int check_tree(env *e, const ff_vdb *db, char *why, size_t wl) {
+/* Checks one tree of the snapshot txnid of the file mapped at e->fmap (the
+ * free list when db is NULL, then also the main tree), under a guard of its
+ * own: a file cut short under the check is damage, not a fault of the
+ * write. 0, or -1 with why. */
+static int check_tree(env *e, const ff_vdb *db, uint64_t txnid, char *why, size_t wl) {
     int rc = fmap_refresh(e);
     if (rc != 0) {
         snprintf(why, wl, "cannot map the file to check it: %s", strerror(rc));
@@ -553,7 +674,7 @@ static int check_tree(env *e, const ff_vdb *db, char *why, size_t wl) {
         return -1;
     }
     ff_vfile f;
-    rc = ff_verify_meta(&f, e->fmap, e->fmap_len, why, wl);
+    rc = ff_verify_meta(&f, e->fmap, e->fmap_len, txnid, why, wl);
     if (rc == 0 && db == NULL) {
         rc = ff_verify_free(&f, why, wl);
         if (rc == 0)
@@ -600,13 +721,23 @@ static void refused_msg(env *e, const struct refused *r, char *msg, size_t msgle
              ff_text_escape(name, sizeof name, r->name, r->len), e->path, r->why, e->path);
 }
 
+/* Takes openmu for the rest of the transaction, once; FF_RETRY when a
+ * handle was opened since the transaction began (see env.opens). */
+static int hold_open(struct wtx *w) {
+    if (!*w->held) {
+        pthread_mutex_lock(&w->e->openmu);
+        *w->held = 1;
+    }
+    return w->e->opens == w->opens ? 0 : FF_RETRY;
+}
+
 /* The handle of workflow wf's database in the transaction, made when
- * create is set (else MDB_NOTFOUND). A cached handle is used only when its
- * database still exists (see the top of the file); otherwise FF_STALE. An
- * existing tree is checked (verify.h) before this process first writes to
- * it; FF_DAMAGED when it fails. A handle opened here is cached at once,
- * with dbimu held until the transaction ends, so no reader sees it before
- * it is committed. */
+ * create is set (else MDB_NOTFOUND). A cached handle is used only when it
+ * is valid in this transaction (else FF_RETRY) and its database still
+ * exists (see the top of the file; else FF_STALE). An existing tree is
+ * checked (verify.h) before this process first writes to it; FF_DAMAGED
+ * when it fails. A handle opened here is cached at once, with openmu held
+ * until the transaction ends. */
 static int wdbi(struct wtx *w, const char *wf, size_t len, int create, MDB_dbi *out) {
     env *e = w->e;
     char name[FF_STORE_WF_MAX + WF_PREFIX_LEN + 1];
@@ -619,22 +750,19 @@ static int wdbi(struct wtx *w, const char *wf, size_t len, int create, MDB_dbi *
         snprintf(w->why, sizeof w->why, "%s", r->why);
         return FF_DAMAGED;
     }
-    if (!*w->held)
-        pthread_mutex_lock(&e->dbimu);
-    struct dbi *d = dbi_find(e, wf, len);
-    MDB_dbi dbi = d != NULL ? d->dbi : 0;
-    int verified = d != NULL && d->verified, opened_here = 0;
-    for (size_t i = 0; d != NULL && i < w->nopened; i++)
-        opened_here |= w->opened[i].len == len && memcmp(w->opened[i].p, wf, len) == 0;
-    if (!*w->held)
-        pthread_mutex_unlock(&e->dbimu);
-    if (opened_here) { /* its record reaches the main tree at commit */
-        *out = dbi;
-        return 0;
-    }
+    for (size_t i = 0; i < w->nopened; i++)
+        if (w->opened[i].len == len && memcmp(w->opened[i].wf, wf, len) == 0) {
+            *out = w->opened[i].dbi; /* opened in this transaction */
+            return 0;
+        }
+    MDB_dbi dbi = 0;
+    int verified = 0, cached = dbi_lookup(e, wf, len, &dbi, &verified);
+    unsigned flags;
+    if (cached && mdb_dbi_flags(w->txn, dbi, &flags) != 0)
+        return FF_RETRY; /* opened after this transaction began */
     MDB_val k = {WF_PREFIX_LEN + len, name}, v;
     int rc = mdb_get(w->txn, w->main, &k, &v);
-    if (rc == MDB_NOTFOUND && d != NULL)
+    if (rc == MDB_NOTFOUND && cached)
         return FF_STALE;
     if (rc == MDB_NOTFOUND && !create)
         return MDB_NOTFOUND;
@@ -646,40 +774,31 @@ static int wdbi(struct wtx *w, const char *wf, size_t len, int create, MDB_dbi *
             snprintf(w->why, sizeof w->why, "its record in the main tree is %zu bytes", v.mv_size);
             return FF_DAMAGED;
         }
-        if (check_tree(e, &db, w->why, sizeof w->why) != 0)
+        if (check_tree(e, &db, mdb_txn_id(w->txn) - 1, w->why, sizeof w->why) != 0)
             return FF_DAMAGED;
+        if (cached)
+            dbi_set_verified(e, wf, len, 1);
     }
-    if (d != NULL) {
-        if (!verified) {
-            if (!*w->held)
-                pthread_mutex_lock(&e->dbimu);
-            if ((d = dbi_find(e, wf, len)) != NULL)
-                d->verified = 1;
-            if (!*w->held)
-                pthread_mutex_unlock(&e->dbimu);
-        }
+    if (cached) {
         *out = dbi;
         return 0;
     }
     /* Not cached: open it in this transaction. */
-    if (!*w->held) {
-        pthread_mutex_lock(&e->dbimu);
-        *w->held = 1;
-    }
+    if ((rc = hold_open(w)) != 0)
+        return rc;
     if (w->nopened == w->capopened) {
         size_t cap = w->capopened ? w->capopened * 2 : 8;
-        ff_key *no = realloc(w->opened, cap * sizeof *no);
+        struct opened *no = realloc(w->opened, cap * sizeof *no);
         if (no == NULL)
             return ENOMEM;
         w->opened = no;
         w->capopened = cap;
     }
-    rc = mdb_dbi_open(w->txn, name, create ? MDB_CREATE : 0, &dbi);
-    if (rc != 0)
+    if ((rc = mdb_dbi_open(w->txn, name, create ? MDB_CREATE : 0, &dbi)) != 0)
         return rc;
-    if ((rc = dbi_add(e, wf, len, dbi, 1)) != 0)
-        return rc;
-    w->opened[w->nopened++] = (ff_key){wf, len};
+    w->e->opens++; /* this transaction's own: it knows of it */
+    w->opens++;
+    w->opened[w->nopened++] = (struct opened){wf, len, dbi};
     *out = dbi;
     return 0;
 }
@@ -689,22 +808,17 @@ static int wdbi(struct wtx *w, const char *wf, size_t len, int create, MDB_dbi *
 static int check_core(struct wtx *w) {
     env *e = w->e;
     w->stale = NULL;
-    if (e->core_damage[0] != '\0') {
-        snprintf(w->why, sizeof w->why, "%s", e->core_damage);
-        return FF_DAMAGED;
-    }
     if (e->core_checked)
         return 0;
-    if (check_tree(e, NULL, w->why, sizeof w->why) != 0) {
-        snprintf(e->core_damage, sizeof e->core_damage, "%s", w->why);
+    if (check_tree(e, NULL, mdb_txn_id(w->txn) - 1, w->why, sizeof w->why) != 0)
         return FF_DAMAGED;
-    }
     e->core_checked = 1;
     return 0;
 }
 
 /* Runs operation o in the transaction. A missing task or workflow is o's
- * answer (FFLUA_ENOTFOUND), not a failure of the transaction. */
+ * answer (FFLUA_ENOTFOUND), not a failure of the transaction; so is a
+ * damaged workflow. */
 static int run_op(struct wtx *w, struct wop *o) {
     MDB_dbi dbi;
     int rc = wdbi(w, o->wf, o->wflen, 0, &dbi);
@@ -741,12 +855,15 @@ static int run_op(struct wtx *w, struct wop *o) {
         return 0;
     case OP_DROP:
         /* mdb_drop closes the handle at once, committed or not. */
-        if (!*w->held) {
-            pthread_mutex_lock(&w->e->dbimu);
-            *w->held = 1;
-        }
+        if ((rc = hold_open(w)) != 0)
+            return rc;
         rc = mdb_drop(w->txn, dbi, 1);
+        w->e->opens++; /* its slot is free */
+        w->opens++;
         dbi_forget(w->e, o->wf, o->wflen);
+        for (size_t i = 0; i < w->nopened; i++)
+            if (w->opened[i].len == o->wflen && memcmp(w->opened[i].wf, o->wf, o->wflen) == 0)
+                w->opened[i] = w->opened[--w->nopened];
         return rc;
     default: { /* OP_POKE */
         MDB_val k = {o->keys[0].len, (void *)o->keys[0].p}, v;
@@ -775,6 +892,9 @@ static int run_op(struct wtx *w, struct wop *o) {
 /* The body of one write attempt (see write_attempt), run under its guard. */
 static int write_body(struct wtx *w, const char *q, size_t n, struct wop *o) {
     env *e = w->e;
+    pthread_mutex_lock(&e->openmu);
+    w->opens = e->opens;
+    pthread_mutex_unlock(&e->openmu);
     int rc = mdb_txn_begin(e->mdb, NULL, 0, &w->txn);
     if (rc != 0)
         return rc;
@@ -812,28 +932,23 @@ static int write_body(struct wtx *w, const char *q, size_t n, struct wop *o) {
     if (o != NULL && (rc = run_op(w, o)) != 0)
         goto abort;
     rc = mdb_txn_commit(w->txn);
-    if (rc == 0) {
-        w->nopened = 0; /* committed: the handles stay */
-        return 0;
-    }
-    goto forget; /* a failed commit has freed the transaction */
+    for (size_t i = 0; rc == 0 && i < w->nopened; i++) /* committed: they stay */
+        if ((rc = dbi_add(e, w->opened[i].wf, w->opened[i].len, w->opened[i].dbi, 1)) != 0)
+            rc = 0; /* not cached: opened again next time */
+    w->nopened = 0;
+    return rc; /* a failed commit has closed them, as an abort does */
 abort:
     mdb_txn_abort(w->txn);
-forget:
-    if (w->nopened > 0) { /* LMDB closed them */
-        for (size_t i = 0; i < w->nopened; i++)
-            dbi_forget(e, w->opened[i].p, w->opened[i].len);
-        w->nopened = 0;
-    }
+    w->nopened = 0;
     return rc;
 }
 
 /* One write transaction: the records q[0..n), then o (may be NULL). 0, an
  * LMDB code (the transaction was aborted), FF_STALE (w->stale names the
- * workflow), or FF_BROKEN: a fault cut the transaction short, and LMDB
- * cannot undo one (its cursors on this thread's stack are still linked
- * into the transaction), so the environment must never write again; the
- * reason is in msg. */
+ * workflow), FF_RETRY, FF_DAMAGED, or FF_BROKEN: a fault cut the
+ * transaction short, and LMDB cannot undo one (its cursors on this
+ * thread's stack are still linked into the transaction), so the
+ * environment must never write again; the reason is in msg. */
 static int write_attempt(env *e, struct wtx *w, const char *q, size_t n, struct wop *o, char *msg,
                          size_t msglen) {
     volatile int held = 0;
@@ -851,7 +966,7 @@ static int write_attempt(env *e, struct wtx *w, const char *q, size_t n, struct 
     ff_guard_push(&g);
     if (sigsetjmp(g.jb, 0) != 0) {
         if (held)
-            pthread_mutex_unlock(&e->dbimu);
+            pthread_mutex_unlock(&e->openmu);
         pthread_rwlock_unlock(&e->resize);
         char what[256];
         fault_note(what, sizeof what, &g);
@@ -864,21 +979,22 @@ static int write_attempt(env *e, struct wtx *w, const char *q, size_t n, struct 
     int rc = write_body(w, q, n, o);
     ff_guard_pop(&g);
     if (held)
-        pthread_mutex_unlock(&e->dbimu);
+        pthread_mutex_unlock(&e->openmu);
     pthread_rwlock_unlock(&e->resize);
     return rc;
 }
 
 /* Closes a stale handle, so that the next attempt opens it again. */
 static void close_stale(env *e, const char *wf, size_t len) {
-    pthread_rwlock_wrlock(&e->resize); /* no reader is using it */
-    pthread_mutex_lock(&e->dbimu);
-    struct dbi *d = dbi_find(e, wf, len);
-    if (d != NULL) {
-        mdb_dbi_close(e->mdb, d->dbi);
+    pthread_rwlock_wrlock(&e->resize); /* no transaction is using it */
+    pthread_mutex_lock(&e->openmu);
+    MDB_dbi dbi;
+    if (dbi_lookup(e, wf, len, &dbi, NULL)) {
+        mdb_dbi_close(e->mdb, dbi);
         dbi_forget(e, wf, len);
+        e->opens++;
     }
-    pthread_mutex_unlock(&e->dbimu);
+    pthread_mutex_unlock(&e->openmu);
     pthread_rwlock_unlock(&e->resize);
 }
 
@@ -901,6 +1017,12 @@ static void commit_msg(env *e, int rc, char *msg, size_t msglen) {
                  e->path, mdb_strerror(rc), e->path, e->path);
         return;
     }
+    if (rc == FF_DEAD) {
+        pthread_mutex_lock(&e->mu);
+        snprintf(msg, msglen, "%s", e->nowrite_msg);
+        pthread_mutex_unlock(&e->mu);
+        return;
+    }
     snprintf(msg, msglen, "cannot commit results to '%s': %s", e->path, mdb_strerror(rc));
 }
 
@@ -915,18 +1037,16 @@ static int commit(env *e, const char *q, size_t n, struct wop *o, char *msg, siz
     *partial = 0;
     for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         rc = write_attempt(e, &w, q, n, o, msg, msglen);
-        if (rc == MDB_MAP_RESIZED) {
-            remap(e, 0);
-        } else if (rc == MDB_MAP_FULL) {
-            /* Grow, then write the whole batch again: the aborted
-             * transaction left nothing behind. */
-            if ((rc = remap(e, 1)) != 0)
+        if (rc == MDB_MAP_RESIZED || rc == MDB_MAP_FULL) {
+            /* Grow (or follow another process's growth), then write the
+             * whole batch again: the aborted transaction left nothing. */
+            if ((rc = remap(e, rc == MDB_MAP_FULL)) != 0)
                 break;
         } else if (rc == FF_STALE) {
             close_stale(e, w.stale, w.stale_len);
         } else if (rc == FF_DAMAGED && w.stale != NULL) {
             refuse(e, w.stale, w.stale_len, w.why); /* its records are left out */
-        } else {
+        } else if (rc != FF_RETRY) {
             break;
         }
     }
@@ -935,7 +1055,7 @@ static int commit(env *e, const char *q, size_t n, struct wop *o, char *msg, siz
     if (rc == 0 && w.skipped != NULL && (r = find_refused(e, w.skipped, w.skipped_len)) != NULL) {
         refused_msg(e, r, msg, msglen);
         *partial = 1;
-    } else if (rc == FF_STALE) {
+    } else if (rc == FF_STALE || rc == FF_RETRY) {
         snprintf(msg, msglen, "cannot commit results to '%s': another process keeps removing the "
                               "workflow being written", e->path);
     } else if (rc == FF_DAMAGED) {
@@ -986,17 +1106,24 @@ static void *committer(void *arg) {
         e->qcap = spare_cap;
         e->qn = 0;
         pthread_cond_broadcast(&e->done); /* room in the queue again */
+        int nowrite = e->nowrite;
         pthread_mutex_unlock(&e->mu);
         char msg[sizeof e->commit_msg];
-        int partial;
-        int rc = commit(e, q, n, o, msg, sizeof msg, &partial);
+        int partial = 0, rc;
+        if (nowrite)
+            rc = FF_DEAD; /* reported below with the reason */
+        else
+            rc = commit(e, q, n, o, msg, sizeof msg, &partial);
         pthread_mutex_lock(&e->mu);
+        if (nowrite)
+            snprintf(msg, sizeof msg, "%s", e->nowrite_msg);
         spare = q;
         spare_cap = cap;
         e->committed_seq = seq;
         e->last_commit_ns = now_ns(CLOCK_MONOTONIC);
-        if ((rc != 0 || partial) && (e->commit_err == 0 || rc == FF_BROKEN)) {
-            e->commit_err = rc != 0 ? mdb_code(rc) : FFLUA_ECORRUPT;
+        if ((rc != 0 && n > 0) || partial) {
+            e->err_seq++;
+            e->commit_err = rc == 0 ? FFLUA_ECORRUPT : mdb_code(rc);
             memcpy(e->commit_msg, msg, sizeof msg);
         }
         if (o != NULL) {
@@ -1007,10 +1134,15 @@ static void *committer(void *arg) {
             o->done = 1;
             e->op = NULL;
         }
-        if (rc == FF_BROKEN) {
-            /* Leave: the thread's end releases LMDB's write lock for the
-             * other processes. Nothing queued can be written any more. */
-            e->broken = 1;
+        if (rc == FF_DAMAGED && !partial && !e->nowrite) /* the free list or main tree */
+            set_nowrite(e, msg);
+        if (rc == FF_BROKEN || rc == FF_DEAD || e->dead) {
+            /* Leave: LMDB may not be called again for writing. The
+             * thread's end releases LMDB's write lock (a robust mutex) for
+             * the other processes. Nothing queued can be written. */
+            if (rc == FF_BROKEN)
+                e->broken = 1;
+            set_nowrite(e, msg);
             e->committed_seq = e->put_seq;
             e->qn = 0;
             pthread_cond_broadcast(&e->done);
@@ -1023,20 +1155,21 @@ static void *committer(void *arg) {
     return NULL;
 }
 
-/* Under e->mu. */
+/* Under e->mu. The committer runs with every signal blocked, so that a
+ * signal meant for the program reaches another thread. */
 static int start_committer(ff_store *s) {
     env *e = s->e;
     if (e->running)
         return 0;
-    if (pthread_create(&e->thread, NULL, committer, e) != 0)
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&e->thread, NULL, committer, e);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
         return seterr(s, -EAGAIN, "cannot start the storage's committer thread");
     e->running = 1;
     return 0;
-}
-
-/* Under e->mu: the broken environment's error. */
-static int broken_err(ff_store *s) {
-    return seterr(s, FFLUA_ECORRUPT, "%s", s->e->commit_msg);
 }
 
 /* --- open and close ------------------------------------------------------ */
@@ -1053,6 +1186,7 @@ static void env_free(env *e) {
     free(e->q);
     free(e->path);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->openmu);
     pthread_mutex_destroy(&e->dbimu);
     pthread_rwlock_destroy(&e->resize);
     pthread_cond_destroy(&e->wake);
@@ -1085,31 +1219,16 @@ static unsigned open_flags(const char *path, int *rdonly) {
     char f[PATH_MAX];
     unsigned flags = MDB_NOTLS;
     int en = no_write(path);
-    if (en == 0) {
-        path_in(f, path, "data.mdb");
-        if (access(f, F_OK) == 0)
-            en = no_write(f);
-    }
+    if (en == 0 && path_in(f, path, "data.mdb") == 0 && access(f, F_OK) == 0)
+        en = no_write(f);
     *rdonly = en == ENOENT ? 0 : en;
     if (*rdonly) {
         flags |= MDB_RDONLY;
-        path_in(f, path, "lock.mdb");
-        if (access(f, F_OK) == 0 ? no_write(f) != 0 : no_write(path) != 0)
+        if (path_in(f, path, "lock.mdb") != 0 ||
+            (access(f, F_OK) == 0 ? no_write(f) != 0 : no_write(path) != 0))
             flags |= MDB_NOLOCK;
     }
     return flags;
-}
-
-/* mdb_env_open under a guard: opening reads the meta pages, which may be
- * damaged too. */
-static int g_env_open(MDB_env *mdb, const char *path, unsigned flags) {
-    ff_guard g;
-    ff_guard_push(&g);
-    if (sigsetjmp(g.jb, 0) != 0)
-        return MDB_CORRUPTED;
-    int rc = mdb_env_open(mdb, path, flags, 0644);
-    ff_guard_pop(&g);
-    return rc;
 }
 
 static int env_open(env **out, const char *path, struct stat *st, char *err, size_t errlen) {
@@ -1120,13 +1239,11 @@ static int env_open(env **out, const char *path, struct stat *st, char *err, siz
         return -ENOMEM;
     }
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->openmu, NULL);
     pthread_mutex_init(&e->dbimu, NULL);
     pthread_rwlock_init(&e->resize, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_cond_init(&e->wake, &ca);
-    pthread_cond_init(&e->done, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&e->wake, NULL);
+    pthread_cond_init(&e->done, NULL);
     e->dev = st->st_dev;
     e->ino = st->st_ino;
     e->pid = getpid();
@@ -1195,16 +1312,22 @@ int ff_store_open(ff_store **out, const char *path, int create, char *err, size_
     }
     pthread_once(&fork_once, install_fork_handler);
     pthread_mutex_lock(&envs.mu);
-    env *e, **pp = &envs.list;
+    env *e;
     pid_t pid = getpid();
-    for (e = envs.list; e != NULL; e = e->next) {
-        if (e->pid != pid || e->gen != fork_gen) { /* inherited: forget, never touch */
-            *pp = e->next;
-            continue;
+    for (;;) {
+        env **pp = &envs.list;
+        for (e = envs.list; e != NULL; e = e->next) {
+            if (e->pid != pid || e->gen != fork_gen) { /* inherited: forget, never touch */
+                *pp = e->next;
+                continue;
+            }
+            if (e->dev == st.st_dev && e->ino == st.st_ino)
+                break;
+            pp = &e->next;
         }
-        if (e->dev == st.st_dev && e->ino == st.st_ino)
+        if (e == NULL || !e->closing)
             break;
-        pp = &e->next;
+        pthread_cond_wait(&envs.closed, &envs.mu); /* LMDB allows one env per file */
     }
     int rc = 0;
     if (e != NULL) {
@@ -1219,6 +1342,9 @@ int ff_store_open(ff_store **out, const char *path, int create, char *err, size_
         return rc;
     }
     s->e = e;
+    pthread_mutex_lock(&e->mu);
+    s->err_seen = e->err_seq; /* failures before this handle are not its own */
+    pthread_mutex_unlock(&e->mu);
     *out = s;
     return 0;
 }
@@ -1258,12 +1384,8 @@ int ff_store_close(ff_store *s) {
     int rc = e->rdonly ? 0 : ff_store_flush(s);
     pthread_mutex_lock(&envs.mu);
     int last = --e->refs == 0;
-    if (last) {
-        env **pp = &envs.list;
-        while (*pp != e)
-            pp = &(*pp)->next;
-        *pp = e->next;
-    }
+    if (last)
+        e->closing = 1;
     pthread_mutex_unlock(&envs.mu);
     if (last) {
         pthread_mutex_lock(&e->mu);
@@ -1273,12 +1395,21 @@ int ff_store_close(ff_store *s) {
         pthread_mutex_unlock(&e->mu);
         if (running)
             pthread_join(e->thread, NULL);
-        if (e->broken) {
-            pthread_mutex_lock(&envs.mu);
-            e->next = envs.broken;
-            envs.broken = e;
-            pthread_mutex_unlock(&envs.mu);
+        int keep = e->broken || e->dead; /* LMDB could not close it safely */
+        pthread_mutex_lock(&envs.mu);
+        if (keep) {
+            e->closing = 0; /* stays, for good: a later open reuses it */
+            e->running = 0;
+            e->stop = 0;
         } else {
+            env **pp = &envs.list;
+            while (*pp != e)
+                pp = &(*pp)->next;
+            *pp = e->next;
+        }
+        pthread_cond_broadcast(&envs.closed);
+        pthread_mutex_unlock(&envs.mu);
+        if (!keep) {
             mdb_env_close(e->mdb);
             env_free(e);
         }
@@ -1303,28 +1434,22 @@ static int check_key(ff_store *s, const char *wf, size_t wflen, const char *task
 static int put_record(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
                       const uint8_t fp[FF_FP_LEN], uint64_t stored_ns, uint64_t compute_ns,
                       const char *val, size_t len) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    int rc = check_key(s, wf, wflen, task, tlen);
+    int rc = usable(s);
     if (rc == 0)
-        rc = refuse_write(s);
+        rc = check_key(s, wf, wflen, task, tlen);
     if (rc != 0)
         return rc;
+    if (len > MAX_VALUE)
+        return seterr(s, -EFBIG, "a result of %zu bytes is larger than a storage can hold "
+                                 "(4 GiB less %d bytes)", len, FF_REC_HDR);
     ff_store_read_end(s);
     env *e = s->e;
     struct qrec r = {(uint32_t)wflen, (uint32_t)tlen, FF_REC_HDR + (uint64_t)len};
     size_t need = qrec_size(&r);
     pthread_mutex_lock(&e->mu);
-    while (e->qn >= QUEUE_HIGH && e->commit_err == 0)
+    while (e->qn >= QUEUE_HIGH && !e->nowrite)
         pthread_cond_wait(&e->done, &e->mu); /* let the committer catch up */
-    if (e->broken) {
-        rc = broken_err(s);
-        pthread_mutex_unlock(&e->mu);
-        return rc;
-    }
-    if (e->commit_err != 0) {
-        rc = e->commit_err;
-        seterr(s, rc, "%s", e->commit_msg);
+    if ((rc = refuse_write(s)) != 0 || (rc = start_committer(s)) != 0) {
         pthread_mutex_unlock(&e->mu);
         return rc;
     }
@@ -1349,17 +1474,12 @@ static int put_record(ff_store *s, const char *wf, size_t wflen, const char *tas
     if (len > 0)
         memcpy(h + FF_REC_HDR, val, len);
     rec_header(h, wf, wflen, task, tlen, fp, stored_ns, compute_ns, len);
-    int was_empty = e->qn == 0;
+    if (e->qn == 0 || e->qn + need >= QUEUE_EAGER)
+        pthread_cond_signal(&e->wake);
     e->qn += need;
     e->put_seq++;
-    if (e->running) {
-        if (was_empty || e->qn >= QUEUE_EAGER)
-            pthread_cond_signal(&e->wake);
-    } else {
-        rc = start_committer(s);
-    }
     pthread_mutex_unlock(&e->mu);
-    return rc;
+    return 0;
 }
 
 int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
@@ -1368,25 +1488,25 @@ int ff_store_put(ff_store *s, const char *wf, size_t wflen, const char *task, si
 }
 
 int ff_store_flush(ff_store *s) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
+    if (s->e->gen != fork_gen)
+        return usable(s);
     ff_store_read_end(s);
     env *e = s->e;
     pthread_mutex_lock(&e->mu);
     uint64_t target = e->put_seq;
-    if (e->committed_seq < target && !e->broken) {
+    if (e->committed_seq < target && e->running) {
         e->flushing++;
         pthread_cond_signal(&e->wake);
         while (e->committed_seq < target)
             pthread_cond_wait(&e->done, &e->mu);
         e->flushing--;
     }
-    int rc = e->commit_err;
-    if (e->broken) {
-        rc = broken_err(s); /* reported every time: it lasts */
-    } else if (rc != 0) {
-        seterr(s, rc, "%s", e->commit_msg);
-        e->commit_err = 0; /* reported */
+    int rc = 0;
+    if (e->err_seq > s->err_seen) { /* a failure this handle has not reported */
+        s->err_seen = e->err_seq;
+        rc = seterr(s, e->commit_err, "%s", e->commit_msg);
+    } else if (e->nowrite && !e->rdonly && e->committed_seq < e->put_seq) {
+        rc = seterr(s, FFLUA_ECORRUPT, "%s", e->nowrite_msg);
     }
     pthread_mutex_unlock(&e->mu);
     return rc;
@@ -1394,19 +1514,15 @@ int ff_store_flush(ff_store *s) {
 
 /* Hands o to the committer and waits for it. */
 static int write_op(ff_store *s, struct wop *o) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    int rc = refuse_write(s);
+    int rc = usable(s);
     if (rc != 0)
         return rc;
     ff_store_read_end(s);
     env *e = s->e;
     pthread_mutex_lock(&e->mu);
-    while (e->op != NULL && !e->broken)
+    while (e->op != NULL && !e->nowrite)
         pthread_cond_wait(&e->done, &e->mu); /* one operation at a time */
-    if (e->broken) {
-        rc = broken_err(s);
-    } else if ((rc = start_committer(s)) == 0) {
+    if ((rc = refuse_write(s)) == 0 && (rc = start_committer(s)) == 0) {
         o->done = 0;
         e->op = o;
         pthread_cond_signal(&e->wake);
@@ -1448,11 +1564,13 @@ int ff_store_poke(ff_store *s, const char *wf, size_t wflen, const char *task, s
 
 /* --- reads --------------------------------------------------------------- */
 
+/* Begins (renews) the handle's read transaction, following another
+ * process's growth of the map a few times at most. */
 static int read_begin(ff_store *s) {
     if (s->ractive)
         return 0;
     env *e = s->e;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         pthread_rwlock_rdlock(&e->resize);
         int rc = s->rtxn ? mdb_txn_renew(s->rtxn)
                          : mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &s->rtxn);
@@ -1466,35 +1584,55 @@ static int read_begin(ff_store *s) {
             mdb_txn_abort(s->rtxn);
             s->rtxn = NULL;
         }
-        if (rc != MDB_MAP_RESIZED)
+        if (rc != MDB_MAP_RESIZED || tries == MAX_REMAPS)
             return rc;
-        remap(e, 0);
+        if ((rc = remap(e, 0)) != 0)
+            return rc == EINVAL ? MDB_MAP_RESIZED : rc;
     }
 }
 
-/* The handle of an existing workflow database. A handle opened after the
- * read transaction began is not valid in it: the transaction is renewed
- * (so earlier records' pointers go stale, which callers allow for). */
-static int dbi_get(ff_store *s, const char *wf, size_t wflen, MDB_dbi *dbi) {
+/* A read that could not be done: the text for errmsg. */
+static int read_fail(ff_store *s, int rc) {
+    if (rc == FF_DEAD)
+        return usable(s);
+    return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path,
+                  rc == MDB_MAP_RESIZED ? "another process grew its file, and this process "
+                                          "cannot follow: open it again"
+                                        : mdb_strerror(rc));
+}
+
+/* The handle of an existing workflow database, valid in the active read
+ * transaction: a handle opened after the transaction began (by this call,
+ * another thread or the committer) is not, so the transaction is renewed
+ * and the handle looked up again (earlier records' pointers go stale,
+ * which callers allow for). */
+static int dbi_get(ff_store *s, const char *wf, size_t wflen, MDB_dbi *out) {
     env *e = s->e;
     if (s->absent_len == wflen && memcmp(s->absent, wf, wflen) == 0)
         return MDB_NOTFOUND;
-    pthread_mutex_lock(&e->dbimu);
-    struct dbi *d = dbi_find(e, wf, wflen);
-    int rc = 0;
-    if (d != NULL)
-        *dbi = d->dbi;
-    else
-        rc = dbi_open_read(e, wf, wflen, dbi, s->fault, sizeof s->fault);
-    pthread_mutex_unlock(&e->dbimu);
-    if (rc == 0 && d == NULL) {
+    for (int tries = 0;; tries++) {
+        MDB_dbi dbi;
+        int rc = 0;
+        if (!dbi_lookup(e, wf, wflen, &dbi, NULL)) {
+            rc = dbi_open_read(e, wf, wflen, &dbi, s->fault, sizeof s->fault);
+            if (rc == MDB_NOTFOUND && wflen <= sizeof s->absent) {
+                memcpy(s->absent, wf, wflen);
+                s->absent_len = wflen;
+            }
+            if (rc != 0)
+                return rc;
+        }
+        unsigned flags;
+        if (mdb_dbi_flags(s->rtxn, dbi, &flags) == 0) {
+            *out = dbi;
+            return 0;
+        }
+        if (tries == 3)
+            return FF_RETRY;
         ff_store_read_end(s);
-        rc = read_begin(s);
-    } else if (rc == MDB_NOTFOUND && wflen <= sizeof s->absent) {
-        memcpy(s->absent, wf, wflen);
-        s->absent_len = wflen;
+        if ((rc = read_begin(s)) != 0)
+            return rc;
     }
-    return rc;
 }
 
 /* An entry read from a database so that nothing read from it later can
@@ -1546,30 +1684,38 @@ static int read_damage(ff_store *s, ff_rec *rec, int rc, const char *where) {
 
 int ff_store_get(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
                  ff_rec *rec) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
+    int rc = usable(s);
+    if (rc != 0)
+        return rc;
     memset(rec, 0, sizeof *rec);
     rec->len = SIZE_MAX;
     if (tlen == 0 || tlen > FF_STORE_TASK_MAX)
         return FFLUA_ENOTFOUND;
-    int rc = read_begin(s);
-    if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+    if ((rc = read_begin(s)) != 0)
+        return read_fail(s, rc);
     MDB_dbi dbi;
     rc = dbi_get(s, wf, wflen, &dbi);
     if (rc == MDB_NOTFOUND || rc == EINVAL)
         return FFLUA_ENOTFOUND;
-    if (rc != 0)
+    if (is_damage(rc))
         return read_damage(s, rec, rc, "the workflow");
+    if (rc != 0) {
+        read_kill(s);
+        return read_fail(s, rc);
+    }
     struct entry en;
     memcpy(en.key, task, tlen);
     en.klen = tlen;
     rc = g_read(s, dbi, NULL, 0, wf, wflen, &en);
     if (rc == MDB_NOTFOUND)
         return FFLUA_ENOTFOUND;
-    if (rc != 0) {
-        dbi_unverify(s->e, wf, wflen);
+    if (is_damage(rc)) {
+        dbi_set_verified(s->e, wf, wflen, 0); /* checked again before a write */
         return read_damage(s, rec, rc, "it");
+    }
+    if (rc != 0) {
+        read_kill(s);
+        return read_fail(s, rc);
     }
     *rec = en.rec;
     return en.rc_rec;
@@ -1591,6 +1737,7 @@ struct scan {
     void *ud;
     int stopped; /* fn asked to stop */
     int damaged; /* the first damage's code, 0 when none */
+    int failed; /* an error that is not damage */
     char last[FF_STORE_TASK_MAX]; /* the last key delivered */
     size_t last_len;
     int have_last;
@@ -1601,7 +1748,7 @@ static int key_cmp(const char *a, size_t al, const char *b, size_t bl) {
     return c != 0 ? c : (al > bl) - (al < bl);
 }
 
-/* Delivers an entry (outside every guard: fn may be anything). */
+/* Delivers an entry (outside every guard). */
 static void scan_deliver(struct scan *sc, const struct entry *en) {
     if (sc->wf != NULL) {
         sc->stopped = sc->fn(sc->ud, en->key, en->klen, &en->rec) != 0;
@@ -1611,13 +1758,28 @@ static void scan_deliver(struct scan *sc, const struct entry *en) {
     }
 }
 
+/* What stopped a pass: damage is noted (the first), other errors too. */
 static void scan_note(struct scan *sc, int rc) {
+    if (!is_damage(rc)) {
+        if (sc->failed == 0)
+            sc->failed = rc;
+        return;
+    }
     if (sc->damaged == 0) {
         sc->damaged = rc;
         snprintf(sc->s->why, sizeof sc->s->why, "a part of the file cannot be read (%s)",
                  rc == MDB_CORRUPTED ? "keys out of order, or a key of a wrong size"
                                      : lmdb_text(rc, sc->s->fault));
     }
+}
+
+/* The handle to scan in a (re)begun transaction: the main db's, or the
+ * workflow's looked up again (a handle may have been closed and its number
+ * reused while no transaction was active). */
+static int scan_dbi(struct scan *sc) {
+    if (sc->wf == NULL)
+        return mdb_dbi_open(sc->s->rtxn, NULL, 0, &sc->dbi);
+    return dbi_get(sc->s, sc->wf, sc->wflen, &sc->dbi);
 }
 
 /* The forward pass. */
@@ -1652,14 +1814,19 @@ static void scan_forward(struct scan *sc) {
  * delivered, from the end down, then reads and delivers them in order. */
 static void scan_backward(struct scan *sc) {
     ff_store *s = sc->s;
-    if (read_begin(s) != 0)
+    int rc = read_begin(s);
+    if (rc == 0)
+        rc = scan_dbi(sc);
+    if (rc != 0) {
+        scan_note(sc, rc);
         return;
+    }
     MDB_cursor *c = NULL;
     char *keys = NULL; /* each key's length (a size_t), then its bytes */
     size_t nkeys = 0, used = 0, cap = 0;
     size_t prev = SIZE_MAX, prev_len = 0; /* the previous key, in keys */
     struct entry en;
-    int rc = g_cursor_open(s->rtxn, sc->dbi, &c, s->fault, sizeof s->fault);
+    rc = g_cursor_open(s->rtxn, sc->dbi, &c, s->fault, sizeof s->fault);
     for (MDB_cursor_op op = MDB_LAST; rc == 0; op = MDB_PREV) {
         en.klen = 0;
         if ((rc = g_read(s, sc->dbi, c, op, NULL, 0, &en)) != 0)
@@ -1671,8 +1838,10 @@ static void scan_backward(struct scan *sc) {
         if (cap - used < sizeof(size_t) + en.klen) {
             size_t ncap = cap ? cap * 2 : 4096;
             char *nk = realloc(keys, ncap);
-            if (nk == NULL)
+            if (nk == NULL) {
+                sc->failed = ENOMEM;
                 break;
+            }
             keys = nk;
             cap = ncap;
         }
@@ -1685,8 +1854,12 @@ static void scan_backward(struct scan *sc) {
     }
     if (c != NULL)
         mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND && !is_damage(rc))
+        scan_note(sc, rc);
     /* Deliver in ascending order: the collected keys from the last. */
     size_t *offs = nkeys ? malloc(nkeys * sizeof *offs) : NULL;
+    if (nkeys > 0 && offs == NULL)
+        sc->failed = ENOMEM;
     for (size_t i = 0, o = 0; offs != NULL && i < nkeys; i++) {
         offs[i] = o;
         size_t len;
@@ -1709,13 +1882,15 @@ static void scan_backward(struct scan *sc) {
 static int scan_run(struct scan *sc, const char *what) {
     ff_store *s = sc->s;
     scan_forward(sc);
-    if (sc->damaged && !sc->stopped)
+    if (sc->damaged && !sc->stopped && !sc->failed)
         scan_backward(sc);
     ff_store_read_end(s);
+    if (sc->failed)
+        return read_fail(s, sc->failed);
     if (!sc->damaged)
         return 0;
     if (sc->wf != NULL)
-        dbi_unverify(s->e, sc->wf, sc->wflen);
+        dbi_set_verified(s->e, sc->wf, sc->wflen, 0);
     if (sc->have_last) {
         char key[128];
         const char *k = sc->last;
@@ -1731,36 +1906,37 @@ static int scan_run(struct scan *sc, const char *what) {
 }
 
 int ff_store_each(ff_store *s, const char *wf, size_t wflen, ff_store_each_fn fn, void *ud) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    int rc = read_begin(s);
+    int rc = usable(s);
     if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
-    MDB_dbi dbi;
-    rc = dbi_get(s, wf, wflen, &dbi);
+        return rc;
+    if ((rc = read_begin(s)) != 0)
+        return read_fail(s, rc);
+    struct scan sc = {.s = s, .wf = wf, .wflen = wflen, .fn = fn, .ud = ud};
+    rc = scan_dbi(&sc);
     if (rc == MDB_NOTFOUND || rc == EINVAL) {
         ff_store_read_end(s);
         return FFLUA_ENOTFOUND;
     }
     if (rc != 0) {
         read_kill(s);
+        if (!is_damage(rc))
+            return read_fail(s, rc);
         return seterr(s, FFLUA_ECORRUPT, "the list of workflows is damaged (%s)",
                       lmdb_text(rc, s->fault));
     }
-    struct scan sc = {.s = s, .dbi = dbi, .wf = wf, .wflen = wflen, .fn = fn, .ud = ud};
     char what[128], name[100];
     snprintf(what, sizeof what, "workflow '%s'", ff_text_escape(name, sizeof name, wf, wflen));
     return scan_run(&sc, what);
 }
 
 int ff_store_workflows(ff_store *s, ff_store_each_fn fn, void *ud) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    int rc = read_begin(s);
+    int rc = usable(s);
     if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+        return rc;
+    if ((rc = read_begin(s)) != 0)
+        return read_fail(s, rc);
     struct scan sc = {.s = s, .fn = fn, .ud = ud};
-    mdb_dbi_open(s->rtxn, NULL, 0, &sc.dbi);
+    scan_dbi(&sc);
     return scan_run(&sc, "the list of workflows");
 }
 
@@ -1774,6 +1950,7 @@ struct problem {
 
 struct vcheck {
     ff_vfile f;
+    uint64_t txnid;
     struct problem *v;
     size_t n, cap;
     /* The workflows' trees, from the main tree: names point into the
@@ -1844,7 +2021,7 @@ static int vcheck_step(struct vcheck *c, size_t step, char *why, size_t wl) {
     }
     int rc;
     if (step == 0)
-        rc = ff_verify_meta(&c->f, c->f.p, c->f.len, why, wl);
+        rc = ff_verify_meta(&c->f, c->f.p, c->f.len, c->txnid, why, wl);
     else if (step == 1)
         rc = ff_verify_tree(&c->f, &c->f.main_db, FF_VTREE_MAIN, main_entry, c, why, wl);
     else if (step == 2)
@@ -1856,13 +2033,13 @@ static int vcheck_step(struct vcheck *c, size_t step, char *why, size_t wl) {
 }
 
 int ff_store_verify(ff_store *s, ff_store_problem_fn fn, void *ud) {
-    if (usable(s))
-        return FFLUA_ECLOSED;
-    /* A read transaction keeps the pages of the newest snapshot from being
-     * reused while they are read. */
-    int rc = read_begin(s);
+    int rc = usable(s);
     if (rc != 0)
-        return seterr(s, mdb_code(rc), "cannot read '%s': %s", s->e->path, mdb_strerror(rc));
+        return rc;
+    /* A read transaction keeps the pages of its snapshot from being reused
+     * while they are read, and says which snapshot LMDB reads. */
+    if ((rc = read_begin(s)) != 0)
+        return read_fail(s, rc);
     struct stat st;
     if (fstat(s->e->fd, &st) != 0) {
         rc = -errno;
@@ -1879,10 +2056,11 @@ int ff_store_verify(ff_store *s, ff_store_problem_fn fn, void *ud) {
     struct vcheck c = {0};
     c.f.p = map;
     c.f.len = len;
+    c.txnid = mdb_txn_id(s->rtxn);
     char why[256];
     if (vcheck_step(&c, 0, why, sizeof why) != 0) {
         add_problem(&c, NULL, 0, why);
-    } else if ((c.f.seen = calloc(c.f.last_pg / 8 + 1, 1)) == NULL) {
+    } else if ((c.f.seen = calloc(c.f.file_pages / 8 + 1, 1)) == NULL) {
         c.oom = 1;
     } else {
         /* The trees first, so that the free list's check sees their pages. */
@@ -1914,20 +2092,51 @@ int ff_store_verify(ff_store *s, ff_store_problem_fn fn, void *ud) {
 
 /* --- repair -------------------------------------------------------------- */
 
-/* Whether another process has the storage at path open: each holds a read
- * lock on the first byte of LMDB's lock file while it does. */
+/* The lock LMDB's processes hold while they have a storage open: a read
+ * lock on the first byte of lock.mdb. */
+static struct flock first_byte(short type) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0;
+    fl.l_len = 1;
+    return fl;
+}
+
+/* Another process that has the storage at path open, or 0. */
 static pid_t lock_holder(const char *path) {
     char f[PATH_MAX];
-    path_in(f, path, "lock.mdb");
+    if (path_in(f, path, "lock.mdb") != 0)
+        return 0;
     int fd = open(f, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    struct flock fl = first_byte(F_WRLCK);
     pid_t pid = 0;
     if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
         pid = fl.l_pid > 0 ? fl.l_pid : 1;
     close(fd);
     return pid;
+}
+
+/* The transaction id of the newest meta page of the file at path, or 0. */
+static uint64_t file_txnid(const char *path) {
+    char f[PATH_MAX];
+    uint64_t id = 0;
+    if (path_in(f, path, "data.mdb") != 0)
+        return 0;
+    int fd = open(f, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    unsigned char buf[2 * 65536];
+    ssize_t n = pread(fd, buf, sizeof buf, 0);
+    close(fd);
+    ff_vfile vf;
+    char why[128];
+    if (n > 0 && ff_verify_meta(&vf, buf, (size_t)n, 0, why, sizeof why) == 0)
+        id = vf.txnid;
+    return id;
 }
 
 struct names {
@@ -1983,12 +2192,35 @@ static int copy_one(void *ud, const char *task, size_t tlen, const ff_rec *rec) 
     return 0;
 }
 
-/* Puts the file made in tmp in place of path's, keeping the old one. */
-static int repair_swap(const char *path, const char *tmp, ff_repair_stats *st, char *err,
-                       size_t errlen) {
-    char old[PATH_MAX], fresh[PATH_MAX], f[PATH_MAX];
+/* Puts the file made in tmp in place of path's, keeping the old one, then
+ * has LMDB make its lock file anew for the new file. txnid: the old file's
+ * newest transaction when the copy began; when it changed, another process
+ * wrote meanwhile and the copy would lose that. */
+static int repair_swap(const char *path, const char *tmp, uint64_t txnid, ff_repair_stats *st,
+                       char *err, size_t errlen) {
+    char old[PATH_MAX], fresh[PATH_MAX], lock[PATH_MAX], f[PATH_MAX];
     path_in(old, path, "data.mdb");
     path_in(fresh, tmp, "data.mdb");
+    path_in(lock, path, "lock.mdb");
+    /* Hold the lock every user of the storage holds a part of: no other
+     * process may have it open from here to the end. */
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    struct flock fl = first_byte(F_WRLCK);
+    if (lfd < 0 || fcntl(lfd, F_SETLK, &fl) != 0) {
+        pid_t holder = lock_holder(path);
+        if (lfd >= 0)
+            close(lfd);
+        snprintf(err, errlen, "the storage '%s' was opened by process %ld during the repair: "
+                              "stop it and repair again", path, (long)holder);
+        return -EBUSY;
+    }
+    int rc = 0;
+    if (file_txnid(path) != txnid) {
+        snprintf(err, errlen, "the storage '%s' was written to during the repair: stop every "
+                              "process that uses it and repair again", path);
+        rc = -EBUSY;
+        goto done;
+    }
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
@@ -2002,26 +2234,36 @@ static int repair_swap(const char *path, const char *tmp, ff_repair_stats *st, c
         if (link(old, st->kept_as) == 0)
             break;
         if (errno != EEXIST || i == 100) {
+            rc = -errno;
             snprintf(err, errlen, "cannot keep the damaged file as '%s': %s", st->kept_as,
-                     strerror(errno));
-            return -errno;
+                     strerror(-rc));
+            goto done;
         }
     }
     /* The rename replaces the old file in one step: a reader sees the old
      * file or the new one, never none. */
     if (rename(fresh, old) != 0) {
-        int en = errno;
-        snprintf(err, errlen, "cannot put the repaired file in place: %s", strerror(en));
-        return -en;
+        rc = -errno;
+        snprintf(err, errlen, "cannot put the repaired file in place: %s", strerror(-rc));
+        goto done;
     }
-    /* LMDB's lock file belongs to the old file (transaction ids); the next
-     * open makes a new one. */
-    path_in(f, path, "lock.mdb");
-    unlink(f);
     path_in(f, tmp, "lock.mdb");
     unlink(f);
     rmdir(tmp);
-    return 0;
+    /* The lock file holds the old file's transaction id, which LMDB's
+     * readers use to pick a meta page. Opening the new file while this
+     * process holds the lock makes LMDB initialize it for the new file;
+     * an open waiting meanwhile then finds it ready. */
+    MDB_env *mdb;
+    if (mdb_env_create(&mdb) == 0) {
+        mdb_env_set_maxdbs(mdb, MAX_DBS);
+        mdb_env_set_mapsize(mdb, INITIAL_MAP);
+        g_env_open(mdb, path, MDB_NOTLS);
+        mdb_env_close(mdb); /* also drops this process's locks on lock.mdb */
+    }
+done:
+    close(lfd);
+    return rc;
 }
 
 int ff_store_repair(const char *path, ff_repair_lost_fn lost, void *ud, ff_repair_stats *st,
@@ -2047,16 +2289,17 @@ int ff_store_repair(const char *path, ff_repair_lost_fn lost, void *ud, ff_repai
         snprintf(err, errlen, "the storage '%s' is open in this process: close it first", path);
         return -EBUSY;
     }
+    char tmp[PATH_MAX], f[PATH_MAX];
+    if (path_in(tmp, path, "repair.tmp") != 0 ||
+        path_in(f, tmp, "data.mdb.damaged-YYYYmmdd-HHMMSS-NNN") != 0) {
+        snprintf(err, errlen, "the path '%s' is too long to repair in place", path);
+        return -ENAMETOOLONG;
+    }
+    uint64_t txnid = file_txnid(path);
     ff_store *src, *dst;
     int rc = ff_store_open(&src, path, 0, err, errlen);
     if (rc != 0)
         return rc;
-    char tmp[PATH_MAX], f[PATH_MAX];
-    if (path_in(tmp, path, "repair.tmp") != 0 || path_in(f, tmp, "data.mdb.damaged-YYYYmmdd-HHMMSS-NNN") != 0) {
-        ff_store_close(src);
-        snprintf(err, errlen, "the path '%s' is too long to repair in place", path);
-        return -ENAMETOOLONG;
-    }
     path_in(f, tmp, "data.mdb");
     unlink(f); /* left by an interrupted repair */
     path_in(f, tmp, "lock.mdb");
@@ -2066,19 +2309,33 @@ int ff_store_repair(const char *path, ff_repair_lost_fn lost, void *ud, ff_repai
         return rc;
     }
     struct names wfs = {0};
-    if (ff_store_workflows(src, names_add, &wfs) == FFLUA_ECORRUPT && lost)
+    int wrc = ff_store_workflows(src, names_add, &wfs);
+    if (wrc == FFLUA_ECORRUPT && lost) {
         lost(ud, NULL, 0, NULL, 0, ff_store_errmsg(src));
+    } else if (wrc != 0) {
+        rc = wrc;
+        snprintf(err, errlen, "cannot list the workflows of '%s': %s", path,
+                 wrc == FFLUA_ENOTFOUND ? "not enough memory" : ff_store_errmsg(src));
+    }
     for (size_t i = 0; i < wfs.n && rc == 0; i++) {
         struct copy c = {dst, wfs.v[i], wfs.len[i], lost, ud, st, 0};
         int erc = ff_store_each(src, wfs.v[i], wfs.len[i], copy_one, &c);
-        rc = c.rc;
-        if (erc == FFLUA_ECORRUPT && lost)
-            lost(ud, wfs.v[i], wfs.len[i], NULL, 0, ff_store_errmsg(src));
+        if (c.rc != 0) {
+            rc = c.rc;
+            snprintf(err, errlen, "cannot write the repaired copy in '%s': %s", tmp,
+                     ff_store_errmsg(dst));
+        } else if (erc == FFLUA_ECORRUPT || erc == FFLUA_ENOTFOUND) {
+            /* Damaged, or named in a damaged list but not there. */
+            if (lost)
+                lost(ud, wfs.v[i], wfs.len[i], NULL, 0,
+                     erc == FFLUA_ECORRUPT ? ff_store_errmsg(src)
+                                           : "its records cannot be found (a damaged name?)");
+        } else if (erc != 0) {
+            rc = erc;
+            snprintf(err, errlen, "cannot read '%s': %s", path, ff_store_errmsg(src));
+        }
         st->workflows++;
     }
-    if (rc != 0)
-        snprintf(err, errlen, "cannot write the repaired copy in '%s': %s", tmp,
-                 ff_store_errmsg(dst));
     for (size_t i = 0; i < wfs.n; i++)
         free(wfs.v[i]);
     free(wfs.v);
@@ -2092,6 +2349,6 @@ int ff_store_repair(const char *path, ff_repair_lost_fn lost, void *ud, ff_repai
     ff_store_close(dst);
     ff_store_close(src);
     if (rc == 0)
-        rc = repair_swap(path, tmp, st, err, errlen);
+        rc = repair_swap(path, tmp, txnid, st, err, errlen);
     return rc;
 }

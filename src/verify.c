@@ -104,7 +104,8 @@ static int read_meta(const unsigned char *p, size_t len, size_t off, ff_vfile *m
     return 0;
 }
 
-int ff_verify_meta(ff_vfile *f, const void *p, size_t len, char *why, size_t whylen) {
+int ff_verify_meta(ff_vfile *f, const void *p, size_t len, uint64_t txnid, char *why,
+                   size_t whylen) {
     memset(f, 0, sizeof *f);
     ff_vfile m[2];
     int ok0 = read_meta(p, len, 0, &m[0]) == 0;
@@ -113,13 +114,25 @@ int ff_verify_meta(ff_vfile *f, const void *p, size_t len, char *why, size_t why
         ok1 = 0;
     if (!ok0 && !ok1)
         return say(why, whylen, "neither meta page is readable");
-    *f = m[ok0 && ok1 ? (m[1].txnid > m[0].txnid) : ok1];
+    int pick;
+    if (txnid != 0) { /* the snapshot LMDB uses */
+        if (ok0 && m[0].txnid == txnid)
+            pick = 0;
+        else if (ok1 && m[1].txnid == txnid)
+            pick = 1;
+        else
+            return say(why, whylen, "no meta page is of transaction %llu",
+                       (unsigned long long)txnid);
+    } else {
+        pick = ok0 && ok1 ? m[1].txnid > m[0].txnid : ok1;
+    }
+    *f = m[pick];
     f->p = p;
     f->len = len;
+    f->file_pages = len / f->psize;
     f->seen = NULL;
-    if (f->last_pg < 1 || f->last_pg >= len / f->psize)
-        return say(why, whylen, "the meta page says the file has %llu pages; it holds %zu",
-                   (unsigned long long)f->last_pg + 1, len / f->psize);
+    if (f->last_pg < 1)
+        return say(why, whylen, "the meta page says the file has no pages");
     return 0;
 }
 
@@ -148,10 +161,11 @@ static int page_fail(struct walk *w, uint64_t pg, const char *fmt, ...) {
     return say(w->why, w->wl, "page %llu: %s", (unsigned long long)pg, msg);
 }
 
-/* The page, when it lies inside the file after the meta pages. */
+/* The pages pg..pg+n-1, when they lie in the snapshot and the file, after
+ * the meta pages. */
 static const unsigned char *page_at(const ff_vfile *f, uint64_t pg, uint64_t n) {
-    uint64_t max = f->len / f->psize;
-    if (pg < 2 || n == 0 || pg > f->last_pg || n > f->last_pg - pg + 1 || pg + n > max)
+    if (pg < 2 || n == 0 || pg > f->last_pg || n > f->last_pg - pg + 1 || pg >= f->file_pages ||
+        n > f->file_pages - pg)
         return NULL;
     return f->p + pg * f->psize;
 }
@@ -163,6 +177,11 @@ static int mark(struct walk *w, uint64_t pg, uint64_t n) {
         w->seen[i >> 3] |= (uint8_t)(1u << (i & 7));
     }
     return 0;
+}
+
+/* A key of the free list is a transaction id: 8 bytes. */
+static int key_size_ok(int kind, size_t n) {
+    return kind == FF_VTREE_FREE ? n == 8 : n > 0 && n <= MAX_KEY;
 }
 
 static int key_cmp(int kind, const unsigned char *a, size_t al, const unsigned char *b, size_t bl) {
@@ -183,7 +202,7 @@ static int leaf_entry(struct walk *w, uint64_t pg, const unsigned char *page, un
     unsigned off = (unsigned)(node - page), flags = u16(node + 4), ksize = u16(node + 6);
     size_t dsize = u16(node) | (size_t)u16(node + 2) << 16;
     const unsigned char *key = node + NODEHDR, *data;
-    if (ksize == 0 || ksize > MAX_KEY || (w->kind == FF_VTREE_FREE && ksize != 8))
+    if (!key_size_ok(w->kind, ksize))
         return page_fail(w, pg, "entry %u has a key of %u bytes", i, ksize);
     unsigned want = w->kind == FF_VTREE_MAIN ? F_SUBDATA : 0;
     if ((flags & ~F_BIGDATA) != want || (w->kind == FF_VTREE_MAIN && flags != F_SUBDATA))
@@ -271,14 +290,16 @@ static int walk_page(struct walk *w, uint64_t pg, unsigned depth, const unsigned
         if (i > 0) {
             clo = node + NODEHDR;
             clol = u16(node + 6);
-            if (clol == 0 || clol > MAX_KEY)
+            if (!key_size_ok(w->kind, clol))
                 return page_fail(w, pg, "entry %u has a key of %zu bytes", i, clol);
         }
         if (i + 1 < n) {
             const unsigned char *next = p + u16(p + PAGEHDR + 2 * (i + 1));
             chi = next + NODEHDR;
             chil = u16(next + 6);
-            if (chil == 0 || chil > MAX_KEY || (clo != NULL && key_cmp(w->kind, chi, chil, clo, clol) <= 0))
+            if (!key_size_ok(w->kind, chil))
+                return page_fail(w, pg, "entry %u has a key of %zu bytes", i + 1, chil);
+            if (clo != NULL && key_cmp(w->kind, chi, chil, clo, clol) <= 0)
                 return page_fail(w, pg, "entry %u is out of order", i + 1);
         }
         uint64_t child = u16(node) | (uint64_t)u16(node + 2) << 16 | (uint64_t)u16(node + 4) << 32;
@@ -300,7 +321,7 @@ int ff_verify_tree(const ff_vfile *f, const ff_vdb *db, int kind, ff_vtree_fn fn
         return say(why, whylen, "a tree of %u levels", db->depth);
     struct walk w = {.f = f, .db = db, .kind = kind, .fn = fn, .ud = ud, .seen = f->seen,
                      .why = why, .wl = whylen};
-    if (w.seen == NULL && (w.seen = calloc(f->last_pg / 8 + 1, 1)) == NULL)
+    if (w.seen == NULL && (w.seen = calloc(f->file_pages / 8 + 1, 1)) == NULL)
         return say(why, whylen, "not enough memory to check the file");
     int rc = walk_page(&w, db->root, 1, NULL, 0, NULL, 0);
     if (rc == 0 && (w.branch != db->branch || w.leaf != db->leaf || w.overflow != db->overflow ||
@@ -319,9 +340,15 @@ int ff_verify_tree(const ff_vfile *f, const ff_vdb *db, int kind, ff_vtree_fn fn
 
 /* --- the free list ------------------------------------------------------- */
 
+/* Pages past the file that a free list may name (LMDB never writes a page
+ * freed in the transaction that allocated it) are checked for repeats only
+ * this far past its end. */
+#define FREE_PAST_FILE ((uint64_t)1 << 27)
+
 struct freelist {
     const ff_vfile *f;
     uint8_t *listed; /* pages seen in a list so far */
+    uint64_t nlisted; /* bits in listed */
 };
 
 static const char *free_entry(void *ud, const unsigned char *key, size_t klen,
@@ -330,7 +357,8 @@ static const char *free_entry(void *ud, const unsigned char *key, size_t klen,
     const ff_vfile *f = fl->f;
     (void)key;
     (void)klen;
-    if (dlen < 8 || dlen % 8 != 0 || u64(data) != dlen / 8 - 1)
+    /* A count, then the pages: LMDB may reserve more room than it fills. */
+    if (dlen < 8 || dlen % 8 != 0 || u64(data) > dlen / 8 - 1)
         return "a list of pages of the wrong length";
     uint64_t n = u64(data), prev = UINT64_MAX;
     for (uint64_t i = 1; i <= n; i++) {
@@ -340,17 +368,22 @@ static const char *free_entry(void *ud, const unsigned char *key, size_t klen,
         if (pg >= prev)
             return "a list of pages out of order";
         prev = pg;
-        if (f->seen != NULL && (f->seen[pg >> 3] & (1u << (pg & 7))))
+        if (f->seen != NULL && pg < f->file_pages && (f->seen[pg >> 3] & (1u << (pg & 7))))
             return "it lists a page that a tree uses";
-        if (fl->listed[pg >> 3] & (1u << (pg & 7)))
-            return "it lists a page twice";
-        fl->listed[pg >> 3] |= (uint8_t)(1u << (pg & 7));
+        if (pg < fl->nlisted) {
+            if (fl->listed[pg >> 3] & (1u << (pg & 7)))
+                return "it lists a page twice";
+            fl->listed[pg >> 3] |= (uint8_t)(1u << (pg & 7));
+        }
     }
     return NULL;
 }
 
 int ff_verify_free(const ff_vfile *f, char *why, size_t whylen) {
-    struct freelist fl = {f, calloc(f->last_pg / 8 + 1, 1)};
+    uint64_t nlisted = f->last_pg + 1;
+    if (nlisted > f->file_pages + FREE_PAST_FILE)
+        nlisted = f->file_pages + FREE_PAST_FILE;
+    struct freelist fl = {f, calloc(nlisted / 8 + 1, 1), nlisted};
     if (fl.listed == NULL)
         return say(why, whylen, "not enough memory to check the file");
     int rc = ff_verify_tree(f, &f->free_db, FF_VTREE_FREE, free_entry, &fl, why, whylen);

@@ -32,15 +32,20 @@ typedef struct ff_vdb {
     uint64_t branch, leaf, overflow, entries, root;
 } ff_vdb;
 
-/* The file, as its newest meta page describes it. */
+/* The file, as one of its meta pages describes it. */
 typedef struct ff_vfile {
     const unsigned char *p; /* the file's bytes */
     size_t len;
     unsigned psize;
+    /* The last page of the snapshot: pages up to it may lie past the end
+     * of the file (LMDB never writes a page freed in the transaction that
+     * allocated it), but only free ones. */
     uint64_t last_pg, txnid;
+    uint64_t file_pages; /* len / psize */
     ff_vdb free_db, main_db;
-    /* Optional: one bit per page, set for every page a checked tree uses,
-     * so that a page used twice is found across trees. NULL: per tree. */
+    /* Optional: one bit per page of the file (file_pages bits), set for
+     * every page a checked tree uses, so that a page used twice is found
+     * across trees. NULL: per tree. */
     uint8_t *seen;
 } ff_vfile;
 
@@ -54,8 +59,10 @@ enum { FF_VTREE_FREE, FF_VTREE_MAIN, FF_VTREE_RECORDS };
 typedef const char *(*ff_vtree_fn)(void *ud, const unsigned char *key, size_t klen,
                                    const unsigned char *data, size_t dlen);
 
-/* Reads the newest valid meta page of p[0..len). 0, or -1 with why. */
-int ff_verify_meta(ff_vfile *f, const void *p, size_t len, char *why, size_t whylen);
+/* Reads the meta page of p[0..len) of transaction txnid (0: the newest
+ * valid one). 0, or -1 with why. */
+int ff_verify_meta(ff_vfile *f, const void *p, size_t len, uint64_t txnid, char *why,
+                   size_t whylen);
 
 /* Parses a tree's record (48 bytes). 0, or -1 when n is not 48. */
 int ff_verify_db(const void *p, size_t n, ff_vdb *db);
@@ -65,7 +72,7 @@ int ff_verify_db(const void *p, size_t n, ff_vdb *db);
 int ff_verify_tree(const ff_vfile *f, const ff_vdb *db, int kind, ff_vtree_fn fn, void *ud,
                    char *why, size_t whylen);
 
-/* Checks the free list's entries: each a list of pages inside the file, in
+/* Checks the free list's entries: each a list of pages of the snapshot, in
  * descending order, none used by a tree already marked in f->seen (when
  * set) and none listed twice. 0, or -1 with why. */
 int ff_verify_free(const ff_vfile *f, char *why, size_t whylen);

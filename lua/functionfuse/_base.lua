@@ -130,7 +130,7 @@ function Base:_report(opts)
                     skipped = opts.skipped, damaged = opts.damaged }
   if not self.options.quiet then
     io.stderr:write(("fflua: workflow '%s': %d computed, %d loaded from the storage%s%s\n")
-      :format(self.workflow_name, opts.computed, opts.loaded,
+      :format(core.escape(self.workflow_name), opts.computed, opts.loaded,
               opts.skipped > 0 and (", %d not needed"):format(opts.skipped) or "",
               opts.damaged > 0 and (", %d damaged results recomputed"):format(opts.damaged) or ""))
   end

@@ -182,7 +182,7 @@ static const char *collect_root(void *ud, const unsigned char *key, size_t klen,
 static int check_bytes(const unsigned char *p, size_t len) {
     ff_vfile f;
     char why[256];
-    if (ff_verify_meta(&f, p, len, why, sizeof why) != 0)
+    if (ff_verify_meta(&f, p, len, 0, why, sizeof why) != 0)
         return 1;
     int bad = 0;
     struct roots r = {.n = 0};

@@ -37,8 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     memcpy(p, data, n);
     ff_vfile f;
     char why[256];
-    if (ff_verify_meta(&f, p, n, why, sizeof why) == 0) {
-        f.seen = calloc(f.last_pg / 8 + 1, 1);
+    if (ff_verify_meta(&f, p, n, 0, why, sizeof why) == 0) {
+        f.seen = calloc(f.file_pages / 8 + 1, 1);
         if (f.seen != NULL) {
             struct roots r = {.n = 0};
             ff_verify_tree(&f, &f.main_db, FF_VTREE_MAIN, collect, &r, why, sizeof why);
