@@ -7,65 +7,8 @@ local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").Clu
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
 local H = require "spec.helper"
 
-local procs = {}
-
---- Starts `fflua ARGS...` in the background (on a pty) and remembers it.
-local function start(args, env)
-  local argv = { H.bin }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local p = H.fftest.pty { argv = argv, env = env or { TERM = "dumb" } }
-  procs[#procs + 1] = p
-  return p
-end
-
-local function stop_all()
-  for _, p in ipairs(procs) do
-    p:kill(H.signals.SIGTERM)
-    p:wait(10)
-    p:close()
-  end
-  procs = {}
-end
-
-local function wait_file(path)
-  for _ = 1, 400 do
-    local f = io.open(path)
-    if f then
-      local s = f:read("l")
-      f:close()
-      if s then return s end
-    end
-    core.sleep(0.025)
-  end
-  error("never appeared: " .. path)
-end
-
---- A head without CPUs of its own, and the given workers. Returns the
--- address, the token file and the worker processes.
-local function cluster(workers)
-  local dir = H.tmpdir()
-  local token = dir .. "/cluster.token"
-  H.write(token, core.token_new() .. "\n")
-  assert(os.execute("chmod 600 '" .. token .. "'"))
-  start { "head", "--port", "0", "--num-cpus", "0", "--token-file", token,
-          "--ready-file", dir .. "/ready" }
-  local address = wait_file(dir .. "/ready")
-  local ps = {}
-  for i, w in ipairs(workers) do
-    local args = { "worker", "--address", address, "--token-file", token,
-                   "--num-cpus", tostring(w.cpus or 1) }
-    if w.resources then args[#args + 1] = "--resources"; args[#args + 1] = w.resources end
-    ps[i] = start(args)
-  end
-  local client = core.cluster_connect(address, { token_file = token })
-  for _ = 1, 400 do
-    if #client:status().places == #workers then break end
-    core.sleep(0.025)
-  end
-  assert.are.equal(#workers, #client:status().places)
-  client:close()
-  return address, token, ps
-end
+local C = require "spec.cluster_helper"
+local procs, start, stop_all, wait_file, cluster = C.procs, C.start, C.stop_all, C.wait_file, C.cluster
 
 --- The most of the spans { id, start, end } that overlap at one moment.
 local function most_at_once(spans)
