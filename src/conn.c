@@ -64,6 +64,11 @@ void ff_conn_close(ff_conn *c) {
         return;
     flush(c);
     c->state = FF_CONN_CLOSING;
+    if (c->tcp.type != UV_TCP) { /* no handle (its init failed, or the fuzz target's) */
+        if (c->on_close != NULL)
+            c->on_close(c);
+        return;
+    }
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_shutdown_t *req = c->writing ? malloc(sizeof *req) : NULL;
     if (req != NULL) {
@@ -121,8 +126,8 @@ int ff_conn_begin(ff_conn *c, int type, size_t *at) {
     return ff_frame_begin(&c->out, type, at);
 }
 
-void ff_conn_end(ff_conn *c, size_t at) {
-    ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
+int ff_conn_end(ff_conn *c, size_t at) {
+    return ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
 }
 
 void ff_conn_flush(ff_conn *c) {
@@ -168,7 +173,8 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         size_t at;
         ff_conn_begin(c, FF_M_WELCOME, &at);
         ff_wr_fixed(&c->out, mac, FF_MAC_LEN);
-        ff_conn_end(c, at);
+        if (ff_conn_end(c, at) != 0)
+            return 1; /* out of memory: the peer sees the connection close */
         c->role = a.role;
         c->state = FF_CONN_READY;
         uv_timer_stop(&c->hs_timer);
@@ -199,7 +205,10 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         ff_nonce(c->my_nonce);
         unsigned char mac[FF_MAC_LEN];
         ff_auth_mac(c->key, "client", c->peer_nonce, c->my_nonce, mac);
-        ff_authmsg_write(&c->out, c->role, c->my_nonce, mac);
+        if (ff_authmsg_write(&c->out, c->role, c->my_nonce, mac) != 0) {
+            snprintf(c->refused, sizeof c->refused, "not enough memory for the handshake");
+            return 1;
+        }
         flush(c);
         return 0;
     }
@@ -332,7 +341,8 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     peer_name(c);
     start_timer(c, server->loop);
     ff_nonce(c->my_nonce);
-    ff_hello_write(&c->out, c->my_nonce);
+    if (ff_hello_write(&c->out, c->my_nonce) != 0)
+        return UV_ENOMEM;
     flush(c);
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }

@@ -18,19 +18,42 @@
 /* --- frames -------------------------------------------------------------- */
 
 int ff_frame_begin(ff_buf *b, int type, size_t *at) {
+    *at = b->n;
     if (ff_buf_reserve(b, FF_FRAME_HDR) != 0)
         return -ENOMEM;
-    *at = b->n;
     memset(b->p + b->n, 0, 4);
     b->p[b->n + 4] = (char)type;
     b->n += FF_FRAME_HDR;
     return 0;
 }
 
-void ff_frame_end(ff_buf *b, size_t at) {
+int ff_frame_end(ff_buf *b, size_t at) {
+    if (b->err != 0 || b->n < at + FF_FRAME_HDR) {
+        b->err = 0;
+        b->n = at;
+        return -ENOMEM;
+    }
+    if (b->n - at - 4 > FF_FRAME_MAX) {
+        b->n = at;
+        return -EMSGSIZE;
+    }
     uint32_t len = (uint32_t)(b->n - at - 4);
     for (int i = 0; i < 4; i++)
         b->p[at + (size_t)i] = (char)(len >> (8 * i));
+    return 0;
+}
+
+size_t ff_varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+size_t ff_str_size(size_t n) {
+    return ff_varint_size(n) + n;
 }
 
 int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
@@ -249,12 +272,11 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
 
 int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]) {
     size_t at;
-    if (ff_frame_begin(b, FF_M_HELLO, &at) ||
-        ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1) || wr_versions(b) ||
-        ff_wr_fixed(b, nonce, FF_NONCE_LEN))
-        return -ENOMEM;
-    ff_frame_end(b, at);
-    return 0;
+    ff_frame_begin(b, FF_M_HELLO, &at);
+    ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1);
+    wr_versions(b);
+    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
+    return ff_frame_end(b, at); /* the writes' failures are in b->err */
 }
 
 int ff_hello_read(const char *p, size_t n, ff_hello *h) {
@@ -272,11 +294,12 @@ int ff_hello_read(const char *p, size_t n, ff_hello *h) {
 int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
                      const unsigned char mac[FF_MAC_LEN]) {
     size_t at;
-    if (ff_frame_begin(b, FF_M_AUTH, &at) || wr_versions(b) || ff_wr_varint(b, (uint64_t)role) ||
-        ff_wr_fixed(b, nonce, FF_NONCE_LEN) || ff_wr_fixed(b, mac, FF_MAC_LEN))
-        return -ENOMEM;
-    ff_frame_end(b, at);
-    return 0;
+    ff_frame_begin(b, FF_M_AUTH, &at);
+    wr_versions(b);
+    ff_wr_varint(b, (uint64_t)role);
+    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
+    ff_wr_fixed(b, mac, FF_MAC_LEN);
+    return ff_frame_end(b, at);
 }
 
 int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
@@ -294,10 +317,9 @@ int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
 
 int ff_refuse_write(ff_buf *b, const char *reason) {
     size_t at;
-    if (ff_frame_begin(b, FF_M_REFUSE, &at) || ff_wr_str(b, reason, strlen(reason)))
-        return -ENOMEM;
-    ff_frame_end(b, at);
-    return 0;
+    ff_frame_begin(b, FF_M_REFUSE, &at);
+    ff_wr_str(b, reason, strlen(reason));
+    return ff_frame_end(b, at);
 }
 
 /* --- tokens -------------------------------------------------------------- */

@@ -49,10 +49,19 @@ enum ff_role { FF_ROLE_WORKER = 1, FF_ROLE_DRIVER = 2, FF_ROLE_STATUS = 3 };
 
 /* --- frames -------------------------------------------------------------- */
 
-/* Appends a frame header for a payload of len bytes to be appended next. */
+/* Appends a frame header; the payload is appended next. *at is set (to
+ * where the frame starts) even when this fails with -ENOMEM, so that
+ * ff_frame_end can remove the frame. */
 int ff_frame_begin(ff_buf *b, int type, size_t *at);
-/* Patches the length once the payload is written (at from ff_frame_begin). */
-void ff_frame_end(ff_buf *b, size_t at);
+/* Ends the frame begun at at: patches its length and returns 0. Returns
+ * -ENOMEM when a write into b failed since (b->err, which is cleared), or
+ * -EMSGSIZE when the frame is larger than FF_FRAME_MAX; the frame is then
+ * removed from b, so that nothing cut short or oversized is ever sent. */
+int ff_frame_end(ff_buf *b, size_t at);
+/* The bytes of a varint of v, and of a str of n bytes: for checking a
+ * frame's size before building it. */
+size_t ff_varint_size(uint64_t v);
+size_t ff_str_size(size_t n);
 
 /* The first complete frame in p[0..n): 0 and its type, payload and total
  * size; FFLUA_ENOTFOUND when more bytes are needed; FFLUA_EPROTO for a frame

@@ -2,6 +2,7 @@
  * test_net.c: the protocol's bytes without sockets: frames, fields, the
  * version check, the MACs, token files.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +112,35 @@ static void test_token_file(void) {
     ASSERT(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err) < 0);
 }
 
+/* A frame whose writes failed, or that is over FF_FRAME_MAX, is removed
+ * whole: the frames before it stay, nothing cut short remains. */
+static void test_frame_end_drops(void) {
+    ff_buf b = {0};
+    size_t at;
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_BYE, &at), 0);
+    ASSERT_EQ(ff_frame_end(&b, at), 0);
+    size_t kept = b.n;
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_RESULT, &at), 0);
+    ASSERT_EQ(at, kept);
+    ASSERT_EQ(ff_wr_varint(&b, 7), 0);
+    b.err = -ENOMEM; /* as a failed reservation leaves it */
+    ASSERT_EQ(ff_wr_str(&b, "abc", 3), 0);
+    ASSERT_EQ(ff_frame_end(&b, at), -ENOMEM);
+    ASSERT_EQ(b.n, kept);
+    ASSERT_EQ(b.err, 0);
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_RESULT, &at), 0);
+    b.n = at + 4 + FF_FRAME_MAX + 1; /* the length only: frame_end reads no payload */
+    ASSERT_EQ(ff_frame_end(&b, at), -EMSGSIZE);
+    ASSERT_EQ(b.n, kept);
+    ASSERT_EQ(ff_varint_size(127), 1);
+    ASSERT_EQ(ff_varint_size(128), 2);
+    ASSERT_EQ(ff_str_size(300), 302);
+    ff_buf_free(&b);
+}
+
 int main(void) {
     RUN(test_frames);
+    RUN(test_frame_end_drops);
     RUN(test_versions);
     RUN(test_macs);
     RUN(test_token_file);
