@@ -64,7 +64,10 @@ typedef struct ff_worker_opts {
     const char *token_file;
 } ff_worker_opts;
 
-/* The programs behind `fflua head` and `fflua worker` (exit statuses). */
+/* The programs behind `fflua head` and `fflua worker` (exit statuses).
+ * They write with libuv, whose writev has no per-call MSG_NOSIGNAL: the
+ * caller must make SIGPIPE harmless first (main.c does), so that a peer
+ * that goes away mid-write is that peer's loss only. */
 int ff_head_main(const ff_head_opts *o);
 int ff_worker_main(const ff_worker_opts *o);
 

@@ -76,6 +76,28 @@ int ff_cli_take_interrupt(void) {
     return was;
 }
 
+/* --- SIGPIPE --------------------------------------------------------------
+ * The head and the worker write to sockets with libuv, whose writev cannot
+ * be told MSG_NOSIGNAL: a peer that closes while a write is in flight would
+ * kill the process. With a handler installed, the write fails with EPIPE
+ * instead and only that connection ends. A handler that does nothing
+ * rather than SIG_IGN: an ignored signal stays ignored across exec, and the
+ * programs a task starts (io.popen, os.execute) should get the default
+ * action, as they would anywhere else. The driver needs none of this: its
+ * client sends with MSG_NOSIGNAL. */
+static void on_sigpipe(int sig) {
+    (void)sig;
+}
+
+static void ignore_sigpipe(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigpipe;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
 /* --- calls and reports ---------------------------------------------------- */
 
 static void print_message(const char *prefix, const char *msg) {
@@ -300,6 +322,7 @@ static int head_main(int argc, char **argv) {
             return bad_option("head", opt, head_usage);
         }
     }
+    ignore_sigpipe();
     return ff_head_main(&o);
 }
 
@@ -327,6 +350,7 @@ static int worker_main(int argc, char **argv) {
         fprintf(stderr, FF_PROGNAME " worker: --address HOST:PORT is required\n%s", worker_usage);
         return 2;
     }
+    ignore_sigpipe();
     return ff_worker_main(&o);
 }
 

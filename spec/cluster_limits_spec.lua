@@ -1,0 +1,49 @@
+-- The cluster at its limits: results of hundreds of MiB, a driver killed
+-- mid-stream.
+-- Apart from cluster_spec.lua because moving that much memory takes time
+-- (tens of seconds here), which ctest can spend alongside other specs.
+local ff = require "functionfuse"
+local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+local H = require "spec.helper"
+local C = require "spec.cluster_helper"
+local procs, start, cluster, wait_file, script = C.procs, C.start, C.cluster, C.wait_file, C.script
+
+-- Issue 9: nothing a peer, a driver or a value does takes the head down,
+-- and every failure reaches the driver.
+describe("cluster limits", function()
+  after_each(function()
+    C.stop_all()
+    H.cleanup()
+  end)
+
+  it("survives a driver killed while results stream to it, and serves the next driver", function()
+    local address, token, ps = cluster { { cpus = 2 } }
+    local dir = H.tmpdir()
+    local driver = start { script [[
+      local ff = require "functionfuse"
+      local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local address, token, dir = ...
+      local big = ff.workflow("big", function(i, d)
+        local f = io.open(d .. "/" .. i, "w"); f:write(i, "\n"); f:close()
+        return string.rep(string.char(64 + i % 26), 8 << 20)
+      end)
+      local leaves = {}
+      for i = 1, 60 do leaves[i] = big(i, dir) end
+      leaves[#leaves + 1] = { workflow_name = "stream",
+                              cluster_init_args = { address = address, token_file = token } }
+      CW(table.unpack(leaves)):run()
+    ]], address, token, dir }
+    wait_file(dir .. "/20") -- results are streaming to the driver
+    driver:kill(H.signals.SIGKILL)
+    driver:wait(10)
+    local head = procs[1]
+    assert.is_nil((head:wait(0.5)), "the head exited")
+    local big = ff.workflow("big", function(i) return string.rep(string.char(64 + i), 8 << 20) end)
+    local wf = ClusterWorkflow(big(1), big(2), big(3), { workflow_name = "next",
+      cluster_init_args = { address = address, token_file = token } })
+    local r = { wf:run() }
+    assert.are.equal(3, #r)
+    for i = 1, 3 do assert.is_true(r[i] == string.rep(string.char(64 + i), 8 << 20)) end
+    assert.matches(":" .. ps[1]:pid() .. "$", wf.last_run.placement["big_0000"])
+  end)
+end)
