@@ -375,3 +375,112 @@ describe("cluster", function()
       cluster_init_args = { num_workers = 5, ignore_reinit_error = true } }):run())
   end)
 end)
+
+-- Issue 9: nothing a peer, a driver or a value does takes the head down,
+-- and every failure reaches the driver.
+describe("cluster hardening", function()
+  after_each(function()
+    stop_all()
+    H.cleanup()
+  end)
+
+  it("refuses a token file that is a FIFO or holds unprintable bytes", function()
+    local dir = H.tmpdir()
+    local fifo = dir .. "/fifo.token"
+    assert(os.execute("mkfifo -m 600 '" .. fifo .. "'"))
+    local nul = H.write(dir .. "/nul.token", ("a"):rep(26) .. "\0tail\n")
+    assert(os.execute("chmod 600 '" .. nul .. "'"))
+    for _, case in ipairs {
+      { fifo, "the token file '" .. fifo .. "' is not a regular file" },
+      { nul, "the token in '" .. nul .. "' holds an unprintable byte (0x00 at offset 26): " ..
+             "a token is printable ASCII text" },
+    } do
+      local r = H.fflua({ "head", "--port", "0", "--num-cpus", "0", "--token-file", case[1] },
+                        { timeout = 20 })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.are.equal("fflua head: " .. case[2] .. "\n", r.stderr)
+      r = H.fflua({ "worker", "--address", "127.0.0.1:1", "--token-file", case[1] },
+                  { timeout = 20 })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.are.equal("fflua worker: " .. case[2] .. "\n", r.stderr)
+      local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token_file = case[1] })
+      assert.is_false(ok)
+      assert.are.equal(case[2], err)
+    end
+    local r = H.fflua({ "worker", "--address", "127.0.0.1:1" },
+                      { env = { FFLUA_TOKEN = ("b"):rep(20) .. "\27[2J" }, timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua worker: FFLUA_TOKEN holds an unprintable byte (0x1b at offset 20): " ..
+                     "a token is printable ASCII text\n", r.stderr)
+    local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token = ("c"):rep(20) .. "\n\0" })
+    assert.is_false(ok)
+    assert.are.equal("bad option 'token' (it holds an unprintable byte (0x0a at offset 20): " ..
+                     "a token is printable ASCII text)", err)
+  end)
+
+  it("refuses numeric options that are not numbers in range", function()
+    local token = { FFLUA_TOKEN = core.token_new() }
+    for _, case in ipairs {
+      { "head", "--handshake-timeout", "0", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "0.0001", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "nan", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "inf", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "-1", "a number of seconds from 0.01 to 3600" },
+      { "head", "--num-cpus", "nan", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--num-cpus", "-1", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--num-cpus", "1e9", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--num-cpus", "0.33333", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--port", "nan", "an integer from 0 to 65535" },
+      { "head", "--port", "80.5", "an integer from 0 to 65535" },
+      { "head", "--port", "0x50", "an integer from 0 to 65535" },
+      { "head", "--port", "70000", "an integer from 0 to 65535" },
+      { "worker", "--num-cpus", "inf", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "worker", "--num-cpus", "nan", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+    } do
+      -- (Settings that would be harmless come first, the bad one last.)
+      local args = case[1] == "head" and { "head", "--port", "0", "--num-cpus", "0" }
+                   or { "worker", "--address", "127.0.0.1:1" }
+      args[#args + 1] = case[2]
+      args[#args + 1] = case[3]
+      local r = H.fflua(args, { env = token, timeout = 5 })
+      assert.are.equal(2, r.code, table.concat(args, " "))
+      assert.are.equal(("fflua %s: bad %s '%s': %s expected\n"):format(case[1], case[2], case[3],
+                                                                        case[4]), r.stderr)
+    end
+    -- The driver's side.
+    for _, t in ipairs { 0 / 0, math.huge, -1, 0 } do
+      local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token = core.token_new(), timeout = t })
+      assert.is_false(ok)
+      assert.are.equal(("bad option 'timeout' (a number of seconds from 0.01 to 3600 expected, " ..
+                        "got %s)"):format(tostring(t)), err)
+    end
+    assert.has_error(function() core.sleep(0 / 0) end,
+                     "bad argument #1 to 'sleep' (a finite non-negative number of seconds expected)")
+    local sum = ff.workflow(function(a, b) return a + b end)
+    for _, case in ipairs {
+      { { num_workers = 0 }, "num_workers must be an integer from 1 to 1024" },
+      { { num_workers = 5000 }, "num_workers must be an integer from 1 to 1024" },
+      { { num_cpus = 0 / 0 }, "num_cpus must be a number from 0 to 4096 with at most 4 decimals" },
+      { { num_cpus = -2 }, "num_cpus must be a number from 0 to 4096 with at most 4 decimals" },
+      { { resources = { gpu = 0 / 0 } }, "resources must map names to non-negative numbers " ..
+                                          "with at most 4 decimals" },
+      { { resources = { gpu = math.huge } }, "resources must map names to non-negative numbers " ..
+                                              "with at most 4 decimals" },
+    } do
+      local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "opt", cluster_init_args = case[1] })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("ClusterWorkflow: " .. case[2], err, 1, true)
+    end
+    local address, token_file = cluster {}
+    for _, ra in ipairs { { num_cpus = 0 / 0 }, { num_cpus = math.huge }, { num_cpus = -1 } } do
+      local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "ra",
+        cluster_init_args = { address = address, token_file = token_file } })
+      wf:query(".*"):set_remote_args(ra)
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("): bad remote args: num_cpus must be a non-negative number with at most 4 " ..
+                     "decimals", err, 1, true)
+    end
+  end)
+end)

@@ -45,6 +45,8 @@
 #include <stdint.h>
 
 #define FF_DEFAULT_PORT 6380
+/* The most CPUs a worker may declare (it runs one thread per CPU). */
+#define FF_MAX_CPUS 4096
 
 typedef struct ff_head_opts {
     const char *host;

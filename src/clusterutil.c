@@ -28,6 +28,11 @@ int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char 
         snprintf(err, errlen, "FFLUA_TOKEN must be %d to %zu bytes", FF_TOKEN_MIN, cap - 1);
         return FFLUA_EAUTH;
     }
+    char why[128];
+    if (ff_token_check(env, n, why, sizeof why) != 0) {
+        snprintf(err, errlen, "FFLUA_TOKEN %s", why);
+        return FFLUA_EAUTH;
+    }
     memcpy(out, env, n);
     out[n] = '\0';
     *len = n;

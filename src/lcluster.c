@@ -231,12 +231,17 @@ static int l_connect(lua_State *L) {
     lua_getfield(L, 2, "token_file");
     lua_getfield(L, 2, "timeout");
     double timeout = luaL_optnumber(L, -1, 10);
+    if (!(timeout >= 0.01 && timeout <= 3600)) /* also NaN */
+        return luaL_error(L, "bad option 'timeout' (a number of seconds from 0.01 to 3600 "
+                             "expected, got %s)", lua_tostring(L, -1));
     char token[512], err[512];
     size_t tl = 0;
     if (lua_isstring(L, -3)) {
         const char *t = lua_tolstring(L, -3, &tl);
         if (tl >= sizeof token)
             return luaL_error(L, "the token is too long");
+        if (ff_token_check(t, tl, err, sizeof err) != 0)
+            return luaL_error(L, "bad option 'token' (it %s)", err);
         memcpy(token, t, tl);
     } else if (ff_cluster_token(lua_tostring(L, -2), token, sizeof token, &tl, err,
                                 sizeof err) != 0) {
@@ -431,6 +436,7 @@ static int l_getpid(lua_State *L) {
 /* core.sleep(seconds) */
 static int l_sleep(lua_State *L) {
     double s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && s <= 1e9, 1, "a finite non-negative number of seconds expected");
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;

@@ -23,6 +23,7 @@
 #include "cluster.h"
 #include "fflua.h"
 #include "lutil.h"
+#include "sched.h"
 
 /* --- SIGINT --------------------------------------------------------------
  * A signal handler can only reach process-wide state; these three are the
@@ -281,32 +282,59 @@ static int bad_option(const char *cmd, const char *arg, const char *usage) {
     return 2;
 }
 
-static int parse_number(const char *s, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || v < 0)
+/* What an option's value must be. */
+enum { OPT_INT, OPT_REAL, OPT_CPUS };
+
+/* Parses the value v of option opt of `fflua cmd` into *out: a plain
+ * decimal number (no "inf", "nan", hex or spaces) from min to max, an
+ * integer for OPT_INT, with at most 4 decimals for OPT_CPUS. Otherwise
+ * prints "fflua CMD: bad OPT 'V': WHAT expected" and returns -1. */
+static int opt_number(const char *cmd, const char *opt, const char *v, int kind, double min,
+                      double max, const char *what, double *out) {
+    char *end = (char *)v;
+    double d = 0;
+    const char *digits = kind == OPT_INT ? "0123456789" : "0123456789.eE+-";
+    int64_t units;
+    if (v[0] != '\0' && strspn(v, digits) == strlen(v))
+        d = strtod(v, &end);
+    if (end == v || *end != '\0' || !(d >= min && d <= max) ||
+        (kind == OPT_CPUS && ff_sched_amount(d, &units) != 0)) {
+        fprintf(stderr, FF_PROGNAME " %s: bad %s '%s': %s expected\n", cmd, opt, v, what);
         return -1;
-    *out = v;
+    }
+    *out = d;
     return 0;
 }
+
+/* The name of option argv[i] without "=value", for messages. */
+static const char *opt_name(const char *arg, char *buf, size_t cap) {
+    snprintf(buf, cap, "%.*s", (int)strcspn(arg, "="), arg);
+    return buf;
+}
+
+#define CPUS_WHAT "a number of CPUs from 0 to " FFLUA_STRINGIFY(FF_MAX_CPUS) \
+                  ", with at most 4 decimals"
 
 static int head_main(int argc, char **argv) {
     ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
+        char name[64];
         double d;
+        opt_name(opt, name, sizeof name);
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(head_usage, stdout);
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--host")) != NULL) {
             o.host = v;
         } else if ((v = opt_value(argc, argv, &i, "--port")) != NULL) {
-            if (parse_number(v, &d) != 0 || d > 65535 || d != (int)d)
-                return bad_option("head", opt, head_usage);
+            if (opt_number("head", name, v, OPT_INT, 0, 65535, "an integer from 0 to 65535",
+                           &d) != 0)
+                return 2;
             o.port = (int)d;
         } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
-            if (parse_number(v, &o.num_cpus) != 0)
-                return bad_option("head", opt, head_usage);
+            if (opt_number("head", name, v, OPT_CPUS, 0, FF_MAX_CPUS, CPUS_WHAT, &o.num_cpus))
+                return 2;
         } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
@@ -316,8 +344,9 @@ static int head_main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--quiet") == 0) {
             o.quiet = 1;
         } else if ((v = opt_value(argc, argv, &i, "--handshake-timeout")) != NULL) {
-            if (parse_number(v, &o.handshake_timeout) != 0 || o.handshake_timeout > 3600)
-                return bad_option("head", opt, head_usage);
+            if (opt_number("head", name, v, OPT_REAL, 0.01, 3600, "a number of seconds from 0.01 "
+                           "to 3600", &o.handshake_timeout) != 0)
+                return 2;
         } else {
             return bad_option("head", opt, head_usage);
         }
@@ -330,14 +359,16 @@ static int worker_main(int argc, char **argv) {
     ff_worker_opts o = {.num_cpus = -1};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
+        char name[64];
+        opt_name(opt, name, sizeof name);
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(worker_usage, stdout);
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--address")) != NULL) {
             o.address = v;
         } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
-            if (parse_number(v, &o.num_cpus) != 0)
-                return bad_option("worker", opt, worker_usage);
+            if (opt_number("worker", name, v, OPT_CPUS, 0, FF_MAX_CPUS, CPUS_WHAT, &o.num_cpus))
+                return 2;
         } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {

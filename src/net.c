@@ -324,8 +324,22 @@ int ff_refuse_write(ff_buf *b, const char *reason) {
 
 /* --- tokens -------------------------------------------------------------- */
 
+int ff_token_check(const char *tok, size_t n, char *why, size_t whylen) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)tok[i];
+        if (c < 0x20 || c > 0x7e) {
+            snprintf(why, whylen, "holds an unprintable byte (0x%02x at offset %zu): a token is "
+                                  "printable ASCII text", c, i);
+            return FFLUA_EAUTH;
+        }
+    }
+    return 0;
+}
+
 int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. The
+     * flag means nothing to a regular file, the only kind accepted. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int en = errno;
         snprintf(err, errlen, "cannot read the token file '%s': %s", path, strerror(en));
@@ -344,22 +358,35 @@ int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *er
                  path, (unsigned)(st.st_mode & 0777));
         return FFLUA_EAUTH;
     }
-    ssize_t n = read(fd, out, cap);
+    size_t n = 0;
+    ssize_t got = 1;
+    while (n < cap && got > 0) {
+        got = read(fd, out + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            got = 1;
+        else if (got > 0)
+            n += (size_t)got;
+    }
     close(fd);
-    if (n < 0 || (size_t)n >= cap) {
+    if (got < 0 || n >= cap) {
         snprintf(err, errlen, "cannot read the token file '%s' (or it is over %zu bytes)", path,
                  cap - 1);
         return FFLUA_EAUTH;
     }
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
         n--;
-    if ((size_t)n < FF_TOKEN_MIN) {
+    if (n < FF_TOKEN_MIN) {
         snprintf(err, errlen, "the token in '%s' is too short (at least %d bytes)", path,
                  FF_TOKEN_MIN);
         return FFLUA_EAUTH;
     }
+    char why[128];
+    if (ff_token_check(out, n, why, sizeof why) != 0) {
+        snprintf(err, errlen, "the token in '%s' %s", path, why);
+        return FFLUA_EAUTH;
+    }
     out[n] = '\0';
-    *len = (size_t)n;
+    *len = n;
     return 0;
 }
 

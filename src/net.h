@@ -135,8 +135,15 @@ int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN
 int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a);
 int ff_refuse_write(ff_buf *b, const char *reason);
 
-/* Reads a token file: refuses one that others may read (mode & 077) or that
- * is shorter than FF_TOKEN_MIN; trailing newlines are not part of it. */
+/* 0 when the n bytes at tok are printable ASCII (a token travels through
+ * environments and files as text; a NUL would cut it short); otherwise
+ * FFLUA_EAUTH and why ("holds an unprintable byte (0x.. at offset N): ..."),
+ * to be prefixed with what holds the token. */
+int ff_token_check(const char *tok, size_t n, char *why, size_t whylen);
+/* Reads a token file: refuses one that is not a regular file (without
+ * waiting on a FIFO), that others may read (mode & 077), that is shorter
+ * than FF_TOKEN_MIN or not printable; trailing newlines are not part of
+ * it. */
 int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *err, size_t errlen);
 /* A fresh random token (hex, 64 characters, NUL-terminated). */
 void ff_token_new(char out[65]);

@@ -138,11 +138,37 @@ static void test_frame_end_drops(void) {
     ff_buf_free(&b);
 }
 
+static void test_token_rejects(void) {
+    char dir[] = "/tmp/fflua-test-tokdir.XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[128], tok[128], err[256];
+    size_t len;
+    /* A FIFO: refused at once, not waited on. */
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    ASSERT_EQ(mkfifo(path, 0600), 0);
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), FFLUA_EAUTH);
+    ASSERT(strstr(err, "is not a regular file") != NULL);
+    unlink(path);
+    /* A NUL byte, or any byte that is not printable ASCII. */
+    snprintf(path, sizeof path, "%s/nul", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT(fd >= 0);
+    ASSERT(write(fd, "0123456789abcdef\0tail\n", 22) == 22);
+    close(fd);
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), FFLUA_EAUTH);
+    ASSERT(strstr(err, "holds an unprintable byte (0x00 at offset 16)") != NULL);
+    unlink(path);
+    rmdir(dir);
+    ASSERT_EQ(ff_token_check("a b~", 4, err, sizeof err), 0);
+    ASSERT_EQ(ff_token_check("ab\x80", 3, err, sizeof err), FFLUA_EAUTH);
+}
+
 int main(void) {
     RUN(test_frames);
     RUN(test_frame_end_drops);
     RUN(test_versions);
     RUN(test_macs);
     RUN(test_token_file);
+    RUN(test_token_rejects);
     return 0;
 }

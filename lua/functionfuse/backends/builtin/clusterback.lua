@@ -35,6 +35,16 @@ local function fflua_exe()
         "(set FFLUA_BIN)", 3)
 end
 
+local MAX_WORKERS, MAX_CPUS = 1024, 4096 -- local workers; as fflua worker --num-cpus takes
+
+-- Whether v is a number from 0 to max with at most 4 decimals (an amount
+-- the scheduler takes exactly).
+local function amount(v, max)
+  if type(v) ~= "number" or v ~= v or v < 0 or v > max then return false end
+  local u = v * 10000
+  return math.abs(u - math.floor(u + 0.5)) <= 1e-9 * math.max(u, 1)
+end
+
 local function resources_json(res)
   if res == nil then return nil end
   local parts, names = {}, {}
@@ -42,8 +52,9 @@ local function resources_json(res)
   table.sort(names)
   for _, k in ipairs(names) do
     local v = res[k]
-    if type(k) ~= "string" or k:find('["\\]') or type(v) ~= "number" then
-      error("ClusterWorkflow: resources must map names to numbers", 4)
+    if type(k) ~= "string" or k:find('["\\%c]') or not amount(v, 2 ^ 50 / 10000) then
+      error("ClusterWorkflow: resources must map names to non-negative numbers with at most " ..
+            "4 decimals", 4)
     end
     parts[#parts + 1] = ('"%s": %.17g'):format(k, v)
   end
@@ -65,8 +76,13 @@ local function start_local(a)
     num_cpus = a.num_cpus or 1,
     resources = resources_json(a.resources),
   }
-  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1 then
-    error("ClusterWorkflow: num_workers must be a positive integer", 4)
+  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1
+     or cfg.num_workers > MAX_WORKERS then
+    error("ClusterWorkflow: num_workers must be an integer from 1 to " .. MAX_WORKERS, 4)
+  end
+  if not amount(cfg.num_cpus, MAX_CPUS) then
+    error("ClusterWorkflow: num_cpus must be a number from 0 to " .. MAX_CPUS ..
+          " with at most 4 decimals", 4)
   end
   local lc = state.local_cluster
   if lc then
