@@ -8,7 +8,8 @@ local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWo
 local H = require "spec.helper"
 
 local C = require "spec.cluster_helper"
-local procs, start, stop_all, wait_file, cluster = C.procs, C.start, C.stop_all, C.wait_file, C.cluster
+local procs, start, stop_all, wait_file, cluster, lines_of =
+  C.procs, C.start, C.stop_all, C.wait_file, C.cluster, C.lines_of
 
 --- The most of the spans { id, start, end } that overlap at one moment.
 local function most_at_once(spans)
@@ -482,5 +483,28 @@ describe("cluster hardening", function()
       assert.matches("): bad remote args: num_cpus must be a non-negative number with at most 4 " ..
                      "decimals", err, 1, true)
     end
+  end)
+
+  it("writes what an unauthenticated peer says on one escaped line", function()
+    local log = H.tmpdir() .. "/head.log"
+    local address = cluster({}, { log = log })
+    local host, port = address:match("^(.*):(%d+)$")
+    local reason = "x\nfflua head: worker evil:666 joined with 1 CPUs (place 9)\n\27[31mred\255"
+    local frame = H.write(H.tmpdir() .. "/refuse", string.pack("<I4B", #reason + 2, 4) ..
+                                                   string.char(#reason) .. reason)
+    local r = H.run({ "bash", "-c", ("exec 3<>/dev/tcp/%s/%s; cat '%s' >&3; sleep 0.3")
+                                    :format(host, port, frame) })
+    assert.are.equal(0, r.code, r.stderr)
+    local found
+    for _ = 1, 100 do
+      found = (H.read(log) or ""):find("the peer gave up:", 1, true)
+      if found then break end
+      core.sleep(0.02)
+    end
+    local lines = lines_of(log)
+    assert.are.equal(1, #lines, H.read(log))
+    assert.matches("^fflua net: 127%.0%.0%.1:%d+: the peer gave up: " ..
+                   ("x\\nfflua head: worker evil:666 joined with 1 CPUs (place 9)\\n\\x1b[31mred\\xff")
+                     :gsub("%p", "%%%0") .. "$", lines[1])
   end)
 end)

@@ -23,6 +23,30 @@ typedef void (*ff_conn_ready_fn)(ff_conn *c, int role);
 
 enum { FF_CONN_HANDSHAKE, FF_CONN_READY, FF_CONN_CLOSING };
 
+/* Lines about unauthenticated connections (refused, reset, timed out) are
+ * whatever a stranger makes them: a server keeps them to a burst of
+ * FF_NOISE_BURST, then one per FF_NOISE_EVERY_MS, and counts the others,
+ * which one line sums up ("N more lines ... suppressed") at most every
+ * FF_NOISE_EVERY_MS. One per server, shared by its connections. */
+#define FF_NOISE_BURST 10
+#define FF_NOISE_EVERY_MS 2000
+
+typedef struct ff_noise {
+    uv_timer_t timer; /* the summary of what was suppressed */
+    int timer_init;
+    uint64_t tokens_ms; /* lines allowed, in ms of credit: FF_NOISE_EVERY_MS per line */
+    uint64_t last_ms;   /* when the credit was last topped up */
+    uint64_t suppressed;
+} ff_noise;
+
+/* Starts the limiter on loop (0, or a libuv error). */
+int ff_noise_init(ff_noise *q, uv_loop_t *loop);
+/* Writes the summary of what is suppressed, then closes the timer. */
+void ff_noise_close(ff_noise *q);
+/* Logs a line as ff_log("net", ...) does, through q's limit (q NULL: no
+ * limit). */
+void ff_noise_log(ff_noise *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #define FF_HANDSHAKE_MS 5000 /* a peer that has not authenticated by then goes */
 
 struct ff_conn {
@@ -32,6 +56,7 @@ struct ff_conn {
     unsigned handshake_ms; /* 0: FF_HANDSHAKE_MS */
     int server;  /* accepted by us (we send HELLO) */
     int state;
+    int authed;  /* the handshake succeeded */
     int role;    /* server: the peer's role; client: ours */
     const unsigned char *key;
     unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
@@ -41,6 +66,7 @@ struct ff_conn {
     uv_write_t wreq;
     uint64_t nreads; /* reads so far (for the owner's busy-polling) */
     char peer[64]; /* address, for logs */
+    ff_noise *noise; /* server: the limiter of lines before authentication, or NULL */
     char refused[512]; /* a client: why the server refused us */
     ff_conn_frame_fn on_frame;
     ff_conn_close_fn on_close;

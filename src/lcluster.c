@@ -205,8 +205,9 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
         ff_rd_init(&r, p, n);
         size_t len;
         const char *s = ff_rd_str(&r, &len);
-        snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %.*s", address,
-                 (int)len, s);
+        char why[300];
+        snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %s", address,
+                 ff_escape(why, sizeof why, s, len));
         return -1;
     }
     ff_rd r;

@@ -186,6 +186,97 @@ int ff_wr_double(ff_buf *b, double v) {
     return ff_wr_fixed(b, t, 8);
 }
 
+/* --- what peers say ----------------------------------------------------- */
+
+/* The length of the valid UTF-8 character at p (n bytes left) that is not
+ * an ASCII or C1 control, or 0. */
+static size_t utf8_char(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    if (c >= 0x20 && c < 0x7f)
+        return 1;
+    size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? (c < 0xf0 ? 3 : 0) : c >= 0xc2 ? 2 : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if (len == 2 && c == 0xc2 && p[1] < 0xa0)
+        return 0; /* U+0080..U+009F: C1 controls (0x9b is CSI to some terminals) */
+    if (len == 3 && ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0)))
+        return 0; /* overlong, or a surrogate */
+    if (len == 4 && ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)))
+        return 0; /* overlong, or above U+10FFFF */
+    return len;
+}
+
+size_t ff_escape_check(const char *p, size_t n) {
+    const unsigned char *u = (const unsigned char *)p;
+    size_t i = 0;
+    while (i < n) {
+        size_t len = u[i] == '\\' ? 0 : utf8_char(u + i, n - i);
+        if (len == 0)
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+/* The rendering of the character at p[i] (see ff_escape): sets *piece and
+ * *plen (esc holds it when it is an escape) and returns the bytes used. */
+static size_t escape_piece(const char *p, size_t n, size_t i, char esc[8], const char **piece,
+                           size_t *plen) {
+    const unsigned char *u = (const unsigned char *)p;
+    size_t len = u[i] == '\\' ? 0 : utf8_char(u + i, n - i);
+    if (len > 0) {
+        *piece = p + i;
+        *plen = len;
+        return len;
+    }
+    switch (u[i]) {
+    case '\\': *piece = "\\\\"; break;
+    case '\n': *piece = "\\n"; break;
+    case '\r': *piece = "\\r"; break;
+    case '\t': *piece = "\\t"; break;
+    default:
+        snprintf(esc, 8, "\\x%02x", u[i]);
+        *piece = esc;
+    }
+    *plen = strlen(*piece);
+    return 1;
+}
+
+/* Whether the rendering of p[i..n) takes at most left bytes. */
+static int escape_fits(const char *p, size_t n, size_t i, size_t left) {
+    char esc[8];
+    const char *piece;
+    size_t plen, total = 0;
+    while (i < n && total <= left) {
+        i += escape_piece(p, n, i, esc, &piece, &plen);
+        total += plen;
+    }
+    return total <= left;
+}
+
+char *ff_escape(char *out, size_t cap, const char *p, size_t n) {
+    size_t room = cap - 1, o = 0, i = 0;
+    while (i < n) {
+        char esc[8];
+        const char *piece;
+        size_t plen, used = escape_piece(p, n, i, esc, &piece, &plen);
+        /* Keep room for "..." unless everything left fits. */
+        if (o + plen + 3 > room && !escape_fits(p, n, i, room - o)) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        memcpy(out + o, piece, plen);
+        o += plen;
+        i += used;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* --- versions ------------------------------------------------------------ */
 
 void ff_versions_local(ff_versions *v) {
@@ -203,13 +294,14 @@ int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *
         memcmp(mine->fflua, theirs->fflua, mine->fflua_len) == 0 &&
         mine->lua_len == theirs->lua_len && memcmp(mine->lua, theirs->lua, mine->lua_len) == 0)
         return 0;
+    char fflua[48], lua[48]; /* the peer's, as it sent them */
     snprintf(msg, cap,
              "version mismatch: this side has protocol %llu, fflua %.*s, %.*s; "
-             "the peer has protocol %llu, fflua %.*s, %.*s",
+             "the peer has protocol %llu, fflua %s, %s",
              (unsigned long long)mine->proto, (int)mine->fflua_len, mine->fflua,
              (int)mine->lua_len, mine->lua, (unsigned long long)theirs->proto,
-             (int)(theirs->fflua_len > 40 ? 40 : theirs->fflua_len), theirs->fflua,
-             (int)(theirs->lua_len > 40 ? 40 : theirs->lua_len), theirs->lua);
+             ff_escape(fflua, sizeof fflua, theirs->fflua, theirs->fflua_len),
+             ff_escape(lua, sizeof lua, theirs->lua, theirs->lua_len));
     return FFLUA_EVERSION;
 }
 

@@ -91,6 +91,21 @@ int ff_wr_str(ff_buf *b, const char *p, size_t n);
 int ff_wr_fixed(ff_buf *b, const void *p, size_t n);
 int ff_wr_double(ff_buf *b, double v);
 
+/* --- what peers say, in logs and messages --------------------------------- */
+
+/* Renders the n bytes at p for a log line or a message: printable ASCII and
+ * valid UTF-8 (but for C1 controls) as they are, a backslash as "\\",
+ * newline, return and tab as "\n", "\r", "\t", and any other byte as
+ * "\xNN", so that what a peer sends can neither forge a line nor drive the
+ * terminal. Writes at most cap bytes with the NUL (cap >= 4); a rendering
+ * that does not fit is cut after a whole character and ends with "...".
+ * Returns out. */
+char *ff_escape(char *out, size_t cap, const char *p, size_t n);
+
+/* The offset of the first byte of p[0..n) that ff_escape would change, or n
+ * when there is none. */
+size_t ff_escape_check(const char *p, size_t n);
+
 /* --- handshake ----------------------------------------------------------- */
 
 typedef struct ff_versions {

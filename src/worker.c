@@ -486,7 +486,8 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     case FF_M_REFUSE: {
         size_t len;
         const char *why = ff_rd_str(&r, &len);
-        ff_log(WHO, "the head refused this worker: %.*s", (int)len, why);
+        char esc[512];
+        ff_log(WHO, "the head refused this worker: %s", ff_escape(esc, sizeof esc, why, len));
         w->exit_code = 1;
         return 1;
     }

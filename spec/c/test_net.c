@@ -138,6 +138,24 @@ static void test_frame_end_drops(void) {
     ff_buf_free(&b);
 }
 
+static void test_escape(void) {
+    char out[64];
+    static const char forged[] = "x\nfflua head: worker evil:1 joined\r\t\x1b[2J\\\x7f";
+    ASSERT_STR_EQ(ff_escape(out, sizeof out, forged, sizeof forged - 1),
+                  "x\\nfflua head: worker evil:1 joined\\r\\t\\x1b[2J\\\\\\x7f");
+    /* Valid UTF-8 stays; bad sequences, C1 controls, surrogates and NUL go. */
+    static const char utf[] = "\xc3\xa9\xe2\x82\xac \xc2\x9b \xed\xa0\x80 \xff\x00!";
+    ASSERT_STR_EQ(ff_escape(out, sizeof out, utf, sizeof utf - 1),
+                  "\xc3\xa9\xe2\x82\xac \\xc2\\x9b \\xed\\xa0\\x80 \\xff\\x00!");
+    ASSERT_EQ(ff_escape_check(utf, 5), 5);
+    ASSERT_EQ(ff_escape_check(utf, sizeof utf - 1), 6);
+    /* Cut to fit, after a whole piece, with "..." when something was left. */
+    ASSERT_STR_EQ(ff_escape(out, 10, "abcdefghij", 10), "abcdef...");
+    ASSERT_STR_EQ(ff_escape(out, 10, "abcdefghi", 9), "abcdefghi");
+    ASSERT_STR_EQ(ff_escape(out, 10, "abcde\n\n\n", 8), "abcde...");
+    ASSERT_STR_EQ(ff_escape(out, 4, "\n\n", 2), "...");
+}
+
 static void test_token_rejects(void) {
     char dir[] = "/tmp/fflua-test-tokdir.XXXXXX";
     ASSERT(mkdtemp(dir) != NULL);
@@ -166,6 +184,7 @@ static void test_token_rejects(void) {
 int main(void) {
     RUN(test_frames);
     RUN(test_frame_end_drops);
+    RUN(test_escape);
     RUN(test_versions);
     RUN(test_macs);
     RUN(test_token_file);
