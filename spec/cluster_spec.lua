@@ -507,4 +507,26 @@ describe("cluster hardening", function()
                    ("x\\nfflua head: worker evil:666 joined with 1 CPUs (place 9)\\n\\x1b[31mred\\xff")
                      :gsub("%p", "%%%0") .. "$", lines[1])
   end)
+
+  it("keeps TCP keepalive on every connection, to notice a peer whose machine vanished", function()
+    local address, token = cluster { { cpus = 1 } }
+    local client = core.cluster_connect(address, { token_file = token })
+    local port = ("%04X"):format(tonumber(address:match(":(%d+)$")))
+    -- The kernel's table of connections: once they are idle (no data in
+    -- flight, whose timer would show instead), each runs a keepalive
+    -- timer (2); without keepalive, none (0).
+    local timers
+    for _ = 1, 100 do
+      timers = {}
+      for line in io.lines("/proc/net/tcp") do
+        local loc, rem, st, timer = line:match("^%s*%d+: %x+:(%x+) %x+:(%x+) (%x+) %x+:%x+ (%x+):")
+        if st == "01" and (loc == port or rem == port) then timers[#timers + 1] = timer end
+      end
+      if table.concat(timers, " ") == "02 02 02 02" then break end
+      core.sleep(0.02)
+    end
+    client:close()
+    -- Both ends of the worker's connection, and of this driver's.
+    assert.are.equal("02 02 02 02", table.concat(timers, " "))
+  end)
 end)

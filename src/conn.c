@@ -8,6 +8,8 @@
  * and check the server's MAC (so a client never talks to an impostor).
  */
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +28,24 @@ void ff_log(const char *who, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "fflua %s: %s\n", who, msg);
     fflush(stderr);
+}
+
+void ff_tcp_keepalive(int fd) {
+    int on = 1, idle = 60, intvl = 10, cnt = 6;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+#ifdef TCP_KEEPIDLE
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+#else
+    (void)idle, (void)intvl, (void)cnt;
+#endif
+}
+
+static void conn_keepalive(ff_conn *c) {
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        ff_tcp_keepalive(fd);
 }
 
 /* --- lines about strangers ----------------------------------------------- */
@@ -418,6 +438,7 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     if (rc != 0)
         return rc;
     uv_tcp_nodelay(&c->tcp, 1);
+    conn_keepalive(c);
     peer_name(c);
     start_timer(c, server->loop);
     ff_nonce(c->my_nonce);
@@ -437,6 +458,7 @@ static void on_connected(uv_connect_t *req, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    conn_keepalive(c);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 

@@ -104,6 +104,11 @@ void ff_loop_run(uv_loop_t *loop, unsigned spin_us, uint64_t (*activity)(void *)
 /* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name). */
 int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);
 
+/* Turns on TCP keepalive on fd, so that a peer whose machine vanishes is
+ * noticed within about two minutes instead of never (a head would wait for
+ * its tasks, a driver for its run, for ever). */
+void ff_tcp_keepalive(int fd);
+
 /* Logs a line to stderr: "fflua <who>: message". */
 void ff_log(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

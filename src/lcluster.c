@@ -175,6 +175,7 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ff_tcp_keepalive(c->fd);
     unsigned char key[FF_KEY_LEN], nonce[FF_NONCE_LEN], mac[FF_MAC_LEN];
     ff_auth_key(token, tl, key);
     int type;
