@@ -1,5 +1,5 @@
--- The cluster at its limits: results of hundreds of MiB, a driver killed
--- mid-stream.
+-- The cluster at its limits: results of hundreds of MiB, a worker short
+-- of memory, a driver killed mid-stream.
 -- Apart from cluster_spec.lua because moving that much memory takes time
 -- (tens of seconds here), which ctest can spend alongside other specs.
 local ff = require "functionfuse"
@@ -45,5 +45,25 @@ describe("cluster limits", function()
     assert.are.equal(3, #r)
     for i = 1, 3 do assert.is_true(r[i] == string.rep(string.char(64 + i), 8 << 20)) end
     assert.matches(":" .. ps[1]:pid() .. "$", wf.last_run.placement["big_0000"])
+  end)
+
+  it("fails a node whose result its worker cannot allocate, with a clear error", function()
+    if H.sanitize then
+      pending("ulimit -v cannot limit a process under AddressSanitizer, which reserves " ..
+              "terabytes of address space for its shadow memory")
+      return
+    end
+    local address, token = cluster { { cpus = 1, ulimit_v = 700000 } }
+    local big = ff.workflow("big", function(n) return string.rep("x", n << 20) end)
+    local wf = ClusterWorkflow(big(200), { workflow_name = "mem",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("node 'big_0000' %(function 'big' defined at .-%) failed: the worker has " ..
+                   "not enough memory to send its result %(200%.0 MiB%)$", err)
+    -- The worker is still there and serves the next run.
+    local small = ClusterWorkflow(big(1), { workflow_name = "small",
+      cluster_init_args = { address = address, token_file = token } })
+    assert.are.equal(1 << 20, #small:run())
   end)
 end)
