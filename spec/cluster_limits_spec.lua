@@ -1,5 +1,5 @@
--- The cluster at its limits: results of hundreds of MiB, a worker short
--- of memory, a driver killed mid-stream.
+-- The cluster at its limits: messages near the frame limit, results of
+-- hundreds of MiB, a worker short of memory, a driver killed mid-stream.
 -- Apart from cluster_spec.lua because moving that much memory takes time
 -- (tens of seconds here), which ctest can spend alongside other specs.
 local ff = require "functionfuse"
@@ -65,5 +65,22 @@ describe("cluster limits", function()
     local small = ClusterWorkflow(big(1), { workflow_name = "small",
       cluster_init_args = { address = address, token_file = token } })
     assert.are.equal(1 << 20, #small:run())
+  end)
+
+  it("sends a run's arguments in parts that each fit in one message", function()
+    local address, token = cluster { { cpus = 1 } }
+    local args = { address = address, token_file = token }
+    local len = ff.workflow("len", function(s, t) return #s + #(t or "") end)
+    local a, b = ("a"):rep(7 << 20), ("b"):rep(250 << 20)
+    -- One node's arguments that take more than a message: a clear error.
+    local one = ClusterWorkflow(len(b, a), { workflow_name = "one", cluster_init_args = args })
+    local ok, err = pcall(one.run, one)
+    assert.is_false(ok)
+    assert.matches("node 'len_0000' %(function 'len' defined at .-%): its arguments take " ..
+                   "257%.0 MiB, more than the 256 MiB one message may carry: pass large " ..
+                   "inputs through a storage or a file$", err)
+    -- 7 MiB, then 250 MiB: each fits in a message, both together do not.
+    local wf = ClusterWorkflow(len(a), len(b), { workflow_name = "parts", cluster_init_args = args })
+    assert.are.same({ 7 << 20, 250 << 20 }, { wf:run() })
   end)
 end)

@@ -529,4 +529,23 @@ describe("cluster hardening", function()
     -- Both ends of the worker's connection, and of this driver's.
     assert.are.equal("02 02 02 02", table.concat(timers, " "))
   end)
+
+  it("refuses resource names that logs and fflua status would have to escape", function()
+    local r = H.fflua({ "worker", "--address", "127.0.0.1:1", "--resources", '{"gpu\27[2J": 1}' },
+                      { env = { FFLUA_TOKEN = core.token_new() }, timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua worker: bad resources '{\"gpu\27[2J\": 1}': a resource name is 1 to " ..
+                     "128 bytes of text without control characters or backslashes\n", r.stderr)
+    local address, token = cluster {}
+    local sum = ff.workflow(function(a, b) return a + b end)
+    for _, name in ipairs { "a\nb", ("x"):rep(129), "back\\slash" } do
+      local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "names",
+        cluster_init_args = { address = address, token_file = token } })
+      wf:query(".*"):set_remote_args { resources = { [name] = 1 } }
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("): bad remote args: resource names must be 1 to 128 bytes of text without " ..
+                     "control characters or backslashes", err, 1, true)
+    end
+  end)
 end)

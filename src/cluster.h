@@ -42,6 +42,7 @@
 #ifndef FFLUA_CLUSTER_H
 #define FFLUA_CLUSTER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define FF_DEFAULT_PORT 6380
@@ -82,6 +83,14 @@ int ff_head_fuzz(const char *data, size_t n);
  * else NULL with *len 0. */
 int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
                      size_t errlen);
+
+/* The longest resource name. */
+#define FF_RES_NAME_MAX 128
+
+/* 0 when name (len bytes) can name a resource: 1 to FF_RES_NAME_MAX bytes
+ * that ff_escape leaves as they are (they reach logs and `fflua status`);
+ * else -EINVAL. */
+int ff_res_name_check(const char *name, size_t len);
 
 /* Parses a flat JSON object of names to non-negative numbers:
  * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry. */

@@ -3,6 +3,7 @@
  * the protocol: finding the token, reading resource specs.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,10 @@ int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char 
     return 0;
 }
 
+int ff_res_name_check(const char *name, size_t len) {
+    return len >= 1 && len <= FF_RES_NAME_MAX && ff_escape_check(name, len) == len ? 0 : -EINVAL;
+}
+
 static const char *skip(const char *p) {
     while (isspace((unsigned char)*p))
         p++;
@@ -63,6 +68,12 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
         if (*p != '"' || p == name)
             goto bad;
         size_t len = (size_t)(p - name);
+        if (ff_res_name_check(name, len) != 0) {
+            snprintf(err, errlen, "bad resources '%s': a resource name is 1 to %d bytes of text "
+                                  "without control characters or backslashes", json,
+                     FF_RES_NAME_MAX);
+            return FFLUA_EPROTO;
+        }
         p = skip(p + 1);
         if (*p++ != ':')
             goto bad;

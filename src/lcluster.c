@@ -198,7 +198,8 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     }
     ff_nonce(nonce);
     ff_auth_mac(key, "client", h.nonce, nonce, mac);
-    ff_authmsg_write(&c->out, role, nonce, mac);
+    if (ff_authmsg_write(&c->out, role, nonce, mac) != 0)
+        return snprintf(c->err, sizeof c->err, "not enough memory"), -1;
     if (ffl_client_flush(c) != 0 || ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
         return -1;
     if (type == FF_M_REFUSE) {
@@ -269,7 +270,8 @@ static int l_status(lua_State *L) {
     ffl_client *c = ffl_check_client(L, 1);
     size_t at;
     ff_frame_begin(&c->out, FF_M_STATUS, &at);
-    ff_frame_end(&c->out, at);
+    if (ff_frame_end(&c->out, at) != 0)
+        return luaL_error(L, "not enough memory");
     int type;
     const char *p;
     size_t n;

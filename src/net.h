@@ -25,6 +25,7 @@
 #define FF_MAC_LEN 32
 #define FF_KEY_LEN 32
 #define FF_TOKEN_MIN 16 /* bytes of a token file, at least */
+#define FF_RUN_MAX_TASKS ((uint32_t)1 << 24) /* tasks of one run, at most */
 
 enum ff_msg_type {
     FF_M_HELLO = 1,   /* server -> client: magic, versions, server nonce */
