@@ -47,6 +47,29 @@ describe("cluster limits", function()
     assert.matches(":" .. ps[1]:pid() .. "$", wf.last_run.placement["big_0000"])
   end)
 
+  it("fails a node whose parents' results cannot fit in one message, and goes on serving", function()
+    local address, token = cluster { { cpus = 1, resources = '{"a": 1}' },
+                                     { cpus = 1, resources = '{"b": 1}' } }
+    local args = { address = address, token_file = token }
+    local part = ff.workflow("part", function(i) return string.rep(tostring(i), 86 << 20) end)
+    local join = ff.workflow("join", function(x, y, z) return #x + #y + #z end)
+    local wf = ClusterWorkflow(join(part(1), part(2), part(3)), { workflow_name = "wide",
+                                                                  cluster_init_args = args })
+    wf:query("^part.*$"):set_remote_args { resources = { a = 1 } }
+    wf:query("^join.*$"):set_remote_args { resources = { b = 1 } }
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("node 'join_0000' %(function 'join' defined at .-%) failed: it cannot be " ..
+                   "sent to a worker: its parents' results %(258%.0 MiB%) and its arguments " ..
+                   "%(0%.0 MiB%) take more than the 256 MiB one message may carry$", err)
+    local sum = ff.workflow(function(a, b) return a + b end)
+    local both = ClusterWorkflow(sum(1, 2), sum(3, 4), { workflow_name = "after",
+                                                        cluster_init_args = args })
+    both:query("^.*_0000$"):set_remote_args { resources = { a = 1 } }
+    both:query("^.*_0001$"):set_remote_args { resources = { b = 1 } }
+    assert.are.same({ 3, 7 }, { both:run() })
+  end)
+
   it("fails a node whose result its worker cannot allocate, with a clear error", function()
     if H.sanitize then
       pending("ulimit -v cannot limit a process under AddressSanitizer, which reserves " ..

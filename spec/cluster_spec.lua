@@ -8,8 +8,8 @@ local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWo
 local H = require "spec.helper"
 
 local C = require "spec.cluster_helper"
-local procs, start, stop_all, wait_file, cluster, lines_of =
-  C.procs, C.start, C.stop_all, C.wait_file, C.cluster, C.lines_of
+local procs, start, stop_all, wait_file, cluster, lines_of, script =
+  C.procs, C.start, C.stop_all, C.wait_file, C.cluster, C.lines_of, C.script
 
 --- The most of the spans { id, start, end } that overlap at one moment.
 local function most_at_once(spans)
@@ -263,7 +263,7 @@ describe("cluster", function()
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
     assert.matches("node 'slow_0000' %(function 'slow' defined at .-%) failed: the worker " ..
-                   "running it left the cluster", err)
+                   "running it %(.-:%d+%) left the cluster$", err)
     local sum = ff.workflow(function(a, b) return a + b end)
     assert.are.equal(9, ClusterWorkflow(sum(4, 5), { workflow_name = "still",
       cluster_init_args = { address = address, token_file = token } }):run())
@@ -448,6 +448,9 @@ describe("cluster hardening", function()
       assert.are.equal(("fflua %s: bad %s '%s': %s expected\n"):format(case[1], case[2], case[3],
                                                                         case[4]), r.stderr)
     end
+    local r = H.fflua({ "head", "--port", "0" }, { env = { FFLUA_PARENT_PID = "12x" }, timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua head: bad FFLUA_PARENT_PID '12x': a process id expected\n", r.stderr)
     -- The driver's side.
     for _, t in ipairs { 0 / 0, math.huge, -1, 0 } do
       local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token = core.token_new(), timeout = t })
@@ -506,6 +509,91 @@ describe("cluster hardening", function()
     assert.matches("^fflua net: 127%.0%.0%.1:%d+: the peer gave up: " ..
                    ("x\\nfflua head: worker evil:666 joined with 1 CPUs (place 9)\\n\\x1b[31mred\\xff")
                      :gsub("%p", "%%%0") .. "$", lines[1])
+  end)
+
+
+  it("writes a bounded number of lines for unauthenticated connection churn", function()
+    local log = H.tmpdir() .. "/head.log"
+    local address = cluster({}, { log = log })
+    local host, port = address:match("^(.*):(%d+)$")
+    -- 300 connections that read a byte of the HELLO and close (a reset),
+    -- then 300 with a wrong token (refused).
+    local r = H.run({ "bash", "-c", ("for i in $(seq 300); do exec 3<>/dev/tcp/%s/%s; " ..
+                                     "read -r -N 1 -t 5 x <&3; exec 3>&-; done"):format(host, port) })
+    assert.are.equal(0, r.code, r.stderr)
+    for _ = 1, 300 do
+      assert.is_false((pcall(core.cluster_connect, address, { token = ("x"):rep(32) })))
+    end
+    local lines
+    for _ = 1, 200 do -- the summary of what was suppressed comes within seconds
+      lines = lines_of(log)
+      if lines[#lines] and lines[#lines]:find("suppressed", 1, true) then break end
+      core.sleep(0.05)
+    end
+    assert.is_true(#lines <= 20, #lines .. " lines:\n" .. table.concat(lines, "\n"))
+    local n = lines[#lines]:match("^fflua net: (%d+) more lines about unauthenticated " ..
+                                  "connections suppressed$")
+    assert.is_truthy(n, lines[#lines])
+    assert.is_true(tonumber(n) + #lines >= 600)
+  end)
+
+
+  it("fails a node that no worker left can hold once its parents are done, without waiting", function()
+    local address, token, ps = cluster { { cpus = 1, resources = '{"plain": 1}' },
+                                         { cpus = 1, resources = '{"gpu": 1}' } }
+    local dir = H.tmpdir()
+    local driver = start { script [[
+      local ff = require "functionfuse"
+      local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local address, token, dir = ...
+      local first = ff.workflow("first", function(d)
+        local c = require "functionfuse.core"
+        local f = io.open(d .. "/started", "w"); f:write("1\n"); f:close()
+        while not io.open(d .. "/go") do c.sleep(0.01) end
+        return 1
+      end)
+      local gpu = ff.workflow("gpu", function(x) return x + 1 end)
+      local wf = CW(gpu(first(dir)), { workflow_name = "gone",
+                                       cluster_init_args = { address = address, token_file = token } })
+      wf:query("^first.*$"):set_remote_args { resources = { plain = 1 } }
+      wf:query("^gpu.*$"):set_remote_args { resources = { gpu = 1 } }
+      local ok, err = pcall(wf.run, wf)
+      print("RESULT", ok, err)
+    ]], address, token, dir }
+    wait_file(dir .. "/started")
+    ps[2]:kill(H.signals.SIGKILL) -- the only worker with a gpu goes while 'first' runs
+    ps[2]:wait(10)
+    local client = core.cluster_connect(address, { token_file = token })
+    for _ = 1, 400 do
+      if #client:status().places == 1 then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    H.write(dir .. "/go", "")
+    local found, seen = driver:expect("RESULT", 30)
+    assert.is_true(found, "the run did not end: " .. seen)
+    local _, line = driver:expect("\n", 10)
+    assert.matches("^\tfalse\tnode 'gpu_0000' %(function 'gpu' defined at .-%) failed: " ..
+                   "no worker left in the cluster can hold what it asks for\r?\n$", line)
+  end)
+
+
+  it("says the cluster has no workers when it has none", function()
+    local address, token, ps = cluster { { cpus = 1 } }
+    ps[1]:kill(H.signals.SIGTERM)
+    assert.are.equal(0, (ps[1]:wait(10)))
+    local client = core.cluster_connect(address, { token_file = token })
+    for _ = 1, 200 do
+      if #client:status().places == 0 then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    local sum = ff.workflow(function(a, b) return a + b end)
+    local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "none",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("cannot run workflow: node '.-' cannot run: the cluster has no workers$", err)
   end)
 
   it("keeps TCP keepalive on every connection, to notice a peer whose machine vanished", function()

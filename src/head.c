@@ -12,6 +12,11 @@
  * with the workers (the head keeps a copy until every consumer was sent).
  * Unless told --num-cpus 0, the head starts one local worker process for
  * its own CPUs and resources, as a Ray head node runs tasks too.
+ *
+ * Nothing a peer does takes the head down: a failed write ends that
+ * connection only (SIGPIPE is made harmless by the program), every frame
+ * is checked against FF_FRAME_MAX and for memory before it is queued, and
+ * what peers say reaches the log escaped (net.c's ff_escape).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +90,9 @@ struct hconn {
     struct head *h;
     int place; /* workers: their place, or -1 */
     int64_t cpus; /* workers: their real CPUs (the place has FF_PIPELINE times) */
-    char name[96];
+    uint64_t pid; /* workers: the process id they gave */
+    char name[96]; /* workers: "host:pid", the host escaped */
+    char lost[128]; /* workers: why the head closed the connection, or "" */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
 };
@@ -96,6 +103,10 @@ typedef struct head {
     uv_signal_t sigterm, sigint;
     uv_process_t child;
     int child_running;
+    hconn *losing; /* the worker whose place is being removed (for on_lost) */
+    uv_tcp_t reject; /* takes a connection there is no memory for, to close it */
+    int rejecting;   /* reject is closing (2: it had taken a connection) */
+    ff_noise noise;
     unsigned char key[FF_KEY_LEN];
     char token[512];
     ff_sched *sched;
@@ -153,6 +164,31 @@ static hrun *run_find(head *h, uint64_t id) {
     return NULL;
 }
 
+/* Ends the connection of a peer the head cannot serve (it broke the
+ * protocol, or a reply to it cannot be written); why is kept for the
+ * failures of the tasks it ran. */
+static void disconnect(hconn *c, const char *why) {
+    if (c->c.state == FF_CONN_CLOSING)
+        return;
+    snprintf(c->lost, sizeof c->lost, "%s", why);
+    ff_log(WHO, "%s: %s: disconnected", c->place >= 0 ? c->name : c->c.peer, why);
+    ff_conn_close(&c->c);
+}
+
+/* Ends the frame begun at at on c. A frame that cannot be written (out of
+ * memory, for the small frames whose failure has no better answer) ends
+ * the connection instead, so that the peer does not wait for what never
+ * comes. Returns ff_conn_end's result. */
+static int end_or_close(hconn *c, size_t at, const char *what) {
+    int rc = ff_conn_end(&c->c, at);
+    if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof why, "the head could not send it %s: %s", what, fflua_strerror(rc));
+        disconnect(c, why);
+    }
+    return rc;
+}
+
 /* Tells every worker to drop what it holds of run id. */
 static void broadcast_run_end(head *h, uint64_t id) {
     for (hconn *c = h->conns; c; c = c->next) {
@@ -161,13 +197,22 @@ static void broadcast_run_end(head *h, uint64_t id) {
         size_t at;
         ff_conn_begin(&c->c, FF_M_RUN_END, &at);
         ff_wr_varint(&c->c.out, id);
-        ff_conn_end(&c->c, at);
+        end_or_close(c, at, "a RUN_END");
     }
 }
 
-static void send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
+static double mib(size_t n) {
+    return (double)n / (1 << 20);
+}
+
+/* Sends DONE(run, i, status, bytes) to r's driver. When that cannot be
+ * written (a leaf's result too large for a message with its header, or
+ * no memory), the driver is told that instead, as a failure of task i.
+ * Returns 0, or nonzero when the DONE meant could not be sent: a failure
+ * went instead, and the run must end. */
+static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     if (r->driver == NULL || r->driver->c.state != FF_CONN_READY)
-        return;
+        return 0;
     ff_conn *c = &r->driver->c;
     size_t at;
     ff_conn_begin(c, FF_M_DONE, &at);
@@ -175,7 +220,24 @@ static void send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) 
     ff_wr_varint(&c->out, i);
     ff_wr_varint(&c->out, (uint64_t)status);
     ff_wr_str(&c->out, p, n);
-    ff_conn_end(c, at);
+    int rc = ff_conn_end(c, at);
+    if (rc == 0)
+        return 0;
+    char msg[200];
+    const char *what = status == 0 ? "result" : "message";
+    if (rc == -EMSGSIZE)
+        snprintf(msg, sizeof msg, "its %s (%.1f MiB) does not fit in a message to the driver",
+                 what, mib(n));
+    else
+        snprintf(msg, sizeof msg, "the head has not enough memory to send its %s (%.1f MiB) "
+                                  "to the driver", what, mib(n));
+    ff_conn_begin(c, FF_M_DONE, &at);
+    ff_wr_varint(&c->out, r->driver_run);
+    ff_wr_varint(&c->out, i);
+    ff_wr_varint(&c->out, status == 2 ? 2 : 1);
+    ff_wr_str(&c->out, msg, strlen(msg));
+    end_or_close(r->driver, at, "a DONE");
+    return 1;
 }
 
 /* The run failed or was abandoned: cancel what is queued; the run ends. */
@@ -184,22 +246,33 @@ static void run_abort(head *h, hrun *r) {
     run_free(h, r);
 }
 
+/* Writes r's RUN_END with the placements (with none when they do not fit
+ * in a message: the driver's results count more than where they came
+ * from). */
+static int write_run_end(head *h, hrun *r, int placement) {
+    ff_conn *c = &r->driver->c;
+    size_t at;
+    ff_conn_begin(c, FF_M_RUN_END, &at);
+    ff_wr_varint(&c->out, r->driver_run);
+    int np = placement ? ff_sched_nplaces(h->sched) : 0;
+    ff_wr_varint(&c->out, (uint64_t)np);
+    for (int p = 0; p < np; p++) {
+        const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "(gone)";
+        ff_wr_str(&c->out, nm, strlen(nm));
+    }
+    for (uint32_t i = 0; i < r->ntasks; i++)
+        ff_wr_varint(&c->out, placement ? (uint64_t)(r->tasks[i].place + 1) : 0);
+    return ff_conn_end(c, at);
+}
+
 /* Every task finished: tell the driver where each ran, then forget it. */
 static void run_finish(head *h, hrun *r) {
-    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY) {
-        ff_conn *c = &r->driver->c;
-        size_t at;
-        ff_conn_begin(c, FF_M_RUN_END, &at);
-        ff_wr_varint(&c->out, r->driver_run);
-        int np = ff_sched_nplaces(h->sched);
-        ff_wr_varint(&c->out, (uint64_t)np);
-        for (int p = 0; p < np; p++) {
-            const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "(gone)";
-            ff_wr_str(&c->out, nm, strlen(nm));
-        }
-        for (uint32_t i = 0; i < r->ntasks; i++)
-            ff_wr_varint(&c->out, (uint64_t)(r->tasks[i].place + 1));
-        ff_conn_end(c, at);
+    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY &&
+        write_run_end(h, r, 1) != 0) {
+        ff_log(WHO, "%s: the placements of a run of %u tasks do not fit in a message: sent "
+                    "without them", r->driver->c.peer, r->ntasks);
+        if (write_run_end(h, r, 0) != 0)
+            disconnect(r->driver, "the head could not send it a RUN_END");
     }
     broadcast_run_end(h, r->id);
     run_free(h, r);
@@ -207,50 +280,94 @@ static void run_finish(head *h, hrun *r) {
 
 /* --- dispatch ------------------------------------------------------------ */
 
-static int send_task(head *h, hrun *r, uint32_t i, int place) {
+/* Fails run r because of task i, whose DONE carries msg. The run ends
+ * when the caller is done with r: it calls run_abort (r->failed says so). */
+static void run_fail(hrun *r, uint32_t i, const char *msg) {
+    if (r->failed)
+        return;
+    r->failed = 1;
+    send_done(r, i, 1, msg, strlen(msg));
+}
+
+/* Sends task i of run r to the worker at place, its function first when
+ * that worker does not have it. Sizes are checked before anything is
+ * written: either all of it is queued, or nothing and -1 with why in err. */
+static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t errlen) {
     hconn *w = place < h->nplaces_cap ? h->places[place] : NULL;
     htask *t = &r->tasks[i];
-    if (w == NULL || w->c.state != FF_CONN_READY)
+    if (w == NULL || w->c.state != FF_CONN_READY) {
+        snprintf(err, errlen, "the worker chosen for it is gone");
         return -1;
+    }
     ff_conn *c = &w->c;
     uint64_t fkey = (r->id << 32) | t->fid;
-    if (bm_find(&w->funcs_sent, fkey) == NULL) {
-        blob *f = bm_find(&r->funcs, t->fid);
-        if (f == NULL)
-            return -1;
-        size_t at;
+    blob *f = NULL;
+    if (bm_find(&w->funcs_sent, fkey) == NULL && (f = bm_find(&r->funcs, t->fid)) == NULL) {
+        snprintf(err, errlen, "its function never arrived at the head");
+        return -1;
+    }
+    size_t nl = strlen(t->name), deps = 0, size = 1 + ff_varint_size(r->id) +
+        ff_varint_size(i) + ff_varint_size(t->fid) + ff_str_size(nl) + ff_varint_size(t->ndeps);
+    for (uint32_t d = 0; d < t->ndeps; d++) {
+        htask *p = &r->tasks[t->deps[d]];
+        size += ff_varint_size(t->deps[d]) + 1;
+        if (!(place < 64 && (p->holders >> place & 1)))
+            deps += ff_str_size(p->result.n);
+    }
+    size += deps + ff_str_size(t->nargs) + ff_str_size(t->npre) + ff_varint_size((uint64_t)t->cpus);
+    if (size > FF_FRAME_MAX) {
+        snprintf(err, errlen, "it cannot be sent to a worker: its parents' results (%.1f MiB) and "
+                              "its arguments (%.1f MiB) take more than the %d MiB one message "
+                              "may carry", mib(deps), mib(t->nargs + t->npre),
+                 (int)(FF_FRAME_MAX >> 20));
+        return -1;
+    }
+    size_t at, start = c->out.n;
+    if (f != NULL) {
         ff_conn_begin(c, FF_M_FUNC, &at);
         ff_wr_varint(&c->out, r->id);
         ff_wr_varint(&c->out, t->fid);
         ff_wr_str(&c->out, f->p, f->n);
-        ff_conn_end(c, at);
-        bm_put(&w->funcs_sent, fkey, "", 0);
+        if (ff_conn_end(c, at) != 0) { /* its driver sent it in one message: memory */
+            snprintf(err, errlen, "the head has not enough memory to send its function "
+                                  "(%.1f MiB) to a worker", mib(f->n));
+            return -1;
+        }
     }
-    size_t at;
     ff_buf *b = &c->out;
     ff_conn_begin(c, FF_M_TASK, &at);
     ff_wr_varint(b, r->id);
     ff_wr_varint(b, i);
     ff_wr_varint(b, t->fid);
-    ff_wr_str(b, t->name, strlen(t->name));
+    ff_wr_str(b, t->name, nl);
     ff_wr_varint(b, t->ndeps);
     for (uint32_t d = 0; d < t->ndeps; d++) {
         htask *p = &r->tasks[t->deps[d]];
-        ff_wr_varint(b, t->deps[d]);
         int held = place < 64 && (p->holders >> place & 1);
+        ff_wr_varint(b, t->deps[d]);
         ff_wr_varint(b, (uint64_t)!held);
-        if (!held) {
+        if (!held)
             ff_wr_str(b, p->result.p, p->result.n);
-            if (place < 64)
-                p->holders |= (uint64_t)1 << place;
-        }
-        if (--p->unsent == 0 && !p->leaf && r->received == r->ntasks)
-            ff_buf_free(&p->result); /* every consumer has it now */
     }
     ff_wr_str(b, t->args, t->nargs);
     ff_wr_str(b, t->pre, t->npre);
     ff_wr_varint(b, (uint64_t)t->cpus);
-    ff_conn_end(c, at);
+    if (ff_conn_end(c, at) != 0) {
+        c->out.n = start; /* the FUNC too: nothing of it was sent */
+        snprintf(err, errlen, "the head has not enough memory to send it to a worker (%.1f MiB)",
+                 mib(size));
+        return -1;
+    }
+    /* Sent: what the worker now holds, what the head no longer needs. */
+    if (f != NULL)
+        bm_put(&w->funcs_sent, fkey, "", 0); /* if this fails, the FUNC goes again */
+    for (uint32_t d = 0; d < t->ndeps; d++) {
+        htask *p = &r->tasks[t->deps[d]];
+        if (place < 64)
+            p->holders |= (uint64_t)1 << place;
+        if (--p->unsent == 0 && !p->leaf && r->received == r->ntasks)
+            ff_buf_free(&p->result); /* every consumer has it now */
+    }
     t->state = T_RUNNING;
     t->place = place;
     return 0;
@@ -262,12 +379,12 @@ static void dispatch(head *h) {
     while (ff_sched_next(h->sched, &id, &place) == 0) {
         hrun *r = run_find(h, id >> 32);
         uint32_t i = (uint32_t)id;
-        if (r == NULL || i >= r->received || send_task(h, r, i, place) != 0) {
+        char err[300];
+        if (r == NULL || i >= r->received || send_task(h, r, i, place, err, sizeof err) != 0) {
             ff_sched_release(h->sched, id);
             if (r != NULL && i < r->received) {
-                static const char msg[] = "it could not be sent to a worker (its worker is "
-                                          "gone, or its function never arrived)";
-                send_done(r, i, 1, msg, sizeof msg - 1);
+                r->tasks[i].state = T_FAILED;
+                run_fail(r, i, err);
                 run_abort(h, r);
             }
         }
@@ -284,15 +401,21 @@ static int64_t sched_cpus(int64_t asked) {
 }
 
 /* Queues task i (its parents are done), or holds it while the run has
- * max_pending tasks out. */
-static int make_ready(head *h, hrun *r, uint32_t i) {
+ * max_pending tasks out. When it cannot be queued, the run fails (see
+ * run_fail). */
+static void make_ready(head *h, hrun *r, uint32_t i) {
     htask *t = &r->tasks[i];
+    if (r->failed)
+        return;
     if (r->max_pending > 0 && r->pending >= r->max_pending) {
         if (r->held_n == r->held_cap) {
             size_t cap = r->held_cap ? r->held_cap * 2 : 64;
             uint32_t *nh = malloc(cap * sizeof *nh);
-            if (nh == NULL)
-                return -ENOMEM;
+            if (nh == NULL) {
+                run_fail(r, i, "the head has not enough memory to hold it back "
+                               "(max_pending_tasks)");
+                return;
+            }
             for (size_t k = 0; k < r->held_n; k++)
                 nh[k] = r->held[(r->held_head + k) % r->held_cap];
             free(r->held);
@@ -301,22 +424,28 @@ static int make_ready(head *h, hrun *r, uint32_t i) {
             r->held_head = 0;
         }
         r->held[(r->held_head + r->held_n++) % r->held_cap] = i;
-        return 0;
+        return;
     }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
     int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity, 0, &bad);
-    if (rc != 0)
-        return rc;
+    if (rc == FFLUA_ERESOURCE) {
+        /* The workers able to hold it left while its parents ran. */
+        run_fail(r, i, "no worker left in the cluster can hold what it asks for");
+        return;
+    }
+    if (rc != 0) {
+        run_fail(r, i, "the head has not enough memory to queue it");
+        return;
+    }
     t->state = T_QUEUED;
     r->pending++;
-    return 0;
 }
 
 /* A task of run r is no longer out: release what was held for it. */
 static void task_out(head *h, hrun *r) {
     r->pending--;
-    while (r->held_n > 0 && (r->max_pending == 0 || r->pending < r->max_pending)) {
+    while (r->held_n > 0 && (r->max_pending == 0 || r->pending < r->max_pending) && !r->failed) {
         uint32_t i = r->held[r->held_head];
         r->held_head = (r->held_head + 1) % r->held_cap;
         r->held_n--;
@@ -329,7 +458,8 @@ static void task_out(head *h, hrun *r) {
 static void free_result(head *h, hrun *r, uint32_t i) {
     uint64_t holders = r->tasks[i].holders;
     for (int p = 0; holders != 0 && p < 64; p++, holders >>= 1) {
-        if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL)
+        if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL ||
+            h->places[p]->c.state != FF_CONN_READY)
             continue;
         ff_conn *c = &h->places[p]->c;
         size_t at;
@@ -337,24 +467,34 @@ static void free_result(head *h, hrun *r, uint32_t i) {
         ff_wr_varint(&c->out, r->id);
         ff_wr_varint(&c->out, 1);
         ff_wr_varint(&c->out, i);
-        ff_conn_end(c, at);
+        end_or_close(h->places[p], at, "a FREE");
     }
     r->tasks[i].holders = 0;
 }
 
 /* --- messages from workers ----------------------------------------------- */
 
-static void on_result(head *h, hconn *w, const char *p, size_t n) {
+/* A peer the head drops (it broke the protocol, or what it sent cannot be
+ * kept): log why, and keep it for the failures of the tasks it ran.
+ * Returns 1: the caller (on_frame) closes the connection. */
+static int protocol_error(hconn *c, const char *why) {
+    snprintf(c->lost, sizeof c->lost, "%s", why);
+    ff_log(WHO, "%s: %s: disconnected", c->place >= 0 ? c->name : c->c.peer, why);
+    return 1;
+}
+
+/* A RESULT. A malformed one closes the connection (the tasks running
+ * there then fail, and say why): ignoring it would leave its task running
+ * for ever. Returns nonzero to close. */
+static int on_result(head *h, hconn *w, const char *p, size_t n) {
     ff_rd rd;
     ff_rd_init(&rd, p, n);
     uint64_t run = ff_rd_varint(&rd), i = ff_rd_varint(&rd), ok = ff_rd_varint(&rd);
     size_t len;
     const char *bytes = ff_rd_str(&rd, &len);
     ff_rd_varint(&rd); /* compute ns: kept for run metadata later */
-    if (ff_rd_done(&rd) != 0) {
-        ff_log(WHO, "%s: malformed RESULT", w->name);
-        return;
-    }
+    if (ff_rd_done(&rd) != 0 || ok > 1)
+        return protocol_error(w, "it sent a malformed RESULT");
     /* Only a task this worker is running counts: a result for another's
      * task, or a made-up one, is ignored. */
     int at = -1;
@@ -362,20 +502,14 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
         at != w->place) {
         ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
-        return;
-    }
-    if (run_find(h, run) == NULL) { /* a cancelled run's task: just free */
-        ff_sched_release(h->sched, TASK_ID(run, i));
-        h->finished_total++;
-        dispatch(h);
-        return;
+        return 0;
     }
     ff_sched_release(h->sched, TASK_ID(run, i));
     h->finished_total++;
     hrun *r = run_find(h, run);
     if (r == NULL || i >= r->received || r->tasks[i].state != T_RUNNING) {
         dispatch(h); /* a cancelled run: resources are free again */
-        return;
+        return 0;
     }
     htask *t = &r->tasks[i];
     if (!ok) {
@@ -383,26 +517,36 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         send_done(r, (uint32_t)i, 1, bytes, len);
         run_abort(h, r);
         dispatch(h);
-        return;
+        return 0;
     }
     t->state = T_DONE;
     r->finished++;
     task_out(h, r);
     if (w->place < 64)
         t->holders |= (uint64_t)1 << w->place;
-    if (t->leaf)
-        send_done(r, (uint32_t)i, 0, bytes, len);
-    if (t->unsent > 0 || r->received < r->ntasks) { /* consumers may still come */
+    if (t->leaf && send_done(r, (uint32_t)i, 0, bytes, len) != 0)
+        r->failed = 1; /* the driver was told why instead */
+    if (!r->failed && (t->unsent > 0 || r->received < r->ntasks)) { /* consumers may come */
         t->result.n = 0;
-        if (len > 0 && ff_buf_reserve(&t->result, len) == 0) {
+        if (len > 0 && ff_buf_reserve(&t->result, len) != 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "the head has not enough memory to keep its result "
+                                      "(%.1f MiB) for the nodes that use it", mib(len));
+            run_fail(r, (uint32_t)i, msg);
+        } else if (len > 0) {
             memcpy(t->result.p, bytes, len);
             t->result.n = len;
         }
     }
-    for (uint32_t k = 0; k < t->ncons; k++) {
+    for (uint32_t k = 0; k < t->ncons && !r->failed; k++) {
         htask *c = &r->tasks[t->cons[k]];
         if (--c->waiting == 0)
             make_ready(h, r, t->cons[k]);
+    }
+    if (r->failed) {
+        run_abort(h, r);
+        dispatch(h);
+        return 0;
     }
     /* Workers keep results only while a consumer may still need them. */
     int complete = r->received == r->ntasks;
@@ -414,6 +558,7 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
     if (complete && r->finished == r->ntasks)
         run_finish(h, r);
     dispatch(h);
+    return 0;
 }
 
 static int on_register(head *h, hconn *w, const char *p, size_t n) {
@@ -432,7 +577,9 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
         size_t len;
         const char *nm = ff_rd_str(&rd, &len);
         uint64_t amount = ff_rd_varint(&rd);
-        int id = rd.err ? -1 : ff_sched_resource(h->sched, nm, len);
+        if (rd.err || ff_res_name_check(nm, len) != 0)
+            return 1;
+        int id = ff_sched_resource(h->sched, nm, len);
         if (id <= FF_RES_CPU || amount > (uint64_t)FF_RES_MAX)
             return 1;
         for (size_t j = 0; j < nc; j++)
@@ -443,14 +590,14 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
     size_t hl;
     const char *host = ff_rd_str(&rd, &hl);
     uint64_t pid = ff_rd_varint(&rd);
-    if (ff_rd_done(&rd) != 0 || cpus > (uint64_t)FF_RES_MAX)
+    if (ff_rd_done(&rd) != 0)
         return 1;
-    int place = ff_sched_add_place(h->sched, cap, nc);
-    if (place < 0)
-        return 1;
-    if (place >= h->nplaces_cap) {
+    /* Room for the place first: a place the scheduler has must have its
+     * connection. */
+    int next = ff_sched_nplaces(h->sched);
+    if (next >= h->nplaces_cap) {
         int ncap = h->nplaces_cap ? h->nplaces_cap * 2 : 16;
-        while (ncap <= place)
+        while (ncap <= next)
             ncap *= 2;
         hconn **np = realloc(h->places, (size_t)ncap * sizeof *np);
         if (np == NULL)
@@ -459,9 +606,14 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
         h->places = np;
         h->nplaces_cap = ncap;
     }
+    int place = ff_sched_add_place(h->sched, cap, nc);
+    if (place < 0 || place >= h->nplaces_cap)
+        return 1;
     h->places[place] = w;
     w->place = place;
-    snprintf(w->name, sizeof w->name, "%.*s:%llu", (int)(hl > 60 ? 60 : hl), host,
+    w->pid = pid;
+    char hostname[64];
+    snprintf(w->name, sizeof w->name, "%s:%llu", ff_escape(hostname, sizeof hostname, host, hl),
              (unsigned long long)pid);
     if (!h->quiet)
         ff_log(WHO, "worker %s joined with %g CPUs (place %d)", w->name,
@@ -474,8 +626,9 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
 
 /* Reads a SUBMIT's tasks into run r: the run's total, the index of the
  * first task here and their count, then the tasks. SUBMITs of a run come
- * in order, so a task's dependencies have all arrived. 0, or a message in
- * err. *first_out and *count_out say which tasks came. */
+ * in order, so a task's dependencies have all arrived. 0; 1 for a
+ * malformed SUBMIT; 2 when the run is refused (too large, or no memory for
+ * it). A message in err. *first_out and *count_out say which tasks came. */
 static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t *count_out,
                       char *err, size_t errlen) {
     uint64_t total = ff_rd_varint(rd), first64 = ff_rd_varint(rd), count64 = ff_rd_varint(rd);
@@ -485,6 +638,12 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
+    if (total > FF_RUN_MAX_TASKS) {
+        snprintf(err, errlen, "the run has %llu nodes, more than the %lu a run may have",
+                 (unsigned long long)total, (unsigned long)FF_RUN_MAX_TASKS);
+        return 2;
+    }
+    int oom = 0;
     uint32_t first = (uint32_t)first64, count = (uint32_t)count64;
     /* The array grows with the tasks that came (a total alone is a claim,
      * and must not make the head allocate). */
@@ -497,8 +656,8 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
             cap = total;
         htask *nt = realloc(r->tasks, (size_t)cap * sizeof *nt);
         if (nt == NULL) {
-            snprintf(err, errlen, "not enough memory for %u tasks", need);
-            return 1;
+            snprintf(err, errlen, "the head has not enough memory for %u tasks", need);
+            return 2;
         }
         memset(nt + r->tasks_cap, 0, (size_t)(cap - r->tasks_cap) * sizeof *nt);
         r->tasks = nt;
@@ -516,6 +675,7 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         t->name = strndup(s, len);
         t->leaf = (int)(ff_rd_varint(rd) & 1);
         uint64_t nd = ff_rd_varint(rd);
+        oom |= t->name == NULL;
         if (rd->err || nd > i || t->name == NULL) {
             rd->err = FFLUA_EPROTO;
             break;
@@ -523,6 +683,7 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         t->ndeps = (uint32_t)nd;
         t->deps = malloc((nd ? nd : 1) * sizeof *t->deps);
         if (t->deps == NULL) {
+            oom = 1;
             rd->err = FFLUA_EPROTO;
             break;
         }
@@ -543,19 +704,22 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         if (t->pre)
             memcpy(t->pre, s, t->npre);
         uint64_t nr = ff_rd_varint(rd);
+        oom |= !t->args || !t->pre;
         if (rd->err || nr > 256 || !t->args || !t->pre) {
             rd->err = FFLUA_EPROTO;
             break;
         }
         t->req = malloc((nr ? nr : 1) * sizeof *t->req);
         if (t->req == NULL) {
+            oom = 1;
             rd->err = FFLUA_EPROTO;
             break;
         }
         for (uint64_t k = 0; k < nr && !rd->err; k++) {
             s = ff_rd_str(rd, &len);
             uint64_t amount = ff_rd_varint(rd);
-            int id = rd->err ? -1 : ff_sched_resource(h->sched, s, len);
+            int id = rd->err || ff_res_name_check(s, len) != 0 ? -1
+                                                               : ff_sched_resource(h->sched, s, len);
             if (id < 0 || amount > (uint64_t)FF_RES_MAX) {
                 rd->err = FFLUA_EPROTO;
                 break;
@@ -579,6 +743,10 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
             task_free_fields(&r->tasks[i]);
             memset(&r->tasks[i], 0, sizeof r->tasks[i]);
         }
+        if (oom) {
+            snprintf(err, errlen, "the head has not enough memory for the run's tasks");
+            return 2;
+        }
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
@@ -592,7 +760,8 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
                 uint32_t cap = p->cons_cap ? p->cons_cap * 2 : 4;
                 uint32_t *nc = realloc(p->cons, cap * sizeof *nc);
                 if (nc == NULL)
-                    return snprintf(err, errlen, "not enough memory"), 1;
+                    return snprintf(err, errlen, "the head has not enough memory for the run's "
+                                                 "tasks"), 2;
                 p->cons = nc;
                 p->cons_cap = cap;
             }
@@ -610,13 +779,21 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
 static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char *err,
                           size_t errlen) {
     int64_t max_cpus = 0;
+    int live = 0;
     for (hconn *c = h->conns; c; c = c->next)
-        if (c->place >= 0 && c->cpus > max_cpus)
-            max_cpus = c->cpus;
+        if (c->place >= 0) {
+            live++;
+            if (c->cpus > max_cpus)
+                max_cpus = c->cpus;
+        }
     for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
         int64_t want = t->cpus;
-        if (want > max_cpus && ff_sched_nplaces(h->sched) > 0) {
+        if (live == 0) {
+            snprintf(err, errlen, "node '%s' cannot run: the cluster has no workers", t->name);
+            return 1;
+        }
+        if (want > max_cpus) {
             snprintf(err, errlen, "node '%s' asks for %g of 'CPU', but no node of the cluster "
                                   "has more than %g", t->name, (double)want / FF_RES_SCALE,
                      (double)max_cpus / FF_RES_SCALE);
@@ -639,8 +816,6 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
                      "than %g",
                      t->name, (double)amount / FF_RES_SCALE, ff_sched_resource_name(h->sched, bad),
                      (double)ff_sched_max_capacity(h->sched, bad) / FF_RES_SCALE);
-        } else if (ff_sched_nplaces(h->sched) == 0) {
-            snprintf(err, errlen, "node '%s' cannot run: the cluster has no workers", t->name);
         } else {
             snprintf(err, errlen, "node '%s' asks for resources no single node of the cluster "
                                   "has together", t->name);
@@ -665,11 +840,12 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     }
     r->max_pending = max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)max_pending;
     uint32_t first = 0, count = 0;
-    if (read_tasks(h, r, &rd, &first, &count, err, sizeof err) != 0) {
+    int rc = read_tasks(h, r, &rd, &first, &count, err, sizeof err);
+    if (rc == 1) {
         ff_log(WHO, "%s: %s", d->c.peer, err);
         return 1;
     }
-    if (check_feasible(h, r, first, count, err, sizeof err) != 0) {
+    if (rc != 0 || check_feasible(h, r, first, count, err, sizeof err) != 0) {
         send_done(r, 0, 2, err, strlen(err));
         run_abort(h, r);
         dispatch(h);
@@ -679,9 +855,11 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
      * cannot run (or cannot be encoded, on the driver's side) fails the
      * run before anything ran. */
     if (r->received == r->ntasks)
-        for (uint32_t i = 0; i < r->ntasks; i++)
+        for (uint32_t i = 0; i < r->ntasks && !r->failed; i++)
             if (r->tasks[i].waiting == 0)
                 make_ready(h, r, i);
+    if (r->failed)
+        run_abort(h, r);
     dispatch(h);
     return 0;
 }
@@ -701,14 +879,19 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
     if (r == NULL) {
         r = calloc(1, sizeof *r);
         if (r == NULL)
-            return 1;
+            return protocol_error(d, "not enough memory for a new run");
         r->id = ++h->next_run;
         r->driver_run = drun;
         r->driver = d;
         r->next = h->runs;
         h->runs = r;
     }
-    return bm_put(&r->funcs, fid, code, len) != 0;
+    if (bm_put(&r->funcs, fid, code, len) != 0) {
+        char why[100];
+        snprintf(why, sizeof why, "not enough memory for a function (%.1f MiB)", mib(len));
+        return protocol_error(d, why);
+    }
+    return 0;
 }
 
 static void send_status(head *h, hconn *c) {
@@ -726,10 +909,20 @@ static void send_status(head *h, hconn *c) {
         const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "?";
         ff_wr_str(b, nm, strlen(nm));
         ff_wr_varint(b, ff_sched_place_running(h->sched, p));
-        ff_wr_varint(b, (uint64_t)nr);
+        /* CPU, then the resources this place has: every name the head
+         * ever saw would make the reply grow with what drivers asked. */
+        int has = 0;
+        for (int res = 0; res < nr; res++) {
+            int64_t total = 0;
+            ff_sched_place_get(h->sched, p, res, &total, NULL);
+            has += res == FF_RES_CPU || total > 0;
+        }
+        ff_wr_varint(b, (uint64_t)has);
         for (int res = 0; res < nr; res++) {
             int64_t total = 0, free_ = 0;
             ff_sched_place_get(h->sched, p, res, &total, &free_);
+            if (res != FF_RES_CPU && total == 0)
+                continue;
             if (res == FF_RES_CPU && p < h->nplaces_cap && h->places[p] != NULL) {
                 /* Shown as the real CPUs, busy as far as tasks were sent. */
                 int64_t used = total - free_, real = h->places[p]->cpus;
@@ -747,7 +940,7 @@ static void send_status(head *h, hconn *c) {
     ff_wr_varint(b, st.queued + st.parked);
     ff_wr_varint(b, st.running);
     ff_wr_varint(b, h->finished_total);
-    ff_conn_end(&c->c, at);
+    end_or_close(c, at, "a STATUS_REPLY");
 }
 
 static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
@@ -765,10 +958,8 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
                                       "repeated resource names or amounts)");
             return 1;
         }
-        if (type == FF_M_RESULT && c->place >= 0) {
-            on_result(h, c, p, n);
-            return 0;
-        }
+        if (type == FF_M_RESULT && c->place >= 0)
+            return on_result(h, c, p, n);
     } else if (role == FF_ROLE_DRIVER) {
         if (type == FF_M_FUNC)
             return on_func(h, c, p, n);
@@ -798,8 +989,9 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     return 1;
 }
 
-/* A worker that leaves fails the runs with tasks running there (fault
- * tolerance is the cluster's next part). */
+/* A task dropped by the scheduler: it ran on a worker that left (why
+ * FF_SCHED_LOST; h->losing is that worker), or no worker left can hold
+ * it. Its run fails; the caller ends it (run_abort). */
 static void on_lost(void *ud, uint64_t id, int why, int bad) {
     head *h = ud;
     (void)bad;
@@ -808,13 +1000,26 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
         return;
     uint32_t i = (uint32_t)id;
     r->tasks[i].state = T_PENDING;
-    static const char lost[] = "the worker running it left the cluster";
-    static const char gone[] = "no worker left in the cluster can hold what it asks for";
-    if (why == FF_SCHED_LOST)
-        send_done(r, i, 1, lost, sizeof lost - 1);
-    else
-        send_done(r, i, 1, gone, sizeof gone - 1);
     r->failed = 1;
+    char msg[300];
+    const hconn *w = h->losing;
+    if (why != FF_SCHED_LOST || w == NULL)
+        snprintf(msg, sizeof msg, "no worker left in the cluster can hold what it asks for");
+    else if (w->lost[0] != '\0')
+        snprintf(msg, sizeof msg, "the worker running it (%s) was disconnected: %s", w->name,
+                 w->lost);
+    else
+        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", w->name);
+    send_done(r, i, 1, msg, strlen(msg));
+}
+
+/* Ends the runs that failed (r->failed). */
+static void abort_failed(head *h) {
+    for (hrun *r = h->runs, *next; r; r = next) {
+        next = r->next;
+        if (r->failed)
+            run_abort(h, r);
+    }
 }
 
 static void on_closed(ff_conn *fc) {
@@ -829,12 +1034,10 @@ static void on_closed(ff_conn *fc) {
         if (!h->quiet && !h->stopping)
             ff_log(WHO, "worker %s left", c->name);
         h->places[c->place] = NULL;
+        h->losing = c;
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
-        for (hrun *r = h->runs, *next; r; r = next) {
-            next = r->next;
-            if (r->failed)
-                run_abort(h, r);
-        }
+        h->losing = NULL;
+        abort_failed(h);
     }
     for (hrun *r = h->runs, *next; r; r = next) { /* a driver's runs end with it */
         next = r->next;
@@ -849,21 +1052,53 @@ static void on_closed(ff_conn *fc) {
     dispatch(h);
 }
 
+static void reject_pending(head *h);
+
+static void on_rejected(uv_handle_t *hd) {
+    head *h = hd->data;
+    int again = h->rejecting == 2; /* one was accepted: another may be pending */
+    h->rejecting = 0;
+    if (again && !h->stopping)
+        reject_pending(h);
+}
+
+/* Accepts the pending connection into h->reject and closes it at once.
+ * For when there is no memory for a connection: libuv stops accepting
+ * until the pending one is taken. */
+static void reject_pending(head *h) {
+    if (h->rejecting || uv_tcp_init(&h->loop, &h->reject) != 0)
+        return;
+    h->reject.data = h;
+    h->rejecting = uv_accept((uv_stream_t *)&h->server, (uv_stream_t *)&h->reject) == 0 ? 2 : 1;
+    uv_close((uv_handle_t *)&h->reject, on_rejected);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     head *h = server->data;
-    if (status < 0)
+    if (status < 0) { /* as too many open files: libuv closes that connection */
+        ff_noise_log(&h->noise, "cannot accept a connection: %s", uv_strerror(status));
         return;
+    }
     hconn *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL) {
+        ff_noise_log(&h->noise, "cannot accept a connection: not enough memory");
+        reject_pending(h);
         return;
+    }
     c->h = h;
     c->place = -1;
     c->c.data = c;
     c->c.on_frame = on_frame;
     c->c.on_close = on_closed;
     c->c.handshake_ms = h->handshake_ms;
+    c->c.noise = &h->noise;
     if (ff_conn_accept(&c->c, server, h->key) != 0) {
-        ff_conn_close(&c->c);
+        if (c->c.tcp.type != UV_TCP) { /* no handle: nothing to close */
+            free(c);
+            reject_pending(h);
+        } else {
+            ff_conn_close(&c->c); /* on_closed frees it */
+        }
         return;
     }
     c->next = h->conns;
@@ -966,7 +1201,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
         if (c->c.state == FF_CONN_READY) {
             size_t at;
             ff_conn_begin(&c->c, FF_M_BYE, &at);
-            ff_conn_end(&c->c, at);
+            ff_conn_end(&c->c, at); /* without memory for it, the close says as much */
         }
         ff_conn_close(&c->c);
     }
@@ -975,6 +1210,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
     uv_close((uv_handle_t *)&h->sigterm, NULL);
     uv_close((uv_handle_t *)&h->sigint, NULL);
     uv_close((uv_handle_t *)&h->flusher, NULL);
+    ff_noise_close(&h->noise);
     if (h->parent > 0)
         uv_close((uv_handle_t *)&h->parent_watch, NULL);
 }
@@ -985,6 +1221,19 @@ static uint64_t activity(void *ud) {
     for (hconn *c = h->conns; c; c = c->next)
         n += c->c.nreads;
     return n;
+}
+
+/* FFLUA_PARENT_PID: 0 when unset, else a process id, or -1 when bad. */
+static pid_t parent_pid(void) {
+    const char *pp = getenv("FFLUA_PARENT_PID");
+    if (pp == NULL || pp[0] == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(pp, &end, 10);
+    if (*end != '\0' || errno != 0 || v <= 0 || v > INT32_MAX || !(pp[0] >= '0' && pp[0] <= '9'))
+        return -1;
+    return (pid_t)v;
 }
 
 int ff_head_main(const ff_head_opts *o) {
@@ -1001,9 +1250,14 @@ int ff_head_main(const ff_head_opts *o) {
     if (rc == 0 && o->resources != NULL)
         rc = ff_check_resources(o->resources, err, sizeof err);
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
-    int64_t units;
-    if (rc == 0 && ff_sched_amount(cpus, &units) != 0) {
+    int64_t units = 0;
+    if (rc == 0 && (ff_sched_amount(cpus, &units) != 0 || cpus > FF_MAX_CPUS)) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
+        rc = FFLUA_EPROTO;
+    }
+    if (rc == 0 && (h->parent = parent_pid()) < 0) {
+        snprintf(err, sizeof err, "bad FFLUA_PARENT_PID '%s': a process id expected",
+                 getenv("FFLUA_PARENT_PID"));
         rc = FFLUA_EPROTO;
     }
     if (rc == 0 && ff_sched_create(&h->sched) != 0) {
@@ -1018,11 +1272,12 @@ int ff_head_main(const ff_head_opts *o) {
     }
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
-    h->handshake_ms = (unsigned)(o->handshake_timeout * 1000);
+    h->handshake_ms = o->handshake_timeout > 0 ? (unsigned)(o->handshake_timeout * 1000 + 0.5) : 0;
     uv_loop_init(&h->loop);
     uv_check_init(&h->loop, &h->flusher);
     h->flusher.data = h;
     uv_check_start(&h->flusher, flush_all);
+    ff_noise_init(&h->noise, &h->loop);
     uv_tcp_init(&h->loop, &h->server);
     h->server.data = h;
     char addrbuf[300];
@@ -1039,6 +1294,7 @@ int ff_head_main(const ff_head_opts *o) {
         code = 1;
         uv_close((uv_handle_t *)&h->server, NULL);
         uv_close((uv_handle_t *)&h->flusher, NULL);
+        ff_noise_close(&h->noise);
     } else {
         struct sockaddr_storage bound;
         int blen = sizeof bound;
@@ -1065,8 +1321,7 @@ int ff_head_main(const ff_head_opts *o) {
         h->sigterm.data = h->sigint.data = h;
         uv_signal_start(&h->sigterm, on_signal, SIGTERM);
         uv_signal_start(&h->sigint, on_signal, SIGINT);
-        const char *pp = getenv("FFLUA_PARENT_PID");
-        if (pp != NULL && (h->parent = (pid_t)atol(pp)) > 0) {
+        if (h->parent > 0) {
             uv_timer_init(&h->loop, &h->parent_watch);
             h->parent_watch.data = h;
             uv_timer_start(&h->parent_watch, on_parent_watch, 300, 300);
