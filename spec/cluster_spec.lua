@@ -8,8 +8,8 @@ local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWo
 local H = require "spec.helper"
 
 local C = require "spec.cluster_helper"
-local procs, start, stop_all, wait_file, cluster, lines_of, script =
-  C.procs, C.start, C.stop_all, C.wait_file, C.cluster, C.lines_of, C.script
+local procs, start, start_sh, stop_all, wait_file, cluster, lines_of, script =
+  C.procs, C.start, C.start_sh, C.stop_all, C.wait_file, C.cluster, C.lines_of, C.script
 
 --- The most of the spans { id, start, end } that overlap at one moment.
 local function most_at_once(spans)
@@ -435,6 +435,8 @@ describe("cluster hardening", function()
       { "head", "--port", "80.5", "an integer from 0 to 65535" },
       { "head", "--port", "0x50", "an integer from 0 to 65535" },
       { "head", "--port", "70000", "an integer from 0 to 65535" },
+      { "head", "--workers", "-1", "an integer from 0 to 1024" },
+      { "head", "--workers", "2000", "an integer from 0 to 1024" },
       { "worker", "--num-cpus", "inf", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
       { "worker", "--num-cpus", "nan", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
     } do
@@ -511,7 +513,6 @@ describe("cluster hardening", function()
                      :gsub("%p", "%%%0") .. "$", lines[1])
   end)
 
-
   it("writes a bounded number of lines for unauthenticated connection churn", function()
     local log = H.tmpdir() .. "/head.log"
     local address = cluster({}, { log = log })
@@ -537,6 +538,101 @@ describe("cluster hardening", function()
     assert.is_true(tonumber(n) + #lines >= 600)
   end)
 
+  it("keeps a local cluster's workers: os.exit in a node fails it, a dead worker is replaced", function()
+    local r = H.fflua({ script [[
+      local ff = require "functionfuse"
+      local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local args = { num_workers = 2 }
+      local bye = ff.workflow("bye", function() os.exit(3) end)
+      local die = ff.workflow("die", function()
+        local c = require "functionfuse.core"
+        c.kill(c.getpid(), 9)
+        c.sleep(30)
+      end)
+      local sum = ff.workflow("sum", function(a, b) return a + b end)
+      local function try(node)
+        local w = CW(node, { workflow_name = "w", cluster_init_args = args })
+        local ok, r = pcall(w.run, w)
+        print(ok, (tostring(r):gsub("\n.*", "")))
+      end
+      try(bye())
+      try(bye())
+      try(sum(1, 2))
+      try(die())
+      try(die())
+      try(die())
+      try(sum(3, 4))
+    ]] }, { env = { FFLUA_BIN = H.bin }, timeout = 60 })
+    assert.are.equal(0, r.code, r.stderr)
+    local out = {}
+    for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
+    assert.are.equal(7, #out, r.stdout .. r.stderr)
+    for i = 1, 2 do
+      assert.matches("^false\tnode 'bye_000" .. (i - 1) .. "' %(function 'bye' defined at " ..
+                     ".-:4%) failed: .-driver%.lua:4: os%.exit called in node 'bye_000" ..
+                     (i - 1) .. "': a node cannot end its worker's process$", out[i])
+    end
+    assert.are.equal("true\t3", out[3])
+    for i = 4, 6 do
+      assert.matches("^false\tnode 'die_000" .. (i - 4) .. "' %(function 'die' defined at " ..
+                     ".-%) failed: the worker process running it %([^)]+:%d+%) ended: killed " ..
+                     "by signal 9$", out[i])
+    end
+    assert.are.equal("true\t7", out[7])
+  end)
+
+  it("restarts a head's local worker that ends, backing off, and gives up on a crash loop", function()
+    local dir = H.tmpdir()
+    local log = dir .. "/head.log"
+    local token = H.write(dir .. "/t", core.token_new())
+    assert(os.execute("chmod 600 '" .. token .. "'"))
+    start_sh({ "head", "--port", "0", "--num-cpus", "1", "--token-file", token,
+               "--ready-file", dir .. "/ready" }, log)
+    local address = wait_file(dir .. "/ready")
+    local args = { address = address, token_file = token }
+    local client = core.cluster_connect(address, { token_file = token })
+    local function places(n) -- waits until the cluster has n workers
+      for _ = 1, 400 do
+        local ps = client:status().places
+        if #ps == n then return ps end
+        core.sleep(0.025)
+      end
+      error("the cluster never had " .. n .. " workers")
+    end
+    local sum = ff.workflow("sum", function(a, b) return a + b end)
+    local pids = {}
+    for i = 1, 5 do
+      pids[i] = tonumber(places(1)[1].name:match(":(%d+)$"))
+      core.kill(pids[i], 9)
+      places(0)
+      if i == 1 then -- a run while the worker is gone waits for the next one
+        assert.are.equal(3, ClusterWorkflow(sum(1, 2), { workflow_name = "wait",
+                                                          cluster_init_args = args }):run())
+      end
+    end
+    for _ = 1, 200 do
+      if (H.read(log) or ""):find("no other starts", 1, true) then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    local wf = ClusterWorkflow(sum(3, 4), { workflow_name = "none", cluster_init_args = args })
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("cannot run workflow: node 'sum_0001' cannot run: the cluster has no workers$",
+                   err)
+    local expect = {}
+    for i, delay in ipairs { "0.1", "0.2", "0.4", "0.8" } do
+      expect[i] = ("fflua head: local worker %d ended: killed by signal 9; another starts in %s s")
+                  :format(pids[i], delay)
+    end
+    expect[5] = ("fflua head: local worker %d ended: killed by signal 9, 5 times in a row " ..
+                 "within 10 s of starting: no other starts"):format(pids[5])
+    local got = {}
+    for _, l in ipairs(lines_of(log)) do
+      if l:find("local worker", 1, true) then got[#got + 1] = l end
+    end
+    assert.are.same(expect, got)
+  end)
 
   it("fails a node that no worker left can hold once its parents are done, without waiting", function()
     local address, token, ps = cluster { { cpus = 1, resources = '{"plain": 1}' },
@@ -576,7 +672,6 @@ describe("cluster hardening", function()
     assert.matches("^\tfalse\tnode 'gpu_0000' %(function 'gpu' defined at .-%) failed: " ..
                    "no worker left in the cluster can hold what it asks for\r?\n$", line)
   end)
-
 
   it("says the cluster has no workers when it has none", function()
     local address, token, ps = cluster { { cpus = 1 } }

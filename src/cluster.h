@@ -48,11 +48,14 @@
 #define FF_DEFAULT_PORT 6380
 /* The most CPUs a worker may declare (it runs one thread per CPU). */
 #define FF_MAX_CPUS 4096
+/* The most worker processes a head starts on its own machine. */
+#define FF_MAX_LOCAL_WORKERS 1024
 
 typedef struct ff_head_opts {
     const char *host;
     int port;            /* 0: any free port (printed) */
-    double num_cpus;     /* < 0: the number of cores */
+    double num_cpus;     /* of each local worker; < 0: the number of cores */
+    int workers;         /* local worker processes; < 0: 1, or 0 when num_cpus is 0 */
     const char *resources; /* JSON object or NULL */
     const char *token_file;
     const char *ready_file; /* write "HOST:PORT\n" here once listening */

@@ -10,8 +10,12 @@
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
  * with the workers (the head keeps a copy until every consumer was sent).
- * Unless told --num-cpus 0, the head starts one local worker process for
- * its own CPUs and resources, as a Ray head node runs tasks too.
+ * Unless told --num-cpus 0, the head starts local worker processes (one by
+ * default) for its own CPUs and resources, as a Ray head node runs tasks
+ * too, and starts another when one ends, backing off when they end soon
+ * after starting and giving up after FF_LOCAL_GIVE_UP such ends in a row.
+ * While local workers are kept, a task that they could hold waits for one
+ * rather than failing because no worker is there at the moment.
  *
  * Nothing a peer does takes the head down: a failed write ends that
  * connection only (SIGPIPE is made harmless by the program), every frame
@@ -45,6 +49,16 @@ static const char *WHO = "head";
  * resources are never overcommitted: their limits hold for tasks sent, so
  * also for tasks running. */
 #define FF_PIPELINE 4
+
+/* Local workers: one that ends within FF_LOCAL_QUICK_MS of starting ended
+ * "quickly"; the next starts after FF_LOCAL_BACKOFF_MS doubled for each
+ * quick end in a row, and after FF_LOCAL_GIVE_UP of them none starts. */
+#define FF_LOCAL_QUICK_MS 10000
+#define FF_LOCAL_BACKOFF_MS 100
+#define FF_LOCAL_GIVE_UP 5
+/* How long the failure of tasks lost with a local worker waits for that
+ * worker's exit status (its connection closes just before it exits). */
+#define FF_GRAVE_MS 1000
 
 enum { T_PENDING, T_QUEUED, T_RUNNING, T_DONE, T_FAILED };
 
@@ -97,16 +111,56 @@ struct hconn {
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
 };
 
+/* A local worker process, and the slot it keeps across restarts. */
+typedef struct hchild {
+    uv_process_t proc;
+    uv_timer_t restart; /* the back-off before the next process */
+    struct head *h;
+    int running;        /* proc is a live process (its exit not seen yet) */
+    int proc_open;      /* proc is a handle not yet closed */
+    int pid;            /* the last process's */
+    char ended[64];     /* how the last process ended, once it did */
+    uint64_t started_ms;
+    unsigned quick;     /* quick ends in a row */
+    int given_up;
+} hchild;
+
+/* Failures of tasks that ran on a local worker whose connection closed
+ * before its process was seen to end: they wait (at most FF_GRAVE_MS) so
+ * that the driver learns how the process ended. */
+typedef struct hgrave {
+    struct hgrave *next;
+    int pid;
+    char name[96];
+    uint64_t deadline_ms;
+    size_t n, cap;
+    struct grave_done {
+        hconn *driver;
+        uint64_t run;
+        uint32_t index;
+    } *done;
+} hgrave;
+
 typedef struct head {
     uv_loop_t loop;
     uv_tcp_t server;
     uv_signal_t sigterm, sigint;
-    uv_process_t child;
-    int child_running;
+    /* Local workers: their slots, how to start them, what each can hold. */
+    hchild *children;
+    int nchildren, nchildren_live; /* live: slots not given up */
+    char local_addr[300], local_cpus[32];
+    const char *local_resources;
+    ff_res local_cap[257];
+    size_t nlocal_cap;
+    int64_t local_cpus_units;
+    hgrave *graves;
+    uv_timer_t grave_timer;
     hconn *losing; /* the worker whose place is being removed (for on_lost) */
     uv_tcp_t reject; /* takes a connection there is no memory for, to close it */
     int rejecting;   /* reject is closing (2: it had taken a connection) */
     ff_noise noise;
+    char exe[4096];
+    char hostname[64]; /* as workers on this machine give it, escaped */
     unsigned char key[FF_KEY_LEN];
     char token[512];
     ff_sched *sched;
@@ -400,6 +454,22 @@ static int64_t sched_cpus(int64_t asked) {
     return asked <= FF_RES_SCALE ? asked : asked * FF_PIPELINE;
 }
 
+/* Whether a local worker, when one is (re)started, can hold task t: such a
+ * task waits for it rather than failing while no worker is there. */
+static int fits_local(const head *h, const htask *t) {
+    if (h->nchildren_live == 0 || h->stopping || t->cpus > h->local_cpus_units)
+        return 0;
+    for (size_t k = 0; k < t->nreq; k++) {
+        int64_t cap = 0;
+        for (size_t j = 0; j < h->nlocal_cap; j++)
+            if (h->local_cap[j].id == t->req[k].id)
+                cap = h->local_cap[j].amount;
+        if (t->req[k].amount > cap)
+            return 0;
+    }
+    return 1;
+}
+
 /* Queues task i (its parents are done), or holds it while the run has
  * max_pending tasks out. When it cannot be queued, the run fails (see
  * run_fail). */
@@ -428,13 +498,14 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
     }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
-    int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity, 0, &bad);
+    int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity,
+                             fits_local(h, t) ? FF_SCHED_WAIT : 0, &bad);
     if (rc == FFLUA_ERESOURCE) {
         /* The workers able to hold it left while its parents ran. */
         run_fail(r, i, "no worker left in the cluster can hold what it asks for");
         return;
     }
-    if (rc != 0) {
+    if (rc != 0 && rc != FF_SCHED_WAITING) {
         run_fail(r, i, "the head has not enough memory to queue it");
         return;
     }
@@ -789,6 +860,8 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
     for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
         int64_t want = t->cpus;
+        if (fits_local(h, t))
+            continue; /* a local worker will hold it, when not now then once restarted */
         if (live == 0) {
             snprintf(err, errlen, "node '%s' cannot run: the cluster has no workers", t->name);
             return 1;
@@ -989,6 +1062,112 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     return 1;
 }
 
+/* --- workers that leave ---------------------------------------------------- */
+
+/* The local worker slot whose last process is worker w, or NULL. */
+static hchild *local_child(head *h, const hconn *w) {
+    for (int k = 0; k < h->nchildren; k++) {
+        hchild *ch = &h->children[k];
+        char name[sizeof w->name];
+        if (ch->pid <= 0 || (uint64_t)ch->pid != w->pid)
+            continue;
+        snprintf(name, sizeof name, "%s:%d", h->hostname, ch->pid);
+        if (strcmp(name, w->name) == 0)
+            return ch;
+    }
+    return NULL;
+}
+
+/* Why the tasks that ran on worker w failed, into msg. Returns 1 instead
+ * when w is a local worker whose process has not been seen to end yet:
+ * the failures then wait for how it ended (a grave). */
+static int lost_why(head *h, const hconn *w, char *msg, size_t cap) {
+    if (w->lost[0] != '\0') {
+        snprintf(msg, cap, "the worker running it (%s) was disconnected: %s", w->name, w->lost);
+        return 0;
+    }
+    const hchild *ch = local_child(h, w);
+    if (ch != NULL && ch->running)
+        return 1;
+    if (ch != NULL)
+        snprintf(msg, cap, "the worker process running it (%s) %s", w->name, ch->ended);
+    else
+        snprintf(msg, cap, "the worker running it (%s) left the cluster", w->name);
+    return 0;
+}
+
+/* Sends the DONEs waiting in grave g, with how its process ended (NULL:
+ * not known), and forgets g. */
+static void grave_flush(head *h, hgrave *g, const char *ended) {
+    char msg[300];
+    if (ended != NULL)
+        snprintf(msg, sizeof msg, "the worker process running it (%s) %s", g->name, ended);
+    else
+        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", g->name);
+    for (size_t k = 0; k < g->n; k++) {
+        hconn *d = g->done[k].driver; /* NULL once that driver left */
+        if (d == NULL || d->c.state != FF_CONN_READY)
+            continue;
+        size_t at;
+        ff_conn_begin(&d->c, FF_M_DONE, &at);
+        ff_wr_varint(&d->c.out, g->done[k].run);
+        ff_wr_varint(&d->c.out, g->done[k].index);
+        ff_wr_varint(&d->c.out, 1);
+        ff_wr_str(&d->c.out, msg, strlen(msg));
+        end_or_close(d, at, "a DONE");
+    }
+    for (hgrave **pp = &h->graves; *pp; pp = &(*pp)->next)
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    free(g->done);
+    free(g);
+}
+
+/* Graves whose process was not seen to end in time: their failures go
+ * without how it ended. */
+static void on_grave_timer(uv_timer_t *t) {
+    head *h = t->data;
+    uint64_t now = uv_now(&h->loop);
+    for (hgrave *g = h->graves, *next; g; g = next) {
+        next = g->next;
+        if (now >= g->deadline_ms)
+            grave_flush(h, g, NULL);
+    }
+    if (h->graves == NULL)
+        uv_timer_stop(t);
+}
+
+/* Puts the failure of task i of run r, lost with local worker w, in w's
+ * grave. Returns nonzero when there is no memory for it. */
+static int grave_add(head *h, const hconn *w, hrun *r, uint32_t i) {
+    hgrave *g = h->graves;
+    while (g != NULL && (uint64_t)g->pid != w->pid)
+        g = g->next;
+    if (g == NULL) {
+        if ((g = calloc(1, sizeof *g)) == NULL)
+            return -1;
+        g->pid = (int)w->pid;
+        snprintf(g->name, sizeof g->name, "%s", w->name);
+        g->deadline_ms = uv_now(&h->loop) + FF_GRAVE_MS;
+        g->next = h->graves;
+        h->graves = g;
+        if (!uv_is_active((uv_handle_t *)&h->grave_timer))
+            uv_timer_start(&h->grave_timer, on_grave_timer, 50, 50);
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4;
+        struct grave_done *nd = realloc(g->done, cap * sizeof *nd);
+        if (nd == NULL)
+            return -1;
+        g->done = nd;
+        g->cap = cap;
+    }
+    g->done[g->n++] = (struct grave_done){r->driver, r->driver_run, i};
+    return 0;
+}
+
 /* A task dropped by the scheduler: it ran on a worker that left (why
  * FF_SCHED_LOST; h->losing is that worker), or no worker left can hold
  * it. Its run fails; the caller ends it (run_abort). */
@@ -1002,14 +1181,14 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
     r->tasks[i].state = T_PENDING;
     r->failed = 1;
     char msg[300];
-    const hconn *w = h->losing;
-    if (why != FF_SCHED_LOST || w == NULL)
+    if (why != FF_SCHED_LOST || h->losing == NULL) {
         snprintf(msg, sizeof msg, "no worker left in the cluster can hold what it asks for");
-    else if (w->lost[0] != '\0')
-        snprintf(msg, sizeof msg, "the worker running it (%s) was disconnected: %s", w->name,
-                 w->lost);
-    else
-        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", w->name);
+    } else if (lost_why(h, h->losing, msg, sizeof msg) != 0) {
+        if (r->driver == NULL || grave_add(h, h->losing, r, i) == 0)
+            return;
+        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster",
+                 h->losing->name);
+    }
     send_done(r, i, 1, msg, strlen(msg));
 }
 
@@ -1046,6 +1225,10 @@ static void on_closed(ff_conn *fc) {
             run_abort(h, r);
         }
     }
+    for (hgrave *g = h->graves; g; g = g->next) /* nor does it wait for failures */
+        for (size_t k = 0; k < g->n; k++)
+            if (g->done[k].driver == c)
+                g->done[k].driver = NULL;
     bm_free(&c->funcs_sent);
     ff_conn_free(&c->c);
     free(c);
@@ -1112,71 +1295,164 @@ static void flush_all(uv_check_t *chk) {
         ff_conn_flush(&c->c);
 }
 
-/* --- the local worker and the program ------------------------------------ */
+/* --- local workers ---------------------------------------------------------- */
 
-static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
-    head *h = p->data;
-    h->child_running = 0;
-    if (!h->stopping)
-        ff_log(WHO, "the local worker exited (status %d, signal %d)", (int)status, sig);
-    uv_close((uv_handle_t *)p, NULL);
+static void child_start(hchild *ch);
+
+static void on_child_closed(uv_handle_t *p) {
+    hchild *ch = p->data;
+    ch->proc_open = 0;
 }
 
-static int spawn_local_worker(head *h, const char *addr, double cpus, const char *resources) {
-    char exe[4096];
-    size_t len = sizeof exe;
-    if (uv_exepath(exe, &len) != 0)
-        return -1;
-    char ncpus[32];
-    snprintf(ncpus, sizeof ncpus, "%g", cpus);
-    char *args[10];
-    int k = 0;
-    args[k++] = exe;
-    args[k++] = "worker";
-    args[k++] = "--address";
-    args[k++] = (char *)addr;
-    args[k++] = "--num-cpus";
-    args[k++] = ncpus;
-    if (resources != NULL) {
-        args[k++] = "--resources";
-        args[k++] = (char *)resources;
+static void on_restart(uv_timer_t *t) {
+    hchild *ch = t->data;
+    if (ch->h->stopping)
+        return;
+    if (ch->proc_open) /* the last process's handle is still closing */
+        uv_timer_start(t, on_restart, 10, 0);
+    else
+        child_start(ch);
+}
+
+/* The process of slot ch ended (how: "ended: ..."), or could not start:
+ * start another after a back-off, or give up after FF_LOCAL_GIVE_UP quick
+ * ends in a row; then tasks waiting for a local worker fail. */
+static void child_ended(hchild *ch, const char *how) {
+    head *h = ch->h;
+    if (h->stopping)
+        return;
+    int quick = uv_now(&h->loop) - ch->started_ms < FF_LOCAL_QUICK_MS;
+    ch->quick = quick ? ch->quick + 1 : 0;
+    char who[32] = "a local worker";
+    if (ch->pid > 0)
+        snprintf(who, sizeof who, "local worker %d", ch->pid);
+    if (ch->quick >= FF_LOCAL_GIVE_UP) {
+        ff_log(WHO, "%s %s, %u times in a row within %d s of starting: no other starts", who,
+               how, ch->quick, FF_LOCAL_QUICK_MS / 1000);
+        ch->given_up = 1;
+        if (--h->nchildren_live == 0) { /* what waited for one fails now */
+            ff_sched_drop_waiting(h->sched, on_lost, h);
+            abort_failed(h);
+            dispatch(h);
+        }
+        return;
     }
-    args[k] = NULL;
-    /* The token goes through the environment, never argv. */
+    uint64_t delay = (uint64_t)FF_LOCAL_BACKOFF_MS << (ch->quick > 0 ? ch->quick - 1 : 0);
+    ff_log(WHO, "%s %s; another starts in %.1f s", who, how, (double)delay / 1000);
+    uv_timer_start(&ch->restart, on_restart, delay, 0);
+}
+
+static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
+    hchild *ch = p->data;
+    head *h = ch->h;
+    ch->running = 0;
+    if (sig != 0)
+        snprintf(ch->ended, sizeof ch->ended, "ended: killed by signal %d", sig);
+    else
+        snprintf(ch->ended, sizeof ch->ended, "ended with exit status %d", (int)status);
+    uv_close((uv_handle_t *)p, on_child_closed);
+    for (hgrave *g = h->graves, *next; g; g = next) { /* failures waiting for this */
+        next = g->next;
+        if (g->pid == ch->pid)
+            grave_flush(h, g, ch->ended);
+    }
+    child_ended(ch, ch->ended);
+}
+
+/* Starts the process of local worker slot ch. The token goes through the
+ * environment, never argv. */
+static void child_start(hchild *ch) {
+    head *h = ch->h;
+    char *args[] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus,
+                    h->local_resources ? "--resources" : NULL, (char *)h->local_resources, NULL};
     extern char **environ;
     size_t ne = 0;
     while (environ[ne])
         ne++;
     char **env = calloc(ne + 2, sizeof *env);
     char *tok = malloc(strlen(h->token) + 13);
-    if (env == NULL || tok == NULL) {
-        free(env);
-        free(tok);
-        return -1;
+    int rc = UV_ENOMEM, spawned = 0;
+    if (env != NULL && tok != NULL) {
+        size_t j = 0;
+        for (size_t i = 0; i < ne; i++)
+            if (strncmp(environ[i], "FFLUA_TOKEN=", 12) != 0)
+                env[j++] = environ[i];
+        sprintf(tok, "FFLUA_TOKEN=%s", h->token);
+        env[j++] = tok;
+        env[j] = NULL;
+        uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                         {.flags = UV_INHERIT_FD, .data.fd = 1},
+                                         {.flags = UV_INHERIT_FD, .data.fd = 2}};
+        uv_process_options_t po = {.exit_cb = on_child_exit, .file = h->exe, .args = args,
+                                   .env = env, .stdio_count = 3, .stdio = stdio};
+        ch->proc.data = ch;
+        spawned = 1;
+        rc = uv_spawn(&h->loop, &ch->proc, &po);
     }
-    size_t j = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "FFLUA_TOKEN=", 12) != 0)
-            env[j++] = environ[i];
-    sprintf(tok, "FFLUA_TOKEN=%s", h->token);
-    env[j++] = tok;
-    env[j] = NULL;
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                     {.flags = UV_INHERIT_FD, .data.fd = 1},
-                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
-    uv_process_options_t po = {.exit_cb = on_child_exit, .file = exe, .args = args,
-                               .env = env, .stdio_count = 3, .stdio = stdio};
-    h->child.data = h;
-    int rc = uv_spawn(&h->loop, &h->child, &po);
     free(tok);
     free(env);
+    ch->started_ms = uv_now(&h->loop);
     if (rc != 0) {
-        ff_log(WHO, "cannot start the local worker: %s", uv_strerror(rc));
-        return -1;
+        if (spawned) { /* a handle uv_spawn initialized must be closed */
+            ch->proc_open = 1;
+            uv_close((uv_handle_t *)&ch->proc, on_child_closed);
+        }
+        char how[96];
+        snprintf(how, sizeof how, "could not start: %s", uv_strerror(rc));
+        ch->pid = 0;
+        child_ended(ch, how);
+        return;
     }
-    h->child_running = 1;
+    ch->running = ch->proc_open = 1;
+    ch->pid = ch->proc.pid;
+    ch->ended[0] = '\0';
+}
+
+/* The local workers' settings, and what each can hold (for fits_local). */
+struct local_ud {
+    head *h;
+};
+
+static int add_local_res(void *ud, const char *name, size_t len, double v) {
+    head *h = ud;
+    int64_t amount;
+    int id = ff_sched_resource(h->sched, name, len);
+    if (id < 0 || ff_sched_amount(v, &amount) != 0 || h->nlocal_cap >= 257)
+        return 1;
+    h->local_cap[h->nlocal_cap++] = (ff_res){id, amount};
     return 0;
 }
+
+static int start_local_workers(head *h, int n, const char *addr, double cpus, int64_t units,
+                               const char *resources) {
+    size_t len = sizeof h->exe;
+    if (uv_exepath(h->exe, &len) != 0) {
+        ff_log(WHO, "cannot start local workers: the program's path is unknown");
+        return -1;
+    }
+    snprintf(h->local_addr, sizeof h->local_addr, "%s", addr);
+    snprintf(h->local_cpus, sizeof h->local_cpus, "%.4f", cpus);
+    h->local_resources = resources;
+    h->local_cpus_units = units;
+    h->local_cap[h->nlocal_cap++] = (ff_res){FF_RES_CPU, units * FF_PIPELINE};
+    char err[256];
+    if (resources != NULL && ff_parse_resources(resources, add_local_res, h, err, sizeof err))
+        return -1; /* checked before: cannot happen */
+    h->children = calloc((size_t)n, sizeof *h->children);
+    if (h->children == NULL)
+        return -1;
+    h->nchildren = h->nchildren_live = n;
+    for (int k = 0; k < n; k++) {
+        hchild *ch = &h->children[k];
+        ch->h = h;
+        uv_timer_init(&h->loop, &ch->restart);
+        ch->restart.data = ch;
+        child_start(ch);
+    }
+    return 0;
+}
+
+/* --- the program ------------------------------------------------------------ */
 
 static void on_signal(uv_signal_t *sig, int signum);
 
@@ -1195,8 +1471,12 @@ static void on_signal(uv_signal_t *sig, int signum) {
     h->stopping = 1;
     if (!h->quiet)
         ff_log(WHO, "stopping");
-    if (h->child_running)
-        uv_process_kill(&h->child, SIGTERM);
+    for (int k = 0; k < h->nchildren; k++) {
+        hchild *ch = &h->children[k];
+        if (ch->running)
+            uv_process_kill(&ch->proc, SIGTERM);
+        uv_close((uv_handle_t *)&ch->restart, NULL);
+    }
     for (hconn *c = h->conns; c; c = c->next) {
         if (c->c.state == FF_CONN_READY) {
             size_t at;
@@ -1205,11 +1485,15 @@ static void on_signal(uv_signal_t *sig, int signum) {
         }
         ff_conn_close(&c->c);
     }
-    /* The head's own handles; each connection closes its own. */
+    while (h->graves) /* their drivers get BYE */
+        grave_flush(h, h->graves, NULL);
+    /* The head's own handles; each connection closes its own. Running
+     * local workers keep the loop until they exited. */
     uv_close((uv_handle_t *)&h->server, NULL);
     uv_close((uv_handle_t *)&h->sigterm, NULL);
     uv_close((uv_handle_t *)&h->sigint, NULL);
     uv_close((uv_handle_t *)&h->flusher, NULL);
+    uv_close((uv_handle_t *)&h->grave_timer, NULL);
     ff_noise_close(&h->noise);
     if (h->parent > 0)
         uv_close((uv_handle_t *)&h->parent_watch, NULL);
@@ -1255,6 +1539,11 @@ int ff_head_main(const ff_head_opts *o) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
         rc = FFLUA_EPROTO;
     }
+    int nlocal = o->workers >= 0 ? o->workers : units > 0;
+    if (rc == 0 && nlocal > FF_MAX_LOCAL_WORKERS) {
+        snprintf(err, sizeof err, "bad --workers %d", nlocal);
+        rc = FFLUA_EPROTO;
+    }
     if (rc == 0 && (h->parent = parent_pid()) < 0) {
         snprintf(err, sizeof err, "bad FFLUA_PARENT_PID '%s': a process id expected",
                  getenv("FFLUA_PARENT_PID"));
@@ -1273,10 +1562,17 @@ int ff_head_main(const ff_head_opts *o) {
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
     h->handshake_ms = o->handshake_timeout > 0 ? (unsigned)(o->handshake_timeout * 1000 + 0.5) : 0;
+    if (gethostname(h->hostname, sizeof h->hostname - 1) != 0)
+        snprintf(h->hostname, sizeof h->hostname, "localhost");
+    char escaped[sizeof h->hostname];
+    snprintf(h->hostname, sizeof h->hostname, "%s",
+             ff_escape(escaped, 64, h->hostname, strlen(h->hostname)));
     uv_loop_init(&h->loop);
     uv_check_init(&h->loop, &h->flusher);
     h->flusher.data = h;
     uv_check_start(&h->flusher, flush_all);
+    uv_timer_init(&h->loop, &h->grave_timer);
+    h->grave_timer.data = h;
     ff_noise_init(&h->noise, &h->loop);
     uv_tcp_init(&h->loop, &h->server);
     h->server.data = h;
@@ -1294,6 +1590,7 @@ int ff_head_main(const ff_head_opts *o) {
         code = 1;
         uv_close((uv_handle_t *)&h->server, NULL);
         uv_close((uv_handle_t *)&h->flusher, NULL);
+        uv_close((uv_handle_t *)&h->grave_timer, NULL);
         ff_noise_close(&h->noise);
     } else {
         struct sockaddr_storage bound;
@@ -1326,12 +1623,15 @@ int ff_head_main(const ff_head_opts *o) {
             h->parent_watch.data = h;
             uv_timer_start(&h->parent_watch, on_parent_watch, 300, 300);
         }
-        if (units > 0)
-            spawn_local_worker(h, addrbuf, cpus, o->resources);
+        if (nlocal > 0 && start_local_workers(h, nlocal, addrbuf, cpus, units, o->resources) != 0)
+            ff_log(WHO, "cannot start local workers: not enough memory");
     }
     ff_loop_run(&h->loop, 200, activity, h);
     while (h->runs)
         run_free(h, h->runs);
+    while (h->graves)
+        grave_flush(h, h->graves, NULL);
+    free(h->children);
     free(h->places);
     ff_sched_destroy(h->sched);
     uv_loop_close(&h->loop);

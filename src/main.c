@@ -246,12 +246,13 @@ static const struct subcommand subcommands[] = {
 /* --- head and worker ------------------------------------------------------ */
 
 static const char head_usage[] =
-    "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N]\n"
+    "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N] [--workers N]\n"
     "                  [--resources JSON] [--token-file FILE] [--ready-file FILE] [--quiet]\n"
     "                  [--handshake-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
-    "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'). Peers\n"
+    "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'), or in\n"
+    "  --workers such workers, and starts another when one ends. Peers\n"
     "  prove they know the token in FILE (mode 600); without one the head makes\n"
     "  a token and only its own worker can join. --ready-file gets HOST:PORT\n"
     "  once listening; --quiet logs only errors. A peer that has not proved it\n"
@@ -316,7 +317,8 @@ static const char *opt_name(const char *arg, char *buf, size_t cap) {
                   ", with at most 4 decimals"
 
 static int head_main(int argc, char **argv) {
-    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1};
+    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1,
+                      .workers = -1};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
         char name[64];
@@ -335,6 +337,11 @@ static int head_main(int argc, char **argv) {
         } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
             if (opt_number("head", name, v, OPT_CPUS, 0, FF_MAX_CPUS, CPUS_WHAT, &o.num_cpus))
                 return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--workers")) != NULL) {
+            if (opt_number("head", name, v, OPT_INT, 0, FF_MAX_LOCAL_WORKERS, "an integer from 0 "
+                           "to " FFLUA_STRINGIFY(FF_MAX_LOCAL_WORKERS), &d) != 0)
+                return 2;
+            o.workers = (int)d;
         } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {

@@ -204,12 +204,24 @@ static int push_function(struct exec *x) {
     return 0;
 }
 
+/* os.exit in a task's state: a node ending its worker's process would
+ * take the other tasks there with it and leave its run to learn only that
+ * the worker left. The node fails instead, with a clear error. */
+static int l_os_exit(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
+    const char *name = lua_tostring(L, -1);
+    return luaL_error(L, "os.exit called in node '%s': a node cannot end its worker's process",
+                      name != NULL ? name : "?");
+}
+
 /* Protected: runs the task whose struct exec is the light userdata at 1;
  * leaves the encoded result in t->out. */
 static int run_task(lua_State *L) {
     struct exec *x = lua_touserdata(L, 1);
     wtask *t = x->t;
     lua_settop(L, 0);
+    lua_pushstring(L, t->name);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
     if (push_function(x) != 0)
         return lua_error(L);
     int fn = lua_gettop(L);
@@ -254,6 +266,10 @@ static lua_State *exec_state(void) {
     fflua_open(L);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+    lua_getglobal(L, "os"); // [os]
+    lua_pushcfunction(L, l_os_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
     return L;
 }
 

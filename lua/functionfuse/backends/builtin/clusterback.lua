@@ -35,7 +35,7 @@ local function fflua_exe()
         "(set FFLUA_BIN)", 3)
 end
 
-local MAX_WORKERS, MAX_CPUS = 1024, 4096 -- local workers; as fflua worker --num-cpus takes
+local MAX_WORKERS, MAX_CPUS = 1024, 4096 -- as fflua head --workers and --num-cpus take
 
 -- Whether v is a number from 0 to max with at most 4 decimals (an amount
 -- the scheduler takes exactly).
@@ -61,7 +61,8 @@ local function resources_json(res)
   return "{" .. table.concat(parts, ", ") .. "}"
 end
 
--- A guard whose collection (at state close) stops the local cluster.
+-- A guard whose collection (at state close) stops the local cluster: its
+-- head, which stops its workers.
 local Guard = {
   __gc = function(g)
     for _, pid in ipairs(g.pids) do core.kill(pid, 15) end
@@ -98,8 +99,11 @@ local function start_local(a)
   os.remove(ready)
   local env = { FFLUA_TOKEN = token, FFLUA_PARENT_PID = tostring(core.getpid()) }
   local guard = setmetatable({ pids = {} }, Guard)
-  local head = core.spawn({ exe, "head", "--port", "0", "--num-cpus", "0", "--quiet",
-                            "--ready-file", ready }, env)
+  -- The head starts the workers, and starts another when one ends.
+  local argv = { exe, "head", "--port", "0", "--workers", tostring(cfg.num_workers),
+                 "--num-cpus", ("%.4f"):format(cfg.num_cpus), "--quiet", "--ready-file", ready }
+  if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
+  local head = core.spawn(argv, env)
   guard.pids[1] = head
   local address
   for _ = 1, 400 do
@@ -111,11 +115,6 @@ local function start_local(a)
   os.remove(ready)
   if not address then
     error("ClusterWorkflow: the local cluster's head did not start", 4)
-  end
-  for _ = 1, cfg.num_workers do
-    local argv = { exe, "worker", "--address", address, "--num-cpus", tostring(cfg.num_cpus) }
-    if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
-    guard.pids[#guard.pids + 1] = core.spawn(argv, env)
   end
   local client = core.cluster_connect(address, { token = token })
   for _ = 1, 400 do
