@@ -197,12 +197,13 @@ describe("fflua command line", function()
       end)
     end
 
-    it("'head', 'worker' and 'status' reject bad options with their usage", function()
+    it("'head', 'worker' and 'status' reject bad options, naming the option and value", function()
       for _, case in ipairs {
-        { { "head", "--port", "nope" }, "fflua head: bad or incomplete option '--port'" },
-        { { "head", "--bogus" }, "fflua head: bad or incomplete option '--bogus'" },
-        { { "worker" }, "fflua worker: --address HOST:PORT is required" },
-        { { "worker", "--address", "127.0.0.1:1", "--num-cpus", "-1" }, "bad or incomplete option" },
+        { { "head", "--port", "nope" }, "fflua head: bad --port 'nope': an integer from 0 to 65535 expected\n" },
+        { { "head", "--bogus" }, "fflua head: bad or incomplete option '--bogus'\nusage: fflua head" },
+        { { "worker" }, "fflua worker: --address HOST:PORT is required\nusage: fflua worker" },
+        { { "worker", "--address", "127.0.0.1:1", "--num-cpus=-1" },
+          "fflua worker: bad --num-cpus '-1': a number of CPUs from 0 to 4096, with at most 4 decimals expected\n" },
         { { "status" }, "fflua status: --address is required" },
       } do
         local r = H.fflua(case[1])

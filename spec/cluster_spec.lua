@@ -7,65 +7,9 @@ local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").Clu
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
 local H = require "spec.helper"
 
-local procs = {}
-
---- Starts `fflua ARGS...` in the background (on a pty) and remembers it.
-local function start(args, env)
-  local argv = { H.bin }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local p = H.fftest.pty { argv = argv, env = env or { TERM = "dumb" } }
-  procs[#procs + 1] = p
-  return p
-end
-
-local function stop_all()
-  for _, p in ipairs(procs) do
-    p:kill(H.signals.SIGTERM)
-    p:wait(10)
-    p:close()
-  end
-  procs = {}
-end
-
-local function wait_file(path)
-  for _ = 1, 400 do
-    local f = io.open(path)
-    if f then
-      local s = f:read("l")
-      f:close()
-      if s then return s end
-    end
-    core.sleep(0.025)
-  end
-  error("never appeared: " .. path)
-end
-
---- A head without CPUs of its own, and the given workers. Returns the
--- address, the token file and the worker processes.
-local function cluster(workers)
-  local dir = H.tmpdir()
-  local token = dir .. "/cluster.token"
-  H.write(token, core.token_new() .. "\n")
-  assert(os.execute("chmod 600 '" .. token .. "'"))
-  start { "head", "--port", "0", "--num-cpus", "0", "--token-file", token,
-          "--ready-file", dir .. "/ready" }
-  local address = wait_file(dir .. "/ready")
-  local ps = {}
-  for i, w in ipairs(workers) do
-    local args = { "worker", "--address", address, "--token-file", token,
-                   "--num-cpus", tostring(w.cpus or 1) }
-    if w.resources then args[#args + 1] = "--resources"; args[#args + 1] = w.resources end
-    ps[i] = start(args)
-  end
-  local client = core.cluster_connect(address, { token_file = token })
-  for _ = 1, 400 do
-    if #client:status().places == #workers then break end
-    core.sleep(0.025)
-  end
-  assert.are.equal(#workers, #client:status().places)
-  client:close()
-  return address, token, ps
-end
+local C = require "spec.cluster_helper"
+local procs, start, start_sh, stop_all, wait_file, cluster, lines_of, script =
+  C.procs, C.start, C.start_sh, C.stop_all, C.wait_file, C.cluster, C.lines_of, C.script
 
 --- The most of the spans { id, start, end } that overlap at one moment.
 local function most_at_once(spans)
@@ -335,7 +279,7 @@ describe("cluster", function()
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
     assert.matches("node 'slow_0000' %(function 'slow' defined at .-%) failed: the worker " ..
-                   "running it left the cluster", err)
+                   "running it %(.-:%d+%) left the cluster$", err)
     local sum = ff.workflow(function(a, b) return a + b end)
     assert.are.equal(9, ClusterWorkflow(sum(4, 5), { workflow_name = "still",
       cluster_init_args = { address = address, token_file = token } }):run())
@@ -446,5 +390,361 @@ describe("cluster", function()
     assert.matches("ignore_reinit_error", err, 1, true)
     assert.are.equal(3, ClusterWorkflow(sum(1, 2), { workflow_name = "x",
       cluster_init_args = { num_workers = 5, ignore_reinit_error = true } }):run())
+  end)
+end)
+
+-- Issue 9: nothing a peer, a driver or a value does takes the head down,
+-- and every failure reaches the driver.
+describe("cluster hardening", function()
+  after_each(function()
+    stop_all()
+    H.cleanup()
+  end)
+
+  it("refuses a token file that is a FIFO or holds unprintable bytes", function()
+    local dir = H.tmpdir()
+    local fifo = dir .. "/fifo.token"
+    assert(os.execute("mkfifo -m 600 '" .. fifo .. "'"))
+    local nul = H.write(dir .. "/nul.token", ("a"):rep(26) .. "\0tail\n")
+    assert(os.execute("chmod 600 '" .. nul .. "'"))
+    for _, case in ipairs {
+      { fifo, "the token file '" .. fifo .. "' is not a regular file" },
+      { nul, "the token in '" .. nul .. "' holds an unprintable byte (0x00 at offset 26): " ..
+             "a token is printable ASCII text" },
+    } do
+      local r = H.fflua({ "head", "--port", "0", "--num-cpus", "0", "--token-file", case[1] },
+                        { timeout = 20 })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.are.equal("fflua head: " .. case[2] .. "\n", r.stderr)
+      r = H.fflua({ "worker", "--address", "127.0.0.1:1", "--token-file", case[1] },
+                  { timeout = 20 })
+      assert.are.equal(2, r.code, r.stderr)
+      assert.are.equal("fflua worker: " .. case[2] .. "\n", r.stderr)
+      local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token_file = case[1] })
+      assert.is_false(ok)
+      assert.are.equal(case[2], err)
+    end
+    local r = H.fflua({ "worker", "--address", "127.0.0.1:1" },
+                      { env = { FFLUA_TOKEN = ("b"):rep(20) .. "\27[2J" }, timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua worker: FFLUA_TOKEN holds an unprintable byte (0x1b at offset 20): " ..
+                     "a token is printable ASCII text\n", r.stderr)
+    local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token = ("c"):rep(20) .. "\n\0" })
+    assert.is_false(ok)
+    assert.are.equal("bad option 'token' (it holds an unprintable byte (0x0a at offset 20): " ..
+                     "a token is printable ASCII text)", err)
+  end)
+
+  it("refuses numeric options that are not numbers in range", function()
+    local token = { FFLUA_TOKEN = core.token_new() }
+    for _, case in ipairs {
+      { "head", "--handshake-timeout", "0", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "0.0001", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "nan", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "inf", "a number of seconds from 0.01 to 3600" },
+      { "head", "--handshake-timeout", "-1", "a number of seconds from 0.01 to 3600" },
+      { "head", "--num-cpus", "nan", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--num-cpus", "-1", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--num-cpus", "1e9", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--num-cpus", "0.33333", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "head", "--port", "nan", "an integer from 0 to 65535" },
+      { "head", "--port", "80.5", "an integer from 0 to 65535" },
+      { "head", "--port", "0x50", "an integer from 0 to 65535" },
+      { "head", "--port", "70000", "an integer from 0 to 65535" },
+      { "head", "--workers", "-1", "an integer from 0 to 1024" },
+      { "head", "--workers", "2000", "an integer from 0 to 1024" },
+      { "worker", "--num-cpus", "inf", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+      { "worker", "--num-cpus", "nan", "a number of CPUs from 0 to 4096, with at most 4 decimals" },
+    } do
+      -- (Settings that would be harmless come first, the bad one last.)
+      local args = case[1] == "head" and { "head", "--port", "0", "--num-cpus", "0" }
+                   or { "worker", "--address", "127.0.0.1:1" }
+      args[#args + 1] = case[2]
+      args[#args + 1] = case[3]
+      local r = H.fflua(args, { env = token, timeout = 5 })
+      assert.are.equal(2, r.code, table.concat(args, " "))
+      assert.are.equal(("fflua %s: bad %s '%s': %s expected\n"):format(case[1], case[2], case[3],
+                                                                        case[4]), r.stderr)
+    end
+    local r = H.fflua({ "head", "--port", "0" }, { env = { FFLUA_PARENT_PID = "12x" }, timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua head: bad FFLUA_PARENT_PID '12x': a process id expected\n", r.stderr)
+    -- The driver's side.
+    for _, t in ipairs { 0 / 0, math.huge, -1, 0 } do
+      local ok, err = pcall(core.cluster_connect, "127.0.0.1:1", { token = core.token_new(), timeout = t })
+      assert.is_false(ok)
+      assert.are.equal(("bad option 'timeout' (a number of seconds from 0.01 to 3600 expected, " ..
+                        "got %s)"):format(tostring(t)), err)
+    end
+    assert.has_error(function() core.sleep(0 / 0) end,
+                     "bad argument #1 to 'sleep' (a finite non-negative number of seconds expected)")
+    local sum = ff.workflow(function(a, b) return a + b end)
+    for _, case in ipairs {
+      { { num_workers = 0 }, "num_workers must be an integer from 1 to 1024" },
+      { { num_workers = 5000 }, "num_workers must be an integer from 1 to 1024" },
+      { { num_cpus = 0 / 0 }, "num_cpus must be a number from 0 to 4096 with at most 4 decimals" },
+      { { num_cpus = -2 }, "num_cpus must be a number from 0 to 4096 with at most 4 decimals" },
+      { { resources = { gpu = 0 / 0 } }, "resources must map names to non-negative numbers " ..
+                                          "with at most 4 decimals" },
+      { { resources = { gpu = math.huge } }, "resources must map names to non-negative numbers " ..
+                                              "with at most 4 decimals" },
+    } do
+      local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "opt", cluster_init_args = case[1] })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("ClusterWorkflow: " .. case[2], err, 1, true)
+    end
+    local address, token_file = cluster {}
+    for _, ra in ipairs { { num_cpus = 0 / 0 }, { num_cpus = math.huge }, { num_cpus = -1 } } do
+      local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "ra",
+        cluster_init_args = { address = address, token_file = token_file } })
+      wf:query(".*"):set_remote_args(ra)
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("): bad remote args: num_cpus must be a non-negative number with at most 4 " ..
+                     "decimals", err, 1, true)
+    end
+  end)
+
+  it("writes what an unauthenticated peer says on one escaped line", function()
+    local log = H.tmpdir() .. "/head.log"
+    local address = cluster({}, { log = log })
+    local host, port = address:match("^(.*):(%d+)$")
+    local reason = "x\nfflua head: worker evil:666 joined with 1 CPUs (place 9)\n\27[31mred\255"
+    local frame = H.write(H.tmpdir() .. "/refuse", string.pack("<I4B", #reason + 2, 4) ..
+                                                   string.char(#reason) .. reason)
+    local r = H.run({ "bash", "-c", ("exec 3<>/dev/tcp/%s/%s; cat '%s' >&3; sleep 0.3")
+                                    :format(host, port, frame) })
+    assert.are.equal(0, r.code, r.stderr)
+    local found
+    for _ = 1, 100 do
+      found = (H.read(log) or ""):find("the peer gave up:", 1, true)
+      if found then break end
+      core.sleep(0.02)
+    end
+    local lines = lines_of(log)
+    assert.are.equal(1, #lines, H.read(log))
+    assert.matches("^fflua net: 127%.0%.0%.1:%d+: the peer gave up: " ..
+                   ("x\\nfflua head: worker evil:666 joined with 1 CPUs (place 9)\\n\\x1b[31mred\\xff")
+                     :gsub("%p", "%%%0") .. "$", lines[1])
+  end)
+
+  it("writes a bounded number of lines for unauthenticated connection churn", function()
+    local log = H.tmpdir() .. "/head.log"
+    local address = cluster({}, { log = log })
+    local host, port = address:match("^(.*):(%d+)$")
+    -- 300 connections that read a byte of the HELLO and close (a reset),
+    -- then 300 with a wrong token (refused).
+    local r = H.run({ "bash", "-c", ("for i in $(seq 300); do exec 3<>/dev/tcp/%s/%s; " ..
+                                     "read -r -N 1 -t 5 x <&3; exec 3>&-; done"):format(host, port) })
+    assert.are.equal(0, r.code, r.stderr)
+    for _ = 1, 300 do
+      assert.is_false((pcall(core.cluster_connect, address, { token = ("x"):rep(32) })))
+    end
+    local lines
+    for _ = 1, 200 do -- the summary of what was suppressed comes within seconds
+      lines = lines_of(log)
+      if lines[#lines] and lines[#lines]:find("suppressed", 1, true) then break end
+      core.sleep(0.05)
+    end
+    assert.is_true(#lines <= 20, #lines .. " lines:\n" .. table.concat(lines, "\n"))
+    local n = lines[#lines]:match("^fflua net: (%d+) more lines about unauthenticated " ..
+                                  "connections suppressed$")
+    assert.is_truthy(n, lines[#lines])
+    assert.is_true(tonumber(n) + #lines >= 600)
+  end)
+
+  it("keeps a local cluster's workers: os.exit in a node fails it, a dead worker is replaced", function()
+    local r = H.fflua({ script [[
+      local ff = require "functionfuse"
+      local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local args = { num_workers = 2 }
+      local bye = ff.workflow("bye", function() os.exit(3) end)
+      local die = ff.workflow("die", function()
+        local c = require "functionfuse.core"
+        c.kill(c.getpid(), 9)
+        c.sleep(30)
+      end)
+      local sum = ff.workflow("sum", function(a, b) return a + b end)
+      local function try(node)
+        local w = CW(node, { workflow_name = "w", cluster_init_args = args })
+        local ok, r = pcall(w.run, w)
+        print(ok, (tostring(r):gsub("\n.*", "")))
+      end
+      try(bye())
+      try(bye())
+      try(sum(1, 2))
+      try(die())
+      try(die())
+      try(die())
+      try(sum(3, 4))
+    ]] }, { env = { FFLUA_BIN = H.bin }, timeout = 60 })
+    assert.are.equal(0, r.code, r.stderr)
+    local out = {}
+    for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
+    assert.are.equal(7, #out, r.stdout .. r.stderr)
+    for i = 1, 2 do
+      assert.matches("^false\tnode 'bye_000" .. (i - 1) .. "' %(function 'bye' defined at " ..
+                     ".-:4%) failed: .-driver%.lua:4: os%.exit called in node 'bye_000" ..
+                     (i - 1) .. "': a node cannot end its worker's process$", out[i])
+    end
+    assert.are.equal("true\t3", out[3])
+    for i = 4, 6 do
+      assert.matches("^false\tnode 'die_000" .. (i - 4) .. "' %(function 'die' defined at " ..
+                     ".-%) failed: the worker process running it %([^)]+:%d+%) ended: killed " ..
+                     "by signal 9$", out[i])
+    end
+    assert.are.equal("true\t7", out[7])
+  end)
+
+  it("restarts a head's local worker that ends, backing off, and gives up on a crash loop", function()
+    local dir = H.tmpdir()
+    local log = dir .. "/head.log"
+    local token = H.write(dir .. "/t", core.token_new())
+    assert(os.execute("chmod 600 '" .. token .. "'"))
+    start_sh({ "head", "--port", "0", "--num-cpus", "1", "--token-file", token,
+               "--ready-file", dir .. "/ready" }, log)
+    local address = wait_file(dir .. "/ready")
+    local args = { address = address, token_file = token }
+    local client = core.cluster_connect(address, { token_file = token })
+    local function places(n) -- waits until the cluster has n workers
+      for _ = 1, 400 do
+        local ps = client:status().places
+        if #ps == n then return ps end
+        core.sleep(0.025)
+      end
+      error("the cluster never had " .. n .. " workers")
+    end
+    local sum = ff.workflow("sum", function(a, b) return a + b end)
+    local pids = {}
+    for i = 1, 5 do
+      pids[i] = tonumber(places(1)[1].name:match(":(%d+)$"))
+      core.kill(pids[i], 9)
+      places(0)
+      if i == 1 then -- a run while the worker is gone waits for the next one
+        assert.are.equal(3, ClusterWorkflow(sum(1, 2), { workflow_name = "wait",
+                                                          cluster_init_args = args }):run())
+      end
+    end
+    for _ = 1, 200 do
+      if (H.read(log) or ""):find("no other starts", 1, true) then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    local wf = ClusterWorkflow(sum(3, 4), { workflow_name = "none", cluster_init_args = args })
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("cannot run workflow: node 'sum_0001' cannot run: the cluster has no workers$",
+                   err)
+    local expect = {}
+    for i, delay in ipairs { "0.1", "0.2", "0.4", "0.8" } do
+      expect[i] = ("fflua head: local worker %d ended: killed by signal 9; another starts in %s s")
+                  :format(pids[i], delay)
+    end
+    expect[5] = ("fflua head: local worker %d ended: killed by signal 9, 5 times in a row " ..
+                 "within 10 s of starting: no other starts"):format(pids[5])
+    local got = {}
+    for _, l in ipairs(lines_of(log)) do
+      if l:find("local worker", 1, true) then got[#got + 1] = l end
+    end
+    assert.are.same(expect, got)
+  end)
+
+  it("fails a node that no worker left can hold once its parents are done, without waiting", function()
+    local address, token, ps = cluster { { cpus = 1, resources = '{"plain": 1}' },
+                                         { cpus = 1, resources = '{"gpu": 1}' } }
+    local dir = H.tmpdir()
+    local driver = start { script [[
+      local ff = require "functionfuse"
+      local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local address, token, dir = ...
+      local first = ff.workflow("first", function(d)
+        local c = require "functionfuse.core"
+        local f = io.open(d .. "/started", "w"); f:write("1\n"); f:close()
+        while not io.open(d .. "/go") do c.sleep(0.01) end
+        return 1
+      end)
+      local gpu = ff.workflow("gpu", function(x) return x + 1 end)
+      local wf = CW(gpu(first(dir)), { workflow_name = "gone",
+                                       cluster_init_args = { address = address, token_file = token } })
+      wf:query("^first.*$"):set_remote_args { resources = { plain = 1 } }
+      wf:query("^gpu.*$"):set_remote_args { resources = { gpu = 1 } }
+      local ok, err = pcall(wf.run, wf)
+      print("RESULT", ok, err)
+    ]], address, token, dir }
+    wait_file(dir .. "/started")
+    ps[2]:kill(H.signals.SIGKILL) -- the only worker with a gpu goes while 'first' runs
+    ps[2]:wait(10)
+    local client = core.cluster_connect(address, { token_file = token })
+    for _ = 1, 400 do
+      if #client:status().places == 1 then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    H.write(dir .. "/go", "")
+    local found, seen = driver:expect("RESULT", 30)
+    assert.is_true(found, "the run did not end: " .. seen)
+    local _, line = driver:expect("\n", 10)
+    assert.matches("^\tfalse\tnode 'gpu_0000' %(function 'gpu' defined at .-%) failed: " ..
+                   "no worker left in the cluster can hold what it asks for\r?\n$", line)
+  end)
+
+  it("says the cluster has no workers when it has none", function()
+    local address, token, ps = cluster { { cpus = 1 } }
+    ps[1]:kill(H.signals.SIGTERM)
+    assert.are.equal(0, (ps[1]:wait(10)))
+    local client = core.cluster_connect(address, { token_file = token })
+    for _ = 1, 200 do
+      if #client:status().places == 0 then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    local sum = ff.workflow(function(a, b) return a + b end)
+    local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "none",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("cannot run workflow: node '.-' cannot run: the cluster has no workers$", err)
+  end)
+
+  it("keeps TCP keepalive on every connection, to notice a peer whose machine vanished", function()
+    local address, token = cluster { { cpus = 1 } }
+    local client = core.cluster_connect(address, { token_file = token })
+    local port = ("%04X"):format(tonumber(address:match(":(%d+)$")))
+    -- The kernel's table of connections: once they are idle (no data in
+    -- flight, whose timer would show instead), each runs a keepalive
+    -- timer (2); without keepalive, none (0).
+    local timers
+    for _ = 1, 100 do
+      timers = {}
+      for line in io.lines("/proc/net/tcp") do
+        local loc, rem, st, timer = line:match("^%s*%d+: %x+:(%x+) %x+:(%x+) (%x+) %x+:%x+ (%x+):")
+        if st == "01" and (loc == port or rem == port) then timers[#timers + 1] = timer end
+      end
+      if table.concat(timers, " ") == "02 02 02 02" then break end
+      core.sleep(0.02)
+    end
+    client:close()
+    -- Both ends of the worker's connection, and of this driver's.
+    assert.are.equal("02 02 02 02", table.concat(timers, " "))
+  end)
+
+  it("refuses resource names that logs and fflua status would have to escape", function()
+    local r = H.fflua({ "worker", "--address", "127.0.0.1:1", "--resources", '{"gpu\27[2J": 1}' },
+                      { env = { FFLUA_TOKEN = core.token_new() }, timeout = 20 })
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua worker: bad resources '{\"gpu\27[2J\": 1}': a resource name is 1 to " ..
+                     "128 bytes of text without control characters or backslashes\n", r.stderr)
+    local address, token = cluster {}
+    local sum = ff.workflow(function(a, b) return a + b end)
+    for _, name in ipairs { "a\nb", ("x"):rep(129), "back\\slash" } do
+      local wf = ClusterWorkflow(sum(1, 2), { workflow_name = "names",
+        cluster_init_args = { address = address, token_file = token } })
+      wf:query(".*"):set_remote_args { resources = { [name] = 1 } }
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.matches("): bad remote args: resource names must be 1 to 128 bytes of text without " ..
+                     "control characters or backslashes", err, 1, true)
+    end
   end)
 end)

@@ -13,12 +13,12 @@ int ff_buf_reserve(ff_buf *b, size_t more) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->n < more) {
         if (cap > SIZE_MAX / 2)
-            return -ENOMEM;
+            return b->err = -ENOMEM;
         cap *= 2;
     }
     char *p = realloc(b->p, cap);
     if (p == NULL)
-        return -ENOMEM;
+        return b->err = -ENOMEM;
     b->p = p;
     b->cap = cap;
     return 0;
@@ -28,5 +28,5 @@ void ff_buf_free(ff_buf *b) {
     free(b->p);
     b->p = NULL;
     b->n = b->cap = 0;
+    b->err = 0;
 }
-

@@ -42,14 +42,20 @@
 #ifndef FFLUA_CLUSTER_H
 #define FFLUA_CLUSTER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define FF_DEFAULT_PORT 6380
+/* The most CPUs a worker may declare (it runs one thread per CPU). */
+#define FF_MAX_CPUS 4096
+/* The most worker processes a head starts on its own machine. */
+#define FF_MAX_LOCAL_WORKERS 1024
 
 typedef struct ff_head_opts {
     const char *host;
     int port;            /* 0: any free port (printed) */
-    double num_cpus;     /* < 0: the number of cores */
+    double num_cpus;     /* of each local worker; < 0: the number of cores */
+    int workers;         /* local worker processes; < 0: 1, or 0 when num_cpus is 0 */
     const char *resources; /* JSON object or NULL */
     const char *token_file;
     const char *ready_file; /* write "HOST:PORT\n" here once listening */
@@ -64,7 +70,10 @@ typedef struct ff_worker_opts {
     const char *token_file;
 } ff_worker_opts;
 
-/* The programs behind `fflua head` and `fflua worker` (exit statuses). */
+/* The programs behind `fflua head` and `fflua worker` (exit statuses).
+ * They write with libuv, whose writev has no per-call MSG_NOSIGNAL: the
+ * caller must make SIGPIPE harmless first (main.c does), so that a peer
+ * that goes away mid-write is that peer's loss only. */
 int ff_head_main(const ff_head_opts *o);
 int ff_worker_main(const ff_worker_opts *o);
 
@@ -77,6 +86,14 @@ int ff_head_fuzz(const char *data, size_t n);
  * else NULL with *len 0. */
 int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
                      size_t errlen);
+
+/* The longest resource name. */
+#define FF_RES_NAME_MAX 128
+
+/* 0 when name (len bytes) can name a resource: 1 to FF_RES_NAME_MAX bytes
+ * that ff_escape leaves as they are (they reach logs and `fflua status`);
+ * else -EINVAL. */
+int ff_res_name_check(const char *name, size_t len);
 
 /* Parses a flat JSON object of names to non-negative numbers:
  * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry. */

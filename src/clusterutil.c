@@ -3,6 +3,7 @@
  * the protocol: finding the token, reading resource specs.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "fflua.h"
 #include "net.h"
 #include "sched.h"
+#include "text.h"
 
 int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
                      size_t errlen) {
@@ -28,10 +30,24 @@ int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char 
         snprintf(err, errlen, "FFLUA_TOKEN must be %d to %zu bytes", FF_TOKEN_MIN, cap - 1);
         return FFLUA_EAUTH;
     }
+    char why[128];
+    if (ff_token_check(env, n, why, sizeof why) != 0) {
+        snprintf(err, errlen, "FFLUA_TOKEN %s", why);
+        return FFLUA_EAUTH;
+    }
     memcpy(out, env, n);
     out[n] = '\0';
     *len = n;
     return 0;
+}
+
+int ff_res_name_check(const char *name, size_t len) {
+    /* Printed as they are (logs, fflua status): nothing escaping would
+     * change, and no backslash, which would look like an escape. */
+    return len >= 1 && len <= FF_RES_NAME_MAX && ff_text_escape_check(name, len) == len &&
+                   memchr(name, '\\', len) == NULL
+               ? 0
+               : -EINVAL;
 }
 
 static const char *skip(const char *p) {
@@ -58,6 +74,12 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
         if (*p != '"' || p == name)
             goto bad;
         size_t len = (size_t)(p - name);
+        if (ff_res_name_check(name, len) != 0) {
+            snprintf(err, errlen, "bad resources '%s': a resource name is 1 to %d bytes of text "
+                                  "without control characters or backslashes", json,
+                     FF_RES_NAME_MAX);
+            return FFLUA_EPROTO;
+        }
         p = skip(p + 1);
         if (*p++ != ':')
             goto bad;

@@ -8,6 +8,8 @@
  * and check the server's MAC (so a client never talks to an impostor).
  */
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 
 #include "conn.h"
 #include "fflua.h"
+#include "text.h"
 
 void ff_log(const char *who, const char *fmt, ...) {
     char msg[1024];
@@ -27,6 +30,97 @@ void ff_log(const char *who, const char *fmt, ...) {
     fprintf(stderr, "fflua %s: %s\n", who, msg);
     fflush(stderr);
 }
+
+void ff_tcp_keepalive(int fd) {
+    int on = 1, idle = 60, intvl = 10, cnt = 6;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+#ifdef TCP_KEEPIDLE
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+#else
+    (void)idle, (void)intvl, (void)cnt;
+#endif
+}
+
+static void conn_keepalive(ff_conn *c) {
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        ff_tcp_keepalive(fd);
+}
+
+/* --- lines about strangers ----------------------------------------------- */
+
+static void on_noise_timer(uv_timer_t *t) {
+    ff_noise *q = t->data;
+    if (q->suppressed > 0)
+        ff_log("net", "%llu more lines about unauthenticated connections suppressed",
+               (unsigned long long)q->suppressed);
+    q->suppressed = 0;
+}
+
+int ff_noise_init(ff_noise *q, uv_loop_t *loop) {
+    memset(q, 0, sizeof *q);
+    int rc = uv_timer_init(loop, &q->timer);
+    if (rc != 0)
+        return rc;
+    q->timer_init = 1;
+    q->timer.data = q;
+    q->tokens_ms = (uint64_t)FF_NOISE_BURST * FF_NOISE_EVERY_MS;
+    q->last_ms = uv_now(loop);
+    return 0;
+}
+
+void ff_noise_close(ff_noise *q) {
+    if (!q->timer_init)
+        return;
+    on_noise_timer(&q->timer);
+    uv_close((uv_handle_t *)&q->timer, NULL);
+    q->timer_init = 0;
+}
+
+/* Whether a line about a stranger may be written now (see ff_noise). */
+static int noise_allow(ff_noise *q) {
+    if (!q->timer_init)
+        return 1;
+    uint64_t now = uv_now(q->timer.loop), cap = (uint64_t)FF_NOISE_BURST * FF_NOISE_EVERY_MS;
+    q->tokens_ms += now - q->last_ms;
+    if (q->tokens_ms > cap)
+        q->tokens_ms = cap;
+    q->last_ms = now;
+    if (q->tokens_ms >= FF_NOISE_EVERY_MS) {
+        q->tokens_ms -= FF_NOISE_EVERY_MS;
+        return 1;
+    }
+    if (q->suppressed++ == 0 && !uv_is_active((uv_handle_t *)&q->timer))
+        uv_timer_start(&q->timer, on_noise_timer, FF_NOISE_EVERY_MS, 0);
+    return 0;
+}
+
+void ff_noise_log(ff_noise *q, const char *fmt, ...) {
+    if (q != NULL && !noise_allow(q))
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ff_log("net", "%s", msg);
+}
+
+/* Logs a line about connection c, through the server's limiter while the
+ * peer has not authenticated. */
+static void conn_log(ff_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conn_log(ff_conn *c, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ff_noise_log(c->server && !c->authed ? c->noise : NULL, "%s: %s", c->peer, msg);
+}
+
+/* --- closing ------------------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
     ff_conn *c = h->data;
@@ -64,6 +158,11 @@ void ff_conn_close(ff_conn *c) {
         return;
     flush(c);
     c->state = FF_CONN_CLOSING;
+    if (c->tcp.type != UV_TCP) { /* no handle (its init failed, or the fuzz target's) */
+        if (c->on_close != NULL)
+            c->on_close(c);
+        return;
+    }
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_shutdown_t *req = c->writing ? malloc(sizeof *req) : NULL;
     if (req != NULL) {
@@ -89,7 +188,7 @@ static void on_written(uv_write_t *req, int status) {
     c->wbuf.n = 0;
     if (status < 0) {
         if (c->state != FF_CONN_CLOSING)
-            ff_log("net", "%s: write failed: %s", c->peer, uv_strerror(status));
+            conn_log(c, "write failed: %s", uv_strerror(status));
         ff_conn_close(c);
         return;
     }
@@ -121,8 +220,8 @@ int ff_conn_begin(ff_conn *c, int type, size_t *at) {
     return ff_frame_begin(&c->out, type, at);
 }
 
-void ff_conn_end(ff_conn *c, size_t at) {
-    ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
+int ff_conn_end(ff_conn *c, size_t at) {
+    return ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
 }
 
 void ff_conn_flush(ff_conn *c) {
@@ -130,8 +229,18 @@ void ff_conn_flush(ff_conn *c) {
 }
 
 static void refuse(ff_conn *c, const char *reason) {
-    ff_log("net", "%s: refused: %s", c->peer, reason);
+    conn_log(c, "refused: %s", reason);
     ff_refuse_write(&c->out, reason);
+}
+
+/* The reason of a REFUSE, escaped (what the peer says is not ours to
+ * print as it is). */
+static void refuse_reason(const char *p, size_t n, char *out, size_t cap) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    size_t len;
+    const char *s = ff_rd_str(&r, &len);
+    ff_text_escape(out, cap, s, len);
 }
 
 /* --- the handshake ------------------------------------------------------- */
@@ -143,11 +252,8 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
     if (c->server) {
         ff_authmsg a;
         if (type == FF_M_REFUSE) {
-            ff_rd r;
-            ff_rd_init(&r, p, n);
-            size_t len;
-            const char *s = ff_rd_str(&r, &len);
-            ff_log("net", "%s: the peer gave up: %.*s", c->peer, (int)(len > 300 ? 300 : len), s);
+            refuse_reason(p, n, msg, 300);
+            conn_log(c, "the peer gave up: %s", msg);
             return 1;
         }
         if (type != FF_M_AUTH || ff_authmsg_read(p, n, &a) != 0) {
@@ -168,8 +274,10 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         size_t at;
         ff_conn_begin(c, FF_M_WELCOME, &at);
         ff_wr_fixed(&c->out, mac, FF_MAC_LEN);
-        ff_conn_end(c, at);
+        if (ff_conn_end(c, at) != 0)
+            return 1; /* out of memory: the peer sees the connection close */
         c->role = a.role;
+        c->authed = 1;
         c->state = FF_CONN_READY;
         uv_timer_stop(&c->hs_timer);
         if (c->on_ready)
@@ -177,11 +285,7 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         return 0;
     }
     if (type == FF_M_REFUSE) {
-        ff_rd r;
-        ff_rd_init(&r, p, n);
-        size_t len;
-        const char *s = ff_rd_str(&r, &len);
-        snprintf(c->refused, sizeof c->refused, "%.*s", (int)len, s);
+        refuse_reason(p, n, c->refused, sizeof c->refused);
         return 1;
     }
     if (type == FF_M_HELLO) {
@@ -199,7 +303,10 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         ff_nonce(c->my_nonce);
         unsigned char mac[FF_MAC_LEN];
         ff_auth_mac(c->key, "client", c->peer_nonce, c->my_nonce, mac);
-        ff_authmsg_write(&c->out, c->role, c->my_nonce, mac);
+        if (ff_authmsg_write(&c->out, c->role, c->my_nonce, mac) != 0) {
+            snprintf(c->refused, sizeof c->refused, "not enough memory for the handshake");
+            return 1;
+        }
         flush(c);
         return 0;
     }
@@ -214,6 +321,7 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
             return 1;
         }
         c->state = FF_CONN_READY;
+        c->authed = 1;
         uv_timer_stop(&c->hs_timer);
         if (c->on_ready)
             c->on_ready(c, c->role);
@@ -228,7 +336,9 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
     ff_conn *c = h->data;
     (void)hint;
-    size_t want = 64 * 1024;
+    /* Before authentication frames are small: a stranger's connection
+     * costs a few KiB, however many there are. */
+    size_t want = c->state == FF_CONN_HANDSHAKE ? 4096 + FF_FRAME_HDR : 64 * 1024;
     if (ff_buf_reserve(&c->in, want) != 0) {
         buf->base = NULL;
         buf->len = 0;
@@ -243,7 +353,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     (void)buf;
     if (nread < 0) {
         if (nread != UV_EOF && c->state != FF_CONN_CLOSING)
-            ff_log("net", "%s: %s", c->peer, uv_strerror((int)nread));
+            conn_log(c, "%s", uv_strerror((int)nread));
         ff_conn_close(c);
         return;
     }
@@ -262,7 +372,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         if (rc == FFLUA_ENOTFOUND)
             break;
         if (rc != 0) {
-            ff_log("net", "%s: malformed or oversized frame: disconnected", c->peer);
+            conn_log(c, "malformed or oversized frame: disconnected");
             ff_conn_close(c);
             return;
         }
@@ -271,7 +381,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         off += total;
         if (bad) {
             if (!c->server && c->refused[0] != '\0')
-                ff_log("net", "%s: %s", c->peer, c->refused);
+                conn_log(c, "%s", c->refused);
             ff_conn_close(c);
             return;
         }
@@ -305,7 +415,7 @@ static void on_handshake_timeout(uv_timer_t *t) {
         return;
     snprintf(c->refused, sizeof c->refused, "the handshake did not end within %u ms",
              c->handshake_ms ? c->handshake_ms : FF_HANDSHAKE_MS);
-    ff_log("net", "%s: %s: disconnected", c->peer, c->refused);
+    conn_log(c, "%s: disconnected", c->refused);
     ff_conn_close(c);
 }
 
@@ -329,10 +439,12 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     if (rc != 0)
         return rc;
     uv_tcp_nodelay(&c->tcp, 1);
+    conn_keepalive(c);
     peer_name(c);
     start_timer(c, server->loop);
     ff_nonce(c->my_nonce);
-    ff_hello_write(&c->out, c->my_nonce);
+    if (ff_hello_write(&c->out, c->my_nonce) != 0)
+        return UV_ENOMEM;
     flush(c);
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
@@ -342,11 +454,12 @@ static void on_connected(uv_connect_t *req, int status) {
     free(req);
     if (status < 0) {
         snprintf(c->refused, sizeof c->refused, "cannot connect: %s", uv_strerror(status));
-        ff_log("net", "%s: %s", c->peer, c->refused);
+        conn_log(c, "%s", c->refused);
         ff_conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    conn_keepalive(c);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 

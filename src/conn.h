@@ -23,6 +23,30 @@ typedef void (*ff_conn_ready_fn)(ff_conn *c, int role);
 
 enum { FF_CONN_HANDSHAKE, FF_CONN_READY, FF_CONN_CLOSING };
 
+/* Lines about unauthenticated connections (refused, reset, timed out) are
+ * whatever a stranger makes them: a server keeps them to a burst of
+ * FF_NOISE_BURST, then one per FF_NOISE_EVERY_MS, and counts the others,
+ * which one line sums up ("N more lines ... suppressed") at most every
+ * FF_NOISE_EVERY_MS. One per server, shared by its connections. */
+#define FF_NOISE_BURST 10
+#define FF_NOISE_EVERY_MS 2000
+
+typedef struct ff_noise {
+    uv_timer_t timer; /* the summary of what was suppressed */
+    int timer_init;
+    uint64_t tokens_ms; /* lines allowed, in ms of credit: FF_NOISE_EVERY_MS per line */
+    uint64_t last_ms;   /* when the credit was last topped up */
+    uint64_t suppressed;
+} ff_noise;
+
+/* Starts the limiter on loop (0, or a libuv error). */
+int ff_noise_init(ff_noise *q, uv_loop_t *loop);
+/* Writes the summary of what is suppressed, then closes the timer. */
+void ff_noise_close(ff_noise *q);
+/* Logs a line as ff_log("net", ...) does, through q's limit (q NULL: no
+ * limit). */
+void ff_noise_log(ff_noise *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #define FF_HANDSHAKE_MS 5000 /* a peer that has not authenticated by then goes */
 
 struct ff_conn {
@@ -32,6 +56,7 @@ struct ff_conn {
     unsigned handshake_ms; /* 0: FF_HANDSHAKE_MS */
     int server;  /* accepted by us (we send HELLO) */
     int state;
+    int authed;  /* the handshake succeeded */
     int role;    /* server: the peer's role; client: ours */
     const unsigned char *key;
     unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
@@ -41,6 +66,7 @@ struct ff_conn {
     uv_write_t wreq;
     uint64_t nreads; /* reads so far (for the owner's busy-polling) */
     char peer[64]; /* address, for logs */
+    ff_noise *noise; /* server: the limiter of lines before authentication, or NULL */
     char refused[512]; /* a client: why the server refused us */
     ff_conn_frame_fn on_frame;
     ff_conn_close_fn on_close;
@@ -53,12 +79,15 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key);
 /* Client side: connects to addr and authenticates with role. */
 int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
                     const unsigned char *key);
-/* Frame writing: begin, write fields into c->out, end. Frames are sent by
- * ff_conn_flush, which the owner calls once per loop iteration (a
- * uv_check_t), so that everything one iteration produced goes out in one
- * write. */
+/* Frame writing: begin, write fields into c->out, end. ff_conn_end
+ * returns 0, or -ENOMEM or -EMSGSIZE when the frame could not be written
+ * whole or is over FF_FRAME_MAX: it is then dropped (ff_frame_end), and
+ * the caller says what failed instead, or closes the connection. Frames
+ * are sent by ff_conn_flush, which the owner calls once per loop iteration
+ * (a uv_check_t), so that everything one iteration produced goes out in
+ * one write. */
 int ff_conn_begin(ff_conn *c, int type, size_t *at);
-void ff_conn_end(ff_conn *c, size_t at);
+int ff_conn_end(ff_conn *c, size_t at);
 void ff_conn_flush(ff_conn *c);
 /* Closes (idempotent); on_close runs when libuv is done with the handle. */
 void ff_conn_close(ff_conn *c);
@@ -74,6 +103,11 @@ void ff_loop_run(uv_loop_t *loop, unsigned spin_us, uint64_t (*activity)(void *)
 
 /* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name). */
 int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);
+
+/* Turns on TCP keepalive on fd, so that a peer whose machine vanishes is
+ * noticed within about two minutes instead of never (a head would wait for
+ * its tasks, a driver for its run, for ever). */
+void ff_tcp_keepalive(int fd);
 
 /* Logs a line to stderr: "fflua <who>: message". */
 void ff_log(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

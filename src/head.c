@@ -10,8 +10,17 @@
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
  * with the workers (the head keeps a copy until every consumer was sent).
- * Unless told --num-cpus 0, the head starts one local worker process for
- * its own CPUs and resources, as a Ray head node runs tasks too.
+ * Unless told --num-cpus 0, the head starts local worker processes (one by
+ * default) for its own CPUs and resources, as a Ray head node runs tasks
+ * too, and starts another when one ends, backing off when they end soon
+ * after starting and giving up after FF_LOCAL_GIVE_UP such ends in a row.
+ * While local workers are kept, a task that they could hold waits for one
+ * rather than failing because no worker is there at the moment.
+ *
+ * Nothing a peer does takes the head down: a failed write ends that
+ * connection only (SIGPIPE is made harmless by the program), every frame
+ * is checked against FF_FRAME_MAX and for memory before it is queued, and
+ * what peers say reaches the log escaped (text.c's ff_text_escape).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +40,7 @@
 #include "fflua.h"
 #include "net.h"
 #include "sched.h"
+#include "text.h"
 
 static const char *WHO = "head";
 
@@ -40,6 +50,16 @@ static const char *WHO = "head";
  * resources are never overcommitted: their limits hold for tasks sent, so
  * also for tasks running. */
 #define FF_PIPELINE 4
+
+/* Local workers: one that ends within FF_LOCAL_QUICK_MS of starting ended
+ * "quickly"; the next starts after FF_LOCAL_BACKOFF_MS doubled for each
+ * quick end in a row, and after FF_LOCAL_GIVE_UP of them none starts. */
+#define FF_LOCAL_QUICK_MS 10000
+#define FF_LOCAL_BACKOFF_MS 100
+#define FF_LOCAL_GIVE_UP 5
+/* How long the failure of tasks lost with a local worker waits for that
+ * worker's exit status (its connection closes just before it exits). */
+#define FF_GRAVE_MS 1000
 
 enum { T_PENDING, T_QUEUED, T_RUNNING, T_DONE, T_FAILED };
 
@@ -85,17 +105,63 @@ struct hconn {
     struct head *h;
     int place; /* workers: their place, or -1 */
     int64_t cpus; /* workers: their real CPUs (the place has FF_PIPELINE times) */
-    char name[96];
+    uint64_t pid; /* workers: the process id they gave */
+    char name[96]; /* workers: "host:pid", the host escaped */
+    char lost[128]; /* workers: why the head closed the connection, or "" */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
 };
+
+/* A local worker process, and the slot it keeps across restarts. */
+typedef struct hchild {
+    uv_process_t proc;
+    uv_timer_t restart; /* the back-off before the next process */
+    struct head *h;
+    int running;        /* proc is a live process (its exit not seen yet) */
+    int proc_open;      /* proc is a handle not yet closed */
+    int pid;            /* the last process's */
+    char ended[64];     /* how the last process ended, once it did */
+    uint64_t started_ms;
+    unsigned quick;     /* quick ends in a row */
+    int given_up;
+} hchild;
+
+/* Failures of tasks that ran on a local worker whose connection closed
+ * before its process was seen to end: they wait (at most FF_GRAVE_MS) so
+ * that the driver learns how the process ended. */
+typedef struct hgrave {
+    struct hgrave *next;
+    int pid;
+    char name[96];
+    uint64_t deadline_ms;
+    size_t n, cap;
+    struct grave_done {
+        hconn *driver;
+        uint64_t run;
+        uint32_t index;
+    } *done;
+} hgrave;
 
 typedef struct head {
     uv_loop_t loop;
     uv_tcp_t server;
     uv_signal_t sigterm, sigint;
-    uv_process_t child;
-    int child_running;
+    /* Local workers: their slots, how to start them, what each can hold. */
+    hchild *children;
+    int nchildren, nchildren_live; /* live: slots not given up */
+    char local_addr[300], local_cpus[32];
+    const char *local_resources;
+    ff_res local_cap[257];
+    size_t nlocal_cap;
+    int64_t local_cpus_units;
+    hgrave *graves;
+    uv_timer_t grave_timer;
+    hconn *losing; /* the worker whose place is being removed (for on_lost) */
+    uv_tcp_t reject; /* takes a connection there is no memory for, to close it */
+    int rejecting;   /* reject is closing (2: it had taken a connection) */
+    ff_noise noise;
+    char exe[4096];
+    char hostname[64]; /* as workers on this machine give it, escaped */
     unsigned char key[FF_KEY_LEN];
     char token[512];
     ff_sched *sched;
@@ -153,6 +219,31 @@ static hrun *run_find(head *h, uint64_t id) {
     return NULL;
 }
 
+/* Ends the connection of a peer the head cannot serve (it broke the
+ * protocol, or a reply to it cannot be written); why is kept for the
+ * failures of the tasks it ran. */
+static void disconnect(hconn *c, const char *why) {
+    if (c->c.state == FF_CONN_CLOSING)
+        return;
+    snprintf(c->lost, sizeof c->lost, "%s", why);
+    ff_log(WHO, "%s: %s: disconnected", c->place >= 0 ? c->name : c->c.peer, why);
+    ff_conn_close(&c->c);
+}
+
+/* Ends the frame begun at at on c. A frame that cannot be written (out of
+ * memory, for the small frames whose failure has no better answer) ends
+ * the connection instead, so that the peer does not wait for what never
+ * comes. Returns ff_conn_end's result. */
+static int end_or_close(hconn *c, size_t at, const char *what) {
+    int rc = ff_conn_end(&c->c, at);
+    if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof why, "the head could not send it %s: %s", what, fflua_strerror(rc));
+        disconnect(c, why);
+    }
+    return rc;
+}
+
 /* Tells every worker to drop what it holds of run id. */
 static void broadcast_run_end(head *h, uint64_t id) {
     for (hconn *c = h->conns; c; c = c->next) {
@@ -161,13 +252,22 @@ static void broadcast_run_end(head *h, uint64_t id) {
         size_t at;
         ff_conn_begin(&c->c, FF_M_RUN_END, &at);
         ff_wr_varint(&c->c.out, id);
-        ff_conn_end(&c->c, at);
+        end_or_close(c, at, "a RUN_END");
     }
 }
 
-static void send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
+static double mib(size_t n) {
+    return (double)n / (1 << 20);
+}
+
+/* Sends DONE(run, i, status, bytes) to r's driver. When that cannot be
+ * written (a leaf's result too large for a message with its header, or
+ * no memory), the driver is told that instead, as a failure of task i.
+ * Returns 0, or nonzero when the DONE meant could not be sent: a failure
+ * went instead, and the run must end. */
+static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     if (r->driver == NULL || r->driver->c.state != FF_CONN_READY)
-        return;
+        return 0;
     ff_conn *c = &r->driver->c;
     size_t at;
     ff_conn_begin(c, FF_M_DONE, &at);
@@ -175,7 +275,24 @@ static void send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) 
     ff_wr_varint(&c->out, i);
     ff_wr_varint(&c->out, (uint64_t)status);
     ff_wr_str(&c->out, p, n);
-    ff_conn_end(c, at);
+    int rc = ff_conn_end(c, at);
+    if (rc == 0)
+        return 0;
+    char msg[200];
+    const char *what = status == 0 ? "result" : "message";
+    if (rc == -EMSGSIZE)
+        snprintf(msg, sizeof msg, "its %s (%.1f MiB) does not fit in a message to the driver",
+                 what, mib(n));
+    else
+        snprintf(msg, sizeof msg, "the head has not enough memory to send its %s (%.1f MiB) "
+                                  "to the driver", what, mib(n));
+    ff_conn_begin(c, FF_M_DONE, &at);
+    ff_wr_varint(&c->out, r->driver_run);
+    ff_wr_varint(&c->out, i);
+    ff_wr_varint(&c->out, status == 2 ? 2 : 1);
+    ff_wr_str(&c->out, msg, strlen(msg));
+    end_or_close(r->driver, at, "a DONE");
+    return 1;
 }
 
 /* The run failed or was abandoned: cancel what is queued; the run ends. */
@@ -184,22 +301,33 @@ static void run_abort(head *h, hrun *r) {
     run_free(h, r);
 }
 
+/* Writes r's RUN_END with the placements (with none when they do not fit
+ * in a message: the driver's results count more than where they came
+ * from). */
+static int write_run_end(head *h, hrun *r, int placement) {
+    ff_conn *c = &r->driver->c;
+    size_t at;
+    ff_conn_begin(c, FF_M_RUN_END, &at);
+    ff_wr_varint(&c->out, r->driver_run);
+    int np = placement ? ff_sched_nplaces(h->sched) : 0;
+    ff_wr_varint(&c->out, (uint64_t)np);
+    for (int p = 0; p < np; p++) {
+        const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "(gone)";
+        ff_wr_str(&c->out, nm, strlen(nm));
+    }
+    for (uint32_t i = 0; i < r->ntasks; i++)
+        ff_wr_varint(&c->out, placement ? (uint64_t)(r->tasks[i].place + 1) : 0);
+    return ff_conn_end(c, at);
+}
+
 /* Every task finished: tell the driver where each ran, then forget it. */
 static void run_finish(head *h, hrun *r) {
-    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY) {
-        ff_conn *c = &r->driver->c;
-        size_t at;
-        ff_conn_begin(c, FF_M_RUN_END, &at);
-        ff_wr_varint(&c->out, r->driver_run);
-        int np = ff_sched_nplaces(h->sched);
-        ff_wr_varint(&c->out, (uint64_t)np);
-        for (int p = 0; p < np; p++) {
-            const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "(gone)";
-            ff_wr_str(&c->out, nm, strlen(nm));
-        }
-        for (uint32_t i = 0; i < r->ntasks; i++)
-            ff_wr_varint(&c->out, (uint64_t)(r->tasks[i].place + 1));
-        ff_conn_end(c, at);
+    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY &&
+        write_run_end(h, r, 1) != 0) {
+        ff_log(WHO, "%s: the placements of a run of %u tasks do not fit in a message: sent "
+                    "without them", r->driver->c.peer, r->ntasks);
+        if (write_run_end(h, r, 0) != 0)
+            disconnect(r->driver, "the head could not send it a RUN_END");
     }
     broadcast_run_end(h, r->id);
     run_free(h, r);
@@ -207,50 +335,94 @@ static void run_finish(head *h, hrun *r) {
 
 /* --- dispatch ------------------------------------------------------------ */
 
-static int send_task(head *h, hrun *r, uint32_t i, int place) {
+/* Fails run r because of task i, whose DONE carries msg. The run ends
+ * when the caller is done with r: it calls run_abort (r->failed says so). */
+static void run_fail(hrun *r, uint32_t i, const char *msg) {
+    if (r->failed)
+        return;
+    r->failed = 1;
+    send_done(r, i, 1, msg, strlen(msg));
+}
+
+/* Sends task i of run r to the worker at place, its function first when
+ * that worker does not have it. Sizes are checked before anything is
+ * written: either all of it is queued, or nothing and -1 with why in err. */
+static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t errlen) {
     hconn *w = place < h->nplaces_cap ? h->places[place] : NULL;
     htask *t = &r->tasks[i];
-    if (w == NULL || w->c.state != FF_CONN_READY)
+    if (w == NULL || w->c.state != FF_CONN_READY) {
+        snprintf(err, errlen, "the worker chosen for it is gone");
         return -1;
+    }
     ff_conn *c = &w->c;
     uint64_t fkey = (r->id << 32) | t->fid;
-    if (bm_find(&w->funcs_sent, fkey) == NULL) {
-        blob *f = bm_find(&r->funcs, t->fid);
-        if (f == NULL)
-            return -1;
-        size_t at;
+    blob *f = NULL;
+    if (bm_find(&w->funcs_sent, fkey) == NULL && (f = bm_find(&r->funcs, t->fid)) == NULL) {
+        snprintf(err, errlen, "its function never arrived at the head");
+        return -1;
+    }
+    size_t nl = strlen(t->name), deps = 0, size = 1 + ff_varint_size(r->id) +
+        ff_varint_size(i) + ff_varint_size(t->fid) + ff_str_size(nl) + ff_varint_size(t->ndeps);
+    for (uint32_t d = 0; d < t->ndeps; d++) {
+        htask *p = &r->tasks[t->deps[d]];
+        size += ff_varint_size(t->deps[d]) + 1;
+        if (!(place < 64 && (p->holders >> place & 1)))
+            deps += ff_str_size(p->result.n);
+    }
+    size += deps + ff_str_size(t->nargs) + ff_str_size(t->npre) + ff_varint_size((uint64_t)t->cpus);
+    if (size > FF_FRAME_MAX) {
+        snprintf(err, errlen, "it cannot be sent to a worker: its parents' results (%.1f MiB) and "
+                              "its arguments (%.1f MiB) take more than the %d MiB one message "
+                              "may carry", mib(deps), mib(t->nargs + t->npre),
+                 (int)(FF_FRAME_MAX >> 20));
+        return -1;
+    }
+    size_t at, start = c->out.n;
+    if (f != NULL) {
         ff_conn_begin(c, FF_M_FUNC, &at);
         ff_wr_varint(&c->out, r->id);
         ff_wr_varint(&c->out, t->fid);
         ff_wr_str(&c->out, f->p, f->n);
-        ff_conn_end(c, at);
-        bm_put(&w->funcs_sent, fkey, "", 0);
+        if (ff_conn_end(c, at) != 0) { /* its driver sent it in one message: memory */
+            snprintf(err, errlen, "the head has not enough memory to send its function "
+                                  "(%.1f MiB) to a worker", mib(f->n));
+            return -1;
+        }
     }
-    size_t at;
     ff_buf *b = &c->out;
     ff_conn_begin(c, FF_M_TASK, &at);
     ff_wr_varint(b, r->id);
     ff_wr_varint(b, i);
     ff_wr_varint(b, t->fid);
-    ff_wr_str(b, t->name, strlen(t->name));
+    ff_wr_str(b, t->name, nl);
     ff_wr_varint(b, t->ndeps);
     for (uint32_t d = 0; d < t->ndeps; d++) {
         htask *p = &r->tasks[t->deps[d]];
-        ff_wr_varint(b, t->deps[d]);
         int held = place < 64 && (p->holders >> place & 1);
+        ff_wr_varint(b, t->deps[d]);
         ff_wr_varint(b, (uint64_t)!held);
-        if (!held) {
+        if (!held)
             ff_wr_str(b, p->result.p, p->result.n);
-            if (place < 64)
-                p->holders |= (uint64_t)1 << place;
-        }
-        if (--p->unsent == 0 && !p->leaf && r->received == r->ntasks)
-            ff_buf_free(&p->result); /* every consumer has it now */
     }
     ff_wr_str(b, t->args, t->nargs);
     ff_wr_str(b, t->pre, t->npre);
     ff_wr_varint(b, (uint64_t)t->cpus);
-    ff_conn_end(c, at);
+    if (ff_conn_end(c, at) != 0) {
+        c->out.n = start; /* the FUNC too: nothing of it was sent */
+        snprintf(err, errlen, "the head has not enough memory to send it to a worker (%.1f MiB)",
+                 mib(size));
+        return -1;
+    }
+    /* Sent: what the worker now holds, what the head no longer needs. */
+    if (f != NULL)
+        bm_put(&w->funcs_sent, fkey, "", 0); /* if this fails, the FUNC goes again */
+    for (uint32_t d = 0; d < t->ndeps; d++) {
+        htask *p = &r->tasks[t->deps[d]];
+        if (place < 64)
+            p->holders |= (uint64_t)1 << place;
+        if (--p->unsent == 0 && !p->leaf && r->received == r->ntasks)
+            ff_buf_free(&p->result); /* every consumer has it now */
+    }
     t->state = T_RUNNING;
     t->place = place;
     return 0;
@@ -262,12 +434,12 @@ static void dispatch(head *h) {
     while (ff_sched_next(h->sched, &id, &place) == 0) {
         hrun *r = run_find(h, id >> 32);
         uint32_t i = (uint32_t)id;
-        if (r == NULL || i >= r->received || send_task(h, r, i, place) != 0) {
+        char err[300];
+        if (r == NULL || i >= r->received || send_task(h, r, i, place, err, sizeof err) != 0) {
             ff_sched_release(h->sched, id);
             if (r != NULL && i < r->received) {
-                static const char msg[] = "it could not be sent to a worker (its worker is "
-                                          "gone, or its function never arrived)";
-                send_done(r, i, 1, msg, sizeof msg - 1);
+                r->tasks[i].state = T_FAILED;
+                run_fail(r, i, err);
                 run_abort(h, r);
             }
         }
@@ -283,16 +455,38 @@ static int64_t sched_cpus(int64_t asked) {
     return asked <= FF_RES_SCALE ? asked : asked * FF_PIPELINE;
 }
 
+/* Whether a local worker, when one is (re)started, can hold task t: such a
+ * task waits for it rather than failing while no worker is there. */
+static int fits_local(const head *h, const htask *t) {
+    if (h->nchildren_live == 0 || h->stopping || t->cpus > h->local_cpus_units)
+        return 0;
+    for (size_t k = 0; k < t->nreq; k++) {
+        int64_t cap = 0;
+        for (size_t j = 0; j < h->nlocal_cap; j++)
+            if (h->local_cap[j].id == t->req[k].id)
+                cap = h->local_cap[j].amount;
+        if (t->req[k].amount > cap)
+            return 0;
+    }
+    return 1;
+}
+
 /* Queues task i (its parents are done), or holds it while the run has
- * max_pending tasks out. */
-static int make_ready(head *h, hrun *r, uint32_t i) {
+ * max_pending tasks out. When it cannot be queued, the run fails (see
+ * run_fail). */
+static void make_ready(head *h, hrun *r, uint32_t i) {
     htask *t = &r->tasks[i];
+    if (r->failed)
+        return;
     if (r->max_pending > 0 && r->pending >= r->max_pending) {
         if (r->held_n == r->held_cap) {
             size_t cap = r->held_cap ? r->held_cap * 2 : 64;
             uint32_t *nh = malloc(cap * sizeof *nh);
-            if (nh == NULL)
-                return -ENOMEM;
+            if (nh == NULL) {
+                run_fail(r, i, "the head has not enough memory to hold it back "
+                               "(max_pending_tasks)");
+                return;
+            }
             for (size_t k = 0; k < r->held_n; k++)
                 nh[k] = r->held[(r->held_head + k) % r->held_cap];
             free(r->held);
@@ -301,22 +495,29 @@ static int make_ready(head *h, hrun *r, uint32_t i) {
             r->held_head = 0;
         }
         r->held[(r->held_head + r->held_n++) % r->held_cap] = i;
-        return 0;
+        return;
     }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
-    int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity, 0, &bad);
-    if (rc != 0)
-        return rc;
+    int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity,
+                             fits_local(h, t) ? FF_SCHED_WAIT : 0, &bad);
+    if (rc == FFLUA_ERESOURCE) {
+        /* The workers able to hold it left while its parents ran. */
+        run_fail(r, i, "no worker left in the cluster can hold what it asks for");
+        return;
+    }
+    if (rc != 0 && rc != FF_SCHED_WAITING) {
+        run_fail(r, i, "the head has not enough memory to queue it");
+        return;
+    }
     t->state = T_QUEUED;
     r->pending++;
-    return 0;
 }
 
 /* A task of run r is no longer out: release what was held for it. */
 static void task_out(head *h, hrun *r) {
     r->pending--;
-    while (r->held_n > 0 && (r->max_pending == 0 || r->pending < r->max_pending)) {
+    while (r->held_n > 0 && (r->max_pending == 0 || r->pending < r->max_pending) && !r->failed) {
         uint32_t i = r->held[r->held_head];
         r->held_head = (r->held_head + 1) % r->held_cap;
         r->held_n--;
@@ -329,7 +530,8 @@ static void task_out(head *h, hrun *r) {
 static void free_result(head *h, hrun *r, uint32_t i) {
     uint64_t holders = r->tasks[i].holders;
     for (int p = 0; holders != 0 && p < 64; p++, holders >>= 1) {
-        if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL)
+        if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL ||
+            h->places[p]->c.state != FF_CONN_READY)
             continue;
         ff_conn *c = &h->places[p]->c;
         size_t at;
@@ -337,24 +539,34 @@ static void free_result(head *h, hrun *r, uint32_t i) {
         ff_wr_varint(&c->out, r->id);
         ff_wr_varint(&c->out, 1);
         ff_wr_varint(&c->out, i);
-        ff_conn_end(c, at);
+        end_or_close(h->places[p], at, "a FREE");
     }
     r->tasks[i].holders = 0;
 }
 
 /* --- messages from workers ----------------------------------------------- */
 
-static void on_result(head *h, hconn *w, const char *p, size_t n) {
+/* A peer the head drops (it broke the protocol, or what it sent cannot be
+ * kept): log why, and keep it for the failures of the tasks it ran.
+ * Returns 1: the caller (on_frame) closes the connection. */
+static int protocol_error(hconn *c, const char *why) {
+    snprintf(c->lost, sizeof c->lost, "%s", why);
+    ff_log(WHO, "%s: %s: disconnected", c->place >= 0 ? c->name : c->c.peer, why);
+    return 1;
+}
+
+/* A RESULT. A malformed one closes the connection (the tasks running
+ * there then fail, and say why): ignoring it would leave its task running
+ * for ever. Returns nonzero to close. */
+static int on_result(head *h, hconn *w, const char *p, size_t n) {
     ff_rd rd;
     ff_rd_init(&rd, p, n);
     uint64_t run = ff_rd_varint(&rd), i = ff_rd_varint(&rd), ok = ff_rd_varint(&rd);
     size_t len;
     const char *bytes = ff_rd_str(&rd, &len);
     ff_rd_varint(&rd); /* compute ns: kept for run metadata later */
-    if (ff_rd_done(&rd) != 0) {
-        ff_log(WHO, "%s: malformed RESULT", w->name);
-        return;
-    }
+    if (ff_rd_done(&rd) != 0 || ok > 1)
+        return protocol_error(w, "it sent a malformed RESULT");
     /* Only a task this worker is running counts: a result for another's
      * task, or a made-up one, is ignored. */
     int at = -1;
@@ -362,20 +574,14 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
         at != w->place) {
         ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
-        return;
-    }
-    if (run_find(h, run) == NULL) { /* a cancelled run's task: just free */
-        ff_sched_release(h->sched, TASK_ID(run, i));
-        h->finished_total++;
-        dispatch(h);
-        return;
+        return 0;
     }
     ff_sched_release(h->sched, TASK_ID(run, i));
     h->finished_total++;
     hrun *r = run_find(h, run);
     if (r == NULL || i >= r->received || r->tasks[i].state != T_RUNNING) {
         dispatch(h); /* a cancelled run: resources are free again */
-        return;
+        return 0;
     }
     htask *t = &r->tasks[i];
     if (!ok) {
@@ -383,26 +589,36 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
         send_done(r, (uint32_t)i, 1, bytes, len);
         run_abort(h, r);
         dispatch(h);
-        return;
+        return 0;
     }
     t->state = T_DONE;
     r->finished++;
     task_out(h, r);
     if (w->place < 64)
         t->holders |= (uint64_t)1 << w->place;
-    if (t->leaf)
-        send_done(r, (uint32_t)i, 0, bytes, len);
-    if (t->unsent > 0 || r->received < r->ntasks) { /* consumers may still come */
+    if (t->leaf && send_done(r, (uint32_t)i, 0, bytes, len) != 0)
+        r->failed = 1; /* the driver was told why instead */
+    if (!r->failed && (t->unsent > 0 || r->received < r->ntasks)) { /* consumers may come */
         t->result.n = 0;
-        if (len > 0 && ff_buf_reserve(&t->result, len) == 0) {
+        if (len > 0 && ff_buf_reserve(&t->result, len) != 0) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "the head has not enough memory to keep its result "
+                                      "(%.1f MiB) for the nodes that use it", mib(len));
+            run_fail(r, (uint32_t)i, msg);
+        } else if (len > 0) {
             memcpy(t->result.p, bytes, len);
             t->result.n = len;
         }
     }
-    for (uint32_t k = 0; k < t->ncons; k++) {
+    for (uint32_t k = 0; k < t->ncons && !r->failed; k++) {
         htask *c = &r->tasks[t->cons[k]];
         if (--c->waiting == 0)
             make_ready(h, r, t->cons[k]);
+    }
+    if (r->failed) {
+        run_abort(h, r);
+        dispatch(h);
+        return 0;
     }
     /* Workers keep results only while a consumer may still need them. */
     int complete = r->received == r->ntasks;
@@ -414,6 +630,7 @@ static void on_result(head *h, hconn *w, const char *p, size_t n) {
     if (complete && r->finished == r->ntasks)
         run_finish(h, r);
     dispatch(h);
+    return 0;
 }
 
 static int on_register(head *h, hconn *w, const char *p, size_t n) {
@@ -432,7 +649,9 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
         size_t len;
         const char *nm = ff_rd_str(&rd, &len);
         uint64_t amount = ff_rd_varint(&rd);
-        int id = rd.err ? -1 : ff_sched_resource(h->sched, nm, len);
+        if (rd.err || ff_res_name_check(nm, len) != 0)
+            return 1;
+        int id = ff_sched_resource(h->sched, nm, len);
         if (id <= FF_RES_CPU || amount > (uint64_t)FF_RES_MAX)
             return 1;
         for (size_t j = 0; j < nc; j++)
@@ -443,14 +662,14 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
     size_t hl;
     const char *host = ff_rd_str(&rd, &hl);
     uint64_t pid = ff_rd_varint(&rd);
-    if (ff_rd_done(&rd) != 0 || cpus > (uint64_t)FF_RES_MAX)
+    if (ff_rd_done(&rd) != 0)
         return 1;
-    int place = ff_sched_add_place(h->sched, cap, nc);
-    if (place < 0)
-        return 1;
-    if (place >= h->nplaces_cap) {
+    /* Room for the place first: a place the scheduler has must have its
+     * connection. */
+    int next = ff_sched_nplaces(h->sched);
+    if (next >= h->nplaces_cap) {
         int ncap = h->nplaces_cap ? h->nplaces_cap * 2 : 16;
-        while (ncap <= place)
+        while (ncap <= next)
             ncap *= 2;
         hconn **np = realloc(h->places, (size_t)ncap * sizeof *np);
         if (np == NULL)
@@ -459,9 +678,14 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
         h->places = np;
         h->nplaces_cap = ncap;
     }
+    int place = ff_sched_add_place(h->sched, cap, nc);
+    if (place < 0 || place >= h->nplaces_cap)
+        return 1;
     h->places[place] = w;
     w->place = place;
-    snprintf(w->name, sizeof w->name, "%.*s:%llu", (int)(hl > 60 ? 60 : hl), host,
+    w->pid = pid;
+    char hostname[64];
+    snprintf(w->name, sizeof w->name, "%s:%llu", ff_text_escape(hostname, sizeof hostname, host, hl),
              (unsigned long long)pid);
     if (!h->quiet)
         ff_log(WHO, "worker %s joined with %g CPUs (place %d)", w->name,
@@ -474,8 +698,9 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
 
 /* Reads a SUBMIT's tasks into run r: the run's total, the index of the
  * first task here and their count, then the tasks. SUBMITs of a run come
- * in order, so a task's dependencies have all arrived. 0, or a message in
- * err. *first_out and *count_out say which tasks came. */
+ * in order, so a task's dependencies have all arrived. 0; 1 for a
+ * malformed SUBMIT; 2 when the run is refused (too large, or no memory for
+ * it). A message in err. *first_out and *count_out say which tasks came. */
 static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t *count_out,
                       char *err, size_t errlen) {
     uint64_t total = ff_rd_varint(rd), first64 = ff_rd_varint(rd), count64 = ff_rd_varint(rd);
@@ -485,6 +710,12 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
+    if (total > FF_RUN_MAX_TASKS) {
+        snprintf(err, errlen, "the run has %llu nodes, more than the %lu a run may have",
+                 (unsigned long long)total, (unsigned long)FF_RUN_MAX_TASKS);
+        return 2;
+    }
+    int oom = 0;
     uint32_t first = (uint32_t)first64, count = (uint32_t)count64;
     /* The array grows with the tasks that came (a total alone is a claim,
      * and must not make the head allocate). */
@@ -497,8 +728,8 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
             cap = total;
         htask *nt = realloc(r->tasks, (size_t)cap * sizeof *nt);
         if (nt == NULL) {
-            snprintf(err, errlen, "not enough memory for %u tasks", need);
-            return 1;
+            snprintf(err, errlen, "the head has not enough memory for %u tasks", need);
+            return 2;
         }
         memset(nt + r->tasks_cap, 0, (size_t)(cap - r->tasks_cap) * sizeof *nt);
         r->tasks = nt;
@@ -516,6 +747,7 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         t->name = strndup(s, len);
         t->leaf = (int)(ff_rd_varint(rd) & 1);
         uint64_t nd = ff_rd_varint(rd);
+        oom |= t->name == NULL;
         if (rd->err || nd > i || t->name == NULL) {
             rd->err = FFLUA_EPROTO;
             break;
@@ -523,6 +755,7 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         t->ndeps = (uint32_t)nd;
         t->deps = malloc((nd ? nd : 1) * sizeof *t->deps);
         if (t->deps == NULL) {
+            oom = 1;
             rd->err = FFLUA_EPROTO;
             break;
         }
@@ -543,19 +776,22 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         if (t->pre)
             memcpy(t->pre, s, t->npre);
         uint64_t nr = ff_rd_varint(rd);
+        oom |= !t->args || !t->pre;
         if (rd->err || nr > 256 || !t->args || !t->pre) {
             rd->err = FFLUA_EPROTO;
             break;
         }
         t->req = malloc((nr ? nr : 1) * sizeof *t->req);
         if (t->req == NULL) {
+            oom = 1;
             rd->err = FFLUA_EPROTO;
             break;
         }
         for (uint64_t k = 0; k < nr && !rd->err; k++) {
             s = ff_rd_str(rd, &len);
             uint64_t amount = ff_rd_varint(rd);
-            int id = rd->err ? -1 : ff_sched_resource(h->sched, s, len);
+            int id = rd->err || ff_res_name_check(s, len) != 0 ? -1
+                                                               : ff_sched_resource(h->sched, s, len);
             if (id < 0 || amount > (uint64_t)FF_RES_MAX) {
                 rd->err = FFLUA_EPROTO;
                 break;
@@ -579,6 +815,10 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
             task_free_fields(&r->tasks[i]);
             memset(&r->tasks[i], 0, sizeof r->tasks[i]);
         }
+        if (oom) {
+            snprintf(err, errlen, "the head has not enough memory for the run's tasks");
+            return 2;
+        }
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
@@ -592,7 +832,8 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
                 uint32_t cap = p->cons_cap ? p->cons_cap * 2 : 4;
                 uint32_t *nc = realloc(p->cons, cap * sizeof *nc);
                 if (nc == NULL)
-                    return snprintf(err, errlen, "not enough memory"), 1;
+                    return snprintf(err, errlen, "the head has not enough memory for the run's "
+                                                 "tasks"), 2;
                 p->cons = nc;
                 p->cons_cap = cap;
             }
@@ -610,13 +851,23 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
 static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char *err,
                           size_t errlen) {
     int64_t max_cpus = 0;
+    int live = 0;
     for (hconn *c = h->conns; c; c = c->next)
-        if (c->place >= 0 && c->cpus > max_cpus)
-            max_cpus = c->cpus;
+        if (c->place >= 0) {
+            live++;
+            if (c->cpus > max_cpus)
+                max_cpus = c->cpus;
+        }
     for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
         int64_t want = t->cpus;
-        if (want > max_cpus && ff_sched_nplaces(h->sched) > 0) {
+        if (fits_local(h, t))
+            continue; /* a local worker will hold it, when not now then once restarted */
+        if (live == 0) {
+            snprintf(err, errlen, "node '%s' cannot run: the cluster has no workers", t->name);
+            return 1;
+        }
+        if (want > max_cpus) {
             snprintf(err, errlen, "node '%s' asks for %g of 'CPU', but no node of the cluster "
                                   "has more than %g", t->name, (double)want / FF_RES_SCALE,
                      (double)max_cpus / FF_RES_SCALE);
@@ -639,8 +890,6 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
                      "than %g",
                      t->name, (double)amount / FF_RES_SCALE, ff_sched_resource_name(h->sched, bad),
                      (double)ff_sched_max_capacity(h->sched, bad) / FF_RES_SCALE);
-        } else if (ff_sched_nplaces(h->sched) == 0) {
-            snprintf(err, errlen, "node '%s' cannot run: the cluster has no workers", t->name);
         } else {
             snprintf(err, errlen, "node '%s' asks for resources no single node of the cluster "
                                   "has together", t->name);
@@ -665,11 +914,12 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     }
     r->max_pending = max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)max_pending;
     uint32_t first = 0, count = 0;
-    if (read_tasks(h, r, &rd, &first, &count, err, sizeof err) != 0) {
+    int rc = read_tasks(h, r, &rd, &first, &count, err, sizeof err);
+    if (rc == 1) {
         ff_log(WHO, "%s: %s", d->c.peer, err);
         return 1;
     }
-    if (check_feasible(h, r, first, count, err, sizeof err) != 0) {
+    if (rc != 0 || check_feasible(h, r, first, count, err, sizeof err) != 0) {
         send_done(r, 0, 2, err, strlen(err));
         run_abort(h, r);
         dispatch(h);
@@ -679,9 +929,11 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
      * cannot run (or cannot be encoded, on the driver's side) fails the
      * run before anything ran. */
     if (r->received == r->ntasks)
-        for (uint32_t i = 0; i < r->ntasks; i++)
+        for (uint32_t i = 0; i < r->ntasks && !r->failed; i++)
             if (r->tasks[i].waiting == 0)
                 make_ready(h, r, i);
+    if (r->failed)
+        run_abort(h, r);
     dispatch(h);
     return 0;
 }
@@ -701,14 +953,19 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
     if (r == NULL) {
         r = calloc(1, sizeof *r);
         if (r == NULL)
-            return 1;
+            return protocol_error(d, "not enough memory for a new run");
         r->id = ++h->next_run;
         r->driver_run = drun;
         r->driver = d;
         r->next = h->runs;
         h->runs = r;
     }
-    return bm_put(&r->funcs, fid, code, len) != 0;
+    if (bm_put(&r->funcs, fid, code, len) != 0) {
+        char why[100];
+        snprintf(why, sizeof why, "not enough memory for a function (%.1f MiB)", mib(len));
+        return protocol_error(d, why);
+    }
+    return 0;
 }
 
 static void send_status(head *h, hconn *c) {
@@ -726,10 +983,20 @@ static void send_status(head *h, hconn *c) {
         const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "?";
         ff_wr_str(b, nm, strlen(nm));
         ff_wr_varint(b, ff_sched_place_running(h->sched, p));
-        ff_wr_varint(b, (uint64_t)nr);
+        /* CPU, then the resources this place has: every name the head
+         * ever saw would make the reply grow with what drivers asked. */
+        int has = 0;
+        for (int res = 0; res < nr; res++) {
+            int64_t total = 0;
+            ff_sched_place_get(h->sched, p, res, &total, NULL);
+            has += res == FF_RES_CPU || total > 0;
+        }
+        ff_wr_varint(b, (uint64_t)has);
         for (int res = 0; res < nr; res++) {
             int64_t total = 0, free_ = 0;
             ff_sched_place_get(h->sched, p, res, &total, &free_);
+            if (res != FF_RES_CPU && total == 0)
+                continue;
             if (res == FF_RES_CPU && p < h->nplaces_cap && h->places[p] != NULL) {
                 /* Shown as the real CPUs, busy as far as tasks were sent. */
                 int64_t used = total - free_, real = h->places[p]->cpus;
@@ -747,7 +1014,7 @@ static void send_status(head *h, hconn *c) {
     ff_wr_varint(b, st.queued + st.parked);
     ff_wr_varint(b, st.running);
     ff_wr_varint(b, h->finished_total);
-    ff_conn_end(&c->c, at);
+    end_or_close(c, at, "a STATUS_REPLY");
 }
 
 static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
@@ -765,10 +1032,8 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
                                       "repeated resource names or amounts)");
             return 1;
         }
-        if (type == FF_M_RESULT && c->place >= 0) {
-            on_result(h, c, p, n);
-            return 0;
-        }
+        if (type == FF_M_RESULT && c->place >= 0)
+            return on_result(h, c, p, n);
     } else if (role == FF_ROLE_DRIVER) {
         if (type == FF_M_FUNC)
             return on_func(h, c, p, n);
@@ -798,8 +1063,115 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     return 1;
 }
 
-/* A worker that leaves fails the runs with tasks running there (fault
- * tolerance is the cluster's next part). */
+/* --- workers that leave ---------------------------------------------------- */
+
+/* The local worker slot whose last process is worker w, or NULL. */
+static hchild *local_child(head *h, const hconn *w) {
+    for (int k = 0; k < h->nchildren; k++) {
+        hchild *ch = &h->children[k];
+        char name[sizeof w->name];
+        if (ch->pid <= 0 || (uint64_t)ch->pid != w->pid)
+            continue;
+        snprintf(name, sizeof name, "%s:%d", h->hostname, ch->pid);
+        if (strcmp(name, w->name) == 0)
+            return ch;
+    }
+    return NULL;
+}
+
+/* Why the tasks that ran on worker w failed, into msg. Returns 1 instead
+ * when w is a local worker whose process has not been seen to end yet:
+ * the failures then wait for how it ended (a grave). */
+static int lost_why(head *h, const hconn *w, char *msg, size_t cap) {
+    if (w->lost[0] != '\0') {
+        snprintf(msg, cap, "the worker running it (%s) was disconnected: %s", w->name, w->lost);
+        return 0;
+    }
+    const hchild *ch = local_child(h, w);
+    if (ch != NULL && ch->running)
+        return 1;
+    if (ch != NULL)
+        snprintf(msg, cap, "the worker process running it (%s) %s", w->name, ch->ended);
+    else
+        snprintf(msg, cap, "the worker running it (%s) left the cluster", w->name);
+    return 0;
+}
+
+/* Sends the DONEs waiting in grave g, with how its process ended (NULL:
+ * not known), and forgets g. */
+static void grave_flush(head *h, hgrave *g, const char *ended) {
+    char msg[300];
+    if (ended != NULL)
+        snprintf(msg, sizeof msg, "the worker process running it (%s) %s", g->name, ended);
+    else
+        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", g->name);
+    for (size_t k = 0; k < g->n; k++) {
+        hconn *d = g->done[k].driver; /* NULL once that driver left */
+        if (d == NULL || d->c.state != FF_CONN_READY)
+            continue;
+        size_t at;
+        ff_conn_begin(&d->c, FF_M_DONE, &at);
+        ff_wr_varint(&d->c.out, g->done[k].run);
+        ff_wr_varint(&d->c.out, g->done[k].index);
+        ff_wr_varint(&d->c.out, 1);
+        ff_wr_str(&d->c.out, msg, strlen(msg));
+        end_or_close(d, at, "a DONE");
+    }
+    for (hgrave **pp = &h->graves; *pp; pp = &(*pp)->next)
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    free(g->done);
+    free(g);
+}
+
+/* Graves whose process was not seen to end in time: their failures go
+ * without how it ended. */
+static void on_grave_timer(uv_timer_t *t) {
+    head *h = t->data;
+    uint64_t now = uv_now(&h->loop);
+    for (hgrave *g = h->graves, *next; g; g = next) {
+        next = g->next;
+        if (now >= g->deadline_ms)
+            grave_flush(h, g, NULL);
+    }
+    if (h->graves == NULL)
+        uv_timer_stop(t);
+}
+
+/* Puts the failure of task i of run r, lost with local worker w, in w's
+ * grave. Returns nonzero when there is no memory for it. */
+static int grave_add(head *h, const hconn *w, hrun *r, uint32_t i) {
+    hgrave *g = h->graves;
+    while (g != NULL && (uint64_t)g->pid != w->pid)
+        g = g->next;
+    if (g == NULL) {
+        if ((g = calloc(1, sizeof *g)) == NULL)
+            return -1;
+        g->pid = (int)w->pid;
+        snprintf(g->name, sizeof g->name, "%s", w->name);
+        g->deadline_ms = uv_now(&h->loop) + FF_GRAVE_MS;
+        g->next = h->graves;
+        h->graves = g;
+        if (!uv_is_active((uv_handle_t *)&h->grave_timer))
+            uv_timer_start(&h->grave_timer, on_grave_timer, 50, 50);
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4;
+        struct grave_done *nd = realloc(g->done, cap * sizeof *nd);
+        if (nd == NULL)
+            return -1;
+        g->done = nd;
+        g->cap = cap;
+    }
+    g->done[g->n++] = (struct grave_done){r->driver, r->driver_run, i};
+    return 0;
+}
+
+/* A task dropped by the scheduler: it ran on a worker that left (why
+ * FF_SCHED_LOST; h->losing is that worker), or no worker left can hold
+ * it. Its run fails; the caller ends it (run_abort). */
 static void on_lost(void *ud, uint64_t id, int why, int bad) {
     head *h = ud;
     (void)bad;
@@ -808,13 +1180,26 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
         return;
     uint32_t i = (uint32_t)id;
     r->tasks[i].state = T_PENDING;
-    static const char lost[] = "the worker running it left the cluster";
-    static const char gone[] = "no worker left in the cluster can hold what it asks for";
-    if (why == FF_SCHED_LOST)
-        send_done(r, i, 1, lost, sizeof lost - 1);
-    else
-        send_done(r, i, 1, gone, sizeof gone - 1);
     r->failed = 1;
+    char msg[300];
+    if (why != FF_SCHED_LOST || h->losing == NULL) {
+        snprintf(msg, sizeof msg, "no worker left in the cluster can hold what it asks for");
+    } else if (lost_why(h, h->losing, msg, sizeof msg) != 0) {
+        if (r->driver == NULL || grave_add(h, h->losing, r, i) == 0)
+            return;
+        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster",
+                 h->losing->name);
+    }
+    send_done(r, i, 1, msg, strlen(msg));
+}
+
+/* Ends the runs that failed (r->failed). */
+static void abort_failed(head *h) {
+    for (hrun *r = h->runs, *next; r; r = next) {
+        next = r->next;
+        if (r->failed)
+            run_abort(h, r);
+    }
 }
 
 static void on_closed(ff_conn *fc) {
@@ -829,12 +1214,10 @@ static void on_closed(ff_conn *fc) {
         if (!h->quiet && !h->stopping)
             ff_log(WHO, "worker %s left", c->name);
         h->places[c->place] = NULL;
+        h->losing = c;
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
-        for (hrun *r = h->runs, *next; r; r = next) {
-            next = r->next;
-            if (r->failed)
-                run_abort(h, r);
-        }
+        h->losing = NULL;
+        abort_failed(h);
     }
     for (hrun *r = h->runs, *next; r; r = next) { /* a driver's runs end with it */
         next = r->next;
@@ -843,27 +1226,63 @@ static void on_closed(ff_conn *fc) {
             run_abort(h, r);
         }
     }
+    for (hgrave *g = h->graves; g; g = g->next) /* nor does it wait for failures */
+        for (size_t k = 0; k < g->n; k++)
+            if (g->done[k].driver == c)
+                g->done[k].driver = NULL;
     bm_free(&c->funcs_sent);
     ff_conn_free(&c->c);
     free(c);
     dispatch(h);
 }
 
+static void reject_pending(head *h);
+
+static void on_rejected(uv_handle_t *hd) {
+    head *h = hd->data;
+    int again = h->rejecting == 2; /* one was accepted: another may be pending */
+    h->rejecting = 0;
+    if (again && !h->stopping)
+        reject_pending(h);
+}
+
+/* Accepts the pending connection into h->reject and closes it at once.
+ * For when there is no memory for a connection: libuv stops accepting
+ * until the pending one is taken. */
+static void reject_pending(head *h) {
+    if (h->rejecting || uv_tcp_init(&h->loop, &h->reject) != 0)
+        return;
+    h->reject.data = h;
+    h->rejecting = uv_accept((uv_stream_t *)&h->server, (uv_stream_t *)&h->reject) == 0 ? 2 : 1;
+    uv_close((uv_handle_t *)&h->reject, on_rejected);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
     head *h = server->data;
-    if (status < 0)
+    if (status < 0) { /* as too many open files: libuv closes that connection */
+        ff_noise_log(&h->noise, "cannot accept a connection: %s", uv_strerror(status));
         return;
+    }
     hconn *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL) {
+        ff_noise_log(&h->noise, "cannot accept a connection: not enough memory");
+        reject_pending(h);
         return;
+    }
     c->h = h;
     c->place = -1;
     c->c.data = c;
     c->c.on_frame = on_frame;
     c->c.on_close = on_closed;
     c->c.handshake_ms = h->handshake_ms;
+    c->c.noise = &h->noise;
     if (ff_conn_accept(&c->c, server, h->key) != 0) {
-        ff_conn_close(&c->c);
+        if (c->c.tcp.type != UV_TCP) { /* no handle: nothing to close */
+            free(c);
+            reject_pending(h);
+        } else {
+            ff_conn_close(&c->c); /* on_closed frees it */
+        }
         return;
     }
     c->next = h->conns;
@@ -877,71 +1296,164 @@ static void flush_all(uv_check_t *chk) {
         ff_conn_flush(&c->c);
 }
 
-/* --- the local worker and the program ------------------------------------ */
+/* --- local workers ---------------------------------------------------------- */
 
-static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
-    head *h = p->data;
-    h->child_running = 0;
-    if (!h->stopping)
-        ff_log(WHO, "the local worker exited (status %d, signal %d)", (int)status, sig);
-    uv_close((uv_handle_t *)p, NULL);
+static void child_start(hchild *ch);
+
+static void on_child_closed(uv_handle_t *p) {
+    hchild *ch = p->data;
+    ch->proc_open = 0;
 }
 
-static int spawn_local_worker(head *h, const char *addr, double cpus, const char *resources) {
-    char exe[4096];
-    size_t len = sizeof exe;
-    if (uv_exepath(exe, &len) != 0)
-        return -1;
-    char ncpus[32];
-    snprintf(ncpus, sizeof ncpus, "%g", cpus);
-    char *args[10];
-    int k = 0;
-    args[k++] = exe;
-    args[k++] = "worker";
-    args[k++] = "--address";
-    args[k++] = (char *)addr;
-    args[k++] = "--num-cpus";
-    args[k++] = ncpus;
-    if (resources != NULL) {
-        args[k++] = "--resources";
-        args[k++] = (char *)resources;
+static void on_restart(uv_timer_t *t) {
+    hchild *ch = t->data;
+    if (ch->h->stopping)
+        return;
+    if (ch->proc_open) /* the last process's handle is still closing */
+        uv_timer_start(t, on_restart, 10, 0);
+    else
+        child_start(ch);
+}
+
+/* The process of slot ch ended (how: "ended: ..."), or could not start:
+ * start another after a back-off, or give up after FF_LOCAL_GIVE_UP quick
+ * ends in a row; then tasks waiting for a local worker fail. */
+static void child_ended(hchild *ch, const char *how) {
+    head *h = ch->h;
+    if (h->stopping)
+        return;
+    int quick = uv_now(&h->loop) - ch->started_ms < FF_LOCAL_QUICK_MS;
+    ch->quick = quick ? ch->quick + 1 : 0;
+    char who[32] = "a local worker";
+    if (ch->pid > 0)
+        snprintf(who, sizeof who, "local worker %d", ch->pid);
+    if (ch->quick >= FF_LOCAL_GIVE_UP) {
+        ff_log(WHO, "%s %s, %u times in a row within %d s of starting: no other starts", who,
+               how, ch->quick, FF_LOCAL_QUICK_MS / 1000);
+        ch->given_up = 1;
+        if (--h->nchildren_live == 0) { /* what waited for one fails now */
+            ff_sched_drop_waiting(h->sched, on_lost, h);
+            abort_failed(h);
+            dispatch(h);
+        }
+        return;
     }
-    args[k] = NULL;
-    /* The token goes through the environment, never argv. */
+    uint64_t delay = (uint64_t)FF_LOCAL_BACKOFF_MS << (ch->quick > 0 ? ch->quick - 1 : 0);
+    ff_log(WHO, "%s %s; another starts in %.1f s", who, how, (double)delay / 1000);
+    uv_timer_start(&ch->restart, on_restart, delay, 0);
+}
+
+static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
+    hchild *ch = p->data;
+    head *h = ch->h;
+    ch->running = 0;
+    if (sig != 0)
+        snprintf(ch->ended, sizeof ch->ended, "ended: killed by signal %d", sig);
+    else
+        snprintf(ch->ended, sizeof ch->ended, "ended with exit status %d", (int)status);
+    uv_close((uv_handle_t *)p, on_child_closed);
+    for (hgrave *g = h->graves, *next; g; g = next) { /* failures waiting for this */
+        next = g->next;
+        if (g->pid == ch->pid)
+            grave_flush(h, g, ch->ended);
+    }
+    child_ended(ch, ch->ended);
+}
+
+/* Starts the process of local worker slot ch. The token goes through the
+ * environment, never argv. */
+static void child_start(hchild *ch) {
+    head *h = ch->h;
+    char *args[] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus,
+                    h->local_resources ? "--resources" : NULL, (char *)h->local_resources, NULL};
     extern char **environ;
     size_t ne = 0;
     while (environ[ne])
         ne++;
     char **env = calloc(ne + 2, sizeof *env);
     char *tok = malloc(strlen(h->token) + 13);
-    if (env == NULL || tok == NULL) {
-        free(env);
-        free(tok);
-        return -1;
+    int rc = UV_ENOMEM, spawned = 0;
+    if (env != NULL && tok != NULL) {
+        size_t j = 0;
+        for (size_t i = 0; i < ne; i++)
+            if (strncmp(environ[i], "FFLUA_TOKEN=", 12) != 0)
+                env[j++] = environ[i];
+        sprintf(tok, "FFLUA_TOKEN=%s", h->token);
+        env[j++] = tok;
+        env[j] = NULL;
+        uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                         {.flags = UV_INHERIT_FD, .data.fd = 1},
+                                         {.flags = UV_INHERIT_FD, .data.fd = 2}};
+        uv_process_options_t po = {.exit_cb = on_child_exit, .file = h->exe, .args = args,
+                                   .env = env, .stdio_count = 3, .stdio = stdio};
+        ch->proc.data = ch;
+        spawned = 1;
+        rc = uv_spawn(&h->loop, &ch->proc, &po);
     }
-    size_t j = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "FFLUA_TOKEN=", 12) != 0)
-            env[j++] = environ[i];
-    sprintf(tok, "FFLUA_TOKEN=%s", h->token);
-    env[j++] = tok;
-    env[j] = NULL;
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                     {.flags = UV_INHERIT_FD, .data.fd = 1},
-                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
-    uv_process_options_t po = {.exit_cb = on_child_exit, .file = exe, .args = args,
-                               .env = env, .stdio_count = 3, .stdio = stdio};
-    h->child.data = h;
-    int rc = uv_spawn(&h->loop, &h->child, &po);
     free(tok);
     free(env);
+    ch->started_ms = uv_now(&h->loop);
     if (rc != 0) {
-        ff_log(WHO, "cannot start the local worker: %s", uv_strerror(rc));
-        return -1;
+        if (spawned) { /* a handle uv_spawn initialized must be closed */
+            ch->proc_open = 1;
+            uv_close((uv_handle_t *)&ch->proc, on_child_closed);
+        }
+        char how[96];
+        snprintf(how, sizeof how, "could not start: %s", uv_strerror(rc));
+        ch->pid = 0;
+        child_ended(ch, how);
+        return;
     }
-    h->child_running = 1;
+    ch->running = ch->proc_open = 1;
+    ch->pid = ch->proc.pid;
+    ch->ended[0] = '\0';
+}
+
+/* The local workers' settings, and what each can hold (for fits_local). */
+struct local_ud {
+    head *h;
+};
+
+static int add_local_res(void *ud, const char *name, size_t len, double v) {
+    head *h = ud;
+    int64_t amount;
+    int id = ff_sched_resource(h->sched, name, len);
+    if (id < 0 || ff_sched_amount(v, &amount) != 0 || h->nlocal_cap >= 257)
+        return 1;
+    h->local_cap[h->nlocal_cap++] = (ff_res){id, amount};
     return 0;
 }
+
+static int start_local_workers(head *h, int n, const char *addr, double cpus, int64_t units,
+                               const char *resources) {
+    size_t len = sizeof h->exe;
+    if (uv_exepath(h->exe, &len) != 0) {
+        ff_log(WHO, "cannot start local workers: the program's path is unknown");
+        return -1;
+    }
+    snprintf(h->local_addr, sizeof h->local_addr, "%s", addr);
+    snprintf(h->local_cpus, sizeof h->local_cpus, "%.4f", cpus);
+    h->local_resources = resources;
+    h->local_cpus_units = units;
+    h->local_cap[h->nlocal_cap++] = (ff_res){FF_RES_CPU, units * FF_PIPELINE};
+    char err[256];
+    if (resources != NULL && ff_parse_resources(resources, add_local_res, h, err, sizeof err))
+        return -1; /* checked before: cannot happen */
+    h->children = calloc((size_t)n, sizeof *h->children);
+    if (h->children == NULL)
+        return -1;
+    h->nchildren = h->nchildren_live = n;
+    for (int k = 0; k < n; k++) {
+        hchild *ch = &h->children[k];
+        ch->h = h;
+        uv_timer_init(&h->loop, &ch->restart);
+        ch->restart.data = ch;
+        child_start(ch);
+    }
+    return 0;
+}
+
+/* --- the program ------------------------------------------------------------ */
 
 static void on_signal(uv_signal_t *sig, int signum);
 
@@ -960,21 +1472,30 @@ static void on_signal(uv_signal_t *sig, int signum) {
     h->stopping = 1;
     if (!h->quiet)
         ff_log(WHO, "stopping");
-    if (h->child_running)
-        uv_process_kill(&h->child, SIGTERM);
+    for (int k = 0; k < h->nchildren; k++) {
+        hchild *ch = &h->children[k];
+        if (ch->running)
+            uv_process_kill(&ch->proc, SIGTERM);
+        uv_close((uv_handle_t *)&ch->restart, NULL);
+    }
     for (hconn *c = h->conns; c; c = c->next) {
         if (c->c.state == FF_CONN_READY) {
             size_t at;
             ff_conn_begin(&c->c, FF_M_BYE, &at);
-            ff_conn_end(&c->c, at);
+            ff_conn_end(&c->c, at); /* without memory for it, the close says as much */
         }
         ff_conn_close(&c->c);
     }
-    /* The head's own handles; each connection closes its own. */
+    while (h->graves) /* their drivers get BYE */
+        grave_flush(h, h->graves, NULL);
+    /* The head's own handles; each connection closes its own. Running
+     * local workers keep the loop until they exited. */
     uv_close((uv_handle_t *)&h->server, NULL);
     uv_close((uv_handle_t *)&h->sigterm, NULL);
     uv_close((uv_handle_t *)&h->sigint, NULL);
     uv_close((uv_handle_t *)&h->flusher, NULL);
+    uv_close((uv_handle_t *)&h->grave_timer, NULL);
+    ff_noise_close(&h->noise);
     if (h->parent > 0)
         uv_close((uv_handle_t *)&h->parent_watch, NULL);
 }
@@ -985,6 +1506,19 @@ static uint64_t activity(void *ud) {
     for (hconn *c = h->conns; c; c = c->next)
         n += c->c.nreads;
     return n;
+}
+
+/* FFLUA_PARENT_PID: 0 when unset, else a process id, or -1 when bad. */
+static pid_t parent_pid(void) {
+    const char *pp = getenv("FFLUA_PARENT_PID");
+    if (pp == NULL || pp[0] == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(pp, &end, 10);
+    if (*end != '\0' || errno != 0 || v <= 0 || v > INT32_MAX || !(pp[0] >= '0' && pp[0] <= '9'))
+        return -1;
+    return (pid_t)v;
 }
 
 int ff_head_main(const ff_head_opts *o) {
@@ -1001,9 +1535,19 @@ int ff_head_main(const ff_head_opts *o) {
     if (rc == 0 && o->resources != NULL)
         rc = ff_check_resources(o->resources, err, sizeof err);
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
-    int64_t units;
-    if (rc == 0 && ff_sched_amount(cpus, &units) != 0) {
+    int64_t units = 0;
+    if (rc == 0 && (ff_sched_amount(cpus, &units) != 0 || cpus > FF_MAX_CPUS)) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
+        rc = FFLUA_EPROTO;
+    }
+    int nlocal = o->workers >= 0 ? o->workers : units > 0;
+    if (rc == 0 && nlocal > FF_MAX_LOCAL_WORKERS) {
+        snprintf(err, sizeof err, "bad --workers %d", nlocal);
+        rc = FFLUA_EPROTO;
+    }
+    if (rc == 0 && (h->parent = parent_pid()) < 0) {
+        snprintf(err, sizeof err, "bad FFLUA_PARENT_PID '%s': a process id expected",
+                 getenv("FFLUA_PARENT_PID"));
         rc = FFLUA_EPROTO;
     }
     if (rc == 0 && ff_sched_create(&h->sched) != 0) {
@@ -1018,11 +1562,19 @@ int ff_head_main(const ff_head_opts *o) {
     }
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
-    h->handshake_ms = (unsigned)(o->handshake_timeout * 1000);
+    h->handshake_ms = o->handshake_timeout > 0 ? (unsigned)(o->handshake_timeout * 1000 + 0.5) : 0;
+    if (gethostname(h->hostname, sizeof h->hostname - 1) != 0)
+        snprintf(h->hostname, sizeof h->hostname, "localhost");
+    char escaped[sizeof h->hostname];
+    snprintf(h->hostname, sizeof h->hostname, "%s",
+             ff_text_escape(escaped, 64, h->hostname, strlen(h->hostname)));
     uv_loop_init(&h->loop);
     uv_check_init(&h->loop, &h->flusher);
     h->flusher.data = h;
     uv_check_start(&h->flusher, flush_all);
+    uv_timer_init(&h->loop, &h->grave_timer);
+    h->grave_timer.data = h;
+    ff_noise_init(&h->noise, &h->loop);
     uv_tcp_init(&h->loop, &h->server);
     h->server.data = h;
     char addrbuf[300];
@@ -1039,6 +1591,8 @@ int ff_head_main(const ff_head_opts *o) {
         code = 1;
         uv_close((uv_handle_t *)&h->server, NULL);
         uv_close((uv_handle_t *)&h->flusher, NULL);
+        uv_close((uv_handle_t *)&h->grave_timer, NULL);
+        ff_noise_close(&h->noise);
     } else {
         struct sockaddr_storage bound;
         int blen = sizeof bound;
@@ -1065,18 +1619,20 @@ int ff_head_main(const ff_head_opts *o) {
         h->sigterm.data = h->sigint.data = h;
         uv_signal_start(&h->sigterm, on_signal, SIGTERM);
         uv_signal_start(&h->sigint, on_signal, SIGINT);
-        const char *pp = getenv("FFLUA_PARENT_PID");
-        if (pp != NULL && (h->parent = (pid_t)atol(pp)) > 0) {
+        if (h->parent > 0) {
             uv_timer_init(&h->loop, &h->parent_watch);
             h->parent_watch.data = h;
             uv_timer_start(&h->parent_watch, on_parent_watch, 300, 300);
         }
-        if (units > 0)
-            spawn_local_worker(h, addrbuf, cpus, o->resources);
+        if (nlocal > 0 && start_local_workers(h, nlocal, addrbuf, cpus, units, o->resources) != 0)
+            ff_log(WHO, "cannot start local workers: not enough memory");
     }
     ff_loop_run(&h->loop, 200, activity, h);
     while (h->runs)
         run_free(h, h->runs);
+    while (h->graves)
+        grave_flush(h, h->graves, NULL);
+    free(h->children);
     free(h->places);
     ff_sched_destroy(h->sched);
     uv_loop_close(&h->loop);

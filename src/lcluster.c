@@ -37,6 +37,7 @@
 #include "lcluster.h"
 #include "net.h"
 #include "sched.h"
+#include "text.h"
 
 #define CLIENT_MT "functionfuse.ClusterClient"
 
@@ -175,6 +176,7 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ff_tcp_keepalive(c->fd);
     unsigned char key[FF_KEY_LEN], nonce[FF_NONCE_LEN], mac[FF_MAC_LEN];
     ff_auth_key(token, tl, key);
     int type;
@@ -197,7 +199,8 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     }
     ff_nonce(nonce);
     ff_auth_mac(key, "client", h.nonce, nonce, mac);
-    ff_authmsg_write(&c->out, role, nonce, mac);
+    if (ff_authmsg_write(&c->out, role, nonce, mac) != 0)
+        return snprintf(c->err, sizeof c->err, "not enough memory"), -1;
     if (ffl_client_flush(c) != 0 || ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
         return -1;
     if (type == FF_M_REFUSE) {
@@ -205,8 +208,9 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
         ff_rd_init(&r, p, n);
         size_t len;
         const char *s = ff_rd_str(&r, &len);
-        snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %.*s", address,
-                 (int)len, s);
+        char why[300];
+        snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %s", address,
+                 ff_text_escape(why, sizeof why, s, len));
         return -1;
     }
     ff_rd r;
@@ -231,12 +235,17 @@ static int l_connect(lua_State *L) {
     lua_getfield(L, 2, "token_file");
     lua_getfield(L, 2, "timeout");
     double timeout = luaL_optnumber(L, -1, 10);
+    if (!(timeout >= 0.01 && timeout <= 3600)) /* also NaN */
+        return luaL_error(L, "bad option 'timeout' (a number of seconds from 0.01 to 3600 "
+                             "expected, got %s)", lua_tostring(L, -1));
     char token[512], err[512];
     size_t tl = 0;
     if (lua_isstring(L, -3)) {
         const char *t = lua_tolstring(L, -3, &tl);
         if (tl >= sizeof token)
             return luaL_error(L, "the token is too long");
+        if (ff_token_check(t, tl, err, sizeof err) != 0)
+            return luaL_error(L, "bad option 'token' (it %s)", err);
         memcpy(token, t, tl);
     } else if (ff_cluster_token(lua_tostring(L, -2), token, sizeof token, &tl, err,
                                 sizeof err) != 0) {
@@ -262,7 +271,8 @@ static int l_status(lua_State *L) {
     ffl_client *c = ffl_check_client(L, 1);
     size_t at;
     ff_frame_begin(&c->out, FF_M_STATUS, &at);
-    ff_frame_end(&c->out, at);
+    if (ff_frame_end(&c->out, at) != 0)
+        return luaL_error(L, "not enough memory");
     int type;
     const char *p;
     size_t n;
@@ -431,6 +441,7 @@ static int l_getpid(lua_State *L) {
 /* core.sleep(seconds) */
 static int l_sleep(lua_State *L) {
     double s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && s <= 1e9, 1, "a finite non-negative number of seconds expected");
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;

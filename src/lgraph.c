@@ -26,6 +26,7 @@
 
 #include <xxhash.h>
 
+#include "cluster.h"
 #include "codec.h"
 #include "fflua.h"
 #include "graph.h"
@@ -1786,6 +1787,7 @@ static int ffl_wf_run_local(lua_State *L) {
 
 #define SUBMIT_TASKS 4096
 #define SUBMIT_BYTES ((size_t)8 << 20)
+#define SUBMIT_HDR 64 /* a SUBMIT's header and counts, at most */
 
 /* A run on a cluster: the plugin pass here, then every planned node as a
  * task (function once per distinct function, arguments with references to
@@ -1897,7 +1899,17 @@ static int cl_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
 static int cl_node_error(lua_State *L, struct crun *x, uint32_t id, const char *what) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(x->r.ctx->graph, id));
     push_node_desc(L, x->r.ctx, id, lua_gettop(L));
+    if (what[0] == '\0')
+        return luaL_error(L, "%s: %s", lua_tostring(L, -1), lua_tostring(L, -3));
     return luaL_error(L, "%s: %s: %s", lua_tostring(L, -1), what, lua_tostring(L, -3));
+}
+
+/* Pushes "N.N MiB, more than the 256 MiB one message may carry". */
+static void push_too_big(lua_State *L, size_t n) {
+    char msg[100];
+    snprintf(msg, sizeof msg, "%.1f MiB, more than the %d MiB one message may carry",
+             (double)n / (1 << 20), (int)(FF_FRAME_MAX >> 20));
+    lua_pushstring(L, msg);
 }
 
 /* The fid of node id's function, sending the function the first time. */
@@ -1926,8 +1938,17 @@ static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
     }
     b->n = lenpos;
     ff_wr_str(b, code.p, code.n);
+    size_t n = code.n;
     ff_buf_free(&code);
-    ff_frame_end(b, at);
+    int rc = ff_frame_end(b, at);
+    if (rc == -EMSGSIZE) {
+        push_too_big(L, n);
+        lua_pushfstring(L, "it takes %s", lua_tostring(L, -1));
+        cl_node_error(L, x, id, "its function cannot be shipped");
+    }
+    if (rc != 0)
+        luaL_error(L, "not enough memory to send the function of a node (%d MiB)",
+                   (int)(n >> 20));
     lua_pushinteger(L, (lua_Integer)fid);
     lua_rawset(L, x->fids);
     return fid;
@@ -1969,6 +1990,11 @@ static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
             }
             size_t len;
             const char *nm = lua_tolstring(L, -2, &len);
+            if (ff_res_name_check(nm, len) != 0) {
+                lua_pushfstring(L, "resource names must be 1 to %d bytes of text without "
+                                   "control characters or backslashes", FF_RES_NAME_MAX);
+                cl_node_error(L, x, id, "bad remote args");
+            }
             ff_wr_str(b, nm, len);
             ff_wr_varint(b, (uint64_t)amount);
             n++;
@@ -1986,6 +2012,8 @@ static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
         b->n = count_at;
         ff_wr_varint(b, n);
         ff_wr_fixed(b, tail.p, tail.n);
+        if (tail.err != 0)
+            b->err = tail.err;
         ff_buf_free(&tail);
     }
 }
@@ -2052,6 +2080,25 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     cl_resources(L, x, id, b);
 }
 
+/* Sends the SUBMIT of tasks first .. first + count - 1: the first n bytes
+ * of x->tasks. */
+static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t first,
+                      uint32_t count, size_t n) {
+    ff_buf *b = ffl_client_out(x->c);
+    size_t at;
+    ff_frame_begin(b, FF_M_SUBMIT, &at);
+    ff_wr_varint(b, x->run_id);
+    ff_wr_varint(b, (uint64_t)maxp);
+    ff_wr_varint(b, x->r.plan->n);
+    ff_wr_varint(b, first);
+    ff_wr_varint(b, count);
+    ff_wr_fixed(b, x->tasks.p, n);
+    if (ff_frame_end(b, at) != 0) /* parts are made to fit: no memory */
+        luaL_error(L, "not enough memory to send the run's tasks");
+    if (ffl_client_flush(x->c) != 0)
+        luaL_error(L, "%s", ffl_client_error(x->c));
+}
+
 /* Protected: args (crun light userdata, workflow, options). */
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
@@ -2089,31 +2136,34 @@ static int cluster_inner(lua_State *L) {
     lua_pop(L, 1);
     if (maxp < 0)
         luaL_error(L, "bad option 'max_pending_tasks' (a positive integer expected)");
+    if (p->n > FF_RUN_MAX_TASKS)
+        luaL_error(L, "cannot run workflow: it has %d nodes, more than the %d a run on a "
+                      "cluster may have", (int)p->n, (int)FF_RUN_MAX_TASKS);
     uint32_t first = 0;
     for (uint32_t pos = 0; pos < p->n; pos++) {
+        size_t start = x->tasks.n;
         cl_task(L, x, pos, leaf, &x->tasks);
+        if (x->tasks.err != 0)
+            luaL_error(L, "not enough memory to send the run's tasks");
+        size_t one = x->tasks.n - start;
+        if (one + SUBMIT_HDR > FF_FRAME_MAX) {
+            push_too_big(L, one);
+            lua_pushfstring(L, "its arguments take %s: pass large inputs through a storage or "
+                               "a file", lua_tostring(L, -1));
+            cl_node_error(L, x, p->order[pos], "");
+        }
+        if (start > 0 && x->tasks.n + SUBMIT_HDR > FF_FRAME_MAX) {
+            /* This task does not fit with the part so far: that goes first. */
+            cl_submit(L, x, maxp, first, pos - first, start);
+            memmove(x->tasks.p, x->tasks.p + start, one);
+            x->tasks.n = one;
+            first = pos;
+        }
         uint32_t count = pos + 1 - first;
         if (count < SUBMIT_TASKS && x->tasks.n < SUBMIT_BYTES && pos + 1 < p->n)
             continue;
-        ff_buf *b = ffl_client_out(x->c);
-        size_t at;
-        ff_frame_begin(b, FF_M_SUBMIT, &at);
-        ff_wr_varint(b, x->run_id);
-        ff_wr_varint(b, (uint64_t)maxp);
-        ff_wr_varint(b, p->n);
-        ff_wr_varint(b, first);
-        ff_wr_varint(b, count);
-        ff_wr_fixed(b, x->tasks.p, x->tasks.n);
+        cl_submit(L, x, maxp, first, count, x->tasks.n);
         x->tasks.n = 0;
-        if (b->n - at > FF_FRAME_MAX) {
-            b->n = 0;
-            return luaL_error(L, "a node's arguments take more than the %d MiB one message may "
-                                 "carry: pass large inputs through a storage or a file",
-                              (int)(FF_FRAME_MAX >> 20));
-        }
-        ff_frame_end(b, at);
-        if (ffl_client_flush(x->c) != 0)
-            return luaL_error(L, "%s", ffl_client_error(x->c));
         first = pos + 1;
     }
     /* Results. */

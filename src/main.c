@@ -23,6 +23,7 @@
 #include "cluster.h"
 #include "fflua.h"
 #include "lutil.h"
+#include "sched.h"
 
 /* --- SIGINT, SIGTERM and SIGHUP -------------------------------------------
  * A signal handler can only reach process-wide state; these are the
@@ -104,6 +105,28 @@ int ff_cli_take_interrupt(void) {
 
 int ff_cli_terminate_pending(void) {
     return sig_term != 0;
+}
+
+/* --- SIGPIPE --------------------------------------------------------------
+ * The head and the worker write to sockets with libuv, whose writev cannot
+ * be told MSG_NOSIGNAL: a peer that closes while a write is in flight would
+ * kill the process. With a handler installed, the write fails with EPIPE
+ * instead and only that connection ends. A handler that does nothing
+ * rather than SIG_IGN: an ignored signal stays ignored across exec, and the
+ * programs a task starts (io.popen, os.execute) should get the default
+ * action, as they would anywhere else. The driver needs none of this: its
+ * client sends with MSG_NOSIGNAL. */
+static void on_sigpipe(int sig) {
+    (void)sig;
+}
+
+static void ignore_sigpipe(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigpipe;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGPIPE, &sa, NULL);
 }
 
 /* --- calls and reports ---------------------------------------------------- */
@@ -255,12 +278,13 @@ static const struct subcommand subcommands[] = {
 /* --- head and worker ------------------------------------------------------ */
 
 static const char head_usage[] =
-    "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N]\n"
+    "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N] [--workers N]\n"
     "                  [--resources JSON] [--token-file FILE] [--ready-file FILE] [--quiet]\n"
     "                  [--handshake-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
-    "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'). Peers\n"
+    "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'), or in\n"
+    "  --workers such workers, and starts another when one ends. Peers\n"
     "  prove they know the token in FILE (mode 600); without one the head makes\n"
     "  a token and only its own worker can join. --ready-file gets HOST:PORT\n"
     "  once listening; --quiet logs only errors. A peer that has not proved it\n"
@@ -291,32 +315,65 @@ static int bad_option(const char *cmd, const char *arg, const char *usage) {
     return 2;
 }
 
-static int parse_number(const char *s, double *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end != '\0' || v < 0)
+/* What an option's value must be. */
+enum { OPT_INT, OPT_REAL, OPT_CPUS };
+
+/* Parses the value v of option opt of `fflua cmd` into *out: a plain
+ * decimal number (no "inf", "nan", hex or spaces) from min to max, an
+ * integer for OPT_INT, with at most 4 decimals for OPT_CPUS. Otherwise
+ * prints "fflua CMD: bad OPT 'V': WHAT expected" and returns -1. */
+static int opt_number(const char *cmd, const char *opt, const char *v, int kind, double min,
+                      double max, const char *what, double *out) {
+    char *end = (char *)v;
+    double d = 0;
+    const char *digits = kind == OPT_INT ? "0123456789" : "0123456789.eE+-";
+    int64_t units;
+    if (v[0] != '\0' && strspn(v, digits) == strlen(v))
+        d = strtod(v, &end);
+    if (end == v || *end != '\0' || !(d >= min && d <= max) ||
+        (kind == OPT_CPUS && ff_sched_amount(d, &units) != 0)) {
+        fprintf(stderr, FF_PROGNAME " %s: bad %s '%s': %s expected\n", cmd, opt, v, what);
         return -1;
-    *out = v;
+    }
+    *out = d;
     return 0;
 }
 
+/* The name of option argv[i] without "=value", for messages. */
+static const char *opt_name(const char *arg, char *buf, size_t cap) {
+    snprintf(buf, cap, "%.*s", (int)strcspn(arg, "="), arg);
+    return buf;
+}
+
+#define CPUS_WHAT "a number of CPUs from 0 to " FFLUA_STRINGIFY(FF_MAX_CPUS) \
+                  ", with at most 4 decimals"
+
 static int head_main(int argc, char **argv) {
-    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1};
+    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1,
+                      .workers = -1};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
+        char name[64];
         double d;
+        opt_name(opt, name, sizeof name);
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(head_usage, stdout);
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--host")) != NULL) {
             o.host = v;
         } else if ((v = opt_value(argc, argv, &i, "--port")) != NULL) {
-            if (parse_number(v, &d) != 0 || d > 65535 || d != (int)d)
-                return bad_option("head", opt, head_usage);
+            if (opt_number("head", name, v, OPT_INT, 0, 65535, "an integer from 0 to 65535",
+                           &d) != 0)
+                return 2;
             o.port = (int)d;
         } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
-            if (parse_number(v, &o.num_cpus) != 0)
-                return bad_option("head", opt, head_usage);
+            if (opt_number("head", name, v, OPT_CPUS, 0, FF_MAX_CPUS, CPUS_WHAT, &o.num_cpus))
+                return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--workers")) != NULL) {
+            if (opt_number("head", name, v, OPT_INT, 0, FF_MAX_LOCAL_WORKERS, "an integer from 0 "
+                           "to " FFLUA_STRINGIFY(FF_MAX_LOCAL_WORKERS), &d) != 0)
+                return 2;
+            o.workers = (int)d;
         } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
@@ -326,12 +383,14 @@ static int head_main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--quiet") == 0) {
             o.quiet = 1;
         } else if ((v = opt_value(argc, argv, &i, "--handshake-timeout")) != NULL) {
-            if (parse_number(v, &o.handshake_timeout) != 0 || o.handshake_timeout > 3600)
-                return bad_option("head", opt, head_usage);
+            if (opt_number("head", name, v, OPT_REAL, 0.01, 3600, "a number of seconds from 0.01 "
+                           "to 3600", &o.handshake_timeout) != 0)
+                return 2;
         } else {
             return bad_option("head", opt, head_usage);
         }
     }
+    ignore_sigpipe();
     return ff_head_main(&o);
 }
 
@@ -339,14 +398,16 @@ static int worker_main(int argc, char **argv) {
     ff_worker_opts o = {.num_cpus = -1};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
+        char name[64];
+        opt_name(opt, name, sizeof name);
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(worker_usage, stdout);
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--address")) != NULL) {
             o.address = v;
         } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
-            if (parse_number(v, &o.num_cpus) != 0)
-                return bad_option("worker", opt, worker_usage);
+            if (opt_number("worker", name, v, OPT_CPUS, 0, FF_MAX_CPUS, CPUS_WHAT, &o.num_cpus))
+                return 2;
         } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
@@ -359,6 +420,7 @@ static int worker_main(int argc, char **argv) {
         fprintf(stderr, FF_PROGNAME " worker: --address HOST:PORT is required\n%s", worker_usage);
         return 2;
     }
+    ignore_sigpipe();
     return ff_worker_main(&o);
 }
 

@@ -14,23 +14,47 @@
 
 #include "fflua.h"
 #include "net.h"
+#include "text.h"
 
 /* --- frames -------------------------------------------------------------- */
 
 int ff_frame_begin(ff_buf *b, int type, size_t *at) {
+    *at = b->n;
     if (ff_buf_reserve(b, FF_FRAME_HDR) != 0)
         return -ENOMEM;
-    *at = b->n;
     memset(b->p + b->n, 0, 4);
     b->p[b->n + 4] = (char)type;
     b->n += FF_FRAME_HDR;
     return 0;
 }
 
-void ff_frame_end(ff_buf *b, size_t at) {
+int ff_frame_end(ff_buf *b, size_t at) {
+    if (b->err != 0 || b->n < at + FF_FRAME_HDR) {
+        b->err = 0;
+        b->n = at;
+        return -ENOMEM;
+    }
+    if (b->n - at - 4 > FF_FRAME_MAX) {
+        b->n = at;
+        return -EMSGSIZE;
+    }
     uint32_t len = (uint32_t)(b->n - at - 4);
     for (int i = 0; i < 4; i++)
         b->p[at + (size_t)i] = (char)(len >> (8 * i));
+    return 0;
+}
+
+size_t ff_varint_size(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+size_t ff_str_size(size_t n) {
+    return ff_varint_size(n) + n;
 }
 
 int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
@@ -180,13 +204,14 @@ int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *
         memcmp(mine->fflua, theirs->fflua, mine->fflua_len) == 0 &&
         mine->lua_len == theirs->lua_len && memcmp(mine->lua, theirs->lua, mine->lua_len) == 0)
         return 0;
+    char fflua[48], lua[48]; /* the peer's, as it sent them */
     snprintf(msg, cap,
              "version mismatch: this side has protocol %llu, fflua %.*s, %.*s; "
-             "the peer has protocol %llu, fflua %.*s, %.*s",
+             "the peer has protocol %llu, fflua %s, %s",
              (unsigned long long)mine->proto, (int)mine->fflua_len, mine->fflua,
              (int)mine->lua_len, mine->lua, (unsigned long long)theirs->proto,
-             (int)(theirs->fflua_len > 40 ? 40 : theirs->fflua_len), theirs->fflua,
-             (int)(theirs->lua_len > 40 ? 40 : theirs->lua_len), theirs->lua);
+             ff_text_escape(fflua, sizeof fflua, theirs->fflua, theirs->fflua_len),
+             ff_text_escape(lua, sizeof lua, theirs->lua, theirs->lua_len));
     return FFLUA_EVERSION;
 }
 
@@ -249,12 +274,11 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
 
 int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]) {
     size_t at;
-    if (ff_frame_begin(b, FF_M_HELLO, &at) ||
-        ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1) || wr_versions(b) ||
-        ff_wr_fixed(b, nonce, FF_NONCE_LEN))
-        return -ENOMEM;
-    ff_frame_end(b, at);
-    return 0;
+    ff_frame_begin(b, FF_M_HELLO, &at);
+    ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1);
+    wr_versions(b);
+    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
+    return ff_frame_end(b, at); /* the writes' failures are in b->err */
 }
 
 int ff_hello_read(const char *p, size_t n, ff_hello *h) {
@@ -272,11 +296,12 @@ int ff_hello_read(const char *p, size_t n, ff_hello *h) {
 int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
                      const unsigned char mac[FF_MAC_LEN]) {
     size_t at;
-    if (ff_frame_begin(b, FF_M_AUTH, &at) || wr_versions(b) || ff_wr_varint(b, (uint64_t)role) ||
-        ff_wr_fixed(b, nonce, FF_NONCE_LEN) || ff_wr_fixed(b, mac, FF_MAC_LEN))
-        return -ENOMEM;
-    ff_frame_end(b, at);
-    return 0;
+    ff_frame_begin(b, FF_M_AUTH, &at);
+    wr_versions(b);
+    ff_wr_varint(b, (uint64_t)role);
+    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
+    ff_wr_fixed(b, mac, FF_MAC_LEN);
+    return ff_frame_end(b, at);
 }
 
 int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
@@ -294,16 +319,29 @@ int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
 
 int ff_refuse_write(ff_buf *b, const char *reason) {
     size_t at;
-    if (ff_frame_begin(b, FF_M_REFUSE, &at) || ff_wr_str(b, reason, strlen(reason)))
-        return -ENOMEM;
-    ff_frame_end(b, at);
-    return 0;
+    ff_frame_begin(b, FF_M_REFUSE, &at);
+    ff_wr_str(b, reason, strlen(reason));
+    return ff_frame_end(b, at);
 }
 
 /* --- tokens -------------------------------------------------------------- */
 
+int ff_token_check(const char *tok, size_t n, char *why, size_t whylen) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)tok[i];
+        if (c < 0x20 || c > 0x7e) {
+            snprintf(why, whylen, "holds an unprintable byte (0x%02x at offset %zu): a token is "
+                                  "printable ASCII text", c, i);
+            return FFLUA_EAUTH;
+        }
+    }
+    return 0;
+}
+
 int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. The
+     * flag means nothing to a regular file, the only kind accepted. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         int en = errno;
         snprintf(err, errlen, "cannot read the token file '%s': %s", path, strerror(en));
@@ -322,22 +360,35 @@ int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *er
                  path, (unsigned)(st.st_mode & 0777));
         return FFLUA_EAUTH;
     }
-    ssize_t n = read(fd, out, cap);
+    size_t n = 0;
+    ssize_t got = 1;
+    while (n < cap && got > 0) {
+        got = read(fd, out + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            got = 1;
+        else if (got > 0)
+            n += (size_t)got;
+    }
     close(fd);
-    if (n < 0 || (size_t)n >= cap) {
+    if (got < 0 || n >= cap) {
         snprintf(err, errlen, "cannot read the token file '%s' (or it is over %zu bytes)", path,
                  cap - 1);
         return FFLUA_EAUTH;
     }
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
         n--;
-    if ((size_t)n < FF_TOKEN_MIN) {
+    if (n < FF_TOKEN_MIN) {
         snprintf(err, errlen, "the token in '%s' is too short (at least %d bytes)", path,
                  FF_TOKEN_MIN);
         return FFLUA_EAUTH;
     }
+    char why[128];
+    if (ff_token_check(out, n, why, sizeof why) != 0) {
+        snprintf(err, errlen, "the token in '%s' %s", path, why);
+        return FFLUA_EAUTH;
+    }
     out[n] = '\0';
-    *len = (size_t)n;
+    *len = n;
     return 0;
 }
 

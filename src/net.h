@@ -25,6 +25,7 @@
 #define FF_MAC_LEN 32
 #define FF_KEY_LEN 32
 #define FF_TOKEN_MIN 16 /* bytes of a token file, at least */
+#define FF_RUN_MAX_TASKS ((uint32_t)1 << 24) /* tasks of one run, at most */
 
 enum ff_msg_type {
     FF_M_HELLO = 1,   /* server -> client: magic, versions, server nonce */
@@ -49,10 +50,19 @@ enum ff_role { FF_ROLE_WORKER = 1, FF_ROLE_DRIVER = 2, FF_ROLE_STATUS = 3 };
 
 /* --- frames -------------------------------------------------------------- */
 
-/* Appends a frame header for a payload of len bytes to be appended next. */
+/* Appends a frame header; the payload is appended next. *at is set (to
+ * where the frame starts) even when this fails with -ENOMEM, so that
+ * ff_frame_end can remove the frame. */
 int ff_frame_begin(ff_buf *b, int type, size_t *at);
-/* Patches the length once the payload is written (at from ff_frame_begin). */
-void ff_frame_end(ff_buf *b, size_t at);
+/* Ends the frame begun at at: patches its length and returns 0. Returns
+ * -ENOMEM when a write into b failed since (b->err, which is cleared), or
+ * -EMSGSIZE when the frame is larger than FF_FRAME_MAX; the frame is then
+ * removed from b, so that nothing cut short or oversized is ever sent. */
+int ff_frame_end(ff_buf *b, size_t at);
+/* The bytes of a varint of v, and of a str of n bytes: for checking a
+ * frame's size before building it. */
+size_t ff_varint_size(uint64_t v);
+size_t ff_str_size(size_t n);
 
 /* The first complete frame in p[0..n): 0 and its type, payload and total
  * size; FFLUA_ENOTFOUND when more bytes are needed; FFLUA_EPROTO for a frame
@@ -81,6 +91,9 @@ int ff_wr_svarint(ff_buf *b, int64_t v);
 int ff_wr_str(ff_buf *b, const char *p, size_t n);
 int ff_wr_fixed(ff_buf *b, const void *p, size_t n);
 int ff_wr_double(ff_buf *b, double v);
+
+/* --- what peers say, in logs and messages --------------------------------- */
+
 
 /* --- handshake ----------------------------------------------------------- */
 
@@ -126,8 +139,15 @@ int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN
 int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a);
 int ff_refuse_write(ff_buf *b, const char *reason);
 
-/* Reads a token file: refuses one that others may read (mode & 077) or that
- * is shorter than FF_TOKEN_MIN; trailing newlines are not part of it. */
+/* 0 when the n bytes at tok are printable ASCII (a token travels through
+ * environments and files as text; a NUL would cut it short); otherwise
+ * FFLUA_EAUTH and why ("holds an unprintable byte (0x.. at offset N): ..."),
+ * to be prefixed with what holds the token. */
+int ff_token_check(const char *tok, size_t n, char *why, size_t whylen);
+/* Reads a token file: refuses one that is not a regular file (without
+ * waiting on a FIFO), that others may read (mode & 077), that is shorter
+ * than FF_TOKEN_MIN or not printable; trailing newlines are not part of
+ * it. */
 int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *err, size_t errlen);
 /* A fresh random token (hex, 64 characters, NUL-terminated). */
 void ff_token_new(char out[65]);

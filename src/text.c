@@ -54,10 +54,29 @@ static size_t piece_at(const unsigned char *p, size_t i, size_t n, char piece[4]
         return u;
     }
     piece[0] = '\\';
+    if (p[i] == '\n' || p[i] == '\r' || p[i] == '\t') {
+        piece[1] = p[i] == '\n' ? 'n' : p[i] == '\r' ? 'r' : 't';
+        return 2;
+    }
     piece[1] = 'x';
     piece[2] = hex[p[i] >> 4];
     piece[3] = hex[p[i] & 15];
     return 4;
+}
+
+size_t ff_text_escape_check(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (p[i] >= 0x20 && p[i] < 0x7F) {
+            i++;
+            continue;
+        }
+        size_t u = utf8_len(p + i, n - i);
+        if (u == 0)
+            return i;
+        i += u;
+    }
+    return n;
 }
 
 size_t ff_text_escaped_len(const char *s, size_t n) {

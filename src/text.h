@@ -11,12 +11,17 @@
 #include <stddef.h>
 
 /* Writes s[0..n) to out (cap bytes, always NUL-terminated when cap > 0):
- * printable ASCII and well-formed UTF-8 as they are, every other byte
- * (controls, DEL, C1 controls, malformed UTF-8) as \xHH. A backslash is
- * left as it is: the text is for people, and patterns are full of them. When out
+ * printable ASCII and well-formed UTF-8 as they are, newline, carriage
+ * return and tab as \n, \r, \t, every other byte (controls, DEL, C1
+ * controls, malformed UTF-8, NUL) as \xHH. A backslash is left as it is:
+ * the text is for people, and patterns are full of them. When out
  * is too small the text is cut at a character boundary and ends in "...".
  * Returns out. Thread-safe; keeps no state. */
 const char *ff_text_escape(char *out, size_t cap, const char *s, size_t n);
+
+/* The offset of the first byte of s[0..n) that ff_text_escape would
+ * change, or n when there is none. */
+size_t ff_text_escape_check(const char *s, size_t n);
 
 /* The length of s[0..n) escaped in full (without the NUL). */
 size_t ff_text_escaped_len(const char *s, size_t n);

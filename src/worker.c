@@ -40,6 +40,7 @@
 #include "fflua.h"
 #include "lutil.h"
 #include "sched.h"
+#include "text.h"
 
 /* --- the worker ---------------------------------------------------------- */
 
@@ -204,12 +205,24 @@ static int push_function(struct exec *x) {
     return 0;
 }
 
+/* os.exit in a task's state: a node ending its worker's process would
+ * take the other tasks there with it and leave its run to learn only that
+ * the worker left. The node fails instead, with a clear error. */
+static int l_os_exit(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
+    const char *name = lua_tostring(L, -1);
+    return luaL_error(L, "os.exit called in node '%s': a node cannot end its worker's process",
+                      name != NULL ? name : "?");
+}
+
 /* Protected: runs the task whose struct exec is the light userdata at 1;
  * leaves the encoded result in t->out. */
 static int run_task(lua_State *L) {
     struct exec *x = lua_touserdata(L, 1);
     wtask *t = x->t;
     lua_settop(L, 0);
+    lua_pushstring(L, t->name);
+    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
     if (push_function(x) != 0)
         return lua_error(L);
     int fn = lua_gettop(L);
@@ -254,7 +267,28 @@ static lua_State *exec_state(void) {
     fflua_open(L);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+    lua_getglobal(L, "os"); // [os]
+    lua_pushcfunction(L, l_os_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
     return L;
+}
+
+/* Makes t's outcome the message m (n bytes), or one saying that m did not
+ * fit in memory. */
+static void set_message(wtask *t, const char *m, size_t n) {
+    char alt[160];
+    t->out.n = 0;
+    if (ff_buf_reserve(&t->out, n) != 0) {
+        snprintf(alt, sizeof alt, "the worker has not enough memory for its error message "
+                                  "(%.1f MiB)", (double)n / (1 << 20));
+        m = alt;
+        n = strlen(alt);
+        if (ff_buf_reserve(&t->out, n) != 0)
+            return; /* an empty message: the head still learns that it failed */
+    }
+    memcpy(t->out.p, m, n);
+    t->out.n = n;
 }
 
 /* Runs task t in state L; the outcome goes into t (ok, out, ns). */
@@ -279,11 +313,7 @@ static void run_one(worker *w, lua_State *L, wtask *t, uint64_t gen, uint64_t *s
         const char *m = lua_tolstring(L, -1, &n);
         if (m == NULL)
             m = "(error object is not a string)", n = strlen(m);
-        t->out.n = 0;
-        if (ff_buf_reserve(&t->out, n) == 0) {
-            memcpy(t->out.p, m, n);
-            t->out.n = n;
-        }
+        set_message(t, m, n);
     }
     lua_settop(L, 0);
 }
@@ -329,26 +359,68 @@ static void *executor(void *arg) {
 
 /* --- the loop thread ----------------------------------------------------- */
 
-/* Keeps a finished task's result here and tells the head. Under w->mu
- * for the store; the frame is written by the loop thread. */
-static void report(worker *w, wtask *t) {
-    if (w->conn.state != FF_CONN_READY)
-        return;
+static double mib(size_t n) {
+    return (double)n / (1 << 20);
+}
+
+/* Queues RESULT(run, index, ok, bytes, ns): 0, or ff_conn_end's error. */
+static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const char *p, size_t n,
+                        uint64_t ns) {
     size_t at;
     ff_buf *b = &w->conn.out;
     ff_conn_begin(&w->conn, FF_M_RESULT, &at);
-    ff_wr_varint(b, t->run);
-    ff_wr_varint(b, t->index);
-    ff_wr_varint(b, (uint64_t)t->ok);
-    ff_wr_str(b, t->out.p, t->out.n);
-    ff_wr_varint(b, t->ns);
-    ff_conn_end(&w->conn, at);
+    ff_wr_varint(b, run);
+    ff_wr_varint(b, index);
+    ff_wr_varint(b, (uint64_t)ok);
+    ff_wr_str(b, p, n);
+    ff_wr_varint(b, ns);
+    return ff_conn_end(&w->conn, at);
 }
 
+/* Tells the head that task (run, index) failed with msg; when not even
+ * that can be written, leaves the cluster, so that the head fails the task
+ * rather than wait for it. */
+static void report_failure(worker *w, uint64_t run, uint64_t index, const char *name,
+                           size_t nl, const char *msg) {
+    if (write_result(w, run, index, 0, msg, strlen(msg), 0) != 0) {
+        char nm[64];
+        ff_log(WHO, "cannot tell the head that node '%s' failed (%s): leaving",
+               ff_text_escape(nm, sizeof nm, name, nl), msg);
+        ff_conn_close(&w->conn);
+    }
+}
+
+/* Sends a finished task's outcome to the head. One that cannot be written
+ * (no memory for the frame, or over the frame limit) becomes a failure
+ * saying so: the head must never get a cut frame, nor wait. */
+static void report(worker *w, wtask *t) {
+    if (w->conn.state != FF_CONN_READY)
+        return;
+    int rc = write_result(w, t->run, t->index, t->ok, t->out.p, t->out.n, t->ns);
+    if (rc == 0)
+        return;
+    char msg[200];
+    const char *what = t->ok ? "result" : "error message";
+    if (rc == -EMSGSIZE)
+        snprintf(msg, sizeof msg, "its %s (%.1f MiB) takes more than the %d MiB one message may "
+                                  "carry", what, mib(t->out.n), (int)(FF_FRAME_MAX >> 20));
+    else
+        snprintf(msg, sizeof msg, "the worker has not enough memory to send its %s (%.1f MiB)",
+                 what, mib(t->out.n));
+    report_failure(w, t->run, t->index, t->name, strlen(t->name), msg);
+}
+
+/* Keeps a finished task's result here for the tasks that will use it (the
+ * head counts on it); without memory for it, the task fails. Under w->mu. */
 static void keep_result(worker *w, wtask *t) {
     wrun *r = t->ok ? run_get(w, t->run, 0) : NULL;
-    if (r != NULL)
-        bm_put(&r->results, t->index, t->out.p, t->out.n);
+    if (r != NULL && bm_put(&r->results, t->index, t->out.p, t->out.n) != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the worker has not enough memory to keep its result "
+                                  "(%.1f MiB)", mib(t->out.n));
+        t->ok = 0;
+        set_message(t, msg, strlen(msg));
+    }
 }
 
 static void send_results(uv_async_t *a) {
@@ -367,55 +439,72 @@ static void send_results(uv_async_t *a) {
     }
 }
 
+/* A TASK: queued, or run at once with one CPU. Returns nonzero for a
+ * malformed one (the connection closes). Without memory for its inputs,
+ * the task fails and the head is told so. */
 static int on_task(worker *w, const char *p, size_t n) {
     ff_rd r;
     ff_rd_init(&r, p, n);
+    uint64_t run_id = ff_rd_varint(&r), index = ff_rd_varint(&r), fid = ff_rd_varint(&r);
+    size_t len, nl;
+    const char *name = ff_rd_str(&r, &nl);
+    uint64_t ndeps = ff_rd_varint(&r);
+    if (r.err || ndeps > n)
+        return 1;
     wtask *t = calloc(1, sizeof *t);
-    if (t == NULL)
-        return 1;
-    t->run = ff_rd_varint(&r);
-    t->index = ff_rd_varint(&r);
-    t->fid = ff_rd_varint(&r);
-    size_t len;
-    const char *s = ff_rd_str(&r, &len);
-    t->name = strndup(s, len);
-    t->ndeps = (size_t)ff_rd_varint(&r);
-    if (r.err || t->ndeps > n) {
-        task_free(t);
-        return 1;
+    int oom = t == NULL;
+    if (t != NULL) {
+        t->run = run_id;
+        t->index = index;
+        t->fid = fid;
+        t->ndeps = (size_t)ndeps;
+        t->name = strndup(name, nl);
+        t->deps = calloc(t->ndeps ? t->ndeps : 1, sizeof *t->deps);
+        oom = t->name == NULL || t->deps == NULL;
     }
-    t->deps = calloc(t->ndeps ? t->ndeps : 1, sizeof *t->deps);
-    if (t->deps == NULL) {
-        task_free(t);
-        return 1;
-    }
+    /* Read everything, also without memory: a malformed TASK must still
+     * close the connection. */
     pthread_mutex_lock(&w->mu);
-    wrun *run = run_get(w, t->run, 1);
-    for (size_t i = 0; i < t->ndeps && !r.err; i++) {
-        t->deps[i] = ff_rd_varint(&r);
+    wrun *run = oom ? NULL : run_get(w, run_id, 1);
+    oom |= run == NULL;
+    for (uint64_t i = 0; i < ndeps && !r.err; i++) {
+        uint64_t dep = ff_rd_varint(&r);
+        if (!oom)
+            t->deps[i] = dep;
         if (ff_rd_varint(&r)) {
             const char *b = ff_rd_str(&r, &len);
-            if (!r.err && run != NULL)
-                bm_put(&run->results, t->deps[i], b, len);
+            if (!r.err && !oom && bm_put(&run->results, dep, b, len) != 0)
+                oom = 1;
         }
     }
     pthread_mutex_unlock(&w->mu);
-    s = ff_rd_str(&r, &t->nargs);
-    t->args = malloc(t->nargs ? t->nargs : 1);
-    if (t->args)
-        memcpy(t->args, s, t->nargs);
-    s = ff_rd_str(&r, &t->npre);
-    t->pre = malloc(t->npre ? t->npre : 1);
-    if (t->pre)
-        memcpy(t->pre, s, t->npre);
-    t->cpus = (int64_t)ff_rd_varint(&r);
-    if (t->cpus > w->cpus) /* never more than all of them */
-        t->cpus = w->cpus;
-    if (ff_rd_done(&r) != 0 || t->name == NULL || t->args == NULL || t->pre == NULL ||
-        run == NULL) {
-        task_free(t);
+    size_t nargs, npre;
+    const char *args = ff_rd_str(&r, &nargs), *pre = ff_rd_str(&r, &npre);
+    int64_t cpus = (int64_t)ff_rd_varint(&r);
+    if (ff_rd_done(&r) != 0) {
+        if (t != NULL)
+            task_free(t);
         return 1;
     }
+    if (!oom) {
+        t->nargs = nargs;
+        t->npre = npre;
+        t->args = malloc(nargs ? nargs : 1);
+        t->pre = malloc(npre ? npre : 1);
+        oom = t->args == NULL || t->pre == NULL;
+    }
+    if (oom) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
+                 mib(n));
+        report_failure(w, run_id, index, name, nl, msg);
+        if (t != NULL)
+            task_free(t);
+        return 0;
+    }
+    memcpy(t->args, args, nargs);
+    memcpy(t->pre, pre, npre);
+    t->cpus = cpus > w->cpus ? w->cpus : cpus; /* never more than all of them */
     if (w->inline_L != NULL) { /* one CPU: run it here, now */
         run_one(w, w->inline_L, t, w->dropped_gen, &w->inline_gen);
         keep_result(w, t);
@@ -455,6 +544,8 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         wrun *wr = run_get(w, run, 1);
         int rc = wr ? bm_put(&wr->funcs, fid, code, len) : -ENOMEM;
         pthread_mutex_unlock(&w->mu);
+        if (rc != 0) /* the head fails the tasks running here, as it learns we left */
+            ff_log(WHO, "not enough memory for a function (%.1f MiB): leaving", mib(len));
         return rc != 0;
     }
     case FF_M_FREE: {
@@ -486,7 +577,8 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     case FF_M_REFUSE: {
         size_t len;
         const char *why = ff_rd_str(&r, &len);
-        ff_log(WHO, "the head refused this worker: %.*s", (int)len, why);
+        char esc[512];
+        ff_log(WHO, "the head refused this worker: %s", ff_text_escape(esc, sizeof esc, why, len));
         w->exit_code = 1;
         return 1;
     }
@@ -533,7 +625,12 @@ static void on_ready(ff_conn *c, int role) {
     gethostname(host, sizeof host - 1);
     ff_wr_str(b, host, strlen(host));
     ff_wr_varint(b, (uint64_t)getpid());
-    ff_conn_end(c, at);
+    if (ff_conn_end(c, at) != 0) {
+        ff_log(WHO, "not enough memory to register with the head");
+        w->exit_code = 1;
+        ff_conn_close(c);
+        return;
+    }
     w->registered = 1;
 }
 

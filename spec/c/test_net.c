@@ -2,6 +2,7 @@
  * test_net.c: the protocol's bytes without sockets: frames, fields, the
  * version check, the MACs, token files.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,10 +112,63 @@ static void test_token_file(void) {
     ASSERT(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err) < 0);
 }
 
+/* A frame whose writes failed, or that is over FF_FRAME_MAX, is removed
+ * whole: the frames before it stay, nothing cut short remains. */
+static void test_frame_end_drops(void) {
+    ff_buf b = {0};
+    size_t at;
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_BYE, &at), 0);
+    ASSERT_EQ(ff_frame_end(&b, at), 0);
+    size_t kept = b.n;
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_RESULT, &at), 0);
+    ASSERT_EQ(at, kept);
+    ASSERT_EQ(ff_wr_varint(&b, 7), 0);
+    b.err = -ENOMEM; /* as a failed reservation leaves it */
+    ASSERT_EQ(ff_wr_str(&b, "abc", 3), 0);
+    ASSERT_EQ(ff_frame_end(&b, at), -ENOMEM);
+    ASSERT_EQ(b.n, kept);
+    ASSERT_EQ(b.err, 0);
+    ASSERT_EQ(ff_frame_begin(&b, FF_M_RESULT, &at), 0);
+    b.n = at + 4 + FF_FRAME_MAX + 1; /* the length only: frame_end reads no payload */
+    ASSERT_EQ(ff_frame_end(&b, at), -EMSGSIZE);
+    ASSERT_EQ(b.n, kept);
+    ASSERT_EQ(ff_varint_size(127), 1);
+    ASSERT_EQ(ff_varint_size(128), 2);
+    ASSERT_EQ(ff_str_size(300), 302);
+    ff_buf_free(&b);
+}
+
+static void test_token_rejects(void) {
+    char dir[] = "/tmp/fflua-test-tokdir.XXXXXX";
+    ASSERT(mkdtemp(dir) != NULL);
+    char path[128], tok[128], err[256];
+    size_t len;
+    /* A FIFO: refused at once, not waited on. */
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    ASSERT_EQ(mkfifo(path, 0600), 0);
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), FFLUA_EAUTH);
+    ASSERT(strstr(err, "is not a regular file") != NULL);
+    unlink(path);
+    /* A NUL byte, or any byte that is not printable ASCII. */
+    snprintf(path, sizeof path, "%s/nul", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT(fd >= 0);
+    ASSERT(write(fd, "0123456789abcdef\0tail\n", 22) == 22);
+    close(fd);
+    ASSERT_EQ(ff_token_read(path, tok, sizeof tok, &len, err, sizeof err), FFLUA_EAUTH);
+    ASSERT(strstr(err, "holds an unprintable byte (0x00 at offset 16)") != NULL);
+    unlink(path);
+    rmdir(dir);
+    ASSERT_EQ(ff_token_check("a b~", 4, err, sizeof err), 0);
+    ASSERT_EQ(ff_token_check("ab\x80", 3, err, sizeof err), FFLUA_EAUTH);
+}
+
 int main(void) {
     RUN(test_frames);
+    RUN(test_frame_end_drops);
     RUN(test_versions);
     RUN(test_macs);
     RUN(test_token_file);
+    RUN(test_token_rejects);
     return 0;
 }

@@ -14,7 +14,7 @@ static const char *esc(const char *s, size_t n, size_t cap) {
 static void test_escape(void) {
     ASSERT_STR_EQ(esc("plain", 5, 64), "plain");
     ASSERT_STR_EQ(esc("a\0b", 3, 64), "a\\x00b");
-    ASSERT_STR_EQ(esc("\x1b[31mred\n", 9, 64), "\\x1b[31mred\\x0a");
+    ASSERT_STR_EQ(esc("\x1b[31mred\n", 9, 64), "\\x1b[31mred\\n");
     ASSERT_STR_EQ(esc("caf\xc3\xa9", 5, 64), "caf\xc3\xa9");       /* UTF-8 kept */
     ASSERT_STR_EQ(esc("\xff\xc3", 2, 64), "\\xff\\xc3");           /* malformed */
     ASSERT_STR_EQ(esc("\xc2\x9b", 2, 64), "\\xc2\\x9b");           /* a C1 control */
@@ -28,6 +28,16 @@ static void test_escape(void) {
     ASSERT_STR_EQ(esc("abcd\x01", 5, 8), "abcd...");
     ASSERT_STR_EQ(esc("\xc3\xa9\xc3\xa9\xc3\xa9", 6, 6), "\xc3\xa9...");
     ASSERT_EQ(ff_text_escaped_len("a\0b", 3), 6);
+    /* What a peer sends cannot forge a line of a log or drive a terminal. */
+    static const char forged[] = "x\nfflua head: worker evil:1 joined\r\t\x1b[2J\\\x7f";
+    ASSERT_STR_EQ(esc(forged, sizeof forged - 1, 64),
+                  "x\\nfflua head: worker evil:1 joined\\r\\t\\x1b[2J\\\\x7f");
+    static const char utf[] = "\xc3\xa9\xe2\x82\xac \xc2\x9b \xed\xa0\x80 \xff\x00!";
+    ASSERT_STR_EQ(esc(utf, sizeof utf - 1, 64),
+                  "\xc3\xa9\xe2\x82\xac \\xc2\\x9b \\xed\\xa0\\x80 \\xff\\x00!");
+    ASSERT_EQ(ff_text_escape_check(utf, 5), 5);
+    ASSERT_EQ(ff_text_escape_check(utf, sizeof utf - 1), 6);
+    ASSERT_EQ(ff_text_escape_check("plain", 5), 5);
     char tiny[1];
     ASSERT_STR_EQ(ff_text_escape(tiny, 1, "abc", 3), "");
 }

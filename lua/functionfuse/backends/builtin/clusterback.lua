@@ -35,6 +35,16 @@ local function fflua_exe()
         "(set FFLUA_BIN)", 3)
 end
 
+local MAX_WORKERS, MAX_CPUS = 1024, 4096 -- as fflua head --workers and --num-cpus take
+
+-- Whether v is a number from 0 to max with at most 4 decimals (an amount
+-- the scheduler takes exactly).
+local function amount(v, max)
+  if type(v) ~= "number" or v ~= v or v < 0 or v > max then return false end
+  local u = v * 10000
+  return math.abs(u - math.floor(u + 0.5)) <= 1e-9 * math.max(u, 1)
+end
+
 local function resources_json(res)
   if res == nil then return nil end
   local parts, names = {}, {}
@@ -42,15 +52,17 @@ local function resources_json(res)
   table.sort(names)
   for _, k in ipairs(names) do
     local v = res[k]
-    if type(k) ~= "string" or k:find('["\\]') or type(v) ~= "number" then
-      error("ClusterWorkflow: resources must map names to numbers", 4)
+    if type(k) ~= "string" or k:find('["\\%c]') or not amount(v, 2 ^ 50 / 10000) then
+      error("ClusterWorkflow: resources must map names to non-negative numbers with at most " ..
+            "4 decimals", 4)
     end
     parts[#parts + 1] = ('"%s": %.17g'):format(k, v)
   end
   return "{" .. table.concat(parts, ", ") .. "}"
 end
 
--- A guard whose collection (at state close) stops the local cluster.
+-- A guard whose collection (at state close) stops the local cluster: its
+-- head, which stops its workers.
 local Guard = {
   __gc = function(g)
     for _, pid in ipairs(g.pids) do core.kill(pid, 15) end
@@ -65,8 +77,13 @@ local function start_local(a)
     num_cpus = a.num_cpus or 1,
     resources = resources_json(a.resources),
   }
-  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1 then
-    error("ClusterWorkflow: num_workers must be a positive integer", 4)
+  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1
+     or cfg.num_workers > MAX_WORKERS then
+    error("ClusterWorkflow: num_workers must be an integer from 1 to " .. MAX_WORKERS, 4)
+  end
+  if not amount(cfg.num_cpus, MAX_CPUS) then
+    error("ClusterWorkflow: num_cpus must be a number from 0 to " .. MAX_CPUS ..
+          " with at most 4 decimals", 4)
   end
   local lc = state.local_cluster
   if lc then
@@ -82,8 +99,11 @@ local function start_local(a)
   os.remove(ready)
   local env = { FFLUA_TOKEN = token, FFLUA_PARENT_PID = tostring(core.getpid()) }
   local guard = setmetatable({ pids = {} }, Guard)
-  local head = core.spawn({ exe, "head", "--port", "0", "--num-cpus", "0", "--quiet",
-                            "--ready-file", ready }, env)
+  -- The head starts the workers, and starts another when one ends.
+  local argv = { exe, "head", "--port", "0", "--workers", tostring(cfg.num_workers),
+                 "--num-cpus", ("%.4f"):format(cfg.num_cpus), "--quiet", "--ready-file", ready }
+  if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
+  local head = core.spawn(argv, env)
   guard.pids[1] = head
   local address
   for _ = 1, 400 do
@@ -95,11 +115,6 @@ local function start_local(a)
   os.remove(ready)
   if not address then
     error("ClusterWorkflow: the local cluster's head did not start", 4)
-  end
-  for _ = 1, cfg.num_workers do
-    local argv = { exe, "worker", "--address", address, "--num-cpus", tostring(cfg.num_cpus) }
-    if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
-    guard.pids[#guard.pids + 1] = core.spawn(argv, env)
   end
   local client = core.cluster_connect(address, { token = token })
   for _ = 1, 400 do
