@@ -72,8 +72,8 @@ typedef struct ff_worker_opts {
 
 /* The programs behind `fflua head` and `fflua worker` (exit statuses).
  * They write with libuv, whose writev has no per-call MSG_NOSIGNAL: the
- * caller must make SIGPIPE harmless first (main.c does), so that a peer
- * that goes away mid-write is that peer's loss only. */
+ * caller must make SIGPIPE harmless first (the program does, in cli.c), so
+ * that a peer that goes away mid-write is that peer's loss only. */
 int ff_head_main(const ff_head_opts *o);
 int ff_worker_main(const ff_worker_opts *o);
 

@@ -4,12 +4,12 @@
  * fflua is a Lua 5.4 interpreter that behaves as the stock `lua5.4` command
  * (options, `arg`, LUA_INIT, exit status, error reports) with the fflua
  * package built in, an interactive REPL with line editing and completion
- * (repl.c), and subcommands for the cluster and the store. The structure
- * follows lua.c: everything after the state is created runs in protected
- * mode under pmain, so even a memory error is reported and the state is
- * always closed.
+ * (repl.c), and subcommands for the cluster and the store. This file
+ * parses the arguments and dispatches; protected calls, reports and
+ * signals are cli.c's. The structure follows lua.c: everything after the
+ * state is created runs in protected mode under pmain, so even a memory
+ * error is reported and the state is always closed.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,152 +22,8 @@
 #include "cli.h"
 #include "cluster.h"
 #include "fflua.h"
-#include "lutil.h"
+#include "repl.h"
 #include "sched.h"
-
-/* --- SIGINT, SIGTERM and SIGHUP -------------------------------------------
- * A signal handler can only reach process-wide state; these are the
- * program's, never the library's.
- *
- * SIGINT interrupts the running Lua code ("interrupted!"); the REPL goes
- * on. SIGTERM and SIGHUP interrupt it too ("terminated") and end the
- * program, but only after the Lua state is closed: storages commit what
- * they hold then, so a terminated run keeps every result it finished. The
- * program then dies of the signal, so its parent sees why. A second signal
- * while the code is stuck in C ends the process at once. */
-static lua_State *volatile sig_L;
-static volatile sig_atomic_t sig_in_call;  /* Lua code is running */
-static volatile sig_atomic_t sig_pending;  /* SIGINT arrived between calls */
-static volatile sig_atomic_t sig_term;     /* SIGTERM or SIGHUP arrived */
-
-/* Raises "interrupted!" (or "terminated") and stays armed, so a pcall in
- * the interrupted code cannot swallow it: the error comes back at the next
- * instruction until control reaches the top. ff_cli_docall disarms it. */
-static void ff_hook_stop(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    lua_sethook(L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-    luaL_error(L, sig_term ? "terminated" : "interrupted!");
-}
-
-static void set_handler(int sig, void (*handler)(int)) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = handler;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0; /* no SA_RESTART: interrupt blocking reads */
-    sigaction(sig, &sa, NULL);
-}
-
-static void stop_lua(void) {
-    lua_sethook(sig_L, ff_hook_stop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-}
-
-static void on_sigint(int sig) {
-    if (sig_in_call && sig_L != NULL) {
-        /* A second Ctrl-C, if the code does not reach a hook (a long C
-         * call), ends the process the default way. */
-        set_handler(sig, SIG_DFL);
-        stop_lua();
-    } else {
-        sig_pending = 1;
-    }
-}
-
-static void on_sigterm(int sig) {
-    sig_term = sig;
-    if (sig_in_call && sig_L != NULL) {
-        set_handler(sig, SIG_DFL);
-        stop_lua();
-    }
-}
-
-void ff_cli_sigint_install(lua_State *L) {
-    sig_L = L;
-    set_handler(SIGINT, on_sigint);
-    static const int term[] = {SIGTERM, SIGHUP};
-    for (size_t i = 0; i < sizeof term / sizeof term[0]; i++) {
-        struct sigaction old;
-        /* Left alone when ignored (nohup). */
-        if (sigaction(term[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-            set_handler(term[i], on_sigterm);
-    }
-}
-
-int ff_cli_interrupt_pending(void) {
-    return sig_pending;
-}
-
-int ff_cli_take_interrupt(void) {
-    int was = sig_pending;
-    sig_pending = 0;
-    return was;
-}
-
-int ff_cli_terminate_pending(void) {
-    return sig_term != 0;
-}
-
-/* --- SIGPIPE --------------------------------------------------------------
- * The head and the worker write to sockets with libuv, whose writev cannot
- * be told MSG_NOSIGNAL: a peer that closes while a write is in flight would
- * kill the process. With a handler installed, the write fails with EPIPE
- * instead and only that connection ends. A handler that does nothing
- * rather than SIG_IGN: an ignored signal stays ignored across exec, and the
- * programs a task starts (io.popen, os.execute) should get the default
- * action, as they would anywhere else. The driver needs none of this: its
- * client sends with MSG_NOSIGNAL. */
-static void on_sigpipe(int sig) {
-    (void)sig;
-}
-
-static void ignore_sigpipe(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigpipe;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGPIPE, &sa, NULL);
-}
-
-/* --- calls and reports ---------------------------------------------------- */
-
-static void print_message(const char *prefix, const char *msg) {
-    if (prefix != NULL)
-        fprintf(stderr, "%s: ", prefix);
-    fprintf(stderr, "%s\n", msg);
-    fflush(stderr);
-}
-
-int ff_cli_report(lua_State *L, int status, int interactive) {
-    if (status != LUA_OK) {
-        const char *msg = lua_tostring(L, -1);
-        if (msg == NULL)
-            msg = "(error object is not a string)";
-        print_message(interactive ? NULL : FF_PROGNAME, msg);
-        lua_pop(L, 1);
-    }
-    return status;
-}
-
-int ff_cli_docall(lua_State *L, int narg, int nres) {
-    int base = lua_gettop(L) - narg;
-    lua_pushcfunction(L, ffl_traceback);
-    lua_insert(L, base);
-    sig_in_call = 1;
-    if (sig_term)
-        stop_lua(); /* terminated before the call: it stops at once */
-    int status = lua_pcall(L, narg, nres, base);
-    sig_in_call = 0;
-    lua_sethook(L, NULL, 0, 0); /* disarm a pending interrupt */
-    set_handler(SIGINT, on_sigint); /* a second Ctrl-C may have reset it */
-    lua_remove(L, base);
-    return status;
-}
-
-void ff_cli_print_version(void) {
-    printf("fflua %s -- %s\n", FFLUA_VERSION, LUA_COPYRIGHT);
-    fflush(stdout);
-}
 
 /* --- options ------------------------------------------------------------- */
 
@@ -390,7 +246,7 @@ static int head_main(int argc, char **argv) {
             return bad_option("head", opt, head_usage);
         }
     }
-    ignore_sigpipe();
+    ff_cli_sigpipe_install();
     return ff_head_main(&o);
 }
 
@@ -420,7 +276,7 @@ static int worker_main(int argc, char **argv) {
         fprintf(stderr, FF_PROGNAME " worker: --address HOST:PORT is required\n%s", worker_usage);
         return 2;
     }
-    ignore_sigpipe();
+    ff_cli_sigpipe_install();
     return ff_worker_main(&o);
 }
 
@@ -442,6 +298,18 @@ static void print_help(void) {
          "  FFLUA_HISTORY  the REPL history file; empty: no history\n"
          "  FFLUA_TOKEN    a cluster token, for processes started without a token file\n"
          "  FFLUA_BIN      the fflua program a local cluster starts (default: this one)");
+}
+
+/* A new state with the collector stopped (no collections while the
+ * libraries open), or NULL after saying why. */
+static lua_State *new_state(void) {
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        ff_cli_message(FF_PROGNAME, "cannot create state: not enough memory");
+        return NULL;
+    }
+    lua_gc(L, LUA_GCSTOP);
+    return L;
 }
 
 /* Protected: require(module).main({args...}) -> exit status. */
@@ -470,12 +338,9 @@ static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
     if (c->cmain != NULL)
         return c->cmain(argc, argv);
     if (c->module != NULL) {
-        lua_State *L = luaL_newstate();
-        if (L == NULL) {
-            print_message(FF_PROGNAME, "cannot create state: not enough memory");
+        lua_State *L = new_state();
+        if (L == NULL)
             return EXIT_FAILURE;
-        }
-        lua_gc(L, LUA_GCSTOP);
         ff_cli_sigint_install(L);
         lua_pushcfunction(L, smain);
         lua_pushlightuserdata(L, (void *)c);
@@ -487,8 +352,7 @@ static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
             code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
         else
             ff_cli_report(L, status, 0);
-        sig_L = NULL;
-        lua_close(L);
+        ff_cli_close_state(L);
         return code;
     }
     if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
@@ -668,24 +532,16 @@ int main(int argc, char **argv) {
             if (strcmp(argv[1], c->name) == 0)
                 return run_subcommand(c, argc, argv);
     }
-    lua_State *L = luaL_newstate();
-    if (L == NULL) {
-        print_message(FF_PROGNAME, "cannot create state: not enough memory");
+    lua_State *L = new_state();
+    if (L == NULL)
         return EXIT_FAILURE;
-    }
-    lua_gc(L, LUA_GCSTOP); /* no collections while the libraries open */
     lua_pushcfunction(L, pmain);
     lua_pushinteger(L, argc);
     lua_pushlightuserdata(L, argv);
     int status = lua_pcall(L, 2, 1, 0);
     int ok = lua_toboolean(L, -1);
     ff_cli_report(L, status, 0);
-    sig_L = NULL;
-    lua_close(L); /* storages commit here */
-    if (sig_term) {
-        int sig = sig_term;
-        set_handler(sig, SIG_DFL);
-        raise(sig);
-    }
+    ff_cli_close_state(L); /* storages commit here */
+    ff_cli_reraise_term();
     return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -10,7 +10,7 @@
  * $FFLUA_HISTORY or ~/.fflua_history, and Tab completion of global names and
  * table fields (also through an __index table, and methods after ':').
  * Ctrl-C at a prompt abandons the input; Ctrl-C while code runs interrupts
- * it (main.c). Without a terminal it reads stdin with plain stdio.
+ * it (cli.c). Without a terminal it reads stdin with plain stdio.
  */
 #include <errno.h>
 #include <locale.h>
@@ -28,6 +28,7 @@
 #include <lua.h>
 
 #include "cli.h"
+#include "repl.h"
 
 #define REPL_CANCELLED (-2) /* Ctrl-C abandoned the input */
 #define HISTORY_MAX 1000
@@ -505,7 +506,7 @@ void ff_repl_run(lua_State *L) {
     if (r.tty) {
         r.history = history_path();
         rl_readline_name = "fflua";
-        rl_catch_signals = 0; /* main.c's handler sees Ctrl-C */
+        rl_catch_signals = 0; /* cli.c's handler sees Ctrl-C */
         rl_getc_function = repl_getc;
         /* Typed text is in the terminal's encoding; where the locale names
          * none, take UTF-8 rather than losing every non-ASCII character.
