@@ -115,20 +115,29 @@ struct subcommand {
     const char *summary;
     const char *module;  /* the Lua module whose main(args) implements it */
     int (*cmain)(int argc, char **argv); /* or the C function that does */
-    const char *arrives; /* which part of fflua brings it, while missing */
 };
 
 static int head_main(int argc, char **argv);
 static int worker_main(int argc, char **argv);
 
 static const struct subcommand subcommands[] = {
-    {"store", "list, show and remove stored results", "functionfuse.cli.store", NULL, NULL},
-    {"head", "start a cluster head", NULL, head_main, NULL},
-    {"worker", "join a cluster as a worker", NULL, worker_main, NULL},
-    {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL,
-     NULL},
-    {"graph", "print a workflow's graph", NULL, NULL, "the graph viewer"},
-    {NULL, NULL, NULL, NULL, NULL},
+    {"store", "list, show and remove stored results", "functionfuse.cli.store", NULL},
+    {"head", "start a cluster head", NULL, head_main},
+    {"worker", "join a cluster as a worker", NULL, worker_main},
+    {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+/* Names kept for commands still to come. They are not listed by --help;
+ * given as the first argument, they are refused with a message rather than
+ * run as a script, so that a script of that name needs ./ today already
+ * and adding the command changes nothing for it. */
+static const struct planned {
+    const char *name;
+    const char *arrives; /* which part of fflua brings it */
+} planned[] = {
+    {"graph", "the graph viewer"},
+    {NULL, NULL},
 };
 
 /* --- head and worker ------------------------------------------------------ */
@@ -288,8 +297,7 @@ static void print_help(void) {
     print_usage(stdout);
     puts("\nCommands (fflua COMMAND --help for more):");
     for (const struct subcommand *c = subcommands; c->name; c++)
-        printf("  %-8s  %s%s\n", c->name, c->summary,
-               c->module || c->cmain ? "" : " (not yet in this version)");
+        printf("  %-8s  %s\n", c->name, c->summary);
     puts("\nEnvironment:\n"
          "  LUA_INIT_5_4, LUA_INIT  code or @file run before the script (as lua5.4)\n"
          "  LUA_PATH_5_4, LUA_PATH, LUA_CPATH_5_4, LUA_CPATH  module search paths\n"
@@ -337,33 +345,29 @@ static int smain(lua_State *L) {
 static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
     if (c->cmain != NULL)
         return c->cmain(argc, argv);
-    if (c->module != NULL) {
-        lua_State *L = new_state();
-        if (L == NULL)
-            return EXIT_FAILURE;
-        ff_cli_sigint_install(L);
-        lua_pushcfunction(L, smain);
-        lua_pushlightuserdata(L, (void *)c);
-        lua_pushinteger(L, argc);
-        lua_pushlightuserdata(L, argv);
-        int status = ff_cli_docall(L, 3, 1);
-        int code = EXIT_FAILURE;
-        if (status == LUA_OK)
-            code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
-        else
-            ff_cli_report(L, status, 0);
-        ff_cli_close_state(L);
-        return code;
-    }
-    if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
-        printf("usage: " FF_PROGNAME " %s ...\n  %s\n", c->name, c->summary);
-        printf("Not available in fflua %s yet: it arrives with %s.\n", FFLUA_VERSION, c->arrives);
-        return EXIT_SUCCESS;
-    }
+    lua_State *L = new_state();
+    if (L == NULL)
+        return EXIT_FAILURE;
+    ff_cli_sigint_install(L);
+    lua_pushcfunction(L, smain);
+    lua_pushlightuserdata(L, (void *)c);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    int status = ff_cli_docall(L, 3, 1);
+    int code = EXIT_FAILURE;
+    if (status == LUA_OK)
+        code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : EXIT_SUCCESS;
+    else
+        ff_cli_report(L, status, 0);
+    ff_cli_close_state(L);
+    return code;
+}
+
+static int refuse_planned(const struct planned *p) {
     fprintf(stderr,
             FF_PROGNAME " %s: not available in fflua %s yet (it arrives with %s)\n"
                         "To run a script named '%s', use './%s'.\n",
-            c->name, FFLUA_VERSION, c->arrives, c->name, c->name);
+            p->name, FFLUA_VERSION, p->arrives, p->name, p->name);
     return 2;
 }
 
@@ -425,7 +429,15 @@ static int push_script_args(lua_State *L) {
     return n;
 }
 
-static int handle_script(lua_State *L, char **argv) {
+/* Whether s could be a command's name: a lowercase word, maybe with
+ * dashes, as every subcommand's is. */
+static int looks_like_command(const char *s) {
+    static const char word[] = "abcdefghijklmnopqrstuvwxyz0123456789-";
+    return s[0] >= 'a' && s[0] <= 'z' && s[strspn(s, word)] == '\0';
+}
+
+/* Runs the script argv[0]; first: it is the program's first argument. */
+static int handle_script(lua_State *L, char **argv, int first) {
     const char *fname = argv[0];
     if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0)
         fname = NULL; /* stdin */
@@ -433,6 +445,12 @@ static int handle_script(lua_State *L, char **argv) {
     if (status == LUA_OK) {
         int n = push_script_args(L);
         status = ff_cli_docall(L, n, LUA_MULTRET);
+    } else if (status == LUA_ERRFILE && first && fname != NULL && looks_like_command(fname) &&
+               access(fname, F_OK) != 0) {
+        /* "fflua stats": most likely a command mistyped, not a script. */
+        lua_pushfstring(L, "%s\n'%s' is not a command either ('" FF_PROGNAME
+                           " --help' lists them)", lua_tostring(L, -1), fname);
+        lua_remove(L, -2);
     }
     return ff_cli_report(L, status, 0);
 }
@@ -502,7 +520,7 @@ static int pmain(lua_State *L) {
         return 0;
     if (!run_args(L, argv, limit))
         return 0;
-    if (script < argc && handle_script(L, argv + script) != LUA_OK)
+    if (script < argc && handle_script(L, argv + script, script == 1) != LUA_OK)
         return 0;
     if (flags & HAS_I) {
         ff_repl_run(L);
@@ -531,6 +549,9 @@ int main(int argc, char **argv) {
         for (const struct subcommand *c = subcommands; c->name; c++)
             if (strcmp(argv[1], c->name) == 0)
                 return run_subcommand(c, argc, argv);
+        for (const struct planned *p = planned; p->name; p++)
+            if (strcmp(argv[1], p->name) == 0)
+                return refuse_planned(p);
     }
     lua_State *L = new_state();
     if (L == NULL)
