@@ -14,8 +14,8 @@ local function same(a, b, map)
   if type(a) ~= type(b) then return false, "type" end
   if type(a) == "number" then
     if math.type(a) ~= math.type(b) then return false, "number subtype" end
-    return string.pack("<n", a) == string.pack("<n", b) or a == b and math.type(a) == "integer",
-           "number bits"
+    if math.type(a) == "integer" then return a == b, "integer value" end
+    return string.pack("<n", a) == string.pack("<n", b), "float bits"
   end
   if type(a) ~= "table" then return a == b, "value" end
   if map[a] ~= nil then return map[a] == b, "sharing" end
@@ -34,7 +34,6 @@ local function same(a, b, map)
     local ok, why = same(v, b[bk], map)
     if not ok then return false, why end
   end
-  for _ in pairs(b) do end
   local na, nb = 0, 0
   for _ in pairs(a) do na = na + 1 end
   for _ in pairs(b) do nb = nb + 1 end
@@ -99,17 +98,35 @@ describe("codec", function()
     assert.are.equal("table key", r[r[1]])
   end)
 
+  it("compares values exactly, so that a round trip that changes one fails", function()
+    assert.is_false((same(math.maxinteger, math.maxinteger - 1))) -- equal as floats
+    assert.is_false((same(1, 1.0)))
+    assert.is_false((same(0.0, -0.0)))
+    assert.is_false((same({ 1, { 2 } }, { 1, { 3 } })))
+    assert.is_false((same({ 1 }, { 1, 2 })))
+    local t = { 1 }
+    assert.is_false((same({ t, t }, { { 1 }, { 1 } }))) -- sharing lost
+    assert.is_true((same({ t, t, 0 / 0 }, (function() local u = { 1 } return { u, u, 0 / 0 } end)())))
+  end)
+
   it("round-trips 500 random nested values", function()
     local seed = tonumber(os.getenv("FFLUA_SEED")) or os.time()
-    local rng_state = 0
     math.randomseed(seed)
+    local tables, nested = 0, 0
     for i = 1, 500 do
       local v = random_value(math.random, 0, {})
       local ok, why = same(v, rt(v))
       if not ok then error(("value %d (seed %d) differs: %s"):format(i, seed, why)) end
-      rng_state = rng_state + 1
+      if type(v) == "table" then
+        tables = tables + 1
+        for _, x in pairs(v) do
+          if type(x) == "table" and x ~= v then nested = nested + 1; break end
+        end
+      end
     end
-    assert.are.equal(500, rng_state)
+    -- A quarter of the values are tables, and many of those hold tables.
+    assert.is_true(tables >= 50, ("only %d tables (seed %d)"):format(tables, seed))
+    assert.is_true(nested >= 10, ("only %d nested tables (seed %d)"):format(nested, seed))
   end)
 
   it("names the path of what it cannot encode", function()
@@ -137,7 +154,9 @@ describe("codec", function()
     assert.are.equal("tables nested more than 1000 levels deep " ..
                      "(at .next.next.next.next ... .next.next.next.next)", e)
     ok, e = pcall(core.encode, H.nested(900, "next", print))
-    assert.are.equal("a function cannot be stored (at .next.next.next.next ... .next.next.next.leaf)", e)
+    assert.is_false(ok)
+    assert.are.equal("a function cannot be stored " ..
+                     "(at .next.next.next.next ... .next.next.next.leaf)", e)
   end)
 
   it("has one nesting limit for encoding and decoding: 1000 levels of tables", function()
@@ -218,6 +237,11 @@ describe("codec", function()
     for i = 200, 1, -1 do b["k" .. i] = i end
     a.sub = { x = 1, y = 2 }
     b.sub = { y = 2, x = 1 }
+    -- The two are traversed in different orders (else this proves nothing)...
+    local function order(t) local ks = {} for k in pairs(t) do ks[#ks + 1] = k end return ks end
+    assert.are_not.same(order(a), order(b))
+    assert.are_not.equal(core.encode(a), core.encode(b)) -- the plain encoding follows it
+    -- ...and encode to the same fingerprint input.
     assert.are.equal(core.encode(a, true), core.encode(b, true))
     assert.are_not.equal(core.encode(a, true), core.encode({ k1 = 1 }, true))
     -- Functions hash by code and upvalues; modules and library functions by name.
@@ -252,8 +276,8 @@ describe("codec", function()
       local ok, err = pcall(core.encode, function() return co end, "code")
       assert.is_false(ok)
       assert.are.equal("a thread cannot be shipped (at upvalue 'co')", err)
-      local cf = select(2, pcall(load, "return 1")) -- a Lua function: fine
-      assert.is_function(ship(cf))
+      local cf = assert(load("return 1")) -- a function with no upvalue but _ENV: fine
+      assert.are.equal(1, ship(cf)())
     end)
 
     it("is refused by a decoder not told to accept code", function()

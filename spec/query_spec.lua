@@ -114,8 +114,8 @@ describe("queries", function()
     it("raise an error naming the pattern and the node when a limit is still hit", function()
       -- Exponential backtracking: past PCRE2's match limit on 60 characters.
       local f = ff.workflow("f", function() end)
-      local m = f():set_name(("a"):rep(60) .. "!")
-      local w2 = LocalWorkflow(m, { workflow_name = "steps" })
+      local slow = f():set_name(("a"):rep(60) .. "!")
+      local w2 = LocalWorkflow(slow, { workflow_name = "steps" })
       local want = "cannot match pattern '(a|aa)+\\d' against node '" .. ("a"):rep(60) ..
                    "!': the match takes more than 10000000 steps"
       assert.has_error(function() w2:find_nodes("(a|aa)+\\d") end, want)
@@ -125,7 +125,7 @@ describe("queries", function()
       assert.has_error(function() ff.core.compile("(a|aa)+\\d"):match(("a"):rep(60) .. "!") end,
                        "cannot match pattern '(a|aa)+\\d' against '" .. ("a"):rep(60) ..
                        "!': the match takes more than 10000000 steps")
-      assert.is_nil(w2._core:get_slot(m, "plugins"))
+      assert.is_nil(w2._core:get_slot(slow, "plugins"))
       -- Memory: 4 MB of name needs more than the 64 MiB a match may use.
       local huge = f():set_name(("a"):rep(4000000) .. "!")
       local w3 = LocalWorkflow(huge, { workflow_name = "memory" })
