@@ -37,7 +37,10 @@ describe("fflua store", function()
       assert.matches(t .. "%s+%d+ B%s+%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%s+[%d.]+ [um]?s", r.stdout)
     end
     r = H.fflua { "store", "ls", st, "demo", "f_000[12]" }
+    assert.are.equal(0, r.code, r.stderr)
     assert.is_nil(r.stdout:find("f_0000", 1, true))
+    assert.is_nil(r.stdout:find("g_0000", 1, true))
+    assert.is_truthy(r.stdout:find("f_0001", 1, true))
     assert.is_truthy(r.stdout:find("f_0002", 1, true))
   end)
 
@@ -55,10 +58,15 @@ describe("fflua store", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.matches("removed 2 tasks", r.stdout, 1, true)
     r = H.fflua { "store", "ls", st, "demo" }
+    assert.are.equal(0, r.code, r.stderr)
     assert.is_truthy(r.stdout:find("f_0002", 1, true))
-    assert.is_nil(r.stdout:find("f_0000", 1, true))
+    for _, gone in ipairs { "f_0000", "f_0001", "g_0000" } do
+      assert.is_nil(r.stdout:find(gone, 1, true), gone)
+    end
     assert.are.equal(0, H.fflua({ "store", "rm-workflow", st, "other" }).code)
     r = H.fflua { "store", "ls", st }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("demo%s+1%s", r.stdout)
     assert.is_nil(r.stdout:find("other", 1, true))
   end)
 
@@ -73,6 +81,7 @@ describe("fflua store", function()
     assert.matches("is not an fflua storage", r.stderr, 1, true)
     r = H.fflua { "store", "rm", st, "demo", "nope" }
     assert.are.equal(1, r.code)
+    assert.matches("fflua store rm: storage '.-' has no task 'nope' in workflow 'demo'", r.stderr)
     r = H.fflua { "store", "frobnicate" }
     assert.are.equal(2, r.code)
     assert.matches("unknown command 'frobnicate'", r.stderr, 1, true)
