@@ -13,11 +13,11 @@ describe("fflua command line", function()
     local s = script("args.lua", [[
       print(select("#", ...), ...)
       print(arg[0], arg[1], arg[2], #arg)
-      print(arg[-1] == (arg[-1] and arg[-1]) and "has-1")
+      print(arg[-1], arg[-2])
     ]])
     local r = H.fflua({ s, "a", "b c" })
     assert.are.equal(0, r.code)
-    assert.are.equal("2\ta\tb c\n" .. s .. "\ta\tb c\t2\nhas-1\n", r.stdout)
+    assert.are.equal("2\ta\tb c\n" .. s .. "\ta\tb c\t2\n" .. H.bin .. "\tnil\n", r.stdout)
     assert.are.equal("", r.stderr)
   end)
 
@@ -25,8 +25,8 @@ describe("fflua command line", function()
     local s = script("neg.lua", "print(arg[-3], arg[-2], arg[-1], arg[0])")
     local r = H.fflua({ "-e", "x=1", s })
     assert.are.equal(H.bin .. "\t-e\tx=1\t" .. s .. "\n", r.stdout)
-    r = H.fflua({ "-e", "print(arg[0] == arg[0], arg[-1], #arg)" })
-    assert.are.equal("true\tnil\t2\n", r.stdout) -- no script: the interpreter is arg[0], as lua5.4
+    r = H.fflua({ "-e", "print(arg[0], arg[-1], #arg)" })
+    assert.are.equal(H.bin .. "\tnil\t2\n", r.stdout) -- no script: the interpreter is arg[0], as lua5.4
   end)
 
   it("runs -e chunks in order, before the script", function()
@@ -75,13 +75,16 @@ describe("fflua command line", function()
 
   it("-E ignores LUA_INIT, LUA_PATH and FFLUA_TREE", function()
     script("hidden.lua", "return 'found'")
+    assert.are.equal(0, H.run({ "mkdir", "-p", dir .. "/lua/functionfuse" }).code)
+    H.write(dir .. "/lua/functionfuse/init.lua", "return { version = 'from the tree' }")
     local env = { LUA_INIT = "print('init ran')", LUA_PATH = dir .. "/?.lua;;", FFLUA_TREE = dir }
-    local r = H.fflua({ "-e", "print((require 'hidden'))" }, { env = env })
-    assert.are.equal("init ran\nfound\n", r.stdout)
-    r = H.fflua({ "-E", "-e", "print(pcall(require, 'hidden'))" }, { env = env })
-    assert.matches("^false\tmodule 'hidden' not found", r.stdout)
-    r = H.fflua({ "-E", "-e", "print(select(2, require 'functionfuse'))" }, { env = env })
-    assert.are.equal(0, r.code, r.stderr) -- FFLUA_TREE (an empty dir) was ignored
+    local code = "print(pcall(require, 'hidden')); print(require('functionfuse').version)"
+    local r = H.fflua({ "-e", code }, { env = env })
+    assert.are.equal("init ran\ntrue\tfound\t" .. dir .. "/hidden.lua\nfrom the tree\n", r.stdout)
+    r = H.fflua({ "-E", "-e", code }, { env = env })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("^false\tmodule 'hidden' not found[^\n]*\n", r.stdout)
+    assert.matches("\n" .. H.version:gsub("%.", "%%.") .. "\n$", r.stdout)
   end)
 
   it("-W turns warnings on", function()
