@@ -31,7 +31,8 @@ static const char script[] =
     "local b = sum(a, 1):set_name('b')\n"
     "assert(LW(b, { workflow_name = 'h' }):run() == 3)\n"
     "local bad = sum(b, nil):set_name('bad')\n"
-    "return pcall(LW(bad, { workflow_name = 'h2' }).run, LW(bad, { workflow_name = 'h2' }))\n";
+    "local wf = LW(bad, { workflow_name = 'h2' })\n"
+    "return pcall(wf.run, wf)\n";
 
 static void test_hooks(void) {
     lua_State *L = luaL_newstate();
@@ -43,6 +44,10 @@ static void test_hooks(void) {
     ASSERT_EQ(fflua_set_hooks(L, &h, &s), 0);
     if (luaL_dostring(L, script) != LUA_OK)
         FAIL_("%s", lua_tostring(L, -1));
+    ASSERT_EQ(lua_gettop(L), 2); /* the failed run's pcall: false, message */
+    ASSERT(!lua_toboolean(L, 1));
+    ASSERT(lua_isstring(L, 2) && strncmp(lua_tostring(L, 2), "node 'bad' ", 11) == 0);
+    lua_settop(L, 0);
     ASSERT_STR_EQ(s.log, "+sum_0000 -sum_0000 +b -b +sum_0000 -sum_0000 +b -b +bad !bad ");
     ASSERT_EQ(fflua_set_hooks(L, NULL, NULL), 0);
     lua_close(L);

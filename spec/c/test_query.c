@@ -40,6 +40,9 @@ static void test_errors(void) {
     ASSERT_EQ(off, 3);
     ASSERT(q == NULL);
     ASSERT_EQ(ff_query_compile("a**", 3, &q, err, sizeof err, &off), FFLUA_EPATTERN);
+    ASSERT_STR_EQ(err, "quantifier does not follow a repeatable item");
+    ASSERT_EQ(off, 2);
+    ASSERT(q == NULL);
     ff_query_free(NULL);
 }
 

@@ -1011,6 +1011,14 @@ static void test_random(void) {
     check_model(s, &m);
     printf("# %zu started, %zu times nothing fit (%zu with a reservation), %zu places "
            "removed, %zu parked\n", started, empty, reserved, removed, parked);
+    /* The comparisons above mean something only if the walk went through
+     * every case: tasks placed, nothing fitting, reservations, places
+     * leaving and tasks parked. */
+    ASSERT(started > 1000);
+    ASSERT(empty > 0);
+    ASSERT(reserved > 0);
+    ASSERT(removed > 0);
+    ASSERT(parked > 0);
     ff_sched_destroy(s);
 }
 

@@ -36,7 +36,7 @@ static void test_put_get(void) {
     put(s, "w", "a", "alpha");
     put(s, "w", "b", "beta");
     ff_rec rec;
-    /* Queued, not yet committed: reads see committed data only. */
+    /* Puts are queued; a flush commits them, and reads see them. */
     ASSERT_EQ(ff_store_flush(s), 0);
     ASSERT_EQ(ff_store_get(s, "w", 1, "a", 1, &rec), 0);
     ASSERT_EQ(rec.len, 5);
