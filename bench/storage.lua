@@ -97,8 +97,8 @@ local function print_rows(section)
   for _, r in ipairs(rows) do
     if r.section == section then
       print(("  %-38s %9d %9.1f %9.1f %11s %13s %14s  %s"):format(r.name, r.items,
-            r.wall * 1e3, r.cpu * 1e3, (r.ns < 1000 and "%.1f" or "%.0f"):format(r.ns), fmt_rate(r.rate, r.unit), r.target_text or "",
-            r.mark or ""))
+            r.wall * 1e3, r.cpu * 1e3, (r.ns < 1000 and "%.1f" or "%.0f"):format(r.ns),
+            fmt_rate(r.rate, r.unit), r.target_text or "", r.mark or ""))
     end
   end
   io.stdout:flush()

@@ -185,7 +185,6 @@ describe("cluster", function()
     wf:query("^.*node1.*$"):set_remote_args { num_cpus = 1 }
     assert.are.equal(3, wf:run())
 
-    local seeds = {}
     local draw = ff.workflow("draw", function(tag) return { tag, math.random(1 << 30) } end)
     local leaves = {}
     for i = 1, 6 do leaves[i] = draw(i) end
@@ -202,7 +201,6 @@ describe("cluster", function()
     local remote = { make(ClusterWorkflow, { workflow_name = "p", cluster_init_args = args }):run() }
     local here = { make(LocalWorkflow, { workflow_name = "p" }):run() }
     assert.are.same(here, remote)
-    seeds = nil
   end)
 
   it("ships closures with numbers, tables, math and a required module", function()
@@ -249,7 +247,8 @@ describe("cluster", function()
     local bad = ff.workflow("bad", function(x) error("no good: " .. x) end)
     local ok, err = pcall(ClusterWorkflow(bad(41), { workflow_name = "fail",
       cluster_init_args = { address = address, token_file = token } }).run,
-      ClusterWorkflow(bad(41), { workflow_name = "fail", cluster_init_args = { address = address, token_file = token } }))
+      ClusterWorkflow(bad(41), { workflow_name = "fail",
+                                 cluster_init_args = { address = address, token_file = token } }))
     assert.is_false(ok)
     assert.matches("node 'bad_0001' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
     assert.matches("stack traceback", err, 1, true)

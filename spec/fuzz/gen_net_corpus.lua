@@ -56,4 +56,6 @@ for name, bytes in pairs(seeds) do
   f:write(bytes)
   f:close()
 end
-print(("wrote %d seeds to %s"):format((function() local n = 0 for _ in pairs(seeds) do n = n + 1 end return n end)(), dir))
+local nseeds = 0
+for _ in pairs(seeds) do nseeds = nseeds + 1 end
+print(("wrote %d seeds to %s"):format(nseeds, dir))
