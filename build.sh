@@ -2,9 +2,9 @@
 # build.sh: set up, build and test fflua from a fresh clone.
 #
 #   ./build.sh example   install what is missing, build, run examples/sums.lua
-#   ./build.sh test      install what is missing, build the plain, the sanitizer
-#                        and the fuzzing builds, run every test of all three
-#                        under one ctest
+#   ./build.sh test      install what is missing, build the plain, the
+#                        AddressSanitizer, the ThreadSanitizer and the fuzzing
+#                        builds, run the tests of all four under one ctest
 #   ./build.sh bench     also install what the benchmarks compare against
 #                        (dask.distributed), build, run every benchmark
 #   ./build.sh deps      only install (as root) or list (otherwise) what is missing
@@ -12,14 +12,16 @@
 #
 # Environment: FFLUA_JOBS (parallel jobs, default: number of cores),
 # FFLUA_BUILD_DIR (default: build), FFLUA_ASAN_DIR (default: build-asan),
-# FFLUA_FUZZ_DIR (default: build-fuzz), FFLUA_FUZZ_SECONDS (how long each
-# fuzz test runs, default: 60), FFLUA_CTEST_ARGS (more ctest arguments).
+# FFLUA_TSAN_DIR (default: build-tsan), FFLUA_FUZZ_DIR (default: build-fuzz),
+# FFLUA_FUZZ_SECONDS (how long each fuzz test runs, default: 60),
+# FFLUA_CTEST_ARGS (more ctest arguments).
 set -eu
 
 cd "$(dirname "$0")"
 top=$(pwd)
 build_dir=${FFLUA_BUILD_DIR:-build}
 asan_dir=${FFLUA_ASAN_DIR:-build-asan}
+tsan_dir=${FFLUA_TSAN_DIR:-build-tsan}
 fuzz_dir=${FFLUA_FUZZ_DIR:-build-fuzz}
 fuzz_seconds=${FFLUA_FUZZ_SECONDS:-60}
 jobs=${FFLUA_JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -86,13 +88,15 @@ test_all() {
     deps
     configure_and_build "$build_dir" -DFFLUA_BUILD_TESTS=ON
     configure_and_build "$asan_dir" -DFFLUA_BUILD_TESTS=ON -DFFLUA_SANITIZE=ON
+    # ThreadSanitizer: only the tests of threaded code (spec/CMakeLists.txt).
+    configure_and_build "$tsan_dir" -DFFLUA_BUILD_TESTS=ON -DFFLUA_TSAN=ON
     configure_and_build_fuzz
-    # One ctest run over the three builds, so that one summary counts every
+    # One ctest run over the four builds, so that one summary counts every
     # test; the fuzz tests run alongside the others.
     suite="$build_dir/suite"
     mkdir -p "$suite"
-    printf 'subdirs("%s" "%s" "%s")\n' "$top/$build_dir" "$top/$asan_dir" \
-        "$top/$fuzz_dir" > "$suite/CTestTestfile.cmake"
+    printf 'subdirs("%s" "%s" "%s" "%s")\n' "$top/$build_dir" "$top/$asan_dir" \
+        "$top/$tsan_dir" "$top/$fuzz_dir" > "$suite/CTestTestfile.cmake"
     cd "$suite"
     exec ctest --output-on-failure -j "$jobs" ${FFLUA_CTEST_ARGS:-}
 }
@@ -109,5 +113,5 @@ case "${1:-}" in
         "$build_dir/fflua" bench/local_engine.lua
         "$build_dir/fflua" bench/storage.lua
         exec "$build_dir/fflua" bench/cluster.lua ;;
-    *) sed -n '3,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '3,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

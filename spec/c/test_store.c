@@ -129,6 +129,20 @@ static void test_map_grows(void) {
     ASSERT_EQ(ff_store_close(s), 0);
 }
 
+/* ThreadSanitizer cannot follow a child of a threaded process that starts
+ * threads of its own (it takes the child's first thread for the parent's
+ * committer): in that build the child only checks the inherited handle. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 static void test_fork(void) {
     ff_store *s = open_store();
     put(s, "f", "parent", "p");
@@ -143,6 +157,8 @@ static void test_fork(void) {
         if (strstr(ff_store_errmsg(s), "fork") == NULL)
             _exit(11);
         ff_store_close(s); /* frees the handle only */
+        if (UNDER_TSAN)
+            _exit(0);
         ff_store *c = open_store();
         if (ff_store_get(c, "f", 1, "parent", 6, &rec) != 0)
             _exit(12);
@@ -157,8 +173,10 @@ static void test_fork(void) {
     ASSERT(WIFEXITED(status));
     ASSERT_EQ(WEXITSTATUS(status), 0);
     ff_rec rec;
-    ASSERT_EQ(ff_store_get(s, "f", 1, "child", 5, &rec), 0);
-    ff_store_read_end(s);
+    if (!UNDER_TSAN) {
+        ASSERT_EQ(ff_store_get(s, "f", 1, "child", 5, &rec), 0);
+        ff_store_read_end(s);
+    }
     ASSERT_EQ(ff_store_close(s), 0);
 }
 
