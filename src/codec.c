@@ -1271,7 +1271,9 @@ static int dec_value(dec *d) {
         return 0;
     }
     d->p++;
-    uint64_t v;
+    /* Set by get_le before any use; the 0 is for gcc, which cannot see it
+     * without link-time optimization (-DFFLUA_LTO=OFF). */
+    uint64_t v = 0;
     switch (t) {
     case T_NIL:
         lua_pushnil(L);
