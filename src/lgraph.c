@@ -4,7 +4,7 @@
  * Lua sees three types, registered once in luaopen_functionfuse_core:
  *   functionfuse.Node      a handle on a graph node (returned by factories)
  *   functionfuse.NodeItem  a handle on a field of a node's result (node[k])
- *   functionfuse.Workflow  a set of leaves with what backends need
+ *   functionfuse.LeafSet   the leaves of a workflow, with what backends need
  * and node factories, C closures made by core.factory(fn[, name]).
  *
  * Per-state context: one ffl_ctx userdata in the registry under
@@ -42,7 +42,7 @@
 #define CTX_KEY "functionfuse.ctx"
 #define NODE_MT "functionfuse.Node"
 #define ITEM_MT "functionfuse.NodeItem"
-#define WF_MT "functionfuse.Workflow"
+#define LEAVES_MT "functionfuse.LeafSet"
 #define NAME_MAX_STACK 256
 
 struct ffl_ctx {
@@ -658,27 +658,27 @@ static int ffl_node_eq(lua_State *L) {
     return 1;
 }
 
-/* --- workflows ----------------------------------------------------------- */
+/* --- leaf sets ----------------------------------------------------------- */
 
-typedef struct ffl_wf {
+typedef struct ffl_leaves {
     ffl_ctx *ctx;
-} ffl_wf;
+} ffl_leaves;
 
-static ffl_wf *check_wf(lua_State *L, int idx) {
-    return luaL_checkudata(L, idx, WF_MT);
+static ffl_leaves *check_leaves(lua_State *L, int idx) {
+    return luaL_checkudata(L, idx, LEAVES_MT);
 }
 
-/* core.workflow(leaves) -> Workflow; leaves is a sequence of Node or
+/* core.leaf_set(leaves) -> LeafSet; leaves is a sequence of Node or
  * NodeItem handles (copied). */
-static int ffl_core_workflow(lua_State *L) {
+static int ffl_core_leaf_set(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Integer n = luaL_len(L, 1);
     if (n < 1)
         return luaL_argerror(L, 1, "a workflow needs at least one leaf node");
     ffl_ctx *ctx = ffl_ctx_get(L);
-    ffl_wf *wf = lua_newuserdatauv(L, sizeof *wf, 1);
-    wf->ctx = ctx;
-    luaL_setmetatable(L, WF_MT);
+    ffl_leaves *ls = lua_newuserdatauv(L, sizeof *ls, 1);
+    ls->ctx = ctx;
+    luaL_setmetatable(L, LEAVES_MT);
     lua_createtable(L, (int)n, 0);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, i);
@@ -691,9 +691,10 @@ static int ffl_core_workflow(lua_State *L) {
     return 1;
 }
 
-/* Plans the workflow's ancestors; the plan is released by the caller. */
-static ff_plan *plan_wf(lua_State *L, ffl_ctx *ctx, int wfidx) {
-    lua_getiuservalue(L, wfidx, 1); // [leaves]
+/* Plans the ancestors of the leaves of the LeafSet at lsidx; the plan is
+ * released by the caller. */
+static ff_plan *plan_leaves(lua_State *L, ffl_ctx *ctx, int lsidx) {
+    lua_getiuservalue(L, lsidx, 1); // [leaves]
     lua_Integer n = luaL_len(L, -1);
     uint32_t *ids = lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0); // [leaves, ids]
     for (lua_Integer i = 1; i <= n; i++) {
@@ -710,10 +711,10 @@ static ff_plan *plan_wf(lua_State *L, ffl_ctx *ctx, int wfidx) {
     return p;
 }
 
-/* wf:nodes([query[, names_only]]) -> sequence of Node handles (or names)
+/* ls:nodes([query[, names_only]]) -> sequence of Node handles (or names)
  * in run order whose names `query` (a compiled pattern userdata from
  * core.compile, or nil for all) matches. */
-static int ffl_wf_nodes(lua_State *L);
+static int ffl_leaves_nodes(lua_State *L);
 
 /* --- queries ------------------------------------------------------------- */
 
@@ -787,21 +788,21 @@ static int ffl_pattern_jit(lua_State *L) {
     return 1;
 }
 
-/* wf:nodes([pattern[, names_only]]): see the declaration above. Stack
+/* ls:nodes([pattern[, names_only]]): see the declaration above. Stack
  * effect: +1 (the sequence). A match that fails (a limit reached) is an
  * error naming the pattern and the node, never a node left out. */
-static int ffl_wf_nodes(lua_State *L) {
-    check_wf(L, 1);
+static int ffl_leaves_nodes(lua_State *L) {
+    check_leaves(L, 1);
     ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
     int names_only = lua_toboolean(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
     lua_settop(L, 3);
-    lua_pushnil(L); // [wf, pat, names_only, scratch]: for names too long for buf
+    lua_pushnil(L); // [ls, pat, names_only, scratch]: for names too long for buf
     int scratch = lua_gettop(L);
     char *big = NULL;
     size_t bigcap = 0;
     lua_newtable(L); // [.., scratch, out]
-    ff_plan *p = plan_wf(L, ctx, 1);
+    ff_plan *p = plan_leaves(L, ctx, 1);
     lua_Integer k = 0;
     char buf[NAME_MAX_STACK];
     int rc = 0;
@@ -833,7 +834,7 @@ static int ffl_wf_nodes(lua_State *L) {
         lua_rawseti(L, -2, ++k);
     }
     if (rc < 0) {
-        /* The workflow's leaves keep the node alive without the plan. */
+        /* The leaves keep the node alive without the plan. */
         uint32_t id = p->order[i];
         ff_plan_release(ctx->graph, p);
         push_name(L, ctx, id);
@@ -845,9 +846,9 @@ static int ffl_wf_nodes(lua_State *L) {
 
 static const char *const slot_names[] = {"func", "remote", "plugins", NULL};
 
-/* wf:set_slot(node, "func"|"remote"|"plugins", value|nil) */
-static int ffl_wf_set_slot(lua_State *L) {
-    check_wf(L, 1);
+/* ls:set_slot(node, "func"|"remote"|"plugins", value|nil) */
+static int ffl_leaves_set_slot(lua_State *L) {
+    check_leaves(L, 1);
     ffl_node *n = check_node(L, 2);
     int slot = luaL_checkoption(L, 3, NULL, slot_names);
     ffl_ctx *ctx = ffl_ctx_get(L);
@@ -861,9 +862,9 @@ static int ffl_wf_set_slot(lua_State *L) {
     return 0;
 }
 
-/* wf:get_slot(node, slot) -> value or nil */
-static int ffl_wf_get_slot(lua_State *L) {
-    check_wf(L, 1);
+/* ls:get_slot(node, slot) -> value or nil */
+static int ffl_leaves_get_slot(lua_State *L) {
+    check_leaves(L, 1);
     ffl_node *n = check_node(L, 2);
     int slot = luaL_checkoption(L, 3, NULL, slot_names);
     ffl_ctx *ctx = ffl_ctx_get(L);
@@ -875,9 +876,9 @@ static int ffl_wf_get_slot(lua_State *L) {
     return 1;
 }
 
-/* wf:leaves() -> a copy of the leaves */
-static int ffl_wf_leaves(lua_State *L) {
-    check_wf(L, 1);
+/* ls:leaves() -> a copy of the leaves */
+static int ffl_leaves_leaves(lua_State *L) {
+    check_leaves(L, 1);
     lua_getiuservalue(L, 1, 1);
     lua_Integer n = luaL_len(L, -1);
     lua_createtable(L, (int)n, 0);
@@ -1021,10 +1022,10 @@ static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
     }
 }
 
-/* Pushes the results of the leaves of the workflow at wfidx, in order;
+/* Pushes the results of the leaves of the LeafSet at lsidx, in order;
  * returns how many. */
-static int push_leaves(lua_State *L, struct run *r, int wfidx) {
-    lua_getiuservalue(L, wfidx, 1);
+static int push_leaves(lua_State *L, struct run *r, int lsidx) {
+    lua_getiuservalue(L, lsidx, 1);
     int leaves = lua_gettop(L);
     lua_Integer n = luaL_len(L, leaves);
     luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many leaves");
@@ -1470,8 +1471,8 @@ static int try_load(lua_State *L, struct run *r, uint32_t pos) {
 }
 
 /* Adds one consumer per leaf (the leaves' results are kept to the end). */
-static void count_leaves(lua_State *L, ff_plan *p, int wfidx) {
-    lua_getiuservalue(L, wfidx, 1);
+static void count_leaves(lua_State *L, ff_plan *p, int lsidx) {
+    lua_getiuservalue(L, lsidx, 1);
     lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
@@ -1486,11 +1487,11 @@ static void count_leaves(lua_State *L, ff_plan *p, int wfidx) {
  * the storage has it (same name, and same fingerprint unless cache =
  * "name"), else it runs and its parents are needed. Nodes nobody needs are
  * skipped. Then counts consumers among the nodes that run. */
-static void decide(lua_State *L, struct run *r, int wfidx) {
+static void decide(lua_State *L, struct run *r, int lsidx) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
     memset(r->act, ACT_SKIP, p->n);
-    lua_getiuservalue(L, wfidx, 1);
+    lua_getiuservalue(L, lsidx, 1);
     lua_Integer nl = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= nl; i++) {
         lua_rawgeti(L, -1, i);
@@ -1528,7 +1529,7 @@ static void decide(lua_State *L, struct run *r, int wfidx) {
         for (uint32_t j = 0; j < np; j++)
             p->consumers[ff_plan_pos(p, par[j])]++;
     }
-    count_leaves(L, p, wfidx);
+    count_leaves(L, p, lsidx);
 }
 
 static uint64_t mono_ns(void) {
@@ -1591,8 +1592,8 @@ static int run_msgh(lua_State *L) {
     return 1;
 }
 
-/* Runs the plan; protected (called through lua_pcall by ffl_wf_run_local,
- * with run_msgh). Arguments: the run (light userdata) and the workflow.
+/* Runs the plan; protected (called through lua_pcall by ffl_leaves_run_local,
+ * with run_msgh). Arguments: the run (light userdata) and the LeafSet.
  * Node functions are called with lua_call: one protected region for the
  * whole run instead of one per node; run->current says whom an error
  * belongs to. */
@@ -1719,11 +1720,11 @@ static void set_count(lua_State *L, int t, const char *k, size_t v) {
     lua_setfield(L, t, k);
 }
 
-/* wf:run_local([opts]) -> one value per leaf. opts: storage (a Store),
+/* ls:run_local([opts]) -> one value per leaf. opts: storage (a Store),
  * workflow (its name there), cache, always_read, verbose; after the run
  * opts also holds the counts computed, loaded, skipped, damaged. */
-static int ffl_wf_run_local(lua_State *L) {
-    check_wf(L, 1);
+static int ffl_leaves_run_local(lua_State *L) {
+    check_leaves(L, 1);
     lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
     struct run r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX, .core = LUA_NOREF};
@@ -1733,11 +1734,11 @@ static int ffl_wf_run_local(lua_State *L) {
     }
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
-    lua_pushcclosure(L, run_msgh, 2); // [wf, opts, msgh]
+    lua_pushcclosure(L, run_msgh, 2); // [ls, opts, msgh]
     lua_pushcfunction(L, run_inner);
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
-    r.plan = plan_wf(L, ctx, 1);
+    r.plan = plan_leaves(L, ctx, 1);
     run_check(L, &r);
     count_leaves(L, r.plan, 1);
     if (r.st != NULL) {
@@ -2099,7 +2100,7 @@ static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t f
         luaL_error(L, "%s", ffl_client_error(x->c));
 }
 
-/* Protected: args (crun light userdata, workflow, options). */
+/* Protected: args (crun light userdata, LeafSet, options). */
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
     x->opts = 3;
@@ -2235,10 +2236,10 @@ static int cluster_inner(lua_State *L) {
     return push_leaves(L, r, 2);
 }
 
-/* wf:run_cluster(client, opts) -> one value per leaf (none when
+/* ls:run_cluster(client, opts) -> one value per leaf (none when
  * opts.return_results == false); opts.placement gets node name -> worker. */
-static int ffl_wf_run_cluster(lua_State *L) {
-    check_wf(L, 1);
+static int ffl_leaves_run_cluster(lua_State *L) {
+    check_leaves(L, 1);
     ffl_client *c = ffl_check_client(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -2251,12 +2252,12 @@ static int ffl_wf_run_cluster(lua_State *L) {
     lua_pop(L, 1);
     lua_pushlightuserdata(L, &x.r);
     lua_pushvalue(L, 1);
-    lua_pushcclosure(L, run_msgh, 2); // [wf, client, opts, msgh]
+    lua_pushcclosure(L, run_msgh, 2); // [ls, client, opts, msgh]
     lua_pushcfunction(L, cluster_inner);
     lua_pushlightuserdata(L, &x);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3);
-    x.r.plan = plan_wf(L, ctx, 1);
+    x.r.plan = plan_leaves(L, ctx, 1);
     run_check(L, &x.r);
     count_leaves(L, x.r.plan, 1);
     run_begin(&x.r);
@@ -2290,13 +2291,13 @@ static const luaL_Reg node_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg wf_methods[] = {
-    {"nodes", ffl_wf_nodes},
-    {"set_slot", ffl_wf_set_slot},
-    {"get_slot", ffl_wf_get_slot},
-    {"leaves", ffl_wf_leaves},
-    {"run_local", ffl_wf_run_local},
-    {"run_cluster", ffl_wf_run_cluster},
+static const luaL_Reg leaves_methods[] = {
+    {"nodes", ffl_leaves_nodes},
+    {"set_slot", ffl_leaves_set_slot},
+    {"get_slot", ffl_leaves_get_slot},
+    {"leaves", ffl_leaves_leaves},
+    {"run_local", ffl_leaves_run_local},
+    {"run_cluster", ffl_leaves_run_cluster},
     {NULL, NULL},
 };
 
@@ -2306,7 +2307,7 @@ const luaL_Reg ffl_graph_funcs[] = {
     {"apply", ffl_core_apply},
     {"is_node", ffl_core_is_node},
     {"graph_size", ffl_core_graph_size},
-    {"workflow", ffl_core_workflow},
+    {"leaf_set", ffl_core_leaf_set},
     {"compile", ffl_core_compile},
     {NULL, NULL},
 };
@@ -2336,8 +2337,8 @@ void ffl_graph_open(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, WF_MT);
-    luaL_newlib(L, wf_methods);
+    luaL_newmetatable(L, LEAVES_MT);
+    luaL_newlib(L, leaves_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
