@@ -1,11 +1,12 @@
 /*
- * lgraph.c: the Lua binding of the workflow graph and the local executor.
+ * lgraph.c: the Lua binding of the workflow graph and its executors.
  *
  * Lua sees three types, registered once in luaopen_functionfuse_core:
  *   functionfuse.Node      a handle on a graph node (returned by factories)
  *   functionfuse.NodeItem  a handle on a field of a node's result (node[k])
  *   functionfuse.LeafSet   the leaves of a workflow, with what backends need
- * and node factories, C closures made by core.factory(fn[, name]).
+ * and node factories, C closures made by core.factory(fn[, name]). A
+ * LeafSet's queries are in lquery.c.
  *
  * Per-state context: one ffl_ctx userdata in the registry under
  * "functionfuse.ctx" owns the graph. Lua values the graph keeps are registry
@@ -36,39 +37,12 @@
 #include "net.h"
 #include "sched.h"
 #include "lutil.h"
-#include "query.h"
 #include "text.h"
 
 #define CTX_KEY "functionfuse.ctx"
 #define NODE_MT "functionfuse.Node"
 #define ITEM_MT "functionfuse.NodeItem"
 #define LEAVES_MT "functionfuse.LeafSet"
-#define NAME_MAX_STACK 256
-
-struct ffl_ctx {
-    ff_graph *graph;
-    lua_State *L; /* the thread in the current call, for releasing handles */
-    uint32_t *pending; /* node decrements queued by __gc */
-    size_t npending, pending_cap;
-    uint32_t *deps; /* scratch: nodes found inside table arguments */
-    size_t ndeps, deps_cap;
-    fflua_hooks hooks;
-    void *hooks_ud;
-    const void *node_mt, *item_mt; /* identities of the two metatables */
-    int node_mt_ref;               /* registry reference to the Node metatable */
-    /* Runs in progress in this state, innermost first (a node may run
-     * another workflow), and the failure of the last one that ended inside
-     * another: registry references (LUA_NOREF when none) to the error it
-     * raised and to the innermost node failure that error carries, and
-     * how many runs that failure went through. See run_end. */
-    struct run *running;
-    int nested_err, nested_core, nested_levels;
-};
-
-typedef struct ffl_node {
-    ffl_ctx *ctx;
-    uint32_t id;
-} ffl_node;
 
 /* --- context ------------------------------------------------------------- */
 
@@ -170,7 +144,7 @@ static ffl_node *check_node(lua_State *L, int idx) {
 }
 
 /* Pushes a new Node handle for a live node (one more reference). */
-static void push_node(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+void ffl_push_node(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     ffl_node *n = lua_newuserdatauv(L, sizeof *n, 0);
     n->ctx = ctx;
     n->id = UINT32_MAX; /* not yet a reference, should setmetatable fail */
@@ -200,8 +174,8 @@ static int ffl_handle_gc(lua_State *L) {
 }
 
 /* Pushes the node's name; returns it. */
-static const char *push_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
-    char buf[NAME_MAX_STACK];
+const char *ffl_push_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    char buf[FFL_NAME_STACK];
     size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
     if (len < sizeof buf)
         return lua_pushlstring(L, buf, len);
@@ -215,7 +189,7 @@ static const char *push_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
 /* Pushes the node's name as error messages show it (ffl_push_short);
  * returns it. */
 static const char *push_short_name(lua_State *L, ffl_ctx *ctx, uint32_t id) {
-    push_name(L, ctx, id);
+    ffl_push_name(L, ctx, id);
     ffl_push_short_at(L, -1);
     lua_remove(L, -2);
     return lua_tostring(L, -1);
@@ -567,7 +541,7 @@ static int ffl_node_set_name(lua_State *L) {
 /* node:get_name() / node:name() -> string */
 static int ffl_node_get_name(lua_State *L) {
     ffl_node *n = check_node(L, 1);
-    push_name(L, ffl_ctx_get(L), n->id);
+    ffl_push_name(L, ffl_ctx_get(L), n->id);
     return 1;
 }
 
@@ -631,7 +605,7 @@ static int ffl_node_tostring(lua_State *L) {
         return 1;
     }
     lua_pushstring(L, is_item ? ITEM_MT ": " : NODE_MT ": ");
-    push_name(L, ctx, n->id);
+    ffl_push_name(L, ctx, n->id);
     if (is_item) {
         lua_getiuservalue(L, 1, 1);
         lua_Integer len = luaL_len(L, -1);
@@ -664,8 +638,8 @@ typedef struct ffl_leaves {
     ffl_ctx *ctx;
 } ffl_leaves;
 
-static ffl_leaves *check_leaves(lua_State *L, int idx) {
-    return luaL_checkudata(L, idx, LEAVES_MT);
+void ffl_check_leaves(lua_State *L, int idx) {
+    luaL_checkudata(L, idx, LEAVES_MT);
 }
 
 /* core.leaf_set(leaves) -> LeafSet; leaves is a sequence of Node or
@@ -691,10 +665,8 @@ static int ffl_core_leaf_set(lua_State *L) {
     return 1;
 }
 
-/* Plans the ancestors of the leaves of the LeafSet at lsidx; the plan is
- * released by the caller. */
-static ff_plan *plan_leaves(lua_State *L, ffl_ctx *ctx, int lsidx) {
-    lua_getiuservalue(L, lsidx, 1); // [leaves]
+ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx) {
+    lua_getiuservalue(L, idx, 1); // [leaves]
     lua_Integer n = luaL_len(L, -1);
     uint32_t *ids = lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0); // [leaves, ids]
     for (lua_Integer i = 1; i <= n; i++) {
@@ -711,144 +683,11 @@ static ff_plan *plan_leaves(lua_State *L, ffl_ctx *ctx, int lsidx) {
     return p;
 }
 
-/* ls:nodes([query[, names_only]]) -> sequence of Node handles (or names)
- * in run order whose names `query` (a compiled pattern userdata from
- * core.compile, or nil for all) matches. */
-static int ffl_leaves_nodes(lua_State *L);
-
-/* --- queries ------------------------------------------------------------- */
-
-#define QUERY_MT "functionfuse.Pattern"
-
-typedef struct ffl_pattern {
-    ff_query *q;
-} ffl_pattern;
-
-static int ffl_pattern_gc(lua_State *L) {
-    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
-    ff_query_free(p->q);
-    p->q = NULL;
-    return 0;
-}
-
-/* core.compile(pattern) -> Pattern; raises on an invalid pattern. The
- * pattern's text is the userdata's user value, for messages. Stack effect:
- * +1. */
-static int ffl_core_compile(lua_State *L) {
-    size_t len;
-    const char *pat = luaL_checklstring(L, 1, &len);
-    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 1); // [pat, udata]
-    p->q = NULL;
-    luaL_setmetatable(L, QUERY_MT);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1);
-    char msg[256];
-    size_t off = 0;
-    int rc = ff_query_compile(pat, len, &p->q, msg, sizeof msg, &off);
-    if (rc == FFLUA_EPATTERN)
-        return luaL_error(L, "invalid pattern '%s': %s at offset %d", ffl_push_short(L, pat, len),
-                          msg, (int)off);
-    if (rc != 0)
-        return luaL_error(L, "not enough memory");
-    return 1;
-}
-
-/* Raises the error rc of matching the Pattern at pidx against a name:
- * "cannot match pattern 'p' against <what>'name': <why>", the name at the
- * top of the stack. */
-static int match_fail(lua_State *L, ffl_pattern *p, int pidx, int rc, const char *what) {
-    if (rc != FFLUA_EPATTERN)
-        return luaL_error(L, "%s", rc == -ENOMEM ? "not enough memory" : fflua_strerror(rc));
-    const char *name = ffl_push_short_at(L, -1);
-    lua_getiuservalue(L, pidx, 1);
-    const char *pat = ffl_push_short_at(L, -1);
-    return luaL_error(L, "cannot match pattern '%s' against %s'%s': %s", pat, what, name,
-                      ff_query_errmsg(p->q));
-}
-
-/* pattern:match(name) -> boolean; a match that fails (a limit reached) is
- * an error. Stack effect: +1. */
-static int ffl_pattern_match(lua_State *L) {
-    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
-    size_t len;
-    const char *s = luaL_checklstring(L, 2, &len);
-    int rc = ff_query_match(p->q, s, len);
-    if (rc < 0) {
-        lua_settop(L, 2);
-        return match_fail(L, p, 1, rc, "");
-    }
-    lua_pushboolean(L, rc);
-    return 1;
-}
-
-/* pattern:jit() -> boolean */
-static int ffl_pattern_jit(lua_State *L) {
-    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
-    lua_pushboolean(L, ff_query_is_jit(p->q));
-    return 1;
-}
-
-/* ls:nodes([pattern[, names_only]]): see the declaration above. Stack
- * effect: +1 (the sequence). A match that fails (a limit reached) is an
- * error naming the pattern and the node, never a node left out. */
-static int ffl_leaves_nodes(lua_State *L) {
-    check_leaves(L, 1);
-    ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
-    int names_only = lua_toboolean(L, 3);
-    ffl_ctx *ctx = ffl_ctx_get(L);
-    lua_settop(L, 3);
-    lua_pushnil(L); // [ls, pat, names_only, scratch]: for names too long for buf
-    int scratch = lua_gettop(L);
-    char *big = NULL;
-    size_t bigcap = 0;
-    lua_newtable(L); // [.., scratch, out]
-    ff_plan *p = plan_leaves(L, ctx, 1);
-    lua_Integer k = 0;
-    char buf[NAME_MAX_STACK];
-    int rc = 0;
-    uint32_t i;
-    for (i = 0; i < p->n; i++) {
-        uint32_t id = p->order[i];
-        if (pat != NULL) {
-            const char *nm = buf;
-            size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
-            if (len >= sizeof buf) {
-                if (len >= bigcap) { /* Lua-owned, so an error cannot leak it */
-                    bigcap = len + 1;
-                    big = lua_newuserdatauv(L, bigcap, 0);
-                    lua_replace(L, scratch);
-                }
-                ff_graph_name(ctx->graph, id, big, len + 1);
-                nm = big;
-            }
-            rc = ff_query_match(pat->q, nm, len);
-            if (rc < 0)
-                break;
-            if (rc == 0)
-                continue;
-        }
-        if (names_only)
-            push_name(L, ctx, id);
-        else
-            push_node(L, ctx, id);
-        lua_rawseti(L, -2, ++k);
-    }
-    if (rc < 0) {
-        /* The leaves keep the node alive without the plan. */
-        uint32_t id = p->order[i];
-        ff_plan_release(ctx->graph, p);
-        push_name(L, ctx, id);
-        return match_fail(L, pat, 2, rc, "node ");
-    }
-    ff_plan_release(ctx->graph, p);
-    return 1;
-}
-
 static const char *const slot_names[] = {"func", "remote", "plugins", NULL};
 
 /* ls:set_slot(node, "func"|"remote"|"plugins", value|nil) */
 static int ffl_leaves_set_slot(lua_State *L) {
-    check_leaves(L, 1);
+    ffl_check_leaves(L, 1);
     ffl_node *n = check_node(L, 2);
     int slot = luaL_checkoption(L, 3, NULL, slot_names);
     ffl_ctx *ctx = ffl_ctx_get(L);
@@ -864,7 +703,7 @@ static int ffl_leaves_set_slot(lua_State *L) {
 
 /* ls:get_slot(node, slot) -> value or nil */
 static int ffl_leaves_get_slot(lua_State *L) {
-    check_leaves(L, 1);
+    ffl_check_leaves(L, 1);
     ffl_node *n = check_node(L, 2);
     int slot = luaL_checkoption(L, 3, NULL, slot_names);
     ffl_ctx *ctx = ffl_ctx_get(L);
@@ -878,7 +717,7 @@ static int ffl_leaves_get_slot(lua_State *L) {
 
 /* ls:leaves() -> a copy of the leaves */
 static int ffl_leaves_leaves(lua_State *L) {
-    check_leaves(L, 1);
+    ffl_check_leaves(L, 1);
     lua_getiuservalue(L, 1, 1);
     lua_Integer n = luaL_len(L, -1);
     lua_createtable(L, (int)n, 0);
@@ -891,13 +730,13 @@ static int ffl_leaves_leaves(lua_State *L) {
 
 /* --- the local executor -------------------------------------------------- */
 
-struct run;
-static void push_result(lua_State *L, struct run *r, int idx);
+struct ffl_run;
+static void push_result(lua_State *L, struct ffl_run *r, int idx);
 
 enum { CACHE_NONE, CACHE_NAME, CACHE_FINGERPRINT };
 enum { ACT_SKIP, ACT_NEED, ACT_RUN, ACT_LOAD };
 
-struct run {
+struct ffl_run {
     ffl_ctx *ctx;
     ff_plan *plan;
     int results;      /* stack index of the results table (position + 1 -> value) */
@@ -906,7 +745,7 @@ struct run {
     uint32_t plugin;  /* position of the node whose plugin runs, or UINT32_MAX */
     int argn;         /* the argument of it being prepared (1-based), for errors */
     int leaf;         /* the leaf being read (1-based), or 0 */
-    struct run *outer; /* the run this one is nested in, or NULL */
+    struct ffl_run *outer; /* the run this one is nested in, or NULL */
     int core, levels;  /* a nested failure this run's error carries (run_end) */
     /* With storage (st != NULL): */
     ff_store *st;
@@ -927,7 +766,7 @@ struct run {
  * that hold them (memo: stack index of a table old -> copy); depth is the
  * number of tables around it. The tables may have been made deeper since
  * the node was made: the limit is checked again. */
-static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int depth,
+static void push_substituted(lua_State *L, struct ffl_run *r, int idx, int memo, int depth,
                              const struct walk *w) {
     idx = lua_absindex(L, idx);
     int is_item;
@@ -968,7 +807,7 @@ static void push_substituted(lua_State *L, struct run *r, int idx, int memo, int
 
 /* Pushes the result the handle at idx stands for: a node's result or a
  * field of it (indexing may run metamethods of the result). */
-static void push_result(lua_State *L, struct run *r, int idx) {
+static void push_result(lua_State *L, struct ffl_run *r, int idx) {
     int is_item;
     ffl_node *n = ctx_test_handle(L, r->ctx, idx, &is_item);
     uint32_t pos = ff_plan_pos(r->plan, n->id);
@@ -986,7 +825,7 @@ static void push_result(lua_State *L, struct run *r, int idx) {
     lua_remove(L, -2);
 }
 
-static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
+static void push_arg(lua_State *L, struct ffl_run *r, const ff_arg *a) {
     switch (a->kind) {
     case FF_ARG_NIL:
         lua_pushnil(L);
@@ -1024,7 +863,7 @@ static void push_arg(lua_State *L, struct run *r, const ff_arg *a) {
 
 /* Pushes the results of the leaves of the LeafSet at lsidx, in order;
  * returns how many. */
-static int push_leaves(lua_State *L, struct run *r, int lsidx) {
+static int push_leaves(lua_State *L, struct ffl_run *r, int lsidx) {
     lua_getiuservalue(L, lsidx, 1);
     int leaves = lua_gettop(L);
     lua_Integer n = luaL_len(L, leaves);
@@ -1074,7 +913,7 @@ static void push_node_desc(lua_State *L, ffl_ctx *ctx, uint32_t id, int fidx) {
 /* The node of a run in progress whose code is running and that plan p
  * would run again, or UINT32_MAX; *plugin says whether it is its plugin. */
 static uint32_t reentered(const ffl_ctx *ctx, const ff_plan *p, int *plugin) {
-    for (const struct run *a = ctx->running; a != NULL; a = a->outer) {
+    for (const struct ffl_run *a = ctx->running; a != NULL; a = a->outer) {
         uint32_t pos = a->current != UINT32_MAX ? a->current : a->plugin;
         if (pos == UINT32_MAX)
             continue;
@@ -1089,7 +928,7 @@ static uint32_t reentered(const ffl_ctx *ctx, const ff_plan *p, int *plugin) {
 
 /* Refuses run r (its plan made, nothing else yet) when it would run a node
  * whose code is running: raises, the plan released. */
-static void run_check(lua_State *L, struct run *r) {
+static void run_check(lua_State *L, struct ffl_run *r) {
     ffl_ctx *ctx = r->ctx;
     int plugin = 0;
     uint32_t id = ctx->running != NULL ? reentered(ctx, r->plan, &plugin) : UINT32_MAX;
@@ -1104,7 +943,7 @@ static void run_check(lua_State *L, struct run *r) {
 
 /* Makes r the innermost run in progress, right before its protected part
  * (nothing may raise between this and run_end). */
-static void run_begin(struct run *r) {
+static void run_begin(struct ffl_run *r) {
     r->outer = r->ctx->running;
     r->ctx->running = r;
 }
@@ -1112,7 +951,7 @@ static void run_begin(struct run *r) {
 /* Ends run r, with its error at the top when failed. A failure of a run
  * that was inside another is remembered for the handler of the run
  * outside (push_nested_failure); once no run is left, nothing is. */
-static void run_end(lua_State *L, struct run *r, int failed) {
+static void run_end(lua_State *L, struct ffl_run *r, int failed) {
     ffl_ctx *ctx = r->ctx;
     ctx->running = r->outer;
     luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_err);
@@ -1139,7 +978,7 @@ static void run_end(lua_State *L, struct run *r, int failed) {
  * failed with, pushes the innermost failure it carries ("in a run nested
  * N deep, " first when runs between are left out), keeps it in r for the
  * runs outside, and returns 1; else returns 0 and pushes nothing. */
-static int push_nested_failure(lua_State *L, struct run *r, int idx) {
+static int push_nested_failure(lua_State *L, struct ffl_run *r, int idx) {
     ffl_ctx *ctx = r->ctx;
     if (ctx->nested_err == LUA_NOREF)
         return 0;
@@ -1171,7 +1010,7 @@ static int plugin_msgh(lua_State *L) {
     return ffl_traceback(L);
 }
 
-static void run_plugins(lua_State *L, struct run *r) {
+static void run_plugins(lua_State *L, struct ffl_run *r) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
     lua_pushlightuserdata(L, r);
@@ -1219,7 +1058,7 @@ static int32_t node_func(ff_graph *g, uint32_t id) {
 #define NAME_BUF 256
 
 /* The name of the node at pos, from the run's names. */
-static const char *pos_name(struct run *r, uint32_t pos, size_t *len) {
+static const char *pos_name(struct ffl_run *r, uint32_t pos, size_t *len) {
     *len = r->name_off[pos + 1] - r->name_off[pos];
     return r->names.p + r->name_off[pos];
 }
@@ -1228,7 +1067,7 @@ static const char *pos_name(struct run *r, uint32_t pos, size_t *len) {
  * stored by name, so two nodes with one name would overwrite each other
  * and load each other's results. A hash set of positions, by XXH3-64.
  * Names the storage cannot hold are refused too, before anything runs. */
-static void collect_names(lua_State *L, struct run *r) {
+static void collect_names(lua_State *L, struct ffl_run *r) {
     ff_plan *p = r->plan;
     if (r->wflen > FF_STORE_WF_MAX)
         luaL_error(L, "workflow '%s': a workflow name in a storage has at most %d bytes",
@@ -1276,7 +1115,7 @@ static void collect_names(lua_State *L, struct run *r) {
 }
 
 /* Raises "<what> of node 'x': <msg at the top>". */
-static int node_error(lua_State *L, struct run *r, uint32_t id, const char *what) {
+static int node_error(lua_State *L, struct ffl_run *r, uint32_t id, const char *what) {
     const char *msg = lua_tostring(L, -1);
     push_short_name(L, r->ctx, id);
     return luaL_error(L, "%s of node '%s': %s", what, lua_tostring(L, -1), msg);
@@ -1285,7 +1124,7 @@ static int node_error(lua_State *L, struct run *r, uint32_t id, const char *what
 /* FFC_HASH hook: a node handle inside an argument table stands for its
  * fingerprint (and, for an item, the path into the result). */
 static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
-    struct run *r = ud;
+    struct ffl_run *r = ud;
     int is_item;
     ffl_node *n = ctx_test_handle(L, r->ctx, idx, &is_item);
     if (n == NULL)
@@ -1311,14 +1150,14 @@ static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
 }
 
 /* Appends the FFC_HASH encoding of the value at the top (popped). */
-static void fp_value(lua_State *L, struct run *r, uint32_t id) {
+static void fp_value(lua_State *L, struct ffl_run *r, uint32_t id) {
     ffc_opts o = {FFC_HASH, fp_hook, r, r->modmap};
     if (ffc_encode(L, -1, &o, &r->buf) != 0)
         node_error(L, r, id, "fingerprint");
     lua_pop(L, 1);
 }
 
-static void fp_bytes(lua_State *L, struct run *r, const void *p, size_t n) {
+static void fp_bytes(lua_State *L, struct ffl_run *r, const void *p, size_t n) {
     if (ff_buf_reserve(&r->buf, n) != 0)
         luaL_error(L, "not enough memory");
     memcpy(r->buf.p + r->buf.n, p, n);
@@ -1327,7 +1166,7 @@ static void fp_bytes(lua_State *L, struct run *r, const void *p, size_t n) {
 
 /* The digest of a node's function: its bytecode and upvalues, cached per
  * function for the run. */
-static void fp_function(lua_State *L, struct run *r, uint32_t id, uint8_t out[FF_FP_LEN]) {
+static void fp_function(lua_State *L, struct ffl_run *r, uint32_t id, uint8_t out[FF_FP_LEN]) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, node_func(r->ctx->graph, id)); // [fn]
     lua_pushvalue(L, -1);
     if (lua_rawget(L, r->fn_cache) == LUA_TSTRING) {
@@ -1350,7 +1189,7 @@ static void fp_function(lua_State *L, struct run *r, uint32_t id, uint8_t out[FF
 /* Fingerprints every planned node, in order (parents first): its function,
  * its arguments (a node argument by the parent's fingerprint) and its
  * plugins' pre-run function. */
-static void fingerprint_all(lua_State *L, struct run *r) {
+static void fingerprint_all(lua_State *L, struct ffl_run *r) {
     ff_plan *p = r->plan;
     lua_newtable(L);
     r->fn_cache = lua_gettop(L);
@@ -1411,7 +1250,7 @@ static void fingerprint_all(lua_State *L, struct run *r) {
 
 /* A warning that the stored result of task key cannot be used, on
  * stderr, names escaped; the node runs instead. */
-static void damaged_note(struct run *r, const char *key, size_t nl, const char *what,
+static void damaged_note(struct ffl_run *r, const char *key, size_t nl, const char *what,
                          const char *why) {
     char task[160], wf[160];
     fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%s' of workflow "
@@ -1421,7 +1260,7 @@ static void damaged_note(struct run *r, const char *key, size_t nl, const char *
 }
 
 /* A line of verbose = true about node key. */
-static void verbose_note(struct run *r, const char *key, size_t nl, const char *what) {
+static void verbose_note(struct ffl_run *r, const char *key, size_t nl, const char *what) {
     char task[160], wf[160];
     fprintf(stderr, "fflua: workflow '%s': node '%s' %s\n",
             ff_text_escape(wf, sizeof wf, r->wf, r->wflen),
@@ -1430,7 +1269,7 @@ static void verbose_note(struct run *r, const char *key, size_t nl, const char *
 
 /* Tries to load node pos from the storage into the results. A damaged
  * record, or a damaged part of the file, is a warning: the node runs. */
-static int try_load(lua_State *L, struct run *r, uint32_t pos) {
+static int try_load(lua_State *L, struct ffl_run *r, uint32_t pos) {
     size_t nl;
     const char *key = pos_name(r, pos, &nl);
     ff_rec rec;
@@ -1487,7 +1326,7 @@ static void count_leaves(lua_State *L, ff_plan *p, int lsidx) {
  * the storage has it (same name, and same fingerprint unless cache =
  * "name"), else it runs and its parents are needed. Nodes nobody needs are
  * skipped. Then counts consumers among the nodes that run. */
-static void decide(lua_State *L, struct run *r, int lsidx) {
+static void decide(lua_State *L, struct ffl_run *r, int lsidx) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
     memset(r->act, ACT_SKIP, p->n);
@@ -1540,7 +1379,7 @@ static uint64_t mono_ns(void) {
 
 /* Stores the result at the top (replacing it by the value read back when
  * always_read is set). */
-static void save_result(lua_State *L, struct run *r, uint32_t pos, uint64_t compute_ns) {
+static void save_result(lua_State *L, struct ffl_run *r, uint32_t pos, uint64_t compute_ns) {
     uint32_t id = r->plan->order[pos];
     r->buf.n = 0;
     if (ffc_encode(L, -1, NULL, &r->buf) != 0)
@@ -1563,7 +1402,7 @@ static void save_result(lua_State *L, struct run *r, uint32_t pos, uint64_t comp
  * failure of a run nested in this one, the failure it carries); the hooks
  * hear of the failure. Other errors (the plugin phase) pass as they are. */
 static int run_msgh(lua_State *L) {
-    struct run *r = lua_touserdata(L, lua_upvalueindex(1));
+    struct ffl_run *r = lua_touserdata(L, lua_upvalueindex(1));
     if (r->current == UINT32_MAX && r->leaf != 0) {
         /* Reading a leaf item of a result that does not have it. */
         int leaf = r->leaf;
@@ -1580,7 +1419,7 @@ static int run_msgh(lua_State *L) {
     uint32_t id = r->plan->order[r->current];
     r->current = UINT32_MAX; /* once: an error in here must not recurse */
     if (ctx->hooks.after != NULL) {
-        push_name(L, ctx, id);
+        ffl_push_name(L, ctx, id);
         ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
         lua_pop(L, 1);
     }
@@ -1598,7 +1437,7 @@ static int run_msgh(lua_State *L) {
  * whole run instead of one per node; run->current says whom an error
  * belongs to. */
 static int run_inner(lua_State *L) {
-    struct run *r = lua_touserdata(L, 1);
+    struct ffl_run *r = lua_touserdata(L, 1);
     ffl_ctx *ctx = r->ctx;
     ff_plan *p = r->plan;
     lua_createtable(L, (int)p->n, 0);
@@ -1628,7 +1467,7 @@ static int run_inner(lua_State *L) {
         }
         r->current = pos;
         if (ctx->hooks.before != NULL) {
-            push_name(L, ctx, id);
+            ffl_push_name(L, ctx, id);
             ctx->hooks.before(ctx->hooks_ud, lua_tostring(L, -1));
             lua_pop(L, 1);
         }
@@ -1661,7 +1500,7 @@ static int run_inner(lua_State *L) {
         lua_rawseti(L, r->results, (lua_Integer)pos + 1);
         lua_settop(L, top);
         if (ctx->hooks.after != NULL) {
-            push_name(L, ctx, id);
+            ffl_push_name(L, ctx, id);
             ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 0);
             lua_pop(L, 1);
         }
@@ -1689,7 +1528,7 @@ static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
 }
 
 /* Reads the storage options of a run from the table at idx. */
-static void run_options(lua_State *L, struct run *r, int idx) {
+static void run_options(lua_State *L, struct ffl_run *r, int idx) {
     if (lua_getfield(L, idx, "storage") == LUA_TNIL) {
         lua_pop(L, 1);
         return;
@@ -1724,10 +1563,10 @@ static void set_count(lua_State *L, int t, const char *k, size_t v) {
  * workflow (its name there), cache, always_read, verbose; after the run
  * opts also holds the counts computed, loaded, skipped, damaged. */
 static int ffl_leaves_run_local(lua_State *L) {
-    check_leaves(L, 1);
+    ffl_check_leaves(L, 1);
     lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct run r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX, .core = LUA_NOREF};
+    struct ffl_run r = {.ctx = ctx, .current = UINT32_MAX, .plugin = UINT32_MAX, .core = LUA_NOREF};
     if (!lua_isnil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         run_options(L, &r, 2);
@@ -1738,7 +1577,7 @@ static int ffl_leaves_run_local(lua_State *L) {
     lua_pushcfunction(L, run_inner);
     lua_pushlightuserdata(L, &r);
     lua_pushvalue(L, 1);
-    r.plan = plan_leaves(L, ctx, 1);
+    r.plan = ffl_leaves_plan(L, ctx, 1);
     run_check(L, &r);
     count_leaves(L, r.plan, 1);
     if (r.st != NULL) {
@@ -1795,7 +1634,7 @@ static int ffl_leaves_run_local(lua_State *L) {
  * parents, pre-run function, resources), one SUBMIT, then the leaves'
  * results as they come. See cluster.h for the messages. */
 struct crun {
-    struct run r;
+    struct ffl_run r;
     ffl_client *c;
     uint64_t run_id;
     uint32_t cur; /* the node whose arguments are being encoded */
@@ -2026,7 +1865,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     uint32_t id = p->order[pos];
     uint64_t fid = cl_fid(L, x, id);
     ff_wr_varint(b, fid);
-    push_name(L, ctx, id);
+    ffl_push_name(L, ctx, id);
     size_t nl;
     const char *nm = lua_tolstring(L, -1, &nl);
     ff_wr_str(b, nm, nl);
@@ -2045,7 +1884,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     for (uint32_t i = 0; i < nargs; i++) {
         ff_arg a = args[i];
         if (a.kind == FF_ARG_NODE)
-            push_node(L, ctx, a.u.node);
+            ffl_push_node(L, ctx, a.u.node);
         else if (a.kind == FF_ARG_ITEM || a.kind == FF_ARG_DEEP || a.kind == FF_ARG_HANDLE)
             lua_rawgeti(L, LUA_REGISTRYINDEX, a.handle);
         else
@@ -2104,7 +1943,7 @@ static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t f
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
     x->opts = 3;
-    struct run *r = &x->r;
+    struct ffl_run *r = &x->r;
     ff_plan *p = r->plan;
     lua_createtable(L, (int)p->n, 0);
     r->results = lua_gettop(L);
@@ -2214,7 +2053,7 @@ static int cluster_inner(lua_State *L) {
             lua_createtable(L, 0, (int)p->n);
             for (uint32_t i = 0; i < p->n; i++) {
                 uint64_t place = ff_rd_varint(&rd);
-                push_name(L, r->ctx, p->order[i]);
+                ffl_push_name(L, r->ctx, p->order[i]);
                 lua_rawgeti(L, names, (lua_Integer)place);
                 lua_rawset(L, -3);
             }
@@ -2239,7 +2078,7 @@ static int cluster_inner(lua_State *L) {
 /* ls:run_cluster(client, opts) -> one value per leaf (none when
  * opts.return_results == false); opts.placement gets node name -> worker. */
 static int ffl_leaves_run_cluster(lua_State *L) {
-    check_leaves(L, 1);
+    ffl_check_leaves(L, 1);
     ffl_client *c = ffl_check_client(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -2257,7 +2096,7 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     lua_pushlightuserdata(L, &x);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3);
-    x.r.plan = plan_leaves(L, ctx, 1);
+    x.r.plan = ffl_leaves_plan(L, ctx, 1);
     run_check(L, &x.r);
     count_leaves(L, x.r.plan, 1);
     run_begin(&x.r);
@@ -2291,8 +2130,8 @@ static const luaL_Reg node_methods[] = {
     {NULL, NULL},
 };
 
+/* The LeafSet's own methods; queries add theirs (ffl_leaves_add_methods). */
 static const luaL_Reg leaves_methods[] = {
-    {"nodes", ffl_leaves_nodes},
     {"set_slot", ffl_leaves_set_slot},
     {"get_slot", ffl_leaves_get_slot},
     {"leaves", ffl_leaves_leaves},
@@ -2308,7 +2147,6 @@ const luaL_Reg ffl_graph_funcs[] = {
     {"is_node", ffl_core_is_node},
     {"graph_size", ffl_core_graph_size},
     {"leaf_set", ffl_core_leaf_set},
-    {"compile", ffl_core_compile},
     {NULL, NULL},
 };
 
@@ -2342,17 +2180,6 @@ void ffl_graph_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, QUERY_MT);
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, ffl_pattern_match);
-    lua_setfield(L, -2, "match");
-    lua_pushcfunction(L, ffl_pattern_jit);
-    lua_setfield(L, -2, "jit");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, ffl_pattern_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-
     ffl_ctx *ctx = ffl_ctx_get(L); /* the engine exists from the first require */
     luaL_getmetatable(L, NODE_MT);
     ctx->node_mt = lua_topointer(L, -1);
@@ -2360,4 +2187,11 @@ void ffl_graph_open(lua_State *L) {
     luaL_getmetatable(L, ITEM_MT);
     ctx->item_mt = lua_topointer(L, -1);
     lua_pop(L, 1);
+}
+
+void ffl_leaves_add_methods(lua_State *L, const luaL_Reg *methods) {
+    luaL_getmetatable(L, LEAVES_MT);
+    lua_getfield(L, -1, "__index");
+    luaL_setfuncs(L, methods, 0);
+    lua_pop(L, 2);
 }
