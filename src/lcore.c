@@ -3,9 +3,10 @@
  *
  * This is the one place where the engine's C side meets Lua: each engine
  * module gets its binding file (l<module>.c) and registers it here: the
- * version and error tables (here), the graph, its LeafSet and the executors
- * (lgraph.c), queries (lquery.c), the store and the codec (lstore.c) and
- * the cluster client (lcluster.c).
+ * version and error tables (here), the graph and its LeafSet (lgraph.c),
+ * queries (lquery.c), the executors that run a LeafSet (lrun.h: the local
+ * executor in llocal.c, the cluster driver in ldriver.c), the store and
+ * the codec (lstore.c) and the cluster client (lcluster.c).
  *
  * The same object code is linked into the fflua program and libfflua (where
  * fflua_open() puts it in package.preload) and built as core.so for hosts
@@ -20,6 +21,7 @@
 #include "lcluster.h"
 #include "lgraph.h"
 #include "lquery.h"
+#include "lrun.h"
 #include "lstore.h"
 #include "text.h"
 
@@ -62,8 +64,10 @@ int luaopen_functionfuse_core(lua_State *L) {
     ffl_query_open(L);
     ffl_store_open(L);
     ffl_cluster_open(L);
-    /* A LeafSet's methods beyond its own. */
-    ffl_leaves_add_methods(L, ffl_query_methods); /* nodes */
+    /* A LeafSet's methods beyond its own (set_slot, get_slot, leaves). */
+    ffl_leaves_add_methods(L, ffl_query_methods);  /* nodes */
+    ffl_leaves_add_methods(L, ffl_local_methods);  /* run_local */
+    ffl_leaves_add_methods(L, ffl_driver_methods); /* run_cluster */
     luaL_newlib(L, ffl_core_funcs); // [core]
     luaL_setfuncs(L, ffl_graph_funcs, 0);
     luaL_setfuncs(L, ffl_query_funcs, 0);

@@ -105,7 +105,7 @@ static int ffl_leaves_nodes(lua_State *L) {
     char *big = NULL;
     size_t bigcap = 0;
     lua_newtable(L); // [.., scratch, out]
-    ff_plan *p = ffl_leaves_plan(L, ctx, 1);
+    ff_plan *p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
     lua_Integer k = 0;
     char buf[FFL_NAME_STACK];
     int rc = 0;
