@@ -341,27 +341,17 @@ static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t f
         luaL_error(L, "%s", ffl_client_error(x->c));
 }
 
-/* Protected: args (crun light userdata, LeafSet, options). */
-static int cluster_inner(lua_State *L) {
-    struct crun *x = lua_touserdata(L, 1);
-    x->opts = 3;
-    struct ffl_run *r = &x->r;
-    ff_plan *p = r->plan;
-    ffl_run_plugins(L, r);
-    lua_newtable(L);
-    x->fids = lua_gettop(L);
-    ffc_push_modmap(L);
-    x->modmap = lua_gettop(L);
-    /* Leaves. */
-    uint8_t *leaf = lua_newuserdatauv(L, p->n + 1, 0);
+/* Sends every planned node: functions (FUNC frames) and tasks, in
+ * SUBMITs of up to SUBMIT_TASKS tasks or about SUBMIT_BYTES, each sent as
+ * soon as it is encoded (the head reads one while the next is encoded; it
+ * starts the run once every part is there, so a node that cannot be
+ * encoded stops the run before anything ran). */
+static void cl_send_tasks(lua_State *L, struct crun *x) {
+    ff_plan *p = x->r.plan;
+    uint8_t *leaf = lua_newuserdatauv(L, p->n + 1, 0); // [leaf]
     memset(leaf, 0, p->n + 1);
-    for (uint32_t i = 0; i < r->nleaves; i++)
-        leaf[r->leaf_pos[i]] = 1;
-    /* Functions (FUNC frames) and tasks, in SUBMITs of up to SUBMIT_TASKS
-     * tasks or about SUBMIT_BYTES, each sent as soon as it is encoded (the
-     * head reads one while the next is encoded; it starts the run once
-     * every part is there, so a node that cannot be encoded stops the run
-     * before anything ran). */
+    for (uint32_t i = 0; i < x->r.nleaves; i++)
+        leaf[x->r.leaf_pos[i]] = 1;
     lua_getfield(L, x->opts, "max_pending_tasks");
     lua_Integer maxp = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
     lua_pop(L, 1);
@@ -397,72 +387,108 @@ static int cluster_inner(lua_State *L) {
         x->tasks.n = 0;
         first = pos + 1;
     }
-    /* Results. */
+    lua_pop(L, 1); // []
+}
+
+/* A DONE frame: a leaf's result, stored in the results, or the failure of
+ * a node or of the run, raised. Frames of earlier runs are skipped. */
+static void cl_on_done(lua_State *L, struct crun *x, ff_rd *rd) {
+    struct ffl_run *r = &x->r;
+    uint64_t run = ff_rd_varint(rd), i = ff_rd_varint(rd), st = ff_rd_varint(rd);
+    size_t len;
+    const char *bytes = ff_rd_str(rd, &len);
+    if (run != x->run_id && rd->err == 0)
+        return; /* left over from an earlier run on this connection */
+    if (ff_rd_done(rd) != 0 || i >= r->plan->n)
+        luaL_error(L, "the head sent a malformed result");
+    uint32_t id = r->plan->order[i];
+    if (st == 2)
+        luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, bytes, len));
+    if (st != 0) {
+        lua_pushlstring(L, bytes, len);
+        ffl_run_push_desc(L, r->ctx, id);
+        luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+    }
+    if (ffc_decode_code(L, bytes, len, NULL, NULL) != 0)
+        luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
+    lua_rawseti(L, r->results, (lua_Integer)i + 1);
+}
+
+/* A RUN_END frame of n bytes: where each node ran, set as node name ->
+ * worker in opts.placement. Returns 0 for a frame of an earlier run
+ * (skipped), else 1. */
+static int cl_on_run_end(lua_State *L, struct crun *x, ff_rd *rd, size_t n) {
+    ff_plan *p = x->r.plan;
+    uint64_t run = ff_rd_varint(rd), np = ff_rd_varint(rd);
+    if (run != x->run_id && rd->err == 0)
+        return 0;
+    if (rd->err || np > n)
+        luaL_error(L, "the head sent a malformed run end");
+    lua_createtable(L, (int)np, 0);
+    int names = lua_gettop(L);
+    for (uint64_t k = 0; k < np; k++) {
+        size_t len;
+        const char *s = ff_rd_str(rd, &len);
+        lua_pushlstring(L, s, len);
+        lua_rawseti(L, names, (lua_Integer)k + 1);
+    }
+    lua_createtable(L, 0, (int)p->n);
+    for (uint32_t i = 0; i < p->n; i++) {
+        uint64_t place = ff_rd_varint(rd);
+        ffl_push_name(L, x->r.ctx, p->order[i]);
+        lua_rawgeti(L, names, (lua_Integer)place);
+        lua_rawset(L, -3);
+    }
+    if (ff_rd_done(rd) != 0)
+        luaL_error(L, "the head sent a malformed run end");
+    lua_setfield(L, x->opts, "placement");
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Reads the head's frames until the run's RUN_END: the leaves' results
+ * (DONE), or the failure that ends the run. */
+static void cl_collect(lua_State *L, struct crun *x) {
     for (;;) {
         int type;
         const char *msg;
         size_t n;
-        int rc = ffl_client_recv(x->c, &type, &msg, &n, -1);
-        if (rc != 0)
-            return luaL_error(L, "%s", ffl_client_error(x->c));
+        if (ffl_client_recv(x->c, &type, &msg, &n, -1) != 0)
+            luaL_error(L, "%s", ffl_client_error(x->c));
         ff_rd rd;
         ff_rd_init(&rd, msg, n);
-        if (type == FF_M_DONE) {
-            uint64_t run = ff_rd_varint(&rd), i = ff_rd_varint(&rd), st = ff_rd_varint(&rd);
-            size_t len;
-            const char *bytes = ff_rd_str(&rd, &len);
-            if (run != x->run_id && rd.err == 0)
-                continue; /* left over from an earlier run on this connection */
-            if (ff_rd_done(&rd) != 0 || i >= p->n)
-                return luaL_error(L, "the head sent a malformed result");
-            uint32_t id = p->order[i];
-            if (st == 2)
-                return luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, bytes, len));
-            if (st != 0) {
-                lua_pushlstring(L, bytes, len);
-                ffl_run_push_desc(L, r->ctx, id);
-                return luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -2));
-            }
-            if (ffc_decode_code(L, bytes, len, NULL, NULL) != 0)
-                return luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
-            lua_rawseti(L, r->results, (lua_Integer)i + 1);
-        } else if (type == FF_M_RUN_END) {
-            uint64_t run = ff_rd_varint(&rd), np = ff_rd_varint(&rd);
-            if (run != x->run_id && rd.err == 0)
-                continue;
-            if (rd.err || np > n)
-                return luaL_error(L, "the head sent a malformed run end");
-            lua_createtable(L, (int)np, 0);
-            int names = lua_gettop(L);
-            for (uint64_t k = 0; k < np; k++) {
-                size_t len;
-                const char *s = ff_rd_str(&rd, &len);
-                lua_pushlstring(L, s, len);
-                lua_rawseti(L, names, (lua_Integer)k + 1);
-            }
-            lua_createtable(L, 0, (int)p->n);
-            for (uint32_t i = 0; i < p->n; i++) {
-                uint64_t place = ff_rd_varint(&rd);
-                ffl_push_name(L, r->ctx, p->order[i]);
-                lua_rawgeti(L, names, (lua_Integer)place);
-                lua_rawset(L, -3);
-            }
-            if (ff_rd_done(&rd) != 0)
-                return luaL_error(L, "the head sent a malformed run end");
-            lua_setfield(L, x->opts, "placement");
-            lua_pop(L, 1);
+        switch (type) {
+        case FF_M_DONE:
+            cl_on_done(L, x, &rd);
             break;
-        } else if (type == FF_M_BYE) {
-            return luaL_error(L, "the head at %s stopped during the run",
-                              ffl_client_address(x->c));
-        } else {
-            return luaL_error(L, "unexpected message %d from the head", type);
+        case FF_M_RUN_END:
+            if (cl_on_run_end(L, x, &rd, n))
+                return;
+            break;
+        case FF_M_BYE:
+            luaL_error(L, "the head at %s stopped during the run", ffl_client_address(x->c));
+            break;
+        default:
+            luaL_error(L, "unexpected message %d from the head", type);
         }
     }
+}
+
+/* Protected: args (crun light userdata, LeafSet, options). */
+static int cluster_inner(lua_State *L) {
+    struct crun *x = lua_touserdata(L, 1);
+    x->opts = 3;
+    ffl_run_plugins(L, &x->r);
+    lua_newtable(L);
+    x->fids = lua_gettop(L);
+    ffc_push_modmap(L);
+    x->modmap = lua_gettop(L);
+    cl_send_tasks(L, x);
+    cl_collect(L, x);
     if (lua_getfield(L, x->opts, "return_results") == LUA_TBOOLEAN && !lua_toboolean(L, -1))
         return 0;
     lua_pop(L, 1);
-    return ffl_run_push_leaves(L, r, 2);
+    return ffl_run_push_leaves(L, &x->r, 2);
 }
 
 /* Tells the head to drop the run after a failure (it may be running
