@@ -1,6 +1,6 @@
 /*
  * lcluster.h: the cluster client binding (lcluster.c), used by the cluster
- * executor in lgraph.c.
+ * driver in ldriver.c.
  */
 #ifndef FF_LCLUSTER_H
 #define FF_LCLUSTER_H

@@ -3,9 +3,10 @@
  *
  * This is the one place where the engine's C side meets Lua: each engine
  * module gets its binding file (l<module>.c) and registers it here: the
- * version and error tables (here), the graph, queries and the local executor
- * (lgraph.c); the store and the codec (lstore.c); the network binding joins
- * when it is written.
+ * version and error tables (here), the graph and its LeafSet (lgraph.c),
+ * queries (lquery.c), the executors that run a LeafSet (lrun.h: the local
+ * executor in llocal.c, the cluster driver in ldriver.c), the store and
+ * the codec (lstore.c) and the cluster client (lcluster.c).
  *
  * The same object code is linked into the fflua program and libfflua (where
  * fflua_open() puts it in package.preload) and built as core.so for hosts
@@ -19,6 +20,8 @@
 #include "fflua.h"
 #include "lcluster.h"
 #include "lgraph.h"
+#include "lquery.h"
+#include "lrun.h"
 #include "lstore.h"
 #include "text.h"
 
@@ -58,10 +61,16 @@ static const luaL_Reg ffl_core_funcs[] = {
 
 int luaopen_functionfuse_core(lua_State *L) {
     ffl_graph_open(L);
+    ffl_query_open(L);
     ffl_store_open(L);
     ffl_cluster_open(L);
+    /* A LeafSet's methods beyond its own (set_slot, get_slot, leaves). */
+    ffl_leaves_add_methods(L, ffl_query_methods);  /* nodes */
+    ffl_leaves_add_methods(L, ffl_local_methods);  /* run_local */
+    ffl_leaves_add_methods(L, ffl_driver_methods); /* run_cluster */
     luaL_newlib(L, ffl_core_funcs); // [core]
     luaL_setfuncs(L, ffl_graph_funcs, 0);
+    luaL_setfuncs(L, ffl_query_funcs, 0);
     luaL_setfuncs(L, ffl_store_funcs, 0);
     luaL_setfuncs(L, ffl_cluster_funcs, 0);
     lua_pushstring(L, fflua_version());

@@ -36,6 +36,16 @@ int ffl_pcall(lua_State *L, int nargs, int nres) {
     return status;
 }
 
+int ffl_is_callable(lua_State *L, int idx) {
+    if (lua_isfunction(L, idx))
+        return 1;
+    if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+        lua_pop(L, 1);
+        return 1;
+    }
+    return 0;
+}
+
 void ffl_one_result(lua_State *L, int base) {
     int nres = lua_gettop(L) - base;
     if (nres == 0) {

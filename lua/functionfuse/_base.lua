@@ -139,7 +139,9 @@ end
 --- The node names in run order.
 function Base:names() return self._core:nodes(nil, true) end
 
---- Makes a workflow object of class `cls` from (leaf, ..., options).
+--- Makes a workflow object of class `cls` from (leaf, ..., options). Its
+-- `_core` is the engine's LeafSet of those leaves: the C object that
+-- queries and runs them.
 function M.new(cls, what, ...)
   local n = select("#", ...)
   local opts = n > 0 and select(n, ...) or nil
@@ -169,7 +171,7 @@ function M.new(cls, what, ...)
     error(what .. ": option 'cache' must be \"fingerprint\" (the default), \"name\" or false", 3)
   end
   return setmetatable({ workflow_name = name, options = opts, _leaves = leaves,
-                        _core = core.workflow(leaves) }, cls)
+                        _core = core.leaf_set(leaves) }, cls)
 end
 
 return M

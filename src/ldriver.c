@@ -1,0 +1,541 @@
+/*
+ * ldriver.c: the cluster driver, ls:run_cluster(client, opts) on a
+ * LeafSet.
+ *
+ * The driver runs the plugin pass here (lrun.c), then encodes every
+ * planned node as a task: its function once per distinct function (a FUNC
+ * frame), its arguments with each parent replaced by a node tag naming the
+ * parent's slot in the task's dependency list, its pre-run function and
+ * its resources. Tasks go to the head in SUBMITs, each sent as soon as it
+ * is encoded; the driver then reads the leaves' results (DONE frames) until
+ * RUN_END, which says where each node ran. The connection is the cluster
+ * client's (lcluster.c); the messages are in cluster.h and net.h.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "cluster.h"
+#include "codec.h"
+#include "graph.h"
+#include "lcluster.h"
+#include "lgraph.h"
+#include "lrun.h"
+#include "net.h"
+#include "sched.h"
+
+#define SUBMIT_TASKS 4096
+#define SUBMIT_BYTES ((size_t)8 << 20)
+#define SUBMIT_HDR 64 /* a SUBMIT's header and counts, at most */
+
+/* A run on a cluster: the plugin pass here, then every planned node as a
+ * task (function once per distinct function, arguments with references to
+ * parents, pre-run function, resources) in SUBMITs, then the leaves'
+ * results as they come. See cluster.h for the messages. */
+struct crun {
+    struct ffl_run r;
+    ffl_client *c;
+    uint64_t run_id;
+    uint32_t cur; /* the node whose arguments are being encoded */
+    int fids;     /* stack index: function -> fid */
+    int modmap;
+    uint64_t nfids;
+    int opts; /* stack index of the options table */
+    int bad_key; /* an item key that cannot ship (set by cl_hook) */
+    ff_buf tasks; /* the SUBMIT being built (freed by the caller, also on errors) */
+    /* For a node with many parents: parent id -> slot, open addressing
+     * (pairs of id + 1 and slot; cap a power of two, 0 when unused). */
+    uint32_t *smap;
+    size_t smap_cap;
+};
+
+static uint32_t smap_hash(uint32_t id) {
+    return id * 2654435761u;
+}
+
+/* Builds the slot map of node id's parents when it has many. */
+static void cl_slots(lua_State *L, struct crun *x, uint32_t id) {
+    uint32_t np;
+    const uint32_t *par = ff_graph_parents(x->r.ctx->graph, id, &np);
+    if (np <= 8) {
+        x->smap_cap = 0;
+        return;
+    }
+    size_t cap = 16;
+    while (cap < (size_t)np * 2)
+        cap *= 2;
+    if (cap > x->smap_cap || x->smap == NULL) {
+        uint32_t *m = realloc(x->smap, cap * 2 * sizeof *m);
+        if (m == NULL)
+            luaL_error(L, "not enough memory");
+        x->smap = m;
+    }
+    x->smap_cap = cap;
+    memset(x->smap, 0, cap * 2 * sizeof *x->smap);
+    for (uint32_t j = 0; j < np; j++) {
+        size_t i = smap_hash(par[j]) & (cap - 1);
+        while (x->smap[2 * i] != 0 && x->smap[2 * i] != par[j] + 1)
+            i = (i + 1) & (cap - 1);
+        if (x->smap[2 * i] == 0) { /* parents are distinct; keep the first */
+            x->smap[2 * i] = par[j] + 1;
+            x->smap[2 * i + 1] = j;
+        }
+    }
+}
+
+/* FFC_CODE hook: a Node or NodeItem inside a task's arguments is a node
+ * tag with the parent's slot in the task's dependency list (and the item's
+ * keys). */
+static int cl_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
+    struct crun *x = ud;
+    int is_item;
+    ffl_node *n = ffl_test_handle(L, x->r.ctx, idx, &is_item);
+    if (n == NULL)
+        return 0;
+    uint32_t np, slot = 0;
+    if (x->smap_cap > 0) {
+        size_t i = smap_hash(n->id) & (x->smap_cap - 1);
+        while (x->smap[2 * i] != 0 && x->smap[2 * i] != n->id + 1)
+            i = (i + 1) & (x->smap_cap - 1);
+        slot = x->smap[2 * i + 1];
+    } else {
+        const uint32_t *par = ff_graph_parents(x->r.ctx->graph, x->cur, &np);
+        while (slot < np && par[slot] != n->id)
+            slot++;
+    }
+    uint8_t tag = FFC_TAG_NODE;
+    ffc_put_bytes(e, &tag, 1);
+    ffc_put_varint(e, slot);
+    if (!is_item) {
+        ffc_put_varint(e, 0);
+        return 1;
+    }
+    lua_getiuservalue(L, idx, 1);
+    lua_Integer len = luaL_len(L, -1);
+    ffc_put_varint(e, (uint64_t)len);
+    ff_buf sub = {0};
+    ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
+    for (lua_Integer i = 1; i <= len; i++) {
+        /* Keys are encoded apart, so only keys without references (a
+         * table or function key would number them on its own). */
+        int kt = lua_rawgeti(L, -1, i);
+        sub.n = 0;
+        if ((kt == LUA_TSTRING || kt == LUA_TNUMBER || kt == LUA_TBOOLEAN) &&
+            ffc_encode(L, -1, &o, &sub) == 0) {
+            ffc_put_bytes(e, sub.p + 1, sub.n - 1); /* without the version byte */
+        } else {
+            x->bad_key = 1;
+            ffc_put_bytes(e, "", 1); /* nil: the run stops before sending */
+        }
+        lua_pop(L, 1);
+    }
+    ff_buf_free(&sub);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Raises "node 'x' (function 'f' defined at ...): <what>: <msg at top>". */
+static int cl_node_error(lua_State *L, struct crun *x, uint32_t id, const char *what) {
+    ffl_run_push_desc(L, x->r.ctx, id);
+    if (what[0] == '\0')
+        return luaL_error(L, "%s: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+    return luaL_error(L, "%s: %s: %s", lua_tostring(L, -1), what, lua_tostring(L, -2));
+}
+
+/* Pushes "N.N MiB, more than the 256 MiB one message may carry". */
+static void push_too_big(lua_State *L, size_t n) {
+    char msg[100];
+    snprintf(msg, sizeof msg, "%.1f MiB, more than the %d MiB one message may carry",
+             (double)n / (1 << 20), (int)(FF_FRAME_MAX >> 20));
+    lua_pushstring(L, msg);
+}
+
+/* The fid of node id's function, sending the function the first time. */
+static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(x->r.ctx->graph, id));
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, x->fids) == LUA_TNUMBER) {
+        uint64_t fid = (uint64_t)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+        return fid;
+    }
+    lua_pop(L, 1);
+    uint64_t fid = ++x->nfids;
+    ff_buf *b = ffl_client_out(x->c);
+    size_t at;
+    ff_frame_begin(b, FF_M_FUNC, &at);
+    ff_wr_varint(b, x->run_id);
+    ff_wr_varint(b, fid);
+    size_t lenpos = b->n; /* the code string: varint length + bytes */
+    ff_buf code = {0};
+    ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
+    if (ffc_encode(L, -1, &o, &code) != 0) {
+        ff_buf_free(&code);
+        b->n = at;
+        cl_node_error(L, x, id, "its function cannot be shipped");
+    }
+    b->n = lenpos;
+    ff_wr_str(b, code.p, code.n);
+    size_t n = code.n;
+    ff_buf_free(&code);
+    int rc = ff_frame_end(b, at);
+    if (rc == -EMSGSIZE) {
+        push_too_big(L, n);
+        lua_pushfstring(L, "it takes %s", lua_tostring(L, -1));
+        cl_node_error(L, x, id, "its function cannot be shipped");
+    }
+    if (rc != 0)
+        luaL_error(L, "not enough memory to send the function of a node (%d MiB)",
+                   (int)(n >> 20));
+    lua_pushinteger(L, (lua_Integer)fid);
+    lua_rawset(L, x->fids);
+    return fid;
+}
+
+/* Appends the resources a node asks for (its remote args). */
+static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
+    int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
+    if (h == FF_NOHANDLE) {
+        ff_wr_varint(b, 0); /* the default: 1 CPU */
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h); // [args]
+    int t = lua_gettop(L);
+    size_t count_at = b->n;
+    ff_wr_varint(b, 0);
+    uint64_t n = 0;
+    int64_t amount;
+    if (lua_getfield(L, t, "num_cpus") != LUA_TNIL) {
+        if (!lua_isnumber(L, -1) || ff_sched_amount(lua_tonumber(L, -1), &amount) != 0) {
+            lua_pushfstring(L, "num_cpus must be a non-negative number with at most 4 decimals");
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        ff_wr_str(b, "CPU", 3);
+        ff_wr_varint(b, (uint64_t)amount);
+        n++;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, t, "resources") == LUA_TTABLE) {
+        int rt = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, rt)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isnumber(L, -1) ||
+                ff_sched_amount(lua_tonumber(L, -1), &amount) != 0 ||
+                strcmp(lua_tostring(L, -2), "CPU") == 0) {
+                lua_pushfstring(L, "resources must map names to non-negative numbers with at "
+                                   "most 4 decimals (CPUs go in num_cpus)");
+                cl_node_error(L, x, id, "bad remote args");
+            }
+            size_t len;
+            const char *nm = lua_tolstring(L, -2, &len);
+            if (ff_res_name_check(nm, len) != 0) {
+                lua_pushfstring(L, "resource names must be 1 to %d bytes of text without "
+                                   "control characters or backslashes", FF_RES_NAME_MAX);
+                cl_node_error(L, x, id, "bad remote args");
+            }
+            ff_wr_str(b, nm, len);
+            ff_wr_varint(b, (uint64_t)amount);
+            n++;
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        lua_pushliteral(L, "resources must be a table");
+        cl_node_error(L, x, id, "bad remote args");
+    }
+    lua_settop(L, t - 1);
+    /* Patch the count: re-encode it in place (it was one byte, 0). */
+    if (n > 0) {
+        ff_buf tail = {0};
+        ff_wr_fixed(&tail, b->p + count_at + 1, b->n - count_at - 1);
+        b->n = count_at;
+        ff_wr_varint(b, n);
+        ff_wr_fixed(b, tail.p, tail.n);
+        if (tail.err != 0)
+            b->err = tail.err;
+        ff_buf_free(&tail);
+    }
+}
+
+/* Appends one SUBMIT task for the node at pos. */
+static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *leaf, ff_buf *b) {
+    ff_plan *p = x->r.plan;
+    ffl_ctx *ctx = x->r.ctx;
+    uint32_t id = p->order[pos];
+    uint64_t fid = cl_fid(L, x, id);
+    ff_wr_varint(b, fid);
+    ffl_push_name(L, ctx, id);
+    size_t nl;
+    const char *nm = lua_tolstring(L, -1, &nl);
+    ff_wr_str(b, nm, nl);
+    lua_pop(L, 1);
+    ff_wr_varint(b, leaf[pos]);
+    uint32_t np;
+    const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
+    ff_wr_varint(b, np);
+    for (uint32_t j = 0; j < np; j++)
+        ff_wr_varint(b, ff_plan_pos(p, par[j]));
+    /* The arguments as a sequence with n. */
+    uint32_t nargs;
+    const ff_arg *args = ff_graph_args(ctx->graph, id, &nargs);
+    lua_createtable(L, (int)nargs, 1);
+    int t = lua_gettop(L);
+    for (uint32_t i = 0; i < nargs; i++) {
+        ff_arg a = args[i];
+        if (a.kind == FF_ARG_NODE)
+            ffl_push_node(L, ctx, a.u.node);
+        else if (a.kind == FF_ARG_ITEM || a.kind == FF_ARG_DEEP || a.kind == FF_ARG_HANDLE)
+            lua_rawgeti(L, LUA_REGISTRYINDEX, a.handle);
+        else
+            ffl_run_push_arg(L, &x->r, &a);
+        lua_rawseti(L, t, (lua_Integer)i + 1);
+        args = ff_graph_args(ctx->graph, id, &nargs);
+    }
+    lua_pushinteger(L, nargs);
+    lua_setfield(L, t, "n");
+    ff_buf enc = {0};
+    x->cur = id;
+    cl_slots(L, x, id);
+    ffc_opts o = {FFC_CODE | FFC_ARGS, cl_hook, x, x->modmap};
+    x->bad_key = 0;
+    if (ffc_encode(L, t, &o, &enc) != 0 || x->bad_key) {
+        ff_buf_free(&enc);
+        if (x->bad_key)
+            lua_pushliteral(L, "an item key (node[k]) must be a string, a number or a boolean");
+        cl_node_error(L, x, id, "its arguments cannot be shipped");
+    }
+    ff_wr_str(b, enc.p, enc.n);
+    enc.n = 0;
+    lua_settop(L, t - 1);
+    if (lua_rawgeti(L, x->r.pre, (lua_Integer)pos + 1) != LUA_TNIL) {
+        if (ffc_encode(L, -1, &o, &enc) != 0) {
+            ff_buf_free(&enc);
+            cl_node_error(L, x, id, "its plugins' pre-run function cannot be shipped");
+        }
+    }
+    lua_pop(L, 1);
+    ff_wr_str(b, enc.p, enc.n);
+    ff_buf_free(&enc);
+    cl_resources(L, x, id, b);
+}
+
+/* Sends the SUBMIT of tasks first .. first + count - 1: the first n bytes
+ * of x->tasks. */
+static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t first,
+                      uint32_t count, size_t n) {
+    ff_buf *b = ffl_client_out(x->c);
+    size_t at;
+    ff_frame_begin(b, FF_M_SUBMIT, &at);
+    ff_wr_varint(b, x->run_id);
+    ff_wr_varint(b, (uint64_t)maxp);
+    ff_wr_varint(b, x->r.plan->n);
+    ff_wr_varint(b, first);
+    ff_wr_varint(b, count);
+    ff_wr_fixed(b, x->tasks.p, n);
+    if (ff_frame_end(b, at) != 0) /* parts are made to fit: no memory */
+        luaL_error(L, "not enough memory to send the run's tasks");
+    if (ffl_client_flush(x->c) != 0)
+        luaL_error(L, "%s", ffl_client_error(x->c));
+}
+
+/* Sends every planned node: functions (FUNC frames) and tasks, in
+ * SUBMITs of up to SUBMIT_TASKS tasks or about SUBMIT_BYTES, each sent as
+ * soon as it is encoded (the head reads one while the next is encoded; it
+ * starts the run once every part is there, so a node that cannot be
+ * encoded stops the run before anything ran). */
+static void cl_send_tasks(lua_State *L, struct crun *x) {
+    ff_plan *p = x->r.plan;
+    uint8_t *leaf = lua_newuserdatauv(L, p->n + 1, 0); // [leaf]
+    memset(leaf, 0, p->n + 1);
+    for (uint32_t i = 0; i < x->r.nleaves; i++)
+        leaf[x->r.leaf_pos[i]] = 1;
+    lua_getfield(L, x->opts, "max_pending_tasks");
+    lua_Integer maxp = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    if (maxp < 0)
+        luaL_error(L, "bad option 'max_pending_tasks' (a positive integer expected)");
+    if (p->n > FF_RUN_MAX_TASKS)
+        luaL_error(L, "cannot run workflow: it has %d nodes, more than the %d a run on a "
+                      "cluster may have", (int)p->n, (int)FF_RUN_MAX_TASKS);
+    uint32_t first = 0;
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        size_t start = x->tasks.n;
+        cl_task(L, x, pos, leaf, &x->tasks);
+        if (x->tasks.err != 0)
+            luaL_error(L, "not enough memory to send the run's tasks");
+        size_t one = x->tasks.n - start;
+        if (one + SUBMIT_HDR > FF_FRAME_MAX) {
+            push_too_big(L, one);
+            lua_pushfstring(L, "its arguments take %s: pass large inputs through a storage or "
+                               "a file", lua_tostring(L, -1));
+            cl_node_error(L, x, p->order[pos], "");
+        }
+        if (start > 0 && x->tasks.n + SUBMIT_HDR > FF_FRAME_MAX) {
+            /* This task does not fit with the part so far: that goes first. */
+            cl_submit(L, x, maxp, first, pos - first, start);
+            memmove(x->tasks.p, x->tasks.p + start, one);
+            x->tasks.n = one;
+            first = pos;
+        }
+        uint32_t count = pos + 1 - first;
+        if (count < SUBMIT_TASKS && x->tasks.n < SUBMIT_BYTES && pos + 1 < p->n)
+            continue;
+        cl_submit(L, x, maxp, first, count, x->tasks.n);
+        x->tasks.n = 0;
+        first = pos + 1;
+    }
+    lua_pop(L, 1); // []
+}
+
+/* A DONE frame: a leaf's result, stored in the results, or the failure of
+ * a node or of the run, raised. Frames of earlier runs are skipped. */
+static void cl_on_done(lua_State *L, struct crun *x, ff_rd *rd) {
+    struct ffl_run *r = &x->r;
+    uint64_t run = ff_rd_varint(rd), i = ff_rd_varint(rd), st = ff_rd_varint(rd);
+    size_t len;
+    const char *bytes = ff_rd_str(rd, &len);
+    if (run != x->run_id && rd->err == 0)
+        return; /* left over from an earlier run on this connection */
+    if (ff_rd_done(rd) != 0 || i >= r->plan->n)
+        luaL_error(L, "the head sent a malformed result");
+    uint32_t id = r->plan->order[i];
+    if (st == 2)
+        luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, bytes, len));
+    if (st != 0) {
+        lua_pushlstring(L, bytes, len);
+        ffl_run_push_desc(L, r->ctx, id);
+        luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+    }
+    if (ffc_decode_code(L, bytes, len, NULL, NULL) != 0)
+        luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
+    lua_rawseti(L, r->results, (lua_Integer)i + 1);
+}
+
+/* A RUN_END frame of n bytes: where each node ran, set as node name ->
+ * worker in opts.placement. Returns 0 for a frame of an earlier run
+ * (skipped), else 1. */
+static int cl_on_run_end(lua_State *L, struct crun *x, ff_rd *rd, size_t n) {
+    ff_plan *p = x->r.plan;
+    uint64_t run = ff_rd_varint(rd), np = ff_rd_varint(rd);
+    if (run != x->run_id && rd->err == 0)
+        return 0;
+    if (rd->err || np > n)
+        luaL_error(L, "the head sent a malformed run end");
+    lua_createtable(L, (int)np, 0);
+    int names = lua_gettop(L);
+    for (uint64_t k = 0; k < np; k++) {
+        size_t len;
+        const char *s = ff_rd_str(rd, &len);
+        lua_pushlstring(L, s, len);
+        lua_rawseti(L, names, (lua_Integer)k + 1);
+    }
+    lua_createtable(L, 0, (int)p->n);
+    for (uint32_t i = 0; i < p->n; i++) {
+        uint64_t place = ff_rd_varint(rd);
+        ffl_push_name(L, x->r.ctx, p->order[i]);
+        lua_rawgeti(L, names, (lua_Integer)place);
+        lua_rawset(L, -3);
+    }
+    if (ff_rd_done(rd) != 0)
+        luaL_error(L, "the head sent a malformed run end");
+    lua_setfield(L, x->opts, "placement");
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Reads the head's frames until the run's RUN_END: the leaves' results
+ * (DONE), or the failure that ends the run. */
+static void cl_collect(lua_State *L, struct crun *x) {
+    for (;;) {
+        int type;
+        const char *msg;
+        size_t n;
+        if (ffl_client_recv(x->c, &type, &msg, &n, -1) != 0)
+            luaL_error(L, "%s", ffl_client_error(x->c));
+        ff_rd rd;
+        ff_rd_init(&rd, msg, n);
+        switch (type) {
+        case FF_M_DONE:
+            cl_on_done(L, x, &rd);
+            break;
+        case FF_M_RUN_END:
+            if (cl_on_run_end(L, x, &rd, n))
+                return;
+            break;
+        case FF_M_BYE:
+            luaL_error(L, "the head at %s stopped during the run", ffl_client_address(x->c));
+            break;
+        default:
+            luaL_error(L, "unexpected message %d from the head", type);
+        }
+    }
+}
+
+/* Protected: args (crun light userdata, LeafSet, options). */
+static int cluster_inner(lua_State *L) {
+    struct crun *x = lua_touserdata(L, 1);
+    x->opts = 3;
+    ffl_run_plugins(L, &x->r);
+    lua_newtable(L);
+    x->fids = lua_gettop(L);
+    ffc_push_modmap(L);
+    x->modmap = lua_gettop(L);
+    cl_send_tasks(L, x);
+    cl_collect(L, x);
+    if (lua_getfield(L, x->opts, "return_results") == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+        return 0;
+    lua_pop(L, 1);
+    return ffl_run_push_leaves(L, &x->r, 2);
+}
+
+/* Tells the head to drop the run after a failure (it may be running
+ * still). */
+static void cl_cancel(struct crun *x) {
+    ff_buf *b = ffl_client_out(x->c);
+    size_t at;
+    b->n = 0;
+    ff_frame_begin(b, FF_M_RUN_END, &at);
+    ff_wr_varint(b, x->run_id);
+    ff_frame_end(b, at);
+    ffl_client_flush(x->c);
+}
+
+/* ls:run_cluster(client, opts) -> one value per leaf (none when
+ * opts.return_results == false); opts.placement gets node name -> worker. */
+static int ffl_leaves_run_cluster(lua_State *L) {
+    ffl_check_leaves(L, 1);
+    ffl_client *c = ffl_check_client(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    struct crun x = {.r = FFL_RUN_INIT(ctx), .c = c};
+    lua_getfield(L, 3, "run_id");
+    x.run_id = (uint64_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    ffl_run_push_msgh(L, &x.r, 1); // [ls, client, opts, msgh]
+    lua_pushcfunction(L, cluster_inner);
+    lua_pushlightuserdata(L, &x);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 3); // [ls, client, opts, msgh, inner, x, ls, opts]
+    ffl_run_plan(L, &x.r, 1);
+    ffl_run_begin(&x.r);
+    int status = lua_pcall(L, 3, LUA_MULTRET, 4);
+    ctx->L = L;
+    free(x.smap);
+    ff_buf_free(&x.tasks);
+    ffl_run_release(&x.r);
+    ffl_run_end(L, &x.r, status != LUA_OK);
+    if (status != LUA_OK) {
+        cl_cancel(&x);
+        return lua_error(L);
+    }
+    return lua_gettop(L) - 4;
+}
+
+const luaL_Reg ffl_driver_methods[] = {
+    {"run_cluster", ffl_leaves_run_cluster},
+    {NULL, NULL},
+};

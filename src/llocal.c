@@ -1,0 +1,171 @@
+/*
+ * llocal.c: the local executor, ls:run_local([opts]) on a LeafSet.
+ *
+ * It runs a plan in the calling Lua state inside one lua_pcall: first the
+ * plugin pass (lrun.c), then, with a storage, the fingerprints and what
+ * loads (lcache.c), then each node in plan order: the C `before` hook, the
+ * plugins' pre-run function, the arguments with the parents' results in
+ * place, the node's function by lua_call, the result saved (with a
+ * storage), the C `after` hook, and every parent whose consumers are all
+ * done released. The run's message handler (lrun.c) knows which node was
+ * running and names it in the error.
+ */
+#include <stdint.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "graph.h"
+#include "lgraph.h"
+#include "lrun.h"
+#include "lutil.h"
+
+/* A local run: the run, and its storage when it has one. */
+struct local {
+    struct ffl_run r;     /* first: the message handler sees a struct ffl_run */
+    struct ffl_cache *c;  /* &cache with a storage, else NULL */
+    struct ffl_cache cache;
+    size_t computed;      /* the nodes that ran, or started to */
+};
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Runs the plan; protected (called through lua_pcall by
+ * ffl_leaves_run_local, with the run's message handler). Arguments: the
+ * local run (light userdata) and the LeafSet. Node functions are called
+ * with lua_call: one protected region for the whole run instead of one per
+ * node; r->current says whom an error belongs to. */
+static int local_inner(lua_State *L) {
+    struct local *x = lua_touserdata(L, 1);
+    struct ffl_run *r = &x->r;
+    struct ffl_cache *c = x->c;
+    ffl_ctx *ctx = r->ctx;
+    ff_plan *p = r->plan;
+    ffl_run_plugins(L, r);
+    int has_pre = lua_next(L, (lua_pushnil(L), r->pre)) != 0;
+    lua_settop(L, r->pre);
+    if (c != NULL)
+        ffl_cache_decide(L, c);
+    else
+        x->computed = p->n;
+
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        uint32_t id = p->order[pos];
+        ff_graph *g = ctx->graph;
+        int top = lua_gettop(L);
+        uint64_t t0 = 0;
+        if (c != NULL) {
+            if (c->act[pos] != FFL_ACT_RUN)
+                continue;
+            x->computed++;
+            t0 = mono_ns();
+        }
+        r->current = pos;
+        if (ctx->hooks.before != NULL) {
+            ffl_push_name(L, ctx, id);
+            ctx->hooks.before(ctx->hooks_ud, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        if (has_pre) {
+            if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) != LUA_TNIL)
+                lua_call(L, 0, 0); /* the plugins' pre-run call */
+            else
+                lua_pop(L, 1);
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(g, id));
+        uint32_t nargs;
+        const ff_arg *args = ff_graph_args(g, id, &nargs);
+        luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
+        for (uint32_t i = 0; i < nargs; i++) {
+            ff_arg a = args[i];
+            r->argn = (int)i + 1;
+            ffl_run_push_arg(L, r, &a);
+            /* An item or a table with nodes may run Lua code (an __index,
+             * a __gc) that adds nodes and moves the node table: fetch the
+             * arguments afresh after those. */
+            if (a.kind == FF_ARG_ITEM || a.kind == FF_ARG_DEEP)
+                args = ff_graph_args(ctx->graph, id, &nargs);
+        }
+        lua_call(L, (int)nargs, LUA_MULTRET);
+        ffl_one_result(L, top);
+        if (c != NULL) {
+            r->current = UINT32_MAX; /* errors here name the node themselves */
+            ffl_cache_save(L, c, pos, mono_ns() - t0);
+        }
+        lua_rawseti(L, r->results, (lua_Integer)pos + 1);
+        lua_settop(L, top);
+        if (ctx->hooks.after != NULL) {
+            ffl_push_name(L, ctx, id);
+            ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 0);
+            lua_pop(L, 1);
+        }
+        /* Release what no later node needs. */
+        g = ctx->graph;
+        uint32_t np;
+        const uint32_t *par = ff_graph_parents(g, id, &np);
+        for (uint32_t j = 0; j < np; j++) {
+            uint32_t pp = ff_plan_pos(p, par[j]);
+            if (--p->consumers[pp] == 0) {
+                lua_pushnil(L);
+                lua_rawseti(L, r->results, (lua_Integer)pp + 1);
+            }
+        }
+    }
+    r->current = UINT32_MAX;
+    return ffl_run_push_leaves(L, r, 2);
+}
+
+static void set_count(lua_State *L, int t, const char *k, size_t v) {
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, t, k);
+}
+
+/* ls:run_local([opts]) -> one value per leaf. opts: storage (a Store),
+ * workflow (its name there), cache, always_read, verbose; after the run
+ * opts also holds the counts computed, loaded, skipped, damaged. */
+static int ffl_leaves_run_local(lua_State *L) {
+    ffl_check_leaves(L, 1);
+    lua_settop(L, 2);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    struct local x = {.r = FFL_RUN_INIT(ctx)};
+    if (!lua_isnil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        if (ffl_cache_options(L, &x.cache, 2))
+            x.c = &x.cache;
+    }
+    ffl_run_push_msgh(L, &x.r, 1); // [ls, opts, msgh]
+    lua_pushcfunction(L, local_inner);
+    lua_pushlightuserdata(L, &x);
+    lua_pushvalue(L, 1); // [ls, opts, msgh, inner, x, ls]
+    ffl_run_plan(L, &x.r, 1);
+    if (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0) {
+        ffl_run_release(&x.r);
+        return luaL_error(L, "not enough memory");
+    }
+    ffl_run_begin(&x.r);
+    int status = lua_pcall(L, 2, LUA_MULTRET, 3);
+    ctx->L = L;
+    ffl_run_release(&x.r);
+    if (x.c != NULL)
+        status = ffl_cache_end(L, x.c, status);
+    ffl_run_end(L, &x.r, status != LUA_OK);
+    if (lua_istable(L, 2)) {
+        set_count(L, 2, "computed", x.computed);
+        set_count(L, 2, "loaded", x.cache.loaded);
+        set_count(L, 2, "skipped", x.cache.skipped);
+        set_count(L, 2, "damaged", x.cache.damaged);
+    }
+    if (status != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L) - 3;
+}
+
+const luaL_Reg ffl_local_methods[] = {
+    {"run_local", ffl_leaves_run_local},
+    {NULL, NULL},
+};

@@ -1,0 +1,171 @@
+/*
+ * lquery.c: the Lua binding of queries over node names (query.c).
+ *
+ * Lua sees one type, functionfuse.Pattern: a pattern compiled once by
+ * core.compile(pattern), with pattern:match(name) and pattern:jit(). The
+ * LeafSet's method nodes([pattern[, names_only]]) lists the planned nodes
+ * whose names a Pattern matches, in run order: the backends' queries
+ * (wf:query, find_nodes, set_plugin) and wf:names() rest on it.
+ */
+#include <errno.h>
+#include <stddef.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "fflua.h"
+#include "graph.h"
+#include "lgraph.h"
+#include "lquery.h"
+#include "lutil.h"
+#include "query.h"
+
+#define QUERY_MT "functionfuse.Pattern"
+
+typedef struct ffl_pattern {
+    ff_query *q;
+} ffl_pattern;
+
+static int ffl_pattern_gc(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    ff_query_free(p->q);
+    p->q = NULL;
+    return 0;
+}
+
+/* core.compile(pattern) -> Pattern; raises on an invalid pattern. The
+ * pattern's text is the userdata's user value, for messages. Stack effect:
+ * +1. */
+static int ffl_core_compile(lua_State *L) {
+    size_t len;
+    const char *pat = luaL_checklstring(L, 1, &len);
+    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 1); // [pat, udata]
+    p->q = NULL;
+    luaL_setmetatable(L, QUERY_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    char msg[256];
+    size_t off = 0;
+    int rc = ff_query_compile(pat, len, &p->q, msg, sizeof msg, &off);
+    if (rc == FFLUA_EPATTERN)
+        return luaL_error(L, "invalid pattern '%s': %s at offset %d", ffl_push_short(L, pat, len),
+                          msg, (int)off);
+    if (rc != 0)
+        return luaL_error(L, "not enough memory");
+    return 1;
+}
+
+/* Raises the error rc of matching the Pattern at pidx against a name:
+ * "cannot match pattern 'p' against <what>'name': <why>", the name at the
+ * top of the stack. */
+static int match_fail(lua_State *L, ffl_pattern *p, int pidx, int rc, const char *what) {
+    if (rc != FFLUA_EPATTERN)
+        return luaL_error(L, "%s", rc == -ENOMEM ? "not enough memory" : fflua_strerror(rc));
+    const char *name = ffl_push_short_at(L, -1);
+    lua_getiuservalue(L, pidx, 1);
+    const char *pat = ffl_push_short_at(L, -1);
+    return luaL_error(L, "cannot match pattern '%s' against %s'%s': %s", pat, what, name,
+                      ff_query_errmsg(p->q));
+}
+
+/* pattern:match(name) -> boolean; a match that fails (a limit reached) is
+ * an error. Stack effect: +1. */
+static int ffl_pattern_match(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    int rc = ff_query_match(p->q, s, len);
+    if (rc < 0) {
+        lua_settop(L, 2);
+        return match_fail(L, p, 1, rc, "");
+    }
+    lua_pushboolean(L, rc);
+    return 1;
+}
+
+/* pattern:jit() -> boolean */
+static int ffl_pattern_jit(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    lua_pushboolean(L, ff_query_is_jit(p->q));
+    return 1;
+}
+
+/* ls:nodes([pattern[, names_only]]) -> sequence of Node handles (or
+ * names) in run order whose names the Pattern matches (nil: every node).
+ * Stack effect: +1 (the sequence). A match that fails (a limit reached) is
+ * an error naming the pattern and the node, never a node left out. */
+static int ffl_leaves_nodes(lua_State *L) {
+    ffl_check_leaves(L, 1);
+    ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
+    int names_only = lua_toboolean(L, 3);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    lua_settop(L, 3);
+    lua_pushnil(L); // [ls, pat, names_only, scratch]: for names too long for buf
+    int scratch = lua_gettop(L);
+    char *big = NULL;
+    size_t bigcap = 0;
+    lua_newtable(L); // [.., scratch, out]
+    ff_plan *p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
+    lua_Integer k = 0;
+    char buf[FFL_NAME_STACK];
+    int rc = 0;
+    uint32_t i;
+    for (i = 0; i < p->n; i++) {
+        uint32_t id = p->order[i];
+        if (pat != NULL) {
+            const char *nm = buf;
+            size_t len = ff_graph_name(ctx->graph, id, buf, sizeof buf);
+            if (len >= sizeof buf) {
+                if (len >= bigcap) { /* Lua-owned, so an error cannot leak it */
+                    bigcap = len + 1;
+                    big = lua_newuserdatauv(L, bigcap, 0);
+                    lua_replace(L, scratch);
+                }
+                ff_graph_name(ctx->graph, id, big, len + 1);
+                nm = big;
+            }
+            rc = ff_query_match(pat->q, nm, len);
+            if (rc < 0)
+                break;
+            if (rc == 0)
+                continue;
+        }
+        if (names_only)
+            ffl_push_name(L, ctx, id);
+        else
+            ffl_push_node(L, ctx, id);
+        lua_rawseti(L, -2, ++k);
+    }
+    if (rc < 0) {
+        /* The leaves keep the node alive without the plan. */
+        uint32_t id = p->order[i];
+        ff_plan_release(ctx->graph, p);
+        ffl_push_name(L, ctx, id);
+        return match_fail(L, pat, 2, rc, "node ");
+    }
+    ff_plan_release(ctx->graph, p);
+    return 1;
+}
+
+const luaL_Reg ffl_query_funcs[] = {
+    {"compile", ffl_core_compile},
+    {NULL, NULL},
+};
+
+const luaL_Reg ffl_query_methods[] = {
+    {"nodes", ffl_leaves_nodes},
+    {NULL, NULL},
+};
+
+void ffl_query_open(lua_State *L) {
+    luaL_newmetatable(L, QUERY_MT);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, ffl_pattern_match);
+    lua_setfield(L, -2, "match");
+    lua_pushcfunction(L, ffl_pattern_jit);
+    lua_setfield(L, -2, "jit");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ffl_pattern_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,364 @@
+/*
+ * lrun.c: what the two executors share (lrun.h): the state of a run from
+ * its plan to its end, runs inside runs, the plugin pass, node arguments
+ * with parents' results in place, the leaves' results, and the message
+ * handler that names the node an error belongs to.
+ *
+ * The local executor (llocal.c) and the cluster driver (ldriver.c) each
+ * keep a struct ffl_run on their C stack and go through the same steps:
+ * ffl_run_plan, ffl_run_push_msgh, ffl_run_begin, a protected call that
+ * starts with ffl_run_plugins, then ffl_run_release and ffl_run_end.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "codec.h"
+#include "graph.h"
+#include "lgraph.h"
+#include "lrun.h"
+#include "lutil.h"
+
+/* --- arguments and results ------------------------------------------------ */
+
+static void push_result(lua_State *L, struct ffl_run *r, int idx);
+
+/* Pushes value with node handles replaced by their results, copying tables
+ * that hold them (memo: stack index of a table old -> copy); depth is the
+ * number of tables around it. The tables may have been made deeper since
+ * the node was made: the limit is checked again. */
+static void push_substituted(lua_State *L, struct ffl_run *r, int idx, int memo, int depth,
+                             const struct ffl_walk *w) {
+    idx = lua_absindex(L, idx);
+    int is_item;
+    if (ffl_test_handle(L, r->ctx, idx, &is_item) != NULL) {
+        push_result(L, r, idx);
+        return;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    if (depth >= FFC_MAX_DEPTH) {
+        ff_graph *g = r->ctx->graph;
+        uint32_t id = r->plan->order[r->current];
+        ffl_arg_depth_error(L, ff_graph_func_name(g, ff_graph_fid(g, id)), r->argn, w);
+    }
+    luaL_checkstack(L, 8, "argument tables nested too deep");
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, memo) != LUA_TNIL)
+        return; /* shared or cyclic: the same copy */
+    lua_pop(L, 1);
+    lua_newtable(L); // [copy]
+    int copy = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, copy);
+    lua_rawset(L, memo);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { // [copy, k, v]
+        struct ffl_walk step = {lua_gettop(L) - 1, w};
+        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k']
+        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k', v']
+        lua_rawset(L, copy);                         // [copy, k, v]
+        lua_pop(L, 1);
+    }
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, copy);
+}
+
+/* Pushes the result the handle at idx stands for: a node's result or a
+ * field of it (indexing may run metamethods of the result). */
+static void push_result(lua_State *L, struct ffl_run *r, int idx) {
+    int is_item;
+    ffl_node *n = ffl_test_handle(L, r->ctx, idx, &is_item);
+    uint32_t pos = ff_plan_pos(r->plan, n->id);
+    lua_rawgeti(L, r->results, (lua_Integer)pos + 1);
+    if (!is_item)
+        return;
+    lua_getiuservalue(L, idx, 1); // [value, path]
+    lua_Integer len = luaL_len(L, -1);
+    lua_insert(L, -2); // [path, value]
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_rawgeti(L, -2, i); // [path, value, key]
+        lua_gettable(L, -2);   // [path, value, field]
+        lua_remove(L, -2);
+    }
+    lua_remove(L, -2);
+}
+
+void ffl_run_push_arg(lua_State *L, struct ffl_run *r, const ff_arg *a) {
+    switch (a->kind) {
+    case FF_ARG_NIL:
+        lua_pushnil(L);
+        break;
+    case FF_ARG_FALSE:
+    case FF_ARG_TRUE:
+        lua_pushboolean(L, a->kind == FF_ARG_TRUE);
+        break;
+    case FF_ARG_INT:
+        lua_pushinteger(L, (lua_Integer)a->u.i);
+        break;
+    case FF_ARG_NUM:
+        lua_pushnumber(L, (lua_Number)a->u.d);
+        break;
+    case FF_ARG_HANDLE:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
+        break;
+    case FF_ARG_NODE:
+        lua_rawgeti(L, r->results, (lua_Integer)ff_plan_pos(r->plan, a->u.node) + 1);
+        break;
+    case FF_ARG_ITEM:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+        break;
+    case FF_ARG_DEEP:
+        lua_newtable(L); // [memo]
+        lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
+        push_substituted(L, r, -1, lua_gettop(L) - 1, 0, NULL); // [memo, orig, copy]
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        break;
+    }
+}
+
+int ffl_run_push_leaves(lua_State *L, struct ffl_run *r, int lsidx) {
+    lua_getiuservalue(L, lsidx, 1);
+    int leaves = lua_gettop(L);
+    lua_Integer n = luaL_len(L, leaves);
+    luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many leaves");
+    for (lua_Integer i = 1; i <= n; i++) {
+        r->leaf = (int)i;
+        lua_rawgeti(L, leaves, i);
+        push_result(L, r, lua_gettop(L));
+        lua_remove(L, -2);
+    }
+    r->leaf = 0;
+    return (int)n;
+}
+
+const char *ffl_run_push_desc(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    lua_Debug ar;
+    const char *f = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
+    const char *fname = ffl_push_short(L, f ? f : "?", f ? strlen(f) : 1);
+    const char *name = ffl_push_short_name(L, ctx, id); // [fname, name]
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(ctx->graph, id));
+    if (lua_isfunction(L, -1)) {
+        lua_getinfo(L, ">S", &ar);
+        if (ar.what[0] == 'C')
+            lua_pushfstring(L, "node '%s' (function '%s', a C function)", name, fname);
+        else
+            lua_pushfstring(L, "node '%s' (function '%s' defined at %s:%d)", name, fname,
+                            ar.short_src, ar.linedefined);
+    } else {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "node '%s' (function '%s')", name, fname);
+    }
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return lua_tostring(L, -1);
+}
+
+/* --- runs inside runs ----------------------------------------------------- */
+
+/* A node's function (or its plugin) may run another workflow: that is a
+ * run nested in the first, on the same C stack. Running again a node whose
+ * code is running is refused (it would recurse until the C stack runs
+ * out); other nested runs work. A failure that comes out of a nested run
+ * is not wrapped again with a traceback by each run outside it: the
+ * message keeps the outermost node and the innermost failure. */
+
+/* The node of a run in progress whose code is running and that plan p
+ * would run again, or UINT32_MAX; *plugin says whether it is its plugin. */
+static uint32_t reentered(const ffl_ctx *ctx, const ff_plan *p, int *plugin) {
+    for (const struct ffl_run *a = ctx->running; a != NULL; a = a->outer) {
+        uint32_t pos = a->current != UINT32_MAX ? a->current : a->plugin;
+        if (pos == UINT32_MAX)
+            continue;
+        uint32_t id = a->plan->order[pos];
+        if (ff_plan_pos(p, id) != UINT32_MAX) {
+            *plugin = a->current == UINT32_MAX;
+            return id;
+        }
+    }
+    return UINT32_MAX;
+}
+
+/* Refuses run r (its plan made, nothing else yet) when it would run a node
+ * whose code is running: raises, what the plan made released. */
+static void run_check(lua_State *L, struct ffl_run *r) {
+    ffl_ctx *ctx = r->ctx;
+    int plugin = 0;
+    uint32_t id = ctx->running != NULL ? reentered(ctx, r->plan, &plugin) : UINT32_MAX;
+    if (id != UINT32_MAX) {
+        ffl_run_release(r); /* the leaves keep id alive */
+        lua_pushfstring(L, "%snode '%s' cannot run a workflow that includes it",
+                        plugin ? "the plugin of " : "", ffl_push_short_name(L, ctx, id));
+        lua_error(L); /* no position: the call is in the backend's Lua code */
+    }
+}
+
+void ffl_run_begin(struct ffl_run *r) {
+    r->outer = r->ctx->running;
+    r->ctx->running = r;
+}
+
+void ffl_run_end(lua_State *L, struct ffl_run *r, int failed) {
+    ffl_ctx *ctx = r->ctx;
+    ctx->running = r->outer;
+    luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_err);
+    luaL_unref(L, LUA_REGISTRYINDEX, ctx->nested_core);
+    ctx->nested_err = ctx->nested_core = LUA_NOREF;
+    if (failed && ctx->running != NULL) {
+        lua_pushvalue(L, -1);
+        ctx->nested_err = luaL_ref(L, LUA_REGISTRYINDEX);
+        if (r->core != LUA_NOREF) { /* it carried a failure from further in */
+            ctx->nested_core = r->core;
+            ctx->nested_levels = r->levels;
+            r->core = LUA_NOREF;
+        } else {
+            lua_pushvalue(L, -1);
+            ctx->nested_core = luaL_ref(L, LUA_REGISTRYINDEX);
+            ctx->nested_levels = 1;
+        }
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, r->core);
+    r->core = LUA_NOREF;
+}
+
+/* For r's message handler: when the error at idx is what a run nested in r
+ * failed with, pushes the innermost failure it carries ("in a run nested
+ * N deep, " first when runs between are left out), keeps it in r for the
+ * runs outside, and returns 1; else returns 0 and pushes nothing. */
+static int push_nested_failure(lua_State *L, struct ffl_run *r, int idx) {
+    ffl_ctx *ctx = r->ctx;
+    if (ctx->nested_err == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_err);
+    int same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (!same)
+        return 0;
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_core) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushvalue(L, -1); // [core, core]
+    luaL_unref(L, LUA_REGISTRYINDEX, r->core);
+    r->core = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->levels = ctx->nested_levels + 1;
+    if (ctx->nested_levels > 1) {
+        lua_pushfstring(L, "in a run nested %d deep, %s", ctx->nested_levels, lua_tostring(L, -1));
+        lua_remove(L, -2);
+    }
+    return 1;
+}
+
+/* --- planning, plugins, the message handler ------------------------------- */
+
+void ffl_run_count_leaves(struct ffl_run *r) {
+    for (uint32_t i = 0; i < r->nleaves; i++)
+        r->plan->consumers[r->leaf_pos[i]]++;
+}
+
+void ffl_run_plan(lua_State *L, struct ffl_run *r, int lsidx) {
+    r->plan = ffl_leaves_plan(L, r->ctx, lsidx, &r->leaf_pos, &r->nleaves);
+    run_check(L, r);
+    ffl_run_count_leaves(r);
+}
+
+void ffl_run_release(struct ffl_run *r) {
+    if (r->plan != NULL)
+        ff_plan_release(r->ctx->graph, r->plan);
+    r->plan = NULL;
+    free(r->leaf_pos);
+    r->leaf_pos = NULL;
+    r->nleaves = 0;
+}
+
+/* Message handler of a plugin's call: as ffl_traceback, but a failure of
+ * a nested run is not wrapped again. Upvalue 1: the run. */
+static int plugin_msgh(lua_State *L) {
+    if (push_nested_failure(L, lua_touserdata(L, lua_upvalueindex(1)), 1))
+        return 1;
+    return ffl_traceback(L);
+}
+
+void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
+    ff_plan *p = r->plan;
+    ff_graph *g = r->ctx->graph;
+    lua_createtable(L, (int)p->n, 0);
+    r->results = lua_gettop(L);
+    lua_newtable(L);
+    r->pre = lua_gettop(L);
+    lua_pushlightuserdata(L, r);
+    lua_pushcclosure(L, plugin_msgh, 1); // [results, pre, msgh]
+    int msgh = lua_gettop(L);
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
+        if (ph == FF_NOHANDLE)
+            continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [.., msgh, plugin]
+        static const char *const steps[] = {"local_initialize", "remote_initialize"};
+        r->plugin = pos;
+        for (int s = 0; s < 2; s++) {
+            lua_getfield(L, -1, steps[s]);
+            lua_pushvalue(L, -2);
+            if (lua_pcall(L, 1, s, msgh) != LUA_OK) {
+                r->plugin = UINT32_MAX;
+                ffl_push_short_name(L, r->ctx, p->order[pos]);
+                lua_pushfstring(L, "plugin of node '%s': %s failed: %s", lua_tostring(L, -1),
+                                steps[s], lua_tostring(L, -2));
+                lua_error(L);
+            }
+        }
+        r->plugin = UINT32_MAX;
+        if (!lua_isnil(L, -1) && !ffl_is_callable(L, -1)) {
+            ffl_push_short_name(L, r->ctx, p->order[pos]);
+            luaL_error(L, "plugin of node '%s': remote_initialize returned a %s, not a function",
+                       lua_tostring(L, -1), luaL_typename(L, -2));
+        }
+        lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1); // [results, pre]
+}
+
+/* The run's message handler (ffl_run_push_msgh). Upvalues: the run, the
+ * LeafSet. */
+static int run_msgh(lua_State *L) {
+    struct ffl_run *r = lua_touserdata(L, lua_upvalueindex(1));
+    if (r->current == UINT32_MAX && r->leaf != 0) {
+        /* Reading a leaf item of a result that does not have it. */
+        int leaf = r->leaf;
+        r->leaf = 0;
+        lua_getiuservalue(L, lua_upvalueindex(2), 1);
+        lua_rawgeti(L, -1, leaf);
+        lua_pushfstring(L, "cannot read leaf %d (%s): %s", leaf, ffl_push_short_at(L, -1),
+                        lua_tostring(L, 1));
+        return 1;
+    }
+    if (r->current == UINT32_MAX)
+        return 1;
+    ffl_ctx *ctx = r->ctx;
+    uint32_t id = r->plan->order[r->current];
+    r->current = UINT32_MAX; /* once: an error in here must not recurse */
+    if (ctx->hooks.after != NULL) {
+        ffl_push_name(L, ctx, id);
+        ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
+        lua_pop(L, 1);
+    }
+    ffl_run_push_desc(L, ctx, id); // [err, desc]
+    if (!push_nested_failure(L, r, 1))
+        ffl_traceback(L); // [err, desc, msg]
+    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+    return 1;
+}
+
+void ffl_run_push_msgh(lua_State *L, struct ffl_run *r, int lsidx) {
+    lua_pushlightuserdata(L, r);
+    lua_pushvalue(L, lsidx);
+    lua_pushcclosure(L, run_msgh, 2);
+}
