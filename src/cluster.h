@@ -96,13 +96,15 @@ int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char 
 int ff_res_name_check(const char *name, size_t len);
 
 /* Parses a flat JSON object of names to non-negative numbers:
- * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry. */
+ * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry (nonzero stops). 0, or
+ * -EINVAL with why in err. */
 int ff_parse_resources(const char *json, int (*fn)(void *ud, const char *name, size_t len,
                                                     double v),
                        void *ud, char *err, size_t errlen);
 
 /* Checks a resources JSON as head and worker take it: every amount a whole
- * number of fixed-point units, every name given once, at most 256. */
+ * number of fixed-point units, every name given once, at most 256. 0, or
+ * -EINVAL with why in err. */
 int ff_check_resources(const char *json, char *err, size_t errlen);
 
 #endif

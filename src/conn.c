@@ -7,6 +7,7 @@
  * Client side: receive HELLO, check versions, send AUTH, receive WELCOME
  * and check the server's MAC (so a client never talks to an impostor).
  */
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -369,7 +370,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         size_t max = c->state == FF_CONN_HANDSHAKE ? 4096 : FF_FRAME_MAX;
         int rc = ff_frame_parse(c->in.p + off, c->in.n - off, max, &type, &payload, &plen,
                                 &total);
-        if (rc == FFLUA_ENOTFOUND)
+        if (rc == FFLUA_EINCOMPLETE)
             break;
         if (rc != 0) {
             conn_log(c, "malformed or oversized frame: disconnected");
@@ -498,13 +499,13 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     const char *colon = strrchr(s, ':');
     if (colon == NULL || colon == s || colon[1] == '\0') {
         snprintf(err, errlen, "bad address '%s' (HOST:PORT expected)", s);
-        return FFLUA_EPROTO;
+        return -EINVAL;
     }
     char host[256];
     size_t hl = (size_t)(colon - s);
     if (hl >= sizeof host) {
         snprintf(err, errlen, "bad address '%s' (host too long)", s);
-        return FFLUA_EPROTO;
+        return -EINVAL;
     }
     memcpy(host, s, hl);
     host[hl] = '\0';
@@ -516,7 +517,7 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     long port = strtol(colon + 1, &end, 10);
     if (*end != '\0' || port < 0 || port > 65535) {
         snprintf(err, errlen, "bad port in address '%s'", s);
-        return FFLUA_EPROTO;
+        return -EINVAL;
     }
     memset(out, 0, sizeof *out);
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0 ||
@@ -527,7 +528,7 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
     if (rc != 0 || res == NULL) {
         snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
-        return FFLUA_ENOTFOUND;
+        return FFLUA_ERESOLVE;
     }
     memcpy(out, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);

@@ -101,7 +101,9 @@ void ff_conn_free(ff_conn *c);
  * that grows with every read. */
 void ff_loop_run(uv_loop_t *loop, unsigned spin_us, uint64_t (*activity)(void *), void *ud);
 
-/* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name). */
+/* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name): 0,
+ * -EINVAL for text that is not an address, FFLUA_ERESOLVE for a name that
+ * does not resolve; why in err. */
 int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);
 
 /* Turns on TCP keepalive on fd, so that a peer whose machine vanishes is

@@ -1538,17 +1538,17 @@ int ff_head_main(const ff_head_opts *o) {
     int64_t units = 0;
     if (rc == 0 && (ff_sched_amount(cpus, &units) != 0 || cpus > FF_MAX_CPUS)) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     int nlocal = o->workers >= 0 ? o->workers : units > 0;
     if (rc == 0 && nlocal > FF_MAX_LOCAL_WORKERS) {
         snprintf(err, sizeof err, "bad --workers %d", nlocal);
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     if (rc == 0 && (h->parent = parent_pid()) < 0) {
         snprintf(err, sizeof err, "bad FFLUA_PARENT_PID '%s': a process id expected",
                  getenv("FFLUA_PARENT_PID"));
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     if (rc == 0 && ff_sched_create(&h->sched) != 0) {
         snprintf(err, sizeof err, "not enough memory");
@@ -1581,13 +1581,14 @@ int ff_head_main(const ff_head_opts *o) {
     snprintf(addrbuf, sizeof addrbuf, "%s:%d", o->host ? o->host : "127.0.0.1", o->port);
     struct sockaddr_storage addr;
     rc = ff_parse_address(addrbuf, &addr, err, sizeof err);
+    int bad_address = rc != 0; /* why is in err; libuv's errors have their text */
     if (rc == 0)
         rc = uv_tcp_bind(&h->server, (struct sockaddr *)&addr, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&h->server, 511, on_connection);
     int code = 0;
     if (rc != 0) {
-        ff_log(WHO, "cannot listen on %s: %s", addrbuf, rc < 0 && rc > -4096 ? uv_strerror(rc) : err);
+        ff_log(WHO, "cannot listen on %s: %s", addrbuf, bad_address ? err : uv_strerror(rc));
         code = 1;
         uv_close((uv_handle_t *)&h->server, NULL);
         uv_close((uv_handle_t *)&h->flusher, NULL);

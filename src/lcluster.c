@@ -109,7 +109,7 @@ int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int tim
             c->consumed = total;
             return 0;
         }
-        if (rc != FFLUA_ENOTFOUND) {
+        if (rc != FFLUA_EINCOMPLETE) {
             snprintf(c->err, sizeof c->err, "the head at %s sent a malformed frame", c->address);
             return -1;
         }

@@ -60,14 +60,14 @@ size_t ff_str_size(size_t n) {
 int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
                    size_t *plen, size_t *total) {
     if (n < 4)
-        return FFLUA_ENOTFOUND;
+        return FFLUA_EINCOMPLETE;
     const unsigned char *u = (const unsigned char *)p;
     uint32_t len = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
                    (uint32_t)u[3] << 24;
     if (len < 1 || len > max)
         return FFLUA_EPROTO;
     if (n < 4 || n - 4 < len)
-        return FFLUA_ENOTFOUND;
+        return FFLUA_EINCOMPLETE;
     int t = u[4];
     if (t < FF_M_HELLO || t >= FF_M_LAST)
         return FFLUA_EPROTO;

@@ -65,8 +65,8 @@ size_t ff_varint_size(uint64_t v);
 size_t ff_str_size(size_t n);
 
 /* The first complete frame in p[0..n): 0 and its type, payload and total
- * size; FFLUA_ENOTFOUND when more bytes are needed; FFLUA_EPROTO for a frame
- * that is too large (over max) or of an unknown type. */
+ * size; FFLUA_EINCOMPLETE when more bytes are needed; FFLUA_EPROTO for a
+ * frame that is too large (over max) or of an unknown type. */
 int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
                    size_t *plen, size_t *total);
 

@@ -691,7 +691,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
     if (rc == 0 && ff_sched_amount(cpus, &w->cpus) != 0) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     if (rc == 0 && o->resources != NULL)
         rc = ff_check_resources(o->resources, err, sizeof err);

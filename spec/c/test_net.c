@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "fflua.h"
 #include "net.h"
 #include "test.h"
@@ -25,7 +26,7 @@ static void test_frames(void) {
     const char *p;
     size_t n, total;
     for (size_t cut = 0; cut < b.n; cut++) /* every prefix: need more */
-        ASSERT_EQ(ff_frame_parse(b.p, cut, FF_FRAME_MAX, &type, &p, &n, &total), FFLUA_ENOTFOUND);
+        ASSERT_EQ(ff_frame_parse(b.p, cut, FF_FRAME_MAX, &type, &p, &n, &total), FFLUA_EINCOMPLETE);
     ASSERT_EQ(ff_frame_parse(b.p, b.n, FF_FRAME_MAX, &type, &p, &n, &total), 0);
     ASSERT_EQ(type, FF_M_STATUS);
     ASSERT_EQ(total, b.n);
@@ -163,6 +164,20 @@ static void test_token_rejects(void) {
     ASSERT_EQ(ff_token_check("ab\x80", 3, err, sizeof err), FFLUA_EAUTH);
 }
 
+/* An address that is not one is an invalid argument, not a protocol
+ * error; one that parses is 0. */
+static void test_addresses(void) {
+    struct sockaddr_storage ss;
+    char err[256];
+    ASSERT_EQ(ff_parse_address("127.0.0.1:6380", &ss, err, sizeof err), 0);
+    ASSERT_EQ(ff_parse_address("[::1]:6380", &ss, err, sizeof err), 0);
+    ASSERT_EQ(ff_parse_address("no-port", &ss, err, sizeof err), -EINVAL);
+    ASSERT(strstr(err, "HOST:PORT expected") != NULL);
+    ASSERT_EQ(ff_parse_address("127.0.0.1:65536", &ss, err, sizeof err), -EINVAL);
+    ASSERT_STR_EQ(fflua_err_name(FFLUA_EINCOMPLETE), "FFLUA_EINCOMPLETE");
+    ASSERT_STR_EQ(fflua_err_name(FFLUA_ERESOLVE), "FFLUA_ERESOLVE");
+}
+
 int main(void) {
     RUN(test_frames);
     RUN(test_frame_end_drops);
@@ -170,5 +185,6 @@ int main(void) {
     RUN(test_macs);
     RUN(test_token_file);
     RUN(test_token_rejects);
+    RUN(test_addresses);
     return 0;
 }
