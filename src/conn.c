@@ -20,6 +20,7 @@
 
 #include "conn.h"
 #include "fflua.h"
+#include "msg.h"
 #include "text.h"
 
 void ff_log(const char *who, const char *fmt, ...) {
@@ -217,30 +218,21 @@ static void flush(ff_conn *c) {
     }
 }
 
-int ff_conn_begin(ff_conn *c, int type, size_t *at) {
-    return ff_frame_begin(&c->out, type, at);
-}
-
-int ff_conn_end(ff_conn *c, size_t at) {
-    return ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
-}
-
 void ff_conn_flush(ff_conn *c) {
     flush(c);
 }
 
 static void refuse(ff_conn *c, const char *reason) {
     conn_log(c, "refused: %s", reason);
-    ff_refuse_write(&c->out, reason);
+    ff_msg_refuse_write(&c->out, reason);
 }
 
 /* The reason of a REFUSE, escaped (what the peer says is not ours to
  * print as it is). */
 static void refuse_reason(const char *p, size_t n, char *out, size_t cap) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
     size_t len;
-    const char *s = ff_rd_str(&r, &len);
+    const char *s;
+    ff_msg_refuse_read(p, n, &s, &len);
     ff_text_escape(out, cap, s, len);
 }
 
@@ -251,13 +243,13 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
     ff_versions_local(&mine);
     char msg[512];
     if (c->server) {
-        ff_authmsg a;
+        ff_msg_auth a;
         if (type == FF_M_REFUSE) {
             refuse_reason(p, n, msg, 300);
             conn_log(c, "the peer gave up: %s", msg);
             return 1;
         }
-        if (type != FF_M_AUTH || ff_authmsg_read(p, n, &a) != 0) {
+        if (type != FF_M_AUTH || ff_msg_auth_read(p, n, &a) != 0) {
             refuse(c, "protocol error: the first message must be AUTH");
             return 1;
         }
@@ -272,10 +264,7 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         }
         unsigned char mac[FF_MAC_LEN];
         ff_auth_mac(c->key, "server", c->peer_nonce, c->my_nonce, mac);
-        size_t at;
-        ff_conn_begin(c, FF_M_WELCOME, &at);
-        ff_wr_fixed(&c->out, mac, FF_MAC_LEN);
-        if (ff_conn_end(c, at) != 0)
+        if (ff_msg_welcome_write(&c->out, mac) != 0)
             return 1; /* out of memory: the peer sees the connection close */
         c->role = a.role;
         c->authed = 1;
@@ -290,21 +279,21 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         return 1;
     }
     if (type == FF_M_HELLO) {
-        ff_hello h;
-        if (ff_hello_read(p, n, &h) != 0) {
+        ff_msg_hello h;
+        if (ff_msg_hello_read(p, n, &h) != 0) {
             snprintf(c->refused, sizeof c->refused, "the server does not speak the fflua protocol");
             return 1;
         }
         if (ff_versions_check(&mine, &h.v, msg, sizeof msg) != 0) {
             snprintf(c->refused, sizeof c->refused, "%s", msg);
-            ff_refuse_write(&c->out, msg);
+            ff_msg_refuse_write(&c->out, msg);
             return 1;
         }
         memcpy(c->peer_nonce, h.nonce, FF_NONCE_LEN);
         ff_nonce(c->my_nonce);
         unsigned char mac[FF_MAC_LEN];
         ff_auth_mac(c->key, "client", c->peer_nonce, c->my_nonce, mac);
-        if (ff_authmsg_write(&c->out, c->role, c->my_nonce, mac) != 0) {
+        if (ff_msg_auth_write(&c->out, c->role, c->my_nonce, mac) != 0) {
             snprintf(c->refused, sizeof c->refused, "not enough memory for the handshake");
             return 1;
         }
@@ -312,10 +301,8 @@ static int handshake(ff_conn *c, int type, const char *p, size_t n) {
         return 0;
     }
     if (type == FF_M_WELCOME) {
-        ff_rd r;
-        ff_rd_init(&r, p, n);
-        const unsigned char *mac = ff_rd_fixed(&r, FF_MAC_LEN);
-        if (ff_rd_done(&r) != 0 ||
+        unsigned char mac[FF_MAC_LEN];
+        if (ff_msg_welcome_read(p, n, mac) != 0 ||
             ff_auth_verify(c->key, "server", c->my_nonce, c->peer_nonce, mac) != 0) {
             snprintf(c->refused, sizeof c->refused,
                      "authentication failed: the server does not know this cluster's token");
@@ -444,7 +431,7 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     peer_name(c);
     start_timer(c, server->loop);
     ff_nonce(c->my_nonce);
-    if (ff_hello_write(&c->out, c->my_nonce) != 0)
+    if (ff_msg_hello_write(&c->out, c->my_nonce) != 0)
         return UV_ENOMEM;
     flush(c);
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);

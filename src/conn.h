@@ -79,15 +79,13 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key);
 /* Client side: connects to addr and authenticates with role. */
 int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
                     const unsigned char *key);
-/* Frame writing: begin, write fields into c->out, end. ff_conn_end
- * returns 0, or -ENOMEM or -EMSGSIZE when the frame could not be written
- * whole or is over FF_FRAME_MAX: it is then dropped (ff_frame_end), and
- * the caller says what failed instead, or closes the connection. Frames
- * are sent by ff_conn_flush, which the owner calls once per loop iteration
- * (a uv_check_t), so that everything one iteration produced goes out in
- * one write. */
-int ff_conn_begin(ff_conn *c, int type, size_t *at);
-int ff_conn_end(ff_conn *c, size_t at);
+/* Frames to send are written into c->out by the message writers (msg.h),
+ * which return 0, or -ENOMEM or -EMSGSIZE when the frame could not be
+ * written whole or is over FF_FRAME_MAX: it is then dropped, and the
+ * caller says what failed instead, or closes the connection. Frames are
+ * sent by ff_conn_flush, which the owner calls once per loop iteration (a
+ * uv_check_t), so that everything one iteration produced goes out in one
+ * write. */
 void ff_conn_flush(ff_conn *c);
 /* Closes (idempotent); on_close runs when libuv is done with the handle. */
 void ff_conn_close(ff_conn *c);

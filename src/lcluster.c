@@ -35,6 +35,7 @@
 #include "conn.h"
 #include "fflua.h"
 #include "lcluster.h"
+#include "msg.h"
 #include "net.h"
 #include "sched.h"
 #include "text.h"
@@ -139,12 +140,9 @@ int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int tim
 
 static void client_close(ffl_client *c) {
     if (c->fd >= 0) {
-        size_t at;
         c->out.n = 0;
-        if (ff_frame_begin(&c->out, FF_M_BYE, &at) == 0) {
-            ff_frame_end(&c->out, at);
+        if (ff_msg_bye_write(&c->out) == 0)
             ffl_client_flush(c);
-        }
         close(c->fd);
         c->fd = -1;
     }
@@ -184,39 +182,36 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     size_t n;
     if (ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
         return -1;
-    ff_hello h;
-    if (type != FF_M_HELLO || ff_hello_read(p, n, &h) != 0)
+    ff_msg_hello h;
+    if (type != FF_M_HELLO || ff_msg_hello_read(p, n, &h) != 0)
         return snprintf(c->err, sizeof c->err, "%s does not speak the fflua protocol", address),
                -1;
     ff_versions mine;
     ff_versions_local(&mine);
     char msg[400];
     if (ff_versions_check(&mine, &h.v, msg, sizeof msg) != 0) {
-        ff_refuse_write(&c->out, msg);
+        ff_msg_refuse_write(&c->out, msg);
         ffl_client_flush(c);
         snprintf(c->err, sizeof c->err, "the head at %s: %s", address, msg);
         return -1;
     }
     ff_nonce(nonce);
     ff_auth_mac(key, "client", h.nonce, nonce, mac);
-    if (ff_authmsg_write(&c->out, role, nonce, mac) != 0)
+    if (ff_msg_auth_write(&c->out, role, nonce, mac) != 0)
         return snprintf(c->err, sizeof c->err, "not enough memory"), -1;
     if (ffl_client_flush(c) != 0 || ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
         return -1;
     if (type == FF_M_REFUSE) {
-        ff_rd r;
-        ff_rd_init(&r, p, n);
         size_t len;
-        const char *s = ff_rd_str(&r, &len);
+        const char *s;
+        ff_msg_refuse_read(p, n, &s, &len);
         char why[300];
         snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %s", address,
                  ff_text_escape(why, sizeof why, s, len));
         return -1;
     }
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    const unsigned char *smac = ff_rd_fixed(&r, FF_MAC_LEN);
-    if (type != FF_M_WELCOME || ff_rd_done(&r) != 0 ||
+    unsigned char smac[FF_MAC_LEN];
+    if (type != FF_M_WELCOME || ff_msg_welcome_read(p, n, smac) != 0 ||
         ff_auth_verify(key, "server", nonce, h.nonce, smac) != 0)
         return snprintf(c->err, sizeof c->err,
                         "the head at %s failed to prove it knows the token", address),
@@ -266,12 +261,11 @@ static int l_connect(lua_State *L) {
     return 1;
 }
 
-/* client:status() -> table */
+/* client:status() -> { places = { {name, running, resources = {name =
+ * {total, free}}}, ... }, queued, running, finished } */
 static int l_status(lua_State *L) {
     ffl_client *c = ffl_check_client(L, 1);
-    size_t at;
-    ff_frame_begin(&c->out, FF_M_STATUS, &at);
-    if (ff_frame_end(&c->out, at) != 0)
+    if (ff_msg_status_write(&c->out) != 0)
         return luaL_error(L, "not enough memory");
     int type;
     const char *p;
@@ -280,42 +274,42 @@ static int l_status(lua_State *L) {
         return luaL_error(L, "%s", c->err);
     if (type != FF_M_STATUS_REPLY)
         return luaL_error(L, "the head answered a status request with message %d", type);
-    ff_rd r;
-    ff_rd_init(&r, p, n);
+    ff_msg_status_reply m;
+    ff_msg_list places, res;
+    if (ff_msg_status_reply_read(p, n, &m, &places) != 0)
+        return luaL_error(L, "the head sent a malformed status");
     lua_createtable(L, 0, 4);
-    uint64_t np = ff_rd_varint(&r);
-    lua_createtable(L, np < 1024 ? (int)np : 0, 0);
-    for (uint64_t i = 0; i < np && !r.err; i++) {
+    lua_createtable(L, places.n < 1024 ? (int)places.n : 0, 0);
+    for (lua_Integer i = 1; places.n > 0; i++) {
+        ff_msg_place pl;
+        ff_msg_next_place(&places, &pl, &res);
         lua_createtable(L, 0, 3);
-        size_t len;
-        const char *s = ff_rd_str(&r, &len);
-        lua_pushlstring(L, s, len);
+        lua_pushlstring(L, pl.name, pl.len);
         lua_setfield(L, -2, "name");
-        lua_pushinteger(L, (lua_Integer)ff_rd_varint(&r));
+        lua_pushinteger(L, (lua_Integer)pl.running);
         lua_setfield(L, -2, "running");
-        uint64_t nres = ff_rd_varint(&r);
         lua_newtable(L);
-        for (uint64_t k = 0; k < nres && !r.err; k++) {
-            s = ff_rd_str(&r, &len);
-            lua_pushlstring(L, s, len);
+        while (res.n > 0) {
+            ff_msg_res_state rs;
+            ff_msg_next_res_state(&res, &rs);
+            lua_pushlstring(L, rs.name, rs.len);
             lua_createtable(L, 0, 2);
-            lua_pushnumber(L, (double)ff_rd_varint(&r) / FF_RES_SCALE);
+            lua_pushnumber(L, (double)rs.total / FF_RES_SCALE);
             lua_setfield(L, -2, "total");
-            lua_pushnumber(L, (double)ff_rd_varint(&r) / FF_RES_SCALE);
+            lua_pushnumber(L, (double)rs.free / FF_RES_SCALE);
             lua_setfield(L, -2, "free");
             lua_rawset(L, -3);
         }
         lua_setfield(L, -2, "resources");
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        lua_rawseti(L, -2, i);
     }
     lua_setfield(L, -2, "places");
-    static const char *const counts[] = {"queued", "running", "finished"};
-    for (int i = 0; i < 3; i++) {
-        lua_pushinteger(L, (lua_Integer)ff_rd_varint(&r));
-        lua_setfield(L, -2, counts[i]);
-    }
-    if (ff_rd_done(&r) != 0)
-        return luaL_error(L, "the head sent a malformed status");
+    lua_pushinteger(L, (lua_Integer)m.queued);
+    lua_setfield(L, -2, "queued");
+    lua_pushinteger(L, (lua_Integer)m.running);
+    lua_setfield(L, -2, "running");
+    lua_pushinteger(L, (lua_Integer)m.finished);
+    lua_setfield(L, -2, "finished");
     return 1;
 }
 

@@ -86,7 +86,7 @@ void ff_rd_init(ff_rd *r, const char *p, size_t n) {
     r->err = 0;
 }
 
-static void rd_fail(ff_rd *r) {
+void ff_rd_fail(ff_rd *r) {
     r->err = FFLUA_EPROTO;
     r->p = r->end;
 }
@@ -103,7 +103,7 @@ uint64_t ff_rd_varint(ff_rd *r) {
         if (!(c & 0x80))
             return x;
     }
-    rd_fail(r);
+    ff_rd_fail(r);
     return 0;
 }
 
@@ -115,7 +115,7 @@ int64_t ff_rd_svarint(ff_rd *r) {
 const char *ff_rd_str(ff_rd *r, size_t *len) {
     uint64_t n = ff_rd_varint(r);
     if (r->err || n > (uint64_t)(r->end - r->p)) {
-        rd_fail(r);
+        ff_rd_fail(r);
         *len = 0;
         return "";
     }
@@ -128,7 +128,7 @@ const char *ff_rd_str(ff_rd *r, size_t *len) {
 const unsigned char *ff_rd_fixed(ff_rd *r, size_t n) {
     static const unsigned char zeros[64];
     if (r->err || n > (size_t)(r->end - r->p) || n > sizeof zeros) {
-        rd_fail(r);
+        ff_rd_fail(r);
         return zeros;
     }
     const unsigned char *p = r->p;
@@ -215,21 +215,6 @@ int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *
     return FFLUA_EVERSION;
 }
 
-static int wr_versions(ff_buf *b) {
-    ff_versions v;
-    ff_versions_local(&v);
-    if (ff_wr_varint(b, v.proto) || ff_wr_str(b, v.fflua, v.fflua_len) ||
-        ff_wr_str(b, v.lua, v.lua_len))
-        return -ENOMEM;
-    return 0;
-}
-
-static void rd_versions(ff_rd *r, ff_versions *v) {
-    v->proto = ff_rd_varint(r);
-    v->fflua = ff_rd_str(r, &v->fflua_len);
-    v->lua = ff_rd_str(r, &v->lua_len);
-}
-
 /* --- authentication ------------------------------------------------------ */
 
 int ff_auth_key(const char *token, size_t len, unsigned char key[FF_KEY_LEN]) {
@@ -270,58 +255,6 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
     unsigned char in[16 + 2 * FF_NONCE_LEN];
     mac_input(in, label, a, b);
     return crypto_auth_hmacsha512256_verify(mac, in, sizeof in, key) == 0 ? 0 : FFLUA_EAUTH;
-}
-
-int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]) {
-    size_t at;
-    ff_frame_begin(b, FF_M_HELLO, &at);
-    ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1);
-    wr_versions(b);
-    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
-    return ff_frame_end(b, at); /* the writes' failures are in b->err */
-}
-
-int ff_hello_read(const char *p, size_t n, ff_hello *h) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    size_t ml;
-    const char *magic = ff_rd_str(&r, &ml);
-    if (r.err || ml != sizeof FF_NET_MAGIC - 1 || memcmp(magic, FF_NET_MAGIC, ml) != 0)
-        return FFLUA_EPROTO;
-    rd_versions(&r, &h->v);
-    memcpy(h->nonce, ff_rd_fixed(&r, FF_NONCE_LEN), FF_NONCE_LEN);
-    return ff_rd_done(&r);
-}
-
-int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
-                     const unsigned char mac[FF_MAC_LEN]) {
-    size_t at;
-    ff_frame_begin(b, FF_M_AUTH, &at);
-    wr_versions(b);
-    ff_wr_varint(b, (uint64_t)role);
-    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
-    ff_wr_fixed(b, mac, FF_MAC_LEN);
-    return ff_frame_end(b, at);
-}
-
-int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    rd_versions(&r, &a->v);
-    uint64_t role = ff_rd_varint(&r);
-    memcpy(a->nonce, ff_rd_fixed(&r, FF_NONCE_LEN), FF_NONCE_LEN);
-    memcpy(a->mac, ff_rd_fixed(&r, FF_MAC_LEN), FF_MAC_LEN);
-    if (role < FF_ROLE_WORKER || role > FF_ROLE_STATUS)
-        return FFLUA_EPROTO;
-    a->role = (int)role;
-    return ff_rd_done(&r);
-}
-
-int ff_refuse_write(ff_buf *b, const char *reason) {
-    size_t at;
-    ff_frame_begin(b, FF_M_REFUSE, &at);
-    ff_wr_str(b, reason, strlen(reason));
-    return ff_frame_end(b, at);
 }
 
 /* --- tokens -------------------------------------------------------------- */

@@ -8,6 +8,8 @@
  * A frame is a u32 little-endian length (of what follows), a u8 message
  * type, then the payload. Fields inside payloads: varints (LEB128, at most
  * 10 bytes), strings (varint length + bytes), fixed 32-byte nonces and MACs.
+ * The payload of each message, the handshake's included, is built and
+ * read by its codec in msg.h.
  */
 #ifndef FFLUA_NET_H
 #define FFLUA_NET_H
@@ -85,15 +87,14 @@ const unsigned char *ff_rd_fixed(ff_rd *r, size_t n);
 double ff_rd_double(ff_rd *r);
 /* 0 if the payload was read exactly (no error, nothing left over). */
 int ff_rd_done(const ff_rd *r);
+/* Marks r malformed (sticky, as a field cut short does). */
+void ff_rd_fail(ff_rd *r);
 
 int ff_wr_varint(ff_buf *b, uint64_t v);
 int ff_wr_svarint(ff_buf *b, int64_t v);
 int ff_wr_str(ff_buf *b, const char *p, size_t n);
 int ff_wr_fixed(ff_buf *b, const void *p, size_t n);
 int ff_wr_double(ff_buf *b, double v);
-
-/* --- what peers say, in logs and messages --------------------------------- */
-
 
 /* --- handshake ----------------------------------------------------------- */
 
@@ -119,25 +120,6 @@ void ff_auth_mac(const unsigned char key[FF_KEY_LEN], const char *label,
 int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
                    const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
                    const unsigned char mac[FF_MAC_LEN]);
-
-typedef struct ff_hello {
-    ff_versions v;
-    unsigned char nonce[FF_NONCE_LEN];
-} ff_hello;
-
-typedef struct ff_authmsg {
-    ff_versions v;
-    int role;
-    unsigned char nonce[FF_NONCE_LEN];
-    unsigned char mac[FF_MAC_LEN];
-} ff_authmsg;
-
-int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]);
-int ff_hello_read(const char *p, size_t n, ff_hello *h);
-int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
-                     const unsigned char mac[FF_MAC_LEN]);
-int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a);
-int ff_refuse_write(ff_buf *b, const char *reason);
 
 /* 0 when the n bytes at tok are printable ASCII (a token travels through
  * environments and files as text; a NUL would cut it short); otherwise

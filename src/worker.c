@@ -39,6 +39,7 @@
 #include "conn.h"
 #include "fflua.h"
 #include "lutil.h"
+#include "msg.h"
 #include "sched.h"
 #include "text.h"
 
@@ -363,18 +364,10 @@ static double mib(size_t n) {
     return (double)n / (1 << 20);
 }
 
-/* Queues RESULT(run, index, ok, bytes, ns): 0, or ff_conn_end's error. */
+/* Queues RESULT(run, index, ok, bytes, ns): 0, or the writer's error. */
 static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const char *p, size_t n,
                         uint64_t ns) {
-    size_t at;
-    ff_buf *b = &w->conn.out;
-    ff_conn_begin(&w->conn, FF_M_RESULT, &at);
-    ff_wr_varint(b, run);
-    ff_wr_varint(b, index);
-    ff_wr_varint(b, (uint64_t)ok);
-    ff_wr_str(b, p, n);
-    ff_wr_varint(b, ns);
-    return ff_conn_end(&w->conn, at);
+    return ff_msg_result_write(&w->conn.out, &(ff_msg_result){run, index, ok, p, n, ns});
 }
 
 /* Tells the head that task (run, index) failed with msg; when not even
@@ -443,68 +436,51 @@ static void send_results(uv_async_t *a) {
  * malformed one (the connection closes). Without memory for its inputs,
  * the task fails and the head is told so. */
 static int on_task(worker *w, const char *p, size_t n) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    uint64_t run_id = ff_rd_varint(&r), index = ff_rd_varint(&r), fid = ff_rd_varint(&r);
-    size_t len, nl;
-    const char *name = ff_rd_str(&r, &nl);
-    uint64_t ndeps = ff_rd_varint(&r);
-    if (r.err || ndeps > n)
+    ff_msg_task m;
+    ff_msg_list deps;
+    if (ff_msg_task_read(p, n, &m, &deps) != 0)
         return 1;
     wtask *t = calloc(1, sizeof *t);
     int oom = t == NULL;
     if (t != NULL) {
-        t->run = run_id;
-        t->index = index;
-        t->fid = fid;
-        t->ndeps = (size_t)ndeps;
-        t->name = strndup(name, nl);
+        t->run = m.run;
+        t->index = m.index;
+        t->fid = m.fid;
+        t->ndeps = m.ndeps;
+        t->nargs = m.nargs;
+        t->npre = m.npre;
+        t->name = strndup(m.name, m.name_len);
         t->deps = calloc(t->ndeps ? t->ndeps : 1, sizeof *t->deps);
-        oom = t->name == NULL || t->deps == NULL;
+        t->args = malloc(m.nargs ? m.nargs : 1);
+        t->pre = malloc(m.npre ? m.npre : 1);
+        oom = t->name == NULL || t->deps == NULL || t->args == NULL || t->pre == NULL;
     }
-    /* Read everything, also without memory: a malformed TASK must still
-     * close the connection. */
-    pthread_mutex_lock(&w->mu);
-    wrun *run = oom ? NULL : run_get(w, run_id, 1);
-    oom |= run == NULL;
-    for (uint64_t i = 0; i < ndeps && !r.err; i++) {
-        uint64_t dep = ff_rd_varint(&r);
-        if (!oom)
-            t->deps[i] = dep;
-        if (ff_rd_varint(&r)) {
-            const char *b = ff_rd_str(&r, &len);
-            if (!r.err && !oom && bm_put(&run->results, dep, b, len) != 0)
+    if (!oom) { /* the dependencies, and the results that came with them */
+        pthread_mutex_lock(&w->mu);
+        wrun *run = run_get(w, m.run, 1);
+        oom = run == NULL;
+        for (uint32_t i = 0; i < m.ndeps && !oom; i++) {
+            ff_msg_dep d;
+            ff_msg_next_dep(&deps, &d);
+            t->deps[i] = d.index;
+            if (d.has && bm_put(&run->results, d.index, d.result, d.len) != 0)
                 oom = 1;
         }
-    }
-    pthread_mutex_unlock(&w->mu);
-    size_t nargs, npre;
-    const char *args = ff_rd_str(&r, &nargs), *pre = ff_rd_str(&r, &npre);
-    int64_t cpus = (int64_t)ff_rd_varint(&r);
-    if (ff_rd_done(&r) != 0) {
-        if (t != NULL)
-            task_free(t);
-        return 1;
-    }
-    if (!oom) {
-        t->nargs = nargs;
-        t->npre = npre;
-        t->args = malloc(nargs ? nargs : 1);
-        t->pre = malloc(npre ? npre : 1);
-        oom = t->args == NULL || t->pre == NULL;
+        pthread_mutex_unlock(&w->mu);
     }
     if (oom) {
         char msg[160];
         snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
                  mib(n));
-        report_failure(w, run_id, index, name, nl, msg);
+        report_failure(w, m.run, m.index, m.name, m.name_len, msg);
         if (t != NULL)
             task_free(t);
         return 0;
     }
-    memcpy(t->args, args, nargs);
-    memcpy(t->pre, pre, npre);
-    t->cpus = cpus > w->cpus ? w->cpus : cpus; /* never more than all of them */
+    memcpy(t->args, m.args, m.nargs);
+    memcpy(t->pre, m.pre, m.npre);
+    /* never more than all of them */
+    t->cpus = m.cpus > (uint64_t)w->cpus ? w->cpus : (int64_t)m.cpus;
     if (w->inline_L != NULL) { /* one CPU: run it here, now */
         run_one(w, w->inline_L, t, w->dropped_gen, &w->inline_gen);
         keep_result(w, t);
@@ -525,8 +501,6 @@ static int on_task(worker *w, const char *p, size_t n) {
 
 static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     worker *w = c->data;
-    ff_rd r;
-    ff_rd_init(&r, p, n);
     switch (type) {
     case FF_M_TASK:
         if (on_task(w, p, n) != 0) {
@@ -535,36 +509,35 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         }
         return 0;
     case FF_M_FUNC: {
-        uint64_t run = ff_rd_varint(&r), fid = ff_rd_varint(&r);
-        size_t len;
-        const char *code = ff_rd_str(&r, &len);
-        if (ff_rd_done(&r) != 0)
+        ff_msg_func m;
+        if (ff_msg_func_read(p, n, &m) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
-        wrun *wr = run_get(w, run, 1);
-        int rc = wr ? bm_put(&wr->funcs, fid, code, len) : -ENOMEM;
+        wrun *wr = run_get(w, m.run, 1);
+        int rc = wr ? bm_put(&wr->funcs, m.fid, m.code, m.len) : -ENOMEM;
         pthread_mutex_unlock(&w->mu);
         if (rc != 0) /* the head fails the tasks running here, as it learns we left */
-            ff_log(WHO, "not enough memory for a function (%.1f MiB): leaving", mib(len));
+            ff_log(WHO, "not enough memory for a function (%.1f MiB): leaving", mib(m.len));
         return rc != 0;
     }
     case FF_M_FREE: {
-        uint64_t run = ff_rd_varint(&r), k = ff_rd_varint(&r);
-        if (r.err || k > n)
+        uint64_t run;
+        ff_msg_list tasks;
+        if (ff_msg_free_read(p, n, &run, &tasks) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
         wrun *wr = run_get(w, run, 0);
-        for (uint64_t j = 0; j < k && !r.err; j++) {
-            uint64_t idx = ff_rd_varint(&r);
-            if (wr != NULL && !r.err)
+        while (tasks.n > 0) {
+            uint64_t idx = ff_msg_next_index(&tasks);
+            if (wr != NULL)
                 bm_del(&wr->results, idx);
         }
         pthread_mutex_unlock(&w->mu);
-        return ff_rd_done(&r) != 0;
+        return 0;
     }
     case FF_M_RUN_END: {
-        uint64_t run = ff_rd_varint(&r);
-        if (ff_rd_done(&r) != 0)
+        uint64_t run;
+        if (ff_msg_run_end_read(p, n, &run) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
         run_drop(w, run);
@@ -576,7 +549,8 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         return 1;
     case FF_M_REFUSE: {
         size_t len;
-        const char *why = ff_rd_str(&r, &len);
+        const char *why;
+        ff_msg_refuse_read(p, n, &why, &len);
         char esc[512];
         ff_log(WHO, "the head refused this worker: %s", ff_text_escape(esc, sizeof esc, why, len));
         w->exit_code = 1;
@@ -588,44 +562,33 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     }
 }
 
+/* The resources of the REGISTER (checked when the worker started). */
 struct reg_ud {
-    ff_buf *b;
-    int n;
+    ff_msg_res res[FF_MSG_RES_MAX];
+    size_t n;
 };
 
-static int count_res(void *ud, const char *name, size_t len, double v) {
-    (void)name, (void)len, (void)v;
-    ((struct reg_ud *)ud)->n++;
-    return 0;
-}
-
-static int write_res(void *ud, const char *name, size_t len, double v) {
+static int add_res(void *ud, const char *name, size_t len, double v) {
     struct reg_ud *u = ud;
     int64_t amount;
-    if (ff_sched_amount(v, &amount) != 0)
+    if (u->n == FF_MSG_RES_MAX || ff_sched_amount(v, &amount) != 0)
         return 1;
-    return ff_wr_str(u->b, name, len) || ff_wr_varint(u->b, (uint64_t)amount);
+    u->res[u->n++] = (ff_msg_res){name, len, (uint64_t)amount};
+    return 0;
 }
 
 static void on_ready(ff_conn *c, int role) {
     worker *w = c->data;
     (void)role;
-    size_t at;
-    ff_buf *b = &c->out;
-    ff_conn_begin(c, FF_M_REGISTER, &at);
-    ff_wr_varint(b, (uint64_t)w->cpus);
-    struct reg_ud u = {b, 0};
+    struct reg_ud u;
+    u.n = 0;
     char err[256];
     if (w->resources)
-        ff_parse_resources(w->resources, count_res, &u, err, sizeof err);
-    ff_wr_varint(b, (uint64_t)u.n);
-    if (w->resources)
-        ff_parse_resources(w->resources, write_res, &u, err, sizeof err);
+        ff_parse_resources(w->resources, add_res, &u, err, sizeof err);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
-    ff_wr_str(b, host, strlen(host));
-    ff_wr_varint(b, (uint64_t)getpid());
-    if (ff_conn_end(c, at) != 0) {
+    ff_msg_register m = {(uint64_t)w->cpus, host, strlen(host), (uint64_t)getpid()};
+    if (ff_msg_register_write(&c->out, &m, u.res, u.n) != 0) {
         ff_log(WHO, "not enough memory to register with the head");
         w->exit_code = 1;
         ff_conn_close(c);
@@ -661,11 +624,8 @@ static void on_signal(uv_signal_t *h, int sig) {
     worker *w = h->data;
     (void)sig;
     w->exit_code = 0;
-    if (w->conn.state == FF_CONN_READY) {
-        size_t at;
-        ff_conn_begin(&w->conn, FF_M_BYE, &at);
-        ff_conn_end(&w->conn, at);
-    }
+    if (w->conn.state == FF_CONN_READY)
+        ff_msg_bye_write(&w->conn.out);
     ff_conn_close(&w->conn);
 }
 

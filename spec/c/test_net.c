@@ -12,6 +12,7 @@
 
 #include "conn.h"
 #include "fflua.h"
+#include "msg.h"
 #include "net.h"
 #include "test.h"
 
@@ -82,9 +83,9 @@ static void test_macs(void) {
     ASSERT_EQ(ff_auth_verify(k1, "server", a, b, mac), FFLUA_EAUTH); /* no reflection */
     ASSERT_EQ(ff_auth_verify(k1, "client", b, a, mac), FFLUA_EAUTH);
     ff_buf w = {0};
-    ASSERT_EQ(ff_authmsg_write(&w, FF_ROLE_DRIVER, a, mac), 0);
-    ff_authmsg am;
-    ASSERT_EQ(ff_authmsg_read(w.p + FF_FRAME_HDR, w.n - FF_FRAME_HDR, &am), 0);
+    ASSERT_EQ(ff_msg_auth_write(&w, FF_ROLE_DRIVER, a, mac), 0);
+    ff_msg_auth am;
+    ASSERT_EQ(ff_msg_auth_read(w.p + FF_FRAME_HDR, w.n - FF_FRAME_HDR, &am), 0);
     ASSERT_EQ(am.role, FF_ROLE_DRIVER);
     ASSERT(memcmp(am.mac, mac, FF_MAC_LEN) == 0);
     ff_buf_free(&w);
