@@ -58,8 +58,7 @@ struct ff_conn {
     int state;
     int authed;  /* the handshake succeeded */
     int role;    /* server: the peer's role; client: ours */
-    const unsigned char *key;
-    unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
+    ff_hs hs;    /* the handshake (net.h) */
     ff_buf in;
     ff_buf out, wbuf; /* pending frames, the frames being written */
     int writing;
@@ -67,16 +66,18 @@ struct ff_conn {
     uint64_t nreads; /* reads so far (for the owner's busy-polling) */
     char peer[64]; /* address, for logs */
     ff_noise *noise; /* server: the limiter of lines before authentication, or NULL */
-    char refused[512]; /* a client: why the server refused us */
+    char refused[600]; /* a client: why it could not get in */
     ff_conn_frame_fn on_frame;
     ff_conn_close_fn on_close;
     ff_conn_ready_fn on_ready;
     void *data;
 };
 
-/* Accepted connection: starts reading and sends HELLO. */
+/* Accepted connection: starts reading and sends HELLO. The key
+ * (FF_KEY_LEN bytes) must live as long as the connection. */
 int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key);
-/* Client side: connects to addr and authenticates with role. */
+/* Client side: connects to addr and authenticates with role; the key as
+ * for ff_conn_accept. */
 int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
                     const unsigned char *key);
 /* Frames to send are written into c->out by the message writers (msg.h),

@@ -47,7 +47,7 @@ struct ffl_client {
     ff_buf in, out;
     size_t consumed; /* bytes of `in` handed out by the last recv */
     char address[300];
-    char err[512];
+    char err[640]; /* a handshake's failure (ff_hs.why) fits whole */
 };
 
 ffl_client *ffl_check_client(lua_State *L, int idx) {
@@ -175,48 +175,25 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ff_tcp_keepalive(c->fd);
-    unsigned char key[FF_KEY_LEN], nonce[FF_NONCE_LEN], mac[FF_MAC_LEN];
+    /* The handshake: net.c's state machine, fed from this socket. */
+    unsigned char key[FF_KEY_LEN];
     ff_auth_key(token, tl, key);
-    int type;
-    const char *p;
-    size_t n;
-    if (ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
-        return -1;
-    ff_msg_hello h;
-    if (type != FF_M_HELLO || ff_msg_hello_read(p, n, &h) != 0)
-        return snprintf(c->err, sizeof c->err, "%s does not speak the fflua protocol", address),
-               -1;
-    ff_versions mine;
-    ff_versions_local(&mine);
-    char msg[400];
-    if (ff_versions_check(&mine, &h.v, msg, sizeof msg) != 0) {
-        ff_msg_refuse_write(&c->out, msg);
-        ffl_client_flush(c);
-        snprintf(c->err, sizeof c->err, "the head at %s: %s", address, msg);
-        return -1;
+    ff_hs hs;
+    ff_hs_client(&hs, role, key, address);
+    for (;;) {
+        int type;
+        const char *p;
+        size_t n;
+        if (ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
+            return -1;
+        int rc = ff_hs_step(&hs, type, p, n, &c->out);
+        if (c->out.n > 0 && ffl_client_flush(c) != 0 && rc >= 0)
+            return -1;
+        if (rc == 1)
+            return 0;
+        if (rc < 0)
+            return snprintf(c->err, sizeof c->err, "%s", hs.why), -1;
     }
-    ff_nonce(nonce);
-    ff_auth_mac(key, "client", h.nonce, nonce, mac);
-    if (ff_msg_auth_write(&c->out, role, nonce, mac) != 0)
-        return snprintf(c->err, sizeof c->err, "not enough memory"), -1;
-    if (ffl_client_flush(c) != 0 || ffl_client_recv(c, &type, &p, &n, timeout_ms) != 0)
-        return -1;
-    if (type == FF_M_REFUSE) {
-        size_t len;
-        const char *s;
-        ff_msg_refuse_read(p, n, &s, &len);
-        char why[300];
-        snprintf(c->err, sizeof c->err, "the head at %s refused the connection: %s", address,
-                 ff_text_escape(why, sizeof why, s, len));
-        return -1;
-    }
-    unsigned char smac[FF_MAC_LEN];
-    if (type != FF_M_WELCOME || ff_msg_welcome_read(p, n, smac) != 0 ||
-        ff_auth_verify(key, "server", nonce, h.nonce, smac) != 0)
-        return snprintf(c->err, sizeof c->err,
-                        "the head at %s failed to prove it knows the token", address),
-               -1;
-    return 0;
 }
 
 /* core.cluster_connect(address, opts) -> Client */

@@ -1,10 +1,13 @@
 /*
  * net.c: frames, fields and the handshake of the cluster protocol (see
- * net.h and docs/protocol.md). Everything that reads a peer's bytes checks
- * every length against what is left and fails with FFLUA_EPROTO.
+ * net.h and docs/protocol.md): versions, MACs, tokens, and the handshake's
+ * state machine, which both kinds of connection drive. Everything that
+ * reads a peer's bytes checks every length against what is left and fails
+ * with FFLUA_EPROTO.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -13,6 +16,7 @@
 #include <sodium.h>
 
 #include "fflua.h"
+#include "msg.h"
 #include "net.h"
 #include "text.h"
 
@@ -255,6 +259,119 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
     unsigned char in[16 + 2 * FF_NONCE_LEN];
     mac_input(in, label, a, b);
     return crypto_auth_hmacsha512256_verify(mac, in, sizeof in, key) == 0 ? 0 : FFLUA_EAUTH;
+}
+
+/* --- the handshake --------------------------------------------------------- */
+
+static int hs_fail(ff_hs *h, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int hs_fail(ff_hs *h, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(h->why, sizeof h->why, fmt, ap);
+    va_end(ap);
+    h->state = FF_HS_FAILED;
+    return rc;
+}
+
+/* The reason of a REFUSE, escaped (what the peer says is not ours to
+ * print as it is). */
+static const char *refuse_reason(const char *p, size_t n, char *out, size_t cap) {
+    const char *s;
+    size_t len;
+    ff_msg_refuse_read(p, n, &s, &len);
+    return ff_text_escape(out, cap, s, len);
+}
+
+void ff_hs_client(ff_hs *h, int role, const unsigned char *key, const char *peer) {
+    memset(h, 0, sizeof *h);
+    h->role = role;
+    h->key = key;
+    h->peer = peer;
+    h->state = FF_HS_HELLO;
+}
+
+int ff_hs_server(ff_hs *h, const unsigned char *key, ff_buf *out) {
+    memset(h, 0, sizeof *h);
+    h->server = 1;
+    h->key = key;
+    h->state = FF_HS_AUTH;
+    ff_nonce(h->my_nonce);
+    return ff_msg_hello_write(out, h->my_nonce);
+}
+
+/* The server refuses: REFUSE(reason) into out, and the log says so. */
+static int hs_refuse(ff_hs *h, ff_buf *out, int rc, const char *reason) {
+    ff_msg_refuse_write(out, reason);
+    return hs_fail(h, rc, "refused: %s", reason);
+}
+
+static int hs_server_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
+    char msg[400];
+    if (type == FF_M_REFUSE)
+        return hs_fail(h, -ECONNREFUSED, "the peer gave up: %s",
+                       refuse_reason(p, n, msg, 300));
+    ff_msg_auth a;
+    if (type != FF_M_AUTH || ff_msg_auth_read(p, n, &a) != 0)
+        return hs_refuse(h, out, FFLUA_EPROTO, "protocol error: the first message must be AUTH");
+    ff_versions mine;
+    ff_versions_local(&mine);
+    if (ff_versions_check(&mine, &a.v, msg, sizeof msg) != 0)
+        return hs_refuse(h, out, FFLUA_EVERSION, msg);
+    memcpy(h->peer_nonce, a.nonce, FF_NONCE_LEN);
+    if (ff_auth_verify(h->key, "client", h->my_nonce, h->peer_nonce, a.mac) != 0)
+        return hs_refuse(h, out, FFLUA_EAUTH,
+                         "authentication failed: the peer does not know this cluster's token");
+    unsigned char mac[FF_MAC_LEN];
+    ff_auth_mac(h->key, "server", h->peer_nonce, h->my_nonce, mac);
+    if (ff_msg_welcome_write(out, mac) != 0) {
+        h->why[0] = '\0'; /* the peer sees the connection close */
+        h->state = FF_HS_FAILED;
+        return -ENOMEM;
+    }
+    h->role = a.role;
+    h->state = FF_HS_DONE;
+    return 1;
+}
+
+static int hs_client_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
+    char msg[400];
+    if (type == FF_M_REFUSE)
+        return hs_fail(h, -ECONNREFUSED, "the head at %s refused the connection: %s", h->peer,
+                       refuse_reason(p, n, msg, 300));
+    if (h->state == FF_HS_HELLO) {
+        ff_msg_hello m;
+        if (type != FF_M_HELLO || ff_msg_hello_read(p, n, &m) != 0)
+            return hs_fail(h, FFLUA_EPROTO, "%s does not speak the fflua protocol", h->peer);
+        ff_versions mine;
+        ff_versions_local(&mine);
+        if (ff_versions_check(&mine, &m.v, msg, sizeof msg) != 0) {
+            ff_msg_refuse_write(out, msg);
+            return hs_fail(h, FFLUA_EVERSION, "the head at %s: %s", h->peer, msg);
+        }
+        memcpy(h->peer_nonce, m.nonce, FF_NONCE_LEN);
+        ff_nonce(h->my_nonce);
+        unsigned char mac[FF_MAC_LEN];
+        ff_auth_mac(h->key, "client", h->peer_nonce, h->my_nonce, mac);
+        if (ff_msg_auth_write(out, h->role, h->my_nonce, mac) != 0)
+            return hs_fail(h, -ENOMEM, "not enough memory for the handshake");
+        h->state = FF_HS_WELCOME;
+        return 0;
+    }
+    /* A server without the token cannot make the MAC: a client never talks
+     * to an impostor. */
+    unsigned char mac[FF_MAC_LEN];
+    if (type != FF_M_WELCOME || ff_msg_welcome_read(p, n, mac) != 0 ||
+        ff_auth_verify(h->key, "server", h->my_nonce, h->peer_nonce, mac) != 0)
+        return hs_fail(h, FFLUA_EAUTH, "the head at %s failed to prove it knows the token",
+                       h->peer);
+    h->state = FF_HS_DONE;
+    return 1;
+}
+
+int ff_hs_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
+    if (h->state == FF_HS_DONE || h->state == FF_HS_FAILED)
+        return hs_fail(h, FFLUA_EPROTO, "protocol error: the handshake is over");
+    return h->server ? hs_server_step(h, type, p, n, out) : hs_client_step(h, type, p, n, out);
 }
 
 /* --- tokens -------------------------------------------------------------- */

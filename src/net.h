@@ -121,6 +121,39 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
                    const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
                    const unsigned char mac[FF_MAC_LEN]);
 
+/* --- the handshake, without I/O --------------------------------------------
+ *
+ * Both sides of the handshake (docs/protocol.md) as a state machine: the
+ * owner feeds it each frame it reads, and sends what it wrote into out.
+ * The libuv connections (conn.c: the head's side, the worker's) and the
+ * blocking client (lclient.c: drivers, `fflua status`) drive the same one.
+ * One ff_hs per connection, used by one thread at a time. */
+
+enum { FF_HS_HELLO, FF_HS_AUTH, FF_HS_WELCOME, FF_HS_DONE, FF_HS_FAILED };
+
+typedef struct ff_hs {
+    int server; /* the side that sends HELLO */
+    int role;   /* the client's: given to the client, learnt by the server */
+    int state;  /* what it waits for: FF_HS_HELLO (client), FF_HS_AUTH (server),
+                   FF_HS_WELCOME (client); then FF_HS_DONE or FF_HS_FAILED */
+    const unsigned char *key; /* FF_KEY_LEN bytes, the owner's, for as long as it runs */
+    const char *peer;         /* client: the server's address, for messages (the owner's) */
+    unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
+    char why[600]; /* why it failed, a whole sentence; "" when there is nothing to say */
+} ff_hs;
+
+/* Starts a client's side: nothing to send until the server's HELLO. */
+void ff_hs_client(ff_hs *h, int role, const unsigned char *key, const char *peer);
+/* Starts a server's side: writes HELLO into out. 0, or the writer's error. */
+int ff_hs_server(ff_hs *h, const unsigned char *key, ff_buf *out);
+/* Feeds a frame. 0: send what is in out, and feed the next frame; 1: the
+ * peer is authenticated (a server: h->role is the peer's), send what is in
+ * out; negative: it failed, with why in h->why, and out may hold a REFUSE
+ * to send before closing: -ECONNREFUSED (the peer refused), FFLUA_EVERSION,
+ * FFLUA_EAUTH (a wrong MAC), FFLUA_EPROTO (not the expected message) or
+ * -ENOMEM. */
+int ff_hs_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out);
+
 /* 0 when the n bytes at tok are printable ASCII (a token travels through
  * environments and files as text; a NUL would cut it short); otherwise
  * FFLUA_EAUTH and why ("holds an unprintable byte (0x.. at offset N): ..."),

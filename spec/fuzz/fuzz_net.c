@@ -1,7 +1,8 @@
 /*
  * fuzz_net.c: libFuzzer target for what a hostile peer can send: each
- * input goes to every message reader (msg.h) as a payload, and to a head
- * without sockets as frames from a worker and a driver (ff_head_fuzz).
+ * input goes to every message reader (msg.h) as a payload, to both sides
+ * of the handshake (net.h) and to a head without sockets as frames from a
+ * worker and a driver (ff_head_fuzz).
  * Must never crash, leak or read out of bounds.
  */
 #include <stddef.h>
@@ -87,22 +88,52 @@ static void read_all(const char *p, size_t n) {
     ff_msg_bye_read(p, n);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    const char *p = (const char *)data;
-    read_all(p, size);
-    /* Each frame's payload, as ff_head_fuzz finds them (a sender byte,
-     * then a frame), so that the corpus's conversations reach every
-     * reader too. */
-    for (size_t off = 0; off + 1 < size;) {
+/* Calls fn for each frame of p[0..n), each after a sender byte as
+ * ff_head_fuzz reads them (even: a worker, odd: a driver). */
+static void each_frame(const char *p, size_t n,
+                       void (*fn)(void *ud, int who, int type, const char *p, size_t n),
+                       void *ud) {
+    for (size_t off = 0; off + 1 < n;) {
         int type;
         const char *payload;
         size_t plen, total;
-        if (ff_frame_parse(p + off + 1, size - off - 1, FF_FRAME_MAX, &type, &payload, &plen,
+        if (ff_frame_parse(p + off + 1, n - off - 1, FF_FRAME_MAX, &type, &payload, &plen,
                            &total) != 0)
             break;
-        read_all(payload, plen);
+        fn(ud, p[off] & 1, type, payload, plen);
         off += 1 + total;
     }
+}
+
+static void read_frame(void *ud, int who, int type, const char *p, size_t n) {
+    (void)ud, (void)who, (void)type;
+    read_all(p, n);
+}
+
+/* Both sides of a handshake: frames of a worker go to the server, of a
+ * driver to the client. */
+struct sides {
+    ff_hs srv, cli;
+    ff_buf out;
+};
+
+static void handshake_frame(void *ud, int who, int type, const char *p, size_t n) {
+    struct sides *s = ud;
+    s->out.n = 0;
+    ff_hs_step(who ? &s->cli : &s->srv, type, p, n, &s->out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    const char *p = (const char *)data;
+    read_all(p, size);
+    /* The corpus's conversations reach every reader too. */
+    each_frame(p, size, read_frame, NULL);
+    static const unsigned char key[FF_KEY_LEN];
+    struct sides sides = {.out = {0}};
+    ff_hs_server(&sides.srv, key, &sides.out);
+    ff_hs_client(&sides.cli, FF_ROLE_DRIVER, key, "fuzz");
+    each_frame(p, size, handshake_frame, &sides);
+    ff_buf_free(&sides.out);
     int type;
     const char *payload;
     size_t plen, total;
