@@ -1,14 +1,15 @@
 /*
- * worker.c: `fflua worker`, a cluster process that runs tasks.
+ * worker.c: `fflua worker`, a cluster process that runs tasks. No Lua
+ * here: tasks run in executors (exec.h, lexec.c), each a Lua state.
  *
  * One libuv loop thread owns the connection to the head; N executor
- * threads (N = the worker's CPUs, at least 1) each own a Lua state with the
- * standard libraries and the functionfuse package, and take tasks from one
- * queue. A task's function, pre-run function and arguments arrive as codec
- * bytes (FFC_CODE: only from the authenticated head); its parents' results
- * are either in the message or already here (this worker ran that parent or
- * received its result before). Results go back as bytes and stay here for
- * later tasks until the head ends the run.
+ * threads (N = the worker's CPUs, at least 1) each own an executor and
+ * take tasks from one queue. A task's function, pre-run function and
+ * arguments arrive as codec bytes (FFC_CODE: only from the authenticated
+ * head); its parents' results are either in the message or already here
+ * (this worker ran that parent or received its result before). Results go
+ * back as bytes and stay here for later tasks until the head frees them
+ * or ends the run.
  *
  * A worker with one CPU runs tasks on its loop thread instead (no handoff
  * between threads per task). The head sends a worker more tasks than it
@@ -17,7 +18,8 @@
  * Threads meet in two mutex-guarded places: the task queue (loop thread ->
  * executors) and the done queue (executors -> loop thread, woken through a
  * uv_async_t). Functions and results of a run live in `struct wrun`, guarded
- * by the worker's store mutex; executors copy what they need out of it.
+ * by the worker's store mutex; executors get copies of what they need
+ * (copy_blob, through the executor's store).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,17 +30,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
 #include <uv.h>
 
 #include "blobmap.h"
 #include "cluster.h"
-#include "codec.h"
 #include "conn.h"
+#include "exec.h"
 #include "fflua.h"
-#include "lutil.h"
 #include "msg.h"
 #include "sched.h"
 #include "text.h"
@@ -73,7 +71,8 @@ typedef struct worker {
     uv_async_t wake;
     uv_signal_t sigterm, sigint;
     uv_check_t flusher;
-    lua_State *inline_L; /* one CPU: tasks run on the loop thread, in this state */
+    ff_exec_store store; /* what executors get functions and results from */
+    ff_exec *inline_x;   /* one CPU: tasks run on the loop thread, in this executor */
     uint64_t inline_gen;
     unsigned char key[FF_KEY_LEN];
     int64_t cpus; /* fixed point */
@@ -131,12 +130,6 @@ static void task_free(wtask *t) {
 
 /* --- executors ----------------------------------------------------------- */
 
-struct exec {
-    worker *w;
-    lua_State *L;
-    wtask *t;
-};
-
 /* Copies the blob under (run, key) out of the store, or NULL. */
 static char *copy_blob(worker *w, uint64_t run, int results, uint64_t key, size_t *n) {
     pthread_mutex_lock(&w->mu);
@@ -151,128 +144,13 @@ static char *copy_blob(worker *w, uint64_t run, int results, uint64_t key, size_
     return p;
 }
 
-/* Decode hook: a dependency's result, by its slot in the task's list. */
-static int push_dep(void *ud, lua_State *L, uint64_t slot) {
-    struct exec *x = ud;
-    if (slot >= x->t->ndeps) {
-        lua_pushliteral(L, "a task argument refers to a dependency it does not have");
-        return 1;
-    }
-    size_t n;
-    char *p = copy_blob(x->w, x->t->run, 1, x->t->deps[slot], &n);
-    if (p == NULL) {
-        lua_pushliteral(L, "a dependency's result is not on this worker");
-        return 1;
-    }
-    int rc = ffc_decode_code(L, p, n, NULL, NULL);
-    free(p);
-    return rc != 0;
+/* The executors' store (exec.h): from an executor's thread. */
+static char *store_func(void *ud, uint64_t run, uint64_t fid, size_t *n) {
+    return copy_blob(ud, run, 0, fid, n);
 }
 
-/* Pushes the task's function, from this state's cache or decoded. */
-static int push_function(struct exec *x) {
-    lua_State *L = x->L;
-    wtask *t = x->t;
-    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs"); // [cache]
-    lua_rawgeti(L, -1, (lua_Integer)t->run);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, (lua_Integer)t->run);
-    }
-    lua_remove(L, -2); // [run cache]
-    if (lua_rawgeti(L, -1, (lua_Integer)t->fid) != LUA_TNIL) {
-        lua_remove(L, -2);
-        return 0;
-    }
-    lua_pop(L, 1);
-    size_t n;
-    char *p = copy_blob(x->w, t->run, 0, t->fid, &n);
-    if (p == NULL) {
-        lua_pop(L, 1);
-        lua_pushfstring(L, "function %d of the run never arrived", (int)t->fid);
-        return 1;
-    }
-    int rc = ffc_decode_code(L, p, n, NULL, NULL);
-    free(p);
-    if (rc != 0) {
-        lua_remove(L, -2);
-        return 1;
-    }
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, (lua_Integer)t->fid);
-    lua_remove(L, -2);
-    return 0;
-}
-
-/* os.exit in a task's state: a node ending its worker's process would
- * take the other tasks there with it and leave its run to learn only that
- * the worker left. The node fails instead, with a clear error. */
-static int l_os_exit(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
-    const char *name = lua_tostring(L, -1);
-    return luaL_error(L, "os.exit called in node '%s': a node cannot end its worker's process",
-                      name != NULL ? name : "?");
-}
-
-/* Protected: runs the task whose struct exec is the light userdata at 1;
- * leaves the encoded result in t->out. */
-static int run_task(lua_State *L) {
-    struct exec *x = lua_touserdata(L, 1);
-    wtask *t = x->t;
-    lua_settop(L, 0);
-    lua_pushstring(L, t->name);
-    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
-    if (push_function(x) != 0)
-        return lua_error(L);
-    int fn = lua_gettop(L);
-    if (t->npre > 0) {
-        if (ffc_decode_code(L, t->pre, t->npre, NULL, NULL) != 0)
-            return lua_error(L);
-        lua_call(L, 0, 0);
-    }
-    if (ffc_decode_code(L, t->args, t->nargs, push_dep, x) != 0)
-        return lua_error(L);
-    int at = lua_gettop(L);
-    lua_getfield(L, at, "n");
-    lua_Integer nargs = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
-    lua_pushvalue(L, fn);
-    for (lua_Integer i = 1; i <= nargs; i++)
-        lua_rawgeti(L, at, i);
-    lua_call(L, (int)nargs, LUA_MULTRET);
-    ffl_one_result(L, at);
-    t->out.n = 0;
-    ffc_opts o = {FFC_CODE, NULL, NULL, 0};
-    if (ffc_encode(L, -1, &o, &t->out) != 0) {
-        const char *msg = lua_tostring(L, -1);
-        lua_pushfstring(L, "result of node '%s'%s%s", t->name,
-                        strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
-        return lua_error(L);
-    }
-    if (t->out.n > FF_FRAME_MAX - 1024)
-        return luaL_error(L, "result of node '%s': %d MiB, more than one message may carry "
-                             "(%d MiB)", t->name, (int)(t->out.n >> 20),
-                          (int)(FF_FRAME_MAX >> 20));
-    return 0;
-}
-
-/* A Lua state for running tasks. */
-static lua_State *exec_state(void) {
-    lua_State *L = luaL_newstate();
-    if (L == NULL)
-        return NULL;
-    luaL_openlibs(L);
-    fflua_open(L);
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
-    lua_getglobal(L, "os"); // [os]
-    lua_pushcfunction(L, l_os_exit);
-    lua_setfield(L, -2, "exit");
-    lua_pop(L, 1);
-    return L;
+static char *store_result(void *ud, uint64_t run, uint64_t index, size_t *n) {
+    return copy_blob(ud, run, 1, index, n);
 }
 
 /* Makes t's outcome the message m (n bytes), or one saying that m did not
@@ -292,37 +170,32 @@ static void set_message(wtask *t, const char *m, size_t n) {
     t->out.n = n;
 }
 
-/* Runs task t in state L; the outcome goes into t (ok, out, ns). */
-static void run_one(worker *w, lua_State *L, wtask *t, uint64_t gen, uint64_t *seen_gen) {
+/* Runs task t on executor x; the outcome goes into t (ok, out, ns). */
+static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
     if (gen != *seen_gen) { /* runs were dropped: forget their functions */
         *seen_gen = gen;
-        lua_newtable(L);
-        lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+        ff_exec_forget(x);
     }
-    struct exec x = {w, L, t};
+    ff_exec_task et = {t->run, t->fid, t->name, t->deps, t->ndeps, t->args, t->nargs, t->pre,
+                       t->npre};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    lua_pushcfunction(L, run_task);
-    lua_pushlightuserdata(L, &x);
-    int status = ffl_pcall(L, 1, 0);
+    int rc = ff_exec_run(x, &et, &t->out);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     t->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
             (uint64_t)t0.tv_nsec;
-    t->ok = status == LUA_OK;
+    t->ok = rc == 0;
     if (!t->ok) {
         size_t n;
-        const char *m = lua_tolstring(L, -1, &n);
-        if (m == NULL)
-            m = "(error object is not a string)", n = strlen(m);
+        const char *m = ff_exec_error(x, &n);
         set_message(t, m, n);
     }
-    lua_settop(L, 0);
 }
 
 static void *executor(void *arg) {
     worker *w = arg;
-    lua_State *L = exec_state();
-    if (L == NULL) {
+    ff_exec *x;
+    if (ff_exec_create(&x, &w->store) != 0) {
         ff_log(WHO, "cannot create a Lua state");
         return NULL;
     }
@@ -344,7 +217,7 @@ static void *executor(void *arg) {
         w->cpus_free -= t->cpus;
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
-        run_one(w, L, t, gen, &seen_gen);
+        run_one(x, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
         w->cpus_free += t->cpus;
         if (w->queue != NULL)
@@ -354,7 +227,7 @@ static void *executor(void *arg) {
         pthread_mutex_unlock(&w->mu);
         uv_async_send(&w->wake);
     }
-    lua_close(L);
+    ff_exec_destroy(x);
     return NULL;
 }
 
@@ -481,8 +354,8 @@ static int on_task(worker *w, const char *p, size_t n) {
     memcpy(t->pre, m.pre, m.npre);
     /* never more than all of them */
     t->cpus = m.cpus > (uint64_t)w->cpus ? w->cpus : (int64_t)m.cpus;
-    if (w->inline_L != NULL) { /* one CPU: run it here, now */
-        run_one(w, w->inline_L, t, w->dropped_gen, &w->inline_gen);
+    if (w->inline_x != NULL) { /* one CPU: run it here, now */
+        run_one(w->inline_x, t, w->dropped_gen, &w->inline_gen);
         keep_result(w, t);
         report(w, t);
         task_free(t);
@@ -662,6 +535,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     }
     ff_auth_key(token, tl, w->key);
     w->resources = o->resources;
+    w->store = (ff_exec_store){store_func, store_result, w};
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
     if (w->nthreads < 1)
@@ -683,8 +557,7 @@ int ff_worker_main(const ff_worker_opts *o) {
      * per task); more: one executor thread per CPU. */
     int started = 0;
     if (w->nthreads == 1) {
-        w->inline_L = exec_state();
-        if (w->inline_L == NULL) {
+        if (ff_exec_create(&w->inline_x, &w->store) != 0) {
             ff_log(WHO, "cannot create a Lua state");
             w->exit_code = 1;
         }
@@ -707,8 +580,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     ff_loop_run(&w->loop, 200, activity, w);
     for (int i = 0; i < started; i++)
         pthread_join(w->threads[i], NULL);
-    if (w->inline_L != NULL)
-        lua_close(w->inline_L);
+    ff_exec_destroy(w->inline_x);
     int code = w->exit_code;
     if (w->conn.refused[0] != '\0')
         code = 1;
