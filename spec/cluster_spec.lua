@@ -348,6 +348,16 @@ describe("cluster", function()
     assert.matches("cluster at " .. address:gsub("%p", "%%%0") .. ": 1 node; tasks: 0 queued, 0 running", r.stdout)
     assert.matches("CPU 2/2 free", r.stdout, 1, true)
     assert.matches("_disk 1/1 free", r.stdout, 1, true)
+    -- The same from Lua, through a client that shows where it is connected
+    -- and closes as a to-be-closed variable.
+    do
+      local c <close> = core.cluster_connect(address, { role = "status", token_file = token })
+      assert.are.equal("functionfuse.ClusterClient: " .. address, tostring(c))
+      assert.are.equal(1, #c:status().places)
+      getmetatable(c).__close(c)
+      assert.are.equal("functionfuse.ClusterClient (closed)", tostring(c))
+      assert.has_error(function() c:status() end, "the cluster connection is closed")
+    end
     ps[1]:kill(H.signals.SIGTERM)
     local code = ps[1]:wait(10)
     assert.are.equal(0, code)

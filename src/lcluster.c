@@ -35,6 +35,7 @@
 #include "conn.h"
 #include "fflua.h"
 #include "lcluster.h"
+#include "lutil.h"
 #include "msg.h"
 #include "net.h"
 #include "sched.h"
@@ -290,6 +291,7 @@ static int l_status(lua_State *L) {
     return 1;
 }
 
+/* client:close(), also __close: says goodbye to the head (idempotent). */
 static int l_close(lua_State *L) {
     client_close(luaL_checkudata(L, 1, CLIENT_MT));
     return 0;
@@ -434,6 +436,16 @@ static int l_cpus(lua_State *L) {
     return 1;
 }
 
+/* tostring(client): "functionfuse.ClusterClient: ADDRESS", or "(closed)". */
+static int l_client_tostring(lua_State *L) {
+    ffl_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (c->fd < 0)
+        lua_pushliteral(L, CLIENT_MT " (closed)");
+    else
+        lua_pushfstring(L, CLIENT_MT ": %s", c->address);
+    return 1;
+}
+
 static const luaL_Reg client_methods[] = {
     {"status", l_status},
     {"close", l_close},
@@ -455,10 +467,6 @@ const luaL_Reg ffl_cluster_funcs[] = {
 };
 
 void ffl_cluster_open(lua_State *L) {
-    luaL_newmetatable(L, CLIENT_MT);
-    luaL_newlib(L, client_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_client_gc);
-    lua_setfield(L, -2, "__gc");
+    ffl_new_type(L, CLIENT_MT, client_methods, l_client_gc, l_close, l_client_tostring);
     lua_pop(L, 1);
 }

@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "fflua.h"
 #include "lstore.h"
+#include "lutil.h"
 #include "store.h"
 #include "text.h"
 
@@ -592,14 +593,6 @@ const luaL_Reg ffl_store_funcs[] = {
 };
 
 void ffl_store_open(lua_State *L) {
-    luaL_newmetatable(L, STORE_MT);
-    luaL_newlib(L, store_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
+    ffl_new_type(L, STORE_MT, store_methods, l_gc, l_close, l_tostring);
     lua_pop(L, 1);
 }
