@@ -9,7 +9,7 @@
  * its resources. Tasks go to the head in SUBMITs, each sent as soon as it
  * is encoded; the driver then reads the leaves' results (DONE frames) until
  * RUN_END, which says where each node ran. The connection is the cluster
- * client's (lcluster.c); the messages are in msg.h.
+ * client's (lclient.c); the messages are in msg.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,7 +22,7 @@
 #include "cluster.h"
 #include "codec.h"
 #include "graph.h"
-#include "lcluster.h"
+#include "lclient.h"
 #include "lgraph.h"
 #include "lrun.h"
 #include "msg.h"

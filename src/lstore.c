@@ -1,5 +1,5 @@
 /*
- * lstore.c: the Lua binding of the store and the codec.
+ * lstore.c: the Lua binding of the store (the codec's is lcodec.c).
  *
  * core.store_open(path[, create]) -> Store, a userdata with methods:
  *   st:put(wf, task, value[, fp[, compute_ns]])   encode and queue
@@ -585,10 +585,6 @@ static const luaL_Reg store_methods[] = {
 const luaL_Reg ffl_store_funcs[] = {
     {"store_open", l_open},
     {"store_repair", l_repair},
-    {"encode", ffc_l_encode},
-    {"decode", ffc_l_decode},
-    {"register_class", ffc_l_register_class},
-    {"register_serializer", ffc_l_register_serializer},
     {NULL, NULL},
 };
 

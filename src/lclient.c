@@ -1,31 +1,26 @@
 /*
- * lcluster.c: the Lua binding of the cluster client (the driver side) and
- * of the process helpers the local cluster needs.
+ * lclient.c: the Lua binding of the cluster client, a blocking connection
+ * to a head for drivers and status clients. Lua sees one type,
+ * functionfuse.ClusterClient:
  *
  *   core.cluster_connect(address, { role = "driver" | "status", token = s,
  *                        token_file = f, timeout = seconds }) -> Client
  *   client:status() -> { places = {...}, queued, running, finished }
  *   client:close()
- *   core.spawn(argv, env_extra) -> pid      core.kill(pid, signal)
- *   core.wait(pid[, nohang]) -> code, signal | nil (still running)
- *   core.token_new() -> a fresh random token
- * wf:run_cluster(client, opts) lives in lgraph.c; it uses ffl_client_*.
  *
- * The client is blocking (poll with timeouts): a driver waits for its run
- * anyway, and the REPL stays interruptible between reads.
+ * The cluster driver (ls:run_cluster in ldriver.c) runs workflows over a
+ * Client through lclient.h. The client is blocking (poll with timeouts):
+ * a driver waits for its run anyway, and the REPL stays interruptible
+ * between reads. The handshake is net.c's state machine (ff_hs), as for
+ * the libuv connections of heads and workers.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -34,12 +29,11 @@
 #include "cluster.h"
 #include "conn.h"
 #include "fflua.h"
-#include "lcluster.h"
+#include "lclient.h"
 #include "lutil.h"
 #include "msg.h"
 #include "net.h"
 #include "sched.h"
-#include "text.h"
 
 #define CLIENT_MT "functionfuse.ClusterClient"
 
@@ -151,7 +145,7 @@ static void client_close(ffl_client *c) {
     ff_buf_free(&c->out);
 }
 
-static int l_client_gc(lua_State *L) {
+static int ffl_client_gc(lua_State *L) {
     client_close(luaL_checkudata(L, 1, CLIENT_MT));
     return 0;
 }
@@ -198,7 +192,7 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
 }
 
 /* core.cluster_connect(address, opts) -> Client */
-static int l_connect(lua_State *L) {
+static int ffl_client_connect(lua_State *L) {
     const char *address = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_getfield(L, 2, "role");
@@ -241,7 +235,7 @@ static int l_connect(lua_State *L) {
 
 /* client:status() -> { places = { {name, running, resources = {name =
  * {total, free}}}, ... }, queued, running, finished } */
-static int l_status(lua_State *L) {
+static int ffl_client_status(lua_State *L) {
     ffl_client *c = ffl_check_client(L, 1);
     if (ff_msg_status_write(&c->out) != 0)
         return luaL_error(L, "not enough memory");
@@ -292,152 +286,13 @@ static int l_status(lua_State *L) {
 }
 
 /* client:close(), also __close: says goodbye to the head (idempotent). */
-static int l_close(lua_State *L) {
+static int ffl_client_close(lua_State *L) {
     client_close(luaL_checkudata(L, 1, CLIENT_MT));
     return 0;
 }
 
-/* --- processes ------------------------------------------------------------ */
-
-/* core.spawn(argv, env_extra) -> pid: argv[1] is a path; env_extra a table
- * of NAME = value added to (replacing in) this process's environment. */
-static int l_spawn(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer argc = luaL_len(L, 1);
-    luaL_argcheck(L, argc >= 1, 1, "empty argv");
-    char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(argc + 1), 0);
-    for (lua_Integer i = 1; i <= argc; i++) {
-        lua_rawgeti(L, 1, i);
-        argv[i - 1] = (char *)luaL_checkstring(L, -1);
-        lua_pop(L, 1); /* the table keeps the string */
-    }
-    argv[argc] = NULL;
-    extern char **environ;
-    size_t ne = 0, nx = 0;
-    while (environ[ne])
-        ne++;
-    if (lua_istable(L, 2)) {
-        lua_pushnil(L);
-        while (lua_next(L, 2)) {
-            nx++;
-            lua_pop(L, 1);
-        }
-    }
-    char **env = lua_newuserdatauv(L, sizeof(char *) * (ne + nx + 1), 0);
-    lua_newtable(L); /* keeps the NAME=value strings alive */
-    int anchor = lua_gettop(L);
-    size_t j = 0;
-    if (lua_istable(L, 2)) {
-        lua_pushnil(L);
-        while (lua_next(L, 2)) {
-            lua_pushfstring(L, "%s=%s", luaL_checkstring(L, -2), luaL_checkstring(L, -1));
-            env[j++] = (char *)lua_tostring(L, -1);
-            lua_rawseti(L, anchor, (lua_Integer)j);
-            lua_pop(L, 1);
-        }
-    }
-    for (size_t i = 0; i < ne; i++) {
-        const char *eq = strchr(environ[i], '=');
-        size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-        int replaced = 0;
-        for (size_t k = 0; k < j && !replaced; k++)
-            replaced = strncmp(env[k], environ[i], nl) == 0 && env[k][nl] == '=';
-        if (!replaced)
-            env[j++] = environ[i];
-    }
-    env[j] = NULL;
-    /* A process group of its own: a Ctrl-C at the terminal (the REPL's)
-     * interrupts the driver, not the cluster it started. */
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], NULL, &attr, argv, env);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0)
-        return luaL_error(L, "cannot start %s: %s", argv[0], strerror(rc));
-    lua_pushinteger(L, pid);
-    return 1;
-}
-
-static int l_kill(lua_State *L) {
-    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-    int sig = (int)luaL_optinteger(L, 2, SIGTERM);
-    luaL_argcheck(L, pid > 0, 1, "not a process id");
-    lua_pushboolean(L, kill(pid, sig) == 0);
-    return 1;
-}
-
-static int l_wait(lua_State *L) {
-    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-    int status;
-    pid_t rc;
-    do
-        rc = waitpid(pid, &status, lua_toboolean(L, 2) ? WNOHANG : 0);
-    while (rc < 0 && errno == EINTR);
-    if (rc == 0)
-        return 0;
-    if (rc < 0)
-        return luaL_error(L, "waitpid(%d): %s", (int)pid, strerror(errno));
-    if (WIFEXITED(status)) {
-        lua_pushinteger(L, WEXITSTATUS(status));
-        return 1;
-    }
-    lua_pushnil(L);
-    lua_pushinteger(L, WTERMSIG(status));
-    return 2;
-}
-
-static int l_token_new(lua_State *L) {
-    char t[65];
-    ff_token_new(t);
-    lua_pushstring(L, t);
-    return 1;
-}
-
-/* core.exe_path() -> this process's executable */
-static int l_exe_path(lua_State *L) {
-    char buf[4096];
-    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0)
-        return 0;
-    lua_pushlstring(L, buf, (size_t)n);
-    return 1;
-}
-
-static int l_getpid(lua_State *L) {
-    lua_pushinteger(L, getpid());
-    return 1;
-}
-
-/* core.sleep(seconds) */
-static int l_sleep(lua_State *L) {
-    double s = luaL_checknumber(L, 1);
-    luaL_argcheck(L, s >= 0 && s <= 1e9, 1, "a finite non-negative number of seconds expected");
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-    return 0;
-}
-
-/* core.monotime() -> seconds on the machine's monotonic clock (the same
- * clock in every process, so tasks on workers can be compared). */
-static int l_monotime(lua_State *L) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
-    return 1;
-}
-
-static int l_cpus(lua_State *L) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    lua_pushinteger(L, n > 0 ? n : 1);
-    return 1;
-}
-
 /* tostring(client): "functionfuse.ClusterClient: ADDRESS", or "(closed)". */
-static int l_client_tostring(lua_State *L) {
+static int ffl_client_tostring(lua_State *L) {
     ffl_client *c = luaL_checkudata(L, 1, CLIENT_MT);
     if (c->fd < 0)
         lua_pushliteral(L, CLIENT_MT " (closed)");
@@ -447,26 +302,18 @@ static int l_client_tostring(lua_State *L) {
 }
 
 static const luaL_Reg client_methods[] = {
-    {"status", l_status},
-    {"close", l_close},
+    {"status", ffl_client_status},
+    {"close", ffl_client_close},
     {NULL, NULL},
 };
 
-const luaL_Reg ffl_cluster_funcs[] = {
-    {"cluster_connect", l_connect},
-    {"spawn", l_spawn},
-    {"kill", l_kill},
-    {"wait", l_wait},
-    {"token_new", l_token_new},
-    {"cpu_count", l_cpus},
-    {"exe_path", l_exe_path},
-    {"getpid", l_getpid},
-    {"sleep", l_sleep},
-    {"monotime", l_monotime},
+const luaL_Reg ffl_client_funcs[] = {
+    {"cluster_connect", ffl_client_connect},
     {NULL, NULL},
 };
 
-void ffl_cluster_open(lua_State *L) {
-    ffl_new_type(L, CLIENT_MT, client_methods, l_client_gc, l_close, l_client_tostring);
+void ffl_client_open(lua_State *L) {
+    ffl_new_type(L, CLIENT_MT, client_methods, ffl_client_gc, ffl_client_close,
+                 ffl_client_tostring);
     lua_pop(L, 1);
 }
