@@ -218,11 +218,11 @@ describe("cluster", function()
     -- What cannot ship fails before anything runs, naming node and upvalue.
     local co = coroutine.create(print)
     local g = ff.workflow("g", function() return co end)
-    local ok, err = pcall(ClusterWorkflow(g(), { workflow_name = "cl2",
-      cluster_init_args = { address = address, token_file = token } }).run,
-      ClusterWorkflow(g(), { workflow_name = "cl2", cluster_init_args = { address = address, token_file = token } }))
+    local bad = ClusterWorkflow(g(), { workflow_name = "cl2",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(bad.run, bad)
     assert.is_false(ok)
-    assert.matches("node 'g_0001' %(function 'g' defined at .-%): its function cannot be shipped: " ..
+    assert.matches("node 'g_0000' %(function 'g' defined at .-%): its function cannot be shipped: " ..
                    "a thread cannot be shipped %(at upvalue 'co'%)", err)
   end)
 
@@ -245,12 +245,11 @@ describe("cluster", function()
   it("reports a failing node with its error and traceback", function()
     local address, token = cluster { { cpus = 1 } }
     local bad = ff.workflow("bad", function(x) error("no good: " .. x) end)
-    local ok, err = pcall(ClusterWorkflow(bad(41), { workflow_name = "fail",
-      cluster_init_args = { address = address, token_file = token } }).run,
-      ClusterWorkflow(bad(41), { workflow_name = "fail",
-                                 cluster_init_args = { address = address, token_file = token } }))
+    local wf = ClusterWorkflow(bad(41), { workflow_name = "fail",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
-    assert.matches("node 'bad_0001' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
+    assert.matches("node 'bad_0000' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
     assert.matches("stack traceback", err, 1, true)
   end)
 
