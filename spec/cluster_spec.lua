@@ -218,11 +218,11 @@ describe("cluster", function()
     -- What cannot ship fails before anything runs, naming node and upvalue.
     local co = coroutine.create(print)
     local g = ff.workflow("g", function() return co end)
-    local ok, err = pcall(ClusterWorkflow(g(), { workflow_name = "cl2",
-      cluster_init_args = { address = address, token_file = token } }).run,
-      ClusterWorkflow(g(), { workflow_name = "cl2", cluster_init_args = { address = address, token_file = token } }))
+    local bad = ClusterWorkflow(g(), { workflow_name = "cl2",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(bad.run, bad)
     assert.is_false(ok)
-    assert.matches("node 'g_0001' %(function 'g' defined at .-%): its function cannot be shipped: " ..
+    assert.matches("node 'g_0000' %(function 'g' defined at .-%): its function cannot be shipped: " ..
                    "a thread cannot be shipped %(at upvalue 'co'%)", err)
   end)
 
@@ -245,12 +245,11 @@ describe("cluster", function()
   it("reports a failing node with its error and traceback", function()
     local address, token = cluster { { cpus = 1 } }
     local bad = ff.workflow("bad", function(x) error("no good: " .. x) end)
-    local ok, err = pcall(ClusterWorkflow(bad(41), { workflow_name = "fail",
-      cluster_init_args = { address = address, token_file = token } }).run,
-      ClusterWorkflow(bad(41), { workflow_name = "fail",
-                                 cluster_init_args = { address = address, token_file = token } }))
+    local wf = ClusterWorkflow(bad(41), { workflow_name = "fail",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
-    assert.matches("node 'bad_0001' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
+    assert.matches("node 'bad_0000' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
     assert.matches("stack traceback", err, 1, true)
   end)
 
@@ -348,6 +347,16 @@ describe("cluster", function()
     assert.matches("cluster at " .. address:gsub("%p", "%%%0") .. ": 1 node; tasks: 0 queued, 0 running", r.stdout)
     assert.matches("CPU 2/2 free", r.stdout, 1, true)
     assert.matches("_disk 1/1 free", r.stdout, 1, true)
+    -- The same from Lua, through a client that shows where it is connected
+    -- and closes as a to-be-closed variable.
+    do
+      local c <close> = core.cluster_connect(address, { role = "status", token_file = token })
+      assert.are.equal("functionfuse.ClusterClient: " .. address, tostring(c))
+      assert.are.equal(1, #c:status().places)
+      getmetatable(c).__close(c)
+      assert.are.equal("functionfuse.ClusterClient (closed)", tostring(c))
+      assert.has_error(function() c:status() end, "the cluster connection is closed")
+    end
     ps[1]:kill(H.signals.SIGTERM)
     local code = ps[1]:wait(10)
     assert.are.equal(0, code)

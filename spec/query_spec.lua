@@ -65,6 +65,19 @@ describe("queries", function()
       "bad argument #1 (pattern string expected, got number)")
   end)
 
+  it("are Pattern objects that show their pattern and can be closed", function()
+    local core = require "functionfuse.core"
+    local p = core.compile("^a.*$")
+    assert.are.equal("functionfuse.Pattern: ^a.*$", tostring(p))
+    assert.is_true(p:match("abc"))
+    do
+      local q <close> = p -- luacheck: ignore 211
+    end
+    assert.are.equal("functionfuse.Pattern (closed)", tostring(p))
+    assert.has_error(function() p:match("abc") end, "attempt to use a closed functionfuse.Pattern")
+    assert.matches("^functionfuse%.LeafSet: 0x%x+$", tostring(core.leaf_set({ s1 })))
+  end)
+
   it("give a Query with nodes(), names(), # and chaining setters", function()
     local q = wf:query(".*sum")
     assert.are.equal(2, #q)

@@ -1,43 +1,8 @@
 /*
- * cluster.h: the head and the worker programs, and the payloads of the
- * messages after the handshake (docs/protocol.md is the full text).
- *
- *   REGISTER  worker -> head   cpus (fixed-point, varint), nres, nres x
- *                              (name str, amount varint), host str, pid
- *   FUNC      driver -> head, head -> worker
- *                              run, fid, code str (codec FFC_CODE bytes)
- *   SUBMIT    driver -> head   run, max_pending (0: no limit), total (tasks
- *                              of the run), first (index of the first task
- *                              here: SUBMITs of a run come in order), count,
- *                              count x task:
- *                                fid, name str, flags (1: leaf),
- *                                ndeps, ndeps x dep (index of an earlier task),
- *                                args str (FFC_CODE bytes of {n = N, ...};
- *                                  dependencies appear as node tags with the
- *                                  slot of the dep in this task's list),
- *                                pre str (FFC_CODE bytes of the plugins'
- *                                  pre-run function, or empty),
- *                                nres, nres x (name str, amount varint)
- *   TASK      head -> worker   run, index, fid, name str, ndeps, ndeps x
- *                              (dep index, has bytes, [bytes str]), args
- *                              str, pre str, cpus (fixed-point, asked for)
- *   RESULT    worker -> head   run, index, ok (1) or failed (0), bytes or
- *                              message str, compute ns
- *   DONE      head -> driver   run, index, status (0 ok, 1 failed, 2
- *                              refused), bytes or message str
- *   RUN_END   head -> driver   run, nplaces, nplaces x name str, ntasks x
- *                              (1 + the place where the task ran; 0: it
- *                              did not run)
- *             driver -> head   run (forget it)
- *             head -> worker   run (drop its functions and results)
- *   FREE      head -> worker   run, n, n x task index (results no task
- *                              will need any more: consumers finished)
- *   STATUS_REPLY head -> client  nplaces, per place: name str, running,
- *                              nres, nres x (name str, total, free);
- *                              then queued, running, finished
- *   BYE       either way       (nothing)
- * "run", "index", "fid", counts: varints. Amounts: varint fixed-point with
- * FF_RES_SCALE units per 1.0 (sched.h).
+ * cluster.h: the head and the worker programs, and what the head, the
+ * worker and the driver share besides the protocol: the token, resource
+ * specs. The messages they exchange are declared in msg.h (the codec of
+ * each) and described in docs/protocol.md.
  */
 #ifndef FFLUA_CLUSTER_H
 #define FFLUA_CLUSTER_H
@@ -91,18 +56,20 @@ int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char 
 #define FF_RES_NAME_MAX 128
 
 /* 0 when name (len bytes) can name a resource: 1 to FF_RES_NAME_MAX bytes
- * that ff_escape leaves as they are (they reach logs and `fflua status`);
- * else -EINVAL. */
+ * that ff_text_escape (text.h) leaves as they are (they reach logs and
+ * `fflua status`); else -EINVAL. */
 int ff_res_name_check(const char *name, size_t len);
 
 /* Parses a flat JSON object of names to non-negative numbers:
- * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry. */
+ * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry (nonzero stops). 0, or
+ * -EINVAL with why in err. */
 int ff_parse_resources(const char *json, int (*fn)(void *ud, const char *name, size_t len,
                                                     double v),
                        void *ud, char *err, size_t errlen);
 
 /* Checks a resources JSON as head and worker take it: every amount a whole
- * number of fixed-point units, every name given once, at most 256. */
+ * number of fixed-point units, every name given once, at most 256. 0, or
+ * -EINVAL with why in err. */
 int ff_check_resources(const char *json, char *err, size_t errlen);
 
 #endif

@@ -64,7 +64,7 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
     p = skip(p);
     if (*p == '}')
         return *skip(p + 1) == '\0' ? 0 : (snprintf(err, errlen, "bad resources '%s': text "
-                                                   "after the object", json), FFLUA_EPROTO);
+                                                   "after the object", json), -EINVAL);
     for (;;) {
         if (*p++ != '"')
             goto bad;
@@ -78,7 +78,7 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
             snprintf(err, errlen, "bad resources '%s': a resource name is 1 to %d bytes of text "
                                   "without control characters or backslashes", json,
                      FF_RES_NAME_MAX);
-            return FFLUA_EPROTO;
+            return -EINVAL;
         }
         p = skip(p + 1);
         if (*p++ != ':')
@@ -88,16 +88,16 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
         if (end == skip(p) || !isfinite(v) || v < 0) {
             snprintf(err, errlen, "bad resources '%s': the amount of '%.*s' must be a "
                                   "non-negative number", json, (int)len, name);
-            return FFLUA_EPROTO;
+            return -EINVAL;
         }
         if (len == 3 && memcmp(name, "CPU", 3) == 0) {
             snprintf(err, errlen, "bad resources '%s': give CPUs with --num-cpus", json);
-            return FFLUA_EPROTO;
+            return -EINVAL;
         }
         if (fn(ud, name, len, v) != 0) {
             snprintf(err, errlen, "bad resources '%s': bad amount for '%.*s'", json, (int)len,
                      name);
-            return FFLUA_EPROTO;
+            return -EINVAL;
         }
         p = skip(end);
         if (*p == ',') {
@@ -111,7 +111,7 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
 bad:
     snprintf(err, errlen, "bad resources '%s' (a JSON object of names to numbers expected, "
                           "as '{\"_disk\": 1}')", json);
-    return FFLUA_EPROTO;
+    return -EINVAL;
 }
 
 /* ff_check_resources: amounts the scheduler takes, names given once. */

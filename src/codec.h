@@ -122,11 +122,4 @@ void ffc_push_path(lua_State *L, const ffc_step *steps, int n);
  * ser_names (name -> the same). */
 void ffc_push_registry(lua_State *L);
 
-/* ff.register_class(name, mt), ff.register_serializer(mt_or_name, spec) */
-int ffc_l_register_class(lua_State *L);
-int ffc_l_register_serializer(lua_State *L);
-/* core.encode(v) -> string, core.decode(s[, inspect]) -> v */
-int ffc_l_encode(lua_State *L);
-int ffc_l_decode(lua_State *L);
-
 #endif

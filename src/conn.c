@@ -1,12 +1,11 @@
 /*
  * conn.c: framed, authenticated libuv connections (see conn.h).
  *
- * Handshake, server side: send HELLO (versions, nonce Ns); receive AUTH
- * (versions, role, nonce Nc, MAC("client", Ns, Nc)); check versions, then
- * the MAC; send WELCOME (MAC("server", Nc, Ns)) or REFUSE and close.
- * Client side: receive HELLO, check versions, send AUTH, receive WELCOME
- * and check the server's MAC (so a client never talks to an impostor).
+ * The handshake is net.c's state machine (ff_hs), which the blocking
+ * client of drivers drives too; here it gets the frames that arrive
+ * before the connection is ready, a timer that ends it, and the logs.
  */
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,7 +18,6 @@
 
 #include "conn.h"
 #include "fflua.h"
-#include "text.h"
 
 void ff_log(const char *who, const char *fmt, ...) {
     char msg[1024];
@@ -216,119 +214,36 @@ static void flush(ff_conn *c) {
     }
 }
 
-int ff_conn_begin(ff_conn *c, int type, size_t *at) {
-    return ff_frame_begin(&c->out, type, at);
-}
-
-int ff_conn_end(ff_conn *c, size_t at) {
-    return ff_frame_end(&c->out, at); /* sent by the owner's ff_conn_flush */
-}
-
 void ff_conn_flush(ff_conn *c) {
     flush(c);
 }
 
-static void refuse(ff_conn *c, const char *reason) {
-    conn_log(c, "refused: %s", reason);
-    ff_refuse_write(&c->out, reason);
-}
-
-/* The reason of a REFUSE, escaped (what the peer says is not ours to
- * print as it is). */
-static void refuse_reason(const char *p, size_t n, char *out, size_t cap) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    size_t len;
-    const char *s = ff_rd_str(&r, &len);
-    ff_text_escape(out, cap, s, len);
-}
-
 /* --- the handshake ------------------------------------------------------- */
 
+/* Feeds a frame to the handshake (net.c's state machine). Nonzero closes
+ * the connection: a server logs why (through the limiter for strangers),
+ * a client keeps it in c->refused. */
 static int handshake(ff_conn *c, int type, const char *p, size_t n) {
-    ff_versions mine;
-    ff_versions_local(&mine);
-    char msg[512];
-    if (c->server) {
-        ff_authmsg a;
-        if (type == FF_M_REFUSE) {
-            refuse_reason(p, n, msg, 300);
-            conn_log(c, "the peer gave up: %s", msg);
-            return 1;
-        }
-        if (type != FF_M_AUTH || ff_authmsg_read(p, n, &a) != 0) {
-            refuse(c, "protocol error: the first message must be AUTH");
-            return 1;
-        }
-        if (ff_versions_check(&mine, &a.v, msg, sizeof msg) != 0) {
-            refuse(c, msg);
-            return 1;
-        }
-        memcpy(c->peer_nonce, a.nonce, FF_NONCE_LEN);
-        if (ff_auth_verify(c->key, "client", c->my_nonce, c->peer_nonce, a.mac) != 0) {
-            refuse(c, "authentication failed: the peer does not know this cluster's token");
-            return 1;
-        }
-        unsigned char mac[FF_MAC_LEN];
-        ff_auth_mac(c->key, "server", c->peer_nonce, c->my_nonce, mac);
-        size_t at;
-        ff_conn_begin(c, FF_M_WELCOME, &at);
-        ff_wr_fixed(&c->out, mac, FF_MAC_LEN);
-        if (ff_conn_end(c, at) != 0)
-            return 1; /* out of memory: the peer sees the connection close */
-        c->role = a.role;
-        c->authed = 1;
-        c->state = FF_CONN_READY;
-        uv_timer_stop(&c->hs_timer);
-        if (c->on_ready)
-            c->on_ready(c, a.role);
-        return 0;
-    }
-    if (type == FF_M_REFUSE) {
-        refuse_reason(p, n, c->refused, sizeof c->refused);
+    int rc = ff_hs_step(&c->hs, type, p, n, &c->out);
+    if (rc < 0) {
+        if (!c->server)
+            snprintf(c->refused, sizeof c->refused, "%s", c->hs.why);
+        else if (c->hs.why[0] != '\0')
+            conn_log(c, "%s", c->hs.why);
         return 1;
     }
-    if (type == FF_M_HELLO) {
-        ff_hello h;
-        if (ff_hello_read(p, n, &h) != 0) {
-            snprintf(c->refused, sizeof c->refused, "the server does not speak the fflua protocol");
-            return 1;
-        }
-        if (ff_versions_check(&mine, &h.v, msg, sizeof msg) != 0) {
-            snprintf(c->refused, sizeof c->refused, "%s", msg);
-            ff_refuse_write(&c->out, msg);
-            return 1;
-        }
-        memcpy(c->peer_nonce, h.nonce, FF_NONCE_LEN);
-        ff_nonce(c->my_nonce);
-        unsigned char mac[FF_MAC_LEN];
-        ff_auth_mac(c->key, "client", c->peer_nonce, c->my_nonce, mac);
-        if (ff_authmsg_write(&c->out, c->role, c->my_nonce, mac) != 0) {
-            snprintf(c->refused, sizeof c->refused, "not enough memory for the handshake");
-            return 1;
-        }
-        flush(c);
+    if (rc == 0) {
+        if (!c->server)
+            flush(c); /* AUTH */
         return 0;
     }
-    if (type == FF_M_WELCOME) {
-        ff_rd r;
-        ff_rd_init(&r, p, n);
-        const unsigned char *mac = ff_rd_fixed(&r, FF_MAC_LEN);
-        if (ff_rd_done(&r) != 0 ||
-            ff_auth_verify(c->key, "server", c->my_nonce, c->peer_nonce, mac) != 0) {
-            snprintf(c->refused, sizeof c->refused,
-                     "authentication failed: the server does not know this cluster's token");
-            return 1;
-        }
-        c->state = FF_CONN_READY;
-        c->authed = 1;
-        uv_timer_stop(&c->hs_timer);
-        if (c->on_ready)
-            c->on_ready(c, c->role);
-        return 0;
-    }
-    snprintf(c->refused, sizeof c->refused, "protocol error during the handshake");
-    return 1;
+    c->role = c->hs.role;
+    c->authed = 1;
+    c->state = FF_CONN_READY;
+    uv_timer_stop(&c->hs_timer);
+    if (c->on_ready)
+        c->on_ready(c, c->role);
+    return 0;
 }
 
 /* --- reading ------------------------------------------------------------- */
@@ -369,7 +284,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         size_t max = c->state == FF_CONN_HANDSHAKE ? 4096 : FF_FRAME_MAX;
         int rc = ff_frame_parse(c->in.p + off, c->in.n - off, max, &type, &payload, &plen,
                                 &total);
-        if (rc == FFLUA_ENOTFOUND)
+        if (rc == FFLUA_EINCOMPLETE)
             break;
         if (rc != 0) {
             conn_log(c, "malformed or oversized frame: disconnected");
@@ -380,8 +295,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
                                                 : c->on_frame(c, type, payload, plen);
         off += total;
         if (bad) {
-            if (!c->server && c->refused[0] != '\0')
-                conn_log(c, "%s", c->refused);
+            if (!c->server && c->refused[0] != '\0') /* it names the head */
+                ff_log("net", "%s", c->refused);
             ff_conn_close(c);
             return;
         }
@@ -431,7 +346,6 @@ static void start_timer(ff_conn *c, uv_loop_t *loop) {
 int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     c->server = 1;
     c->state = FF_CONN_HANDSHAKE;
-    c->key = key;
     c->tcp.data = c;
     int rc = uv_tcp_init(server->loop, &c->tcp);
     if (rc == 0)
@@ -442,8 +356,7 @@ int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key) {
     conn_keepalive(c);
     peer_name(c);
     start_timer(c, server->loop);
-    ff_nonce(c->my_nonce);
-    if (ff_hello_write(&c->out, c->my_nonce) != 0)
+    if (ff_hs_server(&c->hs, key, &c->out) != 0)
         return UV_ENOMEM;
     flush(c);
     return uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -468,7 +381,6 @@ int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, in
     c->server = 0;
     c->state = FF_CONN_HANDSHAKE;
     c->role = role;
-    c->key = key;
     c->tcp.data = c;
     char host[48] = "?";
     int port = 0;
@@ -480,6 +392,7 @@ int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, in
         port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
     }
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    ff_hs_client(&c->hs, role, key, c->peer);
     int rc = uv_tcp_init(loop, &c->tcp);
     if (rc != 0)
         return rc;
@@ -498,13 +411,13 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     const char *colon = strrchr(s, ':');
     if (colon == NULL || colon == s || colon[1] == '\0') {
         snprintf(err, errlen, "bad address '%s' (HOST:PORT expected)", s);
-        return FFLUA_EPROTO;
+        return -EINVAL;
     }
     char host[256];
     size_t hl = (size_t)(colon - s);
     if (hl >= sizeof host) {
         snprintf(err, errlen, "bad address '%s' (host too long)", s);
-        return FFLUA_EPROTO;
+        return -EINVAL;
     }
     memcpy(host, s, hl);
     host[hl] = '\0';
@@ -516,7 +429,7 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     long port = strtol(colon + 1, &end, 10);
     if (*end != '\0' || port < 0 || port > 65535) {
         snprintf(err, errlen, "bad port in address '%s'", s);
-        return FFLUA_EPROTO;
+        return -EINVAL;
     }
     memset(out, 0, sizeof *out);
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)out) == 0 ||
@@ -527,7 +440,7 @@ int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, siz
     int rc = getaddrinfo(host, colon + 1, &hints, &res);
     if (rc != 0 || res == NULL) {
         snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
-        return FFLUA_ENOTFOUND;
+        return FFLUA_ERESOLVE;
     }
     memcpy(out, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);

@@ -58,8 +58,7 @@ struct ff_conn {
     int state;
     int authed;  /* the handshake succeeded */
     int role;    /* server: the peer's role; client: ours */
-    const unsigned char *key;
-    unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
+    ff_hs hs;    /* the handshake (net.h) */
     ff_buf in;
     ff_buf out, wbuf; /* pending frames, the frames being written */
     int writing;
@@ -67,27 +66,27 @@ struct ff_conn {
     uint64_t nreads; /* reads so far (for the owner's busy-polling) */
     char peer[64]; /* address, for logs */
     ff_noise *noise; /* server: the limiter of lines before authentication, or NULL */
-    char refused[512]; /* a client: why the server refused us */
+    char refused[600]; /* a client: why it could not get in */
     ff_conn_frame_fn on_frame;
     ff_conn_close_fn on_close;
     ff_conn_ready_fn on_ready;
     void *data;
 };
 
-/* Accepted connection: starts reading and sends HELLO. */
+/* Accepted connection: starts reading and sends HELLO. The key
+ * (FF_KEY_LEN bytes) must live as long as the connection. */
 int ff_conn_accept(ff_conn *c, uv_stream_t *server, const unsigned char *key);
-/* Client side: connects to addr and authenticates with role. */
+/* Client side: connects to addr and authenticates with role; the key as
+ * for ff_conn_accept. */
 int ff_conn_connect(ff_conn *c, uv_loop_t *loop, const struct sockaddr *addr, int role,
                     const unsigned char *key);
-/* Frame writing: begin, write fields into c->out, end. ff_conn_end
- * returns 0, or -ENOMEM or -EMSGSIZE when the frame could not be written
- * whole or is over FF_FRAME_MAX: it is then dropped (ff_frame_end), and
- * the caller says what failed instead, or closes the connection. Frames
- * are sent by ff_conn_flush, which the owner calls once per loop iteration
- * (a uv_check_t), so that everything one iteration produced goes out in
- * one write. */
-int ff_conn_begin(ff_conn *c, int type, size_t *at);
-int ff_conn_end(ff_conn *c, size_t at);
+/* Frames to send are written into c->out by the message writers (msg.h),
+ * which return 0, or -ENOMEM or -EMSGSIZE when the frame could not be
+ * written whole or is over FF_FRAME_MAX: it is then dropped, and the
+ * caller says what failed instead, or closes the connection. Frames are
+ * sent by ff_conn_flush, which the owner calls once per loop iteration (a
+ * uv_check_t), so that everything one iteration produced goes out in one
+ * write. */
 void ff_conn_flush(ff_conn *c);
 /* Closes (idempotent); on_close runs when libuv is done with the handle. */
 void ff_conn_close(ff_conn *c);
@@ -101,7 +100,9 @@ void ff_conn_free(ff_conn *c);
  * that grows with every read. */
 void ff_loop_run(uv_loop_t *loop, unsigned spin_us, uint64_t (*activity)(void *), void *ud);
 
-/* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name). */
+/* "HOST:PORT" to a socket address (IPv4 or IPv6 numeric, or a name): 0,
+ * -EINVAL for text that is not an address, FFLUA_ERESOLVE for a name that
+ * does not resolve; why in err. */
 int ff_parse_address(const char *s, struct sockaddr_storage *out, char *err, size_t errlen);
 
 /* Turns on TCP keepalive on fd, so that a peer whose machine vanishes is

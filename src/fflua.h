@@ -59,7 +59,9 @@ extern "C" {
     XX(EVERSION, -31010, "version mismatch")                                  \
     XX(ERESOURCE, -31011, "resource request cannot be satisfied")             \
     XX(EUNSUPPORTED, -31012, "not supported by this build")                   \
-    XX(ENOSERIAL, -31013, "value has no encoding")
+    XX(ENOSERIAL, -31013, "value has no encoding")                            \
+    XX(EINCOMPLETE, -31014, "incomplete: more bytes are needed")              \
+    XX(ERESOLVE, -31015, "cannot resolve the host name")
 
 enum {
 #define FFLUA_ERR_ENUM_(name, code, text) FFLUA_##name = (code),

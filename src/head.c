@@ -38,6 +38,7 @@
 #include "cluster.h"
 #include "conn.h"
 #include "fflua.h"
+#include "msg.h"
 #include "net.h"
 #include "sched.h"
 #include "text.h"
@@ -169,6 +170,8 @@ typedef struct head {
     hconn **places; /* place index -> worker connection */
     int nplaces_cap;
     hrun *runs;
+    ff_msg_dep *deps; /* scratch: a TASK's dependencies */
+    size_t deps_cap;
     uint64_t next_run;
     uint64_t finished_total;
     int stopping, quiet;
@@ -230,12 +233,11 @@ static void disconnect(hconn *c, const char *why) {
     ff_conn_close(&c->c);
 }
 
-/* Ends the frame begun at at on c. A frame that cannot be written (out of
- * memory, for the small frames whose failure has no better answer) ends
- * the connection instead, so that the peer does not wait for what never
- * comes. Returns ff_conn_end's result. */
-static int end_or_close(hconn *c, size_t at, const char *what) {
-    int rc = ff_conn_end(&c->c, at);
+/* Checks rc, a writer's result (msg.h) for a frame to c. A frame that
+ * cannot be written (out of memory, for the small frames whose failure has
+ * no better answer) ends the connection instead, so that the peer does not
+ * wait for what never comes. Returns rc. */
+static int sent_or_close(hconn *c, int rc, const char *what) {
     if (rc != 0) {
         char why[128];
         snprintf(why, sizeof why, "the head could not send it %s: %s", what, fflua_strerror(rc));
@@ -249,10 +251,7 @@ static void broadcast_run_end(head *h, uint64_t id) {
     for (hconn *c = h->conns; c; c = c->next) {
         if (c->place < 0 || c->c.state != FF_CONN_READY)
             continue;
-        size_t at;
-        ff_conn_begin(&c->c, FF_M_RUN_END, &at);
-        ff_wr_varint(&c->c.out, id);
-        end_or_close(c, at, "a RUN_END");
+        sent_or_close(c, ff_msg_run_end_write(&c->c.out, id), "a RUN_END");
     }
 }
 
@@ -268,14 +267,8 @@ static double mib(size_t n) {
 static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     if (r->driver == NULL || r->driver->c.state != FF_CONN_READY)
         return 0;
-    ff_conn *c = &r->driver->c;
-    size_t at;
-    ff_conn_begin(c, FF_M_DONE, &at);
-    ff_wr_varint(&c->out, r->driver_run);
-    ff_wr_varint(&c->out, i);
-    ff_wr_varint(&c->out, (uint64_t)status);
-    ff_wr_str(&c->out, p, n);
-    int rc = ff_conn_end(c, at);
+    ff_buf *b = &r->driver->c.out;
+    int rc = ff_msg_done_write(b, &(ff_msg_done){r->driver_run, i, status, p, n});
     if (rc == 0)
         return 0;
     char msg[200];
@@ -286,12 +279,9 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     else
         snprintf(msg, sizeof msg, "the head has not enough memory to send its %s (%.1f MiB) "
                                   "to the driver", what, mib(n));
-    ff_conn_begin(c, FF_M_DONE, &at);
-    ff_wr_varint(&c->out, r->driver_run);
-    ff_wr_varint(&c->out, i);
-    ff_wr_varint(&c->out, status == 2 ? 2 : 1);
-    ff_wr_str(&c->out, msg, strlen(msg));
-    end_or_close(r->driver, at, "a DONE");
+    ff_msg_done fail = {r->driver_run, i, status == FF_DONE_REFUSED ? FF_DONE_REFUSED : FF_DONE_FAILED,
+                        msg, strlen(msg)};
+    sent_or_close(r->driver, ff_msg_done_write(b, &fail), "a DONE");
     return 1;
 }
 
@@ -305,19 +295,17 @@ static void run_abort(head *h, hrun *r) {
  * in a message: the driver's results count more than where they came
  * from). */
 static int write_run_end(head *h, hrun *r, int placement) {
-    ff_conn *c = &r->driver->c;
+    ff_buf *b = &r->driver->c.out;
     size_t at;
-    ff_conn_begin(c, FF_M_RUN_END, &at);
-    ff_wr_varint(&c->out, r->driver_run);
     int np = placement ? ff_sched_nplaces(h->sched) : 0;
-    ff_wr_varint(&c->out, (uint64_t)np);
+    ff_msg_placement_begin(b, r->driver_run, (uint64_t)np, &at);
     for (int p = 0; p < np; p++) {
         const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "(gone)";
-        ff_wr_str(&c->out, nm, strlen(nm));
+        ff_msg_placement_name(b, nm, strlen(nm));
     }
     for (uint32_t i = 0; i < r->ntasks; i++)
-        ff_wr_varint(&c->out, placement ? (uint64_t)(r->tasks[i].place + 1) : 0);
-    return ff_conn_end(c, at);
+        ff_msg_placement_place(b, placement ? (uint64_t)(r->tasks[i].place + 1) : 0);
+    return ff_msg_placement_end(b, at);
 }
 
 /* Every task finished: tell the driver where each ran, then forget it. */
@@ -344,6 +332,21 @@ static void run_fail(hrun *r, uint32_t i, const char *msg) {
     send_done(r, i, 1, msg, strlen(msg));
 }
 
+/* Makes room for n dependencies in h->deps: 0, or -ENOMEM. */
+static int task_deps(head *h, size_t n) {
+    if (n <= h->deps_cap)
+        return 0;
+    size_t cap = h->deps_cap ? h->deps_cap : 16;
+    while (cap < n)
+        cap *= 2;
+    ff_msg_dep *d = realloc(h->deps, cap * sizeof *d);
+    if (d == NULL)
+        return -ENOMEM;
+    h->deps = d;
+    h->deps_cap = cap;
+    return 0;
+}
+
 /* Sends task i of run r to the worker at place, its function first when
  * that worker does not have it. Sizes are checked before anything is
  * written: either all of it is queued, or nothing and -1 with why in err. */
@@ -361,15 +364,23 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         snprintf(err, errlen, "its function never arrived at the head");
         return -1;
     }
-    size_t nl = strlen(t->name), deps = 0, size = 1 + ff_varint_size(r->id) +
-        ff_varint_size(i) + ff_varint_size(t->fid) + ff_str_size(nl) + ff_varint_size(t->ndeps);
+    if (task_deps(h, t->ndeps) != 0) {
+        snprintf(err, errlen, "the head has not enough memory to send it to a worker");
+        return -1;
+    }
+    size_t deps = 0; /* bytes of the parents' results the TASK carries */
     for (uint32_t d = 0; d < t->ndeps; d++) {
         htask *p = &r->tasks[t->deps[d]];
-        size += ff_varint_size(t->deps[d]) + 1;
-        if (!(place < 64 && (p->holders >> place & 1)))
+        int held = place < 64 && (p->holders >> place & 1);
+        h->deps[d] = (ff_msg_dep){t->deps[d], !held, p->result.p, p->result.n};
+        if (!held)
             deps += ff_str_size(p->result.n);
     }
-    size += deps + ff_str_size(t->nargs) + ff_str_size(t->npre) + ff_varint_size((uint64_t)t->cpus);
+    ff_msg_task m = {.run = r->id, .index = i, .fid = t->fid, .name = t->name,
+                     .name_len = strlen(t->name), .ndeps = t->ndeps, .args = t->args,
+                     .pre = t->pre, .nargs = t->nargs, .npre = t->npre,
+                     .cpus = (uint64_t)t->cpus};
+    size_t size = ff_msg_task_size(&m, h->deps);
     if (size > FF_FRAME_MAX) {
         snprintf(err, errlen, "it cannot be sent to a worker: its parents' results (%.1f MiB) and "
                               "its arguments (%.1f MiB) take more than the %d MiB one message "
@@ -377,37 +388,14 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
                  (int)(FF_FRAME_MAX >> 20));
         return -1;
     }
-    size_t at, start = c->out.n;
-    if (f != NULL) {
-        ff_conn_begin(c, FF_M_FUNC, &at);
-        ff_wr_varint(&c->out, r->id);
-        ff_wr_varint(&c->out, t->fid);
-        ff_wr_str(&c->out, f->p, f->n);
-        if (ff_conn_end(c, at) != 0) { /* its driver sent it in one message: memory */
-            snprintf(err, errlen, "the head has not enough memory to send its function "
-                                  "(%.1f MiB) to a worker", mib(f->n));
-            return -1;
-        }
+    size_t start = c->out.n;
+    if (f != NULL && ff_msg_func_write(&c->out, &(ff_msg_func){r->id, t->fid, f->p, f->n}) != 0) {
+        /* its driver sent it in one message: memory */
+        snprintf(err, errlen, "the head has not enough memory to send its function "
+                              "(%.1f MiB) to a worker", mib(f->n));
+        return -1;
     }
-    ff_buf *b = &c->out;
-    ff_conn_begin(c, FF_M_TASK, &at);
-    ff_wr_varint(b, r->id);
-    ff_wr_varint(b, i);
-    ff_wr_varint(b, t->fid);
-    ff_wr_str(b, t->name, nl);
-    ff_wr_varint(b, t->ndeps);
-    for (uint32_t d = 0; d < t->ndeps; d++) {
-        htask *p = &r->tasks[t->deps[d]];
-        int held = place < 64 && (p->holders >> place & 1);
-        ff_wr_varint(b, t->deps[d]);
-        ff_wr_varint(b, (uint64_t)!held);
-        if (!held)
-            ff_wr_str(b, p->result.p, p->result.n);
-    }
-    ff_wr_str(b, t->args, t->nargs);
-    ff_wr_str(b, t->pre, t->npre);
-    ff_wr_varint(b, (uint64_t)t->cpus);
-    if (ff_conn_end(c, at) != 0) {
+    if (ff_msg_task_write(&c->out, &m, h->deps) != 0) {
         c->out.n = start; /* the FUNC too: nothing of it was sent */
         snprintf(err, errlen, "the head has not enough memory to send it to a worker (%.1f MiB)",
                  mib(size));
@@ -533,13 +521,8 @@ static void free_result(head *h, hrun *r, uint32_t i) {
         if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL ||
             h->places[p]->c.state != FF_CONN_READY)
             continue;
-        ff_conn *c = &h->places[p]->c;
-        size_t at;
-        ff_conn_begin(c, FF_M_FREE, &at);
-        ff_wr_varint(&c->out, r->id);
-        ff_wr_varint(&c->out, 1);
-        ff_wr_varint(&c->out, i);
-        end_or_close(h->places[p], at, "a FREE");
+        ff_buf *b = &h->places[p]->c.out;
+        sent_or_close(h->places[p], ff_msg_free_write(b, r->id, &i, 1), "a FREE");
     }
     r->tasks[i].holders = 0;
 }
@@ -559,14 +542,13 @@ static int protocol_error(hconn *c, const char *why) {
  * there then fail, and say why): ignoring it would leave its task running
  * for ever. Returns nonzero to close. */
 static int on_result(head *h, hconn *w, const char *p, size_t n) {
-    ff_rd rd;
-    ff_rd_init(&rd, p, n);
-    uint64_t run = ff_rd_varint(&rd), i = ff_rd_varint(&rd), ok = ff_rd_varint(&rd);
-    size_t len;
-    const char *bytes = ff_rd_str(&rd, &len);
-    ff_rd_varint(&rd); /* compute ns: kept for run metadata later */
-    if (ff_rd_done(&rd) != 0 || ok > 1)
+    ff_msg_result m; /* m.ns, the compute time: kept for run metadata later */
+    if (ff_msg_result_read(p, n, &m) != 0)
         return protocol_error(w, "it sent a malformed RESULT");
+    uint64_t run = m.run, i = m.index;
+    int ok = m.ok;
+    const char *bytes = m.bytes;
+    size_t len = m.len;
     /* Only a task this worker is running counts: a result for another's
      * task, or a made-up one, is ignored. */
     int at = -1;
@@ -634,36 +616,33 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
 }
 
 static int on_register(head *h, hconn *w, const char *p, size_t n) {
-    ff_rd rd;
-    ff_rd_init(&rd, p, n);
-    uint64_t cpus = ff_rd_varint(&rd), nres = ff_rd_varint(&rd);
-    if (rd.err || nres > 256)
+    ff_msg_register m;
+    ff_msg_list res;
+    if (ff_msg_register_read(p, n, &m, &res) != 0)
         return 1;
-    ff_res cap[257];
+    ff_res cap[FF_MSG_RES_MAX + 1];
     size_t nc = 0;
+    uint64_t cpus = m.cpus;
     if (cpus > (uint64_t)FF_RES_MAX / FF_PIPELINE)
         return 1;
     cap[nc++] = (ff_res){FF_RES_CPU, (int64_t)cpus * FF_PIPELINE};
     w->cpus = (int64_t)cpus;
-    for (uint64_t k = 0; k < nres; k++) {
-        size_t len;
-        const char *nm = ff_rd_str(&rd, &len);
-        uint64_t amount = ff_rd_varint(&rd);
-        if (rd.err || ff_res_name_check(nm, len) != 0)
+    while (res.n > 0) {
+        ff_msg_res rs;
+        ff_msg_next_res(&res, &rs);
+        if (ff_res_name_check(rs.name, rs.len) != 0)
             return 1;
-        int id = ff_sched_resource(h->sched, nm, len);
-        if (id <= FF_RES_CPU || amount > (uint64_t)FF_RES_MAX)
+        int id = ff_sched_resource(h->sched, rs.name, rs.len);
+        if (id <= FF_RES_CPU || rs.amount > (uint64_t)FF_RES_MAX)
             return 1;
         for (size_t j = 0; j < nc; j++)
             if (cap[j].id == id)
                 return 1;
-        cap[nc++] = (ff_res){id, (int64_t)amount};
+        cap[nc++] = (ff_res){id, (int64_t)rs.amount};
     }
-    size_t hl;
-    const char *host = ff_rd_str(&rd, &hl);
-    uint64_t pid = ff_rd_varint(&rd);
-    if (ff_rd_done(&rd) != 0)
-        return 1;
+    const char *host = m.host;
+    size_t hl = m.host_len;
+    uint64_t pid = m.pid;
     /* Room for the place first: a place the scheduler has must have its
      * connection. */
     int next = ff_sched_nplaces(h->sched);
@@ -696,27 +675,25 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
 
 /* --- messages from drivers ----------------------------------------------- */
 
-/* Reads a SUBMIT's tasks into run r: the run's total, the index of the
- * first task here and their count, then the tasks. SUBMITs of a run come
- * in order, so a task's dependencies have all arrived. 0; 1 for a
- * malformed SUBMIT; 2 when the run is refused (too large, or no memory for
- * it). A message in err. *first_out and *count_out say which tasks came. */
-static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t *count_out,
-                      char *err, size_t errlen) {
-    uint64_t total = ff_rd_varint(rd), first64 = ff_rd_varint(rd), count64 = ff_rd_varint(rd);
-    if (rd->err || total == 0 || total > UINT32_MAX / 2 || count64 == 0 ||
-        count64 > (uint64_t)(rd->end - rd->p) || first64 != r->received ||
-        first64 + count64 > total || (r->tasks != NULL && total != r->ntasks)) {
+/* Reads the tasks of a SUBMIT (m, its tasks in tasks) into run r. SUBMITs
+ * of a run come in order, so a task's dependencies have all arrived. 0; 1
+ * for a malformed SUBMIT; 2 when the run is refused (too large, or no
+ * memory for it). A message in err. *first_out and *count_out say which
+ * tasks came. */
+static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *tasks,
+                      uint32_t *first_out, uint32_t *count_out, char *err, size_t errlen) {
+    if (m->total > UINT32_MAX / 2 || m->first != r->received ||
+        (r->tasks != NULL && m->total != r->ntasks)) {
         snprintf(err, errlen, "malformed SUBMIT");
         return 1;
     }
-    if (total > FF_RUN_MAX_TASKS) {
+    if (m->total > FF_RUN_MAX_TASKS) {
         snprintf(err, errlen, "the run has %llu nodes, more than the %lu a run may have",
-                 (unsigned long long)total, (unsigned long)FF_RUN_MAX_TASKS);
+                 (unsigned long long)m->total, (unsigned long)FF_RUN_MAX_TASKS);
         return 2;
     }
-    int oom = 0;
-    uint32_t first = (uint32_t)first64, count = (uint32_t)count64;
+    int oom = 0, bad = 0, rc = 0;
+    uint32_t first = (uint32_t)m->first, count = (uint32_t)m->count;
     /* The array grows with the tasks that came (a total alone is a claim,
      * and must not make the head allocate). */
     uint32_t need = first + count;
@@ -724,8 +701,8 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         uint64_t cap = r->tasks_cap ? r->tasks_cap : 64;
         while (cap < need)
             cap *= 2;
-        if (cap > total)
-            cap = total;
+        if (cap > m->total)
+            cap = m->total;
         htask *nt = realloc(r->tasks, (size_t)cap * sizeof *nt);
         if (nt == NULL) {
             snprintf(err, errlen, "the head has not enough memory for %u tasks", need);
@@ -735,81 +712,55 @@ static int read_tasks(head *h, hrun *r, ff_rd *rd, uint32_t *first_out, uint32_t
         r->tasks = nt;
         r->tasks_cap = (uint32_t)cap;
     }
-    r->ntasks = (uint32_t)total;
+    r->ntasks = (uint32_t)m->total;
     *first_out = first;
     *count_out = count;
-    for (uint32_t i = first; i < first + count && !rd->err; i++) {
-        htask *t = &r->tasks[i];
+    ff_msg_subtask st;
+    ff_msg_list deps, res;
+    while (!bad && (rc = ff_msg_submit_next(tasks, &st, &deps, &res)) == 0) {
+        htask *t = &r->tasks[st.index];
         t->place = -1;
-        t->fid = ff_rd_varint(rd);
-        size_t len;
-        const char *s = ff_rd_str(rd, &len);
-        t->name = strndup(s, len);
-        t->leaf = (int)(ff_rd_varint(rd) & 1);
-        uint64_t nd = ff_rd_varint(rd);
-        oom |= t->name == NULL;
-        if (rd->err || nd > i || t->name == NULL) {
-            rd->err = FFLUA_EPROTO;
+        t->fid = st.fid;
+        t->leaf = st.leaf;
+        t->ndeps = st.ndeps;
+        t->nargs = st.nargs;
+        t->npre = st.npre;
+        t->name = strndup(st.name, st.name_len);
+        t->deps = malloc((st.ndeps ? st.ndeps : 1) * sizeof *t->deps);
+        t->args = malloc(st.nargs ? st.nargs : 1);
+        t->pre = malloc(st.npre ? st.npre : 1);
+        t->req = malloc((st.nres ? st.nres : 1) * sizeof *t->req);
+        if (!t->name || !t->deps || !t->args || !t->pre || !t->req) {
+            oom = bad = 1;
             break;
         }
-        t->ndeps = (uint32_t)nd;
-        t->deps = malloc((nd ? nd : 1) * sizeof *t->deps);
-        if (t->deps == NULL) {
-            oom = 1;
-            rd->err = FFLUA_EPROTO;
-            break;
-        }
-        for (uint32_t d = 0; d < t->ndeps; d++) {
-            uint64_t dep = ff_rd_varint(rd);
-            if (dep >= i) {
-                rd->err = FFLUA_EPROTO;
-                break;
-            }
-            t->deps[d] = (uint32_t)dep;
-        }
-        s = ff_rd_str(rd, &t->nargs);
-        t->args = malloc(t->nargs ? t->nargs : 1);
-        if (t->args)
-            memcpy(t->args, s, t->nargs);
-        s = ff_rd_str(rd, &t->npre);
-        t->pre = malloc(t->npre ? t->npre : 1);
-        if (t->pre)
-            memcpy(t->pre, s, t->npre);
-        uint64_t nr = ff_rd_varint(rd);
-        oom |= !t->args || !t->pre;
-        if (rd->err || nr > 256 || !t->args || !t->pre) {
-            rd->err = FFLUA_EPROTO;
-            break;
-        }
-        t->req = malloc((nr ? nr : 1) * sizeof *t->req);
-        if (t->req == NULL) {
-            oom = 1;
-            rd->err = FFLUA_EPROTO;
-            break;
-        }
-        for (uint64_t k = 0; k < nr && !rd->err; k++) {
-            s = ff_rd_str(rd, &len);
-            uint64_t amount = ff_rd_varint(rd);
-            int id = rd->err || ff_res_name_check(s, len) != 0 ? -1
-                                                               : ff_sched_resource(h->sched, s, len);
-            if (id < 0 || amount > (uint64_t)FF_RES_MAX) {
-                rd->err = FFLUA_EPROTO;
-                break;
-            }
-            t->req[t->nreq++] = (ff_res){id, (int64_t)amount};
+        for (uint32_t d = 0; d < t->ndeps; d++)
+            t->deps[d] = (uint32_t)ff_msg_next_index(&deps); /* < st.index */
+        memcpy(t->args, st.args, st.nargs);
+        memcpy(t->pre, st.pre, st.npre);
+        while (res.n > 0 && !bad) {
+            ff_msg_res rs;
+            ff_msg_next_res(&res, &rs);
+            int id = ff_res_name_check(rs.name, rs.len) != 0
+                         ? -1
+                         : ff_sched_resource(h->sched, rs.name, rs.len);
+            if (id < 0 || rs.amount > (uint64_t)FF_RES_MAX)
+                bad = 1;
+            else
+                t->req[t->nreq++] = (ff_res){id, (int64_t)rs.amount};
         }
         t->cpus = FF_RES_SCALE;
-        for (size_t k = 0; k < t->nreq; k++)
+        for (size_t k = 0; k < t->nreq && !bad; k++)
             if (t->req[k].id == FF_RES_CPU) {
                 if (t->req[k].amount > FF_RES_MAX / FF_PIPELINE) {
-                    rd->err = FFLUA_EPROTO;
+                    bad = 1;
                     break;
                 }
                 t->cpus = t->req[k].amount;
                 t->req[k].amount = sched_cpus(t->cpus);
             }
     }
-    if (ff_rd_done(rd) != 0) {
+    if (bad || rc != 1) {
         /* What was read of this part is not part of the run. */
         for (uint32_t i = first; i < first + count; i++) {
             task_free_fields(&r->tasks[i]);
@@ -900,27 +851,30 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
 }
 
 static int on_submit(head *h, hconn *d, const char *p, size_t n) {
-    ff_rd rd;
-    ff_rd_init(&rd, p, n);
-    uint64_t drun = ff_rd_varint(&rd), max_pending = ff_rd_varint(&rd);
+    ff_msg_submit m;
+    ff_msg_tasks tasks;
+    if (ff_msg_submit_read(p, n, &m, &tasks) != 0) {
+        ff_log(WHO, "%s: malformed SUBMIT", d->c.peer);
+        return 1;
+    }
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
-        if (x->driver == d && x->driver_run == drun && (x->tasks == NULL || x->received < x->ntasks))
+        if (x->driver == d && x->driver_run == m.run && (x->tasks == NULL || x->received < x->ntasks))
             r = x;
     char err[512];
     if (r == NULL) {
         ff_log(WHO, "%s: SUBMIT for a run without functions", d->c.peer);
         return 1;
     }
-    r->max_pending = max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)max_pending;
+    r->max_pending = m.max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)m.max_pending;
     uint32_t first = 0, count = 0;
-    int rc = read_tasks(h, r, &rd, &first, &count, err, sizeof err);
+    int rc = read_tasks(h, r, &m, &tasks, &first, &count, err, sizeof err);
     if (rc == 1) {
         ff_log(WHO, "%s: %s", d->c.peer, err);
         return 1;
     }
     if (rc != 0 || check_feasible(h, r, first, count, err, sizeof err) != 0) {
-        send_done(r, 0, 2, err, strlen(err));
+        send_done(r, 0, FF_DONE_REFUSED, err, strlen(err));
         run_abort(h, r);
         dispatch(h);
         return 0;
@@ -939,13 +893,12 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
 }
 
 static int on_func(head *h, hconn *d, const char *p, size_t n) {
-    ff_rd rd;
-    ff_rd_init(&rd, p, n);
-    uint64_t drun = ff_rd_varint(&rd), fid = ff_rd_varint(&rd);
-    size_t len;
-    const char *code = ff_rd_str(&rd, &len);
-    if (ff_rd_done(&rd) != 0 || fid > UINT32_MAX)
+    ff_msg_func m;
+    if (ff_msg_func_read(p, n, &m) != 0 || m.fid > UINT32_MAX)
         return 1;
+    uint64_t drun = m.run, fid = m.fid;
+    const char *code = m.code;
+    size_t len = m.len;
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
         if (x->driver == d && x->driver_run == drun && (x->tasks == NULL || x->received < x->ntasks))
@@ -971,18 +924,15 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
 static void send_status(head *h, hconn *c) {
     ff_buf *b = &c->c.out;
     size_t at;
-    ff_conn_begin(&c->c, FF_M_STATUS_REPLY, &at);
     int np = ff_sched_nplaces(h->sched), live = 0;
     for (int p = 0; p < np; p++)
         live += ff_sched_place_live(h->sched, p);
-    ff_wr_varint(b, (uint64_t)live);
+    ff_msg_status_reply_begin(b, (uint64_t)live, &at);
     int nr = ff_sched_nresources(h->sched);
     for (int p = 0; p < np; p++) {
         if (!ff_sched_place_live(h->sched, p))
             continue;
         const char *nm = p < h->nplaces_cap && h->places[p] ? h->places[p]->name : "?";
-        ff_wr_str(b, nm, strlen(nm));
-        ff_wr_varint(b, ff_sched_place_running(h->sched, p));
         /* CPU, then the resources this place has: every name the head
          * ever saw would make the reply grow with what drivers asked. */
         int has = 0;
@@ -991,7 +941,8 @@ static void send_status(head *h, hconn *c) {
             ff_sched_place_get(h->sched, p, res, &total, NULL);
             has += res == FF_RES_CPU || total > 0;
         }
-        ff_wr_varint(b, (uint64_t)has);
+        ff_msg_place place = {nm, strlen(nm), (uint64_t)ff_sched_place_running(h->sched, p)};
+        ff_msg_status_place(b, &place, (uint64_t)has);
         for (int res = 0; res < nr; res++) {
             int64_t total = 0, free_ = 0;
             ff_sched_place_get(h->sched, p, res, &total, &free_);
@@ -1004,17 +955,21 @@ static void send_status(head *h, hconn *c) {
                 free_ = used >= real ? 0 : real - used;
             }
             const char *rn = ff_sched_resource_name(h->sched, res);
-            ff_wr_str(b, rn, strlen(rn));
-            ff_wr_varint(b, (uint64_t)total);
-            ff_wr_varint(b, (uint64_t)free_);
+            ff_msg_status_res(b, &(ff_msg_res_state){rn, strlen(rn), (uint64_t)total,
+                                                      (uint64_t)free_});
         }
     }
     ff_sched_stats st;
     ff_sched_get_stats(h->sched, &st);
-    ff_wr_varint(b, st.queued + st.parked);
-    ff_wr_varint(b, st.running);
-    ff_wr_varint(b, h->finished_total);
-    end_or_close(c, at, "a STATUS_REPLY");
+    ff_msg_status_reply m = {st.queued + st.parked, st.running, h->finished_total};
+    sent_or_close(c, ff_msg_status_reply_end(b, at, &m), "a STATUS_REPLY");
+}
+
+static int on_status(head *h, hconn *c, const char *p, size_t n) {
+    if (ff_msg_status_read(p, n) != 0)
+        return protocol_error(c, "it sent a malformed STATUS");
+    send_status(h, c);
+    return 0;
 }
 
 static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
@@ -1028,8 +983,8 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
             if (on_register(h, c, p, n) == 0)
                 return 0;
             ff_log(WHO, "%s: a malformed REGISTER (bad resources?): disconnected", fc->peer);
-            ff_refuse_write(&fc->out, "the head cannot use this worker's REGISTER (bad or "
-                                      "repeated resource names or amounts)");
+            ff_msg_refuse_write(&fc->out, "the head cannot use this worker's REGISTER (bad or "
+                                          "repeated resource names or amounts)");
             return 1;
         }
         if (type == FF_M_RESULT && c->place >= 0)
@@ -1040,9 +995,9 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
         if (type == FF_M_SUBMIT)
             return on_submit(h, c, p, n);
         if (type == FF_M_RUN_END) {
-            ff_rd rd;
-            ff_rd_init(&rd, p, n);
-            uint64_t drun = ff_rd_varint(&rd);
+            uint64_t drun;
+            if (ff_msg_run_end_read(p, n, &drun) != 0)
+                return protocol_error(c, "it sent a malformed RUN_END");
             for (hrun *r = h->runs; r; r = r->next)
                 if (r->driver == c && r->driver_run == drun) {
                     run_abort(h, r);
@@ -1051,13 +1006,10 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
             dispatch(h);
             return 0;
         }
-        if (type == FF_M_STATUS) {
-            send_status(h, c);
-            return 0;
-        }
+        if (type == FF_M_STATUS)
+            return on_status(h, c, p, n);
     } else if (type == FF_M_STATUS) {
-        send_status(h, c);
-        return 0;
+        return on_status(h, c, p, n);
     }
     ff_log(WHO, "%s: unexpected message %d: disconnected", fc->peer, type);
     return 1;
@@ -1109,13 +1061,8 @@ static void grave_flush(head *h, hgrave *g, const char *ended) {
         hconn *d = g->done[k].driver; /* NULL once that driver left */
         if (d == NULL || d->c.state != FF_CONN_READY)
             continue;
-        size_t at;
-        ff_conn_begin(&d->c, FF_M_DONE, &at);
-        ff_wr_varint(&d->c.out, g->done[k].run);
-        ff_wr_varint(&d->c.out, g->done[k].index);
-        ff_wr_varint(&d->c.out, 1);
-        ff_wr_str(&d->c.out, msg, strlen(msg));
-        end_or_close(d, at, "a DONE");
+        ff_msg_done m = {g->done[k].run, g->done[k].index, FF_DONE_FAILED, msg, strlen(msg)};
+        sent_or_close(d, ff_msg_done_write(&d->c.out, &m), "a DONE");
     }
     for (hgrave **pp = &h->graves; *pp; pp = &(*pp)->next)
         if (*pp == g) {
@@ -1479,11 +1426,8 @@ static void on_signal(uv_signal_t *sig, int signum) {
         uv_close((uv_handle_t *)&ch->restart, NULL);
     }
     for (hconn *c = h->conns; c; c = c->next) {
-        if (c->c.state == FF_CONN_READY) {
-            size_t at;
-            ff_conn_begin(&c->c, FF_M_BYE, &at);
-            ff_conn_end(&c->c, at); /* without memory for it, the close says as much */
-        }
+        if (c->c.state == FF_CONN_READY) /* without memory for it, the close says as much */
+            ff_msg_bye_write(&c->c.out);
         ff_conn_close(&c->c);
     }
     while (h->graves) /* their drivers get BYE */
@@ -1538,17 +1482,17 @@ int ff_head_main(const ff_head_opts *o) {
     int64_t units = 0;
     if (rc == 0 && (ff_sched_amount(cpus, &units) != 0 || cpus > FF_MAX_CPUS)) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     int nlocal = o->workers >= 0 ? o->workers : units > 0;
     if (rc == 0 && nlocal > FF_MAX_LOCAL_WORKERS) {
         snprintf(err, sizeof err, "bad --workers %d", nlocal);
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     if (rc == 0 && (h->parent = parent_pid()) < 0) {
         snprintf(err, sizeof err, "bad FFLUA_PARENT_PID '%s': a process id expected",
                  getenv("FFLUA_PARENT_PID"));
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     if (rc == 0 && ff_sched_create(&h->sched) != 0) {
         snprintf(err, sizeof err, "not enough memory");
@@ -1581,13 +1525,14 @@ int ff_head_main(const ff_head_opts *o) {
     snprintf(addrbuf, sizeof addrbuf, "%s:%d", o->host ? o->host : "127.0.0.1", o->port);
     struct sockaddr_storage addr;
     rc = ff_parse_address(addrbuf, &addr, err, sizeof err);
+    int bad_address = rc != 0; /* why is in err; libuv's errors have their text */
     if (rc == 0)
         rc = uv_tcp_bind(&h->server, (struct sockaddr *)&addr, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&h->server, 511, on_connection);
     int code = 0;
     if (rc != 0) {
-        ff_log(WHO, "cannot listen on %s: %s", addrbuf, rc < 0 && rc > -4096 ? uv_strerror(rc) : err);
+        ff_log(WHO, "cannot listen on %s: %s", addrbuf, bad_address ? err : uv_strerror(rc));
         code = 1;
         uv_close((uv_handle_t *)&h->server, NULL);
         uv_close((uv_handle_t *)&h->flusher, NULL);
@@ -1632,6 +1577,7 @@ int ff_head_main(const ff_head_opts *o) {
         run_free(h, h->runs);
     while (h->graves)
         grave_flush(h, h->graves, NULL);
+    free(h->deps);
     free(h->children);
     free(h->places);
     ff_sched_destroy(h->sched);
@@ -1686,6 +1632,7 @@ int ff_head_fuzz(const char *data, size_t n) {
         ff_conn_free(&peers[i].c);
     }
     free(h.places);
+    free(h.deps);
     ff_sched_destroy(h.sched);
     return 0;
 }

@@ -2,11 +2,13 @@
  * lcore.c: the functionfuse.core Lua C module.
  *
  * This is the one place where the engine's C side meets Lua: each engine
- * module gets its binding file (l<module>.c) and registers it here: the
- * version and error tables (here), the graph and its LeafSet (lgraph.c),
- * queries (lquery.c), the executors that run a LeafSet (lrun.h: the local
- * executor in llocal.c, the cluster driver in ldriver.c), the store and
- * the codec (lstore.c) and the cluster client (lcluster.c).
+ * module gets its binding file (l<module>.c), named after what Lua sees,
+ * and registers it here: the version and error tables (here), the graph
+ * and its LeafSet (lgraph.c), queries (lquery.c), the executors that run a
+ * LeafSet (lrun.h: the local executor in llocal.c, the cluster driver in
+ * ldriver.c), the store (lstore.c), the codec (lcodec.c), the cluster
+ * client (lclient.c) and the process helpers (lproc.c). Each userdata type
+ * registers its metatable through ffl_new_type (lutil.h).
  *
  * The same object code is linked into the fflua program and libfflua (where
  * fflua_open() puts it in package.preload) and built as core.so for hosts
@@ -18,8 +20,10 @@
 #include <lua.h>
 
 #include "fflua.h"
-#include "lcluster.h"
+#include "lclient.h"
+#include "lcodec.h"
 #include "lgraph.h"
+#include "lproc.h"
 #include "lquery.h"
 #include "lrun.h"
 #include "lstore.h"
@@ -63,7 +67,7 @@ int luaopen_functionfuse_core(lua_State *L) {
     ffl_graph_open(L);
     ffl_query_open(L);
     ffl_store_open(L);
-    ffl_cluster_open(L);
+    ffl_client_open(L);
     /* A LeafSet's methods beyond its own (set_slot, get_slot, leaves). */
     ffl_leaves_add_methods(L, ffl_query_methods);  /* nodes */
     ffl_leaves_add_methods(L, ffl_local_methods);  /* run_local */
@@ -72,7 +76,9 @@ int luaopen_functionfuse_core(lua_State *L) {
     luaL_setfuncs(L, ffl_graph_funcs, 0);
     luaL_setfuncs(L, ffl_query_funcs, 0);
     luaL_setfuncs(L, ffl_store_funcs, 0);
-    luaL_setfuncs(L, ffl_cluster_funcs, 0);
+    luaL_setfuncs(L, ffl_codec_funcs, 0);
+    luaL_setfuncs(L, ffl_client_funcs, 0);
+    luaL_setfuncs(L, ffl_proc_funcs, 0);
     lua_pushstring(L, fflua_version());
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, FFLUA_VERSION_NUM);

@@ -9,7 +9,7 @@
  * its resources. Tasks go to the head in SUBMITs, each sent as soon as it
  * is encoded; the driver then reads the leaves' results (DONE frames) until
  * RUN_END, which says where each node ran. The connection is the cluster
- * client's (lcluster.c); the messages are in cluster.h and net.h.
+ * client's (lclient.c); the messages are in msg.h.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,20 +22,20 @@
 #include "cluster.h"
 #include "codec.h"
 #include "graph.h"
-#include "lcluster.h"
+#include "lclient.h"
 #include "lgraph.h"
 #include "lrun.h"
+#include "msg.h"
 #include "net.h"
 #include "sched.h"
 
 #define SUBMIT_TASKS 4096
 #define SUBMIT_BYTES ((size_t)8 << 20)
-#define SUBMIT_HDR 64 /* a SUBMIT's header and counts, at most */
 
 /* A run on a cluster: the plugin pass here, then every planned node as a
  * task (function once per distinct function, arguments with references to
  * parents, pre-run function, resources) in SUBMITs, then the leaves'
- * results as they come. See cluster.h for the messages. */
+ * results as they come. See msg.h for the messages. */
 struct crun {
     struct ffl_run r;
     ffl_client *c;
@@ -46,7 +46,13 @@ struct crun {
     uint64_t nfids;
     int opts; /* stack index of the options table */
     int bad_key; /* an item key that cannot ship (set by cl_hook) */
-    ff_buf tasks; /* the SUBMIT being built (freed by the caller, also on errors) */
+    /* Owned by the run and freed by its caller, also after an error: */
+    ff_buf tasks;  /* the SUBMIT being built */
+    ff_buf enc;    /* a task's arguments, then its pre-run function */
+    uint32_t *deps; /* a task's dependencies, by position in the plan */
+    size_t deps_cap;
+    ff_msg_res *res; /* a task's resources */
+    size_t res_cap;
     /* For a node with many parents: parent id -> slot, open addressing
      * (pairs of id + 1 and slot; cap a power of two, 0 when unused). */
     uint32_t *smap;
@@ -166,23 +172,15 @@ static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
     lua_pop(L, 1);
     uint64_t fid = ++x->nfids;
     ff_buf *b = ffl_client_out(x->c);
-    size_t at;
-    ff_frame_begin(b, FF_M_FUNC, &at);
-    ff_wr_varint(b, x->run_id);
-    ff_wr_varint(b, fid);
-    size_t lenpos = b->n; /* the code string: varint length + bytes */
     ff_buf code = {0};
     ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
     if (ffc_encode(L, -1, &o, &code) != 0) {
         ff_buf_free(&code);
-        b->n = at;
         cl_node_error(L, x, id, "its function cannot be shipped");
     }
-    b->n = lenpos;
-    ff_wr_str(b, code.p, code.n);
+    int rc = ff_msg_func_write(b, &(ff_msg_func){x->run_id, fid, code.p, code.n});
     size_t n = code.n;
     ff_buf_free(&code);
-    int rc = ff_frame_end(b, at);
     if (rc == -EMSGSIZE) {
         push_too_big(L, n);
         lua_pushfstring(L, "it takes %s", lua_tostring(L, -1));
@@ -196,27 +194,45 @@ static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
     return fid;
 }
 
-/* Appends the resources a node asks for (its remote args). */
-static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
-    int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
-    if (h == FF_NOHANDLE) {
-        ff_wr_varint(b, 0); /* the default: 1 CPU */
-        return;
+/* Grows a scratch array of the run to hold n elements of size. */
+static void *cl_scratch(lua_State *L, void **p, size_t *cap, size_t n, size_t size) {
+    if (n > *cap) {
+        size_t c = *cap ? *cap : 16;
+        while (c < n)
+            c *= 2;
+        void *q = realloc(*p, c * size);
+        if (q == NULL)
+            luaL_error(L, "not enough memory");
+        *p = q;
+        *cap = c;
     }
+    return *p;
+}
+
+/* Adds resource n of a task to x->res. The name is a literal or a key of
+ * the node's remote args, which the graph keeps. */
+static void cl_res_add(lua_State *L, struct crun *x, uint32_t n, const char *name, size_t len,
+                       int64_t amount) {
+    cl_scratch(L, (void **)&x->res, &x->res_cap, (size_t)n + 1, sizeof *x->res);
+    x->res[n] = (ff_msg_res){name, len, (uint64_t)amount};
+}
+
+/* The resources node id asks for (its remote args), into x->res; returns
+ * their count. */
+static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
+    int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
+    if (h == FF_NOHANDLE)
+        return 0; /* the default: 1 CPU */
     lua_rawgeti(L, LUA_REGISTRYINDEX, h); // [args]
     int t = lua_gettop(L);
-    size_t count_at = b->n;
-    ff_wr_varint(b, 0);
-    uint64_t n = 0;
+    uint32_t n = 0;
     int64_t amount;
     if (lua_getfield(L, t, "num_cpus") != LUA_TNIL) {
         if (!lua_isnumber(L, -1) || ff_sched_amount(lua_tonumber(L, -1), &amount) != 0) {
             lua_pushfstring(L, "num_cpus must be a non-negative number with at most 4 decimals");
             cl_node_error(L, x, id, "bad remote args");
         }
-        ff_wr_str(b, "CPU", 3);
-        ff_wr_varint(b, (uint64_t)amount);
-        n++;
+        cl_res_add(L, x, n++, "CPU", 3, amount);
     }
     lua_pop(L, 1);
     if (lua_getfield(L, t, "resources") == LUA_TTABLE) {
@@ -237,9 +253,7 @@ static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
                                    "control characters or backslashes", FF_RES_NAME_MAX);
                 cl_node_error(L, x, id, "bad remote args");
             }
-            ff_wr_str(b, nm, len);
-            ff_wr_varint(b, (uint64_t)amount);
-            n++;
+            cl_res_add(L, x, n++, nm, len, amount);
             lua_pop(L, 1);
         }
     } else if (!lua_isnil(L, -1)) {
@@ -247,17 +261,7 @@ static void cl_resources(lua_State *L, struct crun *x, uint32_t id, ff_buf *b) {
         cl_node_error(L, x, id, "bad remote args");
     }
     lua_settop(L, t - 1);
-    /* Patch the count: re-encode it in place (it was one byte, 0). */
-    if (n > 0) {
-        ff_buf tail = {0};
-        ff_wr_fixed(&tail, b->p + count_at + 1, b->n - count_at - 1);
-        b->n = count_at;
-        ff_wr_varint(b, n);
-        ff_wr_fixed(b, tail.p, tail.n);
-        if (tail.err != 0)
-            b->err = tail.err;
-        ff_buf_free(&tail);
-    }
+    return n;
 }
 
 /* Appends one SUBMIT task for the node at pos. */
@@ -265,23 +269,20 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     ff_plan *p = x->r.plan;
     ffl_ctx *ctx = x->r.ctx;
     uint32_t id = p->order[pos];
-    uint64_t fid = cl_fid(L, x, id);
-    ff_wr_varint(b, fid);
-    ffl_push_name(L, ctx, id);
-    size_t nl;
-    const char *nm = lua_tolstring(L, -1, &nl);
-    ff_wr_str(b, nm, nl);
-    lua_pop(L, 1);
-    ff_wr_varint(b, leaf[pos]);
+    ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos]};
+    int base = lua_gettop(L);
+    ffl_push_name(L, ctx, id); // [name]
+    task.name = lua_tolstring(L, -1, &task.name_len);
     uint32_t np;
     const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
-    ff_wr_varint(b, np);
+    uint32_t *deps = cl_scratch(L, (void **)&x->deps, &x->deps_cap, np, sizeof *deps);
     for (uint32_t j = 0; j < np; j++)
-        ff_wr_varint(b, ff_plan_pos(p, par[j]));
+        deps[j] = ff_plan_pos(p, par[j]);
+    task.ndeps = np;
     /* The arguments as a sequence with n. */
     uint32_t nargs;
     const ff_arg *args = ff_graph_args(ctx->graph, id, &nargs);
-    lua_createtable(L, (int)nargs, 1);
+    lua_createtable(L, (int)nargs, 1); // [name, args]
     int t = lua_gettop(L);
     for (uint32_t i = 0; i < nargs; i++) {
         ff_arg a = args[i];
@@ -296,47 +297,40 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     }
     lua_pushinteger(L, nargs);
     lua_setfield(L, t, "n");
-    ff_buf enc = {0};
+    /* The arguments, then the pre-run function, in x->enc. */
+    x->enc.n = 0;
     x->cur = id;
     cl_slots(L, x, id);
     ffc_opts o = {FFC_CODE | FFC_ARGS, cl_hook, x, x->modmap};
     x->bad_key = 0;
-    if (ffc_encode(L, t, &o, &enc) != 0 || x->bad_key) {
-        ff_buf_free(&enc);
+    if (ffc_encode(L, t, &o, &x->enc) != 0 || x->bad_key) {
         if (x->bad_key)
             lua_pushliteral(L, "an item key (node[k]) must be a string, a number or a boolean");
         cl_node_error(L, x, id, "its arguments cannot be shipped");
     }
-    ff_wr_str(b, enc.p, enc.n);
-    enc.n = 0;
-    lua_settop(L, t - 1);
+    size_t nenc = x->enc.n;
+    lua_settop(L, t - 1); // [name]
     if (lua_rawgeti(L, x->r.pre, (lua_Integer)pos + 1) != LUA_TNIL) {
-        if (ffc_encode(L, -1, &o, &enc) != 0) {
-            ff_buf_free(&enc);
+        if (ffc_encode(L, -1, &o, &x->enc) != 0)
             cl_node_error(L, x, id, "its plugins' pre-run function cannot be shipped");
-        }
     }
     lua_pop(L, 1);
-    ff_wr_str(b, enc.p, enc.n);
-    ff_buf_free(&enc);
-    cl_resources(L, x, id, b);
+    task.args = x->enc.p;
+    task.nargs = nenc;
+    task.pre = x->enc.p + nenc;
+    task.npre = x->enc.n - nenc;
+    task.nres = cl_resources(L, x, id);
+    ff_msg_subtask_write(b, &task, deps, x->res);
+    lua_settop(L, base); // []
 }
 
 /* Sends the SUBMIT of tasks first .. first + count - 1: the first n bytes
  * of x->tasks. */
 static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t first,
                       uint32_t count, size_t n) {
-    ff_buf *b = ffl_client_out(x->c);
-    size_t at;
-    ff_frame_begin(b, FF_M_SUBMIT, &at);
-    ff_wr_varint(b, x->run_id);
-    ff_wr_varint(b, (uint64_t)maxp);
-    ff_wr_varint(b, x->r.plan->n);
-    ff_wr_varint(b, first);
-    ff_wr_varint(b, count);
-    ff_wr_fixed(b, x->tasks.p, n);
-    if (ff_frame_end(b, at) != 0) /* parts are made to fit: no memory */
-        luaL_error(L, "not enough memory to send the run's tasks");
+    ff_msg_submit m = {x->run_id, (uint64_t)maxp, x->r.plan->n, first, count};
+    if (ff_msg_submit_write(ffl_client_out(x->c), &m, x->tasks.p, n) != 0)
+        luaL_error(L, "not enough memory to send the run's tasks"); /* parts are made to fit */
     if (ffl_client_flush(x->c) != 0)
         luaL_error(L, "%s", ffl_client_error(x->c));
 }
@@ -367,13 +361,13 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
         if (x->tasks.err != 0)
             luaL_error(L, "not enough memory to send the run's tasks");
         size_t one = x->tasks.n - start;
-        if (one + SUBMIT_HDR > FF_FRAME_MAX) {
+        if (one + FF_MSG_SUBMIT_OVERHEAD > FF_FRAME_MAX) {
             push_too_big(L, one);
             lua_pushfstring(L, "its arguments take %s: pass large inputs through a storage or "
                                "a file", lua_tostring(L, -1));
             cl_node_error(L, x, p->order[pos], "");
         }
-        if (start > 0 && x->tasks.n + SUBMIT_HDR > FF_FRAME_MAX) {
+        if (start > 0 && x->tasks.n + FF_MSG_SUBMIT_OVERHEAD > FF_FRAME_MAX) {
             /* This task does not fit with the part so far: that goes first. */
             cl_submit(L, x, maxp, first, pos - first, start);
             memmove(x->tasks.p, x->tasks.p + start, one);
@@ -392,55 +386,56 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
 
 /* A DONE frame: a leaf's result, stored in the results, or the failure of
  * a node or of the run, raised. Frames of earlier runs are skipped. */
-static void cl_on_done(lua_State *L, struct crun *x, ff_rd *rd) {
+static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     struct ffl_run *r = &x->r;
-    uint64_t run = ff_rd_varint(rd), i = ff_rd_varint(rd), st = ff_rd_varint(rd);
-    size_t len;
-    const char *bytes = ff_rd_str(rd, &len);
-    if (run != x->run_id && rd->err == 0)
-        return; /* left over from an earlier run on this connection */
-    if (ff_rd_done(rd) != 0 || i >= r->plan->n)
+    ff_msg_done m;
+    if (ff_msg_done_read(p, n, &m) != 0)
         luaL_error(L, "the head sent a malformed result");
-    uint32_t id = r->plan->order[i];
-    if (st == 2)
-        luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, bytes, len));
-    if (st != 0) {
-        lua_pushlstring(L, bytes, len);
+    if (m.run != x->run_id)
+        return; /* left over from an earlier run on this connection */
+    if (m.index >= r->plan->n)
+        luaL_error(L, "the head sent a malformed result");
+    uint32_t id = r->plan->order[m.index];
+    if (m.status == FF_DONE_REFUSED)
+        luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, m.bytes, m.len));
+    if (m.status != FF_DONE_OK) {
+        lua_pushlstring(L, m.bytes, m.len);
         ffl_run_push_desc(L, r->ctx, id);
         luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -2));
     }
-    if (ffc_decode_code(L, bytes, len, NULL, NULL) != 0)
+    if (ffc_decode_code(L, m.bytes, m.len, NULL, NULL) != 0)
         luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
-    lua_rawseti(L, r->results, (lua_Integer)i + 1);
+    lua_rawseti(L, r->results, (lua_Integer)m.index + 1);
 }
 
-/* A RUN_END frame of n bytes: where each node ran, set as node name ->
- * worker in opts.placement. Returns 0 for a frame of an earlier run
- * (skipped), else 1. */
-static int cl_on_run_end(lua_State *L, struct crun *x, ff_rd *rd, size_t n) {
+/* A RUN_END frame: where each node ran, set as node name -> worker in
+ * opts.placement. Returns 0 for a frame of an earlier run (skipped), else
+ * 1. */
+static int cl_on_run_end(lua_State *L, struct crun *x, const char *msg, size_t n) {
     ff_plan *p = x->r.plan;
-    uint64_t run = ff_rd_varint(rd), np = ff_rd_varint(rd);
-    if (run != x->run_id && rd->err == 0)
-        return 0;
-    if (rd->err || np > n)
+    uint64_t run;
+    ff_msg_list names, places;
+    if (ff_msg_placement_read(msg, n, &run, &names, &places) != 0)
         luaL_error(L, "the head sent a malformed run end");
-    lua_createtable(L, (int)np, 0);
-    int names = lua_gettop(L);
-    for (uint64_t k = 0; k < np; k++) {
-        size_t len;
-        const char *s = ff_rd_str(rd, &len);
-        lua_pushlstring(L, s, len);
-        lua_rawseti(L, names, (lua_Integer)k + 1);
+    if (run != x->run_id)
+        return 0;
+    if (places.n != p->n)
+        luaL_error(L, "the head sent a malformed run end");
+    lua_createtable(L, (int)names.n, 0); /* names.n is at most the frame's size */
+    int t = lua_gettop(L);
+    for (lua_Integer k = 1; names.n > 0; k++) {
+        ff_msg_str s;
+        ff_msg_next_str(&names, &s);
+        lua_pushlstring(L, s.p, s.len);
+        lua_rawseti(L, t, k);
     }
     lua_createtable(L, 0, (int)p->n);
     for (uint32_t i = 0; i < p->n; i++) {
-        uint64_t place = ff_rd_varint(rd);
+        uint64_t place = ff_msg_next_index(&places);
         ffl_push_name(L, x->r.ctx, p->order[i]);
-        lua_rawgeti(L, names, (lua_Integer)place);
+        lua_rawgeti(L, t, (lua_Integer)place);
         lua_rawset(L, -3);
     }
-    if (ff_rd_done(rd) != 0)
-        luaL_error(L, "the head sent a malformed run end");
     lua_setfield(L, x->opts, "placement");
     lua_pop(L, 1);
     return 1;
@@ -455,14 +450,12 @@ static void cl_collect(lua_State *L, struct crun *x) {
         size_t n;
         if (ffl_client_recv(x->c, &type, &msg, &n, -1) != 0)
             luaL_error(L, "%s", ffl_client_error(x->c));
-        ff_rd rd;
-        ff_rd_init(&rd, msg, n);
         switch (type) {
         case FF_M_DONE:
-            cl_on_done(L, x, &rd);
+            cl_on_done(L, x, msg, n);
             break;
         case FF_M_RUN_END:
-            if (cl_on_run_end(L, x, &rd, n))
+            if (cl_on_run_end(L, x, msg, n))
                 return;
             break;
         case FF_M_BYE:
@@ -495,11 +488,8 @@ static int cluster_inner(lua_State *L) {
  * still). */
 static void cl_cancel(struct crun *x) {
     ff_buf *b = ffl_client_out(x->c);
-    size_t at;
     b->n = 0;
-    ff_frame_begin(b, FF_M_RUN_END, &at);
-    ff_wr_varint(b, x->run_id);
-    ff_frame_end(b, at);
+    ff_msg_run_end_write(b, x->run_id);
     ffl_client_flush(x->c);
 }
 
@@ -525,7 +515,10 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);
     ctx->L = L;
     free(x.smap);
+    free(x.deps);
+    free(x.res);
     ff_buf_free(&x.tasks);
+    ff_buf_free(&x.enc);
     ffl_run_release(&x.r);
     ffl_run_end(L, &x.r, status != LUA_OK);
     if (status != LUA_OK) {

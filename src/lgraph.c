@@ -725,33 +725,24 @@ const luaL_Reg ffl_graph_funcs[] = {
 };
 
 void ffl_graph_open(lua_State *L) {
-    /* functionfuse.Node: methods first, any other key is an item. */
-    luaL_newmetatable(L, NODE_MT);
+    /* Handles hold a reference on their node, released by __gc; they own
+     * nothing to close. functionfuse.Node: methods first, any other key
+     * is an item. */
+    ffl_new_type(L, NODE_MT, NULL, ffl_handle_gc, NULL, ffl_node_tostring); // [mt]
     luaL_newlib(L, node_methods);
     lua_pushcclosure(L, ffl_node_index, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, ffl_handle_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, ffl_node_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pushcfunction(L, ffl_node_eq);
     lua_setfield(L, -2, "__eq");
-    lua_pushliteral(L, NODE_MT);
-    lua_setfield(L, -2, "__name");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, ITEM_MT);
+    ffl_new_type(L, ITEM_MT, NULL, ffl_handle_gc, NULL, ffl_node_tostring);
     lua_pushcfunction(L, ffl_item_index);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, ffl_handle_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, ffl_node_tostring);
-    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, LEAVES_MT);
-    luaL_newlib(L, leaves_methods);
-    lua_setfield(L, -2, "__index");
+    /* A LeafSet's leaves are its user value: nothing of C to free. */
+    ffl_new_type(L, LEAVES_MT, leaves_methods, NULL, NULL, NULL);
     lua_pop(L, 1);
 
     ffl_ctx *ctx = ffl_ctx_get(L); /* the engine exists from the first require */

@@ -26,11 +26,33 @@ typedef struct ffl_pattern {
     ff_query *q;
 } ffl_pattern;
 
+/* __gc and __close: frees the compiled pattern (idempotent). */
 static int ffl_pattern_gc(lua_State *L) {
     ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
     ff_query_free(p->q);
     p->q = NULL;
     return 0;
+}
+
+/* The open Pattern at idx; raises when it was closed. */
+static ffl_pattern *check_pattern(lua_State *L, int idx) {
+    ffl_pattern *p = luaL_checkudata(L, idx, QUERY_MT);
+    if (p->q == NULL)
+        luaL_error(L, "attempt to use a closed " QUERY_MT);
+    return p;
+}
+
+/* tostring(pattern): "functionfuse.Pattern: <pattern>" (shortened and
+ * escaped), or "(closed)". */
+static int ffl_pattern_tostring(lua_State *L) {
+    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    if (p->q == NULL) {
+        lua_pushliteral(L, QUERY_MT " (closed)");
+        return 1;
+    }
+    lua_getiuservalue(L, 1, 1);
+    lua_pushfstring(L, QUERY_MT ": %s", ffl_push_short_at(L, -1));
+    return 1;
 }
 
 /* core.compile(pattern) -> Pattern; raises on an invalid pattern. The
@@ -71,7 +93,7 @@ static int match_fail(lua_State *L, ffl_pattern *p, int pidx, int rc, const char
 /* pattern:match(name) -> boolean; a match that fails (a limit reached) is
  * an error. Stack effect: +1. */
 static int ffl_pattern_match(lua_State *L) {
-    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    ffl_pattern *p = check_pattern(L, 1);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
     int rc = ff_query_match(p->q, s, len);
@@ -85,7 +107,7 @@ static int ffl_pattern_match(lua_State *L) {
 
 /* pattern:jit() -> boolean */
 static int ffl_pattern_jit(lua_State *L) {
-    ffl_pattern *p = luaL_checkudata(L, 1, QUERY_MT);
+    ffl_pattern *p = check_pattern(L, 1);
     lua_pushboolean(L, ff_query_is_jit(p->q));
     return 1;
 }
@@ -96,7 +118,7 @@ static int ffl_pattern_jit(lua_State *L) {
  * an error naming the pattern and the node, never a node left out. */
 static int ffl_leaves_nodes(lua_State *L) {
     ffl_check_leaves(L, 1);
-    ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, QUERY_MT);
+    ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : check_pattern(L, 2);
     int names_only = lua_toboolean(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
     lua_settop(L, 3);
@@ -157,15 +179,14 @@ const luaL_Reg ffl_query_methods[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg pattern_methods[] = {
+    {"match", ffl_pattern_match},
+    {"jit", ffl_pattern_jit},
+    {NULL, NULL},
+};
+
 void ffl_query_open(lua_State *L) {
-    luaL_newmetatable(L, QUERY_MT);
-    lua_createtable(L, 0, 2);
-    lua_pushcfunction(L, ffl_pattern_match);
-    lua_setfield(L, -2, "match");
-    lua_pushcfunction(L, ffl_pattern_jit);
-    lua_setfield(L, -2, "jit");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, ffl_pattern_gc);
-    lua_setfield(L, -2, "__gc");
+    ffl_new_type(L, QUERY_MT, pattern_methods, ffl_pattern_gc, ffl_pattern_gc,
+                 ffl_pattern_tostring);
     lua_pop(L, 1);
 }

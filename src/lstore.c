@@ -1,5 +1,5 @@
 /*
- * lstore.c: the Lua binding of the store and the codec.
+ * lstore.c: the Lua binding of the store (the codec's is lcodec.c).
  *
  * core.store_open(path[, create]) -> Store, a userdata with methods:
  *   st:put(wf, task, value[, fp[, compute_ns]])   encode and queue
@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "fflua.h"
 #include "lstore.h"
+#include "lutil.h"
 #include "store.h"
 #include "text.h"
 
@@ -584,22 +585,10 @@ static const luaL_Reg store_methods[] = {
 const luaL_Reg ffl_store_funcs[] = {
     {"store_open", l_open},
     {"store_repair", l_repair},
-    {"encode", ffc_l_encode},
-    {"decode", ffc_l_decode},
-    {"register_class", ffc_l_register_class},
-    {"register_serializer", ffc_l_register_serializer},
     {NULL, NULL},
 };
 
 void ffl_store_open(lua_State *L) {
-    luaL_newmetatable(L, STORE_MT);
-    luaL_newlib(L, store_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
+    ffl_new_type(L, STORE_MT, store_methods, l_gc, l_close, l_tostring);
     lua_pop(L, 1);
 }

@@ -1,5 +1,5 @@
 /*
- * lstore.h: the Lua binding of the store and the codec (lstore.c).
+ * lstore.h: the Lua binding of the store (lstore.c).
  */
 #ifndef FF_LSTORE_H
 #define FF_LSTORE_H

@@ -76,3 +76,28 @@ const char *ffl_push_short_at(lua_State *L, int idx) {
     lua_remove(L, -2);
     return lua_tostring(L, -1);
 }
+
+/* __tostring of a type that shows no more than what it is: "<name>: 0x...". */
+static int type_tostring(lua_State *L) {
+    luaL_getmetafield(L, 1, "__name");
+    lua_pushfstring(L, "%s: %p", lua_tostring(L, -1), lua_topointer(L, 1));
+    return 1;
+}
+
+void ffl_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                  lua_CFunction close, lua_CFunction tostring) {
+    luaL_newmetatable(L, name); // [mt]
+    if (methods != NULL) {
+        lua_newtable(L); /* not luaL_newlib: it sizes by an array, not a pointer */
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    const lua_CFunction fns[] = {gc, close, tostring ? tostring : type_tostring};
+    static const char *const fields[] = {"__gc", "__close", "__tostring"};
+    for (int i = 0; i < 3; i++) {
+        if (fns[i] != NULL) {
+            lua_pushcfunction(L, fns[i]);
+            lua_setfield(L, -2, fields[i]);
+        }
+    }
+}

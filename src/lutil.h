@@ -42,4 +42,15 @@ const char *ffl_push_short(lua_State *L, const char *s, size_t len);
 /// Stack effect: +1.
 const char *ffl_push_short_at(lua_State *L, int idx);
 
+/// Registers the metatable of a userdata type Lua sees, as every binding
+/// does (CONVENTIONS.md, item 7): luaL_newmetatable(L, name), so __name is
+/// name; __index a table of the methods (none when methods is NULL: the
+/// caller sets __index); __gc, __close and __tostring the functions given
+/// (NULL: none; a NULL tostring gives "<name>: 0x..."). Leaves the
+/// metatable on the stack for what a type adds (an __index function,
+/// __eq). Call once per state, from luaopen_functionfuse_core. Stack
+/// effect: +1.
+void ffl_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                  lua_CFunction close, lua_CFunction tostring);
+
 #endif

@@ -1,10 +1,13 @@
 /*
  * net.c: frames, fields and the handshake of the cluster protocol (see
- * net.h and docs/protocol.md). Everything that reads a peer's bytes checks
- * every length against what is left and fails with FFLUA_EPROTO.
+ * net.h and docs/protocol.md): versions, MACs, tokens, and the handshake's
+ * state machine, which both kinds of connection drive. Everything that
+ * reads a peer's bytes checks every length against what is left and fails
+ * with FFLUA_EPROTO.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -13,6 +16,7 @@
 #include <sodium.h>
 
 #include "fflua.h"
+#include "msg.h"
 #include "net.h"
 #include "text.h"
 
@@ -60,14 +64,14 @@ size_t ff_str_size(size_t n) {
 int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
                    size_t *plen, size_t *total) {
     if (n < 4)
-        return FFLUA_ENOTFOUND;
+        return FFLUA_EINCOMPLETE;
     const unsigned char *u = (const unsigned char *)p;
     uint32_t len = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
                    (uint32_t)u[3] << 24;
     if (len < 1 || len > max)
         return FFLUA_EPROTO;
     if (n < 4 || n - 4 < len)
-        return FFLUA_ENOTFOUND;
+        return FFLUA_EINCOMPLETE;
     int t = u[4];
     if (t < FF_M_HELLO || t >= FF_M_LAST)
         return FFLUA_EPROTO;
@@ -86,7 +90,7 @@ void ff_rd_init(ff_rd *r, const char *p, size_t n) {
     r->err = 0;
 }
 
-static void rd_fail(ff_rd *r) {
+void ff_rd_fail(ff_rd *r) {
     r->err = FFLUA_EPROTO;
     r->p = r->end;
 }
@@ -103,7 +107,7 @@ uint64_t ff_rd_varint(ff_rd *r) {
         if (!(c & 0x80))
             return x;
     }
-    rd_fail(r);
+    ff_rd_fail(r);
     return 0;
 }
 
@@ -115,7 +119,7 @@ int64_t ff_rd_svarint(ff_rd *r) {
 const char *ff_rd_str(ff_rd *r, size_t *len) {
     uint64_t n = ff_rd_varint(r);
     if (r->err || n > (uint64_t)(r->end - r->p)) {
-        rd_fail(r);
+        ff_rd_fail(r);
         *len = 0;
         return "";
     }
@@ -128,7 +132,7 @@ const char *ff_rd_str(ff_rd *r, size_t *len) {
 const unsigned char *ff_rd_fixed(ff_rd *r, size_t n) {
     static const unsigned char zeros[64];
     if (r->err || n > (size_t)(r->end - r->p) || n > sizeof zeros) {
-        rd_fail(r);
+        ff_rd_fail(r);
         return zeros;
     }
     const unsigned char *p = r->p;
@@ -215,21 +219,6 @@ int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *
     return FFLUA_EVERSION;
 }
 
-static int wr_versions(ff_buf *b) {
-    ff_versions v;
-    ff_versions_local(&v);
-    if (ff_wr_varint(b, v.proto) || ff_wr_str(b, v.fflua, v.fflua_len) ||
-        ff_wr_str(b, v.lua, v.lua_len))
-        return -ENOMEM;
-    return 0;
-}
-
-static void rd_versions(ff_rd *r, ff_versions *v) {
-    v->proto = ff_rd_varint(r);
-    v->fflua = ff_rd_str(r, &v->fflua_len);
-    v->lua = ff_rd_str(r, &v->lua_len);
-}
-
 /* --- authentication ------------------------------------------------------ */
 
 int ff_auth_key(const char *token, size_t len, unsigned char key[FF_KEY_LEN]) {
@@ -272,56 +261,117 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
     return crypto_auth_hmacsha512256_verify(mac, in, sizeof in, key) == 0 ? 0 : FFLUA_EAUTH;
 }
 
-int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]) {
-    size_t at;
-    ff_frame_begin(b, FF_M_HELLO, &at);
-    ff_wr_str(b, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1);
-    wr_versions(b);
-    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
-    return ff_frame_end(b, at); /* the writes' failures are in b->err */
+/* --- the handshake --------------------------------------------------------- */
+
+static int hs_fail(ff_hs *h, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int hs_fail(ff_hs *h, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(h->why, sizeof h->why, fmt, ap);
+    va_end(ap);
+    h->state = FF_HS_FAILED;
+    return rc;
 }
 
-int ff_hello_read(const char *p, size_t n, ff_hello *h) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    size_t ml;
-    const char *magic = ff_rd_str(&r, &ml);
-    if (r.err || ml != sizeof FF_NET_MAGIC - 1 || memcmp(magic, FF_NET_MAGIC, ml) != 0)
-        return FFLUA_EPROTO;
-    rd_versions(&r, &h->v);
-    memcpy(h->nonce, ff_rd_fixed(&r, FF_NONCE_LEN), FF_NONCE_LEN);
-    return ff_rd_done(&r);
+/* The reason of a REFUSE, escaped (what the peer says is not ours to
+ * print as it is). */
+static const char *refuse_reason(const char *p, size_t n, char *out, size_t cap) {
+    const char *s;
+    size_t len;
+    ff_msg_refuse_read(p, n, &s, &len);
+    return ff_text_escape(out, cap, s, len);
 }
 
-int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
-                     const unsigned char mac[FF_MAC_LEN]) {
-    size_t at;
-    ff_frame_begin(b, FF_M_AUTH, &at);
-    wr_versions(b);
-    ff_wr_varint(b, (uint64_t)role);
-    ff_wr_fixed(b, nonce, FF_NONCE_LEN);
-    ff_wr_fixed(b, mac, FF_MAC_LEN);
-    return ff_frame_end(b, at);
+void ff_hs_client(ff_hs *h, int role, const unsigned char *key, const char *peer) {
+    memset(h, 0, sizeof *h);
+    h->role = role;
+    h->key = key;
+    h->peer = peer;
+    h->state = FF_HS_HELLO;
 }
 
-int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    rd_versions(&r, &a->v);
-    uint64_t role = ff_rd_varint(&r);
-    memcpy(a->nonce, ff_rd_fixed(&r, FF_NONCE_LEN), FF_NONCE_LEN);
-    memcpy(a->mac, ff_rd_fixed(&r, FF_MAC_LEN), FF_MAC_LEN);
-    if (role < FF_ROLE_WORKER || role > FF_ROLE_STATUS)
-        return FFLUA_EPROTO;
-    a->role = (int)role;
-    return ff_rd_done(&r);
+int ff_hs_server(ff_hs *h, const unsigned char *key, ff_buf *out) {
+    memset(h, 0, sizeof *h);
+    h->server = 1;
+    h->key = key;
+    h->state = FF_HS_AUTH;
+    ff_nonce(h->my_nonce);
+    return ff_msg_hello_write(out, h->my_nonce);
 }
 
-int ff_refuse_write(ff_buf *b, const char *reason) {
-    size_t at;
-    ff_frame_begin(b, FF_M_REFUSE, &at);
-    ff_wr_str(b, reason, strlen(reason));
-    return ff_frame_end(b, at);
+/* The server refuses: REFUSE(reason) into out, and the log says so. */
+static int hs_refuse(ff_hs *h, ff_buf *out, int rc, const char *reason) {
+    ff_msg_refuse_write(out, reason);
+    return hs_fail(h, rc, "refused: %s", reason);
+}
+
+static int hs_server_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
+    char msg[400];
+    if (type == FF_M_REFUSE)
+        return hs_fail(h, -ECONNREFUSED, "the peer gave up: %s",
+                       refuse_reason(p, n, msg, 300));
+    ff_msg_auth a;
+    if (type != FF_M_AUTH || ff_msg_auth_read(p, n, &a) != 0)
+        return hs_refuse(h, out, FFLUA_EPROTO, "protocol error: the first message must be AUTH");
+    ff_versions mine;
+    ff_versions_local(&mine);
+    if (ff_versions_check(&mine, &a.v, msg, sizeof msg) != 0)
+        return hs_refuse(h, out, FFLUA_EVERSION, msg);
+    memcpy(h->peer_nonce, a.nonce, FF_NONCE_LEN);
+    if (ff_auth_verify(h->key, "client", h->my_nonce, h->peer_nonce, a.mac) != 0)
+        return hs_refuse(h, out, FFLUA_EAUTH,
+                         "authentication failed: the peer does not know this cluster's token");
+    unsigned char mac[FF_MAC_LEN];
+    ff_auth_mac(h->key, "server", h->peer_nonce, h->my_nonce, mac);
+    if (ff_msg_welcome_write(out, mac) != 0) {
+        h->why[0] = '\0'; /* the peer sees the connection close */
+        h->state = FF_HS_FAILED;
+        return -ENOMEM;
+    }
+    h->role = a.role;
+    h->state = FF_HS_DONE;
+    return 1;
+}
+
+static int hs_client_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
+    char msg[400];
+    if (type == FF_M_REFUSE)
+        return hs_fail(h, -ECONNREFUSED, "the head at %s refused the connection: %s", h->peer,
+                       refuse_reason(p, n, msg, 300));
+    if (h->state == FF_HS_HELLO) {
+        ff_msg_hello m;
+        if (type != FF_M_HELLO || ff_msg_hello_read(p, n, &m) != 0)
+            return hs_fail(h, FFLUA_EPROTO, "%s does not speak the fflua protocol", h->peer);
+        ff_versions mine;
+        ff_versions_local(&mine);
+        if (ff_versions_check(&mine, &m.v, msg, sizeof msg) != 0) {
+            ff_msg_refuse_write(out, msg);
+            return hs_fail(h, FFLUA_EVERSION, "the head at %s: %s", h->peer, msg);
+        }
+        memcpy(h->peer_nonce, m.nonce, FF_NONCE_LEN);
+        ff_nonce(h->my_nonce);
+        unsigned char mac[FF_MAC_LEN];
+        ff_auth_mac(h->key, "client", h->peer_nonce, h->my_nonce, mac);
+        if (ff_msg_auth_write(out, h->role, h->my_nonce, mac) != 0)
+            return hs_fail(h, -ENOMEM, "not enough memory for the handshake");
+        h->state = FF_HS_WELCOME;
+        return 0;
+    }
+    /* A server without the token cannot make the MAC: a client never talks
+     * to an impostor. */
+    unsigned char mac[FF_MAC_LEN];
+    if (type != FF_M_WELCOME || ff_msg_welcome_read(p, n, mac) != 0 ||
+        ff_auth_verify(h->key, "server", h->my_nonce, h->peer_nonce, mac) != 0)
+        return hs_fail(h, FFLUA_EAUTH, "the head at %s failed to prove it knows the token",
+                       h->peer);
+    h->state = FF_HS_DONE;
+    return 1;
+}
+
+int ff_hs_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
+    if (h->state == FF_HS_DONE || h->state == FF_HS_FAILED)
+        return hs_fail(h, FFLUA_EPROTO, "protocol error: the handshake is over");
+    return h->server ? hs_server_step(h, type, p, n, out) : hs_client_step(h, type, p, n, out);
 }
 
 /* --- tokens -------------------------------------------------------------- */

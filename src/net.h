@@ -8,6 +8,8 @@
  * A frame is a u32 little-endian length (of what follows), a u8 message
  * type, then the payload. Fields inside payloads: varints (LEB128, at most
  * 10 bytes), strings (varint length + bytes), fixed 32-byte nonces and MACs.
+ * The payload of each message, the handshake's included, is built and
+ * read by its codec in msg.h.
  */
 #ifndef FFLUA_NET_H
 #define FFLUA_NET_H
@@ -65,8 +67,8 @@ size_t ff_varint_size(uint64_t v);
 size_t ff_str_size(size_t n);
 
 /* The first complete frame in p[0..n): 0 and its type, payload and total
- * size; FFLUA_ENOTFOUND when more bytes are needed; FFLUA_EPROTO for a frame
- * that is too large (over max) or of an unknown type. */
+ * size; FFLUA_EINCOMPLETE when more bytes are needed; FFLUA_EPROTO for a
+ * frame that is too large (over max) or of an unknown type. */
 int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **payload,
                    size_t *plen, size_t *total);
 
@@ -85,15 +87,14 @@ const unsigned char *ff_rd_fixed(ff_rd *r, size_t n);
 double ff_rd_double(ff_rd *r);
 /* 0 if the payload was read exactly (no error, nothing left over). */
 int ff_rd_done(const ff_rd *r);
+/* Marks r malformed (sticky, as a field cut short does). */
+void ff_rd_fail(ff_rd *r);
 
 int ff_wr_varint(ff_buf *b, uint64_t v);
 int ff_wr_svarint(ff_buf *b, int64_t v);
 int ff_wr_str(ff_buf *b, const char *p, size_t n);
 int ff_wr_fixed(ff_buf *b, const void *p, size_t n);
 int ff_wr_double(ff_buf *b, double v);
-
-/* --- what peers say, in logs and messages --------------------------------- */
-
 
 /* --- handshake ----------------------------------------------------------- */
 
@@ -120,24 +121,38 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
                    const unsigned char a[FF_NONCE_LEN], const unsigned char b[FF_NONCE_LEN],
                    const unsigned char mac[FF_MAC_LEN]);
 
-typedef struct ff_hello {
-    ff_versions v;
-    unsigned char nonce[FF_NONCE_LEN];
-} ff_hello;
+/* --- the handshake, without I/O --------------------------------------------
+ *
+ * Both sides of the handshake (docs/protocol.md) as a state machine: the
+ * owner feeds it each frame it reads, and sends what it wrote into out.
+ * The libuv connections (conn.c: the head's side, the worker's) and the
+ * blocking client (lclient.c: drivers, `fflua status`) drive the same one.
+ * One ff_hs per connection, used by one thread at a time. */
 
-typedef struct ff_authmsg {
-    ff_versions v;
-    int role;
-    unsigned char nonce[FF_NONCE_LEN];
-    unsigned char mac[FF_MAC_LEN];
-} ff_authmsg;
+enum { FF_HS_HELLO, FF_HS_AUTH, FF_HS_WELCOME, FF_HS_DONE, FF_HS_FAILED };
 
-int ff_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]);
-int ff_hello_read(const char *p, size_t n, ff_hello *h);
-int ff_authmsg_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
-                     const unsigned char mac[FF_MAC_LEN]);
-int ff_authmsg_read(const char *p, size_t n, ff_authmsg *a);
-int ff_refuse_write(ff_buf *b, const char *reason);
+typedef struct ff_hs {
+    int server; /* the side that sends HELLO */
+    int role;   /* the client's: given to the client, learnt by the server */
+    int state;  /* what it waits for: FF_HS_HELLO (client), FF_HS_AUTH (server),
+                   FF_HS_WELCOME (client); then FF_HS_DONE or FF_HS_FAILED */
+    const unsigned char *key; /* FF_KEY_LEN bytes, the owner's, for as long as it runs */
+    const char *peer;         /* client: the server's address, for messages (the owner's) */
+    unsigned char my_nonce[FF_NONCE_LEN], peer_nonce[FF_NONCE_LEN];
+    char why[600]; /* why it failed, a whole sentence; "" when there is nothing to say */
+} ff_hs;
+
+/* Starts a client's side: nothing to send until the server's HELLO. */
+void ff_hs_client(ff_hs *h, int role, const unsigned char *key, const char *peer);
+/* Starts a server's side: writes HELLO into out. 0, or the writer's error. */
+int ff_hs_server(ff_hs *h, const unsigned char *key, ff_buf *out);
+/* Feeds a frame. 0: send what is in out, and feed the next frame; 1: the
+ * peer is authenticated (a server: h->role is the peer's), send what is in
+ * out; negative: it failed, with why in h->why, and out may hold a REFUSE
+ * to send before closing: -ECONNREFUSED (the peer refused), FFLUA_EVERSION,
+ * FFLUA_EAUTH (a wrong MAC), FFLUA_EPROTO (not the expected message) or
+ * -ENOMEM. */
+int ff_hs_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out);
 
 /* 0 when the n bytes at tok are printable ASCII (a token travels through
  * environments and files as text; a NUL would cut it short); otherwise

@@ -1,14 +1,15 @@
 /*
- * worker.c: `fflua worker`, a cluster process that runs tasks.
+ * worker.c: `fflua worker`, a cluster process that runs tasks. No Lua
+ * here: tasks run in executors (exec.h, lexec.c), each a Lua state.
  *
  * One libuv loop thread owns the connection to the head; N executor
- * threads (N = the worker's CPUs, at least 1) each own a Lua state with the
- * standard libraries and the functionfuse package, and take tasks from one
- * queue. A task's function, pre-run function and arguments arrive as codec
- * bytes (FFC_CODE: only from the authenticated head); its parents' results
- * are either in the message or already here (this worker ran that parent or
- * received its result before). Results go back as bytes and stay here for
- * later tasks until the head ends the run.
+ * threads (N = the worker's CPUs, at least 1) each own an executor and
+ * take tasks from one queue. A task's function, pre-run function and
+ * arguments arrive as codec bytes (FFC_CODE: only from the authenticated
+ * head); its parents' results are either in the message or already here
+ * (this worker ran that parent or received its result before). Results go
+ * back as bytes and stay here for later tasks until the head frees them
+ * or ends the run.
  *
  * A worker with one CPU runs tasks on its loop thread instead (no handoff
  * between threads per task). The head sends a worker more tasks than it
@@ -17,7 +18,8 @@
  * Threads meet in two mutex-guarded places: the task queue (loop thread ->
  * executors) and the done queue (executors -> loop thread, woken through a
  * uv_async_t). Functions and results of a run live in `struct wrun`, guarded
- * by the worker's store mutex; executors copy what they need out of it.
+ * by the worker's store mutex; executors get copies of what they need
+ * (copy_blob, through the executor's store).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,17 +30,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
 #include <uv.h>
 
 #include "blobmap.h"
 #include "cluster.h"
-#include "codec.h"
 #include "conn.h"
+#include "exec.h"
 #include "fflua.h"
-#include "lutil.h"
+#include "msg.h"
 #include "sched.h"
 #include "text.h"
 
@@ -72,7 +71,8 @@ typedef struct worker {
     uv_async_t wake;
     uv_signal_t sigterm, sigint;
     uv_check_t flusher;
-    lua_State *inline_L; /* one CPU: tasks run on the loop thread, in this state */
+    ff_exec_store store; /* what executors get functions and results from */
+    ff_exec *inline_x;   /* one CPU: tasks run on the loop thread, in this executor */
     uint64_t inline_gen;
     unsigned char key[FF_KEY_LEN];
     int64_t cpus; /* fixed point */
@@ -130,12 +130,6 @@ static void task_free(wtask *t) {
 
 /* --- executors ----------------------------------------------------------- */
 
-struct exec {
-    worker *w;
-    lua_State *L;
-    wtask *t;
-};
-
 /* Copies the blob under (run, key) out of the store, or NULL. */
 static char *copy_blob(worker *w, uint64_t run, int results, uint64_t key, size_t *n) {
     pthread_mutex_lock(&w->mu);
@@ -150,128 +144,13 @@ static char *copy_blob(worker *w, uint64_t run, int results, uint64_t key, size_
     return p;
 }
 
-/* Decode hook: a dependency's result, by its slot in the task's list. */
-static int push_dep(void *ud, lua_State *L, uint64_t slot) {
-    struct exec *x = ud;
-    if (slot >= x->t->ndeps) {
-        lua_pushliteral(L, "a task argument refers to a dependency it does not have");
-        return 1;
-    }
-    size_t n;
-    char *p = copy_blob(x->w, x->t->run, 1, x->t->deps[slot], &n);
-    if (p == NULL) {
-        lua_pushliteral(L, "a dependency's result is not on this worker");
-        return 1;
-    }
-    int rc = ffc_decode_code(L, p, n, NULL, NULL);
-    free(p);
-    return rc != 0;
+/* The executors' store (exec.h): from an executor's thread. */
+static char *store_func(void *ud, uint64_t run, uint64_t fid, size_t *n) {
+    return copy_blob(ud, run, 0, fid, n);
 }
 
-/* Pushes the task's function, from this state's cache or decoded. */
-static int push_function(struct exec *x) {
-    lua_State *L = x->L;
-    wtask *t = x->t;
-    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs"); // [cache]
-    lua_rawgeti(L, -1, (lua_Integer)t->run);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, (lua_Integer)t->run);
-    }
-    lua_remove(L, -2); // [run cache]
-    if (lua_rawgeti(L, -1, (lua_Integer)t->fid) != LUA_TNIL) {
-        lua_remove(L, -2);
-        return 0;
-    }
-    lua_pop(L, 1);
-    size_t n;
-    char *p = copy_blob(x->w, t->run, 0, t->fid, &n);
-    if (p == NULL) {
-        lua_pop(L, 1);
-        lua_pushfstring(L, "function %d of the run never arrived", (int)t->fid);
-        return 1;
-    }
-    int rc = ffc_decode_code(L, p, n, NULL, NULL);
-    free(p);
-    if (rc != 0) {
-        lua_remove(L, -2);
-        return 1;
-    }
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, (lua_Integer)t->fid);
-    lua_remove(L, -2);
-    return 0;
-}
-
-/* os.exit in a task's state: a node ending its worker's process would
- * take the other tasks there with it and leave its run to learn only that
- * the worker left. The node fails instead, with a clear error. */
-static int l_os_exit(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
-    const char *name = lua_tostring(L, -1);
-    return luaL_error(L, "os.exit called in node '%s': a node cannot end its worker's process",
-                      name != NULL ? name : "?");
-}
-
-/* Protected: runs the task whose struct exec is the light userdata at 1;
- * leaves the encoded result in t->out. */
-static int run_task(lua_State *L) {
-    struct exec *x = lua_touserdata(L, 1);
-    wtask *t = x->t;
-    lua_settop(L, 0);
-    lua_pushstring(L, t->name);
-    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.node");
-    if (push_function(x) != 0)
-        return lua_error(L);
-    int fn = lua_gettop(L);
-    if (t->npre > 0) {
-        if (ffc_decode_code(L, t->pre, t->npre, NULL, NULL) != 0)
-            return lua_error(L);
-        lua_call(L, 0, 0);
-    }
-    if (ffc_decode_code(L, t->args, t->nargs, push_dep, x) != 0)
-        return lua_error(L);
-    int at = lua_gettop(L);
-    lua_getfield(L, at, "n");
-    lua_Integer nargs = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
-    lua_pushvalue(L, fn);
-    for (lua_Integer i = 1; i <= nargs; i++)
-        lua_rawgeti(L, at, i);
-    lua_call(L, (int)nargs, LUA_MULTRET);
-    ffl_one_result(L, at);
-    t->out.n = 0;
-    ffc_opts o = {FFC_CODE, NULL, NULL, 0};
-    if (ffc_encode(L, -1, &o, &t->out) != 0) {
-        const char *msg = lua_tostring(L, -1);
-        lua_pushfstring(L, "result of node '%s'%s%s", t->name,
-                        strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
-        return lua_error(L);
-    }
-    if (t->out.n > FF_FRAME_MAX - 1024)
-        return luaL_error(L, "result of node '%s': %d MiB, more than one message may carry "
-                             "(%d MiB)", t->name, (int)(t->out.n >> 20),
-                          (int)(FF_FRAME_MAX >> 20));
-    return 0;
-}
-
-/* A Lua state for running tasks. */
-static lua_State *exec_state(void) {
-    lua_State *L = luaL_newstate();
-    if (L == NULL)
-        return NULL;
-    luaL_openlibs(L);
-    fflua_open(L);
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
-    lua_getglobal(L, "os"); // [os]
-    lua_pushcfunction(L, l_os_exit);
-    lua_setfield(L, -2, "exit");
-    lua_pop(L, 1);
-    return L;
+static char *store_result(void *ud, uint64_t run, uint64_t index, size_t *n) {
+    return copy_blob(ud, run, 1, index, n);
 }
 
 /* Makes t's outcome the message m (n bytes), or one saying that m did not
@@ -291,37 +170,32 @@ static void set_message(wtask *t, const char *m, size_t n) {
     t->out.n = n;
 }
 
-/* Runs task t in state L; the outcome goes into t (ok, out, ns). */
-static void run_one(worker *w, lua_State *L, wtask *t, uint64_t gen, uint64_t *seen_gen) {
+/* Runs task t on executor x; the outcome goes into t (ok, out, ns). */
+static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
     if (gen != *seen_gen) { /* runs were dropped: forget their functions */
         *seen_gen = gen;
-        lua_newtable(L);
-        lua_setfield(L, LUA_REGISTRYINDEX, "fflua.worker.funcs");
+        ff_exec_forget(x);
     }
-    struct exec x = {w, L, t};
+    ff_exec_task et = {t->run, t->fid, t->name, t->deps, t->ndeps, t->args, t->nargs, t->pre,
+                       t->npre};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    lua_pushcfunction(L, run_task);
-    lua_pushlightuserdata(L, &x);
-    int status = ffl_pcall(L, 1, 0);
+    int rc = ff_exec_run(x, &et, &t->out);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     t->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
             (uint64_t)t0.tv_nsec;
-    t->ok = status == LUA_OK;
+    t->ok = rc == 0;
     if (!t->ok) {
         size_t n;
-        const char *m = lua_tolstring(L, -1, &n);
-        if (m == NULL)
-            m = "(error object is not a string)", n = strlen(m);
+        const char *m = ff_exec_error(x, &n);
         set_message(t, m, n);
     }
-    lua_settop(L, 0);
 }
 
 static void *executor(void *arg) {
     worker *w = arg;
-    lua_State *L = exec_state();
-    if (L == NULL) {
+    ff_exec *x;
+    if (ff_exec_create(&x, &w->store) != 0) {
         ff_log(WHO, "cannot create a Lua state");
         return NULL;
     }
@@ -343,7 +217,7 @@ static void *executor(void *arg) {
         w->cpus_free -= t->cpus;
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
-        run_one(w, L, t, gen, &seen_gen);
+        run_one(x, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
         w->cpus_free += t->cpus;
         if (w->queue != NULL)
@@ -353,7 +227,7 @@ static void *executor(void *arg) {
         pthread_mutex_unlock(&w->mu);
         uv_async_send(&w->wake);
     }
-    lua_close(L);
+    ff_exec_destroy(x);
     return NULL;
 }
 
@@ -363,18 +237,10 @@ static double mib(size_t n) {
     return (double)n / (1 << 20);
 }
 
-/* Queues RESULT(run, index, ok, bytes, ns): 0, or ff_conn_end's error. */
+/* Queues RESULT(run, index, ok, bytes, ns): 0, or the writer's error. */
 static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const char *p, size_t n,
                         uint64_t ns) {
-    size_t at;
-    ff_buf *b = &w->conn.out;
-    ff_conn_begin(&w->conn, FF_M_RESULT, &at);
-    ff_wr_varint(b, run);
-    ff_wr_varint(b, index);
-    ff_wr_varint(b, (uint64_t)ok);
-    ff_wr_str(b, p, n);
-    ff_wr_varint(b, ns);
-    return ff_conn_end(&w->conn, at);
+    return ff_msg_result_write(&w->conn.out, &(ff_msg_result){run, index, ok, p, n, ns});
 }
 
 /* Tells the head that task (run, index) failed with msg; when not even
@@ -443,70 +309,53 @@ static void send_results(uv_async_t *a) {
  * malformed one (the connection closes). Without memory for its inputs,
  * the task fails and the head is told so. */
 static int on_task(worker *w, const char *p, size_t n) {
-    ff_rd r;
-    ff_rd_init(&r, p, n);
-    uint64_t run_id = ff_rd_varint(&r), index = ff_rd_varint(&r), fid = ff_rd_varint(&r);
-    size_t len, nl;
-    const char *name = ff_rd_str(&r, &nl);
-    uint64_t ndeps = ff_rd_varint(&r);
-    if (r.err || ndeps > n)
+    ff_msg_task m;
+    ff_msg_list deps;
+    if (ff_msg_task_read(p, n, &m, &deps) != 0)
         return 1;
     wtask *t = calloc(1, sizeof *t);
     int oom = t == NULL;
     if (t != NULL) {
-        t->run = run_id;
-        t->index = index;
-        t->fid = fid;
-        t->ndeps = (size_t)ndeps;
-        t->name = strndup(name, nl);
+        t->run = m.run;
+        t->index = m.index;
+        t->fid = m.fid;
+        t->ndeps = m.ndeps;
+        t->nargs = m.nargs;
+        t->npre = m.npre;
+        t->name = strndup(m.name, m.name_len);
         t->deps = calloc(t->ndeps ? t->ndeps : 1, sizeof *t->deps);
-        oom = t->name == NULL || t->deps == NULL;
+        t->args = malloc(m.nargs ? m.nargs : 1);
+        t->pre = malloc(m.npre ? m.npre : 1);
+        oom = t->name == NULL || t->deps == NULL || t->args == NULL || t->pre == NULL;
     }
-    /* Read everything, also without memory: a malformed TASK must still
-     * close the connection. */
-    pthread_mutex_lock(&w->mu);
-    wrun *run = oom ? NULL : run_get(w, run_id, 1);
-    oom |= run == NULL;
-    for (uint64_t i = 0; i < ndeps && !r.err; i++) {
-        uint64_t dep = ff_rd_varint(&r);
-        if (!oom)
-            t->deps[i] = dep;
-        if (ff_rd_varint(&r)) {
-            const char *b = ff_rd_str(&r, &len);
-            if (!r.err && !oom && bm_put(&run->results, dep, b, len) != 0)
+    if (!oom) { /* the dependencies, and the results that came with them */
+        pthread_mutex_lock(&w->mu);
+        wrun *run = run_get(w, m.run, 1);
+        oom = run == NULL;
+        for (uint32_t i = 0; i < m.ndeps && !oom; i++) {
+            ff_msg_dep d;
+            ff_msg_next_dep(&deps, &d);
+            t->deps[i] = d.index;
+            if (d.has && bm_put(&run->results, d.index, d.result, d.len) != 0)
                 oom = 1;
         }
-    }
-    pthread_mutex_unlock(&w->mu);
-    size_t nargs, npre;
-    const char *args = ff_rd_str(&r, &nargs), *pre = ff_rd_str(&r, &npre);
-    int64_t cpus = (int64_t)ff_rd_varint(&r);
-    if (ff_rd_done(&r) != 0) {
-        if (t != NULL)
-            task_free(t);
-        return 1;
-    }
-    if (!oom) {
-        t->nargs = nargs;
-        t->npre = npre;
-        t->args = malloc(nargs ? nargs : 1);
-        t->pre = malloc(npre ? npre : 1);
-        oom = t->args == NULL || t->pre == NULL;
+        pthread_mutex_unlock(&w->mu);
     }
     if (oom) {
         char msg[160];
         snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
                  mib(n));
-        report_failure(w, run_id, index, name, nl, msg);
+        report_failure(w, m.run, m.index, m.name, m.name_len, msg);
         if (t != NULL)
             task_free(t);
         return 0;
     }
-    memcpy(t->args, args, nargs);
-    memcpy(t->pre, pre, npre);
-    t->cpus = cpus > w->cpus ? w->cpus : cpus; /* never more than all of them */
-    if (w->inline_L != NULL) { /* one CPU: run it here, now */
-        run_one(w, w->inline_L, t, w->dropped_gen, &w->inline_gen);
+    memcpy(t->args, m.args, m.nargs);
+    memcpy(t->pre, m.pre, m.npre);
+    /* never more than all of them */
+    t->cpus = m.cpus > (uint64_t)w->cpus ? w->cpus : (int64_t)m.cpus;
+    if (w->inline_x != NULL) { /* one CPU: run it here, now */
+        run_one(w->inline_x, t, w->dropped_gen, &w->inline_gen);
         keep_result(w, t);
         report(w, t);
         task_free(t);
@@ -525,8 +374,6 @@ static int on_task(worker *w, const char *p, size_t n) {
 
 static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     worker *w = c->data;
-    ff_rd r;
-    ff_rd_init(&r, p, n);
     switch (type) {
     case FF_M_TASK:
         if (on_task(w, p, n) != 0) {
@@ -535,36 +382,35 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         }
         return 0;
     case FF_M_FUNC: {
-        uint64_t run = ff_rd_varint(&r), fid = ff_rd_varint(&r);
-        size_t len;
-        const char *code = ff_rd_str(&r, &len);
-        if (ff_rd_done(&r) != 0)
+        ff_msg_func m;
+        if (ff_msg_func_read(p, n, &m) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
-        wrun *wr = run_get(w, run, 1);
-        int rc = wr ? bm_put(&wr->funcs, fid, code, len) : -ENOMEM;
+        wrun *wr = run_get(w, m.run, 1);
+        int rc = wr ? bm_put(&wr->funcs, m.fid, m.code, m.len) : -ENOMEM;
         pthread_mutex_unlock(&w->mu);
         if (rc != 0) /* the head fails the tasks running here, as it learns we left */
-            ff_log(WHO, "not enough memory for a function (%.1f MiB): leaving", mib(len));
+            ff_log(WHO, "not enough memory for a function (%.1f MiB): leaving", mib(m.len));
         return rc != 0;
     }
     case FF_M_FREE: {
-        uint64_t run = ff_rd_varint(&r), k = ff_rd_varint(&r);
-        if (r.err || k > n)
+        uint64_t run;
+        ff_msg_list tasks;
+        if (ff_msg_free_read(p, n, &run, &tasks) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
         wrun *wr = run_get(w, run, 0);
-        for (uint64_t j = 0; j < k && !r.err; j++) {
-            uint64_t idx = ff_rd_varint(&r);
-            if (wr != NULL && !r.err)
+        while (tasks.n > 0) {
+            uint64_t idx = ff_msg_next_index(&tasks);
+            if (wr != NULL)
                 bm_del(&wr->results, idx);
         }
         pthread_mutex_unlock(&w->mu);
-        return ff_rd_done(&r) != 0;
+        return 0;
     }
     case FF_M_RUN_END: {
-        uint64_t run = ff_rd_varint(&r);
-        if (ff_rd_done(&r) != 0)
+        uint64_t run;
+        if (ff_msg_run_end_read(p, n, &run) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
         run_drop(w, run);
@@ -576,7 +422,8 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         return 1;
     case FF_M_REFUSE: {
         size_t len;
-        const char *why = ff_rd_str(&r, &len);
+        const char *why;
+        ff_msg_refuse_read(p, n, &why, &len);
         char esc[512];
         ff_log(WHO, "the head refused this worker: %s", ff_text_escape(esc, sizeof esc, why, len));
         w->exit_code = 1;
@@ -588,44 +435,33 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     }
 }
 
+/* The resources of the REGISTER (checked when the worker started). */
 struct reg_ud {
-    ff_buf *b;
-    int n;
+    ff_msg_res res[FF_MSG_RES_MAX];
+    size_t n;
 };
 
-static int count_res(void *ud, const char *name, size_t len, double v) {
-    (void)name, (void)len, (void)v;
-    ((struct reg_ud *)ud)->n++;
-    return 0;
-}
-
-static int write_res(void *ud, const char *name, size_t len, double v) {
+static int add_res(void *ud, const char *name, size_t len, double v) {
     struct reg_ud *u = ud;
     int64_t amount;
-    if (ff_sched_amount(v, &amount) != 0)
+    if (u->n == FF_MSG_RES_MAX || ff_sched_amount(v, &amount) != 0)
         return 1;
-    return ff_wr_str(u->b, name, len) || ff_wr_varint(u->b, (uint64_t)amount);
+    u->res[u->n++] = (ff_msg_res){name, len, (uint64_t)amount};
+    return 0;
 }
 
 static void on_ready(ff_conn *c, int role) {
     worker *w = c->data;
     (void)role;
-    size_t at;
-    ff_buf *b = &c->out;
-    ff_conn_begin(c, FF_M_REGISTER, &at);
-    ff_wr_varint(b, (uint64_t)w->cpus);
-    struct reg_ud u = {b, 0};
+    struct reg_ud u;
+    u.n = 0;
     char err[256];
     if (w->resources)
-        ff_parse_resources(w->resources, count_res, &u, err, sizeof err);
-    ff_wr_varint(b, (uint64_t)u.n);
-    if (w->resources)
-        ff_parse_resources(w->resources, write_res, &u, err, sizeof err);
+        ff_parse_resources(w->resources, add_res, &u, err, sizeof err);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
-    ff_wr_str(b, host, strlen(host));
-    ff_wr_varint(b, (uint64_t)getpid());
-    if (ff_conn_end(c, at) != 0) {
+    ff_msg_register m = {(uint64_t)w->cpus, host, strlen(host), (uint64_t)getpid()};
+    if (ff_msg_register_write(&c->out, &m, u.res, u.n) != 0) {
         ff_log(WHO, "not enough memory to register with the head");
         w->exit_code = 1;
         ff_conn_close(c);
@@ -661,11 +497,8 @@ static void on_signal(uv_signal_t *h, int sig) {
     worker *w = h->data;
     (void)sig;
     w->exit_code = 0;
-    if (w->conn.state == FF_CONN_READY) {
-        size_t at;
-        ff_conn_begin(&w->conn, FF_M_BYE, &at);
-        ff_conn_end(&w->conn, at);
-    }
+    if (w->conn.state == FF_CONN_READY)
+        ff_msg_bye_write(&w->conn.out);
     ff_conn_close(&w->conn);
 }
 
@@ -691,7 +524,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
     if (rc == 0 && ff_sched_amount(cpus, &w->cpus) != 0) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
-        rc = FFLUA_EPROTO;
+        rc = -EINVAL;
     }
     if (rc == 0 && o->resources != NULL)
         rc = ff_check_resources(o->resources, err, sizeof err);
@@ -702,6 +535,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     }
     ff_auth_key(token, tl, w->key);
     w->resources = o->resources;
+    w->store = (ff_exec_store){store_func, store_result, w};
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
     if (w->nthreads < 1)
@@ -723,8 +557,7 @@ int ff_worker_main(const ff_worker_opts *o) {
      * per task); more: one executor thread per CPU. */
     int started = 0;
     if (w->nthreads == 1) {
-        w->inline_L = exec_state();
-        if (w->inline_L == NULL) {
+        if (ff_exec_create(&w->inline_x, &w->store) != 0) {
             ff_log(WHO, "cannot create a Lua state");
             w->exit_code = 1;
         }
@@ -747,8 +580,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     ff_loop_run(&w->loop, 200, activity, w);
     for (int i = 0; i < started; i++)
         pthread_join(w->threads[i], NULL);
-    if (w->inline_L != NULL)
-        lua_close(w->inline_L);
+    ff_exec_destroy(w->inline_x);
     int code = w->exit_code;
     if (w->conn.refused[0] != '\0')
         code = 1;

@@ -1,6 +1,6 @@
 /*
  * test_net.c: the protocol's bytes without sockets: frames, fields, the
- * version check, the MACs, token files.
+ * version check, the MACs, the handshake's two sides, token files.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "fflua.h"
+#include "msg.h"
 #include "net.h"
 #include "test.h"
 
@@ -25,7 +27,7 @@ static void test_frames(void) {
     const char *p;
     size_t n, total;
     for (size_t cut = 0; cut < b.n; cut++) /* every prefix: need more */
-        ASSERT_EQ(ff_frame_parse(b.p, cut, FF_FRAME_MAX, &type, &p, &n, &total), FFLUA_ENOTFOUND);
+        ASSERT_EQ(ff_frame_parse(b.p, cut, FF_FRAME_MAX, &type, &p, &n, &total), FFLUA_EINCOMPLETE);
     ASSERT_EQ(ff_frame_parse(b.p, b.n, FF_FRAME_MAX, &type, &p, &n, &total), 0);
     ASSERT_EQ(type, FF_M_STATUS);
     ASSERT_EQ(total, b.n);
@@ -81,9 +83,9 @@ static void test_macs(void) {
     ASSERT_EQ(ff_auth_verify(k1, "server", a, b, mac), FFLUA_EAUTH); /* no reflection */
     ASSERT_EQ(ff_auth_verify(k1, "client", b, a, mac), FFLUA_EAUTH);
     ff_buf w = {0};
-    ASSERT_EQ(ff_authmsg_write(&w, FF_ROLE_DRIVER, a, mac), 0);
-    ff_authmsg am;
-    ASSERT_EQ(ff_authmsg_read(w.p + FF_FRAME_HDR, w.n - FF_FRAME_HDR, &am), 0);
+    ASSERT_EQ(ff_msg_auth_write(&w, FF_ROLE_DRIVER, a, mac), 0);
+    ff_msg_auth am;
+    ASSERT_EQ(ff_msg_auth_read(w.p + FF_FRAME_HDR, w.n - FF_FRAME_HDR, &am), 0);
     ASSERT_EQ(am.role, FF_ROLE_DRIVER);
     ASSERT(memcmp(am.mac, mac, FF_MAC_LEN) == 0);
     ff_buf_free(&w);
@@ -163,6 +165,101 @@ static void test_token_rejects(void) {
     ASSERT_EQ(ff_token_check("ab\x80", 3, err, sizeof err), FFLUA_EAUTH);
 }
 
+/* Delivers the frames in *from to h (cleared); returns the last step's
+ * result. */
+static int deliver(ff_buf *from, ff_hs *h, ff_buf *out) {
+    int rc = 0;
+    size_t off = 0;
+    while (off < from->n) {
+        int type;
+        const char *p;
+        size_t n, total;
+        ASSERT_EQ(ff_frame_parse(from->p + off, from->n - off, FF_FRAME_MAX, &type, &p, &n,
+                                 &total), 0);
+        rc = ff_hs_step(h, type, p, n, out);
+        off += total;
+    }
+    from->n = 0;
+    return rc;
+}
+
+/* Both sides of the handshake against each other, without sockets. */
+static void test_handshake(void) {
+    unsigned char k1[FF_KEY_LEN], k2[FF_KEY_LEN];
+    ASSERT_EQ(ff_auth_key("the right token..", 16, k1), 0);
+    ASSERT_EQ(ff_auth_key("the wrong token..", 17, k2), 0);
+    ff_hs srv, cli;
+    ff_buf to_cli = {0}, to_srv = {0};
+    /* Both know the token. */
+    ASSERT_EQ(ff_hs_server(&srv, k1, &to_cli), 0);
+    ff_hs_client(&cli, FF_ROLE_WORKER, k1, "h:1");
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), 0); /* HELLO; AUTH goes back */
+    ASSERT_EQ(deliver(&to_srv, &srv, &to_cli), 1); /* AUTH; WELCOME goes back */
+    ASSERT_EQ(srv.role, FF_ROLE_WORKER);
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), 1);
+    ASSERT_EQ(to_srv.n, 0);
+    ASSERT_EQ(ff_hs_step(&cli, FF_M_WELCOME, "", 0, &to_srv), FFLUA_EPROTO); /* it is over */
+    /* The client does not know it: refused, and told why. */
+    ASSERT_EQ(ff_hs_server(&srv, k1, &to_cli), 0);
+    ff_hs_client(&cli, FF_ROLE_DRIVER, k2, "h:1");
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), 0);
+    ASSERT_EQ(deliver(&to_srv, &srv, &to_cli), FFLUA_EAUTH);
+    ASSERT_STR_EQ(srv.why, "refused: authentication failed: the peer does not know this "
+                           "cluster's token");
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), -ECONNREFUSED);
+    ASSERT_STR_EQ(cli.why, "the head at h:1 refused the connection: authentication failed: "
+                           "the peer does not know this cluster's token");
+    /* The server does not know it: the client never believes it. */
+    ASSERT_EQ(ff_hs_server(&srv, k2, &to_cli), 0);
+    ff_hs_client(&cli, FF_ROLE_DRIVER, k1, "h:1");
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), 0);
+    /* (an impostor answers WELCOME with a MAC it cannot make) */
+    unsigned char mac[FF_MAC_LEN] = {0};
+    to_srv.n = 0;
+    ASSERT_EQ(ff_msg_welcome_write(&to_cli, mac), 0);
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), FFLUA_EAUTH);
+    ASSERT_STR_EQ(cli.why, "the head at h:1 failed to prove it knows the token");
+    /* Not a server of ours, and one of another version, which is told. */
+    ff_hs_client(&cli, FF_ROLE_STATUS, k1, "h:1");
+    ASSERT_EQ(ff_msg_bye_write(&to_cli), 0);
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), FFLUA_EPROTO);
+    ASSERT_STR_EQ(cli.why, "h:1 does not speak the fflua protocol");
+    ff_hs_client(&cli, FF_ROLE_STATUS, k1, "h:1");
+    size_t at;
+    ff_frame_begin(&to_cli, FF_M_HELLO, &at);
+    ff_wr_str(&to_cli, FF_NET_MAGIC, sizeof FF_NET_MAGIC - 1);
+    ff_wr_varint(&to_cli, FF_PROTO_VERSION + 1);
+    ff_wr_str(&to_cli, "9.9.9", 5);
+    ff_wr_str(&to_cli, "Lua 5.4.4", 9);
+    ff_wr_fixed(&to_cli, mac, FF_NONCE_LEN);
+    ASSERT_EQ(ff_frame_end(&to_cli, at), 0);
+    ASSERT_EQ(deliver(&to_cli, &cli, &to_srv), FFLUA_EVERSION);
+    ASSERT(strncmp(cli.why, "the head at h:1: version mismatch: ", 35) == 0);
+    ASSERT_EQ(deliver(&to_srv, &srv, &to_cli), -ECONNREFUSED); /* the REFUSE it sent */
+    ASSERT(strncmp(srv.why, "the peer gave up: version mismatch: ", 36) == 0);
+    /* A server gets AUTH first, or refuses. */
+    ASSERT_EQ(ff_hs_server(&srv, k1, &to_cli), 0);
+    ASSERT_EQ(ff_msg_status_write(&to_srv), 0);
+    ASSERT_EQ(deliver(&to_srv, &srv, &to_cli), FFLUA_EPROTO);
+    ASSERT_STR_EQ(srv.why, "refused: protocol error: the first message must be AUTH");
+    ff_buf_free(&to_cli);
+    ff_buf_free(&to_srv);
+}
+
+/* An address that is not one is an invalid argument, not a protocol
+ * error; one that parses is 0. */
+static void test_addresses(void) {
+    struct sockaddr_storage ss;
+    char err[256];
+    ASSERT_EQ(ff_parse_address("127.0.0.1:6380", &ss, err, sizeof err), 0);
+    ASSERT_EQ(ff_parse_address("[::1]:6380", &ss, err, sizeof err), 0);
+    ASSERT_EQ(ff_parse_address("no-port", &ss, err, sizeof err), -EINVAL);
+    ASSERT(strstr(err, "HOST:PORT expected") != NULL);
+    ASSERT_EQ(ff_parse_address("127.0.0.1:65536", &ss, err, sizeof err), -EINVAL);
+    ASSERT_STR_EQ(fflua_err_name(FFLUA_EINCOMPLETE), "FFLUA_EINCOMPLETE");
+    ASSERT_STR_EQ(fflua_err_name(FFLUA_ERESOLVE), "FFLUA_ERESOLVE");
+}
+
 int main(void) {
     RUN(test_frames);
     RUN(test_frame_end_drops);
@@ -170,5 +267,7 @@ int main(void) {
     RUN(test_macs);
     RUN(test_token_file);
     RUN(test_token_rejects);
+    RUN(test_addresses);
+    RUN(test_handshake);
     return 0;
 }

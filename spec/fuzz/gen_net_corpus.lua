@@ -19,7 +19,9 @@ local function frame(who, typ, payload)
   return string.char(who) .. string.pack("<I4", #payload + 1) .. string.char(typ) .. payload
 end
 
-local M = { REGISTER = 5, FUNC = 6, RESULT = 8, SUBMIT = 9, STATUS = 11, RUN_END = 15, BYE = 14 }
+local M = { HELLO = 1, AUTH = 2, WELCOME = 3, REFUSE = 4, REGISTER = 5, FUNC = 6, TASK = 7,
+            RESULT = 8, SUBMIT = 9, DONE = 10, STATUS = 11, STATUS_REPLY = 12, FREE = 13, BYE = 14,
+            RUN_END = 15 }
 local register = frame(0, M.REGISTER, varint(20000) .. varint(1) .. str("gpu") .. varint(5000) ..
                                       str("host") .. varint(42))
 local fn = core.encode(function(a, b) return a + (b or 0) end, "code")
@@ -40,6 +42,26 @@ local res0 = frame(0, M.RESULT, varint(1) .. varint(0) .. varint(1) .. str(core.
 local res1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(1) .. str(core.encode(6, "code")) .. varint(100))
 local fail1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(0) .. str("boom") .. varint(100))
 
+-- What the head says to its peers: the head ignores them (a peer may not
+-- send them), every message reader of the fuzz target reads them.
+local versions = varint(3) .. str(core.version) .. str(core.lua_release)
+local nonce = ("n"):rep(32)
+local replies = frame(0, M.HELLO, str("fflua-cluster") .. versions .. nonce) ..
+  frame(0, M.AUTH, versions .. varint(1) .. nonce .. ("m"):rep(32)) ..
+  frame(0, M.WELCOME, ("m"):rep(32)) ..
+  frame(0, M.REFUSE, str("version mismatch")) ..
+  frame(0, M.TASK, varint(1) .. varint(1) .. varint(1) .. str("f_0001") .. varint(2) ..
+                   varint(0) .. varint(1) .. str(core.encode(3, "code")) .. varint(5) .. varint(0) ..
+                   str(args2) .. str("") .. varint(10000)) ..
+  frame(0, M.FREE, varint(1) .. varint(2) .. varint(0) .. varint(300)) ..
+  frame(0, M.DONE, varint(1) .. varint(1) .. varint(0) .. str(core.encode(6, "code"))) ..
+  frame(0, M.RUN_END, varint(1) .. varint(2) .. str("host:42") .. str("(gone)") .. varint(1) ..
+                      varint(0)) ..
+  frame(0, M.STATUS_REPLY, varint(1) .. str("host:42") .. varint(1) .. varint(2) ..
+                           str("CPU") .. varint(20000) .. varint(10000) ..
+                           str("gpu") .. varint(5000) .. varint(5000) ..
+                           varint(0) .. varint(1) .. varint(7))
+
 local seeds = {
   register = register,
   run = register .. func .. submit .. res0 .. res1,
@@ -50,6 +72,7 @@ local seeds = {
   bye = register .. frame(0, M.BYE, ""),
   oversized = "\0" .. string.pack("<I4", 0x7fffffff) .. "\5",
   parts = register .. func .. part1 .. res0 .. part2 .. res1,
+  replies = replies,
 }
 for name, bytes in pairs(seeds) do
   local f = assert(io.open(dir .. "/" .. name, "wb"))

@@ -1,20 +1,24 @@
 /*
- * lcluster.h: the cluster client binding (lcluster.c), used by the cluster
- * driver in ldriver.c.
+ * lclient.h: the cluster client binding (lclient.c): the ClusterClient
+ * type, and the blocking connection the cluster driver (ldriver.c) runs
+ * its workflows over. Not installed; called from the thread that runs the
+ * state.
  */
-#ifndef FF_LCLUSTER_H
-#define FF_LCLUSTER_H
+#ifndef FF_LCLIENT_H
+#define FF_LCLIENT_H
+
+#include <stddef.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "codec.h"
+#include "buf.h"
 
 typedef struct ffl_client ffl_client;
 
 /// The open client at idx (raises when closed).
 ffl_client *ffl_check_client(lua_State *L, int idx);
-/// Frames to send are appended here, then sent by ffl_client_flush.
+/// Frames to send are written here (msg.h), then sent by ffl_client_flush.
 ff_buf *ffl_client_out(ffl_client *c);
 /// Sends what is in the out buffer: 0, or -1 with the reason in error().
 int ffl_client_flush(ffl_client *c);
@@ -24,7 +28,9 @@ int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int tim
 const char *ffl_client_error(ffl_client *c);
 const char *ffl_client_address(ffl_client *c);
 
-extern const luaL_Reg ffl_cluster_funcs[];
-void ffl_cluster_open(lua_State *L);
+/// core.cluster_connect.
+extern const luaL_Reg ffl_client_funcs[];
+/// Registers the ClusterClient metatable; called by luaopen_functionfuse_core.
+void ffl_client_open(lua_State *L);
 
 #endif

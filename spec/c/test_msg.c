@@ -1,0 +1,502 @@
+/*
+ * test_msg.c: the cluster's messages (msg.h) without sockets: every
+ * message written and read back field for field; every prefix of it, and
+ * it with a byte more, refused; counts larger than what follows refused;
+ * writers that fail leave no frame behind.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fflua.h"
+#include "msg.h"
+#include "test.h"
+
+/* The payload of the one frame in b; returns the frame's type. */
+static int payload(const ff_buf *b, const char **p, size_t *n) {
+    int type;
+    size_t total;
+    ASSERT_EQ(ff_frame_parse(b->p, b->n, FF_FRAME_MAX, &type, p, n, &total), 0);
+    ASSERT_EQ(total, b->n);
+    return type;
+}
+
+typedef int (*reader_fn)(const char *p, size_t n);
+
+/* rd takes p[0..n); it refuses every prefix and the same with a byte
+ * more. Each input is a copy of its exact size, so that AddressSanitizer
+ * sees a read past its end. */
+static void strict(reader_fn rd, const char *p, size_t n) {
+    ASSERT_EQ(rd(p, n), 0);
+    for (size_t cut = 0; cut <= n + 1; cut++) {
+        if (cut == n)
+            continue;
+        char *q = malloc(cut ? cut : 1);
+        ASSERT(q != NULL);
+        memcpy(q, p, cut <= n ? cut : n);
+        if (cut > n)
+            q[n] = 0;
+        if (rd(q, cut) == 0)
+            FAIL_("a reader took %zu bytes of a %zu-byte payload", cut, n);
+        free(q);
+    }
+}
+
+/* Writes with write_fn into a fresh buffer, checks the frame's type, and
+ * runs strict over its payload with rd. */
+#define CHECK_MSG(type_, write_expr, rd)                                      \
+    do {                                                                      \
+        ff_buf msg_buf = {0};                                                 \
+        ff_buf *b = &msg_buf;                                                 \
+        ASSERT_EQ((write_expr), 0);                                           \
+        const char *msg_p;                                                    \
+        size_t msg_n;                                                         \
+        ASSERT_EQ(payload(b, &msg_p, &msg_n), (type_));                       \
+        strict(rd, msg_p, msg_n);                                             \
+        ff_buf_free(b);                                                       \
+    } while (0)
+
+static int str_is(const char *p, size_t n, const char *s) {
+    return n == strlen(s) && memcmp(p, s, n) == 0;
+}
+
+/* --- the handshake ------------------------------------------------------- */
+
+static unsigned char nonce[FF_NONCE_LEN], mac[FF_MAC_LEN];
+
+static int rd_hello(const char *p, size_t n) {
+    ff_msg_hello m;
+    int rc = ff_msg_hello_read(p, n, &m);
+    if (rc == 0) {
+        ff_versions mine;
+        ff_versions_local(&mine);
+        char msg[256];
+        ASSERT_EQ(ff_versions_check(&mine, &m.v, msg, sizeof msg), 0);
+        ASSERT(memcmp(m.nonce, nonce, FF_NONCE_LEN) == 0);
+    }
+    return rc;
+}
+
+static int rd_auth(const char *p, size_t n) {
+    ff_msg_auth m;
+    int rc = ff_msg_auth_read(p, n, &m);
+    if (rc == 0) {
+        ASSERT_EQ(m.role, FF_ROLE_STATUS);
+        ASSERT(memcmp(m.nonce, nonce, FF_NONCE_LEN) == 0);
+        ASSERT(memcmp(m.mac, mac, FF_MAC_LEN) == 0);
+    }
+    return rc;
+}
+
+static int rd_welcome(const char *p, size_t n) {
+    unsigned char got[FF_MAC_LEN];
+    int rc = ff_msg_welcome_read(p, n, got);
+    if (rc == 0)
+        ASSERT(memcmp(got, mac, FF_MAC_LEN) == 0);
+    return rc;
+}
+
+static int rd_refuse(const char *p, size_t n) {
+    const char *why;
+    size_t len;
+    int rc = ff_msg_refuse_read(p, n, &why, &len);
+    if (rc == 0 || n > 8) /* bytes left over: still the reason */
+        ASSERT(str_is(why, len, "go away"));
+    return rc;
+}
+
+static void test_handshake(void) {
+    ff_nonce(nonce);
+    ff_nonce(mac);
+    CHECK_MSG(FF_M_HELLO, ff_msg_hello_write(b, nonce), rd_hello);
+    CHECK_MSG(FF_M_AUTH, ff_msg_auth_write(b, FF_ROLE_STATUS, nonce, mac), rd_auth);
+    CHECK_MSG(FF_M_WELCOME, ff_msg_welcome_write(b, mac), rd_welcome);
+    CHECK_MSG(FF_M_REFUSE, ff_msg_refuse_write(b, "go away"), rd_refuse);
+    /* A role out of range. */
+    ff_buf b = {0};
+    ASSERT_EQ(ff_msg_auth_write(&b, 4, nonce, mac), 0);
+    ff_msg_auth a;
+    ASSERT_EQ(ff_msg_auth_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &a), FFLUA_EPROTO);
+    ff_buf_free(&b);
+}
+
+/* --- worker -> head ------------------------------------------------------ */
+
+static const ff_msg_res two_res[] = {{"gpu", 3, 5000}, {"_disk", 5, 1}};
+
+static int rd_register(const char *p, size_t n) {
+    ff_msg_register m;
+    ff_msg_list res;
+    int rc = ff_msg_register_read(p, n, &m, &res);
+    if (rc != 0)
+        return rc;
+    ASSERT_EQ(m.cpus, 20000);
+    ASSERT(str_is(m.host, m.host_len, "build7"));
+    ASSERT_EQ(m.pid, 41822);
+    ASSERT_EQ(res.n, 2);
+    for (int k = 0; k < 2; k++) {
+        ff_msg_res r;
+        ff_msg_next_res(&res, &r);
+        ASSERT(str_is(r.name, r.len, two_res[k].name));
+        ASSERT_EQ(r.amount, two_res[k].amount);
+    }
+    ASSERT_EQ(res.n, 0);
+    return 0;
+}
+
+static int rd_result(const char *p, size_t n) {
+    ff_msg_result m;
+    int rc = ff_msg_result_read(p, n, &m);
+    if (rc == 0)
+        ASSERT(m.run == 7 && m.index == 300 && m.ok == 1 && str_is(m.bytes, m.len, "\x01\x81") &&
+               m.ns == 123456789);
+    return rc;
+}
+
+static void test_worker_messages(void) {
+    ff_msg_register reg = {20000, "build7", 6, 41822};
+    CHECK_MSG(FF_M_REGISTER, ff_msg_register_write(b, &reg, two_res, 2), rd_register);
+    ff_msg_result res = {7, 300, 1, "\x01\x81", 2, 123456789};
+    CHECK_MSG(FF_M_RESULT, ff_msg_result_write(b, &res), rd_result);
+    /* ok is 0 or 1; a REGISTER has at most FF_MSG_RES_MAX resources. */
+    ff_buf b = {0};
+    res.ok = 2;
+    ASSERT_EQ(ff_msg_result_write(&b, &res), 0);
+    ff_msg_result m;
+    ASSERT_EQ(ff_msg_result_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m), FFLUA_EPROTO);
+    b.n = 0;
+    ff_msg_res many[FF_MSG_RES_MAX + 1];
+    for (int k = 0; k <= FF_MSG_RES_MAX; k++)
+        many[k] = (ff_msg_res){"r", 1, 1};
+    ASSERT_EQ(ff_msg_register_write(&b, &reg, many, FF_MSG_RES_MAX + 1), 0);
+    ff_msg_register r;
+    ff_msg_list l;
+    ASSERT_EQ(ff_msg_register_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &r, &l),
+              FFLUA_EPROTO);
+    b.n = 0;
+    ASSERT_EQ(ff_msg_register_write(&b, &reg, many, FF_MSG_RES_MAX), 0);
+    ASSERT_EQ(ff_msg_register_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &r, &l), 0);
+    ASSERT_EQ(l.n, FF_MSG_RES_MAX);
+    ff_buf_free(&b);
+}
+
+/* --- driver -> head ------------------------------------------------------ */
+
+static int rd_func(const char *p, size_t n) {
+    ff_msg_func m;
+    int rc = ff_msg_func_read(p, n, &m);
+    if (rc == 0)
+        ASSERT(m.run == 1 && m.fid == 2 && str_is(m.code, m.len, "code"));
+    return rc;
+}
+
+/* Two tasks, 5 and 6, of a run of 10: 6 depends on 2 and 5 and asks for
+ * resources. */
+static const uint32_t deps6[] = {2, 5};
+
+static int rd_submit(const char *p, size_t n) {
+    ff_msg_submit m;
+    ff_msg_tasks tasks;
+    int rc = ff_msg_submit_read(p, n, &m, &tasks);
+    if (rc != 0)
+        return rc;
+    ASSERT(m.run == 3 && m.max_pending == 8 && m.total == 10 && m.first == 5 && m.count == 2);
+    ff_msg_subtask t;
+    ff_msg_list deps, res;
+    for (int k = 0; (rc = ff_msg_submit_next(&tasks, &t, &deps, &res)) == 0; k++) {
+        ASSERT_EQ(t.index, 5 + k);
+        ASSERT_EQ(t.fid, 1 + k);
+        ASSERT(str_is(t.name, t.name_len, k ? "f_0006" : "f_0005"));
+        ASSERT_EQ(t.leaf, k);
+        ASSERT(str_is(t.args, t.nargs, "args"));
+        ASSERT_EQ(t.npre, k ? 3 : 0);
+        ASSERT_EQ(t.ndeps, k ? 2 : 0);
+        ASSERT_EQ(deps.n, t.ndeps);
+        for (uint32_t d = 0; d < t.ndeps; d++)
+            ASSERT_EQ(ff_msg_next_index(&deps), deps6[d]);
+        ASSERT_EQ(t.nres, k ? 2 : 0);
+        ASSERT_EQ(res.n, t.nres);
+        for (uint32_t j = 0; j < t.nres; j++) {
+            ff_msg_res r;
+            ff_msg_next_res(&res, &r);
+            ASSERT(str_is(r.name, r.len, two_res[j].name) && r.amount == two_res[j].amount);
+        }
+    }
+    return rc == 1 ? 0 : rc;
+}
+
+/* The SUBMIT of rd_submit, in b. */
+static int write_submit(ff_buf *b) {
+    ff_buf tasks = {0};
+    ff_msg_subtask t5 = {.fid = 1, .name = "f_0005", .name_len = 6, .args = "args", .nargs = 4,
+                         .pre = "", .npre = 0};
+    ff_msg_subtask t6 = {.fid = 2, .name = "f_0006", .name_len = 6, .leaf = 1, .ndeps = 2,
+                         .args = "args", .nargs = 4, .pre = "pre", .npre = 3, .nres = 2};
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t5, NULL, NULL), 0);
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t6, deps6, two_res), 0);
+    ff_msg_submit m = {3, 8, 10, 5, 2};
+    int rc = ff_msg_submit_write(b, &m, tasks.p, tasks.n);
+    ff_buf_free(&tasks);
+    return rc;
+}
+
+static int rd_run_end(const char *p, size_t n) {
+    uint64_t run;
+    int rc = ff_msg_run_end_read(p, n, &run);
+    if (rc == 0)
+        ASSERT_EQ(run, 300);
+    return rc;
+}
+
+static void test_driver_messages(void) {
+    ff_msg_func f = {1, 2, "code", 4};
+    CHECK_MSG(FF_M_FUNC, ff_msg_func_write(b, &f), rd_func);
+    CHECK_MSG(FF_M_SUBMIT, write_submit(b), rd_submit);
+    CHECK_MSG(FF_M_RUN_END, ff_msg_run_end_write(b, 300), rd_run_end);
+    ff_buf b = {0};
+    ASSERT_EQ(ff_msg_status_write(&b), 0);
+    ASSERT_EQ(b.n, FF_FRAME_HDR);
+    ASSERT_EQ(b.p[4], FF_M_STATUS);
+    ASSERT_EQ(ff_msg_status_read(b.p, 0), 0);
+    ASSERT_EQ(ff_msg_status_read("x", 1), FFLUA_EPROTO);
+    ff_buf_free(&b);
+}
+
+/* What a SUBMIT may not say: its counts are checked against what follows,
+ * a task depends only on earlier tasks. */
+static void test_submit_claims(void) {
+    ff_buf b = {0}, tasks = {0};
+    ff_msg_submit m;
+    ff_msg_tasks it;
+    ff_msg_subtask t;
+    ff_msg_list deps, res;
+    /* A count of a million tasks in a few bytes. */
+    ff_msg_submit big = {1, 0, 2000000, 0, 1000000};
+    ASSERT_EQ(ff_msg_submit_write(&b, &big, "abc", 3), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &it), FFLUA_EPROTO);
+    /* Past the run's total; none; a total of 0. */
+    ff_msg_submit bad[] = {{1, 0, 2, 1, 2}, {1, 0, 2, 0, 0}, {1, 0, 0, 0, 1}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        b.n = 0;
+        ASSERT_EQ(ff_msg_submit_write(&b, &bad[k], "abcdefghijklmnop", 16), 0);
+        ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &it),
+                  FFLUA_EPROTO);
+    }
+    /* Task 1 depending on task 1, then on more tasks than come before it. */
+    uint32_t self[] = {1}, two[] = {0, 0};
+    ff_msg_subtask t0 = {.fid = 1, .name = "a", .name_len = 1, .args = "x", .nargs = 1};
+    ff_msg_subtask t1 = t0;
+    t1.ndeps = 1;
+    for (int k = 0; k < 2; k++) {
+        tasks.n = 0;
+        b.n = 0;
+        t1.ndeps = k ? 2 : 1;
+        ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
+        ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, k ? two : self, NULL), 0);
+        ff_msg_submit two_tasks = {1, 0, 2, 0, 2};
+        ASSERT_EQ(ff_msg_submit_write(&b, &two_tasks, tasks.p, tasks.n), 0);
+        ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &it), 0);
+        ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+        ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
+    }
+    ff_buf_free(&tasks);
+    ff_buf_free(&b);
+}
+
+/* --- head -> worker ------------------------------------------------------ */
+
+static const ff_msg_dep task_deps[] = {{4, 1, "\x01\x82", 2}, {9, 0, NULL, 0}, {11, 1, "", 0}};
+
+static int rd_task(const char *p, size_t n) {
+    ff_msg_task m;
+    ff_msg_list deps;
+    int rc = ff_msg_task_read(p, n, &m, &deps);
+    if (rc != 0)
+        return rc;
+    ASSERT(m.run == 2 && m.index == 12 && m.fid == 3 && str_is(m.name, m.name_len, "g_0012"));
+    ASSERT(str_is(m.args, m.nargs, "args") && str_is(m.pre, m.npre, "pre") && m.cpus == 5000);
+    ASSERT_EQ(m.ndeps, 3);
+    ASSERT_EQ(deps.n, 3);
+    for (int k = 0; k < 3; k++) {
+        ff_msg_dep d;
+        ff_msg_next_dep(&deps, &d);
+        ASSERT_EQ(d.index, task_deps[k].index);
+        ASSERT_EQ(d.has, task_deps[k].has);
+        if (d.has)
+            ASSERT(d.len == task_deps[k].len && memcmp(d.result, task_deps[k].result, d.len) == 0);
+    }
+    return 0;
+}
+
+static ff_msg_task the_task = {.run = 2, .index = 12, .fid = 3, .name = "g_0012", .name_len = 6,
+                               .ndeps = 3, .args = "args", .nargs = 4, .pre = "pre", .npre = 3,
+                               .cpus = 5000};
+
+static int rd_free(const char *p, size_t n) {
+    uint64_t run;
+    ff_msg_list tasks;
+    int rc = ff_msg_free_read(p, n, &run, &tasks);
+    if (rc == 0) {
+        ASSERT(run == 5 && tasks.n == 3);
+        ASSERT(ff_msg_next_index(&tasks) == 1 && ff_msg_next_index(&tasks) == 200);
+        ASSERT(ff_msg_next_index(&tasks) == 70000 && tasks.n == 0);
+    }
+    return rc;
+}
+
+static void test_head_to_worker(void) {
+    CHECK_MSG(FF_M_TASK, ff_msg_task_write(b, &the_task, task_deps), rd_task);
+    uint32_t freed[] = {1, 200, 70000};
+    CHECK_MSG(FF_M_FREE, ff_msg_free_write(b, 5, freed, 3), rd_free);
+    /* The size a TASK will take is the size it takes. */
+    ff_buf b = {0};
+    ASSERT_EQ(ff_msg_task_write(&b, &the_task, task_deps), 0);
+    ASSERT_EQ(ff_msg_task_size(&the_task, task_deps), b.n - 4);
+    /* A dependency that says it has a result with has = 2. */
+    for (size_t i = FF_FRAME_HDR; i + 1 < b.n; i++)
+        if (b.p[i] == 9 && b.p[i + 1] == 0) { /* dep 9, has 0 */
+            b.p[i + 1] = 2;
+            break;
+        }
+    ff_msg_task m;
+    ff_msg_list deps;
+    ASSERT_EQ(ff_msg_task_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &deps), FFLUA_EPROTO);
+    /* A result larger than a frame: the size says so before anything is
+     * written (the bytes are never read). */
+    ff_msg_dep huge = {1, 1, "", FF_FRAME_MAX};
+    ff_msg_task one = the_task;
+    one.ndeps = 1;
+    ASSERT(ff_msg_task_size(&one, &huge) > FF_FRAME_MAX);
+    ff_buf_free(&b);
+}
+
+/* --- head -> driver ------------------------------------------------------ */
+
+static int rd_done(const char *p, size_t n) {
+    ff_msg_done m;
+    int rc = ff_msg_done_read(p, n, &m);
+    if (rc == 0)
+        ASSERT(m.run == 4 && m.index == 17 && m.status == FF_DONE_FAILED &&
+               str_is(m.bytes, m.len, "boom"));
+    return rc;
+}
+
+/* RUN_END's placements carry no count of their own: the reader's caller
+ * checks it (3 here). */
+static int rd_placement(const char *p, size_t n) {
+    uint64_t run;
+    ff_msg_list names, places;
+    int rc = ff_msg_placement_read(p, n, &run, &names, &places);
+    if (rc != 0)
+        return rc;
+    if (places.n != 3)
+        return FFLUA_EPROTO;
+    ASSERT(run == 9 && names.n == 2);
+    ff_msg_str s;
+    ff_msg_next_str(&names, &s);
+    ASSERT(str_is(s.p, s.len, "build7:1"));
+    ff_msg_next_str(&names, &s);
+    ASSERT(str_is(s.p, s.len, "(gone)"));
+    ASSERT(ff_msg_next_index(&places) == 1 && ff_msg_next_index(&places) == 0 &&
+           ff_msg_next_index(&places) == 2);
+    return 0;
+}
+
+static int write_placement(ff_buf *b) {
+    size_t at;
+    ff_msg_placement_begin(b, 9, 2, &at);
+    ff_msg_placement_name(b, "build7:1", 8);
+    ff_msg_placement_name(b, "(gone)", 6);
+    ff_msg_placement_place(b, 1);
+    ff_msg_placement_place(b, 0);
+    ff_msg_placement_place(b, 2);
+    return ff_msg_placement_end(b, at);
+}
+
+static void test_head_to_driver(void) {
+    ff_msg_done d = {4, 17, FF_DONE_FAILED, "boom", 4};
+    CHECK_MSG(FF_M_DONE, ff_msg_done_write(b, &d), rd_done);
+    CHECK_MSG(FF_M_RUN_END, write_placement(b), rd_placement);
+    ff_buf b = {0};
+    d.status = 3;
+    ASSERT_EQ(ff_msg_done_write(&b, &d), 0);
+    ASSERT_EQ(ff_msg_done_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &d), FFLUA_EPROTO);
+    ff_buf_free(&b);
+}
+
+/* --- the status reply ---------------------------------------------------- */
+
+static int rd_status_reply(const char *p, size_t n) {
+    ff_msg_status_reply m;
+    ff_msg_list places, res;
+    int rc = ff_msg_status_reply_read(p, n, &m, &places);
+    if (rc != 0)
+        return rc;
+    ASSERT(m.queued == 1 && m.running == 2 && m.finished == 3 && places.n == 2);
+    ff_msg_place pl;
+    ff_msg_res_state rs;
+    ff_msg_next_place(&places, &pl, &res);
+    ASSERT(str_is(pl.name, pl.len, "a:1") && pl.running == 2 && res.n == 2);
+    ff_msg_next_res_state(&res, &rs);
+    ASSERT(str_is(rs.name, rs.len, "CPU") && rs.total == 40000 && rs.free == 20000);
+    ff_msg_next_res_state(&res, &rs);
+    ASSERT(str_is(rs.name, rs.len, "gpu") && rs.total == 10000 && rs.free == 0);
+    ff_msg_next_place(&places, &pl, &res);
+    ASSERT(str_is(pl.name, pl.len, "b:2") && pl.running == 0 && res.n == 1);
+    ff_msg_next_res_state(&res, &rs);
+    ASSERT(str_is(rs.name, rs.len, "CPU") && rs.total == 10000 && rs.free == 10000);
+    return 0;
+}
+
+static int write_status_reply(ff_buf *b) {
+    size_t at;
+    ff_msg_status_reply_begin(b, 2, &at);
+    ff_msg_status_place(b, &(ff_msg_place){"a:1", 3, 2}, 2);
+    ff_msg_status_res(b, &(ff_msg_res_state){"CPU", 3, 40000, 20000});
+    ff_msg_status_res(b, &(ff_msg_res_state){"gpu", 3, 10000, 0});
+    ff_msg_status_place(b, &(ff_msg_place){"b:2", 3, 0}, 1);
+    ff_msg_status_res(b, &(ff_msg_res_state){"CPU", 3, 10000, 10000});
+    return ff_msg_status_reply_end(b, at, &(ff_msg_status_reply){1, 2, 3});
+}
+
+static void test_status_reply(void) {
+    CHECK_MSG(FF_M_STATUS_REPLY, write_status_reply(b), rd_status_reply);
+    ff_buf b = {0};
+    ASSERT_EQ(ff_msg_bye_write(&b), 0);
+    ASSERT_EQ(b.n, FF_FRAME_HDR);
+    ASSERT(memcmp(b.p, "\x01\x00\x00\x00\x0e", 5) == 0); /* protocol.md's example */
+    ASSERT_EQ(ff_msg_bye_read(b.p, 0), 0);
+    ASSERT_EQ(ff_msg_bye_read("x", 1), FFLUA_EPROTO);
+    ff_buf_free(&b);
+}
+
+/* A writer whose buffer could not grow leaves nothing of its frame, and
+ * says so; the frames before it stay. */
+static void test_writers_fail_whole(void) {
+    ff_buf b = {0};
+    ASSERT_EQ(ff_msg_bye_write(&b), 0);
+    size_t kept = b.n;
+    b.err = -ENOMEM; /* as a failed reservation leaves it */
+    ASSERT_EQ(ff_msg_task_write(&b, &the_task, task_deps), -ENOMEM);
+    ASSERT_EQ(b.n, kept);
+    ASSERT_EQ(b.err, 0);
+    b.err = -ENOMEM;
+    ASSERT_EQ(write_status_reply(&b), -ENOMEM);
+    ASSERT_EQ(b.n, kept);
+    b.err = -ENOMEM;
+    ff_msg_subtask t = {.name = "", .args = "", .pre = ""};
+    ASSERT_EQ(ff_msg_subtask_write(&b, &t, NULL, NULL), -ENOMEM);
+    ff_buf_free(&b);
+}
+
+int main(void) {
+    RUN(test_handshake);
+    RUN(test_worker_messages);
+    RUN(test_driver_messages);
+    RUN(test_submit_claims);
+    RUN(test_head_to_worker);
+    RUN(test_head_to_driver);
+    RUN(test_status_reply);
+    RUN(test_writers_fail_whole);
+    return 0;
+}

@@ -1,0 +1,70 @@
+/*
+ * exec.h: a cluster worker's task executor, a Lua state that runs tasks
+ * (lexec.c). The worker program (worker.c) has no Lua: it receives tasks,
+ * keeps functions and results, and calls an executor through this
+ * interface only.
+ *
+ * An executor owns one Lua state with the standard libraries and the
+ * functionfuse package, in which os.exit fails the node instead of ending
+ * the process. It decodes a run's functions when a task first needs them
+ * and keeps them until told to forget; it decodes a task's arguments,
+ * calls its pre-run function and its function, and encodes the result.
+ *
+ * Threads: an executor is used by one thread at a time (a worker's
+ * executor threads have one each; a worker with one CPU has one for its
+ * loop thread). Executors share nothing: several run at once in their
+ * threads. The store's functions are called from the thread running the
+ * task, during ff_exec_run.
+ */
+#ifndef FFLUA_EXEC_H
+#define FFLUA_EXEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef struct ff_exec ff_exec;
+
+/* Where an executor gets the bytes of a run's functions and of finished
+ * tasks' results: a malloc'd copy (the executor frees it) and its size,
+ * or NULL when there is none. */
+typedef struct ff_exec_store {
+    char *(*func)(void *ud, uint64_t run, uint64_t fid, size_t *n);
+    char *(*result)(void *ud, uint64_t run, uint64_t index, size_t *n);
+    void *ud;
+} ff_exec_store;
+
+/* A task to run; everything is borrowed for the call. */
+typedef struct ff_exec_task {
+    uint64_t run, fid;
+    const char *name; /* the node's name, NUL-terminated */
+    const uint64_t *deps; /* the dependencies' task indices, in slot order */
+    size_t ndeps;
+    const char *args; /* FFC_CODE bytes of { n = N, ... } with node tags */
+    size_t nargs;
+    const char *pre; /* FFC_CODE bytes of the pre-run function; npre 0: none */
+    size_t npre;
+} ff_exec_task;
+
+/* Makes an executor that gets bytes from store (copied). 0, or -ENOMEM
+ * when no Lua state can be made. */
+int ff_exec_create(ff_exec **x, const ff_exec_store *store);
+
+/* Forgets the functions decoded so far (their runs are over). */
+void ff_exec_forget(ff_exec *x);
+
+/* Runs task t. 0: its result's bytes (FFC_CODE) replace out's content.
+ * FFLUA_ELUA: the task failed (its error, a result that cannot be
+ * encoded or is too large for a message, a function that never
+ * arrived); ff_exec_error says why. */
+int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out);
+
+/* Why the last ff_exec_run failed, with its traceback: owned by x, valid
+ * until its next call. */
+const char *ff_exec_error(ff_exec *x, size_t *len);
+
+/* Closes the Lua state and frees x (NULL: nothing). */
+void ff_exec_destroy(ff_exec *x);
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * lexec.c: a cluster worker's task executor (exec.h): one Lua state that
+ * runs tasks whose function, pre-run function and arguments arrive as
+ * codec bytes (FFC_CODE: only from the authenticated head).
+ *
+ * Registry of the state: "fflua.worker.funcs" maps a run to its functions
+ * decoded so far, by function id; "fflua.worker.node" is the name of the
+ * node running, for os.exit's error. A dependency's result is decoded
+ * where the arguments name it (a node tag), from a copy the worker makes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "codec.h"
+#include "exec.h"
+#include "fflua.h"
+#include "lutil.h"
+#include "net.h"
+
+#define FUNCS_KEY "fflua.worker.funcs"
+#define NODE_KEY "fflua.worker.node"
+
+struct ff_exec {
+    lua_State *L;
+    ff_exec_store store;
+    const ff_exec_task *t; /* the task running, and where its result goes */
+    ff_buf *out;
+};
+
+/* Decode hook: a dependency's result, by its slot in the task's list. */
+static int push_dep(void *ud, lua_State *L, uint64_t slot) {
+    ff_exec *x = ud;
+    if (slot >= x->t->ndeps) {
+        lua_pushliteral(L, "a task argument refers to a dependency it does not have");
+        return 1;
+    }
+    size_t n;
+    char *p = x->store.result(x->store.ud, x->t->run, x->t->deps[slot], &n);
+    if (p == NULL) {
+        lua_pushliteral(L, "a dependency's result is not on this worker");
+        return 1;
+    }
+    int rc = ffc_decode_code(L, p, n, NULL, NULL);
+    free(p);
+    return rc != 0;
+}
+
+/* Pushes the task's function, from this state's cache or decoded. */
+static int push_function(ff_exec *x) {
+    lua_State *L = x->L;
+    const ff_exec_task *t = x->t;
+    lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY); // [cache]
+    lua_rawgeti(L, -1, (lua_Integer)t->run);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (lua_Integer)t->run);
+    }
+    lua_remove(L, -2); // [run cache]
+    if (lua_rawgeti(L, -1, (lua_Integer)t->fid) != LUA_TNIL) {
+        lua_remove(L, -2);
+        return 0;
+    }
+    lua_pop(L, 1);
+    size_t n;
+    char *p = x->store.func(x->store.ud, t->run, t->fid, &n);
+    if (p == NULL) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "function %d of the run never arrived", (int)t->fid);
+        return 1;
+    }
+    int rc = ffc_decode_code(L, p, n, NULL, NULL);
+    free(p);
+    if (rc != 0) {
+        lua_remove(L, -2);
+        return 1;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, (lua_Integer)t->fid);
+    lua_remove(L, -2);
+    return 0;
+}
+
+/* os.exit in a task's state: a node ending its worker's process would
+ * take the other tasks there with it and leave its run to learn only that
+ * the worker left. The node fails instead, with a clear error. */
+static int l_os_exit(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, NODE_KEY);
+    const char *name = lua_tostring(L, -1);
+    return luaL_error(L, "os.exit called in node '%s': a node cannot end its worker's process",
+                      name != NULL ? name : "?");
+}
+
+/* Protected: runs the task of the ff_exec that is the light userdata at 1;
+ * leaves the encoded result in its out. */
+static int run_task(lua_State *L) {
+    ff_exec *x = lua_touserdata(L, 1);
+    const ff_exec_task *t = x->t;
+    lua_settop(L, 0);
+    lua_pushstring(L, t->name);
+    lua_setfield(L, LUA_REGISTRYINDEX, NODE_KEY);
+    if (push_function(x) != 0)
+        return lua_error(L);
+    int fn = lua_gettop(L);
+    if (t->npre > 0) {
+        if (ffc_decode_code(L, t->pre, t->npre, NULL, NULL) != 0)
+            return lua_error(L);
+        lua_call(L, 0, 0);
+    }
+    if (ffc_decode_code(L, t->args, t->nargs, push_dep, x) != 0)
+        return lua_error(L);
+    int at = lua_gettop(L);
+    lua_getfield(L, at, "n");
+    lua_Integer nargs = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, (int)nargs + LUA_MINSTACK, "too many arguments");
+    lua_pushvalue(L, fn);
+    for (lua_Integer i = 1; i <= nargs; i++)
+        lua_rawgeti(L, at, i);
+    lua_call(L, (int)nargs, LUA_MULTRET);
+    ffl_one_result(L, at);
+    x->out->n = 0;
+    ffc_opts o = {FFC_CODE, NULL, NULL, 0};
+    if (ffc_encode(L, -1, &o, x->out) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        lua_pushfstring(L, "result of node '%s'%s%s", t->name,
+                        strncmp(msg, "at ", 3) == 0 ? " " : ": ", msg);
+        return lua_error(L);
+    }
+    if (x->out->n > FF_FRAME_MAX - 1024)
+        return luaL_error(L, "result of node '%s': %d MiB, more than one message may carry "
+                             "(%d MiB)", t->name, (int)(x->out->n >> 20),
+                          (int)(FF_FRAME_MAX >> 20));
+    return 0;
+}
+
+int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
+    ff_exec *x = calloc(1, sizeof *x);
+    lua_State *L = x != NULL ? luaL_newstate() : NULL;
+    if (L == NULL) {
+        free(x);
+        return -ENOMEM;
+    }
+    luaL_openlibs(L);
+    fflua_open(L);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
+    lua_getglobal(L, "os"); // [os]
+    lua_pushcfunction(L, l_os_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
+    x->L = L;
+    x->store = *store;
+    *xp = x;
+    return 0;
+}
+
+void ff_exec_forget(ff_exec *x) {
+    lua_newtable(x->L);
+    lua_setfield(x->L, LUA_REGISTRYINDEX, FUNCS_KEY);
+}
+
+int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out) {
+    lua_State *L = x->L;
+    lua_settop(L, 0); /* the last run's error */
+    x->t = t;
+    x->out = out;
+    lua_pushcfunction(L, run_task);
+    lua_pushlightuserdata(L, x);
+    int status = ffl_pcall(L, 1, 0);
+    x->t = NULL;
+    x->out = NULL;
+    return status == LUA_OK ? 0 : FFLUA_ELUA;
+}
+
+const char *ff_exec_error(ff_exec *x, size_t *len) {
+    const char *m = lua_gettop(x->L) > 0 ? lua_tolstring(x->L, -1, len) : NULL;
+    if (m == NULL) {
+        m = "(error object is not a string)";
+        *len = strlen(m);
+    }
+    return m;
+}
+
+void ff_exec_destroy(ff_exec *x) {
+    if (x == NULL)
+        return;
+    lua_close(x->L);
+    free(x);
+}

@@ -1,0 +1,364 @@
+/*
+ * msg.h: the cluster's messages, one codec each, without I/O.
+ *
+ * This header is the authoritative declaration of every message's payload
+ * (docs/protocol.md is the prose): for each, the layout, a struct with its
+ * fields, a writer and a reader. The head, the worker and the driver build
+ * and read payloads only through these functions; what frames, fields and
+ * the handshake's cryptography are is in net.h.
+ *
+ * Writers append one whole frame to a buffer and return ff_frame_end's
+ * result: 0; -ENOMEM when a write failed (the buffer remembers it); or
+ * -EMSGSIZE when the frame is over FF_FRAME_MAX. On failure the frame is
+ * removed, so that nothing cut short or oversized is ever sent. The
+ * exceptions say so (the tasks of a SUBMIT are written apart, then framed;
+ * the two long replies are written piece by piece).
+ *
+ * Readers take a frame's payload. They are strict: every length and count
+ * is checked against what is left, every field must be there and nothing
+ * may be left over; they return 0 or FFLUA_EPROTO. What they yield points
+ * into the payload (valid as long as it is). Lists are not copied: a
+ * reader checks a whole list, then hands out an ff_msg_list that the
+ * caller walks with the ff_msg_next_* function of its kind, so reading
+ * allocates nothing. Checks that need the reader's state (a run, a
+ * scheduler) are the reader's caller's.
+ *
+ * "varint", "str", "amount": see net.h. Everything here may be called
+ * from any thread on its own buffers.
+ */
+#ifndef FFLUA_MSG_H
+#define FFLUA_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "net.h"
+
+/* The most resources in a REGISTER or a task. */
+#define FF_MSG_RES_MAX 256
+/* A SUBMIT's frame header and its counts take at most this many bytes
+ * besides its tasks. */
+#define FF_MSG_SUBMIT_OVERHEAD 64
+
+/* A list checked by its reader: n entries left, read from r by the
+ * ff_msg_next_* function of the list's kind, at most n times. */
+typedef struct ff_msg_list {
+    ff_rd r;
+    uint64_t n;
+} ff_msg_list;
+
+/* A resource: its name and an amount in fixed point (FF_RES_SCALE units
+ * per 1.0, sched.h). */
+typedef struct ff_msg_res {
+    const char *name;
+    size_t len;
+    uint64_t amount;
+} ff_msg_res;
+
+/* A string: bytes and their count. */
+typedef struct ff_msg_str {
+    const char *p;
+    size_t len;
+} ff_msg_str;
+
+/* Entries of the lists below. */
+uint64_t ff_msg_next_index(ff_msg_list *l); /* varints: task indices, places */
+void ff_msg_next_str(ff_msg_list *l, ff_msg_str *s);
+void ff_msg_next_res(ff_msg_list *l, ff_msg_res *res);
+
+/* --- the handshake ----------------------------------------------------------
+ *
+ * HELLO (server -> client): str magic "fflua-cluster", versions, nonce Ns.
+ * AUTH (client -> server): versions, varint role (1 to 3), nonce Nc, mac.
+ * WELCOME (server -> client): mac.
+ * REFUSE (either way): str reason; then the sender closes.
+ * versions: varint protocol, str fflua, str lua (net.h, ff_versions).
+ */
+
+typedef struct ff_msg_hello {
+    ff_versions v;
+    unsigned char nonce[FF_NONCE_LEN];
+} ff_msg_hello;
+
+typedef struct ff_msg_auth {
+    ff_versions v;
+    int role;
+    unsigned char nonce[FF_NONCE_LEN];
+    unsigned char mac[FF_MAC_LEN];
+} ff_msg_auth;
+
+/* HELLO with this build's versions. */
+int ff_msg_hello_write(ff_buf *b, const unsigned char nonce[FF_NONCE_LEN]);
+/* Also FFLUA_EPROTO for a wrong magic; versions are checked by the caller
+ * (ff_versions_check). */
+int ff_msg_hello_read(const char *p, size_t n, ff_msg_hello *m);
+/* AUTH with this build's versions. */
+int ff_msg_auth_write(ff_buf *b, int role, const unsigned char nonce[FF_NONCE_LEN],
+                      const unsigned char mac[FF_MAC_LEN]);
+int ff_msg_auth_read(const char *p, size_t n, ff_msg_auth *m);
+int ff_msg_welcome_write(ff_buf *b, const unsigned char mac[FF_MAC_LEN]);
+int ff_msg_welcome_read(const char *p, size_t n, unsigned char mac[FF_MAC_LEN]);
+int ff_msg_refuse_write(ff_buf *b, const char *reason);
+/* A malformed REFUSE still refuses: the result is then FFLUA_EPROTO and
+ * *reason what could be read ("" when nothing could). The reason is the
+ * peer's: escape it before printing. */
+int ff_msg_refuse_read(const char *p, size_t n, const char **reason, size_t *len);
+
+/* --- worker -> head ---------------------------------------------------------
+ *
+ * REGISTER, once, first:
+ *   amount  cpus
+ *   varint  nres                      at most FF_MSG_RES_MAX
+ *   [ str name, amount capacity ] x nres
+ *   str     host
+ *   varint  pid
+ * Names are checked by the head (ff_res_name_check), not here.
+ */
+typedef struct ff_msg_register {
+    uint64_t cpus;
+    const char *host;
+    size_t host_len;
+    uint64_t pid;
+} ff_msg_register;
+
+int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res *res,
+                          size_t nres);
+/* res: the resources (ff_msg_next_res). */
+int ff_msg_register_read(const char *p, size_t n, ff_msg_register *m, ff_msg_list *res);
+
+/* RESULT, a task's outcome:
+ *   varint  run
+ *   varint  index
+ *   varint  ok        1 or 0
+ *   str     bytes     ok: FFC_CODE bytes of the result; failed: the error message
+ *   varint  ns        time spent on the task
+ */
+typedef struct ff_msg_result {
+    uint64_t run, index;
+    int ok;
+    const char *bytes;
+    size_t len;
+    uint64_t ns;
+} ff_msg_result;
+
+int ff_msg_result_write(ff_buf *b, const ff_msg_result *m);
+int ff_msg_result_read(const char *p, size_t n, ff_msg_result *m);
+
+/* --- driver -> head ---------------------------------------------------------
+ *
+ * FUNC (also head -> worker), a function of a run:
+ *   varint  run
+ *   varint  fid
+ *   str     code      FFC_CODE bytes
+ */
+typedef struct ff_msg_func {
+    uint64_t run, fid;
+    const char *code;
+    size_t len;
+} ff_msg_func;
+
+int ff_msg_func_write(ff_buf *b, const ff_msg_func *m);
+int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
+
+/* SUBMIT, a part of a run's tasks:
+ *   varint  run
+ *   varint  max_pending               0: no limit
+ *   varint  total                     the run's tasks, at least 1
+ *   varint  first                     the index of the first task here
+ *   varint  count                     at least 1; first + count <= total
+ *   task x count, task i (first <= i < first + count):
+ *     varint  fid
+ *     str     name
+ *     varint  flags                   bit 0: a leaf
+ *     varint  ndeps                   at most i
+ *     varint  dep x ndeps             each < i
+ *     str     args                    FFC_CODE bytes of { n = N, ... }
+ *     str     pre                     FFC_CODE bytes of the pre-run function, or empty
+ *     varint  nres                    at most FF_MSG_RES_MAX
+ *     [ str name, amount ] x nres
+ */
+typedef struct ff_msg_submit {
+    uint64_t run, max_pending, total, first, count;
+} ff_msg_submit;
+
+/* A task of a SUBMIT. The writer takes its lists as arrays of ndeps and
+ * nres entries; the reader hands them out as lists. */
+typedef struct ff_msg_subtask {
+    uint64_t index; /* reader: the task's index in the run (not on the wire) */
+    uint64_t fid;
+    const char *name;
+    size_t name_len;
+    int leaf;
+    uint32_t ndeps;
+    const char *args, *pre;
+    size_t nargs, npre;
+    uint32_t nres;
+} ff_msg_subtask;
+
+/* The tasks of a SUBMIT being read: ff_msg_submit_next gives each. */
+typedef struct ff_msg_tasks {
+    ff_rd r;
+    uint64_t next, end; /* the index of the next task, and past the last */
+} ff_msg_tasks;
+
+/* Appends a task to b (not a frame: the tasks of a part are written, then
+ * framed by ff_msg_submit_write). 0, or -ENOMEM (b->err is set). */
+int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *deps,
+                         const ff_msg_res *res);
+/* Frames a SUBMIT whose tasks are the len bytes at tasks (ff_msg_subtask_write). */
+int ff_msg_submit_write(ff_buf *b, const ff_msg_submit *m, const char *tasks, size_t len);
+/* Reads a SUBMIT's counts and sets up *tasks for its tasks. */
+int ff_msg_submit_read(const char *p, size_t n, ff_msg_submit *m, ff_msg_tasks *tasks);
+/* The next task: 0 and its fields, dependencies (ff_msg_next_index) and
+ * resources (ff_msg_next_res); once every task was read, 1 when nothing
+ * is left over; FFLUA_EPROTO for a malformed task or bytes left over. */
+int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps,
+                       ff_msg_list *res);
+
+/* RUN_END (driver -> head: cancel the run; head -> worker: drop the run's
+ * functions and results):
+ *   varint  run
+ */
+int ff_msg_run_end_write(ff_buf *b, uint64_t run);
+int ff_msg_run_end_read(const char *p, size_t n, uint64_t *run);
+
+/* STATUS (driver or status client -> head): empty. */
+int ff_msg_status_write(ff_buf *b);
+int ff_msg_status_read(const char *p, size_t n);
+
+/* --- head -> worker ---------------------------------------------------------
+ *
+ * TASK, a task to run:
+ *   varint  run
+ *   varint  index
+ *   varint  fid
+ *   str     name
+ *   varint  ndeps
+ *   [ varint dep, varint has (0 or 1), str result if has ] x ndeps
+ *   str     args
+ *   str     pre
+ *   amount  cpus
+ */
+typedef struct ff_msg_task {
+    uint64_t run, index, fid;
+    const char *name;
+    size_t name_len;
+    uint32_t ndeps;
+    const char *args, *pre;
+    size_t nargs, npre;
+    uint64_t cpus;
+} ff_msg_task;
+
+/* A dependency of a TASK: its index and, when has is 1, its result (has
+ * 0: the worker holds it already). */
+typedef struct ff_msg_dep {
+    uint64_t index;
+    int has;
+    const char *result;
+    size_t len;
+} ff_msg_dep;
+
+/* The frame's length with these ndeps dependencies (its type byte and
+ * payload, what the frame header counts): for checking it against
+ * FF_FRAME_MAX before writing anything. */
+size_t ff_msg_task_size(const ff_msg_task *m, const ff_msg_dep *deps);
+int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps);
+/* deps: the dependencies (ff_msg_next_dep). */
+int ff_msg_task_read(const char *p, size_t n, ff_msg_task *m, ff_msg_list *deps);
+void ff_msg_next_dep(ff_msg_list *l, ff_msg_dep *d);
+
+/* FREE, results no task will need again:
+ *   varint  run
+ *   varint  n
+ *   varint  index x n
+ */
+int ff_msg_free_write(ff_buf *b, uint64_t run, const uint32_t *tasks, size_t n);
+/* tasks: the indices (ff_msg_next_index). */
+int ff_msg_free_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks);
+
+/* --- head -> driver ---------------------------------------------------------
+ *
+ * DONE, a leaf's result or a failure:
+ *   varint  run
+ *   varint  index
+ *   varint  status    FF_DONE_OK, FF_DONE_FAILED or FF_DONE_REFUSED
+ *   str     bytes     ok: FFC_CODE bytes of the result; otherwise a message
+ */
+enum { FF_DONE_OK = 0, FF_DONE_FAILED = 1, FF_DONE_REFUSED = 2 };
+
+typedef struct ff_msg_done {
+    uint64_t run, index;
+    int status;
+    const char *bytes;
+    size_t len;
+} ff_msg_done;
+
+int ff_msg_done_write(ff_buf *b, const ff_msg_done *m);
+int ff_msg_done_read(const char *p, size_t n, ff_msg_done *m);
+
+/* RUN_END (head -> driver), every task finished, and where each ran:
+ *   varint  run
+ *   varint  nplaces
+ *   str     name x nplaces           "host:pid", or "(gone)"
+ *   varint  place x ntasks           per task in order: 1 + its place, 0: did not run
+ * ntasks is the run's, not repeated. Written piece by piece: begin, then
+ * exactly nplaces names and ntasks places, then end (which frames it:
+ * 0, -ENOMEM or -EMSGSIZE as above). */
+void ff_msg_placement_begin(ff_buf *b, uint64_t run, uint64_t nplaces, size_t *at);
+void ff_msg_placement_name(ff_buf *b, const char *name, size_t len);
+void ff_msg_placement_place(ff_buf *b, uint64_t place);
+int ff_msg_placement_end(ff_buf *b, size_t at);
+/* names: ff_msg_next_str; places: ff_msg_next_index, as many as are left
+ * (the caller checks that count against the run's). */
+int ff_msg_placement_read(const char *p, size_t n, uint64_t *run, ff_msg_list *names,
+                          ff_msg_list *places);
+
+/* --- head -> asker ----------------------------------------------------------
+ *
+ * STATUS_REPLY, the cluster's state:
+ *   varint  nplaces                   live places
+ *   per place:
+ *     str     name
+ *     varint  running
+ *     varint  nres                    CPU, then each resource this place has
+ *     [ str name, amount total, amount free ] x nres
+ *   varint  queued
+ *   varint  running
+ *   varint  finished
+ * Written piece by piece: begin, then per place ff_msg_status_place and
+ * exactly its nres ff_msg_status_res, then end (which frames it). */
+typedef struct ff_msg_status_reply {
+    uint64_t queued, running, finished;
+} ff_msg_status_reply;
+
+typedef struct ff_msg_place {
+    const char *name;
+    size_t len;
+    uint64_t running;
+} ff_msg_place;
+
+typedef struct ff_msg_res_state {
+    const char *name;
+    size_t len;
+    uint64_t total, free;
+} ff_msg_res_state;
+
+void ff_msg_status_reply_begin(ff_buf *b, uint64_t nplaces, size_t *at);
+void ff_msg_status_place(ff_buf *b, const ff_msg_place *place, uint64_t nres);
+void ff_msg_status_res(ff_buf *b, const ff_msg_res_state *res);
+int ff_msg_status_reply_end(ff_buf *b, size_t at, const ff_msg_status_reply *m);
+/* places: ff_msg_next_place, whose res lists go to ff_msg_next_res_state. */
+int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m,
+                             ff_msg_list *places);
+void ff_msg_next_place(ff_msg_list *l, ff_msg_place *place, ff_msg_list *res);
+void ff_msg_next_res_state(ff_msg_list *l, ff_msg_res_state *res);
+
+/* --- either way -------------------------------------------------------------
+ *
+ * BYE, closing cleanly: empty.
+ */
+int ff_msg_bye_write(ff_buf *b);
+int ff_msg_bye_read(const char *p, size_t n);
+
+#endif
