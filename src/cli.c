@@ -27,9 +27,9 @@
  * program then dies of the signal, so its parent sees why. A second signal
  * while the code is stuck in C ends the process at once. */
 static lua_State *volatile sig_L;
-static volatile sig_atomic_t sig_in_call;  /* Lua code is running */
-static volatile sig_atomic_t sig_pending;  /* SIGINT arrived between calls */
-static volatile sig_atomic_t sig_term;     /* SIGTERM or SIGHUP arrived */
+static volatile sig_atomic_t sig_in_call; /* Lua code is running */
+static volatile sig_atomic_t sig_pending; /* SIGINT arrived between calls */
+static volatile sig_atomic_t sig_term;    /* SIGTERM or SIGHUP arrived */
 
 /* Raises "interrupted!" (or "terminated") and stays armed, so a pcall in
  * the interrupted code cannot swallow it: the error comes back at the next
@@ -162,7 +162,7 @@ int ff_cli_docall(lua_State *L, int narg, int nres) {
         stop_lua(); /* terminated before the call: it stops at once */
     int status = lua_pcall(L, narg, nres, base);
     sig_in_call = 0;
-    lua_sethook(L, NULL, 0, 0); /* disarm a pending interrupt */
+    lua_sethook(L, NULL, 0, 0);     /* disarm a pending interrupt */
     set_handler(SIGINT, on_sigint); /* a second Ctrl-C may have reset it */
     lua_remove(L, base);
     return status;

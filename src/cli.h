@@ -9,57 +9,57 @@
  * handler has no other place to find it). Every function here is called
  * from the main thread only.
  */
-#ifndef FF_CLI_H
-#define FF_CLI_H
+#ifndef FFLUA_CLI_H
+#define FFLUA_CLI_H
 
 #include <lua.h>
 
 #define FF_PROGNAME "fflua"
 
-/// Calls the function below narg arguments on L's stack in protected mode,
-/// with a traceback message handler; SIGINT during the call interrupts it
-/// with the error "interrupted!", SIGTERM or SIGHUP with "terminated" (and
-/// after one of those, every call fails at once). Same stack effect as
-/// lua_pcall.
+/* Calls the function below narg arguments on L's stack in protected mode,
+ * with a traceback message handler; SIGINT during the call interrupts it
+ * with the error "interrupted!", SIGTERM or SIGHUP with "terminated" (and
+ * after one of those, every call fails at once). Same stack effect as
+ * lua_pcall. */
 int ff_cli_docall(lua_State *L, int narg, int nres);
 
-/// Prints the error message on top of L's stack when status is not LUA_OK,
-/// prefixed with the program name unless interactive, and pops it.
-/// Returns status.
+/* Prints the error message on top of L's stack when status is not LUA_OK,
+ * prefixed with the program name unless interactive, and pops it.
+ * Returns status. */
 int ff_cli_report(lua_State *L, int status, int interactive);
 
-/// Prints "PREFIX: MSG" (or only MSG when prefix is NULL) and a newline on
-/// stderr.
+/* Prints "PREFIX: MSG" (or only MSG when prefix is NULL) and a newline on
+ * stderr. */
 void ff_cli_message(const char *prefix, const char *msg);
 
-/// Prints the version banner on stdout.
+/* Prints the version banner on stdout. */
 void ff_cli_print_version(void);
 
-/// Installs fflua's handlers of SIGINT, SIGTERM and SIGHUP (without
-/// SA_RESTART, so a blocked read is interrupted); they stop Lua code that
-/// ff_cli_docall runs on L.
+/* Installs fflua's handlers of SIGINT, SIGTERM and SIGHUP (without
+ * SA_RESTART, so a blocked read is interrupted); they stop Lua code that
+ * ff_cli_docall runs on L. */
 void ff_cli_sigint_install(lua_State *L);
 
-/// Closes L, which the handlers of ff_cli_sigint_install stop touching
-/// first.
+/* Closes L, which the handlers of ff_cli_sigint_install stop touching
+ * first. */
 void ff_cli_close_state(lua_State *L);
 
-/// When SIGTERM or SIGHUP arrived, restores its default action and raises
-/// it again, so the program dies of it; otherwise returns. Call it once the
-/// Lua state is closed (storages commit then).
+/* When SIGTERM or SIGHUP arrived, restores its default action and raises
+ * it again, so the program dies of it; otherwise returns. Call it once the
+ * Lua state is closed (storages commit then). */
 void ff_cli_reraise_term(void);
 
-/// Makes SIGPIPE harmless (a handler that does nothing), so that a write to
-/// a peer that closed fails with EPIPE; for the head and the worker.
+/* Makes SIGPIPE harmless (a handler that does nothing), so that a write to
+ * a peer that closed fails with EPIPE; for the head and the worker. */
 void ff_cli_sigpipe_install(void);
 
-/// Returns 1 once SIGTERM or SIGHUP arrived: the program is ending.
+/* Returns 1 once SIGTERM or SIGHUP arrived: the program is ending. */
 int ff_cli_terminate_pending(void);
 
-/// Returns 1 and clears the flag when SIGINT arrived while no Lua code ran.
+/* Returns 1 and clears the flag when SIGINT arrived while no Lua code ran. */
 int ff_cli_take_interrupt(void);
 
-/// Returns 1 when SIGINT arrived while no Lua code ran; keeps the flag.
+/* Returns 1 when SIGINT arrived while no Lua code ran; keeps the flag. */
 int ff_cli_interrupt_pending(void);
 
 #endif

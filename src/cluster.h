@@ -18,19 +18,19 @@
 
 typedef struct ff_head_opts {
     const char *host;
-    int port;            /* 0: any free port (printed) */
-    double num_cpus;     /* of each local worker; < 0: the number of cores */
-    int workers;         /* local worker processes; < 0: 1, or 0 when num_cpus is 0 */
+    int port;              /* 0: any free port (printed) */
+    double num_cpus;       /* of each local worker; < 0: the number of cores */
+    int workers;           /* local worker processes; < 0: 1, or 0 when num_cpus is 0 */
     const char *resources; /* JSON object or NULL */
     const char *token_file;
-    const char *ready_file; /* write "HOST:PORT\n" here once listening */
-    int quiet;              /* only errors on stderr, nothing on stdout */
+    const char *ready_file;   /* write "HOST:PORT\n" here once listening */
+    int quiet;                /* only errors on stderr, nothing on stdout */
     double handshake_timeout; /* seconds; 0: the default */
 } ff_head_opts;
 
 typedef struct ff_worker_opts {
     const char *address;
-    double num_cpus;     /* < 0: the number of cores */
+    double num_cpus; /* < 0: the number of cores */
     const char *resources;
     const char *token_file;
 } ff_worker_opts;
@@ -63,9 +63,9 @@ int ff_res_name_check(const char *name, size_t len);
 /* Parses a flat JSON object of names to non-negative numbers:
  * '{"_disk": 1, "gpu": 0.5}'. Calls fn per entry (nonzero stops). 0, or
  * -EINVAL with why in err. */
-int ff_parse_resources(const char *json, int (*fn)(void *ud, const char *name, size_t len,
-                                                    double v),
-                       void *ud, char *err, size_t errlen);
+int ff_parse_resources(const char *json,
+                       int (*fn)(void *ud, const char *name, size_t len, double v), void *ud,
+                       char *err, size_t errlen);
 
 /* Checks a resources JSON as head and worker take it: every amount a whole
  * number of fixed-point units, every name given once, at most 256. 0, or

@@ -56,15 +56,19 @@ static const char *skip(const char *p) {
     return p;
 }
 
-int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t, double),
-                       void *ud, char *err, size_t errlen) {
+int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t, double), void *ud,
+                       char *err, size_t errlen) {
     const char *p = skip(json);
     if (*p++ != '{')
         goto bad;
     p = skip(p);
     if (*p == '}')
-        return *skip(p + 1) == '\0' ? 0 : (snprintf(err, errlen, "bad resources '%s': text "
-                                                   "after the object", json), -EINVAL);
+        return *skip(p + 1) == '\0' ? 0
+                                    : (snprintf(err, errlen,
+                                                "bad resources '%s': text "
+                                                "after the object",
+                                                json),
+                                       -EINVAL);
     for (;;) {
         if (*p++ != '"')
             goto bad;
@@ -75,9 +79,10 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
             goto bad;
         size_t len = (size_t)(p - name);
         if (ff_res_name_check(name, len) != 0) {
-            snprintf(err, errlen, "bad resources '%s': a resource name is 1 to %d bytes of text "
-                                  "without control characters or backslashes", json,
-                     FF_RES_NAME_MAX);
+            snprintf(err, errlen,
+                     "bad resources '%s': a resource name is 1 to %d bytes of text "
+                     "without control characters or backslashes",
+                     json, FF_RES_NAME_MAX);
             return -EINVAL;
         }
         p = skip(p + 1);
@@ -86,8 +91,10 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
         char *end;
         double v = strtod(skip(p), &end);
         if (end == skip(p) || !isfinite(v) || v < 0) {
-            snprintf(err, errlen, "bad resources '%s': the amount of '%.*s' must be a "
-                                  "non-negative number", json, (int)len, name);
+            snprintf(err, errlen,
+                     "bad resources '%s': the amount of '%.*s' must be a "
+                     "non-negative number",
+                     json, (int)len, name);
             return -EINVAL;
         }
         if (len == 3 && memcmp(name, "CPU", 3) == 0) {
@@ -109,8 +116,10 @@ int ff_parse_resources(const char *json, int (*fn)(void *, const char *, size_t,
         goto bad;
     }
 bad:
-    snprintf(err, errlen, "bad resources '%s' (a JSON object of names to numbers expected, "
-                          "as '{\"_disk\": 1}')", json);
+    snprintf(err, errlen,
+             "bad resources '%s' (a JSON object of names to numbers expected, "
+             "as '{\"_disk\": 1}')",
+             json);
     return -EINVAL;
 }
 

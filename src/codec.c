@@ -43,10 +43,27 @@
 #include "lutil.h"
 
 enum {
-    T_NIL = 0x00, T_FALSE, T_TRUE, T_I8, T_I16, T_I32, T_I64, T_F64,
-    T_STR, T_TABLE, T_REF, T_CLASS, T_SER, T_FUNC, T_NODE, T_MARK,
-    T_MODULE, T_MTABLE, T_ENV,
-    T_SHORTSTR = 0x40, T_SMALLINT = 0x80,
+    T_NIL = 0x00,
+    T_FALSE,
+    T_TRUE,
+    T_I8,
+    T_I16,
+    T_I32,
+    T_I64,
+    T_F64,
+    T_STR,
+    T_TABLE,
+    T_REF,
+    T_CLASS,
+    T_SER,
+    T_FUNC,
+    T_NODE,
+    T_MARK,
+    T_MODULE,
+    T_MTABLE,
+    T_ENV,
+    T_SHORTSTR = 0x40,
+    T_SMALLINT = 0x80,
 };
 
 /* --- encoder ------------------------------------------------------------- */
@@ -208,8 +225,8 @@ static int fail(ffc_enc *e, int code, const char *fmt, const char *arg) {
 /* Enters a table or a function (level): refused past FFC_MAX_DEPTH. */
 static int enter(ffc_enc *e, const char *what) {
     if (e->level >= FFC_MAX_DEPTH)
-        return fail(e, FFLUA_ENOSERIAL, "%s nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH)
-                    " levels deep", what);
+        return fail(e, FFLUA_ENOSERIAL,
+                    "%s nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH) " levels deep", what);
     e->level++;
     return 0;
 }
@@ -403,13 +420,13 @@ static void patch_u32(ffc_enc *e, size_t at, uint32_t v) {
  * seeded per state). Keys order by type, then value; keys that are tables,
  * functions or userdata by the digest of their own encoding. */
 struct skey {
-    int rank;       /* 0 boolean, 1 integer, 2 float, 3 string, 4 other */
+    int rank; /* 0 boolean, 1 integer, 2 float, 3 string, 4 other */
     lua_Integer i;
     double d;
     const char *s;
     size_t n;
     uint64_t dig[2];
-    int slot;       /* index in the keys table */
+    int slot; /* index in the keys table */
 };
 
 static int skey_cmp(const void *pa, const void *pb) {
@@ -570,7 +587,7 @@ static int enc_table(ffc_enc *e, int idx) {
         return e->err;
     if (!lua_getmetatable(L, idx))
         return enc_table_body(e, idx);
-    if (reg_lookup(e, "class_names") == LUA_TSTRING) { // [mt, name]
+    if (reg_lookup(e, "class_names") == LUA_TSTRING) { /* [mt, name] */
         size_t n;
         const char *s = lua_tolstring(L, -1, &n);
         put1(e, T_CLASS);
@@ -579,7 +596,7 @@ static int enc_table(ffc_enc *e, int idx) {
         return e->err ? e->err : enc_table_body(e, idx);
     }
     lua_pop(L, 1);
-    if (reg_lookup(e, "ser") == LUA_TTABLE) { // [mt, spec]
+    if (reg_lookup(e, "ser") == LUA_TTABLE) { /* [mt, spec] */
         int rc = enc_serialized(e, idx);
         lua_pop(L, 2);
         return rc;
@@ -599,7 +616,8 @@ static int enc_table(ffc_enc *e, int idx) {
     if (lua_getfield(L, -1, "__name") == LUA_TSTRING)
         return fail(e, FFLUA_ENOSERIAL,
                     "table with metatable '%s', which is not registered "
-                    "(ff.register_class(name, mt) or a serializer)", ffl_push_short_at(L, -1));
+                    "(ff.register_class(name, mt) or a serializer)",
+                    ffl_push_short_at(L, -1));
     return fail(e, FFLUA_ENOSERIAL, "%s",
                 "table with a metatable that is not registered "
                 "(ff.register_class(name, mt) or a serializer)");
@@ -823,7 +841,7 @@ static int enc_userdata(ffc_enc *e, int idx) {
     }
     int top = lua_gettop(L);
     if (lua_getmetatable(L, idx)) {
-        if (reg_lookup(e, "ser") == LUA_TTABLE) { // [mt, spec]
+        if (reg_lookup(e, "ser") == LUA_TTABLE) { /* [mt, spec] */
             int rc = seen_before(e, idx) ? e->err : enc_serialized(e, idx);
             if (rc == 0)
                 lua_settop(L, top);
@@ -882,8 +900,9 @@ static int enc_value(ffc_enc *e, int idx) {
         const char *tn = luaL_typename(L, idx);
         if (e->o->flags & FFC_HASH)
             return ffc_put_marker(e, T_MARK, tn, strlen(tn));
-        return fail(e, FFLUA_ENOSERIAL, (e->o->flags & FFC_CODE) ? "a %s cannot be shipped"
-                                                                  : "a %s cannot be stored", tn);
+        return fail(e, FFLUA_ENOSERIAL,
+                    (e->o->flags & FFC_CODE) ? "a %s cannot be shipped" : "a %s cannot be stored",
+                    tn);
     }
     }
 }
@@ -1044,8 +1063,8 @@ static int dec_table_body(dec *d, int t) {
         if (dec_value(d))
             return d->err;
         int kt = lua_type(L, -1);
-        if (kt == LUA_TNIL || (kt == LUA_TNUMBER && !lua_isinteger(L, -1) &&
-                               isnan(lua_tonumber(L, -1)))) {
+        if (kt == LUA_TNIL ||
+            (kt == LUA_TNUMBER && !lua_isinteger(L, -1) && isnan(lua_tonumber(L, -1)))) {
             lua_pop(L, 1);
             return dfail(d, "a table key is nil or NaN");
         }
@@ -1140,7 +1159,8 @@ static int dec_serialized(dec *d) {
             lua_pushlstring(L, bytes, nb);
             lua_setfield(L, -2, "bytes");
         } else {
-            lua_pushfstring(L, "no serializer named '%s' is registered", ffl_push_short(L, name, nn));
+            lua_pushfstring(L, "no serializer named '%s' is registered",
+                            ffl_push_short(L, name, nn));
             lua_replace(L, d->msg);
             return d->err = FFLUA_ENOSERIAL;
         }
@@ -1237,7 +1257,8 @@ static int dec_function(dec *d) {
     if (nups != ar.nups)
         return dfail(d, "upvalue count does not match the bytecode");
     if (d->depth >= FFC_MAX_DEPTH)
-        return dfail(d, "functions nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH) " levels deep");
+        return dfail(d,
+                     "functions nested more than " FFLUA_STRINGIFY(FFC_MAX_DEPTH) " levels deep");
     if (!lua_checkstack(L, 8))
         return dfail(d, "nested too deep for the Lua stack");
     d->depth++;
@@ -1345,7 +1366,8 @@ static int dec_value(dec *d) {
     case T_FUNC:
         if (!(d->flags & FFC_CODE)) {
             d->p--;
-            return dfail(d, "the value claims to be a function: bytecode is never loaded from data");
+            return dfail(d,
+                         "the value claims to be a function: bytecode is never loaded from data");
         }
         return dec_function(d);
     case T_NODE:
@@ -1388,9 +1410,14 @@ static int decode(lua_State *L, const char *p, size_t n, unsigned flags, ffc_nod
         lua_pushliteral(L, "Lua stack overflow");
         return -12;
     }
-    dec d = {.L = L, .p = (const unsigned char *)p, .start = (const unsigned char *)p,
-             .end = (const unsigned char *)p + n, .flags = flags, .presize = n,
-             .node_hook = hook, .hook_ud = ud};
+    dec d = {.L = L,
+             .p = (const unsigned char *)p,
+             .start = (const unsigned char *)p,
+             .end = (const unsigned char *)p + n,
+             .flags = flags,
+             .presize = n,
+             .node_hook = hook,
+             .hook_ud = ud};
     int top = lua_gettop(L);
     lua_settop(L, top + 3);
     d.refs = top + 1;

@@ -23,7 +23,7 @@
 
 #include "buf.h"
 
-#define FFC_VERSION 1   /* the first byte of every encoded value */
+#define FFC_VERSION 1 /* the first byte of every encoded value */
 /* The one nesting limit of values: a table (or, in code, a function)
  * inside FFC_MAX_DEPTH - 1 others is the deepest the encoder writes, the
  * decoder reads and a node's argument may hold (the argument scanner uses
@@ -33,7 +33,6 @@
  * last FFC_PATH_KEEP steps with " ... " between. */
 #define FFC_PATH_KEEP 4
 #define FFC_REGISTRY "functionfuse.codec"
-
 
 enum {
     FFC_HASH = 1 << 0,    /* fingerprint mode: see below */
@@ -99,7 +98,8 @@ int ffc_put_bytes(ffc_enc *e, const void *p, size_t n);
 int ffc_put_marker(ffc_enc *e, int tag, const void *p, size_t n);
 int ffc_put_varint(ffc_enc *e, uint64_t v);
 
-#define FFC_TAG_NODE 0x0E /* a node: by its fingerprint (FFC_HASH), by its
+#define FFC_TAG_NODE                                                                               \
+    0x0E /* a node: by its fingerprint (FFC_HASH), by its
                             parent slot and keys (FFC_CODE, tasks) */
 
 /* One step of a path into a value: the key at stack index key, else the

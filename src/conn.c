@@ -198,7 +198,8 @@ static void flush(ff_conn *c) {
         c->out.n = 0;
         return;
     }
-    if (c->writing || c->out.n == 0 || c->state == FF_CONN_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
+    if (c->writing || c->out.n == 0 || c->state == FF_CONN_CLOSING ||
+        uv_is_closing((uv_handle_t *)&c->tcp))
         return;
     ff_buf t = c->wbuf; /* swap: out is written, the old wbuf collects */
     c->wbuf = c->out;
@@ -282,8 +283,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         /* Before authentication only small frames: a stranger must not
          * make us buffer a large one. */
         size_t max = c->state == FF_CONN_HANDSHAKE ? 4096 : FF_FRAME_MAX;
-        int rc = ff_frame_parse(c->in.p + off, c->in.n - off, max, &type, &payload, &plen,
-                                &total);
+        int rc = ff_frame_parse(c->in.p + off, c->in.n - off, max, &type, &payload, &plen, &total);
         if (rc == FFLUA_EINCOMPLETE)
             break;
         if (rc != 0) {

@@ -54,18 +54,18 @@ struct ff_conn {
     uv_timer_t hs_timer; /* the handshake must end before it fires */
     int hs_timer_init;
     unsigned handshake_ms; /* 0: FF_HANDSHAKE_MS */
-    int server;  /* accepted by us (we send HELLO) */
+    int server;            /* accepted by us (we send HELLO) */
     int state;
-    int authed;  /* the handshake succeeded */
-    int role;    /* server: the peer's role; client: ours */
-    ff_hs hs;    /* the handshake (net.h) */
+    int authed; /* the handshake succeeded */
+    int role;   /* server: the peer's role; client: ours */
+    ff_hs hs;   /* the handshake (net.h) */
     ff_buf in;
     ff_buf out, wbuf; /* pending frames, the frames being written */
     int writing;
     uv_write_t wreq;
-    uint64_t nreads; /* reads so far (for the owner's busy-polling) */
-    char peer[64]; /* address, for logs */
-    ff_noise *noise; /* server: the limiter of lines before authentication, or NULL */
+    uint64_t nreads;   /* reads so far (for the owner's busy-polling) */
+    char peer[64];     /* address, for logs */
+    ff_noise *noise;   /* server: the limiter of lines before authentication, or NULL */
     char refused[600]; /* a client: why it could not get in */
     ff_conn_frame_fn on_frame;
     ff_conn_close_fn on_close;

@@ -4,8 +4,8 @@
  * The table is generated at build time by embedgen from lua/ and stdlib/ and
  * sorted by module name. It is read-only; any thread may read it.
  */
-#ifndef FF_EMBEDDED_H
-#define FF_EMBEDDED_H
+#ifndef FFLUA_EMBEDDED_H
+#define FFLUA_EMBEDDED_H
 
 #include <stddef.h>
 

@@ -9,7 +9,9 @@ const char *fflua_strerror(int rc) {
     if (rc == 0)
         return "success";
     switch (rc) {
-#define XX(name, code, text) case code: return text;
+#define XX(name, code, text)                                                                       \
+    case code:                                                                                     \
+        return text;
         FFLUA_ERRNO_MAP(XX)
 #undef XX
     }
@@ -26,7 +28,9 @@ const char *fflua_err_name(int rc) {
     if (rc == 0)
         return "OK";
     switch (rc) {
-#define XX(name, code, text) case code: return "FFLUA_" #name;
+#define XX(name, code, text)                                                                       \
+    case code:                                                                                     \
+        return "FFLUA_" #name;
         FFLUA_ERRNO_MAP(XX)
 #undef XX
     }

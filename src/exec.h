@@ -38,7 +38,7 @@ typedef struct ff_exec_store {
 /* A task to run; everything is borrowed for the call. */
 typedef struct ff_exec_task {
     uint64_t run, fid;
-    const char *name; /* the node's name, NUL-terminated */
+    const char *name;     /* the node's name, NUL-terminated */
     const uint64_t *deps; /* the dependencies' task indices, in slot order */
     size_t ndeps;
     const char *args; /* FFC_CODE bytes of { n = N, ... } with node tags */

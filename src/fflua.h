@@ -30,12 +30,12 @@ extern "C" {
 #define FFLUA_VERSION_PATCH 0
 #define FFLUA_STRINGIFY_(x) #x
 #define FFLUA_STRINGIFY(x) FFLUA_STRINGIFY_(x)
-/// The version as "MAJOR.MINOR.PATCH".
-#define FFLUA_VERSION                                                     \
-    FFLUA_STRINGIFY(FFLUA_VERSION_MAJOR) "." FFLUA_STRINGIFY(FFLUA_VERSION_MINOR) \
-    "." FFLUA_STRINGIFY(FFLUA_VERSION_PATCH)
-/// The version as one number: MAJOR * 10000 + MINOR * 100 + PATCH.
-#define FFLUA_VERSION_NUM                                                 \
+/* The version as "MAJOR.MINOR.PATCH". */
+#define FFLUA_VERSION                                                                              \
+    FFLUA_STRINGIFY(FFLUA_VERSION_MAJOR)                                                           \
+    "." FFLUA_STRINGIFY(FFLUA_VERSION_MINOR) "." FFLUA_STRINGIFY(FFLUA_VERSION_PATCH)
+/* The version as one number: MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define FFLUA_VERSION_NUM                                                                          \
     (FFLUA_VERSION_MAJOR * 10000 + FFLUA_VERSION_MINOR * 100 + FFLUA_VERSION_PATCH)
 
 /*
@@ -45,22 +45,22 @@ extern "C" {
 #define FFLUA_ERRCODE_FIRST (-31000)
 #define FFLUA_ERRCODE_LAST (-31999)
 
-#define FFLUA_ERRNO_MAP(XX)                                                   \
-    XX(EINTERNAL, -31000, "internal error")                                   \
-    XX(ELUA, -31001, "Lua error")                                             \
-    XX(ECLOSED, -31002, "object is closed")                                   \
-    XX(ECYCLE, -31003, "the workflow graph has a cycle")                      \
-    XX(EPATTERN, -31004, "invalid regular expression")                        \
-    XX(ECORRUPT, -31005, "malformed or corrupted data")                       \
-    XX(ECHECKSUM, -31006, "checksum mismatch")                                \
-    XX(ENOTFOUND, -31007, "no such stored result")                            \
-    XX(EPROTO, -31008, "protocol error")                                      \
-    XX(EAUTH, -31009, "authentication failed")                                \
-    XX(EVERSION, -31010, "version mismatch")                                  \
-    XX(ERESOURCE, -31011, "resource request cannot be satisfied")             \
-    XX(EUNSUPPORTED, -31012, "not supported by this build")                   \
-    XX(ENOSERIAL, -31013, "value has no encoding")                            \
-    XX(EINCOMPLETE, -31014, "incomplete: more bytes are needed")              \
+#define FFLUA_ERRNO_MAP(XX)                                                                        \
+    XX(EINTERNAL, -31000, "internal error")                                                        \
+    XX(ELUA, -31001, "Lua error")                                                                  \
+    XX(ECLOSED, -31002, "object is closed")                                                        \
+    XX(ECYCLE, -31003, "the workflow graph has a cycle")                                           \
+    XX(EPATTERN, -31004, "invalid regular expression")                                             \
+    XX(ECORRUPT, -31005, "malformed or corrupted data")                                            \
+    XX(ECHECKSUM, -31006, "checksum mismatch")                                                     \
+    XX(ENOTFOUND, -31007, "no such stored result")                                                 \
+    XX(EPROTO, -31008, "protocol error")                                                           \
+    XX(EAUTH, -31009, "authentication failed")                                                     \
+    XX(EVERSION, -31010, "version mismatch")                                                       \
+    XX(ERESOURCE, -31011, "resource request cannot be satisfied")                                  \
+    XX(EUNSUPPORTED, -31012, "not supported by this build")                                        \
+    XX(ENOSERIAL, -31013, "value has no encoding")                                                 \
+    XX(EINCOMPLETE, -31014, "incomplete: more bytes are needed")                                   \
     XX(ERESOLVE, -31015, "cannot resolve the host name")
 
 enum {
@@ -69,42 +69,42 @@ enum {
 #undef FFLUA_ERR_ENUM_
 };
 
-/// A description of the error code rc: one of ours, a negated errno, or 0.
-/// The returned string is static; the function is thread-safe.
+/* A description of the error code rc: one of ours, a negated errno, or 0.
+ * The returned string is static; the function is thread-safe. */
 const char *fflua_strerror(int rc);
 
-/// The symbolic name of rc ("FFLUA_ECYCLE", "ENOENT"), or "UNKNOWN".
-/// The returned string is static; the function is thread-safe.
+/* The symbolic name of rc ("FFLUA_ECYCLE", "ENOENT"), or "UNKNOWN".
+ * The returned string is static; the function is thread-safe. */
 const char *fflua_err_name(int rc);
 
-/// The version string of the library, which may differ from FFLUA_VERSION
-/// when an application was built against another header.
+/* The version string of the library, which may differ from FFLUA_VERSION
+ * when an application was built against another header. */
 const char *fflua_version(void);
 
 struct lua_State;
 
-/// Makes `require "functionfuse"` (and every module of the fflua Lua package)
-/// work in L: registers functionfuse.core in package.preload and adds a
-/// searcher for the embedded Lua modules after the preload searcher.
-/// Call it after luaL_openlibs(L) (at least the package library must be
-/// open). Leaves the stack as it found it. Returns 0, or FFLUA_EINTERNAL when
-/// L has no package library.
+/* Makes `require "functionfuse"` (and every module of the fflua Lua package)
+ * work in L: registers functionfuse.core in package.preload and adds a
+ * searcher for the embedded Lua modules after the preload searcher.
+ * Call it after luaL_openlibs(L) (at least the package library must be
+ * open). Leaves the stack as it found it. Returns 0, or FFLUA_EINTERNAL when
+ * L has no package library. */
 int fflua_open(struct lua_State *L);
 
-/// Hook points around every node a backend runs, for C embedders: before is
-/// called right before the node's function (after its plugins' pre-run
-/// call), after right after it, with failed = 1 when it raised. Either may
-/// be NULL. The name is valid only during the call.
+/* Hook points around every node a backend runs, for C embedders: before is
+ * called right before the node's function (after its plugins' pre-run
+ * call), after right after it, with failed = 1 when it raised. Either may
+ * be NULL. The name is valid only during the call. */
 typedef struct fflua_hooks {
     void (*before)(void *ud, const char *node_name);
     void (*after)(void *ud, const char *node_name, int failed);
 } fflua_hooks;
 
-/// Installs hooks (copied; NULL removes them) for the functionfuse engine of
-/// L. Returns 0.
+/* Installs hooks (copied; NULL removes them) for the functionfuse engine of
+ * L. Returns 0. */
 int fflua_set_hooks(struct lua_State *L, const fflua_hooks *hooks, void *ud);
 
-/// The Lua C module entry point of functionfuse.core; pushes one table.
+/* The Lua C module entry point of functionfuse.core; pushes one table. */
 int luaopen_functionfuse_core(struct lua_State *L);
 
 #ifdef __cplusplus

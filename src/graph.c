@@ -18,7 +18,7 @@ struct func {
 #define INL_ARGS 2
 
 struct node_ext { /* what few nodes have */
-    char *name;     /* explicit name, or NULL */
+    char *name;   /* explicit name, or NULL */
     int32_t slots[FF_NSLOTS];
 };
 

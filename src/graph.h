@@ -23,8 +23,8 @@
  * here calls back into the caller except the release callback, which is
  * called only from ff_graph_decref, ff_graph_set_* and ff_graph_destroy.
  */
-#ifndef FF_GRAPH_H
-#define FF_GRAPH_H
+#ifndef FFLUA_GRAPH_H
+#define FFLUA_GRAPH_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -58,54 +58,54 @@ typedef struct ff_arg {
 /* Called with each handle the graph lets go of. */
 typedef void (*ff_release_fn)(void *ud, int32_t handle);
 
-/// Creates an empty graph. Returns 0 or -ENOMEM.
+/* Creates an empty graph. Returns 0 or -ENOMEM. */
 int ff_graph_create(ff_graph **out, ff_release_fn release, void *ud);
 
-/// Frees the graph and releases every handle it holds. g may be NULL.
+/* Frees the graph and releases every handle it holds. g may be NULL. */
 void ff_graph_destroy(ff_graph *g);
 
 /* --- functions: what nodes run -------------------------------------------- */
 
-/// Registers a function (the caller's handle) under name (may be NULL, to be
-/// set later). The graph owns the handle from now on. Returns 0 or -ENOMEM.
+/* Registers a function (the caller's handle) under name (may be NULL, to be
+ * set later). The graph owns the handle from now on. Returns 0 or -ENOMEM. */
 int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t *fid);
-/// The function's name, or NULL before one is set.
+/* The function's name, or NULL before one is set. */
 const char *ff_graph_func_name(const ff_graph *g, uint32_t fid);
-/// Sets the name (copied). Returns 0 or -ENOMEM.
+/* Sets the name (copied). Returns 0 or -ENOMEM. */
 int ff_graph_func_set_name(ff_graph *g, uint32_t fid, const char *name);
 int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid);
 
 /* --- nodes ---------------------------------------------------------------- */
 
-/// Adds a node running function fid on args (copied; the graph owns their
-/// handles from now on, also on failure). Its parents are the distinct
-/// nodes named by FF_ARG_NODE/FF_ARG_ITEM args and by deps (which carry
-/// edges with no argument: nodes inside deep arguments, ordering edges).
-/// Every parent must be a live node. The new node starts with one reference,
-/// the caller's. Returns 0, -ENOMEM or -EINVAL (a parent is not live).
+/* Adds a node running function fid on args (copied; the graph owns their
+ * handles from now on, also on failure). Its parents are the distinct
+ * nodes named by FF_ARG_NODE/FF_ARG_ITEM args and by deps (which carry
+ * edges with no argument: nodes inside deep arguments, ordering edges).
+ * Every parent must be a live node. The new node starts with one reference,
+ * the caller's. Returns 0, -ENOMEM or -EINVAL (a parent is not live). */
 int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t nargs,
                       const uint32_t *deps, uint32_t ndeps, uint32_t *id);
 
 void ff_graph_incref(ff_graph *g, uint32_t id);
-/// Drops a reference; a node without references is freed, its handles
-/// released and its parents decref'd.
+/* Drops a reference; a node without references is freed, its handles
+ * released and its parents decref'd. */
 void ff_graph_decref(ff_graph *g, uint32_t id);
 int ff_graph_is_live(const ff_graph *g, uint32_t id);
-/// Number of live nodes.
+/* Number of live nodes. */
 size_t ff_graph_size(const ff_graph *g);
 
 uint32_t ff_graph_fid(const ff_graph *g, uint32_t id);
-/// The node's arguments and distinct parents. The arrays may live inside
-/// the graph's node table: they are valid until the next ff_graph_add_node
-/// (which may move it) or until the node is freed.
+/* The node's arguments and distinct parents. The arrays may live inside
+ * the graph's node table: they are valid until the next ff_graph_add_node
+ * (which may move it) or until the node is freed. */
 const ff_arg *ff_graph_args(const ff_graph *g, uint32_t id, uint32_t *nargs);
 const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *nparents);
 
-/// Writes the node's name into buf (NUL-terminated, truncated to cap) and
-/// returns its full length: the name set with ff_graph_set_name, otherwise
-/// "<function name>_<NNNN>" with the function's counter at creation.
+/* Writes the node's name into buf (NUL-terminated, truncated to cap) and
+ * returns its full length: the name set with ff_graph_set_name, otherwise
+ * "<function name>_<NNNN>" with the function's counter at creation. */
 size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap);
-/// Sets an explicit name (copied, len bytes). Returns 0 or -ENOMEM.
+/* Sets an explicit name (copied, len bytes). Returns 0 or -ENOMEM. */
 int ff_graph_set_name(ff_graph *g, uint32_t id, const char *name, size_t len);
 
 /* Per-node handles for backends: which function overrides the node's own
@@ -125,12 +125,12 @@ typedef struct ff_plan {
     uint32_t pos_cap;    /* length of pos */
 } ff_plan;
 
-/// Plans a run of the ancestors of leaves (live node ids; duplicates are
-/// fine). Takes a reference on every planned node, dropped by
-/// ff_plan_release. Returns 0, -ENOMEM, -EINVAL (a leaf is not live) or
-/// FFLUA_ECYCLE (an edge against creation order, which the API cannot make).
+/* Plans a run of the ancestors of leaves (live node ids; duplicates are
+ * fine). Takes a reference on every planned node, dropped by
+ * ff_plan_release. Returns 0, -ENOMEM, -EINVAL (a leaf is not live) or
+ * FFLUA_ECYCLE (an edge against creation order, which the API cannot make). */
 int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan **out);
-/// Position of node id in the plan, or UINT32_MAX.
+/* Position of node id in the plan, or UINT32_MAX. */
 uint32_t ff_plan_pos(const ff_plan *p, uint32_t id);
 void ff_plan_release(ff_graph *g, ff_plan *p);
 

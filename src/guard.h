@@ -38,7 +38,7 @@
 typedef struct ff_guard {
     sigjmp_buf jb;
     struct ff_guard *prev;
-    int sig; /* after a jump: SIGSEGV, SIGBUS, or 0 for an assertion */
+    int sig;       /* after a jump: SIGSEGV, SIGBUS, or 0 for an assertion */
     char msg[200]; /* after a jump from an assertion: its text */
 } ff_guard;
 

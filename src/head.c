@@ -69,9 +69,9 @@ typedef struct htask {
     char *name;
     uint32_t *deps, ndeps;
     uint32_t *cons, ncons, cons_cap; /* consumers (later tasks using this one) */
-    uint32_t waiting;      /* parents not done */
-    uint32_t unsent;       /* consumers not yet dispatched */
-    uint32_t unfinished;   /* consumers not yet finished */
+    uint32_t waiting;                /* parents not done */
+    uint32_t unsent;                 /* consumers not yet dispatched */
+    uint32_t unfinished;             /* consumers not yet finished */
     int leaf, state, place;
     char *args, *pre;
     size_t nargs, npre;
@@ -104,10 +104,10 @@ typedef struct hrun {
 struct hconn {
     ff_conn c;
     struct head *h;
-    int place; /* workers: their place, or -1 */
-    int64_t cpus; /* workers: their real CPUs (the place has FF_PIPELINE times) */
-    uint64_t pid; /* workers: the process id they gave */
-    char name[96]; /* workers: "host:pid", the host escaped */
+    int place;      /* workers: their place, or -1 */
+    int64_t cpus;   /* workers: their real CPUs (the place has FF_PIPELINE times) */
+    uint64_t pid;   /* workers: the process id they gave */
+    char name[96];  /* workers: "host:pid", the host escaped */
     char lost[128]; /* workers: why the head closed the connection, or "" */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
@@ -118,29 +118,31 @@ typedef struct hchild {
     uv_process_t proc;
     uv_timer_t restart; /* the back-off before the next process */
     struct head *h;
-    int running;        /* proc is a live process (its exit not seen yet) */
-    int proc_open;      /* proc is a handle not yet closed */
-    int pid;            /* the last process's */
-    char ended[64];     /* how the last process ended, once it did */
+    int running;    /* proc is a live process (its exit not seen yet) */
+    int proc_open;  /* proc is a handle not yet closed */
+    int pid;        /* the last process's */
+    char ended[64]; /* how the last process ended, once it did */
     uint64_t started_ms;
-    unsigned quick;     /* quick ends in a row */
+    unsigned quick; /* quick ends in a row */
     int given_up;
 } hchild;
 
 /* Failures of tasks that ran on a local worker whose connection closed
  * before its process was seen to end: they wait (at most FF_GRAVE_MS) so
  * that the driver learns how the process ended. */
+struct grave_done {
+    hconn *driver;
+    uint64_t run;
+    uint32_t index;
+};
+
 typedef struct hgrave {
     struct hgrave *next;
     int pid;
     char name[96];
     uint64_t deadline_ms;
     size_t n, cap;
-    struct grave_done {
-        hconn *driver;
-        uint64_t run;
-        uint32_t index;
-    } *done;
+    struct grave_done *done;
 } hgrave;
 
 typedef struct head {
@@ -157,7 +159,7 @@ typedef struct head {
     int64_t local_cpus_units;
     hgrave *graves;
     uv_timer_t grave_timer;
-    hconn *losing; /* the worker whose place is being removed (for on_lost) */
+    hconn *losing;   /* the worker whose place is being removed (for on_lost) */
     uv_tcp_t reject; /* takes a connection there is no memory for, to close it */
     int rejecting;   /* reject is closing (2: it had taken a connection) */
     ff_noise noise;
@@ -274,13 +276,16 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     char msg[200];
     const char *what = status == 0 ? "result" : "message";
     if (rc == -EMSGSIZE)
-        snprintf(msg, sizeof msg, "its %s (%.1f MiB) does not fit in a message to the driver",
-                 what, mib(n));
+        snprintf(msg, sizeof msg, "its %s (%.1f MiB) does not fit in a message to the driver", what,
+                 mib(n));
     else
-        snprintf(msg, sizeof msg, "the head has not enough memory to send its %s (%.1f MiB) "
-                                  "to the driver", what, mib(n));
-    ff_msg_done fail = {r->driver_run, i, status == FF_DONE_REFUSED ? FF_DONE_REFUSED : FF_DONE_FAILED,
-                        msg, strlen(msg)};
+        snprintf(msg, sizeof msg,
+                 "the head has not enough memory to send its %s (%.1f MiB) "
+                 "to the driver",
+                 what, mib(n));
+    ff_msg_done fail = {r->driver_run, i,
+                        status == FF_DONE_REFUSED ? FF_DONE_REFUSED : FF_DONE_FAILED, msg,
+                        strlen(msg)};
     sent_or_close(r->driver, ff_msg_done_write(b, &fail), "a DONE");
     return 1;
 }
@@ -310,10 +315,11 @@ static int write_run_end(head *h, hrun *r, int placement) {
 
 /* Every task finished: tell the driver where each ran, then forget it. */
 static void run_finish(head *h, hrun *r) {
-    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY &&
-        write_run_end(h, r, 1) != 0) {
-        ff_log(WHO, "%s: the placements of a run of %u tasks do not fit in a message: sent "
-                    "without them", r->driver->c.peer, r->ntasks);
+    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY && write_run_end(h, r, 1) != 0) {
+        ff_log(WHO,
+               "%s: the placements of a run of %u tasks do not fit in a message: sent "
+               "without them",
+               r->driver->c.peer, r->ntasks);
         if (write_run_end(h, r, 0) != 0)
             disconnect(r->driver, "the head could not send it a RUN_END");
     }
@@ -376,23 +382,33 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         if (!held)
             deps += ff_str_size(p->result.n);
     }
-    ff_msg_task m = {.run = r->id, .index = i, .fid = t->fid, .name = t->name,
-                     .name_len = strlen(t->name), .ndeps = t->ndeps, .args = t->args,
-                     .pre = t->pre, .nargs = t->nargs, .npre = t->npre,
+    ff_msg_task m = {.run = r->id,
+                     .index = i,
+                     .fid = t->fid,
+                     .name = t->name,
+                     .name_len = strlen(t->name),
+                     .ndeps = t->ndeps,
+                     .args = t->args,
+                     .pre = t->pre,
+                     .nargs = t->nargs,
+                     .npre = t->npre,
                      .cpus = (uint64_t)t->cpus};
     size_t size = ff_msg_task_size(&m, h->deps);
     if (size > FF_FRAME_MAX) {
-        snprintf(err, errlen, "it cannot be sent to a worker: its parents' results (%.1f MiB) and "
-                              "its arguments (%.1f MiB) take more than the %d MiB one message "
-                              "may carry", mib(deps), mib(t->nargs + t->npre),
-                 (int)(FF_FRAME_MAX >> 20));
+        snprintf(err, errlen,
+                 "it cannot be sent to a worker: its parents' results (%.1f MiB) and "
+                 "its arguments (%.1f MiB) take more than the %d MiB one message "
+                 "may carry",
+                 mib(deps), mib(t->nargs + t->npre), (int)(FF_FRAME_MAX >> 20));
         return -1;
     }
     size_t start = c->out.n;
     if (f != NULL && ff_msg_func_write(&c->out, &(ff_msg_func){r->id, t->fid, f->p, f->n}) != 0) {
         /* its driver sent it in one message: memory */
-        snprintf(err, errlen, "the head has not enough memory to send its function "
-                              "(%.1f MiB) to a worker", mib(f->n));
+        snprintf(err, errlen,
+                 "the head has not enough memory to send its function "
+                 "(%.1f MiB) to a worker",
+                 mib(f->n));
         return -1;
     }
     if (ff_msg_task_write(&c->out, &m, h->deps) != 0) {
@@ -471,8 +487,9 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
             size_t cap = r->held_cap ? r->held_cap * 2 : 64;
             uint32_t *nh = malloc(cap * sizeof *nh);
             if (nh == NULL) {
-                run_fail(r, i, "the head has not enough memory to hold it back "
-                               "(max_pending_tasks)");
+                run_fail(r, i,
+                         "the head has not enough memory to hold it back "
+                         "(max_pending_tasks)");
                 return;
             }
             for (size_t k = 0; k < r->held_n; k++)
@@ -553,8 +570,7 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
      * task, or a made-up one, is ignored. */
     int at = -1;
     if (run > UINT32_MAX || i > UINT32_MAX ||
-        ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
-        at != w->place) {
+        ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING || at != w->place) {
         ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
         return 0;
     }
@@ -584,8 +600,10 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
         t->result.n = 0;
         if (len > 0 && ff_buf_reserve(&t->result, len) != 0) {
             char msg[200];
-            snprintf(msg, sizeof msg, "the head has not enough memory to keep its result "
-                                      "(%.1f MiB) for the nodes that use it", mib(len));
+            snprintf(msg, sizeof msg,
+                     "the head has not enough memory to keep its result "
+                     "(%.1f MiB) for the nodes that use it",
+                     mib(len));
             run_fail(r, (uint32_t)i, msg);
         } else if (len > 0) {
             memcpy(t->result.p, bytes, len);
@@ -664,8 +682,8 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
     w->place = place;
     w->pid = pid;
     char hostname[64];
-    snprintf(w->name, sizeof w->name, "%s:%llu", ff_text_escape(hostname, sizeof hostname, host, hl),
-             (unsigned long long)pid);
+    snprintf(w->name, sizeof w->name, "%s:%llu",
+             ff_text_escape(hostname, sizeof hostname, host, hl), (unsigned long long)pid);
     if (!h->quiet)
         ff_log(WHO, "worker %s joined with %g CPUs (place %d)", w->name,
                (double)cpus / FF_RES_SCALE, place);
@@ -783,8 +801,10 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
                 uint32_t cap = p->cons_cap ? p->cons_cap * 2 : 4;
                 uint32_t *nc = realloc(p->cons, cap * sizeof *nc);
                 if (nc == NULL)
-                    return snprintf(err, errlen, "the head has not enough memory for the run's "
-                                                 "tasks"), 2;
+                    return snprintf(err, errlen,
+                                    "the head has not enough memory for the run's "
+                                    "tasks"),
+                           2;
                 p->cons = nc;
                 p->cons_cap = cap;
             }
@@ -819,9 +839,10 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
             return 1;
         }
         if (want > max_cpus) {
-            snprintf(err, errlen, "node '%s' asks for %g of 'CPU', but no node of the cluster "
-                                  "has more than %g", t->name, (double)want / FF_RES_SCALE,
-                     (double)max_cpus / FF_RES_SCALE);
+            snprintf(err, errlen,
+                     "node '%s' asks for %g of 'CPU', but no node of the cluster "
+                     "has more than %g",
+                     t->name, (double)want / FF_RES_SCALE, (double)max_cpus / FF_RES_SCALE);
             return 1;
         }
         int bad = -1;
@@ -842,8 +863,10 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
                      t->name, (double)amount / FF_RES_SCALE, ff_sched_resource_name(h->sched, bad),
                      (double)ff_sched_max_capacity(h->sched, bad) / FF_RES_SCALE);
         } else {
-            snprintf(err, errlen, "node '%s' asks for resources no single node of the cluster "
-                                  "has together", t->name);
+            snprintf(err, errlen,
+                     "node '%s' asks for resources no single node of the cluster "
+                     "has together",
+                     t->name);
         }
         return 1;
     }
@@ -859,7 +882,8 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     }
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
-        if (x->driver == d && x->driver_run == m.run && (x->tasks == NULL || x->received < x->ntasks))
+        if (x->driver == d && x->driver_run == m.run &&
+            (x->tasks == NULL || x->received < x->ntasks))
             r = x;
     char err[512];
     if (r == NULL) {
@@ -901,7 +925,8 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
     size_t len = m.len;
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
-        if (x->driver == d && x->driver_run == drun && (x->tasks == NULL || x->received < x->ntasks))
+        if (x->driver == d && x->driver_run == drun &&
+            (x->tasks == NULL || x->received < x->ntasks))
             r = x;
     if (r == NULL) {
         r = calloc(1, sizeof *r);
@@ -955,8 +980,8 @@ static void send_status(head *h, hconn *c) {
                 free_ = used >= real ? 0 : real - used;
             }
             const char *rn = ff_sched_resource_name(h->sched, res);
-            ff_msg_status_res(b, &(ff_msg_res_state){rn, strlen(rn), (uint64_t)total,
-                                                      (uint64_t)free_});
+            ff_msg_status_res(
+                b, &(ff_msg_res_state){rn, strlen(rn), (uint64_t)total, (uint64_t)free_});
         }
     }
     ff_sched_stats st;
@@ -1134,8 +1159,7 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
     } else if (lost_why(h, h->losing, msg, sizeof msg) != 0) {
         if (r->driver == NULL || grave_add(h, h->losing, r, i) == 0)
             return;
-        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster",
-                 h->losing->name);
+        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", h->losing->name);
     }
     send_done(r, i, 1, msg, strlen(msg));
 }
@@ -1275,8 +1299,8 @@ static void child_ended(hchild *ch, const char *how) {
     if (ch->pid > 0)
         snprintf(who, sizeof who, "local worker %d", ch->pid);
     if (ch->quick >= FF_LOCAL_GIVE_UP) {
-        ff_log(WHO, "%s %s, %u times in a row within %d s of starting: no other starts", who,
-               how, ch->quick, FF_LOCAL_QUICK_MS / 1000);
+        ff_log(WHO, "%s %s, %u times in a row within %d s of starting: no other starts", who, how,
+               ch->quick, FF_LOCAL_QUICK_MS / 1000);
         ch->given_up = 1;
         if (--h->nchildren_live == 0) { /* what waited for one fails now */
             ff_sched_drop_waiting(h->sched, on_lost, h);
@@ -1311,8 +1335,15 @@ static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
  * environment, never argv. */
 static void child_start(hchild *ch) {
     head *h = ch->h;
-    char *args[] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus,
-                    h->local_resources ? "--resources" : NULL, (char *)h->local_resources, NULL};
+    char *args[] = {h->exe,
+                    "worker",
+                    "--address",
+                    h->local_addr,
+                    "--num-cpus",
+                    h->local_cpus,
+                    h->local_resources ? "--resources" : NULL,
+                    (char *)h->local_resources,
+                    NULL};
     extern char **environ;
     size_t ne = 0;
     while (environ[ne])
@@ -1331,8 +1362,12 @@ static void child_start(hchild *ch) {
         uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
                                          {.flags = UV_INHERIT_FD, .data.fd = 1},
                                          {.flags = UV_INHERIT_FD, .data.fd = 2}};
-        uv_process_options_t po = {.exit_cb = on_child_exit, .file = h->exe, .args = args,
-                                   .env = env, .stdio_count = 3, .stdio = stdio};
+        uv_process_options_t po = {.exit_cb = on_child_exit,
+                                   .file = h->exe,
+                                   .args = args,
+                                   .env = env,
+                                   .stdio_count = 3,
+                                   .stdio = stdio};
         ch->proc.data = ch;
         spawned = 1;
         rc = uv_spawn(&h->loop, &ch->proc, &po);
@@ -1543,7 +1578,7 @@ int ff_head_main(const ff_head_opts *o) {
         int blen = sizeof bound;
         uv_tcp_getsockname(&h->server, (struct sockaddr *)&bound, &blen);
         int port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                      : ((struct sockaddr_in *)&bound)->sin_port);
+                                                     : ((struct sockaddr_in *)&bound)->sin_port);
         snprintf(addrbuf, sizeof addrbuf, "%s:%d", o->host ? o->host : "127.0.0.1", port);
         if (!h->quiet) {
             printf("fflua head listening on %s\n", addrbuf);

@@ -84,8 +84,9 @@ static void collect_names(lua_State *L, struct ffl_cache *c) {
         for (; set[i] != 0; i = (i + 1) & (cap - 1)) {
             const char *other = pos_name(c, set[i] - 1, &olen);
             if (olen == len && memcmp(other, nm, len) == 0) {
-                luaL_error(L, "workflow '%s' has two nodes named '%s': with a storage, node "
-                              "names must be distinct (use set_name)",
+                luaL_error(L,
+                           "workflow '%s' has two nodes named '%s': with a storage, node "
+                           "names must be distinct (use set_name)",
                            ffl_push_short(L, c->wf, c->wflen), ffl_push_short(L, nm, len));
             }
         }
@@ -120,7 +121,7 @@ static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
         if (rc == 0)
             ffc_put_bytes(e, sub.p, sub.n);
         ff_buf_free(&sub);
-        if (rc != 0) { // [path, msg]
+        if (rc != 0) { /* [path, msg] */
             lua_remove(L, -2);
             return -1;
         }
@@ -147,7 +148,7 @@ static void fp_bytes(lua_State *L, struct ffl_cache *c, const void *p, size_t n)
 /* The digest of a node's function: its bytecode and upvalues, cached per
  * function for the run. */
 static void fp_function(lua_State *L, struct ffl_cache *c, uint32_t id, uint8_t out[FF_FP_LEN]) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(c->run->ctx->graph, id)); // [fn]
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(c->run->ctx->graph, id)); /* [fn] */
     lua_pushvalue(L, -1);
     if (lua_rawget(L, c->fn_cache) == LUA_TSTRING) {
         memcpy(out, lua_tostring(L, -1), FF_FP_LEN);
@@ -234,8 +235,9 @@ static void fingerprint_all(lua_State *L, struct ffl_cache *c) {
 static void damaged_note(struct ffl_cache *c, const char *key, size_t nl, const char *what,
                          const char *why) {
     char task[160], wf[160];
-    fprintf(stderr, "fflua: warning: storage '%s': the stored result of task '%s' of workflow "
-                    "'%s' %s (%s); computing it again\n",
+    fprintf(stderr,
+            "fflua: warning: storage '%s': the stored result of task '%s' of workflow "
+            "'%s' %s (%s); computing it again\n",
             ff_store_path(c->st), ff_text_escape(task, sizeof task, key, nl),
             ff_text_escape(wf, sizeof wf, c->wf, c->wflen), what, why);
 }
@@ -340,8 +342,8 @@ void ffl_cache_save(lua_State *L, struct ffl_cache *c, uint32_t pos, uint64_t co
         node_error(L, c, id, "result");
     size_t nl;
     const char *key = pos_name(c, pos, &nl);
-    if (ff_store_put(c->st, c->wf, c->wflen, key, nl, c->fp + (size_t)pos * FF_FP_LEN,
-                     compute_ns, c->buf.p, c->buf.n) != 0)
+    if (ff_store_put(c->st, c->wf, c->wflen, key, nl, c->fp + (size_t)pos * FF_FP_LEN, compute_ns,
+                     c->buf.p, c->buf.n) != 0)
         luaL_error(L, "storage '%s': %s", ff_store_path(c->st), ff_store_errmsg(c->st));
     if (c->always_read) {
         if (ffc_decode(L, c->buf.p, c->buf.n, 0) != 0)
@@ -368,8 +370,8 @@ int ffl_cache_options(lua_State *L, struct ffl_cache *c, int idx) {
     c->wf = luaL_checklstring(L, -1, &c->wflen);
     lua_pop(L, 1); /* the workflow object keeps the string */
     lua_getfield(L, idx, "cache");
-    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING &&
-                             strcmp(lua_tostring(L, -1), "fingerprint") == 0))
+    if (lua_isnil(L, -1) ||
+        (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "fingerprint") == 0))
         c->mode = FFL_CACHE_FINGERPRINT;
     else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "name") == 0)
         c->mode = FFL_CACHE_NAME;

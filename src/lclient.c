@@ -15,12 +15,12 @@
  * the libuv connections of heads and workers.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -82,8 +82,8 @@ int ffl_client_flush(ffl_client *c) {
             continue;
         }
         if (n <= 0) {
-            snprintf(c->err, sizeof c->err, "lost the connection to the head at %s: %s",
-                     c->address, strerror(errno));
+            snprintf(c->err, sizeof c->err, "lost the connection to the head at %s: %s", c->address,
+                     strerror(errno));
             return -1;
         }
         off += (size_t)n;
@@ -151,8 +151,8 @@ static int ffl_client_gc(lua_State *L) {
 }
 
 /* Connects and authenticates; 0 or an error in c->err. */
-static int client_open(ffl_client *c, const char *address, int role, const char *token,
-                       size_t tl, int timeout_ms) {
+static int client_open(ffl_client *c, const char *address, int role, const char *token, size_t tl,
+                       int timeout_ms) {
     struct sockaddr_storage addr;
     snprintf(c->address, sizeof c->address, "%s", address);
     if (ff_parse_address(address, &addr, c->err, sizeof c->err) != 0)
@@ -160,8 +160,8 @@ static int client_open(ffl_client *c, const char *address, int role, const char 
     c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         return snprintf(c->err, sizeof c->err, "socket: %s", strerror(errno)), -1;
-    socklen_t alen = addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
+    socklen_t alen =
+        addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (connect(c->fd, (struct sockaddr *)&addr, alen) != 0) {
         snprintf(c->err, sizeof c->err, "cannot connect to the head at %s: %s", address,
                  strerror(errno));
@@ -203,8 +203,10 @@ static int ffl_client_connect(lua_State *L) {
     lua_getfield(L, 2, "timeout");
     double timeout = luaL_optnumber(L, -1, 10);
     if (!(timeout >= 0.01 && timeout <= 3600)) /* also NaN */
-        return luaL_error(L, "bad option 'timeout' (a number of seconds from 0.01 to 3600 "
-                             "expected, got %s)", lua_tostring(L, -1));
+        return luaL_error(L,
+                          "bad option 'timeout' (a number of seconds from 0.01 to 3600 "
+                          "expected, got %s)",
+                          lua_tostring(L, -1));
     char token[512], err[512];
     size_t tl = 0;
     if (lua_isstring(L, -3)) {
@@ -214,13 +216,15 @@ static int ffl_client_connect(lua_State *L) {
         if (ff_token_check(t, tl, err, sizeof err) != 0)
             return luaL_error(L, "bad option 'token' (it %s)", err);
         memcpy(token, t, tl);
-    } else if (ff_cluster_token(lua_tostring(L, -2), token, sizeof token, &tl, err,
-                                sizeof err) != 0) {
+    } else if (ff_cluster_token(lua_tostring(L, -2), token, sizeof token, &tl, err, sizeof err) !=
+               0) {
         return luaL_error(L, "%s", err);
     }
     if (tl == 0)
-        return luaL_error(L, "no token for the cluster at %s: give token_file (or set "
-                             "FFLUA_TOKEN)", address);
+        return luaL_error(L,
+                          "no token for the cluster at %s: give token_file (or set "
+                          "FFLUA_TOKEN)",
+                          address);
     ffl_client *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);
     c->fd = -1;

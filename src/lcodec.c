@@ -22,7 +22,7 @@ static int ffl_codec_register_class(lua_State *L) {
     const char *name = luaL_checklstring(L, 1, &n);
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_argcheck(L, n > 0, 1, "empty class name");
-    ffc_push_registry(L); // [reg]
+    ffc_push_registry(L); /* [reg] */
     lua_getfield(L, -1, "classes");
     lua_pushvalue(L, 1);
     if (lua_rawget(L, -2) == LUA_TTABLE && !lua_rawequal(L, -1, 2))
@@ -46,15 +46,16 @@ static int ffl_codec_register_serializer(lua_State *L) {
         if (luaL_getmetatable(L, lua_tostring(L, 1)) != LUA_TTABLE)
             return luaL_error(L, "no metatable named '%s' (luaL_newmetatable) exists",
                               lua_tostring(L, 1));
-        lua_pushvalue(L, 1); // [mt, name]
+        lua_pushvalue(L, 1); /* [mt, name] */
     } else {
         luaL_checktype(L, 1, LUA_TTABLE);
         lua_pushvalue(L, 1);
         if (lua_getfield(L, 2, "name") != LUA_TSTRING) {
             lua_pop(L, 1);
             if (lua_getfield(L, 1, "__name") != LUA_TSTRING)
-                return luaL_error(L, "the metatable has no __name: give the serializer a name "
-                                     "(register_serializer(mt, {name = ..., pack = ..., unpack = ...}))");
+                return luaL_error(
+                    L, "the metatable has no __name: give the serializer a name "
+                       "(register_serializer(mt, {name = ..., pack = ..., unpack = ...}))");
         }
     }
     int mt = lua_gettop(L) - 1, name = lua_gettop(L);
@@ -65,7 +66,7 @@ static int ffl_codec_register_serializer(lua_State *L) {
             return luaL_error(L, "the serializer has no '%s' function", f);
         lua_settop(L, name);
     }
-    lua_createtable(L, 0, 3); // [.., spec]
+    lua_createtable(L, 0, 3); /* [.., spec] */
     int spec = lua_gettop(L);
     lua_pushvalue(L, name);
     lua_setfield(L, spec, "name");

@@ -3,12 +3,12 @@
  * the registration of classes and serializers. Not installed; called from
  * the thread that runs the state.
  */
-#ifndef FF_LCODEC_H
-#define FF_LCODEC_H
+#ifndef FFLUA_LCODEC_H
+#define FFLUA_LCODEC_H
 
 #include <lauxlib.h>
 
-/// The codec's functions of functionfuse.core.
+/* The codec's functions of functionfuse.core. */
 extern const luaL_Reg ffl_codec_funcs[];
 
 #endif

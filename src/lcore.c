@@ -72,7 +72,7 @@ int luaopen_functionfuse_core(lua_State *L) {
     ffl_leaves_add_methods(L, ffl_query_methods);  /* nodes */
     ffl_leaves_add_methods(L, ffl_local_methods);  /* run_local */
     ffl_leaves_add_methods(L, ffl_driver_methods); /* run_cluster */
-    luaL_newlib(L, ffl_core_funcs); // [core]
+    luaL_newlib(L, ffl_core_funcs);                /* [core] */
     luaL_setfuncs(L, ffl_graph_funcs, 0);
     luaL_setfuncs(L, ffl_query_funcs, 0);
     luaL_setfuncs(L, ffl_store_funcs, 0);
@@ -91,12 +91,12 @@ int luaopen_functionfuse_core(lua_State *L) {
     lua_setfield(L, -2, "store_wf_max");
 
     /* core.errors: name -> code, for every FFLUA_E* code. */
-    lua_createtable(L, 0, 16); // [core, errors]
-#define XX(name, code, text)                                                  \
-    lua_pushinteger(L, code);                                                 \
+    lua_createtable(L, 0, 16); /* [core, errors] */
+#define XX(name, code, text)                                                                       \
+    lua_pushinteger(L, code);                                                                      \
     lua_setfield(L, -2, #name);
     FFLUA_ERRNO_MAP(XX)
 #undef XX
-    lua_setfield(L, -2, "errors"); // [core]
+    lua_setfield(L, -2, "errors"); /* [core] */
     return 1;
 }

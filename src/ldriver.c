@@ -44,11 +44,11 @@ struct crun {
     int fids;     /* stack index: function -> fid */
     int modmap;
     uint64_t nfids;
-    int opts; /* stack index of the options table */
+    int opts;    /* stack index of the options table */
     int bad_key; /* an item key that cannot ship (set by cl_hook) */
     /* Owned by the run and freed by its caller, also after an error: */
-    ff_buf tasks;  /* the SUBMIT being built */
-    ff_buf enc;    /* a task's arguments, then its pre-run function */
+    ff_buf tasks;   /* the SUBMIT being built */
+    ff_buf enc;     /* a task's arguments, then its pre-run function */
     uint32_t *deps; /* a task's dependencies, by position in the plan */
     size_t deps_cap;
     ff_msg_res *res; /* a task's resources */
@@ -187,8 +187,7 @@ static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
         cl_node_error(L, x, id, "its function cannot be shipped");
     }
     if (rc != 0)
-        luaL_error(L, "not enough memory to send the function of a node (%d MiB)",
-                   (int)(n >> 20));
+        luaL_error(L, "not enough memory to send the function of a node (%d MiB)", (int)(n >> 20));
     lua_pushinteger(L, (lua_Integer)fid);
     lua_rawset(L, x->fids);
     return fid;
@@ -222,8 +221,8 @@ static void cl_res_add(lua_State *L, struct crun *x, uint32_t n, const char *nam
 static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
     int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
     if (h == FF_NOHANDLE)
-        return 0; /* the default: 1 CPU */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, h); // [args]
+        return 0;                         /* the default: 1 CPU */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h); /* [args] */
     int t = lua_gettop(L);
     uint32_t n = 0;
     int64_t amount;
@@ -249,8 +248,10 @@ static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
             size_t len;
             const char *nm = lua_tolstring(L, -2, &len);
             if (ff_res_name_check(nm, len) != 0) {
-                lua_pushfstring(L, "resource names must be 1 to %d bytes of text without "
-                                   "control characters or backslashes", FF_RES_NAME_MAX);
+                lua_pushfstring(L,
+                                "resource names must be 1 to %d bytes of text without "
+                                "control characters or backslashes",
+                                FF_RES_NAME_MAX);
                 cl_node_error(L, x, id, "bad remote args");
             }
             cl_res_add(L, x, n++, nm, len, amount);
@@ -271,7 +272,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     uint32_t id = p->order[pos];
     ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos]};
     int base = lua_gettop(L);
-    ffl_push_name(L, ctx, id); // [name]
+    ffl_push_name(L, ctx, id); /* [name] */
     task.name = lua_tolstring(L, -1, &task.name_len);
     uint32_t np;
     const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
@@ -282,7 +283,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     /* The arguments as a sequence with n. */
     uint32_t nargs;
     const ff_arg *args = ff_graph_args(ctx->graph, id, &nargs);
-    lua_createtable(L, (int)nargs, 1); // [name, args]
+    lua_createtable(L, (int)nargs, 1); /* [name, args] */
     int t = lua_gettop(L);
     for (uint32_t i = 0; i < nargs; i++) {
         ff_arg a = args[i];
@@ -309,7 +310,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
         cl_node_error(L, x, id, "its arguments cannot be shipped");
     }
     size_t nenc = x->enc.n;
-    lua_settop(L, t - 1); // [name]
+    lua_settop(L, t - 1); /* [name] */
     if (lua_rawgeti(L, x->r.pre, (lua_Integer)pos + 1) != LUA_TNIL) {
         if (ffc_encode(L, -1, &o, &x->enc) != 0)
             cl_node_error(L, x, id, "its plugins' pre-run function cannot be shipped");
@@ -321,7 +322,7 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     task.npre = x->enc.n - nenc;
     task.nres = cl_resources(L, x, id);
     ff_msg_subtask_write(b, &task, deps, x->res);
-    lua_settop(L, base); // []
+    lua_settop(L, base); /* [] */
 }
 
 /* Sends the SUBMIT of tasks first .. first + count - 1: the first n bytes
@@ -342,7 +343,7 @@ static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t f
  * encoded stops the run before anything ran). */
 static void cl_send_tasks(lua_State *L, struct crun *x) {
     ff_plan *p = x->r.plan;
-    uint8_t *leaf = lua_newuserdatauv(L, p->n + 1, 0); // [leaf]
+    uint8_t *leaf = lua_newuserdatauv(L, p->n + 1, 0); /* [leaf] */
     memset(leaf, 0, p->n + 1);
     for (uint32_t i = 0; i < x->r.nleaves; i++)
         leaf[x->r.leaf_pos[i]] = 1;
@@ -352,8 +353,10 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
     if (maxp < 0)
         luaL_error(L, "bad option 'max_pending_tasks' (a positive integer expected)");
     if (p->n > FF_RUN_MAX_TASKS)
-        luaL_error(L, "cannot run workflow: it has %d nodes, more than the %d a run on a "
-                      "cluster may have", (int)p->n, (int)FF_RUN_MAX_TASKS);
+        luaL_error(L,
+                   "cannot run workflow: it has %d nodes, more than the %d a run on a "
+                   "cluster may have",
+                   (int)p->n, (int)FF_RUN_MAX_TASKS);
     uint32_t first = 0;
     for (uint32_t pos = 0; pos < p->n; pos++) {
         size_t start = x->tasks.n;
@@ -363,8 +366,10 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
         size_t one = x->tasks.n - start;
         if (one + FF_MSG_SUBMIT_OVERHEAD > FF_FRAME_MAX) {
             push_too_big(L, one);
-            lua_pushfstring(L, "its arguments take %s: pass large inputs through a storage or "
-                               "a file", lua_tostring(L, -1));
+            lua_pushfstring(L,
+                            "its arguments take %s: pass large inputs through a storage or "
+                            "a file",
+                            lua_tostring(L, -1));
             cl_node_error(L, x, p->order[pos], "");
         }
         if (start > 0 && x->tasks.n + FF_MSG_SUBMIT_OVERHEAD > FF_FRAME_MAX) {
@@ -381,7 +386,7 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
         x->tasks.n = 0;
         first = pos + 1;
     }
-    lua_pop(L, 1); // []
+    lua_pop(L, 1); /* [] */
 }
 
 /* A DONE frame: a leaf's result, stored in the results, or the failure of
@@ -505,11 +510,11 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     lua_getfield(L, 3, "run_id");
     x.run_id = (uint64_t)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
-    ffl_run_push_msgh(L, &x.r, 1); // [ls, client, opts, msgh]
+    ffl_run_push_msgh(L, &x.r, 1); /* [ls, client, opts, msgh] */
     lua_pushcfunction(L, cluster_inner);
     lua_pushlightuserdata(L, &x);
     lua_pushvalue(L, 1);
-    lua_pushvalue(L, 3); // [ls, client, opts, msgh, inner, x, ls, opts]
+    lua_pushvalue(L, 3); /* [ls, client, opts, msgh, inner, x, ls, opts] */
     ffl_run_plan(L, &x.r, 1);
     ffl_run_begin(&x.r);
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);

@@ -54,7 +54,7 @@ static int push_dep(void *ud, lua_State *L, uint64_t slot) {
 static int push_function(ff_exec *x) {
     lua_State *L = x->L;
     const ff_exec_task *t = x->t;
-    lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY); // [cache]
+    lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY); /* [cache] */
     lua_rawgeti(L, -1, (lua_Integer)t->run);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -62,7 +62,7 @@ static int push_function(ff_exec *x) {
         lua_pushvalue(L, -1);
         lua_rawseti(L, -3, (lua_Integer)t->run);
     }
-    lua_remove(L, -2); // [run cache]
+    lua_remove(L, -2); /* [run cache] */
     if (lua_rawgeti(L, -1, (lua_Integer)t->fid) != LUA_TNIL) {
         lua_remove(L, -2);
         return 0;
@@ -134,9 +134,10 @@ static int run_task(lua_State *L) {
         return lua_error(L);
     }
     if (x->out->n > FF_FRAME_MAX - 1024)
-        return luaL_error(L, "result of node '%s': %d MiB, more than one message may carry "
-                             "(%d MiB)", t->name, (int)(x->out->n >> 20),
-                          (int)(FF_FRAME_MAX >> 20));
+        return luaL_error(L,
+                          "result of node '%s': %d MiB, more than one message may carry "
+                          "(%d MiB)",
+                          t->name, (int)(x->out->n >> 20), (int)(FF_FRAME_MAX >> 20));
     return 0;
 }
 
@@ -151,7 +152,7 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
     fflua_open(L);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
-    lua_getglobal(L, "os"); // [os]
+    lua_getglobal(L, "os"); /* [os] */
     lua_pushcfunction(L, l_os_exit);
     lua_setfield(L, -2, "exit");
     lua_pop(L, 1);

@@ -67,7 +67,7 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_pop(L, 1);
     } else {
         lua_pop(L, 1);
-        ctx = lua_newuserdatauv(L, sizeof *ctx, 0); // [ctx]
+        ctx = lua_newuserdatauv(L, sizeof *ctx, 0); /* [ctx] */
         memset(ctx, 0, sizeof *ctx);
         ctx->nested_err = ctx->nested_core = LUA_NOREF;
         lua_createtable(L, 0, 1);
@@ -76,7 +76,7 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_setmetatable(L, -2);
         if (ff_graph_create(&ctx->graph, release_handle, ctx) != 0)
             luaL_error(L, "not enough memory");
-        lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY); // []
+        lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY); /* [] */
     }
     if (ctx->graph == NULL)
         luaL_error(L, "the functionfuse engine of this state is closed");
@@ -218,7 +218,7 @@ static size_t scan_table(lua_State *L, struct scan *sc, int t, int depth,
     lua_rawset(L, sc->seen);
     size_t found = 0;
     lua_pushnil(L);
-    while (lua_next(L, t)) { // [key, value]
+    while (lua_next(L, t)) { /* [key, value] */
         for (int pos = -1; pos >= -2; pos--) {
             int type = lua_type(L, pos);
             if (type == LUA_TUSERDATA) {
@@ -230,7 +230,7 @@ static size_t scan_table(lua_State *L, struct scan *sc, int t, int depth,
                 }
             } else if (type == LUA_TTABLE) {
                 struct ffl_walk step = {lua_gettop(L) - 1, w};
-                lua_pushvalue(L, pos); // [key, value, sub]
+                lua_pushvalue(L, pos); /* [key, value, sub] */
                 lua_pushvalue(L, -1);
                 if (lua_rawget(L, sc->seen) == LUA_TNIL) {
                     lua_pop(L, 1);
@@ -238,10 +238,10 @@ static size_t scan_table(lua_State *L, struct scan *sc, int t, int depth,
                 } else {
                     lua_pop(L, 1);
                 }
-                lua_pop(L, 1); // [key, value]
+                lua_pop(L, 1); /* [key, value] */
             }
         }
-        lua_pop(L, 1); // [key]
+        lua_pop(L, 1); /* [key] */
     }
     return found;
 }
@@ -363,7 +363,7 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     if (nargs > 8) /* scratch the collector owns, so an error cannot leak it */
         args = lua_newuserdatauv(L, (size_t)nargs * sizeof *args, 0);
     /* The handle first: allocating it may run finalizers, which only queue. */
-    ffl_node *h = lua_newuserdatauv(L, sizeof *h, 0); // [.., handle]
+    ffl_node *h = lua_newuserdatauv(L, sizeof *h, 0); /* [.., handle] */
     h->ctx = ctx;
     h->id = UINT32_MAX;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->node_mt_ref);
@@ -506,11 +506,11 @@ static int push_item(lua_State *L, int idx, int kidx) {
     if (lua_isnil(L, kidx))
         return luaL_argerror(L, kidx, "item key must not be nil");
     ffl_ctx *ctx = ffl_ctx_get(L);
-    ffl_node *it = lua_newuserdatauv(L, sizeof *it, 1); // [item]
+    ffl_node *it = lua_newuserdatauv(L, sizeof *it, 1); /* [item] */
     it->ctx = ctx;
     it->id = UINT32_MAX;
     luaL_setmetatable(L, ITEM_MT);
-    lua_newtable(L); // [item, path]
+    lua_newtable(L); /* [item, path] */
     lua_Integer len = 0;
     if (is_item) {
         lua_getiuservalue(L, idx, 1);
@@ -523,7 +523,7 @@ static int push_item(lua_State *L, int idx, int kidx) {
     }
     lua_pushvalue(L, kidx);
     lua_rawseti(L, -2, len + 1);
-    lua_setiuservalue(L, -2, 1); // [item]
+    lua_setiuservalue(L, -2, 1); /* [item] */
     ff_graph_incref(ctx->graph, n->id);
     it->id = n->id;
     return 1;
@@ -620,7 +620,7 @@ static int ffl_core_leaf_set(lua_State *L) {
 
 ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx, uint32_t **leaf_pos,
                          uint32_t *nleaves) {
-    lua_getiuservalue(L, idx, 1); // [leaves]
+    lua_getiuservalue(L, idx, 1); /* [leaves] */
     uint32_t n = (uint32_t)luaL_len(L, -1);
     /* Nothing below raises until ids is freed or handed over. */
     uint32_t *ids = malloc((size_t)n * sizeof *ids);
@@ -632,7 +632,7 @@ ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx, uint32_t **leaf_po
         ids[i] = ffl_test_handle(L, ctx, -1, &is_item)->id;
         lua_pop(L, 1);
     }
-    lua_pop(L, 1); // []
+    lua_pop(L, 1); /* [] */
     ff_plan *p = NULL;
     int rc = ff_graph_plan(ctx->graph, ids, n, &p);
     if (rc != 0) {
@@ -728,7 +728,7 @@ void ffl_graph_open(lua_State *L) {
     /* Handles hold a reference on their node, released by __gc; they own
      * nothing to close. functionfuse.Node: methods first, any other key
      * is an item. */
-    ffl_new_type(L, NODE_MT, NULL, ffl_handle_gc, NULL, ffl_node_tostring); // [mt]
+    ffl_new_type(L, NODE_MT, NULL, ffl_handle_gc, NULL, ffl_node_tostring); /* [mt] */
     luaL_newlib(L, node_methods);
     lua_pushcclosure(L, ffl_node_index, 1);
     lua_setfield(L, -2, "__index");

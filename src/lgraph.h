@@ -8,8 +8,8 @@
  * Not installed; every function here is called from the thread that runs
  * the state.
  */
-#ifndef FF_LGRAPH_H
-#define FF_LGRAPH_H
+#ifndef FFLUA_LGRAPH_H
+#define FFLUA_LGRAPH_H
 
 #include <stdint.h>
 
@@ -19,18 +19,18 @@
 #include "fflua.h"
 #include "graph.h"
 
-/// Node names up to this many bytes are read into a buffer on the C stack.
+/* Node names up to this many bytes are read into a buffer on the C stack. */
 #define FFL_NAME_STACK 256
 
 struct ffl_run;
 
-/// The engine context of a state: one userdata in the registry under
-/// "functionfuse.ctx", made by ffl_ctx_get and freed with the state. Its
-/// fields belong to lgraph.c but for the runs in progress, which lrun.c
-/// keeps (ffl_run_begin, ffl_run_end).
+/* The engine context of a state: one userdata in the registry under
+ * "functionfuse.ctx", made by ffl_ctx_get and freed with the state. Its
+ * fields belong to lgraph.c but for the runs in progress, which lrun.c
+ * keeps (ffl_run_begin, ffl_run_end). */
 typedef struct ffl_ctx {
     ff_graph *graph;
-    lua_State *L; /* the thread in the current call, for releasing handles */
+    lua_State *L;      /* the thread in the current call, for releasing handles */
     uint32_t *pending; /* node decrements queued by __gc */
     size_t npending, pending_cap;
     uint32_t *deps; /* scratch: nodes found inside table arguments */
@@ -48,23 +48,22 @@ typedef struct ffl_ctx {
     int nested_err, nested_core, nested_levels;
 } ffl_ctx;
 
-/// A Node or NodeItem handle: one reference on node id (UINT32_MAX while
-/// it holds none). A NodeItem's user value 1 is its sequence of keys.
+/* A Node or NodeItem handle: one reference on node id (UINT32_MAX while
+ * it holds none). A NodeItem's user value 1 is its sequence of keys. */
 typedef struct ffl_node {
     ffl_ctx *ctx;
     uint32_t id;
 } ffl_node;
 
-/// The state's engine context, made on first use. Applies queued node
-/// releases. Raises if the engine is closed.
+/* The state's engine context, made on first use. Applies queued node
+ * releases. Raises if the engine is closed. */
 ffl_ctx *ffl_ctx_get(lua_State *L);
 
-/// The Node or NodeItem at idx, or NULL; *is_item says which. Compares
-/// metatable identities kept in the context instead of looking names up
-/// in the registry: this is on the path of every node argument. Stack
-/// effect: 0.
-static inline ffl_node *ffl_test_handle(lua_State *L, const ffl_ctx *ctx, int idx,
-                                        int *is_item) {
+/* The Node or NodeItem at idx, or NULL; *is_item says which. Compares
+ * metatable identities kept in the context instead of looking names up
+ * in the registry: this is on the path of every node argument. Stack
+ * effect: 0. */
+static inline ffl_node *ffl_test_handle(lua_State *L, const ffl_ctx *ctx, int idx, int *is_item) {
     *is_item = 0;
     if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
         return NULL;
@@ -76,50 +75,50 @@ static inline ffl_node *ffl_test_handle(lua_State *L, const ffl_ctx *ctx, int id
     return lua_touserdata(L, idx);
 }
 
-/// Pushes a new Node handle for live node id (one more reference). Stack
-/// effect: +1.
+/* Pushes a new Node handle for live node id (one more reference). Stack
+ * effect: +1. */
 void ffl_push_node(lua_State *L, ffl_ctx *ctx, uint32_t id);
 
-/// Pushes node id's name and returns it. Stack effect: +1.
+/* Pushes node id's name and returns it. Stack effect: +1. */
 const char *ffl_push_name(lua_State *L, ffl_ctx *ctx, uint32_t id);
 
-/// The same, as error messages show it (ffl_push_short). Stack effect: +1.
+/* The same, as error messages show it (ffl_push_short). Stack effect: +1. */
 const char *ffl_push_short_name(lua_State *L, ffl_ctx *ctx, uint32_t id);
 
-/// A step of a walk down an argument's tables: the stack index of the key
-/// that led here and the step before (NULL at the argument), so that an
-/// error can name the path without the walk keeping one.
+/* A step of a walk down an argument's tables: the stack index of the key
+ * that led here and the step before (NULL at the argument), so that an
+ * error can name the path without the walk keeping one. */
 struct ffl_walk {
     int key;
     const struct ffl_walk *up;
 };
 
-/// Raises "argument #argn of 'f': tables nested more than 1000 levels deep
-/// (at <path>)" for the table reached through w; fname may be NULL.
+/* Raises "argument #argn of 'f': tables nested more than 1000 levels deep
+ * (at <path>)" for the table reached through w; fname may be NULL. */
 int ffl_arg_depth_error(lua_State *L, const char *fname, int argn, const struct ffl_walk *w);
 
-/// Raises unless the value at idx is a LeafSet. A LeafSet's user value 1 is
-/// the sequence of its leaves (Node or NodeItem handles), never changed.
+/* Raises unless the value at idx is a LeafSet. A LeafSet's user value 1 is
+ * the sequence of its leaves (Node or NodeItem handles), never changed. */
 void ffl_check_leaves(lua_State *L, int idx);
 
-/// Plans the ancestors of the leaves of the LeafSet at idx; the caller
-/// releases the plan (ff_plan_release). When leaf_pos is not NULL,
-/// *leaf_pos gets the leaves' positions in the plan, in order (malloc'd,
-/// the caller frees it), and *nleaves their number. Raises on failure,
-/// with nothing left to free. Stack effect: 0.
+/* Plans the ancestors of the leaves of the LeafSet at idx; the caller
+ * releases the plan (ff_plan_release). When leaf_pos is not NULL,
+ * *leaf_pos gets the leaves' positions in the plan, in order (malloc'd,
+ * the caller frees it), and *nleaves their number. Raises on failure,
+ * with nothing left to free. Stack effect: 0. */
 ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx, uint32_t **leaf_pos,
                          uint32_t *nleaves);
 
-/// Adds methods to the LeafSet's method table (the other files' methods:
-/// queries, the executors); called by luaopen_functionfuse_core after
-/// ffl_graph_open. Stack effect: 0.
+/* Adds methods to the LeafSet's method table (the other files' methods:
+ * queries, the executors); called by luaopen_functionfuse_core after
+ * ffl_graph_open. Stack effect: 0. */
 void ffl_leaves_add_methods(lua_State *L, const luaL_Reg *methods);
 
-/// Registers the Node, NodeItem and LeafSet metatables and makes the
-/// context; called by luaopen_functionfuse_core.
+/* Registers the Node, NodeItem and LeafSet metatables and makes the
+ * context; called by luaopen_functionfuse_core. */
 void ffl_graph_open(lua_State *L);
 
-/// The graph functions of functionfuse.core.
+/* The graph functions of functionfuse.core. */
 extern const luaL_Reg ffl_graph_funcs[];
 
 #endif

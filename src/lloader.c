@@ -87,20 +87,20 @@ static void push_stem(lua_State *L, const char *name) {
  * file searcher does). */
 static int search_tree(lua_State *L, const char *root, const char *name) {
     static const char *const suffixes[] = {".lua", "/init.lua"};
-    push_stem(L, name); // [stem]
+    push_stem(L, name); /* [stem] */
     for (int i = 0; i < 2; i++) {
         const char *file = lua_pushfstring(L, "%s/%s%s", root, lua_tostring(L, -1), suffixes[i]);
-        // [stem, file]
+        /* [stem, file] */
         if (access(file, R_OK) == 0) {
             if (luaL_loadfilex(L, file, "t") != LUA_OK)
-                return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
-                                  file, lua_tostring(L, -1));
-            // [stem, file, loader]
-            lua_rotate(L, -3, 1); // [loader, stem, file]
-            lua_remove(L, -2);    // [loader, file]
+                return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+                                  lua_tostring(L, -1));
+            /* [stem, file, loader] */
+            lua_rotate(L, -3, 1); /* [loader, stem, file] */
+            lua_remove(L, -2);    /* [loader, file] */
             return 2;
         }
-        lua_pop(L, 1); // [stem]
+        lua_pop(L, 1); /* [stem] */
     }
     lua_pop(L, 1);
     return 0;
@@ -132,13 +132,13 @@ static int ffl_loader_search(lua_State *L) {
 
 int fflua_open(lua_State *L) {
     int top = lua_gettop(L);
-    lua_getglobal(L, "package"); // [package]
+    lua_getglobal(L, "package"); /* [package] */
     if (!lua_istable(L, -1)) {
         lua_settop(L, top);
         return FFLUA_EINTERNAL;
     }
-    lua_getfield(L, -1, "preload"); // [package, preload]
-    lua_getfield(L, -2, "searchers"); // [package, preload, searchers]
+    lua_getfield(L, -1, "preload");   /* [package, preload] */
+    lua_getfield(L, -2, "searchers"); /* [package, preload, searchers] */
     if (!lua_istable(L, -2) || !lua_istable(L, -1)) {
         lua_settop(L, top);
         return FFLUA_EINTERNAL;

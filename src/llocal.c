@@ -23,10 +23,10 @@
 
 /* A local run: the run, and its storage when it has one. */
 struct local {
-    struct ffl_run r;     /* first: the message handler sees a struct ffl_run */
-    struct ffl_cache *c;  /* &cache with a storage, else NULL */
+    struct ffl_run r;    /* first: the message handler sees a struct ffl_run */
+    struct ffl_cache *c; /* &cache with a storage, else NULL */
     struct ffl_cache cache;
-    size_t computed;      /* the nodes that ran, or started to */
+    size_t computed; /* the nodes that ran, or started to */
 };
 
 static uint64_t mono_ns(void) {
@@ -138,10 +138,10 @@ static int ffl_leaves_run_local(lua_State *L) {
         if (ffl_cache_options(L, &x.cache, 2))
             x.c = &x.cache;
     }
-    ffl_run_push_msgh(L, &x.r, 1); // [ls, opts, msgh]
+    ffl_run_push_msgh(L, &x.r, 1); /* [ls, opts, msgh] */
     lua_pushcfunction(L, local_inner);
     lua_pushlightuserdata(L, &x);
-    lua_pushvalue(L, 1); // [ls, opts, msgh, inner, x, ls]
+    lua_pushvalue(L, 1); /* [ls, opts, msgh, inner, x, ls] */
     ffl_run_plan(L, &x.r, 1);
     if (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0) {
         ffl_run_release(&x.r);

@@ -161,14 +161,9 @@ static int ffl_proc_cpu_count(lua_State *L) {
 }
 
 const luaL_Reg ffl_proc_funcs[] = {
-    {"spawn", ffl_proc_spawn},
-    {"kill", ffl_proc_kill},
-    {"wait", ffl_proc_wait},
-    {"token_new", ffl_proc_token_new},
-    {"cpu_count", ffl_proc_cpu_count},
-    {"exe_path", ffl_proc_exe_path},
-    {"getpid", ffl_proc_getpid},
-    {"sleep", ffl_proc_sleep},
-    {"monotime", ffl_proc_monotime},
-    {NULL, NULL},
+    {"spawn", ffl_proc_spawn},         {"kill", ffl_proc_kill},
+    {"wait", ffl_proc_wait},           {"token_new", ffl_proc_token_new},
+    {"cpu_count", ffl_proc_cpu_count}, {"exe_path", ffl_proc_exe_path},
+    {"getpid", ffl_proc_getpid},       {"sleep", ffl_proc_sleep},
+    {"monotime", ffl_proc_monotime},   {NULL, NULL},
 };

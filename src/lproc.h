@@ -3,12 +3,12 @@
  * signalling and waiting for processes, tokens, clocks. Not installed;
  * called from the thread that runs the state.
  */
-#ifndef FF_LPROC_H
-#define FF_LPROC_H
+#ifndef FFLUA_LPROC_H
+#define FFLUA_LPROC_H
 
 #include <lauxlib.h>
 
-/// The process helpers of functionfuse.core.
+/* The process helpers of functionfuse.core. */
 extern const luaL_Reg ffl_proc_funcs[];
 
 #endif

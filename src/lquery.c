@@ -61,7 +61,7 @@ static int ffl_pattern_tostring(lua_State *L) {
 static int ffl_core_compile(lua_State *L) {
     size_t len;
     const char *pat = luaL_checklstring(L, 1, &len);
-    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 1); // [pat, udata]
+    ffl_pattern *p = lua_newuserdatauv(L, sizeof *p, 1); /* [pat, udata] */
     p->q = NULL;
     luaL_setmetatable(L, QUERY_MT);
     lua_pushvalue(L, 1);
@@ -122,11 +122,11 @@ static int ffl_leaves_nodes(lua_State *L) {
     int names_only = lua_toboolean(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
     lua_settop(L, 3);
-    lua_pushnil(L); // [ls, pat, names_only, scratch]: for names too long for buf
+    lua_pushnil(L); /* [ls, pat, names_only, scratch]: for names too long for buf */
     int scratch = lua_gettop(L);
     char *big = NULL;
     size_t bigcap = 0;
-    lua_newtable(L); // [.., scratch, out]
+    lua_newtable(L); /* [.., scratch, out] */
     ff_plan *p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
     lua_Integer k = 0;
     char buf[FFL_NAME_STACK];

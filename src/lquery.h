@@ -3,19 +3,19 @@
  * Pattern type, core.compile and the LeafSet's nodes method. Not
  * installed; called from the thread that runs the Lua state.
  */
-#ifndef FF_LQUERY_H
-#define FF_LQUERY_H
+#ifndef FFLUA_LQUERY_H
+#define FFLUA_LQUERY_H
 
 #include <lauxlib.h>
 #include <lua.h>
 
-/// Registers the Pattern metatable; called by luaopen_functionfuse_core.
+/* Registers the Pattern metatable; called by luaopen_functionfuse_core. */
 void ffl_query_open(lua_State *L);
 
-/// core.compile.
+/* core.compile. */
 extern const luaL_Reg ffl_query_funcs[];
 
-/// The LeafSet's query method (nodes), added by luaopen_functionfuse_core.
+/* The LeafSet's query method (nodes), added by luaopen_functionfuse_core. */
 extern const luaL_Reg ffl_query_methods[];
 
 #endif

@@ -51,17 +51,17 @@ static void push_substituted(lua_State *L, struct ffl_run *r, int idx, int memo,
     if (lua_rawget(L, memo) != LUA_TNIL)
         return; /* shared or cyclic: the same copy */
     lua_pop(L, 1);
-    lua_newtable(L); // [copy]
+    lua_newtable(L); /* [copy] */
     int copy = lua_gettop(L);
     lua_pushvalue(L, idx);
     lua_pushvalue(L, copy);
     lua_rawset(L, memo);
     lua_pushnil(L);
-    while (lua_next(L, idx)) { // [copy, k, v]
+    while (lua_next(L, idx)) { /* [copy, k, v] */
         struct ffl_walk step = {lua_gettop(L) - 1, w};
-        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k']
-        push_substituted(L, r, -2, memo, depth + 1, &step); // [copy, k, v, k', v']
-        lua_rawset(L, copy);                         // [copy, k, v]
+        push_substituted(L, r, -2, memo, depth + 1, &step); /* [copy, k, v, k'] */
+        push_substituted(L, r, -2, memo, depth + 1, &step); /* [copy, k, v, k', v'] */
+        lua_rawset(L, copy);                                /* [copy, k, v] */
         lua_pop(L, 1);
     }
     if (lua_getmetatable(L, idx))
@@ -77,12 +77,12 @@ static void push_result(lua_State *L, struct ffl_run *r, int idx) {
     lua_rawgeti(L, r->results, (lua_Integer)pos + 1);
     if (!is_item)
         return;
-    lua_getiuservalue(L, idx, 1); // [value, path]
+    lua_getiuservalue(L, idx, 1); /* [value, path] */
     lua_Integer len = luaL_len(L, -1);
-    lua_insert(L, -2); // [path, value]
+    lua_insert(L, -2); /* [path, value] */
     for (lua_Integer i = 1; i <= len; i++) {
-        lua_rawgeti(L, -2, i); // [path, value, key]
-        lua_gettable(L, -2);   // [path, value, field]
+        lua_rawgeti(L, -2, i); /* [path, value, key] */
+        lua_gettable(L, -2);   /* [path, value, field] */
         lua_remove(L, -2);
     }
     lua_remove(L, -2);
@@ -115,9 +115,9 @@ void ffl_run_push_arg(lua_State *L, struct ffl_run *r, const ff_arg *a) {
         lua_remove(L, -2);
         break;
     case FF_ARG_DEEP:
-        lua_newtable(L); // [memo]
+        lua_newtable(L); /* [memo] */
         lua_rawgeti(L, LUA_REGISTRYINDEX, a->handle);
-        push_substituted(L, r, -1, lua_gettop(L) - 1, 0, NULL); // [memo, orig, copy]
+        push_substituted(L, r, -1, lua_gettop(L) - 1, 0, NULL); /* [memo, orig, copy] */
         lua_replace(L, -3);
         lua_pop(L, 1);
         break;
@@ -143,7 +143,7 @@ const char *ffl_run_push_desc(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     lua_Debug ar;
     const char *f = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
     const char *fname = ffl_push_short(L, f ? f : "?", f ? strlen(f) : 1);
-    const char *name = ffl_push_short_name(L, ctx, id); // [fname, name]
+    const char *name = ffl_push_short_name(L, ctx, id); /* [fname, name] */
     lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(ctx->graph, id));
     if (lua_isfunction(L, -1)) {
         lua_getinfo(L, ">S", &ar);
@@ -245,7 +245,7 @@ static int push_nested_failure(lua_State *L, struct ffl_run *r, int idx) {
         lua_pop(L, 1);
         return 0;
     }
-    lua_pushvalue(L, -1); // [core, core]
+    lua_pushvalue(L, -1); /* [core, core] */
     luaL_unref(L, LUA_REGISTRYINDEX, r->core);
     r->core = luaL_ref(L, LUA_REGISTRYINDEX);
     r->levels = ctx->nested_levels + 1;
@@ -294,13 +294,13 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
     lua_newtable(L);
     r->pre = lua_gettop(L);
     lua_pushlightuserdata(L, r);
-    lua_pushcclosure(L, plugin_msgh, 1); // [results, pre, msgh]
+    lua_pushcclosure(L, plugin_msgh, 1); /* [results, pre, msgh] */
     int msgh = lua_gettop(L);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
         if (ph == FF_NOHANDLE)
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); // [.., msgh, plugin]
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); /* [.., msgh, plugin] */
         static const char *const steps[] = {"local_initialize", "remote_initialize"};
         r->plugin = pos;
         for (int s = 0; s < 2; s++) {
@@ -323,7 +323,7 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
         lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
         lua_pop(L, 1);
     }
-    lua_pop(L, 1); // [results, pre]
+    lua_pop(L, 1); /* [results, pre] */
 }
 
 /* The run's message handler (ffl_run_push_msgh). Upvalues: the run, the
@@ -350,9 +350,9 @@ static int run_msgh(lua_State *L) {
         ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
         lua_pop(L, 1);
     }
-    ffl_run_push_desc(L, ctx, id); // [err, desc]
+    ffl_run_push_desc(L, ctx, id); /* [err, desc] */
     if (!push_nested_failure(L, r, 1))
-        ffl_traceback(L); // [err, desc, msg]
+        ffl_traceback(L); /* [err, desc, msg] */
     lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -2), lua_tostring(L, -1));
     return 1;
 }

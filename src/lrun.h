@@ -20,8 +20,8 @@
  * the Lua stack of the run's protected call (the stack indices below).
  * Everything here is called from the thread that runs the Lua state.
  */
-#ifndef FF_LRUN_H
-#define FF_LRUN_H
+#ifndef FFLUA_LRUN_H
+#define FFLUA_LRUN_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -41,73 +41,73 @@ struct ffl_run {
     ff_plan *plan;      /* made by ffl_run_plan, released by ffl_run_release */
     uint32_t *leaf_pos; /* the leaves' positions in the plan, in order (malloc'd) */
     uint32_t nleaves;
-    int results;      /* stack index of the results table (position + 1 -> value) */
-    int pre;          /* stack index of the pre-run functions (position + 1 -> fn) */
-    uint32_t current; /* position of the node running, or UINT32_MAX */
-    uint32_t plugin;  /* position of the node whose plugin runs, or UINT32_MAX */
-    int argn;         /* the argument of it being prepared (1-based), for errors */
-    int leaf;         /* the leaf being read (1-based), or 0 */
+    int results;           /* stack index of the results table (position + 1 -> value) */
+    int pre;               /* stack index of the pre-run functions (position + 1 -> fn) */
+    uint32_t current;      /* position of the node running, or UINT32_MAX */
+    uint32_t plugin;       /* position of the node whose plugin runs, or UINT32_MAX */
+    int argn;              /* the argument of it being prepared (1-based), for errors */
+    int leaf;              /* the leaf being read (1-based), or 0 */
     struct ffl_run *outer; /* the run this one is nested in, or NULL */
     int core, levels;      /* a nested failure this run's error carries (ffl_run_end) */
 };
 
-/// A run of context ctx that has not started.
-#define FFL_RUN_INIT(c)                                                       \
+/* A run of context ctx that has not started. */
+#define FFL_RUN_INIT(c)                                                                            \
     { .ctx = (c), .current = UINT32_MAX, .plugin = UINT32_MAX, .core = LUA_NOREF }
 
-/// The function node id runs: its replacement (replace_func), or its
-/// factory's. A registry reference.
+/* The function node id runs: its replacement (replace_func), or its
+ * factory's. A registry reference. */
 static inline int32_t ffl_run_func(const ff_graph *g, uint32_t id) {
     int32_t fh = ff_graph_slot(g, id, FF_SLOT_FUNC);
     return fh != FF_NOHANDLE ? fh : ff_graph_func_handle(g, ff_graph_fid(g, id));
 }
 
-/// Plans the run of the LeafSet at lsidx into r (plan, leaf positions, one
-/// consumer per leaf, so that the leaves' results are kept to the end),
-/// and refuses a run that would run a node whose code is running. Raises
-/// with nothing left to release. Stack effect: 0.
+/* Plans the run of the LeafSet at lsidx into r (plan, leaf positions, one
+ * consumer per leaf, so that the leaves' results are kept to the end),
+ * and refuses a run that would run a node whose code is running. Raises
+ * with nothing left to release. Stack effect: 0. */
 void ffl_run_plan(lua_State *L, struct ffl_run *r, int lsidx);
 
-/// Adds one consumer per leaf to the plan's counts.
+/* Adds one consumer per leaf to the plan's counts. */
 void ffl_run_count_leaves(struct ffl_run *r);
 
-/// Releases what ffl_run_plan made (after the run; ctx->L set).
+/* Releases what ffl_run_plan made (after the run; ctx->L set). */
 void ffl_run_release(struct ffl_run *r);
 
-/// Pushes the run's message handler: a closure over r and the LeafSet at
-/// lsidx. An error while a node runs becomes "node 'x' (function 'f'
-/// defined at ...) failed: <error>" with a traceback (or, for the failure
-/// of a run nested in this one, the failure it carries), and the hooks hear
-/// of the failure; an error reading a leaf names the leaf; others pass as
-/// they are. Stack effect: +1.
+/* Pushes the run's message handler: a closure over r and the LeafSet at
+ * lsidx. An error while a node runs becomes "node 'x' (function 'f'
+ * defined at ...) failed: <error>" with a traceback (or, for the failure
+ * of a run nested in this one, the failure it carries), and the hooks hear
+ * of the failure; an error reading a leaf names the leaf; others pass as
+ * they are. Stack effect: +1. */
 void ffl_run_push_msgh(lua_State *L, struct ffl_run *r, int lsidx);
 
-/// Makes r the innermost run in progress, right before its protected call
-/// (nothing may raise between this and ffl_run_end).
+/* Makes r the innermost run in progress, right before its protected call
+ * (nothing may raise between this and ffl_run_end). */
 void ffl_run_begin(struct ffl_run *r);
 
-/// Ends run r, with its error at the top when failed. A failure of a run
-/// that was inside another is remembered for the message handler of the
-/// run outside; once no run is left, nothing is. Stack effect: 0.
+/* Ends run r, with its error at the top when failed. A failure of a run
+ * that was inside another is remembered for the message handler of the
+ * run outside; once no run is left, nothing is. Stack effect: 0. */
 void ffl_run_end(lua_State *L, struct ffl_run *r, int failed);
 
-/// Pushes the results table and the pre-run functions table (r->results,
-/// r->pre), then runs every planned node's plugins (local_initialize, then
-/// remote_initialize, whose result is the node's pre-run function), in
-/// plan order. Stack effect: +2.
+/* Pushes the results table and the pre-run functions table (r->results,
+ * r->pre), then runs every planned node's plugins (local_initialize, then
+ * remote_initialize, whose result is the node's pre-run function), in
+ * plan order. Stack effect: +2. */
 void ffl_run_plugins(lua_State *L, struct ffl_run *r);
 
-/// Pushes argument a of the node running, with node references replaced
-/// by the parents' results (tables holding nodes are copied; indexing an
-/// item may run metamethods). Stack effect: +1.
+/* Pushes argument a of the node running, with node references replaced
+ * by the parents' results (tables holding nodes are copied; indexing an
+ * item may run metamethods). Stack effect: +1. */
 void ffl_run_push_arg(lua_State *L, struct ffl_run *r, const ff_arg *a);
 
-/// Pushes the results of the leaves of the LeafSet at lsidx, in order;
-/// returns how many. Stack effect: +N.
+/* Pushes the results of the leaves of the LeafSet at lsidx, in order;
+ * returns how many. Stack effect: +N. */
 int ffl_run_push_leaves(lua_State *L, struct ffl_run *r, int lsidx);
 
-/// Pushes "node 'x' (function 'f' defined at src:line)", long names
-/// shortened, and returns it. Stack effect: +1.
+/* Pushes "node 'x' (function 'f' defined at src:line)", long names
+ * shortened, and returns it. Stack effect: +1. */
 const char *ffl_run_push_desc(lua_State *L, ffl_ctx *ctx, uint32_t id);
 
 /* --- a local run with storage (lcache.c) ---------------------------------- */
@@ -118,44 +118,44 @@ enum { FFL_ACT_SKIP, FFL_ACT_NEED, FFL_ACT_RUN, FFL_ACT_LOAD };
 
 struct ffl_cache {
     struct ffl_run *run;
-    ff_store *st;     /* the caller's options table keeps the Store */
-    const char *wf;   /* the workflow's name in the storage (kept likewise) */
+    ff_store *st;   /* the caller's options table keeps the Store */
+    const char *wf; /* the workflow's name in the storage (kept likewise) */
     size_t wflen;
-    int mode;         /* FFL_CACHE_* */
+    int mode; /* FFL_CACHE_* */
     int always_read, verbose;
-    uint8_t *fp;      /* FF_FP_LEN bytes per position (malloc'd) */
-    uint8_t *act;     /* FFL_ACT_* per position (malloc'd) */
-    ff_buf buf;       /* scratch for encodings */
-    ff_buf vbuf;      /* a stored value, copied out of the storage to decode */
-    ff_buf names;     /* every node's name, back to back */
-    size_t *name_off; /* n + 1 offsets into names (malloc'd) */
+    uint8_t *fp;          /* FF_FP_LEN bytes per position (malloc'd) */
+    uint8_t *act;         /* FFL_ACT_* per position (malloc'd) */
+    ff_buf buf;           /* scratch for encodings */
+    ff_buf vbuf;          /* a stored value, copied out of the storage to decode */
+    ff_buf names;         /* every node's name, back to back */
+    size_t *name_off;     /* n + 1 offsets into names (malloc'd) */
     int fn_cache, modmap; /* stack indices: function -> digest; module names */
     size_t loaded, skipped, damaged;
 };
 
-/// Reads a run's storage options from the table at idx: storage (a Store),
-/// workflow (its name there), cache, always_read, verbose. Returns 0, c
-/// untouched, when there is no storage. Raises on a bad option.
+/* Reads a run's storage options from the table at idx: storage (a Store),
+ * workflow (its name there), cache, always_read, verbose. Returns 0, c
+ * untouched, when there is no storage. Raises on a bad option. */
 int ffl_cache_options(lua_State *L, struct ffl_cache *c, int idx);
 
-/// Allocates what run r (planned) needs with storage c. Returns 0 or
-/// -ENOMEM (nothing left allocated).
+/* Allocates what run r (planned) needs with storage c. Returns 0 or
+ * -ENOMEM (nothing left allocated). */
 int ffl_cache_begin(struct ffl_cache *c, struct ffl_run *r);
 
-/// After the plugin pass: fingerprints every planned node, then decides
-/// from the leaves down which nodes load (their results stored in the
-/// results table) and which run (c->act), and recounts the consumers over
-/// the nodes that run. Stack effect: 0.
+/* After the plugin pass: fingerprints every planned node, then decides
+ * from the leaves down which nodes load (their results stored in the
+ * results table) and which run (c->act), and recounts the consumers over
+ * the nodes that run. Stack effect: 0. */
 void ffl_cache_decide(lua_State *L, struct ffl_cache *c);
 
-/// Stores the result at the top for the node at pos, computed in
-/// compute_ns (replacing it by the value read back with always_read).
-/// Stack effect: 0.
+/* Stores the result at the top for the node at pos, computed in
+ * compute_ns (replacing it by the value read back with always_read).
+ * Stack effect: 0. */
 void ffl_cache_save(lua_State *L, struct ffl_cache *c, uint32_t pos, uint64_t compute_ns);
 
-/// Frees what the run used and commits what it computed, also when it
-/// failed. Returns status, or LUA_ERRRUN with the message pushed when the
-/// commit fails after a run that did not.
+/* Frees what the run used and commits what it computed, also when it
+ * failed. Returns status, or LUA_ERRRUN with the message pushed when the
+ * commit fails after a run that did not. */
 int ffl_cache_end(lua_State *L, struct ffl_cache *c, int status);
 
 /* --- LeafSet methods, registered by luaopen_functionfuse_core ------------- */

@@ -233,7 +233,8 @@ static int l_get(lua_State *L) {
     u->value.n = 0;
     if (ff_buf_reserve(&u->value, rec.len) != 0) {
         ff_store_read_end(s);
-        return luaL_error(L, "not enough memory to read a result of %I bytes", (lua_Integer)rec.len);
+        return luaL_error(L, "not enough memory to read a result of %I bytes",
+                          (lua_Integer)rec.len);
     }
     memcpy(u->value.p, rec.val, rec.len);
     ff_store_read_end(s);
@@ -476,12 +477,12 @@ static int l_repair(lua_State *L) {
         free(ll.v[i].why);
     }
     free(ll.v);
-    if (rc != 0) { // [path, nil, lost]
+    if (rc != 0) { /* [path, nil, lost] */
         lua_pop(L, 1);
         lua_pushstring(L, err);
         return 2;
     }
-    lua_setfield(L, -2, "lost_list"); // [path, result]
+    lua_setfield(L, -2, "lost_list"); /* [path, result] */
     lua_pushinteger(L, (lua_Integer)st.workflows);
     lua_setfield(L, -2, "workflows");
     lua_pushinteger(L, (lua_Integer)st.kept);
@@ -575,10 +576,21 @@ static int l_tostring(lua_State *L) {
 }
 
 static const luaL_Reg store_methods[] = {
-    {"put", l_put},   {"get", l_get},         {"info", l_info},   {"list", l_list},
-    {"workflows", l_workflows}, {"del", l_del}, {"del_many", l_del_many}, {"drop", l_drop}, {"flush", l_flush},
-    {"close", l_close}, {"poke", l_poke},     {"path", l_path},   {"mapsize", l_mapsize},
-    {"verify", l_verify}, {"readonly", l_readonly},
+    {"put", l_put},
+    {"get", l_get},
+    {"info", l_info},
+    {"list", l_list},
+    {"workflows", l_workflows},
+    {"del", l_del},
+    {"del_many", l_del_many},
+    {"drop", l_drop},
+    {"flush", l_flush},
+    {"close", l_close},
+    {"poke", l_poke},
+    {"path", l_path},
+    {"mapsize", l_mapsize},
+    {"verify", l_verify},
+    {"readonly", l_readonly},
     {NULL, NULL},
 };
 

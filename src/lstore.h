@@ -1,8 +1,8 @@
 /*
  * lstore.h: the Lua binding of the store (lstore.c).
  */
-#ifndef FF_LSTORE_H
-#define FF_LSTORE_H
+#ifndef FFLUA_LSTORE_H
+#define FFLUA_LSTORE_H
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -11,7 +11,7 @@
 
 #define STORE_MT "functionfuse.Store"
 
-/// The open store of the Store userdata at idx (raises when closed).
+/* The open store of the Store userdata at idx (raises when closed). */
 ff_store *ffl_check_store(lua_State *L, int idx);
 
 extern const luaL_Reg ffl_store_funcs[];

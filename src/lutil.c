@@ -86,7 +86,7 @@ static int type_tostring(lua_State *L) {
 
 void ffl_new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                   lua_CFunction close, lua_CFunction tostring) {
-    luaL_newmetatable(L, name); // [mt]
+    luaL_newmetatable(L, name); /* [mt] */
     if (methods != NULL) {
         lua_newtable(L); /* not luaL_newlib: it sizes by an array, not a pointer */
         luaL_setfuncs(L, methods, 0);

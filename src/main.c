@@ -113,7 +113,7 @@ static void print_usage(FILE *f) {
 struct subcommand {
     const char *name;
     const char *summary;
-    const char *module;  /* the Lua module whose main(args) implements it */
+    const char *module;                  /* the Lua module whose main(args) implements it */
     int (*cmain)(int argc, char **argv); /* or the C function that does */
 };
 
@@ -210,12 +210,11 @@ static const char *opt_name(const char *arg, char *buf, size_t cap) {
     return buf;
 }
 
-#define CPUS_WHAT "a number of CPUs from 0 to " FFLUA_STRINGIFY(FF_MAX_CPUS) \
-                  ", with at most 4 decimals"
+#define CPUS_WHAT                                                                                  \
+    "a number of CPUs from 0 to " FFLUA_STRINGIFY(FF_MAX_CPUS) ", with at most 4 decimals"
 
 static int head_main(int argc, char **argv) {
-    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1,
-                      .workers = -1};
+    ff_head_opts o = {.host = "127.0.0.1", .port = FF_DEFAULT_PORT, .num_cpus = -1, .workers = -1};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
         char name[64];
@@ -227,16 +226,18 @@ static int head_main(int argc, char **argv) {
         } else if ((v = opt_value(argc, argv, &i, "--host")) != NULL) {
             o.host = v;
         } else if ((v = opt_value(argc, argv, &i, "--port")) != NULL) {
-            if (opt_number("head", name, v, OPT_INT, 0, 65535, "an integer from 0 to 65535",
-                           &d) != 0)
+            if (opt_number("head", name, v, OPT_INT, 0, 65535, "an integer from 0 to 65535", &d) !=
+                0)
                 return 2;
             o.port = (int)d;
         } else if ((v = opt_value(argc, argv, &i, "--num-cpus")) != NULL) {
             if (opt_number("head", name, v, OPT_CPUS, 0, FF_MAX_CPUS, CPUS_WHAT, &o.num_cpus))
                 return 2;
         } else if ((v = opt_value(argc, argv, &i, "--workers")) != NULL) {
-            if (opt_number("head", name, v, OPT_INT, 0, FF_MAX_LOCAL_WORKERS, "an integer from 0 "
-                           "to " FFLUA_STRINGIFY(FF_MAX_LOCAL_WORKERS), &d) != 0)
+            if (opt_number("head", name, v, OPT_INT, 0, FF_MAX_LOCAL_WORKERS,
+                           "an integer from 0 "
+                           "to " FFLUA_STRINGIFY(FF_MAX_LOCAL_WORKERS),
+                           &d) != 0)
                 return 2;
             o.workers = (int)d;
         } else if ((v = opt_value(argc, argv, &i, "--resources")) != NULL) {
@@ -248,8 +249,10 @@ static int head_main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--quiet") == 0) {
             o.quiet = 1;
         } else if ((v = opt_value(argc, argv, &i, "--handshake-timeout")) != NULL) {
-            if (opt_number("head", name, v, OPT_REAL, 0.01, 3600, "a number of seconds from 0.01 "
-                           "to 3600", &o.handshake_timeout) != 0)
+            if (opt_number("head", name, v, OPT_REAL, 0.01, 3600,
+                           "a number of seconds from 0.01 "
+                           "to 3600",
+                           &o.handshake_timeout) != 0)
                 return 2;
         } else {
             return bad_option("head", opt, head_usage);
@@ -393,13 +396,13 @@ static int dolibrary(lua_State *L, const char *spec) {
     const char *mod = eq ? eq + 1 : spec;
     lua_getglobal(L, "require");
     lua_pushstring(L, mod);
-    int status = ff_cli_docall(L, 1, 1); // [module]
+    int status = ff_cli_docall(L, 1, 1); /* [module] */
     if (status == LUA_OK) {
         if (eq != NULL)
             lua_pushlstring(L, spec, (size_t)(eq - spec));
         else
-            lua_pushstring(L, spec); // [module, globname]
-        lua_insert(L, -2);           // [globname, module]
+            lua_pushstring(L, spec); /* [module, globname] */
+        lua_insert(L, -2);           /* [globname, module] */
         lua_setglobal(L, lua_tostring(L, -2));
         lua_pop(L, 1);
     }
@@ -448,8 +451,8 @@ static int handle_script(lua_State *L, char **argv, int first) {
     } else if (status == LUA_ERRFILE && first && fname != NULL && looks_like_command(fname) &&
                access(fname, F_OK) != 0) {
         /* "fflua stats": most likely a command mistyped, not a script. */
-        lua_pushfstring(L, "%s\n'%s' is not a command either ('" FF_PROGNAME
-                           " --help' lists them)", lua_tostring(L, -1), fname);
+        lua_pushfstring(L, "%s\n'%s' is not a command either ('" FF_PROGNAME " --help' lists them)",
+                        lua_tostring(L, -1), fname);
         lua_remove(L, -2);
     }
     return ff_cli_report(L, status, 0);

@@ -186,8 +186,7 @@ int ff_msg_refuse_read(const char *p, size_t n, const char **reason, size_t *len
 
 /* --- worker -> head ---------------------------------------------------------- */
 
-int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res *res,
-                          size_t nres) {
+int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res *res, size_t nres) {
     size_t at;
     ff_frame_begin(b, FF_M_REGISTER, &at);
     ff_wr_varint(b, m->cpus);
@@ -365,8 +364,8 @@ int ff_msg_status_read(const char *p, size_t n) {
 /* --- head -> worker ---------------------------------------------------------- */
 
 size_t ff_msg_task_size(const ff_msg_task *m, const ff_msg_dep *deps) {
-    size_t size = 1 + ff_varint_size(m->run) + ff_varint_size(m->index) +
-                  ff_varint_size(m->fid) + ff_str_size(m->name_len) + ff_varint_size(m->ndeps);
+    size_t size = 1 + ff_varint_size(m->run) + ff_varint_size(m->index) + ff_varint_size(m->fid) +
+                  ff_str_size(m->name_len) + ff_varint_size(m->ndeps);
     for (uint32_t d = 0; d < m->ndeps; d++)
         size += ff_varint_size(deps[d].index) + 1 + (deps[d].has ? ff_str_size(deps[d].len) : 0);
     return size + ff_str_size(m->nargs) + ff_str_size(m->npre) + ff_varint_size(m->cpus);
@@ -523,8 +522,7 @@ int ff_msg_status_reply_end(ff_buf *b, size_t at, const ff_msg_status_reply *m) 
     return ff_frame_end(b, at);
 }
 
-int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m,
-                             ff_msg_list *places) {
+int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m, ff_msg_list *places) {
     ff_rd r;
     ff_rd_init(&r, p, n);
     list_read(&r, ff_rd_varint(&r), L_PLACE, places);

@@ -122,8 +122,7 @@ typedef struct ff_msg_register {
     uint64_t pid;
 } ff_msg_register;
 
-int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res *res,
-                          size_t nres);
+int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res *res, size_t nres);
 /* res: the resources (ff_msg_next_res). */
 int ff_msg_register_read(const char *p, size_t n, ff_msg_register *m, ff_msg_list *res);
 
@@ -213,8 +212,7 @@ int ff_msg_submit_read(const char *p, size_t n, ff_msg_submit *m, ff_msg_tasks *
 /* The next task: 0 and its fields, dependencies (ff_msg_next_index) and
  * resources (ff_msg_next_res); once every task was read, 1 when nothing
  * is left over; FFLUA_EPROTO for a malformed task or bytes left over. */
-int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps,
-                       ff_msg_list *res);
+int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps, ff_msg_list *res);
 
 /* RUN_END (driver -> head: cancel the run; head -> worker: drop the run's
  * functions and results):
@@ -349,8 +347,7 @@ void ff_msg_status_place(ff_buf *b, const ff_msg_place *place, uint64_t nres);
 void ff_msg_status_res(ff_buf *b, const ff_msg_res_state *res);
 int ff_msg_status_reply_end(ff_buf *b, size_t at, const ff_msg_status_reply *m);
 /* places: ff_msg_next_place, whose res lists go to ff_msg_next_res_state. */
-int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m,
-                             ff_msg_list *places);
+int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m, ff_msg_list *places);
 void ff_msg_next_place(ff_msg_list *l, ff_msg_place *place, ff_msg_list *res);
 void ff_msg_next_res_state(ff_msg_list *l, ff_msg_res_state *res);
 

@@ -66,8 +66,8 @@ int ff_frame_parse(const char *p, size_t n, size_t max, int *type, const char **
     if (n < 4)
         return FFLUA_EINCOMPLETE;
     const unsigned char *u = (const unsigned char *)p;
-    uint32_t len = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
-                   (uint32_t)u[3] << 24;
+    uint32_t len =
+        (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
     if (len < 1 || len > max)
         return FFLUA_EPROTO;
     if (n < 4 || n - 4 < len)
@@ -212,8 +212,8 @@ int ff_versions_check(const ff_versions *mine, const ff_versions *theirs, char *
     snprintf(msg, cap,
              "version mismatch: this side has protocol %llu, fflua %.*s, %.*s; "
              "the peer has protocol %llu, fflua %s, %s",
-             (unsigned long long)mine->proto, (int)mine->fflua_len, mine->fflua,
-             (int)mine->lua_len, mine->lua, (unsigned long long)theirs->proto,
+             (unsigned long long)mine->proto, (int)mine->fflua_len, mine->fflua, (int)mine->lua_len,
+             mine->lua, (unsigned long long)theirs->proto,
              ff_text_escape(fflua, sizeof fflua, theirs->fflua, theirs->fflua_len),
              ff_text_escape(lua, sizeof lua, theirs->lua, theirs->lua_len));
     return FFLUA_EVERSION;
@@ -308,8 +308,7 @@ static int hs_refuse(ff_hs *h, ff_buf *out, int rc, const char *reason) {
 static int hs_server_step(ff_hs *h, int type, const char *p, size_t n, ff_buf *out) {
     char msg[400];
     if (type == FF_M_REFUSE)
-        return hs_fail(h, -ECONNREFUSED, "the peer gave up: %s",
-                       refuse_reason(p, n, msg, 300));
+        return hs_fail(h, -ECONNREFUSED, "the peer gave up: %s", refuse_reason(p, n, msg, 300));
     ff_msg_auth a;
     if (type != FF_M_AUTH || ff_msg_auth_read(p, n, &a) != 0)
         return hs_refuse(h, out, FFLUA_EPROTO, "protocol error: the first message must be AUTH");
@@ -380,8 +379,10 @@ int ff_token_check(const char *tok, size_t n, char *why, size_t whylen) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)tok[i];
         if (c < 0x20 || c > 0x7e) {
-            snprintf(why, whylen, "holds an unprintable byte (0x%02x at offset %zu): a token is "
-                                  "printable ASCII text", c, i);
+            snprintf(why, whylen,
+                     "holds an unprintable byte (0x%02x at offset %zu): a token is "
+                     "printable ASCII text",
+                     c, i);
             return FFLUA_EAUTH;
         }
     }
@@ -405,8 +406,7 @@ int ff_token_read(const char *path, char *out, size_t cap, size_t *len, char *er
     }
     if (st.st_mode & 077) {
         close(fd);
-        snprintf(err, errlen,
-                 "the token file '%s' may be read by others (mode %03o): chmod 600 it",
+        snprintf(err, errlen, "the token file '%s' may be read by others (mode %03o): chmod 600 it",
                  path, (unsigned)(st.st_mode & 0777));
         return FFLUA_EAUTH;
     }

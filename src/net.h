@@ -26,25 +26,25 @@
 #define FF_NONCE_LEN 32
 #define FF_MAC_LEN 32
 #define FF_KEY_LEN 32
-#define FF_TOKEN_MIN 16 /* bytes of a token file, at least */
+#define FF_TOKEN_MIN 16                      /* bytes of a token file, at least */
 #define FF_RUN_MAX_TASKS ((uint32_t)1 << 24) /* tasks of one run, at most */
 
 enum ff_msg_type {
-    FF_M_HELLO = 1,   /* server -> client: magic, versions, server nonce */
-    FF_M_AUTH,        /* client -> server: versions, role, client nonce, MAC */
-    FF_M_WELCOME,     /* server -> client: the server's MAC */
-    FF_M_REFUSE,      /* either way: a reason, then the connection closes */
-    FF_M_REGISTER,    /* worker -> head: cpus, resources */
-    FF_M_FUNC,        /* -> worker: function id, encoded function */
-    FF_M_TASK,        /* head -> worker: a task to run */
-    FF_M_RESULT,      /* worker -> head: a task's result or error */
-    FF_M_SUBMIT,      /* driver -> head: tasks of a run */
-    FF_M_DONE,        /* head -> driver: a leaf's result, or a failure */
-    FF_M_STATUS,      /* client -> head: ask for the cluster's state */
+    FF_M_HELLO = 1, /* server -> client: magic, versions, server nonce */
+    FF_M_AUTH,      /* client -> server: versions, role, client nonce, MAC */
+    FF_M_WELCOME,   /* server -> client: the server's MAC */
+    FF_M_REFUSE,    /* either way: a reason, then the connection closes */
+    FF_M_REGISTER,  /* worker -> head: cpus, resources */
+    FF_M_FUNC,      /* -> worker: function id, encoded function */
+    FF_M_TASK,      /* head -> worker: a task to run */
+    FF_M_RESULT,    /* worker -> head: a task's result or error */
+    FF_M_SUBMIT,    /* driver -> head: tasks of a run */
+    FF_M_DONE,      /* head -> driver: a leaf's result, or a failure */
+    FF_M_STATUS,    /* client -> head: ask for the cluster's state */
     FF_M_STATUS_REPLY,
-    FF_M_FREE,        /* head -> worker: results no longer needed */
-    FF_M_BYE,         /* either way: closing cleanly */
-    FF_M_RUN_END,     /* driver -> head: the run is over, free its state */
+    FF_M_FREE,    /* head -> worker: results no longer needed */
+    FF_M_BYE,     /* either way: closing cleanly */
+    FF_M_RUN_END, /* driver -> head: the run is over, free its state */
     FF_M_LAST
 };
 
@@ -81,7 +81,7 @@ typedef struct ff_rd {
 
 void ff_rd_init(ff_rd *r, const char *p, size_t n);
 uint64_t ff_rd_varint(ff_rd *r);
-int64_t ff_rd_svarint(ff_rd *r); /* zigzag */
+int64_t ff_rd_svarint(ff_rd *r);              /* zigzag */
 const char *ff_rd_str(ff_rd *r, size_t *len); /* points into the payload */
 const unsigned char *ff_rd_fixed(ff_rd *r, size_t n);
 double ff_rd_double(ff_rd *r);
@@ -132,9 +132,9 @@ int ff_auth_verify(const unsigned char key[FF_KEY_LEN], const char *label,
 enum { FF_HS_HELLO, FF_HS_AUTH, FF_HS_WELCOME, FF_HS_DONE, FF_HS_FAILED };
 
 typedef struct ff_hs {
-    int server; /* the side that sends HELLO */
-    int role;   /* the client's: given to the client, learnt by the server */
-    int state;  /* what it waits for: FF_HS_HELLO (client), FF_HS_AUTH (server),
+    int server;               /* the side that sends HELLO */
+    int role;                 /* the client's: given to the client, learnt by the server */
+    int state;                /* what it waits for: FF_HS_HELLO (client), FF_HS_AUTH (server),
                    FF_HS_WELCOME (client); then FF_HS_DONE or FF_HS_FAILED */
     const unsigned char *key; /* FF_KEY_LEN bytes, the owner's, for as long as it runs */
     const char *peer;         /* client: the server's address, for messages (the owner's) */

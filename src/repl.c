@@ -35,9 +35,9 @@
 
 struct repl {
     lua_State *L;
-    int tty;         /* reading through libedit */
-    char *history;   /* history file, or NULL; owned */
-    char **matches;  /* completion candidates of the current Tab; owned */
+    int tty;        /* reading through libedit */
+    char *history;  /* history file, or NULL; owned */
+    char **matches; /* completion candidates of the current Tab; owned */
     size_t nmatches, next;
     sigset_t waitmask; /* the signal mask to wait for input with */
 };
@@ -49,9 +49,9 @@ static struct repl *completing;
 /* --- completion ---------------------------------------------------------- */
 
 static const char *const keywords[] = {
-    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
-    "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
-    NULL,
+    "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
+    "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
+    "repeat",   "return", "then", "true", "until",  "while", NULL,
 };
 
 static int is_ident_char(char c, int first) {
@@ -74,11 +74,11 @@ static int is_identifier(const char *s, size_t len) {
 /* Replaces the value on top with its metatable's __index when that is a
  * table; otherwise with nil. No metamethod runs. */
 static void to_index_table(lua_State *L) {
-    if (lua_getmetatable(L, -1)) {              // [v, mt]
+    if (lua_getmetatable(L, -1)) { /* [v, mt] */
         lua_pushliteral(L, "__index");
-        lua_rawget(L, -2);                      // [v, mt, index]
-        lua_replace(L, -3);                     // [index, mt]
-        lua_pop(L, 1);                          // [index]
+        lua_rawget(L, -2);  /* [v, mt, index] */
+        lua_replace(L, -3); /* [index, mt] */
+        lua_pop(L, 1);      /* [index] */
         if (!lua_istable(L, -1)) {
             lua_pop(L, 1);
             lua_pushnil(L);
@@ -95,7 +95,7 @@ static void safe_field(lua_State *L, const char *key, size_t len) {
     for (int depth = 0; depth < 16 && !lua_isnil(L, -1); depth++) {
         if (lua_istable(L, -1)) {
             lua_pushlstring(L, key, len);
-            lua_rawget(L, -2);                  // [v, field]
+            lua_rawget(L, -2); /* [v, field] */
             if (!lua_isnil(L, -1)) {
                 lua_remove(L, -2);
                 return;
@@ -114,13 +114,13 @@ static void add_keys(lua_State *L, int set, const char *prefix, size_t plen, int
     for (int depth = 0; depth < 16 && !lua_isnil(L, -1); depth++) {
         if (lua_istable(L, -1)) {
             lua_pushnil(L);
-            while (lua_next(L, -2)) {           // [v, key, value]
+            while (lua_next(L, -2)) { /* [v, key, value] */
                 int fn = lua_type(L, -1) == LUA_TFUNCTION;
                 if (!fn && luaL_getmetafield(L, -1, "__call") != LUA_TNIL) {
                     lua_pop(L, 1);
                     fn = 1;
                 }
-                lua_pop(L, 1);                      // [v, key]
+                lua_pop(L, 1); /* [v, key] */
                 size_t klen;
                 if (lua_type(L, -1) == LUA_TSTRING) {
                     const char *k = lua_tolstring(L, -1, &klen);
@@ -146,7 +146,7 @@ static int cmp_str(const void *a, const void *b) {
 static int collect_candidates(lua_State *L) {
     size_t tlen;
     const char *text = luaL_checklstring(L, 1, &tlen);
-    lua_newtable(L); // [text, set]
+    lua_newtable(L); /* [text, set] */
     int set = lua_gettop(L);
     const char *sep = NULL;
     for (const char *p = text; *p; p++)
@@ -155,7 +155,7 @@ static int collect_candidates(lua_State *L) {
     const char *prefix = sep ? sep + 1 : text;
     size_t plen = tlen - (size_t)(prefix - text);
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); // [text, set, G]
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); /* [text, set, G] */
     if (sep != NULL) {
         /* Walk the dotted path before the last separator. */
         const char *p = text;
@@ -181,7 +181,7 @@ static int collect_candidates(lua_State *L) {
     add_keys(L, set, prefix, plen, sep != NULL && *sep == ':');
 
     /* Sorted sequence of text-before-prefix .. key. */
-    lua_newtable(L); // [text, set, out]
+    lua_newtable(L); /* [text, set, out] */
     lua_Integer n = 0;
     lua_pushnil(L);
     while (lua_next(L, set)) {
@@ -324,7 +324,7 @@ static const char *get_prompt(lua_State *L, int first) {
  * of input, or REPL_CANCELLED after Ctrl-C. */
 static int push_line(struct repl *r, int first) {
     lua_State *L = r->L;
-    const char *prompt = get_prompt(L, first); // [prompt]
+    const char *prompt = get_prompt(L, first); /* [prompt] */
     char *line = NULL;
     size_t len = 0;
     if (ff_cli_terminate_pending()) {
@@ -362,7 +362,7 @@ static int push_line(struct repl *r, int first) {
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = '\0';
     }
-    lua_pop(L, 1); /* the prompt */
+    lua_pop(L, 1);                    /* the prompt */
     if (ff_cli_terminate_pending()) { /* SIGTERM: leave as at end of input */
         free(line);
         return 0;

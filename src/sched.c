@@ -171,8 +171,8 @@ static int cmp_res(const void *a, const void *b) {
 
 /* Copies req into buf (room for n + 1), adds {CPU, 1.0} when default_cpu
  * is set and CPU is absent, sorts by id and drops zero amounts. */
-static int normalize(const ff_sched *s, const ff_res *req, size_t n, int default_cpu,
-                     ff_res *buf, uint32_t *m) {
+static int normalize(const ff_sched *s, const ff_res *req, size_t n, int default_cpu, ff_res *buf,
+                     uint32_t *m) {
     int has_cpu = 0;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1001,8 +1001,8 @@ int ff_sched_submit(ff_sched *s, uint64_t task, const ff_res *req, size_t n, int
     int bad = -1, rc;
     if (bad_res != NULL)
         *bad_res = -1;
-    if ((req == NULL && n > 0) || n > (size_t)s->nres || affinity < -1 ||
-        affinity >= s->nplaces || (flags & ~FF_SCHED_WAIT) != 0)
+    if ((req == NULL && n > 0) || n > (size_t)s->nres || affinity < -1 || affinity >= s->nplaces ||
+        (flags & ~FF_SCHED_WAIT) != 0)
         return -EINVAL;
     ff_res sbuf[INLINE_REQ], *buf = sbuf;
     if (n + 1 > INLINE_REQ && (buf = malloc((n + 1) * sizeof *buf)) == NULL)
@@ -1026,8 +1026,7 @@ int ff_sched_submit(ff_sched *s, uint64_t task, const ff_res *req, size_t n, int
         }
     }
     /* Make room everywhere first: nothing below can fail. */
-    if ((rc = task_reserve(s)) != 0 || (rc = hash_reserve(s)) != 0 ||
-        (rc = queue_reserve(sh)) != 0)
+    if ((rc = task_reserve(s)) != 0 || (rc = hash_reserve(s)) != 0 || (rc = queue_reserve(sh)) != 0)
         goto out;
     uint32_t slot = task_alloc(s);
     struct task *t = &s->tasks[slot];
@@ -1170,8 +1169,7 @@ int ff_sched_release(ff_sched *s, uint64_t task) {
 /* Drops the tasks of si's ring (no longer active) that no place can hold,
  * keeping those submitted with FF_SCHED_WAIT (the shape is then parked).
  * Allocates nothing. */
-static size_t drop_ring(ff_sched *s, uint32_t si, int keep_wait, ff_sched_drop_fn fn,
-                        void *ud) {
+static size_t drop_ring(ff_sched *s, uint32_t si, int keep_wait, ff_sched_drop_fn fn, void *ud) {
     struct shape *sh = &s->shapes[si];
     uint32_t mask = sh->qcap - 1, w = 0;
     size_t dropped = 0;

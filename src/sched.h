@@ -77,8 +77,8 @@
  * and ff_sched_drop_waiting, which must not call into the same scheduler.
  */
 
-#ifndef FF_SCHED_H
-#define FF_SCHED_H
+#ifndef FFLUA_SCHED_H
+#define FFLUA_SCHED_H
 
 /* Named like the C library's <sched.h>: include it with quotes, and put src/
  * on the quote path only (-iquote, as CMakeLists.txt does), never -I. */
@@ -88,164 +88,164 @@
 
 typedef struct ff_sched ff_sched;
 
-/// Units per 1.0 of a resource.
+/* Units per 1.0 of a resource. */
 #define FF_RES_SCALE 10000
-/// The largest amount, in units (about 1.1e11 whole units): sums stay far
-/// from overflow.
+/* The largest amount, in units (about 1.1e11 whole units): sums stay far
+ * from overflow. */
 #define FF_RES_MAX ((int64_t)1 << 50)
-/// The resource id of "CPU", present in every scheduler.
+/* The resource id of "CPU", present in every scheduler. */
 #define FF_RES_CPU 0
-/// Passes over the oldest task before a place is reserved for it.
+/* Passes over the oldest task before a place is reserved for it. */
 #define FF_SCHED_PATIENCE 64
 
-/// One resource amount: a resource id and an amount in units.
+/* One resource amount: a resource id and an amount in units. */
 typedef struct ff_res {
     int id;
     int64_t amount;
 } ff_res;
 
-/// Creates an empty scheduler: no places, the one resource "CPU". Returns 0
-/// or -ENOMEM; *out is set only on success and owned by the caller.
+/* Creates an empty scheduler: no places, the one resource "CPU". Returns 0
+ * or -ENOMEM; *out is set only on success and owned by the caller. */
 int ff_sched_create(ff_sched **out);
 
-/// Frees the scheduler and everything it holds. s may be NULL.
+/* Frees the scheduler and everything it holds. s may be NULL. */
 void ff_sched_destroy(ff_sched *s);
 
 /* --- resources and amounts ------------------------------------------------ */
 
-/// The id of the resource called name (len bytes, no NUL byte, not empty),
-/// interned on first use: a non-negative id, or -EINVAL, -ENOMEM.
+/* The id of the resource called name (len bytes, no NUL byte, not empty),
+ * interned on first use: a non-negative id, or -EINVAL, -ENOMEM. */
 int ff_sched_resource(ff_sched *s, const char *name, size_t len);
 
-/// The id of name if it was interned, else -ENOENT. Never interns.
+/* The id of name if it was interned, else -ENOENT. Never interns. */
 int ff_sched_resource_find(const ff_sched *s, const char *name, size_t len);
 
-/// The NUL-terminated name of resource id, owned by s and valid until
-/// ff_sched_destroy; NULL when id is not a resource.
+/* The NUL-terminated name of resource id, owned by s and valid until
+ * ff_sched_destroy; NULL when id is not a resource. */
 const char *ff_sched_resource_name(const ff_sched *s, int id);
 
-/// The number of interned resources; ids are 0 .. n - 1.
+/* The number of interned resources; ids are 0 .. n - 1. */
 int ff_sched_nresources(const ff_sched *s);
 
-/// Converts v (whole units of a resource, as a Lua number gives it) to
-/// fixed point: *out = v * FF_RES_SCALE rounded to the nearest unit.
-/// Returns 0; -EINVAL when v is negative, NaN or infinite, or not a whole
-/// number of units (|v * FF_RES_SCALE - units| above 1e-9 relative, at
-/// least 1e-9 absolute: 0.3333 and 0.1 + 0.2 pass, 1/3 and 0.00001 do not);
-/// -ERANGE above FF_RES_MAX units. *out is set only on success.
+/* Converts v (whole units of a resource, as a Lua number gives it) to
+ * fixed point: *out = v * FF_RES_SCALE rounded to the nearest unit.
+ * Returns 0; -EINVAL when v is negative, NaN or infinite, or not a whole
+ * number of units (|v * FF_RES_SCALE - units| above 1e-9 relative, at
+ * least 1e-9 absolute: 0.3333 and 0.1 + 0.2 pass, 1/3 and 0.00001 do not);
+ * -ERANGE above FF_RES_MAX units. *out is set only on success. */
 int ff_sched_amount(double v, int64_t *out);
 
 /* --- places --------------------------------------------------------------- */
 
-/// Adds a place with the capacities cap[0 .. n-1] (interned ids, amounts in
-/// 0 .. FF_RES_MAX, each id at most once; CPU omitted means 0 CPUs). Parked
-/// tasks (FF_SCHED_WAIT) that the place can hold become queued. Returns the
-/// new place's index (>= 0), or -EINVAL, -ENOMEM.
+/* Adds a place with the capacities cap[0 .. n-1] (interned ids, amounts in
+ * 0 .. FF_RES_MAX, each id at most once; CPU omitted means 0 CPUs). Parked
+ * tasks (FF_SCHED_WAIT) that the place can hold become queued. Returns the
+ * new place's index (>= 0), or -EINVAL, -ENOMEM. */
 int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n);
 
-/// Why a task is handed back by a drop callback.
+/* Why a task is handed back by a drop callback. */
 enum ff_sched_drop {
     FF_SCHED_LOST = 1,       /* was running on a removed place */
     FF_SCHED_INFEASIBLE = 2, /* queued or parked, and no place can hold it */
 };
 
-/// Called with each task the scheduler drops, which it holds no longer
-/// (its id may be submitted again). bad_res is, for FF_SCHED_INFEASIBLE,
-/// as ff_sched_submit's *bad_res; -1 for FF_SCHED_LOST.
+/* Called with each task the scheduler drops, which it holds no longer
+ * (its id may be submitted again). bad_res is, for FF_SCHED_INFEASIBLE,
+ * as ff_sched_submit's *bad_res; -1 for FF_SCHED_LOST. */
 typedef void (*ff_sched_drop_fn)(void *ud, uint64_t task, int why, int bad_res);
 
-/// Removes a live place (a worker left). Every task running there is
-/// dropped with FF_SCHED_LOST (its amounts vanish with the place), then
-/// every queued task that no remaining place can hold is dropped with
-/// FF_SCHED_INFEASIBLE, except tasks submitted with FF_SCHED_WAIT, which
-/// are parked. fn may be NULL. Returns 0, or -EINVAL (not a live place;
-/// fn is then never called). Never allocates.
+/* Removes a live place (a worker left). Every task running there is
+ * dropped with FF_SCHED_LOST (its amounts vanish with the place), then
+ * every queued task that no remaining place can hold is dropped with
+ * FF_SCHED_INFEASIBLE, except tasks submitted with FF_SCHED_WAIT, which
+ * are parked. fn may be NULL. Returns 0, or -EINVAL (not a live place;
+ * fn is then never called). Never allocates. */
 int ff_sched_remove_place(ff_sched *s, int place, ff_sched_drop_fn fn, void *ud);
 
-/// The number of place indices ever given: places are 0 .. n - 1, some of
-/// them removed.
+/* The number of place indices ever given: places are 0 .. n - 1, some of
+ * them removed. */
 int ff_sched_nplaces(const ff_sched *s);
 
-/// 1 if place is a live place, else 0.
+/* 1 if place is a live place, else 0. */
 int ff_sched_place_live(const ff_sched *s, int place);
 
-/// The total and free (*avail) amounts of resource res on a live place
-/// (either pointer may be NULL). Returns 0 or -EINVAL.
+/* The total and free (*avail) amounts of resource res on a live place
+ * (either pointer may be NULL). Returns 0 or -EINVAL. */
 int ff_sched_place_get(const ff_sched *s, int place, int res, int64_t *total, int64_t *avail);
 
-/// The number of tasks running on place (0 for a removed place).
+/* The number of tasks running on place (0 for a removed place). */
 size_t ff_sched_place_running(const ff_sched *s, int place);
 
-/// The largest capacity of resource res on any live place (0 when none),
-/// for messages such as "no worker has more than 1 of 'gpu'".
+/* The largest capacity of resource res on any live place (0 when none),
+ * for messages such as "no worker has more than 1 of 'gpu'". */
 int64_t ff_sched_max_capacity(const ff_sched *s, int res);
 
 /* --- tasks ---------------------------------------------------------------- */
 
-/// Submission flag: park a request no present place can hold, instead of
-/// failing it, until ff_sched_add_place adds one that can.
+/* Submission flag: park a request no present place can hold, instead of
+ * failing it, until ff_sched_add_place adds one that can. */
 #define FF_SCHED_WAIT 1u
-/// ff_sched_submit's result for a task parked under FF_SCHED_WAIT.
+/* ff_sched_submit's result for a task parked under FF_SCHED_WAIT. */
 #define FF_SCHED_WAITING 1
 
-/// Queues task (an id not held by s) asking for req[0 .. n-1] (interned
-/// ids, amounts in 0 .. FF_RES_MAX, each id at most once; copied). affinity
-/// is a place index (live or removed) or -1. bad_res may be NULL.
-/// Returns 0 (queued), FF_SCHED_WAITING (parked, with FF_SCHED_WAIT),
-/// FFLUA_ERESOURCE (no live place could ever hold it: nothing is queued),
-/// -EEXIST (task is held), -EINVAL or -ENOMEM. When no place could hold
-/// it, *bad_res is a resource that the request wants more of than any live
-/// place has (the lowest such id), or -1 when each amount fits on some
-/// place but no place has them all (or there is no live place); otherwise
-/// *bad_res is -1.
+/* Queues task (an id not held by s) asking for req[0 .. n-1] (interned
+ * ids, amounts in 0 .. FF_RES_MAX, each id at most once; copied). affinity
+ * is a place index (live or removed) or -1. bad_res may be NULL.
+ * Returns 0 (queued), FF_SCHED_WAITING (parked, with FF_SCHED_WAIT),
+ * FFLUA_ERESOURCE (no live place could ever hold it: nothing is queued),
+ * -EEXIST (task is held), -EINVAL or -ENOMEM. When no place could hold
+ * it, *bad_res is a resource that the request wants more of than any live
+ * place has (the lowest such id), or -1 when each amount fits on some
+ * place but no place has them all (or there is no live place); otherwise
+ * *bad_res is -1. */
 int ff_sched_submit(ff_sched *s, uint64_t task, const ff_res *req, size_t n, int affinity,
                     unsigned flags, int *bad_res);
 
-/// Starts the next task: the oldest queued task that fits on some place now
-/// (see "Policy"), with its amounts taken from the place chosen. Sets
-/// *task and *place and returns 0, or returns FFLUA_ENOTFOUND when no
-/// queued task fits now (or none is queued). Call it again until
-/// FFLUA_ENOTFOUND after a release or a new place.
+/* Starts the next task: the oldest queued task that fits on some place now
+ * (see "Policy"), with its amounts taken from the place chosen. Sets
+ * *task and *place and returns 0, or returns FFLUA_ENOTFOUND when no
+ * queued task fits now (or none is queued). Call it again until
+ * FFLUA_ENOTFOUND after a release or a new place. */
 int ff_sched_next(ff_sched *s, uint64_t *task, int *place);
 
-/// Releases task: a running task finished (its amounts are free again), or
-/// a queued or parked task is cancelled. Returns 0 or -ENOENT (task is not
-/// held).
+/* Releases task: a running task finished (its amounts are free again), or
+ * a queued or parked task is cancelled. Returns 0 or -ENOENT (task is not
+ * held). */
 int ff_sched_release(ff_sched *s, uint64_t task);
 
-/// Drops every parked task (FF_SCHED_WAIT, and no place can hold it),
-/// calling fn (may be NULL) with FF_SCHED_INFEASIBLE for each. Returns the
-/// number dropped. Never allocates.
+/* Drops every parked task (FF_SCHED_WAIT, and no place can hold it),
+ * calling fn (may be NULL) with FF_SCHED_INFEASIBLE for each. Returns the
+ * number dropped. Never allocates. */
 size_t ff_sched_drop_waiting(ff_sched *s, ff_sched_drop_fn fn, void *ud);
 
-/// Sets how many times the oldest task may be passed over before a place
-/// is reserved for it (see "Policy"): n >= 1, UINT32_MAX for never.
-/// Returns 0 or -EINVAL.
+/* Sets how many times the oldest task may be passed over before a place
+ * is reserved for it (see "Policy"): n >= 1, UINT32_MAX for never.
+ * Returns 0 or -EINVAL. */
 int ff_sched_set_patience(ff_sched *s, uint32_t n);
 
-/// What the scheduler knows of a task.
+/* What the scheduler knows of a task. */
 enum ff_sched_state {
     FF_SCHED_QUEUED = 1,  /* waits for resources */
     FF_SCHED_PARKED = 2,  /* waits for a place that can hold it */
     FF_SCHED_RUNNING = 3, /* started by ff_sched_next, not yet released */
 };
 
-/// The state of task (an enum ff_sched_state), with its place in *place
-/// (may be NULL; -1 unless running); -ENOENT when task is not held.
+/* The state of task (an enum ff_sched_state), with its place in *place
+ * (may be NULL; -1 unless running); -ENOENT when task is not held. */
 int ff_sched_task_state(const ff_sched *s, uint64_t task, int *place);
 
-/// Counts for `fflua status` and tests.
+/* Counts for `fflua status` and tests. */
 typedef struct ff_sched_stats {
-    size_t places;      /* live places */
-    size_t queued;      /* tasks waiting for resources */
-    size_t parked;      /* tasks waiting for a place (FF_SCHED_WAIT) */
-    size_t running;     /* tasks started and not released */
-    size_t shapes;      /* distinct requests with queued tasks */
-    int reserved_place; /* the place reserved for the oldest task, or -1 */
+    size_t places;          /* live places */
+    size_t queued;          /* tasks waiting for resources */
+    size_t parked;          /* tasks waiting for a place (FF_SCHED_WAIT) */
+    size_t running;         /* tasks started and not released */
+    size_t shapes;          /* distinct requests with queued tasks */
+    int reserved_place;     /* the place reserved for the oldest task, or -1 */
     uint64_t reserved_task; /* that task, when reserved_place >= 0 */
 } ff_sched_stats;
 
-/// Fills *st.
+/* Fills *st. */
 void ff_sched_get_stats(const ff_sched *s, ff_sched_stats *st);
 
 #endif

@@ -88,7 +88,7 @@
 #define WF_PREFIX "wf:"
 #define WF_PREFIX_LEN (sizeof WF_PREFIX - 1)
 #define MAX_ATTEMPTS 64 /* write attempts of one batch (stale handles, growth) */
-#define MAX_REMAPS 8 /* a read transaction's attempts to follow the map */
+#define MAX_REMAPS 8    /* a read transaction's attempts to follow the map */
 #define MAX_VALUE (UINT32_MAX - FF_REC_HDR) /* LMDB 0.9 keeps data sizes in 32 bits */
 
 /* Internal results of guarded calls and write attempts, clear of LMDB's
@@ -133,7 +133,7 @@ typedef struct env {
     struct env *next; /* in the process table */
     dev_t dev;
     ino_t ino;
-    pid_t pid; /* the process that opened it */
+    pid_t pid;    /* the process that opened it */
     unsigned gen; /* fork_gen then */
     int refs;
     int closing; /* its last handle is closing it */
@@ -197,8 +197,8 @@ struct ff_store {
     char absent[128];
     size_t absent_len;
     uint64_t err_seen; /* the commit failures this handle has reported */
-    char why[320]; /* a damaged record's reason, when not static */
-    char fault[256]; /* what the last guarded call that faulted hit */
+    char why[320];     /* a damaged record's reason, when not static */
+    char fault[256];   /* what the last guarded call that faulted hit */
     char err[512];
 };
 
@@ -277,7 +277,8 @@ static int usable(ff_store *s) {
     if (e->gen != fork_gen)
         return seterr(s, FFLUA_ECLOSED,
                       "storage '%s' was opened by another process (inherited through fork); "
-                      "open it again in this one", e->path);
+                      "open it again in this one",
+                      e->path);
     pthread_mutex_lock(&e->mu);
     int dead = e->dead;
     if (dead)
@@ -497,8 +498,7 @@ done:
 
 /* Opens an existing workflow's database in a read transaction of its own
  * and caches the handle. The caller holds resize shared. */
-static int dbi_open_read(env *e, const char *wf, size_t len, MDB_dbi *out, char *why,
-                         size_t wl) {
+static int dbi_open_read(env *e, const char *wf, size_t len, MDB_dbi *out, char *why, size_t wl) {
     char name[FF_STORE_WF_MAX + WF_PREFIX_LEN + 1];
     if (wf_dbname(wf, len, name, sizeof name) != 0)
         return EINVAL;
@@ -571,8 +571,8 @@ static void rec_header(char *hdr, const char *wf, size_t wflen, const char *task
 
 /* Checks the record v of key (wf, task) read in the active transaction.
  * Reads every byte of it: run it under a guard. */
-static int check_rec(const ff_store *s, const char *wf, size_t wflen, const char *task,
-                     size_t tlen, const MDB_val *v, ff_rec *rec) {
+static int check_rec(const ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
+                     const MDB_val *v, ff_rec *rec) {
     const char *h = v->mv_data;
     memset(rec, 0, sizeof *rec);
     rec->len = SIZE_MAX;
@@ -610,21 +610,24 @@ static size_t qrec_size(const struct qrec *r) {
     return (n + 7) & ~(size_t)7;
 }
 
+/* A handle opened in a write transaction. */
+struct opened {
+    const char *wf;
+    size_t len;
+    MDB_dbi dbi;
+};
+
 /* The state of one write transaction. */
 struct wtx {
     env *e;
     MDB_txn *txn;
     MDB_dbi main;
     volatile int *held; /* openmu is held (a handle was opened in txn) */
-    uint64_t opens; /* e->opens when the transaction began */
+    uint64_t opens;     /* e->opens when the transaction began */
     /* Handles opened in txn: cached only once it commits (LMDB closes them
      * if it aborts, and they are not valid in other transactions before).
      * Names point into the batch or the operation. */
-    struct opened {
-        const char *wf;
-        size_t len;
-        MDB_dbi dbi;
-    } *opened;
+    struct opened *opened;
     size_t nopened, capopened;
     /* With FF_STALE or FF_DAMAGED: the workflow (NULL with FF_DAMAGED: the
      * free list or the main tree), and with FF_DAMAGED why. */
@@ -973,7 +976,8 @@ static int write_attempt(env *e, struct wtx *w, const char *q, size_t n, struct 
         snprintf(msg, msglen,
                  "the storage file is damaged (%s, while writing); this process writes nothing "
                  "more to it: check it with 'fflua store check %s' and repair it with 'fflua "
-                 "store repair %s'", what, e->path, e->path);
+                 "store repair %s'",
+                 what, e->path, e->path);
         return FF_BROKEN;
     }
     int rc = write_body(w, q, n, o);
@@ -1056,8 +1060,10 @@ static int commit(env *e, const char *q, size_t n, struct wop *o, char *msg, siz
         refused_msg(e, r, msg, msglen);
         *partial = 1;
     } else if (rc == FF_STALE || rc == FF_RETRY) {
-        snprintf(msg, msglen, "cannot commit results to '%s': another process keeps removing the "
-                              "workflow being written", e->path);
+        snprintf(msg, msglen,
+                 "cannot commit results to '%s': another process keeps removing the "
+                 "workflow being written",
+                 e->path);
     } else if (rc == FF_DAMAGED) {
         snprintf(msg, msglen,
                  "cannot commit results to '%s': the storage file is damaged (%s): nothing more "
@@ -1268,8 +1274,9 @@ static int env_open(env **out, const char *path, struct stat *st, char *err, siz
         rc = mdb_env_get_fd(e->mdb, &e->fd);
     if (rc != 0) {
         if (rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH)
-            snprintf(err, errlen, "cannot open the storage '%s': %s (is it damaged? 'fflua store "
-                                  "repair' cannot help when the file's header is unreadable)",
+            snprintf(err, errlen,
+                     "cannot open the storage '%s': %s (is it damaged? 'fflua store "
+                     "repair' cannot help when the file's header is unreadable)",
                      path, mdb_strerror(rc));
         else
             snprintf(err, errlen, "cannot open the storage '%s': %s", path, mdb_strerror(rc));
@@ -1440,8 +1447,10 @@ static int put_record(ff_store *s, const char *wf, size_t wflen, const char *tas
     if (rc != 0)
         return rc;
     if (len > MAX_VALUE)
-        return seterr(s, -EFBIG, "a result of %zu bytes is larger than a storage can hold "
-                                 "(4 GiB less %d bytes)", len, FF_REC_HDR);
+        return seterr(s, -EFBIG,
+                      "a result of %zu bytes is larger than a storage can hold "
+                      "(4 GiB less %d bytes)",
+                      len, FF_REC_HDR);
     ff_store_read_end(s);
     env *e = s->e;
     struct qrec r = {(uint32_t)wflen, (uint32_t)tlen, FF_REC_HDR + (uint64_t)len};
@@ -1557,8 +1566,13 @@ int ff_store_del_many(ff_store *s, const char *wf, size_t wflen, const ff_key *k
 int ff_store_poke(ff_store *s, const char *wf, size_t wflen, const char *task, size_t tlen,
                   size_t offset, uint8_t mask) {
     ff_key k = {task, tlen};
-    struct wop o = {.kind = OP_POKE, .wf = wf, .wflen = wflen, .keys = &k, .n = 1,
-                    .offset = offset, .mask = mask};
+    struct wop o = {.kind = OP_POKE,
+                    .wf = wf,
+                    .wflen = wflen,
+                    .keys = &k,
+                    .n = 1,
+                    .offset = offset,
+                    .mask = mask};
     return write_op(s, &o);
 }
 
@@ -1572,8 +1586,8 @@ static int read_begin(ff_store *s) {
     env *e = s->e;
     for (int tries = 0;; tries++) {
         pthread_rwlock_rdlock(&e->resize);
-        int rc = s->rtxn ? mdb_txn_renew(s->rtxn)
-                         : mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &s->rtxn);
+        int rc =
+            s->rtxn ? mdb_txn_renew(s->rtxn) : mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, &s->rtxn);
         if (rc == 0) {
             s->ractive = 1;
             read_span(s);
@@ -1735,9 +1749,9 @@ struct scan {
     size_t wflen;
     ff_store_each_fn fn;
     void *ud;
-    int stopped; /* fn asked to stop */
-    int damaged; /* the first damage's code, 0 when none */
-    int failed; /* an error that is not damage */
+    int stopped;                  /* fn asked to stop */
+    int damaged;                  /* the first damage's code, 0 when none */
+    int failed;                   /* an error that is not damage */
     char last[FF_STORE_TASK_MAX]; /* the last key delivered */
     size_t last_len;
     int have_last;
@@ -1948,6 +1962,12 @@ struct problem {
     char why[256];
 };
 
+struct vwf {
+    const unsigned char *name;
+    size_t len;
+    ff_vdb db;
+};
+
 struct vcheck {
     ff_vfile f;
     uint64_t txnid;
@@ -1955,11 +1975,7 @@ struct vcheck {
     size_t n, cap;
     /* The workflows' trees, from the main tree: names point into the
      * mapping. */
-    struct vwf {
-        const unsigned char *name;
-        size_t len;
-        ff_vdb db;
-    } *wfs;
+    struct vwf *wfs;
     size_t nwfs, capwfs;
     int oom;
 };
@@ -2210,14 +2226,18 @@ static int repair_swap(const char *path, const char *tmp, uint64_t txnid, ff_rep
         pid_t holder = lock_holder(path);
         if (lfd >= 0)
             close(lfd);
-        snprintf(err, errlen, "the storage '%s' was opened by process %ld during the repair: "
-                              "stop it and repair again", path, (long)holder);
+        snprintf(err, errlen,
+                 "the storage '%s' was opened by process %ld during the repair: "
+                 "stop it and repair again",
+                 path, (long)holder);
         return -EBUSY;
     }
     int rc = 0;
     if (file_txnid(path) != txnid) {
-        snprintf(err, errlen, "the storage '%s' was written to during the repair: stop every "
-                              "process that uses it and repair again", path);
+        snprintf(err, errlen,
+                 "the storage '%s' was written to during the repair: stop every "
+                 "process that uses it and repair again",
+                 path);
         rc = -EBUSY;
         goto done;
     }

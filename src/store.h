@@ -67,8 +67,8 @@ typedef struct ff_rec {
     uint8_t fp[FF_FP_LEN];
     uint64_t stored_ns, compute_ns;
     const char *val; /* the payload: valid until ff_store_read_end */
-    size_t len; /* SIZE_MAX when the record is damaged */
-    int ok; /* header and checksum verified */
+    size_t len;      /* SIZE_MAX when the record is damaged */
+    int ok;          /* header and checksum verified */
     /* When not ok: why, e.g. "checksum mismatch" (static or in the handle,
      * valid until the next call on it). */
     const char *why;

@@ -218,8 +218,8 @@ static int leaf_entry(struct walk *w, uint64_t pg, const unsigned char *page, un
                              (unsigned long long)opg);
         uint64_t n = u32(op + 12);
         if (u64(op) != opg || u16(op + 10) != P_OVERFLOW || n < need || page_at(f, opg, n) == NULL)
-            return page_fail(w, pg, "entry %u's value (%zu bytes on page %llu) is damaged", i, dsize,
-                             (unsigned long long)opg);
+            return page_fail(w, pg, "entry %u's value (%zu bytes on page %llu) is damaged", i,
+                             dsize, (unsigned long long)opg);
         if (mark(w, opg, n) != 0)
             return -1;
         w->overflow += n;
@@ -319,8 +319,14 @@ int ff_verify_tree(const ff_vfile *f, const ff_vdb *db, int kind, ff_vtree_fn fn
     }
     if (db->depth == 0 || db->depth > MAX_DEPTH)
         return say(why, whylen, "a tree of %u levels", db->depth);
-    struct walk w = {.f = f, .db = db, .kind = kind, .fn = fn, .ud = ud, .seen = f->seen,
-                     .why = why, .wl = whylen};
+    struct walk w = {.f = f,
+                     .db = db,
+                     .kind = kind,
+                     .fn = fn,
+                     .ud = ud,
+                     .seen = f->seen,
+                     .why = why,
+                     .wl = whylen};
     if (w.seen == NULL && (w.seen = calloc(f->file_pages / 8 + 1, 1)) == NULL)
         return say(why, whylen, "not enough memory to check the file");
     int rc = walk_page(&w, db->root, 1, NULL, 0, NULL, 0);
@@ -347,7 +353,7 @@ int ff_verify_tree(const ff_vfile *f, const ff_vdb *db, int kind, ff_vtree_fn fn
 
 struct freelist {
     const ff_vfile *f;
-    uint8_t *listed; /* pages seen in a list so far */
+    uint8_t *listed;  /* pages seen in a list so far */
     uint64_t nlisted; /* bits in listed */
 };
 

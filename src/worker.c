@@ -159,8 +159,10 @@ static void set_message(wtask *t, const char *m, size_t n) {
     char alt[160];
     t->out.n = 0;
     if (ff_buf_reserve(&t->out, n) != 0) {
-        snprintf(alt, sizeof alt, "the worker has not enough memory for its error message "
-                                  "(%.1f MiB)", (double)n / (1 << 20));
+        snprintf(alt, sizeof alt,
+                 "the worker has not enough memory for its error message "
+                 "(%.1f MiB)",
+                 (double)n / (1 << 20));
         m = alt;
         n = strlen(alt);
         if (ff_buf_reserve(&t->out, n) != 0)
@@ -176,8 +178,8 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
         *seen_gen = gen;
         ff_exec_forget(x);
     }
-    ff_exec_task et = {t->run, t->fid, t->name, t->deps, t->ndeps, t->args, t->nargs, t->pre,
-                       t->npre};
+    ff_exec_task et = {t->run,  t->fid,   t->name, t->deps, t->ndeps,
+                       t->args, t->nargs, t->pre,  t->npre};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = ff_exec_run(x, &et, &t->out);
@@ -246,8 +248,8 @@ static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const c
 /* Tells the head that task (run, index) failed with msg; when not even
  * that can be written, leaves the cluster, so that the head fails the task
  * rather than wait for it. */
-static void report_failure(worker *w, uint64_t run, uint64_t index, const char *name,
-                           size_t nl, const char *msg) {
+static void report_failure(worker *w, uint64_t run, uint64_t index, const char *name, size_t nl,
+                           const char *msg) {
     if (write_result(w, run, index, 0, msg, strlen(msg), 0) != 0) {
         char nm[64];
         ff_log(WHO, "cannot tell the head that node '%s' failed (%s): leaving",
@@ -268,8 +270,10 @@ static void report(worker *w, wtask *t) {
     char msg[200];
     const char *what = t->ok ? "result" : "error message";
     if (rc == -EMSGSIZE)
-        snprintf(msg, sizeof msg, "its %s (%.1f MiB) takes more than the %d MiB one message may "
-                                  "carry", what, mib(t->out.n), (int)(FF_FRAME_MAX >> 20));
+        snprintf(msg, sizeof msg,
+                 "its %s (%.1f MiB) takes more than the %d MiB one message may "
+                 "carry",
+                 what, mib(t->out.n), (int)(FF_FRAME_MAX >> 20));
     else
         snprintf(msg, sizeof msg, "the worker has not enough memory to send its %s (%.1f MiB)",
                  what, mib(t->out.n));
@@ -282,8 +286,10 @@ static void keep_result(worker *w, wtask *t) {
     wrun *r = t->ok ? run_get(w, t->run, 0) : NULL;
     if (r != NULL && bm_put(&r->results, t->index, t->out.p, t->out.n) != 0) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the worker has not enough memory to keep its result "
-                                  "(%.1f MiB)", mib(t->out.n));
+        snprintf(msg, sizeof msg,
+                 "the worker has not enough memory to keep its result "
+                 "(%.1f MiB)",
+                 mib(t->out.n));
         t->ok = 0;
         set_message(t, msg, strlen(msg));
     }

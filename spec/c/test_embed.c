@@ -32,8 +32,7 @@ static void test_require_from_embedded_copy(void) {
     ASSERT_STR_EQ(eval(L, "package.loaded.functionfuse = nil; "
                           "local _, where = require('functionfuse'); return where"),
                   "functionfuse/init.lua");
-    ASSERT_STR_EQ(eval(L, "return require('functionfuse.core').err_name(-31003)"),
-                  "FFLUA_ECYCLE");
+    ASSERT_STR_EQ(eval(L, "return require('functionfuse.core').err_name(-31003)"), "FFLUA_ECYCLE");
     lua_close(L);
 }
 

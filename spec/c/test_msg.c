@@ -44,16 +44,16 @@ static void strict(reader_fn rd, const char *p, size_t n) {
 
 /* Writes with write_fn into a fresh buffer, checks the frame's type, and
  * runs strict over its payload with rd. */
-#define CHECK_MSG(type_, write_expr, rd)                                      \
-    do {                                                                      \
-        ff_buf msg_buf = {0};                                                 \
-        ff_buf *b = &msg_buf;                                                 \
-        ASSERT_EQ((write_expr), 0);                                           \
-        const char *msg_p;                                                    \
-        size_t msg_n;                                                         \
-        ASSERT_EQ(payload(b, &msg_p, &msg_n), (type_));                       \
-        strict(rd, msg_p, msg_n);                                             \
-        ff_buf_free(b);                                                       \
+#define CHECK_MSG(type_, write_expr, rd)                                                           \
+    do {                                                                                           \
+        ff_buf msg_buf = {0};                                                                      \
+        ff_buf *b = &msg_buf;                                                                      \
+        ASSERT_EQ((write_expr), 0);                                                                \
+        const char *msg_p;                                                                         \
+        size_t msg_n;                                                                              \
+        ASSERT_EQ(payload(b, &msg_p, &msg_n), (type_));                                            \
+        strict(rd, msg_p, msg_n);                                                                  \
+        ff_buf_free(b);                                                                            \
     } while (0)
 
 static int str_is(const char *p, size_t n, const char *s) {
@@ -171,8 +171,7 @@ static void test_worker_messages(void) {
     ASSERT_EQ(ff_msg_register_write(&b, &reg, many, FF_MSG_RES_MAX + 1), 0);
     ff_msg_register r;
     ff_msg_list l;
-    ASSERT_EQ(ff_msg_register_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &r, &l),
-              FFLUA_EPROTO);
+    ASSERT_EQ(ff_msg_register_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &r, &l), FFLUA_EPROTO);
     b.n = 0;
     ASSERT_EQ(ff_msg_register_write(&b, &reg, many, FF_MSG_RES_MAX), 0);
     ASSERT_EQ(ff_msg_register_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &r, &l), 0);
@@ -228,10 +227,23 @@ static int rd_submit(const char *p, size_t n) {
 /* The SUBMIT of rd_submit, in b. */
 static int write_submit(ff_buf *b) {
     ff_buf tasks = {0};
-    ff_msg_subtask t5 = {.fid = 1, .name = "f_0005", .name_len = 6, .args = "args", .nargs = 4,
-                         .pre = "", .npre = 0};
-    ff_msg_subtask t6 = {.fid = 2, .name = "f_0006", .name_len = 6, .leaf = 1, .ndeps = 2,
-                         .args = "args", .nargs = 4, .pre = "pre", .npre = 3, .nres = 2};
+    ff_msg_subtask t5 = {.fid = 1,
+                         .name = "f_0005",
+                         .name_len = 6,
+                         .args = "args",
+                         .nargs = 4,
+                         .pre = "",
+                         .npre = 0};
+    ff_msg_subtask t6 = {.fid = 2,
+                         .name = "f_0006",
+                         .name_len = 6,
+                         .leaf = 1,
+                         .ndeps = 2,
+                         .args = "args",
+                         .nargs = 4,
+                         .pre = "pre",
+                         .npre = 3,
+                         .nres = 2};
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t5, NULL, NULL), 0);
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t6, deps6, two_res), 0);
     ff_msg_submit m = {3, 8, 10, 5, 2};
@@ -328,8 +340,16 @@ static int rd_task(const char *p, size_t n) {
     return 0;
 }
 
-static ff_msg_task the_task = {.run = 2, .index = 12, .fid = 3, .name = "g_0012", .name_len = 6,
-                               .ndeps = 3, .args = "args", .nargs = 4, .pre = "pre", .npre = 3,
+static ff_msg_task the_task = {.run = 2,
+                               .index = 12,
+                               .fid = 3,
+                               .name = "g_0012",
+                               .name_len = 6,
+                               .ndeps = 3,
+                               .args = "args",
+                               .nargs = 4,
+                               .pre = "pre",
+                               .npre = 3,
                                .cpus = 5000};
 
 static int rd_free(const char *p, size_t n) {

@@ -3,10 +3,10 @@
  * version check, the MACs, the handshake's two sides, token files.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,7 +47,10 @@ static void test_frames(void) {
     ff_rd_init(&r, "\x85", 1);
     ff_rd_varint(&r);
     ASSERT_EQ(r.err, FFLUA_EPROTO);
-    ff_rd_init(&r, "\x05" "ab", 3);
+    ff_rd_init(&r,
+               "\x05"
+               "ab",
+               3);
     ff_rd_str(&r, &len);
     ASSERT_EQ(ff_rd_done(&r), FFLUA_EPROTO);
     ASSERT_EQ(len, 0);
@@ -174,8 +177,8 @@ static int deliver(ff_buf *from, ff_hs *h, ff_buf *out) {
         int type;
         const char *p;
         size_t n, total;
-        ASSERT_EQ(ff_frame_parse(from->p + off, from->n - off, FF_FRAME_MAX, &type, &p, &n,
-                                 &total), 0);
+        ASSERT_EQ(ff_frame_parse(from->p + off, from->n - off, FF_FRAME_MAX, &type, &p, &n, &total),
+                  0);
         rc = ff_hs_step(h, type, p, n, out);
         off += total;
     }

@@ -25,8 +25,8 @@ static void test_fullmatch(void) {
     ASSERT_EQ(match("(?i)SUM_.*", "sum_1"), 1);
     ASSERT_EQ(match("(?P<n>x)(?P=n)", "xx"), 1);
     ASSERT_EQ(match("a(?=b)b", "ab"), 1);
-    ASSERT_EQ(match(".", "\xc3\xa9"), 1);     /* one UTF-8 character */
-    ASSERT_EQ(match(".*", "\xff\xfe"), 0);    /* invalid UTF-8 never matches, no error */
+    ASSERT_EQ(match(".", "\xc3\xa9"), 1);  /* one UTF-8 character */
+    ASSERT_EQ(match(".*", "\xff\xfe"), 0); /* invalid UTF-8 never matches, no error */
     ASSERT_EQ(match("a.*", "a\xff"), 0);
     ASSERT_EQ(match("x", ""), 0);
 }

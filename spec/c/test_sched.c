@@ -44,8 +44,7 @@ static int place(ff_sched *s, double cpus, const char *name, double v) {
 }
 
 /* Submits a task asking cpus CPUs (< 0: the default) and v of name. */
-static int submit(ff_sched *s, uint64_t id, double cpus, const char *name, double v,
-                  int affinity) {
+static int submit(ff_sched *s, uint64_t id, double cpus, const char *name, double v, int affinity) {
     ff_res req[2];
     size_t n = 0;
     if (cpus >= 0)
@@ -112,7 +111,7 @@ static void test_resources(void) {
     int gpu = res(s, "gpu");
     ASSERT_EQ(gpu, 1);
     ASSERT_EQ(res(s, "_disk"), 2);
-    ASSERT_EQ(res(s, "gpu"), gpu); /* interned */
+    ASSERT_EQ(res(s, "gpu"), gpu);                   /* interned */
     ASSERT_EQ(ff_sched_resource(s, "gpux", 3), gpu); /* len counts */
     ASSERT_EQ(ff_sched_resource_find(s, "_disk", 5), 2);
     ASSERT_EQ(ff_sched_resource_find(s, "tpu", 3), -ENOENT);
@@ -210,7 +209,7 @@ static void test_infeasible(void) {
     ASSERT_EQ(ff_sched_submit(s, 1, two_gpus, 1, -1, 0, &bad), FFLUA_ERESOURCE);
     ASSERT_EQ(bad, gpu);
     ASSERT_STR_EQ(ff_sched_resource_name(s, bad), "gpu");
-    ASSERT_EQ(ff_sched_max_capacity(s, bad), U); /* "no worker has more than 1" */
+    ASSERT_EQ(ff_sched_max_capacity(s, bad), U);         /* "no worker has more than 1" */
     ASSERT_EQ(ff_sched_task_state(s, 1, NULL), -ENOENT); /* nothing queued */
 
     ff_res five_cpus[] = {{FF_RES_CPU, 5 * U}};
@@ -704,7 +703,7 @@ static void test_release_queued(void) {
     ASSERT_EQ(ff_sched_release(s, 2), 0); /* the head */
     ASSERT_EQ(ff_sched_release(s, 5), 0); /* the middle */
     ASSERT_EQ(ff_sched_release(s, 6), 0);
-    ASSERT_EQ(ff_sched_release(s, 10), 0); /* the tail */
+    ASSERT_EQ(ff_sched_release(s, 10), 0);      /* the tail */
     ASSERT_EQ(submit(s, 5, 1, NULL, 0, -1), 0); /* the id again, at the back */
     ff_sched_stats st;
     ff_sched_get_stats(s, &st);
@@ -944,8 +943,7 @@ static void test_random(void) {
             }
             int aff = (int)rnd((uint32_t)ff_sched_nplaces(s) + 1) - 1;
             int wait = rnd(5) == 0;
-            int rc = ff_sched_submit(s, (uint64_t)t, req, MR, aff, wait ? FF_SCHED_WAIT : 0,
-                                     NULL);
+            int rc = ff_sched_submit(s, (uint64_t)t, req, MR, aff, wait ? FF_SCHED_WAIT : 0, NULL);
             int feasible = model_feasible(&m, s, t);
             ASSERT_EQ(rc, feasible ? 0 : wait ? FF_SCHED_WAITING : FFLUA_ERESOURCE);
             parked += rc == FF_SCHED_WAITING;
@@ -1010,7 +1008,8 @@ static void test_random(void) {
     }
     check_model(s, &m);
     printf("# %zu started, %zu times nothing fit (%zu with a reservation), %zu places "
-           "removed, %zu parked\n", started, empty, reserved, removed, parked);
+           "removed, %zu parked\n",
+           started, empty, reserved, removed, parked);
     /* The comparisons above mean something only if the walk went through
      * every case: tasks placed, nothing fitting, reservations, places
      * leaving and tasks parked. */

@@ -15,12 +15,12 @@ static void test_escape(void) {
     ASSERT_STR_EQ(esc("plain", 5, 64), "plain");
     ASSERT_STR_EQ(esc("a\0b", 3, 64), "a\\x00b");
     ASSERT_STR_EQ(esc("\x1b[31mred\n", 9, 64), "\\x1b[31mred\\n");
-    ASSERT_STR_EQ(esc("caf\xc3\xa9", 5, 64), "caf\xc3\xa9");       /* UTF-8 kept */
-    ASSERT_STR_EQ(esc("\xff\xc3", 2, 64), "\\xff\\xc3");           /* malformed */
-    ASSERT_STR_EQ(esc("\xc2\x9b", 2, 64), "\\xc2\\x9b");           /* a C1 control */
-    ASSERT_STR_EQ(esc("\xed\xa0\x80", 3, 64), "\\xed\\xa0\\x80");  /* a surrogate */
-    ASSERT_STR_EQ(esc("\xe0\x80\xaf", 3, 64), "\\xe0\\x80\\xaf");  /* overlong */
-    ASSERT_STR_EQ(esc("a\\b", 3, 64), "a\\b");                     /* for people */
+    ASSERT_STR_EQ(esc("caf\xc3\xa9", 5, 64), "caf\xc3\xa9");      /* UTF-8 kept */
+    ASSERT_STR_EQ(esc("\xff\xc3", 2, 64), "\\xff\\xc3");          /* malformed */
+    ASSERT_STR_EQ(esc("\xc2\x9b", 2, 64), "\\xc2\\x9b");          /* a C1 control */
+    ASSERT_STR_EQ(esc("\xed\xa0\x80", 3, 64), "\\xed\\xa0\\x80"); /* a surrogate */
+    ASSERT_STR_EQ(esc("\xe0\x80\xaf", 3, 64), "\\xe0\\x80\\xaf"); /* overlong */
+    ASSERT_STR_EQ(esc("a\\b", 3, 64), "a\\b");                    /* for people */
     /* Cut to the room there is, at a character boundary, with "...". */
     ASSERT_STR_EQ(esc("abcdefghij", 10, 11), "abcdefghij");
     ASSERT_STR_EQ(esc("abcdefghijk", 11, 11), "abcdefg...");

@@ -64,14 +64,14 @@ static int panic(lua_State *l) {
     abort();
 }
 
-#define CHECK(c, ...)                                                       \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "fuzz_codec: %s:%d: %s: ", __FILE__, __LINE__, #c); \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fputc('\n', stderr);                                            \
-            abort();                                                        \
-        }                                                                   \
+#define CHECK(c, ...)                                                                              \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "fuzz_codec: %s:%d: %s: ", __FILE__, __LINE__, #c);                    \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static const char *msg(void) {
@@ -88,8 +88,8 @@ static int decode(const char *p, size_t n, unsigned flags) {
     int rc = ffc_decode(L, p, n, flags);
     CHECK(lua_gettop(L) == top + 1, "decode left %d values", lua_gettop(L) - top);
     CHECK(rc == 0 || lua_type(L, -1) == LUA_TSTRING, "error %d without a message", rc);
-    CHECK(rc == 0 || rc == FFLUA_ECORRUPT || rc == FFLUA_ENOSERIAL,
-          "unexpected error %d: %s", rc, msg());
+    CHECK(rc == 0 || rc == FFLUA_ECORRUPT || rc == FFLUA_ENOSERIAL, "unexpected error %d: %s", rc,
+          msg());
     CHECK(mem_peak - before <= (size_t)MEM_PER_BYTE * n + MEM_BASE,
           "decoding %zu bytes allocated %zu bytes at the peak", n, mem_peak - before);
     return rc;

@@ -91,8 +91,7 @@ static void read_all(const char *p, size_t n) {
 /* Calls fn for each frame of p[0..n), each after a sender byte as
  * ff_head_fuzz reads them (even: a worker, odd: a driver). */
 static void each_frame(const char *p, size_t n,
-                       void (*fn)(void *ud, int who, int type, const char *p, size_t n),
-                       void *ud) {
+                       void (*fn)(void *ud, int who, int type, const char *p, size_t n), void *ud) {
     for (size_t off = 0; off + 1 < n;) {
         int type;
         const char *payload;
