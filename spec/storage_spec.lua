@@ -606,5 +606,8 @@ describe("storage", function()
     assert.has_error(function() st:save("w", "t", { x = { function() end } }) end,
                      "cannot store task 't' of workflow 'w': a function cannot be stored (at .x[1])")
     assert.are.same({}, st:list_tasks("w", "*"))
+    -- The error points at the caller's line, not at the library's.
+    local _, err = pcall(function() st:save("w", "f", print) end)
+    assert.matches("^[^:]*storage_spec%.lua:%d+: cannot store task 'f'", err)
   end)
 end)

@@ -1190,7 +1190,7 @@ static int dec_node(dec *d) {
         return d->err;
     if (d->node_hook(d->hook_ud, L, slot) != 0) {
         lua_replace(L, d->msg);
-        return d->err = FFLUA_ENOTFOUND;
+        return d->err = FFLUA_ELUA;
     }
     if (get_varint(d, &nkeys))
         return d->err;
@@ -1218,13 +1218,13 @@ static int dec_module(dec *d) {
         const char *why = luaL_tolstring(L, -1, NULL);
         lua_pushfstring(L, "module '%s' cannot be loaded here: %s", ffl_push_short(L, m, ml), why);
         lua_replace(L, d->msg);
-        return d->err = FFLUA_ENOTFOUND;
+        return d->err = FFLUA_ELUA;
     }
     if (fl > 0) {
         if (lua_type(L, -1) != LUA_TTABLE) {
             lua_pushfstring(L, "module '%s' is not a table here", ffl_push_short(L, m, ml));
             lua_replace(L, d->msg);
-            return d->err = FFLUA_ENOTFOUND;
+            return d->err = FFLUA_ELUA;
         }
         lua_pushlstring(L, f, fl);
         lua_rawget(L, -2);

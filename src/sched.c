@@ -1117,7 +1117,7 @@ int ff_sched_next(ff_sched *s, uint64_t *task, int *place) {
             passed_over(s);
         return 0;
     }
-    return FFLUA_ENOTFOUND;
+    return -EAGAIN;
 }
 
 int ff_sched_release(ff_sched *s, uint64_t task) {

@@ -67,7 +67,7 @@
  * id may be reused once its task was released or dropped).
  *
  * Errors: 0 or a negative code (fflua.h): -EINVAL for bad arguments,
- * -ENOMEM, -ERANGE, -EEXIST, -ENOENT, FFLUA_ERESOURCE, FFLUA_ENOTFOUND.
+ * -ENOMEM, -ERANGE, -EEXIST, -ENOENT, -EAGAIN, FFLUA_ERESOURCE.
  * After a failed call the scheduler is unchanged (apart from capacity it
  * may have grown).
  *
@@ -203,9 +203,9 @@ int ff_sched_submit(ff_sched *s, uint64_t task, const ff_res *req, size_t n, int
 
 /* Starts the next task: the oldest queued task that fits on some place now
  * (see "Policy"), with its amounts taken from the place chosen. Sets
- * *task and *place and returns 0, or returns FFLUA_ENOTFOUND when no
- * queued task fits now (or none is queued). Call it again until
- * FFLUA_ENOTFOUND after a release or a new place. */
+ * *task and *place and returns 0, or returns -EAGAIN when no queued
+ * task fits now (or none is queued). Call it again until -EAGAIN after
+ * a release or a new place. */
 int ff_sched_next(ff_sched *s, uint64_t *task, int *place);
 
 /* Releases task: a running task finished (its amounts are free again), or

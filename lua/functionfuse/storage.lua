@@ -46,7 +46,10 @@ end
 function Storage:save(workflow_name, task, value)
   check_name(workflow_name, "save", 1)
   check_name(task, "save", 2)
-  self._st:put(workflow_name, task, value)
+  -- Called through pcall, the binding's error has no position of its own:
+  -- it gets the caller's.
+  local ok, err = pcall(self._st.put, self._st, workflow_name, task, value)
+  if not ok then error(err, 2) end
 end
 
 --- Commits everything saved so far.

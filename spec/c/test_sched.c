@@ -68,7 +68,7 @@ static uint64_t next(ff_sched *s, int *place) {
 static void none(ff_sched *s) {
     uint64_t id;
     int p;
-    ASSERT_EQ(ff_sched_next(s, &id, &p), FFLUA_ENOTFOUND);
+    ASSERT_EQ(ff_sched_next(s, &id, &p), -EAGAIN);
 }
 
 static int64_t free_of(ff_sched *s, int p, int r) {
@@ -985,7 +985,7 @@ static void test_random(void) {
             int p;
             int rc = ff_sched_next(s, &id, &p);
             if (want < 0) {
-                ASSERT_EQ(rc, FFLUA_ENOTFOUND);
+                ASSERT_EQ(rc, -EAGAIN);
                 empty++;
             } else {
                 ASSERT_EQ(rc, 0);
