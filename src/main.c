@@ -125,19 +125,9 @@ static const struct subcommand subcommands[] = {
     {"head", "start a cluster head", NULL, head_main},
     {"worker", "join a cluster as a worker", NULL, worker_main},
     {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL},
+    {"graph", "write the graph of a script's workflows, running no node", "functionfuse.cli.graph",
+     NULL},
     {NULL, NULL, NULL, NULL},
-};
-
-/* Names kept for commands still to come. They are not listed by --help;
- * given as the first argument, they are refused with a message rather than
- * run as a script, so that a script of that name needs ./ today already
- * and adding the command changes nothing for it. */
-static const struct planned {
-    const char *name;
-    const char *arrives; /* which part of fflua brings it */
-} planned[] = {
-    {"graph", "the graph viewer"},
-    {NULL, NULL},
 };
 
 /* --- head and worker ------------------------------------------------------ */
@@ -366,14 +356,6 @@ static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
     return code;
 }
 
-static int refuse_planned(const struct planned *p) {
-    fprintf(stderr,
-            FF_PROGNAME " %s: not available in fflua %s yet (it arrives with %s)\n"
-                        "To run a script named '%s', use './%s'.\n",
-            p->name, FFLUA_VERSION, p->arrives, p->name, p->name);
-    return 2;
-}
-
 /* --- running chunks ------------------------------------------------------ */
 
 static int dochunk(lua_State *L, int status) {
@@ -552,9 +534,6 @@ int main(int argc, char **argv) {
         for (const struct subcommand *c = subcommands; c->name; c++)
             if (strcmp(argv[1], c->name) == 0)
                 return run_subcommand(c, argc, argv);
-        for (const struct planned *p = planned; p->name; p++)
-            if (strcmp(argv[1], p->name) == 0)
-                return refuse_planned(p);
     }
     lua_State *L = new_state();
     if (L == NULL)

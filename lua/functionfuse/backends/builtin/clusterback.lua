@@ -149,6 +149,7 @@ function ClusterWorkflow:run(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(opts)), 2)
   end
+  if base.capture then return base.capture(self) end
   local client = self:_client()
   state.run_id = state.run_id + 1
   local mp = opts.max_pending_tasks
