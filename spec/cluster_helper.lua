@@ -56,7 +56,10 @@ end
 --- A head without CPUs of its own, and the given workers. Returns the
 -- address, the token file and the worker processes. opts.log: the head's
 -- stderr goes to this file. A worker's ulimit_v: its address space limit
--- in KiB (`ulimit -v`).
+-- in KiB (`ulimit -v`). Each worker counts as a machine of its own
+-- (--own-machine), as if the cluster had as many hosts, unless it has
+-- this_machine = true: then it is on this host's machine, with the other
+-- workers that are.
 function C.cluster(workers, opts)
   opts = opts or {}
   local dir = H.tmpdir()
@@ -72,6 +75,7 @@ function C.cluster(workers, opts)
     local args = { "worker", "--address", address, "--token-file", token,
                    "--num-cpus", tostring(w.cpus or 1) }
     if w.resources then args[#args + 1] = "--resources"; args[#args + 1] = w.resources end
+    if not w.this_machine then args[#args + 1] = "--own-machine" end
     if w.ulimit_v then
       ps[i] = C.start_sh(args, nil, "ulimit -v " .. w.ulimit_v)
     else

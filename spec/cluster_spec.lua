@@ -344,7 +344,8 @@ describe("cluster", function()
     local address, token, ps = cluster { { cpus = 2, resources = '{"_disk": 1}' } }
     local r = H.fflua { "status", "--address", address, "--token-file", token }
     assert.are.equal(0, r.code, r.stderr)
-    assert.matches("cluster at " .. address:gsub("%p", "%%%0") .. ": 1 node; tasks: 0 queued, 0 running", r.stdout)
+    assert.matches("cluster at " .. address:gsub("%p", "%%%0") ..
+                   ": 1 machine, 1 worker; tasks: 0 queued, 0 running", r.stdout)
     assert.matches("CPU 2/2 free", r.stdout, 1, true)
     assert.matches("_disk 1/1 free", r.stdout, 1, true)
     -- The same from Lua, through a client that shows where it is connected
