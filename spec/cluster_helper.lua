@@ -96,6 +96,22 @@ function C.cluster(workers, opts)
   return address, token, ps
 end
 
+--- The most of the spans { id, start, end } that overlap at one moment.
+function C.most_at_once(spans)
+  local events = {}
+  for _, sp in ipairs(spans) do
+    events[#events + 1] = { sp[2], 1 }
+    events[#events + 1] = { sp[3], -1 }
+  end
+  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local now, most = 0, 0
+  for _, e in ipairs(events) do
+    now = now + e[2]
+    most = math.max(most, now)
+  end
+  return most
+end
+
 --- The lines of a file (none when it is missing).
 function C.lines_of(path)
   local t = {}

@@ -7,21 +7,7 @@ local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").Clu
 local H = require "spec.helper"
 local C = require "spec.cluster_helper"
 
---- The most of the spans { id, start, end } that overlap at one moment.
-local function most_at_once(spans)
-  local events = {}
-  for _, sp in ipairs(spans) do
-    events[#events + 1] = { sp[2], 1 }
-    events[#events + 1] = { sp[3], -1 }
-  end
-  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  local now, most = 0, 0
-  for _, e in ipairs(events) do
-    now = now + e[2]
-    most = math.max(most, now)
-  end
-  return most
-end
+local most_at_once = C.most_at_once
 
 -- n nodes that each hold a span of 0.4 s, with remote args ra.
 local function spans_run(address, token, n, ra)

@@ -11,21 +11,7 @@ local C = require "spec.cluster_helper"
 local procs, start, start_sh, stop_all, wait_file, cluster, lines_of, script =
   C.procs, C.start, C.start_sh, C.stop_all, C.wait_file, C.cluster, C.lines_of, C.script
 
---- The most of the spans { id, start, end } that overlap at one moment.
-local function most_at_once(spans)
-  local events = {}
-  for _, sp in ipairs(spans) do
-    events[#events + 1] = { sp[2], 1 }
-    events[#events + 1] = { sp[3], -1 }
-  end
-  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  local now, most = 0, 0
-  for _, e in ipairs(events) do
-    now = now + e[2]
-    most = math.max(most, now)
-  end
-  return most
-end
+local most_at_once = C.most_at_once
 
 describe("cluster", function()
   after_each(function()
