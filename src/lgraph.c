@@ -3,18 +3,22 @@
  *
  * Lua sees three types, registered once in luaopen_functionfuse_core:
  *   functionfuse.Node      a handle on a graph node (returned by factories)
- *   functionfuse.NodeItem  a handle on a field of a node's result (node[k])
+ *   functionfuse.NodeItem  a handle on a field of a node's result (node[k],
+ *                          for every key k: a NodeItem of a method's name
+ *                          called with its node runs the method)
  *   functionfuse.LeafSet   the leaves of a workflow, with what backends need
- * and node factories, C closures made by core.factory(fn[, name]). A
- * LeafSet's queries are in lquery.c, its runs in the executors (lrun.h).
+ * and node factories, C closures made by core.factory(fn, name), each
+ * holding a functionfuse.FactoryRef: its reference on the function. The
+ * name comes from Lua (functionfuse._names). A LeafSet's queries are in
+ * lquery.c, its runs in the executors (lrun.h).
  *
  * Per-state context: one ffl_ctx userdata in the registry under
  * "functionfuse.ctx" owns the graph. Lua values the graph keeps are registry
  * references (the graph's opaque handles), released through the graph's
- * release callback. Node handles keep their node alive (a reference count in
- * the graph); their __gc only queues the decrement, which is applied at the
- * next graph operation, so the graph is never changed from inside a
- * collection step.
+ * release callbacks. Node handles keep their node alive, factories their
+ * function (reference counts in the graph); their __gc only queues the
+ * decrement, which is applied at the next graph operation, so the graph is
+ * never changed from inside a collection step.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -484,14 +488,6 @@ static uint32_t check_factory(lua_State *L, int idx) {
     return fid;
 }
 
-/* core.factory_name(factory) -> the name its nodes take */
-static int ffl_core_factory_name(lua_State *L) {
-    uint32_t fid = check_factory(L, 1);
-    ffl_ctx *ctx = ffl_ctx_get(L);
-    lua_pushstring(L, ff_graph_func_name(ctx->graph, fid));
-    return 1;
-}
-
 /* core.apply(factory, deps, ...) -> node: a node with ordering
  * dependencies beyond its arguments (class method calls). */
 static int ffl_core_apply(lua_State *L) {
@@ -793,7 +789,6 @@ static const luaL_Reg leaves_methods[] = {
 
 const luaL_Reg ffl_graph_funcs[] = {
     {"factory", ffl_core_factory},
-    {"factory_name", ffl_core_factory_name},
     {"apply", ffl_core_apply},
     {"is_node", ffl_core_is_node},
     {"graph_size", ffl_core_graph_size},
