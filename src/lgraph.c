@@ -788,9 +788,12 @@ static const luaL_Reg leaves_methods[] = {
 };
 
 const luaL_Reg ffl_graph_funcs[] = {
-    {"factory", ffl_core_factory},   {"apply", ffl_core_apply},
-    {"is_node", ffl_core_is_node},   {"graph_size", ffl_core_graph_size},
-    {"leaf_set", ffl_core_leaf_set}, {NULL, NULL},
+    {"factory", ffl_core_factory}, /* named in Lua: functionfuse._names */
+    {"apply", ffl_core_apply},
+    {"is_node", ffl_core_is_node},
+    {"graph_size", ffl_core_graph_size},
+    {"leaf_set", ffl_core_leaf_set},
+    {NULL, NULL},
 };
 
 void ffl_graph_open(lua_State *L) {
