@@ -652,6 +652,14 @@ describe("workflow", function()
         "bad argument #1 to 'workflow' (name must not be empty)")
       assert.has_error(function() ff.workflow(nil) end,
         "bad argument #1 to 'workflow' (function or class table expected, got nil)")
+      local item = ff.workflow("f", function() end)().name
+      assert.has_error(function() ff.workflow(item) end,
+        "bad argument #1 to 'workflow' (function or class table expected, got userdata)")
+      assert.has_error(function() ff.core.factory(item, "f") end,
+        "bad argument #1 to 'factory' (function expected, got functionfuse.NodeItem)")
+      local wf = LocalWorkflow(ff.workflow("g", function() end)(), { workflow_name = "p" })
+      assert.has_error(function() wf:query("g.*"):set_plugins(item) end,
+        "bad argument #1 to 'set_plugins' (the plugin has no method 'local_initialize')")
     end)
 
     it("accepts callable tables as functions", function()
