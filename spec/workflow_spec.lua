@@ -60,11 +60,16 @@ describe("workflow", function()
       put(circles())
       put(ff.workflow(function() end)())  -- line 19: nothing names it
       Global_scale = nil
+      local Counter = ff.workflow {
+        add = function(_, n) return n end,
+      }
+      local c = Counter()
+      put(c); put(c:add(1))
       return table.concat(out, " ")
     ]]
     local defs_names = "circles_dataset_0000 moons_dataset_0000 M.train_0000 M.fit_0000 " ..
       "triple_0000 split_0000 Global_scale_0000 circles_dataset_0001 circles_dataset_0002 " ..
-      "fn@defs_19_0000"
+      "fn@defs_19_0000 Counter_0000 Counter.add_0000"
 
     it("come from the function's definition, however it is called", function()
       local dir = H.tmpdir()
