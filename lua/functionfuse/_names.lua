@@ -20,9 +20,10 @@
 -- appended, "train@<file>_<line>" (then "_2", "_3", ... in the rare case
 -- that is taken too). A definition is its source, its first and last lines
 -- and its code, so every closure of one definition, a script loaded twice,
--- and the same function wrapped twice get one name. When a file changes on disk,
--- the names its previous text took are given up, so editing and reloading
--- a script in one process names it as a fresh process would.
+-- and the same function wrapped twice get one name. When a file changes on
+-- disk (its size, which is all that is checked before a file is read
+-- again), the names its previous text took are given up, so editing and
+-- reloading a script in one process names it as a fresh process would.
 local M = {}
 
 local claims = {}   -- name -> definition key
@@ -48,16 +49,24 @@ local function place(info)
   return word(stem) .. "_" .. info.linedefined
 end
 
--- The text of a source, or nil when it cannot be read.
+-- The text of a source, or nil when it cannot be read. A file is read again
+-- only when its size changed since it was last read.
 local function source_text(src)
   local c = src:sub(1, 1)
   if c == "=" then return nil end
   if c ~= "@" then return src end
   local f = io.open(src:sub(2), "rb")
   if f == nil then return nil end
+  local size = f:seek("end")
+  local s = by_source[src]
+  if s ~= nil and s.size == size then
+    f:close()
+    return s.text, size
+  end
+  f:seek("set")
   local text = f:read("a")
   f:close()
-  return text
+  return text, size
 end
 
 -- Lines n - 1 and n of text.
@@ -100,19 +109,21 @@ function M.parse(line, prev, what)
 end
 
 -- Drops the names a source's previous text took when that text changed.
-local function check_source(src, text)
+local function check_source(src, text, size)
   local s = by_source[src]
-  if s == nil then
-    by_source[src] = { text = text, keys = {} }
-  elseif s.text ~= text then
+  if s ~= nil and s.text ~= text then
     for _, key in ipairs(s.keys) do
       local n = named[key]
       named[key] = nil
       if claims[n] == key then claims[n] = nil end
     end
-    by_source[src] = { text = text, keys = {} }
+    s = nil
   end
-  return by_source[src]
+  if s == nil then
+    s = { text = text, size = size, keys = {} }
+    by_source[src] = s
+  end
+  return s
 end
 
 -- The name of a definition: info is debug.getinfo(fn, "S") for a function
@@ -123,8 +134,8 @@ local function name_of(info, what, fn)
   -- Its code tells apart two functions on one line, and the REPL's, where
   -- every line is line 1 of "=stdin".
   if fn ~= nil then key = key .. "\0" .. string.dump(fn, true) end
-  local text = source_text(src)
-  local s = text and check_source(src, text)
+  local text, size = source_text(src)
+  local s = text and check_source(src, text, size)
   if named[key] ~= nil then return named[key] end
   local base
   if text then
