@@ -28,7 +28,7 @@ local M = {}
 
 local claims = {}   -- name -> definition key
 local named = {}    -- definition key -> name
-local by_source = {} -- source -> { text = file text, keys = { definition keys } }
+local by_source = {} -- source -> { text =, size = (of a file), keys = { definition keys } }
 
 -- A string usable in a node name, a storage task name and a PCRE pattern
 -- without escaping: letters, digits and '_'.
