@@ -10,9 +10,11 @@
 --   train = function(...), { train = ... }     train (a table field, a method)
 -- never after the expression it is called through. A function whose
 -- definition names nothing is "fn@<file>_<line>" (the file without its
--- directories and extension), as is one whose source cannot be read (the
--- REPL's "=stdin", "-e" chunks; there two functions are two definitions
--- when their code differs).
+-- directories and extension), as is one whose source cannot be read ("-e"
+-- chunks, a script read from standard input; there two functions are two
+-- definitions when their code differs). The REPL numbers the lines of
+-- what it compiles across the session and keeps the text (registry field
+-- "functionfuse.stdin"), so what is typed there is named as in a file.
 --
 -- Two distinct definitions never share a name: the first definition to
 -- take a name keeps it for the life of the Lua state, and another one
@@ -53,6 +55,12 @@ end
 -- only when its size changed since it was last read.
 local function source_text(src)
   local c = src:sub(1, 1)
+  if src == "=stdin" then
+    -- The REPL keeps what it compiled there, each chunk numbered after the
+    -- last (nil for a script read from standard input).
+    local t = debug.getregistry()["functionfuse.stdin"]
+    return type(t) == "string" and t or nil
+  end
   if c == "=" then return nil end
   if c ~= "@" then return src end
   local f = io.open(src:sub(2), "rb")
@@ -111,7 +119,9 @@ end
 -- Drops the names a source's previous text took when that text changed.
 local function check_source(src, text, size)
   local s = by_source[src]
-  if s ~= nil and s.text ~= text then
+  if s ~= nil and s.text ~= text and text:sub(1, #s.text) == s.text then
+    s.text, s.size = text, size -- only added to (the REPL's session): names stay
+  elseif s ~= nil and s.text ~= text then
     for _, key in ipairs(s.keys) do
       local n = named[key]
       named[key] = nil
