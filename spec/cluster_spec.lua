@@ -212,6 +212,24 @@ describe("cluster", function()
                    "a thread cannot be shipped %(at upvalue 'co'%)", err)
   end)
 
+  it("gives a node the driver's module globals, and keeps shared upvalues shared", function()
+    local address, token = cluster { { cpus = 1 } }
+    -- A global holding a module, as the REPL's ff or `fflua -l name=module`.
+    _G.cluster_spec_pretty = require "functionfuse._pretty"
+    local n = 0
+    local function bump() n = n + 1; return n end
+    local function read() return n end
+    local f = ff.workflow("f", function()
+      return { cluster_spec_pretty.format({ 1 }), bump(), read() } -- luacheck: ignore
+    end)
+    local wf = ClusterWorkflow(f(), { workflow_name = "world",
+      cluster_init_args = { address = address, token_file = token } })
+    local ok, r = pcall(wf.run, wf)
+    _G.cluster_spec_pretty = nil
+    assert.is_true(ok, r)
+    assert.are.same({ require("functionfuse._pretty").format({ 1 }), 1, 1 }, r)
+  end)
+
   it("ships arguments and results nested as deep as a local run allows", function()
     local address, token = cluster { { cpus = 1 } }
     local depth = ff.workflow("depth", function(t)

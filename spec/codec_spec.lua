@@ -271,6 +271,47 @@ describe("codec", function()
       assert.are.equal(pretty, ship(pretty))
     end)
 
+    it("keeps upvalues shared between closures shared after shipping", function()
+      local n = 0
+      local function inc() n = n + 1 end
+      local function get() return n end
+      local t = ship { inc = inc, get = get, again = inc }
+      t.inc(); t.inc(); t.again()
+      assert.are.equal(3, t.get())
+      assert.are.equal(0, n) -- the sender's variable is another one
+      assert.are.equal(t.inc, t.again)
+      -- Two closures of one factory share nothing but what they share.
+      local function counter()
+        local c = 0
+        return function() c = c + 1; return c end, function() return c end
+      end
+      local a_inc, a_get = counter()
+      local b_inc = counter()
+      local u = ship { a_inc, a_get, b_inc }
+      u[1](); u[1](); u[3]()
+      assert.are.equal(2, u[2]())
+      -- A reference to an upvalue anywhere but among a function's upvalues,
+      -- or to one a function does not have, is refused.
+      local ok, err = pcall(core.decode, "\1\19\0\1", "code")
+      assert.is_false(ok)
+      assert.matches("an upvalue reference outside a function's upvalues", err, 1, true)
+    end)
+
+    it("sets the sender's module globals where the receiver has none", function()
+      local pretty = require "functionfuse._pretty"
+      _G.codec_spec_alias = pretty
+      local bytes = core.encode(function() return codec_spec_alias end, "code") -- luacheck: ignore
+      _G.codec_spec_alias = nil
+      local g = core.decode(bytes, "code")
+      assert.are.equal(pretty, rawget(_G, "codec_spec_alias"))
+      assert.are.equal(pretty, g())
+      -- A global the receiver has is left as it is.
+      _G.codec_spec_alias = 42
+      core.decode(bytes, "code")
+      assert.are.equal(42, rawget(_G, "codec_spec_alias"))
+      _G.codec_spec_alias = nil
+    end)
+
     it("refuses what cannot ship, naming the upvalue", function()
       local co = coroutine.create(print)
       local ok, err = pcall(core.encode, function() return co end, "code")

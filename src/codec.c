@@ -22,11 +22,15 @@
  * More tags, for code and fingerprints: 0x0D function, 0x0E node (a
  * task's parent's result), 0x0F marker, 0x10 module or library function by
  * name, 0x11 table with an unregistered metatable, 0x12 the receiver's
- * globals (_ENV). FFC_HASH writes them as fingerprint input, which is
- * hashed, never decoded. FFC_CODE (between authenticated cluster peers)
- * encodes and decodes 0x0D (bytecode string, upvalue count, upvalues), 0x10
- * (module, field), 0x12, and 0x0E (parent slot, key count, keys) through
- * ffc_decode_code's hook. Any other decoder refuses them: in particular a
+ * globals (_ENV), 0x13 an upvalue shared with a function before.
+ * FFC_HASH writes them as fingerprint input, which is hashed, never
+ * decoded. FFC_CODE (between authenticated cluster peers) encodes and
+ * decodes 0x0D (bytecode string, upvalue count, upvalues, where 0x13
+ * (function reference, upvalue number) joins an upvalue to one already
+ * shipped), 0x10 (module, field), 0x12 (a count of (global, module) pairs:
+ * the sender's globals that hold modules, set on the receiver where unset,
+ * written at the first 0x12 of a value), and 0x0E (parent slot, key
+ * count, keys) through ffc_decode_code's hook. Any other decoder refuses them: in particular a
  * stored value that claims to be a function is never loaded.
  */
 #include <math.h>
@@ -62,6 +66,7 @@ enum {
     T_MODULE,
     T_MTABLE,
     T_ENV,
+    T_UPREF,
     T_SHORTSTR = 0x40,
     T_SMALLINT = 0x80,
 };
@@ -75,8 +80,9 @@ struct ffc_enc {
     int reg, seen, modmap; /* stack slots (nil until needed) */
     int msg;               /* stack slot of the error message */
     lua_Integer nseen;
-    int depth; /* steps on the path (path[1..depth]) */
-    int level; /* tables and functions entered: at most FFC_MAX_DEPTH */
+    int depth;    /* steps on the path (path[1..depth]) */
+    int level;    /* tables and functions entered: at most FFC_MAX_DEPTH */
+    int env_done; /* FFC_CODE: the globals' modules were written */
     int err;
     ffc_step path[FFC_MAX_DEPTH + 2];
 };
@@ -746,7 +752,7 @@ static int dump_without_lines(const char *d, size_t n, ff_buf *out) {
  * upvalue count and each upvalue; the globals table travels as T_ENV and
  * becomes the receiver's globals. Modules and their functions go by name;
  * other C functions cannot ship. */
-static int enc_upvalues(ffc_enc *e, int idx, int code);
+static int enc_upvalues(ffc_enc *e, int idx, int code, lua_Integer fidx);
 
 static int enc_function(ffc_enc *e, int idx) {
     lua_State *L = e->L;
@@ -763,6 +769,7 @@ static int enc_function(ffc_enc *e, int idx) {
     }
     if (seen_before(e, idx))
         return e->err;
+    lua_Integer fidx = e->nseen - 1; /* its reference number */
     put1(e, T_FUNC);
     ff_buf d = {0};
     lua_pushvalue(L, idx);
@@ -786,13 +793,68 @@ static int enc_function(ffc_enc *e, int idx) {
     }
     if (enter(e, "functions"))
         return e->err;
-    rc = enc_upvalues(e, idx, code);
+    rc = enc_upvalues(e, idx, code, fidx);
     e->level--;
     return rc;
 }
 
-/* The upvalues of the function at idx, each with its name on the path. */
-static int enc_upvalues(ffc_enc *e, int idx, int code) {
+/* The standard libraries, which every Lua state has under their names. */
+static int standard_global(const char *k, size_t kl, const char *m, size_t ml) {
+    static const char *const libs[] = {"_G",      "coroutine", "debug", "io",   "math", "os",
+                                       "package", "string",    "table", "utf8", NULL};
+    if (kl != ml || memcmp(k, m, kl) != 0)
+        return 0;
+    for (int i = 0; libs[i]; i++)
+        if (strcmp(k, libs[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* FFC_CODE's T_ENV: the receiver's globals, and (the first time in a
+ * value) the sender's globals that hold a whole module, by name, so that a
+ * function that uses `ff` from the REPL or a library loaded with -l finds
+ * it on the receiver too. */
+static int put_env(ffc_enc *e) {
+    lua_State *L = e->L;
+    if (put1(e, T_ENV))
+        return e->err;
+    if (e->env_done)
+        return put_varint(e, 0);
+    e->env_done = 1;
+    ff_buf pairs = {0};
+    uint64_t n = 0;
+    need_slot(e, e->modmap);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    int g = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, g)) { /* [g, k, v] */
+        size_t kl, ml;
+        const char *m = NULL;
+        if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE)
+            m = module_name(e, lua_gettop(L), &ml);
+        const char *k = lua_tolstring(L, -2, &kl);
+        if (m != NULL && memchr(m, '\0', ml) == NULL && !standard_global(k, kl, m, ml)) {
+            ff_buf *save = e->b;
+            e->b = &pairs;
+            put_str(e, k, kl);
+            put_str(e, m, ml);
+            e->b = save;
+            n++;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (put_varint(e, n) == 0 && pairs.n > 0)
+        put(e, pairs.p, pairs.n);
+    ff_buf_free(&pairs);
+    return e->err;
+}
+
+/* The upvalues of the function at idx (reference number fidx), each with
+ * its name on the path. FFC_CODE: an upvalue shared with a function
+ * written before is a reference to that function's upvalue, so closures
+ * that share a variable still share it on the receiver. */
+static int enc_upvalues(ffc_enc *e, int idx, int code, lua_Integer fidx) {
     lua_State *L = e->L;
     for (int i = 1;; i++) {
         const char *name = lua_getupvalue(L, idx, i);
@@ -806,10 +868,26 @@ static int enc_upvalues(ffc_enc *e, int idx, int code) {
             lua_pop(L, 1);
             if (is_env) {
                 lua_pop(L, 1);
-                if (put1(e, T_ENV))
+                if (put_env(e))
                     return e->err;
                 continue;
             }
+            /* Upvalue ids are addresses: light userdata keys of seen, next
+             * to the values, mapping to (function << 8 | upvalue). */
+            need_slot(e, e->seen);
+            lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+            if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+                lua_Integer k = lua_tointeger(L, -1);
+                lua_pop(L, 2); /* the reference and the upvalue's value */
+                if (put1(e, T_UPREF) || put_varint(e, (uint64_t)(k >> 8)) ||
+                    put_varint(e, (uint64_t)(k & 0xff)))
+                    return e->err;
+                continue;
+            }
+            lua_pop(L, 1);
+            lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+            lua_pushinteger(L, fidx << 8 | i);
+            lua_rawset(L, e->seen);
         } else if (strcmp(name, "_ENV") == 0) {
             lua_pop(L, 1);
             ffc_put_marker(e, T_MARK, "_ENV", 4);
@@ -921,6 +999,7 @@ int ffc_encode(lua_State *L, int idx, const ffc_opts *o, ff_buf *out) {
     e.nseen = 0;
     e.depth = 0;
     e.level = 0;
+    e.env_done = 0;
     e.err = 0;
     size_t start = out->n;
     int top = lua_gettop(L);
@@ -1205,6 +1284,42 @@ static int dec_node(dec *d) {
     return 0;
 }
 
+/* FFC_CODE's T_ENV: the globals, where each (global, module) pair sent
+ * that is unset is set to require(module) when that loads here (a module
+ * that does not is left out: only a function that uses it can fail). */
+static int dec_env(dec *d) {
+    lua_State *L = d->L;
+    uint64_t n;
+    if (get_varint(d, &n))
+        return d->err;
+    if (n > (uint64_t)(d->end - d->p))
+        return dfail(d, "more globals than data");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    int g = lua_gettop(L);
+    for (uint64_t k = 0; k < n; k++) {
+        const char *name, *m;
+        size_t nl, ml;
+        if (get_str(d, &name, &nl) || get_str(d, &m, &ml))
+            return d->err;
+        lua_pushlstring(L, name, nl);
+        if (lua_rawget(L, g) != LUA_TNIL || memchr(m, '\0', ml) != NULL) {
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_pop(L, 1);
+        lua_getglobal(L, "require");
+        lua_pushlstring(L, m, ml);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1)) {
+            lua_pushlstring(L, name, nl);
+            lua_insert(L, -2);
+            lua_rawset(L, g);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    return 0;
+}
+
 /* FFC_CODE: require(module)[field] (field empty: the module). */
 static int dec_module(dec *d) {
     lua_State *L = d->L;
@@ -1236,6 +1351,33 @@ static int dec_module(dec *d) {
 /* FFC_CODE: bytecode (a string), the upvalue count, the upvalues. The
  * function is a reference target before its upvalues are read, so it may
  * refer to itself. */
+/* T_UPREF as upvalue i of the function at f: joined to upvalue n of a
+ * function decoded before (or being decoded). */
+static int dec_upref(dec *d, int f, int i) {
+    lua_State *L = d->L;
+    uint64_t v, n;
+    d->p++;
+    if (get_varint(d, &v) || get_varint(d, &n))
+        return d->err;
+    if (v >= (uint64_t)d->nrefs)
+        return dfail(d, "an upvalue of a function not yet seen");
+    lua_rawgeti(L, d->refs, (lua_Integer)v + 1);
+    lua_Debug ar;
+    if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1)) {
+        lua_pop(L, 1);
+        return dfail(d, "an upvalue of something that is not a Lua function");
+    }
+    lua_pushvalue(L, -1);
+    lua_getinfo(L, ">u", &ar);
+    if (n < 1 || n > ar.nups) {
+        lua_pop(L, 1);
+        return dfail(d, "an upvalue the function does not have");
+    }
+    lua_upvaluejoin(L, f, i, lua_gettop(L), (int)n);
+    lua_pop(L, 1);
+    return 0;
+}
+
 static int dec_function(dec *d) {
     lua_State *L = d->L;
     const char *b;
@@ -1263,6 +1405,13 @@ static int dec_function(dec *d) {
         return dfail(d, "nested too deep for the Lua stack");
     d->depth++;
     for (int i = 1; i <= (int)nups; i++) {
+        if (d->p < d->end && *d->p == T_UPREF) {
+            if (dec_upref(d, f, i)) {
+                d->depth--;
+                return d->err;
+            }
+            continue;
+        }
         if (dec_value(d)) {
             d->depth--;
             return d->err;
@@ -1382,11 +1531,11 @@ static int dec_value(dec *d) {
             d->p--;
             return dfail(d, "a module reference outside code");
         }
-        if (t == T_ENV) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-            return 0;
-        }
+        if (t == T_ENV)
+            return dec_env(d);
         return dec_module(d);
+    case T_UPREF:
+        return dfail(d, "an upvalue reference outside a function's upvalues");
     default:
         d->p--;
         return dfail(d, "unknown tag");
