@@ -246,14 +246,17 @@ describe("cluster", function()
     assert.are.same(H.nested(1000, "a", true), back)
   end)
 
-  it("reports a failing node with its error and traceback", function()
-    local address, token = cluster { { cpus = 1 } }
+  it("reports a failing node with its error, its worker and working directory, and traceback", function()
+    local address, token, ps = cluster { { cpus = 1 } }
     local bad = ff.workflow("bad", function(x) error("no good: " .. x) end)
     local wf = ClusterWorkflow(bad(41), { workflow_name = "fail",
       cluster_init_args = { address = address, token_file = token } })
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
-    assert.matches("node 'bad_0000' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
+    err = tostring(err)
+    assert.matches("node 'bad_0000' %(function 'bad' defined at .-%) failed: .-no good: 41\n" ..
+                   "%(on worker [^\n]+:" .. ps[1]:pid() .. ", working directory " ..
+                   io.popen("pwd"):read("l"):gsub("%p", "%%%0") .. "%)\nstack traceback:", err)
     assert.matches("stack traceback", err, 1, true)
   end)
 

@@ -9,8 +9,10 @@
  * where the arguments name it (a node tag), from a copy the worker makes.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -167,6 +169,25 @@ void ff_exec_forget(ff_exec *x) {
     lua_setfield(x->L, LUA_REGISTRYINDEX, FUNCS_KEY);
 }
 
+/* Protected: the error message at 1 with a line saying where it happened
+ * (this worker and its working directory) before its traceback. */
+static int place_error(lua_State *L) {
+    size_t len;
+    const char *m = lua_tolstring(L, 1, &len);
+    char host[256] = "?", cwd[4096] = "?";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        snprintf(cwd, sizeof cwd, "(unknown: %s)", strerror(errno));
+    const char *tb = strstr(m, "\nstack traceback:");
+    size_t head = tb != NULL ? (size_t)(tb - m) : len;
+    lua_pushlstring(L, m, head);
+    lua_pushfstring(L, "\n(on worker %s:%d, working directory %s)", host, (int)getpid(), cwd);
+    lua_pushlstring(L, m + head, len - head);
+    lua_concat(L, 3);
+    return 1;
+}
+
 int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out) {
     lua_State *L = x->L;
     lua_settop(L, 0); /* the last run's error */
@@ -177,13 +198,19 @@ int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out) {
     int status = ffl_pcall(L, 1, 0);
     x->t = NULL;
     x->out = NULL;
+    if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushcfunction(L, place_error);
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+            lua_settop(L, 0); /* no memory: ff_exec_error says so */
+    }
     return status == LUA_OK ? 0 : FFLUA_ELUA;
 }
 
 const char *ff_exec_error(ff_exec *x, size_t *len) {
     const char *m = lua_gettop(x->L) > 0 ? lua_tolstring(x->L, -1, len) : NULL;
     if (m == NULL) {
-        m = "(error object is not a string)";
+        m = lua_gettop(x->L) > 0 ? "(error object is not a string)" : "not enough memory";
         *len = strlen(m);
     }
     return m;
