@@ -80,6 +80,34 @@ describe("machines", function()
     assert.truthy(H.read(log):find(why, 1, true))
   end)
 
+  it("have workers that say when they join and leave", function()
+    local address, token = C.cluster {}
+    local log = H.tmpdir() .. "/worker.log"
+    local w = C.start_sh({ "worker", "--address", address, "--token-file", token, "--num-cpus", "2" }, log)
+    local line = C.wait_file(log)
+    assert.matches("^fflua worker: joined the head at " .. address:gsub("%p", "%%%0") ..
+                   " as .+:" .. w:pid() .. " with 2 CPUs %(machine %x%x%x%x%x%x%x%x%)$", line)
+    w:kill(H.signals.SIGTERM)
+    w:wait(10)
+    local lines = C.lines_of(log)
+    assert.are.equal("fflua worker: left the head at " .. address .. ": terminated", lines[2])
+    assert.are.equal(2, #lines)
+    local q = H.tmpdir() .. "/quiet.log"
+    local wq = C.start_sh({ "worker", "--address", address, "--token-file", token, "-q" }, q)
+    local client = core.cluster_connect(address, { token_file = token })
+    local joined
+    for _ = 1, 400 do
+      joined = #client:status().places == 1
+      if joined then break end
+      core.sleep(0.025)
+    end
+    client:close()
+    assert.is_true(joined)
+    wq:kill(H.signals.SIGTERM)
+    wq:wait(10)
+    assert.are.equal("", H.read(q) or "")
+  end)
+
   it("count a worker started with --own-machine as a machine of its own", function()
     local address, token = C.cluster {
       { cpus = 1, resources = '{"_disk": 1}' },

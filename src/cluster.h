@@ -36,6 +36,7 @@ typedef struct ff_worker_opts {
     const char *resources;
     const char *token_file;
     int own_machine; /* a machine of its own: shares its resources with no other worker */
+    int quiet;       /* only errors on stderr */
 } ff_worker_opts;
 
 /* The programs behind `fflua head` and `fflua worker` (exit statuses).

@@ -1382,15 +1382,15 @@ static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
  * environment, never argv. */
 static void child_start(hchild *ch) {
     head *h = ch->h;
-    char *args[] = {h->exe,
-                    "worker",
-                    "--address",
-                    h->local_addr,
-                    "--num-cpus",
-                    h->local_cpus,
-                    h->local_resources ? "--resources" : NULL,
-                    (char *)h->local_resources,
-                    NULL};
+    char *args[10] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus};
+    int na = 6;
+    if (h->quiet)
+        args[na++] = "--quiet";
+    if (h->local_resources) {
+        args[na++] = "--resources";
+        args[na++] = (char *)h->local_resources;
+    }
+    args[na] = NULL;
     extern char **environ;
     size_t ne = 0;
     while (environ[ne])

@@ -142,18 +142,19 @@ static const char head_usage[] =
     "  in --workers such workers, which share those resources, and starts\n"
     "  another when one ends. Peers prove they know the token in FILE (mode\n"
     "  600); without one the head makes a token and only its own worker can\n"
-    "  join. --ready-file gets HOST:PORT once listening; --quiet logs only\n"
+    "  join. --ready-file gets HOST:PORT once listening; --quiet (-q) logs only\n"
     "  errors. A peer that has not proved it knows the token within\n"
     "  --handshake-timeout (5 s) is disconnected. SIGTERM or Ctrl-C stops it.\n";
 
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
-    "                    [--resources JSON] [--token-file FILE] [--own-machine]\n"
+    "                    [--resources JSON] [--token-file FILE] [--own-machine] [--quiet]\n"
     "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
     "  once (default: the cores), each in its own Lua state. The resources\n"
     "  are this machine's, shared with its other workers; with --own-machine\n"
     "  the worker counts as a machine of its own. The token comes from FILE\n"
-    "  or $FFLUA_TOKEN. SIGTERM or Ctrl-C stops it.\n";
+    "  or $FFLUA_TOKEN. It says when it joins and leaves, unless --quiet (-q).\n"
+    "  SIGTERM or Ctrl-C stops it.\n";
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
@@ -238,7 +239,7 @@ static int head_main(int argc, char **argv) {
             o.token_file = v;
         } else if ((v = opt_value(argc, argv, &i, "--ready-file")) != NULL) {
             o.ready_file = v;
-        } else if (strcmp(argv[i], "--quiet") == 0) {
+        } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
             o.quiet = 1;
         } else if ((v = opt_value(argc, argv, &i, "--handshake-timeout")) != NULL) {
             if (opt_number("head", name, v, OPT_REAL, 0.01, 3600,
@@ -274,6 +275,8 @@ static int worker_main(int argc, char **argv) {
             o.token_file = v;
         } else if (strcmp(argv[i], "--own-machine") == 0) {
             o.own_machine = 1;
+        } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
+            o.quiet = 1;
         } else {
             return bad_option("worker", opt, worker_usage);
         }

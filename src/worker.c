@@ -86,7 +86,10 @@ typedef struct worker {
     uint64_t dropped_gen; /* bumped when runs are dropped */
     int64_t cpus_free;    /* executors: CPUs not taken by running tasks */
     int stop, exit_code, registered;
-    int own_machine; /* --own-machine */
+    int own_machine;     /* --own-machine */
+    int quiet;           /* --quiet: only errors */
+    const char *address; /* the head's, as given */
+    const char *leaving; /* why the worker leaves, once it knows */
 } worker;
 
 static const char *WHO = "worker";
@@ -426,6 +429,7 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
     }
     case FF_M_BYE:
         w->exit_code = 0;
+        w->leaving = "the head said goodbye";
         return 1;
     case FF_M_REFUSE: {
         size_t len;
@@ -480,6 +484,12 @@ static void on_ready(ff_conn *c, int role) {
         return;
     }
     w->registered = 1;
+    if (!w->quiet) {
+        char esc[128];
+        ff_log(WHO, "joined the head at %s as %s:%d with %g CPUs (machine %02x%02x%02x%02x)",
+               w->address, ff_text_escape(esc, sizeof esc, host, strlen(host)), (int)getpid(),
+               (double)w->cpus / FF_RES_SCALE, machine[0], machine[1], machine[2], machine[3]);
+    }
 }
 
 static void flush_conn(uv_check_t *chk) {
@@ -502,12 +512,15 @@ static void on_closed(ff_conn *c) {
     worker *w = c->data;
     if (!w->registered && w->exit_code == 0)
         w->exit_code = 1; /* never got in: refused or unreachable */
+    if (w->registered && !w->quiet)
+        ff_log(WHO, "left the head at %s: %s", w->address,
+               w->leaving ? w->leaving : "the connection closed");
     stop_all(w);
 }
 
 static void on_signal(uv_signal_t *h, int sig) {
     worker *w = h->data;
-    (void)sig;
+    w->leaving = sig == SIGINT ? "interrupted" : "terminated";
     w->exit_code = 0;
     if (w->conn.state == FF_CONN_READY)
         ff_msg_bye_write(&w->conn.out);
@@ -548,6 +561,8 @@ int ff_worker_main(const ff_worker_opts *o) {
     ff_auth_key(token, tl, w->key);
     w->resources = o->resources;
     w->own_machine = o->own_machine;
+    w->quiet = o->quiet;
+    w->address = o->address;
     w->store = (ff_exec_store){store_func, store_result, w};
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
