@@ -184,9 +184,12 @@ describe("cluster", function()
       })
       return w
     end
-    local remote = { make(ClusterWorkflow, { workflow_name = "p", cluster_init_args = args }):run() }
+    local cw = make(ClusterWorkflow, { workflow_name = "p", cluster_init_args = args })
+    local remote = { cw:run() }
     local here = { make(LocalWorkflow, { workflow_name = "p" }):run() }
     assert.are.same(here, remote)
+    -- A second run of the same workflow starts its plugins afresh.
+    assert.are.same(remote, { cw:run() })
   end)
 
   it("ships closures with numbers, tables, math and a required module", function()

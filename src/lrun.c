@@ -286,6 +286,40 @@ static int plugin_msgh(lua_State *L) {
     return ffl_traceback(L);
 }
 
+/* Pushes a copy of the value at idx for this run's plugin pass: tables are
+ * copied (their metatables shared), shared tables and cycles stay shared
+ * through memo (table -> copy); other values are pushed as they are. */
+static void push_plugin_copy(lua_State *L, struct ffl_run *r, int idx, int memo, int depth,
+                             uint32_t pos) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, memo) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    if (depth >= FFC_MAX_DEPTH)
+        luaL_error(L, "plugin of node '%s': tables nested more than %d levels deep",
+                   ffl_push_short_name(L, r->ctx, r->plan->order[pos]), FFC_MAX_DEPTH);
+    luaL_checkstack(L, 8, "plugin tables nested too deep");
+    lua_newtable(L); /* [copy] */
+    int copy = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, copy);
+    lua_rawset(L, memo);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {                            /* [copy, k, v] */
+        push_plugin_copy(L, r, -2, memo, depth + 1, pos); /* [copy, k, v, k'] */
+        push_plugin_copy(L, r, -2, memo, depth + 1, pos); /* [copy, k, v, k', v'] */
+        lua_rawset(L, copy);                              /* [copy, k, v] */
+        lua_pop(L, 1);
+    }
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, copy);
+}
+
 void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
@@ -293,14 +327,21 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
     r->results = lua_gettop(L);
     lua_newtable(L);
     r->pre = lua_gettop(L);
+    lua_newtable(L); /* the plugins' copies for this run: original -> copy */
+    int memo = lua_gettop(L);
     lua_pushlightuserdata(L, r);
-    lua_pushcclosure(L, plugin_msgh, 1); /* [results, pre, msgh] */
+    lua_pushcclosure(L, plugin_msgh, 1); /* [results, pre, memo, msgh] */
     int msgh = lua_gettop(L);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
         if (ph == FF_NOHANDLE)
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); /* [.., msgh, plugin] */
+        /* Every run starts from the plugins as they were attached: the
+         * pass works on a copy made for this run, so what local_initialize
+         * changes (a RandomStatePlugin's seed) is gone when the run ends. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph);
+        push_plugin_copy(L, r, -1, memo, 0, pos);
+        lua_remove(L, -2); /* [.., msgh, plugin] */
         static const char *const steps[] = {"local_initialize", "remote_initialize"};
         r->plugin = pos;
         for (int s = 0; s < 2; s++) {
@@ -323,7 +364,7 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
         lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
         lua_pop(L, 1);
     }
-    lua_pop(L, 1); /* [results, pre] */
+    lua_pop(L, 2); /* [results, pre] */
 }
 
 /* The run's message handler (ffl_run_push_msgh). Upvalues: the run, the

@@ -94,7 +94,9 @@ void ffl_run_end(lua_State *L, struct ffl_run *r, int failed);
 /* Pushes the results table and the pre-run functions table (r->results,
  * r->pre), then runs every planned node's plugins (local_initialize, then
  * remote_initialize, whose result is the node's pre-run function), in
- * plan order. Stack effect: +2. */
+ * plan order, on a copy of the plugins made for this run (tables copied,
+ * metatables shared), so every run starts them from the same state.
+ * Stack effect: +2. */
 void ffl_run_plugins(lua_State *L, struct ffl_run *r);
 
 /* Pushes argument a of the node running, with node references replaced

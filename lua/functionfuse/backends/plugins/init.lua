@@ -7,7 +7,8 @@
 --                               before the node's function, wherever it runs.
 -- Both are called for every node in the run's order before any node runs,
 -- so what a plugin hands a node depends only on the script, never on the
--- backend.
+-- backend. Each run calls them on a copy of the plugin made for that run
+-- (lrun.c), so every run starts from the plugin as the script made it.
 local M = {}
 
 local callable = require("functionfuse._util").callable
