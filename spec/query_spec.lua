@@ -99,8 +99,10 @@ describe("queries", function()
     assert.are.same({ "First sum", "Second sum" }, names(q:nodes()))
     local args = { num_cpus = 1 }
     assert.are.equal(q, q:set_remote_args(args))
-    assert.are.equal(args, wf._core:get_slot(s1, "remote"))
-    assert.are.equal(args, wf._core:get_slot(s2, "remote"))
+    assert.are.same(args, wf._core:get_slot(s1, "remote"))
+    assert.are.same(args, wf._core:get_slot(s2, "remote"))
+    args.num_cpus = 2 -- the nodes keep a copy of the args as they were set
+    assert.are.same({ num_cpus = 1 }, wf._core:get_slot(s1, "remote"))
     assert.is_nil(wf._core:get_slot(m, "remote"))
     assert.has_error(function() q:set_remote_args(5) end,
       "bad argument #1 to 'set_remote_args' (table expected, got number)")
@@ -128,7 +130,7 @@ describe("queries", function()
         assert.are.equal(1, #w:query(p))
         local args = { num_cpus = 1 }
         w:query(p):set_remote_args(args)
-        assert.are.equal(args, w._core:get_slot(n, "remote"))
+        assert.are.same(args, w._core:get_slot(n, "remote"))
         w:set_plugin(p, plugin)
         assert.are.equal(plugin, w._core:get_slot(n, "plugins"))
         w._core:set_slot(n, "remote", nil)

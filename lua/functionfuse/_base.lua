@@ -5,18 +5,30 @@ local core = require "functionfuse.core"
 
 local M = {}
 
-local callable = require("functionfuse._util").callable
+local util = require "functionfuse._util"
+local callable = util.callable
 
 --- Query: the nodes a pattern selected, with setters that return the query.
 local Query = {}
 Query.__index = Query
 Query.__name = "functionfuse.Query"
 
+--- The keys remote args may have (Ray's names; num_gpus is the resource GPU).
+M.remote_args = { "num_cpus", "num_gpus", "resources" }
+
 function Query:set_remote_args(args)
   if type(args) ~= "table" then
     error(("bad argument #1 to 'set_remote_args' (table expected, got %s)"):format(type(args)), 2)
   end
-  for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "remote", args) end
+  util.check_keys(args, M.remote_args, "set_remote_args", "remote arg", 2)
+  -- A copy: the nodes get the args as they are now, checked.
+  local copy = {}
+  for k, v in pairs(args) do copy[k] = v end
+  if type(args.resources) == "table" then
+    copy.resources = {}
+    for k, v in pairs(args.resources) do copy.resources[k] = v end
+  end
+  for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "remote", copy) end
   return self
 end
 
@@ -143,6 +155,10 @@ function Base:names() return self._core:nodes(nil, true) end
 -- to this function and returns what it returns instead of running.
 M.capture = nil
 
+--- The options every workflow class takes; a class with more lists them
+-- all in its `_options`.
+M.options = { "workflow_name", "cache", "quiet", "verbose" }
+
 --- Makes a workflow object of class `cls` from (leaf, ..., options). Its
 -- `_core` is the engine's LeafSet of those leaves: the C object that
 -- queries and runs them.
@@ -163,6 +179,7 @@ function M.new(cls, what, ...)
     leaves[i] = v
   end
   if n == 0 then error(what .. ": give at least one node to run", 3) end
+  util.check_keys(opts, cls._options or M.options, what, "option", 3)
   local name = opts.workflow_name
   if name == nil then
     error(what .. ": the option 'workflow_name' is required: " .. what ..

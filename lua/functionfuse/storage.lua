@@ -5,6 +5,7 @@
 --   local storage = storage_factory{ kind = "file", options = { path = "storage" } }
 --   wf:set_storage(storage)
 local core = require "functionfuse.core"
+local util = require "functionfuse._util"
 
 local M = {}
 
@@ -154,6 +155,10 @@ local kinds = { file = true, lmdb = true }
 function M.storage_factory(opt)
   if type(opt) ~= "table" then
     error(("bad argument #1 to 'storage_factory' (table expected, got %s)"):format(type(opt)), 2)
+  end
+  util.check_keys(opt, { "kind", "options" }, "storage_factory", "key", 2)
+  if type(opt.options) == "table" then
+    util.check_keys(opt.options, { "path" }, "storage_factory", "option", 2)
   end
   if not kinds[opt.kind] then
     error(("storage_factory: unknown kind %s (\"file\" or \"lmdb\")")

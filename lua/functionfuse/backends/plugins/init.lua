@@ -11,7 +11,8 @@
 -- (lrun.c), so every run starts from the plugin as the script made it.
 local M = {}
 
-local callable = require("functionfuse._util").callable
+local util = require "functionfuse._util"
+local callable = util.callable
 
 --- InitializerPlugin(fn): calls fn() before each node it is attached to.
 local InitializerPlugin = { __name = "functionfuse.InitializerPlugin" }
@@ -57,6 +58,7 @@ function M.RandomStatePlugin(a, ...)
   local o
   if type(a) == "table" then
     o = a
+    util.check_keys(o, { "min", "max", "seed", "seed_func" }, "RandomStatePlugin", "field", 2)
   else
     local max, seed, seed_func = ...
     o = { min = a, max = max, seed = seed, seed_func = seed_func }
