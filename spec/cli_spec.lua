@@ -226,10 +226,11 @@ describe("fflua command line", function()
       end
     end)
 
-    it("'store' prints its usage without arguments and exits 2", function()
+    it("'store' prints its usage on stderr without arguments and exits 2", function()
       local r = H.fflua({ "store" })
       assert.are.equal(2, r.code)
-      assert.matches("^usage: fflua store ls PATH", r.stdout)
+      assert.matches("^usage: fflua store ls PATH", r.stderr)
+      assert.are.equal("", r.stdout)
     end)
 
     it("a script named like a subcommand runs as ./name", function()

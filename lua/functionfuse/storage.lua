@@ -168,8 +168,9 @@ function M.storage_factory(opt)
   if type(path) ~= "string" or path == "" then
     error("storage_factory: options.path (a directory) is required", 2)
   end
-  return setmetatable({ kind = opt.kind, path = path, always_read = false,
-                        _st = core.store_open(path) }, Storage)
+  local ok, st = pcall(core.store_open, path)
+  if not ok then error(st, 2) end
+  return setmetatable({ kind = opt.kind, path = path, always_read = false, _st = st }, Storage)
 end
 
 M.Storage = Storage
