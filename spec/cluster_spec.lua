@@ -258,6 +258,21 @@ describe("cluster", function()
     assert.is_false(ok)
     assert.matches("node 'bad_0000' %(function 'bad' defined at .-%) failed: .-no good: 41", err)
     assert.matches("stack traceback", err, 1, true)
+    -- The error object: what crosses the wire is the error's text, which
+    -- is its value; the traceback is apart.
+    assert.are.equal("bad_0000", err.node)
+    assert.are.equal("bad", err.func)
+    assert.matches("cluster_spec%.lua:%d+$", err.where)
+    assert.matches("^[^\n]*cluster_spec%.lua:%d+: no good: 41$", err.value)
+    assert.matches("^stack traceback:\n", err.traceback)
+    local obj = ff.workflow("obj", function() error({ code = 42 }) end)
+    wf = ClusterWorkflow(obj(), { workflow_name = "fail",
+      cluster_init_args = { address = address, token_file = token } })
+    ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("(error object is a table value)", err.value)
+    assert.matches("^node 'obj_0000' %(function 'obj' defined at .-%) failed: %(error object is a " ..
+                   "table value%)\nstack traceback:\n", tostring(err))
   end)
 
   it("fails the run when a worker dies under a task, and goes on serving", function()

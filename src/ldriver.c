@@ -418,9 +418,13 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     if (m.status == FF_DONE_REFUSED)
         luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, m.bytes, m.len));
     if (m.status != FF_DONE_OK) {
-        lua_pushlstring(L, m.bytes, m.len);
-        ffl_run_push_desc(L, r->ctx, id);
-        luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+        /* The error's text crosses the wire, not its value: the value is
+         * the text without its traceback (see guide.md). */
+        const char *text = lua_pushlstring(L, m.bytes, m.len); /* [text] */
+        const char *tb = strstr(text, "\nstack traceback:\n");
+        lua_pushlstring(L, text, tb != NULL ? (size_t)(tb - text) : m.len); /* [text, value] */
+        ffl_run_push_error(L, r->ctx, id, -1, -2, 0);
+        lua_error(L);
     }
     if (ffc_decode_code(L, m.bytes, m.len, NULL, NULL) != 0)
         luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
