@@ -386,7 +386,7 @@ describe("workflow", function()
       ]])
       local r = H.fflua({ script })
       assert.are.equal(1, r.code)
-      assert.matches("^fflua: node 'f_0000' %(function 'f' defined at [^)]*%) failed: [^\n]*: boom\n" ..
+      assert.matches("^" .. H.prog_pat .. ": node 'f_0000' %(function 'f' defined at [^)]*%) failed: [^\n]*: boom\n" ..
                      "stack traceback:\n", r.stderr)
       assert.are.equal(1, select(2, r.stderr:gsub("stack traceback:", "")), r.stderr)
       H.cleanup()
@@ -430,7 +430,7 @@ describe("workflow", function()
       ]])
       local r = H.fflua({ script })
       assert.are.equal(1, r.code)
-      assert.are.equal("fflua: node 'f_0000' (function 'f' defined at " .. script ..
+      assert.are.equal(H.bin .. ": node 'f_0000' (function 'f' defined at " .. script ..
                        ":3) failed: (error object is a table value)",
                        r.stderr:match("^[^\n]*"))
       assert.matches("\nstack traceback:\n", r.stderr)
