@@ -77,8 +77,39 @@ describe("unknown keys", function()
     assert.matches("^" .. THIS .. "storage_factory: unknown key 'option' %(did you mean 'options'%?%)$", err)
   end)
 
+  it("a worker advertises GPUs only when told or when it detects them", function()
+    local address, token = C.cluster {}
+    local function worker(env, resources)
+      local args = { "worker", "--address", address, "--token-file", token, "--num-cpus", "1",
+                     "--own-machine" }
+      if resources then args[#args + 1] = "--resources"; args[#args + 1] = resources end
+      env.TERM = "dumb"
+      return C.start(args, env)
+    end
+    local seen = worker({ CUDA_VISIBLE_DEVICES = "0,1" })           -- detected: 2
+    local told = worker({ CUDA_VISIBLE_DEVICES = "0,1" }, '{"GPU": 1}') -- told: 1
+    local hidden = worker({ CUDA_VISIBLE_DEVICES = "" })            -- none visible
+    local client = ff.core.cluster_connect(address, { token_file = token })
+    local places
+    for _ = 1, 400 do
+      places = client:status().places
+      if #places == 3 then break end
+      ff.core.sleep(0.025)
+    end
+    client:close()
+    local gpus = {}
+    for _, pl in ipairs(places) do
+      gpus[tonumber(pl.name:match(":(%d+)$"))] = pl.resources.GPU and pl.resources.GPU.total or 0
+    end
+    assert.are.equal(2, gpus[seen:pid()])
+    assert.are.equal(1, gpus[told:pid()])
+    assert.are.equal(0, gpus[hidden:pid()])
+  end)
+
   it("keep the remote args as they were set", function()
-    local address, token, ps = C.cluster { { cpus = 1 }, { cpus = 1, resources = '{"GPU": 1}' } }
+    -- (GPU 0 on the first: a machine with GPUs would show them otherwise.)
+    local address, token, ps = C.cluster { { cpus = 1, resources = '{"GPU": 0}' },
+                                           { cpus = 1, resources = '{"GPU": 1}' } }
     local with_gpu = tostring(ps[2]:pid())
     local f = ff.workflow("f", function(x) return x + 1 end)
     local wf = ClusterWorkflow(f(1):set_name("g"), f(2):set_name("c"), { workflow_name = "gpus",
