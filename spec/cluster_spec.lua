@@ -184,9 +184,12 @@ describe("cluster", function()
       })
       return w
     end
-    local remote = { make(ClusterWorkflow, { workflow_name = "p", cluster_init_args = args }):run() }
+    local cw = make(ClusterWorkflow, { workflow_name = "p", cluster_init_args = args })
+    local remote = { cw:run() }
     local here = { make(LocalWorkflow, { workflow_name = "p" }):run() }
     assert.are.same(here, remote)
+    -- A second run of the same workflow starts its plugins afresh.
+    assert.are.same(remote, { cw:run() })
   end)
 
   it("ships closures with numbers, tables, math and a required module", function()
@@ -258,6 +261,21 @@ describe("cluster", function()
                    "%(on worker [^\n]+:" .. ps[1]:pid() .. ", working directory " ..
                    io.popen("pwd"):read("l"):gsub("%p", "%%%0") .. "%)\nstack traceback:", err)
     assert.matches("stack traceback", err, 1, true)
+    -- The error object: what crosses the wire is the error's text, which
+    -- is its value; the traceback is apart.
+    assert.are.equal("bad_0000", err.node)
+    assert.are.equal("bad", err.func)
+    assert.matches("cluster_spec%.lua:%d+$", err.where)
+    assert.matches("^[^\n]*cluster_spec%.lua:%d+: no good: 41$", err.value)
+    assert.matches("^stack traceback:\n", err.traceback)
+    local obj = ff.workflow("obj", function() error({ code = 42 }) end)
+    wf = ClusterWorkflow(obj(), { workflow_name = "fail",
+      cluster_init_args = { address = address, token_file = token } })
+    ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.are.equal("(error object is a table value)", err.value)
+    assert.matches("^node 'obj_0000' %(function 'obj' defined at .-%) failed: %(error object is a " ..
+                   "table value%)\nstack traceback:\n", tostring(err))
   end)
 
   it("fails the run when a worker dies under a task, and goes on serving", function()

@@ -12,6 +12,10 @@ local fftest = require "fftest"
 H.fftest = fftest
 H.signals = fftest.signals
 
+--- The name fflua reports errors with is its argv[0], as lua.c's: the
+-- specs start it as H.bin. H.prog_pat is that name as a Lua pattern.
+H.prog_pat = (H.bin:gsub("%p", "%%%0"))
+
 local version = require("functionfuse").version
 H.version = version
 

@@ -3,6 +3,7 @@
 local ff = require "functionfuse"
 local plugins = require "functionfuse.backends.plugins"
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+local storage_factory = require("functionfuse.storage").storage_factory
 local H = require "spec.helper"
 
 describe("plugins", function()
@@ -118,6 +119,43 @@ describe("plugins", function()
     ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
     assert.are.equal("plugin of node 'victim': remote_initialize returned a number, not a function", err)
+  end)
+
+  it("start from the same state on every run in one process", function()
+    local draw = ff.workflow("draw", function() return math.random(1000) end)
+    local leaves = {}
+    for i = 1, 4 do leaves[i] = draw() end
+    leaves[#leaves + 1] = { workflow_name = "again" }
+    local wf = LocalWorkflow(table.unpack(leaves))
+    local rs = plugins.RandomStatePlugin { min = 0, max = 1000, seed = 42 }
+    local seen = {}
+    local counter = { local_initialize = function(self) self.n = self.n + 1; seen[#seen + 1] = self.n end,
+                      remote_initialize = function() end, n = 0 }
+    wf:set_plugin(".*", plugins.PluginCollection { rs, counter })
+    local first = { wf:run() }
+    local second = { wf:run() }
+    assert.are.same(first, second)
+    assert.are.same({ 1, 2, 3, 4, 1, 2, 3, 4 }, seen)
+    -- The plugins the script made are as it made them.
+    assert.are.equal(42, rs.seed)
+    assert.are.equal(0, counter.n)
+  end)
+
+  it("let a stored workflow's second run load everything", function()
+    local dir = H.tmpdir()
+    local draw = ff.workflow("draw", function(x) return x + math.random(1000) end)
+    local a = draw(0)
+    local b = draw(a)
+    local wf = LocalWorkflow(b, { workflow_name = "stored", quiet = true })
+    wf:set_plugin(".*", plugins.RandomStatePlugin { min = 0, max = 1000, seed = 7 })
+    local st = storage_factory { kind = "file", options = { path = dir } }
+    wf:set_storage(st)
+    local first = wf:run()
+    assert.are.equal(2, wf.last_run.computed)
+    assert.are.equal(first, wf:run())
+    assert.are.equal(0, wf.last_run.computed)
+    assert.are.equal(1, wf.last_run.loaded)
+    st:close()
   end)
 
   it("give the same seeds on every run of the same script", function()

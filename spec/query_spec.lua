@@ -2,6 +2,7 @@
 -- remote args, plugins, replaced functions.
 local ff = require "functionfuse"
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+local H = require "spec.helper"
 
 local function names(nodes)
   local t = {}
@@ -10,6 +11,7 @@ local function names(nodes)
 end
 
 describe("queries", function()
+  after_each(function() H.cleanup() end)
   local wf, s1, s2, m
   before_each(function()
     local sum = ff.workflow(function(a, b) return a + b end)
@@ -99,8 +101,10 @@ describe("queries", function()
     assert.are.same({ "First sum", "Second sum" }, names(q:nodes()))
     local args = { num_cpus = 1 }
     assert.are.equal(q, q:set_remote_args(args))
-    assert.are.equal(args, wf._core:get_slot(s1, "remote"))
-    assert.are.equal(args, wf._core:get_slot(s2, "remote"))
+    assert.are.same(args, wf._core:get_slot(s1, "remote"))
+    assert.are.same(args, wf._core:get_slot(s2, "remote"))
+    args.num_cpus = 2 -- the nodes keep a copy of the args as they were set
+    assert.are.same({ num_cpus = 1 }, wf._core:get_slot(s1, "remote"))
     assert.is_nil(wf._core:get_slot(m, "remote"))
     assert.has_error(function() q:set_remote_args(5) end,
       "bad argument #1 to 'set_remote_args' (table expected, got number)")
@@ -128,7 +132,7 @@ describe("queries", function()
         assert.are.equal(1, #w:query(p))
         local args = { num_cpus = 1 }
         w:query(p):set_remote_args(args)
-        assert.are.equal(args, w._core:get_slot(n, "remote"))
+        assert.are.same(args, w._core:get_slot(n, "remote"))
         w:set_plugin(p, plugin)
         assert.are.equal(plugin, w._core:get_slot(n, "plugins"))
         w._core:set_slot(n, "remote", nil)
@@ -176,5 +180,29 @@ describe("queries", function()
       "bad argument #2 to 'replace_func' (function expected, got number)")
     assert.has_error(function() wf:replace_func("x", print) end,
       "bad argument #1 to 'replace_func' (node expected, got string)")
+  end)
+  it("warn on stderr when a setter is applied to a query that matches no node", function()
+    local script = H.write(H.tmpdir() .. "/empty.lua", [[
+      local ff = require "functionfuse"
+      local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+      local plugins = require "functionfuse.backends.plugins"
+      local model = ff.workflow("model", function(x) return x end)
+      local d = ff.workflow("data", function() return 1 end)()
+      local wf = LocalWorkflow(model(d), model(d), { workflow_name = "w" })
+      local p = plugins.InitializerPlugin(function() end)
+      io.stderr:write("find_nodes: ", #wf:find_nodes("^modl$"), "\n")
+      wf:query("model_.*"):set_remote_args { num_cpus = 1 }
+      wf:query("^modl$"):set_remote_args { num_cpus = 1 }
+      wf:query("dta"):set_plugins(p)
+      wf:set_plugin("\\d+", p)
+      print(wf:run())
+    ]])
+    local r = H.fflua { script }
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("1\t1\n", r.stdout)
+    assert.are.equal("find_nodes: 0\n" ..
+      "fflua: warning: query '^modl$' matches no node of workflow 'w'; closest names: model_0000, model_0001\n" ..
+      "fflua: warning: query 'dta' matches no node of workflow 'w'; closest names: data_0000\n" ..
+      "fflua: warning: query '\\d+' matches no node of workflow 'w'; closest names: data_0000\n", r.stderr)
   end)
 end)

@@ -86,6 +86,22 @@ describe("storage", function()
     assert.are.same({}, st:list_tasks("w", "*"))
   end)
 
+  it("makes a missing directory with its missing parents, or says which one it cannot make", function()
+    local dir = H.tmpdir()
+    local st = storage_factory { kind = "file", options = { path = dir .. "/a/b/c/" } }
+    st:save("w", "t", 42)
+    st:close()
+    assert.is_truthy(H.read(dir .. "/a/b/c/data.mdb"))
+    assert.are.equal(42, storage_factory { kind = "file", options = { path = dir .. "/a/b/c" } }
+                           :read_task("w", "t"))
+    H.write(dir .. "/file", "x")
+    local ok, err = pcall(function() storage_factory { kind = "file", options = { path = dir .. "/file/b" } } end)
+    assert.is_false(ok)
+    assert.are.equal(("%s:%d: cannot make the directory '%s/file' for the storage '%s/file/b': " ..
+                      "Not a directory"):format(debug.getinfo(1, "S").short_src,
+                                                debug.getinfo(1, "l").currentline - 4, dir, dir), err)
+  end)
+
   it("rejects bad arguments with clear errors", function()
     assert.has_error(function() storage_factory { kind = "S3", options = { path = "x" } } end,
                      "storage_factory: unknown kind 'S3' (\"file\" or \"lmdb\")")

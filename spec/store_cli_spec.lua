@@ -85,6 +85,19 @@ describe("fflua store", function()
     r = H.fflua { "store", "frobnicate" }
     assert.are.equal(2, r.code)
     assert.matches("unknown command 'frobnicate'", r.stderr, 1, true)
+    -- Usage errors exit 2, as cli.md says.
+    r = H.fflua { "store", "ls" }
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua store ls: ls takes PATH [WORKFLOW [GLOB]]\n", r.stderr)
+    r = H.fflua { "store", "show", st, "demo" }
+    assert.are.equal(2, r.code)
+    assert.are.equal("fflua store show: show takes PATH WORKFLOW TASK\n", r.stderr)
+    r = H.fflua { "store", "check", st, "extra" }
+    assert.are.equal(2, r.code)
+    r = H.fflua { "store" }
+    assert.are.equal(2, r.code)
+    assert.are.equal("", r.stdout)
+    assert.matches("^usage: fflua store ls PATH", r.stderr)
     r = H.fflua { "store", "--help" }
     assert.are.equal(0, r.code)
     assert.matches("usage: fflua store ls PATH", r.stdout, 1, true)

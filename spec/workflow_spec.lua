@@ -386,8 +386,54 @@ describe("workflow", function()
       ]])
       local r = H.fflua({ script })
       assert.are.equal(1, r.code)
-      assert.matches("^fflua: node 'f_0000' %(function 'f' defined at [^)]*%) failed: [^\n]*: boom\n" ..
+      assert.matches("^" .. H.prog_pat .. ": node 'f_0000' %(function 'f' defined at [^)]*%) failed: [^\n]*: boom\n" ..
                      "stack traceback:\n", r.stderr)
+      assert.are.equal(1, select(2, r.stderr:gsub("stack traceback:", "")), r.stderr)
+      H.cleanup()
+    end)
+
+    it("raises an object that keeps the original error value, node, function and traceback", function()
+      local f = ff.workflow("f", function() error({ code = 42 }) end)
+      local wf = LocalWorkflow(f():set_name("x"), { workflow_name = "obj" })
+      local ok, err = pcall(wf.run, wf)
+      assert.is_false(ok)
+      assert.are.equal("table", type(err))
+      assert.are.same({ code = 42 }, err.value)
+      assert.are.equal("x", err.node)
+      assert.are.equal("f", err.func)
+      assert.matches("workflow_spec%.lua:%d+$", err.where)
+      assert.matches("^stack traceback:\n", err.traceback)
+      assert.are.equal("node 'x' (function 'f' defined at " .. err.where .. ") failed: " ..
+                       "(error object is a table value)\n" .. err.traceback, tostring(err))
+      assert.are.equal("! " .. tostring(err), "! " .. err)
+      -- A string error: the value is the message with its position.
+      local g = ff.workflow("g", function() error("boom") end)
+      ok, err = pcall(run, g())
+      assert.is_false(ok)
+      assert.matches("^[^\n]*workflow_spec%.lua:%d+: boom$", err.value)
+      assert.are.equal(tostring(err), err.message)
+      -- An object that shows itself: its text, no traceback (as lua.c shows it).
+      local shows = setmetatable({}, { __tostring = function() return "I am an error" end })
+      local h = ff.workflow("h", function() error(shows) end)
+      ok, err = pcall(run, h())
+      assert.is_false(ok)
+      assert.are.equal(shows, err.value)
+      assert.matches("^node 'h_0000' %(function 'h' defined at [^)]*%) failed: I am an error$", tostring(err))
+    end)
+
+    it("reports a node's non-string error from a script as the message with a traceback", function()
+      local script = H.write(H.tmpdir() .. "/obj.lua", [[
+        local ff = require "functionfuse"
+        local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+        local f = ff.workflow("f", function() error({ code = 42 }) end)
+        LocalWorkflow(f(), { workflow_name = "w" }):run()
+      ]])
+      local r = H.fflua({ script })
+      assert.are.equal(1, r.code)
+      assert.are.equal(H.bin .. ": node 'f_0000' (function 'f' defined at " .. script ..
+                       ":3) failed: (error object is a table value)",
+                       r.stderr:match("^[^\n]*"))
+      assert.matches("\nstack traceback:\n", r.stderr)
       assert.are.equal(1, select(2, r.stderr:gsub("stack traceback:", "")), r.stderr)
       H.cleanup()
     end)
@@ -464,7 +510,7 @@ describe("workflow", function()
   end)
 
   describe("runs inside a node", function()
-    local function lines(s) return select(2, s:gsub("\n", "")) + 1 end
+    local function lines(s) return select(2, tostring(s):gsub("\n", "")) + 1 end
 
     it("refuse a node that runs a workflow including itself, with a short error", function()
       local wf
@@ -474,7 +520,7 @@ describe("workflow", function()
       assert.is_false(ok)
       assert.matches("^node 'x' %(function 'f' defined at [^)]*%) failed: node 'x' cannot run a " ..
                      "workflow that includes it\nstack traceback:\n", err)
-      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      assert.is_true(lines(err) <= 30 and #tostring(err) < 4000, tostring(err))
       -- A new workflow on the running node (or a descendant of it): the same.
       local y
       local g = ff.workflow("g", function()
@@ -496,7 +542,7 @@ describe("workflow", function()
       assert.is_false(ok)
       assert.matches("^plugin of node 'k': local_initialize failed: the plugin of node 'k' cannot " ..
                      "run a workflow that includes it\nstack traceback:\n", err)
-      assert.is_true(lines(err) <= 30, err)
+      assert.is_true(lines(err) <= 30, tostring(err))
     end)
 
     it("let a node run other workflows, nested", function()
@@ -526,19 +572,24 @@ describe("workflow", function()
       assert.matches("^node 'down_0000' %(function 'down' defined at [^)]*%) failed: in a run " ..
                      "nested 30 deep, node 'down_0030' %(function 'down' defined at [^)]*%) failed: " ..
                      "[^\n]*: bottom reached\nstack traceback:\n", err)
-      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      assert.is_true(lines(err) <= 30 and #tostring(err) < 4000, tostring(err))
       -- One level: both nodes, no count.
       ok, err = pcall(run, down(1))
       assert.is_false(ok)
       assert.matches("^node 'down_%d+' %([^)]*%) failed: node 'down_%d+' %([^)]*%) failed: " ..
                      "[^\n]*: bottom reached\nstack traceback:\n", err)
-      assert.are.equal(1, select(2, err:gsub("stack traceback:", "")))
+      assert.are.equal(1, select(2, tostring(err):gsub("stack traceback:", "")))
+      -- The object keeps the innermost value, and the nested run's error.
+      assert.matches("^[^\n]*: bottom reached$", err.value)
+      assert.matches("^down_%d+$", err.cause.node)
+      assert.are_not.equal(err.node, err.cause.node)
+      assert.matches("^[^\n]*: bottom reached$", err.cause.value)
       -- Deeper than the C stack allows.
       ok, err = pcall(run, down(100000))
       assert.is_false(ok)
       assert.matches("^node 'down_%d+' %([^)]*%) failed: in a run nested %d+ deep, [^\n]*" ..
                      "C stack overflow", err)
-      assert.is_true(lines(err) <= 30 and #err < 4000, err)
+      assert.is_true(lines(err) <= 30 and #tostring(err) < 4000, tostring(err))
     end)
   end)
 

@@ -6,7 +6,8 @@
  * run Lua code through ff_cli_docall and report through ff_cli_report; this
  * file calls neither of them. Its statics are the signal state: a signal
  * handler can reach nothing else, and one process has one terminal, so they
- * belong to the program, never to the library.
+ * belong to the program, never to the library; so does the program's name
+ * that reports start with.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -135,6 +136,18 @@ void ff_cli_sigpipe_install(void) {
 
 /* --- calls and reports ---------------------------------------------------- */
 
+/* The name errors are reported with: the program's argv[0], as lua.c's
+ * progname (set once by main; NULL while the REPL runs). */
+static const char *progname = FF_PROGNAME;
+
+void ff_cli_set_progname(const char *name) {
+    progname = name;
+}
+
+const char *ff_cli_progname(void) {
+    return progname;
+}
+
 void ff_cli_message(const char *prefix, const char *msg) {
     if (prefix != NULL)
         fprintf(stderr, "%s: ", prefix);
@@ -147,7 +160,7 @@ int ff_cli_report(lua_State *L, int status, int interactive) {
         const char *msg = lua_tostring(L, -1);
         if (msg == NULL)
             msg = "(error object is not a string)";
-        ff_cli_message(interactive ? NULL : FF_PROGNAME, msg);
+        ff_cli_message(interactive ? NULL : progname, msg);
         lua_pop(L, 1);
     }
     return status;

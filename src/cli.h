@@ -23,9 +23,17 @@
  * lua_pcall. */
 int ff_cli_docall(lua_State *L, int narg, int nres);
 
+/* Sets the name reports are prefixed with (ff_cli_report): argv[0], as
+ * lua.c does, when the program has one; NULL for none (the REPL). The
+ * string must outlive its use. The default is FF_PROGNAME. */
+void ff_cli_set_progname(const char *name);
+
+/* The name set by ff_cli_set_progname. */
+const char *ff_cli_progname(void);
+
 /* Prints the error message on top of L's stack when status is not LUA_OK,
- * prefixed with the program name unless interactive, and pops it.
- * Returns status. */
+ * prefixed with the program name (ff_cli_progname; none when NULL) unless
+ * interactive, and pops it. Returns status. */
 int ff_cli_report(lua_State *L, int status, int interactive);
 
 /* Prints "PREFIX: MSG" (or only MSG when prefix is NULL) and a newline on

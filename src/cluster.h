@@ -71,6 +71,12 @@ int ff_parse_resources(const char *json,
                        int (*fn)(void *ud, const char *name, size_t len, double v), void *ud,
                        char *err, size_t errlen);
 
+/* The GPUs this machine shows a worker: with CUDA_VISIBLE_DEVICES set, the
+ * entries of its comma-separated list (none when it is empty, "-1" or
+ * "NoDevFiles", as CUDA reads it); otherwise the devices /dev/nvidia0,
+ * /dev/nvidia1, ... (NVIDIA's driver makes one per GPU). */
+int ff_detect_gpus(void);
+
 /* Checks a resources JSON as head and worker take it: every amount a whole
  * number of fixed-point units, every name given once, at most 256. 0, or
  * -EINVAL with why in err. */

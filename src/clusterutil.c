@@ -1,7 +1,7 @@
 /*
  * clusterutil.c: what the head, the worker and the driver share besides
  * the protocol: finding the token, reading resource specs, telling
- * machines apart.
+ * machines apart, counting GPUs.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -20,6 +20,26 @@
 #include "net.h"
 #include "sched.h"
 #include "text.h"
+
+int ff_detect_gpus(void) {
+    const char *v = getenv("CUDA_VISIBLE_DEVICES");
+    if (v != NULL) {
+        if (v[0] == '\0' || strcmp(v, "-1") == 0 || strcmp(v, "NoDevFiles") == 0)
+            return 0;
+        int n = 1;
+        for (const char *p = v; *p != '\0'; p++)
+            n += *p == ',';
+        return n;
+    }
+    int n = 0;
+    char path[32];
+    for (;;) { /* numbered from 0 without gaps while the driver runs */
+        snprintf(path, sizeof path, "/dev/nvidia%d", n);
+        if (access(path, F_OK) != 0)
+            return n;
+        n++;
+    }
+}
 
 int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
                      size_t errlen) {

@@ -216,8 +216,9 @@ static void cl_res_add(lua_State *L, struct crun *x, uint32_t n, const char *nam
     x->res[n] = (ff_msg_res){name, len, (uint64_t)amount};
 }
 
-/* The resources node id asks for (its remote args), into x->res; returns
- * their count. */
+/* The resources node id asks for (its remote args: num_cpus as CPU,
+ * num_gpus as GPU, resources; set_remote_args refuses other keys), into
+ * x->res; returns their count. */
 static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
     int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
     if (h == FF_NOHANDLE)
@@ -234,6 +235,15 @@ static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
         cl_res_add(L, x, n++, "CPU", 3, amount);
     }
     lua_pop(L, 1);
+    int gpus = lua_getfield(L, t, "num_gpus") != LUA_TNIL; /* Ray's name for the resource GPU */
+    if (gpus) {
+        if (!lua_isnumber(L, -1) || ff_sched_amount(lua_tonumber(L, -1), &amount) != 0) {
+            lua_pushfstring(L, "num_gpus must be a non-negative number with at most 4 decimals");
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        cl_res_add(L, x, n++, "GPU", 3, amount);
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, t, "resources") == LUA_TTABLE) {
         int rt = lua_gettop(L);
         lua_pushnil(L);
@@ -247,6 +257,10 @@ static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
             }
             size_t len;
             const char *nm = lua_tolstring(L, -2, &len);
+            if (gpus && strcmp(nm, "GPU") == 0) {
+                lua_pushliteral(L, "give GPUs once, as num_gpus or as resources.GPU");
+                cl_node_error(L, x, id, "bad remote args");
+            }
             if (ff_res_name_check(nm, len) != 0) {
                 lua_pushfstring(L,
                                 "resource names must be 1 to %d bytes of text without "
@@ -404,9 +418,13 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     if (m.status == FF_DONE_REFUSED)
         luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, m.bytes, m.len));
     if (m.status != FF_DONE_OK) {
-        lua_pushlstring(L, m.bytes, m.len);
-        ffl_run_push_desc(L, r->ctx, id);
-        luaL_error(L, "%s failed: %s", lua_tostring(L, -1), lua_tostring(L, -2));
+        /* The error's text crosses the wire, not its value: the value is
+         * the text without its traceback (see guide.md). */
+        const char *text = lua_pushlstring(L, m.bytes, m.len); /* [text] */
+        const char *tb = strstr(text, "\nstack traceback:\n");
+        lua_pushlstring(L, text, tb != NULL ? (size_t)(tb - text) : m.len); /* [text, value] */
+        ffl_run_push_error(L, r->ctx, id, -1, -2, 0);
+        lua_error(L);
     }
     if (ffc_decode_code(L, m.bytes, m.len, NULL, NULL) != 0)
         luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));

@@ -241,13 +241,20 @@ static int push_nested_failure(lua_State *L, struct ffl_run *r, int idx) {
     lua_pop(L, 1);
     if (!same)
         return 0;
-    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_core) != LUA_TSTRING) {
+    int t = lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->nested_core); /* [core] */
+    if (t == LUA_TTABLE && ffl_is_run_error(L, -1)) {
+        lua_pushvalue(L, -1);
+        lua_getfield(L, -1, "message"); /* [core, core, text] */
+        lua_replace(L, -2);
+        lua_insert(L, -2); /* [text, core] */
+    } else if (t == LUA_TSTRING) {
+        lua_pushvalue(L, -1); /* [text, core] */
+    } else {
         lua_pop(L, 1);
         return 0;
     }
-    lua_pushvalue(L, -1); /* [core, core] */
     luaL_unref(L, LUA_REGISTRYINDEX, r->core);
-    r->core = luaL_ref(L, LUA_REGISTRYINDEX);
+    r->core = luaL_ref(L, LUA_REGISTRYINDEX); /* [text] */
     r->levels = ctx->nested_levels + 1;
     if (ctx->nested_levels > 1) {
         lua_pushfstring(L, "in a run nested %d deep, %s", ctx->nested_levels, lua_tostring(L, -1));
@@ -286,6 +293,40 @@ static int plugin_msgh(lua_State *L) {
     return ffl_traceback(L);
 }
 
+/* Pushes a copy of the value at idx for this run's plugin pass: tables are
+ * copied (their metatables shared), shared tables and cycles stay shared
+ * through memo (table -> copy); other values are pushed as they are. */
+static void push_plugin_copy(lua_State *L, struct ffl_run *r, int idx, int memo, int depth,
+                             uint32_t pos) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, memo) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    if (depth >= FFC_MAX_DEPTH)
+        luaL_error(L, "plugin of node '%s': tables nested more than %d levels deep",
+                   ffl_push_short_name(L, r->ctx, r->plan->order[pos]), FFC_MAX_DEPTH);
+    luaL_checkstack(L, 8, "plugin tables nested too deep");
+    lua_newtable(L); /* [copy] */
+    int copy = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, copy);
+    lua_rawset(L, memo);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {                            /* [copy, k, v] */
+        push_plugin_copy(L, r, -2, memo, depth + 1, pos); /* [copy, k, v, k'] */
+        push_plugin_copy(L, r, -2, memo, depth + 1, pos); /* [copy, k, v, k', v'] */
+        lua_rawset(L, copy);                              /* [copy, k, v] */
+        lua_pop(L, 1);
+    }
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, copy);
+}
+
 void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
@@ -293,14 +334,21 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
     r->results = lua_gettop(L);
     lua_newtable(L);
     r->pre = lua_gettop(L);
+    lua_newtable(L); /* the plugins' copies for this run: original -> copy */
+    int memo = lua_gettop(L);
     lua_pushlightuserdata(L, r);
-    lua_pushcclosure(L, plugin_msgh, 1); /* [results, pre, msgh] */
+    lua_pushcclosure(L, plugin_msgh, 1); /* [results, pre, memo, msgh] */
     int msgh = lua_gettop(L);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         int32_t ph = ff_graph_slot(g, p->order[pos], FF_SLOT_PLUGINS);
         if (ph == FF_NOHANDLE)
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ph); /* [.., msgh, plugin] */
+        /* Every run starts from the plugins as they were attached: the
+         * pass works on a copy made for this run, so what local_initialize
+         * changes (a RandomStatePlugin's seed) is gone when the run ends. */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ph);
+        push_plugin_copy(L, r, -1, memo, 0, pos);
+        lua_remove(L, -2); /* [.., msgh, plugin] */
         static const char *const steps[] = {"local_initialize", "remote_initialize"};
         r->plugin = pos;
         for (int s = 0; s < 2; s++) {
@@ -323,7 +371,87 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
         lua_rawseti(L, r->pre, (lua_Integer)pos + 1);
         lua_pop(L, 1);
     }
-    lua_pop(L, 1); /* [results, pre] */
+    lua_pop(L, 2); /* [results, pre] */
+}
+
+/* --- the run's error ------------------------------------------------------ */
+
+#define RUN_ERROR_MT "functionfuse.RunError"
+
+static int run_error_tostring(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "message");
+    return 1;
+}
+
+/* "text" .. err and err .. "text" work as with the message itself. */
+static int run_error_concat(lua_State *L) {
+    luaL_tolstring(L, 1, NULL);
+    luaL_tolstring(L, 2, NULL);
+    lua_concat(L, 2);
+    return 1;
+}
+
+int ffl_is_run_error(lua_State *L, int idx) {
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    luaL_getmetatable(L, RUN_ERROR_MT);
+    int is = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return is;
+}
+
+/* Sets field k of the table at the top to the value at idx (0: nothing). */
+static void set_from(lua_State *L, const char *k, int idx) {
+    if (idx == 0)
+        return;
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, k);
+}
+
+void ffl_run_push_error(lua_State *L, ffl_ctx *ctx, uint32_t id, int value, int text, int cause) {
+    value = value ? lua_absindex(L, value) : 0;
+    text = lua_absindex(L, text);
+    cause = cause ? lua_absindex(L, cause) : 0;
+    luaL_checkstack(L, 8, "not enough stack for a run's error");
+    ffl_run_push_desc(L, ctx, id); /* [desc] */
+    lua_createtable(L, 0, 8);      /* [desc, e] */
+    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -2), lua_tostring(L, text));
+    lua_setfield(L, -2, "message");
+    set_from(L, "value", value);
+    set_from(L, "cause", cause);
+    /* The traceback: the text from its "stack traceback:" line on. */
+    const char *tx = lua_tostring(L, text);
+    const char *tb =
+        strncmp(tx, "stack traceback:\n", 17) == 0 ? tx : strstr(tx, "\nstack traceback:\n");
+    if (tb != NULL) {
+        lua_pushstring(L, tb[0] == '\n' ? tb + 1 : tb);
+        lua_setfield(L, -2, "traceback");
+    }
+    ffl_push_name(L, ctx, id);
+    lua_setfield(L, -2, "node");
+    const char *f = ff_graph_func_name(ctx->graph, ff_graph_fid(ctx->graph, id));
+    lua_pushstring(L, f != NULL ? f : "?");
+    lua_setfield(L, -2, "func");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(ctx->graph, id)); /* [desc, e, fn] */
+    lua_Debug ar;
+    if (lua_isfunction(L, -1)) {
+        lua_getinfo(L, ">S", &ar); /* [desc, e] */
+        if (ar.what[0] != 'C') {
+            lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+            lua_setfield(L, -2, "where");
+        }
+    } else {
+        lua_pop(L, 1);
+    }
+    if (luaL_newmetatable(L, RUN_ERROR_MT)) { /* [desc, e, mt] */
+        lua_pushcfunction(L, run_error_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushcfunction(L, run_error_concat);
+        lua_setfield(L, -2, "__concat");
+    }
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2); /* [e] */
 }
 
 /* The run's message handler (ffl_run_push_msgh). Upvalues: the run, the
@@ -350,10 +478,18 @@ static int run_msgh(lua_State *L) {
         ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 1);
         lua_pop(L, 1);
     }
-    ffl_run_push_desc(L, ctx, id); /* [err, desc] */
-    if (!push_nested_failure(L, r, 1))
-        ffl_traceback(L); /* [err, desc, msg] */
-    lua_pushfstring(L, "%s failed: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+    lua_settop(L, 1);
+    if (push_nested_failure(L, r, 1)) { /* [err, text] */
+        /* The innermost failure's value, and the nested run's error. */
+        if (lua_rawgeti(L, LUA_REGISTRYINDEX, r->core) == LUA_TTABLE) /* [err, text, core] */
+            lua_getfield(L, -1, "value");
+        else
+            lua_pushvalue(L, -1); /* [err, text, core, value] */
+        ffl_run_push_error(L, ctx, id, -1, 2, 1);
+    } else {
+        ffl_traceback(L); /* [err, ..., text] */
+        ffl_run_push_error(L, ctx, id, 1, lua_gettop(L), 0);
+    }
     return 1;
 }
 

@@ -75,12 +75,26 @@ void ffl_run_count_leaves(struct ffl_run *r);
 void ffl_run_release(struct ffl_run *r);
 
 /* Pushes the run's message handler: a closure over r and the LeafSet at
- * lsidx. An error while a node runs becomes "node 'x' (function 'f'
- * defined at ...) failed: <error>" with a traceback (or, for the failure
- * of a run nested in this one, the failure it carries), and the hooks hear
- * of the failure; an error reading a leaf names the leaf; others pass as
- * they are. Stack effect: +1. */
+ * lsidx. An error while a node runs becomes a run error object
+ * (ffl_run_push_error) whose message is "node 'x' (function 'f' defined
+ * at ...) failed: <error>" with a traceback (or, for the failure of a run
+ * nested in this one, the failure it carries, whose value it keeps), and
+ * the hooks hear of the failure; an error reading a leaf names the leaf;
+ * others pass as they are. Stack effect: +1. */
 void ffl_run_push_msgh(lua_State *L, struct ffl_run *r, int lsidx);
+
+/* Pushes the error object of a run whose node id failed (a table with
+ * the metatable "functionfuse.RunError"): message = "<ffl_run_push_desc>
+ * failed: <the string at text>", which is also what tostring and .. give;
+ * value = the value at index value (the original error value; 0: none);
+ * cause = the value at index cause (a nested run's error; 0: none);
+ * traceback = the text from its "stack traceback:" line on, when it has
+ * one; node, func (full names) and where ("src:line" where the function is
+ * defined; none for a C function). Stack effect: +1. */
+void ffl_run_push_error(lua_State *L, ffl_ctx *ctx, uint32_t id, int value, int text, int cause);
+
+/* Whether the value at idx is a run error object. */
+int ffl_is_run_error(lua_State *L, int idx);
 
 /* Makes r the innermost run in progress, right before its protected call
  * (nothing may raise between this and ffl_run_end). */
@@ -94,7 +108,9 @@ void ffl_run_end(lua_State *L, struct ffl_run *r, int failed);
 /* Pushes the results table and the pre-run functions table (r->results,
  * r->pre), then runs every planned node's plugins (local_initialize, then
  * remote_initialize, whose result is the node's pre-run function), in
- * plan order. Stack effect: +2. */
+ * plan order, on a copy of the plugins made for this run (tables copied,
+ * metatables shared), so every run starts them from the same state.
+ * Stack effect: +2. */
 void ffl_run_plugins(lua_State *L, struct ffl_run *r);
 
 /* Pushes argument a of the node running, with node references replaced

@@ -123,8 +123,10 @@ static int l_open(lua_State *L) {
     memset(u, 0, sizeof *u);
     luaL_setmetatable(L, STORE_MT);
     char err[512];
-    if (ff_store_open(&u->s, path, create, err, sizeof err) != 0)
-        return luaL_error(L, "%s", err);
+    if (ff_store_open(&u->s, path, create, err, sizeof err) != 0) {
+        lua_pushstring(L, err); /* no position: the caller's Lua code adds its own */
+        return lua_error(L);
+    }
     return 1;
 }
 

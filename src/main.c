@@ -89,10 +89,14 @@ static int collect_args(char **argv, int *first) {
     return flags;
 }
 
-static void print_usage(FILE *f) {
-    fputs("usage: " FF_PROGNAME " [options] [script [args]]\n"
-          "       " FF_PROGNAME " COMMAND [args]\n"
-          "Options (as in lua5.4):\n"
+/* The usage, with the program called name (argv[0] after a bad option, as
+ * lua.c prints it). */
+static void print_usage(FILE *f, const char *name) {
+    fprintf(f,
+            "usage: %s [options] [script [args]]\n"
+            "       %s COMMAND [args]\n",
+            name, name);
+    fputs("Options (as in lua5.4):\n"
           "  -e stat   execute string 'stat'\n"
           "  -i        enter interactive mode after executing 'script'\n"
           "  -l mod    require library 'mod' into global 'mod'\n"
@@ -294,7 +298,7 @@ static void print_help(void) {
            "With no script and a terminal on stdin, fflua starts an interactive REPL\n"
            "(line editing, history in ~/.fflua_history, Tab completion, 'ff' preloaded).\n\n",
            FFLUA_VERSION);
-    print_usage(stdout);
+    print_usage(stdout, FF_PROGNAME);
     puts("\nCommands (fflua COMMAND --help for more):");
     for (const struct subcommand *c = subcommands; c->name; c++)
         printf("  %-8s  %s\n", c->name, c->summary);
@@ -313,7 +317,7 @@ static void print_help(void) {
 static lua_State *new_state(void) {
     lua_State *L = luaL_newstate();
     if (L == NULL) {
-        ff_cli_message(FF_PROGNAME, "cannot create state: not enough memory");
+        ff_cli_message(ff_cli_progname(), "cannot create state: not enough memory");
         return NULL;
     }
     lua_gc(L, LUA_GCSTOP);
@@ -479,6 +483,16 @@ static int handle_luainit(lua_State *L) {
     return dostring(L, init, name);
 }
 
+/* Runs the REPL. As lua.c's doREPL, errors are reported without the
+ * program's name meanwhile, also one that ends the REPL (a _PROMPT whose
+ * __tostring fails), which main reports. */
+static void repl(lua_State *L) {
+    const char *name = ff_cli_progname();
+    ff_cli_set_progname(NULL);
+    ff_repl_run(L);
+    ff_cli_set_progname(name);
+}
+
 static int pmain(lua_State *L) {
     int argc = (int)lua_tointeger(L, 1);
     char **argv = lua_touserdata(L, 2);
@@ -488,11 +502,12 @@ static int pmain(lua_State *L) {
     luaL_checkversion(L);
     if (flags & HAS_ERROR) {
         const char *bad = argv[script];
+        const char *name = ff_cli_progname();
         if (bad[1] == 'e' || bad[1] == 'l')
-            fprintf(stderr, FF_PROGNAME ": '%s' needs argument\n", bad);
+            fprintf(stderr, "%s: '%s' needs argument\n", name, bad);
         else
-            fprintf(stderr, FF_PROGNAME ": unrecognized option '%s'\n", bad);
-        print_usage(stderr);
+            fprintf(stderr, "%s: unrecognized option '%s'\n", name, bad);
+        print_usage(stderr, name);
         return 0;
     }
     if (flags & HAS_V)
@@ -515,11 +530,11 @@ static int pmain(lua_State *L) {
     if (script < argc && handle_script(L, argv + script, script == 1) != LUA_OK)
         return 0;
     if (flags & HAS_I) {
-        ff_repl_run(L);
+        repl(L);
     } else if (script == argc && !(flags & (HAS_E | HAS_V))) {
         if (isatty(STDIN_FILENO)) {
             ff_cli_print_version();
-            ff_repl_run(L);
+            repl(L);
         } else if (dofile(L, NULL) != LUA_OK) {
             return 0;
         }
@@ -529,6 +544,8 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+    if (argv[0] != NULL && argv[0][0] != '\0')
+        ff_cli_set_progname(argv[0]); /* as lua.c */
     if (argc >= 2) {
         if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
             print_help();

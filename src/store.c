@@ -1295,15 +1295,58 @@ static int env_open(env **out, const char *path, struct stat *st, char *err, siz
     return 0;
 }
 
+/* Makes directory path (mode 0755) and its missing parents (0777, both
+ * less the umask), as mkdir -p; a directory another process makes at the
+ * same time is fine. Returns 0, or -errno with err saying which directory
+ * could not be made and why. */
+static int make_dirs(const char *path, char *err, size_t errlen) {
+    size_t n = strlen(path);
+    char *p = malloc(n + 1);
+    if (p == NULL) {
+        snprintf(err, errlen, "not enough memory");
+        return -ENOMEM;
+    }
+    memcpy(p, path, n + 1);
+    while (n > 1 && p[n - 1] == '/') /* "a/b/" is "a/b" */
+        p[--n] = '\0';
+    int rc = 0;
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+        if (i < n && (p[i] != '/' || p[i - 1] == '/'))
+            continue;
+        char c = p[i];
+        p[i] = '\0';
+        struct stat st;
+        if (mkdir(p, i == n ? 0755 : 0777) != 0 && errno != EEXIST) {
+            rc = -errno;
+        } else if (stat(p, &st) != 0) {
+            rc = -errno;
+        } else if (!S_ISDIR(st.st_mode)) {
+            rc = -ENOTDIR;
+        }
+        if (rc != 0)
+            snprintf(err, errlen, "cannot make the directory '%s' for the storage '%s': %s", p,
+                     path, strerror(-rc));
+        p[i] = c;
+    }
+    free(p);
+    return rc;
+}
+
 int ff_store_open(ff_store **out, const char *path, int create, char *err, size_t errlen) {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0) {
-        if (errno == ENOENT && create && (mkdir(path, 0755) == 0 || errno == EEXIST) &&
-            stat(path, &st) == 0) {
-            /* made it, or another process did */
+        int en = errno;
+        if ((en == ENOENT || en == ENOTDIR) && create) { /* make_dirs names what is in the way */
+            int rc = make_dirs(path, err, errlen);
+            if (rc != 0)
+                return rc;
+            if (stat(path, &st) != 0) {
+                en = errno;
+                snprintf(err, errlen, "cannot open the storage '%s': %s", path, strerror(en));
+                return -en;
+            }
         } else {
-            int en = errno;
             snprintf(err, errlen, "cannot open the storage '%s': %s", path, strerror(en));
             return -en;
         }

@@ -74,7 +74,8 @@ typedef struct ff_rec {
     const char *why;
 } ff_rec;
 
-/* Opens (creating the directory when create is set) the storage at path.
+/* Opens the storage at path; when create is set, a missing directory is
+ * made (0755) with its missing parents (0777), both less the umask.
  * On failure *out is NULL and the return value an error code; the message
  * is in err. */
 int ff_store_open(ff_store **out, const char *path, int create, char *err, size_t errlen);

@@ -450,6 +450,7 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
 struct reg_ud {
     ff_msg_res res[FF_MSG_RES_MAX];
     size_t n;
+    int gpu; /* GPU is among them */
 };
 
 static int add_res(void *ud, const char *name, size_t len, double v) {
@@ -458,6 +459,7 @@ static int add_res(void *ud, const char *name, size_t len, double v) {
     if (u->n == FF_MSG_RES_MAX || ff_sched_amount(v, &amount) != 0)
         return 1;
     u->res[u->n++] = (ff_msg_res){name, len, (uint64_t)amount};
+    u->gpu |= len == 3 && memcmp(name, "GPU", 3) == 0;
     return 0;
 }
 
@@ -466,9 +468,14 @@ static void on_ready(ff_conn *c, int role) {
     (void)role;
     struct reg_ud u;
     u.n = 0;
+    u.gpu = 0;
     char err[256];
     if (w->resources)
         ff_parse_resources(w->resources, add_res, &u, err, sizeof err);
+    /* GPUs: what --resources says, else what the machine shows. */
+    int gpus = u.gpu ? 0 : ff_detect_gpus();
+    if (gpus > 0 && u.n < FF_MSG_RES_MAX)
+        add_res(&u, "GPU", 3, (double)gpus);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     unsigned char machine[FF_MACHINE_LEN];

@@ -5,18 +5,71 @@ local core = require "functionfuse.core"
 
 local M = {}
 
-local callable = require("functionfuse._util").callable
+local util = require "functionfuse._util"
+local callable = util.callable
 
 --- Query: the nodes a pattern selected, with setters that return the query.
 local Query = {}
 Query.__index = Query
 Query.__name = "functionfuse.Query"
 
+-- The text of a pattern without what only regular expressions say
+-- (anchors, ".*", "\d+"), to compare with names.
+local function pattern_text(p)
+  p = p:gsub("^%^", ""):gsub("%$$", "")
+  p = p:gsub("%.[%*%+]", ""):gsub("\\d[%*%+]?", ""):gsub("%[0%-9%][%*%+]?", "")
+  return p
+end
+
+--- Says on stderr that query q, which a setter is applied to, matches no
+-- node: "fflua: warning: query 'p' matches no node of workflow 'w'; closest
+-- names: a, b, c" (up to three names of the nearest kind). Names are
+-- compared without their _NNNN counter, so one function's nodes count
+-- once; a setter applied to nothing is most likely a misspelt pattern.
+local function warn_empty(q)
+  if #q._nodes > 0 then return end
+  local want = pattern_text(q._pattern or "")
+  local by_group, groups = {}, {}
+  for _, name in ipairs(q._wf._core:nodes(nil, true)) do
+    local g = name:gsub("_%d%d%d%d+$", "")
+    if by_group[g] == nil then
+      by_group[g] = {}
+      groups[#groups + 1] = g
+    end
+    local t = by_group[g]
+    if #t < 3 then t[#t + 1] = name end
+  end
+  local dist = {}
+  for _, g in ipairs(groups) do dist[g] = util.distance(want, g) end
+  table.sort(groups, function(a, b) return dist[a] < dist[b] or dist[a] == dist[b] and a < b end)
+  local closest = {}
+  for _, g in ipairs(groups) do
+    if dist[g] > dist[groups[1]] then break end -- only the nearest
+    for _, name in ipairs(by_group[g]) do
+      if #closest < 3 then closest[#closest + 1] = core.escape(name) end
+    end
+  end
+  io.stderr:write(("fflua: warning: query '%s' matches no node of workflow '%s'; closest names: %s\n")
+    :format(core.escape(q._pattern or ".*"), core.escape(q._wf.workflow_name), table.concat(closest, ", ")))
+end
+
+--- The keys remote args may have (Ray's names; num_gpus is the resource GPU).
+M.remote_args = { "num_cpus", "num_gpus", "resources" }
+
 function Query:set_remote_args(args)
   if type(args) ~= "table" then
     error(("bad argument #1 to 'set_remote_args' (table expected, got %s)"):format(type(args)), 2)
   end
-  for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "remote", args) end
+  util.check_keys(args, M.remote_args, "set_remote_args", "remote arg", 2)
+  warn_empty(self)
+  -- A copy: the nodes get the args as they are now, checked.
+  local copy = {}
+  for k, v in pairs(args) do copy[k] = v end
+  if type(args.resources) == "table" then
+    copy.resources = {}
+    for k, v in pairs(args.resources) do copy.resources[k] = v end
+  end
+  for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "remote", copy) end
   return self
 end
 
@@ -34,6 +87,7 @@ end
 
 function Query:set_plugins(p)
   check_plugin(p, 2)
+  warn_empty(self)
   for _, n in ipairs(self._nodes) do self._wf._core:set_slot(n, "plugins", p) end
   return self
 end
@@ -143,6 +197,10 @@ function Base:names() return self._core:nodes(nil, true) end
 -- to this function and returns what it returns instead of running.
 M.capture = nil
 
+--- The options every workflow class takes; a class with more lists them
+-- all in its `_options`.
+M.options = { "workflow_name", "cache", "quiet", "verbose" }
+
 --- Makes a workflow object of class `cls` from (leaf, ..., options). Its
 -- `_core` is the engine's LeafSet of those leaves: the C object that
 -- queries and runs them.
@@ -163,6 +221,7 @@ function M.new(cls, what, ...)
     leaves[i] = v
   end
   if n == 0 then error(what .. ": give at least one node to run", 3) end
+  util.check_keys(opts, cls._options or M.options, what, "option", 3)
   local name = opts.workflow_name
   if name == nil then
     error(what .. ": the option 'workflow_name' is required: " .. what ..

@@ -5,6 +5,7 @@
 --   local storage = storage_factory{ kind = "file", options = { path = "storage" } }
 --   wf:set_storage(storage)
 local core = require "functionfuse.core"
+local util = require "functionfuse._util"
 
 local M = {}
 
@@ -155,6 +156,10 @@ function M.storage_factory(opt)
   if type(opt) ~= "table" then
     error(("bad argument #1 to 'storage_factory' (table expected, got %s)"):format(type(opt)), 2)
   end
+  util.check_keys(opt, { "kind", "options" }, "storage_factory", "key", 2)
+  if type(opt.options) == "table" then
+    util.check_keys(opt.options, { "path" }, "storage_factory", "option", 2)
+  end
   if not kinds[opt.kind] then
     error(("storage_factory: unknown kind %s (\"file\" or \"lmdb\")")
           :format(opt.kind == nil and "(none)" or ("'" .. tostring(opt.kind) .. "'")), 2)
@@ -163,8 +168,9 @@ function M.storage_factory(opt)
   if type(path) ~= "string" or path == "" then
     error("storage_factory: options.path (a directory) is required", 2)
   end
-  return setmetatable({ kind = opt.kind, path = path, always_read = false,
-                        _st = core.store_open(path) }, Storage)
+  local ok, st = pcall(core.store_open, path)
+  if not ok then error(st, 2) end
+  return setmetatable({ kind = opt.kind, path = path, always_read = false, _st = st }, Storage)
 end
 
 M.Storage = Storage

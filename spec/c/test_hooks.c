@@ -44,9 +44,13 @@ static void test_hooks(void) {
     ASSERT_EQ(fflua_set_hooks(L, &h, &s), 0);
     if (luaL_dostring(L, script) != LUA_OK)
         FAIL_("%s", lua_tostring(L, -1));
-    ASSERT_EQ(lua_gettop(L), 2); /* the failed run's pcall: false, message */
+    ASSERT_EQ(lua_gettop(L), 2); /* the failed run's pcall: false, the run's error */
     ASSERT(!lua_toboolean(L, 1));
-    ASSERT(lua_isstring(L, 2) && strncmp(lua_tostring(L, 2), "node 'bad' ", 11) == 0);
+    ASSERT(lua_istable(L, 2)); /* an error object: its message, its node */
+    ASSERT_EQ(lua_getfield(L, 2, "message"), LUA_TSTRING);
+    ASSERT(strncmp(lua_tostring(L, -1), "node 'bad' ", 11) == 0);
+    ASSERT_EQ(lua_getfield(L, 2, "node"), LUA_TSTRING);
+    ASSERT_STR_EQ(lua_tostring(L, -1), "bad");
     lua_settop(L, 0);
     ASSERT_STR_EQ(s.log, "+sum_0000 -sum_0000 +b -b +sum_0000 -sum_0000 +b -b +bad !bad ");
     ASSERT_EQ(fflua_set_hooks(L, NULL, NULL), 0);

@@ -30,6 +30,12 @@ local function fail(fmt, ...)
   error({ msg = fmt:format(...) }, 0)
 end
 
+--- A command given the wrong arguments: exit status 2, as for every
+-- usage error of fflua (cli.md).
+local function usage_fail(fmt, ...)
+  error({ msg = fmt:format(...), usage = true }, 0)
+end
+
 --- Damage met while listing: said on stderr; the command then exits 1.
 local damaged
 local function note_damage(st, damage)
@@ -93,7 +99,7 @@ local function workflows_of(st)
 end
 
 function commands.ls(a)
-  if not a[1] or a[4] then fail("ls takes PATH [WORKFLOW [GLOB]]") end
+  if not a[1] or a[4] then usage_fail("ls takes PATH [WORKFLOW [GLOB]]") end
   local st = open(a[1])
   if not a[2] then
     local rows = { { "WORKFLOW", "TASKS", "SIZE" } }
@@ -120,7 +126,7 @@ function commands.ls(a)
 end
 
 function commands.show(a)
-  if not a[3] or a[4] then fail("show takes PATH WORKFLOW TASK") end
+  if not a[3] or a[4] then usage_fail("show takes PATH WORKFLOW TASK") end
   local st = open(a[1])
   local v, why, msg = st:get(a[2], a[3], true)
   if why == "missing" then
@@ -135,7 +141,7 @@ end
 function commands.rm(a)
   local st
   if a[3] == "--pattern" then
-    if not a[4] or a[5] then fail("rm takes PATH WORKFLOW (TASK | --pattern GLOB)") end
+    if not a[4] or a[5] then usage_fail("rm takes PATH WORKFLOW (TASK | --pattern GLOB)") end
     st = open(a[1])
     local names, damage = st:list(a[2], a[4])
     note_damage(st, damage)
@@ -143,7 +149,7 @@ function commands.rm(a)
     print(("removed %d task%s"):format(n, n == 1 and "" or "s"))
     return 0
   end
-  if not a[3] or a[4] then fail("rm takes PATH WORKFLOW (TASK | --pattern GLOB)") end
+  if not a[3] or a[4] then usage_fail("rm takes PATH WORKFLOW (TASK | --pattern GLOB)") end
   st = open(a[1])
   if not st:del(a[2], a[3]) then
     fail("storage '%s' has no task '%s' in workflow '%s'", esc(a[1]), esc(a[3]), esc(a[2]))
@@ -152,7 +158,7 @@ function commands.rm(a)
 end
 
 commands["rm-workflow"] = function(a)
-  if not a[2] or a[3] then fail("rm-workflow takes PATH WORKFLOW") end
+  if not a[2] or a[3] then usage_fail("rm-workflow takes PATH WORKFLOW") end
   local st = open(a[1])
   if not st:drop(a[2]) then
     fail("storage '%s' has no workflow '%s'", esc(a[1]), esc(a[2]))
@@ -165,7 +171,7 @@ local function plural(n, word)
 end
 
 function commands.check(a)
-  if not a[1] or a[2] then fail("check takes PATH") end
+  if not a[1] or a[2] then usage_fail("check takes PATH") end
   local st = open(a[1])
   local nwf, nrec, nbad = 0, 0, 0
   for _, wf in ipairs(workflows_of(st)) do
@@ -203,7 +209,7 @@ function commands.check(a)
 end
 
 function commands.repair(a)
-  if not a[1] or a[2] then fail("repair takes PATH") end
+  if not a[1] or a[2] then usage_fail("repair takes PATH") end
   open(a[1]):close()
   local r, err = core.store_repair(a[1])
   if not r then fail("%s", err) end
@@ -222,9 +228,13 @@ end
 
 function M.main(args)
   local cmd = args[1]
-  if cmd == nil or cmd == "--help" or cmd == "-h" or cmd == "help" then
+  if cmd == nil then
+    io.stderr:write(usage)
+    return 2
+  end
+  if cmd == "--help" or cmd == "-h" or cmd == "help" then
     io.write(usage)
-    return cmd == nil and 2 or 0
+    return 0
   end
   local fn = commands[cmd]
   if not fn then
@@ -237,7 +247,7 @@ function M.main(args)
   if ok then return err end
   if type(err) == "table" and err.msg then
     io.stderr:write("fflua store " .. cmd .. ": " .. err.msg .. "\n")
-    return 1
+    return err.usage and 2 or 1
   end
   io.stderr:write("fflua store " .. cmd .. ": " .. tostring(err):gsub("^[^:]*:%d+: ", "") .. "\n")
   return 1

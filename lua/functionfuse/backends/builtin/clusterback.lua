@@ -7,16 +7,23 @@
 --   print(wf:run())        -- no address: a local cluster, started once per process
 --
 -- Options: cluster_init_args (alias ray_init_args) = { address = "HOST:PORT",
--- token_file = F, ignore_reinit_error = bool, num_workers = N, num_cpus = N,
--- resources = { name = amount } }.
+-- token_file = F, token = T, ignore_reinit_error = bool, num_workers = N,
+-- num_cpus = N, num_gpus = N, resources = { name = amount } }. Unknown keys
+-- are errors.
 local base = require "functionfuse._base"
 local core = require "functionfuse.core"
+local util = require "functionfuse._util"
 
 local M = {}
 
 local ClusterWorkflow = setmetatable({}, { __index = base.Base })
 ClusterWorkflow.__index = ClusterWorkflow
 ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
+ClusterWorkflow._options = { "workflow_name", "cluster_init_args", "ray_init_args", "cache",
+                             "quiet", "verbose" }
+local INIT_ARGS = { "address", "token_file", "token", "ignore_reinit_error", "num_workers",
+                    "num_cpus", "num_gpus", "resources" }
+local RUN_OPTIONS = { "return_results", "max_pending_tasks" }
 
 -- The state of this Lua state's cluster use: the local cluster, open
 -- connections by address, the run counter.
@@ -70,6 +77,20 @@ local Guard = {
   end,
 }
 
+-- The resources of a local cluster's machine: resources, with num_gpus as
+-- the resource GPU.
+local function local_resources(a)
+  local res = a.resources
+  if a.num_gpus == nil then return res end
+  if res ~= nil and type(res) ~= "table" then return res end -- refused by resources_json
+  if res ~= nil and res.GPU ~= nil then
+    error("ClusterWorkflow: give GPUs once, as num_gpus or as resources.GPU", 5)
+  end
+  local t = { GPU = a.num_gpus }
+  for k, v in pairs(res or {}) do t[k] = v end
+  return t
+end
+
 -- num_cpus and resources describe the machine, as in ray.init: num_cpus
 -- CPUs in all (default: its cores), shared out among num_workers worker
 -- processes (default: one per CPU, or one when num_cpus is not a whole
@@ -77,7 +98,7 @@ local Guard = {
 local function start_local(a)
   local cfg = {
     num_cpus = a.num_cpus or core.cpu_count(),
-    resources = resources_json(a.resources),
+    resources = resources_json(local_resources(a)),
   }
   if not amount(cfg.num_cpus, MAX_CPUS) then
     error("ClusterWorkflow: num_cpus must be a number from 0 to " .. MAX_CPUS ..
@@ -161,6 +182,7 @@ function ClusterWorkflow:run(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(opts)), 2)
   end
+  util.check_keys(opts, RUN_OPTIONS, "ClusterWorkflow:run", "option", 2)
   if base.capture then return base.capture(self) end
   local client = self:_client()
   state.run_id = state.run_id + 1
@@ -186,7 +208,18 @@ function ClusterWorkflow:__tostring()
 end
 
 M.ClusterWorkflow = function(...)
-  return base.new(ClusterWorkflow, "ClusterWorkflow", ...)
+  local wf = base.new(ClusterWorkflow, "ClusterWorkflow", ...)
+  local o = wf.options
+  if o.cluster_init_args ~= nil and o.ray_init_args ~= nil then
+    error("ClusterWorkflow: give cluster_init_args or ray_init_args, not both", 2)
+  end
+  local name = o.cluster_init_args ~= nil and "cluster_init_args" or "ray_init_args"
+  local a = o[name]
+  if a ~= nil and type(a) ~= "table" then
+    error(("ClusterWorkflow: %s must be a table"):format(name), 2)
+  end
+  if a ~= nil then util.check_keys(a, INIT_ARGS, "ClusterWorkflow: " .. name, "key", 2) end
+  return wf
 end
 
 --- The local cluster's address, when one runs (for tests and tools).

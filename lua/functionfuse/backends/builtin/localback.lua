@@ -31,7 +31,8 @@ function LocalWorkflow:__tostring()
 end
 
 M.LocalWorkflow = function(...)
-  return base.new(LocalWorkflow, "LocalWorkflow", ...)
+  local wf = base.new(LocalWorkflow, "LocalWorkflow", ...) -- not a tail call: errors point at the caller
+  return wf
 end
 
 return M

@@ -7,10 +7,12 @@
 --                               before the node's function, wherever it runs.
 -- Both are called for every node in the run's order before any node runs,
 -- so what a plugin hands a node depends only on the script, never on the
--- backend.
+-- backend. Each run calls them on a copy of the plugin made for that run
+-- (lrun.c), so every run starts from the plugin as the script made it.
 local M = {}
 
-local callable = require("functionfuse._util").callable
+local util = require "functionfuse._util"
+local callable = util.callable
 
 --- InitializerPlugin(fn): calls fn() before each node it is attached to.
 local InitializerPlugin = { __name = "functionfuse.InitializerPlugin" }
@@ -56,6 +58,7 @@ function M.RandomStatePlugin(a, ...)
   local o
   if type(a) == "table" then
     o = a
+    util.check_keys(o, { "min", "max", "seed", "seed_func" }, "RandomStatePlugin", "field", 2)
   else
     local max, seed, seed_func = ...
     o = { min = a, max = max, seed = seed, seed_func = seed_func }
