@@ -256,11 +256,9 @@ describe("cluster", function()
       cluster_init_args = { address = address, token_file = token } })
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
-    err = tostring(err)
     assert.matches("node 'bad_0000' %(function 'bad' defined at .-%) failed: .-no good: 41\n" ..
                    "%(on worker [^\n]+:" .. ps[1]:pid() .. ", working directory " ..
-                   io.popen("pwd"):read("l"):gsub("%p", "%%%0") .. "%)\nstack traceback:", err)
-    assert.matches("stack traceback", err, 1, true)
+                   io.popen("pwd"):read("l"):gsub("%p", "%%%0") .. "%)\nstack traceback:", tostring(err))
     -- The error object: what crosses the wire is the error's text, which
     -- is its value; the traceback is apart.
     assert.are.equal("bad_0000", err.node)
@@ -275,7 +273,7 @@ describe("cluster", function()
     assert.is_false(ok)
     assert.are.equal("(error object is a table value)", err.value)
     assert.matches("^node 'obj_0000' %(function 'obj' defined at .-%) failed: %(error object is a " ..
-                   "table value%)\nstack traceback:\n", tostring(err))
+                   "table value%)\n%(on worker [^\n]+%)\nstack traceback:\n", tostring(err))
   end)
 
   it("fails the run when a worker dies under a task, and goes on serving", function()

@@ -422,6 +422,10 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
          * the text without its traceback (see guide.md). */
         const char *text = lua_pushlstring(L, m.bytes, m.len); /* [text] */
         const char *tb = strstr(text, "\nstack traceback:\n");
+        /* The worker's line saying where (lexec.c) is not the value's. */
+        const char *at = strstr(text, "\n(on worker ");
+        if (at != NULL && (tb == NULL || at < tb))
+            tb = at;
         lua_pushlstring(L, text, tb != NULL ? (size_t)(tb - text) : m.len); /* [text, value] */
         ffl_run_push_error(L, r->ctx, id, -1, -2, 0);
         lua_error(L);
