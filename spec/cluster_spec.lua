@@ -57,6 +57,26 @@ describe("cluster", function()
     end
   end)
 
+  it("runs the whole workflow of the given node, the nodes below it included", function()
+    local address, token, ps = cluster {
+      { cpus = 1 },
+      { cpus = 1, resources = '{"gpu": 1}' },
+    }
+    local with = tostring(ps[2]:pid())
+    local load = ff.workflow("load", function() return 10 end)
+    local train = ff.workflow("train", function(m, d) return m * d end)
+    local data = load()
+    for m = 1, 3 do train(m, data):set_name("model" .. m) end -- never kept
+    collectgarbage("collect")
+    local wf = ClusterWorkflow(data, { workflow_name = "whole",
+                                       cluster_init_args = { address = address, token_file = token } })
+    assert.are.equal(3, #wf:query("^model.*$"):set_remote_args { resources = { gpu = 0.5 } })
+    assert.are.equal(10, wf:run())
+    local where = wf.last_run.placement
+    assert.is_string(where.load_0000)
+    for m = 1, 3 do assert.matches(":" .. with .. "$", where["model" .. m]) end
+  end)
+
   it("runs a big workflow sent in several parts, dependencies across parts", function()
     local address, token = cluster { { cpus = 1 }, { cpus = 1 } }
     local inc = ff.workflow("inc", function(x) return x + 1 end)
