@@ -14,7 +14,10 @@
  * release callback. Node handles keep their node alive (a reference count in
  * the graph); their __gc only queues the decrement, which is applied at the
  * next graph operation, so the graph is never changed from inside a
- * collection step.
+ * collection step. A node lives as long as its component (graph.h): the
+ * handles the graph itself keeps in arguments (items, tables with nodes)
+ * are weak copies that hold no reference, else a node's own arguments
+ * would keep its component alive for ever.
  */
 #include <stdlib.h>
 #include <string.h>

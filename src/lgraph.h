@@ -101,7 +101,9 @@ int ffl_arg_depth_error(lua_State *L, const char *fname, int argn, const struct 
  * the sequence of its leaves (Node or NodeItem handles), never changed. */
 void ffl_check_leaves(lua_State *L, int idx);
 
-/* Plans the ancestors of the leaves of the LeafSet at idx; the caller
+/* Plans the workflow of the LeafSet at idx (the leaves' roots and every
+ * node below them, or the leaves' ancestors when the LeafSet was made
+ * with only_needed: see ff_graph_plan); the caller
  * releases the plan (ff_plan_release). When leaf_pos is not NULL,
  * *leaf_pos gets the leaves' positions in the plan, in order (malloc'd,
  * the caller frees it), and *nleaves their number. Raises on failure,
