@@ -896,6 +896,16 @@ static int enc_value(ffc_enc *e, int idx) {
         return fail(e, FFLUA_ENOSERIAL, "%s", "a function cannot be stored");
     case LUA_TUSERDATA:
         return enc_userdata(e, idx);
+    case LUA_TLIGHTUSERDATA:
+        /* The graph's weak node references in arguments (lgraph.c). */
+        if (e->o->ud_hook != NULL) {
+            int h = e->o->ud_hook(e->o->hook_ud, e, L, idx);
+            if (h < 0)
+                return fail(e, FFLUA_ELUA, "%s", lua_tostring(L, -1));
+            if (h > 0)
+                return e->err;
+        }
+        /* fallthrough */
     default: {
         const char *tn = luaL_typename(L, idx);
         if (e->o->flags & FFC_HASH)

@@ -21,6 +21,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -56,6 +57,9 @@ static int ffl_ctx_gc(lua_State *L) {
         ff_graph_destroy(ctx->graph);
         ctx->graph = NULL;
     }
+    if (ctx->weak_base != NULL)
+        munmap(ctx->weak_base, FFL_WEAK_RANGE);
+    ctx->weak_base = NULL;
     free(ctx->pending);
     free(ctx->deps);
     ctx->pending = ctx->deps = NULL;
@@ -79,6 +83,10 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_setmetatable(L, -2);
         if (ff_graph_create(&ctx->graph, release_handle, ctx) != 0)
             luaL_error(L, "not enough memory");
+        /* Address space only: never mapped readable, so it costs no memory. */
+        void *w = mmap(NULL, FFL_WEAK_RANGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        ctx->weak_base = w != MAP_FAILED ? w : NULL;
         lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY); /* [] */
     }
     if (ctx->graph == NULL)
@@ -125,11 +133,18 @@ void ffl_push_node(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     n->id = id;
 }
 
-/* Pushes a weak copy of the handle n at idx: a handle on the same node
- * (and path) that holds no reference (ctx NULL). The graph keeps these in
- * the arguments it owns: a reference from there would keep the node's own
- * component alive forever. Stack effect: +1. */
+/* Pushes a weak copy of the handle n at idx: a reference to the same node
+ * (and path) that holds no reference on it. The graph keeps these in the
+ * arguments it owns: a reference from there would keep the node's own
+ * component alive for ever. A node is a light userdata in the context's
+ * reserved range (no allocation: a reduce over many nodes copies a table
+ * of them), an item (or a node when no range could be reserved) a handle
+ * with ctx NULL. Stack effect: +1. */
 static void push_weak(lua_State *L, ffl_ctx *ctx, int idx, const ffl_node *n, int is_item) {
+    if (!is_item && ctx->weak_base != NULL && n->id < FFL_WEAK_RANGE) {
+        lua_pushlightuserdata(L, ctx->weak_base + n->id);
+        return;
+    }
     ffl_node *w = lua_newuserdatauv(L, sizeof *w, is_item ? 1 : 0);
     w->ctx = NULL;
     w->id = n->id;
