@@ -517,8 +517,9 @@ int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot) {
 void ff_plan_release(ff_graph *g, ff_plan *p) {
     if (p == NULL)
         return;
-    for (uint32_t i = 0; i < p->n; i++)
-        ff_graph_decref(g, p->order[i]);
+    for (uint32_t i = 0; i < p->nheld; i++)
+        ff_graph_decref(g, p->held[i]);
+    free(p->held);
     free(p->order);
     free(p->consumers);
     free(p->pos);
@@ -669,21 +670,23 @@ int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int fla
     p->pos_cap = g->used;
     p->pos = calloc(g->used ? g->used : 1, sizeof *p->pos);
     p->consumers = calloc(n ? n : 1, sizeof *p->consumers);
-    if (p->pos == NULL || p->consumers == NULL) {
-        p->n = 0;
+    p->held = malloc((nleaves ? nleaves : 1) * sizeof *p->held);
+    if (p->pos == NULL || p->consumers == NULL || p->held == NULL) {
         ff_plan_release(g, p);
         return -ENOMEM;
     }
+    /* Every planned node is in the component of a leaf: a reference on
+     * each leaf's component keeps them all. */
+    for (uint32_t i = 0; i < nleaves; i++)
+        ff_graph_incref(g, p->held[p->nheld++] = leaves[i]);
     for (uint32_t i = 0; i < p->n; i++) {
-        p->pos[order[i]] = i + 1;
-        ff_graph_incref(g, order[i]);
-    }
-    for (uint32_t i = 0; i < p->n; i++) {
+        p->pos[order[i]] = i + 1; /* parents are earlier: their positions are set */
         const struct node *nd = &g->nodes[order[i]];
         const uint32_t *par = parents_of(nd);
         for (uint32_t j = 0; j < nd->nparents; j++) {
             uint32_t pp = p->pos[par[j]] - 1;
-            if (pp >= i) { /* cannot happen: edges follow creation order */
+            if (pp >= i) { /* cannot happen: edges follow creation order and
+                            * a plan holds every parent of its nodes */
                 ff_plan_release(g, p);
                 return FFLUA_ECYCLE;
             }

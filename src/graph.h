@@ -140,6 +140,8 @@ typedef struct ff_plan {
     uint32_t *pos;       /* per node id (graph capacity): position + 1, 0 = not planned */
     uint32_t pos_cap;    /* length of pos */
     int flags;           /* as given to ff_graph_plan */
+    uint32_t *held;      /* the nodes whose components the plan holds a reference on */
+    uint32_t nheld;
 } ff_plan;
 
 /* Plan flags: only the leaves and their ancestors, not the whole workflow. */
@@ -147,7 +149,8 @@ typedef struct ff_plan {
 
 /* Plans a run of the workflow of leaves (live node ids; duplicates are
  * fine), or of their ancestors with FF_PLAN_NEEDED. Takes a reference on
- * every planned node, dropped by ff_plan_release. Returns 0, -ENOMEM,
+ * the leaves' components (which hold every planned node), dropped by
+ * ff_plan_release. Returns 0, -ENOMEM,
  * -EINVAL (a leaf is not live) or FFLUA_ECYCLE (an edge against creation
  * order, which the API cannot make). */
 int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int flags, ff_plan **out);
