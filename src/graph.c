@@ -530,6 +530,22 @@ uint32_t ff_plan_pos(const ff_plan *p, uint32_t id) {
     return id < p->pos_cap && p->pos[id] != 0 ? p->pos[id] - 1 : NONE;
 }
 
+/* Appends id to the array *a of *n ids (room for *cap), doubling it when
+ * full; on failure frees it. Returns 0 or -ENOMEM. */
+static int append(uint32_t **a, size_t *n, size_t *cap, uint32_t id) {
+    if (*n == *cap) {
+        uint32_t *o = realloc(*a, (*cap *= 2) * sizeof *o);
+        if (o == NULL) {
+            free(*a);
+            *a = NULL;
+            return -ENOMEM;
+        }
+        *a = o;
+    }
+    (*a)[(*n)++] = id;
+    return 0;
+}
+
 /* Ancestors of the leaves, in creation order: one sweep down the creation
  * log from the newest leaf, where every marked node marks its parents (all
  * older, so still ahead of the sweep). It stops when no marked node is left
@@ -557,15 +573,8 @@ static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves
             continue;
         struct node *nd = &g->nodes[id];
         pending--;
-        if (n == cap) {
-            uint32_t *o = realloc(order, (cap *= 2) * sizeof *o);
-            if (o == NULL) {
-                free(order);
-                return -ENOMEM;
-            }
-            order = o;
-        }
-        order[n++] = id;
+        if (append(&order, &n, &cap, id) != 0)
+            return -ENOMEM;
         const uint32_t *par = parents_of(nd);
         for (uint32_t j = 0; j < nd->nparents; j++) {
             struct node *pn = &g->nodes[par[j]];
@@ -623,15 +632,8 @@ static int sweep_descendants(ff_graph *g, uint32_t *order, size_t nanc, uint32_t
         if (j < nd->nparents)
             continue;
         nd->mark = in;
-        if (n == cap) {
-            uint32_t *o = realloc(res, (cap *= 2) * sizeof *o);
-            if (o == NULL) {
-                free(res);
-                return -ENOMEM;
-            }
-            res = o;
-        }
-        res[n++] = id;
+        if (append(&res, &n, &cap, id) != 0)
+            return -ENOMEM;
         for (uint32_t e = nd->child; e != NONE; e = g->edges[e].next) {
             struct node *c = &g->nodes[g->edges[e].child];
             if (c->mark != cand && c->mark != in) {
