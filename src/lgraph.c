@@ -584,8 +584,8 @@ static int ffl_node_get_name(lua_State *L) {
     return 1;
 }
 
-/* node:parents() -> its parents (distinct Node handles, in the order its
- * arguments name them, then its other dependencies) */
+/* node:parents() -> its parents (distinct Node handles: node arguments in
+ * order, then nodes inside table arguments, then ordering dependencies) */
 static int ffl_node_parents(lua_State *L) {
     ffl_node *n = check_node(L, 1);
     ffl_ctx *ctx = ffl_ctx_get(L);
