@@ -347,6 +347,36 @@ describe("a graph", function()
     assert.are.equal(base, core.graph_size())
   end)
 
+  it("is released under a limit on address space too, where weak references are handles", function()
+    if H.sanitize then
+      pending("ulimit -v cannot limit a process under AddressSanitizer, which reserves " ..
+              "terabytes of address space for its shadow memory")
+      return
+    end
+    local dir = H.tmpdir()
+    local script = H.write(dir .. "/limited.lua", [[
+local ff = require "functionfuse"
+local core = require "functionfuse.core"
+local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+local f = ff.workflow("f", function(i) return i end)
+local total = ff.workflow("total", function(t) return t[1] + t[2] + t.k[1] end)
+local function once()
+  local root = f(1)
+  local t = { f(2), f(root), k = { f(4) } }
+  local n = total(t)
+  return LocalWorkflow(root, n, { workflow_name = "w" }):run()
+end
+local base = core.graph_size()
+for _ = 1, 100 do assert(select(2, once()) == 7) end
+collectgarbage("collect")
+collectgarbage("collect")
+print(core.graph_size() - base)
+]])
+    local r = H.run({ "/bin/sh", "-c", "ulimit -v 2000000 && exec \"$0\" \"$1\"", H.bin, script })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("0\n", r.stdout)
+  end)
+
   it("does not grow over 2,000 build-and-run cycles", function()
     local f = ff.workflow("f", function(a, b) return a + (b or 0) end)
     local g = ff.workflow("g", function(a, t) return a + t[1] + t[2] end)

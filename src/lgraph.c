@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -83,9 +84,14 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_setmetatable(L, -2);
         if (ff_graph_create(&ctx->graph, release_handle, ctx) != 0)
             luaL_error(L, "not enough memory");
-        /* Address space only: never mapped readable, so it costs no memory. */
-        void *w = mmap(NULL, FFL_WEAK_RANGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
+        /* Address space only: never mapped readable, so it costs no
+         * memory; but it counts against a limit on address space, so with
+         * one set (ulimit -v) nothing is reserved. */
+        struct rlimit rl;
+        void *w = MAP_FAILED;
+        if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
+            w = mmap(NULL, FFL_WEAK_RANGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
         ctx->weak_base = w != MAP_FAILED ? w : NULL;
         lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY); /* [] */
     }

@@ -34,8 +34,10 @@ typedef struct ffl_node {
     uint32_t id;
 } ffl_node;
 
-/* Address space reserved for weak node references: node ids are below it. */
-#define FFL_WEAK_RANGE ((uintptr_t)1 << 31)
+/* Address space reserved for weak node references (256 MiB): nodes with
+ * ids below it get one; others, and every node when nothing could be
+ * reserved, get a weak full userdata instead. */
+#define FFL_WEAK_RANGE ((uintptr_t)1 << 28)
 
 /* The engine context of a state: one userdata in the registry under
  * "functionfuse.ctx", made by ffl_ctx_get and freed with the state. Its
