@@ -549,9 +549,10 @@ static int append(uint32_t **a, size_t *n, size_t *cap, uint32_t id) {
 /* Ancestors of the leaves, in creation order: one sweep down the creation
  * log from the newest leaf, where every marked node marks its parents (all
  * older, so still ahead of the sweep). It stops when no marked node is left
- * ahead. */
-static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, uint32_t **out,
-                           size_t *nout) {
+ * ahead. With roots_only, only the ancestors without parents (in any
+ * order). */
+static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int roots_only,
+                           uint32_t **out, size_t *nout) {
     uint32_t mark = next_epoch(g);
     uint32_t hi = 0;
     size_t pending = 0;
@@ -573,7 +574,7 @@ static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves
             continue;
         struct node *nd = &g->nodes[id];
         pending--;
-        if (append(&order, &n, &cap, id) != 0)
+        if ((!roots_only || nd->nparents == 0) && append(&order, &n, &cap, id) != 0)
             return -ENOMEM;
         const uint32_t *par = parents_of(nd);
         for (uint32_t j = 0; j < nd->nparents; j++) {
@@ -594,28 +595,27 @@ static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves
     return 0;
 }
 
-/* The workflow of the nodes in order (their ancestors, in creation order):
- * the roots among them, then every node whose parents are all in the
- * workflow, found by one sweep up the creation log from the oldest root.
+/* The workflow of the roots (distinct nodes without parents: the roots
+ * among the given nodes' ancestors): the roots, then every node whose
+ * parents are all in the workflow, in creation order, found by one sweep
+ * up the creation log from the oldest root.
  * A node becomes a candidate when one of its parents is in; a candidate
  * is in when all its parents are (all older, so decided already). The
  * sweep stops when no candidate is left ahead. */
-static int sweep_descendants(ff_graph *g, uint32_t *order, size_t nanc, uint32_t **out,
+static int sweep_descendants(ff_graph *g, const uint32_t *roots, size_t nroots, uint32_t **out,
                              size_t *nout) {
     uint32_t cand = next_epoch(g), in = next_epoch(g);
     if (in < cand) /* the epochs wrapped between the two */
         cand = next_epoch(g), in = next_epoch(g);
     uint32_t lo = NONE;
     size_t pending = 0;
-    for (size_t i = 0; i < nanc; i++) {
-        struct node *nd = &g->nodes[order[i]];
-        if (nd->nparents == 0) {
-            nd->mark = cand;
-            pending++;
-            lo = nd->logpos < lo ? nd->logpos : lo;
-        }
+    for (size_t i = 0; i < nroots; i++) {
+        struct node *nd = &g->nodes[roots[i]];
+        nd->mark = cand;
+        pending++;
+        lo = nd->logpos < lo ? nd->logpos : lo;
     }
-    size_t n = 0, cap = nanc > 64 ? nanc : 64;
+    size_t n = 0, cap = 1024;
     uint32_t *res = malloc(cap * sizeof *res);
     if (res == NULL)
         return -ENOMEM;
@@ -656,11 +656,12 @@ int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int fla
         return -ENOMEM;
     size_t n = 0;
     uint32_t *order = NULL;
-    int rc = sweep_ancestors(g, leaves, nleaves, &order, &n);
-    if (rc == 0 && !(flags & FF_PLAN_NEEDED)) {
-        uint32_t *anc = order;
-        rc = sweep_descendants(g, anc, n, &order, &n);
-        free(anc);
+    int whole = !(flags & FF_PLAN_NEEDED);
+    int rc = sweep_ancestors(g, leaves, nleaves, whole, &order, &n);
+    if (rc == 0 && whole) {
+        uint32_t *roots = order;
+        rc = sweep_descendants(g, roots, n, &order, &n);
+        free(roots);
         if (rc != 0)
             order = NULL;
     }
