@@ -84,15 +84,22 @@ end
 
 local procs -- { head = pid, workers = { pid, ... } }
 
+-- The head is this process's child; the local workers are the head's.
 local function find_procs()
-  local me = core.getpid()
-  local kids = slurp(("/proc/%d/task/%d/children"):format(me, me)) or ""
   local p = { workers = {} }
-  for pid in kids:gmatch("%d+") do
-    local cmd = (slurp("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
-    if cmd:match("^%S*fflua head ") then p.head = tonumber(pid)
-    elseif cmd:match("^%S*fflua worker ") then p.workers[#p.workers + 1] = tonumber(pid) end
+  local function scan(parent)
+    local kids = slurp(("/proc/%d/task/%d/children"):format(parent, parent)) or ""
+    for pid in kids:gmatch("%d+") do
+      local cmd = (slurp("/proc/" .. pid .. "/cmdline") or ""):gsub("%z", " ")
+      if cmd:match("^%S*fflua head ") then
+        p.head = tonumber(pid)
+        scan(p.head)
+      elseif cmd:match("^%S*fflua worker ") then
+        p.workers[#p.workers + 1] = tonumber(pid)
+      end
+    end
   end
+  scan(core.getpid())
   return p
 end
 

@@ -188,26 +188,12 @@ describe("fflua command line", function()
     assert.truthy(commands, r.stdout)
     local listed = {}
     for name in ("\n" .. commands):gmatch("\n  (%S+)") do listed[#listed + 1] = name end
-    assert.are.same({ "store", "head", "worker", "status" }, listed)
+    assert.are.same({ "store", "head", "worker", "status", "graph" }, listed)
     assert.falsy(r.stdout:find("not yet", 1, true))
     assert.are.equal(r.stdout, H.fflua({ "-h" }).stdout)
   end)
 
   describe("subcommands", function()
-    for _, name in ipairs { "graph" } do
-      it("'" .. name .. "' is planned: it says it is not available yet, also to --help", function()
-        for _, args in ipairs { { name }, { name, "--help" } } do
-          local r = H.fflua(args)
-          assert.are.equal(2, r.code)
-          assert.are.equal("", r.stdout)
-          assert.are.equal("fflua " .. name .. ": not available in fflua " .. H.version
-                           .. " yet (it arrives with the graph viewer)\n"
-                           .. "To run a script named '" .. name .. "', use './" .. name .. "'.\n",
-                           r.stderr)
-        end
-      end)
-    end
-
     it("a first argument that is neither a file nor a command says both", function()
       local r = H.fflua({ "stats" }, { cwd = dir })
       assert.are.equal(1, r.code)

@@ -56,7 +56,10 @@ end
 --- A head without CPUs of its own, and the given workers. Returns the
 -- address, the token file and the worker processes. opts.log: the head's
 -- stderr goes to this file. A worker's ulimit_v: its address space limit
--- in KiB (`ulimit -v`).
+-- in KiB (`ulimit -v`). Each worker counts as a machine of its own
+-- (--own-machine), as if the cluster had as many hosts, unless it has
+-- this_machine = true: then it is on this host's machine, with the other
+-- workers that are.
 function C.cluster(workers, opts)
   opts = opts or {}
   local dir = H.tmpdir()
@@ -72,6 +75,7 @@ function C.cluster(workers, opts)
     local args = { "worker", "--address", address, "--token-file", token,
                    "--num-cpus", tostring(w.cpus or 1) }
     if w.resources then args[#args + 1] = "--resources"; args[#args + 1] = w.resources end
+    if not w.this_machine then args[#args + 1] = "--own-machine" end
     if w.ulimit_v then
       ps[i] = C.start_sh(args, nil, "ulimit -v " .. w.ulimit_v)
     else
@@ -90,6 +94,22 @@ function C.cluster(workers, opts)
     error(("the cluster has %d workers, not %d"):format(n, #workers), 2)
   end
   return address, token, ps
+end
+
+--- The most of the spans { id, start, end } that overlap at one moment.
+function C.most_at_once(spans)
+  local events = {}
+  for _, sp in ipairs(spans) do
+    events[#events + 1] = { sp[2], 1 }
+    events[#events + 1] = { sp[3], -1 }
+  end
+  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local now, most = 0, 0
+  for _, e in ipairs(events) do
+    now = now + e[2]
+    most = math.max(most, now)
+  end
+  return most
 end
 
 --- The lines of a file (none when it is missing).

@@ -45,6 +45,20 @@ describe("queries", function()
     assert.are.same({ "f_0001" }, names(w:find_nodes("f_000|f_0001")))
   end)
 
+  it("find nodes by the name of their function's definition, however it was called", function()
+    local function circles_dataset() return "circles" end
+    local function moons_dataset() return "moons" end
+    local both = ff.workflow("both", function(a, b) return a .. b end)
+    local data = {}
+    for _, fn in ipairs { ff.workflow(circles_dataset), ff.workflow(moons_dataset) } do
+      data[#data + 1] = fn()
+    end
+    local w = LocalWorkflow(both(data[1], data[2]), { workflow_name = "datasets" })
+    assert.are.same({ "circles_dataset_0000" }, names(w:find_nodes("circles_dataset.*")))
+    assert.are.same({ "moons_dataset_0000" }, names(w:find_nodes("moons_dataset.*")))
+    assert.are.equal("circlesmoons", w:run())
+  end)
+
   it("match non-ASCII names as UTF-8", function()
     local f = ff.workflow("f", function() end)
     local n = f():set_name("étape-1")

@@ -59,7 +59,8 @@ describe("fflua REPL", function()
     local out = eval("error('boom')")
     assert.matches("^stdin:1: boom\nstack traceback:\n", out)
     out = eval("x = = 1")
-    assert.matches("^stdin:1: unexpected symbol near '='", out)
+    -- Lines are numbered across the session: this is the second.
+    assert.matches("^stdin:2: unexpected symbol near '='", out)
     out = eval("error({})")
     assert.matches("^%(error object is a table value%)", out)
     assert.are.equal("4\n", eval("2+2"))
@@ -77,6 +78,27 @@ describe("fflua REPL", function()
     start()
     assert.are.equal(H.version .. "\n", eval("ff.version"))
     assert.are.equal("true\n", eval("ff == require 'functionfuse'"))
+  end)
+
+  it("names workflow functions after their definitions, with lines numbered across the session", function()
+    start()
+    eval("function train(x)", ">> ")
+    eval("  return x", ">> ")
+    eval("end")
+    assert.are.equal("train_0000\n", eval("ff.workflow(train)(1):get_name()"))
+    assert.are.equal("square_0000\n", eval("square = ff.workflow(function(x) return x * x end)"
+                                           .. " return square(2):get_name()"))
+    -- Another definition of train: another name, naming the line it is on.
+    eval("function train(x) return x + 1 end")
+    assert.are.equal("train@stdin_6_0000\n", eval("ff.workflow(train)(1):get_name()"))
+    assert.are.equal("fn@stdin_8_0000\n", eval("ff.workflow(function() end)():get_name()"))
+    -- A traceback points at the session's line where the function is.
+    local out = eval("ff.LocalWorkflow = require('functionfuse.backends.builtin.localback')"
+                     .. ".LocalWorkflow")
+    assert.are.equal("", out)
+    eval("bad = ff.workflow(function() error('no') end)")
+    out = eval("ff.LocalWorkflow(bad(), { workflow_name = 'w' }):run()")
+    assert.matches("^node 'bad_0000' %(function 'bad' defined at stdin:10%) failed: stdin:10: no", out)
   end)
 
   it("honours _PROMPT and _PROMPT2", function()

@@ -29,27 +29,139 @@ describe("workflow", function()
 
   describe("names", function()
     it("are <function>_<NNNN> with a counter per function, as functionfuse's", function()
-      local sum = ff.workflow(function(a, b) return a + b end)
+      local adder = ff.workflow(function(a, b) return a + b end)
       local minus = ff.workflow("minus", function(a, b) return a - b end)
-      local n1, n2, m1 = sum(1, 2), sum(3, 4), minus(5, 6)
-      assert.are.equal("sum_0000", n1:get_name())
-      assert.are.equal("sum_0001", n2:name())
+      local n1, n2, m1 = adder(1, 2), adder(3, 4), minus(5, 6)
+      assert.are.equal("adder_0000", n1:get_name())
+      assert.are.equal("adder_0001", n2:name())
       assert.are.equal("minus_0000", m1:get_name())
     end)
 
-    it("come from what the factory is bound to: a global or a table field", function()
-      -- luacheck: globals spec_global_double (a global is the point)
-      spec_global_double = ff.workflow(function(x) return 2 * x end)
-      assert.are.equal("spec_global_double_0000", spec_global_double(1):get_name())
-      spec_global_double = nil
+    -- What each kind of definition is named, in a fresh process: the loop of
+    -- the issue, where both factories are called through 'fn'.
+    local defs = [[
+      local ff = require "functionfuse"
+      local M = {}
+      local function circles_dataset() return 1 end
+      local moons_dataset = ff.workflow(function() return 2 end)
+      function M.train(x) return x end
+      function M:fit(x) return x end
       local ops = { triple = ff.workflow(function(x) return 3 * x end) }
-      assert.are.equal("triple_0000", ops.triple(1):get_name())
+      local split = ff.workflow(
+        function(x) return x end)
+      Global_scale = ff.workflow(function(x) return x end)
+      local circles = ff.workflow(circles_dataset)
+      local out = {}
+      local function put(n) out[#out + 1] = n:get_name() end
+      for _, fn in ipairs { circles, moons_dataset } do put(fn()) end
+      put(ff.workflow(M.train)(1)); put(ff.workflow(M.fit)(M, 1))
+      put(ops.triple(1)); put(split(1)); put(Global_scale(1))
+      put(ff.workflow(circles_dataset)()) -- wrapped twice: one counter
+      put(circles())
+      put(ff.workflow(function() end)())  -- line 19: nothing names it
+      Global_scale = nil
+      local Counter = ff.workflow {
+        add = function(_, n) return n end,
+      }
+      local c = Counter()
+      put(c); put(c:add(1))
+      return table.concat(out, " ")
+    ]]
+    local defs_names = "circles_dataset_0000 moons_dataset_0000 M.train_0000 M.fit_0000 " ..
+      "triple_0000 split_0000 Global_scale_0000 circles_dataset_0001 circles_dataset_0002 " ..
+      "fn@defs_19_0000 Counter_0000 Counter.add_0000"
+
+    it("come from the function's definition, however it is called", function()
+      local dir = H.tmpdir()
+      local script = H.write(dir .. "/defs.lua", defs)
+      local main = H.write(dir .. "/main.lua", "print(dofile(...))")
+      local r1, r2 = H.fflua({ main, script }), H.fflua({ main, script })
+      assert.are.equal(0, r1.code, r1.stderr)
+      assert.are.equal(defs_names .. "\n", r1.stdout)
+      assert.are.equal(r1.stdout, r2.stdout)
+      H.cleanup()
     end)
 
-    it("fall back to the defining file and line when nothing names the factory", function()
+    it("are the same when a script is loaded again in the same process", function()
+      local dir = H.tmpdir()
+      local script = H.write(dir .. "/defs.lua", defs)
+      local main = H.write(dir .. "/main.lua", [[
+        local path = ...
+        local first = dofile(path)
+        collectgarbage()
+        print(first == dofile(path), first)
+      ]])
+      local r = H.fflua({ main, script })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("true\t" .. defs_names .. "\n", r.stdout)
+      H.cleanup()
+    end)
+
+    it("are the same when a string chunk is loaded again", function()
+      local chunk = "local ff = require 'functionfuse'\n" ..
+                    "local scale = ff.workflow(function(x) return x end)\n" ..
+                    "return scale(1):get_name(), ff.workflow(function() end)():get_name()"
+      assert.are.same({ "scale_0000", "fn@string_3_0000" }, { load(chunk)() })
+      assert.are.same({ "scale_0000", "fn@string_3_0000" }, { load(chunk)() })
+    end)
+
+    it("of an anonymous function say where it is defined", function()
       local line = debug.getinfo(1, "l").currentline + 1
-      local n = ff.workflow(function(x) return x end)(1)
-      assert.are.equal("fn_workflow_spec_" .. line .. "_0000", n:get_name())
+      local n = { ff.workflow(function(x) return x end)(1) }
+      assert.are.equal("fn@workflow_spec_" .. line .. "_0000", n[1]:get_name())
+      local wf = LocalWorkflow(n[1], { workflow_name = "anon" })
+      assert.are.equal(1, #wf:find_nodes("fn@workflow_spec_" .. line .. "_\\d{4}"))
+    end)
+
+    it("of two distinct definitions differ: the later one carries its place", function()
+      local dir = H.tmpdir()
+      H.write(dir .. "/a.lua", "local function train(x) return x end\nreturn train\n")
+      H.write(dir .. "/b.lua", "local x = 1\nlocal function train(x) return -x end\nreturn train\n")
+      local main = H.write(dir .. "/main.lua", [[
+        local ff = require "functionfuse"
+        local dir = ...
+        local a = ff.workflow(dofile(dir .. "/a.lua"))
+        local b = ff.workflow(dofile(dir .. "/b.lua"))
+        local c = ff.workflow(function(x) return x end) -- 'c': the file's own
+        local d = { ff.workflow(function(x) return x end), ff.workflow(function(x) return -x end) }
+        local function c(x) return x end -- luacheck: ignore
+        print(a(1):get_name(), b(1):get_name(), ff.workflow(c)(1):get_name())
+        print(d[1](1):get_name(), d[2](1):get_name(), a(2):get_name(), b(2):get_name())
+      ]])
+      local r1, r2 = H.fflua({ main, dir }), H.fflua({ main, dir })
+      assert.are.equal(0, r1.code, r1.stderr)
+      assert.are.equal("train_0000\ttrain@b_2_0000\tc@main_7_0000\n" ..
+                       "fn@main_6_0000\tfn@main_6_2_0000\ttrain_0001\ttrain@b_2_0001\n", r1.stdout)
+      assert.are.equal(r1.stdout, r2.stdout)
+      H.cleanup()
+    end)
+
+    it("are read again when the file changed", function()
+      local dir = H.tmpdir()
+      local main = H.write(dir .. "/main.lua", [[
+        local ff = require "functionfuse"
+        local dir = ...
+        local function write(text)
+          local f = assert(io.open(dir .. "/m.lua", "w")); f:write(text); f:close()
+        end
+        write("local x = 1\nlocal function fit(x) return x end\nreturn fit\n")
+        local first = ff.workflow(dofile(dir .. "/m.lua"))():get_name()
+        write("local function fit(x) return x end\nreturn fit\n")
+        local moved = ff.workflow(dofile(dir .. "/m.lua"))():get_name()
+        write("local function train(x) return x end\nreturn train\n")
+        print(first, moved, ff.workflow(dofile(dir .. "/m.lua"))():get_name())
+      ]])
+      local r = H.fflua({ main, dir })
+      assert.are.equal(0, r.code, r.stderr)
+      assert.are.equal("fit_0000\tfit_0000\ttrain_0000\n", r.stdout)
+      H.cleanup()
+    end)
+
+    it("need an explicit name for a C function", function()
+      assert.has_error(function() ff.workflow(string.rep) end,
+        "bad argument #1 to 'workflow' (a C function has no definition to be named after: " ..
+        "give it a name, workflow(name, fn))")
+      assert.are.equal("rep_0000", ff.workflow("rep", string.rep)("a", 2):get_name())
     end)
 
     it("keep going past 9999", function()
@@ -57,22 +169,6 @@ describe("workflow", function()
       local last
       for _ = 1, 10001 do last = f() end
       assert.are.equal("many_10000", last:get_name())
-    end)
-
-    it("are the same on every run of the same script", function()
-      local script = H.write(H.tmpdir() .. "/names.lua", [[
-        local ff = require "functionfuse"
-        local sum = ff.workflow(function(a, b) return a + b end)
-        local t = {}
-        for i = 1, 3 do t[i] = sum(i, i):get_name() end
-        local anon = ff.workflow(function() end)()
-        print(table.concat(t, " "), anon:get_name())
-      ]])
-      local r1, r2 = H.fflua({ script }), H.fflua({ script })
-      assert.are.equal(0, r1.code, r1.stderr)
-      assert.matches("^sum_0000 sum_0001 sum_0002\tfn_names_5_0000\n$", r1.stdout)
-      assert.are.equal(r1.stdout, r2.stdout)
-      H.cleanup()
     end)
 
     it("set_name returns the node and rejects non-strings and empty names", function()
@@ -140,6 +236,38 @@ describe("workflow", function()
       assert.are.equal(3, run(add(m.x, m.y.z)))
       assert.are.equal("three", run(m:item(3)))
       assert.are.equal("functionfuse.NodeItem: make_0000[\"y\"][\"z\"]", tostring(m.y.z))
+    end)
+
+    it("are fields of the result also where a key names a Node method", function()
+      local load = ff.workflow(function()
+        return { name = "iris", item = 3, get_name = "g", set_name = "s" }
+      end)
+      local l = load()
+      local cat = ff.workflow(function(...) return table.concat({ ... }, " ") end)
+      assert.are.equal("iris 3 g s", run(cat(l.name, l.item, l.get_name, l.set_name)))
+      assert.are.equal("iris", run(l.name))
+      assert.are.equal("functionfuse.NodeItem: load_0000[\"name\"]", tostring(l.name))
+      -- The methods, called on their node, are still the methods.
+      assert.are.equal("load_0000", l:name())
+      assert.are.equal("load_0000", l:get_name())
+      assert.are.equal("iris", run(l:item("name")))
+      assert.are.equal(l, l:set_name("loaded"))
+      assert.are.equal("loaded", l.get_name(l))
+    end)
+
+    it("say what they are when called other than as a method", function()
+      local l = ff.workflow("load", function() return { name = "iris", x = 1 } end)()
+      local other = ff.workflow("other", function() end)()
+      assert.has_error(function() l.name() end, "'name' is a method of the node and a field of " ..
+        "its result (functionfuse.NodeItem: load_0000[\"name\"]): call the method as node:name(...)")
+      assert.has_error(function() l.name(other) end, "'name' is a method of the node and a field " ..
+        "of its result (functionfuse.NodeItem: load_0000[\"name\"]): call the method as " ..
+        "node:name(...)")
+      assert.has_error(function() l:x() end, "attempt to call a node item " ..
+        "(functionfuse.NodeItem: load_0000[\"x\"]): it stands for a field of the node's result")
+      assert.has_error(function() l.name:get_name() end, "attempt to call a node item " ..
+        "(functionfuse.NodeItem: load_0000[\"name\"][\"get_name\"]): it stands for a field of " ..
+        "the node's result")
     end)
 
     it("may nest tables 1000 levels deep, the codec's limit, and no deeper", function()
@@ -234,13 +362,13 @@ describe("workflow", function()
 
     it("names the node, its function and the original error when a node fails", function()
       local ran_after = false
-      local sum = ff.workflow(function(a, b) return a + b end)
+      local plus = ff.workflow(function(a, b) return a + b end)
       local after = ff.workflow(function() ran_after = true end)
-      local bad = sum(1, nil):set_name("bad")
+      local bad = plus(1, nil):set_name("bad")
       local wf = LocalWorkflow(after(bad), { workflow_name = "fails" })
       local ok, err = pcall(wf.run, wf)
       assert.is_false(ok)
-      assert.matches("^node 'bad' %(function 'sum' defined at [^)]*workflow_spec%.lua:%d+%) failed: " ..
+      assert.matches("^node 'bad' %(function 'plus' defined at [^)]*workflow_spec%.lua:%d+%) failed: " ..
                      "[^\n]*workflow_spec%.lua:%d+: attempt to perform arithmetic on a nil value", err)
       assert.matches("\nstack traceback:\n", err)
       assert.is_false(ran_after)
@@ -469,6 +597,54 @@ describe("workflow", function()
     end)
   end)
 
+  describe("factories", function()
+    local function lua_kb()
+      collectgarbage()
+      ff.core.graph_size() -- applies the releases the collection queued
+      collectgarbage()
+      return collectgarbage("count")
+    end
+
+    it("are released with their function and upvalues once nothing refers to them", function()
+      local before = lua_kb()
+      local factories = {}
+      for i = 1, 201 do
+        local big = string.rep(string.char(i % 256), 1 << 20)
+        factories[i] = ff.workflow(function() return #big end)
+      end
+      assert.is_true(lua_kb() - before > 200 * 1024)
+      assert.are.equal(201, #factories)
+      factories = nil -- luacheck: ignore 311 (dropping it is the point)
+      assert.is_true(lua_kb() - before < 1024, "kept " .. (lua_kb() - before) .. " KiB")
+    end)
+
+    it("keep their function while a node of it lives", function()
+      local before = lua_kb()
+      local n
+      do
+        local big = string.rep("x", 1 << 20)
+        n = ff.workflow(function() return #big end)()
+      end
+      assert.is_true(lua_kb() - before > 1024)
+      assert.are.equal(1 << 20, run(n))
+      n = nil -- luacheck: ignore 311
+      assert.is_true(lua_kb() - before < 512)
+    end)
+
+    it("of one function share its counter, also after a release", function()
+      local function step(x) return x end
+      local a, b = ff.workflow(step), ff.workflow(step)
+      assert.are.same({ "step_0000", "step_0001", "step_0002" },
+                      { a(1):get_name(), b(1):get_name(), a(1):get_name() })
+      a, b = nil, nil -- luacheck: ignore 311
+      lua_kb()
+      assert.are.equal("step_0003", ff.workflow(step)(1):get_name())
+      -- Another function of the same definition is a new one: it starts over.
+      local function make() return ff.workflow("made", function(x) return x end) end
+      assert.are.same({ "made_0000", "made_0000" }, { make()(1):get_name(), make()(1):get_name() })
+    end)
+  end)
+
   describe("bad input", function()
     it("workflow() needs a function or a class table", function()
       assert.has_error(function() ff.workflow(42) end,
@@ -479,6 +655,14 @@ describe("workflow", function()
         "bad argument #1 to 'workflow' (name must not be empty)")
       assert.has_error(function() ff.workflow(nil) end,
         "bad argument #1 to 'workflow' (function or class table expected, got nil)")
+      local item = ff.workflow("f", function() end)().name
+      assert.has_error(function() ff.workflow(item) end,
+        "bad argument #1 to 'workflow' (function or class table expected, got userdata)")
+      assert.has_error(function() ff.core.factory(item, "f") end,
+        "bad argument #1 to 'factory' (function expected, got functionfuse.NodeItem)")
+      local wf = LocalWorkflow(ff.workflow("g", function() end)(), { workflow_name = "p" })
+      assert.has_error(function() wf:query("g.*"):set_plugins(item) end,
+        "bad argument #1 to 'set_plugins' (the plugin has no method 'local_initialize')")
     end)
 
     it("accepts callable tables as functions", function()

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net.h"
+
 #define FF_DEFAULT_PORT 6380
 /* The most CPUs a worker may declare (it runs one thread per CPU). */
 #define FF_MAX_CPUS 4096
@@ -33,6 +35,7 @@ typedef struct ff_worker_opts {
     double num_cpus; /* < 0: the number of cores */
     const char *resources;
     const char *token_file;
+    int own_machine; /* a machine of its own: shares its resources with no other worker */
 } ff_worker_opts;
 
 /* The programs behind `fflua head` and `fflua worker` (exit statuses).
@@ -71,5 +74,19 @@ int ff_parse_resources(const char *json,
  * number of fixed-point units, every name given once, at most 256. 0, or
  * -EINVAL with why in err. */
 int ff_check_resources(const char *json, char *err, size_t errlen);
+
+/* This machine's identity (FF_MACHINE_LEN bytes, net.h), as workers report it to the head, which gives
+ * the workers of one machine its resources to share: a hash of the
+ * installation (/etc/machine-id), this boot of it (the kernel's boot_id)
+ * and the network namespace, so that processes on one host agree, and a
+ * container with a network of its own, another host or the same host
+ * after a reboot are other machines. With neither file, the host name
+ * stands for the first two. */
+void ff_machine_id(unsigned char out[FF_MACHINE_LEN]);
+
+/* An identity no other process has: this process's machine identity
+ * mixed with its pid and a random nonce (a worker started with
+ * --own-machine). */
+void ff_machine_id_own(unsigned char out[FF_MACHINE_LEN]);
 
 #endif

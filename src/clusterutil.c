@@ -1,6 +1,7 @@
 /*
  * clusterutil.c: what the head, the worker and the driver share besides
- * the protocol: finding the token, reading resource specs.
+ * the protocol: finding the token, reading resource specs, telling
+ * machines apart.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -8,6 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <xxhash.h>
 
 #include "cluster.h"
 #include "fflua.h"
@@ -147,4 +153,47 @@ int ff_check_resources(const char *json, char *err, size_t errlen) {
     struct check_ud c;
     c.n = 0;
     return ff_parse_resources(json, check_one, &c, err, errlen);
+}
+
+/* Appends up to cap bytes of file path to b at *n. */
+static void add_file(char *b, size_t *n, size_t cap, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return;
+    *n += fread(b + *n, 1, cap - *n, f);
+    fclose(f);
+}
+
+void ff_machine_id(unsigned char out[FF_MACHINE_LEN]) {
+    char b[512];
+    size_t n = 0;
+    /* The installation, this boot of it, and the network namespace. */
+    add_file(b, &n, 64, "/etc/machine-id");
+    if (n == 0)
+        add_file(b, &n, 64, "/var/lib/dbus/machine-id");
+    size_t m = n;
+    add_file(b, &n, 128, "/proc/sys/kernel/random/boot_id");
+    if (m == 0 && n == 0 && gethostname(b, 256) == 0)
+        n = strnlen(b, 256); /* neither: the host's name */
+    struct stat st;
+    if (stat("/proc/self/ns/net", &st) == 0) {
+        uint64_t ns[2] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino};
+        memcpy(b + n, ns, sizeof ns);
+        n += sizeof ns;
+    }
+    XXH128_hash_t h = XXH3_128bits(b, n);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    memcpy(out, c.digest, FF_MACHINE_LEN);
+}
+
+void ff_machine_id_own(unsigned char out[FF_MACHINE_LEN]) {
+    unsigned char b[FF_MACHINE_LEN + sizeof(pid_t) + 32];
+    ff_machine_id(b);
+    pid_t pid = getpid();
+    memcpy(b + FF_MACHINE_LEN, &pid, sizeof pid);
+    randombytes_buf(b + FF_MACHINE_LEN + sizeof pid, 32);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits(b, sizeof b));
+    memcpy(out, c.digest, FF_MACHINE_LEN);
 }

@@ -9,9 +9,11 @@
 #include "fflua.h"
 #include "graph.h"
 
+/* A function nodes run. Slots are reused once nothing refers to them. */
 struct func {
     int32_t handle;
-    uint32_t counter; /* nodes created so far: the next default name's number */
+    uint32_t refs;    /* the caller's references and live nodes; 0 marks a free slot */
+    uint32_t counter; /* the next default name's number; the free-list link when free */
     char *name;
 };
 
@@ -53,7 +55,9 @@ struct ff_graph {
     size_t live;
     uint32_t epoch;
     struct func *funcs;
-    uint32_t nfuncs, funcs_cap;
+    uint32_t nfuncs, funcs_cap; /* slots ever used, slots allocated */
+    uint32_t func_free;         /* UINT32_MAX: none */
+    ff_func_release_fn func_release;
     ff_release_fn release;
     void *ud;
     /* The creation log: node ids in creation order, NONE where a node has
@@ -88,13 +92,17 @@ int ff_graph_create(ff_graph **out, ff_release_fn rel, void *ud) {
         return -ENOMEM;
     g->free_head = NONE;
     g->edge_free = NONE;
+    g->func_free = NONE;
     g->release = rel;
     g->ud = ud;
     *out = g;
     return 0;
 }
 
+static void func_release(ff_graph *g, uint32_t fid);
+
 static void free_node(ff_graph *g, struct node *n) {
+    func_release(g, n->fid);
     for (uint32_t i = 0; i < n->nargs; i++)
         release_arg(g, &args_of(n)[i]);
     if (n->ext != NULL) {
@@ -113,12 +121,15 @@ static void free_node(ff_graph *g, struct node *n) {
 void ff_graph_destroy(ff_graph *g) {
     if (g == NULL)
         return;
+    g->func_release = NULL; /* no counter is worth keeping now */
     for (uint32_t i = 0; i < g->used; i++)
         if (g->nodes[i].uf != NONE)
             free_node(g, &g->nodes[i]);
     for (uint32_t i = 0; i < g->nfuncs; i++) {
-        release(g, g->funcs[i].handle);
-        free(g->funcs[i].name);
+        if (g->funcs[i].refs != 0) {
+            release(g, g->funcs[i].handle);
+            free(g->funcs[i].name);
+        }
     }
     free(g->funcs);
     free(g->nodes);
@@ -129,40 +140,71 @@ void ff_graph_destroy(ff_graph *g) {
 
 /* --- functions ------------------------------------------------------------ */
 
-int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t *fid) {
-    if (g->nfuncs == g->funcs_cap) {
-        uint32_t cap = g->funcs_cap ? g->funcs_cap * 2 : 16;
-        struct func *f = realloc(g->funcs, cap * sizeof *f);
-        if (f == NULL) {
-            release(g, handle);
-            return -ENOMEM;
+int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t counter,
+                      uint32_t *fid) {
+    char *s = strdup(name != NULL ? name : "task");
+    if (s == NULL)
+        goto nomem;
+    uint32_t id = g->func_free;
+    if (id != NONE) {
+        g->func_free = g->funcs[id].counter;
+    } else {
+        if (g->nfuncs == g->funcs_cap) {
+            if (g->funcs_cap >= NONE / 2)
+                goto nomem;
+            uint32_t cap = g->funcs_cap ? g->funcs_cap * 2 : 16;
+            struct func *f = realloc(g->funcs, cap * sizeof *f);
+            if (f == NULL)
+                goto nomem;
+            g->funcs = f;
+            g->funcs_cap = cap;
         }
-        g->funcs = f;
-        g->funcs_cap = cap;
+        id = g->nfuncs++;
     }
-    struct func *f = &g->funcs[g->nfuncs];
-    f->handle = handle;
-    f->counter = 0;
-    f->name = NULL;
-    if (name != NULL && (f->name = strdup(name)) == NULL) {
-        release(g, handle);
-        return -ENOMEM;
-    }
-    *fid = g->nfuncs++;
+    g->funcs[id] = (struct func){handle, 1, counter, s};
+    *fid = id;
     return 0;
+nomem:
+    free(s);
+    release(g, handle);
+    return -ENOMEM;
+}
+
+void ff_graph_set_func_release(ff_graph *g, ff_func_release_fn fn) {
+    g->func_release = fn;
+}
+
+void ff_graph_func_incref(ff_graph *g, uint32_t fid) {
+    g->funcs[fid].refs++;
+}
+
+static void func_release(ff_graph *g, uint32_t fid) {
+    struct func *f = &g->funcs[fid];
+    if (--f->refs > 0)
+        return;
+    int32_t h = f->handle;
+    uint32_t counter = f->counter;
+    free(f->name);
+    f->name = NULL;
+    f->handle = FF_NOHANDLE;
+    f->counter = g->func_free;
+    g->func_free = fid;
+    if (g->func_release != NULL)
+        g->func_release(g->ud, fid, h, counter);
+    else
+        release(g, h);
+}
+
+void ff_graph_func_decref(ff_graph *g, uint32_t fid) {
+    func_release(g, fid);
+}
+
+int ff_graph_func_is_live(const ff_graph *g, uint32_t fid) {
+    return fid < g->nfuncs && g->funcs[fid].refs != 0;
 }
 
 const char *ff_graph_func_name(const ff_graph *g, uint32_t fid) {
-    return fid < g->nfuncs ? g->funcs[fid].name : NULL;
-}
-
-int ff_graph_func_set_name(ff_graph *g, uint32_t fid, const char *name) {
-    char *s = strdup(name);
-    if (s == NULL)
-        return -ENOMEM;
-    free(g->funcs[fid].name);
-    g->funcs[fid].name = s;
-    return 0;
+    return ff_graph_func_is_live(g, fid) ? g->funcs[fid].name : NULL;
 }
 
 int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid) {
@@ -284,7 +326,7 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     int rc = -EINVAL;
     uint32_t id = NONE;
     ff_arg *block = NULL;
-    if (fid >= g->nfuncs)
+    if (!ff_graph_func_is_live(g, fid))
         goto fail;
     /* Collect the distinct parents, marking each with a fresh epoch so that
      * a node with many parents costs linear time. */
@@ -333,6 +375,7 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     n->child = NONE;
     n->fid = fid;
     n->counter = g->funcs[fid].counter++;
+    g->funcs[fid].refs++;
     n->nargs = nargs;
     n->nparents = np;
     n->mark = 0;
@@ -451,8 +494,6 @@ size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap) {
         name_put(buf, cap, &at, n->ext->name, strlen(n->ext->name));
     } else {
         const char *fn = g->funcs[n->fid].name;
-        if (fn == NULL)
-            fn = "task";
         name_put(buf, cap, &at, fn, strlen(fn));
         char d[12];
         int k = 0;

@@ -29,9 +29,14 @@
  * numbers and are reused after a node is freed; the graph keeps creation
  * order in a separate log.
  *
+ * Functions are reference counted too: the caller's references and every
+ * live node of the function; their ids are reused as well.
+ *
  * A graph is not thread-safe; one thread uses it at a time. No function
  * here calls back into the caller except the release callback, which is
- * called only from ff_graph_decref, ff_graph_set_* and ff_graph_destroy.
+ * called only from ff_graph_add_func (on failure), ff_graph_add_node (on
+ * failure), ff_graph_decref, ff_graph_func_decref, ff_graph_set_slot and
+ * ff_graph_destroy; the same holds for the function release callback.
  */
 #ifndef FFLUA_GRAPH_H
 #define FFLUA_GRAPH_H
@@ -76,13 +81,26 @@ void ff_graph_destroy(ff_graph *g);
 
 /* --- functions: what nodes run -------------------------------------------- */
 
-/* Registers a function (the caller's handle) under name (may be NULL, to be
- * set later). The graph owns the handle from now on. Returns 0 or -ENOMEM. */
-int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t *fid);
-/* The function's name, or NULL before one is set. */
+/* Registers a function (the caller's handle) under name (copied; NULL
+ * gives "task"), its nodes numbered from counter on, and returns its id in
+ * *fid. The graph owns the handle from now on; the caller holds one
+ * reference on the function, and every live node of it holds another.
+ * When the last goes, the handle is released (through the function
+ * release callback when one is set, with the counter reached, so that a
+ * caller can go on numbering where it stopped) and the id may be given to
+ * the next function added. Returns 0 or -ENOMEM (the handle is released). */
+int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t counter,
+                      uint32_t *fid);
+/* Called, instead of the release callback, with a function's id, handle
+ * and counter when the function is freed. */
+typedef void (*ff_func_release_fn)(void *ud, uint32_t fid, int32_t handle, uint32_t counter);
+void ff_graph_set_func_release(ff_graph *g, ff_func_release_fn fn);
+void ff_graph_func_incref(ff_graph *g, uint32_t fid);
+/* Drops a reference on a live function; may release its handle. */
+void ff_graph_func_decref(ff_graph *g, uint32_t fid);
+int ff_graph_func_is_live(const ff_graph *g, uint32_t fid);
+/* The function's name, or NULL when fid is not a live function. */
 const char *ff_graph_func_name(const ff_graph *g, uint32_t fid);
-/* Sets the name (copied). Returns 0 or -ENOMEM. */
-int ff_graph_func_set_name(ff_graph *g, uint32_t fid, const char *name);
 int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid);
 
 /* --- nodes ---------------------------------------------------------------- */
@@ -91,9 +109,10 @@ int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid);
  * handles from now on, also on failure). Its parents are the distinct
  * nodes named by FF_ARG_NODE/FF_ARG_ITEM args and by deps (which carry
  * edges with no argument: nodes inside deep arguments, ordering edges).
- * Every parent must be a live node. The new node starts with one reference,
- * the caller's, on the component it joins (its parents' components, merged).
- * Returns 0, -ENOMEM or -EINVAL (a parent is not live). */
+ * Every parent must be a live node, fid a live function (the node holds a
+ * reference on it). The new node starts with one reference, the caller's,
+ * on the component it joins (its parents' components, merged). Returns 0,
+ * -ENOMEM or -EINVAL (a parent or the function is not live). */
 int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t nargs,
                       const uint32_t *deps, uint32_t ndeps, uint32_t *id);
 
@@ -118,7 +137,7 @@ uint32_t ff_graph_children(const ff_graph *g, uint32_t id, uint32_t *buf, uint32
 
 /* Writes the node's name into buf (NUL-terminated, truncated to cap) and
  * returns its full length: the name set with ff_graph_set_name, otherwise
- * "<function name>_<NNNN>" with the function's counter at creation. */
+ * "<function name>_<NNNN>" with its function's counter at creation. */
 size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap);
 /* Sets an explicit name (copied, len bytes). Returns 0 or -ENOMEM. */
 int ff_graph_set_name(ff_graph *g, uint32_t id, const char *name, size_t len);

@@ -109,6 +109,8 @@ struct hconn {
     uint64_t pid;   /* workers: the process id they gave */
     char name[96];  /* workers: "host:pid", the host escaped */
     char lost[128]; /* workers: why the head closed the connection, or "" */
+    unsigned char machine[FF_MACHINE_LEN]; /* workers: their machine's identity */
+    int64_t machine_key;                   /* workers: its key in the scheduler */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
 };
@@ -171,6 +173,7 @@ typedef struct head {
     hconn *conns;
     hconn **places; /* place index -> worker connection */
     int nplaces_cap;
+    int64_t machines; /* machine keys given so far */
     hrun *runs;
     ff_msg_dep *deps; /* scratch: a TASK's dependencies */
     size_t deps_cap;
@@ -633,7 +636,20 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     return 0;
 }
 
-static int on_register(head *h, hconn *w, const char *p, size_t n) {
+/* The scheduler's key for a machine: the key of a live worker on it, or a
+ * new one. */
+static int64_t machine_key(head *h, const unsigned char *id) {
+    for (int p = 0; p < ff_sched_nplaces(h->sched); p++) {
+        hconn *c = p < h->nplaces_cap ? h->places[p] : NULL;
+        if (c != NULL && ff_sched_place_live(h->sched, p) &&
+            memcmp(c->machine, id, FF_MACHINE_LEN) == 0)
+            return c->machine_key;
+    }
+    return h->machines++;
+}
+
+/* 0; 1 for a malformed REGISTER; 2 for a worker refused (why in err). */
+static int on_register(head *h, hconn *w, const char *p, size_t n, char *err, size_t errlen) {
     ff_msg_register m;
     ff_msg_list res;
     if (ff_msg_register_read(p, n, &m, &res) != 0)
@@ -675,18 +691,39 @@ static int on_register(head *h, hconn *w, const char *p, size_t n) {
         h->places = np;
         h->nplaces_cap = ncap;
     }
-    int place = ff_sched_add_place(h->sched, cap, nc);
+    char hostname[64];
+    snprintf(w->name, sizeof w->name, "%s:%llu",
+             ff_text_escape(hostname, sizeof hostname, host, hl), (unsigned long long)pid);
+    int64_t key = machine_key(h, m.machine);
+    int bad = -1;
+    int place = ff_sched_add_place_on(h->sched, key, cap, nc, &bad);
+    if (place == -EEXIST && bad > FF_RES_CPU) {
+        int64_t have = 0, want = 0;
+        for (int q = 0; q < ff_sched_nplaces(h->sched); q++)
+            if (ff_sched_place_machine(h->sched, q) == key)
+                ff_sched_place_get(h->sched, q, bad, &have, NULL);
+        for (size_t j = 0; j < nc; j++)
+            if (cap[j].id == bad)
+                want = cap[j].amount;
+        snprintf(err, errlen,
+                 "worker %s declares %g of '%s', but the other workers of its machine "
+                 "declared %g: a machine's resources are shared by its workers, so give "
+                 "each of them the same amounts (or none)",
+                 w->name, (double)want / FF_RES_SCALE, ff_sched_resource_name(h->sched, bad),
+                 (double)have / FF_RES_SCALE);
+        return 2;
+    }
     if (place < 0 || place >= h->nplaces_cap)
         return 1;
     h->places[place] = w;
     w->place = place;
     w->pid = pid;
-    char hostname[64];
-    snprintf(w->name, sizeof w->name, "%s:%llu",
-             ff_text_escape(hostname, sizeof hostname, host, hl), (unsigned long long)pid);
+    memcpy(w->machine, m.machine, FF_MACHINE_LEN);
+    w->machine_key = key;
     if (!h->quiet)
-        ff_log(WHO, "worker %s joined with %g CPUs (place %d)", w->name,
-               (double)cpus / FF_RES_SCALE, place);
+        ff_log(WHO, "worker %s joined with %g CPUs (place %d, machine %02x%02x%02x%02x)", w->name,
+               (double)cpus / FF_RES_SCALE, place, m.machine[0], m.machine[1], m.machine[2],
+               m.machine[3]);
     dispatch(h);
     return 0;
 }
@@ -966,7 +1003,10 @@ static void send_status(head *h, hconn *c) {
             ff_sched_place_get(h->sched, p, res, &total, NULL);
             has += res == FF_RES_CPU || total > 0;
         }
-        ff_msg_place place = {nm, strlen(nm), (uint64_t)ff_sched_place_running(h->sched, p)};
+        static const unsigned char nomachine[FF_MACHINE_LEN];
+        const unsigned char *mc =
+            p < h->nplaces_cap && h->places[p] ? h->places[p]->machine : nomachine;
+        ff_msg_place place = {nm, strlen(nm), mc, (uint64_t)ff_sched_place_running(h->sched, p)};
         ff_msg_status_place(b, &place, (uint64_t)has);
         for (int res = 0; res < nr; res++) {
             int64_t total = 0, free_ = 0;
@@ -1005,8 +1045,15 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
         return 1;
     if (role == FF_ROLE_WORKER) {
         if (type == FF_M_REGISTER && c->place < 0) {
-            if (on_register(h, c, p, n) == 0)
+            char err[400];
+            int rc = on_register(h, c, p, n, err, sizeof err);
+            if (rc == 0)
                 return 0;
+            if (rc == 2) {
+                ff_log(WHO, "%s: refused: %s", fc->peer, err);
+                ff_msg_refuse_write(&fc->out, err);
+                return 1;
+            }
             ff_log(WHO, "%s: a malformed REGISTER (bad resources?): disconnected", fc->peer);
             ff_msg_refuse_write(&fc->out, "the head cannot use this worker's REGISTER (bad or "
                                           "repeated resource names or amounts)");

@@ -259,9 +259,14 @@ static int ffl_client_status(lua_State *L) {
     for (lua_Integer i = 1; places.n > 0; i++) {
         ff_msg_place pl;
         ff_msg_next_place(&places, &pl, &res);
-        lua_createtable(L, 0, 3);
+        lua_createtable(L, 0, 4);
         lua_pushlstring(L, pl.name, pl.len);
         lua_setfield(L, -2, "name");
+        char hex[2 * FF_MACHINE_LEN + 1];
+        for (int k = 0; k < FF_MACHINE_LEN; k++)
+            snprintf(hex + 2 * k, 3, "%02x", pl.machine[k]);
+        lua_pushstring(L, hex);
+        lua_setfield(L, -2, "machine");
         lua_pushinteger(L, (lua_Integer)pl.running);
         lua_setfield(L, -2, "running");
         lua_newtable(L);

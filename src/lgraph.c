@@ -3,21 +3,25 @@
  *
  * Lua sees three types, registered once in luaopen_functionfuse_core:
  *   functionfuse.Node      a handle on a graph node (returned by factories)
- *   functionfuse.NodeItem  a handle on a field of a node's result (node[k])
+ *   functionfuse.NodeItem  a handle on a field of a node's result (node[k],
+ *                          for every key k: a NodeItem of a method's name
+ *                          called with its node runs the method)
  *   functionfuse.LeafSet   the leaves of a workflow, with what backends need
- * and node factories, C closures made by core.factory(fn[, name]). A
- * LeafSet's queries are in lquery.c, its runs in the executors (lrun.h).
+ * and node factories, C closures made by core.factory(fn, name), each
+ * holding a functionfuse.FactoryRef: its reference on the function. The
+ * name comes from Lua (functionfuse._names). A LeafSet's queries are in
+ * lquery.c, its runs in the executors (lrun.h).
  *
  * Per-state context: one ffl_ctx userdata in the registry under
  * "functionfuse.ctx" owns the graph. Lua values the graph keeps are registry
  * references (the graph's opaque handles), released through the graph's
- * release callback. Node handles keep their node alive (a reference count in
- * the graph); their __gc only queues the decrement, which is applied at the
- * next graph operation, so the graph is never changed from inside a
- * collection step. A node lives as long as its component (graph.h): the
- * handles the graph itself keeps in arguments (items, tables with nodes)
- * are weak copies that hold no reference, else a node's own arguments
- * would keep its component alive for ever.
+ * release callbacks. Node handles keep their node alive, factories their
+ * function (reference counts in the graph); their __gc only queues the
+ * decrement, which is applied at the next graph operation, so the graph is
+ * never changed from inside a collection step. A node lives as long as its
+ * component (graph.h): the handles the graph itself keeps in arguments
+ * (items, tables with nodes) are weak copies that hold no reference, else a
+ * node's own arguments would keep its component alive for ever.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,7 @@
 #define NODE_MT "functionfuse.Node"
 #define ITEM_MT "functionfuse.NodeItem"
 #define LEAVES_MT "functionfuse.LeafSet"
+#define FREF_MT "functionfuse.FactoryRef"
 
 /* --- context ------------------------------------------------------------- */
 
@@ -46,9 +51,41 @@ static void release_handle(void *ud, int32_t h) {
         luaL_unref(ctx->L, LUA_REGISTRYINDEX, h);
 }
 
+/* A function freed by the graph: remember the counter it reached for the
+ * name it had, then release it. Called from flush_pending, never in a
+ * collection step; writes only existing keys, so it allocates nothing. */
+static void release_func(void *ud, uint32_t fid, int32_t h, uint32_t counter) {
+    ffl_ctx *ctx = ud;
+    lua_State *L = ctx->L;
+    if (L == NULL)
+        return;
+    if (ctx->funcs_ref != LUA_NOREF && ctx->funcs_ref != 0 && lua_checkstack(L, 5)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->funcs_ref); /* [funcs] */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h);              /* [funcs, fn] */
+        if (lua_rawget(L, -2) == LUA_TTABLE) {             /* [funcs, names] */
+            lua_pushnil(L);
+            while (lua_next(L, -2)) { /* [funcs, names, name, v] */
+                if (lua_isinteger(L, -1) && lua_tointeger(L, -1) == (lua_Integer)fid) {
+                    lua_pop(L, 1);
+                    lua_pushvalue(L, -1);
+                    lua_pushinteger(L, -1 - (lua_Integer)counter);
+                    lua_rawset(L, -4); /* [funcs, names, name] */
+                    lua_pop(L, 1);
+                    break;
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 2);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, h);
+}
+
 static void flush_pending(ffl_ctx *ctx) {
     while (ctx->npending > 0)
         ff_graph_decref(ctx->graph, ctx->pending[--ctx->npending]);
+    while (ctx->npending_funcs > 0)
+        ff_graph_func_decref(ctx->graph, ctx->pending_funcs[--ctx->npending_funcs]);
 }
 
 static int ffl_ctx_gc(lua_State *L) {
@@ -62,9 +99,10 @@ static int ffl_ctx_gc(lua_State *L) {
         munmap(ctx->weak_base, FFL_WEAK_RANGE);
     ctx->weak_base = NULL;
     free(ctx->pending);
+    free(ctx->pending_funcs);
     free(ctx->deps);
-    ctx->pending = ctx->deps = NULL;
-    ctx->npending = ctx->ndeps = 0;
+    ctx->pending = ctx->pending_funcs = ctx->deps = NULL;
+    ctx->npending = ctx->npending_funcs = ctx->ndeps = 0;
     return 0;
 }
 
@@ -84,6 +122,7 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         lua_setmetatable(L, -2);
         if (ff_graph_create(&ctx->graph, release_handle, ctx) != 0)
             luaL_error(L, "not enough memory");
+        ff_graph_set_func_release(ctx->graph, release_func);
         /* Address space only: never mapped readable, so it costs no
          * memory; but it counts against a limit on address space, so with
          * one set (ulimit -v) nothing is reserved. */
@@ -200,6 +239,21 @@ static void push_weak_copy(lua_State *L, ffl_ctx *ctx, int idx, int memo) {
         lua_setmetatable(L, copy);
 }
 
+/* Appends v to a queue of releases made in __gc (no Lua call: a
+ * collection step is under way). Returns 0 or -1 when out of memory. */
+static int queue_push(uint32_t **q, size_t *n, size_t *cap, uint32_t v) {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 256;
+        uint32_t *p = realloc(*q, c * sizeof *p);
+        if (p == NULL)
+            return -1;
+        *q = p;
+        *cap = c;
+    }
+    (*q)[(*n)++] = v;
+    return 0;
+}
+
 static int ffl_handle_gc(lua_State *L) {
     ffl_node *n = lua_touserdata(L, 1);
     ffl_ctx *ctx = n->ctx;
@@ -207,15 +261,8 @@ static int ffl_handle_gc(lua_State *L) {
         return 0; /* closed, or weak */
     if (ctx->graph == NULL)
         return 0; /* the engine went first, at lua_close */
-    if (ctx->npending == ctx->pending_cap) {
-        size_t cap = ctx->pending_cap ? ctx->pending_cap * 2 : 256;
-        uint32_t *p = realloc(ctx->pending, cap * sizeof *p);
-        if (p == NULL)
-            return 0; /* the node stays: a leak, never a crash */
-        ctx->pending = p;
-        ctx->pending_cap = cap;
-    }
-    ctx->pending[ctx->npending++] = n->id;
+    if (queue_push(&ctx->pending, &ctx->npending, &ctx->pending_cap, n->id) != 0)
+        return 0; /* the node stays: a leak, never a crash */
     n->id = UINT32_MAX;
     return 0;
 }
@@ -381,53 +428,6 @@ static void make_arg(lua_State *L, ffl_ctx *ctx, int idx, ff_arg *a) {
     a->handle = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* A stable readable name for a function nothing names: fn_<file>_<line>. */
-static void push_fallback_name(lua_State *L, int fidx) {
-    lua_Debug ar;
-    lua_pushvalue(L, fidx);
-    lua_getinfo(L, ">S", &ar);
-    if (ar.what[0] == 'C') {
-        lua_pushliteral(L, "cfunction");
-        return;
-    }
-    const char *src = ar.short_src, *slash = strrchr(src, '/');
-    if (slash != NULL)
-        src = slash + 1;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "fn_");
-    for (const char *p = src; *p && *p != '.'; p++) {
-        char c = *p;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        luaL_addchar(&b, ok ? c : '_');
-    }
-    lua_pushfstring(L, "_%d", ar.linedefined);
-    luaL_addvalue(&b);
-    luaL_pushresult(&b);
-}
-
-/* Gives function fid a name if it has none: the name the caller used for
- * the factory at level `level` (local, global, field or method), else a
- * fallback from where the function was defined. */
-static void ensure_func_name(lua_State *L, ffl_ctx *ctx, uint32_t fid, int level) {
-    if (ff_graph_func_name(ctx->graph, fid) != NULL)
-        return;
-    lua_Debug ar;
-    const char *name = NULL;
-    if (lua_getstack(L, level, &ar) && lua_getinfo(L, "n", &ar) && ar.name != NULL &&
-        strcmp(ar.name, "?") != 0)
-        name = lua_pushstring(L, ar.name);
-    if (name == NULL) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ff_graph_func_handle(ctx->graph, fid));
-        push_fallback_name(L, lua_gettop(L));
-        lua_remove(L, -2);
-        name = lua_tostring(L, -1);
-    }
-    if (ff_graph_func_set_name(ctx->graph, fid, name) != 0)
-        luaL_error(L, "not enough memory");
-    lua_pop(L, 1);
-}
-
 /* Creates a node of function fid from the arguments at [first, top], with
  * the extra ordering dependencies in the sequence at deps_idx (0: none), and
  * pushes its handle. */
@@ -490,54 +490,94 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     return 1;
 }
 
-/* A node factory: upvalue 1 is the context, upvalue 2 the function id. */
+/* What a factory holds: one reference on its function in the graph,
+ * dropped when the factory is collected. Like a node handle's, the drop is
+ * queued and applied at the next graph call. */
+typedef struct ffl_fref {
+    ffl_ctx *ctx;
+    uint32_t fid; /* UINT32_MAX while it holds no reference */
+} ffl_fref;
+
+static int ffl_fref_gc(lua_State *L) {
+    ffl_fref *f = lua_touserdata(L, 1);
+    ffl_ctx *ctx = f->ctx;
+    if (f->fid == UINT32_MAX || ctx == NULL || ctx->graph == NULL)
+        return 0;
+    if (queue_push(&ctx->pending_funcs, &ctx->npending_funcs, &ctx->pending_funcs_cap, f->fid) != 0)
+        return 0; /* the function stays: a leak, never a crash */
+    f->fid = UINT32_MAX;
+    return 0;
+}
+
+/* A node factory: upvalue 1 is its ffl_fref. */
 static int ffl_factory_call(lua_State *L) {
-    ffl_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-    uint32_t fid = (uint32_t)lua_tointeger(L, lua_upvalueindex(2));
+    ffl_fref *f = lua_touserdata(L, lua_upvalueindex(1));
+    ffl_ctx *ctx = f->ctx;
     if (ctx->graph == NULL)
         return luaL_error(L, "the functionfuse engine of this state is closed");
     ctx->L = L;
     flush_pending(ctx);
-    ensure_func_name(L, ctx, fid, 0);
-    return make_node(L, ctx, fid, 1, 0);
+    return make_node(L, ctx, f->fid, 1, 0);
 }
 
-/* core.factory(fn[, name]) -> factory */
+/* core.factory(fn, name) -> factory: nodes of fn named "<name>_<NNNN>".
+ * Factories of the same function and name share one counter, which goes
+ * on where it stopped when the function was freed and wrapped again. */
 static int ffl_core_factory(lua_State *L) {
     if (!ffl_is_callable(L, 1))
         return luaL_typeerror(L, 1, "function");
-    const char *name = luaL_optstring(L, 2, NULL);
-    if (name != NULL && name[0] == '\0')
+    size_t len;
+    const char *name = luaL_checklstring(L, 2, &len);
+    if (len == 0)
         return luaL_argerror(L, 2, "name must not be empty");
+    if (strlen(name) != len)
+        return luaL_argerror(L, 2, "name must not hold a zero byte");
+    lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
+    /* The reference's holder first, so that an error cannot leak it. */
+    ffl_fref *f = lua_newuserdatauv(L, sizeof *f, 0); /* [fn, name, fref] */
+    f->ctx = ctx;
+    f->fid = UINT32_MAX;
+    luaL_setmetatable(L, FREF_MT);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->funcs_ref); /* [fn, name, fref, funcs] */
     lua_pushvalue(L, 1);
-    int32_t h = luaL_ref(L, LUA_REGISTRYINDEX);
-    uint32_t fid;
-    if (ff_graph_add_func(ctx->graph, h, name, &fid) != 0)
-        return luaL_error(L, "not enough memory");
-    lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-    lua_pushinteger(L, fid);
-    lua_pushcclosure(L, ffl_factory_call, 2);
+    if (lua_rawget(L, -2) != LUA_TTABLE) { /* [.., funcs, names] */
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_pushvalue(L, 2);
+    lua_Integer v = lua_rawget(L, -2) == LUA_TNUMBER ? lua_tointeger(L, -1) : -1;
+    lua_pop(L, 1); /* [fn, name, fref, funcs, names] */
+    uint32_t fid = (uint32_t)v;
+    if (v >= 0 && ff_graph_func_is_live(ctx->graph, fid)) {
+        ff_graph_func_incref(ctx->graph, fid);
+        f->fid = fid;
+    } else {
+        lua_pushvalue(L, 1);
+        int32_t h = luaL_ref(L, LUA_REGISTRYINDEX);
+        uint32_t counter = v < 0 ? (uint32_t)(-1 - v) : 0;
+        if (ff_graph_add_func(ctx->graph, h, name, counter, &fid) != 0)
+            return luaL_error(L, "not enough memory");
+        f->fid = fid;
+        lua_pushvalue(L, 2);
+        lua_pushinteger(L, (lua_Integer)fid);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 2);                            /* [fn, name, fref] */
+    lua_pushcclosure(L, ffl_factory_call, 1); /* [fn, name, factory] */
     return 1;
 }
 
 static uint32_t check_factory(lua_State *L, int idx) {
     if (lua_tocfunction(L, idx) != ffl_factory_call)
         luaL_typeerror(L, idx, "node factory");
-    lua_getupvalue(L, idx, 2);
-    uint32_t fid = (uint32_t)lua_tointeger(L, -1);
+    lua_getupvalue(L, idx, 1);
+    uint32_t fid = ((ffl_fref *)lua_touserdata(L, -1))->fid;
     lua_pop(L, 1);
     return fid;
-}
-
-/* core.factory_name(factory[, level]) -> name: the name its nodes take,
- * inferred now from the caller at `level` (default 2) if it has none. */
-static int ffl_core_factory_name(lua_State *L) {
-    uint32_t fid = check_factory(L, 1);
-    ffl_ctx *ctx = ffl_ctx_get(L);
-    ensure_func_name(L, ctx, fid, (int)luaL_optinteger(L, 2, 2));
-    lua_pushstring(L, ff_graph_func_name(ctx->graph, fid));
-    return 1;
 }
 
 /* core.apply(factory, deps, ...) -> node: a node with ordering
@@ -547,7 +587,6 @@ static int ffl_core_apply(lua_State *L) {
     if (!lua_isnil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    ensure_func_name(L, ctx, fid, 1);
     return make_node(L, ctx, fid, 3, lua_isnil(L, 2) ? 0 : 2);
 }
 
@@ -694,14 +733,48 @@ static int ffl_node_item(lua_State *L) {
     return push_item(L, 1, 2);
 }
 
+/* node[k] is always the item k, also when k names a method: a result's
+ * field "name" passed to a node is the field. The method is reached by
+ * calling that item with its node, which is what node:name() does
+ * (ffl_item_call). */
 static int ffl_node_index(lua_State *L) {
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        lua_pushvalue(L, 2);
-        if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
-            return 1; /* a method */
+    return push_item(L, 1, 2);
+}
+
+/* item(self, ...): node:method(...) arrives here as node.method(node, ...)
+ * and runs the method when the item is node[method] itself; any other
+ * call of an item is an error that says what the item is. Upvalue 1 is
+ * the table of Node methods. */
+static int ffl_item_call(lua_State *L) {
+    ffl_node *it = lua_touserdata(L, 1);
+    lua_getiuservalue(L, 1, 1); /* [.., path] */
+    int one = luaL_len(L, -1) == 1;
+    lua_rawgeti(L, -1, 1); /* [.., path, key] */
+    lua_CFunction method = NULL;
+    if (one && lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TFUNCTION)
+            method = lua_tocfunction(L, -1);
         lua_pop(L, 1);
     }
-    return push_item(L, 1, 2);
+    int is_item;
+    ffl_node *self = test_handle(L, 2, &is_item);
+    if (method != NULL && self != NULL && !is_item && self->id == it->id) {
+        lua_settop(L, lua_gettop(L) - 2);
+        lua_remove(L, 1); /* [node, args...] */
+        return method(L);
+    }
+    lua_pushvalue(L, 1);
+    const char *what = luaL_tolstring(L, -1, NULL); /* [.., path, key, item, what] */
+    if (method != NULL)
+        return luaL_error(L,
+                          "'%s' is a method of the node and a field of its result (%s): call "
+                          "the method as node:%s(...)",
+                          lua_tostring(L, -3), what, lua_tostring(L, -3));
+    return luaL_error(L,
+                      "attempt to call a node item (%s): it stands for a field of the node's "
+                      "result",
+                      what);
 }
 
 static int ffl_item_index(lua_State *L) {
@@ -883,8 +956,7 @@ static const luaL_Reg leaves_methods[] = {
 };
 
 const luaL_Reg ffl_graph_funcs[] = {
-    {"factory", ffl_core_factory},
-    {"factory_name", ffl_core_factory_name},
+    {"factory", ffl_core_factory}, /* named in Lua: functionfuse._names */
     {"apply", ffl_core_apply},
     {"is_node", ffl_core_is_node},
     {"graph_size", ffl_core_graph_size},
@@ -897,8 +969,7 @@ void ffl_graph_open(lua_State *L) {
      * nothing to close. functionfuse.Node: methods first, any other key
      * is an item. */
     ffl_new_type(L, NODE_MT, NULL, ffl_handle_gc, NULL, ffl_node_tostring); /* [mt] */
-    luaL_newlib(L, node_methods);
-    lua_pushcclosure(L, ffl_node_index, 1);
+    lua_pushcfunction(L, ffl_node_index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, ffl_node_eq);
     lua_setfield(L, -2, "__eq");
@@ -907,6 +978,13 @@ void ffl_graph_open(lua_State *L) {
     ffl_new_type(L, ITEM_MT, NULL, ffl_handle_gc, NULL, ffl_node_tostring);
     lua_pushcfunction(L, ffl_item_index);
     lua_setfield(L, -2, "__index");
+    luaL_newlib(L, node_methods);
+    lua_pushcclosure(L, ffl_item_call, 1);
+    lua_setfield(L, -2, "__call");
+    lua_pop(L, 1);
+
+    /* A factory's reference on its function, released by __gc. */
+    ffl_new_type(L, FREF_MT, NULL, ffl_fref_gc, NULL, NULL);
     lua_pop(L, 1);
 
     /* A LeafSet's leaves are its user value: nothing of C to free. */
@@ -914,6 +992,12 @@ void ffl_graph_open(lua_State *L) {
     lua_pop(L, 1);
 
     ffl_ctx *ctx = ffl_ctx_get(L); /* the engine exists from the first require */
+    lua_newtable(L);               /* [funcs] */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    ctx->funcs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     luaL_getmetatable(L, NODE_MT);
     ctx->node_mt = lua_topointer(L, -1);
     ctx->node_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);

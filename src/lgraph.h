@@ -48,6 +48,8 @@ typedef struct ffl_ctx {
     lua_State *L;      /* the thread in the current call, for releasing handles */
     uint32_t *pending; /* node decrements queued by __gc */
     size_t npending, pending_cap;
+    uint32_t *pending_funcs; /* function decrements queued by factories' __gc */
+    size_t npending_funcs, pending_funcs_cap;
     uint32_t *deps; /* scratch: nodes found inside table arguments */
     size_t ndeps, deps_cap;
     fflua_hooks hooks;
@@ -62,6 +64,11 @@ typedef struct ffl_ctx {
      * weak_scratch is what ffl_test_handle returns for one. */
     char *weak_base;
     ffl_node weak_scratch;
+    /* Registry reference to a table with weak keys: function -> { name ->
+     * its function id in the graph (>= 0) while it has one, or -1 - the
+     * counter it reached when it was freed }, so that one function wrapped
+     * twice shares its counter and numbering goes on after a release. */
+    int funcs_ref;
     /* Runs in progress in this state, innermost first (a node may run
      * another workflow), and the failure of the last one that ended inside
      * another: registry references (LUA_NOREF when none) to the error it

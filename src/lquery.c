@@ -5,7 +5,8 @@
  * core.compile(pattern), with pattern:match(name) and pattern:jit(). The
  * LeafSet's method nodes([pattern[, names_only]]) lists the planned nodes
  * whose names a Pattern matches, in run order: the backends' queries
- * (wf:query, find_nodes, set_plugin) and wf:names() rest on it.
+ * (wf:query, find_nodes, set_plugin) and wf:names() rest on it; graph()
+ * gives the same nodes with their edges, for drawing.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -169,6 +170,37 @@ static int ffl_leaves_nodes(lua_State *L) {
     return 1;
 }
 
+/* ls:graph() -> names, parents: the planned nodes' names in run order, and
+ * for each the run-order positions of its distinct parents, in the order
+ * of its arguments (an empty table for a root). The graph backend and
+ * `fflua graph` draw it. */
+static int ffl_leaves_graph(lua_State *L) {
+    ffl_check_leaves(L, 1);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    lua_settop(L, 1);
+    lua_newtable(L); /* [ls, names] */
+    lua_newtable(L); /* [ls, names, parents] */
+    ff_plan *p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
+    for (uint32_t i = 0; i < p->n; i++) {
+        uint32_t id = p->order[i], np;
+        ffl_push_name(L, ctx, id);
+        lua_rawseti(L, 2, (lua_Integer)i + 1);
+        const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
+        lua_createtable(L, (int)np, 0); /* [ls, names, parents, these] */
+        lua_Integer k = 0;
+        for (uint32_t j = 0; j < np; j++) {
+            uint32_t pos = ff_plan_pos(p, par[j]);
+            if (pos == UINT32_MAX) /* not planned: cannot happen for an ancestor */
+                continue;
+            lua_pushinteger(L, (lua_Integer)pos + 1);
+            lua_rawseti(L, -2, ++k);
+        }
+        lua_rawseti(L, 3, (lua_Integer)i + 1);
+    }
+    ff_plan_release(ctx->graph, p);
+    return 2;
+}
+
 const luaL_Reg ffl_query_funcs[] = {
     {"compile", ffl_core_compile},
     {NULL, NULL},
@@ -176,6 +208,7 @@ const luaL_Reg ffl_query_funcs[] = {
 
 const luaL_Reg ffl_query_methods[] = {
     {"nodes", ffl_leaves_nodes},
+    {"graph", ffl_leaves_graph},
     {NULL, NULL},
 };
 

@@ -41,7 +41,8 @@ int ffl_is_callable(lua_State *L, int idx) {
         return 1;
     if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
         lua_pop(L, 1);
-        return 1;
+        /* A NodeItem's __call only serves node:method() calls. */
+        return luaL_testudata(L, idx, "functionfuse.NodeItem") == NULL;
     }
     return 0;
 }

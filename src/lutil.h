@@ -18,8 +18,8 @@ int ffl_traceback(lua_State *L);
  * Same stack effect as lua_pcall. */
 int ffl_pcall(lua_State *L, int nargs, int nres);
 
-/* 1 when the value at idx is a function or has a __call metamethod.
- * Stack effect: 0. */
+/* 1 when the value at idx is a function or has a __call metamethod, but
+ * for a NodeItem (a field of a node's result). Stack effect: 0. */
 int ffl_is_callable(lua_State *L, int idx);
 
 /* Makes the values above stack index base one result, as every backend

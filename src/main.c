@@ -125,19 +125,9 @@ static const struct subcommand subcommands[] = {
     {"head", "start a cluster head", NULL, head_main},
     {"worker", "join a cluster as a worker", NULL, worker_main},
     {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL},
+    {"graph", "write the graph of a script's workflows, running no node", "functionfuse.cli.graph",
+     NULL},
     {NULL, NULL, NULL, NULL},
-};
-
-/* Names kept for commands still to come. They are not listed by --help;
- * given as the first argument, they are refused with a message rather than
- * run as a script, so that a script of that name needs ./ today already
- * and adding the command changes nothing for it. */
-static const struct planned {
-    const char *name;
-    const char *arrives; /* which part of fflua brings it */
-} planned[] = {
-    {"graph", "the graph viewer"},
-    {NULL, NULL},
 };
 
 /* --- head and worker ------------------------------------------------------ */
@@ -148,20 +138,22 @@ static const char head_usage[] =
     "                  [--handshake-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
-    "  the cores; 0: none) and the resources given ('{\"_disk\": 1}'), or in\n"
-    "  --workers such workers, and starts another when one ends. Peers\n"
-    "  prove they know the token in FILE (mode 600); without one the head makes\n"
-    "  a token and only its own worker can join. --ready-file gets HOST:PORT\n"
-    "  once listening; --quiet logs only errors. A peer that has not proved it\n"
-    "  knows the token within --handshake-timeout (5 s) is disconnected.\n"
-    "  SIGTERM or Ctrl-C stops it.\n";
+    "  the cores; 0: none) and the machine's resources ('{\"_disk\": 1}'), or\n"
+    "  in --workers such workers, which share those resources, and starts\n"
+    "  another when one ends. Peers prove they know the token in FILE (mode\n"
+    "  600); without one the head makes a token and only its own worker can\n"
+    "  join. --ready-file gets HOST:PORT once listening; --quiet logs only\n"
+    "  errors. A peer that has not proved it knows the token within\n"
+    "  --handshake-timeout (5 s) is disconnected. SIGTERM or Ctrl-C stops it.\n";
 
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
-    "                    [--resources JSON] [--token-file FILE]\n"
+    "                    [--resources JSON] [--token-file FILE] [--own-machine]\n"
     "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
-    "  once (default: the cores), each in its own Lua state. The token comes\n"
-    "  from FILE or $FFLUA_TOKEN. SIGTERM or Ctrl-C stops it.\n";
+    "  once (default: the cores), each in its own Lua state. The resources\n"
+    "  are this machine's, shared with its other workers; with --own-machine\n"
+    "  the worker counts as a machine of its own. The token comes from FILE\n"
+    "  or $FFLUA_TOKEN. SIGTERM or Ctrl-C stops it.\n";
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
@@ -280,6 +272,8 @@ static int worker_main(int argc, char **argv) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
             o.token_file = v;
+        } else if (strcmp(argv[i], "--own-machine") == 0) {
+            o.own_machine = 1;
         } else {
             return bad_option("worker", opt, worker_usage);
         }
@@ -364,14 +358,6 @@ static int run_subcommand(const struct subcommand *c, int argc, char **argv) {
         ff_cli_report(L, status, 0);
     ff_cli_close_state(L);
     return code;
-}
-
-static int refuse_planned(const struct planned *p) {
-    fprintf(stderr,
-            FF_PROGNAME " %s: not available in fflua %s yet (it arrives with %s)\n"
-                        "To run a script named '%s', use './%s'.\n",
-            p->name, FFLUA_VERSION, p->arrives, p->name, p->name);
-    return 2;
 }
 
 /* --- running chunks ------------------------------------------------------ */
@@ -552,9 +538,6 @@ int main(int argc, char **argv) {
         for (const struct subcommand *c = subcommands; c->name; c++)
             if (strcmp(argv[1], c->name) == 0)
                 return run_subcommand(c, argc, argv);
-        for (const struct planned *p = planned; p->name; p++)
-            if (strcmp(argv[1], p->name) == 0)
-                return refuse_planned(p);
     }
     lua_State *L = new_state();
     if (L == NULL)

@@ -49,6 +49,9 @@ static void skip_entry(ff_rd *r, int kind) {
     case L_PLACE: {
         ff_msg_list res;
         ff_rd_str(r, &len);
+        ff_rd_str(r, &len);
+        if (len != FF_MACHINE_LEN)
+            ff_rd_fail(r);
         ff_rd_varint(r);
         list_read(r, ff_rd_varint(r), L_RES_STATE, &res);
         break;
@@ -193,6 +196,7 @@ int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res 
     wr_res(b, res, nres);
     ff_wr_str(b, m->host, m->host_len);
     ff_wr_varint(b, m->pid);
+    ff_wr_str(b, (const char *)m->machine, FF_MACHINE_LEN);
     return ff_frame_end(b, at);
 }
 
@@ -206,6 +210,10 @@ int ff_msg_register_read(const char *p, size_t n, ff_msg_register *m, ff_msg_lis
     list_read(&r, nres, L_RES, res);
     m->host = ff_rd_str(&r, &m->host_len);
     m->pid = ff_rd_varint(&r);
+    size_t len;
+    m->machine = (const unsigned char *)ff_rd_str(&r, &len);
+    if (len != FF_MACHINE_LEN)
+        ff_rd_fail(&r);
     return ff_rd_done(&r);
 }
 
@@ -505,6 +513,7 @@ void ff_msg_status_reply_begin(ff_buf *b, uint64_t nplaces, size_t *at) {
 
 void ff_msg_status_place(ff_buf *b, const ff_msg_place *place, uint64_t nres) {
     ff_wr_str(b, place->name, place->len);
+    ff_wr_str(b, (const char *)place->machine, FF_MACHINE_LEN);
     ff_wr_varint(b, place->running);
     ff_wr_varint(b, nres);
 }
@@ -535,6 +544,8 @@ int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m, ff
 void ff_msg_next_place(ff_msg_list *l, ff_msg_place *place, ff_msg_list *res) {
     l->n--;
     place->name = ff_rd_str(&l->r, &place->len);
+    size_t len;
+    place->machine = (const unsigned char *)ff_rd_str(&l->r, &len);
     place->running = ff_rd_varint(&l->r);
     list_read(&l->r, ff_rd_varint(&l->r), L_RES_STATE, res);
 }

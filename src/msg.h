@@ -113,6 +113,7 @@ int ff_msg_refuse_read(const char *p, size_t n, const char **reason, size_t *len
  *   [ str name, amount capacity ] x nres
  *   str     host
  *   varint  pid
+ *   str     machine                   FF_MACHINE_LEN bytes (ff_machine_id)
  * Names are checked by the head (ff_res_name_check), not here.
  */
 typedef struct ff_msg_register {
@@ -120,6 +121,7 @@ typedef struct ff_msg_register {
     const char *host;
     size_t host_len;
     uint64_t pid;
+    const unsigned char *machine; /* FF_MACHINE_LEN bytes */
 } ff_msg_register;
 
 int ff_msg_register_write(ff_buf *b, const ff_msg_register *m, const ff_msg_res *res, size_t nres);
@@ -318,6 +320,7 @@ int ff_msg_placement_read(const char *p, size_t n, uint64_t *run, ff_msg_list *n
  *   varint  nplaces                   live places
  *   per place:
  *     str     name
+ *     str     machine                 FF_MACHINE_LEN bytes
  *     varint  running
  *     varint  nres                    CPU, then each resource this place has
  *     [ str name, amount total, amount free ] x nres
@@ -333,6 +336,7 @@ typedef struct ff_msg_status_reply {
 typedef struct ff_msg_place {
     const char *name;
     size_t len;
+    const unsigned char *machine; /* FF_MACHINE_LEN bytes */
     uint64_t running;
 } ff_msg_place;
 

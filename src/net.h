@@ -19,11 +19,14 @@
 
 #include "buf.h"
 
-#define FF_PROTO_VERSION 3 /* 2: SUBMIT's max_pending, TASK's cpus; 3: SUBMIT in parts */
+/* 2: SUBMIT's max_pending, TASK's cpus; 3: SUBMIT in parts; 4: machines in
+ * REGISTER and STATUS_REPLY */
+#define FF_PROTO_VERSION 4
 #define FF_NET_MAGIC "fflua-cluster"
 #define FF_FRAME_HDR 5
 #define FF_FRAME_MAX ((size_t)256 << 20) /* larger frames end the connection */
 #define FF_NONCE_LEN 32
+#define FF_MACHINE_LEN 16 /* a machine's identity (ff_machine_id, cluster.h) */
 #define FF_MAC_LEN 32
 #define FF_KEY_LEN 32
 #define FF_TOKEN_MIN 16                      /* bytes of a token file, at least */

@@ -40,7 +40,46 @@ struct repl {
     char **matches; /* completion candidates of the current Tab; owned */
     size_t nmatches, next;
     sigset_t waitmask; /* the signal mask to wait for input with */
+    size_t lines;      /* lines of the chunks compiled so far */
 };
+
+/* The registry field holding the text of every chunk the REPL compiled, one
+ * after the other: a chunk's lines are numbered after the lines before it,
+ * so each function typed has a line of its own ("stdin:12:"), where the
+ * package reads its definition to name it (functionfuse._names). */
+#define SESSION_KEY "functionfuse.stdin"
+
+/* luaL_loadbuffer of text (len bytes) as chunk "=stdin", numbered after
+ * the session's lines. */
+static int load_chunk(struct repl *r, const char *text, size_t len) {
+    lua_State *L = r->L;
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, r->lines + len);
+    memset(p, '\n', r->lines);
+    memcpy(p + r->lines, text, len);
+    luaL_pushresultsize(&b, r->lines + len); /* [.., padded] */
+    const char *padded = lua_tostring(L, -1);
+    int status = luaL_loadbuffer(L, padded, r->lines + len, "=stdin");
+    lua_remove(L, -2);
+    return status;
+}
+
+/* A chunk compiled: its text joins the session's. */
+static void session_add(struct repl *r, const char *text, size_t len) {
+    lua_State *L = r->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, SESSION_KEY);
+    if (!lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "");
+    }
+    lua_pushlstring(L, text, len);
+    lua_pushliteral(L, "\n");
+    lua_concat(L, 3);
+    lua_setfield(L, LUA_REGISTRYINDEX, SESSION_KEY);
+    r->lines++;
+    for (size_t i = 0; i < len; i++)
+        r->lines += text[i] == '\n';
+}
 
 /* libedit's completion callbacks take no user pointer; this is the REPL
  * they serve. There is one terminal per process, hence one REPL at a time. */
@@ -388,8 +427,9 @@ static int try_return(struct repl *r) {
     lua_State *L = r->L;
     const char *line = lua_tostring(L, -1);
     const char *ret = lua_pushfstring(L, "return %s;", line);
-    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+    int status = load_chunk(r, ret, strlen(ret));
     if (status == LUA_OK) {
+        session_add(r, ret, strlen(ret));
         lua_remove(L, -2); /* the "return" text */
         save_line(r, line);
     } else {
@@ -417,8 +457,10 @@ static int read_statement(struct repl *r) {
     for (;;) {
         size_t len;
         const char *line = lua_tolstring(L, 1, &len);
-        int status = luaL_loadbuffer(L, line, len, "=stdin");
+        int status = load_chunk(r, line, len);
         if (!incomplete(L, status)) {
+            if (status == LUA_OK)
+                session_add(r, line, len);
             save_line(r, line);
             return status;
         }
@@ -426,7 +468,7 @@ static int read_statement(struct repl *r) {
         if (got == REPL_CANCELLED)
             return REPL_CANCELLED;
         if (got == 0) { /* end of input: report the unfinished chunk */
-            status = luaL_loadbuffer(L, line, len, "=stdin");
+            status = load_chunk(r, line, len);
             save_line(r, line);
             return status;
         }

@@ -78,6 +78,8 @@ struct place {
     uint8_t live;
     uint32_t run_head; /* running tasks here */
     size_t nrunning;
+    int64_t machine; /* the caller's key, or -1: a machine of its own */
+    int mnext;       /* the next live place of its machine (a ring: itself when alone) */
 };
 
 struct hent {
@@ -470,8 +472,20 @@ static int places_grow(ff_sched *s) {
 static int shape_feasible(ff_sched *s, struct shape *sh);
 static void active_insert(ff_sched *s, uint32_t si);
 
-int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
-    if ((cap == NULL && n > 0) || n > (size_t)s->nres)
+/* The live place of machine other than p, or -1. */
+static int machine_peer(const ff_sched *s, int64_t machine) {
+    if (machine < 0)
+        return -1;
+    for (int q = 0; q < s->nplaces; q++)
+        if (s->places[q].live && s->places[q].machine == machine)
+            return q;
+    return -1;
+}
+
+int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_t n, int *bad_res) {
+    if (bad_res != NULL)
+        *bad_res = -1;
+    if ((cap == NULL && n > 0) || n > (size_t)s->nres || machine < -1)
         return -EINVAL;
     ff_res sbuf[INLINE_REQ], *buf = sbuf;
     if (n + 1 > INLINE_REQ && (buf = malloc((n + 1) * sizeof *buf)) == NULL)
@@ -480,6 +494,16 @@ int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
     int rc = normalize(s, cap, n, 0, buf, &m);
     if (rc == 0 && s->nplaces == INT_MAX)
         rc = -ENOMEM;
+    /* On a machine that has places: what both name must agree. */
+    int peer = rc == 0 ? machine_peer(s, machine) : -1;
+    for (uint32_t i = 0; peer >= 0 && rc == 0 && i < m; i++) {
+        int64_t have = crow(s->total, s, peer)[buf[i].id];
+        if (buf[i].id != FF_RES_CPU && have > 0 && have != buf[i].amount) {
+            if (bad_res != NULL)
+                *bad_res = buf[i].id;
+            rc = -EEXIST;
+        }
+    }
     if (rc == 0)
         rc = places_grow(s);
     if (rc != 0) {
@@ -488,14 +512,34 @@ int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
         return rc;
     }
     int p = s->nplaces++;
-    s->places[p] = (struct place){1, NIL, 0};
+    s->places[p] = (struct place){1, NIL, 0, machine, p};
     int64_t *t = row(s->total, s, p), *f = row(s->freev, s, p);
     memset(t, 0, s->rstride * sizeof *t);
     memset(f, 0, s->rstride * sizeof *f);
+    if (peer >= 0) {
+        /* The machine's resources, as they stand; then into its ring. */
+        const int64_t *pt = crow(s->total, s, peer), *pf = crow(s->freev, s, peer);
+        for (uint32_t r = 0; r < s->rstride; r++)
+            if (r != FF_RES_CPU) {
+                t[r] = pt[r];
+                f[r] = pf[r];
+            }
+        s->places[p].mnext = s->places[peer].mnext;
+        s->places[peer].mnext = p;
+    }
     for (uint32_t i = 0; i < m; i++) {
-        t[buf[i].id] = f[buf[i].id] = buf[i].amount;
-        if (buf[i].amount > s->hi[buf[i].id])
-            s->hi[buf[i].id] = buf[i].amount;
+        int id = buf[i].id;
+        if (id != FF_RES_CPU && t[id] > 0)
+            continue; /* the machine has it already, the same amount */
+        /* A resource new to the machine: every place of it gets it. */
+        for (int q = p;;) {
+            row(s->total, s, q)[id] = row(s->freev, s, q)[id] = buf[i].amount;
+            q = s->places[q].mnext;
+            if (q == p || id == FF_RES_CPU)
+                break;
+        }
+        if (buf[i].amount > s->hi[id])
+            s->hi[id] = buf[i].amount;
     }
     if (buf != sbuf)
         free(buf);
@@ -503,11 +547,20 @@ int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
     s->nlive++;
     s->place_epoch++;
     s->free_epoch++;
-    /* Parked shapes the new place can hold become queued, in the order of
+    /* Parked shapes a place can now hold become queued, in the order of
      * their oldest task. Other shapes recompute feasibility when used. */
     for (uint32_t si = 0; s->nparked_shapes > 0 && si < s->shapes_used; si++) {
         struct shape *sh = &s->shapes[si];
-        if (!sh->used || !sh->parked || !fits_row(t, sh))
+        if (!sh->used || !sh->parked)
+            continue;
+        int fits = 0;
+        for (int q = p;;) {
+            fits = fits || fits_row(crow(s->total, s, q), sh);
+            q = s->places[q].mnext;
+            if (q == p)
+                break;
+        }
+        if (!fits)
             continue;
         sh->parked = 0;
         s->nparked_shapes--;
@@ -519,6 +572,14 @@ int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
         active_insert(s, si);
     }
     return p;
+}
+
+int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
+    return ff_sched_add_place_on(s, -1, cap, n, NULL);
+}
+
+int64_t ff_sched_place_machine(const ff_sched *s, int place) {
+    return ff_sched_place_live(s, place) ? s->places[place].machine : -1;
 }
 
 int ff_sched_nplaces(const ff_sched *s) {
@@ -898,12 +959,19 @@ static void tighten(ff_sched *s, const struct shape *sh) {
 
 /* The place for a task of shape sh now, or -1: affinity if it fits there,
  * else the place with the most free CPU where it fits (lowest index on
- * ties). excl is a place not to use (the reserved one), or -1. */
+ * ties). excl is a place not to use (the reserved one), or -1; a task
+ * asking for more than CPU does not use excl's machine either. */
 static int place_for(ff_sched *s, const struct shape *sh, int affinity, int excl) {
     for (uint32_t i = 0; i < sh->n; i++)
         if (sh->req[i].amount > s->hi[sh->req[i].id])
             return -1;
-    if (affinity >= 0 && affinity != excl && s->places[affinity].live &&
+    /* A task asking for a machine's resources would take them from the
+     * reserved place too, if it ran on that place's machine. */
+    int64_t excl_machine = -1;
+    if (excl >= 0 && sh->n > (sh->n > 0 && sh->req[0].id == FF_RES_CPU))
+        excl_machine = s->places[excl].machine;
+#define EXCLUDED(p) ((p) == excl || (excl_machine >= 0 && s->places[p].machine == excl_machine))
+    if (affinity >= 0 && !EXCLUDED(affinity) && s->places[affinity].live &&
         fits_row(crow(s->freev, s, affinity), sh))
         return affinity;
     int top = s->top_cap ? s->top[1] : -1;
@@ -925,11 +993,12 @@ static int place_for(ff_sched *s, const struct shape *sh, int affinity, int excl
     int64_t bestc = -1; /* removed places have -1 CPU free: never better */
     const int64_t *r = s->freev;
     for (int p = 0; p < s->nplaces; p++, r += s->rstride) {
-        if (r[FF_RES_CPU] > bestc && p != excl && fits_row(r, sh)) {
+        if (r[FF_RES_CPU] > bestc && !EXCLUDED(p) && fits_row(r, sh)) {
             best = p;
             bestc = r[FF_RES_CPU];
         }
     }
+#undef EXCLUDED
     if (best < 0)
         tighten(s, sh);
     return best;
@@ -1069,12 +1138,29 @@ out:
 }
 
 /* Starts the head task of shape si on place p. */
+/* Takes (sign -1) or gives back (sign 1) the amounts of a task of shape
+ * sh on place p: CPU from p, the rest from every place of p's machine,
+ * which share them. Giving back raises hi. */
+static void take(ff_sched *s, const struct shape *sh, int p, int sign) {
+    for (uint32_t i = 0; i < sh->n; i++) {
+        int id = sh->req[i].id;
+        int64_t d = sign * sh->req[i].amount;
+        for (int q = p;;) {
+            int64_t *f = row(s->freev, s, q);
+            f[id] += d;
+            if (f[id] > s->hi[id])
+                s->hi[id] = f[id];
+            q = s->places[q].mnext;
+            if (q == p || id == FF_RES_CPU)
+                break;
+        }
+    }
+}
+
 static void start(ff_sched *s, uint32_t si, uint32_t slot, int p) {
     struct shape *sh = &s->shapes[si];
     struct task *t = &s->tasks[slot];
-    int64_t *f = row(s->freev, s, p);
-    for (uint32_t i = 0; i < sh->n; i++)
-        f[sh->req[i].id] -= sh->req[i].amount;
+    take(s, sh, p, -1);
     if (sh->n > 0 && sh->req[0].id == FF_RES_CPU) /* sorted: CPU comes first */
         top_update(s, p);
     sh->qhead = (sh->qhead + 1) & (sh->qcap - 1);
@@ -1129,13 +1215,7 @@ int ff_sched_release(ff_sched *s, uint64_t task) {
     struct shape *sh = &s->shapes[si];
     if (t->state == T_RUNNING) {
         int p = t->place;
-        int64_t *f = row(s->freev, s, p);
-        for (uint32_t i = 0; i < sh->n; i++) {
-            int id = sh->req[i].id;
-            f[id] += sh->req[i].amount;
-            if (f[id] > s->hi[id])
-                s->hi[id] = f[id];
-        }
+        take(s, sh, p, 1);
         if (sh->n > 0 && sh->req[0].id == FF_RES_CPU)
             top_update(s, p);
         struct place *pl = &s->places[p];
@@ -1201,11 +1281,13 @@ int ff_sched_remove_place(ff_sched *s, int place, ff_sched_drop_fn fn, void *ud)
     if (!ff_sched_place_live(s, place))
         return -EINVAL;
     struct place *pl = &s->places[place];
-    /* The tasks running there are lost with it. */
+    /* The tasks running there are lost with it; what they held of the
+     * machine's resources returns to the machine's other places. */
     for (uint32_t slot = pl->run_head, next; slot != NIL; slot = next) {
         struct task *t = &s->tasks[slot];
         uint64_t id = t->id;
         next = t->next;
+        take(s, &s->shapes[t->shape], place, 1);
         hash_del(s, id);
         s->shapes[t->shape].refs--;
         task_free(s, slot);
@@ -1216,6 +1298,13 @@ int ff_sched_remove_place(ff_sched *s, int place, ff_sched_drop_fn fn, void *ud)
     pl->run_head = NIL;
     pl->nrunning = 0;
     pl->live = 0;
+    if (pl->mnext != place) { /* out of its machine's ring */
+        int q = pl->mnext;
+        while (s->places[q].mnext != place)
+            q = s->places[q].mnext;
+        s->places[q].mnext = pl->mnext;
+        pl->mnext = place;
+    }
     for (uint32_t r = 0; r < s->rstride; r++)
         row(s->total, s, place)[r] = row(s->freev, s, place)[r] = -1;
     top_update(s, place);

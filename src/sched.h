@@ -20,6 +20,14 @@
  * (FF_RES_CPU omitted means 1 CPU, the product's default num_cpus; pass
  * {FF_RES_CPU, 0} for a task that needs none).
  *
+ * Machines. A place may belong to a machine (a key the caller chooses):
+ * the places of one machine (a host's workers) share every resource but
+ * CPU. A machine's resources are those its places declared (they must
+ * agree on the amounts of what they both name); a task holding 1 of
+ * "_disk" on one place of a machine leaves 1 less of it on all of them.
+ * CPU is each place's own. A place added without a machine is a machine
+ * of its own, as every place was before machines.
+ *
  * Policy.
  *  - Fit: a task runs on one place, and only where every amount it asks for
  *    is free at once; running tasks hold their amounts until released.
@@ -44,7 +52,8 @@
  *    scheduler reserves one place for it: of the places able to hold it,
  *    the one where the least is missing (summed over its resources,
  *    relative to what it asks; ties: the most free CPU, then the lowest
- *    index). No other task starts there, so the place drains as its
+ *    index). No other task starts there (nor, if it asks for more than
+ *    CPU, on the other places of its machine), so the place drains as its
  *    running tasks finish and the oldest task starts there (or anywhere it
  *    fits first). Tasks keep starting on every other place meanwhile. One
  *    reservation at a time, for the oldest task; it ends when that task
@@ -143,6 +152,18 @@ int ff_sched_amount(double v, int64_t *out);
  * new place's index (>= 0), or -EINVAL, -ENOMEM. */
 int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n);
 
+/* As ff_sched_add_place, on machine (a key >= 0 the caller chooses, or -1
+ * for a machine of its own). On a machine with live places, the new place
+ * gets the machine's resources as they stand (free amounts included), and
+ * what cap names that the machine lacks is added to every place of it;
+ * a resource both name with different amounts fails with -EEXIST and
+ * *bad_res (may be NULL; -1 otherwise) set to it. CPU is never shared. */
+int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_t n, int *bad_res);
+
+/* The machine of a live place: its key, or -1 (a machine of its own, or
+ * not a live place). */
+int64_t ff_sched_place_machine(const ff_sched *s, int place);
+
 /* Why a task is handed back by a drop callback. */
 enum ff_sched_drop {
     FF_SCHED_LOST = 1,       /* was running on a removed place */
@@ -155,7 +176,8 @@ enum ff_sched_drop {
 typedef void (*ff_sched_drop_fn)(void *ud, uint64_t task, int why, int bad_res);
 
 /* Removes a live place (a worker left). Every task running there is
- * dropped with FF_SCHED_LOST (its amounts vanish with the place), then
+ * dropped with FF_SCHED_LOST (its CPU vanishes with the place; what it
+ * held of its machine's other resources goes back to the machine), then
  * every queued task that no remaining place can hold is dropped with
  * FF_SCHED_INFEASIBLE, except tasks submitted with FF_SCHED_WAIT, which
  * are parked. fn may be NULL. Returns 0, or -EINVAL (not a live place;

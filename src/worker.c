@@ -86,6 +86,7 @@ typedef struct worker {
     uint64_t dropped_gen; /* bumped when runs are dropped */
     int64_t cpus_free;    /* executors: CPUs not taken by running tasks */
     int stop, exit_code, registered;
+    int own_machine; /* --own-machine */
 } worker;
 
 static const char *WHO = "worker";
@@ -466,7 +467,12 @@ static void on_ready(ff_conn *c, int role) {
         ff_parse_resources(w->resources, add_res, &u, err, sizeof err);
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
-    ff_msg_register m = {(uint64_t)w->cpus, host, strlen(host), (uint64_t)getpid()};
+    unsigned char machine[FF_MACHINE_LEN];
+    if (w->own_machine)
+        ff_machine_id_own(machine);
+    else
+        ff_machine_id(machine);
+    ff_msg_register m = {(uint64_t)w->cpus, host, strlen(host), (uint64_t)getpid(), machine};
     if (ff_msg_register_write(&c->out, &m, u.res, u.n) != 0) {
         ff_log(WHO, "not enough memory to register with the head");
         w->exit_code = 1;
@@ -541,6 +547,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     }
     ff_auth_key(token, tl, w->key);
     w->resources = o->resources;
+    w->own_machine = o->own_machine;
     w->store = (ff_exec_store){store_func, store_result, w};
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);

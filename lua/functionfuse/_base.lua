@@ -150,6 +150,10 @@ end
 --- The node names in run order.
 function Base:names() return self._core:nodes(nil, true) end
 
+--- When set (by `fflua graph`), every backend's run() hands the workflow
+-- to this function and returns what it returns instead of running.
+M.capture = nil
+
 --- Makes a workflow object of class `cls` from (leaf, ..., options). Its
 -- `_core` is the engine's LeafSet of those leaves: the C object that
 -- queries and runs them. The workflow is the leaves' roots and every node

@@ -15,6 +15,7 @@ M.version = core.version          -- "MAJOR.MINOR.PATCH"
 M.version_num = core.version_num  -- MAJOR * 10000 + MINOR * 100 + PATCH
 
 local callable = require("functionfuse._util").callable
+local names = require "functionfuse._names"
 
 --- A class node factory: calling it makes a constructor node and returns an
 -- instance proxy whose method calls are nodes, chained in call order.
@@ -32,7 +33,6 @@ local function class_factory(name, Class)
   local factory = {}
   local factory_mt = { __name = "functionfuse.ClassFactory" }
   function factory_mt.__call(_, ...)
-    local cname = core.factory_name(ctor, 1)
     local init_node = core.apply(ctor, nil, ...)
     local last = init_node
     local inst = {}
@@ -47,7 +47,7 @@ local function class_factory(name, Class)
       end
       local fn = Class[key]
       if type(fn) ~= "function" then
-        error(("class '%s' has no method '%s'"):format(cname, tostring(key)), 2)
+        error(("class '%s' has no method '%s'"):format(name, tostring(key)), 2)
       end
       return function(self, ...)
         if self ~= inst then
@@ -55,7 +55,7 @@ local function class_factory(name, Class)
         end
         local mf = methods[key]
         if mf == nil then
-          mf = core.factory(fn, cname .. "." .. key)
+          mf = core.factory(fn, name .. "." .. key)
           methods[key] = mf
         end
         local node = core.apply(mf, { last }, init_node, ...)
@@ -70,10 +70,12 @@ local function class_factory(name, Class)
 end
 
 --- workflow(fn) / workflow(name, fn): a node factory. Calling it returns a
--- Node named "<name>_<NNNN>"; without a name, the name the factory is first
--- called by (`local sum = workflow(...)` then `sum(...)` gives "sum").
+-- Node named "<name>_<NNNN>"; without a name, the name fn's definition
+-- gives it (`local function sum`, `local sum = workflow(function ...)`:
+-- "sum"; see _names.lua). Factories of one function share its counter.
 -- workflow(Class) / workflow(name, Class) with a table of methods (and an
--- optional constructor __init(self, ...)) makes a class node factory.
+-- optional constructor __init(self, ...)) makes a class node factory, named
+-- after what the workflow call is assigned to.
 function M.workflow(a, b)
   local name, target = nil, a
   if b ~= nil or type(a) == "string" then
@@ -85,11 +87,23 @@ function M.workflow(a, b)
   end
   local argn = name and 2 or 1
   if type(target) == "table" and not callable(target) then
+    if name == nil then
+      local why
+      name, why = names.class_name(2)
+      if name == nil then error(("bad argument #1 to 'workflow' (%s: give the class a name, " ..
+        "workflow(name, Class))"):format(why), 2) end
+    end
     return class_factory(name, target)
   end
   if not callable(target) then
     error(("bad argument #%d to 'workflow' (function or class table expected, got %s)")
       :format(argn, type(target)), 2)
+  end
+  if name == nil then
+    local why
+    name, why = names.function_name(target)
+    if name == nil then error(("bad argument #1 to 'workflow' (%s has no definition to be " ..
+      "named after: give it a name, workflow(name, fn))"):format(why), 2) end
   end
   return core.factory(target, name)
 end

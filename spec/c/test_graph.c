@@ -34,17 +34,14 @@ static uint32_t add(ff_graph *g, uint32_t fid, const uint32_t *parents, uint32_t
 static void test_names(void) {
     ff_graph *g = new_graph();
     uint32_t sum, minus;
-    ASSERT_EQ(ff_graph_add_func(g, 100, "sum", &sum), 0);
-    ASSERT_EQ(ff_graph_add_func(g, 101, NULL, &minus), 0);
+    ASSERT_EQ(ff_graph_add_func(g, 100, "sum", 0, &sum), 0);
+    ASSERT_EQ(ff_graph_add_func(g, 101, "minus", 0, &minus), 0);
     uint32_t a = add(g, sum, NULL, 0), b = add(g, sum, &a, 1), c = add(g, minus, &b, 1);
     char buf[64];
     ASSERT_EQ(ff_graph_name(g, a, buf, sizeof buf), 8);
     ASSERT_STR_EQ(buf, "sum_0000");
     ff_graph_name(g, b, buf, sizeof buf);
     ASSERT_STR_EQ(buf, "sum_0001");
-    ff_graph_name(g, c, buf, sizeof buf);
-    ASSERT_STR_EQ(buf, "task_0000"); /* a function without a name yet */
-    ASSERT_EQ(ff_graph_func_set_name(g, minus, "minus"), 0);
     ff_graph_name(g, c, buf, sizeof buf);
     ASSERT_STR_EQ(buf, "minus_0000");
     ASSERT_EQ(ff_graph_set_name(g, b, "node2", 5), 0);
@@ -60,7 +57,7 @@ static void test_names(void) {
 static void test_plan_order_and_consumers(void) {
     ff_graph *g = new_graph();
     uint32_t f;
-    ff_graph_add_func(g, 1, "f", &f);
+    ff_graph_add_func(g, 1, "f", 0, &f);
     /* d, c created first; b uses c and d; a alone; x unrelated. */
     uint32_t d = add(g, f, NULL, 0), c = add(g, f, NULL, 0);
     uint32_t x = add(g, f, NULL, 0);
@@ -89,7 +86,7 @@ static void test_plan_order_and_consumers(void) {
 static void test_refcounts_free_chains(void) {
     ff_graph *g = new_graph();
     uint32_t f;
-    ff_graph_add_func(g, 7, "f", &f);
+    ff_graph_add_func(g, 7, "f", 0, &f);
     uint32_t prev = add(g, f, NULL, 0);
     for (int i = 0; i < 100000; i++) {
         uint32_t next = add(g, f, &prev, 1);
@@ -120,7 +117,7 @@ static void test_refcounts_free_chains(void) {
 static void test_whole_workflow(void) {
     ff_graph *g = new_graph();
     uint32_t f;
-    ff_graph_add_func(g, 1, "f", &f);
+    ff_graph_add_func(g, 1, "f", 0, &f);
     uint32_t r = add(g, f, NULL, 0), s = add(g, f, NULL, 0);
     uint32_t a = add(g, f, &r, 1);
     uint32_t b = add(g, f, &a, 1); /* a child of a: in the workflow of a */
@@ -171,7 +168,7 @@ static void test_whole_workflow(void) {
 static void test_handles_released(void) {
     ff_graph *g = new_graph();
     uint32_t f;
-    ff_graph_add_func(g, 1, "f", &f);
+    ff_graph_add_func(g, 1, "f", 0, &f);
     ff_arg args[3] = {
         {.kind = FF_ARG_HANDLE, .handle = 11},
         {.kind = FF_ARG_INT, .handle = FF_NOHANDLE, .u.i = 5},
@@ -196,7 +193,7 @@ static void test_handles_released(void) {
 static void test_bad_parents(void) {
     ff_graph *g = new_graph();
     uint32_t f, id;
-    ff_graph_add_func(g, 1, "f", &f);
+    ff_graph_add_func(g, 1, "f", 0, &f);
     ff_arg bad = {.kind = FF_ARG_NODE, .handle = FF_NOHANDLE, .u.node = 12345};
     ASSERT_EQ(ff_graph_add_node(g, f, &bad, 1, NULL, 0, &id), -EINVAL);
     ff_arg owned = {.kind = FF_ARG_HANDLE, .handle = 77};
@@ -211,8 +208,70 @@ static void test_bad_parents(void) {
     ff_graph_destroy(g);
 }
 
+static uint32_t freed_fid, freed_counter;
+static int32_t freed_handle;
+
+static void on_func_release(void *ud, uint32_t fid, int32_t h, uint32_t counter) {
+    (void)ud;
+    freed_fid = fid;
+    freed_handle = h;
+    freed_counter = counter;
+}
+
+/* A function lives while the caller's reference or a node of it does;
+ * its slot then goes to the next function, which numbers from the counter
+ * it is given. */
+static void test_function_slots(void) {
+    ff_graph *g = new_graph();
+    ff_graph_set_func_release(g, on_func_release);
+    freed_handle = FF_NOHANDLE;
+    uint32_t f, h;
+    ASSERT_EQ(ff_graph_add_func(g, 10, "f", 0, &f), 0);
+    ASSERT_EQ(ff_graph_add_func(g, 11, "h", 0, &h), 0);
+    uint32_t a = add(g, f, NULL, 0), b = add(g, f, &a, 1);
+    ff_graph_func_decref(g, f); /* the caller lets go: its nodes keep it */
+    ASSERT_EQ(ff_graph_func_is_live(g, f), 1);
+    ASSERT_STR_EQ(ff_graph_func_name(g, f), "f");
+    ASSERT_EQ(freed_handle, FF_NOHANDLE);
+    ff_graph_decref(g, a); /* b still holds a */
+    ASSERT_EQ(ff_graph_func_is_live(g, f), 1);
+    ff_graph_decref(g, b); /* frees b, then a: the last node of f */
+    ASSERT_EQ(ff_graph_func_is_live(g, f), 0);
+    ASSERT_EQ(ff_graph_func_name(g, f) == NULL, 1);
+    ASSERT_EQ(freed_handle, 10);
+    ASSERT_EQ(freed_fid, f);
+    ASSERT_EQ(freed_counter, 2);
+    /* A node of a freed function is refused. */
+    uint32_t id;
+    ASSERT_EQ(ff_graph_add_node(g, f, NULL, 0, NULL, 0, &id), -EINVAL);
+    /* The slot is reused, numbering from the counter given. */
+    uint32_t f2;
+    ASSERT_EQ(ff_graph_add_func(g, 12, "f", 2, &f2), 0);
+    ASSERT_EQ(f2, f);
+    uint32_t c = add(g, f2, NULL, 0);
+    char buf[32];
+    ff_graph_name(g, c, buf, sizeof buf);
+    ASSERT_STR_EQ(buf, "f_0002");
+    /* 1000 functions made and dropped one after another need one slot. */
+    for (int i = 0; i < 1000; i++) {
+        uint32_t t;
+        ASSERT_EQ(ff_graph_add_func(g, 100 + i, "t", 0, &t), 0);
+        ASSERT_EQ(t != f2 && t != h, 1);
+        ff_graph_func_decref(g, t);
+        ASSERT_EQ(freed_handle, 100 + i);
+    }
+    uint32_t t1, t2;
+    ASSERT_EQ(ff_graph_add_func(g, 5000, "t", 0, &t1), 0);
+    ASSERT_EQ(ff_graph_add_func(g, 5001, "t", 0, &t2), 0);
+    ASSERT_EQ(t1 <= 2 && t2 <= 3, 1); /* slots 0..3: f2, h, and two more */
+    ff_graph_destroy(g);
+    /* destroy releases what is left through the plain release callback */
+    ASSERT_EQ(nreleased, 4); /* h, f2 (12), t1, t2 */
+}
+
 int main(void) {
     RUN(test_names);
+    RUN(test_function_slots);
     RUN(test_plan_order_and_consumers);
     RUN(test_refcounts_free_chains);
     RUN(test_whole_workflow);

@@ -123,6 +123,8 @@ static void test_handshake(void) {
 /* --- worker -> head ------------------------------------------------------ */
 
 static const ff_msg_res two_res[] = {{"gpu", 3, 5000}, {"_disk", 5, 1}};
+static const unsigned char machine_a[FF_MACHINE_LEN] = "machine-a:012345";
+static const unsigned char machine_b[FF_MACHINE_LEN] = "machine-b:012345";
 
 static int rd_register(const char *p, size_t n) {
     ff_msg_register m;
@@ -133,6 +135,7 @@ static int rd_register(const char *p, size_t n) {
     ASSERT_EQ(m.cpus, 20000);
     ASSERT(str_is(m.host, m.host_len, "build7"));
     ASSERT_EQ(m.pid, 41822);
+    ASSERT(memcmp(m.machine, machine_a, FF_MACHINE_LEN) == 0);
     ASSERT_EQ(res.n, 2);
     for (int k = 0; k < 2; k++) {
         ff_msg_res r;
@@ -154,7 +157,7 @@ static int rd_result(const char *p, size_t n) {
 }
 
 static void test_worker_messages(void) {
-    ff_msg_register reg = {20000, "build7", 6, 41822};
+    ff_msg_register reg = {20000, "build7", 6, 41822, machine_a};
     CHECK_MSG(FF_M_REGISTER, ff_msg_register_write(b, &reg, two_res, 2), rd_register);
     ff_msg_result res = {7, 300, 1, "\x01\x81", 2, 123456789};
     CHECK_MSG(FF_M_RESULT, ff_msg_result_write(b, &res), rd_result);
@@ -457,12 +460,14 @@ static int rd_status_reply(const char *p, size_t n) {
     ff_msg_res_state rs;
     ff_msg_next_place(&places, &pl, &res);
     ASSERT(str_is(pl.name, pl.len, "a:1") && pl.running == 2 && res.n == 2);
+    ASSERT(memcmp(pl.machine, machine_a, FF_MACHINE_LEN) == 0);
     ff_msg_next_res_state(&res, &rs);
     ASSERT(str_is(rs.name, rs.len, "CPU") && rs.total == 40000 && rs.free == 20000);
     ff_msg_next_res_state(&res, &rs);
     ASSERT(str_is(rs.name, rs.len, "gpu") && rs.total == 10000 && rs.free == 0);
     ff_msg_next_place(&places, &pl, &res);
     ASSERT(str_is(pl.name, pl.len, "b:2") && pl.running == 0 && res.n == 1);
+    ASSERT(memcmp(pl.machine, machine_b, FF_MACHINE_LEN) == 0);
     ff_msg_next_res_state(&res, &rs);
     ASSERT(str_is(rs.name, rs.len, "CPU") && rs.total == 10000 && rs.free == 10000);
     return 0;
@@ -471,10 +476,10 @@ static int rd_status_reply(const char *p, size_t n) {
 static int write_status_reply(ff_buf *b) {
     size_t at;
     ff_msg_status_reply_begin(b, 2, &at);
-    ff_msg_status_place(b, &(ff_msg_place){"a:1", 3, 2}, 2);
+    ff_msg_status_place(b, &(ff_msg_place){"a:1", 3, machine_a, 2}, 2);
     ff_msg_status_res(b, &(ff_msg_res_state){"CPU", 3, 40000, 20000});
     ff_msg_status_res(b, &(ff_msg_res_state){"gpu", 3, 10000, 0});
-    ff_msg_status_place(b, &(ff_msg_place){"b:2", 3, 0}, 1);
+    ff_msg_status_place(b, &(ff_msg_place){"b:2", 3, machine_b, 0}, 1);
     ff_msg_status_res(b, &(ff_msg_res_state){"CPU", 3, 10000, 10000});
     return ff_msg_status_reply_end(b, at, &(ff_msg_status_reply){1, 2, 3});
 }

@@ -662,6 +662,48 @@ static void test_many_resources(void) {
     ff_sched_destroy(s);
 }
 
+/* Two workers of one machine share its "_disk"; CPU stays each one's. */
+static void test_machines(void) {
+    ff_sched *s = mk();
+    int disk = res(s, "_disk"), gpu = res(s, "gpu"), bad = -2;
+    ff_res a[] = {{FF_RES_CPU, 2 * U}, {disk, 1 * U}};
+    ff_res b[] = {{FF_RES_CPU, 2 * U}, {gpu, 2 * U}};
+    ASSERT_EQ(ff_sched_add_place_on(s, 7, a, 2, &bad), 0);
+    ASSERT_EQ(bad, -1);
+    ASSERT_EQ(ff_sched_add_place_on(s, 7, b, 2, &bad), 1); /* gpu joins the machine */
+    int64_t total = 0, avail = 0;
+    ASSERT_EQ(ff_sched_place_get(s, 0, gpu, &total, &avail), 0);
+    ASSERT_EQ(total, 2 * U);
+    ASSERT_EQ(ff_sched_place_get(s, 1, disk, &total, &avail), 0);
+    ASSERT_EQ(total, 1 * U);
+    ASSERT_EQ(ff_sched_place_machine(s, 1), 7);
+    ASSERT_EQ(place(s, 1, "_disk", 1), 2); /* a machine of its own */
+    ASSERT_EQ(ff_sched_place_machine(s, 2), -1);
+    /* Disagreeing on an amount is refused, naming the resource. */
+    ff_res c[] = {{FF_RES_CPU, U}, {disk, 2 * U}};
+    ASSERT_EQ(ff_sched_add_place_on(s, 7, c, 2, &bad), -EEXIST);
+    ASSERT_EQ(bad, disk);
+    /* Machine 7 runs one task holding its disk at a time; place 2 another. */
+    ASSERT_EQ(submit(s, 1, 1, "_disk", 1, 0), 0);
+    ASSERT_EQ(submit(s, 2, 1, "_disk", 1, 1), 0);
+    ASSERT_EQ(submit(s, 3, 1, "_disk", 1, 1), 0);
+    int p = -1;
+    ASSERT_EQ(next(s, &p), 1u);
+    ASSERT_EQ(p, 0);
+    ASSERT_EQ(next(s, &p), 2u); /* not on place 1: the machine's disk is taken */
+    ASSERT_EQ(p, 2);
+    none(s);
+    ASSERT_EQ(ff_sched_place_get(s, 1, disk, NULL, &avail), 0);
+    ASSERT_EQ(avail, 0);
+    /* A place leaving gives back what its lost tasks held to the machine. */
+    ASSERT_EQ(ff_sched_remove_place(s, 0, NULL, NULL), 0);
+    ASSERT_EQ(ff_sched_place_get(s, 1, disk, NULL, &avail), 0);
+    ASSERT_EQ(avail, 1 * U);
+    ASSERT_EQ(next(s, &p), 3u);
+    ASSERT_EQ(p, 1);
+    ff_sched_destroy(s);
+}
+
 static void test_bad_args(void) {
     ff_sched *s = mk();
     ff_res neg[] = {{FF_RES_CPU, -1}};
@@ -828,7 +870,21 @@ struct model {
     int64_t req[MT][MR];
     int64_t cap[MPX][MR];
     int live[MPX], nlive;
+    int mach[MPX]; /* the place's machine: 0, 1, or -1 (its own) */
 };
+
+/* Place q is live and on p's machine (p itself included). */
+static int same_machine(const struct model *m, int p, int q) {
+    return m->live[q] && (q == p || (m->mach[p] >= 0 && m->mach[q] == m->mach[p]));
+}
+
+/* Task t asks for more than CPU. */
+static int asks_more_than_cpu(const struct model *m, int t) {
+    for (int r = 1; r < MR; r++)
+        if (m->req[t][r] > 0)
+            return 1;
+    return 0;
+}
 
 static int model_feasible(const struct model *m, ff_sched *s, int t) {
     int feasible = 0;
@@ -868,9 +924,11 @@ static void check_model(ff_sched *s, const struct model *m) {
         if (!m->live[p])
             continue;
         for (int r = 0; r < MR; r++) {
+            /* CPU is the place's own; the rest its machine's. */
             int64_t used = 0;
             for (int t = 0; t < MT; t++)
-                if (m->state[t] == 2 && m->place[t] == p)
+                if (m->state[t] == 2 &&
+                    (r == FF_RES_CPU ? m->place[t] == p : same_machine(m, p, m->place[t])))
                     used += m->req[t][r];
             int64_t f = free_of(s, p, r);
             ASSERT(f >= 0);
@@ -904,21 +962,51 @@ static void test_random(void) {
     ASSERT_EQ(res(s, "x"), 1);
     ASSERT_EQ(res(s, "y"), 2);
     ASSERT_EQ(ff_sched_set_patience(s, 5), 0);
-    size_t started = 0, empty = 0, reserved = 0, removed = 0, parked = 0;
+    size_t started = 0, empty = 0, reserved = 0, removed = 0, parked = 0, shared = 0, conflicts = 0;
     for (int step = 0; step < 300000; step++) {
         uint32_t op = rnd(100);
         if (op < 2) { /* a place joins */
             int p = ff_sched_nplaces(s);
             if (p >= MPX || m.nlive >= MP)
                 continue;
+            int mach = (int)rnd(3) - 1, peer = -1;
+            for (int q = 0; mach >= 0 && q < ff_sched_nplaces(s); q++)
+                if (m.live[q] && m.mach[q] == mach)
+                    peer = q;
             ff_res cap[MR];
+            int conflict = -1;
             for (int r = 0; r < MR; r++) {
-                m.cap[p][r] = (int64_t)rnd(5) * U / 2;
-                cap[r] = (ff_res){r, m.cap[p][r]};
+                int64_t have = peer >= 0 && r != FF_RES_CPU ? m.cap[peer][r] : 0;
+                int64_t v = (int64_t)rnd(5) * U / 2;
+                if (have > 0 && v != 0 && v != have && (conflict >= 0 || rnd(4) != 0))
+                    v = rnd(2) ? have : 0; /* mostly: agree, or name it not */
+                if (have > 0 && v != 0 && v != have)
+                    conflict = r;
+                cap[r] = (ff_res){r, v};
             }
-            ASSERT_EQ(ff_sched_add_place(s, cap, MR), p);
+            int bad = -2;
+            int rc = ff_sched_add_place_on(s, mach, cap, MR, &bad);
+            if (conflict >= 0) {
+                ASSERT_EQ(rc, -EEXIST);
+                ASSERT_EQ(bad, conflict);
+                conflicts++;
+                continue;
+            }
+            ASSERT_EQ(rc, p);
+            ASSERT_EQ(bad, -1);
+            ASSERT_EQ(ff_sched_place_machine(s, p), mach);
             m.live[p] = 1;
+            m.mach[p] = mach;
             m.nlive++;
+            for (int r = 0; r < MR; r++) {
+                int64_t have = peer >= 0 && r != FF_RES_CPU ? m.cap[peer][r] : 0;
+                m.cap[p][r] = have > 0 ? have : cap[r].amount;
+                /* What the machine lacked, all its places now have. */
+                for (int q = 0; r != FF_RES_CPU && have == 0 && q < p; q++)
+                    if (same_machine(&m, p, q))
+                        m.cap[q][r] = cap[r].amount;
+            }
+            shared += peer >= 0;
         } else if (op == 2 && rnd(20) == 0) { /* give up on parked tasks */
             ASSERT_EQ(ff_sched_set_patience(s, 1 + rnd(8)), 0);
             ff_sched_drop_waiting(s, model_drop, (void *)(intptr_t)1);
@@ -964,8 +1052,11 @@ static void test_random(void) {
                 int best = -1;
                 int64_t bestc = -1;
                 for (int q = 0; q < ff_sched_nplaces(s); q++) {
+                    int rp = st.reserved_place;
                     if (!m.live[q] || !model_fits(&m, s, t, q) ||
-                        (q == st.reserved_place && (uint64_t)t != st.reserved_task))
+                        (rp >= 0 && (uint64_t)t != st.reserved_task &&
+                         (q == rp || (asks_more_than_cpu(&m, t) && m.mach[rp] >= 0 &&
+                                      same_machine(&m, rp, q)))))
                         continue;
                     if (q == m.aff[t]) {
                         best = q;
@@ -1008,8 +1099,8 @@ static void test_random(void) {
     }
     check_model(s, &m);
     printf("# %zu started, %zu times nothing fit (%zu with a reservation), %zu places "
-           "removed, %zu parked\n",
-           started, empty, reserved, removed, parked);
+           "removed, %zu parked, %zu places joined a machine, %zu refused\n",
+           started, empty, reserved, removed, parked, shared, conflicts);
     /* The comparisons above mean something only if the walk went through
      * every case: tasks placed, nothing fitting, reservations, places
      * leaving and tasks parked. */
@@ -1018,6 +1109,8 @@ static void test_random(void) {
     ASSERT(reserved > 0);
     ASSERT(removed > 0);
     ASSERT(parked > 0);
+    ASSERT(shared > 0);
+    ASSERT(conflicts > 0);
     ff_sched_destroy(s);
 }
 
@@ -1037,6 +1130,7 @@ int main(void) {
     RUN(test_wait_for_places);
     RUN(test_zero_cpu);
     RUN(test_many_resources);
+    RUN(test_machines);
     RUN(test_bad_args);
     RUN(test_release_queued);
     RUN(test_many_shapes);

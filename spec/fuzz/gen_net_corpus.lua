@@ -23,7 +23,7 @@ local M = { HELLO = 1, AUTH = 2, WELCOME = 3, REFUSE = 4, REGISTER = 5, FUNC = 6
             RESULT = 8, SUBMIT = 9, DONE = 10, STATUS = 11, STATUS_REPLY = 12, FREE = 13, BYE = 14,
             RUN_END = 15 }
 local register = frame(0, M.REGISTER, varint(20000) .. varint(1) .. str("gpu") .. varint(5000) ..
-                                      str("host") .. varint(42))
+                                      str("host") .. varint(42) .. str("machine:01234567"))
 local fn = core.encode(function(a, b) return a + (b or 0) end, "code")
 local func = frame(1, M.FUNC, varint(1) .. varint(1) .. str(fn))
 local args1 = core.encode({ n = 2, 1, 2 }, "code")
@@ -57,7 +57,8 @@ local replies = frame(0, M.HELLO, str("fflua-cluster") .. versions .. nonce) ..
   frame(0, M.DONE, varint(1) .. varint(1) .. varint(0) .. str(core.encode(6, "code"))) ..
   frame(0, M.RUN_END, varint(1) .. varint(2) .. str("host:42") .. str("(gone)") .. varint(1) ..
                       varint(0)) ..
-  frame(0, M.STATUS_REPLY, varint(1) .. str("host:42") .. varint(1) .. varint(2) ..
+  frame(0, M.STATUS_REPLY, varint(1) .. str("host:42") .. str("machine:01234567") .. varint(1) ..
+                           varint(2) ..
                            str("CPU") .. varint(20000) .. varint(10000) ..
                            str("gpu") .. varint(5000) .. varint(5000) ..
                            varint(0) .. varint(1) .. varint(7))

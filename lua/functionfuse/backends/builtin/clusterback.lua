@@ -70,21 +70,33 @@ local Guard = {
   end,
 }
 
+-- num_cpus and resources describe the machine, as in ray.init: num_cpus
+-- CPUs in all (default: its cores), shared out among num_workers worker
+-- processes (default: one per CPU, or one when num_cpus is not a whole
+-- number); resources are the machine's, which its workers share.
 local function start_local(a)
-  local cpus = core.cpu_count()
   local cfg = {
-    num_workers = a.num_workers or cpus,
-    num_cpus = a.num_cpus or 1,
+    num_cpus = a.num_cpus or core.cpu_count(),
     resources = resources_json(a.resources),
   }
-  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1
-     or cfg.num_workers > MAX_WORKERS then
-    error("ClusterWorkflow: num_workers must be an integer from 1 to " .. MAX_WORKERS, 4)
-  end
   if not amount(cfg.num_cpus, MAX_CPUS) then
     error("ClusterWorkflow: num_cpus must be a number from 0 to " .. MAX_CPUS ..
           " with at most 4 decimals", 4)
   end
+  local whole = math.tointeger(cfg.num_cpus)
+  cfg.num_workers = a.num_workers or
+                    (whole and whole >= 1 and math.min(whole, MAX_WORKERS) or 1)
+  if math.type(cfg.num_workers) ~= "integer" or cfg.num_workers < 1
+     or cfg.num_workers > MAX_WORKERS then
+    error("ClusterWorkflow: num_workers must be an integer from 1 to " .. MAX_WORKERS, 4)
+  end
+  -- Each worker's share, in the scheduler's units of 1/10000.
+  local units = math.floor(cfg.num_cpus * 10000 + 0.5)
+  if units % cfg.num_workers ~= 0 then
+    error(("ClusterWorkflow: num_cpus (%s) cannot be shared out evenly among %d workers " ..
+           "(to 4 decimals): give num_workers a divisor of it"):format(cfg.num_cpus, cfg.num_workers), 4)
+  end
+  cfg.worker_cpus = units // cfg.num_workers / 10000
   local lc = state.local_cluster
   if lc then
     local same = lc.cfg.num_workers == cfg.num_workers and lc.cfg.num_cpus == cfg.num_cpus
@@ -101,7 +113,7 @@ local function start_local(a)
   local guard = setmetatable({ pids = {} }, Guard)
   -- The head starts the workers, and starts another when one ends.
   local argv = { exe, "head", "--port", "0", "--workers", tostring(cfg.num_workers),
-                 "--num-cpus", ("%.4f"):format(cfg.num_cpus), "--quiet", "--ready-file", ready }
+                 "--num-cpus", ("%.4f"):format(cfg.worker_cpus), "--quiet", "--ready-file", ready }
   if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
   local head = core.spawn(argv, env)
   guard.pids[1] = head
@@ -149,6 +161,7 @@ function ClusterWorkflow:run(opts)
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(opts)), 2)
   end
+  if base.capture then return base.capture(self) end
   local client = self:_client()
   state.run_id = state.run_id + 1
   local mp = opts.max_pending_tasks

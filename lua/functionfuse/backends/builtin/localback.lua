@@ -21,6 +21,7 @@ end
 -- the same order) and returns one value per leaf. With a storage, stored
 -- results are used (see the cache option) and new ones saved.
 function LocalWorkflow:run()
+  if base.capture then return base.capture(self) end
   local opts = self:_run_options()
   if not opts then return self._core:run_local() end
   return finish(self, opts, self._core:run_local(opts))
