@@ -43,6 +43,30 @@ describe("cluster", function()
     end
   end)
 
+  it("runs the whole workflow of the given node, the nodes below it included", function()
+    local address, token, ps = cluster {
+      { cpus = 1 },
+      { cpus = 1, resources = '{"gpu": 1}' },
+    }
+    local with = tostring(ps[2]:pid())
+    local load = ff.workflow("load", function() return 10 end)
+    local train = ff.workflow("train", function(m, d) return m * d end)
+    local total = ff.workflow("total", function(t) return t[1] + t[2] + t.x end)
+    local data = load()
+    local models = {}
+    for m = 1, 3 do models[m] = train(m, data):set_name("model" .. m) end
+    local sum = total { models[1], models[2], x = models[3] } -- a table of nodes, copied
+    models = nil -- luacheck: ignore 311 (the models are kept by their graph alone)
+    collectgarbage("collect")
+    local wf = ClusterWorkflow(data, sum, { workflow_name = "whole",
+                                       cluster_init_args = { address = address, token_file = token } })
+    assert.are.equal(3, #wf:query("^model.*$"):set_remote_args { resources = { gpu = 0.5 } })
+    assert.are.same({ 10, 60 }, { wf:run() })
+    local where = wf.last_run.placement
+    assert.is_string(where.load_0000)
+    for m = 1, 3 do assert.matches(":" .. with .. "$", where["model" .. m]) end
+  end)
+
   it("runs a big workflow sent in several parts, dependencies across parts", function()
     local address, token = cluster { { cpus = 1 }, { cpus = 1 } }
     local inc = ff.workflow("inc", function(x) return x + 1 end)

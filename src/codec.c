@@ -908,15 +908,24 @@ static int enc_upvalues(ffc_enc *e, int idx, int code, lua_Integer fidx) {
     return e->err;
 }
 
+/* Offers the userdata at idx to the caller's hook: 1 when it wrote the
+ * value (*rc its result), else 0. */
+static int try_ud_hook(ffc_enc *e, int idx, int *rc) {
+    if (e->o->ud_hook == NULL)
+        return 0;
+    int h = e->o->ud_hook(e->o->hook_ud, e, e->L, idx);
+    if (h < 0)
+        *rc = fail(e, FFLUA_ELUA, "%s", lua_tostring(e->L, -1));
+    else if (h > 0)
+        *rc = e->err;
+    return h != 0;
+}
+
 static int enc_userdata(ffc_enc *e, int idx) {
     lua_State *L = e->L;
-    if (e->o->ud_hook != NULL) {
-        int h = e->o->ud_hook(e->o->hook_ud, e, L, idx);
-        if (h < 0)
-            return fail(e, FFLUA_ELUA, "%s", lua_tostring(L, -1));
-        if (h > 0)
-            return e->err;
-    }
+    int hrc;
+    if (try_ud_hook(e, idx, &hrc))
+        return hrc;
     int top = lua_gettop(L);
     if (lua_getmetatable(L, idx)) {
         if (reg_lookup(e, "ser") == LUA_TTABLE) { /* [mt, spec] */
@@ -974,6 +983,13 @@ static int enc_value(ffc_enc *e, int idx) {
         return fail(e, FFLUA_ENOSERIAL, "%s", "a function cannot be stored");
     case LUA_TUSERDATA:
         return enc_userdata(e, idx);
+    case LUA_TLIGHTUSERDATA: {
+        /* The graph's weak node references in arguments (lgraph.c). */
+        int hrc;
+        if (try_ud_hook(e, idx, &hrc))
+            return hrc;
+    }
+        /* fallthrough */
     default: {
         const char *tn = luaL_typename(L, idx);
         if (e->o->flags & FFC_HASH)

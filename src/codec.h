@@ -50,7 +50,7 @@ enum {
 
 typedef struct ffc_enc ffc_enc;
 
-/* Called for a userdata before anything else: return 1 if it wrote the
+/* Called for a userdata (full or light) before anything else: return 1 if it wrote the
  * value (with ffc_put_*), 0 to go on as usual, or -1 with an error message
  * pushed to fail the encoding (the message gets the path). */
 typedef int (*ffc_ud_hook)(void *ud, ffc_enc *e, lua_State *L, int idx);

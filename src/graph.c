@@ -24,8 +24,17 @@ struct node_ext { /* what few nodes have */
     int32_t slots[FF_NSLOTS];
 };
 
+/* A child edge: the edges of a node's children form a list, newest child
+ * first, in one pool of the graph. */
+struct edge {
+    uint32_t child, next;
+};
+
 struct node {
-    uint32_t refs; /* 0 marks a free slot */
+    uint32_t refs;  /* at a component's root: references to the component */
+    uint32_t uf;    /* union-find link to the component's root; NONE: a free slot */
+    uint32_t next;  /* the next member of the component (a circular list) */
+    uint32_t child; /* the first edge of the children list, or NONE */
     uint32_t fid;
     uint32_t counter; /* the function's counter at creation */
     uint32_t nargs, nparents;
@@ -51,13 +60,14 @@ struct ff_graph {
     ff_func_release_fn func_release;
     ff_release_fn release;
     void *ud;
-    uint32_t *stack; /* scratch for decref cascades */
-    size_t stack_cap;
     /* The creation log: node ids in creation order, NONE where a node has
      * been freed. Plans sweep it downwards, so they read memory in order
      * whatever slots nodes were given. Compacted when mostly holes. */
     uint32_t *log;
     uint32_t nlog, log_cap, log_holes;
+    /* Child edges, and the free ones linked through next. */
+    struct edge *edges;
+    uint32_t edges_used, edges_cap, edge_free;
 };
 
 #define NONE UINT32_MAX
@@ -81,6 +91,7 @@ int ff_graph_create(ff_graph **out, ff_release_fn rel, void *ud) {
     if (g == NULL)
         return -ENOMEM;
     g->free_head = NONE;
+    g->edge_free = NONE;
     g->func_free = NONE;
     g->release = rel;
     g->ud = ud;
@@ -104,6 +115,7 @@ static void free_node(ff_graph *g, struct node *n) {
     free(n->args);
     n->args = NULL;
     n->refs = 0;
+    n->uf = NONE;
 }
 
 void ff_graph_destroy(ff_graph *g) {
@@ -111,7 +123,7 @@ void ff_graph_destroy(ff_graph *g) {
         return;
     g->func_release = NULL; /* no counter is worth keeping now */
     for (uint32_t i = 0; i < g->used; i++)
-        if (g->nodes[i].refs != 0)
+        if (g->nodes[i].uf != NONE)
             free_node(g, &g->nodes[i]);
     for (uint32_t i = 0; i < g->nfuncs; i++) {
         if (g->funcs[i].refs != 0) {
@@ -121,8 +133,8 @@ void ff_graph_destroy(ff_graph *g) {
     }
     free(g->funcs);
     free(g->nodes);
-    free(g->stack);
     free(g->log);
+    free(g->edges);
     free(g);
 }
 
@@ -201,20 +213,6 @@ int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid) {
 
 /* --- nodes ---------------------------------------------------------------- */
 
-static int ensure_stack(ff_graph *g, size_t need) {
-    if (need <= g->stack_cap)
-        return 0;
-    size_t cap = g->stack_cap ? g->stack_cap : 64;
-    while (cap < need)
-        cap *= 2;
-    uint32_t *s = realloc(g->stack, cap * sizeof *s);
-    if (s == NULL)
-        return -ENOMEM;
-    g->stack = s;
-    g->stack_cap = cap;
-    return 0;
-}
-
 /* A mark no node carries yet. */
 static uint32_t next_epoch(ff_graph *g) {
     if (++g->epoch == 0) { /* wrapped: clear every mark once */
@@ -278,7 +276,49 @@ static int alloc_slot(ff_graph *g, uint32_t *id) {
 }
 
 int ff_graph_is_live(const ff_graph *g, uint32_t id) {
-    return id < g->used && g->nodes[id].refs != 0;
+    return id < g->used && g->nodes[id].uf != NONE;
+}
+
+/* The root of node id's component, halving the path on the way. */
+static uint32_t find(ff_graph *g, uint32_t id) {
+    struct node *nd = g->nodes;
+    while (nd[id].uf != id) {
+        nd[id].uf = nd[nd[id].uf].uf;
+        id = nd[id].uf;
+    }
+    return id;
+}
+
+/* Makes room for n more child edges. */
+static int edges_reserve(ff_graph *g, uint32_t n) {
+    uint32_t nfree = 0;
+    for (uint32_t e = g->edge_free; e != NONE && nfree < n; e = g->edges[e].next)
+        nfree++;
+    if (nfree >= n || g->edges_used + (n - nfree) <= g->edges_cap)
+        return 0;
+    if (g->edges_cap >= NONE / 4)
+        return -ENOMEM;
+    uint32_t cap = g->edges_cap ? g->edges_cap * 2 : 1024;
+    while (cap < g->edges_used + n)
+        cap *= 2;
+    struct edge *e = realloc(g->edges, (size_t)cap * sizeof *e);
+    if (e == NULL)
+        return -ENOMEM;
+    g->edges = e;
+    g->edges_cap = cap;
+    return 0;
+}
+
+/* Adds child to parent's children (room reserved). */
+static void add_child(ff_graph *g, uint32_t parent, uint32_t child) {
+    uint32_t e = g->edge_free;
+    if (e != NONE)
+        g->edge_free = g->edges[e].next;
+    else
+        e = g->edges_used++;
+    g->edges[e].child = child;
+    g->edges[e].next = g->nodes[parent].child;
+    g->nodes[parent].child = e;
 }
 
 int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t nargs,
@@ -323,11 +363,16 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     }
     rc = log_reserve(g);
     if (rc == 0)
+        rc = edges_reserve(g, np);
+    if (rc == 0)
         rc = alloc_slot(g, &id);
     if (rc != 0)
         goto fail;
     struct node *n = &g->nodes[id];
-    n->refs = 1;
+    n->refs = 0;
+    n->uf = id;
+    n->next = id;
+    n->child = NONE;
     n->fid = fid;
     n->counter = g->funcs[fid].counter++;
     g->funcs[fid].refs++;
@@ -342,8 +387,24 @@ int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t na
     }
     n->logpos = g->nlog;
     g->log[g->nlog++] = id;
-    for (uint32_t i = 0; i < np; i++)
-        g->nodes[parents[i]].refs++;
+    /* The new node joins its parents' components, merged into one: the
+     * merged component's references are the sum of theirs, its members
+     * the two circular lists spliced. */
+    uint32_t root = id;
+    for (uint32_t i = 0; i < np; i++) {
+        add_child(g, parents[i], id);
+        uint32_t r = find(g, parents[i]);
+        if (r == root)
+            continue;
+        struct node *a = &g->nodes[root], *b = &g->nodes[r];
+        b->refs += a->refs;
+        a->uf = r;
+        uint32_t t = a->next;
+        a->next = b->next;
+        b->next = t;
+        root = r;
+    }
+    g->nodes[root].refs++;
     g->live++;
     *out = id;
     return 0;
@@ -355,37 +416,35 @@ fail:
 }
 
 void ff_graph_incref(ff_graph *g, uint32_t id) {
-    g->nodes[id].refs++;
+    g->nodes[find(g, id)].refs++;
 }
 
 void ff_graph_decref(ff_graph *g, uint32_t id) {
-    /* Iterative, so freeing a long chain cannot overflow the C stack. The
-     * scratch stack is grown before use; if it cannot grow, the nodes stay
-     * (a leak, never a crash). */
-    size_t top = 0;
-    if (ensure_stack(g, 1) != 0)
+    uint32_t root = find(g, id);
+    if (--g->nodes[root].refs > 0)
         return;
-    g->stack[top++] = id;
-    while (top > 0) {
-        uint32_t i = g->stack[--top];
+    /* Nothing outside refers to the component: every member goes, with its
+     * child edges (their children are members too). */
+    uint32_t i = root;
+    do {
         struct node *n = &g->nodes[i];
-        if (--n->refs > 0)
-            continue;
-        uint32_t np = n->nparents;
-        if (ensure_stack(g, top + np) != 0) {
-            n->refs = 1;
-            continue;
+        uint32_t next = n->next;
+        for (uint32_t e = n->child; e != NONE;) {
+            uint32_t en = g->edges[e].next;
+            g->edges[e].next = g->edge_free;
+            g->edge_free = e;
+            e = en;
         }
-        memcpy(g->stack + top, parents_of(n), np * sizeof(uint32_t));
-        top += np;
-        n = &g->nodes[i];
+        n->child = NONE;
         g->log[n->logpos] = NONE;
         g->log_holes++;
         free_node(g, n);
+        n = &g->nodes[i];
         n->logpos = g->free_head;
         g->free_head = i;
         g->live--;
-    }
+        i = next;
+    } while (i != root);
 }
 
 size_t ff_graph_size(const ff_graph *g) {
@@ -404,6 +463,17 @@ const ff_arg *ff_graph_args(const ff_graph *g, uint32_t id, uint32_t *nargs) {
 const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *nparents) {
     *nparents = g->nodes[id].nparents;
     return parents_of(&g->nodes[id]);
+}
+
+uint32_t ff_graph_children(const ff_graph *g, uint32_t id, uint32_t *buf, uint32_t cap) {
+    uint32_t n = 0;
+    for (uint32_t e = g->nodes[id].child; e != NONE; e = g->edges[e].next)
+        n++;
+    uint32_t k = n; /* the list is newest first */
+    for (uint32_t e = g->nodes[id].child; e != NONE; e = g->edges[e].next)
+        if (--k < cap)
+            buf[k] = g->edges[e].child;
+    return n;
 }
 
 /* Copies what fits of p[0..n) to buf at *at (cap bytes), counting all. */
@@ -488,8 +558,9 @@ int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot) {
 void ff_plan_release(ff_graph *g, ff_plan *p) {
     if (p == NULL)
         return;
-    for (uint32_t i = 0; i < p->n; i++)
-        ff_graph_decref(g, p->order[i]);
+    for (uint32_t i = 0; i < p->nheld; i++)
+        ff_graph_decref(g, p->held[i]);
+    free(p->held);
     free(p->order);
     free(p->consumers);
     free(p->pos);
@@ -500,12 +571,29 @@ uint32_t ff_plan_pos(const ff_plan *p, uint32_t id) {
     return id < p->pos_cap && p->pos[id] != 0 ? p->pos[id] - 1 : NONE;
 }
 
+/* Appends id to the array *a of *n ids (room for *cap), doubling it when
+ * full; on failure frees it. Returns 0 or -ENOMEM. */
+static int append(uint32_t **a, size_t *n, size_t *cap, uint32_t id) {
+    if (*n == *cap) {
+        uint32_t *o = realloc(*a, (*cap *= 2) * sizeof *o);
+        if (o == NULL) {
+            free(*a);
+            *a = NULL;
+            return -ENOMEM;
+        }
+        *a = o;
+    }
+    (*a)[(*n)++] = id;
+    return 0;
+}
+
 /* Ancestors of the leaves, in creation order: one sweep down the creation
  * log from the newest leaf, where every marked node marks its parents (all
  * older, so still ahead of the sweep). It stops when no marked node is left
- * ahead. */
-static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, uint32_t **out,
-                           size_t *nout) {
+ * ahead. With roots_only, only the ancestors without parents (in any
+ * order). */
+static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int roots_only,
+                           uint32_t **out, size_t *nout) {
     uint32_t mark = next_epoch(g);
     uint32_t hi = 0;
     size_t pending = 0;
@@ -527,15 +615,8 @@ static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves
             continue;
         struct node *nd = &g->nodes[id];
         pending--;
-        if (n == cap) {
-            uint32_t *o = realloc(order, (cap *= 2) * sizeof *o);
-            if (o == NULL) {
-                free(order);
-                return -ENOMEM;
-            }
-            order = o;
-        }
-        order[n++] = id;
+        if ((!roots_only || nd->nparents == 0) && append(&order, &n, &cap, id) != 0)
+            return -ENOMEM;
         const uint32_t *par = parents_of(nd);
         for (uint32_t j = 0; j < nd->nparents; j++) {
             struct node *pn = &g->nodes[par[j]];
@@ -555,7 +636,59 @@ static int sweep_ancestors(ff_graph *g, const uint32_t *leaves, uint32_t nleaves
     return 0;
 }
 
-int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan **out) {
+/* The workflow of the roots (distinct nodes without parents: the roots
+ * among the given nodes' ancestors): the roots, then every node whose
+ * parents are all in the workflow, in creation order, found by one sweep
+ * up the creation log from the oldest root.
+ * A node becomes a candidate when one of its parents is in; a candidate
+ * is in when all its parents are (all older, so decided already). The
+ * sweep stops when no candidate is left ahead. */
+static int sweep_descendants(ff_graph *g, const uint32_t *roots, size_t nroots, uint32_t **out,
+                             size_t *nout) {
+    uint32_t cand = next_epoch(g), in = next_epoch(g);
+    if (in < cand) /* the epochs wrapped between the two */
+        cand = next_epoch(g), in = next_epoch(g);
+    uint32_t lo = NONE;
+    size_t pending = 0;
+    for (size_t i = 0; i < nroots; i++) {
+        struct node *nd = &g->nodes[roots[i]];
+        nd->mark = cand;
+        pending++;
+        lo = nd->logpos < lo ? nd->logpos : lo;
+    }
+    size_t n = 0, cap = 1024;
+    uint32_t *res = malloc(cap * sizeof *res);
+    if (res == NULL)
+        return -ENOMEM;
+    for (uint32_t k = lo; pending > 0; k++) {
+        uint32_t id = g->log[k];
+        if (id == NONE || g->nodes[id].mark != cand)
+            continue;
+        pending--;
+        struct node *nd = &g->nodes[id];
+        const uint32_t *par = parents_of(nd);
+        uint32_t j = 0;
+        while (j < nd->nparents && g->nodes[par[j]].mark == in)
+            j++;
+        if (j < nd->nparents)
+            continue;
+        nd->mark = in;
+        if (append(&res, &n, &cap, id) != 0)
+            return -ENOMEM;
+        for (uint32_t e = nd->child; e != NONE; e = g->edges[e].next) {
+            struct node *c = &g->nodes[g->edges[e].child];
+            if (c->mark != cand && c->mark != in) {
+                c->mark = cand;
+                pending++;
+            }
+        }
+    }
+    *out = res;
+    *nout = n;
+    return 0;
+}
+
+int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int flags, ff_plan **out) {
     for (uint32_t i = 0; i < nleaves; i++)
         if (!ff_graph_is_live(g, leaves[i]))
             return -EINVAL;
@@ -564,29 +697,40 @@ int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan
         return -ENOMEM;
     size_t n = 0;
     uint32_t *order = NULL;
-    int rc = sweep_ancestors(g, leaves, nleaves, &order, &n);
+    int whole = !(flags & FF_PLAN_NEEDED);
+    int rc = sweep_ancestors(g, leaves, nleaves, whole, &order, &n);
+    if (rc == 0 && whole) {
+        uint32_t *roots = order;
+        rc = sweep_descendants(g, roots, n, &order, &n);
+        free(roots);
+        if (rc != 0)
+            order = NULL;
+    }
     if (rc != 0)
         goto fail;
     p->n = (uint32_t)n;
     p->order = order;
+    p->flags = flags;
     p->pos_cap = g->used;
     p->pos = calloc(g->used ? g->used : 1, sizeof *p->pos);
     p->consumers = calloc(n ? n : 1, sizeof *p->consumers);
-    if (p->pos == NULL || p->consumers == NULL) {
-        p->n = 0;
+    p->held = malloc((nleaves ? nleaves : 1) * sizeof *p->held);
+    if (p->pos == NULL || p->consumers == NULL || p->held == NULL) {
         ff_plan_release(g, p);
         return -ENOMEM;
     }
+    /* Every planned node is in the component of a leaf: a reference on
+     * each leaf's component keeps them all. */
+    for (uint32_t i = 0; i < nleaves; i++)
+        ff_graph_incref(g, p->held[p->nheld++] = leaves[i]);
     for (uint32_t i = 0; i < p->n; i++) {
-        p->pos[order[i]] = i + 1;
-        g->nodes[order[i]].refs++;
-    }
-    for (uint32_t i = 0; i < p->n; i++) {
+        p->pos[order[i]] = i + 1; /* parents are earlier: their positions are set */
         const struct node *nd = &g->nodes[order[i]];
         const uint32_t *par = parents_of(nd);
         for (uint32_t j = 0; j < nd->nparents; j++) {
             uint32_t pp = p->pos[par[j]] - 1;
-            if (pp >= i) { /* cannot happen: edges follow creation order */
+            if (pp >= i) { /* cannot happen: edges follow creation order and
+                            * a plan holds every parent of its nodes */
                 ff_plan_release(g, p);
                 return FFLUA_ECYCLE;
             }

@@ -10,14 +10,24 @@
  *
  * A node can only depend on nodes that exist when it is created, so every
  * edge runs from an older node to a newer one and the graph is acyclic by
- * construction; creation order is a topological order. A run's order is the
- * ancestors of its leaves in creation order, which is exactly what Kahn's
- * algorithm gives with creation order as the tie-break.
+ * construction; creation order is a topological order. Every node knows
+ * its parents and its children (a list of child edges in a pool).
  *
- * Node lifetime is reference counted: a node lives while the caller holds
- * references to it (ff_graph_incref) or while a live node depends on it.
- * Node ids are slot numbers and are reused after a node is freed; the
- * graph keeps creation order in a separate log.
+ * A plan is the workflow of a set of given nodes, as functionfuse's
+ * BaseWorkflow has it: the roots among their ancestors, then every node
+ * whose parents are all in the workflow (so every descendant of those
+ * roots that can run without a node from outside), in creation order, the
+ * order Kahn's algorithm gives with creation order as the tie-break. With
+ * FF_PLAN_NEEDED it is only the given nodes and their ancestors.
+ *
+ * Lifetime is per connected component (nodes linked by edges, in either
+ * direction): a union-find over the nodes, whose roots count the
+ * references the caller holds on any member (ff_graph_incref). A node
+ * nobody refers to lives as long as its component; when the last
+ * reference to a component goes, all of it is freed. Components only
+ * merge (a node with parents in several joins them). Node ids are slot
+ * numbers and are reused after a node is freed; the graph keeps creation
+ * order in a separate log.
  *
  * Functions are reference counted too: the caller's references and every
  * live node of the function; their ids are reused as well.
@@ -100,14 +110,16 @@ int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid);
  * nodes named by FF_ARG_NODE/FF_ARG_ITEM args and by deps (which carry
  * edges with no argument: nodes inside deep arguments, ordering edges).
  * Every parent must be a live node, fid a live function (the node holds a
- * reference on it). The new node starts with one reference, the caller's.
- * Returns 0, -ENOMEM or -EINVAL (a parent or the function is not live). */
+ * reference on it). The new node starts with one reference, the caller's,
+ * on the component it joins (its parents' components, merged). Returns 0,
+ * -ENOMEM or -EINVAL (a parent or the function is not live). */
 int ff_graph_add_node(ff_graph *g, uint32_t fid, const ff_arg *args, uint32_t nargs,
                       const uint32_t *deps, uint32_t ndeps, uint32_t *id);
 
+/* Takes a reference on node id's component. */
 void ff_graph_incref(ff_graph *g, uint32_t id);
-/* Drops a reference; a node without references is freed, its handles
- * released and its parents decref'd. */
+/* Drops a reference on node id's component; a component without
+ * references is freed, every member's handles released. */
 void ff_graph_decref(ff_graph *g, uint32_t id);
 int ff_graph_is_live(const ff_graph *g, uint32_t id);
 /* Number of live nodes. */
@@ -119,6 +131,9 @@ uint32_t ff_graph_fid(const ff_graph *g, uint32_t id);
  * (which may move it) or until the node is freed. */
 const ff_arg *ff_graph_args(const ff_graph *g, uint32_t id, uint32_t *nargs);
 const uint32_t *ff_graph_parents(const ff_graph *g, uint32_t id, uint32_t *nparents);
+/* Writes up to cap of the node's children (distinct, in creation order)
+ * to buf and returns how many it has. buf may be NULL when cap is 0. */
+uint32_t ff_graph_children(const ff_graph *g, uint32_t id, uint32_t *buf, uint32_t cap);
 
 /* Writes the node's name into buf (NUL-terminated, truncated to cap) and
  * returns its full length: the name set with ff_graph_set_name, otherwise
@@ -128,9 +143,10 @@ size_t ff_graph_name(const ff_graph *g, uint32_t id, char *buf, size_t cap);
 int ff_graph_set_name(ff_graph *g, uint32_t id, const char *name, size_t len);
 
 /* Per-node handles for backends: which function overrides the node's own
- * (replace_func), remote args, plugins. Setting one releases the previous;
- * on failure (-ENOMEM) the new handle is released. */
-enum ff_slot { FF_SLOT_FUNC, FF_SLOT_REMOTE, FF_SLOT_PLUGINS, FF_NSLOTS };
+ * (replace_func), remote args, plugins, the backend info (a table of the
+ * caller's). Setting one releases the previous; on failure (-ENOMEM) the
+ * new handle is released. */
+enum ff_slot { FF_SLOT_FUNC, FF_SLOT_REMOTE, FF_SLOT_PLUGINS, FF_SLOT_INFO, FF_NSLOTS };
 int ff_graph_set_slot(ff_graph *g, uint32_t id, enum ff_slot slot, int32_t handle);
 int32_t ff_graph_slot(const ff_graph *g, uint32_t id, enum ff_slot slot);
 
@@ -142,13 +158,21 @@ typedef struct ff_plan {
     uint32_t *consumers; /* per position: how many planned nodes use its result */
     uint32_t *pos;       /* per node id (graph capacity): position + 1, 0 = not planned */
     uint32_t pos_cap;    /* length of pos */
+    int flags;           /* as given to ff_graph_plan */
+    uint32_t *held;      /* the nodes whose components the plan holds a reference on */
+    uint32_t nheld;
 } ff_plan;
 
-/* Plans a run of the ancestors of leaves (live node ids; duplicates are
- * fine). Takes a reference on every planned node, dropped by
- * ff_plan_release. Returns 0, -ENOMEM, -EINVAL (a leaf is not live) or
- * FFLUA_ECYCLE (an edge against creation order, which the API cannot make). */
-int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, ff_plan **out);
+/* Plan flags: only the leaves and their ancestors, not the whole workflow. */
+#define FF_PLAN_NEEDED 1
+
+/* Plans a run of the workflow of leaves (live node ids; duplicates are
+ * fine), or of their ancestors with FF_PLAN_NEEDED. Takes a reference on
+ * the leaves' components (which hold every planned node), dropped by
+ * ff_plan_release. Returns 0, -ENOMEM,
+ * -EINVAL (a leaf is not live) or FFLUA_ECYCLE (an edge against creation
+ * order, which the API cannot make). */
+int ff_graph_plan(ff_graph *g, const uint32_t *leaves, uint32_t nleaves, int flags, ff_plan **out);
 /* Position of node id in the plan, or UINT32_MAX. */
 uint32_t ff_plan_pos(const ff_plan *p, uint32_t id);
 void ff_plan_release(ff_graph *g, ff_plan *p);

@@ -4,11 +4,15 @@
  * After the plugin pass, every planned node gets a fingerprint, in plan
  * order (parents first): its function's bytecode and upvalues, its
  * arguments (a parent by its fingerprint) and its plugins' pre-run
- * function. Then, from the leaves down, each node that is needed is looked
- * up by workflow and node name: loaded (decoded straight into the results)
- * when it was stored with the same fingerprint (or with any, when cache =
- * "name"), else marked to run, which makes its parents needed; consumers
- * are recounted over the nodes that run. The local executor (llocal.c)
+ * function. Then, from the newest node down, each node whose value is
+ * needed (a leaf, a parent of a node that runs) is looked up by workflow
+ * and node name: loaded (decoded straight into the results) when it was
+ * stored with the same fingerprint (or with any, when cache = "name"),
+ * else marked to run, which makes its parents needed. In a whole workflow
+ * the other nodes run only when the storage does not hold them; a stored
+ * one is counted as loaded without being read. Nodes of log_nodes always
+ * run and are never read or saved. Consumers are recounted over the nodes
+ * that run. The local executor (llocal.c)
  * then runs those and hands each result to ffl_cache_save, which encodes
  * it and queues it in the store with its compute time; ffl_cache_end
  * commits, also when the run failed. A damaged record is a warning and its
@@ -292,40 +296,93 @@ static int try_load(lua_State *L, struct ffl_cache *c, uint32_t pos) {
     return loaded;
 }
 
-/* Decides, from the leaves down, what runs: a needed node is loaded when
- * the storage has it (same name, and same fingerprint unless cache =
- * "name"), else it runs and its parents are needed. Nodes nobody needs are
- * skipped. Then counts consumers among the nodes that run. */
+/* Whether node id is one of log_nodes: its backend info has "print". */
+static int is_log(lua_State *L, struct ffl_cache *c, uint32_t id) {
+    int32_t h = ff_graph_slot(c->run->ctx->graph, id, FF_SLOT_INFO);
+    if (h == FF_NOHANDLE)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h);
+    lua_pushliteral(L, "print");
+    int log = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return log;
+}
+
+/* Whether the storage holds node pos's result (same fingerprint unless
+ * cache = "name"), without reading it. A damaged record is a warning. */
+static int is_stored(lua_State *L, struct ffl_cache *c, uint32_t pos) {
+    size_t nl;
+    const char *key = pos_name(c, pos, &nl);
+    ff_rec rec;
+    int rc = ff_store_get(c->st, c->wf, c->wflen, key, nl, &rec);
+    if (rc == FFLUA_ECHECKSUM || rc == FFLUA_ECORRUPT) {
+        c->damaged++;
+        damaged_note(c, key, nl, "is damaged", rec.why);
+        return 0;
+    }
+    if (rc != 0 && rc != FFLUA_ENOTFOUND) {
+        ff_store_read_end(c->st);
+        luaL_error(L, "storage '%s': %s", ff_store_path(c->st), ff_store_errmsg(c->st));
+    }
+    if (rc != 0)
+        return 0;
+    if (c->mode == FFL_CACHE_NAME ||
+        memcmp(rec.fp, c->fp + (size_t)pos * FF_FP_LEN, FF_FP_LEN) == 0) {
+        if (c->verbose)
+            verbose_note(c, key, nl, "is in the storage");
+        return 1;
+    }
+    if (c->verbose)
+        verbose_note(c, key, nl, "changed since it was stored");
+    return 0;
+}
+
+/* Decides what runs, from the newest node down, so that every node's
+ * children are decided before it. A node whose value is needed (a leaf,
+ * or the parent of a node that runs) is loaded when the storage has it
+ * (same name, and same fingerprint unless cache = "name"), else it runs.
+ * In a whole workflow every other node is wanted: it must be computed or
+ * stored, so it only runs when the storage does not hold it, and a stored
+ * one is not read. A node that runs makes its parents needed. Nodes of
+ * log_nodes always run and are never read. Nodes nobody needs are skipped
+ * (only with only_needed). Then counts consumers among the nodes that
+ * run. */
 static void decide(lua_State *L, struct ffl_cache *c) {
     struct ffl_run *r = c->run;
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
-    memset(c->act, FFL_ACT_SKIP, p->n);
+    memset(c->act, (p->flags & FF_PLAN_NEEDED) ? FFL_ACT_SKIP : FFL_ACT_WANT, p->n);
     for (uint32_t i = 0; i < r->nleaves; i++)
         c->act[r->leaf_pos[i]] = FFL_ACT_NEED;
     for (uint32_t pos = p->n; pos-- > 0;) {
-        if (c->act[pos] == FFL_ACT_SKIP) {
+        uint8_t a = c->act[pos];
+        if (a == FFL_ACT_SKIP) {
             c->skipped++;
             continue;
         }
-        if (c->mode != FFL_CACHE_NONE && try_load(L, c, pos)) {
-            c->act[pos] = FFL_ACT_LOAD;
+        if (is_log(L, c, p->order[pos])) {
+            c->act[pos] = FFL_ACT_LOG;
+        } else if (c->mode == FFL_CACHE_NONE) {
+            c->act[pos] = FFL_ACT_RUN;
+        } else if (a == FFL_ACT_NEED ? try_load(L, c, pos) : is_stored(L, c, pos)) {
+            c->act[pos] = a == FFL_ACT_NEED ? FFL_ACT_LOAD : FFL_ACT_STORED;
             c->loaded++;
             continue;
+        } else {
+            c->act[pos] = FFL_ACT_RUN;
         }
-        c->act[pos] = FFL_ACT_RUN;
         uint32_t np;
         const uint32_t *par = ff_graph_parents(g, p->order[pos], &np);
         for (uint32_t j = 0; j < np; j++) {
             uint32_t pp = ff_plan_pos(p, par[j]);
-            if (c->act[pp] == FFL_ACT_SKIP) /* not yet visited: lower positions */
-                c->act[pp] = FFL_ACT_NEED;
+            if (c->act[pp] == FFL_ACT_SKIP || c->act[pp] == FFL_ACT_WANT)
+                c->act[pp] = FFL_ACT_NEED; /* not yet visited: lower positions */
         }
     }
     ff_store_read_end(c->st);
     memset(p->consumers, 0, sizeof *p->consumers * p->n);
     for (uint32_t pos = 0; pos < p->n; pos++) {
-        if (c->act[pos] != FFL_ACT_RUN)
+        if (!FFL_ACT_RUNS(c->act[pos]))
             continue;
         uint32_t np;
         const uint32_t *par = ff_graph_parents(g, p->order[pos], &np);

@@ -18,10 +18,15 @@
  * release callbacks. Node handles keep their node alive, factories their
  * function (reference counts in the graph); their __gc only queues the
  * decrement, which is applied at the next graph operation, so the graph is
- * never changed from inside a collection step.
+ * never changed from inside a collection step. A node lives as long as its
+ * component (graph.h): the handles the graph itself keeps in arguments
+ * (items, tables with nodes) are weak copies that hold no reference, else a
+ * node's own arguments would keep its component alive for ever.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -90,6 +95,9 @@ static int ffl_ctx_gc(lua_State *L) {
         ff_graph_destroy(ctx->graph);
         ctx->graph = NULL;
     }
+    if (ctx->weak_base != NULL)
+        munmap(ctx->weak_base, FFL_WEAK_RANGE);
+    ctx->weak_base = NULL;
     free(ctx->pending);
     free(ctx->pending_funcs);
     free(ctx->deps);
@@ -115,6 +123,15 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
         if (ff_graph_create(&ctx->graph, release_handle, ctx) != 0)
             luaL_error(L, "not enough memory");
         ff_graph_set_func_release(ctx->graph, release_func);
+        /* Address space only: never mapped readable, so it costs no
+         * memory; but it counts against a limit on address space, so with
+         * one set (ulimit -v) nothing is reserved. */
+        struct rlimit rl;
+        void *w = MAP_FAILED;
+        if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY)
+            w = mmap(NULL, FFL_WEAK_RANGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+        ctx->weak_base = w != MAP_FAILED ? w : NULL;
         lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY); /* [] */
     }
     if (ctx->graph == NULL)
@@ -161,6 +178,67 @@ void ffl_push_node(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     n->id = id;
 }
 
+/* Pushes a weak copy of the handle n at idx: a reference to the same node
+ * (and path) that holds no reference on it. The graph keeps these in the
+ * arguments it owns: a reference from there would keep the node's own
+ * component alive for ever. A node is a light userdata in the context's
+ * reserved range (no allocation: a reduce over many nodes copies a table
+ * of them), an item (or a node when no range could be reserved) a handle
+ * with ctx NULL. Stack effect: +1. */
+static void push_weak(lua_State *L, ffl_ctx *ctx, int idx, const ffl_node *n, int is_item) {
+    if (!is_item && ctx->weak_base != NULL && n->id < FFL_WEAK_RANGE) {
+        lua_pushlightuserdata(L, ctx->weak_base + n->id);
+        return;
+    }
+    ffl_node *w = lua_newuserdatauv(L, sizeof *w, is_item ? 1 : 0);
+    w->ctx = NULL;
+    w->id = n->id;
+    if (is_item) {
+        luaL_setmetatable(L, ITEM_MT);
+        lua_getiuservalue(L, idx, 1); /* the path: never changed, so shared */
+        lua_setiuservalue(L, -2, 1);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->node_mt_ref);
+        lua_setmetatable(L, -2);
+    }
+}
+
+/* Pushes a copy of the value at idx, tables copied (memo: stack index of
+ * a table original -> copy, for shared and cyclic tables) and handles made
+ * weak. Its depth was checked by scan_table. Stack effect: +1. */
+static void push_weak_copy(lua_State *L, ffl_ctx *ctx, int idx, int memo) {
+    idx = lua_absindex(L, idx);
+    int is_item;
+    ffl_node *n = ffl_test_handle(L, ctx, idx, &is_item);
+    if (n != NULL) {
+        push_weak(L, ctx, idx, n, is_item);
+        return;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        return;
+    }
+    luaL_checkstack(L, 8, "argument tables nested too deep");
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, memo) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L); /* [copy] */
+    int copy = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, copy);
+    lua_rawset(L, memo);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {            /* [copy, k, v] */
+        push_weak_copy(L, ctx, -2, memo); /* [copy, k, v, k'] */
+        push_weak_copy(L, ctx, -2, memo); /* [copy, k, v, k', v'] */
+        lua_rawset(L, copy);
+        lua_pop(L, 1);
+    }
+    if (lua_getmetatable(L, idx))
+        lua_setmetatable(L, copy);
+}
+
 /* Appends v to a queue of releases made in __gc (no Lua call: a
  * collection step is under way). Returns 0 or -1 when out of memory. */
 static int queue_push(uint32_t **q, size_t *n, size_t *cap, uint32_t v) {
@@ -180,7 +258,7 @@ static int ffl_handle_gc(lua_State *L) {
     ffl_node *n = lua_touserdata(L, 1);
     ffl_ctx *ctx = n->ctx;
     if (n->id == UINT32_MAX || ctx == NULL)
-        return 0;
+        return 0; /* closed, or weak */
     if (ctx->graph == NULL)
         return 0; /* the engine went first, at lua_close */
     if (queue_push(&ctx->pending, &ctx->npending, &ctx->pending_cap, n->id) != 0)
@@ -386,6 +464,20 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
             lua_pop(L, 1);
         }
     }
+    /* Tables with nodes and items become weak copies (push_weak). */
+    for (int i = 0; i < nargs; i++) {
+        int is_item;
+        ffl_node *n;
+        if (lua_type(L, first + i) == LUA_TTABLE && args[i].kind == FF_ARG_DEEP) {
+            lua_newtable(L);
+            push_weak_copy(L, ctx, first + i, lua_gettop(L));
+            lua_replace(L, first + i);
+            lua_pop(L, 1);
+        } else if ((n = ffl_test_handle(L, ctx, first + i, &is_item)) != NULL && is_item) {
+            push_weak(L, ctx, first + i, n, 1);
+            lua_replace(L, first + i);
+        }
+    }
     for (int i = 0; i < nargs; i++)
         make_arg(L, ctx, first + i, &args[i]);
     uint32_t id;
@@ -537,6 +629,73 @@ static int ffl_node_get_name(lua_State *L) {
     return 1;
 }
 
+/* node:parents() -> its parents (distinct Node handles: node arguments in
+ * order, then nodes inside table arguments, then ordering dependencies) */
+static int ffl_node_parents(lua_State *L) {
+    ffl_node *n = check_node(L, 1);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    uint32_t np;
+    ff_graph_parents(ctx->graph, n->id, &np);
+    lua_createtable(L, (int)np, 0);
+    for (uint32_t i = 0; i < np; i++) {
+        /* Refetched: pushing a handle may run a finalizer, which only
+         * queues, but the array lives in the node table. */
+        ffl_push_node(L, ctx, ff_graph_parents(ctx->graph, n->id, &np)[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* node:children() -> the nodes made with it as a parent (Node handles, in
+ * creation order) */
+static int ffl_node_children(lua_State *L) {
+    ffl_node *n = check_node(L, 1);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    uint32_t nc = ff_graph_children(ctx->graph, n->id, NULL, 0);
+    uint32_t *ids = lua_newuserdatauv(L, (size_t)nc * sizeof *ids + 1, 0); /* [ids] */
+    ff_graph_children(ctx->graph, n->id, ids, nc);
+    lua_createtable(L, (int)nc, 0);
+    for (uint32_t i = 0; i < nc; i++) {
+        ffl_push_node(L, ctx, ids[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* Pushes node id's backend info table, made on first use. Stack effect: +1. */
+static void push_info(lua_State *L, ffl_ctx *ctx, uint32_t id) {
+    int32_t h = ff_graph_slot(ctx->graph, id, FF_SLOT_INFO);
+    if (h != FF_NOHANDLE) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h);
+        return;
+    }
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    if (ff_graph_set_slot(ctx->graph, id, FF_SLOT_INFO, luaL_ref(L, LUA_REGISTRYINDEX)) != 0)
+        luaL_error(L, "not enough memory");
+}
+
+/* node:backend_info() -> the node's table of backend information (as
+ * functionfuse's Node.backend_info: "print" marks a node of log_nodes) */
+static int ffl_node_backend_info(lua_State *L) {
+    ffl_node *n = check_node(L, 1);
+    push_info(L, ffl_ctx_get(L), n->id);
+    return 1;
+}
+
+/* node:set_backend_info(key, value): backend_info()[key] = value */
+static int ffl_node_set_backend_info(lua_State *L) {
+    ffl_node *n = check_node(L, 1);
+    luaL_checkany(L, 3);
+    if (lua_isnil(L, 2))
+        return luaL_argerror(L, 2, "key must not be nil");
+    lua_settop(L, 3);
+    push_info(L, ffl_ctx_get(L), n->id); /* [node, key, value, info] */
+    lua_insert(L, 2);
+    lua_rawset(L, 2);
+    return 0;
+}
+
 /* Pushes a NodeItem for handle at idx (Node or NodeItem) extended by the key
  * at kidx. */
 static int push_item(lua_State *L, int idx, int kidx) {
@@ -662,22 +821,26 @@ static int ffl_node_eq(lua_State *L) {
 
 typedef struct ffl_leaves {
     ffl_ctx *ctx;
+    int flags; /* ff_graph_plan's: FF_PLAN_NEEDED for only what the leaves need */
 } ffl_leaves;
 
 void ffl_check_leaves(lua_State *L, int idx) {
     luaL_checkudata(L, idx, LEAVES_MT);
 }
 
-/* core.leaf_set(leaves) -> LeafSet; leaves is a sequence of Node or
- * NodeItem handles (copied). */
+/* core.leaf_set(leaves[, only_needed]) -> LeafSet; leaves is a sequence
+ * of Node or NodeItem handles (copied). Its plans are the leaves' whole
+ * workflow, or with only_needed the leaves and their ancestors. */
 static int ffl_core_leaf_set(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    int only_needed = lua_toboolean(L, 2);
     lua_Integer n = luaL_len(L, 1);
     if (n < 1)
         return luaL_argerror(L, 1, "a workflow needs at least one leaf node");
     ffl_ctx *ctx = ffl_ctx_get(L);
     ffl_leaves *ls = lua_newuserdatauv(L, sizeof *ls, 1);
     ls->ctx = ctx;
+    ls->flags = only_needed ? FF_PLAN_NEEDED : 0;
     luaL_setmetatable(L, LEAVES_MT);
     lua_createtable(L, (int)n, 0);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -693,6 +856,7 @@ static int ffl_core_leaf_set(lua_State *L) {
 
 ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx, uint32_t **leaf_pos,
                          uint32_t *nleaves) {
+    int flags = ((ffl_leaves *)lua_touserdata(L, idx))->flags;
     lua_getiuservalue(L, idx, 1); /* [leaves] */
     uint32_t n = (uint32_t)luaL_len(L, -1);
     /* Nothing below raises until ids is freed or handed over. */
@@ -707,7 +871,7 @@ ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx, uint32_t **leaf_po
     }
     lua_pop(L, 1); /* [] */
     ff_plan *p = NULL;
-    int rc = ff_graph_plan(ctx->graph, ids, n, &p);
+    int rc = ff_graph_plan(ctx->graph, ids, n, flags, &p);
     if (rc != 0) {
         free(ids);
         luaL_error(L, "cannot plan the workflow: %s", fflua_strerror(rc));
@@ -723,9 +887,9 @@ ff_plan *ffl_leaves_plan(lua_State *L, ffl_ctx *ctx, int idx, uint32_t **leaf_po
     return p;
 }
 
-static const char *const slot_names[] = {"func", "remote", "plugins", NULL};
+static const char *const slot_names[] = {"func", "remote", "plugins", "info", NULL};
 
-/* ls:set_slot(node, "func"|"remote"|"plugins", value|nil) */
+/* ls:set_slot(node, "func"|"remote"|"plugins"|"info", value|nil) */
 static int ffl_leaves_set_slot(lua_State *L) {
     ffl_check_leaves(L, 1);
     ffl_node *n = check_node(L, 2);
@@ -775,6 +939,10 @@ static const luaL_Reg node_methods[] = {
     {"get_name", ffl_node_get_name},
     {"name", ffl_node_get_name},
     {"item", ffl_node_item},
+    {"parents", ffl_node_parents},
+    {"children", ffl_node_children},
+    {"backend_info", ffl_node_backend_info},
+    {"set_backend_info", ffl_node_set_backend_info},
     {NULL, NULL},
 };
 

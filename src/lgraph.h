@@ -23,6 +23,21 @@
 #define FFL_NAME_STACK 256
 
 struct ffl_run;
+struct ffl_ctx;
+
+/* A Node or NodeItem handle: one reference on node id (UINT32_MAX while
+ * it holds none). A NodeItem's user value 1 is its sequence of keys. A
+ * handle with ctx NULL is weak: it holds no reference (lgraph.c keeps
+ * those in the arguments the graph owns). */
+typedef struct ffl_node {
+    struct ffl_ctx *ctx;
+    uint32_t id;
+} ffl_node;
+
+/* Address space reserved for weak node references (256 MiB): nodes with
+ * ids below it get one; others, and every node when nothing could be
+ * reserved, get a weak full userdata instead. */
+#define FFL_WEAK_RANGE ((uintptr_t)1 << 28)
 
 /* The engine context of a state: one userdata in the registry under
  * "functionfuse.ctx", made by ffl_ctx_get and freed with the state. Its
@@ -41,6 +56,14 @@ typedef struct ffl_ctx {
     void *hooks_ud;
     const void *node_mt, *item_mt; /* identities of the two metatables */
     int node_mt_ref;               /* registry reference to the Node metatable */
+    /* Weak node references: the light userdata weak_base + id stands for
+     * node id inside the arguments the graph owns (lgraph.c, push_weak).
+     * weak_base is FFL_WEAK_RANGE bytes of address space reserved and
+     * never accessible, so no other light userdata can equal one; NULL
+     * when it could not be reserved (then full userdata stand in).
+     * weak_scratch is what ffl_test_handle returns for one. */
+    char *weak_base;
+    ffl_node weak_scratch;
     /* Registry reference to a table with weak keys: function -> { name ->
      * its function id in the graph (>= 0) while it has one, or -1 - the
      * counter it reached when it was freed }, so that one function wrapped
@@ -55,24 +78,26 @@ typedef struct ffl_ctx {
     int nested_err, nested_core, nested_levels;
 } ffl_ctx;
 
-/* A Node or NodeItem handle: one reference on node id (UINT32_MAX while
- * it holds none). A NodeItem's user value 1 is its sequence of keys. */
-typedef struct ffl_node {
-    ffl_ctx *ctx;
-    uint32_t id;
-} ffl_node;
-
 /* The state's engine context, made on first use. Applies queued node
  * releases. Raises if the engine is closed. */
 ffl_ctx *ffl_ctx_get(lua_State *L);
 
-/* The Node or NodeItem at idx, or NULL; *is_item says which. Compares
- * metatable identities kept in the context instead of looking names up
- * in the registry: this is on the path of every node argument. Stack
- * effect: 0. */
-static inline ffl_node *ffl_test_handle(lua_State *L, const ffl_ctx *ctx, int idx, int *is_item) {
+/* The Node or NodeItem at idx, or NULL; *is_item says which. A weak node
+ * reference (a light userdata, see weak_base) gives ctx->weak_scratch,
+ * valid until the next call. Compares metatable identities kept in the
+ * context instead of looking names up in the registry: this is on the
+ * path of every node argument. Stack effect: 0. */
+static inline ffl_node *ffl_test_handle(lua_State *L, ffl_ctx *ctx, int idx, int *is_item) {
     *is_item = 0;
-    if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+    int t = lua_type(L, idx);
+    if (t == LUA_TLIGHTUSERDATA && ctx->weak_base != NULL) {
+        uintptr_t d = (uintptr_t)(char *)lua_touserdata(L, idx) - (uintptr_t)ctx->weak_base;
+        if (d >= FFL_WEAK_RANGE)
+            return NULL;
+        ctx->weak_scratch.id = (uint32_t)d;
+        return &ctx->weak_scratch;
+    }
+    if (t != LUA_TUSERDATA || !lua_getmetatable(L, idx))
         return NULL;
     const void *mt = lua_topointer(L, -1);
     lua_pop(L, 1);
@@ -108,7 +133,9 @@ int ffl_arg_depth_error(lua_State *L, const char *fname, int argn, const struct 
  * the sequence of its leaves (Node or NodeItem handles), never changed. */
 void ffl_check_leaves(lua_State *L, int idx);
 
-/* Plans the ancestors of the leaves of the LeafSet at idx; the caller
+/* Plans the workflow of the LeafSet at idx (the leaves' roots and every
+ * node below them, or the leaves' ancestors when the LeafSet was made
+ * with only_needed: see ff_graph_plan); the caller
  * releases the plan (ff_plan_release). When leaf_pos is not NULL,
  * *leaf_pos gets the leaves' positions in the plan, in order (malloc'd,
  * the caller frees it), and *nleaves their number. Raises on failure,

@@ -60,7 +60,7 @@ static int local_inner(lua_State *L) {
         int top = lua_gettop(L);
         uint64_t t0 = 0;
         if (c != NULL) {
-            if (c->act[pos] != FFL_ACT_RUN)
+            if (!FFL_ACT_RUNS(c->act[pos]))
                 continue;
             x->computed++;
             t0 = mono_ns();
@@ -93,11 +93,12 @@ static int local_inner(lua_State *L) {
         }
         lua_call(L, (int)nargs, LUA_MULTRET);
         ffl_one_result(L, top);
-        if (c != NULL) {
+        if (c != NULL && c->act[pos] == FFL_ACT_RUN) {
             r->current = UINT32_MAX; /* errors here name the node themselves */
             ffl_cache_save(L, c, pos, mono_ns() - t0);
         }
-        lua_rawseti(L, r->results, (lua_Integer)pos + 1);
+        if (p->consumers[pos] > 0) /* else no node and no leaf needs it */
+            lua_rawseti(L, r->results, (lua_Integer)pos + 1);
         lua_settop(L, top);
         if (ctx->hooks.after != NULL) {
             ffl_push_name(L, ctx, id);

@@ -27,8 +27,9 @@ static void push_result(lua_State *L, struct ffl_run *r, int idx);
 
 /* Pushes value with node handles replaced by their results, copying tables
  * that hold them (memo: stack index of a table old -> copy); depth is the
- * number of tables around it. The tables may have been made deeper since
- * the node was made: the limit is checked again. */
+ * number of tables around it. The graph made these tables when the node
+ * was made (lgraph.c copies a table argument with nodes), so the limit
+ * holds; it is checked again all the same, as the walk is recursive. */
 static void push_substituted(lua_State *L, struct ffl_run *r, int idx, int memo, int depth,
                              const struct ffl_walk *w) {
     idx = lua_absindex(L, idx);

@@ -129,8 +129,21 @@ const char *ffl_run_push_desc(lua_State *L, ffl_ctx *ctx, uint32_t id);
 /* --- a local run with storage (lcache.c) ---------------------------------- */
 
 enum { FFL_CACHE_NONE, FFL_CACHE_NAME, FFL_CACHE_FINGERPRINT };
-/* What a planned node does in a run with storage. */
-enum { FFL_ACT_SKIP, FFL_ACT_NEED, FFL_ACT_RUN, FFL_ACT_LOAD };
+/* What a planned node does in a run with storage: while deciding, SKIP
+ * (not needed yet), NEED (its value is needed) or WANT (computed or
+ * stored, in a whole workflow); then SKIP, RUN, LOAD (read from the
+ * storage), STORED (in the storage, not read) or LOG (a node of
+ * log_nodes: runs, never read or saved). */
+enum {
+    FFL_ACT_SKIP,
+    FFL_ACT_NEED,
+    FFL_ACT_WANT,
+    FFL_ACT_RUN,
+    FFL_ACT_LOAD,
+    FFL_ACT_STORED,
+    FFL_ACT_LOG
+};
+#define FFL_ACT_RUNS(a) ((a) == FFL_ACT_RUN || (a) == FFL_ACT_LOG)
 
 struct ffl_cache {
     struct ffl_run *run;
@@ -159,9 +172,9 @@ int ffl_cache_options(lua_State *L, struct ffl_cache *c, int idx);
 int ffl_cache_begin(struct ffl_cache *c, struct ffl_run *r);
 
 /* After the plugin pass: fingerprints every planned node, then decides
- * from the leaves down which nodes load (their results stored in the
- * results table) and which run (c->act), and recounts the consumers over
- * the nodes that run. Stack effect: 0. */
+ * from the newest node down which nodes load (their results stored in the
+ * results table), which are stored and not needed, and which run (c->act),
+ * and recounts the consumers over the nodes that run. Stack effect: 0. */
 void ffl_cache_decide(lua_State *L, struct ffl_cache *c);
 
 /* Stores the result at the top for the node at pos, computed in

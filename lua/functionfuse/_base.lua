@@ -134,7 +134,8 @@ local function new_query(wf, pattern, level)
                         _nodes = select_nodes(wf, pattern, level + 1) }, Query)
 end
 
---- The nodes (in run order) whose whole name matches pattern (all for nil).
+--- The nodes (in run order: creation order) of the workflow whose whole
+-- name matches pattern (all for nil).
 function Base:find_nodes(pattern)
   return select_nodes(self, pattern, 2)
 end
@@ -148,6 +149,16 @@ function Base:set_plugin(pattern, plugin)
   return new_query(self, pattern, 2):set_plugins(plugin)
 end
 Base.set_plugins = Base.set_plugin
+
+--- Marks the nodes whose name matches pattern as log nodes, as
+-- functionfuse's LocalWorkflow.log_nodes does (backend info "print"): they
+-- are meant for logging and plotting, always run, and are never read from
+-- or saved to the storage. Returns the query of those nodes.
+function Base:log_nodes(pattern)
+  local q = new_query(self, pattern, 2)
+  for _, n in ipairs(q._nodes) do n:set_backend_info("print", true) end
+  return q
+end
 
 --- Swaps the function a node runs (its name stays).
 function Base:replace_func(node, fn)
@@ -199,11 +210,13 @@ M.capture = nil
 
 --- The options every workflow class takes; a class with more lists them
 -- all in its `_options`.
-M.options = { "workflow_name", "cache", "quiet", "verbose" }
+M.options = { "workflow_name", "only_needed", "cache", "quiet", "verbose" }
 
 --- Makes a workflow object of class `cls` from (leaf, ..., options). Its
 -- `_core` is the engine's LeafSet of those leaves: the C object that
--- queries and runs them.
+-- queries and runs them. The workflow is the leaves' roots and every node
+-- that descends from them (as in functionfuse), or, with the option
+-- only_needed = true, the leaves and their ancestors alone.
 function M.new(cls, what, ...)
   local n = select("#", ...)
   local opts = n > 0 and select(n, ...) or nil
@@ -233,8 +246,12 @@ function M.new(cls, what, ...)
   if cache ~= nil and cache ~= "fingerprint" and cache ~= "name" and cache ~= false then
     error(what .. ": option 'cache' must be \"fingerprint\" (the default), \"name\" or false", 3)
   end
+  local only_needed = opts.only_needed
+  if only_needed ~= nil and type(only_needed) ~= "boolean" then
+    error(what .. ": option 'only_needed' must be a boolean", 3)
+  end
   return setmetatable({ workflow_name = name, options = opts, _leaves = leaves,
-                        _core = core.leaf_set(leaves) }, cls)
+                        _core = core.leaf_set(leaves, only_needed) }, cls)
 end
 
 return M

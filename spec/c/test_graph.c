@@ -1,4 +1,4 @@
-/* The graph engine from C, without Lua: nodes, names, refcounts, plans. */
+/* The graph engine from C, without Lua: nodes, names, components, plans. */
 #include <errno.h>
 #include <stdint.h>
 
@@ -69,7 +69,7 @@ static void test_plan_order_and_consumers(void) {
     ff_graph_parents(g, a, &np);
     ASSERT_EQ(np, 2);
     ff_plan *p;
-    ASSERT_EQ(ff_graph_plan(g, &a, 1, &p), 0);
+    ASSERT_EQ(ff_graph_plan(g, &a, 1, 0, &p), 0);
     ASSERT_EQ(p->n, 4);
     uint32_t want[4] = {d, c, b, a};
     for (int i = 0; i < 4; i++)
@@ -103,12 +103,65 @@ static void test_refcounts_free_chains(void) {
     uint32_t k = add(g, f, NULL, 0);
     uint32_t leaves[2] = {k, m};
     ff_plan *p;
-    ASSERT_EQ(ff_graph_plan(g, leaves, 2, &p), 0);
+    ASSERT_EQ(ff_graph_plan(g, leaves, 2, 0, &p), 0);
     ASSERT_EQ(p->n, 3);
     ASSERT_EQ(p->order[0], n);
     ASSERT_EQ(p->order[1], m);
     ASSERT_EQ(p->order[2], k);
     ff_plan_release(g, p);
+    ff_graph_destroy(g);
+}
+
+/* A workflow is the roots of the given nodes and every node whose parents
+ * are all in it; FF_PLAN_NEEDED keeps only the ancestors. */
+static void test_whole_workflow(void) {
+    ff_graph *g = new_graph();
+    uint32_t f;
+    ff_graph_add_func(g, 1, "f", 0, &f);
+    uint32_t r = add(g, f, NULL, 0), s = add(g, f, NULL, 0);
+    uint32_t a = add(g, f, &r, 1);
+    uint32_t b = add(g, f, &a, 1); /* a child of a: in the workflow of a */
+    uint32_t rs[2] = {r, s};
+    uint32_t c = add(g, f, rs, 2); /* needs s, a root a does not reach: out */
+    uint32_t d = add(g, f, &b, 1);
+    uint32_t other = add(g, f, NULL, 0);
+    ff_plan *p;
+    ASSERT_EQ(ff_graph_plan(g, &a, 1, 0, &p), 0);
+    uint32_t want[4] = {r, a, b, d};
+    ASSERT_EQ(p->n, 4);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(p->order[i], want[i]);
+    ASSERT_EQ(p->consumers[0], 1);
+    ASSERT_EQ(p->consumers[3], 0);
+    ASSERT_EQ(ff_plan_pos(p, c), UINT32_MAX);
+    ff_plan_release(g, p);
+    ASSERT_EQ(ff_graph_plan(g, &a, 1, FF_PLAN_NEEDED, &p), 0);
+    ASSERT_EQ(p->n, 2);
+    ff_plan_release(g, p);
+    ASSERT_EQ(ff_graph_plan(g, &c, 1, 0, &p), 0); /* both roots: everything but other */
+    ASSERT_EQ(p->n, 6);
+    ff_plan_release(g, p);
+    uint32_t kids[4];
+    ASSERT_EQ(ff_graph_children(g, r, kids, 4), 2);
+    ASSERT_EQ(kids[0], a); /* creation order */
+    ASSERT_EQ(kids[1], c);
+    ASSERT_EQ(ff_graph_children(g, r, kids, 1), 2);
+    ASSERT_EQ(kids[0], a);
+    ASSERT_EQ(ff_graph_children(g, d, NULL, 0), 0);
+    /* The component lives while any member is referenced. */
+    uint32_t mine[6] = {r, s, a, b, c};
+    for (int i = 0; i < 5; i++)
+        ff_graph_decref(g, mine[i]);
+    ASSERT_EQ(ff_graph_size(g), 7);
+    ff_graph_decref(g, d);
+    ASSERT_EQ(ff_graph_size(g), 1);
+    ASSERT(ff_graph_is_live(g, other));
+    ASSERT(!ff_graph_is_live(g, c));
+    /* Freed slots and edges are reused. */
+    uint32_t x = add(g, f, NULL, 0), y = add(g, f, &x, 1);
+    ASSERT(x < 7 && y < 7);
+    ASSERT_EQ(ff_graph_children(g, x, kids, 4), 1);
+    ASSERT_EQ(kids[0], y);
     ff_graph_destroy(g);
 }
 
@@ -151,7 +204,7 @@ static void test_bad_parents(void) {
     ASSERT_EQ(ff_graph_add_node(g, 42, NULL, 0, NULL, 0, &id), -EINVAL);
     ff_plan *p;
     uint32_t missing = 3;
-    ASSERT_EQ(ff_graph_plan(g, &missing, 1, &p), -EINVAL);
+    ASSERT_EQ(ff_graph_plan(g, &missing, 1, 0, &p), -EINVAL);
     ff_graph_destroy(g);
 }
 
@@ -221,6 +274,7 @@ int main(void) {
     RUN(test_function_slots);
     RUN(test_plan_order_and_consumers);
     RUN(test_refcounts_free_chains);
+    RUN(test_whole_workflow);
     RUN(test_handles_released);
     RUN(test_bad_parents);
     return 0;

@@ -19,8 +19,8 @@ local M = {}
 local ClusterWorkflow = setmetatable({}, { __index = base.Base })
 ClusterWorkflow.__index = ClusterWorkflow
 ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
-ClusterWorkflow._options = { "workflow_name", "cluster_init_args", "ray_init_args", "cache",
-                             "quiet", "verbose" }
+ClusterWorkflow._options = { "workflow_name", "only_needed", "cluster_init_args", "ray_init_args",
+                             "cache", "quiet", "verbose" }
 local INIT_ARGS = { "address", "token_file", "token", "ignore_reinit_error", "num_workers",
                     "num_cpus", "num_gpus", "resources" }
 local RUN_OPTIONS = { "return_results", "max_pending_tasks" }

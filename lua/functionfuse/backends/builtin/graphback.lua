@@ -95,7 +95,7 @@ end
 local GraphWorkflow = setmetatable({}, { __index = base.Base })
 GraphWorkflow.__index = GraphWorkflow
 GraphWorkflow.__name = "functionfuse.GraphWorkflow"
-GraphWorkflow._options = { "workflow_name", "doc_path", "cache", "quiet", "verbose" }
+GraphWorkflow._options = { "workflow_name", "only_needed", "doc_path", "cache", "quiet", "verbose" }
 
 --- Writes doc_path/NAME.dot, and NAME.svg when Graphviz is installed; runs
 -- no node. Returns the two paths (the second nil without Graphviz).

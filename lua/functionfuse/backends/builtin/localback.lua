@@ -16,9 +16,10 @@ local function finish(self, opts, ...)
   return ...
 end
 
---- Runs the ancestors of the leaves in creation order (plugins first, in the
--- same order) and returns one value per leaf. With a storage, stored
--- results are loaded (see the cache option) and new ones saved.
+--- Runs the workflow (every node descending from the leaves' roots, or the
+-- leaves' ancestors with only_needed) in creation order (plugins first, in
+-- the same order) and returns one value per leaf. With a storage, stored
+-- results are used (see the cache option) and new ones saved.
 function LocalWorkflow:run()
   if base.capture then return base.capture(self) end
   local opts = self:_run_options()
