@@ -44,7 +44,7 @@ describe("unknown keys", function()
     err = failure(function() GraphWorkflow(n, { workflow_name = "w", doc_pth = "d" }) end)
     assert.matches("GraphWorkflow: unknown option 'doc_pth' %(did you mean 'doc_path'%?%)$", err)
     err = failure(function() LocalWorkflow(n, { workflow_name = "w", runtime_env = {} }) end)
-    assert.matches("LocalWorkflow: unknown option 'runtime_env' %(known: workflow_name, cache, quiet, " ..
+    assert.matches("LocalWorkflow: unknown option 'runtime_env' %(known: workflow_name, only_needed, cache, quiet, " ..
                    "verbose%)$", err)
     -- A ClusterWorkflow's run options and init args too.
     err = failure(function() ClusterWorkflow(n, { workflow_name = "w", ray_init_args = { adress = "h:1" } }) end)
