@@ -19,6 +19,14 @@ describe("examples", function()
     assert.are.equal("15150\ncomputed 0, loaded 3\n", (example("cached", dir)))
   end)
 
+  it("classifiers.lua trains and stores every model below the dataset, then reads them back", function()
+    local dir = H.tmpdir() .. "/st"
+    local scores = "model1: shift -0.10, accuracy 0.840\nmodel2: shift  0.00, accuracy 0.930\n" ..
+                   "model3: shift  0.05, accuracy 0.995\nmodel4: shift  0.10, accuracy 0.940\n"
+    assert.are.equal("nodes 6: computed 6, loaded 0\n" .. scores, (example("classifiers", dir)))
+    assert.are.equal("nodes 6: computed 0, loaded 6\n" .. scores, (example("classifiers", dir)))
+  end)
+
   it("cluster.lua prints 3 from a local cluster", function()
     assert.are.equal("3\nnode1 ran on a worker, node2 on a worker\n", (example("cluster")))
   end)

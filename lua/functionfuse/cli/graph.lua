@@ -2,7 +2,7 @@
 -- script runs, without running any node. The script runs as under `fflua
 -- SCRIPT`, except that each workflow's run() records the workflow and
 -- returns nothing, and what the script prints goes to standard error;
--- nodes, plugins and storages are never touched.
+-- no node or plugin runs, and no run touches a storage or a cluster.
 local base = require "functionfuse._base"
 local core = require "functionfuse.core"
 local graphback = require "functionfuse.backends.builtin.graphback"
