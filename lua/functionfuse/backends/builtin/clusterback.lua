@@ -96,8 +96,11 @@ end
 -- processes (default: one per CPU, or one when num_cpus is not a whole
 -- number); resources are the machine's, which its workers share.
 local function start_local(a)
+  -- Without num_cpus, a machine of its cores, or of one CPU per worker
+  -- when num_workers is given.
   local cfg = {
-    num_cpus = a.num_cpus or core.cpu_count(),
+    num_cpus = a.num_cpus or (math.type(a.num_workers) == "integer" and a.num_workers)
+               or core.cpu_count(),
     resources = resources_json(local_resources(a)),
   }
   if not amount(cfg.num_cpus, MAX_CPUS) then
