@@ -96,6 +96,10 @@ end
 -- processes (default: one per CPU, or one when num_cpus is not a whole
 -- number); resources are the machine's, which its workers share.
 local function start_local(a)
+  local nw = a.num_workers
+  if nw ~= nil and (math.type(nw) ~= "integer" or nw < 1 or nw > MAX_WORKERS) then
+    error("ClusterWorkflow: num_workers must be an integer from 1 to " .. MAX_WORKERS, 4)
+  end
   -- Without num_cpus, a machine of its cores, or of one CPU per worker
   -- when num_workers is given.
   local cfg = {
