@@ -297,19 +297,29 @@ describe("codec", function()
       assert.matches("an upvalue reference outside a function's upvalues", err, 1, true)
     end)
 
-    it("sets the sender's module globals where the receiver has none", function()
-      local pretty = require "functionfuse._pretty"
+    it("binds the sender's module globals in the function's own environment", function()
+      local pretty, util = require "functionfuse._pretty", require "functionfuse._util"
       _G.codec_spec_alias = pretty
       local bytes = core.encode(function() return codec_spec_alias end, "code") -- luacheck: ignore
+      _G.codec_spec_alias = util
+      local other = core.encode(function() return codec_spec_alias end, "code") -- luacheck: ignore
       _G.codec_spec_alias = nil
-      local g = core.decode(bytes, "code")
-      assert.are.equal(pretty, rawget(_G, "codec_spec_alias"))
-      assert.are.equal(pretty, g())
-      -- A global the receiver has is left as it is.
+      -- Each function sees the module its sender had; the receiver's
+      -- globals do not change, so neither sees the other's.
+      assert.are.equal(pretty, core.decode(bytes, "code")())
+      assert.are.equal(util, core.decode(other, "code")())
+      assert.is_nil(rawget(_G, "codec_spec_alias"))
       _G.codec_spec_alias = 42
-      core.decode(bytes, "code")
+      assert.are.equal(pretty, core.decode(bytes, "code")())
       assert.are.equal(42, rawget(_G, "codec_spec_alias"))
       _G.codec_spec_alias = nil
+      -- Other names, read or written, are the receiver's globals.
+      _G.codec_spec_alias = pretty
+      local rw = core.encode(function(v) codec_spec_out = v; return math.floor(2.5) end, "code") -- luacheck: ignore
+      _G.codec_spec_alias = nil
+      assert.are.equal(2, core.decode(rw, "code")(7))
+      assert.are.equal(7, rawget(_G, "codec_spec_out"))
+      _G.codec_spec_out = nil
     end)
 
     it("refuses what cannot ship, naming the upvalue", function()

@@ -28,10 +28,11 @@
  * decodes 0x0D (bytecode string, upvalue count, upvalues, where 0x13
  * (function reference, upvalue number) joins an upvalue to one already
  * shipped), 0x10 (module, field), 0x12 (a count of (global, module) pairs:
- * the sender's globals that hold modules, set on the receiver where unset,
- * written at the first 0x12 of a value), and 0x0E (parent slot, key
- * count, keys) through ffc_decode_code's hook. Any other decoder refuses them: in particular a
- * stored value that claims to be a function is never loaded.
+ * the sender's globals that hold modules, bound in an environment of the
+ * function's own on the receiver; written at the first 0x12 of a value),
+ * and 0x0E (parent slot, key count, keys) through ffc_decode_code's hook.
+ * Any other decoder refuses them: in particular a stored value that claims
+ * to be a function is never loaded.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -1055,6 +1056,7 @@ typedef struct dec {
     lua_State *L;
     const unsigned char *p, *start, *end;
     int refs, reg, msg; /* stack slots */
+    int envslot, env;   /* a stack slot; env: it, once it holds a function environment */
     lua_Integer nrefs;
     int depth;
     unsigned flags;
@@ -1300,9 +1302,13 @@ static int dec_node(dec *d) {
     return 0;
 }
 
-/* FFC_CODE's T_ENV: the globals, where each (global, module) pair sent
- * that is unset is set to require(module) when that loads here (a module
- * that does not is left out: only a function that uses it can fail). */
+/* FFC_CODE's T_ENV: the environment of a function shipped here. Without
+ * (global, module) pairs, the globals; with them, a table of its own that
+ * binds each global name to require(module) (a module that does not load
+ * here is left out: only a function that uses it can fail) and passes
+ * every other name, read or written, to the globals. The receiver's
+ * globals themselves never change, so what one driver's functions bring
+ * cannot reach another's. Later T_ENVs of the value (no pairs) share it. */
 static int dec_env(dec *d) {
     lua_State *L = d->L;
     uint64_t n;
@@ -1310,28 +1316,42 @@ static int dec_env(dec *d) {
         return d->err;
     if (n > (uint64_t)(d->end - d->p))
         return dfail(d, "more globals than data");
+    if (n == 0) {
+        if (d->env != 0)
+            lua_pushvalue(L, d->env);
+        else
+            lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+        return 0;
+    }
+    lua_createtable(L, 0, (int)(n < 64 ? n : 64)); /* [env] */
+    int env = lua_gettop(L);
+    lua_createtable(L, 0, 2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    int g = lua_gettop(L);
+    lua_setfield(L, -2, "__index");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, env);
     for (uint64_t k = 0; k < n; k++) {
         const char *name, *m;
         size_t nl, ml;
         if (get_str(d, &name, &nl) || get_str(d, &m, &ml))
             return d->err;
-        lua_pushlstring(L, name, nl);
-        if (lua_rawget(L, g) != LUA_TNIL || memchr(m, '\0', ml) != NULL) {
-            lua_pop(L, 1);
+        if (memchr(m, '\0', ml) != NULL)
             continue;
-        }
-        lua_pop(L, 1);
         lua_getglobal(L, "require");
         lua_pushlstring(L, m, ml);
         if (lua_pcall(L, 1, 1, 0) == LUA_OK && !lua_isnil(L, -1)) {
             lua_pushlstring(L, name, nl);
             lua_insert(L, -2);
-            lua_rawset(L, g);
+            lua_rawset(L, env);
         } else {
             lua_pop(L, 1);
         }
+    }
+    if (d->env == 0) {
+        lua_pushvalue(L, env);
+        lua_replace(L, d->envslot);
+        d->env = d->envslot;
     }
     return 0;
 }
@@ -1584,10 +1604,11 @@ static int decode(lua_State *L, const char *p, size_t n, unsigned flags, ffc_nod
              .node_hook = hook,
              .hook_ud = ud};
     int top = lua_gettop(L);
-    lua_settop(L, top + 3);
+    lua_settop(L, top + 4);
     d.refs = top + 1;
     d.reg = top + 2;
     d.msg = top + 3;
+    d.envslot = top + 4;
     int rc;
     if (n == 0 || d.p[0] != FFC_VERSION) {
         rc = n == 0 ? dfail(&d, "empty") : dfail(&d, "unknown format version");

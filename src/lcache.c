@@ -116,7 +116,18 @@ static int fp_hook(void *ud, ffc_enc *e, lua_State *L, int idx) {
         return 0;
     uint8_t tag = FFC_TAG_NODE;
     ffc_put_bytes(e, &tag, 1);
-    ffc_put_bytes(e, c->fp + (size_t)ff_plan_pos(c->run->plan, n->id) * FF_FP_LEN, FF_FP_LEN);
+    uint32_t pos = ff_plan_pos(c->run->plan, n->id);
+    if (pos == UINT32_MAX || pos >= c->fp_pos) {
+        /* A node that is not a parent (held by a function, or outside the
+         * workflow): what the value holds is the node itself, by name. */
+        ffc_put_bytes(e, "name", 4);
+        size_t len;
+        const char *nm = (ffl_push_name(L, c->run->ctx, n->id), lua_tolstring(L, -1, &len));
+        ffc_put_bytes(e, nm, len);
+        lua_pop(L, 1);
+    } else {
+        ffc_put_bytes(e, c->fp + (size_t)pos * FF_FP_LEN, FF_FP_LEN);
+    }
     if (is_item) { /* the keys: a key that cannot be encoded fails the fingerprint */
         ff_buf sub = {0};
         ffc_opts o = {FFC_HASH, NULL, NULL, c->modmap};
@@ -185,6 +196,7 @@ static void fingerprint_all(lua_State *L, struct ffl_cache *c) {
     for (uint32_t pos = 0; pos < p->n; pos++) {
         uint32_t id = p->order[pos];
         uint8_t fd[FF_FP_LEN];
+        c->fp_pos = pos;
         fp_function(L, c, id, fd);
         c->buf.n = 0;
         fp_bytes(L, c, "ffn1", 4);

@@ -164,8 +164,18 @@ static ffl_node *test_handle(lua_State *L, int idx, int *is_item) {
     return ctx != NULL ? ffl_test_handle(L, ctx, idx, is_item) : NULL;
 }
 
+/* Raises for a handle that no longer holds its node: one collected and
+ * brought back by a finalizer, or a weak one from inside the graph. */
+static void check_live(lua_State *L, const ffl_node *n) {
+    if (n->id == UINT32_MAX || n->ctx == NULL)
+        luaL_error(L, "this node handle was collected (a finalizer kept it) or belongs to the "
+                      "graph's own copy of an argument: it cannot be used");
+}
+
 static ffl_node *check_node(lua_State *L, int idx) {
-    return luaL_checkudata(L, idx, NODE_MT);
+    ffl_node *n = luaL_checkudata(L, idx, NODE_MT);
+    check_live(L, n);
+    return n;
 }
 
 /* Pushes a new Node handle for a live node (one more reference). */
@@ -206,7 +216,7 @@ static void push_weak(lua_State *L, ffl_ctx *ctx, int idx, const ffl_node *n, in
 /* Pushes a copy of the value at idx, tables copied (memo: stack index of
  * a table original -> copy, for shared and cyclic tables) and handles made
  * weak. Its depth was checked by scan_table. Stack effect: +1. */
-static void push_weak_copy(lua_State *L, ffl_ctx *ctx, int idx, int memo) {
+static void push_weak_copy(lua_State *L, ffl_ctx *ctx, int idx, int memo, int depth) {
     idx = lua_absindex(L, idx);
     int is_item;
     ffl_node *n = ffl_test_handle(L, ctx, idx, &is_item);
@@ -223,15 +233,19 @@ static void push_weak_copy(lua_State *L, ffl_ctx *ctx, int idx, int memo) {
     if (lua_rawget(L, memo) != LUA_TNIL)
         return;
     lua_pop(L, 1);
+    /* The scan saw each table once, by the first path to it; this walk
+     * may reach one by a longer path, so it has its own bound. */
+    if (depth >= FFC_MAX_DEPTH)
+        luaL_error(L, "an argument's tables are nested more than %d levels deep", FFC_MAX_DEPTH);
     lua_newtable(L); /* [copy] */
     int copy = lua_gettop(L);
     lua_pushvalue(L, idx);
     lua_pushvalue(L, copy);
     lua_rawset(L, memo);
     lua_pushnil(L);
-    while (lua_next(L, idx)) {            /* [copy, k, v] */
-        push_weak_copy(L, ctx, -2, memo); /* [copy, k, v, k'] */
-        push_weak_copy(L, ctx, -2, memo); /* [copy, k, v, k', v'] */
+    while (lua_next(L, idx)) {                       /* [copy, k, v] */
+        push_weak_copy(L, ctx, -2, memo, depth + 1); /* [copy, k, v, k'] */
+        push_weak_copy(L, ctx, -2, memo, depth + 1); /* [copy, k, v, k', v'] */
         lua_rawset(L, copy);
         lua_pop(L, 1);
     }
@@ -303,6 +317,18 @@ static void add_dep(lua_State *L, ffl_ctx *ctx, uint32_t id) {
     ctx->deps[ctx->ndeps++] = id;
 }
 
+/* Raises when n, a handle found in an argument, is one of the graph's own
+ * weak handles (a light userdata, or a handle without a context): one of
+ * those reaches user code only through a serializer's pack during a
+ * fingerprint, and its node may be gone, its id another node's. */
+static void refuse_internal(lua_State *L, const ffl_node *n, int argn) {
+    if (n->ctx == NULL || n->id == UINT32_MAX)
+        luaL_error(L,
+                   "argument #%d holds a node reference taken from inside the graph (from a "
+                   "serializer's pack) or a collected node: pass the node itself",
+                   argn);
+}
+
 /* Raises "argument #argn of 'f': tables nested more than 1000 levels deep
  * (at <path>)" for the table reached through w (a struct ffl_walk, in
  * lgraph.h: the executors check again when they copy arguments). */
@@ -346,10 +372,11 @@ static size_t scan_table(lua_State *L, struct scan *sc, int t, int depth,
     while (lua_next(L, t)) { /* [key, value] */
         for (int pos = -1; pos >= -2; pos--) {
             int type = lua_type(L, pos);
-            if (type == LUA_TUSERDATA) {
+            if (type == LUA_TUSERDATA || type == LUA_TLIGHTUSERDATA) {
                 int is_item;
                 ffl_node *n = ffl_test_handle(L, sc->ctx, pos, &is_item);
                 if (n != NULL) {
+                    refuse_internal(L, n, sc->argn);
                     add_dep(L, sc->ctx, n->id);
                     found++;
                 }
@@ -447,11 +474,19 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->node_mt_ref);
     lua_setmetatable(L, -2);
     /* First what may raise (scanning tables, checking dependencies), then
-     * the registry references, so that an error leaves none behind. */
-    ctx->ndeps = 0;
-    for (int i = 0; i < nargs; i++)
+     * the registry references, so that an error leaves none behind. This
+     * node's dependencies are deps[base..]: allocating may run a finalizer
+     * that makes a node of its own, which uses (and gives back) the deps
+     * after these. */
+    size_t base = ctx->ndeps;
+    for (int i = 0; i < nargs; i++) {
+        int is_item;
+        ffl_node *n;
         if (lua_type(L, first + i) == LUA_TTABLE)
             args[i].kind = scan_arg(L, ctx, fid, first + i, i + 1);
+        else if ((n = ffl_test_handle(L, ctx, first + i, &is_item)) != NULL)
+            refuse_internal(L, n, i + 1);
+    }
     if (deps_idx != 0) {
         lua_Integer nd = luaL_len(L, deps_idx);
         for (lua_Integer i = 1; i <= nd; i++) {
@@ -470,7 +505,7 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
         ffl_node *n;
         if (lua_type(L, first + i) == LUA_TTABLE && args[i].kind == FF_ARG_DEEP) {
             lua_newtable(L);
-            push_weak_copy(L, ctx, first + i, lua_gettop(L));
+            push_weak_copy(L, ctx, first + i, lua_gettop(L), 0);
             lua_replace(L, first + i);
             lua_pop(L, 1);
         } else if ((n = ffl_test_handle(L, ctx, first + i, &is_item)) != NULL && is_item) {
@@ -481,9 +516,9 @@ static int make_node(lua_State *L, ffl_ctx *ctx, uint32_t fid, int first, int de
     for (int i = 0; i < nargs; i++)
         make_arg(L, ctx, first + i, &args[i]);
     uint32_t id;
-    int rc = ff_graph_add_node(ctx->graph, fid, args, (uint32_t)nargs, ctx->deps,
-                               (uint32_t)ctx->ndeps, &id);
-    ctx->ndeps = 0;
+    int rc = ff_graph_add_node(ctx->graph, fid, args, (uint32_t)nargs, ctx->deps + base,
+                               (uint32_t)(ctx->ndeps - base), &id);
+    ctx->ndeps = base;
     if (rc != 0)
         return luaL_error(L, "cannot create a node: %s", fflua_strerror(rc));
     h->id = id;
@@ -701,6 +736,7 @@ static int ffl_node_set_backend_info(lua_State *L) {
 static int push_item(lua_State *L, int idx, int kidx) {
     int is_item;
     ffl_node *n = test_handle(L, idx, &is_item);
+    check_live(L, n);
     if (lua_isnil(L, kidx))
         return luaL_argerror(L, kidx, "item key must not be nil");
     ffl_ctx *ctx = ffl_ctx_get(L);

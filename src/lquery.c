@@ -185,10 +185,13 @@ static int ffl_leaves_graph(lua_State *L) {
         uint32_t id = p->order[i], np;
         ffl_push_name(L, ctx, id);
         lua_rawseti(L, 2, (lua_Integer)i + 1);
-        const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
+        ff_graph_parents(ctx->graph, id, &np);
         lua_createtable(L, (int)np, 0); /* [ls, names, parents, these] */
         lua_Integer k = 0;
         for (uint32_t j = 0; j < np; j++) {
+            /* Fetched again each time: pushing may run finalizers that
+             * make nodes, which moves the node table. */
+            const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
             uint32_t pos = ff_plan_pos(p, par[j]);
             if (pos == UINT32_MAX) /* not planned: cannot happen for an ancestor */
                 continue;

@@ -75,6 +75,18 @@ static void push_result(lua_State *L, struct ffl_run *r, int idx) {
     int is_item;
     ffl_node *n = ffl_test_handle(L, r->ctx, idx, &is_item);
     uint32_t pos = ff_plan_pos(r->plan, n->id);
+    if (r->current != UINT32_MAX && (pos == UINT32_MAX || pos >= r->current)) {
+        /* Arguments only name parents, which come first: this is a
+         * reference that escaped its node (a stale one) or a node of
+         * another workflow held in a value. */
+        ff_graph *g = r->ctx->graph;
+        uint32_t id = r->plan->order[r->current];
+        ffl_push_short_name(L, r->ctx, id);
+        luaL_error(L,
+                   "argument #%d of node '%s' (function '%s') holds a node that is not one of its "
+                   "parents: pass nodes as arguments when the node is made",
+                   r->argn, lua_tostring(L, -1), ff_graph_func_name(g, ff_graph_fid(g, id)));
+    }
     lua_rawgeti(L, r->results, (lua_Integer)pos + 1);
     if (!is_item)
         return;

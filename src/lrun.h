@@ -159,6 +159,7 @@ struct ffl_cache {
     ff_buf names;         /* every node's name, back to back */
     size_t *name_off;     /* n + 1 offsets into names (malloc'd) */
     int fn_cache, modmap; /* stack indices: function -> digest; module names */
+    uint32_t fp_pos;      /* the position being fingerprinted */
     size_t loaded, skipped, damaged;
 };
 
