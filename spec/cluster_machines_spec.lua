@@ -85,7 +85,7 @@ describe("machines", function()
     local log = H.tmpdir() .. "/worker.log"
     local w = C.start_sh({ "worker", "--address", address, "--token-file", token, "--num-cpus", "2" }, log)
     local line = C.wait_file(log)
-    assert.matches("^fflua worker: joined the head at " .. address:gsub("%p", "%%%0") ..
+    assert.matches("^fflua worker: joining the head at " .. address:gsub("%p", "%%%0") ..
                    " as .+:" .. w:pid() .. " with 2 CPUs %(machine %x%x%x%x%x%x%x%x%)$", line)
     w:kill(H.signals.SIGTERM)
     w:wait(10)

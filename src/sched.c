@@ -72,6 +72,7 @@ struct resource {
     char *name;
     size_t len;
     uint64_t hash;
+    int own; /* each place's own, as CPU is, not its machine's */
 };
 
 struct place {
@@ -231,6 +232,7 @@ int ff_sched_create(ff_sched **out) {
         ff_sched_destroy(s);
         return -ENOMEM;
     }
+    s->res[FF_RES_CPU].own = 1;
     *out = s;
     return 0;
 }
@@ -328,7 +330,7 @@ int ff_sched_resource(ff_sched *s, const char *name, size_t len) {
     memcpy(copy, name, len);
     copy[len] = '\0';
     id = (uint32_t)s->nres++;
-    s->res[id] = (struct resource){copy, len, h};
+    s->res[id] = (struct resource){copy, len, h, 0};
     rtab_put(s, id);
     return (int)id;
 }
@@ -498,7 +500,7 @@ int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_
     int peer = rc == 0 ? machine_peer(s, machine) : -1;
     for (uint32_t i = 0; peer >= 0 && rc == 0 && i < m; i++) {
         int64_t have = crow(s->total, s, peer)[buf[i].id];
-        if (buf[i].id != FF_RES_CPU && have > 0 && have != buf[i].amount) {
+        if (!s->res[buf[i].id].own && have > 0 && have != buf[i].amount) {
             if (bad_res != NULL)
                 *bad_res = buf[i].id;
             rc = -EEXIST;
@@ -520,7 +522,7 @@ int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_
         /* The machine's resources, as they stand; then into its ring. */
         const int64_t *pt = crow(s->total, s, peer), *pf = crow(s->freev, s, peer);
         for (uint32_t r = 0; r < s->rstride; r++)
-            if (r != FF_RES_CPU) {
+            if ((int)r < s->nres && !s->res[r].own) {
                 t[r] = pt[r];
                 f[r] = pf[r];
             }
@@ -529,13 +531,14 @@ int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_
     }
     for (uint32_t i = 0; i < m; i++) {
         int id = buf[i].id;
-        if (id != FF_RES_CPU && t[id] > 0)
+        if (!s->res[id].own && t[id] > 0)
             continue; /* the machine has it already, the same amount */
-        /* A resource new to the machine: every place of it gets it. */
+        /* A resource new to the machine: every place of it gets it (a
+         * place's own resource: this place). */
         for (int q = p;;) {
             row(s->total, s, q)[id] = row(s->freev, s, q)[id] = buf[i].amount;
             q = s->places[q].mnext;
-            if (q == p || id == FF_RES_CPU)
+            if (q == p || s->res[id].own)
                 break;
         }
         if (buf[i].amount > s->hi[id])
@@ -576,6 +579,13 @@ int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_
 
 int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n) {
     return ff_sched_add_place_on(s, -1, cap, n, NULL);
+}
+
+int ff_sched_resource_own(ff_sched *s, int id) {
+    if (id < 0 || id >= s->nres || s->nplaces > 0)
+        return -EINVAL;
+    s->res[id].own = 1;
+    return 0;
 }
 
 int64_t ff_sched_place_machine(const ff_sched *s, int place) {
@@ -1151,7 +1161,7 @@ static void take(ff_sched *s, const struct shape *sh, int p, int sign) {
             if (f[id] > s->hi[id])
                 s->hi[id] = f[id];
             q = s->places[q].mnext;
-            if (q == p || id == FF_RES_CPU)
+            if (q == p || s->res[id].own)
                 break;
         }
     }

@@ -22,7 +22,7 @@
  *
  * Machines. A place may belong to a machine (a key the caller chooses):
  * the places of one machine (a host's workers) share every resource but
- * CPU. A machine's resources are those its places declared (they must
+ * CPU and those made a place's own (ff_sched_resource_own). A machine's resources are those its places declared (they must
  * agree on the amounts of what they both name); a task holding 1 of
  * "_disk" on one place of a machine leaves 1 less of it on all of them.
  * CPU is each place's own. A place added without a machine is a machine
@@ -159,6 +159,11 @@ int ff_sched_add_place(ff_sched *s, const ff_res *cap, size_t n);
  * a resource both name with different amounts fails with -EEXIST and
  * *bad_res (may be NULL; -1 otherwise) set to it. CPU is never shared. */
 int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_t n, int *bad_res);
+
+/* Makes resource id each place's own, as CPU is, rather than shared by
+ * the places of a machine (GPUs: each worker is given its devices). Only
+ * before the first place is added: 0, or -EINVAL. */
+int ff_sched_resource_own(ff_sched *s, int id);
 
 /* The machine of a live place: its key, or -1 (a machine of its own, or
  * not a live place). */

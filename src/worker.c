@@ -493,7 +493,7 @@ static void on_ready(ff_conn *c, int role) {
     w->registered = 1;
     if (!w->quiet) {
         char esc[128];
-        ff_log(WHO, "joined the head at %s as %s:%d with %g CPUs (machine %02x%02x%02x%02x)",
+        ff_log(WHO, "joining the head at %s as %s:%d with %g CPUs (machine %02x%02x%02x%02x)",
                w->address, ff_text_escape(esc, sizeof esc, host, strlen(host)), (int)getpid(),
                (double)w->cpus / FF_RES_SCALE, machine[0], machine[1], machine[2], machine[3]);
     }
@@ -519,7 +519,7 @@ static void on_closed(ff_conn *c) {
     worker *w = c->data;
     if (!w->registered && w->exit_code == 0)
         w->exit_code = 1; /* never got in: refused or unreachable */
-    if (w->registered && !w->quiet)
+    if (w->registered && !w->quiet && w->exit_code == 0) /* refused: said so already */
         ff_log(WHO, "left the head at %s: %s", w->address,
                w->leaving ? w->leaving : "the connection closed");
     stop_all(w);

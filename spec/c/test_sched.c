@@ -702,6 +702,26 @@ static void test_machines(void) {
     ASSERT_EQ(next(s, &p), 3u);
     ASSERT_EQ(p, 1);
     ff_sched_destroy(s);
+
+    /* A resource made a place's own is not the machine's: workers of one
+     * host given 2 and 1 GPUs each run a 2-GPU and a 1-GPU task at once. */
+    s = mk();
+    int g = res(s, "GPU");
+    ASSERT_EQ(ff_sched_resource_own(s, g), 0);
+    ff_res two[] = {{FF_RES_CPU, U}, {g, 2 * U}}, one[] = {{FF_RES_CPU, U}, {g, 1 * U}};
+    ASSERT_EQ(ff_sched_add_place_on(s, 3, two, 2, &bad), 0);
+    ASSERT_EQ(ff_sched_add_place_on(s, 3, one, 2, &bad), 1);
+    ASSERT_EQ(ff_sched_resource_own(s, g), -EINVAL); /* places exist */
+    ASSERT_EQ(submit(s, 1, 1, "GPU", 2, -1), 0);
+    ASSERT_EQ(submit(s, 2, 1, "GPU", 1, -1), 0);
+    ASSERT_EQ(next(s, &p), 1u);
+    ASSERT_EQ(p, 0);
+    ASSERT_EQ(next(s, &p), 2u);
+    ASSERT_EQ(p, 1);
+    ASSERT_EQ(ff_sched_place_get(s, 1, g, &total, &avail), 0);
+    ASSERT_EQ(total, 1 * U);
+    ASSERT_EQ(avail, 0);
+    ff_sched_destroy(s);
 }
 
 static void test_bad_args(void) {
