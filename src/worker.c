@@ -518,7 +518,7 @@ static void stop_all(worker *w) {
 static void on_closed(ff_conn *c) {
     worker *w = c->data;
     if (!w->registered && w->exit_code == 0)
-        w->exit_code = 1; /* never got in: refused or unreachable */
+        w->exit_code = 1;                                /* never got in: refused or unreachable */
     if (w->registered && !w->quiet && w->exit_code == 0) /* refused: said so already */
         ff_log(WHO, "left the head at %s: %s", w->address,
                w->leaving ? w->leaving : "the connection closed");
