@@ -106,6 +106,37 @@ describe("unknown keys", function()
     assert.are.equal(0, gpus[hidden:pid()])
   end)
 
+  it("a worker counts every /dev/nvidiaN, also with gaps", function()
+    -- A private /dev (a mount namespace of its own) holding what NVIDIA's
+    -- driver makes in a container given GPUs 0 and 2 of a machine.
+    local address, token = C.cluster {}
+    local olddev = H.tmpdir()
+    local script = [[
+set -e
+mount --make-rprivate /
+mount --rbind /dev "$OLDDEV"
+mount -t tmpfs fakedev /dev
+for d in null zero random urandom; do
+  touch /dev/$d; mount --bind "$OLDDEV/$d" /dev/$d
+done
+touch /dev/nvidia0 /dev/nvidia2 /dev/nvidiactl /dev/nvidia-uvm /dev/nvidia-modeset
+exec "$@"]]
+    local argv = { "unshare", "-m", "/bin/sh", "-c", script, "sh", H.bin, "worker", "--address",
+                   address, "--token-file", token, "--num-cpus", "1", "--own-machine" }
+    local p = H.fftest.pty { argv = argv, env = { TERM = "dumb", OLDDEV = olddev } }
+    C.procs[#C.procs + 1] = p
+    local client = ff.core.cluster_connect(address, { token_file = token })
+    local places = {}
+    for _ = 1, 400 do
+      places = client:status().places
+      if #places == 1 then break end
+      ff.core.sleep(0.025)
+    end
+    client:close()
+    assert.are.equal(1, #places, "the worker did not join")
+    assert.are.equal(2, places[1].resources.GPU and places[1].resources.GPU.total)
+  end)
+
   it("keep the remote args as they were set", function()
     -- (GPU 0 on the first: a machine with GPUs would show them otherwise.)
     local address, token, ps = C.cluster { { cpus = 1, resources = '{"GPU": 0}' },

@@ -73,8 +73,8 @@ int ff_parse_resources(const char *json,
 
 /* The GPUs this machine shows a worker: with CUDA_VISIBLE_DEVICES set, the
  * entries of its comma-separated list (none when it is empty, "-1" or
- * "NoDevFiles", as CUDA reads it); otherwise the devices /dev/nvidia0,
- * /dev/nvidia1, ... (NVIDIA's driver makes one per GPU). */
+ * "NoDevFiles", as CUDA reads it); otherwise the devices /dev/nvidiaN, N
+ * a number, gaps allowed (NVIDIA's driver makes one per GPU). */
 int ff_detect_gpus(void);
 
 /* Checks a resources JSON as head and worker take it: every amount a whole

@@ -4,6 +4,7 @@
  * machines apart, counting GPUs.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -31,14 +32,24 @@ int ff_detect_gpus(void) {
             n += *p == ',';
         return n;
     }
+    /* Every /dev/nvidiaN, not only 0, 1, ... up to the first gap: a
+     * container may be given some devices only (/dev/nvidia2 alone). */
+    DIR *d = opendir("/dev");
+    if (d == NULL)
+        return 0;
     int n = 0;
-    char path[32];
-    for (;;) { /* numbered from 0 without gaps while the driver runs */
-        snprintf(path, sizeof path, "/dev/nvidia%d", n);
-        if (access(path, F_OK) != 0)
-            return n;
-        n++;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *s = e->d_name;
+        if (strncmp(s, "nvidia", 6) != 0 || s[6] == '\0')
+            continue;
+        s += 6;
+        while (isdigit((unsigned char)*s))
+            s++;
+        n += *s == '\0';
     }
+    closedir(d);
+    return n;
 }
 
 int ff_cluster_token(const char *file, char *out, size_t cap, size_t *len, char *err,
