@@ -117,6 +117,41 @@ static int ffl_pattern_jit(lua_State *L) {
  * names) in run order whose names the Pattern matches (nil: every node).
  * Stack effect: +1 (the sequence). A match that fails (a limit reached) is
  * an error naming the pattern and the node, never a node left out. */
+/* A plan held by a query: released when its to-be-closed slot closes,
+ * also when a memory error raises while the result is built (the plan
+ * holds its nodes, which would otherwise stay for ever). */
+typedef struct plan_guard {
+    ff_graph *g;
+    ff_plan *p;
+} plan_guard;
+
+static int plan_guard_close(lua_State *L) {
+    plan_guard *gd = lua_touserdata(L, 1);
+    if (gd->p != NULL) {
+        ff_plan_release(gd->g, gd->p);
+        gd->p = NULL;
+    }
+    return 0;
+}
+
+/* Plans the LeafSet at 1 and pushes a to-be-closed guard of the plan.
+ * Stack effect: +1. */
+static ff_plan *push_plan(lua_State *L, ffl_ctx *ctx) {
+    plan_guard *gd = lua_newuserdatauv(L, sizeof *gd, 0);
+    gd->g = ctx->graph;
+    gd->p = NULL;
+    if (luaL_newmetatable(L, "functionfuse.PlanGuard")) {
+        lua_pushcfunction(L, plan_guard_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, plan_guard_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_toclose(L, -1);
+    gd->p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
+    return gd->p;
+}
+
 static int ffl_leaves_nodes(lua_State *L) {
     ffl_check_leaves(L, 1);
     ffl_pattern *pat = lua_isnoneornil(L, 2) ? NULL : check_pattern(L, 2);
@@ -127,8 +162,8 @@ static int ffl_leaves_nodes(lua_State *L) {
     int scratch = lua_gettop(L);
     char *big = NULL;
     size_t bigcap = 0;
-    lua_newtable(L); /* [.., scratch, out] */
-    ff_plan *p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
+    ff_plan *p = push_plan(L, ctx); /* [.., scratch, guard] */
+    lua_newtable(L);                /* [.., scratch, guard, out] */
     lua_Integer k = 0;
     char buf[FFL_NAME_STACK];
     int rc = 0;
@@ -160,14 +195,10 @@ static int ffl_leaves_nodes(lua_State *L) {
         lua_rawseti(L, -2, ++k);
     }
     if (rc < 0) {
-        /* The leaves keep the node alive without the plan. */
-        uint32_t id = p->order[i];
-        ff_plan_release(ctx->graph, p);
-        ffl_push_name(L, ctx, id);
-        return match_fail(L, pat, 2, rc, "node ");
+        ffl_push_name(L, ctx, p->order[i]);
+        return match_fail(L, pat, 2, rc, "node "); /* the guard releases the plan */
     }
-    ff_plan_release(ctx->graph, p);
-    return 1;
+    return 1; /* the guard's slot closes on return */
 }
 
 /* ls:graph() -> names, parents: the planned nodes' names in run order, and
@@ -178,9 +209,9 @@ static int ffl_leaves_graph(lua_State *L) {
     ffl_check_leaves(L, 1);
     ffl_ctx *ctx = ffl_ctx_get(L);
     lua_settop(L, 1);
-    lua_newtable(L); /* [ls, names] */
-    lua_newtable(L); /* [ls, names, parents] */
-    ff_plan *p = ffl_leaves_plan(L, ctx, 1, NULL, NULL);
+    lua_newtable(L);                /* [ls, names] */
+    lua_newtable(L);                /* [ls, names, parents] */
+    ff_plan *p = push_plan(L, ctx); /* [ls, names, parents, guard] */
     for (uint32_t i = 0; i < p->n; i++) {
         uint32_t id = p->order[i], np;
         ffl_push_name(L, ctx, id);
@@ -200,7 +231,8 @@ static int ffl_leaves_graph(lua_State *L) {
         }
         lua_rawseti(L, 3, (lua_Integer)i + 1);
     }
-    ff_plan_release(ctx->graph, p);
+    lua_closeslot(L, 4);
+    lua_settop(L, 3);
     return 2;
 }
 
