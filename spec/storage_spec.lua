@@ -105,7 +105,7 @@ describe("storage", function()
 
   it("rejects bad arguments with clear errors", function()
     assert.has_error(function() storage_factory { kind = "S3", options = { path = "x" } } end,
-                     "storage_factory: unknown kind 'S3' (\"file\" or \"lmdb\")")
+                     "storage_factory: unknown kind 'S3' (\"file\", \"lmdb\", \"cluster\" or \"ray\")")
     assert.has_error(function() storage_factory { kind = "file" } end,
                      "storage_factory: options.path (a directory) is required")
     local file = H.write(H.tmpdir() .. "/f", "x")

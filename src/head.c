@@ -77,7 +77,9 @@ typedef struct htask {
     size_t nargs, npre;
     ff_res *req; /* as the scheduler counts (sched_cpus) */
     size_t nreq;
-    int64_t cpus; /* the CPUs asked for, real */
+    int64_t cpus;   /* the CPUs asked for, real */
+    int save, load; /* FF_TASK_SAVE, FF_TASK_LOAD: see msg.h */
+    uint8_t fp[FF_MSG_FP_LEN];
     ff_buf result;
     uint64_t holders; /* places < 64 that hold the result */
 } htask;
@@ -99,7 +101,21 @@ typedef struct hrun {
     uint32_t max_pending, pending;
     uint32_t *held;
     size_t held_head, held_n, held_cap;
+    /* RUN_STORE: the worker holding the run's storage (-1: none), its path
+     * and the workflow's name there (malloc'd). */
+    int store_place;
+    char *store_path, *store_wf;
+    size_t store_path_len, store_wf_len;
 } hrun;
+
+/* A driver's STORE on its way to a worker: the reply goes back with the
+ * driver's req (driver NULL once it left: the reply is dropped). */
+typedef struct hfwd {
+    struct hfwd *next;
+    uint64_t req, driver_req;
+    struct hconn *driver;
+    int place;
+} hfwd;
 
 struct hconn {
     ff_conn c;
@@ -175,7 +191,9 @@ typedef struct head {
     int nplaces_cap;
     int64_t machines; /* machine keys given so far */
     hrun *runs;
-    ff_msg_dep *deps; /* scratch: a TASK's dependencies */
+    hfwd *fwds;        /* STOREs waiting for their worker's reply */
+    uint64_t next_fwd; /* the last req given to one */
+    ff_msg_dep *deps;  /* scratch: a TASK's dependencies */
     size_t deps_cap;
     uint64_t next_run;
     uint64_t finished_total;
@@ -187,6 +205,11 @@ typedef struct head {
 } head;
 
 #define TASK_ID(run, i) (((run) << 32) | (uint64_t)(i))
+/* The req of a STORE_CALL the head makes for a task: a loaded task's GET,
+ * or a saved task's PUT (which answers only when it fails). Forwarded
+ * STOREs take reqs below both. */
+#define REQ_LOAD ((uint64_t)1 << 63)
+#define REQ_SAVE FF_STORE_REQ_QUIET
 
 /* --- runs ---------------------------------------------------------------- */
 
@@ -216,6 +239,8 @@ static void run_free(head *h, hrun *r) {
     }
     free(r->tasks);
     free(r->held);
+    free(r->store_path);
+    free(r->store_wf);
     bm_free(&r->funcs);
     free(r);
 }
@@ -478,6 +503,34 @@ static int fits_local(const head *h, const htask *t) {
     return 1;
 }
 
+static hconn *store_worker(head *h, hrun *r) {
+    int p = r->store_place;
+    hconn *w = p >= 0 && p < h->nplaces_cap ? h->places[p] : NULL;
+    return w != NULL && w->c.state == FF_CONN_READY ? w : NULL;
+}
+
+/* Task i is loaded from the run's storage: its worker is asked for it
+ * (REQ_LOAD); the reply is the task's result (on_store_reply). */
+static void store_load(head *h, hrun *r, uint32_t i) {
+    htask *t = &r->tasks[i];
+    hconn *w = store_worker(h, r);
+    if (w == NULL) {
+        run_fail(r, i, "the worker holding the run's storage left the cluster");
+        return;
+    }
+    ff_msg_str args[3] = {{r->store_path, r->store_path_len},
+                          {r->store_wf, r->store_wf_len},
+                          {t->name, strlen(t->name)}};
+    if (ff_msg_store_call_write(&w->c.out, REQ_LOAD | TASK_ID(r->id, i), FF_STORE_GET, args, 3) !=
+        0) {
+        run_fail(r, i, "the head has not enough memory to ask for its stored result");
+        return;
+    }
+    t->state = T_RUNNING;
+    t->place = r->store_place;
+    r->pending++;
+}
+
 /* Queues task i (its parents are done), or holds it while the run has
  * max_pending tasks out. When it cannot be queued, the run fails (see
  * run_fail). */
@@ -503,6 +556,10 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
             r->held_head = 0;
         }
         r->held[(r->held_head + r->held_n++) % r->held_cap] = i;
+        return;
+    }
+    if (t->load) {
+        store_load(h, r, i);
         return;
     }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
@@ -558,6 +615,10 @@ static int protocol_error(hconn *c, const char *why) {
     return 1;
 }
 
+static void store_save(head *h, hrun *r, uint32_t i, const char *bytes, size_t len, uint64_t ns);
+static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const char *bytes,
+                      size_t len);
+
 /* A RESULT. A malformed one closes the connection (the tasks running
  * there then fail, and say why): ignoring it would leave its task running
  * for ever. Returns nonzero to close. */
@@ -584,19 +645,66 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
         dispatch(h); /* a cancelled run: resources are free again */
         return 0;
     }
+    if (ok && r->tasks[i].save)
+        store_save(h, r, (uint32_t)i, bytes, len, m.ns);
+    task_done(h, r, w->place, (uint32_t)i, ok, bytes, len);
+    return 0;
+}
+
+/* Sends the result of task i (saved) to the run's storage (REQ_SAVE), or
+ * fails the run when it cannot. */
+static void store_save(head *h, hrun *r, uint32_t i, const char *bytes, size_t len, uint64_t ns) {
     htask *t = &r->tasks[i];
+    hconn *w = store_worker(h, r);
+    if (r->failed)
+        return;
+    if (w == NULL) {
+        run_fail(r, i, "the worker holding the run's storage left the cluster");
+        return;
+    }
+    unsigned char nsb[8];
+    for (int k = 0; k < 8; k++)
+        nsb[k] = (unsigned char)(ns >> (8 * k));
+    ff_msg_str args[6] = {{r->store_path, r->store_path_len},
+                          {r->store_wf, r->store_wf_len},
+                          {t->name, strlen(t->name)},
+                          {(const char *)t->fp, FF_MSG_FP_LEN},
+                          {(const char *)nsb, 8},
+                          {bytes, len}};
+    int rc =
+        ff_msg_store_call_write(&w->c.out, REQ_SAVE | TASK_ID(r->id, i), FF_STORE_PUT, args, 6);
+    if (rc != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the head could not send its result (%.1f MiB) to the storage: %s", mib(len),
+                 fflua_strerror(rc));
+        run_fail(r, i, msg);
+    }
+}
+
+/* Task i of run r finished at place (ok, or failed with the message in
+ * bytes): its consumers may start, results no longer needed are freed, and
+ * the run ends when it was the last. */
+static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const char *bytes,
+                      size_t len) {
+    htask *t = &r->tasks[i];
+    if (r->failed) {
+        run_abort(h, r);
+        dispatch(h);
+        return;
+    }
     if (!ok) {
         t->state = T_FAILED;
         send_done(r, (uint32_t)i, 1, bytes, len);
         run_abort(h, r);
         dispatch(h);
-        return 0;
+        return;
     }
     t->state = T_DONE;
     r->finished++;
     task_out(h, r);
-    if (w->place < 64)
-        t->holders |= (uint64_t)1 << w->place;
+    if (place < 64 && !t->load) /* a loaded result stays with the head */
+        t->holders |= (uint64_t)1 << place;
     if (t->leaf && send_done(r, (uint32_t)i, 0, bytes, len) != 0)
         r->failed = 1; /* the driver was told why instead */
     if (!r->failed && (t->unsent > 0 || r->received < r->ntasks)) { /* consumers may come */
@@ -621,7 +729,7 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     if (r->failed) {
         run_abort(h, r);
         dispatch(h);
-        return 0;
+        return;
     }
     /* Workers keep results only while a consumer may still need them. */
     int complete = r->received == r->ntasks;
@@ -633,7 +741,6 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     if (complete && r->finished == r->ntasks)
         run_finish(h, r);
     dispatch(h);
-    return 0;
 }
 
 /* The scheduler's key for a machine: the key of a live worker on it, or a
@@ -777,6 +884,12 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
         t->place = -1;
         t->fid = st.fid;
         t->leaf = st.leaf;
+        t->save = st.save;
+        t->load = st.load;
+        if (st.save)
+            memcpy(t->fp, st.fp, FF_MSG_FP_LEN);
+        if ((st.save || st.load) && r->store_path == NULL)
+            bad = 1; /* saved or loaded without a RUN_STORE */
         t->ndeps = st.ndeps;
         t->nargs = st.nargs;
         t->npre = st.npre;
@@ -869,6 +982,8 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
     for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
         int64_t want = t->cpus;
+        if (t->load)
+            continue; /* served by the run's storage */
         if (fits_local(h, t))
             continue; /* a local worker will hold it, when not now then once restarted */
         if (live == 0) {
@@ -953,6 +1068,218 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     return 0;
 }
 
+/* --- storage ------------------------------------------------------------- */
+
+/* The place of the storage asked for: the first live worker that has
+ * every resource in res (totals) and is on machine (unless NULL); -1 when
+ * none, with why in err. */
+static int store_pick(head *h, ff_msg_list *res, const unsigned char *machine, char *err,
+                      size_t errlen) {
+    ff_res want[FF_MSG_RES_MAX];
+    const char *names[FF_MSG_RES_MAX];
+    size_t nw = 0;
+    while (res->n > 0) {
+        ff_msg_res rs;
+        ff_msg_next_res(res, &rs);
+        int id = ff_res_name_check(rs.name, rs.len) != 0
+                     ? -1
+                     : ff_sched_resource_find(h->sched, rs.name, rs.len);
+        if (id < 0 || rs.amount > (uint64_t)FF_RES_MAX) {
+            char esc[200];
+            snprintf(err, errlen, "no worker of the cluster has the resource '%s'",
+                     ff_text_escape(esc, sizeof esc, rs.name, rs.len));
+            return -1;
+        }
+        names[nw] = rs.name;
+        want[nw++] = (ff_res){id, (int64_t)rs.amount};
+    }
+    (void)names;
+    for (int p = 0; p < ff_sched_nplaces(h->sched); p++) {
+        hconn *c = p < h->nplaces_cap ? h->places[p] : NULL;
+        if (c == NULL || !ff_sched_place_live(h->sched, p) || c->c.state != FF_CONN_READY)
+            continue;
+        if (machine != NULL && memcmp(c->machine, machine, FF_MACHINE_LEN) != 0)
+            continue;
+        size_t k = 0;
+        for (; k < nw; k++) {
+            int64_t total = 0;
+            ff_sched_place_get(h->sched, p, want[k].id, &total, NULL);
+            if (total < want[k].amount)
+                break;
+        }
+        if (k == nw)
+            return p;
+    }
+    if (machine != NULL)
+        snprintf(err, errlen, "no worker of the cluster runs on the driver's machine");
+    else
+        snprintf(err, errlen, "no worker of the cluster has the resources the storage asks for");
+    return -1;
+}
+
+static void store_refuse(hconn *d, uint64_t req, const char *why) {
+    ff_msg_str m = {why, strlen(why)};
+    sent_or_close(d, ff_msg_store_reply_write(&d->c.out, req, 0, &m, 1), "a STORE_REPLY");
+}
+
+/* A driver's STORE: forwarded to the storage's worker, whose reply goes
+ * back (on_store_reply). */
+static int on_store(head *h, hconn *d, const char *p, size_t n) {
+    ff_msg_store m;
+    ff_msg_list res, args;
+    if (ff_msg_store_read(p, n, &m, &res, &args) != 0)
+        return protocol_error(d, "it sent a malformed STORE");
+    char err[300];
+    int place = store_pick(h, &res, m.machine, err, sizeof err);
+    if (place < 0) {
+        store_refuse(d, m.req, err);
+        return 0;
+    }
+    hfwd *f = malloc(sizeof *f);
+    if (f == NULL) {
+        store_refuse(d, m.req, "the head has not enough memory for it");
+        return 0;
+    }
+    /* Below REQ_SAVE: 2^62 calls are more than a head ever forwards. */
+    *f = (hfwd){h->fwds, ++h->next_fwd, m.req, d, place};
+    int rc = ff_msg_store_call_forward(&h->places[place]->c.out, f->req, &m);
+    if (rc != 0) {
+        free(f);
+        snprintf(err, sizeof err, "the head could not send it to the storage's worker: %s",
+                 fflua_strerror(rc));
+        store_refuse(d, m.req, err);
+        return 0;
+    }
+    h->fwds = f;
+    return 0;
+}
+
+/* A worker's STORE_REPLY: a loaded task's result, a save that failed, or
+ * the answer to a driver's STORE. Replies to nothing the head asked that
+ * worker are ignored. */
+static int on_store_reply(head *h, hconn *w, const char *p, size_t n) {
+    ff_msg_store_reply m;
+    ff_msg_list out;
+    if (ff_msg_store_reply_read(p, n, &m, &out) != 0)
+        return protocol_error(w, "it sent a malformed STORE_REPLY");
+    if (m.req & (REQ_LOAD | REQ_SAVE)) {
+        uint64_t id = m.req & ~(REQ_LOAD | REQ_SAVE);
+        hrun *r = run_find(h, id >> 32);
+        uint32_t i = (uint32_t)id;
+        if (r == NULL || i >= r->received || r->store_place != w->place)
+            return 0; /* a run that ended */
+        htask *t = &r->tasks[i];
+        ff_msg_str s = {"", 0};
+        if (out.n > 0)
+            ff_msg_next_str(&out, &s);
+        char msg[600], esc[400];
+        if (m.req & REQ_SAVE) {
+            snprintf(msg, sizeof msg, "saving its result failed: %s",
+                     ff_text_escape(esc, sizeof esc, s.p, s.len));
+            run_fail(r, i, msg);
+            run_abort(h, r);
+            dispatch(h);
+            return 0;
+        }
+        if (!t->load || t->state != T_RUNNING)
+            return 0;
+        if (!m.ok || s.len == 0 || s.p[0] != FF_STORED_SAME) {
+            snprintf(msg, sizeof msg, "its stored result cannot be read on %s: %s", w->name,
+                     !m.ok ? ff_text_escape(esc, sizeof esc, s.p, s.len)
+                     : s.len > 0 && s.p[0] == FF_STORED_DAMAGED ? "it is damaged"
+                                                                : "it is gone");
+            t->state = T_FAILED;
+            run_fail(r, i, msg);
+            run_abort(h, r);
+            dispatch(h);
+            return 0;
+        }
+        task_done(h, r, w->place, i, 1, s.p + 1, s.len - 1);
+        return 0;
+    }
+    for (hfwd **pp = &h->fwds; *pp; pp = &(*pp)->next) {
+        hfwd *f = *pp;
+        if (f->req != m.req || f->place != w->place)
+            continue;
+        *pp = f->next;
+        if (f->driver != NULL && f->driver->c.state == FF_CONN_READY &&
+            ff_msg_store_reply_forward(&f->driver->c.out, f->driver_req, &m) != 0)
+            store_refuse(f->driver, f->driver_req,
+                         "the head could not send the storage's answer: too large or no memory");
+        free(f);
+        return 0;
+    }
+    return 0;
+}
+
+/* RUN_STORE: the storage of a run (made here when its first FUNC has not
+ * come: a run may load every task it has). A storage no worker can hold
+ * refuses the run. */
+static int on_run_store(head *h, hconn *d, const char *p, size_t n) {
+    ff_msg_run_store m;
+    ff_msg_list res;
+    if (ff_msg_run_store_read(p, n, &m, &res) != 0)
+        return protocol_error(d, "it sent a malformed RUN_STORE");
+    hrun *r = NULL;
+    for (hrun *x = h->runs; x; x = x->next)
+        if (x->driver == d && x->driver_run == m.run && x->tasks == NULL)
+            r = x;
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return protocol_error(d, "not enough memory for a new run");
+        r->id = ++h->next_run;
+        r->driver_run = m.run;
+        r->driver = d;
+        r->store_place = -1;
+        r->next = h->runs;
+        h->runs = r;
+    }
+    if (r->store_path != NULL)
+        return protocol_error(d, "it sent a second RUN_STORE for a run");
+    r->store_path = strndup(m.path, m.path_len);
+    r->store_wf = strndup(m.wf, m.wf_len);
+    r->store_path_len = m.path_len;
+    r->store_wf_len = m.wf_len;
+    if (r->store_path == NULL || r->store_wf == NULL)
+        return protocol_error(d, "not enough memory for a new run");
+    char err[300];
+    r->store_place = store_pick(h, &res, m.machine, err, sizeof err);
+    if (r->store_place < 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the storage cannot be placed: %s", err);
+        send_done(r, 0, FF_DONE_REFUSED, msg, strlen(msg));
+        r->failed = 1; /* the driver cancels it (RUN_END) */
+    }
+    return 0;
+}
+
+/* Worker c left: the STOREs it had fail, and runs whose storage it held. */
+static void store_lost(head *h, hconn *c) {
+    for (hfwd **pp = &h->fwds; *pp;) {
+        hfwd *f = *pp;
+        if (f->place != c->place) {
+            pp = &f->next;
+            continue;
+        }
+        *pp = f->next;
+        if (f->driver != NULL && f->driver->c.state == FF_CONN_READY) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "the worker holding the storage (%s) left the cluster",
+                     c->name);
+            store_refuse(f->driver, f->driver_req, msg);
+        }
+        free(f);
+    }
+    for (hrun *r = h->runs; r; r = r->next)
+        if (r->store_place == c->place && !r->failed) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "the worker holding the run's storage (%s) left the cluster",
+                     c->name);
+            run_fail(r, 0, msg);
+        }
+}
+
 static int on_func(head *h, hconn *d, const char *p, size_t n) {
     ff_msg_func m;
     if (ff_msg_func_read(p, n, &m) != 0 || m.fid > UINT32_MAX)
@@ -972,6 +1299,7 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
         r->id = ++h->next_run;
         r->driver_run = drun;
         r->driver = d;
+        r->store_place = -1;
         r->next = h->runs;
         h->runs = r;
     }
@@ -1061,6 +1389,8 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
         }
         if (type == FF_M_RESULT && c->place >= 0)
             return on_result(h, c, p, n);
+        if (type == FF_M_STORE_REPLY && c->place >= 0)
+            return on_store_reply(h, c, p, n);
     } else if (role == FF_ROLE_DRIVER) {
         if (type == FF_M_FUNC)
             return on_func(h, c, p, n);
@@ -1080,6 +1410,10 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
         }
         if (type == FF_M_STATUS)
             return on_status(h, c, p, n);
+        if (type == FF_M_STORE)
+            return on_store(h, c, p, n);
+        if (type == FF_M_RUN_STORE)
+            return on_run_store(h, c, p, n);
     } else if (type == FF_M_STATUS) {
         return on_status(h, c, p, n);
     }
@@ -1231,6 +1565,7 @@ static void on_closed(ff_conn *fc) {
     if (c->place >= 0) {
         if (!h->quiet && !h->stopping)
             ff_log(WHO, "worker %s left", c->name);
+        store_lost(h, c);
         h->places[c->place] = NULL;
         h->losing = c;
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
@@ -1244,6 +1579,9 @@ static void on_closed(ff_conn *fc) {
             run_abort(h, r);
         }
     }
+    for (hfwd *f = h->fwds; f; f = f->next)
+        if (f->driver == c)
+            f->driver = NULL;
     for (hgrave *g = h->graves; g; g = g->next) /* nor does it wait for failures */
         for (size_t k = 0; k < g->n; k++)
             if (g->done[k].driver == c)
@@ -1657,6 +1995,11 @@ int ff_head_main(const ff_head_opts *o) {
     ff_loop_run(&h->loop, 200, activity, h);
     while (h->runs)
         run_free(h, h->runs);
+    while (h->fwds) {
+        hfwd *f = h->fwds;
+        h->fwds = f->next;
+        free(f);
+    }
     while (h->graves)
         grave_flush(h, h->graves, NULL);
     free(h->deps);
@@ -1709,6 +2052,11 @@ int ff_head_fuzz(const char *data, size_t n) {
     }
     while (h.runs)
         run_free(&h, h.runs);
+    while (h.fwds) {
+        hfwd *f = h.fwds;
+        h.fwds = f->next;
+        free(f);
+    }
     for (int i = 0; i < 2; i++) {
         bm_free(&peers[i].funcs_sent);
         ff_conn_free(&peers[i].c);

@@ -17,6 +17,13 @@
  * it and queues it in the store with its compute time; ffl_cache_end
  * commits, also when the run failed. A damaged record is a warning and its
  * node runs.
+ *
+ * The cluster driver (ldriver.c) shares the fingerprints and the decision:
+ * its storage is on a worker, which answers for every node at once whether
+ * it holds it (c->remote, filled between ffl_cache_fingerprint and
+ * ffl_cache_plan); a needed node it holds is LOAD without being read here
+ * (the storage's worker serves it to the run), and the run's results are
+ * saved there, not through ffl_cache_save.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,13 +42,14 @@
 #include "lrun.h"
 #include "lstore.h"
 #include "lutil.h"
+#include "msg.h"
 #include "store.h"
 #include "text.h"
 
 #define NAME_BUF 256
 
 /* The name of the node at pos, from the run's names. */
-static const char *pos_name(struct ffl_cache *c, uint32_t pos, size_t *len) {
+const char *ffl_cache_name(const struct ffl_cache *c, uint32_t pos, size_t *len) {
     *len = c->name_off[pos + 1] - c->name_off[pos];
     return c->names.p + c->name_off[pos];
 }
@@ -80,13 +88,13 @@ static void collect_names(lua_State *L, struct ffl_cache *c) {
     memset(set, 0, cap * sizeof *set);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         size_t len, olen;
-        const char *nm = pos_name(c, pos, &len);
+        const char *nm = ffl_cache_name(c, pos, &len);
         if (len > FF_STORE_TASK_MAX)
             luaL_error(L, "node '%s': a node name in a storage has at most %d bytes",
                        ffl_push_short(L, nm, len), FF_STORE_TASK_MAX);
         size_t i = (size_t)XXH3_64bits(nm, len) & (cap - 1);
         for (; set[i] != 0; i = (i + 1) & (cap - 1)) {
-            const char *other = pos_name(c, set[i] - 1, &olen);
+            const char *other = ffl_cache_name(c, set[i] - 1, &olen);
             if (olen == len && memcmp(other, nm, len) == 0) {
                 luaL_error(L,
                            "workflow '%s' has two nodes named '%s': with a storage, node "
@@ -254,7 +262,7 @@ static void damaged_note(struct ffl_cache *c, const char *key, size_t nl, const 
     fprintf(stderr,
             "fflua: warning: storage '%s': the stored result of task '%s' of workflow "
             "'%s' %s (%s); computing it again\n",
-            ff_store_path(c->st), ff_text_escape(task, sizeof task, key, nl),
+            c->path, ff_text_escape(task, sizeof task, key, nl),
             ff_text_escape(wf, sizeof wf, c->wf, c->wflen), what, why);
 }
 
@@ -270,7 +278,7 @@ static void verbose_note(struct ffl_cache *c, const char *key, size_t nl, const 
  * record, or a damaged part of the file, is a warning: the node runs. */
 static int try_load(lua_State *L, struct ffl_cache *c, uint32_t pos) {
     size_t nl;
-    const char *key = pos_name(c, pos, &nl);
+    const char *key = ffl_cache_name(c, pos, &nl);
     ff_rec rec;
     int rc = ff_store_get(c->st, c->wf, c->wflen, key, nl, &rec);
     int loaded = 0;
@@ -324,7 +332,7 @@ static int is_log(lua_State *L, struct ffl_cache *c, uint32_t id) {
  * cache = "name"), without reading it. A damaged record is a warning. */
 static int is_stored(lua_State *L, struct ffl_cache *c, uint32_t pos) {
     size_t nl;
-    const char *key = pos_name(c, pos, &nl);
+    const char *key = ffl_cache_name(c, pos, &nl);
     ff_rec rec;
     int rc = ff_store_get(c->st, c->wf, c->wflen, key, nl, &rec);
     if (rc == FFLUA_ECHECKSUM || rc == FFLUA_ECORRUPT) {
@@ -345,6 +353,27 @@ static int is_stored(lua_State *L, struct ffl_cache *c, uint32_t pos) {
         return 1;
     }
     if (c->verbose)
+        verbose_note(c, key, nl, "changed since it was stored");
+    return 0;
+}
+
+/* With a storage on a cluster: whether its worker holds node pos (same
+ * fingerprint unless cache = "name"), from its answer in c->remote. */
+static int remote_stored(struct ffl_cache *c, uint32_t pos) {
+    size_t nl;
+    const char *key = ffl_cache_name(c, pos, &nl);
+    uint8_t st = c->remote[pos];
+    if (st == FF_STORED_DAMAGED) {
+        c->damaged++;
+        damaged_note(c, key, nl, "is damaged", "see 'fflua store check' on its machine");
+        return 0;
+    }
+    if (st == FF_STORED_SAME || (st == FF_STORED_OTHER && c->mode == FFL_CACHE_NAME)) {
+        if (c->verbose)
+            verbose_note(c, key, nl, "is in the storage");
+        return 1;
+    }
+    if (st == FF_STORED_OTHER && c->verbose)
         verbose_note(c, key, nl, "changed since it was stored");
     return 0;
 }
@@ -376,7 +405,9 @@ static void decide(lua_State *L, struct ffl_cache *c) {
             c->act[pos] = FFL_ACT_LOG;
         } else if (c->mode == FFL_CACHE_NONE) {
             c->act[pos] = FFL_ACT_RUN;
-        } else if (a == FFL_ACT_NEED ? try_load(L, c, pos) : is_stored(L, c, pos)) {
+        } else if (c->remote != NULL   ? remote_stored(c, pos)
+                   : a == FFL_ACT_NEED ? try_load(L, c, pos)
+                                       : is_stored(L, c, pos)) {
             c->act[pos] = a == FFL_ACT_NEED ? FFL_ACT_LOAD : FFL_ACT_STORED;
             c->loaded++;
             continue;
@@ -391,7 +422,8 @@ static void decide(lua_State *L, struct ffl_cache *c) {
                 c->act[pp] = FFL_ACT_NEED; /* not yet visited: lower positions */
         }
     }
-    ff_store_read_end(c->st);
+    if (c->st != NULL)
+        ff_store_read_end(c->st);
     memset(p->consumers, 0, sizeof *p->consumers * p->n);
     for (uint32_t pos = 0; pos < p->n; pos++) {
         if (!FFL_ACT_RUNS(c->act[pos]))
@@ -410,7 +442,7 @@ void ffl_cache_save(lua_State *L, struct ffl_cache *c, uint32_t pos, uint64_t co
     if (ffc_encode(L, -1, NULL, &c->buf) != 0)
         node_error(L, c, id, "result");
     size_t nl;
-    const char *key = pos_name(c, pos, &nl);
+    const char *key = ffl_cache_name(c, pos, &nl);
     if (ff_store_put(c->st, c->wf, c->wflen, key, nl, c->fp + (size_t)pos * FF_FP_LEN, compute_ns,
                      c->buf.p, c->buf.n) != 0)
         luaL_error(L, "storage '%s': %s", ff_store_path(c->st), ff_store_errmsg(c->st));
@@ -431,10 +463,19 @@ static int opt_bool(lua_State *L, int t, const char *k, int dflt) {
 int ffl_cache_options(lua_State *L, struct ffl_cache *c, int idx) {
     if (lua_getfield(L, idx, "storage") == LUA_TNIL) {
         lua_pop(L, 1);
-        return 0;
+        /* A storage on a cluster: its path on its worker. */
+        if (lua_getfield(L, idx, "storage_path") != LUA_TSTRING) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        c->st = NULL;
+        c->path = lua_tostring(L, -1);
+        lua_pop(L, 1); /* the caller's table keeps it */
+    } else {
+        c->st = ffl_check_store(L, -1);
+        c->path = ff_store_path(c->st);
+        lua_pop(L, 1); /* the caller's table keeps it */
     }
-    c->st = ffl_check_store(L, -1);
-    lua_pop(L, 1); /* the caller's table keeps it */
     lua_getfield(L, idx, "workflow");
     c->wf = luaL_checklstring(L, -1, &c->wflen);
     lua_pop(L, 1); /* the workflow object keeps the string */
@@ -472,6 +513,14 @@ int ffl_cache_begin(struct ffl_cache *c, struct ffl_run *r) {
     return 0;
 }
 
+void ffl_cache_fingerprint(lua_State *L, struct ffl_cache *c) {
+    fingerprint_all(L, c);
+}
+
+void ffl_cache_plan(lua_State *L, struct ffl_cache *c) {
+    decide(L, c);
+}
+
 void ffl_cache_decide(lua_State *L, struct ffl_cache *c) {
     fingerprint_all(L, c);
     decide(L, c);
@@ -486,6 +535,8 @@ int ffl_cache_end(lua_State *L, struct ffl_cache *c, int status) {
     ff_buf_free(&c->buf);
     ff_buf_free(&c->vbuf);
     ff_buf_free(&c->names);
+    if (c->st == NULL) /* on a cluster: the driver has its worker commit */
+        return status;
     /* What was computed is committed even when the run failed. */
     ff_store_read_end(c->st);
     if (ff_store_flush(c->st) != 0 && status == LUA_OK) {

@@ -6,6 +6,11 @@
  *   core.cluster_connect(address, { role = "driver" | "status", token = s,
  *                        token_file = f, timeout = seconds }) -> Client
  *   client:status() -> { places = {...}, queued, running, finished }
+ *   client:store(where, op, path, ...) -> { out... }   a call on a storage
+ *     held by a worker (msg.h, STORE); where = { resources = {name =
+ *     amount}, machine = hex }; raises with the storage's message
+ *   core.machine_id() -> this machine's identity, in hex (as status shows)
+ *   core.cwd() -> the current directory (nil, message when it has none)
  *   client:close()
  *
  * The cluster driver (ls:run_cluster in ldriver.c) runs workflows over a
@@ -18,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -42,7 +48,8 @@ struct ffl_client {
     ff_buf in, out;
     size_t consumed; /* bytes of `in` handed out by the last recv */
     char address[300];
-    char err[640]; /* a handshake's failure (ff_hs.why) fits whole */
+    char err[640];     /* a handshake's failure (ff_hs.why) fits whole */
+    uint64_t next_req; /* the last STORE's req */
 };
 
 ffl_client *ffl_check_client(lua_State *L, int idx) {
@@ -294,6 +301,143 @@ static int ffl_client_status(lua_State *L) {
     return 1;
 }
 
+int ffl_client_store_where(lua_State *L, int idx, ff_msg_res *res, uint32_t *nres,
+                           unsigned char machine[FF_MACHINE_LEN]) {
+    int has_machine = 0;
+    *nres = 0;
+    idx = lua_absindex(L, idx);
+    if (lua_getfield(L, idx, "resources") == LUA_TTABLE) {
+        int t = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, t)) {
+            int64_t amount;
+            size_t len;
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isnumber(L, -1) ||
+                ff_sched_amount(lua_tonumber(L, -1), &amount) != 0)
+                luaL_error(L, "a storage's resources must map names to non-negative numbers "
+                              "with at most 4 decimals");
+            const char *nm = lua_tolstring(L, -2, &len);
+            if (ff_res_name_check(nm, len) != 0 || *nres == FF_MSG_RES_MAX)
+                luaL_error(L, "a storage's resource names must be 1 to %d bytes of text",
+                           FF_RES_NAME_MAX);
+            res[(*nres)++] = (ff_msg_res){nm, len, (uint64_t)amount}; /* the table keeps nm */
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, idx, "machine") == LUA_TSTRING) {
+        size_t len;
+        const char *hex = lua_tolstring(L, -1, &len);
+        if (len != 2 * FF_MACHINE_LEN)
+            luaL_error(L, "a machine identity is %d hex digits", 2 * FF_MACHINE_LEN);
+        for (int k = 0; k < FF_MACHINE_LEN; k++) {
+            unsigned v = 0;
+            for (int j = 0; j < 2; j++) {
+                char ch = hex[2 * k + j];
+                int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                        : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                                                 : -1;
+                if (d < 0)
+                    luaL_error(L, "a machine identity is %d hex digits", 2 * FF_MACHINE_LEN);
+                v = v * 16 + (unsigned)d;
+            }
+            machine[k] = (unsigned char)v;
+        }
+        has_machine = 1;
+    }
+    lua_pop(L, 1);
+    return has_machine;
+}
+
+int ffl_client_store(lua_State *L, ffl_client *c, ff_msg_store *m, const ff_msg_res *res,
+                     const ff_msg_str *args, size_t n, ff_msg_list *out) {
+    m->req = ++c->next_req;
+    c->out.n = 0;
+    int rc = ff_msg_store_write(&c->out, m, res, args, n);
+    if (rc == -EMSGSIZE)
+        luaL_error(L, "a storage call of more than %d MiB: ask for less at once",
+                   (int)(FF_FRAME_MAX >> 20));
+    if (rc != 0)
+        luaL_error(L, "not enough memory");
+    if (ffl_client_flush(c) != 0)
+        luaL_error(L, "%s", c->err);
+    for (;;) {
+        int type;
+        const char *p;
+        size_t len;
+        if (ffl_client_recv(c, &type, &p, &len, -1) != 0)
+            luaL_error(L, "%s", c->err);
+        if (type == FF_M_DONE || type == FF_M_RUN_END)
+            continue; /* of a run that ended */
+        ff_msg_store_reply rep;
+        if (type != FF_M_STORE_REPLY || ff_msg_store_reply_read(p, len, &rep, out) != 0)
+            luaL_error(L, "the head answered a storage call with a malformed message (%d)", type);
+        if (rep.req != m->req)
+            continue; /* of a call that was given up */
+        if (!rep.ok && out->n != 1)
+            luaL_error(L, "the head answered a storage call with a malformed message");
+        return rep.ok ? 0 : 1;
+    }
+}
+
+static const char *const store_ops[] = {"lookup", "get",      "put",  "flush",     "list",
+                                        "del",    "del_many", "drop", "workflows", NULL};
+
+/* client:store(where, op, path, ...) -> { out... } */
+static int ffl_client_store_call(lua_State *L) {
+    ffl_client *c = ffl_check_client(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int op = luaL_checkoption(L, 3, NULL, store_ops) + 1;
+    int n = lua_gettop(L) - 3;
+    ff_msg_res res[FF_MSG_RES_MAX];
+    ff_msg_store m = {.op = (uint64_t)op};
+    unsigned char machine[FF_MACHINE_LEN];
+    if (ffl_client_store_where(L, 2, res, &m.nres, machine))
+        m.machine = machine;
+    ff_msg_str *args = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *args, 0);
+    for (int i = 0; i < n; i++)
+        args[i].p = luaL_checklstring(L, 4 + i, &args[i].len);
+    ff_msg_list out;
+    int rc = ffl_client_store(L, c, &m, res, args, (size_t)n, &out);
+    if (rc != 0) {
+        ff_msg_str s;
+        ff_msg_next_str(&out, &s);
+        lua_pushlstring(L, s.p, s.len);
+        return lua_error(L);
+    }
+    lua_createtable(L, out.n < 1024 ? (int)out.n : 0, 0);
+    for (lua_Integer i = 1; out.n > 0; i++) {
+        ff_msg_str s;
+        ff_msg_next_str(&out, &s);
+        lua_pushlstring(L, s.p, s.len);
+        lua_rawseti(L, -2, i);
+    }
+    return 1;
+}
+
+/* core.machine_id() -> hex */
+static int ffl_machine_id(lua_State *L) {
+    unsigned char id[FF_MACHINE_LEN];
+    char hex[2 * FF_MACHINE_LEN + 1];
+    ff_machine_id(id);
+    for (int k = 0; k < FF_MACHINE_LEN; k++)
+        snprintf(hex + 2 * k, 3, "%02x", id[k]);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+/* core.cwd() -> the current directory, or nil and a message */
+static int ffl_cwd(lua_State *L) {
+    char buf[4096];
+    if (getcwd(buf, sizeof buf) == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 /* client:close(), also __close: says goodbye to the head (idempotent). */
 static int ffl_client_close(lua_State *L) {
     client_close(luaL_checkudata(L, 1, CLIENT_MT));
@@ -312,12 +456,15 @@ static int ffl_client_tostring(lua_State *L) {
 
 static const luaL_Reg client_methods[] = {
     {"status", ffl_client_status},
+    {"store", ffl_client_store_call},
     {"close", ffl_client_close},
     {NULL, NULL},
 };
 
 const luaL_Reg ffl_client_funcs[] = {
     {"cluster_connect", ffl_client_connect},
+    {"machine_id", ffl_machine_id},
+    {"cwd", ffl_cwd},
     {NULL, NULL},
 };
 

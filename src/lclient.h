@@ -13,6 +13,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "msg.h"
 
 typedef struct ffl_client ffl_client;
 
@@ -27,6 +28,18 @@ int ffl_client_flush(ffl_client *c);
 int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int timeout_ms);
 const char *ffl_client_error(ffl_client *c);
 const char *ffl_client_address(ffl_client *c);
+
+/* Reads where a storage is, from the table at idx ({ resources = {name =
+ * amount}, machine = hex }), into res (names kept by the table) and
+ * machine; returns whether a machine was given. Raises on bad values. */
+int ffl_client_store_where(lua_State *L, int idx, ff_msg_res *res, uint32_t *nres,
+                           unsigned char machine[FF_MACHINE_LEN]);
+/* Sends the STORE m (its req set here) and waits for its reply, skipping
+ * the frames of runs that ended: 0 and the outputs in out, or 1 when the
+ * storage failed (out holds its message). Out points into the client's
+ * buffer until the next receive. Raises when the connection fails. */
+int ffl_client_store(lua_State *L, ffl_client *c, ff_msg_store *m, const ff_msg_res *res,
+                     const ff_msg_str *args, size_t n, ff_msg_list *out);
 
 /* core.cluster_connect. */
 extern const luaL_Reg ffl_client_funcs[];

@@ -10,6 +10,16 @@
  * is encoded; the driver then reads the leaves' results (DONE frames) until
  * RUN_END, which says where each node ran. The connection is the cluster
  * client's (lclient.c); the messages are in msg.h.
+ *
+ * With a storage (on a worker of the cluster: opts.storage_path and
+ * opts.storage_where), every planned node is fingerprinted as in a local
+ * run (lcache.c), the storage's worker says in one call which nodes it
+ * holds, and the local rules decide; only the nodes that run or load are
+ * tasks (numbered apart from the plan: tpos maps a task to its position).
+ * Tasks that run carry their fingerprint and are saved by the storage's
+ * worker as the head forwards their results; tasks that load are served
+ * by it. When the run ends, failed or not, that worker commits before the
+ * driver returns.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,7 +48,7 @@
  * results as they come. See msg.h for the messages. */
 struct crun {
     struct ffl_run r;
-    ffl_client *c;
+    ffl_client *c_client;
     uint64_t run_id;
     uint32_t cur; /* the node whose arguments are being encoded */
     int fids;     /* stack index: function -> fid */
@@ -57,7 +67,24 @@ struct crun {
      * (pairs of id + 1 and slot; cap a power of two, 0 when unused). */
     uint32_t *smap;
     size_t smap_cap;
+    /* With a storage: c (else NULL), where it is, and the tasks: tpos
+     * (task -> position) and ptask (position -> task, UINT32_MAX: none). */
+    struct ffl_cache *c;
+    struct ffl_cache cache;
+    ff_msg_res sres[FF_MSG_RES_MAX];
+    uint32_t nsres;
+    unsigned char machine[FF_MACHINE_LEN];
+    int has_machine;
+    uint32_t *tpos, *ptask;
+    uint32_t ntasks;
+    size_t computed;
+    uint8_t *remote;
 };
+
+/* The position in the plan of task t. */
+static uint32_t t_pos(const struct crun *x, uint64_t t) {
+    return x->tpos != NULL ? x->tpos[t] : (uint32_t)t;
+}
 
 static uint32_t smap_hash(uint32_t id) {
     return id * 2654435761u;
@@ -171,7 +198,7 @@ static uint64_t cl_fid(lua_State *L, struct crun *x, uint32_t id) {
     }
     lua_pop(L, 1);
     uint64_t fid = ++x->nfids;
-    ff_buf *b = ffl_client_out(x->c);
+    ff_buf *b = ffl_client_out(x->c_client);
     ff_buf code = {0};
     ffc_opts o = {FFC_CODE, NULL, NULL, x->modmap};
     if (ffc_encode(L, -1, &o, &code) != 0) {
@@ -284,15 +311,31 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     ff_plan *p = x->r.plan;
     ffl_ctx *ctx = x->r.ctx;
     uint32_t id = p->order[pos];
+    if (x->c != NULL && x->c->act[pos] == FFL_ACT_LOAD) {
+        /* Served by the storage's worker: a name and nothing to run. */
+        ffl_push_name(L, ctx, id);
+        ff_msg_subtask lt = {.leaf = leaf[pos], .load = 1, .args = "", .pre = ""};
+        lt.name = lua_tolstring(L, -1, &lt.name_len);
+        ff_msg_subtask_write(b, &lt, NULL, NULL);
+        lua_pop(L, 1);
+        return;
+    }
     ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos]};
+    if (x->c != NULL && x->c->act[pos] == FFL_ACT_RUN) {
+        task.save = 1;
+        task.fp = x->c->fp + (size_t)pos * FF_FP_LEN;
+    }
     int base = lua_gettop(L);
     ffl_push_name(L, ctx, id); /* [name] */
     task.name = lua_tolstring(L, -1, &task.name_len);
     uint32_t np;
     const uint32_t *par = ff_graph_parents(ctx->graph, id, &np);
     uint32_t *deps = cl_scratch(L, (void **)&x->deps, &x->deps_cap, np, sizeof *deps);
-    for (uint32_t j = 0; j < np; j++)
+    for (uint32_t j = 0; j < np; j++) {
         deps[j] = ff_plan_pos(p, par[j]);
+        if (x->ptask != NULL)
+            deps[j] = x->ptask[deps[j]]; /* a parent of a node that runs is a task */
+    }
     task.ndeps = np;
     /* The arguments as a sequence with n. */
     uint32_t nargs;
@@ -343,11 +386,11 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
  * of x->tasks. */
 static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t first,
                       uint32_t count, size_t n) {
-    ff_msg_submit m = {x->run_id, (uint64_t)maxp, x->r.plan->n, first, count};
-    if (ff_msg_submit_write(ffl_client_out(x->c), &m, x->tasks.p, n) != 0)
+    ff_msg_submit m = {x->run_id, (uint64_t)maxp, x->ntasks, first, count};
+    if (ff_msg_submit_write(ffl_client_out(x->c_client), &m, x->tasks.p, n) != 0)
         luaL_error(L, "not enough memory to send the run's tasks"); /* parts are made to fit */
-    if (ffl_client_flush(x->c) != 0)
-        luaL_error(L, "%s", ffl_client_error(x->c));
+    if (ffl_client_flush(x->c_client) != 0)
+        luaL_error(L, "%s", ffl_client_error(x->c_client));
 }
 
 /* Sends every planned node: functions (FUNC frames) and tasks, in
@@ -372,7 +415,8 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
                    "cluster may have",
                    (int)p->n, (int)FF_RUN_MAX_TASKS);
     uint32_t first = 0;
-    for (uint32_t pos = 0; pos < p->n; pos++) {
+    for (uint32_t ti = 0; ti < x->ntasks; ti++) {
+        uint32_t pos = t_pos(x, ti);
         size_t start = x->tasks.n;
         cl_task(L, x, pos, leaf, &x->tasks);
         if (x->tasks.err != 0)
@@ -388,17 +432,17 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
         }
         if (start > 0 && x->tasks.n + FF_MSG_SUBMIT_OVERHEAD > FF_FRAME_MAX) {
             /* This task does not fit with the part so far: that goes first. */
-            cl_submit(L, x, maxp, first, pos - first, start);
+            cl_submit(L, x, maxp, first, ti - first, start);
             memmove(x->tasks.p, x->tasks.p + start, one);
             x->tasks.n = one;
-            first = pos;
+            first = ti;
         }
-        uint32_t count = pos + 1 - first;
-        if (count < SUBMIT_TASKS && x->tasks.n < SUBMIT_BYTES && pos + 1 < p->n)
+        uint32_t count = ti + 1 - first;
+        if (count < SUBMIT_TASKS && x->tasks.n < SUBMIT_BYTES && ti + 1 < x->ntasks)
             continue;
         cl_submit(L, x, maxp, first, count, x->tasks.n);
         x->tasks.n = 0;
-        first = pos + 1;
+        first = ti + 1;
     }
     lua_pop(L, 1); /* [] */
 }
@@ -412,9 +456,10 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
         luaL_error(L, "the head sent a malformed result");
     if (m.run != x->run_id)
         return; /* left over from an earlier run on this connection */
-    if (m.index >= r->plan->n)
+    if (m.index >= x->ntasks)
         luaL_error(L, "the head sent a malformed result");
-    uint32_t id = r->plan->order[m.index];
+    uint32_t pos = t_pos(x, m.index);
+    uint32_t id = r->plan->order[pos];
     if (m.status == FF_DONE_REFUSED)
         luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, m.bytes, m.len));
     if (m.status != FF_DONE_OK) {
@@ -432,7 +477,7 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     }
     if (ffc_decode_code(L, m.bytes, m.len, NULL, NULL) != 0)
         luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
-    lua_rawseti(L, r->results, (lua_Integer)m.index + 1);
+    lua_rawseti(L, r->results, (lua_Integer)pos + 1);
 }
 
 /* A RUN_END frame: where each node ran, set as node name -> worker in
@@ -446,7 +491,7 @@ static int cl_on_run_end(lua_State *L, struct crun *x, const char *msg, size_t n
         luaL_error(L, "the head sent a malformed run end");
     if (run != x->run_id)
         return 0;
-    if (places.n != p->n)
+    if (places.n != x->ntasks)
         luaL_error(L, "the head sent a malformed run end");
     lua_createtable(L, (int)names.n, 0); /* names.n is at most the frame's size */
     int t = lua_gettop(L);
@@ -456,10 +501,10 @@ static int cl_on_run_end(lua_State *L, struct crun *x, const char *msg, size_t n
         lua_pushlstring(L, s.p, s.len);
         lua_rawseti(L, t, k);
     }
-    lua_createtable(L, 0, (int)p->n);
-    for (uint32_t i = 0; i < p->n; i++) {
+    lua_createtable(L, 0, (int)x->ntasks);
+    for (uint32_t i = 0; i < x->ntasks; i++) {
         uint64_t place = ff_msg_next_index(&places);
-        ffl_push_name(L, x->r.ctx, p->order[i]);
+        ffl_push_name(L, x->r.ctx, p->order[t_pos(x, i)]);
         lua_rawgeti(L, t, (lua_Integer)place);
         lua_rawset(L, -3);
     }
@@ -475,8 +520,8 @@ static void cl_collect(lua_State *L, struct crun *x) {
         int type;
         const char *msg;
         size_t n;
-        if (ffl_client_recv(x->c, &type, &msg, &n, -1) != 0)
-            luaL_error(L, "%s", ffl_client_error(x->c));
+        if (ffl_client_recv(x->c_client, &type, &msg, &n, -1) != 0)
+            luaL_error(L, "%s", ffl_client_error(x->c_client));
         switch (type) {
         case FF_M_DONE:
             cl_on_done(L, x, msg, n);
@@ -486,12 +531,100 @@ static void cl_collect(lua_State *L, struct crun *x) {
                 return;
             break;
         case FF_M_BYE:
-            luaL_error(L, "the head at %s stopped during the run", ffl_client_address(x->c));
+            luaL_error(L, "the head at %s stopped during the run", ffl_client_address(x->c_client));
             break;
         default:
             luaL_error(L, "unexpected message %d from the head", type);
         }
     }
+}
+
+/* Raises "<the storage's message>" for a call that failed (out holds it). */
+static int cl_store_error(lua_State *L, ff_msg_list *out) {
+    ff_msg_str s;
+    ff_msg_next_str(out, &s);
+    lua_pushlstring(L, s.p, s.len);
+    return lua_error(L);
+}
+
+/* With a storage: fingerprints, asks the storage's worker which nodes it
+ * holds (one LOOKUP), decides, and numbers the tasks (the nodes that run
+ * or load); then tells the head where the run's storage is (RUN_STORE). */
+static void cl_storage_plan(lua_State *L, struct crun *x) {
+    struct ffl_cache *c = x->c;
+    ff_plan *p = x->r.plan;
+    x->has_machine = ffl_client_store_where(L, x->opts, x->sres, &x->nsres, x->machine);
+    ffl_cache_fingerprint(L, c);
+    x->remote = calloc((size_t)p->n + 1, 1);
+    x->tpos = malloc(((size_t)p->n + 1) * sizeof *x->tpos);
+    x->ptask = malloc(((size_t)p->n + 1) * sizeof *x->ptask);
+    if (x->remote == NULL || x->tpos == NULL || x->ptask == NULL)
+        luaL_error(L, "not enough memory");
+    ff_msg_store m = {
+        .op = FF_STORE_LOOKUP, .nres = x->nsres, .machine = x->has_machine ? x->machine : NULL};
+    if (c->mode != FFL_CACHE_NONE) {
+        ff_msg_str *args = lua_newuserdatauv(L, ((size_t)p->n * 2 + 2) * sizeof *args, 0);
+        args[0] = (ff_msg_str){c->path, strlen(c->path)};
+        args[1] = (ff_msg_str){c->wf, c->wflen};
+        for (uint32_t pos = 0; pos < p->n; pos++) {
+            args[2 + 2 * pos].p = ffl_cache_name(c, pos, &args[2 + 2 * pos].len);
+            args[3 + 2 * pos] =
+                (ff_msg_str){(const char *)c->fp + (size_t)pos * FF_FP_LEN, FF_FP_LEN};
+        }
+        ff_msg_list out;
+        if (ffl_client_store(L, x->c_client, &m, x->sres, args, (size_t)p->n * 2 + 2, &out) != 0)
+            cl_store_error(L, &out);
+        ff_msg_str st;
+        if (out.n != 1 || (ff_msg_next_str(&out, &st), st.len != p->n))
+            luaL_error(L, "the storage's worker sent a malformed answer");
+        memcpy(x->remote, st.p, p->n);
+        lua_pop(L, 1);
+    }
+    c->remote = x->remote;
+    ffl_cache_plan(L, c);
+    x->ntasks = 0;
+    for (uint32_t pos = 0; pos < p->n; pos++) {
+        uint8_t a = c->act[pos];
+        x->ptask[pos] = UINT32_MAX;
+        if (FFL_ACT_RUNS(a))
+            x->computed++;
+        if (FFL_ACT_RUNS(a) || a == FFL_ACT_LOAD) {
+            x->ptask[pos] = x->ntasks;
+            x->tpos[x->ntasks++] = pos;
+        }
+    }
+    if (x->ntasks == 0)
+        return;
+    ff_msg_run_store rs = {.run = x->run_id,
+                           .nres = x->nsres,
+                           .machine = x->has_machine ? x->machine : NULL,
+                           .path = c->path,
+                           .path_len = strlen(c->path),
+                           .wf = c->wf,
+                           .wf_len = c->wflen};
+    if (ff_msg_run_store_write(ffl_client_out(x->c_client), &rs, x->sres) != 0)
+        luaL_error(L, "not enough memory");
+}
+
+/* Has the storage's worker commit what the run saved. 0, or 1 with the
+ * message pushed. */
+static int cl_storage_flush(lua_State *L, struct crun *x) {
+    ff_msg_str arg = {x->c->path, strlen(x->c->path)};
+    ff_msg_store m = {
+        .op = FF_STORE_FLUSH, .nres = x->nsres, .machine = x->has_machine ? x->machine : NULL};
+    ff_msg_list out;
+    if (ffl_client_store(L, x->c_client, &m, x->sres, &arg, 1, &out) == 0)
+        return 0;
+    ff_msg_str s;
+    ff_msg_next_str(&out, &s);
+    lua_pushlstring(L, s.p, s.len);
+    return 1;
+}
+
+/* Protected: the flush after a failed run (crun light userdata). */
+static int cl_flush_inner(lua_State *L) {
+    struct crun *x = lua_touserdata(L, 1);
+    return cl_storage_flush(L, x) ? lua_error(L) : 0;
 }
 
 /* Protected: args (crun light userdata, LeafSet, options). */
@@ -503,8 +636,16 @@ static int cluster_inner(lua_State *L) {
     x->fids = lua_gettop(L);
     ffc_push_modmap(L);
     x->modmap = lua_gettop(L);
-    cl_send_tasks(L, x);
-    cl_collect(L, x);
+    if (x->c != NULL)
+        cl_storage_plan(L, x);
+    else
+        x->ntasks = x->r.plan->n, x->computed = x->r.plan->n;
+    if (x->ntasks > 0) {
+        cl_send_tasks(L, x);
+        cl_collect(L, x);
+    }
+    if (x->c != NULL && cl_storage_flush(L, x) != 0)
+        return lua_error(L);
     if (lua_getfield(L, x->opts, "return_results") == LUA_TBOOLEAN && !lua_toboolean(L, -1))
         return 0;
     lua_pop(L, 1);
@@ -514,10 +655,10 @@ static int cluster_inner(lua_State *L) {
 /* Tells the head to drop the run after a failure (it may be running
  * still). */
 static void cl_cancel(struct crun *x) {
-    ff_buf *b = ffl_client_out(x->c);
+    ff_buf *b = ffl_client_out(x->c_client);
     b->n = 0;
     ff_msg_run_end_write(b, x->run_id);
-    ffl_client_flush(x->c);
+    ffl_client_flush(x->c_client);
 }
 
 /* ls:run_cluster(client, opts) -> one value per leaf (none when
@@ -528,28 +669,56 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct crun x = {.r = FFL_RUN_INIT(ctx), .c = c};
+    struct crun x = {.r = FFL_RUN_INIT(ctx), .c_client = c};
     lua_getfield(L, 3, "run_id");
     x.run_id = (uint64_t)luaL_checkinteger(L, -1);
     lua_pop(L, 1);
+    if (ffl_cache_options(L, &x.cache, 3))
+        x.c = &x.cache;
     ffl_run_push_msgh(L, &x.r, 1); /* [ls, client, opts, msgh] */
     lua_pushcfunction(L, cluster_inner);
     lua_pushlightuserdata(L, &x);
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3); /* [ls, client, opts, msgh, inner, x, ls, opts] */
     ffl_run_plan(L, &x.r, 1);
+    if (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0) {
+        ffl_run_release(&x.r);
+        return luaL_error(L, "not enough memory");
+    }
     ffl_run_begin(&x.r);
     int status = lua_pcall(L, 3, LUA_MULTRET, 4);
     ctx->L = L;
     free(x.smap);
     free(x.deps);
     free(x.res);
+    free(x.remote);
+    free(x.tpos);
+    free(x.ptask);
     ff_buf_free(&x.tasks);
     ff_buf_free(&x.enc);
     ffl_run_release(&x.r);
+    if (x.c != NULL) {
+        status = ffl_cache_end(L, x.c, status);
+        lua_pushinteger(L, (lua_Integer)x.computed);
+        lua_setfield(L, 3, "computed");
+        lua_pushinteger(L, (lua_Integer)x.cache.loaded);
+        lua_setfield(L, 3, "loaded");
+        lua_pushinteger(L, (lua_Integer)x.cache.skipped);
+        lua_setfield(L, 3, "skipped");
+        lua_pushinteger(L, (lua_Integer)x.cache.damaged);
+        lua_setfield(L, 3, "damaged");
+    }
     ffl_run_end(L, &x.r, status != LUA_OK);
     if (status != LUA_OK) {
         cl_cancel(&x);
+        if (x.c != NULL && x.ntasks > 0) {
+            /* What the run computed before it failed is committed too;
+             * the run's error stays the error. */
+            lua_pushcfunction(L, cl_flush_inner);
+            lua_pushlightuserdata(L, &x);
+            if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+                lua_pop(L, 1);
+        }
         return lua_error(L);
     }
     return lua_gettop(L) - 4;

@@ -147,7 +147,11 @@ enum {
 
 struct ffl_cache {
     struct ffl_run *run;
-    ff_store *st;   /* the caller's options table keeps the Store */
+    ff_store *st;     /* the caller's options table keeps the Store; NULL on a cluster */
+    const char *path; /* the storage's path, for messages (kept likewise) */
+    /* On a cluster: per position, what the storage's worker said of it
+     * (FF_STORED_*, msg.h), set before ffl_cache_plan; else NULL. */
+    const uint8_t *remote;
     const char *wf; /* the workflow's name in the storage (kept likewise) */
     size_t wflen;
     int mode; /* FFL_CACHE_* */
@@ -163,7 +167,8 @@ struct ffl_cache {
     size_t loaded, skipped, damaged;
 };
 
-/* Reads a run's storage options from the table at idx: storage (a Store),
+/* Reads a run's storage options from the table at idx: storage (a Store)
+ * or, on a cluster, storage_path (the path on the storage's worker),
  * workflow (its name there), cache, always_read, verbose. Returns 0, c
  * untouched, when there is no storage. Raises on a bad option. */
 int ffl_cache_options(lua_State *L, struct ffl_cache *c, int idx);
@@ -177,6 +182,15 @@ int ffl_cache_begin(struct ffl_cache *c, struct ffl_run *r);
  * results table), which are stored and not needed, and which run (c->act),
  * and recounts the consumers over the nodes that run. Stack effect: 0. */
 void ffl_cache_decide(lua_State *L, struct ffl_cache *c);
+
+/* The two halves of ffl_cache_decide, for the cluster driver, which asks
+ * the storage's worker in between (c->remote): fingerprints (and node
+ * names, refusing duplicates), then the decision. Stack effect: 0. */
+void ffl_cache_fingerprint(lua_State *L, struct ffl_cache *c);
+void ffl_cache_plan(lua_State *L, struct ffl_cache *c);
+
+/* The name of the node at pos (after ffl_cache_fingerprint). */
+const char *ffl_cache_name(const struct ffl_cache *c, uint32_t pos, size_t *len);
 
 /* Stores the result at the top for the node at pos, computed in
  * compute_ns (replacing it by the value read back with always_read).

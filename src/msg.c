@@ -266,7 +266,10 @@ int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *dep
                          const ff_msg_res *res) {
     ff_wr_varint(b, t->fid);
     ff_wr_str(b, t->name, t->name_len);
-    ff_wr_varint(b, t->leaf ? 1 : 0);
+    ff_wr_varint(b, (uint64_t)(t->leaf ? FF_TASK_LEAF : 0) | (t->save ? FF_TASK_SAVE : 0) |
+                        (t->load ? FF_TASK_LOAD : 0));
+    if (t->save)
+        ff_wr_fixed(b, t->fp, FF_MSG_FP_LEN);
     ff_wr_varint(b, t->ndeps);
     for (uint32_t j = 0; j < t->ndeps; j++)
         ff_wr_varint(b, deps[j]);
@@ -315,9 +318,16 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
     t->index = i;
     t->fid = ff_rd_varint(r);
     t->name = ff_rd_str(r, &t->name_len);
-    t->leaf = (int)(ff_rd_varint(r) & 1);
+    uint64_t flags = ff_rd_varint(r);
+    t->leaf = (flags & FF_TASK_LEAF) != 0;
+    t->save = (flags & FF_TASK_SAVE) != 0;
+    t->load = (flags & FF_TASK_LOAD) != 0;
+    t->fp = t->save ? ff_rd_fixed(r, FF_MSG_FP_LEN) : NULL;
     uint64_t nd = ff_rd_varint(r);
-    if (nd > i || nd > (uint64_t)(r->end - r->p)) /* dependencies are earlier tasks */
+    /* Dependencies are earlier tasks; a task loaded from the storage has
+     * none, and is not saved again. */
+    if (nd > i || nd > (uint64_t)(r->end - r->p) || (flags & ~(uint64_t)FF_TASK_FLAGS) ||
+        (t->load && (t->save || nd > 0)))
         ff_rd_fail(r);
     deps->r = *r;
     for (uint64_t k = 0; k < nd && !r->err; k++)
@@ -566,4 +576,152 @@ int ff_msg_bye_write(ff_buf *b) {
 int ff_msg_bye_read(const char *p, size_t n) {
     (void)p;
     return n == 0 ? 0 : FFLUA_EPROTO;
+}
+
+/* --- storage ------------------------------------------------------------------ */
+
+static void wr_strs(ff_buf *b, const ff_msg_str *args, size_t n) {
+    ff_wr_varint(b, n);
+    for (size_t i = 0; i < n; i++)
+        ff_wr_str(b, args[i].p, args[i].len);
+}
+
+/* A list of strs: its count, checked against what is left, then the list. */
+static void rd_strs(ff_rd *r, ff_msg_list *args) {
+    list_read(r, ff_rd_varint(r), L_STR, args);
+}
+
+static void wr_machine(ff_buf *b, const unsigned char *machine) {
+    ff_wr_str(b, (const char *)machine, machine != NULL ? FF_MACHINE_LEN : 0);
+}
+
+static const unsigned char *rd_machine(ff_rd *r) {
+    size_t len;
+    const char *p = ff_rd_str(r, &len);
+    if (len != 0 && len != FF_MACHINE_LEN)
+        ff_rd_fail(r);
+    return len == FF_MACHINE_LEN ? (const unsigned char *)p : NULL;
+}
+
+int ff_msg_store_write(ff_buf *b, const ff_msg_store *m, const ff_msg_res *res,
+                       const ff_msg_str *args, size_t nargs) {
+    size_t at;
+    ff_frame_begin(b, FF_M_STORE, &at);
+    ff_wr_varint(b, m->req);
+    wr_res(b, res, m->nres);
+    wr_machine(b, m->machine);
+    ff_wr_varint(b, m->op);
+    wr_strs(b, args, nargs);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_store_read(const char *p, size_t n, ff_msg_store *m, ff_msg_list *res,
+                      ff_msg_list *args) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    m->req = ff_rd_varint(&r);
+    uint64_t nres = ff_rd_varint(&r);
+    if (nres > FF_MSG_RES_MAX)
+        ff_rd_fail(&r);
+    list_read(&r, nres, L_RES, res);
+    m->nres = (uint32_t)res->n;
+    m->machine = rd_machine(&r);
+    m->op = ff_rd_varint(&r);
+    m->args = (const char *)r.p;
+    rd_strs(&r, args);
+    m->args_len = (size_t)((const char *)r.p - m->args);
+    if (m->op == 0 || m->op >= FF_STORE_OP_LAST)
+        ff_rd_fail(&r);
+    return ff_rd_done(&r);
+}
+
+int ff_msg_store_call_write(ff_buf *b, uint64_t req, uint64_t op, const ff_msg_str *args,
+                            size_t nargs) {
+    size_t at;
+    ff_frame_begin(b, FF_M_STORE_CALL, &at);
+    ff_wr_varint(b, req);
+    ff_wr_varint(b, op);
+    wr_strs(b, args, nargs);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_store_call_forward(ff_buf *b, uint64_t req, const ff_msg_store *m) {
+    size_t at;
+    ff_frame_begin(b, FF_M_STORE_CALL, &at);
+    ff_wr_varint(b, req);
+    ff_wr_varint(b, m->op);
+    ff_wr_fixed(b, m->args, m->args_len);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_store_call_read(const char *p, size_t n, uint64_t *req, uint64_t *op,
+                           ff_msg_list *args) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *req = ff_rd_varint(&r);
+    *op = ff_rd_varint(&r);
+    rd_strs(&r, args);
+    if (*op == 0 || *op >= FF_STORE_OP_LAST)
+        ff_rd_fail(&r);
+    return ff_rd_done(&r);
+}
+
+int ff_msg_store_reply_write(ff_buf *b, uint64_t req, int ok, const ff_msg_str *out, size_t n) {
+    size_t at;
+    ff_frame_begin(b, FF_M_STORE_REPLY, &at);
+    ff_wr_varint(b, req);
+    ff_wr_varint(b, ok ? 1 : 0);
+    wr_strs(b, out, n);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_store_reply_read(const char *p, size_t n, ff_msg_store_reply *m, ff_msg_list *out) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    m->req = ff_rd_varint(&r);
+    uint64_t ok = ff_rd_varint(&r);
+    m->out = (const char *)r.p;
+    rd_strs(&r, out);
+    m->out_len = (size_t)((const char *)r.p - m->out);
+    if (ok > 1)
+        ff_rd_fail(&r);
+    m->ok = (int)ok;
+    return ff_rd_done(&r);
+}
+
+int ff_msg_store_reply_forward(ff_buf *b, uint64_t req, const ff_msg_store_reply *m) {
+    size_t at;
+    ff_frame_begin(b, FF_M_STORE_REPLY, &at);
+    ff_wr_varint(b, req);
+    ff_wr_varint(b, m->ok ? 1 : 0);
+    ff_wr_fixed(b, m->out, m->out_len);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_run_store_write(ff_buf *b, const ff_msg_run_store *m, const ff_msg_res *res) {
+    size_t at;
+    ff_frame_begin(b, FF_M_RUN_STORE, &at);
+    ff_wr_varint(b, m->run);
+    wr_res(b, res, m->nres);
+    wr_machine(b, m->machine);
+    ff_wr_str(b, m->path, m->path_len);
+    ff_wr_str(b, m->wf, m->wf_len);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_run_store_read(const char *p, size_t n, ff_msg_run_store *m, ff_msg_list *res) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    m->run = ff_rd_varint(&r);
+    uint64_t nres = ff_rd_varint(&r);
+    if (nres > FF_MSG_RES_MAX)
+        ff_rd_fail(&r);
+    list_read(&r, nres, L_RES, res);
+    m->nres = (uint32_t)res->n;
+    m->machine = rd_machine(&r);
+    m->path = ff_rd_str(&r, &m->path_len);
+    m->wf = ff_rd_str(&r, &m->wf_len);
+    if (m->path_len == 0 || m->wf_len == 0)
+        ff_rd_fail(&r);
+    return ff_rd_done(&r);
 }

@@ -171,8 +171,9 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
  *   task x count, task i (first <= i < first + count):
  *     varint  fid
  *     str     name
- *     varint  flags                   bit 0: a leaf
- *     varint  ndeps                   at most i
+ *     varint  flags                   FF_TASK_*: bit 0 a leaf, bit 1 saved, bit 2 loaded
+ *     fixed   fp                      16 bytes, only when saved: its fingerprint
+ *     varint  ndeps                   at most i; 0 when loaded
  *     varint  dep x ndeps             each < i
  *     str     args                    FFC_CODE bytes of { n = N, ... }
  *     str     pre                     FFC_CODE bytes of the pre-run function, or empty
@@ -183,6 +184,13 @@ typedef struct ff_msg_submit {
     uint64_t run, max_pending, total, first, count;
 } ff_msg_submit;
 
+/* A task's flags: a leaf (its result goes to the driver); saved (its
+ * result goes to the run's storage, with its fingerprint); loaded (it does
+ * not run: the run's storage reads its result). Loaded excludes saved and
+ * dependencies; other bits are malformed. */
+enum { FF_TASK_LEAF = 1, FF_TASK_SAVE = 2, FF_TASK_LOAD = 4, FF_TASK_FLAGS = 7 };
+#define FF_MSG_FP_LEN 16
+
 /* A task of a SUBMIT. The writer takes its lists as arrays of ndeps and
  * nres entries; the reader hands them out as lists. */
 typedef struct ff_msg_subtask {
@@ -190,7 +198,8 @@ typedef struct ff_msg_subtask {
     uint64_t fid;
     const char *name;
     size_t name_len;
-    int leaf;
+    int leaf, save, load;
+    const unsigned char *fp; /* FF_MSG_FP_LEN bytes when save */
     uint32_t ndeps;
     const char *args, *pre;
     size_t nargs, npre;
@@ -354,6 +363,99 @@ int ff_msg_status_reply_end(ff_buf *b, size_t at, const ff_msg_status_reply *m);
 int ff_msg_status_reply_read(const char *p, size_t n, ff_msg_status_reply *m, ff_msg_list *places);
 void ff_msg_next_place(ff_msg_list *l, ff_msg_place *place, ff_msg_list *res);
 void ff_msg_next_res_state(ff_msg_list *l, ff_msg_res_state *res);
+
+/* --- storage ----------------------------------------------------------------
+ *
+ * A storage of a cluster lives on one worker: the first live one (lowest
+ * place) that has every resource asked for (its machine's totals, not what
+ * is free) and, when a machine is given, is on that machine. Paths are
+ * relative to that worker's startup directory.
+ *
+ * STORE (driver -> head), a call on a storage:
+ *   varint  req                       the driver's, echoed by the reply
+ *   varint  nres                      at most FF_MSG_RES_MAX
+ *   [ str name, amount ] x nres       what the storage's worker must have
+ *   str     machine                   empty, or FF_MACHINE_LEN bytes
+ *   varint  op                        FF_STORE_* (1 .. FF_STORE_OP_LAST - 1)
+ *   varint  nargs
+ *   str     arg x nargs               arg 1 is the storage's path; see below
+ * STORE_CALL (head -> worker), the call on its way:
+ *   varint  req                       the head's (FF_STORE_REQ_QUIET: see there)
+ *   varint  op
+ *   varint  nargs
+ *   str     arg x nargs
+ * STORE_REPLY (worker -> head, head -> driver):
+ *   varint  req
+ *   varint  ok                        1 or 0
+ *   varint  nout
+ *   str     out x nout                failed: one str, the message
+ * RUN_STORE (driver -> head, before the run's first SUBMIT), the storage a
+ * run loads from and saves to:
+ *   varint  run
+ *   varint  nres  [ str name, amount ] x nres
+ *   str     machine                   as in STORE
+ *   str     path                      not empty
+ *   str     wf                        the workflow's name there, not empty
+ * The ops' arguments (after path) and replies are docs/protocol.md's; the
+ * worker checks their counts (worker.c).
+ */
+enum {
+    FF_STORE_LOOKUP = 1, /* wf, then name, fp pairs -> one status byte per pair */
+    FF_STORE_GET,        /* wf, names -> per name: status byte + value */
+    FF_STORE_PUT,        /* wf, name, fp, ns (8 bytes LE), value -> nothing */
+    FF_STORE_FLUSH,      /* -> nothing, once committed */
+    FF_STORE_LIST,       /* wf [, pattern] -> names */
+    FF_STORE_DEL,        /* wf, name -> "1" or "0" (absent) */
+    FF_STORE_DEL_MANY,   /* wf, names -> nothing */
+    FF_STORE_DROP,       /* wf -> nothing */
+    FF_STORE_WORKFLOWS,  /* -> names */
+    FF_STORE_OP_LAST
+};
+/* A PUT whose req is at least this answers only when it fails (the head's
+ * saves of a run's results); other calls always answer. */
+#define FF_STORE_REQ_QUIET ((uint64_t)1 << 62)
+/* Status bytes of LOOKUP and GET. */
+enum { FF_STORED_NONE = 0, FF_STORED_SAME, FF_STORED_OTHER, FF_STORED_DAMAGED };
+
+typedef struct ff_msg_store {
+    uint64_t req, op;
+    uint32_t nres;
+    const unsigned char *machine; /* NULL: any machine */
+    const char *args;             /* reader: nargs and the args, as on the wire */
+    size_t args_len;
+} ff_msg_store;
+
+typedef struct ff_msg_store_reply {
+    uint64_t req;
+    int ok;
+    const char *out; /* reader: nout and the outs, as on the wire */
+    size_t out_len;
+} ff_msg_store_reply;
+
+typedef struct ff_msg_run_store {
+    uint64_t run;
+    uint32_t nres;
+    const unsigned char *machine;
+    const char *path, *wf;
+    size_t path_len, wf_len;
+} ff_msg_run_store;
+
+int ff_msg_store_write(ff_buf *b, const ff_msg_store *m, const ff_msg_res *res,
+                       const ff_msg_str *args, size_t nargs);
+/* res: ff_msg_next_res; args: ff_msg_next_str. */
+int ff_msg_store_read(const char *p, size_t n, ff_msg_store *m, ff_msg_list *res,
+                      ff_msg_list *args);
+int ff_msg_store_call_write(ff_buf *b, uint64_t req, uint64_t op, const ff_msg_str *args,
+                            size_t nargs);
+/* The STORE_CALL of a STORE read into m (its args as they came). */
+int ff_msg_store_call_forward(ff_buf *b, uint64_t req, const ff_msg_store *m);
+int ff_msg_store_call_read(const char *p, size_t n, uint64_t *req, uint64_t *op, ff_msg_list *args);
+int ff_msg_store_reply_write(ff_buf *b, uint64_t req, int ok, const ff_msg_str *out, size_t n);
+int ff_msg_store_reply_read(const char *p, size_t n, ff_msg_store_reply *m, ff_msg_list *out);
+/* The reply m (read) again, with another req. */
+int ff_msg_store_reply_forward(ff_buf *b, uint64_t req, const ff_msg_store_reply *m);
+int ff_msg_run_store_write(ff_buf *b, const ff_msg_run_store *m, const ff_msg_res *res);
+int ff_msg_run_store_read(const char *p, size_t n, ff_msg_run_store *m, ff_msg_list *res);
 
 /* --- either way -------------------------------------------------------------
  *

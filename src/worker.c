@@ -39,6 +39,7 @@
 #include "fflua.h"
 #include "msg.h"
 #include "sched.h"
+#include "storeserve.h"
 #include "text.h"
 
 /* --- the worker ---------------------------------------------------------- */
@@ -90,6 +91,9 @@ typedef struct worker {
     int quiet;           /* --quiet: only errors */
     const char *address; /* the head's, as given */
     const char *leaving; /* why the worker leaves, once it knows */
+    /* The storages this worker holds (STORE_CALL), relative paths taken
+     * from its startup directory; on the loop thread. */
+    ff_storeserve *stores;
 } worker;
 
 static const char *WHO = "worker";
@@ -427,6 +431,17 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         pthread_mutex_unlock(&w->mu);
         return 0;
     }
+    case FF_M_STORE_CALL: {
+        uint64_t req, op;
+        ff_msg_list args;
+        if (ff_msg_store_call_read(p, n, &req, &op, &args) != 0)
+            return 1;
+        if (ff_storeserve_call(w->stores, req, op, &args, &c->out) != 0) {
+            ff_log(WHO, "not enough memory to answer a storage call: leaving");
+            return 1;
+        }
+        return 0;
+    }
     case FF_M_BYE:
         w->exit_code = 0;
         w->leaving = "the head said goodbye";
@@ -571,6 +586,18 @@ int ff_worker_main(const ff_worker_opts *o) {
     w->quiet = o->quiet;
     w->address = o->address;
     w->store = (ff_exec_store){store_func, store_result, w};
+    {
+        char cwd[3000], host[256] = "localhost", who[3400];
+        if (getcwd(cwd, sizeof cwd) == NULL)
+            snprintf(cwd, sizeof cwd, "/");
+        gethostname(host, sizeof host - 1);
+        snprintf(who, sizeof who, "%s:%d in %s", host, (int)getpid(), cwd);
+        if (ff_storeserve_create(&w->stores, cwd, who) != 0) {
+            ff_log(WHO, "not enough memory");
+            free(w);
+            return 1;
+        }
+    }
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
     if (w->nthreads < 1)
@@ -632,6 +659,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     }
     while (w->runs)
         run_drop(w, w->runs->id);
+    ff_storeserve_destroy(w->stores);
     ff_conn_free(&w->conn);
     uv_loop_close(&w->loop);
     pthread_mutex_destroy(&w->mu);

@@ -173,7 +173,12 @@ end
 
 --- Results are saved to (and, on later runs, read from) storage.
 function Base:set_storage(storage)
-  if getmetatable(storage) ~= require("functionfuse.storage").Storage then
+  local mt = getmetatable(storage)
+  if mt == require("functionfuse.storage").ClusterStorage then
+    error(("set_storage: a storage of kind '%s' lives on a cluster: use it with a " ..
+           "ClusterWorkflow (or use kind \"file\")"):format(storage.kind), 2)
+  end
+  if mt ~= require("functionfuse.storage").Storage then
     error(("bad argument #1 to 'set_storage' (storage expected, got %s)"):format(type(storage)), 2)
   end
   self._storage = storage

@@ -4,6 +4,13 @@
 --   local storage_factory = require("functionfuse.storage").storage_factory
 --   local storage = storage_factory{ kind = "file", options = { path = "storage" } }
 --   wf:set_storage(storage)
+--
+-- Kind "cluster" (or "ray", functionfuse's name) keeps the storage on the
+-- worker of a cluster that has the resources of options.remote_args
+-- (functionfuse: remoteArgs), e.g. { resources = { _disk = 0.001 } }: a
+-- ClusterWorkflow saves and loads there, and this object's calls are
+-- routed there (through the workflow's cluster once set_storage bound it,
+-- or through options.cluster_init_args / ray_init_args / rayInitArgs).
 local core = require "functionfuse.core"
 local util = require "functionfuse._util"
 
@@ -149,29 +156,189 @@ function Storage:__tostring()
   return ("functionfuse.Storage: %s (%s)"):format(self.path, self.kind)
 end
 
-local kinds = { file = true, lmdb = true }
+-- --- a storage on a cluster ------------------------------------------------
 
---- storage_factory{ kind = "file", options = { path = "dir" } }
+local ClusterStorage = {}
+ClusterStorage.__index = ClusterStorage
+ClusterStorage.__name = "functionfuse.ClusterStorage"
+
+-- The connection its calls go through: the bound workflow's, else one
+-- made from its own init args.
+function ClusterStorage:_conn()
+  if self._bound then return self._bound:_client() end
+  if self.init_args == nil then
+    error(("storage '%s' (kind '%s') is not bound to a cluster: set it on a ClusterWorkflow " ..
+           "(set_storage) or give options.cluster_init_args"):format(self.path, self.kind), 4)
+  end
+  return require("functionfuse.backends.builtin.clusterback").client(self.init_args, 5)
+end
+
+function ClusterStorage:_call(op, ...)
+  local client = self:_conn()
+  local ok, out = pcall(client.store, client, self._place, op, self.path, ...)
+  if not ok then error(out, 3) end
+  return out
+end
+
+function ClusterStorage:new_workflow(workflow_name)
+  check_name(workflow_name, "new_workflow", 1)
+end
+
+--- Saves a value as task `task` (in the bytes a worker would send).
+function ClusterStorage:save(workflow_name, task, value)
+  check_name(workflow_name, "save", 1)
+  check_name(task, "save", 2)
+  local ok, bytes = pcall(core.encode, value, "code")
+  if not ok then error(bytes, 2) end
+  self:_call("put", workflow_name, task, ("\0"):rep(16), ("\0"):rep(8), bytes)
+end
+
+function ClusterStorage:flush() self:_call("flush") end
+
+function ClusterStorage:read_task(workflow_name, task)
+  check_name(workflow_name, "read_task", 1)
+  check_name(task, "read_task", 2)
+  local s = self:_call("get", workflow_name, task)[1]
+  local st = s:byte(1)
+  if st == 0 then
+    error(("storage '%s': no stored result for task '%s' of workflow '%s'")
+          :format(self.path, task, workflow_name), 2)
+  elseif st ~= 1 then
+    error(("storage '%s': the stored result of task '%s' of workflow '%s' is damaged: %s")
+          :format(self.path, task, workflow_name, s:sub(2)), 2)
+  end
+  return core.decode(s:sub(2), "code")
+end
+
+function ClusterStorage:file_exists(workflow_name, task)
+  check_name(workflow_name, "file_exists", 1)
+  check_name(task, "file_exists", 2)
+  return self:_call("lookup", workflow_name, task, ("\0"):rep(16))[1]:byte(1) ~= 0
+end
+
+function ClusterStorage:list_tasks(workflow_name, pattern)
+  check_name(workflow_name, "list_tasks", 1)
+  check_glob(pattern, "list_tasks")
+  if pattern then return self:_call("list", workflow_name, pattern) end
+  return self:_call("list", workflow_name)
+end
+
+--- remove_task(wf, task) or remove_task(wf, nil, pattern), as Storage's.
+function ClusterStorage:remove_task(workflow_name, task, pattern)
+  check_name(workflow_name, "remove_task", 1)
+  if pattern ~= nil then
+    local names = self:list_tasks(workflow_name, pattern)
+    self:_call("del_many", workflow_name, table.unpack(names))
+    return #names
+  end
+  check_name(task, "remove_task", 2)
+  if self:_call("del", workflow_name, task)[1] ~= "1" then
+    error(("storage '%s': no stored result for task '%s' of workflow '%s'")
+          :format(self.path, task, workflow_name), 2)
+  end
+  return 1
+end
+
+function ClusterStorage:remove_workflow(workflow_name)
+  check_name(workflow_name, "remove_workflow", 1)
+  self:_call("drop", workflow_name)
+end
+
+function ClusterStorage:workflows() return self:_call("workflows") end
+
+ClusterStorage.register_serializer = Storage.register_serializer
+ClusterStorage.register_persistent_serializers = Storage.register_serializer
+
+--- functionfuse's writer functions: new_workflow(), a read object with
+-- remote_args, file_exists(task) and read_task(task), and save(task, value).
+function ClusterStorage:get_writer_funcs(workflow_name)
+  check_name(workflow_name, "get_writer_funcs", 1)
+  local read = {
+    remote_args = self.remote_args,
+    file_exists = function(task) return self:file_exists(workflow_name, task) end,
+    read_task = function(task) return self:read_task(workflow_name, task) end,
+  }
+  return function() return self:new_workflow(workflow_name) end, read,
+         function(task, value) return self:save(workflow_name, task, value) end
+end
+
+function ClusterStorage:close() end
+ClusterStorage.__close = ClusterStorage.close
+
+function ClusterStorage:__tostring()
+  return ("functionfuse.ClusterStorage: %s (%s)"):format(self.path, self.kind)
+end
+
+-- Ray's remote-args keys a storage's placement may use.
+local REMOTE_KEYS = { "resources", "num_gpus", "num_cpus" }
+local CLUSTER_OPTIONS = { "path", "remote_args", "remoteArgs", "cluster_init_args", "ray_init_args",
+                          "rayInitArgs" }
+
+local function cluster_storage(kind, o)
+  if o.remote_args ~= nil and o.remoteArgs ~= nil then
+    error("storage_factory: give options.remote_args or options.remoteArgs, not both", 3)
+  end
+  local ra = o.remote_args or o.remoteArgs
+  if type(ra) ~= "table" then
+    error(("storage_factory: kind '%s' needs options.remote_args (a table, e.g. " ..
+           "{ resources = { _disk = 0.001 } }), got %s"):format(kind, type(ra)), 3)
+  end
+  util.check_keys(ra, REMOTE_KEYS, "storage_factory: options.remote_args", "key", 3)
+  local res = {}
+  if ra.resources ~= nil then
+    if type(ra.resources) ~= "table" then
+      error("storage_factory: options.remote_args.resources must be a table", 3)
+    end
+    for k, v in pairs(ra.resources) do
+      if type(k) ~= "string" or type(v) ~= "number" or v < 0 then
+        error("storage_factory: options.remote_args.resources must map names to " ..
+              "non-negative numbers", 3)
+      end
+      res[k] = v
+    end
+  end
+  if ra.num_gpus ~= nil then res.GPU = ra.num_gpus end
+  local n = (o.cluster_init_args ~= nil and 1 or 0) + (o.ray_init_args ~= nil and 1 or 0)
+            + (o.rayInitArgs ~= nil and 1 or 0)
+  if n > 1 then
+    error("storage_factory: give one of options.cluster_init_args, ray_init_args, rayInitArgs", 3)
+  end
+  local ia = o.cluster_init_args or o.ray_init_args or o.rayInitArgs
+  if ia ~= nil and type(ia) ~= "table" then
+    error("storage_factory: options.cluster_init_args must be a table", 3)
+  end
+  return setmetatable({ kind = kind, path = o.path, remote_args = ra, init_args = ia,
+                        always_read = false, _place = { resources = res } }, ClusterStorage)
+end
+
+local kinds = { file = true, lmdb = true, cluster = true, ray = true }
+
+--- storage_factory{ kind = "file", options = { path = "dir" } }, or kind
+-- "cluster" / "ray" with options.remote_args.
 function M.storage_factory(opt)
   if type(opt) ~= "table" then
     error(("bad argument #1 to 'storage_factory' (table expected, got %s)"):format(type(opt)), 2)
   end
   util.check_keys(opt, { "kind", "options" }, "storage_factory", "key", 2)
+  local remote = opt.kind == "cluster" or opt.kind == "ray"
   if type(opt.options) == "table" then
-    util.check_keys(opt.options, { "path" }, "storage_factory", "option", 2)
+    util.check_keys(opt.options, remote and CLUSTER_OPTIONS or { "path" }, "storage_factory",
+                    "option", 2)
   end
   if not kinds[opt.kind] then
-    error(("storage_factory: unknown kind %s (\"file\" or \"lmdb\")")
+    error(("storage_factory: unknown kind %s (\"file\", \"lmdb\", \"cluster\" or \"ray\")")
           :format(opt.kind == nil and "(none)" or ("'" .. tostring(opt.kind) .. "'")), 2)
   end
   local path = type(opt.options) == "table" and opt.options.path
   if type(path) ~= "string" or path == "" then
     error("storage_factory: options.path (a directory) is required", 2)
   end
+  if remote then return cluster_storage(opt.kind, opt.options) end
   local ok, st = pcall(core.store_open, path)
   if not ok then error(st, 2) end
   return setmetatable({ kind = opt.kind, path = path, always_read = false, _st = st }, Storage)
 end
 
 M.Storage = Storage
+M.ClusterStorage = ClusterStorage
 return M

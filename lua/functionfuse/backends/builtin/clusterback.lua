@@ -166,11 +166,11 @@ local function start_local(a)
   return lc
 end
 
---- The connection a run uses (made or reused).
-function ClusterWorkflow:_client()
-  local a = self.options.cluster_init_args or self.options.ray_init_args or {}
+--- The connection to the cluster of init args a (made or reused): the
+-- local cluster without an address. level: where errors point.
+function M.client(a, level)
   if type(a) ~= "table" then
-    error("ClusterWorkflow: cluster_init_args must be a table", 3)
+    error("ClusterWorkflow: cluster_init_args must be a table", level)
   end
   if a.address == nil then return start_local(a).client end
   local c = state.conns[a.address]
@@ -179,6 +179,42 @@ function ClusterWorkflow:_client()
     state.conns[a.address] = c
   end
   return c
+end
+
+--- The connection a run uses (made or reused).
+function ClusterWorkflow:_client()
+  return M.client(self.options.cluster_init_args or self.options.ray_init_args or {}, 4)
+end
+
+-- The run options of a storage: a storage of kind cluster where its
+-- remote args say; one of kind file on a worker of this machine, by its
+-- absolute path.
+local function storage_options(self, client)
+  local st = self._storage
+  local o = { workflow = self.workflow_name, cache = self.options.cache,
+              verbose = self.options.verbose, always_read = st.always_read }
+  if getmetatable(st) == require("functionfuse.storage").ClusterStorage then
+    o.storage_path, o.resources = st.path, st._place.resources
+    return o
+  end
+  local me = core.machine_id()
+  local here = false
+  for _, p in ipairs(client:status().places) do
+    if p.machine == me then here = true; break end
+  end
+  if not here then
+    error(("ClusterWorkflow: storage '%s' is of kind '%s', on this machine, and no worker of " ..
+           "the cluster runs here: use storage_factory{ kind = \"cluster\", options = { " ..
+           "remote_args = { resources = { ... } }, path = ... } } (set options.remote_args to " ..
+           "the resources of the machine that has the disk)"):format(st.path, st.kind), 3)
+  end
+  local path = st.path
+  if path:sub(1, 1) ~= "/" then
+    local cwd = assert(core.cwd())
+    path = cwd .. "/" .. path
+  end
+  o.storage_path, o.machine = path, me
+  return o
 end
 
 --- Runs the workflow on the cluster; returns one value per leaf (nothing
@@ -197,17 +233,31 @@ function ClusterWorkflow:run(opts)
   if mp ~= nil and (math.type(mp) ~= "integer" or mp < 1) then
     error("bad option 'max_pending_tasks' (a positive integer expected)", 2)
   end
-  local o = { run_id = state.run_id, return_results = opts.return_results, max_pending_tasks = mp }
+  local o = self._storage and storage_options(self, client) or {}
+  o.run_id, o.return_results, o.max_pending_tasks = state.run_id, opts.return_results, mp
   local r = table.pack(self._core:run_cluster(client, o))
-  self.last_run = { placement = o.placement }
+  if self._storage then
+    self:_report(o)
+    self.last_run.placement = o.placement
+  else
+    self.last_run = { placement = o.placement }
+  end
   return table.unpack(r, 1, r.n)
 end
 
---- Storage on a cluster arrives with the cluster's next part; until then
--- it is refused rather than silently ignored.
-function ClusterWorkflow:set_storage()
-  error("ClusterWorkflow: storage is not supported on a cluster yet (use LocalWorkflow " ..
-        "with set_storage)", 2)
+--- A storage of kind "cluster" (or "ray"): saves and loads on the worker
+-- holding its remote args' resources, and its calls from this process go
+-- through this workflow's cluster. Kind "file" or "lmdb": used by a worker
+-- of this machine, which run() requires.
+function ClusterWorkflow:set_storage(storage)
+  local S = require "functionfuse.storage"
+  local mt = getmetatable(storage)
+  if mt ~= S.Storage and mt ~= S.ClusterStorage then
+    error(("bad argument #1 to 'set_storage' (storage expected, got %s)"):format(type(storage)), 2)
+  end
+  if mt == S.ClusterStorage then storage._bound = self end
+  self._storage = storage
+  return self
 end
 
 function ClusterWorkflow:__tostring()
