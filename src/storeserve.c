@@ -17,6 +17,7 @@ typedef struct held {
     struct held *next;
     char *path; /* as the calls give it */
     ff_store *st;
+    int dirty; /* written since the last commit this file asked for */
 } held;
 
 struct ff_storeserve {
@@ -97,10 +98,10 @@ static int reply_store_fail(ff_storeserve *s, uint64_t req, ff_buf *out, const c
 
 /* The handle of the storage at path (opened, made when missing, the first
  * time); NULL with why in err. */
-static ff_store *store_get(ff_storeserve *s, const char *path, char *err, size_t errlen) {
+static held *store_get(ff_storeserve *s, const char *path, char *err, size_t errlen) {
     for (held *h = s->stores; h; h = h->next)
         if (strcmp(h->path, path) == 0)
-            return h->st;
+            return h;
     char full[4096];
     if (path[0] == '/')
         snprintf(full, sizeof full, "%s", path);
@@ -117,9 +118,10 @@ static ff_store *store_get(ff_storeserve *s, const char *path, char *err, size_t
         return NULL;
     }
     h->st = st;
+    h->dirty = 0;
     h->next = s->stores;
     s->stores = h;
-    return st;
+    return h;
 }
 
 /* Appends one reply str to scratch (its offset kept). */
@@ -223,9 +225,19 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
     char path[4000], err[600];
     memcpy(path, a[0].p, a[0].len);
     path[a[0].len] = '\0';
-    ff_store *st = store_get(s, path, err, sizeof err);
-    if (st == NULL)
+    held *hd = store_get(s, path, err, sizeof err);
+    if (hd == NULL)
         return reply_store_fail(s, req, out, path, err);
+    ff_store *st = hd->st;
+    /* A driver's call sees what was saved before it (the head's own reads,
+     * of a run's loaded tasks, never need results saved in that run). */
+    if (op == FF_STORE_PUT)
+        hd->dirty = 1;
+    else if (hd->dirty && req < FF_STORE_REQ_QUIET) {
+        hd->dirty = 0;
+        if (ff_store_flush(st) != 0)
+            return reply_store_fail(s, req, out, path, ff_store_errmsg(st));
+    }
     const char *w = n > 1 ? a[1].p : NULL;
     size_t wl = n > 1 ? a[1].len : 0;
     size_t nout = 0;
@@ -283,6 +295,7 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
         return req >= FF_STORE_REQ_QUIET ? 0 : reply_outs(s, req, out, 0);
     }
     case FF_STORE_FLUSH:
+        hd->dirty = 0;
         rc = ff_store_flush(st);
         break;
     case FF_STORE_LIST:
@@ -296,7 +309,6 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
             glob[a[2].len] = '\0';
             l.glob = glob;
         }
-        ff_store_flush(st);
         rc = op == FF_STORE_LIST ? ff_store_each(st, w, wl, list_cb, &l)
                                  : ff_store_workflows(st, list_cb, &l);
         if (l.oom)

@@ -1,0 +1,300 @@
+-- Storage on a cluster: a storage of kind "cluster" (functionfuse's "ray")
+-- lives on the worker that holds its remote args' resources; every save
+-- and load of a ClusterWorkflow happens there, and the storage's calls from
+-- the driver are routed there. A head, two workers and the drivers run as
+-- separate processes, each in a directory of its own, so where the LMDB
+-- files appear shows where the storage is.
+local core = require "functionfuse.core"
+local H = require "spec.helper"
+local C = require "spec.cluster_helper"
+
+-- A head and two workers, each --own-machine and started in a directory of
+-- its own; the first declares _disk. Returns address, token and the dirs
+-- (head, disk, other, driver).
+local function disk_cluster()
+  local d = { head = H.tmpdir(), disk = H.tmpdir(), other = H.tmpdir(), driver = H.tmpdir() }
+  local token = d.head .. "/cluster.token"
+  H.write(token, core.token_new() .. "\n")
+  assert(os.execute("chmod 600 '" .. token .. "'"))
+  C.start_sh({ "head", "--port", "0", "--num-cpus", "0", "--token-file", token, "--quiet",
+               "--ready-file", d.head .. "/ready" }, d.head .. "/head.log", "cd '" .. d.head .. "'")
+  local address = C.wait_file(d.head .. "/ready")
+  local common = { "worker", "--address", address, "--token-file", token, "--num-cpus", "1",
+                   "--own-machine", "--quiet" }
+  local a = { table.unpack(common) }
+  a[#a + 1] = "--resources"; a[#a + 1] = '{"_disk": 1}'
+  C.start_sh(a, d.disk .. "/worker.log", "cd '" .. d.disk .. "'")
+  C.start_sh(common, d.other .. "/worker.log", "cd '" .. d.other .. "'")
+  local client = core.cluster_connect(address, { token_file = token })
+  for _ = 1, 400 do
+    if #client:status().places == 2 then break end
+    core.sleep(0.025)
+  end
+  assert.are.equal(2, #client:status().places)
+  client:close()
+  return address, token, d
+end
+
+-- The LMDB files under dir.
+local function mdb_files(dir)
+  local r = H.run { "find", dir, "-name", "*.mdb" }
+  local t = {}
+  for l in r.stdout:gmatch("[^\n]+") do t[#t + 1] = l:sub(#dir + 2) end
+  table.sort(t)
+  return t
+end
+
+-- The seed page's storage example, with a node beside it: node1 = sum(1, B),
+-- node2 = sum(node1, 1), node3 = sum(10, 20), total = sum(node2, node3).
+-- Every call appends "a+b" to LOG. Prints the result, what was computed,
+-- the stored tasks and node3's stored value.
+local SEED = [[
+local ff = require "functionfuse"
+local storage_factory = require("functionfuse.storage").storage_factory
+local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+local LOG, ADDRESS, TOKEN, B = arg[1], arg[2], arg[3], tonumber(arg[4])
+local sum = ff.workflow(function(a, b)
+  local f = assert(io.open(LOG, "a"))
+  f:write(a, "+", b, "\n")
+  f:close()
+  return a + b
+end)
+local node1 = sum(1, B):set_name("node1")
+local node2 = sum(node1, 1):set_name("node2")
+local node3 = sum(10, 20):set_name("node3")
+local total = sum(node2, node3):set_name("total")
+local wf = ClusterWorkflow(total, { workflow_name = "sums", quiet = true,
+                                    ray_init_args = { address = ADDRESS, token_file = TOKEN } })
+local ray_storage_remote_args = { resources = { _disk = 0.001 } }
+local storage = storage_factory{ kind = "ray",
+  options = { remoteArgs = ray_storage_remote_args, path = "storage" } }
+wf:set_storage(storage)
+print("result", wf:run())
+print("computed", wf.last_run.computed)
+print("tasks", table.concat(storage:list_tasks("sums"), ","))
+print("node3", storage:read_task("sums", "node3"))
+]]
+
+local function lines(path)
+  local t = C.lines_of(path)
+  table.sort(t)
+  return t
+end
+
+describe("a storage on a cluster", function()
+  after_each(function()
+    C.stop_all()
+    H.cleanup()
+  end)
+
+  it("saves and loads on the _disk worker only; a rerun runs nothing", function()
+    local address, token, d = disk_cluster()
+    local script = d.driver .. "/seed.lua"
+    H.write(script, SEED)
+    local log = d.driver .. "/calls.log"
+    local function run(b)
+      local r = H.fflua({ script, log, address, token, tostring(b) }, { cwd = d.driver })
+      assert.are.equal(0, r.code, r.stderr)
+      return r.stdout
+    end
+    local out = run(1)
+    assert.are.equal("result\t33\ncomputed\t4\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)
+    assert.are.same({ "1+1", "10+20", "2+1", "3+30" }, lines(log))
+    -- Where the storage is: under the _disk worker's startup directory,
+    -- and nowhere else.
+    assert.are.same({ "storage/data.mdb", "storage/lock.mdb" }, mdb_files(d.disk))
+    assert.are.same({}, mdb_files(d.other))
+    assert.are.same({}, mdb_files(d.driver))
+    assert.are.same({}, mdb_files(d.head))
+    -- A second driver: nothing runs, the leaf comes from the storage.
+    os.remove(log)
+    out = run(1)
+    assert.are.equal("result\t33\ncomputed\t0\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)
+    assert.are.same({}, lines(log))
+    -- A changed argument: that node and its descendants run, node3 not.
+    out = run(2)
+    assert.are.equal("result\t34\ncomputed\t3\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)
+    assert.are.same({ "1+2", "3+1", "4+30" }, lines(log))
+    assert.are.same({}, mdb_files(d.other))
+    assert.are.same({}, mdb_files(d.driver))
+  end)
+
+  it("answers from the driver, on its own or bound to a workflow", function()
+    local address, token, d = disk_cluster()
+    H.write(d.driver .. "/calls.lua", [[
+      local ff = require "functionfuse"
+      local storage_factory = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local init = { address = arg[1], token_file = arg[2] }
+      local st = storage_factory{ kind = "cluster", options = {
+        remote_args = { resources = { _disk = 0.001 } }, path = "st", cluster_init_args = init } }
+      local new_workflow, read, save = st:get_writer_funcs("w")
+      new_workflow()
+      save("a", { x = 1 })
+      save("b", 2)
+      assert(read.remote_args.resources._disk == 0.001)
+      assert(read.file_exists("a") and not read.file_exists("zz"))
+      assert(read.read_task("a").x == 1)
+      print(table.concat(st:list_tasks("w"), ","), table.concat(st:list_tasks("w", "[b]"), ","))
+      print(st:remove_task("w", "a"), table.concat(st:list_tasks("w"), ","))
+      print(pcall(st.read_task, st, "w", "a"))
+      print(table.concat(st:workflows(), ","))
+      st:remove_workflow("w")
+      print(#st:list_tasks("w"))
+      -- Bound to a workflow without init args: through its cluster.
+      local inc = ff.workflow(function(x) return x + 1 end)
+      local n = inc(41):set_name("n")
+      local wf = ClusterWorkflow(n, { workflow_name = "w2", quiet = true, cluster_init_args = init })
+      local st2 = storage_factory{ kind = "cluster", options = {
+        remote_args = { resources = { _disk = 0.001 } }, path = "st" } }
+      print(pcall(st2.list_tasks, st2, "w2"))
+      wf:set_storage(st2)
+      print(wf:run(), st2:read_task("w2", "n"))
+    ]])
+    local r = H.fflua({ d.driver .. "/calls.lua", address, token }, { cwd = d.driver })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("a,b\tb\n1\tb\nfalse\tstorage 'st': no stored result for task 'a' of " ..
+                     "workflow 'w'\nw\n0\nfalse\tstorage 'st' (kind 'cluster') is not bound to " ..
+                     "a cluster: set it on a ClusterWorkflow (set_storage) or give " ..
+                     "options.cluster_init_args\n42\t42\n", (r.stdout:gsub("[^\t\n]*calls%.lua:%d+: ", "")))
+    assert.are.same({ "st/data.mdb", "st/lock.mdb" }, mdb_files(d.disk))
+    assert.are.same({}, mdb_files(d.driver))
+  end)
+
+  it("keeps what was committed when the driver is killed; the rerun computes the rest", function()
+    local address, token, d = disk_cluster()
+    local script = d.driver .. "/many.lua"
+    H.write(script, [[
+      local ff = require "functionfuse"
+      local storage_factory = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local LOG = arg[1]
+      local step = ff.workflow(function(i)
+        require("functionfuse.core").sleep(0.05)
+        local f = assert(io.open(LOG, "a"))
+        f:write(i, "\n")
+        f:close()
+        return i * i
+      end)
+      local all = ff.workflow(function(...) return select("#", ...) end)
+      local nodes = {}
+      for i = 1, 60 do nodes[i] = step(i):set_name(("step%02d"):format(i)) end
+      local wf = ClusterWorkflow(all(table.unpack(nodes)):set_name("all"), { workflow_name = "many",
+        quiet = true, cluster_init_args = { address = arg[2], token_file = arg[3] } })
+      wf:set_storage(storage_factory{ kind = "cluster",
+        options = { remote_args = { resources = { _disk = 0.001 } }, path = "storage" } })
+      print(wf:run(), wf.last_run.computed)
+    ]])
+    local log = d.driver .. "/calls.log"
+    local p = C.start_sh({ script, log, address, token }, d.driver .. "/driver.log",
+                         "cd '" .. d.driver .. "'")
+    for _ = 1, 400 do
+      if #C.lines_of(log) >= 15 then break end
+      core.sleep(0.02)
+    end
+    p:kill(H.signals.SIGKILL)
+    p:wait(10)
+    core.sleep(0.3) -- a group commit: at most 100 ms after the last save
+    local st = require("functionfuse.storage").storage_factory { kind = "cluster", options = {
+      remote_args = { resources = { _disk = 0.001 } }, path = "storage",
+      cluster_init_args = { address = address, token_file = token } } }
+    local stored = st:list_tasks("many")
+    local ran = #C.lines_of(log)
+    assert.is_true(#stored >= 10 and #stored <= ran and ran < 60,
+                   ("%d stored, %d ran"):format(#stored, ran))
+    for _, name in ipairs(stored) do
+      local i = tonumber(name:match("^step(%d+)$"))
+      assert.are.equal(i * i, st:read_task("many", name))
+    end
+    os.remove(log)
+    local r = H.fflua({ script, log, address, token }, { cwd = d.driver })
+    assert.are.equal(0, r.code, r.stderr)
+    -- Exactly the steps not stored ran again, and the leaf.
+    assert.are.equal(("60\t%d\n"):format(60 - #stored + 1), r.stdout)
+    local again = {}
+    for _, l in ipairs(C.lines_of(log)) do again[("step%02d"):format(tonumber(l))] = true end
+    for _, name in ipairs(stored) do assert.is_nil(again[name], name) end
+    local n = 0
+    for _ in pairs(again) do n = n + 1 end
+    assert.are.equal(60 - #stored, n)
+    assert.are.equal(61, #st:list_tasks("many"))
+  end)
+
+  it("takes a storage of kind file only where a worker runs on this machine", function()
+    local dir = H.tmpdir()
+    local script = dir .. "/file.lua"
+    H.write(script, [[
+      local ff = require "functionfuse"
+      local storage_factory = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local inc = ff.workflow(function(x) return x + 1 end)
+      local a = inc(1):set_name("a")
+      local b = inc(a):set_name("b")
+      local init = arg[1] and { address = arg[1], token_file = arg[2] } or { num_workers = 1 }
+      local wf = ClusterWorkflow(b, { workflow_name = "f", quiet = true, cluster_init_args = init })
+      local st = storage_factory{ kind = "file", options = { path = "fs" } }
+      wf:set_storage(st)
+      print(wf:run(), wf.last_run.computed)
+      print(wf:run(), wf.last_run.computed)
+      print(table.concat(st:list_tasks("f"), ","), st:read_task("f", "a"))
+    ]])
+    -- The local cluster runs here: the file storage is used by its worker.
+    local r = H.fflua({ script }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("3\t2\n3\t0\na,b\t2\n", r.stdout)
+    assert.are.same({ "fs/data.mdb", "fs/lock.mdb" }, mdb_files(dir))
+    -- A cluster whose workers are all machines of their own: refused.
+    local address, token = disk_cluster()
+    r = H.fflua({ script, address, token }, { cwd = H.tmpdir() })
+    assert.are.equal(1, r.code)
+    assert.truthy(r.stderr:find("ClusterWorkflow: storage 'fs' is of kind 'file', on this " ..
+                                "machine, and no worker of the cluster runs here: use " ..
+                                "storage_factory{ kind = \"cluster\", options = { remote_args = " ..
+                                "{ resources = { ... } }, path = ... } } (set " ..
+                                "options.remote_args to the resources of the machine that has " ..
+                                "the disk)", 1, true), r.stderr)
+  end)
+
+  it("refuses bad options and resources no worker has", function()
+    local sf = require("functionfuse.storage").storage_factory
+    assert.has_error(function()
+      sf { kind = "cluster", options = { path = "s", remote_arg = {} } }
+    end, "storage_factory: unknown option 'remote_arg' (did you mean 'remote_args'?)")
+    assert.has_error(function() sf { kind = "ray", options = { path = "s" } } end,
+                     "storage_factory: kind 'ray' needs options.remote_args (a table, e.g. " ..
+                     "{ resources = { _disk = 0.001 } }), got nil")
+    assert.has_error(function()
+      sf { kind = "cluster", options = { path = "s", remote_args = { resource = {} } } }
+    end, "storage_factory: options.remote_args: unknown key 'resource' (did you mean 'resources'?)")
+    assert.has_error(function()
+      sf { kind = "cluster", options = { path = "s", remote_args = {}, remoteArgs = {} } }
+    end, "storage_factory: give options.remote_args or options.remoteArgs, not both")
+    local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+    local ff = require "functionfuse"
+    local wf = LocalWorkflow(ff.workflow(function() return 1 end)(), { workflow_name = "x" })
+    assert.has_error(function()
+      wf:set_storage(sf { kind = "ray", options = { path = "s", remoteArgs = {} } })
+    end, "set_storage: a storage of kind 'ray' lives on a cluster: use it with a " ..
+         "ClusterWorkflow (or use kind \"file\")")
+    local address, token, d = disk_cluster()
+    H.write(d.driver .. "/bad.lua", [[
+      local ff = require "functionfuse"
+      local sf = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local init = { address = arg[1], token_file = arg[2] }
+      local wf = ClusterWorkflow(ff.workflow(function() return 1 end)(), { workflow_name = "x",
+        quiet = true, cluster_init_args = init })
+      wf:set_storage(sf { kind = "cluster",
+                          options = { path = "s", remote_args = { resources = { _tape = 1 } } } })
+      print(pcall(wf.run, wf))
+      wf:set_storage(sf { kind = "cluster",
+                          options = { path = "s", remote_args = { resources = { _disk = 2 } } } })
+      print(pcall(wf.run, wf))
+    ]])
+    local r = H.fflua({ d.driver .. "/bad.lua", address, token }, { cwd = d.driver })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("false\tno worker of the cluster has the resource '_tape'\n" ..
+                     "false\tno worker of the cluster has the resources the storage asks for\n",
+                     r.stdout)
+  end)
+end)
