@@ -10,6 +10,10 @@
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
  * with the workers (the head keeps a copy until every consumer was sent).
+ * A run with a storage (RUN_STORE) has it on one worker: the head sends it
+ * the results of saved tasks (PUT) and asks it for those of loaded tasks
+ * (GET), which never go through the scheduler; drivers' storage calls
+ * (STORE) are forwarded to it.
  * Unless told --num-cpus 0, the head starts local worker processes (one by
  * default) for its own CPUs and resources, as a Ray head node runs tasks
  * too, and starts another when one ends, backing off when they end soon

@@ -11,6 +11,10 @@
  * back as bytes and stay here for later tasks until the head frees them
  * or ends the run.
  *
+ * The storages of kind "cluster" the head routes to this worker
+ * (STORE_CALL) are served on the loop thread (storeserve.c), their
+ * relative paths taken from the directory the worker started in.
+ *
  * A worker with one CPU runs tasks on its loop thread instead (no handoff
  * between threads per task). The head sends a worker more tasks than it
  * has CPUs (pipelining); they start in order, each when its CPUs are free.
