@@ -85,6 +85,24 @@ static void read_all(const char *p, size_t n) {
                 ff_msg_next_res_state(&l2, &rs);
         }
     }
+    ff_msg_store sto;
+    ff_msg_str str;
+    if (ff_msg_store_read(p, n, &sto, &l1, &l2) == 0) {
+        walk_res(&l1);
+        while (l2.n > 0)
+            ff_msg_next_str(&l2, &str);
+    }
+    uint64_t req, op;
+    if (ff_msg_store_call_read(p, n, &req, &op, &l1) == 0)
+        while (l1.n > 0)
+            ff_msg_next_str(&l1, &str);
+    ff_msg_store_reply rep;
+    if (ff_msg_store_reply_read(p, n, &rep, &l1) == 0)
+        while (l1.n > 0)
+            ff_msg_next_str(&l1, &str);
+    ff_msg_run_store rs;
+    if (ff_msg_run_store_read(p, n, &rs, &l1) == 0)
+        walk_res(&l1);
     ff_msg_bye_read(p, n);
 }
 

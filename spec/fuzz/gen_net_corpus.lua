@@ -15,13 +15,23 @@ local function varint(n)
   return table.concat(t)
 end
 local function str(s) return varint(#s) .. s end
+-- A varint of a 64-bit value taken as unsigned (reqs with bit 63 set).
+local function uvarint(n)
+  local t = {}
+  repeat
+    local b = n & 127
+    n = n >> 7
+    t[#t + 1] = string.char(n ~= 0 and b + 128 or b)
+  until n == 0
+  return table.concat(t)
+end
 local function frame(who, typ, payload)
   return string.char(who) .. string.pack("<I4", #payload + 1) .. string.char(typ) .. payload
 end
 
 local M = { HELLO = 1, AUTH = 2, WELCOME = 3, REFUSE = 4, REGISTER = 5, FUNC = 6, TASK = 7,
             RESULT = 8, SUBMIT = 9, DONE = 10, STATUS = 11, STATUS_REPLY = 12, FREE = 13, BYE = 14,
-            RUN_END = 15 }
+            RUN_END = 15, STORE = 16, STORE_CALL = 17, STORE_REPLY = 18, RUN_STORE = 19 }
 local register = frame(0, M.REGISTER, varint(20000) .. varint(1) .. str("gpu") .. varint(5000) ..
                                       str("host") .. varint(42) .. str("machine:01234567"))
 local fn = core.encode(function(a, b) return a + (b or 0) end, "code")
@@ -63,6 +73,30 @@ local replies = frame(0, M.HELLO, str("fflua-cluster") .. versions .. nonce) ..
                            str("gpu") .. varint(5000) .. varint(5000) ..
                            varint(0) .. varint(1) .. varint(7))
 
+-- A run with a storage on the worker (it declares _disk): the driver asks
+-- which nodes are stored (STORE LOOKUP, answered by the worker), then runs
+-- task 0 (saved) and loads task 1 (a leaf), which the worker serves (the
+-- head's req: 2^63 + the head's run 1 << 32 + the task).
+local disk_register = frame(0, M.REGISTER, varint(10000) .. varint(1) .. str("_disk") ..
+                                           varint(10000) .. str("host") .. varint(43) ..
+                                           str("machine:76543210"))
+local disk = varint(1) .. str("_disk") .. varint(10)
+local lookup = frame(1, M.STORE, varint(7) .. disk .. str("") .. varint(1) .. varint(4) ..
+                                 str("storage") .. str("w") .. str("f_0000") .. str(("f"):rep(16)))
+local lookup_reply = frame(0, M.STORE_REPLY, varint(1) .. varint(1) .. varint(1) .. str("\0"))
+local run_store = frame(1, M.RUN_STORE, varint(1) .. disk .. str("") .. str("storage") .. str("w"))
+local saved = varint(1) .. str("f_0000") .. varint(2) .. ("f"):rep(16) .. varint(0) .. str(args1) ..
+              str("") .. varint(0)
+local loaded = varint(0) .. str("f_0001") .. varint(5) .. varint(0) .. str("") .. str("") .. varint(0)
+local stored_submit = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) ..
+                                         varint(2) .. saved .. loaded)
+local load_reply = frame(0, M.STORE_REPLY, uvarint((1 << 63) | (1 << 32) | 1) .. varint(1) ..
+                                           varint(1) .. str("\1" .. core.encode(6, "code")))
+local save_failed = frame(0, M.STORE_REPLY, uvarint((1 << 62) | (1 << 32)) .. varint(0) ..
+                                            varint(1) .. str("disk full"))
+local store_call = frame(0, M.STORE_CALL, varint(3) .. varint(5) .. varint(2) .. str("storage") ..
+                                          str("w"))
+
 local seeds = {
   register = register,
   run = register .. func .. submit .. res0 .. res1,
@@ -73,7 +107,10 @@ local seeds = {
   bye = register .. frame(0, M.BYE, ""),
   oversized = "\0" .. string.pack("<I4", 0x7fffffff) .. "\5",
   parts = register .. func .. part1 .. res0 .. part2 .. res1,
-  replies = replies,
+  replies = replies .. store_call,
+  stored = disk_register .. lookup .. lookup_reply .. run_store .. func .. stored_submit .. res0 ..
+           load_reply,
+  stored_fail = disk_register .. run_store .. func .. stored_submit .. save_failed .. res0,
 }
 for name, bytes in pairs(seeds) do
   local f = assert(io.open(dir .. "/" .. name, "wb"))
