@@ -497,6 +497,151 @@ static void test_status_reply(void) {
 
 /* A writer whose buffer could not grow leaves nothing of its frame, and
  * says so; the frames before it stay. */
+/* --- storage -------------------------------------------------------------- */
+
+static const unsigned char a_machine[FF_MACHINE_LEN] = "machine:01234567";
+static const ff_msg_str store_args[3] = {{"storage", 7}, {"w", 1}, {"task", 4}};
+static const ff_msg_res disk_res[1] = {{"_disk", 5, 10}};
+
+static void check_args(ff_msg_list *l) {
+    ASSERT_EQ(l->n, 3);
+    for (int i = 0; i < 3; i++) {
+        ff_msg_str s;
+        ff_msg_next_str(l, &s);
+        ASSERT_EQ(s.len, store_args[i].len);
+        ASSERT(memcmp(s.p, store_args[i].p, s.len) == 0);
+    }
+}
+
+static int rd_store(const char *p, size_t n) {
+    ff_msg_store m;
+    ff_msg_list res, args;
+    int rc = ff_msg_store_read(p, n, &m, &res, &args);
+    if (rc == 0) {
+        ASSERT_EQ(m.req, 9);
+        ASSERT_EQ(m.op, FF_STORE_GET);
+        ASSERT(m.machine != NULL && memcmp(m.machine, a_machine, FF_MACHINE_LEN) == 0);
+        ff_msg_res r;
+        ASSERT_EQ(res.n, 1);
+        ff_msg_next_res(&res, &r);
+        ASSERT(str_is(r.name, r.len, "_disk"));
+        ASSERT_EQ(r.amount, 10);
+        check_args(&args);
+    }
+    return rc;
+}
+
+static int rd_store_call(const char *p, size_t n) {
+    uint64_t req, op;
+    ff_msg_list args;
+    int rc = ff_msg_store_call_read(p, n, &req, &op, &args);
+    if (rc == 0) {
+        ASSERT_EQ(req, FF_STORE_REQ_QUIET + 5);
+        ASSERT_EQ(op, FF_STORE_GET);
+        check_args(&args);
+    }
+    return rc;
+}
+
+static int rd_store_reply(const char *p, size_t n) {
+    ff_msg_store_reply m;
+    ff_msg_list out;
+    int rc = ff_msg_store_reply_read(p, n, &m, &out);
+    if (rc == 0) {
+        ASSERT_EQ(m.req, 44);
+        ASSERT_EQ(m.ok, 1);
+        check_args(&out);
+    }
+    return rc;
+}
+
+static int rd_run_store(const char *p, size_t n) {
+    ff_msg_run_store m;
+    ff_msg_list res;
+    int rc = ff_msg_run_store_read(p, n, &m, &res);
+    if (rc == 0) {
+        ASSERT_EQ(m.run, 3);
+        ASSERT(m.machine == NULL);
+        ASSERT_EQ(res.n, 1);
+        ASSERT(str_is(m.path, m.path_len, "storage"));
+        ASSERT(str_is(m.wf, m.wf_len, "w"));
+    }
+    return rc;
+}
+
+static void test_storage_messages(void) {
+    ff_msg_store st = {.req = 9, .op = FF_STORE_GET, .nres = 1, .machine = a_machine};
+    CHECK_MSG(FF_M_STORE, ff_msg_store_write(b, &st, disk_res, store_args, 3), rd_store);
+    CHECK_MSG(FF_M_STORE_CALL,
+              ff_msg_store_call_write(b, FF_STORE_REQ_QUIET + 5, FF_STORE_GET, store_args, 3),
+              rd_store_call);
+    CHECK_MSG(FF_M_STORE_REPLY, ff_msg_store_reply_write(b, 44, 1, store_args, 3), rd_store_reply);
+    ff_msg_run_store rs = {
+        .run = 3, .nres = 1, .path = "storage", .path_len = 7, .wf = "w", .wf_len = 1};
+    CHECK_MSG(FF_M_RUN_STORE, ff_msg_run_store_write(b, &rs, disk_res), rd_run_store);
+    /* A STORE forwarded as a STORE_CALL and a reply with another req carry
+     * the same arguments. */
+    ff_buf b = {0}, c = {0};
+    ASSERT_EQ(ff_msg_store_write(&b, &st, disk_res, store_args, 3), 0);
+    ff_msg_store m;
+    ff_msg_list res, args;
+    ASSERT_EQ(ff_msg_store_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &res, &args), 0);
+    ASSERT_EQ(ff_msg_store_call_forward(&c, FF_STORE_REQ_QUIET + 5, &m), 0);
+    ASSERT_EQ(rd_store_call(c.p + FF_FRAME_HDR, c.n - FF_FRAME_HDR), 0);
+    b.n = c.n = 0;
+    ASSERT_EQ(ff_msg_store_reply_write(&b, 7, 1, store_args, 3), 0);
+    ff_msg_store_reply rep;
+    ASSERT_EQ(ff_msg_store_reply_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rep, &args), 0);
+    ASSERT_EQ(ff_msg_store_reply_forward(&c, 44, &rep), 0);
+    ASSERT_EQ(rd_store_reply(c.p + FF_FRAME_HDR, c.n - FF_FRAME_HDR), 0);
+    /* An unknown op, a machine of another length, an empty path. */
+    b.n = 0;
+    ff_msg_store bad = {.req = 1, .op = FF_STORE_OP_LAST};
+    ASSERT_EQ(ff_msg_store_write(&b, &bad, NULL, store_args, 3), 0);
+    ASSERT_EQ(ff_msg_store_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &res, &args),
+              FFLUA_EPROTO);
+    b.n = 0;
+    ff_msg_run_store empty = {.run = 3, .path = "", .wf = "w", .wf_len = 1};
+    ASSERT_EQ(ff_msg_run_store_write(&b, &empty, NULL), 0);
+    ASSERT_EQ(ff_msg_run_store_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rs, &res),
+              FFLUA_EPROTO);
+    /* SUBMIT flags: saved carries a fingerprint; loaded has no
+     * dependencies and is not saved; unknown bits are malformed. */
+    ff_buf tasks = {0};
+    const unsigned char fp[FF_MSG_FP_LEN] = "0123456789abcdef";
+    ff_msg_subtask t0 = {
+        .fid = 1, .name = "a", .name_len = 1, .save = 1, .fp = fp, .args = "", .pre = ""};
+    ff_msg_subtask t1 = {.name = "b", .name_len = 1, .leaf = 1, .load = 1, .args = "", .pre = ""};
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, NULL, NULL), 0);
+    ff_msg_submit sm = {1, 0, 2, 0, 2};
+    b.n = 0;
+    ASSERT_EQ(ff_msg_submit_write(&b, &sm, tasks.p, tasks.n), 0);
+    ff_msg_tasks it;
+    ff_msg_subtask t;
+    ff_msg_list deps;
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &sm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT(t.save && !t.load && !t.leaf && memcmp(t.fp, fp, FF_MSG_FP_LEN) == 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT(t.load && t.leaf && !t.save && t.fp == NULL);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 1);
+    /* The second task loaded and saved at once: malformed. */
+    tasks.n = 0;
+    t1.save = 1;
+    t1.fp = fp;
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, NULL, NULL), 0);
+    b.n = 0;
+    ASSERT_EQ(ff_msg_submit_write(&b, &sm, tasks.p, tasks.n), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &sm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
+    ff_buf_free(&tasks);
+    ff_buf_free(&b);
+    ff_buf_free(&c);
+}
+
 static void test_writers_fail_whole(void) {
     ff_buf b = {0};
     ASSERT_EQ(ff_msg_bye_write(&b), 0);
@@ -522,6 +667,7 @@ int main(void) {
     RUN(test_head_to_worker);
     RUN(test_head_to_driver);
     RUN(test_status_reply);
+    RUN(test_storage_messages);
     RUN(test_writers_fail_whole);
     return 0;
 }
