@@ -10,7 +10,7 @@ local C = require "spec.cluster_helper"
 
 -- A head and two workers, each --own-machine and started in a directory of
 -- its own; the first declares _disk. Returns address, token and the dirs
--- (head, disk, other, driver).
+-- (head, disk, other, driver; disk_worker: the _disk worker's process).
 local function disk_cluster()
   local d = { head = H.tmpdir(), disk = H.tmpdir(), other = H.tmpdir(), driver = H.tmpdir() }
   local token = d.head .. "/cluster.token"
@@ -23,7 +23,7 @@ local function disk_cluster()
                    "--own-machine", "--quiet" }
   local a = { table.unpack(common) }
   a[#a + 1] = "--resources"; a[#a + 1] = '{"_disk": 1}'
-  C.start_sh(a, d.disk .. "/worker.log", "cd '" .. d.disk .. "'")
+  d.disk_worker = C.start_sh(a, d.disk .. "/worker.log", "cd '" .. d.disk .. "'")
   C.start_sh(common, d.other .. "/worker.log", "cd '" .. d.other .. "'")
   local client = core.cluster_connect(address, { token_file = token })
   for _ = 1, 400 do
@@ -220,6 +220,38 @@ describe("a storage on a cluster", function()
     assert.are.equal(61, #st:list_tasks("many"))
   end)
 
+  it("fails the run, naming it, when the storage's worker leaves", function()
+    local address, token, d = disk_cluster()
+    local script = d.driver .. "/slow.lua"
+    H.write(script, [[
+      local ff = require "functionfuse"
+      local storage_factory = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local step = ff.workflow(function(i)
+        require("functionfuse.core").sleep(0.1)
+        return i
+      end)
+      local all = ff.workflow(function(...) return select("#", ...) end)
+      local nodes = {}
+      for i = 1, 40 do nodes[i] = step(i):set_name(("step%02d"):format(i)) end
+      local wf = ClusterWorkflow(all(table.unpack(nodes)):set_name("all"), { workflow_name = "slow",
+        quiet = true, cluster_init_args = { address = arg[1], token_file = arg[2] } })
+      wf:set_storage(storage_factory{ kind = "cluster",
+        options = { remote_args = { resources = { _disk = 0.001 } }, path = "storage" } })
+      local ok, err = pcall(wf.run, wf)
+      print(ok, tostring(err))
+    ]])
+    local log = d.driver .. "/out.log"
+    local p = C.start_sh({ script, address, token }, d.driver .. "/err.log",
+                         "cd '" .. d.driver .. "'; exec >'" .. log .. "'")
+    core.sleep(0.5)
+    local pid = d.disk_worker:pid()
+    d.disk_worker:kill(H.signals.SIGKILL)
+    p:wait(20)
+    local out = H.read(log) or ""
+    assert.truthy(out:find("^false\t.*%(.+:" .. pid .. "%) left the cluster"), out)
+  end)
+
   it("takes a storage of kind file only where a worker runs on this machine", function()
     local dir = H.tmpdir()
     local script = dir .. "/file.lua"
@@ -290,11 +322,20 @@ describe("a storage on a cluster", function()
       wf:set_storage(sf { kind = "cluster",
                           options = { path = "s", remote_args = { resources = { _disk = 2 } } } })
       print(pcall(wf.run, wf))
+      wf:set_storage(sf { kind = "cluster", options = { path = "/proc/nope/s",
+                                                        remote_args = { resources = { _disk = 1 } } } })
+      print(pcall(wf.run, wf))
     ]])
     local r = H.fflua({ d.driver .. "/bad.lua", address, token }, { cwd = d.driver })
     assert.are.equal(0, r.code, r.stderr)
-    assert.are.equal("false\tno worker of the cluster has the resource '_tape'\n" ..
-                     "false\tno worker of the cluster has the resources the storage asks for\n",
-                     r.stdout)
+    local out = {}
+    for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
+    assert.are.equal("false\tno worker of the cluster has the resource '_tape'", out[1])
+    assert.are.equal("false\tno worker of the cluster has the resources the storage asks for", out[2])
+    -- A storage its worker cannot open: the path, the worker and why.
+    assert.are.equal(3, #out, r.stdout)
+    assert.truthy(out[3]:find("false\tstorage '/proc/nope/s' on the worker " ..
+                              ".+:%d+ in " .. d.disk:gsub("%p", "%%%0") .. ": cannot make the " ..
+                              "directory '/proc/nope'"), out[3])
   end)
 end)

@@ -1258,6 +1258,17 @@ static int on_run_store(head *h, hconn *d, const char *p, size_t n) {
     return 0;
 }
 
+/* Has the storage of run r commit now what the run saved (its driver
+ * left, so it will not ask). The answer, to a req nobody waits for, is
+ * ignored. */
+static void store_commit(head *h, hrun *r) {
+    hconn *w = r->store_path != NULL ? store_worker(h, r) : NULL;
+    if (w == NULL)
+        return;
+    ff_msg_str path = {r->store_path, r->store_path_len};
+    sent_or_close(w, ff_msg_store_call_write(&w->c.out, 0, FF_STORE_FLUSH, &path, 1), "a FLUSH");
+}
+
 /* Worker c left: the STOREs it had fail, and runs whose storage it held. */
 static void store_lost(head *h, hconn *c) {
     for (hfwd **pp = &h->fwds; *pp;) {
@@ -1579,6 +1590,7 @@ static void on_closed(ff_conn *fc) {
     for (hrun *r = h->runs, *next; r; r = next) { /* a driver's runs end with it */
         next = r->next;
         if (r->driver == c) {
+            store_commit(h, r);
             r->driver = NULL;
             run_abort(h, r);
         }
