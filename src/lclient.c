@@ -352,7 +352,6 @@ int ffl_client_store_where(lua_State *L, int idx, ff_msg_res *res, uint32_t *nre
 int ffl_client_store(lua_State *L, ffl_client *c, ff_msg_store *m, const ff_msg_res *res,
                      const ff_msg_str *args, size_t n, ff_msg_list *out) {
     m->req = ++c->next_req;
-    c->out.n = 0;
     int rc = ff_msg_store_write(&c->out, m, res, args, n);
     if (rc == -EMSGSIZE)
         luaL_error(L, "a storage call of more than %d MiB: ask for less at once",

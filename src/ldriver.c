@@ -40,6 +40,7 @@
 #include "sched.h"
 
 #define SUBMIT_TASKS 4096
+#define LOOKUP_NODES 65536 /* nodes per LOOKUP: as many names of 511 bytes fit in a message */
 #define SUBMIT_BYTES ((size_t)8 << 20)
 
 /* A run on a cluster: the plugin pass here, then every planned node as a
@@ -562,24 +563,29 @@ static void cl_storage_plan(lua_State *L, struct crun *x) {
         luaL_error(L, "not enough memory");
     ff_msg_store m = {
         .op = FF_STORE_LOOKUP, .nres = x->nsres, .machine = x->has_machine ? x->machine : NULL};
-    if (c->mode != FFL_CACHE_NONE) {
-        ff_msg_str *args = lua_newuserdatauv(L, ((size_t)p->n * 2 + 2) * sizeof *args, 0);
-        args[0] = (ff_msg_str){c->path, strlen(c->path)};
-        args[1] = (ff_msg_str){c->wf, c->wflen};
-        for (uint32_t pos = 0; pos < p->n; pos++) {
-            args[2 + 2 * pos].p = ffl_cache_name(c, pos, &args[2 + 2 * pos].len);
-            args[3 + 2 * pos] =
+    /* In parts of LOOKUP_NODES, so that a call fits in a message whatever
+     * the names (at most 511 bytes each). */
+    uint32_t chunk = p->n < LOOKUP_NODES ? p->n : LOOKUP_NODES;
+    ff_msg_str *args = lua_newuserdatauv(L, ((size_t)chunk * 2 + 2) * sizeof *args, 0);
+    args[0] = (ff_msg_str){c->path, strlen(c->path)};
+    args[1] = (ff_msg_str){c->wf, c->wflen};
+    for (uint32_t first = 0; c->mode != FFL_CACHE_NONE && first < p->n; first += chunk) {
+        uint32_t n = p->n - first < chunk ? p->n - first : chunk;
+        for (uint32_t k = 0; k < n; k++) {
+            uint32_t pos = first + k;
+            args[2 + 2 * k].p = ffl_cache_name(c, pos, &args[2 + 2 * k].len);
+            args[3 + 2 * k] =
                 (ff_msg_str){(const char *)c->fp + (size_t)pos * FF_FP_LEN, FF_FP_LEN};
         }
         ff_msg_list out;
-        if (ffl_client_store(L, x->c_client, &m, x->sres, args, (size_t)p->n * 2 + 2, &out) != 0)
+        if (ffl_client_store(L, x->c_client, &m, x->sres, args, (size_t)n * 2 + 2, &out) != 0)
             cl_store_error(L, &out);
         ff_msg_str st;
-        if (out.n != 1 || (ff_msg_next_str(&out, &st), st.len != p->n))
+        if (out.n != 1 || (ff_msg_next_str(&out, &st), st.len != n))
             luaL_error(L, "the storage's worker sent a malformed answer");
-        memcpy(x->remote, st.p, p->n);
-        lua_pop(L, 1);
+        memcpy(x->remote + first, st.p, n);
     }
+    lua_pop(L, 1);
     c->remote = x->remote;
     ffl_cache_plan(L, c);
     x->ntasks = 0;
