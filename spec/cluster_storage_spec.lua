@@ -53,6 +53,8 @@ local ff = require "functionfuse"
 local storage_factory = require("functionfuse.storage").storage_factory
 local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
 local LOG, ADDRESS, TOKEN, B = arg[1], arg[2], arg[3], tonumber(arg[4])
+local cache = arg[5]
+if cache == "false" then cache = false end
 local sum = ff.workflow(function(a, b)
   local f = assert(io.open(LOG, "a"))
   f:write(a, "+", b, "\n")
@@ -63,7 +65,7 @@ local node1 = sum(1, B):set_name("node1")
 local node2 = sum(node1, 1):set_name("node2")
 local node3 = sum(10, 20):set_name("node3")
 local total = sum(node2, node3):set_name("total")
-local wf = ClusterWorkflow(total, { workflow_name = "sums", quiet = true,
+local wf = ClusterWorkflow(total, { workflow_name = "sums", quiet = true, cache = cache,
                                     ray_init_args = { address = ADDRESS, token_file = TOKEN } })
 local ray_storage_remote_args = { resources = { _disk = 0.001 } }
 local storage = storage_factory{ kind = "ray",
@@ -92,8 +94,8 @@ describe("a storage on a cluster", function()
     local script = d.driver .. "/seed.lua"
     H.write(script, SEED)
     local log = d.driver .. "/calls.log"
-    local function run(b)
-      local r = H.fflua({ script, log, address, token, tostring(b) }, { cwd = d.driver })
+    local function run(b, cache)
+      local r = H.fflua({ script, log, address, token, tostring(b), cache }, { cwd = d.driver })
       assert.are.equal(0, r.code, r.stderr)
       return r.stdout
     end
@@ -117,6 +119,18 @@ describe("a storage on a cluster", function()
     assert.are.same({ "1+2", "3+1", "4+30" }, lines(log))
     assert.are.same({}, mdb_files(d.other))
     assert.are.same({}, mdb_files(d.driver))
+    -- cache = "name": stored under the name is enough, as locally (the
+    -- result of B = 2 stays); cache = false: everything runs, and is saved.
+    os.remove(log)
+    out = run(1, "name")
+    assert.are.equal("result\t34\ncomputed\t0\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)
+    out = run(1, "false")
+    assert.are.equal("result\t33\ncomputed\t4\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)
+    assert.are.same({ "1+1", "10+20", "2+1", "3+30" }, lines(log))
+    os.remove(log)
+    assert.are.equal("result\t33\ncomputed\t0\ntasks\tnode1,node2,node3,total\nnode3\t30\n",
+                     run(1))
+    assert.are.same({}, lines(log))
   end)
 
   it("answers from the driver, on its own or bound to a workflow", function()
