@@ -266,6 +266,48 @@ describe("a storage on a cluster", function()
     assert.truthy(out:find("^false\t.*%(.+:" .. pid .. "%) left the cluster"), out)
   end)
 
+  it("fails the run on a full disk, naming the storage and its worker", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/big.lua", [[
+      local ff = require "functionfuse"
+      local storage_factory = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local big = ff.workflow(function(i) return ("x"):rep(512 * 1024) .. i end)
+      local all = ff.workflow(function(...) return select("#", ...) end)
+      local nodes = {}
+      for i = 1, 20 do nodes[i] = big(i):set_name(("big%02d"):format(i)) end
+      local wf = ClusterWorkflow(all(table.unpack(nodes)), { workflow_name = "full", quiet = true,
+        cluster_init_args = { address = arg[1], token_file = arg[2] } })
+      wf:set_storage(storage_factory{ kind = "cluster",
+        options = { remote_args = { resources = { _disk = 0.001 } }, path = "disk/st" } })
+      print(wf:run())
+    ]])
+    H.write(dir .. "/tok", core.token_new() .. "\n")
+    -- The _disk worker's storage on a 4 MiB file system, in a mount
+    -- namespace with the whole cluster.
+    local r = H.in_namespace(dir, [[
+      mkdir -p w/disk && mount -t tmpfs -o size=4m tmpfs w/disk 2>/dev/null || exit 77
+      chmod 600 tok
+      "$FF" head --port 0 --num-cpus 0 --token-file tok --ready-file ready --quiet & head=$!
+      while [ ! -s ready ]; do sleep 0.05; done
+      a=$(cat ready)
+      cd w
+      "$FF" worker --address "$a" --token-file ../tok --num-cpus 1 --own-machine --quiet \
+        --resources '{"_disk": 1}' & worker=$!
+      cd ..
+      until "$FF" status --address "$a" --token-file tok | grep -q _disk; do sleep 0.05; done
+      "$FF" big.lua "$a" tok 2>big.err; echo "big exited $?"
+      cat big.err
+      kill $worker $head; wait
+    ]])
+    if not r then return pending("no tmpfs can be mounted here") end
+    assert.are.equal(0, r.code, r.stderr)
+    assert.matches("big exited 1", r.stdout, 1, true)
+    assert.truthy(r.stdout:find("storage 'disk/st' on the worker .+:%d+ in " ..
+                                dir:gsub("%p", "%%%0") .. "/w: .*No space left on device"),
+                  r.stdout)
+  end)
+
   it("takes a storage of kind file only where a worker runs on this machine", function()
     local dir = H.tmpdir()
     local script = dir .. "/file.lua"
