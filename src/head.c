@@ -1080,7 +1080,6 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
 static int store_pick(head *h, ff_msg_list *res, const unsigned char *machine, char *err,
                       size_t errlen) {
     ff_res want[FF_MSG_RES_MAX];
-    const char *names[FF_MSG_RES_MAX];
     size_t nw = 0;
     while (res->n > 0) {
         ff_msg_res rs;
@@ -1094,10 +1093,8 @@ static int store_pick(head *h, ff_msg_list *res, const unsigned char *machine, c
                      ff_text_escape(esc, sizeof esc, rs.name, rs.len));
             return -1;
         }
-        names[nw] = rs.name;
         want[nw++] = (ff_res){id, (int64_t)rs.amount};
     }
-    (void)names;
     for (int p = 0; p < ff_sched_nplaces(h->sched); p++) {
         hconn *c = p < h->nplaces_cap ? h->places[p] : NULL;
         if (c == NULL || !ff_sched_place_live(h->sched, p) || c->c.state != FF_CONN_READY)

@@ -102,11 +102,13 @@ static held *store_get(ff_storeserve *s, const char *path, char *err, size_t err
     for (held *h = s->stores; h; h = h->next)
         if (strcmp(h->path, path) == 0)
             return h;
-    char full[4096];
-    if (path[0] == '/')
-        snprintf(full, sizeof full, "%s", path);
-    else
-        snprintf(full, sizeof full, "%s/%s", s->base, path);
+    char full[8192];
+    int len = path[0] == '/' ? snprintf(full, sizeof full, "%s", path)
+                             : snprintf(full, sizeof full, "%s/%s", s->base, path);
+    if (len < 0 || (size_t)len >= sizeof full) {
+        snprintf(err, errlen, "the path is too long");
+        return NULL;
+    }
     ff_store *st;
     if (ff_store_open(&st, full, 1, err, errlen) != 0)
         return NULL;
