@@ -8,6 +8,11 @@ local core = require "functionfuse.core"
 local H = require "spec.helper"
 local C = require "spec.cluster_helper"
 
+-- The stderr files of the cluster processes started: read after they
+-- stopped, so that a sanitizer's report (in a sanitizer build) fails the
+-- spec.
+local logs = {}
+
 -- A head and two workers, each --own-machine and started in a directory of
 -- its own; the first declares _disk. Returns address, token and the dirs
 -- (head, disk, other, driver; disk_worker: the _disk worker's process).
@@ -19,6 +24,9 @@ local function disk_cluster()
   C.start_sh({ "head", "--port", "0", "--num-cpus", "0", "--token-file", token, "--quiet",
                "--ready-file", d.head .. "/ready" }, d.head .. "/head.log", "cd '" .. d.head .. "'")
   local address = C.wait_file(d.head .. "/ready")
+  logs[#logs + 1] = d.head .. "/head.log"
+  logs[#logs + 1] = d.disk .. "/worker.log"
+  logs[#logs + 1] = d.other .. "/worker.log"
   local common = { "worker", "--address", address, "--token-file", token, "--num-cpus", "1",
                    "--own-machine", "--quiet" }
   local a = { table.unpack(common) }
@@ -85,7 +93,18 @@ end
 
 describe("a storage on a cluster", function()
   after_each(function()
+    -- Newest first: a worker that ends because its head did could be hit
+    -- by the SIGTERM meant for it while it reports leaks.
+    for i = #C.procs, 1, -1 do
+      C.procs[i]:kill(H.signals.SIGTERM)
+      C.procs[i]:wait(10)
+    end
     C.stop_all()
+    for _, log in ipairs(logs) do
+      local text = H.read(log) or ""
+      assert.is_nil(text:find("Sanitizer") or text:find("runtime error"), log .. ":\n" .. text)
+    end
+    logs = {}
     H.cleanup()
   end)
 
