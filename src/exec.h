@@ -10,6 +10,13 @@
  * and keeps them until told to forget; it decodes a task's arguments,
  * calls its pre-run function and its function, and encodes the result.
  *
+ * Actors: a constructor task's result (a class instance) stays in the
+ * executor's state, by run and task index, and its result on the wire is
+ * the marker `true`; a method call task gets that instance wherever its
+ * arguments name the constructor. The worker runs every call of an actor
+ * on the executor that made it. ff_exec_sweep drops the instances the
+ * store says are gone.
+ *
  * Threads: an executor is used by one thread at a time (a worker's
  * executor threads have one each; a worker with one CPU has one for its
  * loop thread). Executors share nothing: several run at once in their
@@ -32,6 +39,8 @@ typedef struct ff_exec ff_exec;
 typedef struct ff_exec_store {
     char *(*func)(void *ud, uint64_t run, uint64_t fid, size_t *n);
     char *(*result)(void *ud, uint64_t run, uint64_t index, size_t *n);
+    /* Whether the actor made by task (run, index) is still wanted. */
+    int (*actor_live)(void *ud, uint64_t run, uint64_t index);
     void *ud;
 } ff_exec_store;
 
@@ -45,6 +54,9 @@ typedef struct ff_exec_task {
     size_t nargs;
     const char *pre; /* FFC_CODE bytes of the pre-run function; npre 0: none */
     size_t npre;
+    int actor;      /* FF_ACTOR_* (msg.h) */
+    uint64_t ctor;  /* FF_ACTOR_METHOD: the task index of its constructor */
+    uint64_t index; /* the task's own index (where a constructor keeps its actor) */
 } ff_exec_task;
 
 /* Makes an executor that gets bytes from store (copied). 0, or -ENOMEM
@@ -53,6 +65,9 @@ int ff_exec_create(ff_exec **x, const ff_exec_store *store);
 
 /* Forgets the functions decoded so far (their runs are over). */
 void ff_exec_forget(ff_exec *x);
+
+/* Drops the actors (instances) for which the store's actor_live says 0. */
+void ff_exec_sweep(ff_exec *x);
 
 /* Runs task t. 0: its result's bytes (FFC_CODE) replace out's content.
  * FFLUA_ELUA: the task failed (its error, a result that cannot be

@@ -17,6 +17,13 @@
  * While local workers are kept, a task that they could hold waits for one
  * rather than failing because no worker is there at the moment.
  *
+ * Actors: a class's constructor task is scheduled like any task; its
+ * instance stays on the worker that ran it. Its method calls take no
+ * scheduler slot: once ready (their parents, the previous call among
+ * them, are done) they go straight to that worker, so they run there in
+ * program order, and only that worker's RESULT for them counts. A worker
+ * lost while an actor on it has calls left fails the run (actors_lost).
+ *
  * Nothing a peer does takes the head down: a failed write ends that
  * connection only (SIGPIPE is made harmless by the program), every frame
  * is checked against FF_FRAME_MAX and for memory before it is queued, and
@@ -73,6 +80,9 @@ typedef struct htask {
     uint32_t unsent;                 /* consumers not yet dispatched */
     uint32_t unfinished;             /* consumers not yet finished */
     int leaf, state, place;
+    int actor;             /* FF_ACTOR_*: class nodes (actors, see method_ready) */
+    uint32_t ctor;         /* a method call: its constructor's task */
+    uint32_t methods_left; /* a constructor: its method calls not yet done */
     char *args, *pre;
     size_t nargs, npre;
     ff_res *req; /* as the scheduler counts (sched_cpus) */
@@ -395,7 +405,9 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
                      .pre = t->pre,
                      .nargs = t->nargs,
                      .npre = t->npre,
-                     .cpus = (uint64_t)t->cpus};
+                     .cpus = (uint64_t)t->cpus,
+                     .actor = t->actor,
+                     .ctor = t->ctor};
     size_t size = ff_msg_task_size(&m, h->deps);
     if (size > FF_FRAME_MAX) {
         snprintf(err, errlen,
@@ -478,6 +490,23 @@ static int fits_local(const head *h, const htask *t) {
     return 1;
 }
 
+/* A method call i whose parents are done goes to its actor's worker at
+ * once, without the scheduler: the previous call on that actor is among
+ * its parents, so calls run one after the other in program order, in
+ * parallel with the rest of the run. */
+static void method_ready(head *h, hrun *r, uint32_t i) {
+    htask *t = &r->tasks[i];
+    char err[300];
+    if (send_task(h, r, i, r->tasks[t->ctor].place, err, sizeof err) != 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "its actor '%s' cannot take it: %s", r->tasks[t->ctor].name, err);
+        t->state = T_FAILED;
+        run_fail(r, i, msg);
+        return;
+    }
+    r->pending++;
+}
+
 /* Queues task i (its parents are done), or holds it while the run has
  * max_pending tasks out. When it cannot be queued, the run fails (see
  * run_fail). */
@@ -503,6 +532,10 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
             r->held_head = 0;
         }
         r->held[(r->held_head + r->held_n++) % r->held_cap] = i;
+        return;
+    }
+    if (t->actor == FF_ACTOR_METHOD) {
+        method_ready(h, r, i);
         return;
     }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
@@ -570,16 +603,24 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     const char *bytes = m.bytes;
     size_t len = m.len;
     /* Only a task this worker is running counts: a result for another's
-     * task, or a made-up one, is ignored. */
+     * task, or a made-up one, is ignored. Method calls are not the
+     * scheduler's: their task says where they run. */
+    hrun *r = run <= UINT32_MAX && i <= UINT32_MAX ? run_find(h, run) : NULL;
+    int method = r != NULL && i < r->received && r->tasks[i].actor == FF_ACTOR_METHOD;
     int at = -1;
-    if (run > UINT32_MAX || i > UINT32_MAX ||
-        ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING || at != w->place) {
-        ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
+    if (method ? r->tasks[i].state != T_RUNNING || r->tasks[i].place != w->place
+               : run > UINT32_MAX || i > UINT32_MAX ||
+                     ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
+                     at != w->place) {
+        /* A method call of a run that ended meanwhile is not the
+         * scheduler's either: quietly dropped. */
+        if (method || r != NULL || run == 0 || run > h->next_run)
+            ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
         return 0;
     }
-    ff_sched_release(h->sched, TASK_ID(run, i));
+    if (!method)
+        ff_sched_release(h->sched, TASK_ID(run, i));
     h->finished_total++;
-    hrun *r = run_find(h, run);
     if (r == NULL || i >= r->received || r->tasks[i].state != T_RUNNING) {
         dispatch(h); /* a cancelled run: resources are free again */
         return 0;
@@ -594,6 +635,8 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     }
     t->state = T_DONE;
     r->finished++;
+    if (t->actor == FF_ACTOR_METHOD)
+        r->tasks[t->ctor].methods_left--;
     task_out(h, r);
     if (w->place < 64)
         t->holders |= (uint64_t)1 << w->place;
@@ -777,6 +820,8 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
         t->place = -1;
         t->fid = st.fid;
         t->leaf = st.leaf;
+        t->actor = st.actor;
+        t->ctor = (uint32_t)st.ctor; /* < st.index */
         t->ndeps = st.ndeps;
         t->nargs = st.nargs;
         t->npre = st.npre;
@@ -814,6 +859,15 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
                 t->cpus = t->req[k].amount;
                 t->req[k].amount = sched_cpus(t->cpus);
             }
+        if (t->actor == FF_ACTOR_METHOD && !bad) {
+            /* Its constructor is a constructor, and one of its parents. */
+            int dep = 0;
+            for (uint32_t d = 0; d < t->ndeps; d++)
+                dep |= t->deps[d] == t->ctor;
+            bad = !dep || r->tasks[t->ctor].actor != FF_ACTOR_CTOR;
+            t->nreq = 0; /* it runs where its actor is, on no CPU of its own */
+            t->cpus = 0;
+        }
     }
     if (bad || rc != 1) {
         /* What was read of this part is not part of the run. */
@@ -851,6 +905,8 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
             if (p->state != T_DONE)
                 t->waiting++;
         }
+        if (t->actor == FF_ACTOR_METHOD)
+            r->tasks[t->ctor].methods_left++;
     }
     return 0;
 }
@@ -869,6 +925,8 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
     for (uint32_t i = first; i < first + count; i++) {
         htask *t = &r->tasks[i];
         int64_t want = t->cpus;
+        if (t->actor == FF_ACTOR_METHOD)
+            continue; /* it runs where its constructor ran */
         if (fits_local(h, t))
             continue; /* a local worker will hold it, when not now then once restarted */
         if (live == 0) {
@@ -1211,6 +1269,45 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
     send_done(r, i, 1, msg, strlen(msg));
 }
 
+/* Worker w left: a run with an actor there that has method calls left
+ * fails, naming the actor and the call that cannot run (the one running
+ * there, else the first to come). Restarting actors is the faults
+ * issue's. */
+static void actors_lost(head *h, const hconn *w) {
+    for (hrun *r = h->runs; r; r = r->next) {
+        for (uint32_t c = 0; c < r->received && !r->failed; c++) {
+            htask *ct = &r->tasks[c];
+            if (ct->actor != FF_ACTOR_CTOR || ct->place != w->place || ct->state != T_DONE ||
+                ct->methods_left == 0)
+                continue;
+            uint32_t blame = UINT32_MAX;
+            for (uint32_t k = c + 1; k < r->received; k++) {
+                htask *m = &r->tasks[k];
+                if (m->actor != FF_ACTOR_METHOD || m->ctor != c || m->state == T_DONE)
+                    continue;
+                if (blame == UINT32_MAX || m->state == T_RUNNING)
+                    blame = k;
+                if (m->state == T_RUNNING)
+                    break;
+            }
+            if (blame == UINT32_MAX)
+                continue;
+            char msg[400];
+            if (w->lost[0] != '\0')
+                snprintf(msg, sizeof msg,
+                         "its actor '%s' was lost: the worker holding it (%s) was "
+                         "disconnected: %s",
+                         ct->name, w->name, w->lost);
+            else
+                snprintf(msg, sizeof msg,
+                         "its actor '%s' was lost: the worker holding it (%s) left the cluster",
+                         ct->name, w->name);
+            r->tasks[blame].state = T_FAILED;
+            run_fail(r, blame, msg);
+        }
+    }
+}
+
 /* Ends the runs that failed (r->failed). */
 static void abort_failed(head *h) {
     for (hrun *r = h->runs, *next; r; r = next) {
@@ -1235,6 +1332,7 @@ static void on_closed(ff_conn *fc) {
         h->losing = c;
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
         h->losing = NULL;
+        actors_lost(h, c);
         abort_failed(h);
     }
     for (hrun *r = h->runs, *next; r; r = next) { /* a driver's runs end with it */

@@ -9,7 +9,9 @@
  * its resources. Tasks go to the head in SUBMITs, each sent as soon as it
  * is encoded; the driver then reads the leaves' results (DONE frames) until
  * RUN_END, which says where each node ran. The connection is the cluster
- * client's (lclient.c); the messages are in msg.h.
+ * client's (lclient.c); the messages are in msg.h. Class nodes are marked
+ * as actors (cl_actor): a constructor's instance stays on its worker, and
+ * its method calls run there, so no other node may take it.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -279,12 +281,59 @@ static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
     return n;
 }
 
+static enum ff_func_kind cl_kind(const ff_graph *g, uint32_t id) {
+    return ff_graph_func_kind(g, ff_graph_fid(g, id));
+}
+
+/* Sets what node id is to actors (class nodes: the constructor makes an
+ * actor, which stays on its worker; a method call runs there), checking
+ * before the run that an actor goes to its own methods only. */
+static void cl_actor(lua_State *L, struct crun *x, uint32_t pos, int leaf, ff_msg_subtask *task) {
+    ff_plan *p = x->r.plan;
+    const ff_graph *g = x->r.ctx->graph;
+    uint32_t id = p->order[pos];
+    enum ff_func_kind kind = cl_kind(g, id);
+    uint32_t ctor = UINT32_MAX;
+    if (kind == FF_FUNC_CTOR) {
+        task->actor = FF_ACTOR_CTOR;
+        if (leaf) {
+            lua_pushliteral(L, "it makes an actor (a class instance), which stays on the worker "
+                               "that made it: it cannot be a result of a run on a cluster; give "
+                               "its method calls instead");
+            cl_node_error(L, x, id, "");
+        }
+    } else if (kind == FF_FUNC_METHOD) {
+        uint32_t nargs;
+        const ff_arg *args = ff_graph_args(g, id, &nargs);
+        if (nargs > 0 && args[0].kind == FF_ARG_NODE && cl_kind(g, args[0].u.node) == FF_FUNC_CTOR)
+            ctor = args[0].u.node;
+        if (ctor != UINT32_MAX) {
+            task->actor = FF_ACTOR_METHOD;
+            task->ctor = ff_plan_pos(p, ctor); /* a parent: planned before it */
+        }
+    }
+    uint32_t np;
+    const uint32_t *par = ff_graph_parents(g, id, &np);
+    for (uint32_t j = 0; j < np; j++) {
+        if (par[j] == ctor || cl_kind(g, par[j]) != FF_FUNC_CTOR)
+            continue;
+        ffl_push_name(L, x->r.ctx, par[j]);
+        lua_pushfstring(L,
+                        "it takes the actor '%s' (a class instance) as an argument, but an "
+                        "actor stays on the worker that made it and only its own method "
+                        "calls can use it",
+                        lua_tostring(L, -1));
+        cl_node_error(L, x, id, "");
+    }
+}
+
 /* Appends one SUBMIT task for the node at pos. */
 static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *leaf, ff_buf *b) {
     ff_plan *p = x->r.plan;
     ffl_ctx *ctx = x->r.ctx;
     uint32_t id = p->order[pos];
     ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos]};
+    cl_actor(L, x, pos, leaf[pos], &task);
     int base = lua_gettop(L);
     ffl_push_name(L, ctx, id); /* [name] */
     task.name = lua_tolstring(L, -1, &task.name_len);
@@ -334,7 +383,8 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     task.nargs = nenc;
     task.pre = x->enc.p + nenc;
     task.npre = x->enc.n - nenc;
-    task.nres = cl_resources(L, x, id);
+    /* A method call runs where its actor is: its own remote args are not used. */
+    task.nres = task.actor == FF_ACTOR_METHOD ? 0 : cl_resources(L, x, id);
     ff_msg_subtask_write(b, &task, deps, x->res);
     lua_settop(L, base); /* [] */
 }

@@ -7,6 +7,9 @@
  * decoded so far, by function id; "fflua.worker.node" is the name of the
  * node running, for os.exit's error. A dependency's result is decoded
  * where the arguments name it (a node tag), from a copy the worker makes.
+ * "fflua.worker.actors" maps a run to its actors here, by the task index
+ * of their constructor: a method call's arguments get the instance where
+ * they name that constructor.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,10 +25,12 @@
 #include "exec.h"
 #include "fflua.h"
 #include "lutil.h"
+#include "msg.h"
 #include "net.h"
 
 #define FUNCS_KEY "fflua.worker.funcs"
 #define NODE_KEY "fflua.worker.node"
+#define ACTORS_KEY "fflua.worker.actors"
 
 struct ff_exec {
     lua_State *L;
@@ -34,12 +39,34 @@ struct ff_exec {
     ff_buf *out;
 };
 
-/* Decode hook: a dependency's result, by its slot in the task's list. */
+/* Pushes the actors table of run (made when create), or nil. */
+static void push_actors(lua_State *L, uint64_t run, int create) {
+    lua_getfield(L, LUA_REGISTRYINDEX, ACTORS_KEY); /* [all] */
+    if (lua_rawgeti(L, -1, (lua_Integer)run) == LUA_TNIL && create) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (lua_Integer)run);
+    }
+    lua_remove(L, -2); /* [actors or nil] */
+}
+
+/* Decode hook: a dependency's result, by its slot in the task's list; the
+ * instance itself for a method call's constructor. */
 static int push_dep(void *ud, lua_State *L, uint64_t slot) {
     ff_exec *x = ud;
     if (slot >= x->t->ndeps) {
         lua_pushliteral(L, "a task argument refers to a dependency it does not have");
         return 1;
+    }
+    if (x->t->actor == FF_ACTOR_METHOD && x->t->deps[slot] == x->t->ctor) {
+        push_actors(L, x->t->run, 0);
+        if (lua_isnil(L, -1) || lua_rawgeti(L, -1, (lua_Integer)x->t->ctor) == LUA_TNIL) {
+            lua_pushliteral(L, "its actor is not in the Lua state running it");
+            return 1;
+        }
+        lua_remove(L, -2);
+        return 0;
     }
     size_t n;
     char *p = x->store.result(x->store.ud, x->t->run, x->t->deps[slot], &n);
@@ -127,6 +154,13 @@ static int run_task(lua_State *L) {
         lua_rawgeti(L, at, i);
     lua_call(L, (int)nargs, LUA_MULTRET);
     ffl_one_result(L, at);
+    if (t->actor == FF_ACTOR_CTOR) { /* the instance stays here; a marker goes */
+        push_actors(L, t->run, 1);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (lua_Integer)t->index);
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
     x->out->n = 0;
     ffc_opts o = {FFC_CODE, NULL, NULL, 0};
     if (ffc_encode(L, -1, &o, x->out) != 0) {
@@ -154,6 +188,8 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
     fflua_open(L);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, ACTORS_KEY);
     lua_getglobal(L, "os"); /* [os] */
     lua_pushcfunction(L, l_os_exit);
     lua_setfield(L, -2, "exit");
@@ -167,6 +203,36 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
 void ff_exec_forget(ff_exec *x) {
     lua_newtable(x->L);
     lua_setfield(x->L, LUA_REGISTRYINDEX, FUNCS_KEY);
+}
+
+void ff_exec_sweep(ff_exec *x) {
+    lua_State *L = x->L;
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, ACTORS_KEY); /* [all] */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) { /* [all, run, actors] */
+        uint64_t run = (uint64_t)lua_tointeger(L, -2);
+        int left = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) { /* [all, run, actors, index, instance] */
+            lua_pop(L, 1);
+            uint64_t index = (uint64_t)lua_tointeger(L, -1);
+            if (x->store.actor_live(x->store.ud, run, index)) {
+                left = 1;
+            } else { /* clearing a field during the traversal is allowed */
+                lua_pushvalue(L, -1);
+                lua_pushnil(L);
+                lua_rawset(L, -4);
+            }
+        }
+        lua_pop(L, 1); /* [all, run] */
+        if (!left) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4);
+        }
+    }
+    lua_settop(L, top);
 }
 
 /* Protected: the error message at 1 with a line saying where it happened

@@ -262,11 +262,36 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m) {
     return ff_rd_done(&r);
 }
 
+/* The flag bits of an actor kind (FF_ACTOR_*). */
+static uint64_t actor_flags(int actor) {
+    return actor == FF_ACTOR_CTOR ? FF_TASK_CTOR : actor == FF_ACTOR_METHOD ? FF_TASK_METHOD : 0;
+}
+
+/* The actor kind of flags (both bits: malformed, r fails), and its
+ * constructor's index when a method (which must be below limit). */
+static int actor_read(ff_rd *r, uint64_t flags, uint64_t limit, uint64_t *ctor) {
+    *ctor = 0;
+    if ((flags & FF_TASK_CTOR) && (flags & FF_TASK_METHOD)) {
+        ff_rd_fail(r);
+        return FF_ACTOR_NONE;
+    }
+    if (flags & FF_TASK_CTOR)
+        return FF_ACTOR_CTOR;
+    if (!(flags & FF_TASK_METHOD))
+        return FF_ACTOR_NONE;
+    *ctor = ff_rd_varint(r);
+    if (*ctor >= limit)
+        ff_rd_fail(r);
+    return FF_ACTOR_METHOD;
+}
+
 int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *deps,
                          const ff_msg_res *res) {
     ff_wr_varint(b, t->fid);
     ff_wr_str(b, t->name, t->name_len);
-    ff_wr_varint(b, t->leaf ? 1 : 0);
+    ff_wr_varint(b, (t->leaf ? FF_TASK_LEAF : 0) | actor_flags(t->actor));
+    if (t->actor == FF_ACTOR_METHOD)
+        ff_wr_varint(b, t->ctor);
     ff_wr_varint(b, t->ndeps);
     for (uint32_t j = 0; j < t->ndeps; j++)
         ff_wr_varint(b, deps[j]);
@@ -315,7 +340,9 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
     t->index = i;
     t->fid = ff_rd_varint(r);
     t->name = ff_rd_str(r, &t->name_len);
-    t->leaf = (int)(ff_rd_varint(r) & 1);
+    uint64_t flags = ff_rd_varint(r);
+    t->leaf = (int)(flags & FF_TASK_LEAF);
+    t->actor = actor_read(r, flags, i, &t->ctor);
     uint64_t nd = ff_rd_varint(r);
     if (nd > i || nd > (uint64_t)(r->end - r->p)) /* dependencies are earlier tasks */
         ff_rd_fail(r);
@@ -376,7 +403,9 @@ size_t ff_msg_task_size(const ff_msg_task *m, const ff_msg_dep *deps) {
                   ff_str_size(m->name_len) + ff_varint_size(m->ndeps);
     for (uint32_t d = 0; d < m->ndeps; d++)
         size += ff_varint_size(deps[d].index) + 1 + (deps[d].has ? ff_str_size(deps[d].len) : 0);
-    return size + ff_str_size(m->nargs) + ff_str_size(m->npre) + ff_varint_size(m->cpus);
+    return size + ff_str_size(m->nargs) + ff_str_size(m->npre) + ff_varint_size(m->cpus) +
+           ff_varint_size(actor_flags(m->actor)) +
+           (m->actor == FF_ACTOR_METHOD ? ff_varint_size(m->ctor) : 0);
 }
 
 int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps) {
@@ -396,6 +425,9 @@ int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps) {
     ff_wr_str(b, m->args, m->nargs);
     ff_wr_str(b, m->pre, m->npre);
     ff_wr_varint(b, m->cpus);
+    ff_wr_varint(b, actor_flags(m->actor));
+    if (m->actor == FF_ACTOR_METHOD)
+        ff_wr_varint(b, m->ctor);
     return ff_frame_end(b, at);
 }
 
@@ -411,6 +443,7 @@ int ff_msg_task_read(const char *p, size_t n, ff_msg_task *m, ff_msg_list *deps)
     m->args = ff_rd_str(&r, &m->nargs);
     m->pre = ff_rd_str(&r, &m->npre);
     m->cpus = ff_rd_varint(&r);
+    m->actor = actor_read(&r, ff_rd_varint(&r), UINT64_MAX, &m->ctor);
     m->ndeps = (uint32_t)deps->n; /* at most the bytes of a frame */
     return ff_rd_done(&r);
 }

@@ -171,7 +171,9 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
  *   task x count, task i (first <= i < first + count):
  *     varint  fid
  *     str     name
- *     varint  flags                   bit 0: a leaf
+ *     varint  flags                   bit 0: a leaf; bit 3: an actor's constructor;
+ *                                     bit 4: a method call of an actor (not with bit 3)
+ *     varint  ctor                    bit 4 only: the index of its constructor's task (< i)
  *     varint  ndeps                   at most i
  *     varint  dep x ndeps             each < i
  *     str     args                    FFC_CODE bytes of { n = N, ... }
@@ -183,6 +185,14 @@ typedef struct ff_msg_submit {
     uint64_t run, max_pending, total, first, count;
 } ff_msg_submit;
 
+/* Task flags of SUBMIT and TASK. */
+#define FF_TASK_LEAF 1u
+#define FF_TASK_CTOR (1u << 3)   /* its result is an actor, which stays where it ran */
+#define FF_TASK_METHOD (1u << 4) /* runs where its actor (task ctor) is */
+
+/* What a task is to actors: FF_ACTOR_NONE, FF_ACTOR_CTOR or FF_ACTOR_METHOD. */
+enum { FF_ACTOR_NONE = 0, FF_ACTOR_CTOR = 1, FF_ACTOR_METHOD = 2 };
+
 /* A task of a SUBMIT. The writer takes its lists as arrays of ndeps and
  * nres entries; the reader hands them out as lists. */
 typedef struct ff_msg_subtask {
@@ -191,6 +201,8 @@ typedef struct ff_msg_subtask {
     const char *name;
     size_t name_len;
     int leaf;
+    int actor;     /* FF_ACTOR_* */
+    uint64_t ctor; /* FF_ACTOR_METHOD: its constructor's task index */
     uint32_t ndeps;
     const char *args, *pre;
     size_t nargs, npre;
@@ -239,6 +251,8 @@ int ff_msg_status_read(const char *p, size_t n);
  *   str     args
  *   str     pre
  *   amount  cpus
+ *   varint  flags     bit 3: an actor's constructor; bit 4: a method call (as SUBMIT's)
+ *   varint  ctor      bit 4 only: its constructor's task index, a dependency
  */
 typedef struct ff_msg_task {
     uint64_t run, index, fid;
@@ -248,6 +262,8 @@ typedef struct ff_msg_task {
     const char *args, *pre;
     size_t nargs, npre;
     uint64_t cpus;
+    int actor;     /* FF_ACTOR_* */
+    uint64_t ctor; /* FF_ACTOR_METHOD: its constructor's task index */
 } ff_msg_task;
 
 /* A dependency of a TASK: its index and, when has is 1, its result (has

@@ -15,6 +15,13 @@
  * between threads per task). The head sends a worker more tasks than it
  * has CPUs (pipelining); they start in order, each when its CPUs are free.
  *
+ * Actors: the executor that runs a constructor task keeps the instance
+ * (exec.h) and records itself in the run's `actors`; a method call of
+ * that actor goes to that executor's own queue, which it serves before
+ * the shared one, and takes no CPU of its own. When the head frees the
+ * constructor's result, or the run ends, the executors drop the instance
+ * (ff_exec_sweep, on actors_gen).
+ *
  * Threads meet in two mutex-guarded places: the task queue (loop thread ->
  * executors) and the done queue (executors -> loop thread, woken through a
  * uv_async_t). Functions and results of a run live in `struct wrun`, guarded
@@ -48,6 +55,7 @@ typedef struct wrun {
     uint64_t id;
     blobmap funcs;   /* fid -> code */
     blobmap results; /* task index -> result bytes */
+    blobmap actors;  /* constructor's task index -> the executor holding it (an int) */
 } wrun;
 
 typedef struct wtask {
@@ -58,7 +66,10 @@ typedef struct wtask {
     size_t ndeps;
     char *args, *pre;
     size_t nargs, npre;
-    int64_t cpus; /* fixed point */
+    int64_t cpus;  /* fixed point */
+    int actor;     /* FF_ACTOR_* */
+    uint64_t ctor; /* a method call: its constructor's task index */
+    int exec;      /* a method call: the executor holding its actor */
     /* The outcome, filled by an executor. */
     int ok;
     ff_buf out;
@@ -82,8 +93,11 @@ typedef struct worker {
     pthread_mutex_t mu; /* queue, done, runs, stop */
     pthread_cond_t cv;
     wtask *queue, *queue_tail, *done;
+    wtask **mq, **mq_tail; /* per executor thread: method calls of its actors */
+    struct wexec *execs;   /* the executor threads' arguments */
     wrun *runs;
     uint64_t dropped_gen; /* bumped when runs are dropped */
+    uint64_t actors_gen;  /* bumped when actors are dropped */
     int64_t cpus_free;    /* executors: CPUs not taken by running tasks */
     int stop, exit_code, registered;
     int own_machine;     /* --own-machine */
@@ -93,6 +107,12 @@ typedef struct worker {
 } worker;
 
 static const char *WHO = "worker";
+
+/* An executor thread's argument: its worker and its number. */
+struct wexec {
+    struct worker *w;
+    int k;
+};
 
 static wrun *run_get(worker *w, uint64_t id, int create) {
     for (wrun *r = w->runs; r; r = r->next)
@@ -116,6 +136,9 @@ static void run_drop(worker *w, uint64_t id) {
             *pp = r->next;
             bm_free(&r->funcs);
             bm_free(&r->results);
+            if (r->actors.len > 0)
+                w->actors_gen++;
+            bm_free(&r->actors);
             free(r);
             w->dropped_gen++;
             return;
@@ -157,6 +180,15 @@ static char *store_result(void *ud, uint64_t run, uint64_t index, size_t *n) {
     return copy_blob(ud, run, 1, index, n);
 }
 
+static int store_actor_live(void *ud, uint64_t run, uint64_t index) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->mu);
+    wrun *r = run_get(w, run, 0);
+    int live = r != NULL && bm_find(&r->actors, index) != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return live;
+}
+
 /* Makes t's outcome the message m (n bytes), or one saying that m did not
  * fit in memory. */
 static void set_message(wtask *t, const char *m, size_t n) {
@@ -182,8 +214,18 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
         *seen_gen = gen;
         ff_exec_forget(x);
     }
-    ff_exec_task et = {t->run,  t->fid,   t->name, t->deps, t->ndeps,
-                       t->args, t->nargs, t->pre,  t->npre};
+    ff_exec_task et = {.run = t->run,
+                       .fid = t->fid,
+                       .name = t->name,
+                       .deps = t->deps,
+                       .ndeps = t->ndeps,
+                       .args = t->args,
+                       .nargs = t->nargs,
+                       .pre = t->pre,
+                       .npre = t->npre,
+                       .actor = t->actor,
+                       .ctor = t->ctor,
+                       .index = t->index};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = ff_exec_run(x, &et, &t->out);
@@ -198,33 +240,66 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
     }
 }
 
+/* Records that executor k holds the actor task t made, once it ran, so
+ * that its method calls go there. Without memory for that, t fails. Under
+ * w->mu. */
+static void keep_actor(worker *w, wtask *t, int k) {
+    if (!t->ok || t->actor != FF_ACTOR_CTOR)
+        return;
+    wrun *r = run_get(w, t->run, 0);
+    if (r != NULL && bm_put(&r->actors, t->index, (const char *)&k, sizeof k) != 0) {
+        const char *msg = "the worker has not enough memory to keep its actor";
+        t->ok = 0;
+        set_message(t, msg, strlen(msg));
+    }
+}
+
 static void *executor(void *arg) {
-    worker *w = arg;
+    struct wexec *self = arg;
+    worker *w = self->w;
+    int k = self->k;
     ff_exec *x;
     if (ff_exec_create(&x, &w->store) != 0) {
         ff_log(WHO, "cannot create a Lua state");
         return NULL;
     }
-    uint64_t seen_gen = 0;
+    uint64_t seen_gen = 0, seen_actors = 0;
     for (;;) {
         pthread_mutex_lock(&w->mu);
         /* The head sends more tasks than CPUs (pipelining); they start in
-         * order, each when its CPUs are free. */
-        while (!w->stop && (w->queue == NULL || w->queue->cpus > w->cpus_free))
+         * order, each when its CPUs are free. Method calls of this
+         * executor's actors come first, and need no free CPU. */
+        while (!w->stop && w->mq[k] == NULL && w->actors_gen == seen_actors &&
+               (w->queue == NULL || w->queue->cpus > w->cpus_free))
             pthread_cond_wait(&w->cv, &w->mu);
         if (w->stop) {
             pthread_mutex_unlock(&w->mu);
             break;
         }
-        wtask *t = w->queue;
-        w->queue = t->next;
-        if (w->queue == NULL)
-            w->queue_tail = NULL;
+        if (w->actors_gen != seen_actors) { /* some actors are gone: drop them here */
+            seen_actors = w->actors_gen;
+            pthread_mutex_unlock(&w->mu);
+            ff_exec_sweep(x);
+            continue;
+        }
+        wtask *t;
+        if (w->mq[k] != NULL) {
+            t = w->mq[k];
+            w->mq[k] = t->next;
+            if (w->mq[k] == NULL)
+                w->mq_tail[k] = NULL;
+        } else {
+            t = w->queue;
+            w->queue = t->next;
+            if (w->queue == NULL)
+                w->queue_tail = NULL;
+        }
         w->cpus_free -= t->cpus;
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
         run_one(x, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
+        keep_actor(w, t, k);
         w->cpus_free += t->cpus;
         if (w->queue != NULL)
             pthread_cond_broadcast(&w->cv);
@@ -324,11 +399,13 @@ static int on_task(worker *w, const char *p, size_t n) {
     if (ff_msg_task_read(p, n, &m, &deps) != 0)
         return 1;
     wtask *t = calloc(1, sizeof *t);
-    int oom = t == NULL;
+    int oom = t == NULL, lost = 0;
     if (t != NULL) {
         t->run = m.run;
         t->index = m.index;
         t->fid = m.fid;
+        t->actor = m.actor;
+        t->ctor = m.ctor;
         t->ndeps = m.ndeps;
         t->nargs = m.nargs;
         t->npre = m.npre;
@@ -349,7 +426,18 @@ static int on_task(worker *w, const char *p, size_t n) {
             if (d.has && bm_put(&run->results, d.index, d.result, d.len) != 0)
                 oom = 1;
         }
+        blob *a = !oom && t->actor == FF_ACTOR_METHOD ? bm_find(&run->actors, t->ctor) : NULL;
+        if (a != NULL)
+            memcpy(&t->exec, a->p, sizeof t->exec);
+        else if (!oom && t->actor == FF_ACTOR_METHOD)
+            lost = 1;
         pthread_mutex_unlock(&w->mu);
+    }
+    if (lost) { /* the head sends a method call where its actor is */
+        report_failure(w, m.run, m.index, m.name, m.name_len,
+                       "its actor is not on the worker it was sent to");
+        task_free(t);
+        return 0;
     }
     if (oom) {
         char msg[160];
@@ -364,22 +452,42 @@ static int on_task(worker *w, const char *p, size_t n) {
     memcpy(t->pre, m.pre, m.npre);
     /* never more than all of them */
     t->cpus = m.cpus > (uint64_t)w->cpus ? w->cpus : (int64_t)m.cpus;
+    if (t->actor == FF_ACTOR_METHOD)
+        t->cpus = 0;           /* it runs in its actor's executor, on no CPU of its own */
     if (w->inline_x != NULL) { /* one CPU: run it here, now */
         run_one(w->inline_x, t, w->dropped_gen, &w->inline_gen);
+        keep_actor(w, t, 0);
         keep_result(w, t);
         report(w, t);
         task_free(t);
         return 0;
     }
     pthread_mutex_lock(&w->mu);
-    if (w->queue_tail)
-        w->queue_tail->next = t;
-    else
-        w->queue = t;
-    w->queue_tail = t;
-    pthread_cond_signal(&w->cv);
+    if (t->actor == FF_ACTOR_METHOD) {
+        int k = t->exec;
+        if (w->mq_tail[k])
+            w->mq_tail[k]->next = t;
+        else
+            w->mq[k] = t;
+        w->mq_tail[k] = t;
+        pthread_cond_broadcast(&w->cv); /* that executor, not any */
+    } else {
+        if (w->queue_tail)
+            w->queue_tail->next = t;
+        else
+            w->queue = t;
+        w->queue_tail = t;
+        pthread_cond_signal(&w->cv);
+    }
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+/* Wakes the executor threads to drop actors when some went since gen.
+ * Under w->mu. */
+static void actors_dropped(worker *w, uint64_t gen) {
+    if (gen != w->actors_gen && w->inline_x == NULL)
+        pthread_cond_broadcast(&w->cv);
 }
 
 static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
@@ -410,12 +518,20 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
             return 1;
         pthread_mutex_lock(&w->mu);
         wrun *wr = run_get(w, run, 0);
+        uint64_t gen = w->actors_gen;
         while (tasks.n > 0) {
             uint64_t idx = ff_msg_next_index(&tasks);
             if (wr != NULL)
                 bm_del(&wr->results, idx);
+            if (wr != NULL && bm_find(&wr->actors, idx) != NULL) { /* its calls are over */
+                bm_del(&wr->actors, idx);
+                w->actors_gen++;
+            }
         }
+        actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
+        if (gen != w->actors_gen && w->inline_x != NULL)
+            ff_exec_sweep(w->inline_x);
         return 0;
     }
     case FF_M_RUN_END: {
@@ -423,8 +539,12 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         if (ff_msg_run_end_read(p, n, &run) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
+        uint64_t gen = w->actors_gen;
         run_drop(w, run);
+        actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
+        if (gen != w->actors_gen && w->inline_x != NULL)
+            ff_exec_sweep(w->inline_x);
         return 0;
     }
     case FF_M_BYE:
@@ -570,7 +690,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     w->own_machine = o->own_machine;
     w->quiet = o->quiet;
     w->address = o->address;
-    w->store = (ff_exec_store){store_func, store_result, w};
+    w->store = (ff_exec_store){store_func, store_result, store_actor_live, w};
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
     if (w->nthreads < 1)
@@ -598,9 +718,15 @@ int ff_worker_main(const ff_worker_opts *o) {
         }
     } else {
         w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
-        for (; w->threads && started < w->nthreads; started++)
-            if (pthread_create(&w->threads[started], NULL, executor, w) != 0)
+        w->execs = calloc((size_t)w->nthreads, sizeof *w->execs);
+        w->mq = calloc((size_t)w->nthreads, sizeof *w->mq);
+        w->mq_tail = calloc((size_t)w->nthreads, sizeof *w->mq_tail);
+        int ok = w->threads && w->execs && w->mq && w->mq_tail;
+        for (; ok && started < w->nthreads; started++) {
+            w->execs[started] = (struct wexec){w, started};
+            if (pthread_create(&w->threads[started], NULL, executor, &w->execs[started]) != 0)
                 break;
+        }
     }
     w->conn.data = w;
     w->conn.on_frame = on_frame;
@@ -630,6 +756,12 @@ int ff_worker_main(const ff_worker_opts *o) {
         task_free(t);
         t = n;
     }
+    for (int k = 0; w->mq != NULL && k < w->nthreads; k++)
+        for (wtask *t = w->mq[k]; t;) {
+            wtask *n = t->next;
+            task_free(t);
+            t = n;
+        }
     while (w->runs)
         run_drop(w, w->runs->id);
     ff_conn_free(&w->conn);
@@ -637,6 +769,9 @@ int ff_worker_main(const ff_worker_opts *o) {
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w->threads);
+    free(w->execs);
+    free(w->mq);
+    free(w->mq_tail);
     free(w);
     return code;
 }
