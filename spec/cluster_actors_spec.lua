@@ -196,6 +196,43 @@ describe("actors", function()
     assert.are.equal(2, C.most_at_once(all))
   end)
 
+  it("drop an instance once its last call finished, or when its run failed", function()
+    local address, token = cluster { { cpus = 1 }, { cpus = 2 } }
+    local dir = H.tmpdir()
+    -- An instance says when it is collected.
+    local Held = {}
+    Held.__index = Held
+    function Held:__init(path) self.path = path end
+    function Held:put(x)
+      if x == "boom" then error("boom") end
+      return x
+    end
+    function Held:__gc()
+      local f = io.open(self.path, "w")
+      f:write("collected\n")
+      f:close()
+    end
+    Held = ff.workflow("Held", Held)
+    local args = { address = address, token_file = token }
+    local leaves = {}
+    for i = 1, 4 do
+      local h = Held(dir .. "/ok" .. i)
+      h:put(1)
+      leaves[#leaves + 1] = h:put(2)
+    end
+    leaves[#leaves + 1] = { workflow_name = "held", cluster_init_args = args }
+    assert.are.same({ 2, 2, 2, 2 }, { ClusterWorkflow(table.unpack(leaves)):run() })
+    for i = 1, 4 do assert.are.equal("collected", wait_file(dir .. "/ok" .. i)) end
+    -- A failed call: the run ends with a call left, and the instance goes too.
+    local h = Held(dir .. "/failed")
+    h:put("boom")
+    local wf = ClusterWorkflow(h:put(3), { workflow_name = "held", cluster_init_args = args })
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("boom", tostring(err))
+    assert.are.equal("collected", wait_file(dir .. "/failed"))
+  end)
+
   it("ship a class defined in a module by name", function()
     local address, token, ps = cluster { { cpus = 2 }, { cpus = 1 } }
     local Counter = ff.workflow("Counter", require "spec.helpers.actor_counter")

@@ -567,9 +567,15 @@ static void task_out(head *h, hrun *r) {
 }
 
 /* Task i's result is needed no more (its consumers all finished; a leaf
- * went to the driver): the workers holding it drop it. */
+ * went to the driver): the workers holding it drop it. An actor's worker
+ * is told also past the first 64 places, so that it drops the instance. */
 static void free_result(head *h, hrun *r, uint32_t i) {
     uint64_t holders = r->tasks[i].holders;
+    int at = r->tasks[i].place;
+    if (r->tasks[i].actor == FF_ACTOR_CTOR && at >= 64 && at < h->nplaces_cap &&
+        h->places[at] != NULL && h->places[at]->c.state == FF_CONN_READY)
+        sent_or_close(h->places[at], ff_msg_free_write(&h->places[at]->c.out, r->id, &i, 1),
+                      "a FREE");
     for (int p = 0; holders != 0 && p < 64; p++, holders >>= 1) {
         if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL ||
             h->places[p]->c.state != FF_CONN_READY)

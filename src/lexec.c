@@ -207,19 +207,20 @@ void ff_exec_forget(ff_exec *x) {
 
 void ff_exec_sweep(ff_exec *x) {
     lua_State *L = x->L;
-    int top = lua_gettop(L);
+    int top = lua_gettop(L), dropped = 0;
     lua_getfield(L, LUA_REGISTRYINDEX, ACTORS_KEY); /* [all] */
     lua_pushnil(L);
     while (lua_next(L, -2)) { /* [all, run, actors] */
         uint64_t run = (uint64_t)lua_tointeger(L, -2);
-        int left = 0;
+        int left = 0, had = 0;
         lua_pushnil(L);
         while (lua_next(L, -2)) { /* [all, run, actors, index, instance] */
             lua_pop(L, 1);
             uint64_t index = (uint64_t)lua_tointeger(L, -1);
             if (x->store.actor_live(x->store.ud, run, index)) {
                 left = 1;
-            } else { /* clearing a field during the traversal is allowed */
+            } else {
+                had = 1; /* clearing a field during the traversal is allowed */
                 lua_pushvalue(L, -1);
                 lua_pushnil(L);
                 lua_rawset(L, -4);
@@ -231,8 +232,13 @@ void ff_exec_sweep(ff_exec *x) {
             lua_pushnil(L);
             lua_rawset(L, -4);
         }
+        dropped |= had;
     }
     lua_settop(L, top);
+    /* An instance may hold much (a model): its memory goes now, not at
+     * this state's next task (finalizers run protected). */
+    if (dropped)
+        lua_gc(L, LUA_GCCOLLECT);
 }
 
 /* Protected: the error message at 1 with a line saying where it happened
