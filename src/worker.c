@@ -247,10 +247,13 @@ static void keep_actor(worker *w, wtask *t, int k) {
     if (!t->ok || t->actor != FF_ACTOR_CTOR)
         return;
     wrun *r = run_get(w, t->run, 0);
-    if (r != NULL && bm_put(&r->actors, t->index, (const char *)&k, sizeof k) != 0) {
+    if (r == NULL) {
+        w->actors_gen++; /* its run ended meanwhile: the executor drops it */
+    } else if (bm_put(&r->actors, t->index, (const char *)&k, sizeof k) != 0) {
         const char *msg = "the worker has not enough memory to keep its actor";
         t->ok = 0;
         set_message(t, msg, strlen(msg));
+        w->actors_gen++;
     }
 }
 
@@ -456,7 +459,10 @@ static int on_task(worker *w, const char *p, size_t n) {
         t->cpus = 0;           /* it runs in its actor's executor, on no CPU of its own */
     if (w->inline_x != NULL) { /* one CPU: run it here, now */
         run_one(w->inline_x, t, w->dropped_gen, &w->inline_gen);
+        uint64_t gen = w->actors_gen; /* no other thread: no lock */
         keep_actor(w, t, 0);
+        if (gen != w->actors_gen)
+            ff_exec_sweep(w->inline_x);
         keep_result(w, t);
         report(w, t);
         task_free(t);
