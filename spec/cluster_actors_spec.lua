@@ -2,6 +2,7 @@
 -- the instance stays in that worker's Lua state, and its method calls run
 -- there in program order; real heads and workers on 127.0.0.1.
 local ff = require "functionfuse"
+local core = require "functionfuse.core"
 local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
 local H = require "spec.helper"
@@ -247,7 +248,10 @@ describe("actors", function()
     assert.are.equal(16, r.n)
     assert.are.equal("1,2,3", r.seen)
     assert.are.equal(ps[1]:pid(), r.pid)
-    assert.matches(":" .. ps[1]:pid() .. "$", wf.last_run.placement["Counter.add_0002"])
+    assert.matches(":" .. ps[1]:pid() .. "$", wf.last_run.placement[last:get_name()])
+    -- The same on LocalWorkflow, in this process.
+    r = LocalWorkflow(last, { workflow_name = "module" }):run()
+    assert.are.same({ 16, "1,2,3", core.getpid() }, { r.n, r.seen, r.pid })
   end)
 
   it("refuse, before the run, an instance passed to a plain node or asked as a result", function()
