@@ -7,7 +7,7 @@
  *                          for every key k: a NodeItem of a method's name
  *                          called with its node runs the method)
  *   functionfuse.LeafSet   the leaves of a workflow, with what backends need
- * and node factories, C closures made by core.factory(fn, name), each
+ * and node factories, C closures made by core.factory(fn, name [, kind]), each
  * holding a functionfuse.FactoryRef: its reference on the function. The
  * name comes from Lua (functionfuse._names). A LeafSet's queries are in
  * lquery.c, its runs in the executors (lrun.h).
