@@ -156,6 +156,40 @@ describe("runtime_env.working_dir on a cluster", function()
     assert.are.equal("", ls.stdout)
   end)
 
+  it("keeps at most 4 working directories per connection on the head", function()
+    local cl = cluster { 1 }
+    local proj = project { ["n.txt"] = "0\n" }
+    drive(cl, proj, [[
+      local ff = require "functionfuse"
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local read = ff.workflow("read", function()
+        local f = assert(io.open("n.txt"))
+        local n = f:read("n")
+        f:close()
+        return n
+      end)
+      for i = 1, 5 do
+        local f = assert(io.open("n.txt", "w"))
+        f:write(i, "\n")
+        f:close()
+        local got = ClusterWorkflow(read(), { workflow_name = "lru", cluster_init_args = {
+          address = arg[1], token_file = arg[2], runtime_env = { working_dir = "." } } }):run()
+        assert(got == i, got)
+      end
+    ]])
+    local head
+    for _ = 1, 200 do
+      head = H.read(cl.dir .. "/head.log")
+      if count(head, " forgotten") == 5 then break end
+      core.sleep(0.025)
+    end
+    -- Five contents: the first is forgotten as the fifth comes, while the
+    -- driver is connected; the other four when it leaves.
+    assert.are.equal(5, count(head, " received ("), head)
+    assert.are.equal(5, count(head, " forgotten"), head)
+    assert.is_true(head:find(" forgotten", 1, true) < head:find("run 5 submitted", 1, true), head)
+  end)
+
   it("keeps two runs of different working dirs on one worker apart", function()
     local cl = cluster { 2 }
     local text = [[
