@@ -434,9 +434,10 @@ static int cache_make(worker *w, char *err, size_t errlen) {
         return 0;
     char root[4096], host[256] = "localhost";
     const char *xdg = getenv("XDG_CACHE_HOME");
-    if (xdg != NULL && xdg[0] == '/')
+    if (xdg != NULL && xdg[0] == '/') {
+        mkdir(xdg, 0700); /* as the XDG spec says, made when missing */
         snprintf(root, sizeof root, "%s/fflua", xdg);
-    else
+    } else
         snprintf(root, sizeof root, "/tmp/fflua-%u", (unsigned)getuid());
     gethostname(host, sizeof host - 1);
     for (char *q = host; *q; q++)
@@ -444,16 +445,16 @@ static int cache_make(worker *w, char *err, size_t errlen) {
             *q = '_';
     struct stat st;
     if (mkdir(root, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot make the cache directory %s: %s", root, strerror(errno));
+        snprintf(err, errlen, "cannot make the cache directory %.400s: %s", root, strerror(errno));
         return 1;
     }
     if (lstat(root, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
-        snprintf(err, errlen, "the cache directory %s is not a directory of this user", root);
+        snprintf(err, errlen, "the cache directory %.400s is not a directory of this user", root);
         return 1;
     }
     if (strpbrk(root, ";?") != NULL) {
         snprintf(err, errlen,
-                 "the cache directory %s has ';' or '?', which package.path cannot hold", root);
+                 "the cache directory %.400s has ';' or '?', which package.path cannot hold", root);
         return 1;
     }
     DIR *d = opendir(root);
@@ -478,7 +479,7 @@ static int cache_make(worker *w, char *err, size_t errlen) {
     char path[4400];
     snprintf(path, sizeof path, "%s/worker-%s-%d", root, host, (int)getpid());
     if (mkdir(path, 0700) != 0 || (w->cache = strdup(path)) == NULL) {
-        snprintf(err, errlen, "cannot make the cache directory %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot make the cache directory %.400s: %s", path, strerror(errno));
         return 1;
     }
     return 0;
