@@ -9,6 +9,10 @@ local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").Clu
 local H = require "spec.helper"
 local C = require "spec.cluster_helper"
 
+-- The logs of the processes started, checked once they stopped: a
+-- sanitizer build's reports (leaks at exit among them) fail the spec.
+local logs = {}
+
 -- A head (-v, its stderr in head.log) and workers (-v, each started in an
 -- empty directory of its own, with its stderr in worker<i>.log and its
 -- cache under cache<i>). Returns a table with the address, token, dir.
@@ -20,6 +24,7 @@ local function cluster(workers)
   C.start_sh({ "head", "--port", "0", "--num-cpus", "0", "--token-file", token,
                "--ready-file", dir .. "/ready", "-v" }, dir .. "/head.log")
   local cl = { address = C.wait_file(dir .. "/ready"), token = token, dir = dir, workers = {} }
+  logs[#logs + 1] = dir .. "/head.log"
   for i, cpus in ipairs(workers) do
     local wdir = ("%s/worker%d"):format(dir, i)
     assert(os.execute(("mkdir -p '%s' '%s/cache%d'"):format(wdir, dir, i)))
@@ -27,6 +32,7 @@ local function cluster(workers)
                  tostring(cpus), "--own-machine", "-v" }, ("%s/worker%d.log"):format(dir, i),
                ("cd '%s' && export XDG_CACHE_HOME='%s/cache%d'"):format(wdir, dir, i))
     cl.workers[i] = wdir
+    logs[#logs + 1] = ("%s/worker%d.log"):format(dir, i)
   end
   local client = core.cluster_connect(cl.address, { token_file = token })
   for _ = 1, 400 do
@@ -68,6 +74,11 @@ end
 describe("runtime_env.working_dir on a cluster", function()
   after_each(function()
     C.stop_all()
+    for _, log in ipairs(logs) do
+      local text = H.read(log) or ""
+      assert.falsy(text:find("Sanitizer", 1, true), text)
+    end
+    logs = {}
     H.cleanup()
   end)
 
