@@ -715,13 +715,21 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         if (ff_msg_run_end_read(p, n, &run) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
-        int had_dir = 0;
-        for (wrun *r = w->runs; r; r = r->next)
-            had_dir |= r->id == run && r->dir != NULL;
+        char *dir = NULL; /* removed after, not while executors wait for the lock */
+        wrun *r = run_get(w, run, 0);
+        if (r != NULL) {
+            dir = r->dir;
+            r->dir = NULL;
+        }
         run_drop(w, run);
         pthread_mutex_unlock(&w->mu);
-        if (had_dir && w->verbose)
-            ff_log(WHO, "run %llu ended: its working directory removed", (unsigned long long)run);
+        if (dir != NULL) {
+            ff_wd_remove(dir);
+            free(dir);
+            if (w->verbose)
+                ff_log(WHO, "run %llu ended: its working directory removed",
+                       (unsigned long long)run);
+        }
         return 0;
     }
     case FF_M_WORKDIR:
