@@ -10,6 +10,8 @@
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
  * with the workers (the head keeps a copy until every consumer was sent).
+ * A run's working directory (a blob by hash, as its driver sent it once)
+ * goes to each worker once, before the run's first task there.
  * Unless told --num-cpus 0, the head starts local worker processes (one by
  * default) for its own CPUs and resources, as a Ray head node runs tasks
  * too, and starts another when one ends, backing off when they end soon

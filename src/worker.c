@@ -11,6 +11,13 @@
  * back as bytes and stay here for later tasks until the head frees them
  * or ends the run.
  *
+ * A run with a working directory (WORKDIR, RUN_WORKDIR; workdir.h) gets a
+ * copy of it of its own in the worker's cache directory, unpacked on the
+ * loop thread before its first task and removed at RUN_END; its tasks run
+ * there. Executor threads unshare their current directory (CLONE_FS) so
+ * that each can be in another run's; nothing the worker itself opens is
+ * relative to a current directory (its startup one is kept in `home`).
+ *
  * A worker with one CPU runs tasks on its loop thread instead (no handoff
  * between threads per task). The head sends a worker more tasks than it
  * has CPUs (pipelining); they start in order, each when its CPUs are free.
