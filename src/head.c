@@ -10,6 +10,8 @@
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
  * with the workers (the head keeps a copy until every consumer was sent).
+ * A run's working directory (a blob by hash, as its driver sent it once)
+ * goes to each worker once, before the run's first task there.
  * Unless told --num-cpus 0, the head starts local worker processes (one by
  * default) for its own CPUs and resources, as a Ray head node runs tasks
  * too, and starts another when one ends, backing off when they end soon
@@ -49,6 +51,7 @@
 #include "net.h"
 #include "sched.h"
 #include "text.h"
+#include "workdir.h"
 
 static const char *WHO = "head";
 
@@ -94,6 +97,18 @@ typedef struct htask {
 
 typedef struct hconn hconn;
 
+/* A working directory (runtime_env.working_dir) a driver sent: kept while
+ * a driver connection holds it or a run uses it (refs). */
+typedef struct hwd {
+    struct hwd *next;
+    uint64_t id;
+    unsigned char hash[FF_WD_HASH_LEN];
+    char hex[9]; /* the hash's first bytes, for logs */
+    char *blob;
+    size_t n;
+    int refs;
+} hwd;
+
 typedef struct hrun {
     struct hrun *next;
     uint64_t id, driver_run;
@@ -103,6 +118,7 @@ typedef struct hrun {
     uint32_t received;         /* tasks received so far (SUBMITs come in order) */
     uint32_t tasks_cap;        /* tasks allocated (grows with what came) */
     blobmap funcs;
+    hwd *wd; /* its working directory, or NULL (holds a reference) */
     int failed;
     /* max_pending_tasks: at most this many tasks queued or running (0: no
      * limit); ready tasks beyond it wait in `held`, oldest first. */
@@ -123,6 +139,8 @@ struct hconn {
     int64_t machine_key;                   /* workers: its key in the scheduler */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
+    blobmap wd_has;     /* hwd id -> "": drivers: the working dirs they hold; workers: have */
+    blobmap wd_runs;    /* workers: run id -> "": runs whose RUN_WORKDIR they have */
 };
 
 /* A local worker process, and the slot it keeps across restarts. */
@@ -185,11 +203,13 @@ typedef struct head {
     int nplaces_cap;
     int64_t machines; /* machine keys given so far */
     hrun *runs;
+    hwd *wds;
+    uint64_t next_wd;
     ff_msg_dep *deps; /* scratch: a TASK's dependencies */
     size_t deps_cap;
     uint64_t next_run;
     uint64_t finished_total;
-    int stopping, quiet;
+    int stopping, quiet, verbose;
     unsigned handshake_ms;
     uv_timer_t parent_watch;
     uv_check_t flusher;
@@ -210,7 +230,11 @@ static void task_free_fields(htask *t) {
     ff_buf_free(&t->result);
 }
 
+static void wd_unref(head *h, hwd *w);
+
 static void run_free(head *h, hrun *r) {
+    if (r->wd != NULL)
+        wd_unref(h, r->wd);
     for (hrun **pp = &h->runs; *pp; pp = &(*pp)->next)
         if (*pp == r) {
             *pp = r->next;
@@ -266,8 +290,41 @@ static void broadcast_run_end(head *h, uint64_t id) {
     for (hconn *c = h->conns; c; c = c->next) {
         if (c->place < 0 || c->c.state != FF_CONN_READY)
             continue;
+        bm_del(&c->wd_runs, id);
         sent_or_close(c, ff_msg_run_end_write(&c->c.out, id), "a RUN_END");
     }
+}
+
+/* --- working directories --------------------------------------------------- */
+
+static hwd *wd_find(head *h, const unsigned char *hash) {
+    for (hwd *w = h->wds; w; w = w->next)
+        if (memcmp(w->hash, hash, FF_WD_HASH_LEN) == 0)
+            return w;
+    return NULL;
+}
+
+/* Drops a reference on w; the last one frees it and tells the workers
+ * that have it to forget it. */
+static void wd_unref(head *h, hwd *w) {
+    if (--w->refs > 0)
+        return;
+    for (hconn *c = h->conns; c; c = c->next) {
+        if (c->place < 0 || bm_find(&c->wd_has, w->id) == NULL)
+            continue;
+        bm_del(&c->wd_has, w->id);
+        if (c->c.state == FF_CONN_READY)
+            sent_or_close(c, ff_msg_workdir_write(&c->c.out, w->hash, "", 0), "a WORKDIR");
+    }
+    if (h->verbose)
+        ff_log(WHO, "working directory %s forgotten", w->hex);
+    for (hwd **pp = &h->wds; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    free(w->blob);
+    free(w);
 }
 
 static double mib(size_t n) {
@@ -303,8 +360,17 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     return 1;
 }
 
+/* The -v line of a run that ends. */
+static void log_run_end(head *h, hrun *r, const char *how) {
+    if (h->verbose)
+        ff_log(WHO, "driver %s: run %llu %s: %u of %u tasks finished",
+               r->driver ? r->driver->c.peer : "(gone)", (unsigned long long)r->driver_run, how,
+               r->finished, r->ntasks);
+}
+
 /* The run failed or was abandoned: cancel what is queued; the run ends. */
 static void run_abort(head *h, hrun *r) {
+    log_run_end(h, r, r->failed ? "failed" : "cancelled");
     broadcast_run_end(h, r->id);
     run_free(h, r);
 }
@@ -336,6 +402,7 @@ static void run_finish(head *h, hrun *r) {
         if (write_run_end(h, r, 0) != 0)
             disconnect(r->driver, "the head could not send it a RUN_END");
     }
+    log_run_end(h, r, "done");
     broadcast_run_end(h, r->id);
     run_free(h, r);
 }
@@ -418,8 +485,21 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         return -1;
     }
     size_t start = c->out.n;
+    hwd *wd = r->wd;
+    int wd_blob = wd != NULL && bm_find(&w->wd_has, wd->id) == NULL;
+    int wd_run = wd != NULL && bm_find(&w->wd_runs, r->id) == NULL;
+    if ((wd_blob && ff_msg_workdir_write(&c->out, wd->hash, wd->blob, wd->n) != 0) ||
+        (wd_run && ff_msg_run_workdir_write(&c->out, r->id, wd->hash) != 0)) {
+        c->out.n = start;
+        snprintf(err, errlen,
+                 "the head has not enough memory to send its working directory "
+                 "(%.1f MiB) to a worker",
+                 mib(wd->n));
+        return -1;
+    }
     if (f != NULL && ff_msg_func_write(&c->out, &(ff_msg_func){r->id, t->fid, f->p, f->n}) != 0) {
         /* its driver sent it in one message: memory */
+        c->out.n = start;
         snprintf(err, errlen,
                  "the head has not enough memory to send its function "
                  "(%.1f MiB) to a worker",
@@ -427,12 +507,17 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         return -1;
     }
     if (ff_msg_task_write(&c->out, &m, h->deps) != 0) {
-        c->out.n = start; /* the FUNC too: nothing of it was sent */
+        c->out.n = start; /* the FUNC and working directory too: nothing was sent */
         snprintf(err, errlen, "the head has not enough memory to send it to a worker (%.1f MiB)",
                  mib(size));
         return -1;
     }
     /* Sent: what the worker now holds, what the head no longer needs. */
+    if (wd_blob && bm_put(&w->wd_has, wd->id, "", 0) == 0 && h->verbose)
+        ff_log(WHO, "working directory %s sent to worker %s (%.1f KiB)", wd->hex, w->name,
+               (double)wd->n / 1024);
+    if (wd_run)
+        bm_put(&w->wd_runs, r->id, "", 0); /* if this fails, the RUN_WORKDIR goes again */
     if (f != NULL)
         bm_put(&w->funcs_sent, fkey, "", 0); /* if this fails, the FUNC goes again */
     for (uint32_t d = 0; d < t->ndeps; d++) {
@@ -1004,6 +1089,10 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         dispatch(h);
         return 0;
     }
+    if (r->received == r->ntasks && h->verbose)
+        ff_log(WHO, "driver %s: run %llu submitted: %u tasks%s%s", d->c.peer,
+               (unsigned long long)r->driver_run, r->ntasks, r->wd ? ", working directory " : "",
+               r->wd ? r->wd->hex : "");
     /* Nothing runs before the whole run is here and checked: a node that
      * cannot run (or cannot be encoded, on the driver's side) fails the
      * run before anything ran. */
@@ -1017,13 +1106,9 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
     return 0;
 }
 
-static int on_func(head *h, hconn *d, const char *p, size_t n) {
-    ff_msg_func m;
-    if (ff_msg_func_read(p, n, &m) != 0 || m.fid > UINT32_MAX)
-        return 1;
-    uint64_t drun = m.run, fid = m.fid;
-    const char *code = m.code;
-    size_t len = m.len;
+/* Driver d's run drun that is still being sent, made when it is new;
+ * NULL without memory. */
+static hrun *run_open(head *h, hconn *d, uint64_t drun) {
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
         if (x->driver == d && x->driver_run == drun &&
@@ -1032,13 +1117,97 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
     if (r == NULL) {
         r = calloc(1, sizeof *r);
         if (r == NULL)
-            return protocol_error(d, "not enough memory for a new run");
+            return NULL;
         r->id = ++h->next_run;
         r->driver_run = drun;
         r->driver = d;
         r->next = h->runs;
         h->runs = r;
     }
+    return r;
+}
+
+/* WORKDIR from a driver: a working directory it will name in runs, held
+ * until it says to forget it (an empty blob) or leaves. */
+static int on_workdir(head *h, hconn *d, const char *p, size_t n) {
+    const unsigned char *hash;
+    const char *bytes;
+    size_t len;
+    if (ff_msg_workdir_read(p, n, &hash, &bytes, &len) != 0)
+        return protocol_error(d, "it sent a malformed WORKDIR");
+    hwd *w = wd_find(h, hash);
+    if (len == 0) { /* forget */
+        if (w != NULL && bm_find(&d->wd_has, w->id) != NULL) {
+            bm_del(&d->wd_has, w->id);
+            wd_unref(h, w);
+        }
+        return 0;
+    }
+    unsigned char mine[FF_WD_HASH_LEN];
+    ff_wd_hash(bytes, len, mine);
+    if (memcmp(mine, hash, FF_WD_HASH_LEN) != 0)
+        return protocol_error(d, "it sent a WORKDIR whose bytes do not match its hash");
+    if (w != NULL && bm_find(&d->wd_has, w->id) != NULL)
+        return 0;
+    if (w == NULL) {
+        w = calloc(1, sizeof *w);
+        char *copy = w != NULL ? malloc(len) : NULL;
+        if (copy == NULL) {
+            free(w);
+            return protocol_error(d, "not enough memory for a working directory");
+        }
+        memcpy(copy, bytes, len);
+        w->blob = copy;
+        w->n = len;
+        w->id = ++h->next_wd;
+        memcpy(w->hash, hash, FF_WD_HASH_LEN);
+        snprintf(w->hex, sizeof w->hex, "%02x%02x%02x%02x", hash[0], hash[1], hash[2], hash[3]);
+        w->next = h->wds;
+        h->wds = w;
+    }
+    if (bm_put(&d->wd_has, w->id, "", 0) != 0) {
+        if (w->refs == 0) {
+            w->refs = 1;
+            wd_unref(h, w);
+        }
+        return protocol_error(d, "not enough memory for a working directory");
+    }
+    w->refs++;
+    if (h->verbose)
+        ff_log(WHO, "driver %s: working directory %s received (%.1f KiB)", d->c.peer, w->hex,
+               (double)len / 1024);
+    return 0;
+}
+
+/* RUN_WORKDIR from a driver: the run's nodes run in that directory. */
+static int on_run_workdir(head *h, hconn *d, const char *p, size_t n) {
+    uint64_t drun;
+    const unsigned char *hash;
+    if (ff_msg_run_workdir_read(p, n, &drun, &hash) != 0)
+        return protocol_error(d, "it sent a malformed RUN_WORKDIR");
+    hwd *w = wd_find(h, hash);
+    if (w == NULL || bm_find(&d->wd_has, w->id) == NULL)
+        return protocol_error(d, "it named a working directory it did not send");
+    hrun *r = run_open(h, d, drun);
+    if (r == NULL)
+        return protocol_error(d, "not enough memory for a new run");
+    if (r->wd != NULL || r->funcs.len > 0)
+        return protocol_error(d, "it sent a RUN_WORKDIR after the run had begun");
+    r->wd = w;
+    w->refs++;
+    return 0;
+}
+
+static int on_func(head *h, hconn *d, const char *p, size_t n) {
+    ff_msg_func m;
+    if (ff_msg_func_read(p, n, &m) != 0 || m.fid > UINT32_MAX)
+        return 1;
+    uint64_t fid = m.fid;
+    const char *code = m.code;
+    size_t len = m.len;
+    hrun *r = run_open(h, d, m.run);
+    if (r == NULL)
+        return protocol_error(d, "not enough memory for a new run");
     if (bm_put(&r->funcs, fid, code, len) != 0) {
         char why[100];
         snprintf(why, sizeof why, "not enough memory for a function (%.1f MiB)", mib(len));
@@ -1128,6 +1297,10 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     } else if (role == FF_ROLE_DRIVER) {
         if (type == FF_M_FUNC)
             return on_func(h, c, p, n);
+        if (type == FF_M_WORKDIR)
+            return on_workdir(h, c, p, n);
+        if (type == FF_M_RUN_WORKDIR)
+            return on_run_workdir(h, c, p, n);
         if (type == FF_M_SUBMIT)
             return on_submit(h, c, p, n);
         if (type == FF_M_RUN_END) {
@@ -1352,6 +1525,14 @@ static void on_closed(ff_conn *fc) {
         for (size_t k = 0; k < g->n; k++)
             if (g->done[k].driver == c)
                 g->done[k].driver = NULL;
+    if (c->place < 0) /* a driver's working directories */
+        for (hwd *w = h->wds, *next; w; w = next) {
+            next = w->next;
+            if (bm_find(&c->wd_has, w->id) != NULL)
+                wd_unref(h, w);
+        }
+    bm_free(&c->wd_has);
+    bm_free(&c->wd_runs);
     bm_free(&c->funcs_sent);
     ff_conn_free(&c->c);
     free(c);
@@ -1490,6 +1671,8 @@ static void child_start(hchild *ch) {
     int na = 6;
     if (h->quiet)
         args[na++] = "--quiet";
+    else if (h->verbose)
+        args[na++] = "--verbose";
     if (h->local_resources) {
         args[na++] = "--resources";
         args[na++] = (char *)h->local_resources;
@@ -1692,6 +1875,7 @@ int ff_head_main(const ff_head_opts *o) {
     }
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
+    h->verbose = o->verbose && !o->quiet;
     h->handshake_ms = o->handshake_timeout > 0 ? (unsigned)(o->handshake_timeout * 1000 + 0.5) : 0;
     if (gethostname(h->hostname, sizeof h->hostname - 1) != 0)
         snprintf(h->hostname, sizeof h->hostname, "localhost");
@@ -1763,6 +1947,12 @@ int ff_head_main(const ff_head_opts *o) {
         run_free(h, h->runs);
     while (h->graves)
         grave_flush(h, h->graves, NULL);
+    while (h->wds) { /* held by drivers whose connections were not closed */
+        hwd *w = h->wds;
+        h->wds = w->next;
+        free(w->blob);
+        free(w);
+    }
     free(h->deps);
     free(h->children);
     free(h->places);
@@ -1813,7 +2003,15 @@ int ff_head_fuzz(const char *data, size_t n) {
     }
     while (h.runs)
         run_free(&h, h.runs);
+    while (h.wds) {
+        hwd *w = h.wds;
+        h.wds = w->next;
+        free(w->blob);
+        free(w);
+    }
     for (int i = 0; i < 2; i++) {
+        bm_free(&peers[i].wd_has);
+        bm_free(&peers[i].wd_runs);
         bm_free(&peers[i].funcs_sent);
         ff_conn_free(&peers[i].c);
     }

@@ -544,11 +544,51 @@ static void cl_collect(lua_State *L, struct crun *x) {
     }
 }
 
+/* The run's working directory (opts.workdir, 16 bytes, or none): the
+ * hashes to forget (opts.workdir_forget) and the blob (opts.workdir_blob,
+ * when the head does not have it) are sent at once, so that a run that
+ * fails before its tasks went still leaves the head what the caller
+ * counts it has; then RUN_WORKDIR, ahead of the run's first FUNC. */
+static void cl_workdir(lua_State *L, struct crun *x) {
+    ff_buf *b = ffl_client_out(x->c);
+    size_t len;
+    if (lua_getfield(L, x->opts, "workdir_forget") == LUA_TTABLE) {
+        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+            const char *h = lua_tolstring(L, -1, &len);
+            if (len == FF_MSG_HASH_LEN && ff_msg_workdir_write(b, (const unsigned char *)h, "", 0))
+                luaL_error(L, "not enough memory to send the run's working directory");
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, x->opts, "workdir") != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return;
+    }
+    const unsigned char *hash = (const unsigned char *)lua_tolstring(L, -1, &len);
+    if (len != FF_MSG_HASH_LEN)
+        luaL_error(L, "bad option 'workdir' (a hash of 16 bytes expected)");
+    if (lua_getfield(L, x->opts, "workdir_blob") == LUA_TSTRING) {
+        const char *blob = lua_tolstring(L, -1, &len);
+        if (ff_msg_workdir_write(b, hash, blob, len) != 0)
+            luaL_error(L, "not enough memory to send the run's working directory (%d MiB)",
+                       (int)(len >> 20));
+    }
+    lua_pop(L, 1);
+    if (ffl_client_flush(x->c) != 0)
+        luaL_error(L, "%s", ffl_client_error(x->c));
+    if (ff_msg_run_workdir_write(b, x->run_id, hash) != 0)
+        luaL_error(L, "not enough memory to send the run's working directory");
+    lua_pop(L, 1);
+}
+
 /* Protected: args (crun light userdata, LeafSet, options). */
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
     x->opts = 3;
     ffl_run_plugins(L, &x->r);
+    cl_workdir(L, x);
     lua_newtable(L);
     x->fids = lua_gettop(L);
     ffc_push_modmap(L);

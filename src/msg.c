@@ -380,6 +380,40 @@ int ff_msg_run_end_read(const char *p, size_t n, uint64_t *run) {
     return ff_rd_done(&r);
 }
 
+int ff_msg_workdir_write(ff_buf *b, const unsigned char hash[FF_MSG_HASH_LEN], const char *blob,
+                         size_t n) {
+    size_t at;
+    ff_frame_begin(b, FF_M_WORKDIR, &at);
+    ff_wr_fixed(b, hash, FF_MSG_HASH_LEN);
+    ff_wr_str(b, blob, n);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_workdir_read(const char *p, size_t n, const unsigned char **hash, const char **blob,
+                        size_t *len) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *hash = ff_rd_fixed(&r, FF_MSG_HASH_LEN);
+    *blob = ff_rd_str(&r, len);
+    return ff_rd_done(&r);
+}
+
+int ff_msg_run_workdir_write(ff_buf *b, uint64_t run, const unsigned char hash[FF_MSG_HASH_LEN]) {
+    size_t at;
+    ff_frame_begin(b, FF_M_RUN_WORKDIR, &at);
+    ff_wr_varint(b, run);
+    ff_wr_fixed(b, hash, FF_MSG_HASH_LEN);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_run_workdir_read(const char *p, size_t n, uint64_t *run, const unsigned char **hash) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *run = ff_rd_varint(&r);
+    *hash = ff_rd_fixed(&r, FF_MSG_HASH_LEN);
+    return ff_rd_done(&r);
+}
+
 /* Empty messages. */
 static int empty_write(ff_buf *b, int type) {
     size_t at;

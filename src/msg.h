@@ -235,6 +235,24 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
 int ff_msg_run_end_write(ff_buf *b, uint64_t run);
 int ff_msg_run_end_read(const char *p, size_t n, uint64_t *run);
 
+/* WORKDIR (driver -> head, head -> worker), a working directory
+ * (workdir.h), sent once per hash to each peer that needs it:
+ *   fixed   hash      FF_WD_HASH_LEN (16) bytes: XXH3-128 of the blob
+ *   str     blob      the packed directory; empty: forget this hash
+ * RUN_WORKDIR (driver -> head before the run's first FUNC; head -> worker
+ * before the run's first TASK there): the run's nodes run in that
+ * directory:
+ *   varint  run
+ *   fixed   hash
+ */
+#define FF_MSG_HASH_LEN 16
+int ff_msg_workdir_write(ff_buf *b, const unsigned char hash[FF_MSG_HASH_LEN], const char *blob,
+                         size_t n);
+int ff_msg_workdir_read(const char *p, size_t n, const unsigned char **hash, const char **blob,
+                        size_t *len);
+int ff_msg_run_workdir_write(ff_buf *b, uint64_t run, const unsigned char hash[FF_MSG_HASH_LEN]);
+int ff_msg_run_workdir_read(const char *p, size_t n, uint64_t *run, const unsigned char **hash);
+
 /* STATUS (driver or status client -> head): empty. */
 int ff_msg_status_write(ff_buf *b);
 int ff_msg_status_read(const char *p, size_t n);

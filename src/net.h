@@ -33,21 +33,23 @@
 #define FF_RUN_MAX_TASKS ((uint32_t)1 << 24) /* tasks of one run, at most */
 
 enum ff_msg_type {
-    FF_M_HELLO = 1,    /* server -> client: magic, versions, server nonce */
-    FF_M_AUTH,         /* client -> server: versions, role, client nonce, MAC */
-    FF_M_WELCOME,      /* server -> client: the server's MAC */
-    FF_M_REFUSE,       /* either way: a reason, then the connection closes */
-    FF_M_REGISTER,     /* worker -> head: cpus, resources */
-    FF_M_FUNC,         /* -> worker: function id, encoded function */
-    FF_M_TASK,         /* head -> worker: a task to run */
-    FF_M_RESULT,       /* worker -> head: a task's result or error */
-    FF_M_SUBMIT,       /* driver -> head: tasks of a run */
-    FF_M_DONE,         /* head -> driver: a leaf's result, or a failure */
-    FF_M_STATUS,       /* client -> head: ask for the cluster's state */
-    FF_M_STATUS_REPLY, /* head -> client: places, their resources, task counts */
-    FF_M_FREE,         /* head -> worker: results no longer needed */
-    FF_M_BYE,          /* either way: closing cleanly */
-    FF_M_RUN_END,      /* driver -> head: the run is over, free its state */
+    FF_M_HELLO = 1,        /* server -> client: magic, versions, server nonce */
+    FF_M_AUTH,             /* client -> server: versions, role, client nonce, MAC */
+    FF_M_WELCOME,          /* server -> client: the server's MAC */
+    FF_M_REFUSE,           /* either way: a reason, then the connection closes */
+    FF_M_REGISTER,         /* worker -> head: cpus, resources */
+    FF_M_FUNC,             /* -> worker: function id, encoded function */
+    FF_M_TASK,             /* head -> worker: a task to run */
+    FF_M_RESULT,           /* worker -> head: a task's result or error */
+    FF_M_SUBMIT,           /* driver -> head: tasks of a run */
+    FF_M_DONE,             /* head -> driver: a leaf's result, or a failure */
+    FF_M_STATUS,           /* client -> head: ask for the cluster's state */
+    FF_M_STATUS_REPLY,     /* head -> client: places, their resources, task counts */
+    FF_M_FREE,             /* head -> worker: results no longer needed */
+    FF_M_BYE,              /* either way: closing cleanly */
+    FF_M_RUN_END,          /* driver -> head: the run is over, free its state */
+    FF_M_WORKDIR = 24,     /* driver -> head -> worker: a working directory, by its hash */
+    FF_M_RUN_WORKDIR = 25, /* driver -> head -> worker: the working directory of a run */
     FF_M_LAST
 };
 

@@ -11,6 +11,13 @@
  * back as bytes and stay here for later tasks until the head frees them
  * or ends the run.
  *
+ * A run with a working directory (WORKDIR, RUN_WORKDIR; workdir.h) gets a
+ * copy of it of its own in the worker's cache directory, unpacked on the
+ * loop thread before its first task and removed at RUN_END; its tasks run
+ * there. Executor threads unshare their current directory (CLONE_FS) so
+ * that each can be in another run's; nothing the worker itself opens is
+ * relative to a current directory (its startup one is kept in `home`).
+ *
  * A worker with one CPU runs tasks on its loop thread instead (no handoff
  * between threads per task). The head sends a worker more tasks than it
  * has CPUs (pipelining); they start in order, each when its CPUs are free.
@@ -28,12 +35,15 @@
  * by the worker's store mutex; executors get copies of what they need
  * (copy_blob, through the executor's store).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +57,7 @@
 #include "msg.h"
 #include "sched.h"
 #include "text.h"
+#include "workdir.h"
 
 /* --- the worker ---------------------------------------------------------- */
 
@@ -56,7 +67,18 @@ typedef struct wrun {
     blobmap funcs;   /* fid -> code */
     blobmap results; /* task index -> result bytes */
     blobmap actors;  /* constructor's task index -> the executor holding it (an int) */
+    char *dir;       /* its working directory (removed with the run), or NULL */
+    char *dir_err;   /* why its working directory could not be made, or NULL */
 } wrun;
+
+/* A working directory the head sent: its blob, kept in the worker's cache
+ * directory until the head says to forget it, or why it is unusable. */
+typedef struct wwd {
+    struct wwd *next;
+    unsigned char hash[FF_WD_HASH_LEN];
+    char hex[33];
+    char *err; /* NULL: the blob is in the cache as HEX.ffwd */
+} wwd;
 
 typedef struct wtask {
     struct wtask *next;
@@ -70,6 +92,7 @@ typedef struct wtask {
     int actor;     /* FF_ACTOR_* */
     uint64_t ctor; /* a method call: its constructor's task index */
     int exec;      /* a method call: the executor holding its actor */
+    char *dir;     /* the run's working directory, or NULL */
     /* The outcome, filled by an executor. */
     int ok;
     ff_buf out;
@@ -100,8 +123,13 @@ typedef struct worker {
     uint64_t actors_gen;  /* bumped when actors are dropped */
     int64_t cpus_free;    /* executors: CPUs not taken by running tasks */
     int stop, exit_code, registered;
-    int own_machine;     /* --own-machine */
-    int quiet;           /* --quiet: only errors */
+    int own_machine; /* --own-machine */
+    int quiet;       /* --quiet: only errors */
+    int verbose;     /* --verbose: working directories and runs too */
+    char *home;      /* the directory it started in (absolute) */
+    char name[300];  /* "host:pid", for messages */
+    char *cache;     /* its own cache directory, once made; NULL before */
+    wwd *wds;
     const char *address; /* the head's, as given */
     const char *leaving; /* why the worker leaves, once it knows */
 } worker;
@@ -139,6 +167,10 @@ static void run_drop(worker *w, uint64_t id) {
             if (r->actors.len > 0)
                 w->actors_gen++;
             bm_free(&r->actors);
+            if (r->dir != NULL)
+                ff_wd_remove(r->dir);
+            free(r->dir);
+            free(r->dir_err);
             free(r);
             w->dropped_gen++;
             return;
@@ -147,6 +179,7 @@ static void run_drop(worker *w, uint64_t id) {
 }
 
 static void task_free(wtask *t) {
+    free(t->dir);
     free(t->name);
     free(t->deps);
     free(t->args);
@@ -225,7 +258,8 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
                        .npre = t->npre,
                        .actor = t->actor,
                        .ctor = t->ctor,
-                       .index = t->index};
+                       .index = t->index,
+                       .dir = t->dir};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = ff_exec_run(x, &et, &t->out);
@@ -262,10 +296,14 @@ static void *executor(void *arg) {
     worker *w = self->w;
     int k = self->k;
     ff_exec *x;
+    /* A current directory of this thread's own, for runs with a working
+     * directory (chdir then moves this thread only). */
+    int own_fs = unshare(CLONE_FS) == 0;
     if (ff_exec_create(&x, &w->store) != 0) {
         ff_log(WHO, "cannot create a Lua state");
         return NULL;
     }
+    ff_exec_set_home(x, w->home, own_fs);
     uint64_t seen_gen = 0, seen_actors = 0;
     for (;;) {
         pthread_mutex_lock(&w->mu);
@@ -418,10 +456,15 @@ static int on_task(worker *w, const char *p, size_t n) {
         t->pre = malloc(m.npre ? m.npre : 1);
         oom = t->name == NULL || t->deps == NULL || t->args == NULL || t->pre == NULL;
     }
+    char *dir_err = NULL;
     if (!oom) { /* the dependencies, and the results that came with them */
         pthread_mutex_lock(&w->mu);
         wrun *run = run_get(w, m.run, 1);
         oom = run == NULL;
+        if (run != NULL && run->dir != NULL && (t->dir = strdup(run->dir)) == NULL)
+            oom = 1;
+        if (run != NULL && run->dir_err != NULL)
+            dir_err = strdup(run->dir_err);
         for (uint32_t i = 0; i < m.ndeps && !oom; i++) {
             ff_msg_dep d;
             ff_msg_next_dep(&deps, &d);
@@ -439,13 +482,19 @@ static int on_task(worker *w, const char *p, size_t n) {
     if (lost) { /* the head sends a method call where its actor is */
         report_failure(w, m.run, m.index, m.name, m.name_len,
                        "its actor is not on the worker it was sent to");
+        free(dir_err);
         task_free(t);
         return 0;
     }
-    if (oom) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
-                 mib(n));
+    if (oom || dir_err != NULL) {
+        char msg[1200];
+        if (dir_err != NULL)
+            snprintf(msg, sizeof msg, "its working directory cannot be made on worker %s: %s",
+                     w->name, dir_err);
+        else
+            snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
+                     mib(n));
+        free(dir_err);
         report_failure(w, m.run, m.index, m.name, m.name_len, msg);
         if (t != NULL)
             task_free(t);
@@ -494,6 +543,258 @@ static int on_task(worker *w, const char *p, size_t n) {
 static void actors_dropped(worker *w, uint64_t gen) {
     if (gen != w->actors_gen && w->inline_x == NULL)
         pthread_cond_broadcast(&w->cv);
+}
+
+/* --- working directories --------------------------------------------------- */
+
+/* Makes the worker's cache directory, once: $XDG_CACHE_HOME/fflua (when
+ * absolute) or /tmp/fflua-UID, which must be this user's directory, then
+ * worker-HOST-PID in it, removed when the worker ends. Directories of
+ * workers of this host that are gone are removed on the way. 0, or
+ * nonzero with why in err. */
+static int cache_make(worker *w, char *err, size_t errlen) {
+    if (w->cache != NULL)
+        return 0;
+    char root[4096], host[256] = "localhost";
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    if (xdg != NULL && xdg[0] == '/') {
+        mkdir(xdg, 0700); /* as the XDG spec says, made when missing */
+        snprintf(root, sizeof root, "%s/fflua", xdg);
+    } else
+        snprintf(root, sizeof root, "/tmp/fflua-%u", (unsigned)getuid());
+    gethostname(host, sizeof host - 1);
+    for (char *q = host; *q; q++)
+        if (*q == '/')
+            *q = '_';
+    struct stat st;
+    if (mkdir(root, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot make the cache directory %.400s: %s", root, strerror(errno));
+        return 1;
+    }
+    if (lstat(root, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
+        snprintf(err, errlen, "the cache directory %.400s is not a directory of this user", root);
+        return 1;
+    }
+    if (strpbrk(root, ";?") != NULL) {
+        snprintf(err, errlen,
+                 "the cache directory %.400s has ';' or '?', which package.path cannot hold", root);
+        return 1;
+    }
+    DIR *d = opendir(root);
+    size_t lh = strlen(host);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) { /* workers of this host that are gone */
+        const char *nm = de->d_name;
+        if (strncmp(nm, "worker-", 7) != 0 || strncmp(nm + 7, host, lh) != 0 || nm[7 + lh] != '-')
+            continue;
+        char *end;
+        long pid = strtol(nm + 8 + lh, &end, 10);
+        if (*end != '\0' || pid <= 0)
+            continue;
+        if (pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", root, nm);
+            ff_wd_remove(path);
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/worker-%s-%d", root, host, (int)getpid());
+    if (mkdir(path, 0700) != 0 || (w->cache = strdup(path)) == NULL) {
+        snprintf(err, errlen, "cannot make the cache directory %.400s: %s", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+static wwd *wd_find(worker *w, const unsigned char *hash) {
+    for (wwd *d = w->wds; d; d = d->next)
+        if (memcmp(d->hash, hash, FF_WD_HASH_LEN) == 0)
+            return d;
+    return NULL;
+}
+
+/* The path of a working directory's blob in the cache (malloc'd). */
+static char *wd_blob_path(worker *w, const wwd *d) {
+    size_t n = strlen(w->cache) + 48;
+    char *p = malloc(n);
+    if (p != NULL)
+        snprintf(p, n, "%s/%s.ffwd", w->cache, d->hex);
+    return p;
+}
+
+static void wd_forget(worker *w, wwd *d) {
+    for (wwd **pp = &w->wds; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    if (d->err == NULL && w->cache != NULL) {
+        char *p = wd_blob_path(w, d);
+        if (p != NULL)
+            unlink(p);
+        free(p);
+    }
+    if (w->verbose)
+        ff_log(WHO, "working directory %.8s forgotten", d->hex);
+    free(d->err);
+    free(d);
+}
+
+/* Writes n bytes at p to a new file path: 0 or -errno. */
+static int write_file(const char *path, const char *p, size_t n) {
+    FILE *f = fopen(path, "wbx");
+    if (f == NULL)
+        return -errno;
+    size_t k = fwrite(p, 1, n, f);
+    int rc = k == n ? 0 : -EIO;
+    if (fclose(f) != 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+/* WORKDIR: a working directory to keep (checked first), or one to
+ * forget. Nonzero for a malformed message or no memory (the worker
+ * leaves); a blob that cannot be used is remembered with why, and the
+ * tasks of runs that name it fail with that. */
+static int on_workdir(worker *w, const char *p, size_t n) {
+    const unsigned char *hash;
+    const char *bytes;
+    size_t len;
+    if (ff_msg_workdir_read(p, n, &hash, &bytes, &len) != 0)
+        return 1;
+    wwd *d = wd_find(w, hash);
+    if (len == 0) {
+        if (d != NULL)
+            wd_forget(w, d);
+        return 0;
+    }
+    if (d != NULL)
+        return 0; /* sent again: the head could not note that it was sent */
+    if ((d = calloc(1, sizeof *d)) == NULL)
+        return 1;
+    memcpy(d->hash, hash, FF_WD_HASH_LEN);
+    for (int i = 0; i < FF_WD_HASH_LEN; i++)
+        snprintf(d->hex + 2 * i, 3, "%02x", hash[i]);
+    d->next = w->wds;
+    w->wds = d;
+    char why[700], msg[1000];
+    unsigned char mine[FF_WD_HASH_LEN];
+    ff_wd_hash(bytes, len, mine);
+    int rc = 0;
+    if (memcmp(mine, hash, FF_WD_HASH_LEN) != 0) {
+        snprintf(why, sizeof why, "its bytes do not match its hash");
+        rc = 1;
+    } else if (ff_wd_check(bytes, len, why, sizeof why) != 0) {
+        rc = 1;
+    } else if (cache_make(w, why, sizeof why) != 0) {
+        rc = 1;
+    } else {
+        char *path = wd_blob_path(w, d);
+        int wr = path != NULL ? write_file(path, bytes, len) : -ENOMEM;
+        if (wr != 0)
+            snprintf(why, sizeof why, "cannot write %s: %s", path ? path : "its blob",
+                     strerror(-wr));
+        free(path);
+        rc = wr != 0;
+    }
+    if (rc != 0) {
+        snprintf(msg, sizeof msg, "the working directory %.8s from the head is refused: %s", d->hex,
+                 why);
+        ff_log(WHO, "%s", msg);
+        if ((d->err = strdup(msg)) == NULL)
+            return 1;
+    } else if (w->verbose) {
+        ff_log(WHO, "working directory %.8s received (%.1f KiB)", d->hex, (double)len / 1024);
+    }
+    return 0;
+}
+
+/* Reads a whole file into a malloc'd buffer: 0 or -errno. */
+static int read_file(const char *path, char **out, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return -errno;
+    ff_buf b = {0};
+    int rc = 0;
+    for (;;) {
+        if (ff_buf_reserve(&b, 1 << 16) != 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        size_t k = fread(b.p + b.n, 1, b.cap - b.n, f);
+        b.n += k;
+        if (k == 0) {
+            rc = ferror(f) ? -EIO : 0;
+            break;
+        }
+    }
+    fclose(f);
+    if (rc != 0) {
+        ff_buf_free(&b);
+        return rc;
+    }
+    *out = b.p;
+    *n = b.n;
+    return 0;
+}
+
+/* RUN_WORKDIR: the run's own copy of its working directory, unpacked in
+ * the cache as run-ID; or why it could not be, for its tasks' failures. */
+static int on_run_workdir(worker *w, const char *p, size_t n) {
+    uint64_t run;
+    const unsigned char *hash;
+    if (ff_msg_run_workdir_read(p, n, &run, &hash) != 0)
+        return 1;
+    pthread_mutex_lock(&w->mu);
+    wrun *r = run_get(w, run, 1);
+    pthread_mutex_unlock(&w->mu);
+    if (r == NULL)
+        return 1;
+    if (r->dir != NULL || r->dir_err != NULL)
+        return 0;
+    wwd *d = wd_find(w, hash);
+    char why[1000];
+    char *dir = NULL, *packed = NULL;
+    size_t len = 0;
+    int rc = 1;
+    if (d == NULL) {
+        snprintf(why, sizeof why, "the head named a working directory it did not send");
+    } else if (d->err != NULL) {
+        snprintf(why, sizeof why, "%s", d->err);
+    } else {
+        char *path = wd_blob_path(w, d);
+        size_t dn = strlen(w->cache) + 40;
+        dir = malloc(dn);
+        int e = path == NULL || dir == NULL ? -ENOMEM : read_file(path, &packed, &len);
+        if (e != 0) {
+            snprintf(why, sizeof why, "cannot read %s: %s", path ? path : "its blob", strerror(-e));
+        } else {
+            snprintf(dir, dn, "%s/run-%llu", w->cache, (unsigned long long)run);
+            ff_wd_remove(dir);
+            rc = ff_wd_unpack(packed, len, dir, why, sizeof why);
+            if (rc != 0)
+                ff_wd_remove(dir);
+        }
+        free(path);
+        free(packed);
+    }
+    pthread_mutex_lock(&w->mu);
+    if (rc == 0) {
+        r->dir = dir;
+        dir = NULL;
+    } else {
+        r->dir_err = strdup(why);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 0 && w->verbose)
+        ff_log(WHO, "run %llu: working directory %.8s unpacked in %s", (unsigned long long)run,
+               d->hex, r->dir);
+    else if (rc != 0)
+        ff_log(WHO, "run %llu: %s", (unsigned long long)run, why);
+    free(dir);
+    return rc != 0 && r->dir_err == NULL; /* no memory even for why */
 }
 
 static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
@@ -546,13 +847,38 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
             return 1;
         pthread_mutex_lock(&w->mu);
         uint64_t gen = w->actors_gen;
+        char *dir = NULL; /* removed after, not while executors wait for the lock */
+        wrun *r = run_get(w, run, 0);
+        if (r != NULL) {
+            dir = r->dir;
+            r->dir = NULL;
+        }
         run_drop(w, run);
         actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
         if (gen != w->actors_gen && w->inline_x != NULL)
             ff_exec_sweep(w->inline_x);
+        if (dir != NULL) {
+            ff_wd_remove(dir);
+            free(dir);
+            if (w->verbose)
+                ff_log(WHO, "run %llu ended: its working directory removed",
+                       (unsigned long long)run);
+        }
         return 0;
     }
+    case FF_M_WORKDIR:
+        if (on_workdir(w, p, n) != 0) {
+            ff_log(WHO, "a malformed WORKDIR from the head, or no memory for it: leaving");
+            return 1;
+        }
+        return 0;
+    case FF_M_RUN_WORKDIR:
+        if (on_run_workdir(w, p, n) != 0) {
+            ff_log(WHO, "a malformed RUN_WORKDIR from the head, or no memory for it: leaving");
+            return 1;
+        }
+        return 0;
     case FF_M_BYE:
         w->exit_code = 0;
         w->leaving = "the head said goodbye";
@@ -695,7 +1021,23 @@ int ff_worker_main(const ff_worker_opts *o) {
     w->resources = o->resources;
     w->own_machine = o->own_machine;
     w->quiet = o->quiet;
+    w->verbose = o->verbose && !o->quiet;
     w->address = o->address;
+    /* Nodes of runs without a working directory run here; storage paths
+     * are resolved against it, whatever a node's thread's directory is. */
+    w->home = getcwd(NULL, 0);
+    if (w->home == NULL) {
+        ff_log(WHO, "cannot tell the directory it was started in: %s", strerror(errno));
+        free(w);
+        return 2;
+    }
+    {
+        char host[256] = "localhost";
+        gethostname(host, sizeof host - 1);
+        char esc[200];
+        snprintf(w->name, sizeof w->name, "%s:%d",
+                 ff_text_escape(esc, sizeof esc, host, strlen(host)), (int)getpid());
+    }
     w->store = (ff_exec_store){store_func, store_result, store_actor_live, w};
     w->cpus_free = w->cpus;
     w->nthreads = (int)((w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE);
@@ -721,6 +1063,8 @@ int ff_worker_main(const ff_worker_opts *o) {
         if (ff_exec_create(&w->inline_x, &w->store) != 0) {
             ff_log(WHO, "cannot create a Lua state");
             w->exit_code = 1;
+        } else { /* the loop thread depends on no current directory */
+            ff_exec_set_home(w->inline_x, w->home, 1);
         }
     } else {
         w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
@@ -770,6 +1114,12 @@ int ff_worker_main(const ff_worker_opts *o) {
         }
     while (w->runs)
         run_drop(w, w->runs->id);
+    while (w->wds)
+        wd_forget(w, w->wds);
+    if (w->cache != NULL)
+        ff_wd_remove(w->cache);
+    free(w->cache);
+    free(w->home);
     ff_conn_free(&w->conn);
     uv_loop_close(&w->loop);
     pthread_mutex_destroy(&w->mu);

@@ -263,11 +263,39 @@ static int rd_run_end(const char *p, size_t n) {
     return rc;
 }
 
+static const unsigned char WD_HASH[FF_MSG_HASH_LEN] = "0123456789abcdef";
+
+static int rd_workdir(const char *p, size_t n) {
+    const unsigned char *hash;
+    const char *blob;
+    size_t len;
+    int rc = ff_msg_workdir_read(p, n, &hash, &blob, &len);
+    if (rc == 0) {
+        ASSERT(memcmp(hash, WD_HASH, FF_MSG_HASH_LEN) == 0);
+        ASSERT_EQ(len, 4);
+        ASSERT(memcmp(blob, "FFWD", 4) == 0);
+    }
+    return rc;
+}
+
+static int rd_run_workdir(const char *p, size_t n) {
+    uint64_t run;
+    const unsigned char *hash;
+    int rc = ff_msg_run_workdir_read(p, n, &run, &hash);
+    if (rc == 0) {
+        ASSERT_EQ(run, 301);
+        ASSERT(memcmp(hash, WD_HASH, FF_MSG_HASH_LEN) == 0);
+    }
+    return rc;
+}
+
 static void test_driver_messages(void) {
     ff_msg_func f = {1, 2, "code", 4};
     CHECK_MSG(FF_M_FUNC, ff_msg_func_write(b, &f), rd_func);
     CHECK_MSG(FF_M_SUBMIT, write_submit(b), rd_submit);
     CHECK_MSG(FF_M_RUN_END, ff_msg_run_end_write(b, 300), rd_run_end);
+    CHECK_MSG(FF_M_WORKDIR, ff_msg_workdir_write(b, WD_HASH, "FFWD", 4), rd_workdir);
+    CHECK_MSG(FF_M_RUN_WORKDIR, ff_msg_run_workdir_write(b, 301, WD_HASH), rd_run_workdir);
     ff_buf b = {0};
     ASSERT_EQ(ff_msg_status_write(&b), 0);
     ASSERT_EQ(b.n, FF_FRAME_HDR);
