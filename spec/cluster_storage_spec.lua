@@ -327,6 +327,43 @@ describe("a storage on a cluster", function()
                   r.stdout)
   end)
 
+  it("runs actors every time and stores only plain nodes, as RayWorkflow does", function()
+    local address, token, d = disk_cluster()
+    local ff = require "functionfuse"
+    local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+    local storage_factory = require("functionfuse.storage").storage_factory
+    -- functionfuse's IncrementalSum, every node named.
+    local IncrementalSum = ff.workflow("IncrementalSum", {
+      __init = function(self, start_at) self.start = start_at end,
+      add = function(self, n)
+        self.start = self.start + n
+        return self.start
+      end,
+    })
+    local minus = ff.workflow("minus", function(a, b) return a - b end)
+    local one = minus(4, 3):set_name("four_minus_three")
+    local incremental_sum = IncrementalSum(one):set_name("IncrementalSum")
+    local two = minus(3, one):set_name("three_minus_one")
+    incremental_sum:add(two):set_name("one_plus_two")
+    incremental_sum:add(two):set_name("three_plus_two")
+    local six = incremental_sum:add(one):set_name("five_plus_one")
+    local wf = ClusterWorkflow(minus(six, 2):set_name("six_minus_two"), { workflow_name = "actors",
+      quiet = true, cluster_init_args = { address = address, token_file = token } })
+    local st = storage_factory { kind = "cluster",
+      options = { remote_args = { resources = { _disk = 0.001 } }, path = "storage" } }
+    wf:set_storage(st)
+    assert.are.equal(4, wf:run())
+    assert.are.equal(7, wf.last_run.computed)
+    assert.are.same({ "four_minus_three", "six_minus_two", "three_minus_one" },
+                    st:list_tasks("actors"))
+    -- Again: the actor and its calls run (from the stored values they
+    -- take), the plain nodes are stored.
+    assert.are.equal(4, wf:run())
+    assert.are.equal(4, wf.last_run.computed)
+    assert.are.equal(3, wf.last_run.loaded)
+    assert.are.same({ "storage/data.mdb", "storage/lock.mdb" }, mdb_files(d.disk))
+  end)
+
   it("takes a storage of kind file only where a worker runs on this machine", function()
     local dir = H.tmpdir()
     local script = dir .. "/file.lua"

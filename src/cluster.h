@@ -27,6 +27,7 @@ typedef struct ff_head_opts {
     const char *token_file;
     const char *ready_file;   /* write "HOST:PORT\n" here once listening */
     int quiet;                /* only errors on stderr, nothing on stdout */
+    int verbose;              /* -v: runs, working directories (quiet wins) */
     double handshake_timeout; /* seconds; 0: the default */
 } ff_head_opts;
 
@@ -37,6 +38,7 @@ typedef struct ff_worker_opts {
     const char *token_file;
     int own_machine; /* a machine of its own: shares its resources with no other worker */
     int quiet;       /* only errors on stderr */
+    int verbose;     /* -v: runs and working directories too (quiet wins) */
 } ff_worker_opts;
 
 /* The programs behind `fflua head` and `fflua worker` (exit statuses).

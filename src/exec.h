@@ -10,6 +10,13 @@
  * and keeps them until told to forget; it decodes a task's arguments,
  * calls its pre-run function and its function, and encodes the result.
  *
+ * Actors: a constructor task's result (a class instance) stays in the
+ * executor's state, by run and task index, and its result on the wire is
+ * the marker `true`; a method call task gets that instance wherever its
+ * arguments name the constructor. The worker runs every call of an actor
+ * on the executor that made it. ff_exec_sweep drops the instances the
+ * store says are gone.
+ *
  * Threads: an executor is used by one thread at a time (a worker's
  * executor threads have one each; a worker with one CPU has one for its
  * loop thread). Executors share nothing: several run at once in their
@@ -32,6 +39,8 @@ typedef struct ff_exec ff_exec;
 typedef struct ff_exec_store {
     char *(*func)(void *ud, uint64_t run, uint64_t fid, size_t *n);
     char *(*result)(void *ud, uint64_t run, uint64_t index, size_t *n);
+    /* Whether the actor made by task (run, index) is still wanted. */
+    int (*actor_live)(void *ud, uint64_t run, uint64_t index);
     void *ud;
 } ff_exec_store;
 
@@ -45,16 +54,34 @@ typedef struct ff_exec_task {
     size_t nargs;
     const char *pre; /* FFC_CODE bytes of the pre-run function; npre 0: none */
     size_t npre;
+    int actor;       /* FF_ACTOR_* (msg.h) */
+    uint64_t ctor;   /* FF_ACTOR_METHOD: the task index of its constructor */
+    uint64_t index;  /* the task's own index (where a constructor keeps its actor) */
+    const char *dir; /* the run's working directory (absolute), or NULL: none */
 } ff_exec_task;
 
 /* Makes an executor that gets bytes from store (copied). 0, or -ENOMEM
  * when no Lua state can be made. */
 int ff_exec_create(ff_exec **x, const ff_exec_store *store);
 
+/* Where x runs tasks: home (absolute, borrowed for x's life) is the
+ * worker's startup directory, the current directory of tasks of runs
+ * without a working directory, and own_fs says whether chdir in x's
+ * thread affects that thread only (unshare(CLONE_FS) succeeded, or the
+ * thread is the process's one that runs tasks). Without own_fs, tasks of
+ * runs with a working directory fail. Called once, before the first task. */
+void ff_exec_set_home(ff_exec *x, const char *home, int own_fs);
+
 /* Forgets the functions decoded so far (their runs are over). */
 void ff_exec_forget(ff_exec *x);
 
-/* Runs task t. 0: its result's bytes (FFC_CODE) replace out's content.
+/* Drops the actors (instances) for which the store's actor_live says 0. */
+void ff_exec_sweep(ff_exec *x);
+
+/* Runs task t, in t->dir when it has one (then also first on package.path
+ * and package.cpath, and with the modules loaded from it dropped from
+ * package.loaded once a task of another directory comes), else in home.
+ * 0: its result's bytes (FFC_CODE) replace out's content.
  * FFLUA_ELUA: the task failed (its error, a result that cannot be
  * encoded or is too large for a message, a function that never
  * arrived); ff_exec_error says why. */

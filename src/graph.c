@@ -14,6 +14,7 @@ struct func {
     int32_t handle;
     uint32_t refs;    /* the caller's references and live nodes; 0 marks a free slot */
     uint32_t counter; /* the next default name's number; the free-list link when free */
+    int kind;         /* enum ff_func_kind */
     char *name;
 };
 
@@ -161,7 +162,7 @@ int ff_graph_add_func(ff_graph *g, int32_t handle, const char *name, uint32_t co
         }
         id = g->nfuncs++;
     }
-    g->funcs[id] = (struct func){handle, 1, counter, s};
+    g->funcs[id] = (struct func){handle, 1, counter, FF_FUNC_PLAIN, s};
     *fid = id;
     return 0;
 nomem:
@@ -209,6 +210,14 @@ const char *ff_graph_func_name(const ff_graph *g, uint32_t fid) {
 
 int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid) {
     return g->funcs[fid].handle;
+}
+
+void ff_graph_set_func_kind(ff_graph *g, uint32_t fid, enum ff_func_kind kind) {
+    g->funcs[fid].kind = kind;
+}
+
+enum ff_func_kind ff_graph_func_kind(const ff_graph *g, uint32_t fid) {
+    return (enum ff_func_kind)g->funcs[fid].kind;
 }
 
 /* --- nodes ---------------------------------------------------------------- */

@@ -102,6 +102,12 @@ int ff_graph_func_is_live(const ff_graph *g, uint32_t fid);
 /* The function's name, or NULL when fid is not a live function. */
 const char *ff_graph_func_name(const ff_graph *g, uint32_t fid);
 int32_t ff_graph_func_handle(const ff_graph *g, uint32_t fid);
+/* What a live function's nodes are: plain nodes, or a class's
+ * constructor and method calls (class nodes, which a cluster runs as
+ * actors). A function starts FF_FUNC_PLAIN. */
+enum ff_func_kind { FF_FUNC_PLAIN, FF_FUNC_CTOR, FF_FUNC_METHOD };
+void ff_graph_set_func_kind(ff_graph *g, uint32_t fid, enum ff_func_kind kind);
+enum ff_func_kind ff_graph_func_kind(const ff_graph *g, uint32_t fid);
 
 /* --- nodes ---------------------------------------------------------------- */
 

@@ -14,12 +14,21 @@
  * the results of saved tasks (PUT) and asks it for those of loaded tasks
  * (GET), which never go through the scheduler; drivers' storage calls
  * (STORE) are forwarded to it.
+ * A run's working directory (a blob by hash, as its driver sent it once)
+ * goes to each worker once, before the run's first task there.
  * Unless told --num-cpus 0, the head starts local worker processes (one by
  * default) for its own CPUs and resources, as a Ray head node runs tasks
  * too, and starts another when one ends, backing off when they end soon
  * after starting and giving up after FF_LOCAL_GIVE_UP such ends in a row.
  * While local workers are kept, a task that they could hold waits for one
  * rather than failing because no worker is there at the moment.
+ *
+ * Actors: a class's constructor task is scheduled like any task; its
+ * instance stays on the worker that ran it. Its method calls take no
+ * scheduler slot: once ready (their parents, the previous call among
+ * them, are done) they go straight to that worker, so they run there in
+ * program order, and only that worker's RESULT for them counts. A worker
+ * lost while an actor on it has calls left fails the run (actors_lost).
  *
  * Nothing a peer does takes the head down: a failed write ends that
  * connection only (SIGPIPE is made harmless by the program), every frame
@@ -46,6 +55,7 @@
 #include "net.h"
 #include "sched.h"
 #include "text.h"
+#include "workdir.h"
 
 static const char *WHO = "head";
 
@@ -77,6 +87,9 @@ typedef struct htask {
     uint32_t unsent;                 /* consumers not yet dispatched */
     uint32_t unfinished;             /* consumers not yet finished */
     int leaf, state, place;
+    int actor;             /* FF_ACTOR_*: class nodes (actors, see method_ready) */
+    uint32_t ctor;         /* a method call: its constructor's task */
+    uint32_t methods_left; /* a constructor: its method calls not yet done */
     char *args, *pre;
     size_t nargs, npre;
     ff_res *req; /* as the scheduler counts (sched_cpus) */
@@ -90,6 +103,18 @@ typedef struct htask {
 
 typedef struct hconn hconn;
 
+/* A working directory (runtime_env.working_dir) a driver sent: kept while
+ * a driver connection holds it or a run uses it (refs). */
+typedef struct hwd {
+    struct hwd *next;
+    uint64_t id;
+    unsigned char hash[FF_WD_HASH_LEN];
+    char hex[9]; /* the hash's first bytes, for logs */
+    char *blob;
+    size_t n;
+    int refs;
+} hwd;
+
 typedef struct hrun {
     struct hrun *next;
     uint64_t id, driver_run;
@@ -99,6 +124,7 @@ typedef struct hrun {
     uint32_t received;         /* tasks received so far (SUBMITs come in order) */
     uint32_t tasks_cap;        /* tasks allocated (grows with what came) */
     blobmap funcs;
+    hwd *wd; /* its working directory, or NULL (holds a reference) */
     int failed;
     /* max_pending_tasks: at most this many tasks queued or running (0: no
      * limit); ready tasks beyond it wait in `held`, oldest first. */
@@ -133,6 +159,8 @@ struct hconn {
     int64_t machine_key;                   /* workers: its key in the scheduler */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
+    blobmap wd_has;     /* hwd id -> "": drivers: the working dirs they hold; workers: have */
+    blobmap wd_runs;    /* workers: run id -> "": runs whose RUN_WORKDIR they have */
 };
 
 /* A local worker process, and the slot it keeps across restarts. */
@@ -197,11 +225,13 @@ typedef struct head {
     hrun *runs;
     hfwd *fwds;        /* STOREs waiting for their worker's reply */
     uint64_t next_fwd; /* the last req given to one */
-    ff_msg_dep *deps;  /* scratch: a TASK's dependencies */
+    hwd *wds;
+    uint64_t next_wd;
+    ff_msg_dep *deps; /* scratch: a TASK's dependencies */
     size_t deps_cap;
     uint64_t next_run;
     uint64_t finished_total;
-    int stopping, quiet;
+    int stopping, quiet, verbose;
     unsigned handshake_ms;
     uv_timer_t parent_watch;
     uv_check_t flusher;
@@ -227,7 +257,11 @@ static void task_free_fields(htask *t) {
     ff_buf_free(&t->result);
 }
 
+static void wd_unref(head *h, hwd *w);
+
 static void run_free(head *h, hrun *r) {
+    if (r->wd != NULL)
+        wd_unref(h, r->wd);
     for (hrun **pp = &h->runs; *pp; pp = &(*pp)->next)
         if (*pp == r) {
             *pp = r->next;
@@ -285,8 +319,41 @@ static void broadcast_run_end(head *h, uint64_t id) {
     for (hconn *c = h->conns; c; c = c->next) {
         if (c->place < 0 || c->c.state != FF_CONN_READY)
             continue;
+        bm_del(&c->wd_runs, id);
         sent_or_close(c, ff_msg_run_end_write(&c->c.out, id), "a RUN_END");
     }
+}
+
+/* --- working directories --------------------------------------------------- */
+
+static hwd *wd_find(head *h, const unsigned char *hash) {
+    for (hwd *w = h->wds; w; w = w->next)
+        if (memcmp(w->hash, hash, FF_WD_HASH_LEN) == 0)
+            return w;
+    return NULL;
+}
+
+/* Drops a reference on w; the last one frees it and tells the workers
+ * that have it to forget it. */
+static void wd_unref(head *h, hwd *w) {
+    if (--w->refs > 0)
+        return;
+    for (hconn *c = h->conns; c; c = c->next) {
+        if (c->place < 0 || bm_find(&c->wd_has, w->id) == NULL)
+            continue;
+        bm_del(&c->wd_has, w->id);
+        if (c->c.state == FF_CONN_READY)
+            sent_or_close(c, ff_msg_workdir_write(&c->c.out, w->hash, "", 0), "a WORKDIR");
+    }
+    if (h->verbose)
+        ff_log(WHO, "working directory %s forgotten", w->hex);
+    for (hwd **pp = &h->wds; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    free(w->blob);
+    free(w);
 }
 
 static double mib(size_t n) {
@@ -322,8 +389,17 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     return 1;
 }
 
+/* The -v line of a run that ends. */
+static void log_run_end(head *h, hrun *r, const char *how) {
+    if (h->verbose)
+        ff_log(WHO, "driver %s: run %llu %s: %u of %u tasks finished",
+               r->driver ? r->driver->c.peer : "(gone)", (unsigned long long)r->driver_run, how,
+               r->finished, r->ntasks);
+}
+
 /* The run failed or was abandoned: cancel what is queued; the run ends. */
 static void run_abort(head *h, hrun *r) {
+    log_run_end(h, r, r->failed ? "failed" : "cancelled");
     broadcast_run_end(h, r->id);
     run_free(h, r);
 }
@@ -355,6 +431,7 @@ static void run_finish(head *h, hrun *r) {
         if (write_run_end(h, r, 0) != 0)
             disconnect(r->driver, "the head could not send it a RUN_END");
     }
+    log_run_end(h, r, "done");
     broadcast_run_end(h, r->id);
     run_free(h, r);
 }
@@ -424,7 +501,9 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
                      .pre = t->pre,
                      .nargs = t->nargs,
                      .npre = t->npre,
-                     .cpus = (uint64_t)t->cpus};
+                     .cpus = (uint64_t)t->cpus,
+                     .actor = t->actor,
+                     .ctor = t->ctor};
     size_t size = ff_msg_task_size(&m, h->deps);
     if (size > FF_FRAME_MAX) {
         snprintf(err, errlen,
@@ -435,8 +514,21 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         return -1;
     }
     size_t start = c->out.n;
+    hwd *wd = r->wd;
+    int wd_blob = wd != NULL && bm_find(&w->wd_has, wd->id) == NULL;
+    int wd_run = wd != NULL && bm_find(&w->wd_runs, r->id) == NULL;
+    if ((wd_blob && ff_msg_workdir_write(&c->out, wd->hash, wd->blob, wd->n) != 0) ||
+        (wd_run && ff_msg_run_workdir_write(&c->out, r->id, wd->hash) != 0)) {
+        c->out.n = start;
+        snprintf(err, errlen,
+                 "the head has not enough memory to send its working directory "
+                 "(%.1f MiB) to a worker",
+                 mib(wd->n));
+        return -1;
+    }
     if (f != NULL && ff_msg_func_write(&c->out, &(ff_msg_func){r->id, t->fid, f->p, f->n}) != 0) {
         /* its driver sent it in one message: memory */
+        c->out.n = start;
         snprintf(err, errlen,
                  "the head has not enough memory to send its function "
                  "(%.1f MiB) to a worker",
@@ -444,12 +536,17 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         return -1;
     }
     if (ff_msg_task_write(&c->out, &m, h->deps) != 0) {
-        c->out.n = start; /* the FUNC too: nothing of it was sent */
+        c->out.n = start; /* the FUNC and working directory too: nothing was sent */
         snprintf(err, errlen, "the head has not enough memory to send it to a worker (%.1f MiB)",
                  mib(size));
         return -1;
     }
     /* Sent: what the worker now holds, what the head no longer needs. */
+    if (wd_blob && bm_put(&w->wd_has, wd->id, "", 0) == 0 && h->verbose)
+        ff_log(WHO, "working directory %s sent to worker %s (%.1f KiB)", wd->hex, w->name,
+               (double)wd->n / 1024);
+    if (wd_run)
+        bm_put(&w->wd_runs, r->id, "", 0); /* if this fails, the RUN_WORKDIR goes again */
     if (f != NULL)
         bm_put(&w->funcs_sent, fkey, "", 0); /* if this fails, the FUNC goes again */
     for (uint32_t d = 0; d < t->ndeps; d++) {
@@ -535,6 +632,23 @@ static void store_load(head *h, hrun *r, uint32_t i) {
     r->pending++;
 }
 
+/* A method call i whose parents are done goes to its actor's worker at
+ * once, without the scheduler: the previous call on that actor is among
+ * its parents, so calls run one after the other in program order, in
+ * parallel with the rest of the run. */
+static void method_ready(head *h, hrun *r, uint32_t i) {
+    htask *t = &r->tasks[i];
+    char err[300];
+    if (send_task(h, r, i, r->tasks[t->ctor].place, err, sizeof err) != 0) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "its actor '%s' cannot take it: %s", r->tasks[t->ctor].name, err);
+        t->state = T_FAILED;
+        run_fail(r, i, msg);
+        return;
+    }
+    r->pending++;
+}
+
 /* Queues task i (its parents are done), or holds it while the run has
  * max_pending tasks out. When it cannot be queued, the run fails (see
  * run_fail). */
@@ -566,6 +680,10 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
         store_load(h, r, i);
         return;
     }
+    if (t->actor == FF_ACTOR_METHOD) {
+        method_ready(h, r, i);
+        return;
+    }
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
     int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity,
@@ -595,9 +713,15 @@ static void task_out(head *h, hrun *r) {
 }
 
 /* Task i's result is needed no more (its consumers all finished; a leaf
- * went to the driver): the workers holding it drop it. */
+ * went to the driver): the workers holding it drop it. An actor's worker
+ * is told also past the first 64 places, so that it drops the instance. */
 static void free_result(head *h, hrun *r, uint32_t i) {
     uint64_t holders = r->tasks[i].holders;
+    int at = r->tasks[i].place;
+    if (r->tasks[i].actor == FF_ACTOR_CTOR && at >= 64 && at < h->nplaces_cap &&
+        h->places[at] != NULL && h->places[at]->c.state == FF_CONN_READY)
+        sent_or_close(h->places[at], ff_msg_free_write(&h->places[at]->c.out, r->id, &i, 1),
+                      "a FREE");
     for (int p = 0; holders != 0 && p < 64; p++, holders >>= 1) {
         if (!(holders & 1) || p >= h->nplaces_cap || h->places[p] == NULL ||
             h->places[p]->c.state != FF_CONN_READY)
@@ -635,16 +759,24 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     const char *bytes = m.bytes;
     size_t len = m.len;
     /* Only a task this worker is running counts: a result for another's
-     * task, or a made-up one, is ignored. */
+     * task, or a made-up one, is ignored. Method calls are not the
+     * scheduler's: their task says where they run. */
+    hrun *r = run <= UINT32_MAX && i <= UINT32_MAX ? run_find(h, run) : NULL;
+    int method = r != NULL && i < r->received && r->tasks[i].actor == FF_ACTOR_METHOD;
     int at = -1;
-    if (run > UINT32_MAX || i > UINT32_MAX ||
-        ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING || at != w->place) {
-        ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
+    if (method ? r->tasks[i].state != T_RUNNING || r->tasks[i].place != w->place
+               : run > UINT32_MAX || i > UINT32_MAX ||
+                     ff_sched_task_state(h->sched, TASK_ID(run, i), &at) != FF_SCHED_RUNNING ||
+                     at != w->place) {
+        /* A method call of a run that ended meanwhile is not the
+         * scheduler's either: quietly dropped. */
+        if (method || r != NULL || run == 0 || run > h->next_run)
+            ff_log(WHO, "%s: a result for a task it does not run: ignored", w->name);
         return 0;
     }
-    ff_sched_release(h->sched, TASK_ID(run, i));
+    if (!method)
+        ff_sched_release(h->sched, TASK_ID(run, i));
     h->finished_total++;
-    hrun *r = run_find(h, run);
     if (r == NULL || i >= r->received || r->tasks[i].state != T_RUNNING) {
         dispatch(h); /* a cancelled run: resources are free again */
         return 0;
@@ -706,6 +838,8 @@ static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const cha
     }
     t->state = T_DONE;
     r->finished++;
+    if (t->actor == FF_ACTOR_METHOD)
+        r->tasks[t->ctor].methods_left--;
     task_out(h, r);
     if (place < 64 && !t->load) /* a loaded result stays with the head */
         t->holders |= (uint64_t)1 << place;
@@ -894,6 +1028,8 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
             memcpy(t->fp, st.fp, FF_MSG_FP_LEN);
         if ((st.save || st.load) && r->store_path == NULL)
             bad = 1; /* saved or loaded without a RUN_STORE */
+        t->actor = st.actor;
+        t->ctor = (uint32_t)st.ctor; /* < st.index */
         t->ndeps = st.ndeps;
         t->nargs = st.nargs;
         t->npre = st.npre;
@@ -931,6 +1067,15 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
                 t->cpus = t->req[k].amount;
                 t->req[k].amount = sched_cpus(t->cpus);
             }
+        if (t->actor == FF_ACTOR_METHOD && !bad) {
+            /* Its constructor is a constructor, and one of its parents. */
+            int dep = 0;
+            for (uint32_t d = 0; d < t->ndeps; d++)
+                dep |= t->deps[d] == t->ctor;
+            bad = !dep || r->tasks[t->ctor].actor != FF_ACTOR_CTOR;
+            t->nreq = 0; /* it runs where its actor is, on no CPU of its own */
+            t->cpus = 0;
+        }
     }
     if (bad || rc != 1) {
         /* What was read of this part is not part of the run. */
@@ -968,6 +1113,8 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
             if (p->state != T_DONE)
                 t->waiting++;
         }
+        if (t->actor == FF_ACTOR_METHOD)
+            r->tasks[t->ctor].methods_left++;
     }
     return 0;
 }
@@ -988,6 +1135,8 @@ static int check_feasible(head *h, hrun *r, uint32_t first, uint32_t count, char
         int64_t want = t->cpus;
         if (t->load)
             continue; /* served by the run's storage */
+        if (t->actor == FF_ACTOR_METHOD)
+            continue; /* it runs where its constructor ran */
         if (fits_local(h, t))
             continue; /* a local worker will hold it, when not now then once restarted */
         if (live == 0) {
@@ -1059,6 +1208,10 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         dispatch(h);
         return 0;
     }
+    if (r->received == r->ntasks && h->verbose)
+        ff_log(WHO, "driver %s: run %llu submitted: %u tasks%s%s", d->c.peer,
+               (unsigned long long)r->driver_run, r->ntasks, r->wd ? ", working directory " : "",
+               r->wd ? r->wd->hex : "");
     /* Nothing runs before the whole run is here and checked: a node that
      * cannot run (or cannot be encoded, on the driver's side) fails the
      * run before anything ran. */
@@ -1213,6 +1366,8 @@ static int on_store_reply(head *h, hconn *w, const char *p, size_t n) {
     return 0;
 }
 
+static hrun *run_open(head *h, hconn *d, uint64_t drun);
+
 /* RUN_STORE: the storage of a run (made here when its first FUNC has not
  * come: a run may load every task it has). A storage no worker can hold
  * refuses the run. */
@@ -1221,23 +1376,11 @@ static int on_run_store(head *h, hconn *d, const char *p, size_t n) {
     ff_msg_list res;
     if (ff_msg_run_store_read(p, n, &m, &res) != 0)
         return protocol_error(d, "it sent a malformed RUN_STORE");
-    hrun *r = NULL;
-    for (hrun *x = h->runs; x; x = x->next)
-        if (x->driver == d && x->driver_run == m.run && x->tasks == NULL)
-            r = x;
-    if (r == NULL) {
-        r = calloc(1, sizeof *r);
-        if (r == NULL)
-            return protocol_error(d, "not enough memory for a new run");
-        r->id = ++h->next_run;
-        r->driver_run = m.run;
-        r->driver = d;
-        r->store_place = -1;
-        r->next = h->runs;
-        h->runs = r;
-    }
-    if (r->store_path != NULL)
-        return protocol_error(d, "it sent a second RUN_STORE for a run");
+    hrun *r = run_open(h, d, m.run);
+    if (r == NULL)
+        return protocol_error(d, "not enough memory for a new run");
+    if (r->store_path != NULL || r->tasks != NULL)
+        return protocol_error(d, "it sent a RUN_STORE again, or after the run's first SUBMIT");
     r->store_path = strndup(m.path, m.path_len);
     r->store_wf = strndup(m.wf, m.wf_len);
     r->store_path_len = m.path_len;
@@ -1284,7 +1427,7 @@ static void store_lost(head *h, hconn *c) {
         free(f);
     }
     for (hrun *r = h->runs; r; r = r->next)
-        if (r->store_place == c->place && !r->failed) {
+        if (r->store_path != NULL && r->store_place == c->place && !r->failed) {
             char msg[200];
             snprintf(msg, sizeof msg, "the worker holding the run's storage (%s) left the cluster",
                      c->name);
@@ -1292,13 +1435,9 @@ static void store_lost(head *h, hconn *c) {
         }
 }
 
-static int on_func(head *h, hconn *d, const char *p, size_t n) {
-    ff_msg_func m;
-    if (ff_msg_func_read(p, n, &m) != 0 || m.fid > UINT32_MAX)
-        return 1;
-    uint64_t drun = m.run, fid = m.fid;
-    const char *code = m.code;
-    size_t len = m.len;
+/* Driver d's run drun that is still being sent, made when it is new;
+ * NULL without memory. */
+static hrun *run_open(head *h, hconn *d, uint64_t drun) {
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
         if (x->driver == d && x->driver_run == drun &&
@@ -1307,7 +1446,7 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
     if (r == NULL) {
         r = calloc(1, sizeof *r);
         if (r == NULL)
-            return protocol_error(d, "not enough memory for a new run");
+            return NULL;
         r->id = ++h->next_run;
         r->driver_run = drun;
         r->driver = d;
@@ -1315,6 +1454,90 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
         r->next = h->runs;
         h->runs = r;
     }
+    return r;
+}
+
+/* WORKDIR from a driver: a working directory it will name in runs, held
+ * until it says to forget it (an empty blob) or leaves. */
+static int on_workdir(head *h, hconn *d, const char *p, size_t n) {
+    const unsigned char *hash;
+    const char *bytes;
+    size_t len;
+    if (ff_msg_workdir_read(p, n, &hash, &bytes, &len) != 0)
+        return protocol_error(d, "it sent a malformed WORKDIR");
+    hwd *w = wd_find(h, hash);
+    if (len == 0) { /* forget */
+        if (w != NULL && bm_find(&d->wd_has, w->id) != NULL) {
+            bm_del(&d->wd_has, w->id);
+            wd_unref(h, w);
+        }
+        return 0;
+    }
+    unsigned char mine[FF_WD_HASH_LEN];
+    ff_wd_hash(bytes, len, mine);
+    if (memcmp(mine, hash, FF_WD_HASH_LEN) != 0)
+        return protocol_error(d, "it sent a WORKDIR whose bytes do not match its hash");
+    if (w != NULL && bm_find(&d->wd_has, w->id) != NULL)
+        return 0;
+    if (w == NULL) {
+        w = calloc(1, sizeof *w);
+        char *copy = w != NULL ? malloc(len) : NULL;
+        if (copy == NULL) {
+            free(w);
+            return protocol_error(d, "not enough memory for a working directory");
+        }
+        memcpy(copy, bytes, len);
+        w->blob = copy;
+        w->n = len;
+        w->id = ++h->next_wd;
+        memcpy(w->hash, hash, FF_WD_HASH_LEN);
+        snprintf(w->hex, sizeof w->hex, "%02x%02x%02x%02x", hash[0], hash[1], hash[2], hash[3]);
+        w->next = h->wds;
+        h->wds = w;
+    }
+    if (bm_put(&d->wd_has, w->id, "", 0) != 0) {
+        if (w->refs == 0) {
+            w->refs = 1;
+            wd_unref(h, w);
+        }
+        return protocol_error(d, "not enough memory for a working directory");
+    }
+    w->refs++;
+    if (h->verbose)
+        ff_log(WHO, "driver %s: working directory %s received (%.1f KiB)", d->c.peer, w->hex,
+               (double)len / 1024);
+    return 0;
+}
+
+/* RUN_WORKDIR from a driver: the run's nodes run in that directory. */
+static int on_run_workdir(head *h, hconn *d, const char *p, size_t n) {
+    uint64_t drun;
+    const unsigned char *hash;
+    if (ff_msg_run_workdir_read(p, n, &drun, &hash) != 0)
+        return protocol_error(d, "it sent a malformed RUN_WORKDIR");
+    hwd *w = wd_find(h, hash);
+    if (w == NULL || bm_find(&d->wd_has, w->id) == NULL)
+        return protocol_error(d, "it named a working directory it did not send");
+    hrun *r = run_open(h, d, drun);
+    if (r == NULL)
+        return protocol_error(d, "not enough memory for a new run");
+    if (r->wd != NULL || r->funcs.len > 0)
+        return protocol_error(d, "it sent a RUN_WORKDIR after the run had begun");
+    r->wd = w;
+    w->refs++;
+    return 0;
+}
+
+static int on_func(head *h, hconn *d, const char *p, size_t n) {
+    ff_msg_func m;
+    if (ff_msg_func_read(p, n, &m) != 0 || m.fid > UINT32_MAX)
+        return 1;
+    uint64_t fid = m.fid;
+    const char *code = m.code;
+    size_t len = m.len;
+    hrun *r = run_open(h, d, m.run);
+    if (r == NULL)
+        return protocol_error(d, "not enough memory for a new run");
     if (bm_put(&r->funcs, fid, code, len) != 0) {
         char why[100];
         snprintf(why, sizeof why, "not enough memory for a function (%.1f MiB)", mib(len));
@@ -1406,6 +1629,10 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     } else if (role == FF_ROLE_DRIVER) {
         if (type == FF_M_FUNC)
             return on_func(h, c, p, n);
+        if (type == FF_M_WORKDIR)
+            return on_workdir(h, c, p, n);
+        if (type == FF_M_RUN_WORKDIR)
+            return on_run_workdir(h, c, p, n);
         if (type == FF_M_SUBMIT)
             return on_submit(h, c, p, n);
         if (type == FF_M_RUN_END) {
@@ -1557,6 +1784,45 @@ static void on_lost(void *ud, uint64_t id, int why, int bad) {
     send_done(r, i, 1, msg, strlen(msg));
 }
 
+/* Worker w left: a run with an actor there that has method calls left
+ * fails, naming the actor and the call that cannot run (the one running
+ * there, else the first to come). Restarting actors is the faults
+ * issue's. */
+static void actors_lost(head *h, const hconn *w) {
+    for (hrun *r = h->runs; r; r = r->next) {
+        for (uint32_t c = 0; c < r->received && !r->failed; c++) {
+            htask *ct = &r->tasks[c];
+            if (ct->actor != FF_ACTOR_CTOR || ct->place != w->place || ct->state != T_DONE ||
+                ct->methods_left == 0)
+                continue;
+            uint32_t blame = UINT32_MAX;
+            for (uint32_t k = c + 1; k < r->received; k++) {
+                htask *m = &r->tasks[k];
+                if (m->actor != FF_ACTOR_METHOD || m->ctor != c || m->state == T_DONE)
+                    continue;
+                if (blame == UINT32_MAX || m->state == T_RUNNING)
+                    blame = k;
+                if (m->state == T_RUNNING)
+                    break;
+            }
+            if (blame == UINT32_MAX)
+                continue;
+            char msg[400];
+            if (w->lost[0] != '\0')
+                snprintf(msg, sizeof msg,
+                         "its actor '%s' was lost: the worker holding it (%s) was "
+                         "disconnected: %s",
+                         ct->name, w->name, w->lost);
+            else
+                snprintf(msg, sizeof msg,
+                         "its actor '%s' was lost: the worker holding it (%s) left the cluster",
+                         ct->name, w->name);
+            r->tasks[blame].state = T_FAILED;
+            run_fail(r, blame, msg);
+        }
+    }
+}
+
 /* Ends the runs that failed (r->failed). */
 static void abort_failed(head *h) {
     for (hrun *r = h->runs, *next; r; r = next) {
@@ -1582,6 +1848,7 @@ static void on_closed(ff_conn *fc) {
         h->losing = c;
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
         h->losing = NULL;
+        actors_lost(h, c);
         abort_failed(h);
     }
     for (hrun *r = h->runs, *next; r; r = next) { /* a driver's runs end with it */
@@ -1599,6 +1866,14 @@ static void on_closed(ff_conn *fc) {
         for (size_t k = 0; k < g->n; k++)
             if (g->done[k].driver == c)
                 g->done[k].driver = NULL;
+    if (c->place < 0) /* a driver's working directories */
+        for (hwd *w = h->wds, *next; w; w = next) {
+            next = w->next;
+            if (bm_find(&c->wd_has, w->id) != NULL)
+                wd_unref(h, w);
+        }
+    bm_free(&c->wd_has);
+    bm_free(&c->wd_runs);
     bm_free(&c->funcs_sent);
     ff_conn_free(&c->c);
     free(c);
@@ -1737,6 +2012,8 @@ static void child_start(hchild *ch) {
     int na = 6;
     if (h->quiet)
         args[na++] = "--quiet";
+    else if (h->verbose)
+        args[na++] = "--verbose";
     if (h->local_resources) {
         args[na++] = "--resources";
         args[na++] = (char *)h->local_resources;
@@ -1939,6 +2216,7 @@ int ff_head_main(const ff_head_opts *o) {
     }
     ff_auth_key(h->token, tl, h->key);
     h->quiet = o->quiet;
+    h->verbose = o->verbose && !o->quiet;
     h->handshake_ms = o->handshake_timeout > 0 ? (unsigned)(o->handshake_timeout * 1000 + 0.5) : 0;
     if (gethostname(h->hostname, sizeof h->hostname - 1) != 0)
         snprintf(h->hostname, sizeof h->hostname, "localhost");
@@ -2015,6 +2293,12 @@ int ff_head_main(const ff_head_opts *o) {
     }
     while (h->graves)
         grave_flush(h, h->graves, NULL);
+    while (h->wds) { /* held by drivers whose connections were not closed */
+        hwd *w = h->wds;
+        h->wds = w->next;
+        free(w->blob);
+        free(w);
+    }
     free(h->deps);
     free(h->children);
     free(h->places);
@@ -2070,7 +2354,15 @@ int ff_head_fuzz(const char *data, size_t n) {
         h.fwds = f->next;
         free(f);
     }
+    while (h.wds) {
+        hwd *w = h.wds;
+        h.wds = w->next;
+        free(w->blob);
+        free(w);
+    }
     for (int i = 0; i < 2; i++) {
+        bm_free(&peers[i].wd_has);
+        bm_free(&peers[i].wd_runs);
         bm_free(&peers[i].funcs_sent);
         ff_conn_free(&peers[i].c);
     }

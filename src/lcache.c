@@ -23,7 +23,8 @@
  * it holds it (c->remote, filled between ffl_cache_fingerprint and
  * ffl_cache_plan); a needed node it holds is LOAD without being read here
  * (the storage's worker serves it to the run), and the run's results are
- * saved there, not through ffl_cache_save.
+ * saved there, not through ffl_cache_save. Class nodes and method calls
+ * are actors there: like log_nodes, they always run and are never saved.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -328,6 +329,14 @@ static int is_log(lua_State *L, struct ffl_cache *c, uint32_t id) {
     return log;
 }
 
+/* Whether node id is a class node or a method call: on a cluster an actor,
+ * whose calls change its state, so they always run and are never saved or
+ * loaded (as functionfuse's RayWorkflow does with them). */
+static int is_actor(struct ffl_cache *c, uint32_t id) {
+    const ff_graph *g = c->run->ctx->graph;
+    return ff_graph_func_kind(g, ff_graph_fid(g, id)) != FF_FUNC_PLAIN;
+}
+
 /* Whether the storage holds node pos's result (same fingerprint unless
  * cache = "name"), without reading it. A damaged record is a warning. */
 static int is_stored(lua_State *L, struct ffl_cache *c, uint32_t pos) {
@@ -401,7 +410,7 @@ static void decide(lua_State *L, struct ffl_cache *c) {
             c->skipped++;
             continue;
         }
-        if (is_log(L, c, p->order[pos])) {
+        if (is_log(L, c, p->order[pos]) || (c->remote != NULL && is_actor(c, p->order[pos]))) {
             c->act[pos] = FFL_ACT_LOG;
         } else if (c->mode == FFL_CACHE_NONE) {
             c->act[pos] = FFL_ACT_RUN;

@@ -27,6 +27,7 @@
 #include "lquery.h"
 #include "lrun.h"
 #include "lstore.h"
+#include "lworkdir.h"
 #include "text.h"
 
 /* core.strerror(code) -> string */
@@ -79,6 +80,7 @@ int luaopen_functionfuse_core(lua_State *L) {
     luaL_setfuncs(L, ffl_codec_funcs, 0);
     luaL_setfuncs(L, ffl_client_funcs, 0);
     luaL_setfuncs(L, ffl_proc_funcs, 0);
+    luaL_setfuncs(L, ffl_workdir_funcs, 0);
     lua_pushstring(L, fflua_version());
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, FFLUA_VERSION_NUM);

@@ -9,7 +9,9 @@
  * its resources. Tasks go to the head in SUBMITs, each sent as soon as it
  * is encoded; the driver then reads the leaves' results (DONE frames) until
  * RUN_END, which says where each node ran. The connection is the cluster
- * client's (lclient.c); the messages are in msg.h.
+ * client's (lclient.c); the messages are in msg.h. Class nodes are marked
+ * as actors (cl_actor): a constructor's instance stays on its worker, and
+ * its method calls run there, so no other node may take it.
  *
  * With a storage (on a worker of the cluster: opts.storage_path and
  * opts.storage_where), every planned node is fingerprinted as in a local
@@ -307,6 +309,52 @@ static uint32_t cl_resources(lua_State *L, struct crun *x, uint32_t id) {
     return n;
 }
 
+static enum ff_func_kind cl_kind(const ff_graph *g, uint32_t id) {
+    return ff_graph_func_kind(g, ff_graph_fid(g, id));
+}
+
+/* Sets what node id is to actors (class nodes: the constructor makes an
+ * actor, which stays on its worker; a method call runs there), checking
+ * before the run that an actor goes to its own methods only. */
+static void cl_actor(lua_State *L, struct crun *x, uint32_t pos, int leaf, ff_msg_subtask *task) {
+    ff_plan *p = x->r.plan;
+    const ff_graph *g = x->r.ctx->graph;
+    uint32_t id = p->order[pos];
+    enum ff_func_kind kind = cl_kind(g, id);
+    uint32_t ctor = UINT32_MAX;
+    if (kind == FF_FUNC_CTOR) {
+        task->actor = FF_ACTOR_CTOR;
+        if (leaf) {
+            lua_pushliteral(L, "it makes an actor (a class instance), which stays on the worker "
+                               "that made it: it cannot be a result of a run on a cluster; give "
+                               "its method calls instead");
+            cl_node_error(L, x, id, "");
+        }
+    } else if (kind == FF_FUNC_METHOD) {
+        uint32_t nargs;
+        const ff_arg *args = ff_graph_args(g, id, &nargs);
+        if (nargs > 0 && args[0].kind == FF_ARG_NODE && cl_kind(g, args[0].u.node) == FF_FUNC_CTOR)
+            ctor = args[0].u.node;
+        if (ctor != UINT32_MAX) {
+            task->actor = FF_ACTOR_METHOD;
+            task->ctor = ff_plan_pos(p, ctor); /* a parent: planned before it */
+        }
+    }
+    uint32_t np;
+    const uint32_t *par = ff_graph_parents(g, id, &np);
+    for (uint32_t j = 0; j < np; j++) {
+        if (par[j] == ctor || cl_kind(g, par[j]) != FF_FUNC_CTOR)
+            continue;
+        ffl_push_name(L, x->r.ctx, par[j]);
+        lua_pushfstring(L,
+                        "it takes the actor '%s' (a class instance) as an argument, but an "
+                        "actor stays on the worker that made it and only its own method "
+                        "calls can use it",
+                        lua_tostring(L, -1));
+        cl_node_error(L, x, id, "");
+    }
+}
+
 /* Appends one SUBMIT task for the node at pos. */
 static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *leaf, ff_buf *b) {
     ff_plan *p = x->r.plan;
@@ -326,6 +374,9 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
         task.save = 1;
         task.fp = x->c->fp + (size_t)pos * FF_FP_LEN;
     }
+    cl_actor(L, x, pos, leaf[pos], &task);
+    if (x->ptask != NULL && task.actor == FF_ACTOR_METHOD)
+        task.ctor = x->ptask[task.ctor]; /* actors always run: their constructor is a task */
     int base = lua_gettop(L);
     ffl_push_name(L, ctx, id); /* [name] */
     task.name = lua_tolstring(L, -1, &task.name_len);
@@ -378,7 +429,8 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     task.nargs = nenc;
     task.pre = x->enc.p + nenc;
     task.npre = x->enc.n - nenc;
-    task.nres = cl_resources(L, x, id);
+    /* A method call runs where its actor is: its own remote args are not used. */
+    task.nres = task.actor == FF_ACTOR_METHOD ? 0 : cl_resources(L, x, id);
     ff_msg_subtask_write(b, &task, deps, x->res);
     lua_settop(L, base); /* [] */
 }
@@ -633,11 +685,51 @@ static int cl_flush_inner(lua_State *L) {
     return cl_storage_flush(L, x) ? lua_error(L) : 0;
 }
 
+/* The run's working directory (opts.workdir, 16 bytes, or none): the
+ * hashes to forget (opts.workdir_forget) and the blob (opts.workdir_blob,
+ * when the head does not have it) are sent at once, so that a run that
+ * fails before its tasks went still leaves the head what the caller
+ * counts it has; then RUN_WORKDIR, ahead of the run's first FUNC. */
+static void cl_workdir(lua_State *L, struct crun *x) {
+    ff_buf *b = ffl_client_out(x->c_client);
+    size_t len;
+    if (lua_getfield(L, x->opts, "workdir_forget") == LUA_TTABLE) {
+        for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+            const char *h = lua_tolstring(L, -1, &len);
+            if (len == FF_MSG_HASH_LEN && ff_msg_workdir_write(b, (const unsigned char *)h, "", 0))
+                luaL_error(L, "not enough memory to send the run's working directory");
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, x->opts, "workdir") != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return;
+    }
+    const unsigned char *hash = (const unsigned char *)lua_tolstring(L, -1, &len);
+    if (len != FF_MSG_HASH_LEN)
+        luaL_error(L, "bad option 'workdir' (a hash of 16 bytes expected)");
+    if (lua_getfield(L, x->opts, "workdir_blob") == LUA_TSTRING) {
+        const char *blob = lua_tolstring(L, -1, &len);
+        if (ff_msg_workdir_write(b, hash, blob, len) != 0)
+            luaL_error(L, "not enough memory to send the run's working directory (%d MiB)",
+                       (int)(len >> 20));
+    }
+    lua_pop(L, 1);
+    if (ffl_client_flush(x->c_client) != 0)
+        luaL_error(L, "%s", ffl_client_error(x->c_client));
+    if (ff_msg_run_workdir_write(b, x->run_id, hash) != 0)
+        luaL_error(L, "not enough memory to send the run's working directory");
+    lua_pop(L, 1);
+}
+
 /* Protected: args (crun light userdata, LeafSet, options). */
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
     x->opts = 3;
     ffl_run_plugins(L, &x->r);
+    cl_workdir(L, x);
     lua_newtable(L);
     x->fids = lua_gettop(L);
     ffc_push_modmap(L);

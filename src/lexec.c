@@ -5,8 +5,13 @@
  *
  * Registry of the state: "fflua.worker.funcs" maps a run to its functions
  * decoded so far, by function id; "fflua.worker.node" is the name of the
- * node running, for os.exit's error. A dependency's result is decoded
+ * node running, for os.exit's error; "fflua.worker.saved" holds, while a
+ * run's working directory is in place, package.path and package.cpath as
+ * they were and the names package.loaded had then. A dependency's result is decoded
  * where the arguments name it (a node tag), from a copy the worker makes.
+ * "fflua.worker.actors" maps a run to its actors here, by the task index
+ * of their constructor: a method call's arguments get the instance where
+ * they name that constructor.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,24 +27,53 @@
 #include "exec.h"
 #include "fflua.h"
 #include "lutil.h"
+#include "msg.h"
 #include "net.h"
 
 #define FUNCS_KEY "fflua.worker.funcs"
 #define NODE_KEY "fflua.worker.node"
+#define ACTORS_KEY "fflua.worker.actors"
+#define SAVED_KEY "fflua.worker.saved" /* { path, cpath, loaded = set } outside a working dir */
 
 struct ff_exec {
     lua_State *L;
     ff_exec_store store;
+    const char *home; /* the worker's startup directory (borrowed) */
+    int own_fs;
+    char cwd[4096];        /* the thread's current directory, as last set; "": home */
+    char wd[4096];         /* the working dir whose package paths are in place; "": none */
     const ff_exec_task *t; /* the task running, and where its result goes */
     ff_buf *out;
 };
 
-/* Decode hook: a dependency's result, by its slot in the task's list. */
+/* Pushes the actors table of run (made when create), or nil. */
+static void push_actors(lua_State *L, uint64_t run, int create) {
+    lua_getfield(L, LUA_REGISTRYINDEX, ACTORS_KEY); /* [all] */
+    if (lua_rawgeti(L, -1, (lua_Integer)run) == LUA_TNIL && create) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, (lua_Integer)run);
+    }
+    lua_remove(L, -2); /* [actors or nil] */
+}
+
+/* Decode hook: a dependency's result, by its slot in the task's list; the
+ * instance itself for a method call's constructor. */
 static int push_dep(void *ud, lua_State *L, uint64_t slot) {
     ff_exec *x = ud;
     if (slot >= x->t->ndeps) {
         lua_pushliteral(L, "a task argument refers to a dependency it does not have");
         return 1;
+    }
+    if (x->t->actor == FF_ACTOR_METHOD && x->t->deps[slot] == x->t->ctor) {
+        push_actors(L, x->t->run, 0);
+        if (lua_isnil(L, -1) || lua_rawgeti(L, -1, (lua_Integer)x->t->ctor) == LUA_TNIL) {
+            lua_pushliteral(L, "its actor is not in the Lua state running it");
+            return 1;
+        }
+        lua_remove(L, -2);
+        return 0;
     }
     size_t n;
     char *p = x->store.result(x->store.ud, x->t->run, x->t->deps[slot], &n);
@@ -99,12 +133,102 @@ static int l_os_exit(lua_State *L) {
                       name != NULL ? name : "?");
 }
 
+/* Puts the package paths of working directory dir (NULL: none) in place,
+ * after undoing those of the last one: its paths restored, and the
+ * modules loaded since it came (from it or not) dropped, so that a later
+ * run with other content loads its own. */
+static void enter_workdir(lua_State *L, ff_exec *x, const char *dir) {
+    if (dir == NULL ? x->wd[0] == '\0' : strcmp(x->wd, dir) == 0)
+        return;
+    if (dir != NULL && strlen(dir) >= sizeof x->wd)
+        luaL_error(L, "the path of the working directory is too long");
+    lua_getglobal(L, "package"); /* [package] */
+    if (x->wd[0] != '\0') {
+        lua_getfield(L, LUA_REGISTRYINDEX, SAVED_KEY); /* [package, saved] */
+        lua_getfield(L, -1, "path");
+        lua_setfield(L, -3, "path");
+        lua_getfield(L, -1, "cpath");
+        lua_setfield(L, -3, "cpath");
+        lua_getfield(L, -1, "loaded"); /* [package, saved, before] */
+        lua_getfield(L, -3, "loaded"); /* [package, saved, before, loaded] */
+        lua_newtable(L);               /* [.., drop] names loaded since */
+        lua_Integer n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -3) != 0) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1); /* [.., drop, name, name] */
+            if (lua_rawget(L, -5) == LUA_TNIL) {
+                lua_pushvalue(L, -2);
+                lua_rawseti(L, -4, ++n);
+            }
+            lua_pop(L, 1);
+        }
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            lua_pushnil(L);
+            lua_rawset(L, -4);
+        }
+        lua_pop(L, 4); /* [package] */
+        lua_pushnil(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, SAVED_KEY);
+        x->wd[0] = '\0';
+    }
+    if (dir != NULL) {
+        lua_createtable(L, 0, 3); /* [package, saved] */
+        lua_getfield(L, -2, "path");
+        lua_setfield(L, -2, "path");
+        lua_getfield(L, -2, "cpath");
+        lua_setfield(L, -2, "cpath");
+        lua_newtable(L); /* [package, saved, names] */
+        lua_getfield(L, -3, "loaded");
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -5);
+        }
+        lua_pop(L, 1);
+        lua_setfield(L, -2, "loaded");
+        lua_getfield(L, -1, "path");
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+        lua_setfield(L, -4, "path");
+        lua_getfield(L, -2, "cpath");
+        lua_pushfstring(L, "%s/?.so;%s", dir, lua_tostring(L, -1));
+        lua_setfield(L, -5, "cpath");
+        lua_pop(L, 2); /* [package, saved] */
+        lua_setfield(L, LUA_REGISTRYINDEX, SAVED_KEY);
+        snprintf(x->wd, sizeof x->wd, "%s", dir);
+    }
+    lua_pop(L, 1);
+}
+
+/* Enters the task's directory when the thread is elsewhere (raises when
+ * it cannot). */
+static void enter_dir(lua_State *L, ff_exec *x, const ff_exec_task *t) {
+    const char *want = t->dir != NULL ? t->dir : x->home;
+    const char *now = x->cwd[0] != '\0' ? x->cwd : x->home;
+    if (want == NULL || (now != NULL && strcmp(now, want) == 0))
+        return;
+    if (!x->own_fs)
+        luaL_error(L,
+                   "node '%s' cannot run in its working directory: this worker's threads "
+                   "cannot have a current directory of their own (unshare(CLONE_FS) failed)",
+                   t->name);
+    if (strlen(want) >= sizeof x->cwd || chdir(want) != 0)
+        luaL_error(L, "node '%s' cannot enter its directory %s: %s", t->name, want,
+                   strlen(want) >= sizeof x->cwd ? "its path is too long" : strerror(errno));
+    snprintf(x->cwd, sizeof x->cwd, "%s", want);
+}
+
 /* Protected: runs the task of the ff_exec that is the light userdata at 1;
  * leaves the encoded result in its out. */
 static int run_task(lua_State *L) {
     ff_exec *x = lua_touserdata(L, 1);
     const ff_exec_task *t = x->t;
     lua_settop(L, 0);
+    enter_dir(L, x, t);
+    enter_workdir(L, x, t->dir); /* before decoding: functions may name its modules */
     lua_pushstring(L, t->name);
     lua_setfield(L, LUA_REGISTRYINDEX, NODE_KEY);
     if (push_function(x) != 0)
@@ -127,6 +251,13 @@ static int run_task(lua_State *L) {
         lua_rawgeti(L, at, i);
     lua_call(L, (int)nargs, LUA_MULTRET);
     ffl_one_result(L, at);
+    if (t->actor == FF_ACTOR_CTOR) { /* the instance stays here; a marker goes */
+        push_actors(L, t->run, 1);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (lua_Integer)t->index);
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
     x->out->n = 0;
     ffc_opts o = {FFC_CODE, NULL, NULL, 0};
     if (ffc_encode(L, -1, &o, x->out) != 0) {
@@ -154,6 +285,8 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
     fflua_open(L);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, ACTORS_KEY);
     lua_getglobal(L, "os"); /* [os] */
     lua_pushcfunction(L, l_os_exit);
     lua_setfield(L, -2, "exit");
@@ -164,9 +297,50 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
     return 0;
 }
 
+void ff_exec_set_home(ff_exec *x, const char *home, int own_fs) {
+    x->home = home;
+    x->own_fs = own_fs;
+}
+
 void ff_exec_forget(ff_exec *x) {
     lua_newtable(x->L);
     lua_setfield(x->L, LUA_REGISTRYINDEX, FUNCS_KEY);
+}
+
+void ff_exec_sweep(ff_exec *x) {
+    lua_State *L = x->L;
+    int top = lua_gettop(L), dropped = 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, ACTORS_KEY); /* [all] */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) { /* [all, run, actors] */
+        uint64_t run = (uint64_t)lua_tointeger(L, -2);
+        int left = 0, had = 0;
+        lua_pushnil(L);
+        while (lua_next(L, -2)) { /* [all, run, actors, index, instance] */
+            lua_pop(L, 1);
+            uint64_t index = (uint64_t)lua_tointeger(L, -1);
+            if (x->store.actor_live(x->store.ud, run, index)) {
+                left = 1;
+            } else {
+                had = 1; /* clearing a field during the traversal is allowed */
+                lua_pushvalue(L, -1);
+                lua_pushnil(L);
+                lua_rawset(L, -4);
+            }
+        }
+        lua_pop(L, 1); /* [all, run] */
+        if (!left) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4);
+        }
+        dropped |= had;
+    }
+    lua_settop(L, top);
+    /* An instance may hold much (a model): its memory goes now, not at
+     * this state's next task (finalizers run protected). */
+    if (dropped)
+        lua_gc(L, LUA_GCCOLLECT);
 }
 
 /* Protected: the error message at 1 with a line saying where it happened

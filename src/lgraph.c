@@ -7,7 +7,7 @@
  *                          for every key k: a NodeItem of a method's name
  *                          called with its node runs the method)
  *   functionfuse.LeafSet   the leaves of a workflow, with what backends need
- * and node factories, C closures made by core.factory(fn, name), each
+ * and node factories, C closures made by core.factory(fn, name [, kind]), each
  * holding a functionfuse.FactoryRef: its reference on the function. The
  * name comes from Lua (functionfuse._names). A LeafSet's queries are in
  * lquery.c, its runs in the executors (lrun.h).
@@ -555,9 +555,11 @@ static int ffl_factory_call(lua_State *L) {
     return make_node(L, ctx, f->fid, 1, 0);
 }
 
-/* core.factory(fn, name) -> factory: nodes of fn named "<name>_<NNNN>".
- * Factories of the same function and name share one counter, which goes
- * on where it stopped when the function was freed and wrapped again. */
+/* core.factory(fn, name [, kind]) -> factory: nodes of fn named
+ * "<name>_<NNNN>". kind "constructor" or "method" makes class nodes
+ * (ff_graph_func_kind), which a cluster runs as actors. Factories of the
+ * same function, name and kind share one counter, which goes on where it
+ * stopped when the function was freed and wrapped again. */
 static int ffl_core_factory(lua_State *L) {
     if (!ffl_is_callable(L, 1))
         return luaL_typeerror(L, 1, "function");
@@ -567,7 +569,13 @@ static int ffl_core_factory(lua_State *L) {
         return luaL_argerror(L, 2, "name must not be empty");
     if (strlen(name) != len)
         return luaL_argerror(L, 2, "name must not hold a zero byte");
+    static const char *const kinds[] = {"plain", "constructor", "method", NULL};
+    enum ff_func_kind kind = (enum ff_func_kind)luaL_checkoption(L, 3, "plain", kinds);
     lua_settop(L, 2);
+    if (kind != FF_FUNC_PLAIN) { /* its own counter key: a name holds no zero byte */
+        lua_pushfstring(L, "%s%c%s", name, 0, kinds[kind]);
+        lua_rotate(L, 2, 1); /* [fn, key, name]: name stays for ff_graph_add_func */
+    }
     ffl_ctx *ctx = ffl_ctx_get(L);
     /* The reference's holder first, so that an error cannot leak it. */
     ffl_fref *f = lua_newuserdatauv(L, sizeof *f, 0); /* [fn, name, fref] */
@@ -596,6 +604,7 @@ static int ffl_core_factory(lua_State *L) {
         uint32_t counter = v < 0 ? (uint32_t)(-1 - v) : 0;
         if (ff_graph_add_func(ctx->graph, h, name, counter, &fid) != 0)
             return luaL_error(L, "not enough memory");
+        ff_graph_set_func_kind(ctx->graph, fid, kind);
         f->fid = fid;
         lua_pushvalue(L, 2);
         lua_pushinteger(L, (lua_Integer)fid);

@@ -138,8 +138,8 @@ static const struct subcommand subcommands[] = {
 
 static const char head_usage[] =
     "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N] [--workers N]\n"
-    "                  [--resources JSON] [--token-file FILE] [--ready-file FILE] [--quiet]\n"
-    "                  [--handshake-timeout SECONDS]\n"
+    "                  [--resources JSON] [--token-file FILE] [--ready-file FILE]\n"
+    "                  [--quiet | --verbose] [--handshake-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
     "  the cores; 0: none) and the machine's resources ('{\"_disk\": 1}'), or\n"
@@ -147,18 +147,23 @@ static const char head_usage[] =
     "  another when one ends. Peers prove they know the token in FILE (mode\n"
     "  600); without one the head makes a token and only its own worker can\n"
     "  join. --ready-file gets HOST:PORT once listening; --quiet (-q) logs only\n"
-    "  errors. A peer that has not proved it knows the token within\n"
-    "  --handshake-timeout (5 s) is disconnected. SIGTERM or Ctrl-C stops it.\n";
+    "  errors; --verbose (-v) also logs each run (submitted, ended, its task\n"
+    "  counts) and each working directory received, sent and forgotten, and\n"
+    "  makes its own workers verbose. A peer that has not proved it knows the\n"
+    "  token within --handshake-timeout (5 s) is disconnected. SIGTERM or\n"
+    "  Ctrl-C stops it.\n";
 
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
-    "                    [--resources JSON] [--token-file FILE] [--own-machine] [--quiet]\n"
+    "                    [--resources JSON] [--token-file FILE] [--own-machine]\n"
+    "                    [--quiet | --verbose]\n"
     "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
     "  once (default: the cores), each in its own Lua state. The resources\n"
     "  are this machine's, shared with its other workers; with --own-machine\n"
     "  the worker counts as a machine of its own. The token comes from FILE\n"
-    "  or $FFLUA_TOKEN. It says when it joins and leaves, unless --quiet (-q).\n"
-    "  SIGTERM or Ctrl-C stops it.\n";
+    "  or $FFLUA_TOKEN. It says when it joins and leaves, unless --quiet (-q);\n"
+    "  --verbose (-v) also logs each working directory received, unpacked for\n"
+    "  a run and removed. SIGTERM or Ctrl-C stops it.\n";
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
@@ -245,6 +250,8 @@ static int head_main(int argc, char **argv) {
             o.ready_file = v;
         } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
             o.quiet = 1;
+        } else if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "-v") == 0) {
+            o.verbose = 1;
         } else if ((v = opt_value(argc, argv, &i, "--handshake-timeout")) != NULL) {
             if (opt_number("head", name, v, OPT_REAL, 0.01, 3600,
                            "a number of seconds from 0.01 "
@@ -281,6 +288,8 @@ static int worker_main(int argc, char **argv) {
             o.own_machine = 1;
         } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
             o.quiet = 1;
+        } else if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "-v") == 0) {
+            o.verbose = 1;
         } else {
             return bad_option("worker", opt, worker_usage);
         }

@@ -262,14 +262,39 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m) {
     return ff_rd_done(&r);
 }
 
+/* The flag bits of an actor kind (FF_ACTOR_*). */
+static uint64_t actor_flags(int actor) {
+    return actor == FF_ACTOR_CTOR ? FF_TASK_CTOR : actor == FF_ACTOR_METHOD ? FF_TASK_METHOD : 0;
+}
+
+/* The actor kind of flags (both bits: malformed, r fails), and its
+ * constructor's index when a method (which must be below limit). */
+static int actor_read(ff_rd *r, uint64_t flags, uint64_t limit, uint64_t *ctor) {
+    *ctor = 0;
+    if ((flags & FF_TASK_CTOR) && (flags & FF_TASK_METHOD)) {
+        ff_rd_fail(r);
+        return FF_ACTOR_NONE;
+    }
+    if (flags & FF_TASK_CTOR)
+        return FF_ACTOR_CTOR;
+    if (!(flags & FF_TASK_METHOD))
+        return FF_ACTOR_NONE;
+    *ctor = ff_rd_varint(r);
+    if (*ctor >= limit)
+        ff_rd_fail(r);
+    return FF_ACTOR_METHOD;
+}
+
 int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *deps,
                          const ff_msg_res *res) {
     ff_wr_varint(b, t->fid);
     ff_wr_str(b, t->name, t->name_len);
-    ff_wr_varint(b, (uint64_t)(t->leaf ? FF_TASK_LEAF : 0) | (t->save ? FF_TASK_SAVE : 0) |
-                        (t->load ? FF_TASK_LOAD : 0));
+    ff_wr_varint(b, (t->leaf ? FF_TASK_LEAF : 0) | (t->save ? FF_TASK_SAVE : 0) |
+                        (t->load ? FF_TASK_LOAD : 0) | actor_flags(t->actor));
     if (t->save)
         ff_wr_fixed(b, t->fp, FF_MSG_FP_LEN);
+    if (t->actor == FF_ACTOR_METHOD)
+        ff_wr_varint(b, t->ctor);
     ff_wr_varint(b, t->ndeps);
     for (uint32_t j = 0; j < t->ndeps; j++)
         ff_wr_varint(b, deps[j]);
@@ -323,11 +348,12 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
     t->save = (flags & FF_TASK_SAVE) != 0;
     t->load = (flags & FF_TASK_LOAD) != 0;
     t->fp = t->save ? ff_rd_fixed(r, FF_MSG_FP_LEN) : NULL;
+    t->actor = actor_read(r, flags, i, &t->ctor);
     uint64_t nd = ff_rd_varint(r);
     /* Dependencies are earlier tasks; a task loaded from the storage has
      * none, and is not saved again. */
     if (nd > i || nd > (uint64_t)(r->end - r->p) || (flags & ~(uint64_t)FF_TASK_FLAGS) ||
-        (t->load && (t->save || nd > 0)))
+        (t->load && (t->save || t->actor != FF_ACTOR_NONE || nd > 0)))
         ff_rd_fail(r);
     deps->r = *r;
     for (uint64_t k = 0; k < nd && !r->err; k++)
@@ -363,6 +389,40 @@ int ff_msg_run_end_read(const char *p, size_t n, uint64_t *run) {
     return ff_rd_done(&r);
 }
 
+int ff_msg_workdir_write(ff_buf *b, const unsigned char hash[FF_MSG_HASH_LEN], const char *blob,
+                         size_t n) {
+    size_t at;
+    ff_frame_begin(b, FF_M_WORKDIR, &at);
+    ff_wr_fixed(b, hash, FF_MSG_HASH_LEN);
+    ff_wr_str(b, blob, n);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_workdir_read(const char *p, size_t n, const unsigned char **hash, const char **blob,
+                        size_t *len) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *hash = ff_rd_fixed(&r, FF_MSG_HASH_LEN);
+    *blob = ff_rd_str(&r, len);
+    return ff_rd_done(&r);
+}
+
+int ff_msg_run_workdir_write(ff_buf *b, uint64_t run, const unsigned char hash[FF_MSG_HASH_LEN]) {
+    size_t at;
+    ff_frame_begin(b, FF_M_RUN_WORKDIR, &at);
+    ff_wr_varint(b, run);
+    ff_wr_fixed(b, hash, FF_MSG_HASH_LEN);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_run_workdir_read(const char *p, size_t n, uint64_t *run, const unsigned char **hash) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *run = ff_rd_varint(&r);
+    *hash = ff_rd_fixed(&r, FF_MSG_HASH_LEN);
+    return ff_rd_done(&r);
+}
+
 /* Empty messages. */
 static int empty_write(ff_buf *b, int type) {
     size_t at;
@@ -386,7 +446,9 @@ size_t ff_msg_task_size(const ff_msg_task *m, const ff_msg_dep *deps) {
                   ff_str_size(m->name_len) + ff_varint_size(m->ndeps);
     for (uint32_t d = 0; d < m->ndeps; d++)
         size += ff_varint_size(deps[d].index) + 1 + (deps[d].has ? ff_str_size(deps[d].len) : 0);
-    return size + ff_str_size(m->nargs) + ff_str_size(m->npre) + ff_varint_size(m->cpus);
+    return size + ff_str_size(m->nargs) + ff_str_size(m->npre) + ff_varint_size(m->cpus) +
+           ff_varint_size(actor_flags(m->actor)) +
+           (m->actor == FF_ACTOR_METHOD ? ff_varint_size(m->ctor) : 0);
 }
 
 int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps) {
@@ -406,6 +468,9 @@ int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps) {
     ff_wr_str(b, m->args, m->nargs);
     ff_wr_str(b, m->pre, m->npre);
     ff_wr_varint(b, m->cpus);
+    ff_wr_varint(b, actor_flags(m->actor));
+    if (m->actor == FF_ACTOR_METHOD)
+        ff_wr_varint(b, m->ctor);
     return ff_frame_end(b, at);
 }
 
@@ -421,6 +486,7 @@ int ff_msg_task_read(const char *p, size_t n, ff_msg_task *m, ff_msg_list *deps)
     m->args = ff_rd_str(&r, &m->nargs);
     m->pre = ff_rd_str(&r, &m->npre);
     m->cpus = ff_rd_varint(&r);
+    m->actor = actor_read(&r, ff_rd_varint(&r), UINT64_MAX, &m->ctor);
     m->ndeps = (uint32_t)deps->n; /* at most the bytes of a frame */
     return ff_rd_done(&r);
 }

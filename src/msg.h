@@ -171,8 +171,11 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
  *   task x count, task i (first <= i < first + count):
  *     varint  fid
  *     str     name
- *     varint  flags                   FF_TASK_*: bit 0 a leaf, bit 1 saved, bit 2 loaded
- *     fixed   fp                      16 bytes, only when saved: its fingerprint
+ *     varint  flags                   FF_TASK_*: bit 0 a leaf; bit 1 saved; bit 2 loaded;
+ *                                     bit 3 an actor's constructor; bit 4 a method call
+ *                                     of an actor (not with bit 3)
+ *     fixed   fp                      bit 1 only: 16 bytes, its fingerprint
+ *     varint  ctor                    bit 4 only: the index of its constructor's task (< i)
  *     varint  ndeps                   at most i; 0 when loaded
  *     varint  dep x ndeps             each < i
  *     str     args                    FFC_CODE bytes of { n = N, ... }
@@ -184,12 +187,20 @@ typedef struct ff_msg_submit {
     uint64_t run, max_pending, total, first, count;
 } ff_msg_submit;
 
-/* A task's flags: a leaf (its result goes to the driver); saved (its
- * result goes to the run's storage, with its fingerprint); loaded (it does
- * not run: the run's storage reads its result). Loaded excludes saved and
- * dependencies; other bits are malformed. */
-enum { FF_TASK_LEAF = 1, FF_TASK_SAVE = 2, FF_TASK_LOAD = 4, FF_TASK_FLAGS = 7 };
+/* Task flags of SUBMIT and TASK (TASK has bits 3 and 4 only). Saved: its
+ * result goes to the run's storage, with its fingerprint. Loaded: it does
+ * not run, the run's storage serves its result; loaded excludes saved,
+ * the actor bits and dependencies. Other bits are malformed. */
+#define FF_TASK_LEAF 1u
+#define FF_TASK_SAVE (1u << 1)
+#define FF_TASK_LOAD (1u << 2)
+#define FF_TASK_CTOR (1u << 3)   /* its result is an actor, which stays where it ran */
+#define FF_TASK_METHOD (1u << 4) /* runs where its actor (task ctor) is */
+#define FF_TASK_FLAGS 31u
 #define FF_MSG_FP_LEN 16
+
+/* What a task is to actors: FF_ACTOR_NONE, FF_ACTOR_CTOR or FF_ACTOR_METHOD. */
+enum { FF_ACTOR_NONE = 0, FF_ACTOR_CTOR = 1, FF_ACTOR_METHOD = 2 };
 
 /* A task of a SUBMIT. The writer takes its lists as arrays of ndeps and
  * nres entries; the reader hands them out as lists. */
@@ -200,6 +211,8 @@ typedef struct ff_msg_subtask {
     size_t name_len;
     int leaf, save, load;
     const unsigned char *fp; /* FF_MSG_FP_LEN bytes when save */
+    int actor;               /* FF_ACTOR_* */
+    uint64_t ctor;           /* FF_ACTOR_METHOD: its constructor's task index */
     uint32_t ndeps;
     const char *args, *pre;
     size_t nargs, npre;
@@ -232,6 +245,24 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
 int ff_msg_run_end_write(ff_buf *b, uint64_t run);
 int ff_msg_run_end_read(const char *p, size_t n, uint64_t *run);
 
+/* WORKDIR (driver -> head, head -> worker), a working directory
+ * (workdir.h), sent once per hash to each peer that needs it:
+ *   fixed   hash      FF_WD_HASH_LEN (16) bytes: XXH3-128 of the blob
+ *   str     blob      the packed directory; empty: forget this hash
+ * RUN_WORKDIR (driver -> head before the run's first FUNC; head -> worker
+ * before the run's first TASK there): the run's nodes run in that
+ * directory:
+ *   varint  run
+ *   fixed   hash
+ */
+#define FF_MSG_HASH_LEN 16
+int ff_msg_workdir_write(ff_buf *b, const unsigned char hash[FF_MSG_HASH_LEN], const char *blob,
+                         size_t n);
+int ff_msg_workdir_read(const char *p, size_t n, const unsigned char **hash, const char **blob,
+                        size_t *len);
+int ff_msg_run_workdir_write(ff_buf *b, uint64_t run, const unsigned char hash[FF_MSG_HASH_LEN]);
+int ff_msg_run_workdir_read(const char *p, size_t n, uint64_t *run, const unsigned char **hash);
+
 /* STATUS (driver or status client -> head): empty. */
 int ff_msg_status_write(ff_buf *b);
 int ff_msg_status_read(const char *p, size_t n);
@@ -248,6 +279,8 @@ int ff_msg_status_read(const char *p, size_t n);
  *   str     args
  *   str     pre
  *   amount  cpus
+ *   varint  flags     bit 3: an actor's constructor; bit 4: a method call (as SUBMIT's)
+ *   varint  ctor      bit 4 only: its constructor's task index, a dependency
  */
 typedef struct ff_msg_task {
     uint64_t run, index, fid;
@@ -257,6 +290,8 @@ typedef struct ff_msg_task {
     const char *args, *pre;
     size_t nargs, npre;
     uint64_t cpus;
+    int actor;     /* FF_ACTOR_* */
+    uint64_t ctor; /* FF_ACTOR_METHOD: its constructor's task index */
 } ff_msg_task;
 
 /* A dependency of a TASK: its index and, when has is 1, its result (has

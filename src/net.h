@@ -21,7 +21,9 @@
 
 /* 2: SUBMIT's max_pending, TASK's cpus; 3: SUBMIT in parts; 4: machines in
  * REGISTER and STATUS_REPLY; 5: storage on a cluster (STORE, STORE_CALL,
- * STORE_REPLY, RUN_STORE, SUBMIT's save and load flags) */
+ * STORE_REPLY, RUN_STORE, SUBMIT's save and load flags), actors (the
+ * constructor and method flags of SUBMIT and TASK), working directories
+ * (WORKDIR, RUN_WORKDIR) */
 #define FF_PROTO_VERSION 5
 #define FF_NET_MAGIC "fflua-cluster"
 #define FF_FRAME_HDR 5
@@ -34,28 +36,27 @@
 #define FF_RUN_MAX_TASKS ((uint32_t)1 << 24) /* tasks of one run, at most */
 
 enum ff_msg_type {
-    FF_M_HELLO = 1,    /* server -> client: magic, versions, server nonce */
-    FF_M_AUTH,         /* client -> server: versions, role, client nonce, MAC */
-    FF_M_WELCOME,      /* server -> client: the server's MAC */
-    FF_M_REFUSE,       /* either way: a reason, then the connection closes */
-    FF_M_REGISTER,     /* worker -> head: cpus, resources */
-    FF_M_FUNC,         /* -> worker: function id, encoded function */
-    FF_M_TASK,         /* head -> worker: a task to run */
-    FF_M_RESULT,       /* worker -> head: a task's result or error */
-    FF_M_SUBMIT,       /* driver -> head: tasks of a run */
-    FF_M_DONE,         /* head -> driver: a leaf's result, or a failure */
-    FF_M_STATUS,       /* client -> head: ask for the cluster's state */
-    FF_M_STATUS_REPLY, /* head -> client: places, their resources, task counts */
-    FF_M_FREE,         /* head -> worker: results no longer needed */
-    FF_M_BYE,          /* either way: closing cleanly */
-    FF_M_RUN_END,      /* driver -> head: the run is over, free its state */
-    /* Storage on a cluster (msg.h): driver -> head, a call on a storage;
-     * head -> worker, the call on the storage's worker; worker -> head ->
-     * driver, its answer; driver -> head, the storage of a run. */
-    FF_M_STORE = 16,
-    FF_M_STORE_CALL = 17,
-    FF_M_STORE_REPLY = 18,
-    FF_M_RUN_STORE = 19,
+    FF_M_HELLO = 1,        /* server -> client: magic, versions, server nonce */
+    FF_M_AUTH,             /* client -> server: versions, role, client nonce, MAC */
+    FF_M_WELCOME,          /* server -> client: the server's MAC */
+    FF_M_REFUSE,           /* either way: a reason, then the connection closes */
+    FF_M_REGISTER,         /* worker -> head: cpus, resources */
+    FF_M_FUNC,             /* -> worker: function id, encoded function */
+    FF_M_TASK,             /* head -> worker: a task to run */
+    FF_M_RESULT,           /* worker -> head: a task's result or error */
+    FF_M_SUBMIT,           /* driver -> head: tasks of a run */
+    FF_M_DONE,             /* head -> driver: a leaf's result, or a failure */
+    FF_M_STATUS,           /* client -> head: ask for the cluster's state */
+    FF_M_STATUS_REPLY,     /* head -> client: places, their resources, task counts */
+    FF_M_FREE,             /* head -> worker: results no longer needed */
+    FF_M_BYE,              /* either way: closing cleanly */
+    FF_M_RUN_END,          /* driver -> head: the run is over, free its state */
+    FF_M_STORE = 16,       /* driver -> head: a call on a storage */
+    FF_M_STORE_CALL = 17,  /* head -> worker: the call, on the storage's worker */
+    FF_M_STORE_REPLY = 18, /* worker -> head -> driver: its answer */
+    FF_M_RUN_STORE = 19,   /* driver -> head: the storage a run loads from and saves to */
+    FF_M_WORKDIR = 24,     /* driver -> head -> worker: a working directory, by its hash */
+    FF_M_RUN_WORKDIR = 25, /* driver -> head -> worker: the working directory of a run */
     FF_M_LAST
 };
 

@@ -15,9 +15,23 @@
  * (STORE_CALL) are served on the loop thread (storeserve.c), their
  * relative paths taken from the directory the worker started in.
  *
+ * A run with a working directory (WORKDIR, RUN_WORKDIR; workdir.h) gets a
+ * copy of it of its own in the worker's cache directory, unpacked on the
+ * loop thread before its first task and removed at RUN_END; its tasks run
+ * there. Executor threads unshare their current directory (CLONE_FS) so
+ * that each can be in another run's; nothing the worker itself opens is
+ * relative to a current directory (its startup one is kept in `home`).
+ *
  * A worker with one CPU runs tasks on its loop thread instead (no handoff
  * between threads per task). The head sends a worker more tasks than it
  * has CPUs (pipelining); they start in order, each when its CPUs are free.
+ *
+ * Actors: the executor that runs a constructor task keeps the instance
+ * (exec.h) and records itself in the run's `actors`; a method call of
+ * that actor goes to that executor's own queue, which it serves before
+ * the shared one, and takes no CPU of its own. When the head frees the
+ * constructor's result, or the run ends, the executors drop the instance
+ * (ff_exec_sweep, on actors_gen).
  *
  * Threads meet in two mutex-guarded places: the task queue (loop thread ->
  * executors) and the done queue (executors -> loop thread, woken through a
@@ -25,12 +39,15 @@
  * by the worker's store mutex; executors get copies of what they need
  * (copy_blob, through the executor's store).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +62,7 @@
 #include "sched.h"
 #include "storeserve.h"
 #include "text.h"
+#include "workdir.h"
 
 /* --- the worker ---------------------------------------------------------- */
 
@@ -53,7 +71,19 @@ typedef struct wrun {
     uint64_t id;
     blobmap funcs;   /* fid -> code */
     blobmap results; /* task index -> result bytes */
+    blobmap actors;  /* constructor's task index -> the executor holding it (an int) */
+    char *dir;       /* its working directory (removed with the run), or NULL */
+    char *dir_err;   /* why its working directory could not be made, or NULL */
 } wrun;
+
+/* A working directory the head sent: its blob, kept in the worker's cache
+ * directory until the head says to forget it, or why it is unusable. */
+typedef struct wwd {
+    struct wwd *next;
+    unsigned char hash[FF_WD_HASH_LEN];
+    char hex[33];
+    char *err; /* NULL: the blob is in the cache as HEX.ffwd */
+} wwd;
 
 typedef struct wtask {
     struct wtask *next;
@@ -63,7 +93,11 @@ typedef struct wtask {
     size_t ndeps;
     char *args, *pre;
     size_t nargs, npre;
-    int64_t cpus; /* fixed point */
+    int64_t cpus;  /* fixed point */
+    int actor;     /* FF_ACTOR_* */
+    uint64_t ctor; /* a method call: its constructor's task index */
+    int exec;      /* a method call: the executor holding its actor */
+    char *dir;     /* the run's working directory, or NULL */
     /* The outcome, filled by an executor. */
     int ok;
     ff_buf out;
@@ -87,12 +121,20 @@ typedef struct worker {
     pthread_mutex_t mu; /* queue, done, runs, stop */
     pthread_cond_t cv;
     wtask *queue, *queue_tail, *done;
+    wtask **mq, **mq_tail; /* per executor thread: method calls of its actors */
+    struct wexec *execs;   /* the executor threads' arguments */
     wrun *runs;
     uint64_t dropped_gen; /* bumped when runs are dropped */
+    uint64_t actors_gen;  /* bumped when actors are dropped */
     int64_t cpus_free;    /* executors: CPUs not taken by running tasks */
     int stop, exit_code, registered;
-    int own_machine;     /* --own-machine */
-    int quiet;           /* --quiet: only errors */
+    int own_machine; /* --own-machine */
+    int quiet;       /* --quiet: only errors */
+    int verbose;     /* --verbose: working directories and runs too */
+    char *home;      /* the directory it started in (absolute) */
+    char name[300];  /* "host:pid", for messages */
+    char *cache;     /* its own cache directory, once made; NULL before */
+    wwd *wds;
     const char *address; /* the head's, as given */
     const char *leaving; /* why the worker leaves, once it knows */
     /* The storages this worker holds (STORE_CALL), relative paths taken
@@ -101,6 +143,12 @@ typedef struct worker {
 } worker;
 
 static const char *WHO = "worker";
+
+/* An executor thread's argument: its worker and its number. */
+struct wexec {
+    struct worker *w;
+    int k;
+};
 
 static wrun *run_get(worker *w, uint64_t id, int create) {
     for (wrun *r = w->runs; r; r = r->next)
@@ -124,6 +172,13 @@ static void run_drop(worker *w, uint64_t id) {
             *pp = r->next;
             bm_free(&r->funcs);
             bm_free(&r->results);
+            if (r->actors.len > 0)
+                w->actors_gen++;
+            bm_free(&r->actors);
+            if (r->dir != NULL)
+                ff_wd_remove(r->dir);
+            free(r->dir);
+            free(r->dir_err);
             free(r);
             w->dropped_gen++;
             return;
@@ -132,6 +187,7 @@ static void run_drop(worker *w, uint64_t id) {
 }
 
 static void task_free(wtask *t) {
+    free(t->dir);
     free(t->name);
     free(t->deps);
     free(t->args);
@@ -165,6 +221,15 @@ static char *store_result(void *ud, uint64_t run, uint64_t index, size_t *n) {
     return copy_blob(ud, run, 1, index, n);
 }
 
+static int store_actor_live(void *ud, uint64_t run, uint64_t index) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->mu);
+    wrun *r = run_get(w, run, 0);
+    int live = r != NULL && bm_find(&r->actors, index) != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return live;
+}
+
 /* Makes t's outcome the message m (n bytes), or one saying that m did not
  * fit in memory. */
 static void set_message(wtask *t, const char *m, size_t n) {
@@ -190,8 +255,19 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
         *seen_gen = gen;
         ff_exec_forget(x);
     }
-    ff_exec_task et = {t->run,  t->fid,   t->name, t->deps, t->ndeps,
-                       t->args, t->nargs, t->pre,  t->npre};
+    ff_exec_task et = {.run = t->run,
+                       .fid = t->fid,
+                       .name = t->name,
+                       .deps = t->deps,
+                       .ndeps = t->ndeps,
+                       .args = t->args,
+                       .nargs = t->nargs,
+                       .pre = t->pre,
+                       .npre = t->npre,
+                       .actor = t->actor,
+                       .ctor = t->ctor,
+                       .index = t->index,
+                       .dir = t->dir};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = ff_exec_run(x, &et, &t->out);
@@ -206,33 +282,73 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
     }
 }
 
+/* Records that executor k holds the actor task t made, once it ran, so
+ * that its method calls go there. Without memory for that, t fails. Under
+ * w->mu. */
+static void keep_actor(worker *w, wtask *t, int k) {
+    if (!t->ok || t->actor != FF_ACTOR_CTOR)
+        return;
+    wrun *r = run_get(w, t->run, 0);
+    if (r == NULL) {
+        w->actors_gen++; /* its run ended meanwhile: the executor drops it */
+    } else if (bm_put(&r->actors, t->index, (const char *)&k, sizeof k) != 0) {
+        const char *msg = "the worker has not enough memory to keep its actor";
+        t->ok = 0;
+        set_message(t, msg, strlen(msg));
+        w->actors_gen++;
+    }
+}
+
 static void *executor(void *arg) {
-    worker *w = arg;
+    struct wexec *self = arg;
+    worker *w = self->w;
+    int k = self->k;
     ff_exec *x;
+    /* A current directory of this thread's own, for runs with a working
+     * directory (chdir then moves this thread only). */
+    int own_fs = unshare(CLONE_FS) == 0;
     if (ff_exec_create(&x, &w->store) != 0) {
         ff_log(WHO, "cannot create a Lua state");
         return NULL;
     }
-    uint64_t seen_gen = 0;
+    ff_exec_set_home(x, w->home, own_fs);
+    uint64_t seen_gen = 0, seen_actors = 0;
     for (;;) {
         pthread_mutex_lock(&w->mu);
         /* The head sends more tasks than CPUs (pipelining); they start in
-         * order, each when its CPUs are free. */
-        while (!w->stop && (w->queue == NULL || w->queue->cpus > w->cpus_free))
+         * order, each when its CPUs are free. Method calls of this
+         * executor's actors come first, and need no free CPU. */
+        while (!w->stop && w->mq[k] == NULL && w->actors_gen == seen_actors &&
+               (w->queue == NULL || w->queue->cpus > w->cpus_free))
             pthread_cond_wait(&w->cv, &w->mu);
         if (w->stop) {
             pthread_mutex_unlock(&w->mu);
             break;
         }
-        wtask *t = w->queue;
-        w->queue = t->next;
-        if (w->queue == NULL)
-            w->queue_tail = NULL;
+        if (w->actors_gen != seen_actors) { /* some actors are gone: drop them here */
+            seen_actors = w->actors_gen;
+            pthread_mutex_unlock(&w->mu);
+            ff_exec_sweep(x);
+            continue;
+        }
+        wtask *t;
+        if (w->mq[k] != NULL) {
+            t = w->mq[k];
+            w->mq[k] = t->next;
+            if (w->mq[k] == NULL)
+                w->mq_tail[k] = NULL;
+        } else {
+            t = w->queue;
+            w->queue = t->next;
+            if (w->queue == NULL)
+                w->queue_tail = NULL;
+        }
         w->cpus_free -= t->cpus;
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
         run_one(x, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
+        keep_actor(w, t, k);
         w->cpus_free += t->cpus;
         if (w->queue != NULL)
             pthread_cond_broadcast(&w->cv);
@@ -332,11 +448,13 @@ static int on_task(worker *w, const char *p, size_t n) {
     if (ff_msg_task_read(p, n, &m, &deps) != 0)
         return 1;
     wtask *t = calloc(1, sizeof *t);
-    int oom = t == NULL;
+    int oom = t == NULL, lost = 0;
     if (t != NULL) {
         t->run = m.run;
         t->index = m.index;
         t->fid = m.fid;
+        t->actor = m.actor;
+        t->ctor = m.ctor;
         t->ndeps = m.ndeps;
         t->nargs = m.nargs;
         t->npre = m.npre;
@@ -346,10 +464,15 @@ static int on_task(worker *w, const char *p, size_t n) {
         t->pre = malloc(m.npre ? m.npre : 1);
         oom = t->name == NULL || t->deps == NULL || t->args == NULL || t->pre == NULL;
     }
+    char *dir_err = NULL;
     if (!oom) { /* the dependencies, and the results that came with them */
         pthread_mutex_lock(&w->mu);
         wrun *run = run_get(w, m.run, 1);
         oom = run == NULL;
+        if (run != NULL && run->dir != NULL && (t->dir = strdup(run->dir)) == NULL)
+            oom = 1;
+        if (run != NULL && run->dir_err != NULL)
+            dir_err = strdup(run->dir_err);
         for (uint32_t i = 0; i < m.ndeps && !oom; i++) {
             ff_msg_dep d;
             ff_msg_next_dep(&deps, &d);
@@ -357,12 +480,29 @@ static int on_task(worker *w, const char *p, size_t n) {
             if (d.has && bm_put(&run->results, d.index, d.result, d.len) != 0)
                 oom = 1;
         }
+        blob *a = !oom && t->actor == FF_ACTOR_METHOD ? bm_find(&run->actors, t->ctor) : NULL;
+        if (a != NULL)
+            memcpy(&t->exec, a->p, sizeof t->exec);
+        else if (!oom && t->actor == FF_ACTOR_METHOD)
+            lost = 1;
         pthread_mutex_unlock(&w->mu);
     }
-    if (oom) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
-                 mib(n));
+    if (lost) { /* the head sends a method call where its actor is */
+        report_failure(w, m.run, m.index, m.name, m.name_len,
+                       "its actor is not on the worker it was sent to");
+        free(dir_err);
+        task_free(t);
+        return 0;
+    }
+    if (oom || dir_err != NULL) {
+        char msg[1200];
+        if (dir_err != NULL)
+            snprintf(msg, sizeof msg, "its working directory cannot be made on worker %s: %s",
+                     w->name, dir_err);
+        else
+            snprintf(msg, sizeof msg, "the worker has not enough memory for its inputs (%.1f MiB)",
+                     mib(n));
+        free(dir_err);
         report_failure(w, m.run, m.index, m.name, m.name_len, msg);
         if (t != NULL)
             task_free(t);
@@ -372,22 +512,297 @@ static int on_task(worker *w, const char *p, size_t n) {
     memcpy(t->pre, m.pre, m.npre);
     /* never more than all of them */
     t->cpus = m.cpus > (uint64_t)w->cpus ? w->cpus : (int64_t)m.cpus;
+    if (t->actor == FF_ACTOR_METHOD)
+        t->cpus = 0;           /* it runs in its actor's executor, on no CPU of its own */
     if (w->inline_x != NULL) { /* one CPU: run it here, now */
         run_one(w->inline_x, t, w->dropped_gen, &w->inline_gen);
+        uint64_t gen = w->actors_gen; /* no other thread: no lock */
+        keep_actor(w, t, 0);
+        if (gen != w->actors_gen)
+            ff_exec_sweep(w->inline_x);
         keep_result(w, t);
         report(w, t);
         task_free(t);
         return 0;
     }
     pthread_mutex_lock(&w->mu);
-    if (w->queue_tail)
-        w->queue_tail->next = t;
-    else
-        w->queue = t;
-    w->queue_tail = t;
-    pthread_cond_signal(&w->cv);
+    if (t->actor == FF_ACTOR_METHOD) {
+        int k = t->exec;
+        if (w->mq_tail[k])
+            w->mq_tail[k]->next = t;
+        else
+            w->mq[k] = t;
+        w->mq_tail[k] = t;
+        pthread_cond_broadcast(&w->cv); /* that executor, not any */
+    } else {
+        if (w->queue_tail)
+            w->queue_tail->next = t;
+        else
+            w->queue = t;
+        w->queue_tail = t;
+        pthread_cond_signal(&w->cv);
+    }
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+/* Wakes the executor threads to drop actors when some went since gen.
+ * Under w->mu. */
+static void actors_dropped(worker *w, uint64_t gen) {
+    if (gen != w->actors_gen && w->inline_x == NULL)
+        pthread_cond_broadcast(&w->cv);
+}
+
+/* --- working directories --------------------------------------------------- */
+
+/* Makes the worker's cache directory, once: $XDG_CACHE_HOME/fflua (when
+ * absolute) or /tmp/fflua-UID, which must be this user's directory, then
+ * worker-HOST-PID in it, removed when the worker ends. Directories of
+ * workers of this host that are gone are removed on the way. 0, or
+ * nonzero with why in err. */
+static int cache_make(worker *w, char *err, size_t errlen) {
+    if (w->cache != NULL)
+        return 0;
+    char root[4096], host[256] = "localhost";
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    if (xdg != NULL && xdg[0] == '/') {
+        mkdir(xdg, 0700); /* as the XDG spec says, made when missing */
+        snprintf(root, sizeof root, "%s/fflua", xdg);
+    } else
+        snprintf(root, sizeof root, "/tmp/fflua-%u", (unsigned)getuid());
+    gethostname(host, sizeof host - 1);
+    for (char *q = host; *q; q++)
+        if (*q == '/')
+            *q = '_';
+    struct stat st;
+    if (mkdir(root, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot make the cache directory %.400s: %s", root, strerror(errno));
+        return 1;
+    }
+    if (lstat(root, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
+        snprintf(err, errlen, "the cache directory %.400s is not a directory of this user", root);
+        return 1;
+    }
+    if (strpbrk(root, ";?") != NULL) {
+        snprintf(err, errlen,
+                 "the cache directory %.400s has ';' or '?', which package.path cannot hold", root);
+        return 1;
+    }
+    DIR *d = opendir(root);
+    size_t lh = strlen(host);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) { /* workers of this host that are gone */
+        const char *nm = de->d_name;
+        if (strncmp(nm, "worker-", 7) != 0 || strncmp(nm + 7, host, lh) != 0 || nm[7 + lh] != '-')
+            continue;
+        char *end;
+        long pid = strtol(nm + 8 + lh, &end, 10);
+        if (*end != '\0' || pid <= 0)
+            continue;
+        if (pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", root, nm);
+            ff_wd_remove(path);
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/worker-%s-%d", root, host, (int)getpid());
+    if (mkdir(path, 0700) != 0 || (w->cache = strdup(path)) == NULL) {
+        snprintf(err, errlen, "cannot make the cache directory %.400s: %s", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+static wwd *wd_find(worker *w, const unsigned char *hash) {
+    for (wwd *d = w->wds; d; d = d->next)
+        if (memcmp(d->hash, hash, FF_WD_HASH_LEN) == 0)
+            return d;
+    return NULL;
+}
+
+/* The path of a working directory's blob in the cache (malloc'd). */
+static char *wd_blob_path(worker *w, const wwd *d) {
+    size_t n = strlen(w->cache) + 48;
+    char *p = malloc(n);
+    if (p != NULL)
+        snprintf(p, n, "%s/%s.ffwd", w->cache, d->hex);
+    return p;
+}
+
+static void wd_forget(worker *w, wwd *d) {
+    for (wwd **pp = &w->wds; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    if (d->err == NULL && w->cache != NULL) {
+        char *p = wd_blob_path(w, d);
+        if (p != NULL)
+            unlink(p);
+        free(p);
+    }
+    if (w->verbose)
+        ff_log(WHO, "working directory %.8s forgotten", d->hex);
+    free(d->err);
+    free(d);
+}
+
+/* Writes n bytes at p to a new file path: 0 or -errno. */
+static int write_file(const char *path, const char *p, size_t n) {
+    FILE *f = fopen(path, "wbx");
+    if (f == NULL)
+        return -errno;
+    size_t k = fwrite(p, 1, n, f);
+    int rc = k == n ? 0 : -EIO;
+    if (fclose(f) != 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+/* WORKDIR: a working directory to keep (checked first), or one to
+ * forget. Nonzero for a malformed message or no memory (the worker
+ * leaves); a blob that cannot be used is remembered with why, and the
+ * tasks of runs that name it fail with that. */
+static int on_workdir(worker *w, const char *p, size_t n) {
+    const unsigned char *hash;
+    const char *bytes;
+    size_t len;
+    if (ff_msg_workdir_read(p, n, &hash, &bytes, &len) != 0)
+        return 1;
+    wwd *d = wd_find(w, hash);
+    if (len == 0) {
+        if (d != NULL)
+            wd_forget(w, d);
+        return 0;
+    }
+    if (d != NULL)
+        return 0; /* sent again: the head could not note that it was sent */
+    if ((d = calloc(1, sizeof *d)) == NULL)
+        return 1;
+    memcpy(d->hash, hash, FF_WD_HASH_LEN);
+    for (int i = 0; i < FF_WD_HASH_LEN; i++)
+        snprintf(d->hex + 2 * i, 3, "%02x", hash[i]);
+    d->next = w->wds;
+    w->wds = d;
+    char why[700], msg[1000];
+    unsigned char mine[FF_WD_HASH_LEN];
+    ff_wd_hash(bytes, len, mine);
+    int rc = 0;
+    if (memcmp(mine, hash, FF_WD_HASH_LEN) != 0) {
+        snprintf(why, sizeof why, "its bytes do not match its hash");
+        rc = 1;
+    } else if (ff_wd_check(bytes, len, why, sizeof why) != 0) {
+        rc = 1;
+    } else if (cache_make(w, why, sizeof why) != 0) {
+        rc = 1;
+    } else {
+        char *path = wd_blob_path(w, d);
+        int wr = path != NULL ? write_file(path, bytes, len) : -ENOMEM;
+        if (wr != 0)
+            snprintf(why, sizeof why, "cannot write %s: %s", path ? path : "its blob",
+                     strerror(-wr));
+        free(path);
+        rc = wr != 0;
+    }
+    if (rc != 0) {
+        snprintf(msg, sizeof msg, "the working directory %.8s from the head is refused: %s", d->hex,
+                 why);
+        ff_log(WHO, "%s", msg);
+        if ((d->err = strdup(msg)) == NULL)
+            return 1;
+    } else if (w->verbose) {
+        ff_log(WHO, "working directory %.8s received (%.1f KiB)", d->hex, (double)len / 1024);
+    }
+    return 0;
+}
+
+/* Reads a whole file into a malloc'd buffer: 0 or -errno. */
+static int read_file(const char *path, char **out, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return -errno;
+    ff_buf b = {0};
+    int rc = 0;
+    for (;;) {
+        if (ff_buf_reserve(&b, 1 << 16) != 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        size_t k = fread(b.p + b.n, 1, b.cap - b.n, f);
+        b.n += k;
+        if (k == 0) {
+            rc = ferror(f) ? -EIO : 0;
+            break;
+        }
+    }
+    fclose(f);
+    if (rc != 0) {
+        ff_buf_free(&b);
+        return rc;
+    }
+    *out = b.p;
+    *n = b.n;
+    return 0;
+}
+
+/* RUN_WORKDIR: the run's own copy of its working directory, unpacked in
+ * the cache as run-ID; or why it could not be, for its tasks' failures. */
+static int on_run_workdir(worker *w, const char *p, size_t n) {
+    uint64_t run;
+    const unsigned char *hash;
+    if (ff_msg_run_workdir_read(p, n, &run, &hash) != 0)
+        return 1;
+    pthread_mutex_lock(&w->mu);
+    wrun *r = run_get(w, run, 1);
+    pthread_mutex_unlock(&w->mu);
+    if (r == NULL)
+        return 1;
+    if (r->dir != NULL || r->dir_err != NULL)
+        return 0;
+    wwd *d = wd_find(w, hash);
+    char why[1000];
+    char *dir = NULL, *packed = NULL;
+    size_t len = 0;
+    int rc = 1;
+    if (d == NULL) {
+        snprintf(why, sizeof why, "the head named a working directory it did not send");
+    } else if (d->err != NULL) {
+        snprintf(why, sizeof why, "%s", d->err);
+    } else {
+        char *path = wd_blob_path(w, d);
+        size_t dn = strlen(w->cache) + 40;
+        dir = malloc(dn);
+        int e = path == NULL || dir == NULL ? -ENOMEM : read_file(path, &packed, &len);
+        if (e != 0) {
+            snprintf(why, sizeof why, "cannot read %s: %s", path ? path : "its blob", strerror(-e));
+        } else {
+            snprintf(dir, dn, "%s/run-%llu", w->cache, (unsigned long long)run);
+            ff_wd_remove(dir);
+            rc = ff_wd_unpack(packed, len, dir, why, sizeof why);
+            if (rc != 0)
+                ff_wd_remove(dir);
+        }
+        free(path);
+        free(packed);
+    }
+    pthread_mutex_lock(&w->mu);
+    if (rc == 0) {
+        r->dir = dir;
+        dir = NULL;
+    } else {
+        r->dir_err = strdup(why);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc == 0 && w->verbose)
+        ff_log(WHO, "run %llu: working directory %.8s unpacked in %s", (unsigned long long)run,
+               d->hex, r->dir);
+    else if (rc != 0)
+        ff_log(WHO, "run %llu: %s", (unsigned long long)run, why);
+    free(dir);
+    return rc != 0 && r->dir_err == NULL; /* no memory even for why */
 }
 
 static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
@@ -418,12 +833,20 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
             return 1;
         pthread_mutex_lock(&w->mu);
         wrun *wr = run_get(w, run, 0);
+        uint64_t gen = w->actors_gen;
         while (tasks.n > 0) {
             uint64_t idx = ff_msg_next_index(&tasks);
             if (wr != NULL)
                 bm_del(&wr->results, idx);
+            if (wr != NULL && bm_find(&wr->actors, idx) != NULL) { /* its calls are over */
+                bm_del(&wr->actors, idx);
+                w->actors_gen++;
+            }
         }
+        actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
+        if (gen != w->actors_gen && w->inline_x != NULL)
+            ff_exec_sweep(w->inline_x);
         return 0;
     }
     case FF_M_RUN_END: {
@@ -431,8 +854,25 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         if (ff_msg_run_end_read(p, n, &run) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
+        uint64_t gen = w->actors_gen;
+        char *dir = NULL; /* removed after, not while executors wait for the lock */
+        wrun *r = run_get(w, run, 0);
+        if (r != NULL) {
+            dir = r->dir;
+            r->dir = NULL;
+        }
         run_drop(w, run);
+        actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
+        if (gen != w->actors_gen && w->inline_x != NULL)
+            ff_exec_sweep(w->inline_x);
+        if (dir != NULL) {
+            ff_wd_remove(dir);
+            free(dir);
+            if (w->verbose)
+                ff_log(WHO, "run %llu ended: its working directory removed",
+                       (unsigned long long)run);
+        }
         return 0;
     }
     case FF_M_STORE_CALL: {
@@ -446,6 +886,18 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         }
         return 0;
     }
+    case FF_M_WORKDIR:
+        if (on_workdir(w, p, n) != 0) {
+            ff_log(WHO, "a malformed WORKDIR from the head, or no memory for it: leaving");
+            return 1;
+        }
+        return 0;
+    case FF_M_RUN_WORKDIR:
+        if (on_run_workdir(w, p, n) != 0) {
+            ff_log(WHO, "a malformed RUN_WORKDIR from the head, or no memory for it: leaving");
+            return 1;
+        }
+        return 0;
     case FF_M_BYE:
         w->exit_code = 0;
         w->leaving = "the head said goodbye";
@@ -588,16 +1040,30 @@ int ff_worker_main(const ff_worker_opts *o) {
     w->resources = o->resources;
     w->own_machine = o->own_machine;
     w->quiet = o->quiet;
+    w->verbose = o->verbose && !o->quiet;
     w->address = o->address;
-    w->store = (ff_exec_store){store_func, store_result, w};
+    /* Nodes of runs without a working directory run here; storage paths
+     * are resolved against it, whatever a node's thread's directory is. */
+    w->home = getcwd(NULL, 0);
+    if (w->home == NULL) {
+        ff_log(WHO, "cannot tell the directory it was started in: %s", strerror(errno));
+        free(w);
+        return 2;
+    }
     {
-        char cwd[3000], host[256] = "localhost", who[3400];
-        if (getcwd(cwd, sizeof cwd) == NULL)
-            snprintf(cwd, sizeof cwd, "/");
+        char host[256] = "localhost";
         gethostname(host, sizeof host - 1);
-        snprintf(who, sizeof who, "%s:%d in %s", host, (int)getpid(), cwd);
-        if (ff_storeserve_create(&w->stores, cwd, who) != 0) {
+        char esc[200];
+        snprintf(w->name, sizeof w->name, "%s:%d",
+                 ff_text_escape(esc, sizeof esc, host, strlen(host)), (int)getpid());
+    }
+    w->store = (ff_exec_store){store_func, store_result, store_actor_live, w};
+    {
+        char who[600];
+        snprintf(who, sizeof who, "%s in %s", w->name, w->home);
+        if (ff_storeserve_create(&w->stores, w->home, who) != 0) {
             ff_log(WHO, "not enough memory");
+            free(w->home);
             free(w);
             return 1;
         }
@@ -626,12 +1092,20 @@ int ff_worker_main(const ff_worker_opts *o) {
         if (ff_exec_create(&w->inline_x, &w->store) != 0) {
             ff_log(WHO, "cannot create a Lua state");
             w->exit_code = 1;
+        } else { /* the loop thread depends on no current directory */
+            ff_exec_set_home(w->inline_x, w->home, 1);
         }
     } else {
         w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
-        for (; w->threads && started < w->nthreads; started++)
-            if (pthread_create(&w->threads[started], NULL, executor, w) != 0)
+        w->execs = calloc((size_t)w->nthreads, sizeof *w->execs);
+        w->mq = calloc((size_t)w->nthreads, sizeof *w->mq);
+        w->mq_tail = calloc((size_t)w->nthreads, sizeof *w->mq_tail);
+        int ok = w->threads && w->execs && w->mq && w->mq_tail;
+        for (; ok && started < w->nthreads; started++) {
+            w->execs[started] = (struct wexec){w, started};
+            if (pthread_create(&w->threads[started], NULL, executor, &w->execs[started]) != 0)
                 break;
+        }
     }
     w->conn.data = w;
     w->conn.on_frame = on_frame;
@@ -661,14 +1135,29 @@ int ff_worker_main(const ff_worker_opts *o) {
         task_free(t);
         t = n;
     }
+    for (int k = 0; w->mq != NULL && k < w->nthreads; k++)
+        for (wtask *t = w->mq[k]; t;) {
+            wtask *n = t->next;
+            task_free(t);
+            t = n;
+        }
     while (w->runs)
         run_drop(w, w->runs->id);
     ff_storeserve_destroy(w->stores);
+    while (w->wds)
+        wd_forget(w, w->wds);
+    if (w->cache != NULL)
+        ff_wd_remove(w->cache);
+    free(w->cache);
+    free(w->home);
     ff_conn_free(&w->conn);
     uv_loop_close(&w->loop);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w->threads);
+    free(w->execs);
+    free(w->mq);
+    free(w->mq_tail);
     free(w);
     return code;
 }

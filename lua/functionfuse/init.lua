@@ -18,7 +18,9 @@ local callable = require("functionfuse._util").callable
 local names = require "functionfuse._names"
 
 --- A class node factory: calling it makes a constructor node and returns an
--- instance proxy whose method calls are nodes, chained in call order.
+-- instance proxy whose method calls are nodes, chained in call order. The
+-- factories are marked as a class's (core.factory's kind): on a cluster the
+-- constructor makes an actor and its methods run where it lives.
 local function class_factory(name, Class)
   local inst_mt = rawget(Class, "__index") ~= nil and Class or { __index = Class }
   local function construct(...)
@@ -27,7 +29,7 @@ local function class_factory(name, Class)
     if init ~= nil then init(obj, ...) end
     return obj
   end
-  local ctor = core.factory(construct, name)
+  local ctor = core.factory(construct, name, "constructor")
   local methods = {} -- method name -> node factory, shared by all instances
 
   local factory = {}
@@ -55,7 +57,7 @@ local function class_factory(name, Class)
         end
         local mf = methods[key]
         if mf == nil then
-          mf = core.factory(fn, name .. "." .. key)
+          mf = core.factory(fn, name .. "." .. key, "method")
           methods[key] = mf
         end
         local node = core.apply(mf, { last }, init_node, ...)

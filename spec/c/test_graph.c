@@ -36,6 +36,11 @@ static void test_names(void) {
     uint32_t sum, minus;
     ASSERT_EQ(ff_graph_add_func(g, 100, "sum", 0, &sum), 0);
     ASSERT_EQ(ff_graph_add_func(g, 101, "minus", 0, &minus), 0);
+    /* Functions are plain until marked as a class's. */
+    ASSERT_EQ(ff_graph_func_kind(g, sum), FF_FUNC_PLAIN);
+    ff_graph_set_func_kind(g, minus, FF_FUNC_METHOD);
+    ASSERT_EQ(ff_graph_func_kind(g, minus), FF_FUNC_METHOD);
+    ASSERT_EQ(ff_graph_func_kind(g, sum), FF_FUNC_PLAIN);
     uint32_t a = add(g, sum, NULL, 0), b = add(g, sum, &a, 1), c = add(g, minus, &b, 1);
     char buf[64];
     ASSERT_EQ(ff_graph_name(g, a, buf, sizeof buf), 8);

@@ -263,11 +263,39 @@ static int rd_run_end(const char *p, size_t n) {
     return rc;
 }
 
+static const unsigned char WD_HASH[FF_MSG_HASH_LEN] = "0123456789abcdef";
+
+static int rd_workdir(const char *p, size_t n) {
+    const unsigned char *hash;
+    const char *blob;
+    size_t len;
+    int rc = ff_msg_workdir_read(p, n, &hash, &blob, &len);
+    if (rc == 0) {
+        ASSERT(memcmp(hash, WD_HASH, FF_MSG_HASH_LEN) == 0);
+        ASSERT_EQ(len, 4);
+        ASSERT(memcmp(blob, "FFWD", 4) == 0);
+    }
+    return rc;
+}
+
+static int rd_run_workdir(const char *p, size_t n) {
+    uint64_t run;
+    const unsigned char *hash;
+    int rc = ff_msg_run_workdir_read(p, n, &run, &hash);
+    if (rc == 0) {
+        ASSERT_EQ(run, 301);
+        ASSERT(memcmp(hash, WD_HASH, FF_MSG_HASH_LEN) == 0);
+    }
+    return rc;
+}
+
 static void test_driver_messages(void) {
     ff_msg_func f = {1, 2, "code", 4};
     CHECK_MSG(FF_M_FUNC, ff_msg_func_write(b, &f), rd_func);
     CHECK_MSG(FF_M_SUBMIT, write_submit(b), rd_submit);
     CHECK_MSG(FF_M_RUN_END, ff_msg_run_end_write(b, 300), rd_run_end);
+    CHECK_MSG(FF_M_WORKDIR, ff_msg_workdir_write(b, WD_HASH, "FFWD", 4), rd_workdir);
+    CHECK_MSG(FF_M_RUN_WORKDIR, ff_msg_run_workdir_write(b, 301, WD_HASH), rd_run_workdir);
     ff_buf b = {0};
     ASSERT_EQ(ff_msg_status_write(&b), 0);
     ASSERT_EQ(b.n, FF_FRAME_HDR);
@@ -659,12 +687,79 @@ static void test_writers_fail_whole(void) {
     ff_buf_free(&b);
 }
 
+/* Actors: a constructor and a method call of it in a SUBMIT, and in a
+ * TASK; a method's constructor must come before it, and a task cannot be
+ * both. */
+static void test_actor_flags(void) {
+    ff_buf b = {0}, tasks = {0};
+    ff_msg_subtask ctor = {.fid = 1, .name = "C", .name_len = 1, .actor = FF_ACTOR_CTOR};
+    ff_msg_subtask call = {.fid = 2,
+                           .name = "C.m",
+                           .name_len = 3,
+                           .leaf = 1,
+                           .actor = FF_ACTOR_METHOD,
+                           .ctor = 0,
+                           .ndeps = 1};
+    uint32_t dep0[] = {0};
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &ctor, NULL, NULL), 0);
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &call, dep0, NULL), 0);
+    ff_msg_submit m = {1, 0, 2, 0, 2};
+    ASSERT_EQ(ff_msg_submit_write(&b, &m, tasks.p, tasks.n), 0);
+    ff_msg_submit rm;
+    ff_msg_tasks it;
+    ff_msg_subtask t;
+    ff_msg_list deps, res;
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT(t.actor == FF_ACTOR_CTOR && t.leaf == 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT(t.actor == FF_ACTOR_METHOD && t.ctor == 0 && t.leaf == 1 && t.ndeps == 1);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 1);
+    /* A method of itself (its constructor not before it). */
+    tasks.n = b.n = 0;
+    call.ctor = 1;
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &ctor, NULL, NULL), 0);
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &call, dep0, NULL), 0);
+    ASSERT_EQ(ff_msg_submit_write(&b, &m, tasks.p, tasks.n), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
+    /* Both a constructor and a method: the flags byte of task 0 (after
+     * fid 1 and the name "C") says 8 | 16. */
+    tasks.n = b.n = 0;
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &ctor, NULL, NULL), 0);
+    ASSERT_EQ((unsigned char)tasks.p[3], FF_TASK_CTOR);
+    tasks.p[3] = (char)(FF_TASK_CTOR | FF_TASK_METHOD);
+    ff_msg_submit one = {1, 0, 1, 0, 1};
+    ASSERT_EQ(ff_msg_submit_write(&b, &one, tasks.p, tasks.n), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
+    /* A TASK of a method call says its constructor; its size is its size. */
+    ff_msg_task task = the_task;
+    task.actor = FF_ACTOR_METHOD;
+    task.ctor = 300;
+    b.n = 0;
+    ASSERT_EQ(ff_msg_task_write(&b, &task, task_deps), 0);
+    ASSERT_EQ(ff_msg_task_size(&task, task_deps), b.n - 4);
+    ff_msg_task rt;
+    ASSERT_EQ(ff_msg_task_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rt, &deps), 0);
+    ASSERT(rt.actor == FF_ACTOR_METHOD && rt.ctor == 300 && rt.cpus == 5000);
+    task.actor = FF_ACTOR_CTOR;
+    b.n = 0;
+    ASSERT_EQ(ff_msg_task_write(&b, &task, task_deps), 0);
+    ASSERT_EQ(ff_msg_task_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rt, &deps), 0);
+    ASSERT(rt.actor == FF_ACTOR_CTOR && rt.ctor == 0);
+    ff_buf_free(&b);
+    ff_buf_free(&tasks);
+}
+
 int main(void) {
     RUN(test_handshake);
     RUN(test_worker_messages);
     RUN(test_driver_messages);
     RUN(test_submit_claims);
     RUN(test_head_to_worker);
+    RUN(test_actor_flags);
     RUN(test_head_to_driver);
     RUN(test_status_reply);
     RUN(test_storage_messages);

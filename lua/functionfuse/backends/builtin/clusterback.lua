@@ -8,8 +8,14 @@
 --
 -- Options: cluster_init_args (alias ray_init_args) = { address = "HOST:PORT",
 -- token_file = F, token = T, ignore_reinit_error = bool, num_workers = N,
--- num_cpus = N, num_gpus = N, resources = { name = amount } }. Unknown keys
--- are errors.
+-- num_cpus = N, num_gpus = N, resources = { name = amount },
+-- runtime_env = { working_dir = DIR } }. Unknown keys are errors.
+--
+-- runtime_env.working_dir: the directory is packed (core.workdir_pack:
+-- .git, build folders and the workflow's storage left out), sent to the
+-- head once per content and connection, and unpacked by each worker into
+-- a directory of the run's own, where its nodes run, first on
+-- package.path and package.cpath (docs/cluster.md, "Working directory").
 local base = require "functionfuse._base"
 local core = require "functionfuse.core"
 local util = require "functionfuse._util"
@@ -22,12 +28,17 @@ ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
 ClusterWorkflow._options = { "workflow_name", "only_needed", "cluster_init_args", "ray_init_args",
                              "cache", "quiet", "verbose" }
 local INIT_ARGS = { "address", "token_file", "token", "ignore_reinit_error", "num_workers",
-                    "num_cpus", "num_gpus", "resources" }
+                    "num_cpus", "num_gpus", "resources", "runtime_env" }
+local RUNTIME_ENV = { "working_dir" }
+-- The working directories a connection keeps on the head, at most; the
+-- least recently used one beyond is forgotten there.
+local WORKDIRS_KEPT = 4
 local RUN_OPTIONS = { "return_results", "max_pending_tasks" }
 
 -- The state of this Lua state's cluster use: the local cluster, open
--- connections by address, the run counter.
-local state = { conns = {}, run_id = 0 }
+-- connections by address, the run counter, and per connection the hashes
+-- of the working directories its head has, least recently used first.
+local state = { conns = {}, run_id = 0, workdirs = setmetatable({}, { __mode = "k" }) }
 
 local function fflua_exe()
   local env = os.getenv("FFLUA_BIN")
@@ -217,6 +228,31 @@ local function storage_options(self, client)
   return o
 end
 
+--- The run's working directory, when runtime_env has one: packed now (a
+-- script may have changed it since the last run), named in o.workdir, and
+-- its blob put in o.workdir_blob unless this connection's head has it.
+function ClusterWorkflow:_workdir(client, o)
+  local a = self.options.cluster_init_args or self.options.ray_init_args or {}
+  local env = a.runtime_env
+  if env == nil or env.working_dir == nil then return end
+  local exclude = {}
+  if self._storage and self._storage.path then exclude[1] = self._storage.path end
+  local ok, blob, hash = pcall(core.workdir_pack, env.working_dir, exclude)
+  if not ok then error("ClusterWorkflow: " .. blob, 3) end
+  local held = state.workdirs[client]
+  if held == nil then held = {}; state.workdirs[client] = held end
+  local at
+  for i, h in ipairs(held) do if h == hash then at = i end end
+  if at then
+    table.remove(held, at)
+  else
+    o.workdir_blob = blob
+    if #held >= WORKDIRS_KEPT then o.workdir_forget = { table.remove(held, 1) } end
+  end
+  held[#held + 1] = hash
+  o.workdir = hash
+end
+
 --- Runs the workflow on the cluster; returns one value per leaf (nothing
 -- with { return_results = false }). { max_pending_tasks = N }: at most N
 -- tasks of this run are queued or running at once.
@@ -235,6 +271,7 @@ function ClusterWorkflow:run(opts)
   end
   local o = self._storage and storage_options(self, client) or {}
   o.run_id, o.return_results, o.max_pending_tasks = state.run_id, opts.return_results, mp
+  self:_workdir(client, o)
   local r = table.pack(self._core:run_cluster(client, o))
   if self._storage then
     self:_report(o)
@@ -276,6 +313,17 @@ M.ClusterWorkflow = function(...)
     error(("ClusterWorkflow: %s must be a table"):format(name), 2)
   end
   if a ~= nil then util.check_keys(a, INIT_ARGS, "ClusterWorkflow: " .. name, "key", 2) end
+  local env = a and a.runtime_env
+  if env ~= nil then
+    if type(env) ~= "table" then
+      error(("ClusterWorkflow: %s.runtime_env must be a table"):format(name), 2)
+    end
+    util.check_keys(env, RUNTIME_ENV, ("ClusterWorkflow: %s.runtime_env"):format(name), "key", 2)
+    if env.working_dir ~= nil and (type(env.working_dir) ~= "string" or env.working_dir == "") then
+      error(("ClusterWorkflow: %s.runtime_env.working_dir must be a directory's path")
+            :format(name), 2)
+    end
+  end
   return wf
 end
 
