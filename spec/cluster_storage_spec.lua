@@ -399,6 +399,62 @@ describe("a storage on a cluster", function()
                                 "the disk)", 1, true), r.stderr)
   end)
 
+  it("takes a storage kind written in Lua, through get_writer_funcs, as RayWorkflow does", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/mine.lua", [[
+      local ff = require "functionfuse"
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local DIR = arg[1]
+      -- A storage of one file per task, a number in each.
+      local Mine = {}
+      function Mine.get_writer_funcs(_, wf_name)
+        local root = DIR .. "/" .. wf_name
+        local function path(task) return root .. "/" .. task end
+        local function new_workflow() os.execute("mkdir -p " .. root) end
+        local function file_exists(task)
+          local f = io.open(path(task)); if f then f:close() end
+          return f ~= nil
+        end
+        local function read_task(task)
+          local f = assert(io.open(path(task))); local v = f:read("n"); f:close(); return v
+        end
+        local function save(task, v)
+          local f = assert(io.open(path(task), "w")); f:write(tostring(v)); f:close()
+        end
+        return new_workflow, { remote_args = {}, file_exists = file_exists,
+                               read_task = read_task }, save
+      end
+      local sum = ff.workflow(function(a, b)
+        local f = assert(io.open(DIR .. "/runs.log", "a")); f:write(a, "+", b, "\n"); f:close()
+        return a + b
+      end)
+      local n1 = sum(1, 2):set_name("n1")
+      local n2 = sum(n1, 3):set_name("n2")
+      local wf = ClusterWorkflow(sum(n2, n1):set_name("n3"), { workflow_name = "mine",
+        quiet = true, cluster_init_args = { num_workers = 2 } })
+      wf:set_storage(setmetatable({}, { __index = Mine }))
+      print(wf:run())
+      print(wf:run())
+      wf:set_storage(setmetatable({}, { __index = { get_writer_funcs = function() return nil, {} end } }))
+      print(pcall(wf.run, wf))
+      print(pcall(wf.set_storage, wf, 42))
+    ]])
+    local r = H.fflua({ dir .. "/mine.lua", dir }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    local out = {}
+    for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
+    assert.are.equal("9", out[1])
+    assert.are.equal("9", out[2])
+    -- Computed once: the second run read every node by name.
+    assert.are.same({ "1+2", "3+3", "6+3" }, lines(dir .. "/runs.log"))
+    assert.are.same({ "3", "6", "9" }, { H.read(dir .. "/mine/n1"), H.read(dir .. "/mine/n2"),
+                                        H.read(dir .. "/mine/n3") })
+    assert.truthy(out[3]:find("^false\t.*get_writer_funcs must return new_workflow, a read " ..
+                              "object with file_exists and read_task, and a save function"), out[3])
+    assert.truthy(out[4]:find("^false\t.*bad argument #1 to 'set_storage' %(a storage, or an " ..
+                              "object with get_writer_funcs, expected, got number%)"), out[4])
+  end)
+
   it("refuses bad options and resources no worker has", function()
     local sf = require("functionfuse.storage").storage_factory
     assert.has_error(function()

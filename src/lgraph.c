@@ -964,6 +964,21 @@ static int ffl_leaves_get_slot(lua_State *L) {
     return 1;
 }
 
+/* ls:func_of(node) -> fn, kind: the function the node runs (its
+ * replacement, else its factory's) and its factory's kind ("plain",
+ * "constructor" or "method"). */
+static int ffl_leaves_func_of(lua_State *L) {
+    static const char *const kinds[] = {"plain", "constructor", "method"};
+    ffl_check_leaves(L, 1);
+    ffl_node *n = check_node(L, 2);
+    ffl_ctx *ctx = ffl_ctx_get(L);
+    int32_t h = ff_graph_slot(ctx->graph, n->id, FF_SLOT_FUNC);
+    uint32_t fid = ff_graph_fid(ctx->graph, n->id);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h != FF_NOHANDLE ? h : ff_graph_func_handle(ctx->graph, fid));
+    lua_pushstring(L, kinds[ff_graph_func_kind(ctx->graph, fid)]);
+    return 2;
+}
+
 /* ls:leaves() -> a copy of the leaves */
 static int ffl_leaves_leaves(lua_State *L) {
     ffl_check_leaves(L, 1);
@@ -996,6 +1011,7 @@ static const luaL_Reg node_methods[] = {
 static const luaL_Reg leaves_methods[] = {
     {"set_slot", ffl_leaves_set_slot},
     {"get_slot", ffl_leaves_get_slot},
+    {"func_of", ffl_leaves_func_of},
     {"leaves", ffl_leaves_leaves},
     {NULL, NULL},
 };

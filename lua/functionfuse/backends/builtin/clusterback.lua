@@ -269,6 +269,9 @@ function ClusterWorkflow:run(opts)
   if mp ~= nil and (math.type(mp) ~= "integer" or mp < 1) then
     error("bad option 'max_pending_tasks' (a positive integer expected)", 2)
   end
+  if self._storage and self._storage_kind == "lua" then
+    return self:_run_lua_storage(client, opts.return_results, mp)
+  end
   local o = self._storage and storage_options(self, client) or {}
   o.run_id, o.return_results, o.max_pending_tasks = state.run_id, opts.return_results, mp
   self:_workdir(client, o)
@@ -289,12 +292,63 @@ end
 function ClusterWorkflow:set_storage(storage)
   local S = require "functionfuse.storage"
   local mt = getmetatable(storage)
-  if mt ~= S.Storage and mt ~= S.ClusterStorage then
-    error(("bad argument #1 to 'set_storage' (storage expected, got %s)"):format(type(storage)), 2)
+  if mt == S.Storage or mt == S.ClusterStorage then
+    if mt == S.ClusterStorage then storage._bound = self end
+    self._storage, self._storage_kind = storage, "builtin"
+    return self
   end
-  if mt == S.ClusterStorage then storage._bound = self end
-  self._storage = storage
+  local ok, gwf = pcall(function() return storage.get_writer_funcs end)
+  if not ok or not util.callable(gwf) then
+    error(("bad argument #1 to 'set_storage' (a storage, or an object with get_writer_funcs, " ..
+           "expected, got %s)"):format(type(storage)), 2)
+  end
+  self._storage, self._storage_kind = storage, "lua"
   return self
+end
+
+--- A run with a storage written in Lua: any object with functionfuse's
+-- get_writer_funcs(workflow_name) -> new_workflow, read object
+-- { file_exists(task), read_task(task), ... }, save(task, value). As
+-- RayWorkflow does with such a storage: new_workflow() runs first, in this
+-- process; then every plain node runs through a wrapper, on the worker
+-- that runs it, which returns read_task(name) when file_exists(name) says
+-- so, and otherwise computes and calls save(name, value). The storage's
+-- functions travel with the node (they must be able to ship, and work
+-- from any worker). Log nodes and class nodes run as they are.
+function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending)
+  local st = self._storage
+  local new_workflow, ro, save = st:get_writer_funcs(self.workflow_name)
+  if type(ro) ~= "table" or not util.callable(ro.file_exists) or not util.callable(ro.read_task)
+     or not util.callable(save) then
+    error("ClusterWorkflow: the storage's get_writer_funcs must return new_workflow, a read " ..
+          "object with file_exists and read_task, and a save function", 3)
+  end
+  if new_workflow ~= nil then new_workflow() end
+  local exists, read = ro.file_exists, ro.read_task
+  local core_ls, kept = self._core, {}
+  for _, node in ipairs(core_ls:nodes()) do
+    local fn, kind = core_ls:func_of(node)
+    local info = node:backend_info()
+    if kind == "plain" and not (info and info.print) then
+      local name = node:get_name()
+      kept[#kept + 1] = { node, core_ls:get_slot(node, "func") }
+      core_ls:set_slot(node, "func", function(...)
+        if exists(name) then return read(name) end
+        local r = table.pack(fn(...))
+        local v = r.n == 1 and r[1] or (r.n > 1 and r or nil)
+        save(name, v)
+        return v
+      end)
+    end
+  end
+  local o = { run_id = state.run_id, return_results = return_results,
+              max_pending_tasks = max_pending }
+  self:_workdir(client, o)
+  local r = table.pack(pcall(core_ls.run_cluster, core_ls, client, o))
+  for _, k in ipairs(kept) do core_ls:set_slot(k[1], "func", k[2]) end
+  if not r[1] then error(r[2], 0) end
+  self.last_run = { placement = o.placement }
+  return table.unpack(r, 2, r.n)
 end
 
 function ClusterWorkflow:__tostring()
