@@ -171,7 +171,7 @@ describe("workflow", function()
       assert.are.equal("many_10000", last:get_name())
     end)
 
-    it("set_name returns the node and rejects non-strings and empty names", function()
+    it("set_name returns the node and rejects non-strings, empty names and zero bytes", function()
       local f = ff.workflow("f", function() end)
       local n = f()
       assert.are.equal(n, n:set_name("x"))
@@ -180,6 +180,10 @@ describe("workflow", function()
         "bad argument #1 to 'set_name' (string expected, got number)")
       assert.has_error(function() n:set_name("") end,
         "bad argument #1 to 'set_name' (node name must not be empty)")
+      -- A zero byte would cut the name short (names are C strings): refused.
+      assert.has_error(function() n:set_name("a\0b") end,
+        "bad argument #1 to 'set_name' (node name must not hold a zero byte)")
+      assert.are.equal("x", n:get_name())
     end)
   end)
 

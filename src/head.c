@@ -1381,6 +1381,9 @@ static int on_run_store(head *h, hconn *d, const char *p, size_t n) {
         return protocol_error(d, "not enough memory for a new run");
     if (r->store_path != NULL || r->tasks != NULL)
         return protocol_error(d, "it sent a RUN_STORE again, or after the run's first SUBMIT");
+    /* Neither a path nor a workflow's name holds a zero byte (store.h). */
+    if (memchr(m.path, 0, m.path_len) != NULL || memchr(m.wf, 0, m.wf_len) != NULL)
+        return protocol_error(d, "it sent a RUN_STORE whose path or workflow holds a zero byte");
     r->store_path = strndup(m.path, m.path_len);
     r->store_wf = strndup(m.wf, m.wf_len);
     r->store_path_len = m.path_len;

@@ -659,6 +659,8 @@ static int ffl_node_set_name(lua_State *L) {
     const char *s = lua_tolstring(L, 2, &len);
     if (len == 0)
         return luaL_argerror(L, 2, "node name must not be empty");
+    if (memchr(s, 0, len) != NULL) /* names are C strings in the graph and on the wire */
+        return luaL_argerror(L, 2, "node name must not hold a zero byte");
     ffl_ctx *ctx = ffl_ctx_get(L);
     if (ff_graph_set_name(ctx->graph, n->id, s, len) != 0)
         return luaL_error(L, "not enough memory");
