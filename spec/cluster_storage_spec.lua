@@ -416,7 +416,9 @@ describe("a storage on a cluster", function()
           return f ~= nil
         end
         local function read_task(task)
-          local f = assert(io.open(path(task))); local v = f:read("n"); f:close(); return v
+          local f = assert(io.open(path(task))); local v = f:read("a"); f:close()
+          if v == "false" then return false end
+          return tonumber(v)
         end
         local function save(task, v)
           local f = assert(io.open(path(task), "w")); f:write(tostring(v)); f:close()
@@ -430,7 +432,9 @@ describe("a storage on a cluster", function()
       end)
       local n1 = sum(1, 2):set_name("n1")
       local n2 = sum(n1, 3):set_name("n2")
-      local wf = ClusterWorkflow(sum(n2, n1):set_name("n3"), { workflow_name = "mine",
+      local n3 = sum(n2, n1):set_name("n3")
+      local big = ff.workflow(function(x) return x > 100 end)(n3):set_name("big")
+      local wf = ClusterWorkflow(n3, big, { workflow_name = "mine",
         quiet = true, cluster_init_args = { num_workers = 2 } })
       wf:set_storage(setmetatable({}, { __index = Mine }))
       print(wf:run())
@@ -443,12 +447,13 @@ describe("a storage on a cluster", function()
     assert.are.equal(0, r.code, r.stderr)
     local out = {}
     for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
-    assert.are.equal("9", out[1])
-    assert.are.equal("9", out[2])
+    assert.are.equal("9\tfalse", out[1])
+    assert.are.equal("9\tfalse", out[2])
     -- Computed once: the second run read every node by name.
     assert.are.same({ "1+2", "3+3", "6+3" }, lines(dir .. "/runs.log"))
     assert.are.same({ "3", "6", "9" }, { H.read(dir .. "/mine/n1"), H.read(dir .. "/mine/n2"),
                                         H.read(dir .. "/mine/n3") })
+    assert.are.equal("false", H.read(dir .. "/mine/big")) -- a false result stays false
     assert.truthy(out[3]:find("^false\t.*get_writer_funcs must return new_workflow, a read " ..
                               "object with file_exists and read_task, and a save function"), out[3])
     assert.truthy(out[4]:find("^false\t.*bad argument #1 to 'set_storage' %(a storage, or an " ..

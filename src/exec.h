@@ -31,6 +31,10 @@
 
 #include "buf.h"
 
+/* The registry field of an executor's Lua state that holds the name of
+ * the node running (core.node_name() reads it). */
+#define FF_EXEC_NODE_KEY "fflua.worker.node"
+
 typedef struct ff_exec ff_exec;
 
 /* Where an executor gets the bytes of a run's functions and of finished

@@ -19,6 +19,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "exec.h"
 #include "fflua.h"
 #include "lclient.h"
 #include "lcodec.h"
@@ -57,7 +58,15 @@ static int ffl_core_escape(lua_State *L) {
     return 1;
 }
 
+/* core.node_name() -> the name of the node this cluster worker's Lua
+ * state is running, or nil (not on a worker, or between nodes). */
+static int ffl_core_node_name(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, FF_EXEC_NODE_KEY);
+    return 1;
+}
+
 static const luaL_Reg ffl_core_funcs[] = {
+    {"node_name", ffl_core_node_name},
     {"escape", ffl_core_escape},
     {"strerror", ffl_core_strerror},
     {"err_name", ffl_core_err_name},

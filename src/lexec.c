@@ -31,7 +31,7 @@
 #include "net.h"
 
 #define FUNCS_KEY "fflua.worker.funcs"
-#define NODE_KEY "fflua.worker.node"
+#define NODE_KEY FF_EXEC_NODE_KEY
 #define ACTORS_KEY "fflua.worker.actors"
 #define SAVED_KEY "fflua.worker.saved" /* { path, cpath, loaded = set } outside a working dir */
 

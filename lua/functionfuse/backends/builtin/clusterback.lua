@@ -325,20 +325,30 @@ function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending)
   end
   if new_workflow ~= nil then new_workflow() end
   local exists, read = ro.file_exists, ro.read_task
-  local core_ls, kept = self._core, {}
+  local core_ls, kept, wrappers = self._core, {}, {}
+  -- One wrapper per distinct function (each is shipped once per run), which
+  -- learns the node's name on the worker.
+  local function wrapper(fn)
+    local w = wrappers[fn]
+    if w then return w end
+    w = function(...)
+      local name = core.node_name()
+      if exists(name) then return read(name) end
+      local r = table.pack(fn(...))
+      local v
+      if r.n == 1 then v = r[1] elseif r.n > 1 then v = r end
+      save(name, v)
+      return v
+    end
+    wrappers[fn] = w
+    return w
+  end
   for _, node in ipairs(core_ls:nodes()) do
     local fn, kind = core_ls:func_of(node)
     local info = node:backend_info()
     if kind == "plain" and not (info and info.print) then
-      local name = node:get_name()
       kept[#kept + 1] = { node, core_ls:get_slot(node, "func") }
-      core_ls:set_slot(node, "func", function(...)
-        if exists(name) then return read(name) end
-        local r = table.pack(fn(...))
-        local v = r.n == 1 and r[1] or (r.n > 1 and r or nil)
-        save(name, v)
-        return v
-      end)
+      core_ls:set_slot(node, "func", wrapper(fn))
     end
   end
   local o = { run_id = state.run_id, return_results = return_results,
