@@ -106,4 +106,21 @@ describe("cluster limits", function()
     local wf = ClusterWorkflow(len(a), len(b), { workflow_name = "parts", cluster_init_args = args })
     assert.are.same({ 7 << 20, 250 << 20 }, { wf:run() })
   end)
+  it("keeps serving a driver after refusing a run sent in several parts", function()
+    local address, token = cluster { { cpus = 1 } }
+    local f = ff.workflow("f", function(x) return x end)
+    local ns = {}
+    for i = 1, 5000 do ns[i] = f(i):set_name("n" .. i) end -- two SUBMIT parts
+    local count = ff.workflow("count", function(...) return select("#", ...) end)
+    local wf = ClusterWorkflow(count(table.unpack(ns)), { workflow_name = "parts",
+      cluster_init_args = { address = address, token_file = token } })
+    wf:query("^n1$"):set_remote_args { resources = { _nope = 1 } }
+    local ok, err = pcall(wf.run, wf)
+    assert.is_false(ok)
+    assert.matches("node 'n1' asks for 1 of '_nope'", tostring(err))
+    -- The parts still on the way when the head refused the first one are
+    -- dropped quietly: the connection stays, and the next run runs.
+    wf:query("^n1$"):set_remote_args {}
+    assert.are.equal(5000, wf:run())
+  end)
 end)

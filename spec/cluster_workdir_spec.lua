@@ -356,4 +356,25 @@ describe("runtime_env.working_dir on a cluster", function()
     assert.truthy(r.stdout:find("--verbose (-v) also logs each working directory", 1, true),
                   r.stdout)
   end)
+  it("sends the working directory again after a run that failed before sending it", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/mod.lua", 'return { who = "shipped" }\n')
+    H.write(dir .. "/run.lua", [[
+      local ff = require "functionfuse"
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local f = ff.workflow("f", function() return require("mod").who end)
+      local wf = ClusterWorkflow(f(), { workflow_name = "a", quiet = true,
+        cluster_init_args = { num_workers = 1, runtime_env = { working_dir = "." } } })
+      local fail = true
+      wf:set_plugin(".*", { local_initialize = function() if fail then error("boom") end end,
+                            remote_initialize = function() end })
+      print(pcall(wf.run, wf) == false)
+      fail = false
+      print(wf:run())
+      print(wf:run())
+    ]])
+    local r = H.fflua({ dir .. "/run.lua" }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("true\nshipped\nshipped\n", r.stdout)
+  end)
 end)

@@ -159,8 +159,13 @@ struct hconn {
     int64_t machine_key;                   /* workers: its key in the scheduler */
     struct hconn *next;
     blobmap funcs_sent; /* (run << 32 | fid) -> "" : functions this worker has */
-    blobmap wd_has;     /* hwd id -> "": drivers: the working dirs they hold; workers: have */
-    blobmap wd_runs;    /* workers: run id -> "": runs whose RUN_WORKDIR they have */
+    /* Drivers: the last run refused at submission, whose parts still on
+     * the way (FUNC, SUBMIT, RUN_STORE, RUN_WORKDIR) are dropped until its
+     * RUN_END. */
+    uint64_t refused_run;
+    int refused;
+    blobmap wd_has;  /* hwd id -> "": drivers: the working dirs they hold; workers: have */
+    blobmap wd_runs; /* workers: run id -> "": runs whose RUN_WORKDIR they have */
 };
 
 /* A local worker process, and the slot it keeps across restarts. */
@@ -1185,6 +1190,8 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         ff_log(WHO, "%s: malformed SUBMIT", d->c.peer);
         return 1;
     }
+    if (d->refused && m.run == d->refused_run)
+        return 0; /* the rest of a refused run */
     hrun *r = NULL;
     for (hrun *x = h->runs; x; x = x->next)
         if (x->driver == d && x->driver_run == m.run &&
@@ -1203,6 +1210,8 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         return 1;
     }
     if (rc != 0 || check_feasible(h, r, first, count, err, sizeof err) != 0) {
+        d->refused = 1;
+        d->refused_run = m.run;
         send_done(r, 0, FF_DONE_REFUSED, err, strlen(err));
         run_abort(h, r);
         dispatch(h);
@@ -1376,6 +1385,8 @@ static int on_run_store(head *h, hconn *d, const char *p, size_t n) {
     ff_msg_list res;
     if (ff_msg_run_store_read(p, n, &m, &res) != 0)
         return protocol_error(d, "it sent a malformed RUN_STORE");
+    if (d->refused && m.run == d->refused_run)
+        return 0; /* the rest of a refused run */
     hrun *r = run_open(h, d, m.run);
     if (r == NULL)
         return protocol_error(d, "not enough memory for a new run");
@@ -1518,6 +1529,8 @@ static int on_run_workdir(head *h, hconn *d, const char *p, size_t n) {
     const unsigned char *hash;
     if (ff_msg_run_workdir_read(p, n, &drun, &hash) != 0)
         return protocol_error(d, "it sent a malformed RUN_WORKDIR");
+    if (d->refused && drun == d->refused_run)
+        return 0; /* the rest of a refused run */
     hwd *w = wd_find(h, hash);
     if (w == NULL || bm_find(&d->wd_has, w->id) == NULL)
         return protocol_error(d, "it named a working directory it did not send");
@@ -1538,6 +1551,8 @@ static int on_func(head *h, hconn *d, const char *p, size_t n) {
     uint64_t fid = m.fid;
     const char *code = m.code;
     size_t len = m.len;
+    if (d->refused && m.run == d->refused_run)
+        return 0; /* the rest of a refused run */
     hrun *r = run_open(h, d, m.run);
     if (r == NULL)
         return protocol_error(d, "not enough memory for a new run");
@@ -1642,6 +1657,8 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
             uint64_t drun;
             if (ff_msg_run_end_read(p, n, &drun) != 0)
                 return protocol_error(c, "it sent a malformed RUN_END");
+            if (c->refused && drun == c->refused_run)
+                c->refused = 0;
             for (hrun *r = h->runs; r; r = r->next)
                 if (r->driver == c && r->driver_run == drun) {
                     run_abort(h, r);

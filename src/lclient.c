@@ -50,6 +50,7 @@ struct ffl_client {
     char address[300];
     char err[640];     /* a handshake's failure (ff_hs.why) fits whole */
     uint64_t next_req; /* the last STORE's req */
+    int broken;        /* the connection failed: it cannot carry another run */
 };
 
 ffl_client *ffl_check_client(lua_State *L, int idx) {
@@ -91,6 +92,7 @@ int ffl_client_flush(ffl_client *c) {
         if (n <= 0) {
             snprintf(c->err, sizeof c->err, "lost the connection to the head at %s: %s", c->address,
                      strerror(errno));
+            c->broken = 1;
             return -1;
         }
         off += (size_t)n;
@@ -114,6 +116,7 @@ int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int tim
         }
         if (rc != FFLUA_EINCOMPLETE) {
             snprintf(c->err, sizeof c->err, "the head at %s sent a malformed frame", c->address);
+            c->broken = 1;
             return -1;
         }
         int w = wait_fd(c->fd, POLLIN, timeout_ms);
@@ -134,6 +137,7 @@ int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int tim
             continue;
         if (got <= 0) {
             snprintf(c->err, sizeof c->err, "the head at %s closed the connection", c->address);
+            c->broken = 1;
             return -1;
         }
         c->in.n += (size_t)got;
@@ -443,6 +447,22 @@ static int ffl_client_close(lua_State *L) {
     return 0;
 }
 
+/* client:usable() -> false once the connection is closed or failed (the
+ * head closed it, a write failed, a frame was malformed): a later run
+ * then connects again. */
+static int ffl_client_usable(lua_State *L) {
+    ffl_client *c = luaL_checkudata(L, 1, CLIENT_MT);
+    if (c->fd >= 0 && !c->broken && wait_fd(c->fd, POLLIN, 0) > 0) {
+        /* Readable between runs: frames of an earlier run, or the end. */
+        char byte;
+        ssize_t got = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
+            c->broken = 1; /* the head closed it (it stopped, or dropped this driver) */
+    }
+    lua_pushboolean(L, c->fd >= 0 && !c->broken);
+    return 1;
+}
+
 /* tostring(client): "functionfuse.ClusterClient: ADDRESS", or "(closed)". */
 static int ffl_client_tostring(lua_State *L) {
     ffl_client *c = luaL_checkudata(L, 1, CLIENT_MT);
@@ -457,6 +477,7 @@ static const luaL_Reg client_methods[] = {
     {"status", ffl_client_status},
     {"store", ffl_client_store_call},
     {"close", ffl_client_close},
+    {"usable", ffl_client_usable},
     {NULL, NULL},
 };
 

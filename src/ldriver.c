@@ -719,6 +719,8 @@ static void cl_workdir(lua_State *L, struct crun *x) {
     lua_pop(L, 1);
     if (ffl_client_flush(x->c_client) != 0)
         luaL_error(L, "%s", ffl_client_error(x->c_client));
+    lua_pushboolean(L, 1); /* the head has it now (clusterback.lua) */
+    lua_setfield(L, x->opts, "workdir_sent");
     if (ff_msg_run_workdir_write(b, x->run_id, hash) != 0)
         luaL_error(L, "not enough memory to send the run's working directory");
     lua_pop(L, 1);

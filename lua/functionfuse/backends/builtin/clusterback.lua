@@ -140,7 +140,13 @@ local function start_local(a)
   if lc then
     local same = lc.cfg.num_workers == cfg.num_workers and lc.cfg.num_cpus == cfg.num_cpus
                  and lc.cfg.resources == cfg.resources
-    if same or a.ignore_reinit_error then return lc end
+    if same or a.ignore_reinit_error then
+      if not lc.client:usable() then -- a failed run broke it: a new connection
+        lc.client:close()
+        lc.client = core.cluster_connect(lc.address, { token = lc.token })
+      end
+      return lc
+    end
     error("ClusterWorkflow: a local cluster is already running in this process with other " ..
           "settings; pass ignore_reinit_error = true to use it", 4)
   end
@@ -185,6 +191,10 @@ function M.client(a, level)
   end
   if a.address == nil then return start_local(a).client end
   local c = state.conns[a.address]
+  if c ~= nil and not c:usable() then -- a failed run broke it: a new connection
+    c:close()
+    c = nil
+  end
   if c == nil then
     c = core.cluster_connect(a.address, { token_file = a.token_file, token = a.token })
     state.conns[a.address] = c
@@ -241,6 +251,7 @@ function ClusterWorkflow:_workdir(client, o)
   if not ok then error("ClusterWorkflow: " .. blob, 3) end
   local held = state.workdirs[client]
   if held == nil then held = {}; state.workdirs[client] = held end
+  o.workdir_held = table.move(held, 1, #held, 1, {}) -- as it was, should nothing be sent
   local at
   for i, h in ipairs(held) do if h == hash then at = i end end
   if at then
@@ -251,6 +262,16 @@ function ClusterWorkflow:_workdir(client, o)
   end
   held[#held + 1] = hash
   o.workdir = hash
+end
+
+--- ls:run_cluster(client, o), and when it fails before the run's working
+-- directory reached the head (o.workdir_sent), the connection's list of
+-- working directories the head holds as it was.
+local function run_cluster(ls, client, o)
+  local r = table.pack(pcall(ls.run_cluster, ls, client, o))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  if o.workdir and not o.workdir_sent then state.workdirs[client] = o.workdir_held end
+  error(r[2], 0)
 end
 
 --- Runs the workflow on the cluster; returns one value per leaf (nothing
@@ -275,7 +296,7 @@ function ClusterWorkflow:run(opts)
   local o = self._storage and storage_options(self, client) or {}
   o.run_id, o.return_results, o.max_pending_tasks = state.run_id, opts.return_results, mp
   self:_workdir(client, o)
-  local r = table.pack(self._core:run_cluster(client, o))
+  local r = table.pack(run_cluster(self._core, client, o))
   if self._storage then
     self:_report(o)
     self.last_run.placement = o.placement
@@ -354,7 +375,7 @@ function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending)
   local o = { run_id = state.run_id, return_results = return_results,
               max_pending_tasks = max_pending }
   self:_workdir(client, o)
-  local r = table.pack(pcall(core_ls.run_cluster, core_ls, client, o))
+  local r = table.pack(pcall(run_cluster, core_ls, client, o))
   for _, k in ipairs(kept) do core_ls:set_slot(k[1], "func", k[2]) end
   if not r[1] then error(r[2], 0) end
   self.last_run = { placement = o.placement }
