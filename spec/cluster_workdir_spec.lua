@@ -377,4 +377,23 @@ describe("runtime_env.working_dir on a cluster", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("true\nshipped\nshipped\n", r.stdout)
   end)
+  it("never lets a module loaded outside the working directory stand in for its copy", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/mod.lua", 'return { who = "home" }\n')
+    os.execute("mkdir " .. dir .. "/wd")
+    H.write(dir .. "/wd/mod.lua", 'return { who = "shipped" }\n')
+    H.write(dir .. "/run.lua", [[
+      local ff = require "functionfuse"
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local f = ff.workflow("f", function() return require("mod").who end)
+      local function run(env)
+        return ClusterWorkflow(f(), { workflow_name = "m", quiet = true,
+          cluster_init_args = { num_workers = 1, runtime_env = env } }):run()
+      end
+      print(run(nil), run { working_dir = "wd" }, run(nil))
+    ]])
+    local r = H.fflua({ dir .. "/run.lua" }, { cwd = dir })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("home\tshipped\thome\n", r.stdout)
+  end)
 end)

@@ -33,7 +33,8 @@
 #define FUNCS_KEY "fflua.worker.funcs"
 #define NODE_KEY FF_EXEC_NODE_KEY
 #define ACTORS_KEY "fflua.worker.actors"
-#define SAVED_KEY "fflua.worker.saved" /* { path, cpath, loaded = set } outside a working dir */
+#define SAVED_KEY "fflua.worker.saved" /* { path, cpath } outside a working dir */
+#define BASE_KEY "fflua.worker.base"   /* the modules the state was made with (a set) */
 
 struct ff_exec {
     lua_State *L;
@@ -133,10 +134,43 @@ static int l_os_exit(lua_State *L) {
                       name != NULL ? name : "?");
 }
 
+/* Drops from package.loaded every module the state did not have when it
+ * was made (BASE_KEY), so that the next require finds the copy on the
+ * path now in place; fflua's own package stays (it is built in: no
+ * working directory has another copy of it, and its core holds the
+ * state's engine). */
+static void drop_modules(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, BASE_KEY);         /* [base] */
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* [base, loaded] */
+    lua_newtable(L);                                      /* [base, loaded, drop] */
+    lua_Integer n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -3) != 0) {
+        lua_pop(L, 1);
+        size_t len;
+        const char *nm = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+        if (nm != NULL && strncmp(nm, "functionfuse", 12) == 0 && (nm[12] == '\0' || nm[12] == '.'))
+            continue;
+        lua_pushvalue(L, -1); /* [.., drop, name, name] */
+        if (lua_rawget(L, -5) == LUA_TNIL) {
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, -4, ++n);
+        }
+        lua_pop(L, 1);
+    }
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 3);
+}
+
 /* Puts the package paths of working directory dir (NULL: none) in place,
- * after undoing those of the last one: its paths restored, and the
- * modules loaded since it came (from it or not) dropped, so that a later
- * run with other content loads its own. */
+ * after undoing those of the last one. On every change, in either
+ * direction, the modules loaded since the state was made are dropped: a
+ * module loaded in one directory (or in none) never stands in for
+ * another's copy. */
 static void enter_workdir(lua_State *L, ff_exec *x, const char *dir) {
     if (dir == NULL ? x->wd[0] == '\0' : strcmp(x->wd, dir) == 0)
         return;
@@ -149,55 +183,27 @@ static void enter_workdir(lua_State *L, ff_exec *x, const char *dir) {
         lua_setfield(L, -3, "path");
         lua_getfield(L, -1, "cpath");
         lua_setfield(L, -3, "cpath");
-        lua_getfield(L, -1, "loaded"); /* [package, saved, before] */
-        lua_getfield(L, -3, "loaded"); /* [package, saved, before, loaded] */
-        lua_newtable(L);               /* [.., drop] names loaded since */
-        lua_Integer n = 0;
-        lua_pushnil(L);
-        while (lua_next(L, -3) != 0) {
-            lua_pop(L, 1);
-            lua_pushvalue(L, -1); /* [.., drop, name, name] */
-            if (lua_rawget(L, -5) == LUA_TNIL) {
-                lua_pushvalue(L, -2);
-                lua_rawseti(L, -4, ++n);
-            }
-            lua_pop(L, 1);
-        }
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, i);
-            lua_pushnil(L);
-            lua_rawset(L, -4);
-        }
-        lua_pop(L, 4); /* [package] */
+        lua_pop(L, 1);
         lua_pushnil(L);
         lua_setfield(L, LUA_REGISTRYINDEX, SAVED_KEY);
         x->wd[0] = '\0';
     }
+    drop_modules(L);
     if (dir != NULL) {
-        lua_createtable(L, 0, 3); /* [package, saved] */
+        lua_createtable(L, 0, 2); /* [package, saved] */
         lua_getfield(L, -2, "path");
         lua_setfield(L, -2, "path");
         lua_getfield(L, -2, "cpath");
         lua_setfield(L, -2, "cpath");
-        lua_newtable(L); /* [package, saved, names] */
-        lua_getfield(L, -3, "loaded");
-        lua_pushnil(L);
-        while (lua_next(L, -2) != 0) {
-            lua_pop(L, 1);
-            lua_pushvalue(L, -1);
-            lua_pushboolean(L, 1);
-            lua_rawset(L, -5);
-        }
-        lua_pop(L, 1);
-        lua_setfield(L, -2, "loaded");
         lua_getfield(L, -1, "path");
         lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
         lua_setfield(L, -4, "path");
-        lua_getfield(L, -2, "cpath");
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "cpath");
         lua_pushfstring(L, "%s/?.so;%s", dir, lua_tostring(L, -1));
-        lua_setfield(L, -5, "cpath");
-        lua_pop(L, 2); /* [package, saved] */
-        lua_setfield(L, LUA_REGISTRYINDEX, SAVED_KEY);
+        lua_setfield(L, -4, "cpath");
+        lua_pop(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, SAVED_KEY); /* [package] */
         snprintf(x->wd, sizeof x->wd, "%s", dir);
     }
     lua_pop(L, 1);
@@ -283,6 +289,17 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
     }
     luaL_openlibs(L);
     fflua_open(L);
+    lua_newtable(L); /* [base]: the names in package.loaded now */
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -5);
+    }
+    lua_pop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, BASE_KEY);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
     lua_newtable(L);
