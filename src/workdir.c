@@ -427,34 +427,52 @@ int ff_wd_unpack(const char *p, size_t n, const char *dir, char *err, size_t err
     return wd_read(p, n, dir, err, errlen);
 }
 
-int ff_wd_remove(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISDIR(st.st_mode))
-        return unlink(path) == 0 ? 0 : -errno;
-    DIR *d = opendir(path);
-    int rc = 0;
-    if (d != NULL) {
-        struct dirent *de;
-        size_t lp = strlen(path);
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char *a = malloc(lp + strlen(de->d_name) + 2);
-            if (a == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-            sprintf(a, "%s/%s", path, de->d_name);
-            int r = ff_wd_remove(a);
-            if (rc == 0)
-                rc = r;
-            free(a);
-        }
-        closedir(d);
+/* Removes what directory fd dirfd holds (closes dirfd). Every entry is
+ * opened relative to its directory with O_NOFOLLOW, so a link put in
+ * place of a directory meanwhile (a node of a run still going) is removed
+ * as the link it is, never followed. */
+static int remove_in(int dirfd) {
+    DIR *d = fdopendir(dirfd);
+    if (d == NULL) {
+        int e = -errno;
+        close(dirfd);
+        return e;
     }
-    if (rmdir(path) != 0 && rc == 0)
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *nm = de->d_name;
+        if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
+            continue;
+        int r = 0;
+        if (unlinkat(dirfd, nm, 0) != 0) {
+            if (errno != EISDIR && errno != EPERM) {
+                r = errno == ENOENT ? 0 : -errno;
+            } else {
+                int sub = openat(dirfd, nm, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                r = sub < 0 ? -errno : remove_in(sub);
+                if (unlinkat(dirfd, nm, AT_REMOVEDIR) != 0 && r == 0 && errno != ENOENT)
+                    r = -errno;
+            }
+        }
+        if (rc == 0)
+            rc = r;
+    }
+    closedir(d);
+    return rc;
+}
+
+int ff_wd_remove(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        if (errno != ENOTDIR && errno != ELOOP)
+            return -errno;
+        return unlink(path) == 0 || errno == ENOENT ? 0 : -errno; /* a file or a link */
+    }
+    int rc = remove_in(fd);
+    if (rmdir(path) != 0 && rc == 0 && errno != ENOENT)
         rc = -errno;
     return rc;
 }

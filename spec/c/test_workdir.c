@@ -206,8 +206,39 @@ static void test_hostile(void) {
     ff_buf_free(&b);
 }
 
+/* Removing a run's copy never follows a link: a link in place of a
+ * directory (a node of the run may have made one) goes, what it points to
+ * stays. */
+static void test_remove_links(void) {
+    char run[512], target[512], l[600], kept[600];
+    snprintf(run, sizeof run, "%s/run-x", top);
+    snprintf(target, sizeof target, "%s/elsewhere", top);
+    ASSERT_EQ(mkdir(run, 0755), 0);
+    ASSERT_EQ(mkdir(target, 0755), 0);
+    put("elsewhere/keep.txt", "kept\n");
+    put("run-x/a.txt", "a\n");
+    snprintf(l, sizeof l, "%s/sub", run);
+    ASSERT_EQ(symlink(target, l), 0);
+    snprintf(l, sizeof l, "%s/dir", run);
+    ASSERT_EQ(mkdir(l, 0755), 0);
+    snprintf(l, sizeof l, "%s/dir/up", run);
+    ASSERT_EQ(symlink(target, l), 0);
+    ASSERT_EQ(ff_wd_remove(run), 0);
+    struct stat st;
+    ASSERT(lstat(run, &st) != 0 && errno == ENOENT);
+    snprintf(kept, sizeof kept, "%s/keep.txt", target);
+    ASSERT_STR_EQ(slurp(kept), "kept\n");
+    /* A link given itself is removed as a link. */
+    snprintf(l, sizeof l, "%s/link", top);
+    ASSERT_EQ(symlink(target, l), 0);
+    ASSERT_EQ(ff_wd_remove(l), 0);
+    ASSERT_STR_EQ(slurp(kept), "kept\n");
+    ASSERT_EQ(ff_wd_remove(target), 0);
+}
+
 int main(void) {
     setup();
+    RUN(test_remove_links);
     RUN(test_pack_unpack);
     RUN(test_links_refused);
     RUN(test_caps);
