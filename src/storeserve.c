@@ -17,7 +17,8 @@ typedef struct held {
     struct held *next;
     char *path; /* as the calls give it */
     ff_store *st;
-    int dirty; /* written since the last commit this file asked for */
+    int dirty;  /* written since the last commit this file asked for */
+    char *lost; /* why a save failed since the last FLUSH (told by it), or NULL */
 } held;
 
 struct ff_storeserve {
@@ -53,6 +54,7 @@ void ff_storeserve_destroy(ff_storeserve *s) {
         s->stores = h->next;
         ff_store_close(h->st);
         free(h->path);
+        free(h->lost);
         free(h);
     }
     free(s->base);
@@ -121,6 +123,7 @@ static held *store_get(ff_storeserve *s, const char *path, char *err, size_t err
     }
     h->st = st;
     h->dirty = 0;
+    h->lost = NULL;
     h->next = s->stores;
     s->stores = h;
     return h;
@@ -292,12 +295,25 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
         for (int k = 7; k >= 0; k--)
             ns = ns << 8 | (uint8_t)a[4].p[k];
         if (ff_store_put(st, w, wl, a[2].p, a[2].len, (const uint8_t *)a[3].p, ns, a[5].p,
-                         a[5].len) != 0)
+                         a[5].len) != 0) {
+            /* Kept for the run's FLUSH too: the head may hear of this
+             * failure only after the run ended. */
+            if (hd->lost == NULL)
+                hd->lost = strdup(ff_store_errmsg(st));
             return reply_store_fail(s, req, out, path, ff_store_errmsg(st));
+        }
         return req >= FF_STORE_REQ_QUIET ? 0 : reply_outs(s, req, out, 0);
     }
     case FF_STORE_FLUSH:
         hd->dirty = 0;
+        if (hd->lost != NULL) {
+            char why[700];
+            snprintf(why, sizeof why, "a result could not be saved: %s", hd->lost);
+            free(hd->lost);
+            hd->lost = NULL;
+            ff_store_flush(st);
+            return reply_store_fail(s, req, out, path, why);
+        }
         rc = ff_store_flush(st);
         break;
     case FF_STORE_LIST:
