@@ -7,7 +7,9 @@
  * decoded so far, by function id; "fflua.worker.node" is the name of the
  * node running, for os.exit's error; "fflua.worker.saved" holds, while a
  * run's working directory is in place, package.path and package.cpath as
- * they were and the names package.loaded had then. A dependency's result is decoded
+ * they were; "fflua.worker.base" the names package.loaded had when the
+ * state was made (the rest is dropped when the working directory
+ * changes). A dependency's result is decoded
  * where the arguments name it (a node tag), from a copy the worker makes.
  * "fflua.worker.actors" maps a run to its actors here, by the task index
  * of their constructor: a method call's arguments get the instance where
