@@ -396,4 +396,28 @@ describe("runtime_env.working_dir on a cluster", function()
     assert.are.equal(0, r.code, r.stderr)
     assert.are.equal("home\tshipped\thome\n", r.stdout)
   end)
+  it("takes the working directory once its worker's cache can be written again", function()
+    local cl = cluster { 1 }
+    local cache = cl.dir .. "/cache1"
+    -- The worker's cache cannot be made: a file stands where it goes.
+    assert(os.execute(("rm -rf '%s' && touch '%s'"):format(cache, cache)))
+    local proj = project { ["m.lua"] = 'return { v = "from m" }\n' }
+    local script = H.write(H.tmpdir() .. "/driver.lua", [[
+      local ff = require "functionfuse"
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local f = ff.workflow("f", function() return require("m").v end)
+      local wf = ClusterWorkflow(f(), { workflow_name = "c", cluster_init_args = { address = arg[1],
+        token_file = arg[2], runtime_env = { working_dir = "." } } })
+      print(pcall(wf.run, wf))
+      io.read("l") -- the spec makes the cache writable
+      print(wf:run())
+    ]])
+    local p = H.fftest.pty { argv = { H.bin, script, cl.address, cl.token },
+                            env = { TERM = "dumb" }, cwd = proj }
+    C.procs[#C.procs + 1] = p
+    assert.truthy(p:expect("cannot make the cache directory", 30))
+    assert(os.execute(("rm -f '%s' && mkdir '%s'"):format(cache, cache)))
+    p:send("go\n")
+    assert.truthy(p:expect("from m", 30))
+  end)
 end)

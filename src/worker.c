@@ -82,7 +82,11 @@ typedef struct wwd {
     struct wwd *next;
     unsigned char hash[FF_WD_HASH_LEN];
     char hex[33];
-    char *err; /* NULL: the blob is in the cache as HEX.ffwd */
+    char *err; /* NULL: the blob is in the cache as HEX.ffwd, or in mem */
+    /* A blob this worker could not write to its cache yet (its own disk
+     * failed, not the blob): kept here, written when a run needs it. */
+    char *mem;
+    size_t memlen;
 } wwd;
 
 typedef struct wtask {
@@ -647,6 +651,7 @@ static void wd_forget(worker *w, wwd *d) {
     if (w->verbose)
         ff_log(WHO, "working directory %.8s forgotten", d->hex);
     free(d->err);
+    free(d->mem);
     free(d);
 }
 
@@ -659,7 +664,21 @@ static int write_file(const char *path, const char *p, size_t n) {
     int rc = k == n ? 0 : -EIO;
     if (fclose(f) != 0 && rc == 0)
         rc = -errno;
+    if (rc != 0)
+        unlink(path); /* nothing cut short stays */
     return rc;
+}
+
+/* Puts a blob into the cache as HEX.ffwd: 0, or nonzero with why. */
+static int wd_store(worker *w, wwd *d, const char *bytes, size_t len, char *why, size_t cap) {
+    if (cache_make(w, why, cap) != 0)
+        return 1;
+    char *path = wd_blob_path(w, d);
+    int wr = path != NULL ? write_file(path, bytes, len) : -ENOMEM;
+    if (wr != 0)
+        snprintf(why, cap, "cannot write %s: %s", path ? path : "its blob", strerror(-wr));
+    free(path);
+    return wr != 0;
 }
 
 /* WORKDIR: a working directory to keep (checked first), or one to
@@ -696,16 +715,16 @@ static int on_workdir(worker *w, const char *p, size_t n) {
         rc = 1;
     } else if (ff_wd_check(bytes, len, why, sizeof why) != 0) {
         rc = 1;
-    } else if (cache_make(w, why, sizeof why) != 0) {
+    } else if (wd_store(w, d, bytes, len, why, sizeof why) != 0) {
+        /* This worker's disk, not the blob: kept, and tried again when a
+         * run needs it (the head sends a hash once). */
+        if ((d->mem = malloc(len)) != NULL) {
+            memcpy(d->mem, bytes, len);
+            d->memlen = len;
+            ff_log(WHO, "the working directory %.8s is kept in memory for now: %s", d->hex, why);
+            return 0;
+        }
         rc = 1;
-    } else {
-        char *path = wd_blob_path(w, d);
-        int wr = path != NULL ? write_file(path, bytes, len) : -ENOMEM;
-        if (wr != 0)
-            snprintf(why, sizeof why, "cannot write %s: %s", path ? path : "its blob",
-                     strerror(-wr));
-        free(path);
-        rc = wr != 0;
     }
     if (rc != 0) {
         snprintf(msg, sizeof msg, "the working directory %.8s from the head is refused: %s", d->hex,
@@ -771,7 +790,13 @@ static int on_run_workdir(worker *w, const char *p, size_t n) {
         snprintf(why, sizeof why, "the head named a working directory it did not send");
     } else if (d->err != NULL) {
         snprintf(why, sizeof why, "%s", d->err);
+    } else if (d->mem != NULL && wd_store(w, d, d->mem, d->memlen, why, sizeof why) != 0) {
+        /* still not: this run fails, a later one tries again */
     } else {
+        if (d->mem != NULL) {
+            free(d->mem);
+            d->mem = NULL;
+        }
         char *path = wd_blob_path(w, d);
         size_t dn = strlen(w->cache) + 40;
         dir = malloc(dn);
