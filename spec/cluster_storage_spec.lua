@@ -16,7 +16,10 @@ local logs = {}
 -- A head and two workers, each --own-machine and started in a directory of
 -- its own; the first declares _disk. Returns address, token and the dirs
 -- (head, disk, other, driver; disk_worker: the _disk worker's process).
-local function disk_cluster()
+-- Each worker has one CPU, so runs its tasks on the thread that serves
+-- the storage; disk_cpus gives the _disk worker more, run on threads of
+-- their own.
+local function disk_cluster(disk_cpus)
   local d = { head = H.tmpdir(), disk = H.tmpdir(), other = H.tmpdir(), driver = H.tmpdir() }
   local token = d.head .. "/cluster.token"
   H.write(token, core.token_new() .. "\n")
@@ -31,6 +34,7 @@ local function disk_cluster()
                    "--own-machine", "--quiet" }
   local a = { table.unpack(common) }
   a[#a + 1] = "--resources"; a[#a + 1] = '{"_disk": 1}'
+  if disk_cpus then a[7] = tostring(disk_cpus) end -- after --num-cpus
   d.disk_worker = C.start_sh(a, d.disk .. "/worker.log", "cd '" .. d.disk .. "'")
   C.start_sh(common, d.other .. "/worker.log", "cd '" .. d.other .. "'")
   local client = core.cluster_connect(address, { token_file = token })
@@ -458,6 +462,83 @@ describe("a storage on a cluster", function()
                               "object with file_exists and read_task, and a save function"), out[3])
     assert.truthy(out[4]:find("^false\t.*bad argument #1 to 'set_storage' %(a storage, or an " ..
                               "object with get_writer_funcs, expected, got number%)"), out[4])
+  end)
+
+  it("fails a run whose loaded result another run rewrote after it looked", function()
+    -- Run A's S must not hold the thread that serves the storage.
+    local address, token, d = disk_cluster(2)
+    local script = d.driver .. "/race.lua"
+    -- Leaves S (a log node: it always runs) and X = val(P). With one task
+    -- out at a time, X's load waits behind S, which waits (when WAIT is
+    -- given) for the file WAIT.go, writing WAIT.started first.
+    H.write(script, [[
+      local ff = require "functionfuse"
+      local core = require "functionfuse.core"
+      local storage_factory = require("functionfuse.storage").storage_factory
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local ADDRESS, TOKEN, P, WAIT, CACHE = arg[1], arg[2], tonumber(arg[3]), arg[4], arg[5]
+      local slow = ff.workflow(function(wait)
+        if wait == "" then return "s" end
+        io.open(wait .. ".started", "w"):close()
+        for _ = 1, 1000 do
+          local f = io.open(wait .. ".go")
+          if f then f:close() return "s" end
+          core.sleep(0.02)
+        end
+        error("no " .. wait .. ".go")
+      end)
+      local val = ff.workflow(function(p) return p * 10 end)
+      local S = slow(WAIT or ""):set_name("S")
+      local X = val(P):set_name("X")
+      local wf = ClusterWorkflow(S, X, { workflow_name = "race", quiet = true,
+        cache = CACHE ~= "" and CACHE or nil,
+        cluster_init_args = { address = ADDRESS, token_file = TOKEN } })
+      wf:log_nodes("S")
+      wf:set_storage(storage_factory{ kind = "cluster",
+        options = { remote_args = { resources = { _disk = 0.001 } }, path = "storage" } })
+      local ok, s, x = pcall(wf.run, wf, { max_pending_tasks = 1 })
+      print(ok, ok and x or tostring(s), ok and wf.last_run.loaded or "")
+    ]])
+    local function run(p, cache)
+      local r = H.fflua({ script, address, token, tostring(p), "", cache or "" }, { cwd = d.driver })
+      assert.are.equal(0, r.code, r.stderr)
+      return r.stdout
+    end
+    assert.are.equal("true\t10\t0\n", run(1))
+    assert.are.equal("true\t10\t1\n", run(1)) -- X is stored
+    -- Run A (p = 1) plans to load X, then waits in S; run B (p = 2)
+    -- computes X anew and saves it over A's; then A reads X.
+    local function race(cache, other)
+      local wait = H.tmpdir() .. "/s"
+      local out = d.driver .. "/a.out"
+      local a = C.start_sh({ script, address, token, "1", wait, cache or "" },
+                           d.driver .. "/a.err", "cd '" .. d.driver .. "'; exec >'" .. out .. "'")
+      for _ = 1, 500 do
+        if H.read(wait .. ".started") then break end
+        core.sleep(0.02)
+      end
+      assert.truthy(H.read(wait .. ".started"), "S of run A did not start")
+      other()
+      H.write(wait .. ".go", "")
+      a:wait(20)
+      return H.read(out) or ""
+    end
+    local failed = race(nil, function() assert.are.equal("true\t20\t0\n", run(2)) end)
+    assert.truthy(failed:find("^false\tnode 'X' %(function 'val' defined at [^)]+%) failed: " ..
+                              "its stored result changed during the run %(another run of the " ..
+                              "same workflow wrote it%): run again\t\n$"), failed)
+    -- The storage holds B's X; a run with p = 2 loads it.
+    assert.are.equal("true\t20\t1\n", run(2))
+    -- With cache = "name" any stored X will do: A takes what is there when
+    -- it reads (here one the driver saved meanwhile, without a fingerprint).
+    local taken = race("name", function()
+      local st = require("functionfuse.storage").storage_factory { kind = "cluster", options = {
+        remote_args = { resources = { _disk = 0.001 } }, path = "storage",
+        cluster_init_args = { address = address, token_file = token } } }
+      st:save("race", "X", 77)
+      st:flush()
+    end)
+    assert.are.equal("true\t77\t1\n", taken)
   end)
 
   it("refuses bad options and resources no worker has", function()

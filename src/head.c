@@ -96,6 +96,7 @@ typedef struct htask {
     size_t nreq;
     int64_t cpus;   /* the CPUs asked for, real */
     int save, load; /* FF_TASK_SAVE, FF_TASK_LOAD: see msg.h */
+    int has_fp;     /* fp is set: saved, or loaded with a fingerprint to match */
     uint8_t fp[FF_MSG_FP_LEN];
     ff_buf result;
     uint64_t holders; /* places < 64 that hold the result */
@@ -616,7 +617,9 @@ static hconn *store_worker(head *h, hrun *r) {
 }
 
 /* Task i is loaded from the run's storage: its worker is asked for it
- * (REQ_LOAD); the reply is the task's result (on_store_reply). */
+ * (REQ_LOAD), with the fingerprint the driver found stored when it planned
+ * the run, so that a result another run wrote since is not taken for it;
+ * the reply is the task's result (on_store_reply). */
 static void store_load(head *h, hrun *r, uint32_t i) {
     htask *t = &r->tasks[i];
     hconn *w = store_worker(h, r);
@@ -624,10 +627,11 @@ static void store_load(head *h, hrun *r, uint32_t i) {
         run_fail(r, i, "the worker holding the run's storage left the cluster");
         return;
     }
-    ff_msg_str args[3] = {{r->store_path, r->store_path_len},
+    ff_msg_str args[4] = {{r->store_path, r->store_path_len},
                           {r->store_wf, r->store_wf_len},
-                          {t->name, strlen(t->name)}};
-    if (ff_msg_store_call_write(&w->c.out, REQ_LOAD | TASK_ID(r->id, i), FF_STORE_GET, args, 3) !=
+                          {t->name, strlen(t->name)},
+                          {(const char *)t->fp, t->has_fp ? FF_MSG_FP_LEN : 0}};
+    if (ff_msg_store_call_write(&w->c.out, REQ_LOAD | TASK_ID(r->id, i), FF_STORE_GET, args, 4) !=
         0) {
         run_fail(r, i, "the head has not enough memory to ask for its stored result");
         return;
@@ -1029,7 +1033,8 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
         t->leaf = st.leaf;
         t->save = st.save;
         t->load = st.load;
-        if (st.save)
+        t->has_fp = st.fp != NULL;
+        if (st.fp != NULL)
             memcpy(t->fp, st.fp, FF_MSG_FP_LEN);
         if ((st.save || st.load) && r->store_path == NULL)
             bad = 1; /* saved or loaded without a RUN_STORE */
@@ -1347,10 +1352,15 @@ static int on_store_reply(head *h, hconn *w, const char *p, size_t n) {
         if (!t->load || t->state != T_RUNNING)
             return 0;
         if (!m.ok || s.len == 0 || s.p[0] != FF_STORED_SAME) {
-            snprintf(msg, sizeof msg, "its stored result cannot be read on %s: %s", w->name,
-                     !m.ok ? ff_text_escape(esc, sizeof esc, s.p, s.len)
-                     : s.len > 0 && s.p[0] == FF_STORED_DAMAGED ? "it is damaged"
-                                                                : "it is gone");
+            if (m.ok && s.len > 0 && s.p[0] == FF_STORED_OTHER)
+                snprintf(msg, sizeof msg,
+                         "its stored result changed during the run (another run of the same "
+                         "workflow wrote it): run again");
+            else
+                snprintf(msg, sizeof msg, "its stored result cannot be read on %s: %s", w->name,
+                         !m.ok ? ff_text_escape(esc, sizeof esc, s.p, s.len)
+                         : s.len > 0 && s.p[0] == FF_STORED_DAMAGED ? "it is damaged"
+                                                                    : "it is gone");
             t->state = T_FAILED;
             run_fail(r, i, msg);
             run_abort(h, r);

@@ -361,9 +361,13 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
     ffl_ctx *ctx = x->r.ctx;
     uint32_t id = p->order[pos];
     if (x->c != NULL && x->c->act[pos] == FFL_ACT_LOAD) {
-        /* Served by the storage's worker: a name and nothing to run. */
+        /* Served by the storage's worker: a name and nothing to run. The
+         * stored result must still have the fingerprint LOOKUP found (the
+         * node's), unless any will do (cache = "name"). */
         ffl_push_name(L, ctx, id);
         ff_msg_subtask lt = {.leaf = leaf[pos], .load = 1, .args = "", .pre = ""};
+        if (x->c->mode != FFL_CACHE_NAME)
+            lt.fp = x->c->fp + (size_t)pos * FF_FP_LEN;
         lt.name = lua_tolstring(L, -1, &lt.name_len);
         ff_msg_subtask_write(b, &lt, NULL, NULL);
         lua_pop(L, 1);

@@ -293,6 +293,8 @@ int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *dep
                         (t->load ? FF_TASK_LOAD : 0) | actor_flags(t->actor));
     if (t->save)
         ff_wr_fixed(b, t->fp, FF_MSG_FP_LEN);
+    else if (t->load)
+        ff_wr_str(b, (const char *)t->fp, t->fp != NULL ? FF_MSG_FP_LEN : 0);
     if (t->actor == FF_ACTOR_METHOD)
         ff_wr_varint(b, t->ctor);
     ff_wr_varint(b, t->ndeps);
@@ -347,7 +349,16 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
     t->leaf = (flags & FF_TASK_LEAF) != 0;
     t->save = (flags & FF_TASK_SAVE) != 0;
     t->load = (flags & FF_TASK_LOAD) != 0;
-    t->fp = t->save ? ff_rd_fixed(r, FF_MSG_FP_LEN) : NULL;
+    t->fp = NULL;
+    if (t->save) {
+        t->fp = (const unsigned char *)ff_rd_fixed(r, FF_MSG_FP_LEN);
+    } else if (t->load) {
+        size_t fl;
+        const char *fp = ff_rd_str(r, &fl);
+        if (fl != 0 && fl != FF_MSG_FP_LEN)
+            ff_rd_fail(r);
+        t->fp = fl > 0 ? (const unsigned char *)fp : NULL;
+    }
     t->actor = actor_read(r, flags, i, &t->ctor);
     uint64_t nd = ff_rd_varint(r);
     /* Dependencies are earlier tasks; a task loaded from the storage has

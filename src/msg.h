@@ -175,6 +175,8 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
  *                                     bit 3 an actor's constructor; bit 4 a method call
  *                                     of an actor (not with bit 3)
  *     fixed   fp                      bit 1 only: 16 bytes, its fingerprint
+ *     str     fp                      bit 2 only: the fingerprint its stored result must
+ *                                     have (16 bytes), or empty: any (cache mode "name")
  *     varint  ctor                    bit 4 only: the index of its constructor's task (< i)
  *     varint  ndeps                   at most i; 0 when loaded
  *     varint  dep x ndeps             each < i
@@ -189,8 +191,10 @@ typedef struct ff_msg_submit {
 
 /* Task flags of SUBMIT and TASK (TASK has bits 3 and 4 only). Saved: its
  * result goes to the run's storage, with its fingerprint. Loaded: it does
- * not run, the run's storage serves its result; loaded excludes saved,
- * the actor bits and dependencies. Other bits are malformed. */
+ * not run, the run's storage serves its result, which must still have the
+ * fingerprint the driver saw when it planned the run (unless it sent
+ * none); loaded excludes saved, the actor bits and dependencies. Other
+ * bits are malformed. */
 #define FF_TASK_LEAF 1u
 #define FF_TASK_SAVE (1u << 1)
 #define FF_TASK_LOAD (1u << 2)
@@ -210,9 +214,11 @@ typedef struct ff_msg_subtask {
     const char *name;
     size_t name_len;
     int leaf, save, load;
-    const unsigned char *fp; /* FF_MSG_FP_LEN bytes when save */
-    int actor;               /* FF_ACTOR_* */
-    uint64_t ctor;           /* FF_ACTOR_METHOD: its constructor's task index */
+    /* FF_MSG_FP_LEN bytes when save; when load, FF_MSG_FP_LEN bytes or
+     * NULL (any stored result will do) */
+    const unsigned char *fp;
+    int actor;     /* FF_ACTOR_* */
+    uint64_t ctor; /* FF_ACTOR_METHOD: its constructor's task index */
     uint32_t ndeps;
     const char *args, *pre;
     size_t nargs, npre;
@@ -436,7 +442,7 @@ void ff_msg_next_res_state(ff_msg_list *l, ff_msg_res_state *res);
  */
 enum {
     FF_STORE_LOOKUP = 1, /* wf, then name, fp pairs -> one status byte per pair */
-    FF_STORE_GET,        /* wf, names -> per name: status byte + value */
+    FF_STORE_GET,        /* wf, then name, fp (empty: any) pairs -> per pair: status byte + value */
     FF_STORE_PUT,        /* wf, name, fp, ns (8 bytes LE), value -> nothing */
     FF_STORE_FLUSH,      /* -> nothing, once committed */
     FF_STORE_LIST,       /* wf [, pattern] -> names */

@@ -204,6 +204,10 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
             ok = task_ok(&a[i]) && a[i + 1].len == FF_FP_LEN;
         break;
     case FF_STORE_GET:
+        ok = ok && (n - 2) % 2 == 0;
+        for (size_t i = 2; ok && i < n; i += 2)
+            ok = task_ok(&a[i]) && (a[i + 1].len == 0 || a[i + 1].len == FF_FP_LEN);
+        break;
     case FF_STORE_DEL_MANY:
         for (size_t i = 2; ok && i < n; i++)
             ok = task_ok(&a[i]);
@@ -271,7 +275,9 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
         return reply_outs(s, req, out, nout);
     }
     case FF_STORE_GET:
-        for (size_t i = 2; i < n; i++) {
+        /* A fingerprint given must be the stored one: a result that
+         * another run saved since the caller looked is not served. */
+        for (size_t i = 2; i < n; i += 2) {
             ff_rec rec;
             int r = ff_store_get(st, w, wl, a[i].p, a[i].len, &rec);
             uint8_t b = r == 0                 ? FF_STORED_SAME
@@ -281,9 +287,11 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
                 ff_store_read_end(st);
                 return reply_store_fail(s, req, out, path, ff_store_errmsg(st));
             }
+            if (r == 0 && a[i + 1].len > 0 && memcmp(rec.fp, a[i + 1].p, FF_FP_LEN) != 0)
+                b = FF_STORED_OTHER;
+            int val = b == FF_STORED_SAME;
             const char *why = b == FF_STORED_DAMAGED && rec.why ? rec.why : "";
-            if (out_add(s, &nout, &b, 1, r == 0 ? rec.val : why, r == 0 ? rec.len : strlen(why)) !=
-                0) {
+            if (out_add(s, &nout, &b, 1, val ? rec.val : why, val ? rec.len : strlen(why)) != 0) {
                 ff_store_read_end(st);
                 return reply_fail(s, req, out, "%s", "the worker has not enough memory");
             }

@@ -198,7 +198,7 @@ function ClusterStorage:flush() self:_call("flush") end
 function ClusterStorage:read_task(workflow_name, task)
   check_name(workflow_name, "read_task", 1)
   check_name(task, "read_task", 2)
-  local s = self:_call("get", workflow_name, task)[1]
+  local s = self:_call("get", workflow_name, task, "")[1] -- "": whatever its fingerprint
   local st = s:byte(1)
   if st == 0 then
     error(("storage '%s': no stored result for task '%s' of workflow '%s'")

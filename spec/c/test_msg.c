@@ -633,16 +633,20 @@ static void test_storage_messages(void) {
     ASSERT_EQ(ff_msg_run_store_write(&b, &empty, NULL), 0);
     ASSERT_EQ(ff_msg_run_store_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rs, &res),
               FFLUA_EPROTO);
-    /* SUBMIT flags: saved carries a fingerprint; loaded has no
+    /* SUBMIT flags: saved carries a fingerprint; loaded carries the one
+     * its stored result must have, or none (any); loaded has no
      * dependencies and is not saved; unknown bits are malformed. */
     ff_buf tasks = {0};
     const unsigned char fp[FF_MSG_FP_LEN] = "0123456789abcdef";
+    const unsigned char fp2[FF_MSG_FP_LEN] = "fedcba9876543210";
     ff_msg_subtask t0 = {
         .fid = 1, .name = "a", .name_len = 1, .save = 1, .fp = fp, .args = "", .pre = ""};
     ff_msg_subtask t1 = {.name = "b", .name_len = 1, .leaf = 1, .load = 1, .args = "", .pre = ""};
+    ff_msg_subtask t2 = {.name = "c", .name_len = 1, .load = 1, .fp = fp2, .args = "", .pre = ""};
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, NULL, NULL), 0);
-    ff_msg_submit sm = {1, 0, 2, 0, 2};
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t2, NULL, NULL), 0);
+    ff_msg_submit sm = {1, 0, 3, 0, 3};
     b.n = 0;
     ASSERT_EQ(ff_msg_submit_write(&b, &sm, tasks.p, tasks.n), 0);
     ff_msg_tasks it;
@@ -653,7 +657,28 @@ static void test_storage_messages(void) {
     ASSERT(t.save && !t.load && !t.leaf && memcmp(t.fp, fp, FF_MSG_FP_LEN) == 0);
     ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
     ASSERT(t.load && t.leaf && !t.save && t.fp == NULL);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT(t.load && !t.leaf && !t.save && t.fp != NULL && memcmp(t.fp, fp2, FF_MSG_FP_LEN) == 0);
     ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 1);
+    /* A loaded task's fingerprint is 16 bytes or none: 15 is malformed. */
+    tasks.n = 0;
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, NULL, NULL), 0);
+    ff_wr_varint(&tasks, 0);
+    ff_wr_str(&tasks, "c", 1);
+    ff_wr_varint(&tasks, FF_TASK_LOAD);
+    ff_wr_str(&tasks, (const char *)fp2, FF_MSG_FP_LEN - 1);
+    ff_wr_varint(&tasks, 0);
+    ff_wr_str(&tasks, "", 0);
+    ff_wr_str(&tasks, "", 0);
+    ff_wr_varint(&tasks, 0);
+    b.n = 0;
+    ASSERT_EQ(ff_msg_submit_write(&b, &sm, tasks.p, tasks.n), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &sm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
+    sm = (ff_msg_submit){1, 0, 2, 0, 2};
     /* The second task loaded and saved at once: malformed. */
     tasks.n = 0;
     t1.save = 1;

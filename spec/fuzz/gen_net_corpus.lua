@@ -75,8 +75,10 @@ local replies = frame(0, M.HELLO, str("fflua-cluster") .. versions .. nonce) ..
 
 -- A run with a storage on the worker (it declares _disk): the driver asks
 -- which nodes are stored (STORE LOOKUP, answered by the worker), then runs
--- task 0 (saved) and loads task 1 (a leaf), which the worker serves (the
--- head's req: 2^63 + the head's run 1 << 32 + the task).
+-- task 0 (saved) and loads task 1 (a leaf, whose stored result must have
+-- the fingerprint "ffff..."), which the worker serves (the head's req:
+-- 2^63 + the head's run 1 << 32 + the task), or not, when another run
+-- wrote it since (status 2).
 local disk_register = frame(0, M.REGISTER, varint(10000) .. varint(1) .. str("_disk") ..
                                            varint(10000) .. str("host") .. varint(43) ..
                                            str("machine:76543210"))
@@ -87,11 +89,14 @@ local lookup_reply = frame(0, M.STORE_REPLY, varint(1) .. varint(1) .. varint(1)
 local run_store = frame(1, M.RUN_STORE, varint(1) .. disk .. str("") .. str("storage") .. str("w"))
 local saved = varint(1) .. str("f_0000") .. varint(2) .. ("f"):rep(16) .. varint(0) .. str(args1) ..
               str("") .. varint(0)
-local loaded = varint(0) .. str("f_0001") .. varint(5) .. varint(0) .. str("") .. str("") .. varint(0)
+local loaded = varint(0) .. str("f_0001") .. varint(5) .. str(("f"):rep(16)) .. varint(0) .. str("") ..
+               str("") .. varint(0)
 local stored_submit = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) ..
                                          varint(2) .. saved .. loaded)
 local load_reply = frame(0, M.STORE_REPLY, uvarint((1 << 63) | (1 << 32) | 1) .. varint(1) ..
                                            varint(1) .. str("\1" .. core.encode(6, "code")))
+local load_changed = frame(0, M.STORE_REPLY, uvarint((1 << 63) | (1 << 32) | 1) .. varint(1) ..
+                                              varint(1) .. str("\2"))
 local save_failed = frame(0, M.STORE_REPLY, uvarint((1 << 62) | (1 << 32)) .. varint(0) ..
                                             varint(1) .. str("disk full"))
 local store_call = frame(0, M.STORE_CALL, varint(3) .. varint(5) .. varint(2) .. str("storage") ..
@@ -110,6 +115,7 @@ local seeds = {
   replies = replies .. store_call,
   stored = disk_register .. lookup .. lookup_reply .. run_store .. func .. stored_submit .. res0 ..
            load_reply,
+  stored_changed = disk_register .. run_store .. func .. stored_submit .. res0 .. load_changed,
   stored_fail = disk_register .. run_store .. func .. stored_submit .. save_failed .. res0,
 }
 for name, bytes in pairs(seeds) do
