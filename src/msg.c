@@ -73,6 +73,14 @@ static int list_read(ff_rd *r, uint64_t n, int kind, ff_msg_list *l) {
     return r->err;
 }
 
+/* A count of resources (at most FF_MSG_RES_MAX), then that many. */
+static void rd_res_list(ff_rd *r, ff_msg_list *res) {
+    uint64_t nres = ff_rd_varint(r);
+    if (nres > FF_MSG_RES_MAX)
+        ff_rd_fail(r);
+    list_read(r, nres, L_RES, res);
+}
+
 uint64_t ff_msg_next_index(ff_msg_list *l) {
     l->n--;
     return ff_rd_varint(&l->r);
@@ -204,10 +212,7 @@ int ff_msg_register_read(const char *p, size_t n, ff_msg_register *m, ff_msg_lis
     ff_rd r;
     ff_rd_init(&r, p, n);
     m->cpus = ff_rd_varint(&r);
-    uint64_t nres = ff_rd_varint(&r);
-    if (nres > FF_MSG_RES_MAX)
-        ff_rd_fail(&r);
-    list_read(&r, nres, L_RES, res);
+    rd_res_list(&r, res);
     m->host = ff_rd_str(&r, &m->host_len);
     m->pid = ff_rd_varint(&r);
     size_t len;
@@ -697,10 +702,7 @@ int ff_msg_store_read(const char *p, size_t n, ff_msg_store *m, ff_msg_list *res
     ff_rd r;
     ff_rd_init(&r, p, n);
     m->req = ff_rd_varint(&r);
-    uint64_t nres = ff_rd_varint(&r);
-    if (nres > FF_MSG_RES_MAX)
-        ff_rd_fail(&r);
-    list_read(&r, nres, L_RES, res);
+    rd_res_list(&r, res);
     m->nres = (uint32_t)res->n;
     m->machine = rd_machine(&r);
     m->op = ff_rd_varint(&r);
@@ -790,10 +792,7 @@ int ff_msg_run_store_read(const char *p, size_t n, ff_msg_run_store *m, ff_msg_l
     ff_rd r;
     ff_rd_init(&r, p, n);
     m->run = ff_rd_varint(&r);
-    uint64_t nres = ff_rd_varint(&r);
-    if (nres > FF_MSG_RES_MAX)
-        ff_rd_fail(&r);
-    list_read(&r, nres, L_RES, res);
+    rd_res_list(&r, res);
     m->nres = (uint32_t)res->n;
     m->machine = rd_machine(&r);
     m->path = ff_rd_str(&r, &m->path_len);
