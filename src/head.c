@@ -375,7 +375,9 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     if (r->driver == NULL || r->driver->c.state != FF_CONN_READY)
         return 0;
     ff_buf *b = &r->driver->c.out;
-    int rc = ff_msg_done_write(b, &(ff_msg_done){r->driver_run, i, status, p, n});
+    int rc = ff_msg_done_write(
+        b,
+        &(ff_msg_done){.run = r->driver_run, .index = i, .status = status, .bytes = p, .len = n});
     if (rc == 0)
         return 0;
     char msg[200];
@@ -388,9 +390,11 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
                  "the head has not enough memory to send its %s (%.1f MiB) "
                  "to the driver",
                  what, mib(n));
-    ff_msg_done fail = {r->driver_run, i,
-                        status == FF_DONE_REFUSED ? FF_DONE_REFUSED : FF_DONE_FAILED, msg,
-                        strlen(msg)};
+    ff_msg_done fail = {.run = r->driver_run,
+                        .index = i,
+                        .status = status == FF_DONE_REFUSED ? FF_DONE_REFUSED : FF_DONE_FAILED,
+                        .bytes = msg,
+                        .len = strlen(msg)};
     sent_or_close(r->driver, ff_msg_done_write(b, &fail), "a DONE");
     return 1;
 }
@@ -764,7 +768,7 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     if (ff_msg_result_read(p, n, &m) != 0)
         return protocol_error(w, "it sent a malformed RESULT");
     uint64_t run = m.run, i = m.index;
-    int ok = m.ok;
+    int ok = m.status == FF_RESULT_OK; /* timeouts: the faults work's */
     const char *bytes = m.bytes;
     size_t len = m.len;
     /* Only a task this worker is running counts: a result for another's
@@ -1736,7 +1740,11 @@ static void grave_flush(head *h, hgrave *g, const char *ended) {
         hconn *d = g->done[k].driver; /* NULL once that driver left */
         if (d == NULL || d->c.state != FF_CONN_READY)
             continue;
-        ff_msg_done m = {g->done[k].run, g->done[k].index, FF_DONE_FAILED, msg, strlen(msg)};
+        ff_msg_done m = {.run = g->done[k].run,
+                         .index = g->done[k].index,
+                         .status = FF_DONE_FAILED,
+                         .bytes = msg,
+                         .len = strlen(msg)};
         sent_or_close(d, ff_msg_done_write(&d->c.out, &m), "a DONE");
     }
     for (hgrave **pp = &h->graves; *pp; pp = &(*pp)->next)

@@ -443,7 +443,11 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
  * of x->tasks. */
 static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t first,
                       uint32_t count, size_t n) {
-    ff_msg_submit m = {x->run_id, (uint64_t)maxp, x->ntasks, first, count};
+    ff_msg_submit m = {.run = x->run_id,
+                       .max_pending = (uint64_t)maxp,
+                       .total = x->ntasks,
+                       .first = first,
+                       .count = count};
     if (ff_msg_submit_write(ffl_client_out(x->c_client), &m, x->tasks.p, n) != 0)
         luaL_error(L, "not enough memory to send the run's tasks"); /* parts are made to fit */
     if (ffl_client_flush(x->c_client) != 0)

@@ -227,7 +227,7 @@ int ff_msg_result_write(ff_buf *b, const ff_msg_result *m) {
     ff_frame_begin(b, FF_M_RESULT, &at);
     ff_wr_varint(b, m->run);
     ff_wr_varint(b, m->index);
-    ff_wr_varint(b, (uint64_t)m->ok);
+    ff_wr_varint(b, (uint64_t)m->status);
     ff_wr_str(b, m->bytes, m->len);
     ff_wr_varint(b, m->ns);
     return ff_frame_end(b, at);
@@ -238,12 +238,12 @@ int ff_msg_result_read(const char *p, size_t n, ff_msg_result *m) {
     ff_rd_init(&r, p, n);
     m->run = ff_rd_varint(&r);
     m->index = ff_rd_varint(&r);
-    uint64_t ok = ff_rd_varint(&r);
+    uint64_t status = ff_rd_varint(&r);
     m->bytes = ff_rd_str(&r, &m->len);
     m->ns = ff_rd_varint(&r);
-    if (ok > 1)
+    if (status >= FF_RESULT_LAST)
         return FFLUA_EPROTO;
-    m->ok = (int)ok;
+    m->status = (int)status;
     return ff_rd_done(&r);
 }
 
@@ -295,7 +295,8 @@ int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *dep
     ff_wr_varint(b, t->fid);
     ff_wr_str(b, t->name, t->name_len);
     ff_wr_varint(b, (t->leaf ? FF_TASK_LEAF : 0) | (t->save ? FF_TASK_SAVE : 0) |
-                        (t->load ? FF_TASK_LOAD : 0) | actor_flags(t->actor));
+                        (t->load ? FF_TASK_LOAD : 0) | actor_flags(t->actor) |
+                        (t->retry_exceptions ? FF_TASK_RETRY_EXC : 0));
     if (t->save)
         ff_wr_fixed(b, t->fp, FF_MSG_FP_LEN);
     else if (t->load)
@@ -308,6 +309,9 @@ int ff_msg_subtask_write(ff_buf *b, const ff_msg_subtask *t, const uint32_t *dep
     ff_wr_str(b, t->args, t->nargs);
     ff_wr_str(b, t->pre, t->npre);
     wr_res(b, res, t->nres);
+    ff_wr_varint(b, t->max_retries);
+    ff_wr_varint(b, t->timeout_ms);
+    ff_wr_varint(b, t->max_restarts);
     return b->err;
 }
 
@@ -316,6 +320,7 @@ int ff_msg_submit_write(ff_buf *b, const ff_msg_submit *m, const char *tasks, si
     ff_frame_begin(b, FF_M_SUBMIT, &at);
     ff_wr_varint(b, m->run);
     ff_wr_varint(b, m->max_pending);
+    ff_wr_varint(b, m->flags);
     ff_wr_varint(b, m->total);
     ff_wr_varint(b, m->first);
     ff_wr_varint(b, m->count);
@@ -328,13 +333,15 @@ int ff_msg_submit_read(const char *p, size_t n, ff_msg_submit *m, ff_msg_tasks *
     ff_rd_init(r, p, n);
     m->run = ff_rd_varint(r);
     m->max_pending = ff_rd_varint(r);
+    m->flags = ff_rd_varint(r);
     m->total = ff_rd_varint(r);
     m->first = ff_rd_varint(r);
     m->count = ff_rd_varint(r);
     /* A task takes a byte at least: a count larger than what is left is
      * a claim the head must not allocate for. */
-    if (r->err || m->total == 0 || m->count == 0 || m->count > (uint64_t)(r->end - r->p) ||
-        m->first > m->total || m->count > m->total - m->first)
+    if (r->err || (m->flags & ~(uint64_t)FF_RUN_FLAGS) || m->total == 0 || m->count == 0 ||
+        m->count > (uint64_t)(r->end - r->p) || m->first > m->total ||
+        m->count > m->total - m->first)
         return FFLUA_EPROTO;
     tasks->next = m->first;
     tasks->end = m->first + m->count;
@@ -352,6 +359,7 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
     t->name = ff_rd_str(r, &t->name_len);
     uint64_t flags = ff_rd_varint(r);
     t->leaf = (flags & FF_TASK_LEAF) != 0;
+    t->retry_exceptions = (flags & FF_TASK_RETRY_EXC) != 0;
     t->save = (flags & FF_TASK_SAVE) != 0;
     t->load = (flags & FF_TASK_LOAD) != 0;
     t->fp = NULL;
@@ -383,8 +391,19 @@ int ff_msg_submit_next(ff_msg_tasks *tasks, ff_msg_subtask *t, ff_msg_list *deps
     if (nr > FF_MSG_RES_MAX)
         ff_rd_fail(r);
     list_read(r, nr, L_RES, res);
+    uint64_t retries = ff_rd_varint(r);
+    t->timeout_ms = ff_rd_varint(r);
+    uint64_t restarts = ff_rd_varint(r);
+    /* A loaded task does not run: nothing to retry or time. Only an
+     * actor's constructor restarts. */
+    if (retries > FF_MSG_RETRIES_MAX || restarts > FF_MSG_RETRIES_MAX ||
+        (restarts > 0 && t->actor != FF_ACTOR_CTOR) ||
+        (t->load && (retries > 0 || t->timeout_ms > 0 || t->retry_exceptions)))
+        ff_rd_fail(r);
     if (r->err)
         return FFLUA_EPROTO;
+    t->max_retries = (uint32_t)retries;
+    t->max_restarts = (uint32_t)restarts;
     t->ndeps = (uint32_t)nd; /* at most the bytes of a frame */
     t->nres = (uint32_t)nr;
     tasks->next++;
@@ -464,7 +483,8 @@ size_t ff_msg_task_size(const ff_msg_task *m, const ff_msg_dep *deps) {
         size += ff_varint_size(deps[d].index) + 1 + (deps[d].has ? ff_str_size(deps[d].len) : 0);
     return size + ff_str_size(m->nargs) + ff_str_size(m->npre) + ff_varint_size(m->cpus) +
            ff_varint_size(actor_flags(m->actor)) +
-           (m->actor == FF_ACTOR_METHOD ? ff_varint_size(m->ctor) : 0);
+           (m->actor == FF_ACTOR_METHOD ? ff_varint_size(m->ctor) : 0) +
+           ff_varint_size(m->timeout_ms);
 }
 
 int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps) {
@@ -487,6 +507,7 @@ int ff_msg_task_write(ff_buf *b, const ff_msg_task *m, const ff_msg_dep *deps) {
     ff_wr_varint(b, actor_flags(m->actor));
     if (m->actor == FF_ACTOR_METHOD)
         ff_wr_varint(b, m->ctor);
+    ff_wr_varint(b, m->timeout_ms);
     return ff_frame_end(b, at);
 }
 
@@ -503,6 +524,7 @@ int ff_msg_task_read(const char *p, size_t n, ff_msg_task *m, ff_msg_list *deps)
     m->pre = ff_rd_str(&r, &m->npre);
     m->cpus = ff_rd_varint(&r);
     m->actor = actor_read(&r, ff_rd_varint(&r), UINT64_MAX, &m->ctor);
+    m->timeout_ms = ff_rd_varint(&r);
     m->ndeps = (uint32_t)deps->n; /* at most the bytes of a frame */
     return ff_rd_done(&r);
 }
@@ -544,6 +566,8 @@ int ff_msg_done_write(ff_buf *b, const ff_msg_done *m) {
     ff_wr_varint(b, m->index);
     ff_wr_varint(b, (uint64_t)m->status);
     ff_wr_str(b, m->bytes, m->len);
+    ff_wr_str(b, m->worker, m->worker_len);
+    ff_wr_varint(b, m->attempts);
     return ff_frame_end(b, at);
 }
 
@@ -554,7 +578,9 @@ int ff_msg_done_read(const char *p, size_t n, ff_msg_done *m) {
     m->index = ff_rd_varint(&r);
     uint64_t status = ff_rd_varint(&r);
     m->bytes = ff_rd_str(&r, &m->len);
-    if (status > FF_DONE_REFUSED)
+    m->worker = ff_rd_str(&r, &m->worker_len);
+    m->attempts = ff_rd_varint(&r);
+    if (status >= FF_DONE_LAST)
         return FFLUA_EPROTO;
     m->status = (int)status;
     return ff_rd_done(&r);
@@ -650,6 +676,71 @@ void ff_msg_next_res_state(ff_msg_list *l, ff_msg_res_state *res) {
 }
 
 /* --- either way -------------------------------------------------------------- */
+
+/* --- faults ------------------------------------------------------------------- */
+
+int ff_msg_ping_write(ff_buf *b, uint64_t timeout_ms) {
+    size_t at;
+    ff_frame_begin(b, FF_M_PING, &at);
+    ff_wr_varint(b, timeout_ms);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_ping_read(const char *p, size_t n, uint64_t *timeout_ms) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *timeout_ms = ff_rd_varint(&r);
+    return ff_rd_done(&r);
+}
+
+/* STARTED and HANDBACK: a run and task indices. */
+static int tasks_write(ff_buf *b, int type, uint64_t run, const uint64_t *tasks, size_t n) {
+    size_t at;
+    ff_frame_begin(b, type, &at);
+    ff_wr_varint(b, run);
+    ff_wr_varint(b, n);
+    for (size_t k = 0; k < n; k++)
+        ff_wr_varint(b, tasks[k]);
+    return ff_frame_end(b, at);
+}
+
+static int tasks_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *run = ff_rd_varint(&r);
+    list_read(&r, ff_rd_varint(&r), L_INDEX, tasks);
+    return ff_rd_done(&r);
+}
+
+int ff_msg_started_write(ff_buf *b, uint64_t run, const uint64_t *tasks, size_t n) {
+    return tasks_write(b, FF_M_STARTED, run, tasks, n);
+}
+
+int ff_msg_started_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks) {
+    return tasks_read(p, n, run, tasks);
+}
+
+int ff_msg_handback_write(ff_buf *b, uint64_t run, const uint64_t *tasks, size_t n) {
+    return tasks_write(b, FF_M_HANDBACK, run, tasks, n);
+}
+
+int ff_msg_handback_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks) {
+    return tasks_read(p, n, run, tasks);
+}
+
+int ff_msg_stopping_write(ff_buf *b, const char *why, size_t len) {
+    size_t at;
+    ff_frame_begin(b, FF_M_STOPPING, &at);
+    ff_wr_str(b, why, len);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_stopping_read(const char *p, size_t n, const char **why, size_t *len) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *why = ff_rd_str(&r, len);
+    return ff_rd_done(&r);
+}
 
 int ff_msg_bye_write(ff_buf *b) {
     return empty_write(b, FF_M_BYE);

@@ -131,13 +131,21 @@ int ff_msg_register_read(const char *p, size_t n, ff_msg_register *m, ff_msg_lis
 /* RESULT, a task's outcome:
  *   varint  run
  *   varint  index
- *   varint  ok        1 or 0
- *   str     bytes     ok: FFC_CODE bytes of the result; failed: the error message
+ *   varint  status    FF_RESULT_*
+ *   str     bytes     ok: FFC_CODE bytes of the result; otherwise the message
+ *                     (a failed node's error with its traceback)
  *   varint  ns        time spent on the task
  */
+enum {
+    FF_RESULT_FAILED = 0,  /* the node raised an error (or the worker could not run it) */
+    FF_RESULT_OK = 1,      /* bytes is the result */
+    FF_RESULT_TIMEOUT = 2, /* stopped after its timeout_ms */
+    FF_RESULT_LAST
+};
+
 typedef struct ff_msg_result {
     uint64_t run, index;
-    int ok;
+    int status; /* FF_RESULT_* */
     const char *bytes;
     size_t len;
     uint64_t ns;
@@ -165,6 +173,7 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
 /* SUBMIT, a part of a run's tasks:
  *   varint  run
  *   varint  max_pending               0: no limit
+ *   varint  flags                     FF_RUN_*: bit 0 keep going (as every part says)
  *   varint  total                     the run's tasks, at least 1
  *   varint  first                     the index of the first task here
  *   varint  count                     at least 1; first + count <= total
@@ -184,10 +193,27 @@ int ff_msg_func_read(const char *p, size_t n, ff_msg_func *m);
  *     str     pre                     FFC_CODE bytes of the pre-run function, or empty
  *     varint  nres                    at most FF_MSG_RES_MAX
  *     [ str name, amount ] x nres
+ *     varint  max_retries             times it may run again after its worker was
+ *                                     lost, it timed out, or (bit 5) it failed;
+ *                                     at most FF_MSG_RETRIES_MAX
+ *     varint  timeout_ms              0: none
+ *     varint  max_restarts            bit 3 only (0 otherwise): times its actor may be
+ *                                     rebuilt after its worker was lost; at most
+ *                                     FF_MSG_RETRIES_MAX
+ *     flag bit 5 (FF_TASK_RETRY_EXC): an error of the node is retried too (not with
+ *     bit 2, which also excludes the three counts above being nonzero)
  */
 typedef struct ff_msg_submit {
-    uint64_t run, max_pending, total, first, count;
+    uint64_t run, max_pending, flags, total, first, count;
 } ff_msg_submit;
+
+/* Run flags of SUBMIT. Keep going: a failed task fails only the tasks
+ * that depend on it; the others run, then the run ends with every
+ * failure said. */
+#define FF_RUN_KEEP_GOING 1u
+#define FF_RUN_FLAGS 1u
+/* max_retries and max_restarts, at most. */
+#define FF_MSG_RETRIES_MAX 1000
 
 /* Task flags of SUBMIT and TASK (TASK has bits 3 and 4 only). Saved: its
  * result goes to the run's storage, with its fingerprint. Loaded: it does
@@ -198,9 +224,10 @@ typedef struct ff_msg_submit {
 #define FF_TASK_LEAF 1u
 #define FF_TASK_SAVE (1u << 1)
 #define FF_TASK_LOAD (1u << 2)
-#define FF_TASK_CTOR (1u << 3)   /* its result is an actor, which stays where it ran */
-#define FF_TASK_METHOD (1u << 4) /* runs where its actor (task ctor) is */
-#define FF_TASK_FLAGS 31u
+#define FF_TASK_CTOR (1u << 3)      /* its result is an actor, which stays where it ran */
+#define FF_TASK_METHOD (1u << 4)    /* runs where its actor (task ctor) is */
+#define FF_TASK_RETRY_EXC (1u << 5) /* SUBMIT only: its errors are retried too */
+#define FF_TASK_FLAGS 63u
 #define FF_MSG_FP_LEN 16
 
 /* What a task is to actors: FF_ACTOR_NONE, FF_ACTOR_CTOR or FF_ACTOR_METHOD. */
@@ -223,6 +250,10 @@ typedef struct ff_msg_subtask {
     const char *args, *pre;
     size_t nargs, npre;
     uint32_t nres;
+    /* Faults: see SUBMIT above. */
+    uint32_t max_retries, max_restarts;
+    uint64_t timeout_ms;
+    int retry_exceptions;
 } ff_msg_subtask;
 
 /* The tasks of a SUBMIT being read: ff_msg_submit_next gives each. */
@@ -287,6 +318,8 @@ int ff_msg_status_read(const char *p, size_t n);
  *   amount  cpus
  *   varint  flags     bit 3: an actor's constructor; bit 4: a method call (as SUBMIT's)
  *   varint  ctor      bit 4 only: its constructor's task index, a dependency
+ *   varint  timeout_ms  0: none; past it the worker stops the task (RESULT's
+ *                     FF_RESULT_TIMEOUT)
  */
 typedef struct ff_msg_task {
     uint64_t run, index, fid;
@@ -298,6 +331,7 @@ typedef struct ff_msg_task {
     uint64_t cpus;
     int actor;     /* FF_ACTOR_* */
     uint64_t ctor; /* FF_ACTOR_METHOD: its constructor's task index */
+    uint64_t timeout_ms;
 } ff_msg_task;
 
 /* A dependency of a TASK: its index and, when has is 1, its result (has
@@ -332,16 +366,29 @@ int ff_msg_free_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks)
  * DONE, a leaf's result or a failure:
  *   varint  run
  *   varint  index
- *   varint  status    FF_DONE_OK, FF_DONE_FAILED or FF_DONE_REFUSED
+ *   varint  status    FF_DONE_*
  *   str     bytes     ok: FFC_CODE bytes of the result; otherwise a message
+ *   str     worker    failures: the worker ("host:pid") where it last ran, or empty
+ *   varint  attempts  failures: how many times it was started (0: never)
+ * With keep going, a run may have several failed DONEs, then its RUN_END.
  */
-enum { FF_DONE_OK = 0, FF_DONE_FAILED = 1, FF_DONE_REFUSED = 2 };
+enum {
+    FF_DONE_OK = 0,
+    FF_DONE_FAILED = 1,  /* the node raised an error; bytes: the error and traceback */
+    FF_DONE_REFUSED = 2, /* the head could not run it; bytes: why */
+    FF_DONE_TIMEOUT = 3, /* stopped after its timeout, as often as it may be retried */
+    FF_DONE_LOST = 4,    /* its worker was lost, as often as it may be retried */
+    FF_DONE_LAST
+};
 
 typedef struct ff_msg_done {
     uint64_t run, index;
     int status;
     const char *bytes;
     size_t len;
+    const char *worker;
+    size_t worker_len;
+    uint64_t attempts;
 } ff_msg_done;
 
 int ff_msg_done_write(ff_buf *b, const ff_msg_done *m);
@@ -497,6 +544,45 @@ int ff_msg_store_reply_read(const char *p, size_t n, ff_msg_store_reply *m, ff_m
 int ff_msg_store_reply_forward(ff_buf *b, uint64_t req, const ff_msg_store_reply *m);
 int ff_msg_run_store_write(ff_buf *b, const ff_msg_run_store *m, const ff_msg_res *res);
 int ff_msg_run_store_read(const char *p, size_t n, ff_msg_run_store *m, ff_msg_list *res);
+
+/* --- faults -----------------------------------------------------------------
+ *
+ * PING (either way), a heartbeat:
+ *   varint  timeout_ms
+ * The head sends one to each peer every timeout_ms / FF_HEARTBEAT_PER
+ * (a worker on this machine has at least that often, too) with the
+ * cluster's heartbeat timeout; a worker answers every PING it gets with
+ * one of its own carrying the same number. Any frame counts as a sign of
+ * life: a peer that sent nothing for timeout_ms is taken for lost.
+ *
+ * STARTED (worker -> head), tasks of one run that began to run (sent in
+ * the loop turn that learned it, so before their RESULT):
+ *   varint  run
+ *   varint  n
+ *   varint  index x n
+ * HANDBACK (worker -> head), tasks of one run it was sent and will not
+ * run or not finish (it is stopping, it is being replaced, or the run
+ * ended): the head runs them elsewhere, not counting an attempt; tasks of
+ * an ended run are just released. Same layout as STARTED.
+ *
+ * STOPPING (either way), the sender stops: from the head, it is shutting
+ * down (the peer's runs fail, a worker leaves); from a worker, it takes no
+ * new tasks (it hands back what it will not run, finishes the rest, then
+ * says BYE):
+ *   str     why
+ */
+#define FF_HEARTBEAT_MS 5000 /* the default heartbeat timeout */
+#define FF_HEARTBEAT_PER 5   /* pings per timeout */
+
+int ff_msg_ping_write(ff_buf *b, uint64_t timeout_ms);
+int ff_msg_ping_read(const char *p, size_t n, uint64_t *timeout_ms);
+int ff_msg_started_write(ff_buf *b, uint64_t run, const uint64_t *tasks, size_t n);
+int ff_msg_started_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks);
+int ff_msg_handback_write(ff_buf *b, uint64_t run, const uint64_t *tasks, size_t n);
+int ff_msg_handback_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks);
+int ff_msg_stopping_write(ff_buf *b, const char *why, size_t len);
+/* The reason is the peer's: escape it before printing. */
+int ff_msg_stopping_read(const char *p, size_t n, const char **why, size_t *len);
 
 /* --- either way -------------------------------------------------------------
  *

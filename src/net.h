@@ -23,8 +23,10 @@
  * REGISTER and STATUS_REPLY; 5: storage on a cluster (STORE, STORE_CALL,
  * STORE_REPLY, RUN_STORE, SUBMIT's save and load flags), actors (the
  * constructor and method flags of SUBMIT and TASK), working directories
- * (WORKDIR, RUN_WORKDIR) */
-#define FF_PROTO_VERSION 5
+ * (WORKDIR, RUN_WORKDIR); 6: faults (PING, STARTED, HANDBACK, STOPPING;
+ * RESULT's status, TASK's timeout, SUBMIT's run flags and each task's
+ * retries, timeout and restarts, DONE's worker and attempts) */
+#define FF_PROTO_VERSION 6
 #define FF_NET_MAGIC "fflua-cluster"
 #define FF_FRAME_HDR 5
 #define FF_FRAME_MAX ((size_t)256 << 20) /* larger frames end the connection */
@@ -57,6 +59,10 @@ enum ff_msg_type {
     FF_M_RUN_STORE = 19,   /* driver -> head: the storage a run loads from and saves to */
     FF_M_WORKDIR = 24,     /* driver -> head -> worker: a working directory, by its hash */
     FF_M_RUN_WORKDIR = 25, /* driver -> head -> worker: the working directory of a run */
+    FF_M_PING = 26,        /* either way: I am alive, and the heartbeat timeout */
+    FF_M_STARTED = 27,     /* worker -> head: tasks that started running */
+    FF_M_HANDBACK = 28,    /* worker -> head: tasks it will not run or finish */
+    FF_M_STOPPING = 29,    /* either way: the sender stops: give it no more work */
     FF_M_LAST
 };
 

@@ -374,7 +374,8 @@ static double mib(size_t n) {
 /* Queues RESULT(run, index, ok, bytes, ns): 0, or the writer's error. */
 static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const char *p, size_t n,
                         uint64_t ns) {
-    return ff_msg_result_write(&w->conn.out, &(ff_msg_result){run, index, ok, p, n, ns});
+    return ff_msg_result_write(
+        &w->conn.out, &(ff_msg_result){run, index, ok ? FF_RESULT_OK : FF_RESULT_FAILED, p, n, ns});
 }
 
 /* Tells the head that task (run, index) failed with msg; when not even

@@ -151,8 +151,8 @@ static int rd_result(const char *p, size_t n) {
     ff_msg_result m;
     int rc = ff_msg_result_read(p, n, &m);
     if (rc == 0)
-        ASSERT(m.run == 7 && m.index == 300 && m.ok == 1 && str_is(m.bytes, m.len, "\x01\x81") &&
-               m.ns == 123456789);
+        ASSERT(m.run == 7 && m.index == 300 && m.status == FF_RESULT_OK &&
+               str_is(m.bytes, m.len, "\x01\x81") && m.ns == 123456789);
     return rc;
 }
 
@@ -161,9 +161,9 @@ static void test_worker_messages(void) {
     CHECK_MSG(FF_M_REGISTER, ff_msg_register_write(b, &reg, two_res, 2), rd_register);
     ff_msg_result res = {7, 300, 1, "\x01\x81", 2, 123456789};
     CHECK_MSG(FF_M_RESULT, ff_msg_result_write(b, &res), rd_result);
-    /* ok is 0 or 1; a REGISTER has at most FF_MSG_RES_MAX resources. */
+    /* status is an FF_RESULT_*; a REGISTER has at most FF_MSG_RES_MAX resources. */
     ff_buf b = {0};
-    res.ok = 2;
+    res.status = FF_RESULT_LAST;
     ASSERT_EQ(ff_msg_result_write(&b, &res), 0);
     ff_msg_result m;
     ASSERT_EQ(ff_msg_result_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m), FFLUA_EPROTO);
@@ -202,7 +202,8 @@ static int rd_submit(const char *p, size_t n) {
     int rc = ff_msg_submit_read(p, n, &m, &tasks);
     if (rc != 0)
         return rc;
-    ASSERT(m.run == 3 && m.max_pending == 8 && m.total == 10 && m.first == 5 && m.count == 2);
+    ASSERT(m.run == 3 && m.max_pending == 8 && m.flags == FF_RUN_KEEP_GOING && m.total == 10 &&
+           m.first == 5 && m.count == 2);
     ff_msg_subtask t;
     ff_msg_list deps, res;
     for (int k = 0; (rc = ff_msg_submit_next(&tasks, &t, &deps, &res)) == 0; k++) {
@@ -217,6 +218,10 @@ static int rd_submit(const char *p, size_t n) {
         for (uint32_t d = 0; d < t.ndeps; d++)
             ASSERT_EQ(ff_msg_next_index(&deps), deps6[d]);
         ASSERT_EQ(t.nres, k ? 2 : 0);
+        ASSERT_EQ(t.max_retries, k ? 7 : 0);
+        ASSERT_EQ(t.timeout_ms, k ? 2500 : 0);
+        ASSERT_EQ(t.retry_exceptions, k);
+        ASSERT_EQ(t.max_restarts, 0);
         ASSERT_EQ(res.n, t.nres);
         for (uint32_t j = 0; j < t.nres; j++) {
             ff_msg_res r;
@@ -246,10 +251,13 @@ static int write_submit(ff_buf *b) {
                          .nargs = 4,
                          .pre = "pre",
                          .npre = 3,
-                         .nres = 2};
+                         .nres = 2,
+                         .max_retries = 7,
+                         .timeout_ms = 2500,
+                         .retry_exceptions = 1};
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t5, NULL, NULL), 0);
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t6, deps6, two_res), 0);
-    ff_msg_submit m = {3, 8, 10, 5, 2};
+    ff_msg_submit m = {3, 8, 1, 10, 5, 2};
     int rc = ff_msg_submit_write(b, &m, tasks.p, tasks.n);
     ff_buf_free(&tasks);
     return rc;
@@ -314,11 +322,11 @@ static void test_submit_claims(void) {
     ff_msg_subtask t;
     ff_msg_list deps, res;
     /* A count of a million tasks in a few bytes. */
-    ff_msg_submit big = {1, 0, 2000000, 0, 1000000};
+    ff_msg_submit big = {1, 0, 0, 2000000, 0, 1000000};
     ASSERT_EQ(ff_msg_submit_write(&b, &big, "abc", 3), 0);
     ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &it), FFLUA_EPROTO);
     /* Past the run's total; none; a total of 0. */
-    ff_msg_submit bad[] = {{1, 0, 2, 1, 2}, {1, 0, 2, 0, 0}, {1, 0, 0, 0, 1}};
+    ff_msg_submit bad[] = {{1, 0, 0, 2, 1, 2}, {1, 0, 0, 2, 0, 0}, {1, 0, 0, 0, 0, 1}};
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         b.n = 0;
         ASSERT_EQ(ff_msg_submit_write(&b, &bad[k], "abcdefghijklmnop", 16), 0);
@@ -336,7 +344,7 @@ static void test_submit_claims(void) {
         t1.ndeps = k ? 2 : 1;
         ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
         ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, k ? two : self, NULL), 0);
-        ff_msg_submit two_tasks = {1, 0, 2, 0, 2};
+        ff_msg_submit two_tasks = {1, 0, 0, 2, 0, 2};
         ASSERT_EQ(ff_msg_submit_write(&b, &two_tasks, tasks.p, tasks.n), 0);
         ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &m, &it), 0);
         ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
@@ -381,7 +389,8 @@ static ff_msg_task the_task = {.run = 2,
                                .nargs = 4,
                                .pre = "pre",
                                .npre = 3,
-                               .cpus = 5000};
+                               .cpus = 5000,
+                               .timeout_ms = 90000};
 
 static int rd_free(const char *p, size_t n) {
     uint64_t run;
@@ -428,7 +437,8 @@ static int rd_done(const char *p, size_t n) {
     int rc = ff_msg_done_read(p, n, &m);
     if (rc == 0)
         ASSERT(m.run == 4 && m.index == 17 && m.status == FF_DONE_FAILED &&
-               str_is(m.bytes, m.len, "boom"));
+               str_is(m.bytes, m.len, "boom") && str_is(m.worker, m.worker_len, "build7:1") &&
+               m.attempts == 3);
     return rc;
 }
 
@@ -465,11 +475,11 @@ static int write_placement(ff_buf *b) {
 }
 
 static void test_head_to_driver(void) {
-    ff_msg_done d = {4, 17, FF_DONE_FAILED, "boom", 4};
+    ff_msg_done d = {4, 17, FF_DONE_FAILED, "boom", 4, "build7:1", 8, 3};
     CHECK_MSG(FF_M_DONE, ff_msg_done_write(b, &d), rd_done);
     CHECK_MSG(FF_M_RUN_END, write_placement(b), rd_placement);
     ff_buf b = {0};
-    d.status = 3;
+    d.status = FF_DONE_LAST;
     ASSERT_EQ(ff_msg_done_write(&b, &d), 0);
     ASSERT_EQ(ff_msg_done_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &d), FFLUA_EPROTO);
     ff_buf_free(&b);
@@ -646,7 +656,7 @@ static void test_storage_messages(void) {
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t0, NULL, NULL), 0);
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t1, NULL, NULL), 0);
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &t2, NULL, NULL), 0);
-    ff_msg_submit sm = {1, 0, 3, 0, 3};
+    ff_msg_submit sm = {1, 0, 0, 3, 0, 3};
     b.n = 0;
     ASSERT_EQ(ff_msg_submit_write(&b, &sm, tasks.p, tasks.n), 0);
     ff_msg_tasks it;
@@ -678,7 +688,7 @@ static void test_storage_messages(void) {
     ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
     ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
     ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
-    sm = (ff_msg_submit){1, 0, 2, 0, 2};
+    sm = (ff_msg_submit){1, 0, 0, 2, 0, 2};
     /* The second task loaded and saved at once: malformed. */
     tasks.n = 0;
     t1.save = 1;
@@ -728,7 +738,7 @@ static void test_actor_flags(void) {
     uint32_t dep0[] = {0};
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &ctor, NULL, NULL), 0);
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &call, dep0, NULL), 0);
-    ff_msg_submit m = {1, 0, 2, 0, 2};
+    ff_msg_submit m = {1, 0, 0, 2, 0, 2};
     ASSERT_EQ(ff_msg_submit_write(&b, &m, tasks.p, tasks.n), 0);
     ff_msg_submit rm;
     ff_msg_tasks it;
@@ -755,7 +765,7 @@ static void test_actor_flags(void) {
     ASSERT_EQ(ff_msg_subtask_write(&tasks, &ctor, NULL, NULL), 0);
     ASSERT_EQ((unsigned char)tasks.p[3], FF_TASK_CTOR);
     tasks.p[3] = (char)(FF_TASK_CTOR | FF_TASK_METHOD);
-    ff_msg_submit one = {1, 0, 1, 0, 1};
+    ff_msg_submit one = {1, 0, 0, 1, 0, 1};
     ASSERT_EQ(ff_msg_submit_write(&b, &one, tasks.p, tasks.n), 0);
     ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), 0);
     ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
@@ -778,8 +788,97 @@ static void test_actor_flags(void) {
     ff_buf_free(&tasks);
 }
 
+/* --- faults --------------------------------------------------------------- */
+
+static int rd_ping(const char *p, size_t n) {
+    uint64_t ms;
+    int rc = ff_msg_ping_read(p, n, &ms);
+    if (rc == 0)
+        ASSERT_EQ(ms, 5000);
+    return rc;
+}
+
+static int rd_started(const char *p, size_t n) {
+    uint64_t run;
+    ff_msg_list tasks;
+    int rc = ff_msg_started_read(p, n, &run, &tasks);
+    if (rc == 0) {
+        ASSERT(run == 8 && tasks.n == 2);
+        ASSERT(ff_msg_next_index(&tasks) == 4 && ff_msg_next_index(&tasks) == 1u << 20);
+    }
+    return rc;
+}
+
+static int rd_handback(const char *p, size_t n) {
+    uint64_t run;
+    ff_msg_list tasks;
+    int rc = ff_msg_handback_read(p, n, &run, &tasks);
+    if (rc == 0)
+        ASSERT(run == 8 && tasks.n == 2 && ff_msg_next_index(&tasks) == 4);
+    return rc;
+}
+
+static int rd_stopping(const char *p, size_t n) {
+    const char *why;
+    size_t len;
+    int rc = ff_msg_stopping_read(p, n, &why, &len);
+    if (rc == 0)
+        ASSERT(str_is(why, len, "terminated"));
+    return rc;
+}
+
+/* A task's timeout goes to the worker; retries and restarts are checked
+ * against what a task may have. */
+static void test_fault_messages(void) {
+    CHECK_MSG(FF_M_PING, ff_msg_ping_write(b, 5000), rd_ping);
+    uint64_t ids[] = {4, 1u << 20};
+    CHECK_MSG(FF_M_STARTED, ff_msg_started_write(b, 8, ids, 2), rd_started);
+    CHECK_MSG(FF_M_HANDBACK, ff_msg_handback_write(b, 8, ids, 2), rd_handback);
+    CHECK_MSG(FF_M_STOPPING, ff_msg_stopping_write(b, "terminated", 10), rd_stopping);
+    ff_buf b = {0}, tasks = {0};
+    ff_msg_task rt;
+    ff_msg_list deps, res;
+    ASSERT_EQ(ff_msg_task_write(&b, &the_task, task_deps), 0);
+    ASSERT_EQ(ff_msg_task_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rt, &deps), 0);
+    ASSERT_EQ(rt.timeout_ms, 90000);
+    /* Bad counts: too many retries, restarts of a plain task, a loaded
+     * task with a timeout; a run flag not known. */
+    ff_msg_subtask bad[] = {
+        {.name = "a", .name_len = 1, .max_retries = FF_MSG_RETRIES_MAX + 1},
+        {.name = "a", .name_len = 1, .max_restarts = 1},
+        {.name = "a", .name_len = 1, .load = 1, .timeout_ms = 10},
+        {.name = "a", .name_len = 1, .load = 1, .retry_exceptions = 1},
+    };
+    ff_msg_submit one = {1, 0, 0, 1, 0, 1};
+    ff_msg_submit rm;
+    ff_msg_tasks it;
+    ff_msg_subtask t;
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        tasks.n = b.n = 0;
+        ASSERT_EQ(ff_msg_subtask_write(&tasks, &bad[k], NULL, NULL), 0);
+        ASSERT_EQ(ff_msg_submit_write(&b, &one, tasks.p, tasks.n), 0);
+        ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), 0);
+        ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), FFLUA_EPROTO);
+    }
+    ff_msg_subtask ok = {.name = "a", .name_len = 1, .actor = FF_ACTOR_CTOR, .max_restarts = 2};
+    tasks.n = b.n = 0;
+    ASSERT_EQ(ff_msg_subtask_write(&tasks, &ok, NULL, NULL), 0);
+    one.flags = 2;
+    ASSERT_EQ(ff_msg_submit_write(&b, &one, tasks.p, tasks.n), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), FFLUA_EPROTO);
+    b.n = 0;
+    one.flags = FF_RUN_KEEP_GOING;
+    ASSERT_EQ(ff_msg_submit_write(&b, &one, tasks.p, tasks.n), 0);
+    ASSERT_EQ(ff_msg_submit_read(b.p + FF_FRAME_HDR, b.n - FF_FRAME_HDR, &rm, &it), 0);
+    ASSERT_EQ(ff_msg_submit_next(&it, &t, &deps, &res), 0);
+    ASSERT(t.max_restarts == 2 && rm.flags == FF_RUN_KEEP_GOING);
+    ff_buf_free(&b);
+    ff_buf_free(&tasks);
+}
+
 int main(void) {
     RUN(test_handshake);
+    RUN(test_fault_messages);
     RUN(test_worker_messages);
     RUN(test_driver_messages);
     RUN(test_submit_claims);

@@ -103,6 +103,13 @@ static void read_all(const char *p, size_t n) {
     ff_msg_run_store rs;
     if (ff_msg_run_store_read(p, n, &rs, &l1) == 0)
         walk_res(&l1);
+    uint64_t ms;
+    ff_msg_ping_read(p, n, &ms);
+    if (ff_msg_started_read(p, n, &run, &l1) == 0)
+        walk_indices(&l1);
+    if (ff_msg_handback_read(p, n, &run, &l1) == 0)
+        walk_indices(&l1);
+    ff_msg_stopping_read(p, n, &s, &len);
     ff_msg_bye_read(p, n);
 }
 

@@ -31,7 +31,16 @@ end
 
 local M = { HELLO = 1, AUTH = 2, WELCOME = 3, REFUSE = 4, REGISTER = 5, FUNC = 6, TASK = 7,
             RESULT = 8, SUBMIT = 9, DONE = 10, STATUS = 11, STATUS_REPLY = 12, FREE = 13, BYE = 14,
-            RUN_END = 15, STORE = 16, STORE_CALL = 17, STORE_REPLY = 18, RUN_STORE = 19 }
+            RUN_END = 15, STORE = 16, STORE_CALL = 17, STORE_REPLY = 18, RUN_STORE = 19,
+            PING = 26, STARTED = 27, HANDBACK = 28, STOPPING = 29 }
+-- A SUBMIT's head: run 1, no max_pending, run flags, total, first, count.
+local function submit_head(flags, total, first, count)
+  return varint(1) .. varint(0) .. varint(flags) .. varint(total) .. varint(first) .. varint(count)
+end
+-- A task's fault fields: max_retries, timeout_ms, max_restarts.
+local function faults(retries, timeout, restarts)
+  return varint(retries) .. varint(timeout) .. varint(restarts)
+end
 local register = frame(0, M.REGISTER, varint(20000) .. varint(1) .. str("gpu") .. varint(5000) ..
                                       str("host") .. varint(42) .. str("machine:01234567"))
 local fn = core.encode(function(a, b) return a + (b or 0) end, "code")
@@ -40,17 +49,27 @@ local args1 = core.encode({ n = 2, 1, 2 }, "code")
 -- task 0: f(1, 2); task 1: f(task0) (arguments encoded by hand: a node tag)
 local args2 = "\1" .. "\9" .. varint(1) .. string.pack("<I4", 1) .. "\14" .. varint(0) .. varint(0) ..
               "\1" .. "n" .. "\129"
-local task0 = varint(1) .. str("f_0000") .. varint(0) .. varint(0) .. str(args1) .. str("") .. varint(0)
+local task0 = varint(1) .. str("f_0000") .. varint(0) .. varint(0) .. str(args1) .. str("") .. varint(0) ..
+              faults(3, 0, 0)
 local task1 = varint(1) .. str("f_0001") .. varint(1) .. varint(1) .. varint(0) .. str(args2) ..
-              str("") .. varint(1) .. str("gpu") .. varint(1000)
-local submit = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) .. varint(2) ..
-                                  task0 .. task1)
+              str("") .. varint(1) .. str("gpu") .. varint(1000) .. faults(2, 30000, 0)
+local submit = frame(1, M.SUBMIT, submit_head(0, 2, 0, 2) .. task0 .. task1)
 -- The same run in two parts.
-local part1 = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) .. varint(1) .. task0)
-local part2 = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(1) .. varint(1) .. task1)
+local part1 = frame(1, M.SUBMIT, submit_head(0, 2, 0, 1) .. task0)
+local part2 = frame(1, M.SUBMIT, submit_head(0, 2, 1, 1) .. task1)
+-- Keep going, and task 0's error retried (flag bit 5).
+local task0_retried = varint(1) .. str("f_0000") .. varint(32) .. varint(0) .. str(args1) .. str("") ..
+                      varint(0) .. faults(2, 0, 0)
+local submit_keep = frame(1, M.SUBMIT, submit_head(1, 2, 0, 2) .. task0_retried .. task1)
 local res0 = frame(0, M.RESULT, varint(1) .. varint(0) .. varint(1) .. str(core.encode(3, "code")) .. varint(100))
 local res1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(1) .. str(core.encode(6, "code")) .. varint(100))
 local fail1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(0) .. str("boom") .. varint(100))
+local fail0 = frame(0, M.RESULT, varint(1) .. varint(0) .. varint(0) .. str("boom") .. varint(100))
+local timeout1 = frame(0, M.RESULT, varint(1) .. varint(1) .. varint(2) .. str("") .. varint(100))
+local started0 = frame(0, M.STARTED, varint(1) .. varint(1) .. varint(0))
+local started1 = frame(0, M.STARTED, varint(1) .. varint(1) .. varint(1))
+local handback1 = frame(0, M.HANDBACK, varint(1) .. varint(1) .. varint(1))
+local ping = frame(0, M.PING, varint(5000))
 
 -- What the head says to its peers: the head ignores them (a peer may not
 -- send them), every message reader of the fuzz target reads them.
@@ -62,9 +81,12 @@ local replies = frame(0, M.HELLO, str("fflua-cluster") .. versions .. nonce) ..
   frame(0, M.REFUSE, str("version mismatch")) ..
   frame(0, M.TASK, varint(1) .. varint(1) .. varint(1) .. str("f_0001") .. varint(2) ..
                    varint(0) .. varint(1) .. str(core.encode(3, "code")) .. varint(5) .. varint(0) ..
-                   str(args2) .. str("") .. varint(10000)) ..
+                   str(args2) .. str("") .. varint(10000) .. varint(0) .. varint(0)) ..
   frame(0, M.FREE, varint(1) .. varint(2) .. varint(0) .. varint(300)) ..
-  frame(0, M.DONE, varint(1) .. varint(1) .. varint(0) .. str(core.encode(6, "code"))) ..
+  frame(0, M.DONE, varint(1) .. varint(1) .. varint(0) .. str(core.encode(6, "code")) .. str("") ..
+                   varint(0)) ..
+  frame(0, M.DONE, varint(1) .. varint(1) .. varint(4) .. str("lost") .. str("host:42") .. varint(4)) ..
+  frame(0, M.STOPPING, str("terminated")) ..
   frame(0, M.RUN_END, varint(1) .. varint(2) .. str("host:42") .. str("(gone)") .. varint(1) ..
                       varint(0)) ..
   frame(0, M.STATUS_REPLY, varint(1) .. str("host:42") .. str("machine:01234567") .. varint(1) ..
@@ -88,11 +110,10 @@ local lookup = frame(1, M.STORE, varint(7) .. disk .. str("") .. varint(1) .. va
 local lookup_reply = frame(0, M.STORE_REPLY, varint(1) .. varint(1) .. varint(1) .. str("\0"))
 local run_store = frame(1, M.RUN_STORE, varint(1) .. disk .. str("") .. str("storage") .. str("w"))
 local saved = varint(1) .. str("f_0000") .. varint(2) .. ("f"):rep(16) .. varint(0) .. str(args1) ..
-              str("") .. varint(0)
+              str("") .. varint(0) .. faults(3, 0, 0)
 local loaded = varint(0) .. str("f_0001") .. varint(5) .. str(("f"):rep(16)) .. varint(0) .. str("") ..
-               str("") .. varint(0)
-local stored_submit = frame(1, M.SUBMIT, varint(1) .. varint(0) .. varint(2) .. varint(0) ..
-                                         varint(2) .. saved .. loaded)
+               str("") .. varint(0) .. faults(0, 0, 0)
+local stored_submit = frame(1, M.SUBMIT, submit_head(0, 2, 0, 2) .. saved .. loaded)
 local load_reply = frame(0, M.STORE_REPLY, uvarint((1 << 63) | (1 << 32) | 1) .. varint(1) ..
                                            varint(1) .. str("\1" .. core.encode(6, "code")))
 local load_changed = frame(0, M.STORE_REPLY, uvarint((1 << 63) | (1 << 32) | 1) .. varint(1) ..
@@ -117,6 +138,12 @@ local seeds = {
            load_reply,
   stored_changed = disk_register .. run_store .. func .. stored_submit .. res0 .. load_changed,
   stored_fail = disk_register .. run_store .. func .. stored_submit .. save_failed .. res0,
+  heartbeat = register .. ping .. func .. submit .. started0 .. ping .. res0 .. started1 .. res1,
+  retried = register .. func .. submit_keep .. started0 .. fail0 .. started0 .. res0 .. started1 ..
+            timeout1 .. handback1 .. res1,
+  keep_going = register .. func .. submit_keep .. started0 .. fail0 .. fail0 .. fail0 .. res1,
+  stopping = register .. func .. submit .. started0 .. frame(0, M.STOPPING, str("terminated")) ..
+             handback1 .. res0 .. frame(0, M.BYE, ""),
 }
 for name, bytes in pairs(seeds) do
   local f = assert(io.open(dir .. "/" .. name, "wb"))
