@@ -338,6 +338,7 @@ static void cl_actor(lua_State *L, struct crun *x, uint32_t pos, int leaf, ff_ms
         if (ctor != UINT32_MAX) {
             task->actor = FF_ACTOR_METHOD;
             task->ctor = ff_plan_pos(p, ctor); /* a parent: planned before it */
+            task->max_retries = 0;
         }
     }
     uint32_t np;
@@ -373,7 +374,9 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
         lua_pop(L, 1);
         return;
     }
-    ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos]};
+    /* Ray's default: 3 retries after a lost worker (remote args may say
+     * otherwise); method calls are not retried on their own. */
+    ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos], .max_retries = 3};
     if (x->c != NULL && x->c->act[pos] == FFL_ACT_RUN) {
         task.save = 1;
         task.fp = x->c->fp + (size_t)pos * FF_FP_LEN;
