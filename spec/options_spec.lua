@@ -123,7 +123,7 @@ describe("unknown keys", function()
       a=$(cat ready)
       "$FF" worker --address "$a" --token-file tok --num-cpus 1 --own-machine --quiet & worker=$!
       n=0
-      until "$FF" status --address "$a" --token-file tok | grep -q ':.*running'; do
+      until "$FF" status --address "$a" --token-file tok | grep -q ' 1 worker;'; do
         sleep 0.05; n=$((n + 1)); [ $n -lt 400 ] || break
       done
       "$FF" status --address "$a" --token-file tok
