@@ -2224,7 +2224,7 @@ static void task_lost(head *h, hrun *r, uint32_t i, const hconn *w) {
      * so such losses too are bounded (FF_LOST_GRACE more). */
     if (nd != NULL && t->attempts < 1 + t->max_retries &&
         t->ndeaths < 1 + t->max_retries + FF_LOST_GRACE) {
-        if (!h->quiet)
+        if (!h->quiet && t->started)
             ff_log(WHO, "node '%s' was lost with worker %s: it runs again (attempt %u of %u)",
                    t->name, w->name, t->attempts + 1, 1 + t->max_retries);
         task_again(h, r, i);
