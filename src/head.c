@@ -9,7 +9,8 @@
  * as affinity; ff_sched_next then says what starts where. A TASK message
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
- * with the workers (the head keeps a copy until every consumer was sent).
+ * with the workers (the head keeps a copy until every consumer finished,
+ * so that a task that runs again never needs a lost worker's results).
  * A run with a storage (RUN_STORE) has it on one worker: the head sends it
  * the results of saved tasks (PUT) and asks it for those of loaded tasks
  * (GET), which never go through the scheduler; drivers' storage calls
@@ -28,7 +29,18 @@
  * scheduler slot: once ready (their parents, the previous call among
  * them, are done) they go straight to that worker, so they run there in
  * program order, and only that worker's RESULT for them counts. A worker
- * lost while an actor on it has calls left fails the run (actors_lost).
+ * lost while an actor on it has calls left has it rebuilt elsewhere while
+ * it has max_restarts left (its constructor again, then its finished
+ * calls replayed in order), else its next call fails (actors_lost).
+ *
+ * Faults (docs/protocol.md, "Faults"). The head pings every peer each
+ * fifth of the heartbeat timeout and drops a worker silent for the
+ * timeout. A task counts an attempt when its worker says it STARTED; one
+ * lost with its worker, timed out, or failed with retry_exceptions runs
+ * again while it has attempts left (task_again), else fails for good
+ * (task_fail): the run fails, or, keeping going, only what depends on it
+ * (skipped, never started). HANDBACK queues tasks again without counting;
+ * a worker's STOPPING closes its place in the scheduler.
  *
  * Nothing a peer does takes the head down: a failed write ends that
  * connection only (SIGPIPE is made harmless by the program), every frame
@@ -93,7 +105,6 @@ typedef struct htask {
     uint32_t *deps, ndeps;
     uint32_t *cons, ncons, cons_cap; /* consumers (later tasks using this one) */
     uint32_t waiting;                /* parents not done */
-    uint32_t unsent;                 /* consumers not yet dispatched */
     uint32_t unfinished;             /* consumers not yet finished */
     int leaf, state, place;
     int actor;             /* FF_ACTOR_*: class nodes (actors, see method_ready) */
@@ -907,8 +918,12 @@ static void task_fail(head *h, hrun *r, uint32_t i, int status, const char *msg,
         return;
     }
     task_out(h, r, i);
-    r->finished++;
-    settle_parents(h, r, i);
+    if (t->rebuilding) { /* an actor's constructor: settled once already */
+        t->rebuilding = 0;
+    } else {
+        r->finished++;
+        settle_parents(h, r, i);
+    }
     skip_consumers(h, r, i);
 }
 
@@ -1450,7 +1465,6 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
                 p->cons_cap = cap;
             }
             p->cons[p->ncons++] = i;
-            p->unsent++;
             p->unfinished++;
             if (p->state != T_DONE)
                 t->waiting++;
