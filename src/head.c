@@ -130,6 +130,7 @@ typedef struct htask {
     int rebuilding;  /* a constructor being run again on another worker (then replays) */
     int out;         /* counted in its run's pending (queued, or sent) */
     uint32_t replay; /* a rebuilt constructor: the next method call to replay */
+    uint64_t seq;    /* when it was last sent to a worker (h->sent, in order) */
     int *deaths;
 } htask;
 
@@ -276,6 +277,7 @@ typedef struct head {
     int nplaces_cap;
     uint64_t *lost_ids; /* scratch: tasks lost with a worker, to queue again */
     size_t nlost, lost_cap;
+    uint64_t sent; /* TASKs sent so far (htask.seq) */
     unsigned heartbeat_ms;
     uv_timer_t heartbeat;
     int64_t machines; /* machine keys given so far */
@@ -642,6 +644,7 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
     t->state = T_RUNNING;
     t->started = 0;
     t->place = place;
+    t->seq = ++h->sent;
     return 0;
 }
 
@@ -2296,6 +2299,38 @@ static void lost_reserve(head *h) {
 /* The tasks on_lost noted: lost with worker w (NULL: none was) they run
  * again or fail (task_lost); those no worker left can hold fail. */
 static void process_lost(head *h, const hconn *w) {
+    /* A worker starts tasks in the order they came, at most one per CPU
+     * at once. Of the tasks lost with it that it had not said it started,
+     * the oldest, up to its CPUs, may have been running: a task can end
+     * its worker before the STARTED is out. They count an attempt, so that
+     * such a task cannot take down workers for ever. */
+    int64_t slots = w == NULL                ? 0
+                    : w->cpus > FF_RES_SCALE ? (w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE
+                                             : 1;
+    for (size_t k = 0; w != NULL && k < h->nlost; k += 2) {
+        hrun *r = run_find(h, h->lost_ids[k] >> 32);
+        htask *t = r != NULL && (uint32_t)h->lost_ids[k] < r->received
+                       ? &r->tasks[(uint32_t)h->lost_ids[k]]
+                       : NULL;
+        if (t != NULL && t->started && h->lost_ids[k + 1] == FF_SCHED_LOST)
+            slots--;
+    }
+    for (; slots > 0; slots--) {
+        htask *oldest = NULL;
+        for (size_t k = 0; k < h->nlost; k += 2) {
+            hrun *r = run_find(h, h->lost_ids[k] >> 32);
+            htask *t = r != NULL && (uint32_t)h->lost_ids[k] < r->received
+                           ? &r->tasks[(uint32_t)h->lost_ids[k]]
+                           : NULL;
+            if (t != NULL && !t->started && t->state == T_RUNNING &&
+                h->lost_ids[k + 1] == FF_SCHED_LOST && (oldest == NULL || t->seq < oldest->seq))
+                oldest = t;
+        }
+        if (oldest == NULL)
+            break;
+        oldest->started = 1;
+        oldest->attempts++;
+    }
     for (size_t k = 0; k < h->nlost; k += 2) {
         uint64_t id = h->lost_ids[k];
         int why = (int)h->lost_ids[k + 1];
