@@ -635,15 +635,15 @@ static void cl_push_failure(lua_State *L, struct crun *x, const ff_msg_done *m, 
                     luaL_addvalue(&b);
             if (worker != NULL)
                 lua_pushfstring(L, " and was stopped on worker %s", worker), luaL_addvalue(&b);
-            if (m->len > 0) {
-                luaL_addstring(&b, ": ");
-                luaL_addlstring(&b, m->bytes, m->len);
-            }
+            /* The worker's text says as much; its traceback says where the
+             * node was stopped. */
+            const char *tb = lua_pushlstring(L, m->bytes, m->len);
+            tb = strstr(tb, "\nstack traceback:\n");
+            lua_pushstring(L, tb != NULL ? tb : "");
+            lua_remove(L, -2);
+            luaL_addvalue(&b);
         } else if (m->status == FF_DONE_LOST) {
-            if (m->attempts > 1)
-                lua_pushfstring(
-                    L, "its worker was lost on each of its %d attempts: ", (int)m->attempts),
-                    luaL_addvalue(&b);
+            /* The head says which workers it took down, and how each ended. */
             if (m->len > 0)
                 luaL_addlstring(&b, m->bytes, m->len);
             else
