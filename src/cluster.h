@@ -29,6 +29,7 @@ typedef struct ff_head_opts {
     int quiet;                /* only errors on stderr, nothing on stdout */
     int verbose;              /* -v: runs, working directories (quiet wins) */
     double handshake_timeout; /* seconds; 0: the default */
+    double heartbeat_timeout; /* seconds; 0: FF_HEARTBEAT_MS */
 } ff_head_opts;
 
 typedef struct ff_worker_opts {

@@ -140,18 +140,22 @@ static const char head_usage[] =
     "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N] [--workers N]\n"
     "                  [--resources JSON] [--token-file FILE] [--ready-file FILE]\n"
     "                  [--quiet | --verbose] [--handshake-timeout SECONDS]\n"
+    "                  [--heartbeat-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
     "  the cores; 0: none) and the machine's resources ('{\"_disk\": 1}'), or\n"
     "  in --workers such workers, which share those resources, and starts\n"
     "  another when one ends. Peers prove they know the token in FILE (mode\n"
     "  600); without one the head makes a token and only its own worker can\n"
-    "  join. --ready-file gets HOST:PORT once listening; --quiet (-q) logs only\n"
+    "  join, and a HOST that is not a loopback address is refused. --ready-file gets HOST:PORT "
+    "once listening; --quiet (-q) logs only\n"
     "  errors; --verbose (-v) also logs each run (submitted, ended, its task\n"
     "  counts) and each working directory received, sent and forgotten, and\n"
     "  makes its own workers verbose. A peer that has not proved it knows the\n"
-    "  token within --handshake-timeout (5 s) is disconnected. SIGTERM or\n"
-    "  Ctrl-C stops it.\n";
+    "  token within --handshake-timeout (5 s) is disconnected. Peers get a\n"
+    "  PING every fifth of --heartbeat-timeout (5 s; 0.1 to 3600); a worker\n"
+    "  silent that long is lost, and its tasks run again elsewhere. SIGTERM\n"
+    "  or Ctrl-C stops it, telling its peers (STOPPING).\n";
 
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
@@ -262,6 +266,10 @@ static int head_main(int argc, char **argv) {
                            "a number of seconds from 0.01 "
                            "to 3600",
                            &o.handshake_timeout) != 0)
+                return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--heartbeat-timeout")) != NULL) {
+            if (opt_number("head", name, v, OPT_REAL, 0.1, 3600,
+                           "a number of seconds from 0.1 to 3600", &o.heartbeat_timeout) != 0)
                 return 2;
         } else {
             return bad_option("head", opt, head_usage);
