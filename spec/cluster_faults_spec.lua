@@ -205,8 +205,8 @@ describe("cluster faults", function()
     for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
     assert.are.equal(2, #out, r.stdout .. r.stderr)
     local n, list = out[1]:match("^false\tnode 'poison_0000' %(function 'poison' defined at " ..
-                                 ".-%) failed: its worker was lost each of the (%d+) times it " ..
-                                 "was sent: (.*)$")
+                                 ".-%) failed: its worker was lost on each of its (%d+) " ..
+                                 "attempts: (.*)$")
     assert.is_string(list, out[1])
     -- 1 + max_retries (3) starts, each counted even when the worker died
     -- before its STARTED got out (the task was the oldest it had).

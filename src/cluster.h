@@ -37,9 +37,12 @@ typedef struct ff_worker_opts {
     double num_cpus; /* < 0: the number of cores */
     const char *resources;
     const char *token_file;
-    int own_machine; /* a machine of its own: shares its resources with no other worker */
-    int quiet;       /* only errors on stderr */
-    int verbose;     /* -v: runs and working directories too (quiet wins) */
+    int own_machine;   /* a machine of its own: shares its resources with no other worker */
+    int quiet;         /* only errors on stderr */
+    int verbose;       /* -v: runs and working directories too (quiet wins) */
+    double reconnect;  /* seconds it tries to reach a lost head; 0: it exits at once */
+    double grace;      /* seconds its running tasks have to finish after SIGTERM */
+    char *const *argv; /* the program's arguments: it replaces itself with them */
 } ff_worker_opts;
 
 /* The programs behind `fflua head` and `fflua worker` (exit statuses).

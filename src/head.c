@@ -2098,15 +2098,22 @@ static int death_text(head *h, int p, char *buf, size_t cap) {
     return 0;
 }
 
-/* Task t's failure, lost with several workers: the text before the
- * last worker's part ("it ran N times ...: A ended ...; B left ...;"). */
+/* Whether the failure of task t lists every worker it was lost with
+ * (it started more than once; the driver says how often) rather than the
+ * last one alone. */
+static int lost_list(const htask *t) {
+    return t->ndeaths > 1 && t->attempts > 1;
+}
+
+/* Task t's failure, lost with several workers: the list before the last
+ * worker's part ("A ended ...; B left the cluster;"). */
 static size_t lost_prefix(head *h, const htask *t, char *msg, size_t cap) {
-    size_t n = (size_t)snprintf(
-        msg, cap, "its worker was lost each of the %u times it was sent:", t->ndeaths);
+    size_t n = 0;
+    msg[0] = '\0';
     for (uint32_t k = 0; k + 1 < t->ndeaths && n < cap; k++) {
         char one[300];
         death_text(h, t->deaths[k], one, sizeof one);
-        n += (size_t)snprintf(msg + n, cap - n, " %s;", one);
+        n += (size_t)snprintf(msg + n, cap - n, "%s%s;", k > 0 ? " " : "", one);
     }
     return n < cap ? n : cap - 1;
 }
@@ -2116,7 +2123,7 @@ static size_t lost_prefix(head *h, const htask *t, char *msg, size_t cap) {
  * existed; several are listed with how each ended. */
 static void lost_message(head *h, const htask *t, int last, char *msg, size_t cap) {
     const hplace *pi = &h->pinfo[last];
-    if (t->ndeaths <= 1) {
+    if (!lost_list(t)) {
         if (pi->lost[0] != '\0')
             snprintf(msg, cap, "the worker running it (%s) was disconnected: %s", pi->name,
                      pi->lost);
@@ -2250,11 +2257,11 @@ static void task_lost(head *h, hrun *r, uint32_t i, const hconn *w) {
     char how[300];
     if (nd != NULL && death_text(h, w->place, how, sizeof how) != 0 && r->driver != NULL) {
         char *prefix = NULL;
-        if (t->ndeaths > 1) { /* everything but the last worker's part, which the grave adds */
+        if (lost_list(t)) { /* everything but the last worker's part, which the grave adds */
             char full[2048];
             prefix = strndup(full, lost_prefix(h, t, full, sizeof full));
         }
-        if ((t->ndeaths <= 1 || prefix != NULL) && grave_add(h, w, r, i, prefix) == 0) {
+        if ((!lost_list(t) || prefix != NULL) && grave_add(h, w, r, i, prefix) == 0) {
             task_fail(h, r, i, FF_DONE_LOST, NULL, 0);
             return;
         }
@@ -2518,22 +2525,11 @@ static void on_connection(uv_stream_t *server, int status) {
     h->conns = c;
 }
 
-/* Once per loop iteration: what every connection was given goes out.
- * Buffers that grew for a large frame are given back once empty, so that
- * the head does not keep its peak size for ever. */
-#define FF_BUF_KEEP (1u << 20)
-
+/* Once per loop iteration: what every connection was given goes out. */
 static void flush_all(uv_check_t *chk) {
     head *h = chk->data;
-    for (hconn *c = h->conns; c; c = c->next) {
+    for (hconn *c = h->conns; c; c = c->next)
         ff_conn_flush(&c->c);
-        if (c->c.in.n == 0 && c->c.in.cap > FF_BUF_KEEP)
-            ff_buf_free(&c->c.in);
-        if (c->c.out.n == 0 && c->c.out.cap > FF_BUF_KEEP)
-            ff_buf_free(&c->c.out);
-        if (!c->c.writing && c->c.wbuf.cap > FF_BUF_KEEP)
-            ff_buf_free(&c->c.wbuf);
-    }
 }
 
 /* Drops worker c at once, without waiting for what it was sent to go out

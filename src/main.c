@@ -160,14 +160,19 @@ static const char head_usage[] =
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
     "                    [--resources JSON] [--token-file FILE] [--own-machine]\n"
-    "                    [--quiet | --verbose]\n"
+    "                    [--quiet | --verbose] [--reconnect SECONDS] [--grace SECONDS]\n"
     "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
     "  once (default: the cores), each in its own Lua state. The resources\n"
     "  are this machine's, shared with its other workers; with --own-machine\n"
     "  the worker counts as a machine of its own. The token comes from FILE\n"
     "  or $FFLUA_TOKEN. It says when it joins and leaves, unless --quiet (-q);\n"
     "  --verbose (-v) also logs each working directory received, unpacked for\n"
-    "  a run and removed. SIGTERM or Ctrl-C stops it.\n";
+    "  a run and removed. When its head is lost (closed, silent for the\n"
+    "  heartbeat timeout, or stopping), it stops its tasks and tries to join\n"
+    "  it again for --reconnect seconds (60; 0: it exits at once). SIGTERM or\n"
+    "  Ctrl-C: it takes no more tasks, hands back the queued ones and lets the\n"
+    "  running ones finish for --grace seconds (30), then leaves; a second\n"
+    "  signal leaves at once.\n";
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
@@ -275,7 +280,7 @@ static int head_main(int argc, char **argv) {
 }
 
 static int worker_main(int argc, char **argv) {
-    ff_worker_opts o = {.num_cpus = -1};
+    ff_worker_opts o = {.num_cpus = -1, .reconnect = 60, .grace = 30, .argv = argv};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
         char name[64];
@@ -292,6 +297,14 @@ static int worker_main(int argc, char **argv) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
             o.token_file = v;
+        } else if ((v = opt_value(argc, argv, &i, "--reconnect")) != NULL) {
+            if (opt_number("worker", name, v, OPT_REAL, 0, 86400,
+                           "a number of seconds from 0 to 86400", &o.reconnect) != 0)
+                return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--grace")) != NULL) {
+            if (opt_number("worker", name, v, OPT_REAL, 0, 86400,
+                           "a number of seconds from 0 to 86400", &o.grace) != 0)
+                return 2;
         } else if (strcmp(argv[i], "--own-machine") == 0) {
             o.own_machine = 1;
         } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
