@@ -5,7 +5,6 @@
 local ff = require "functionfuse"
 local core = require "functionfuse.core"
 local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
-local storage_factory = require("functionfuse.storage").storage_factory
 local H = require "spec.helper"
 
 local C = require "spec.cluster_helper"
@@ -147,7 +146,7 @@ describe("cluster driver faults", function()
       local t0 = core.monotime()
       local m = tostring(err_of(w.run, w))
       assert.matches("^node 'poison_%d+' %(function 'poison' defined at [^)]+%) failed: its worker " ..
-                     "was lost each of the 2 times it was sent: ", m)
+                     "was lost on each of its 2 attempts: [^\n]+:%d+ [^;]+; [^\n]+:%d+ ", m)
       assert.is_true(core.monotime() - t0 < 5, "it took " .. (core.monotime() - t0))
     end)
 
@@ -207,7 +206,7 @@ describe("cluster driver faults", function()
     local t0 = core.monotime()
     local m = tostring(err_of(w.run, w))
     local took = core.monotime() - t0
-    hp:kill(H.signals.SIGCONT)
+    os.execute("kill -CONT " .. hp:pid())
     assert.are.equal(("the head at %s stopped answering (nothing for 1.0 s)"):format(address), m)
     assert.is_true(took < 0.5 + 1 + 1, "it took " .. took)
   end)
@@ -297,8 +296,8 @@ describe("cluster driver faults", function()
     H.type(p, "CW(spin(), { workflow_name = 'a', cluster_init_args = ia }):run()\r")
     p:expect("never printed", 1.0)
     p:kill(H.signals.SIGINT)
-    local seen = H.plain(H.expect(p, "> "))
-    assert.truthy(seen:find("interrupted", 1, true), seen)
+    H.expect(p, "interrupted", 5)
+    H.expect(p, "> ")
     local t0 = core.monotime()
     H.type(p, "CW(quick(), { workflow_name = 'b', cluster_init_args = ia }):run()\r")
     H.expect(p, "42", 10)

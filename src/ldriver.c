@@ -605,14 +605,21 @@ static void cl_push_failure(lua_State *L, struct crun *x, const ff_msg_done *m, 
         const char *cut = at != NULL && (tb == NULL || at < tb) ? at : tb;
         size_t vlen = cut != NULL ? (size_t)(cut - text) : m->len;
         lua_pushlstring(L, text, vlen); /* [text, value] */
+        /* The worker's line (or one made of DONE's worker), then how many
+         * times it ran, then the traceback. */
+        size_t wend = vlen;
+        if (at != NULL && at == cut) {
+            const char *nl = strchr(at + 1, '\n');
+            wend = nl != NULL ? (size_t)(nl - text) : m->len;
+        }
         luaL_buffinit(L, &b);
-        luaL_addlstring(&b, text, vlen);
+        luaL_addlstring(&b, text, wend);
         if (at == NULL && worker != NULL)
             lua_pushfstring(L, "\n(on worker %s)", worker), luaL_addvalue(&b);
         if (m->attempts > 1)
             lua_pushfstring(L, "\n(it failed on each of its %d attempts)", (int)m->attempts),
                 luaL_addvalue(&b);
-        luaL_addstring(&b, text + vlen);
+        luaL_addstring(&b, text + wend);
         luaL_pushresult(&b); /* [text, value, text'] */
         ffl_run_push_error(L, x->r.ctx, id, base + 2, base + 3, 0);
     } else {
@@ -644,6 +651,10 @@ static void cl_push_failure(lua_State *L, struct crun *x, const ff_msg_done *m, 
             luaL_addvalue(&b);
         } else if (m->status == FF_DONE_LOST) {
             /* The head says which workers it took down, and how each ended. */
+            if (m->attempts > 1)
+                lua_pushfstring(
+                    L, "its worker was lost on each of its %d attempts: ", (int)m->attempts),
+                    luaL_addvalue(&b);
             if (m->len > 0)
                 luaL_addlstring(&b, m->bytes, m->len);
             else
