@@ -110,6 +110,28 @@ describe("cluster driver faults", function()
     end)
   end)
 
+  it("LocalWorkflow keep_going: the same list, every independent node run", function()
+    local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
+    local ok = ff.workflow("ok", function(x) return x * 2 end)
+    local fail = ff.workflow("fail", function(x) error("no " .. x) end)
+    local after = ff.workflow("after", function(x) return x end)
+    local join = ff.workflow("join", function(...) return select("#", ...) end)
+    local ran = {}
+    local log = ff.workflow("log", function(x) ran[#ran + 1] = x; return x end)
+    local leaf = join(after(fail(1)), after(after(fail(2))), log(ok(21)))
+    local w = LocalWorkflow(leaf, { workflow_name = "lkg" })
+    local e = err_of(w.run, w, { keep_going = true })
+    assert.matches("^2 nodes failed, and 4 nodes that depend on them did not run %(keep_going%):\n" ..
+                   "node 'fail_%d+' %([^)]+%) failed: [^\n]*no 1\nnode 'fail_%d+' %([^)]+%) " ..
+                   "failed: [^\n]*no 2$", tostring(e))
+    assert.are.same({ 42 }, ran)
+    assert.are.equal(2, #e.failures)
+    assert.are.equal(4, e.skipped)
+    assert.matches("^node 'fail_%d+' %([^)]+%) failed: [^\n]*no 1\nstack traceback:", tostring(err_of(w.run, w)))
+    assert.matches("LocalWorkflow:run: unknown option 'keep_goin' %(did you mean 'keep_going'%?%)",
+                   err_of(w.run, w, { keep_goin = true }))
+  end)
+
   describe("the errors a user reads", function()
     local address, token
     before_each(function()

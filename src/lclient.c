@@ -18,6 +18,15 @@
  * a driver waits for its run anyway, and the REPL stays interruptible
  * between reads. The handshake is net.c's state machine (ff_hs), as for
  * the libuv connections of heads and workers.
+ *
+ * Head liveness: the head PINGs every connection (docs/protocol.md,
+ * "Faults"); the client consumes PINGs wherever it reads and takes their
+ * timeout as the head's heartbeat timeout (FF_HEARTBEAT_MS before the
+ * first). While it waits for the head without a timeout of its own (a
+ * run, a storage call), nothing from it for that long, or nothing it
+ * takes for that long, fails with "the head at ADDR stopped answering
+ * (nothing for 5.0 s)"; a STOPPING fails with the head's reason. Either
+ * breaks the client, so the next run connects again.
  */
 #include <errno.h>
 #include <netinet/in.h>

@@ -22,6 +22,13 @@
  * worker as the head forwards their results; tasks that load are served
  * by it. When the run ends, failed or not, that worker commits before the
  * driver returns.
+ *
+ * Faults: each task carries its remote args' max_retries (default 3),
+ * retry_exceptions, timeout_s and, for a constructor, max_restarts; the
+ * head retries. A failure (DONE) becomes the node's error object, with
+ * the worker it last ran on and its attempts; with opts.keep_going the
+ * failures are collected until RUN_END and raised as one error listing
+ * them (cl_raise_failures).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -579,11 +586,6 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
     lua_pop(L, 1); /* [] */
 }
 
-/* Pushes "<a> <b>" of n: "1 node", "3 nodes". */
-static const char *push_count(lua_State *L, size_t n, const char *what) {
-    return lua_pushfstring(L, "%d %s%s", (int)n, what, n == 1 ? "" : "s");
-}
-
 /* Pushes the error object (lrun.c's RunError) of node id's failure, told
  * by DONE m: its error (FF_DONE_FAILED: the worker's text, whose value is
  * the text before its traceback and the worker's line), a timeout, or
@@ -718,37 +720,7 @@ static void cl_raise_failures(lua_State *L, struct crun *x) {
             if (x->failed[ff_plan_pos(p, par[j])] != 0)
                 x->failed[pos] = 2, skipped++;
     }
-    lua_rawgeti(L, x->fails, 1); /* [e] */
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    push_count(L, (size_t)nf, "node"), luaL_addvalue(&b);
-    luaL_addstring(&b, " failed");
-    if (skipped > 0) {
-        luaL_addstring(&b, ", and ");
-        push_count(L, skipped, "node"), luaL_addvalue(&b);
-        luaL_addstring(&b, skipped == 1 ? " that depends on a failed one did not run"
-                                        : " that depend on them did not run");
-    }
-    luaL_addstring(&b, " (keep_going):");
-    for (lua_Integer i = 1; i <= nf; i++) {
-        lua_rawgeti(L, x->fails, i);
-        lua_getfield(L, -1, "message");
-        size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);
-        const char *tb = strstr(msg, "\nstack traceback:\n");
-        luaL_addchar(&b, '\n');
-        lua_pushlstring(L, msg, tb != NULL ? (size_t)(tb - msg) : len);
-        lua_remove(L, -2);
-        lua_remove(L, -2);
-        luaL_addvalue(&b);
-    }
-    luaL_pushresult(&b); /* [e, message] */
-    lua_setfield(L, -2, "message");
-    lua_pushvalue(L, x->fails);
-    lua_setfield(L, -2, "failures");
-    lua_pushinteger(L, (lua_Integer)skipped);
-    lua_setfield(L, -2, "skipped");
-    lua_error(L);
+    ffl_run_raise_failures(L, x->fails, skipped);
 }
 
 /* A RUN_END frame: where each node ran, set as node name -> worker in
