@@ -278,6 +278,31 @@ describe("cluster driver faults", function()
     assert.are.equal("true\t21\t1\t1\n", r.stdout)
   end)
 
+  it("the head's memory returns to within 2x of idle after a 200 MB result", function()
+    -- The default heartbeat: 200 MB take a while on a loaded machine.
+    local address, token, _, hp = cluster({ { cpus = 1 } })
+    local function rss(pid)
+      local st = assert(io.open("/proc/" .. pid .. "/status")):read("a")
+      return tonumber(st:match("VmRSS:%s*(%d+) kB"))
+    end
+    local big = ff.workflow("big", function(n) return string.rep("x", n << 20) end)
+    local w = ClusterWorkflow(big(1), { workflow_name = "rss",
+      cluster_init_args = { address = address, token_file = token } })
+    w:run() -- warm: every buffer of a small run made
+    local idle = rss(hp:pid())
+    w = ClusterWorkflow(big(200), { workflow_name = "rss",
+      cluster_init_args = { address = address, token_file = token } })
+    assert.are.equal(200 << 20, #w:run())
+    collectgarbage()
+    local after
+    for _ = 1, 200 do
+      after = rss(hp:pid())
+      if after <= 2 * idle then break end
+      core.sleep(0.025)
+    end
+    assert.is_true(after <= 2 * idle, ("idle %d kB, after %d kB"):format(idle, after))
+  end)
+
   it("kill -9 of a driver: its local head and workers are gone within 1 s", function()
     local dir = H.tmpdir()
     local started = dir .. "/started"
