@@ -199,6 +199,9 @@ struct hconn {
      * RUN_END. */
     uint64_t refused_run;
     int refused;
+    /* c.nreads when seen_ms was last set: bytes of a frame that takes a
+     * while to arrive (a large result) are signs of life too. */
+    uint64_t seen_reads;
     blobmap wd_has;   /* hwd id -> "": drivers: the working dirs they hold; workers: have */
     blobmap wd_runs;  /* workers: run id -> "": runs whose RUN_WORKDIR they have */
     uint64_t seen_ms; /* when it last sent a frame (heartbeats) */
@@ -2554,6 +2557,10 @@ static void on_heartbeat(uv_timer_t *t) {
         next = c->next;
         if (c->c.state != FF_CONN_READY)
             continue;
+        if (c->c.nreads != c->seen_reads) {
+            c->seen_reads = c->c.nreads;
+            c->seen_ms = now;
+        }
         if (c->c.role == FF_ROLE_WORKER && now - c->seen_ms >= h->heartbeat_ms) {
             char why[100];
             snprintf(why, sizeof why, "it sent nothing for %.1f s",
