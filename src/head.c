@@ -199,9 +199,12 @@ struct hconn {
      * RUN_END. */
     uint64_t refused_run;
     int refused;
-    /* c.nreads when seen_ms was last set: bytes of a frame that takes a
-     * while to arrive (a large result) are signs of life too. */
+    /* c.nreads and the socket's write queue when seen_ms was last set:
+     * bytes of a frame that takes a while to arrive (a large result) are
+     * signs of life too, and so are bytes it takes of one the head sends
+     * (a large TASK, behind which its PINGs wait). */
     uint64_t seen_reads;
+    size_t seen_wq;
     blobmap wd_has;   /* hwd id -> "": drivers: the working dirs they hold; workers: have */
     blobmap wd_runs;  /* workers: run id -> "": runs whose RUN_WORKDIR they have */
     uint64_t seen_ms; /* when it last sent a frame (heartbeats) */
@@ -2557,8 +2560,10 @@ static void on_heartbeat(uv_timer_t *t) {
         next = c->next;
         if (c->c.state != FF_CONN_READY)
             continue;
-        if (c->c.nreads != c->seen_reads) {
+        size_t wq = uv_stream_get_write_queue_size((uv_stream_t *)&c->c.tcp);
+        if (c->c.nreads != c->seen_reads || wq != c->seen_wq) {
             c->seen_reads = c->c.nreads;
+            c->seen_wq = wq;
             c->seen_ms = now;
         }
         if (c->c.role == FF_ROLE_WORKER && now - c->seen_ms >= h->heartbeat_ms) {
