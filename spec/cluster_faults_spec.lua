@@ -120,7 +120,7 @@ describe("cluster faults", function()
     assert.are.equal(other, got[2])
     -- 2 s on the stopped worker at most, 1 s to notice, 2 s again.
     assert.is_true(took <= 9, "took " .. took)
-    assert.matches("worker [^ ]+:" .. victim .. ": it sent nothing for 1%.%d s: disconnected",
+    assert.matches("head: [^ ]+:" .. victim .. ": it sent nothing for 1%.%d s: disconnected",
                    H.read(log))
   end)
 

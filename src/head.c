@@ -2646,8 +2646,11 @@ static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
  * environment, never argv. */
 static void child_start(hchild *ch) {
     head *h = ch->h;
-    char *args[10] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus};
-    int na = 6;
+    /* --reconnect 0: a local worker goes with its head, within the
+     * heartbeat timeout. */
+    char *args[12] = {h->exe,       "worker",      "--address",   h->local_addr,
+                      "--num-cpus", h->local_cpus, "--reconnect", "0"};
+    int na = 8;
     if (h->quiet)
         args[na++] = "--quiet";
     else if (h->verbose)
