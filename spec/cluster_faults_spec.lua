@@ -120,7 +120,7 @@ describe("cluster faults", function()
     assert.are.equal(other, got[2])
     -- 2 s on the stopped worker at most, 1 s to notice, 2 s again.
     assert.is_true(took <= 9, "took " .. took)
-    assert.matches("worker [^ ]+:" .. victim .. ": it sent nothing for 1%.%d s: disconnected",
+    assert.matches("head: [^ ]+:" .. victim .. ": it sent nothing for 1%.%d s: disconnected",
                    H.read(log))
   end)
 
@@ -326,6 +326,34 @@ describe("cluster faults", function()
     local leaf = graph(nil, 0)
     assert.are.equal(clean(), ClusterWorkflow(leaf, { workflow_name = "again",
       cluster_init_args = { address = address, token_file = token } }):run())
+  end)
+
+  it("cancels a killed driver's task, even stuck in C, and serves the next driver at once",
+     function()
+    local address, token = cluster({ { cpus = 1 } }, { head_args = FAST })
+    local started = H.tmpdir() .. "/started"
+    local driver = H.fftest.pty { argv = { H.bin, script(([[
+      local ff = require "functionfuse"
+      local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local stuck = ff.workflow("stuck", function(path)
+        local c = require "functionfuse.core"
+        local f = io.open(path, "w")
+        f:close()
+        c.sleep(60)
+      end)
+      CW(stuck(%q), { workflow_name = "stuck",
+        cluster_init_args = { address = %q, token_file = %q } }):run()
+    ]]):format(started, address, token)) }, env = { TERM = "dumb", FFLUA_BIN = H.bin } }
+    C.procs[#C.procs + 1] = driver
+    wait_for(function() return io.open(started) ~= nil end, 20, "the stuck node")
+    driver:kill(H.signals.SIGKILL)
+    driver:wait(10)
+    -- The only worker's CPU was the stuck node's: the next run needs it
+    -- back, which takes the worker's grace (0.5 s) and a new process.
+    local t0 = os.time()
+    assert.are.equal(9, ClusterWorkflow(add(4, 5), { workflow_name = "next",
+      cluster_init_args = { address = address, token_file = token } }):run())
+    assert.is_true(os.time() - t0 <= 4)
   end)
 
   it("refuses to listen beyond loopback without a token file", function()

@@ -717,9 +717,11 @@ describe("cluster hardening", function()
     assert.are.same(expect, got)
   end)
 
-  it("fails a node that no worker left can hold once its parents are done, without waiting", function()
-    local address, token, ps = cluster { { cpus = 1, resources = '{"plain": 1}' },
-                                         { cpus = 1, resources = '{"gpu": 1}' } }
+  it("fails a node that no worker left can hold once no worker joined for the heartbeat timeout",
+     function()
+    local address, token, ps = cluster({ { cpus = 1, resources = '{"plain": 1}' },
+                                         { cpus = 1, resources = '{"gpu": 1}' } },
+                                       { head_args = { "--heartbeat-timeout", "1" } })
     local dir = H.tmpdir()
     local driver = start { script [[
       local ff = require "functionfuse"

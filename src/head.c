@@ -284,6 +284,10 @@ typedef struct head {
     uint64_t *lost_ids; /* scratch: tasks lost with a worker, to queue again */
     size_t nlost, lost_cap;
     uint64_t sent; /* TASKs sent so far (htask.seq) */
+    /* A worker left: until then, tasks no worker can hold wait for one
+     * to join (may_wait); the timer fails those still waiting. */
+    uint64_t rejoin_until;
+    uv_timer_t rejoin;
     unsigned heartbeat_ms;
     uv_timer_t heartbeat;
     int64_t machines; /* machine keys given so far */
@@ -697,6 +701,14 @@ static int fits_local(const head *h, const htask *t) {
     return 1;
 }
 
+/* Whether task t, which no worker now present can hold, waits for one:
+ * a local worker will hold it, or a worker left within the last
+ * heartbeat timeout (one replacing its process connects again, and so
+ * does one whose link came back). */
+static int may_wait(const head *h, const htask *t) {
+    return fits_local(h, t) || (!h->stopping && uv_now(&h->loop) < h->rejoin_until);
+}
+
 static hconn *store_worker(head *h, hrun *r) {
     int p = r->store_place;
     hconn *w = p >= 0 && p < h->nplaces_cap ? h->places[p] : NULL;
@@ -789,7 +801,7 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
     int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity,
-                             fits_local(h, t) ? FF_SCHED_WAIT : 0, &bad);
+                             may_wait(h, t) ? FF_SCHED_WAIT : 0, &bad);
     if (rc == FFLUA_ERESOURCE) {
         /* The workers able to hold it left while its parents ran. */
         run_fail(r, i, "no worker left in the cluster can hold what it asks for");
@@ -2354,6 +2366,8 @@ static void process_lost(head *h, const hconn *w) {
         htask *t = &r->tasks[i];
         if (why == FF_SCHED_LOST && w != NULL && t->state == T_RUNNING) {
             task_lost(h, r, i, w);
+        } else if (may_wait(h, t)) {
+            task_again(h, r, i); /* parked until a worker that can hold it joins */
         } else {
             const char *msg = "no worker left in the cluster can hold what it asks for";
             t->state = T_PENDING;
@@ -2419,6 +2433,19 @@ static void actors_lost(head *h, const hconn *w) {
     }
 }
 
+static void settle_all(head *h);
+
+/* The wait after a worker left is over: the tasks no worker joined for
+ * fail, but those a local worker will hold. */
+static void on_rejoin_end(uv_timer_t *tm) {
+    head *h = tm->data;
+    lost_reserve(h);
+    ff_sched_drop_waiting(h->sched, on_lost, h);
+    process_lost(h, NULL);
+    settle_all(h);
+    dispatch(h);
+}
+
 /* Ends the runs that failed or that have nothing left to run. */
 static void settle_all(head *h) {
     for (hrun *r = h->runs, *next; r; r = next) {
@@ -2441,6 +2468,12 @@ static void on_closed(ff_conn *fc) {
         snprintf(h->pinfo[c->place].lost, sizeof h->pinfo[c->place].lost, "%s", c->lost);
         store_lost(h, c);
         h->places[c->place] = NULL;
+        if (!h->stopping && !c->stopping) {
+            /* Lost, not stopped: what it leaves waits a while for a worker
+             * (it may come back: a new process, a link up again). */
+            h->rejoin_until = uv_now(&h->loop) + h->heartbeat_ms;
+            uv_timer_start(&h->rejoin, on_rejoin_end, h->heartbeat_ms, 0);
+        }
         lost_reserve(h);
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
         process_lost(h, c);
@@ -2658,8 +2691,11 @@ static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
  * environment, never argv. */
 static void child_start(hchild *ch) {
     head *h = ch->h;
-    char *args[10] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus};
-    int na = 6;
+    /* --reconnect 0: a local worker goes with its head, within the
+     * heartbeat timeout. */
+    char *args[12] = {h->exe,       "worker",      "--address",   h->local_addr,
+                      "--num-cpus", h->local_cpus, "--reconnect", "0"};
+    int na = 8;
     if (h->quiet)
         args[na++] = "--quiet";
     else if (h->verbose)
@@ -2800,6 +2836,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
     uv_close((uv_handle_t *)&h->flusher, NULL);
     uv_close((uv_handle_t *)&h->grave_timer, NULL);
     uv_close((uv_handle_t *)&h->heartbeat, NULL);
+    uv_close((uv_handle_t *)&h->rejoin, NULL);
     ff_noise_close(&h->noise);
     if (h->parent > 0)
         uv_close((uv_handle_t *)&h->parent_watch, NULL);
@@ -2899,6 +2936,8 @@ int ff_head_main(const ff_head_opts *o) {
     h->grave_timer.data = h;
     uv_timer_init(&h->loop, &h->heartbeat);
     h->heartbeat.data = h;
+    uv_timer_init(&h->loop, &h->rejoin);
+    h->rejoin.data = h;
     unsigned every = h->heartbeat_ms / FF_HEARTBEAT_PER;
     uv_timer_start(&h->heartbeat, on_heartbeat, every, every);
     ff_noise_init(&h->noise, &h->loop);
@@ -2931,6 +2970,7 @@ int ff_head_main(const ff_head_opts *o) {
         uv_close((uv_handle_t *)&h->flusher, NULL);
         uv_close((uv_handle_t *)&h->grave_timer, NULL);
         uv_close((uv_handle_t *)&h->heartbeat, NULL);
+        uv_close((uv_handle_t *)&h->rejoin, NULL);
         ff_noise_close(&h->noise);
     } else {
         struct sockaddr_storage bound;
