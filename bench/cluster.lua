@@ -18,6 +18,11 @@
 --       and saves every result on the _disk worker (tasks/s = N / wall),
 --       the second finds them all stored and loads the leaf (nodes/s =
 --       nodes / wall). Each pair runs 3 times under a fresh workflow name.
+--   (d) a worker killed: the shape of (c) without storage on a cluster
+--       started by hand (a head, two 1-CPU workers), without a fault, then
+--       with one worker killed (SIGKILL) halfway: the time lost, against
+--       the time the head took to see the worker gone (target: lost <
+--       detection + 20% of the clean run).
 -- Each is run REPS (5) times; the median run is judged, the best shown too
 -- (on this shared VM runs are bimodal: see bench/README.md).
 -- For each, the CPU time spent per task is printed too (the driver in
@@ -313,6 +318,105 @@ end
 print()
 
 ---------------------------------------------------------------------------
+-- (d) a worker killed mid-run
+
+-- A cluster started by hand: a head without CPUs and two workers of 1 CPU
+-- (--own-machine, --reconnect 0); the 100-gathers run of (a) without a
+-- fault, FAULT_REPS times, then once with a watcher process that sends
+-- SIGKILL to one worker halfway through (half the clean median after the
+-- run starts), notes when (core.monotime is the machine's clock, shared
+-- by processes) and polls the head's status until the worker is gone:
+-- the detection time. Lost time = faulty wall - clean median; the target
+-- is lost < detection + 20% of the clean median.
+local FAULT_REPS = 3
+print(("(d) a worker killed: N = %d nodes inc(i), 100 gathers, on a head and 2 workers " ..
+       "started by hand"):format(N))
+do
+  local exe = core.exe_path()
+  local token = core.token_new()
+  local env = { FFLUA_TOKEN = token }
+  local ready = os.tmpname()
+  os.remove(ready)
+  local head = core.spawn({ exe, "head", "--port", "0", "--num-cpus", "0", "--quiet",
+                            "--ready-file", ready }, env)
+  local address
+  for _ = 1, 400 do
+    local f = io.open(ready)
+    if f then address = f:read("l"); f:close(); break end
+    core.sleep(0.025)
+  end
+  os.remove(ready)
+  assert(address, "the head of (d) did not start")
+  local workers = {}
+  for i = 1, 2 do
+    workers[i] = core.spawn({ exe, "worker", "--address", address, "--num-cpus", "1",
+                              "--own-machine", "--reconnect", "0", "--quiet" }, env)
+  end
+  local client = core.cluster_connect(address, { token = token })
+  for _ = 1, 400 do
+    if #client:status().places == 2 then break end
+    core.sleep(0.025)
+  end
+  client:close()
+  local o = { workflow_name = "fault", cluster_init_args = { address = address, token = token } }
+  local wf = ClusterWorkflow(build_wide(N, 100), o)
+  assert(wf:run() == expect_wide) -- warm-up
+  local clean = {}
+  for r = 1, FAULT_REPS do
+    gc()
+    local t0 = now()
+    assert(wf:run() == expect_wide)
+    clean[r] = now() - t0
+  end
+  table.sort(clean)
+  local median = clean[(#clean + 1) // 2]
+  local out = os.tmpname()
+  local watcher = os.tmpname()
+  local f = assert(io.open(watcher, "w"))
+  f:write([[
+    local core = require "functionfuse.core"
+    local address, token, pid, at, out = arg[1], arg[2], tonumber(arg[3]), tonumber(arg[4]), arg[5]
+    local c = core.cluster_connect(address, { token = token })
+    while core.monotime() < at do core.sleep(0.001) end
+    local killed = core.monotime()
+    core.kill(pid, 9)
+    local seen
+    for _ = 1, 100000 do
+      if #c:status().places < 2 then seen = core.monotime(); break end
+      core.sleep(0.001)
+    end
+    local f = io.open(out, "w")
+    f:write(killed, " ", seen or -1, "\n")
+    f:close()
+  ]])
+  f:close()
+  gc()
+  local t0 = now()
+  local w = core.spawn({ exe, watcher, address, token, tostring(workers[2]),
+                         ("%.6f"):format(t0 + median / 2), out }, env)
+  assert(wf:run() == expect_wide, "the run with a worker killed gave another result")
+  local wall = now() - t0
+  core.wait(w)
+  f = assert(io.open(out))
+  local killed, seen = f:read("n", "n")
+  f:close()
+  os.remove(out)
+  os.remove(watcher)
+  local detect = seen >= 0 and seen - killed or nil
+  res.fault_lost, res.fault_detect, res.fault_clean = wall - median, detect, median
+  print(("  %-13s median %8.3f s  (%s)"):format("no fault", median, fmt_walls(clean)))
+  print(("  %-13s        %8.3f s  worker killed at %.3f s, seen gone by the head after %s")
+        :format("one killed", wall, killed - t0,
+                detect and ("%.1f ms"):format(detect * 1000) or "(never)"))
+  print(("  time lost %.3f s (%.0f%% of the clean run)"):format(wall - median,
+        (wall - median) / median * 100))
+  core.kill(workers[1], 15)
+  core.kill(head, 15)
+  for _, pid in ipairs { workers[1], workers[2], head } do pcall(core.wait, pid) end
+end
+print()
+
+---------------------------------------------------------------------------
 -- dask
 
 local dask = {}
@@ -386,6 +490,12 @@ print(F:format("stored run tasks/s", ("%.0f"):format(res.stored), ("%.0f"):forma
       "-", "-", (">= %d/s"):format(TARGET_STORED), mark(res.stored >= TARGET_STORED, "stored run")))
 print(F:format("cached rerun nodes/s", ("%.0f"):format(res.cached), ("%.0f"):format(res.cached_best),
       "-", "-", (">= %d/s"):format(TARGET_CACHED), mark(res.cached >= TARGET_CACHED, "cached rerun")))
+if res.fault_lost then
+  local limit = (res.fault_detect or 0) + 0.2 * res.fault_clean
+  print(F:format("worker killed: lost s", ("%.3f"):format(res.fault_lost), "-", "-", "-",
+        "< detect + 20%", mark(res.fault_detect ~= nil and res.fault_lost < limit,
+                               "time lost to a killed worker")))
+end
 print(("fflua/dask: how many times faster fflua's median is (tasks/s ratio; us/step ratio " ..
        "inverted). Counts: fflua %d and %d, dask %s and %s (rates per task)."):format(N, M,
        dask.indep_n and ("%d"):format(dask.indep_n) or "-",

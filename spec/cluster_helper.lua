@@ -59,7 +59,9 @@ end
 -- in KiB (`ulimit -v`). Each worker counts as a machine of its own
 -- (--own-machine), as if the cluster had as many hosts, unless it has
 -- this_machine = true: then it is on this host's machine, with the other
--- workers that are.
+-- workers that are. opts.head_args: more arguments for the head (as
+-- { "--heartbeat-timeout", "1" }); a worker's args: more for it. The
+-- fourth result is the head's process.
 function C.cluster(workers, opts)
   opts = opts or {}
   local dir = H.tmpdir()
@@ -68,7 +70,8 @@ function C.cluster(workers, opts)
   assert(os.execute("chmod 600 '" .. token .. "'"))
   local head = { "head", "--port", "0", "--num-cpus", "0", "--token-file", token,
                  "--ready-file", dir .. "/ready" }
-  if opts.log then C.start_sh(head, opts.log) else C.start(head) end
+  for _, a in ipairs(opts.head_args or {}) do head[#head + 1] = a end
+  local hp = opts.log and C.start_sh(head, opts.log) or C.start(head)
   local address = C.wait_file(dir .. "/ready")
   local ps = {}
   for i, w in ipairs(workers) do
@@ -76,6 +79,7 @@ function C.cluster(workers, opts)
                    "--num-cpus", tostring(w.cpus or 1) }
     if w.resources then args[#args + 1] = "--resources"; args[#args + 1] = w.resources end
     if not w.this_machine then args[#args + 1] = "--own-machine" end
+    for _, a in ipairs(w.args or {}) do args[#args + 1] = a end
     if w.ulimit_v then
       ps[i] = C.start_sh(args, nil, "ulimit -v " .. w.ulimit_v)
     else
@@ -93,7 +97,7 @@ function C.cluster(workers, opts)
   if n ~= #workers then
     error(("the cluster has %d workers, not %d"):format(n, #workers), 2)
   end
-  return address, token, ps
+  return address, token, ps, hp
 end
 
 --- The most of the spans { id, start, end } that overlap at one moment.

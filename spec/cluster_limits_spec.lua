@@ -83,7 +83,7 @@ describe("cluster limits", function()
     local ok, err = pcall(wf.run, wf)
     assert.is_false(ok)
     assert.matches("node 'big_0000' %(function 'big' defined at .-%) failed: the worker has " ..
-                   "not enough memory to send its result %(200%.0 MiB%)$", err)
+                   "not enough memory to send its result %(200%.0 MiB%)\n%(on worker [^\n]+:%d+%)$", err)
     -- The worker is still there and serves the next run.
     local small = ClusterWorkflow(big(1), { workflow_name = "small",
       cluster_init_args = { address = address, token_file = token } })

@@ -300,7 +300,7 @@ describe("cluster", function()
                    "table value%)\n%(on worker [^\n]+%)\nstack traceback:\n", tostring(err))
   end)
 
-  it("fails the run when a worker dies under a task, and goes on serving", function()
+  it("fails the run when a worker dies under a task it may not retry, and goes on serving", function()
     local address, token, ps = cluster { { cpus = 1 }, { cpus = 1 } }
     local started = H.tmpdir() .. "/started"
     local slow = ff.workflow("slow", function(path)
@@ -313,6 +313,7 @@ describe("cluster", function()
     end)
     local wf = ClusterWorkflow(slow(started), { workflow_name = "lost",
       cluster_init_args = { address = address, token_file = token } })
+    wf:query("^slow.*$"):set_remote_args { max_retries = 0 }
     -- Kill the worker that took the task (it wrote its pid), from a helper
     -- process, once the task started.
     local killer = H.write(H.tmpdir() .. "/kill.sh", ([[
@@ -633,6 +634,7 @@ describe("cluster hardening", function()
       local sum = ff.workflow("sum", function(a, b) return a + b end)
       local function try(node)
         local w = CW(node, { workflow_name = "w", cluster_init_args = args })
+        w:query("^die.*$"):set_remote_args { max_retries = 0 }
         local ok, r = pcall(w.run, w)
         print(ok, (tostring(r):gsub("\n.*", "")))
       end
@@ -715,9 +717,11 @@ describe("cluster hardening", function()
     assert.are.same(expect, got)
   end)
 
-  it("fails a node that no worker left can hold once its parents are done, without waiting", function()
-    local address, token, ps = cluster { { cpus = 1, resources = '{"plain": 1}' },
-                                         { cpus = 1, resources = '{"gpu": 1}' } }
+  it("fails a node that no worker left can hold once no worker joined for the heartbeat timeout",
+     function()
+    local address, token, ps = cluster({ { cpus = 1, resources = '{"plain": 1}' },
+                                         { cpus = 1, resources = '{"gpu": 1}' } },
+                                       { head_args = { "--heartbeat-timeout", "1" } })
     local dir = H.tmpdir()
     local driver = start { script [[
       local ff = require "functionfuse"

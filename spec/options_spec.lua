@@ -66,8 +66,9 @@ describe("unknown keys", function()
     local err = failure(function() wf:query(".*"):set_remote_args { num_gpu = 1 } end)
     assert.matches("^" .. THIS .. "set_remote_args: unknown remote arg 'num_gpu' %(did you mean " ..
                    "'num_gpus'%?%)$", err)
-    err = failure(function() wf:query(".*"):set_remote_args { max_retries = 3 } end)
-    assert.matches("unknown remote arg 'max_retries' %(known: num_cpus, num_gpus, resources%)$", err)
+    err = failure(function() wf:query(".*"):set_remote_args { memory = 3 } end)
+    assert.matches("unknown remote arg 'memory' %(known: num_cpus, num_gpus, resources, " ..
+                   "max_retries, retry_exceptions, timeout_s, max_restarts%)$", err)
     err = failure(function() plugins.RandomStatePlugin { sede = 1 } end)
     assert.matches("^" .. THIS .. "RandomStatePlugin: unknown field 'sede' %(did you mean 'seed'%?%)$", err)
     local dir = H.tmpdir()

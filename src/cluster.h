@@ -29,6 +29,7 @@ typedef struct ff_head_opts {
     int quiet;                /* only errors on stderr, nothing on stdout */
     int verbose;              /* -v: runs, working directories (quiet wins) */
     double handshake_timeout; /* seconds; 0: the default */
+    double heartbeat_timeout; /* seconds; 0: FF_HEARTBEAT_MS */
 } ff_head_opts;
 
 typedef struct ff_worker_opts {
@@ -36,9 +37,12 @@ typedef struct ff_worker_opts {
     double num_cpus; /* < 0: the number of cores */
     const char *resources;
     const char *token_file;
-    int own_machine; /* a machine of its own: shares its resources with no other worker */
-    int quiet;       /* only errors on stderr */
-    int verbose;     /* -v: runs and working directories too (quiet wins) */
+    int own_machine;   /* a machine of its own: shares its resources with no other worker */
+    int quiet;         /* only errors on stderr */
+    int verbose;       /* -v: runs and working directories too (quiet wins) */
+    double reconnect;  /* seconds it tries to reach a lost head; 0: it exits at once */
+    double grace;      /* seconds its running tasks have to finish after SIGTERM */
+    char *const *argv; /* the program's arguments: it replaces itself with them */
 } ff_worker_opts;
 
 /* The programs behind `fflua head` and `fflua worker` (exit statuses).

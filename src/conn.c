@@ -178,12 +178,40 @@ void ff_conn_free(ff_conn *c) {
     ff_buf_free(&c->wbuf);
 }
 
+/* --- buffers ------------------------------------------------------------- */
+
+/* A buffer keeps at most this much memory once what it held is handled:
+ * one large message must not leave its peak allocation behind for the
+ * connection's lifetime (a head or worker lives for days). */
+#define CONN_KEEP ((size_t)1 << 20)
+
+/* Gives back the memory of b beyond what it holds (at least 64 KiB kept,
+ * the size of a read) when it grew past CONN_KEEP. Without memory for the
+ * smaller block, b stays as it is. */
+static void conn_shrink(ff_buf *b) {
+    if (b->cap <= CONN_KEEP || b->n > b->cap / 4)
+        return;
+    if (b->n == 0) {
+        ff_buf_free(b);
+        return;
+    }
+    size_t cap = 64 * 1024;
+    while (cap < b->n)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p != NULL) {
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
 /* --- writing ------------------------------------------------------------- */
 
 static void on_written(uv_write_t *req, int status) {
     ff_conn *c = req->data;
     c->writing = 0;
     c->wbuf.n = 0;
+    conn_shrink(&c->wbuf);
     if (status < 0) {
         if (c->state != FF_CONN_CLOSING)
             conn_log(c, "write failed: %s", uv_strerror(status));
@@ -304,6 +332,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (off > 0 && c->state != FF_CONN_CLOSING) {
         memmove(c->in.p, c->in.p + off, c->in.n - off);
         c->in.n -= off;
+        conn_shrink(&c->in);
     }
 }
 

@@ -3,6 +3,9 @@
  * and the worker. Reads are split into frames (net.c); writes are batched:
  * frames appended while a write is in flight go out together in the next.
  * Both sides run the handshake of docs/protocol.md before anything else.
+ * A buffer that grew past 1 MiB for a large frame gives its memory back
+ * once the frame is handled (read) or written, so one large message does
+ * not leave its peak allocation behind for the connection's life.
  */
 #ifndef FFLUA_CONN_H
 #define FFLUA_CONN_H

@@ -17,11 +17,24 @@
  * on the executor that made it. ff_exec_sweep drops the instances the
  * store says are gone.
  *
- * Threads: an executor is used by one thread at a time (a worker's
- * executor threads have one each; a worker with one CPU has one for its
- * loop thread). Executors share nothing: several run at once in their
- * threads. The store's functions are called from the thread running the
- * task, during ff_exec_run.
+ * Threads: an executor is used by one thread at a time (each of a
+ * worker's executor threads has one; its loop thread runs no task).
+ * Executors share nothing: several run at once in their threads. The
+ * store's functions are called from the thread running the task, during
+ * ff_exec_run. ff_exec_interrupt alone may be called from another thread,
+ * while the executor runs.
+ *
+ * Stopping a task: ff_exec_interrupt sets a Lua hook on the executor's
+ * state (lua_sethook, which lua.c calls from a signal handler for Ctrl-C:
+ * it only stores a few fields) that raises an error at the task's next
+ * Lua instruction and arms itself again, so that a pcall in the node
+ * cannot swallow it. A task stuck in a C call does not reach a hook: the
+ * worker then gives up its process (worker.c).
+ *
+ * Memory: after each task, the state's garbage is collected when the
+ * state grew well past its size after the previous full collection, so
+ * that a task's large values do not outlive it (nor starve the next
+ * task) while tiny tasks pay nothing.
  */
 #ifndef FFLUA_EXEC_H
 #define FFLUA_EXEC_H
@@ -58,11 +71,16 @@ typedef struct ff_exec_task {
     size_t nargs;
     const char *pre; /* FFC_CODE bytes of the pre-run function; npre 0: none */
     size_t npre;
-    int actor;       /* FF_ACTOR_* (msg.h) */
-    uint64_t ctor;   /* FF_ACTOR_METHOD: the task index of its constructor */
-    uint64_t index;  /* the task's own index (where a constructor keeps its actor) */
-    const char *dir; /* the run's working directory (absolute), or NULL: none */
+    int actor;           /* FF_ACTOR_* (msg.h) */
+    uint64_t ctor;       /* FF_ACTOR_METHOD: the task index of its constructor */
+    uint64_t index;      /* the task's own index (where a constructor keeps its actor) */
+    const char *dir;     /* the run's working directory (absolute), or NULL: none */
+    uint64_t serial;     /* nonzero, distinct per task: what ff_exec_interrupt names */
+    uint64_t timeout_ms; /* for the message of a task stopped after its timeout */
 } ff_exec_task;
+
+/* Why a task is stopped (ff_exec_interrupt). */
+enum { FF_EXEC_CANCEL = 1, FF_EXEC_TIMEOUT = 2 };
 
 /* Makes an executor that gets bytes from store (copied). 0, or -ENOMEM
  * when no Lua state can be made. */
@@ -88,8 +106,17 @@ void ff_exec_sweep(ff_exec *x);
  * 0: its result's bytes (FFC_CODE) replace out's content.
  * FFLUA_ELUA: the task failed (its error, a result that cannot be
  * encoded or is too large for a message, a function that never
- * arrived); ff_exec_error says why. */
+ * arrived); ff_exec_error says why. -ECANCELED or -ETIMEDOUT: it was
+ * stopped by ff_exec_interrupt (FF_EXEC_CANCEL, FF_EXEC_TIMEOUT);
+ * ff_exec_error says so ("node 'x' ran longer than its timeout of 2 s:
+ * stopped"). */
 int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out);
+
+/* From any thread: stops the task whose serial is given, if x runs it
+ * (now, or from now on: a task not started yet is stopped at its first
+ * instruction), with why (FF_EXEC_CANCEL or FF_EXEC_TIMEOUT). Any other
+ * task is left alone. The caller makes sure x is not destroyed meanwhile. */
+void ff_exec_interrupt(ff_exec *x, uint64_t serial, int why);
 
 /* Why the last ff_exec_run failed, with its traceback: owned by x, valid
  * until its next call. */

@@ -9,7 +9,8 @@
  * as affinity; ff_sched_next then says what starts where. A TASK message
  * carries a parent's result only when the chosen worker does not hold it
  * already. Results of leaves go to the driver; intermediate results stay
- * with the workers (the head keeps a copy until every consumer was sent).
+ * with the workers (the head keeps a copy until every consumer finished,
+ * so that a task that runs again never needs a lost worker's results).
  * A run with a storage (RUN_STORE) has it on one worker: the head sends it
  * the results of saved tasks (PUT) and asks it for those of loaded tasks
  * (GET), which never go through the scheduler; drivers' storage calls
@@ -28,7 +29,18 @@
  * scheduler slot: once ready (their parents, the previous call among
  * them, are done) they go straight to that worker, so they run there in
  * program order, and only that worker's RESULT for them counts. A worker
- * lost while an actor on it has calls left fails the run (actors_lost).
+ * lost while an actor on it has calls left has it rebuilt elsewhere while
+ * it has max_restarts left (its constructor again, then its finished
+ * calls replayed in order), else its next call fails (actors_lost).
+ *
+ * Faults (docs/protocol.md, "Faults"). The head pings every peer each
+ * fifth of the heartbeat timeout and drops a worker silent for the
+ * timeout. A task counts an attempt when its worker says it STARTED; one
+ * lost with its worker, timed out, or failed with retry_exceptions runs
+ * again while it has attempts left (task_again), else fails for good
+ * (task_fail): the run fails, or, keeping going, only what depends on it
+ * (skipped, never started). HANDBACK queues tasks again without counting;
+ * a worker's STOPPING closes its place in the scheduler.
  *
  * Nothing a peer does takes the head down: a failed write ends that
  * connection only (SIGPIPE is made harmless by the program), every frame
@@ -37,6 +49,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,8 +88,16 @@ static const char *WHO = "head";
 /* How long the failure of tasks lost with a local worker waits for that
  * worker's exit status (its connection closes just before it exits). */
 #define FF_GRAVE_MS 1000
+/* A task lost with its worker before that worker said it started (so
+ * without an attempt counted) runs again, but at most FF_LOST_GRACE times
+ * more than it may start: a task that ends its worker at once could
+ * otherwise take down workers for ever. */
+#define FF_LOST_GRACE 2
 
-enum { T_PENDING, T_QUEUED, T_RUNNING, T_DONE, T_FAILED };
+/* T_REPLAY: a finished method call sent again to its rebuilt actor (its
+ * result is dropped). T_SKIPPED: with keep going, a task never started
+ * because a task it depends on failed. */
+enum { T_PENDING, T_QUEUED, T_RUNNING, T_DONE, T_FAILED, T_REPLAY, T_SKIPPED };
 
 typedef struct htask {
     uint64_t fid;
@@ -84,7 +105,6 @@ typedef struct htask {
     uint32_t *deps, ndeps;
     uint32_t *cons, ncons, cons_cap; /* consumers (later tasks using this one) */
     uint32_t waiting;                /* parents not done */
-    uint32_t unsent;                 /* consumers not yet dispatched */
     uint32_t unfinished;             /* consumers not yet finished */
     int leaf, state, place;
     int actor;             /* FF_ACTOR_*: class nodes (actors, see method_ready) */
@@ -100,6 +120,18 @@ typedef struct htask {
     uint8_t fp[FF_MSG_FP_LEN];
     ff_buf result;
     uint64_t holders; /* places < 64 that hold the result */
+    /* Faults. attempts: times it started (STARTED, or its RESULT); started:
+     * the attempt under way has; deaths: the places of the workers lost
+     * while it ran there (a poison task's victims), ndeaths of them. */
+    uint32_t max_retries, max_restarts, restarts, attempts, ndeaths;
+    uint64_t timeout_ms;
+    int retry_exc, started;
+    int pinned;      /* a parent of a restartable actor's task: kept until the run ends */
+    int rebuilding;  /* a constructor being run again on another worker (then replays) */
+    int out;         /* counted in its run's pending (queued, or sent) */
+    uint32_t replay; /* a rebuilt constructor: the next method call to replay */
+    uint64_t seq;    /* when it was last sent to a worker (h->sent, in order) */
+    int *deaths;
 } htask;
 
 typedef struct hconn hconn;
@@ -127,6 +159,8 @@ typedef struct hrun {
     blobmap funcs;
     hwd *wd; /* its working directory, or NULL (holds a reference) */
     int failed;
+    uint32_t graves; /* failures waiting in graves (the run ends after them) */
+    int keep_going;  /* FF_RUN_KEEP_GOING: a failure fails only what depends on it */
     /* max_pending_tasks: at most this many tasks queued or running (0: no
      * limit); ready tasks beyond it wait in `held`, oldest first. */
     uint32_t max_pending, pending;
@@ -165,9 +199,26 @@ struct hconn {
      * RUN_END. */
     uint64_t refused_run;
     int refused;
-    blobmap wd_has;  /* hwd id -> "": drivers: the working dirs they hold; workers: have */
-    blobmap wd_runs; /* workers: run id -> "": runs whose RUN_WORKDIR they have */
+    /* c.nreads and the socket's write queue when seen_ms was last set:
+     * bytes of a frame that takes a while to arrive (a large result) are
+     * signs of life too, and so are bytes it takes of one the head sends
+     * (a large TASK, behind which its PINGs wait). */
+    uint64_t seen_reads;
+    size_t seen_wq;
+    blobmap wd_has;   /* hwd id -> "": drivers: the working dirs they hold; workers: have */
+    blobmap wd_runs;  /* workers: run id -> "": runs whose RUN_WORKDIR they have */
+    uint64_t seen_ms; /* when it last sent a frame (heartbeats) */
+    int stopping;     /* workers: it sent STOPPING (its place takes no new tasks) */
 };
+
+/* What the head remembers of every place ever given, for the messages of
+ * tasks that ran there after its worker left. */
+typedef struct hplace {
+    char name[96];  /* "host:pid" */
+    char lost[128]; /* why the head dropped it, or "" */
+    char ended[64]; /* a local worker's process: how it ended, once it did */
+    int local_pid;  /* a local worker's process id, else 0 */
+} hplace;
 
 /* A local worker process, and the slot it keeps across restarts. */
 typedef struct hchild {
@@ -188,8 +239,11 @@ typedef struct hchild {
  * that the driver learns how the process ended. */
 struct grave_done {
     hconn *driver;
-    uint64_t run;
+    uint64_t run; /* the driver's run id */
     uint32_t index;
+    uint64_t run_id; /* the head's */
+    uint32_t attempts;
+    char *prefix; /* a task lost several times: its message up to this worker, or NULL */
 };
 
 typedef struct hgrave {
@@ -215,7 +269,6 @@ typedef struct head {
     int64_t local_cpus_units;
     hgrave *graves;
     uv_timer_t grave_timer;
-    hconn *losing;   /* the worker whose place is being removed (for on_lost) */
     uv_tcp_t reject; /* takes a connection there is no memory for, to close it */
     int rejecting;   /* reject is closing (2: it had taken a connection) */
     ff_noise noise;
@@ -226,7 +279,17 @@ typedef struct head {
     ff_sched *sched;
     hconn *conns;
     hconn **places; /* place index -> worker connection */
+    hplace *pinfo;  /* place index -> what is known of it (nplaces_cap of them) */
     int nplaces_cap;
+    uint64_t *lost_ids; /* scratch: tasks lost with a worker, to queue again */
+    size_t nlost, lost_cap;
+    uint64_t sent; /* TASKs sent so far (htask.seq) */
+    /* A worker left: until then, tasks no worker can hold wait for one
+     * to join (may_wait); the timer fails those still waiting. */
+    uint64_t rejoin_until;
+    uv_timer_t rejoin;
+    unsigned heartbeat_ms;
+    uv_timer_t heartbeat;
     int64_t machines; /* machine keys given so far */
     hrun *runs;
     hfwd *fwds;        /* STOREs waiting for their worker's reply */
@@ -260,6 +323,7 @@ static void task_free_fields(htask *t) {
     free(t->args);
     free(t->pre);
     free(t->req);
+    free(t->deaths);
     ff_buf_free(&t->result);
 }
 
@@ -375,9 +439,17 @@ static int send_done(hrun *r, uint32_t i, int status, const char *p, size_t n) {
     if (r->driver == NULL || r->driver->c.state != FF_CONN_READY)
         return 0;
     ff_buf *b = &r->driver->c.out;
-    int rc = ff_msg_done_write(
-        b,
-        &(ff_msg_done){.run = r->driver_run, .index = i, .status = status, .bytes = p, .len = n});
+    ff_msg_done m = {.run = r->driver_run, .index = i, .status = status, .bytes = p, .len = n};
+    head *h = r->driver->h;
+    if (status != FF_DONE_OK && status != FF_DONE_REFUSED && i < r->received) {
+        const htask *t = &r->tasks[i];
+        if (t->place >= 0 && t->place < h->nplaces_cap && t->attempts > 0) {
+            m.worker = h->pinfo[t->place].name;
+            m.worker_len = strlen(m.worker);
+        }
+        m.attempts = t->attempts;
+    }
+    int rc = ff_msg_done_write(b, &m);
     if (rc == 0)
         return 0;
     char msg[200];
@@ -457,6 +529,20 @@ static void run_fail(hrun *r, uint32_t i, const char *msg) {
     send_done(r, i, 1, msg, strlen(msg));
 }
 
+/* Ends run r if it failed (run_abort) or every task is settled
+ * (run_finish). Returns 1 when r was freed. */
+static int run_settle(head *h, hrun *r) {
+    if (r->failed) {
+        run_abort(h, r);
+        return 1;
+    }
+    if (r->received == r->ntasks && r->finished == r->ntasks && r->graves == 0) {
+        run_finish(h, r);
+        return 1;
+    }
+    return 0;
+}
+
 /* Makes room for n dependencies in h->deps: 0, or -ENOMEM. */
 static int task_deps(head *h, size_t n) {
     if (n <= h->deps_cap)
@@ -513,7 +599,8 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
                      .npre = t->npre,
                      .cpus = (uint64_t)t->cpus,
                      .actor = t->actor,
-                     .ctor = t->ctor};
+                     .ctor = t->ctor,
+                     .timeout_ms = t->timeout_ms};
     size_t size = ff_msg_task_size(&m, h->deps);
     if (size > FF_FRAME_MAX) {
         snprintf(err, errlen,
@@ -559,15 +646,15 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
         bm_put(&w->wd_runs, r->id, "", 0); /* if this fails, the RUN_WORKDIR goes again */
     if (f != NULL)
         bm_put(&w->funcs_sent, fkey, "", 0); /* if this fails, the FUNC goes again */
-    for (uint32_t d = 0; d < t->ndeps; d++) {
-        htask *p = &r->tasks[t->deps[d]];
+    /* The head keeps its copy of the parents' results until their
+     * consumers finished (settle_parents): this task may run again. */
+    for (uint32_t d = 0; d < t->ndeps; d++)
         if (place < 64)
-            p->holders |= (uint64_t)1 << place;
-        if (--p->unsent == 0 && !p->leaf && r->received == r->ntasks)
-            ff_buf_free(&p->result); /* every consumer has it now */
-    }
+            r->tasks[t->deps[d]].holders |= (uint64_t)1 << place;
     t->state = T_RUNNING;
+    t->started = 0;
     t->place = place;
+    t->seq = ++h->sent;
     return 0;
 }
 
@@ -614,6 +701,14 @@ static int fits_local(const head *h, const htask *t) {
     return 1;
 }
 
+/* Whether task t, which no worker now present can hold, waits for one:
+ * a local worker will hold it, or a worker left within the last
+ * heartbeat timeout (one replacing its process connects again, and so
+ * does one whose link came back). */
+static int may_wait(const head *h, const htask *t) {
+    return fits_local(h, t) || (!h->stopping && uv_now(&h->loop) < h->rejoin_until);
+}
+
 static hconn *store_worker(head *h, hrun *r) {
     int p = r->store_place;
     hconn *w = p >= 0 && p < h->nplaces_cap ? h->places[p] : NULL;
@@ -642,6 +737,7 @@ static void store_load(head *h, hrun *r, uint32_t i) {
     }
     t->state = T_RUNNING;
     t->place = r->store_place;
+    t->out = 1;
     r->pending++;
 }
 
@@ -652,6 +748,10 @@ static void store_load(head *h, hrun *r, uint32_t i) {
 static void method_ready(head *h, hrun *r, uint32_t i) {
     htask *t = &r->tasks[i];
     char err[300];
+    if (r->tasks[t->ctor].rebuilding) {
+        t->state = T_PENDING; /* sent once its actor is rebuilt (replay_next) */
+        return;
+    }
     if (send_task(h, r, i, r->tasks[t->ctor].place, err, sizeof err) != 0) {
         char msg[400];
         snprintf(msg, sizeof msg, "its actor '%s' cannot take it: %s", r->tasks[t->ctor].name, err);
@@ -659,6 +759,7 @@ static void method_ready(head *h, hrun *r, uint32_t i) {
         run_fail(r, i, msg);
         return;
     }
+    t->out = 1;
     r->pending++;
 }
 
@@ -700,7 +801,7 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
     int affinity = t->ndeps > 0 ? r->tasks[t->deps[0]].place : -1;
     int bad;
     int rc = ff_sched_submit(h->sched, TASK_ID(r->id, i), t->req, t->nreq, affinity,
-                             fits_local(h, t) ? FF_SCHED_WAIT : 0, &bad);
+                             may_wait(h, t) ? FF_SCHED_WAIT : 0, &bad);
     if (rc == FFLUA_ERESOURCE) {
         /* The workers able to hold it left while its parents ran. */
         run_fail(r, i, "no worker left in the cluster can hold what it asks for");
@@ -711,17 +812,22 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
         return;
     }
     t->state = T_QUEUED;
+    t->out = 1;
     r->pending++;
 }
 
-/* A task of run r is no longer out: release what was held for it. */
-static void task_out(head *h, hrun *r) {
+/* Task i of run r is no longer out (queued or sent): release what was
+ * held back for it. */
+static void task_out(head *h, hrun *r, uint32_t i) {
+    if (!r->tasks[i].out)
+        return;
+    r->tasks[i].out = 0;
     r->pending--;
     while (r->held_n > 0 && (r->max_pending == 0 || r->pending < r->max_pending) && !r->failed) {
-        uint32_t i = r->held[r->held_head];
+        uint32_t k = r->held[r->held_head];
         r->held_head = (r->held_head + 1) % r->held_cap;
         r->held_n--;
-        make_ready(h, r, i);
+        make_ready(h, r, k);
     }
 }
 
@@ -745,6 +851,103 @@ static void free_result(head *h, hrun *r, uint32_t i) {
     r->tasks[i].holders = 0;
 }
 
+/* --- settling tasks -------------------------------------------------------- */
+
+/* Task i settled (finished, failed or skipped): each parent whose
+ * consumers all settled is needed no more. The workers drop it (FREE);
+ * the head drops its copy too, unless a restartable actor may need it
+ * again (pinned). */
+static void settle_parents(head *h, hrun *r, uint32_t i) {
+    htask *t = &r->tasks[i];
+    int complete = r->received == r->ntasks;
+    for (uint32_t d = 0; d < t->ndeps; d++) {
+        htask *p = &r->tasks[t->deps[d]];
+        if (--p->unfinished == 0 && complete) {
+            free_result(h, r, t->deps[d]);
+            if (!p->pinned)
+                ff_buf_free(&p->result);
+        }
+    }
+    if (t->actor == FF_ACTOR_METHOD && r->tasks[t->ctor].methods_left > 0)
+        r->tasks[t->ctor].methods_left--;
+}
+
+/* Task i runs again (its worker was lost, it timed out, it failed with
+ * retry_exceptions, or it was handed back): queued as if new. */
+static void task_again(head *h, hrun *r, uint32_t i) {
+    htask *t = &r->tasks[i];
+    t->state = T_PENDING;
+    t->started = 0;
+    task_out(h, r, i);
+    make_ready(h, r, i);
+}
+
+/* With keep going: the tasks that depend on failed task i are skipped,
+ * never started, and settle (no DONE for them). */
+static void skip_consumers(head *h, hrun *r, uint32_t i) {
+    uint32_t *stack = NULL;
+    size_t n = 0, cap = 0;
+    uint32_t cur = i;
+    for (;;) {
+        htask *t = &r->tasks[cur];
+        for (uint32_t k = 0; k < t->ncons; k++) {
+            uint32_t c = t->cons[k];
+            htask *ct = &r->tasks[c];
+            if (ct->state == T_SKIPPED || ct->state == T_FAILED || ct->state == T_DONE)
+                continue;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                uint32_t *ns = realloc(stack, nc * sizeof *ns);
+                if (ns == NULL) {
+                    free(stack);
+                    run_fail(r, i, "the head has not enough memory to skip what depends on it");
+                    return;
+                }
+                stack = ns;
+                cap = nc;
+            }
+            if (ct->state == T_QUEUED)
+                ff_sched_release(h->sched, TASK_ID(r->id, c));
+            task_out(h, r, c);
+            ct->state = T_SKIPPED;
+            r->finished++;
+            settle_parents(h, r, c);
+            stack[n++] = c;
+        }
+        if (n == 0)
+            break;
+        cur = stack[--n];
+    }
+    free(stack);
+}
+
+/* Task i failed for good (status FF_DONE_*): its driver is told (msg,
+ * unless NULL: a grave tells it later). Without keep going the run fails
+ * (r->failed; the caller ends it, run_settle); with it, the tasks that
+ * depend on i are skipped and the rest goes on. */
+static void task_fail(head *h, hrun *r, uint32_t i, int status, const char *msg, size_t len) {
+    htask *t = &r->tasks[i];
+    if (r->failed)
+        return;
+    if (t->state == T_QUEUED)
+        ff_sched_release(h->sched, TASK_ID(r->id, i));
+    t->state = T_FAILED;
+    if (msg != NULL && send_done(r, i, status, msg, len) != 0)
+        r->failed = 1;
+    if (!r->keep_going) {
+        r->failed = 1;
+        return;
+    }
+    task_out(h, r, i);
+    if (t->rebuilding) { /* an actor's constructor: settled once already */
+        t->rebuilding = 0;
+    } else {
+        r->finished++;
+        settle_parents(h, r, i);
+    }
+    skip_consumers(h, r, i);
+}
+
 /* --- messages from workers ----------------------------------------------- */
 
 /* A peer the head drops (it broke the protocol, or what it sent cannot be
@@ -757,8 +960,8 @@ static int protocol_error(hconn *c, const char *why) {
 }
 
 static void store_save(head *h, hrun *r, uint32_t i, const char *bytes, size_t len, uint64_t ns);
-static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const char *bytes,
-                      size_t len);
+static void task_done(head *h, hrun *r, int place, uint32_t i, const char *bytes, size_t len);
+static void replay_next(head *h, hrun *r, uint32_t c);
 
 /* A RESULT. A malformed one closes the connection (the tasks running
  * there then fail, and say why): ignoring it would leave its task running
@@ -768,7 +971,6 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
     if (ff_msg_result_read(p, n, &m) != 0)
         return protocol_error(w, "it sent a malformed RESULT");
     uint64_t run = m.run, i = m.index;
-    int ok = m.status == FF_RESULT_OK; /* timeouts: the faults work's */
     const char *bytes = m.bytes;
     size_t len = m.len;
     /* Only a task this worker is running counts: a result for another's
@@ -776,6 +978,31 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
      * scheduler's: their task says where they run. */
     hrun *r = run <= UINT32_MAX && i <= UINT32_MAX ? run_find(h, run) : NULL;
     int method = r != NULL && i < r->received && r->tasks[i].actor == FF_ACTOR_METHOD;
+    if (method && r->tasks[i].state == T_REPLAY && r->tasks[i].place == w->place) {
+        /* A finished call replayed on its rebuilt actor: its result was
+         * used already; the next call follows. */
+        htask *t = &r->tasks[i];
+        t->state = T_DONE;
+        if (m.status != FF_RESULT_OK) {
+            char msg[600], esc[400];
+            snprintf(msg, sizeof msg,
+                     "its actor '%s' could not be rebuilt: replaying '%s' on %s failed: %s",
+                     r->tasks[t->ctor].name, t->name, w->name,
+                     ff_text_escape(esc, sizeof esc, bytes, len));
+            r->tasks[t->ctor].rebuilding = 0;
+            for (uint32_t k = (uint32_t)i + 1; k < r->received; k++)
+                if (r->tasks[k].actor == FF_ACTOR_METHOD && r->tasks[k].ctor == t->ctor &&
+                    r->tasks[k].state == T_PENDING) {
+                    task_fail(h, r, k, FF_DONE_FAILED, msg, strlen(msg));
+                    break;
+                }
+            run_settle(h, r);
+        } else {
+            replay_next(h, r, t->ctor);
+        }
+        dispatch(h);
+        return 0;
+    }
     int at = -1;
     if (method ? r->tasks[i].state != T_RUNNING || r->tasks[i].place != w->place
                : run > UINT32_MAX || i > UINT32_MAX ||
@@ -794,9 +1021,108 @@ static int on_result(head *h, hconn *w, const char *p, size_t n) {
         dispatch(h); /* a cancelled run: resources are free again */
         return 0;
     }
-    if (ok && r->tasks[i].save)
+    htask *t = &r->tasks[i];
+    if (!t->started) { /* its STARTED did not come first: it ran all the same */
+        t->started = 1;
+        t->attempts++;
+    }
+    if (m.status != FF_RESULT_OK) {
+        int timeout = m.status == FF_RESULT_TIMEOUT;
+        if ((timeout || t->retry_exc) && t->attempts < 1 + t->max_retries && !r->failed) {
+            if (!h->quiet)
+                ff_log(WHO, "node '%s' %s on %s: it runs again (attempt %u of %u)", t->name,
+                       timeout ? "timed out" : "failed", w->name, t->attempts + 1,
+                       1 + t->max_retries);
+            task_again(h, r, (uint32_t)i);
+        } else {
+            task_fail(h, r, (uint32_t)i, timeout ? FF_DONE_TIMEOUT : FF_DONE_FAILED, bytes, len);
+            run_settle(h, r);
+        }
+        dispatch(h);
+        return 0;
+    }
+    if (t->save)
         store_save(h, r, (uint32_t)i, bytes, len, m.ns);
-    task_done(h, r, w->place, (uint32_t)i, ok, bytes, len);
+    task_done(h, r, w->place, (uint32_t)i, bytes, len);
+    return 0;
+}
+
+/* STARTED: tasks that began to run on worker w count an attempt. */
+static int on_started(head *h, hconn *w, const char *p, size_t n) {
+    uint64_t run;
+    ff_msg_list l;
+    if (ff_msg_started_read(p, n, &run, &l) != 0)
+        return protocol_error(w, "it sent a malformed STARTED");
+    hrun *r = run_find(h, run);
+    while (l.n > 0) {
+        uint64_t i = ff_msg_next_index(&l);
+        if (r == NULL || i >= r->received)
+            continue;
+        htask *t = &r->tasks[i];
+        if (t->state == T_RUNNING && t->place == w->place && !t->started) {
+            t->started = 1;
+            t->attempts++;
+        }
+    }
+    return 0;
+}
+
+/* HANDBACK: tasks worker w will not run or finish run again elsewhere,
+ * without counting an attempt; those of a run that ended only give back
+ * their resources. */
+static int on_handback(head *h, hconn *w, const char *p, size_t n) {
+    uint64_t run;
+    ff_msg_list l;
+    if (ff_msg_handback_read(p, n, &run, &l) != 0)
+        return protocol_error(w, "it sent a malformed HANDBACK");
+    hrun *r = run <= UINT32_MAX ? run_find(h, run) : NULL;
+    while (l.n > 0) {
+        uint64_t i = ff_msg_next_index(&l);
+        if (run > UINT32_MAX || i > UINT32_MAX)
+            continue;
+        htask *t = r != NULL && i < r->received ? &r->tasks[i] : NULL;
+        int method = t != NULL && t->actor == FF_ACTOR_METHOD;
+        int at = -1;
+        if (!method && ff_sched_task_state(h->sched, TASK_ID(run, i), &at) == FF_SCHED_RUNNING &&
+            at == w->place)
+            ff_sched_release(h->sched, TASK_ID(run, i));
+        else if (!method || t->place != w->place)
+            continue; /* not this worker's */
+        if (t == NULL || r->failed || (t->state != T_RUNNING && t->state != T_REPLAY))
+            continue;
+        if (t->state == T_REPLAY) { /* its actor is lost with the worker: replayed again */
+            t->state = T_DONE;
+            continue;
+        }
+        if (t->started)
+            t->attempts--;
+        if (method) { /* it waits for its actor's worker to leave (actors_lost) */
+            t->state = T_PENDING;
+            t->started = 0;
+            task_out(h, r, (uint32_t)i);
+            continue;
+        }
+        task_again(h, r, (uint32_t)i);
+    }
+    if (r != NULL)
+        run_settle(h, r);
+    dispatch(h);
+    return 0;
+}
+
+/* STOPPING from worker w: it takes no new tasks; it leaves with BYE once
+ * its running ones finished or were handed back. */
+static int on_worker_stopping(head *h, hconn *w, const char *p, size_t n) {
+    const char *why;
+    size_t len;
+    if (ff_msg_stopping_read(p, n, &why, &len) != 0)
+        return protocol_error(w, "it sent a malformed STOPPING");
+    char esc[200];
+    if (!h->quiet)
+        ff_log(WHO, "worker %s is stopping: %s", w->name,
+               ff_text_escape(esc, sizeof esc, why, len));
+    w->stopping = 1;
+    ff_sched_close_place(h->sched, w->place);
     return 0;
 }
 
@@ -831,34 +1157,62 @@ static void store_save(head *h, hrun *r, uint32_t i, const char *bytes, size_t l
     }
 }
 
-/* Task i of run r finished at place (ok, or failed with the message in
- * bytes): its consumers may start, results no longer needed are freed, and
- * the run ends when it was the last. */
-static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const char *bytes,
-                      size_t len) {
+/* Replays on rebuilt actor c the next method call that had finished
+ * before its worker was lost (its result is dropped: it was used); when
+ * none is left, the actor is rebuilt and the call that waited is sent. */
+static void replay_next(head *h, hrun *r, uint32_t c) {
+    htask *ct = &r->tasks[c];
+    char err[300];
+    for (; ct->replay < r->received; ct->replay++) {
+        uint32_t k = ct->replay;
+        htask *m = &r->tasks[k];
+        if (m->actor != FF_ACTOR_METHOD || m->ctor != c || m->state != T_DONE)
+            continue;
+        if (send_task(h, r, k, ct->place, err, sizeof err) != 0) {
+            run_fail(r, k, err);
+            run_abort(h, r);
+            return;
+        }
+        m->state = T_REPLAY;
+        ct->replay++;
+        return;
+    }
+    ct->rebuilding = 0;
+    if (!h->quiet)
+        ff_log(WHO, "actor '%s' rebuilt on %s", ct->name, h->pinfo[ct->place].name);
+    for (uint32_t k = c + 1; k < r->received && !r->failed; k++) {
+        htask *m = &r->tasks[k];
+        if (m->actor == FF_ACTOR_METHOD && m->ctor == c && m->state == T_PENDING && m->waiting == 0)
+            method_ready(h, r, k);
+    }
+    run_settle(h, r);
+}
+
+/* Task i of run r finished at place: its consumers may start, results no
+ * longer needed are freed, and the run ends when it was the last. */
+static void task_done(head *h, hrun *r, int place, uint32_t i, const char *bytes, size_t len) {
     htask *t = &r->tasks[i];
     if (r->failed) {
         run_abort(h, r);
         dispatch(h);
         return;
     }
-    if (!ok) {
-        t->state = T_FAILED;
-        send_done(r, (uint32_t)i, 1, bytes, len);
-        run_abort(h, r);
+    t->state = T_DONE;
+    task_out(h, r, i);
+    if (place < 64 && !t->load) /* a loaded result stays with the head */
+        t->holders |= (uint64_t)1 << place;
+    if (t->rebuilding) { /* an actor built again: its finished calls are replayed */
+        t->place = place;
+        t->replay = i + 1;
+        replay_next(h, r, i);
         dispatch(h);
         return;
     }
-    t->state = T_DONE;
     r->finished++;
-    if (t->actor == FF_ACTOR_METHOD)
-        r->tasks[t->ctor].methods_left--;
-    task_out(h, r);
-    if (place < 64 && !t->load) /* a loaded result stays with the head */
-        t->holders |= (uint64_t)1 << place;
     if (t->leaf && send_done(r, (uint32_t)i, 0, bytes, len) != 0)
         r->failed = 1; /* the driver was told why instead */
-    if (!r->failed && (t->unsent > 0 || r->received < r->ntasks)) { /* consumers may come */
+    if (!r->failed && (t->unfinished > 0 || r->received < r->ntasks || t->pinned)) {
+        /* consumers may come, or run again */
         t->result.n = 0;
         if (len > 0 && ff_buf_reserve(&t->result, len) != 0) {
             char msg[200];
@@ -874,7 +1228,7 @@ static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const cha
     }
     for (uint32_t k = 0; k < t->ncons && !r->failed; k++) {
         htask *c = &r->tasks[t->cons[k]];
-        if (--c->waiting == 0)
+        if (c->state == T_PENDING && --c->waiting == 0)
             make_ready(h, r, t->cons[k]);
     }
     if (r->failed) {
@@ -883,14 +1237,10 @@ static void task_done(head *h, hrun *r, int place, uint32_t i, int ok, const cha
         return;
     }
     /* Workers keep results only while a consumer may still need them. */
-    int complete = r->received == r->ntasks;
-    for (uint32_t d = 0; d < t->ndeps; d++)
-        if (--r->tasks[t->deps[d]].unfinished == 0 && complete)
-            free_result(h, r, t->deps[d]);
-    if (t->ncons == 0 && complete)
+    settle_parents(h, r, i);
+    if (t->ncons == 0 && r->received == r->ntasks)
         free_result(h, r, (uint32_t)i);
-    if (complete && r->finished == r->ntasks)
-        run_finish(h, r);
+    run_settle(h, r);
     dispatch(h);
 }
 
@@ -905,6 +1255,8 @@ static int64_t machine_key(head *h, const unsigned char *id) {
     }
     return h->machines++;
 }
+
+static hchild *local_child(head *h, const hconn *w);
 
 /* 0; 1 for a malformed REGISTER; 2 for a worker refused (why in err). */
 static int on_register(head *h, hconn *w, const char *p, size_t n, char *err, size_t errlen) {
@@ -947,6 +1299,11 @@ static int on_register(head *h, hconn *w, const char *p, size_t n, char *err, si
             return 1;
         memset(np + h->nplaces_cap, 0, (size_t)(ncap - h->nplaces_cap) * sizeof *np);
         h->places = np;
+        hplace *ni = realloc(h->pinfo, (size_t)ncap * sizeof *ni);
+        if (ni == NULL)
+            return 1;
+        memset(ni + h->nplaces_cap, 0, (size_t)(ncap - h->nplaces_cap) * sizeof *ni);
+        h->pinfo = ni;
         h->nplaces_cap = ncap;
     }
     char hostname[64];
@@ -976,6 +1333,9 @@ static int on_register(head *h, hconn *w, const char *p, size_t n, char *err, si
     h->places[place] = w;
     w->place = place;
     w->pid = pid;
+    snprintf(h->pinfo[place].name, sizeof h->pinfo[place].name, "%s", w->name);
+    const hchild *ch = local_child(h, w);
+    h->pinfo[place].local_pid = ch != NULL ? ch->pid : 0;
     memcpy(w->machine, m.machine, FF_MACHINE_LEN);
     w->machine_key = key;
     if (!h->quiet)
@@ -1044,6 +1404,10 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
             bad = 1; /* saved or loaded without a RUN_STORE */
         t->actor = st.actor;
         t->ctor = (uint32_t)st.ctor; /* < st.index */
+        t->max_retries = st.max_retries;
+        t->max_restarts = st.max_restarts;
+        t->timeout_ms = st.timeout_ms;
+        t->retry_exc = st.retry_exceptions;
         t->ndeps = st.ndeps;
         t->nargs = st.nargs;
         t->npre = st.npre;
@@ -1122,13 +1486,20 @@ static int read_tasks(head *h, hrun *r, const ff_msg_submit *m, ff_msg_tasks *ta
                 p->cons_cap = cap;
             }
             p->cons[p->ncons++] = i;
-            p->unsent++;
             p->unfinished++;
             if (p->state != T_DONE)
                 t->waiting++;
         }
         if (t->actor == FF_ACTOR_METHOD)
             r->tasks[t->ctor].methods_left++;
+        /* An actor that may be rebuilt needs what its constructor and its
+         * calls took, until the run ends. */
+        const htask *ct = t->actor == FF_ACTOR_CTOR     ? t
+                          : t->actor == FF_ACTOR_METHOD ? &r->tasks[t->ctor]
+                                                        : NULL;
+        if (ct != NULL && ct->max_restarts > 0)
+            for (uint32_t d = 0; d < t->ndeps; d++)
+                r->tasks[t->deps[d]].pinned = 1;
     }
     return 0;
 }
@@ -1212,6 +1583,7 @@ static int on_submit(head *h, hconn *d, const char *p, size_t n) {
         return 1;
     }
     r->max_pending = m.max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)m.max_pending;
+    r->keep_going = (m.flags & FF_RUN_KEEP_GOING) != 0;
     uint32_t first = 0, count = 0;
     int rc = read_tasks(h, r, &m, &tasks, &first, &count, err, sizeof err);
     if (rc == 1) {
@@ -1371,7 +1743,7 @@ static int on_store_reply(head *h, hconn *w, const char *p, size_t n) {
             dispatch(h);
             return 0;
         }
-        task_done(h, r, w->place, i, 1, s.p + 1, s.len - 1);
+        task_done(h, r, w->place, i, s.p + 1, s.len - 1);
         return 0;
     }
     for (hfwd **pp = &h->fwds; *pp; pp = &(*pp)->next) {
@@ -1636,6 +2008,7 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
     hconn *c = fc->data;
     head *h = c->h;
     int role = fc->role;
+    c->seen_ms = uv_now(&h->loop); /* any frame is a sign of life */
     if (type == FF_M_BYE)
         return 1;
     if (role == FF_ROLE_WORKER) {
@@ -1656,6 +2029,18 @@ static int on_frame(ff_conn *fc, int type, const char *p, size_t n) {
         }
         if (type == FF_M_RESULT && c->place >= 0)
             return on_result(h, c, p, n);
+        if (type == FF_M_STARTED && c->place >= 0)
+            return on_started(h, c, p, n);
+        if (type == FF_M_HANDBACK && c->place >= 0)
+            return on_handback(h, c, p, n);
+        if (type == FF_M_STOPPING && c->place >= 0)
+            return on_worker_stopping(h, c, p, n);
+        if (type == FF_M_PING) {
+            uint64_t ms;
+            if (ff_msg_ping_read(p, n, &ms) != 0)
+                return protocol_error(c, "it sent a malformed PING");
+            return 0;
+        }
         if (type == FF_M_STORE_REPLY && c->place >= 0)
             return on_store_reply(h, c, p, n);
     } else if (role == FF_ROLE_DRIVER) {
@@ -1710,42 +2095,99 @@ static hchild *local_child(head *h, const hconn *w) {
     return NULL;
 }
 
-/* Why the tasks that ran on worker w failed, into msg. Returns 1 instead
- * when w is a local worker whose process has not been seen to end yet:
- * the failures then wait for how it ended (a grave). */
-static int lost_why(head *h, const hconn *w, char *msg, size_t cap) {
-    if (w->lost[0] != '\0') {
-        snprintf(msg, cap, "the worker running it (%s) was disconnected: %s", w->name, w->lost);
+/* What became of the worker of place p, into buf ("NAME ended: killed by
+ * signal 9", "NAME was disconnected: WHY", "NAME left the cluster").
+ * Returns 1 when it is a local worker whose process has not been seen to
+ * end yet (buf then says it left). */
+static int death_text(head *h, int p, char *buf, size_t cap) {
+    const hplace *pi = &h->pinfo[p];
+    if (pi->lost[0] != '\0') {
+        snprintf(buf, cap, "%s was disconnected: %s", pi->name, pi->lost);
         return 0;
     }
-    const hchild *ch = local_child(h, w);
-    if (ch != NULL && ch->running)
-        return 1;
-    if (ch != NULL)
-        snprintf(msg, cap, "the worker process running it (%s) %s", w->name, ch->ended);
-    else
-        snprintf(msg, cap, "the worker running it (%s) left the cluster", w->name);
+    if (pi->ended[0] != '\0') {
+        snprintf(buf, cap, "%s %s", pi->name, pi->ended);
+        return 0;
+    }
+    snprintf(buf, cap, "%s left the cluster", pi->name);
+    for (int k = 0; k < h->nchildren && pi->local_pid > 0; k++)
+        if (h->children[k].pid == pi->local_pid && h->children[k].running)
+            return 1;
     return 0;
+}
+
+/* Whether the failure of task t lists every worker it was lost with
+ * (it started more than once; the driver says how often) rather than the
+ * last one alone. */
+static int lost_list(const htask *t) {
+    return t->ndeaths > 1 && t->attempts > 1;
+}
+
+/* Task t's failure, lost with several workers: the list before the last
+ * worker's part ("A ended ...; B left the cluster;"). */
+static size_t lost_prefix(head *h, const htask *t, char *msg, size_t cap) {
+    size_t n = 0;
+    msg[0] = '\0';
+    for (uint32_t k = 0; k + 1 < t->ndeaths && n < cap; k++) {
+        char one[300];
+        death_text(h, t->deaths[k], one, sizeof one);
+        n += (size_t)snprintf(msg + n, cap - n, "%s%s;", k > 0 ? " " : "", one);
+    }
+    return n < cap ? n : cap - 1;
+}
+
+/* The failure of task t, lost with its workers (t->deaths, the last one
+ * at place last), into msg: one worker is said as before retries
+ * existed; several are listed with how each ended. */
+static void lost_message(head *h, const htask *t, int last, char *msg, size_t cap) {
+    const hplace *pi = &h->pinfo[last];
+    if (!lost_list(t)) {
+        if (pi->lost[0] != '\0')
+            snprintf(msg, cap, "the worker running it (%s) was disconnected: %s", pi->name,
+                     pi->lost);
+        else if (pi->ended[0] != '\0')
+            snprintf(msg, cap, "the worker process running it (%s) %s", pi->name, pi->ended);
+        else
+            snprintf(msg, cap, "the worker running it (%s) left the cluster", pi->name);
+        return;
+    }
+    size_t n = lost_prefix(h, t, msg, cap);
+    char one[300];
+    death_text(h, last, one, sizeof one);
+    snprintf(msg + n, cap - n, " %s", one);
 }
 
 /* Sends the DONEs waiting in grave g, with how its process ended (NULL:
  * not known), and forgets g. */
 static void grave_flush(head *h, hgrave *g, const char *ended) {
-    char msg[300];
-    if (ended != NULL)
-        snprintf(msg, sizeof msg, "the worker process running it (%s) %s", g->name, ended);
-    else
-        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", g->name);
     for (size_t k = 0; k < g->n; k++) {
-        hconn *d = g->done[k].driver; /* NULL once that driver left */
-        if (d == NULL || d->c.state != FF_CONN_READY)
-            continue;
-        ff_msg_done m = {.run = g->done[k].run,
-                         .index = g->done[k].index,
-                         .status = FF_DONE_FAILED,
-                         .bytes = msg,
-                         .len = strlen(msg)};
-        sent_or_close(d, ff_msg_done_write(&d->c.out, &m), "a DONE");
+        struct grave_done *gd = &g->done[k];
+        hrun *r = run_find(h, gd->run_id);
+        if (r != NULL && r->graves > 0)
+            r->graves--;
+        hconn *d = gd->driver; /* NULL once that driver left */
+        if (d != NULL && d->c.state == FF_CONN_READY) {
+            char msg[2048];
+            if (gd->prefix == NULL && ended != NULL)
+                snprintf(msg, sizeof msg, "the worker process running it (%s) %s", g->name, ended);
+            else if (gd->prefix == NULL)
+                snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", g->name);
+            else
+                snprintf(msg, sizeof msg, "%s %s %s", gd->prefix, g->name,
+                         ended != NULL ? ended : "left the cluster");
+            ff_msg_done m = {.run = gd->run,
+                             .index = gd->index,
+                             .status = FF_DONE_LOST,
+                             .bytes = msg,
+                             .len = strlen(msg),
+                             .worker = g->name,
+                             .worker_len = strlen(g->name),
+                             .attempts = gd->attempts};
+            sent_or_close(d, ff_msg_done_write(&d->c.out, &m), "a DONE");
+        }
+        free(gd->prefix);
+        if (r != NULL)
+            run_settle(h, r);
     }
     for (hgrave **pp = &h->graves; *pp; pp = &(*pp)->next)
         if (*pp == g) {
@@ -1771,14 +2213,18 @@ static void on_grave_timer(uv_timer_t *t) {
 }
 
 /* Puts the failure of task i of run r, lost with local worker w, in w's
- * grave. Returns nonzero when there is no memory for it. */
-static int grave_add(head *h, const hconn *w, hrun *r, uint32_t i) {
+ * grave; prefix (malloc'd, or NULL for a task lost once) is the message
+ * before w's part. Returns nonzero when there is no memory for it (prefix
+ * is freed). */
+static int grave_add(head *h, const hconn *w, hrun *r, uint32_t i, char *prefix) {
     hgrave *g = h->graves;
     while (g != NULL && (uint64_t)g->pid != w->pid)
         g = g->next;
     if (g == NULL) {
-        if ((g = calloc(1, sizeof *g)) == NULL)
+        if ((g = calloc(1, sizeof *g)) == NULL) {
+            free(prefix);
             return -1;
+        }
         g->pid = (int)w->pid;
         snprintf(g->name, sizeof g->name, "%s", w->name);
         g->deadline_ms = uv_now(&h->loop) + FF_GRAVE_MS;
@@ -1790,42 +2236,152 @@ static int grave_add(head *h, const hconn *w, hrun *r, uint32_t i) {
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 4;
         struct grave_done *nd = realloc(g->done, cap * sizeof *nd);
-        if (nd == NULL)
+        if (nd == NULL) {
+            free(prefix);
             return -1;
+        }
         g->done = nd;
         g->cap = cap;
     }
-    g->done[g->n++] = (struct grave_done){r->driver, r->driver_run, i};
+    g->done[g->n++] =
+        (struct grave_done){r->driver, r->driver_run, i, r->id, r->tasks[i].attempts, prefix};
+    r->graves++;
     return 0;
 }
 
+/* Task i of run r, which ran on worker w, was lost with it. Not started:
+ * it runs again, as if new. Started: that was an attempt; it runs again
+ * while it has attempts left, else it fails (FF_DONE_LOST) naming the
+ * workers it took down (when the last is a local worker whose end is not
+ * known yet, a grave sends the failure once it is). */
+static void task_lost(head *h, hrun *r, uint32_t i, const hconn *w) {
+    htask *t = &r->tasks[i];
+    int *nd = realloc(t->deaths, (t->ndeaths + 1) * sizeof *nd);
+    if (nd != NULL) {
+        t->deaths = nd;
+        t->deaths[t->ndeaths++] = w->place;
+    }
+    /* Lost before its STARTED came: no attempt, but a task that ends its
+     * worker at once may do so before the worker could say it started,
+     * so such losses too are bounded (FF_LOST_GRACE more). */
+    if (nd != NULL && t->attempts < 1 + t->max_retries &&
+        t->ndeaths < 1 + t->max_retries + FF_LOST_GRACE) {
+        if (!h->quiet && t->started)
+            ff_log(WHO, "node '%s' was lost with worker %s: it runs again (attempt %u of %u)",
+                   t->name, w->name, t->attempts + 1, 1 + t->max_retries);
+        task_again(h, r, i);
+        return;
+    }
+    char how[300];
+    if (nd != NULL && death_text(h, w->place, how, sizeof how) != 0 && r->driver != NULL) {
+        char *prefix = NULL;
+        if (lost_list(t)) { /* everything but the last worker's part, which the grave adds */
+            char full[2048];
+            prefix = strndup(full, lost_prefix(h, t, full, sizeof full));
+        }
+        if ((!lost_list(t) || prefix != NULL) && grave_add(h, w, r, i, prefix) == 0) {
+            task_fail(h, r, i, FF_DONE_LOST, NULL, 0);
+            return;
+        }
+    }
+    char msg[2048];
+    lost_message(h, t, w->place, msg, sizeof msg);
+    task_fail(h, r, i, FF_DONE_LOST, msg, strlen(msg));
+}
+
 /* A task dropped by the scheduler: it ran on a worker that left (why
- * FF_SCHED_LOST; h->losing is that worker), or no worker left can hold
- * it. Its run fails; the caller ends it (run_abort). */
+ * FF_SCHED_LOST), or no worker left can hold it. Noted, for process_lost
+ * to handle once the scheduler returned. */
 static void on_lost(void *ud, uint64_t id, int why, int bad) {
     head *h = ud;
     (void)bad;
-    hrun *r = run_find(h, id >> 32);
-    if (r == NULL || (uint32_t)id >= r->received)
+    if (h->nlost + 2 <= h->lost_cap) {
+        h->lost_ids[h->nlost++] = id;
+        h->lost_ids[h->nlost++] = (uint64_t)why;
         return;
-    uint32_t i = (uint32_t)id;
-    r->tasks[i].state = T_PENDING;
-    r->failed = 1;
-    char msg[300];
-    if (why != FF_SCHED_LOST || h->losing == NULL) {
-        snprintf(msg, sizeof msg, "no worker left in the cluster can hold what it asks for");
-    } else if (lost_why(h, h->losing, msg, sizeof msg) != 0) {
-        if (r->driver == NULL || grave_add(h, h->losing, r, i) == 0)
-            return;
-        snprintf(msg, sizeof msg, "the worker running it (%s) left the cluster", h->losing->name);
     }
-    send_done(r, i, 1, msg, strlen(msg));
+    hrun *r = run_find(h, id >> 32); /* no room to note it (memory): its run fails */
+    if (r != NULL && (uint32_t)id < r->received) {
+        r->tasks[(uint32_t)id].state = T_PENDING;
+        run_fail(r, (uint32_t)id, "the head has not enough memory to run it again");
+    }
 }
 
-/* Worker w left: a run with an actor there that has method calls left
- * fails, naming the actor and the call that cannot run (the one running
- * there, else the first to come). Restarting actors is the faults
- * issue's. */
+/* Makes room in h->lost_ids for what the scheduler may drop now. */
+static void lost_reserve(head *h) {
+    ff_sched_stats st;
+    ff_sched_get_stats(h->sched, &st);
+    size_t need = 2 * (st.queued + st.parked + st.running) + 2;
+    if (need <= h->lost_cap)
+        return;
+    uint64_t *n = realloc(h->lost_ids, need * sizeof *n);
+    if (n != NULL) {
+        h->lost_ids = n;
+        h->lost_cap = need;
+    }
+}
+
+/* The tasks on_lost noted: lost with worker w (NULL: none was) they run
+ * again or fail (task_lost); those no worker left can hold fail. */
+static void process_lost(head *h, const hconn *w) {
+    /* A worker starts tasks in the order they came, at most one per CPU
+     * at once. Of the tasks lost with it that it had not said it started,
+     * the oldest, up to its CPUs, may have been running: a task can end
+     * its worker before the STARTED is out. They count an attempt, so that
+     * such a task cannot take down workers for ever. */
+    int64_t slots = w == NULL                ? 0
+                    : w->cpus > FF_RES_SCALE ? (w->cpus + FF_RES_SCALE - 1) / FF_RES_SCALE
+                                             : 1;
+    for (size_t k = 0; w != NULL && k < h->nlost; k += 2) {
+        hrun *r = run_find(h, h->lost_ids[k] >> 32);
+        htask *t = r != NULL && (uint32_t)h->lost_ids[k] < r->received
+                       ? &r->tasks[(uint32_t)h->lost_ids[k]]
+                       : NULL;
+        if (t != NULL && t->started && h->lost_ids[k + 1] == FF_SCHED_LOST)
+            slots--;
+    }
+    for (; slots > 0; slots--) {
+        htask *oldest = NULL;
+        for (size_t k = 0; k < h->nlost; k += 2) {
+            hrun *r = run_find(h, h->lost_ids[k] >> 32);
+            htask *t = r != NULL && (uint32_t)h->lost_ids[k] < r->received
+                           ? &r->tasks[(uint32_t)h->lost_ids[k]]
+                           : NULL;
+            if (t != NULL && !t->started && t->state == T_RUNNING &&
+                h->lost_ids[k + 1] == FF_SCHED_LOST && (oldest == NULL || t->seq < oldest->seq))
+                oldest = t;
+        }
+        if (oldest == NULL)
+            break;
+        oldest->started = 1;
+        oldest->attempts++;
+    }
+    for (size_t k = 0; k < h->nlost; k += 2) {
+        uint64_t id = h->lost_ids[k];
+        int why = (int)h->lost_ids[k + 1];
+        hrun *r = run_find(h, id >> 32);
+        uint32_t i = (uint32_t)id;
+        if (r == NULL || i >= r->received || r->failed)
+            continue;
+        htask *t = &r->tasks[i];
+        if (why == FF_SCHED_LOST && w != NULL && t->state == T_RUNNING) {
+            task_lost(h, r, i, w);
+        } else if (may_wait(h, t)) {
+            task_again(h, r, i); /* parked until a worker that can hold it joins */
+        } else {
+            const char *msg = "no worker left in the cluster can hold what it asks for";
+            t->state = T_PENDING;
+            task_fail(h, r, i, FF_DONE_FAILED, msg, strlen(msg));
+        }
+    }
+    h->nlost = 0;
+}
+
+/* Worker w left. An actor there whose method calls are not all done is
+ * rebuilt elsewhere while it has max_restarts left: its constructor runs
+ * again, then its finished calls are replayed in order (replay_next),
+ * then the others. Otherwise its next call fails (FF_DONE_LOST), and with
+ * it, under keep going, the calls after it. */
 static void actors_lost(head *h, const hconn *w) {
     for (hrun *r = h->runs; r; r = r->next) {
         for (uint32_t c = 0; c < r->received && !r->failed; c++) {
@@ -1836,15 +2392,32 @@ static void actors_lost(head *h, const hconn *w) {
             uint32_t blame = UINT32_MAX;
             for (uint32_t k = c + 1; k < r->received; k++) {
                 htask *m = &r->tasks[k];
-                if (m->actor != FF_ACTOR_METHOD || m->ctor != c || m->state == T_DONE)
+                if (m->actor != FF_ACTOR_METHOD || m->ctor != c)
                     continue;
-                if (blame == UINT32_MAX || m->state == T_RUNNING)
+                if (m->state == T_REPLAY)
+                    m->state = T_DONE; /* replayed again, from the start */
+                if (m->state == T_RUNNING && m->place == w->place) {
+                    m->state = T_PENDING; /* sent again once the actor is back */
+                    m->started = 0;
+                    task_out(h, r, k);
+                }
+                if (m->state == T_PENDING && blame == UINT32_MAX)
                     blame = k;
-                if (m->state == T_RUNNING)
-                    break;
             }
             if (blame == UINT32_MAX)
                 continue;
+            if (ct->restarts < ct->max_restarts) {
+                ct->restarts++;
+                ct->rebuilding = 1;
+                ct->holders = 0;
+                if (!h->quiet)
+                    ff_log(WHO,
+                           "actor '%s' was lost with worker %s: it is rebuilt (restart %u of %u)",
+                           ct->name, w->name, ct->restarts, ct->max_restarts);
+                ct->state = T_PENDING;
+                make_ready(h, r, c);
+                continue;
+            }
             char msg[400];
             if (w->lost[0] != '\0')
                 snprintf(msg, sizeof msg,
@@ -1855,18 +2428,29 @@ static void actors_lost(head *h, const hconn *w) {
                 snprintf(msg, sizeof msg,
                          "its actor '%s' was lost: the worker holding it (%s) left the cluster",
                          ct->name, w->name);
-            r->tasks[blame].state = T_FAILED;
-            run_fail(r, blame, msg);
+            task_fail(h, r, blame, FF_DONE_LOST, msg, strlen(msg));
         }
     }
 }
 
-/* Ends the runs that failed (r->failed). */
-static void abort_failed(head *h) {
+static void settle_all(head *h);
+
+/* The wait after a worker left is over: the tasks no worker joined for
+ * fail, but those a local worker will hold. */
+static void on_rejoin_end(uv_timer_t *tm) {
+    head *h = tm->data;
+    lost_reserve(h);
+    ff_sched_drop_waiting(h->sched, on_lost, h);
+    process_lost(h, NULL);
+    settle_all(h);
+    dispatch(h);
+}
+
+/* Ends the runs that failed or that have nothing left to run. */
+static void settle_all(head *h) {
     for (hrun *r = h->runs, *next; r; r = next) {
         next = r->next;
-        if (r->failed)
-            run_abort(h, r);
+        run_settle(h, r);
     }
 }
 
@@ -1881,13 +2465,20 @@ static void on_closed(ff_conn *fc) {
     if (c->place >= 0) {
         if (!h->quiet && !h->stopping)
             ff_log(WHO, "worker %s left", c->name);
+        snprintf(h->pinfo[c->place].lost, sizeof h->pinfo[c->place].lost, "%s", c->lost);
         store_lost(h, c);
         h->places[c->place] = NULL;
-        h->losing = c;
+        if (!h->stopping && !c->stopping) {
+            /* Lost, not stopped: what it leaves waits a while for a worker
+             * (it may come back: a new process, a link up again). */
+            h->rejoin_until = uv_now(&h->loop) + h->heartbeat_ms;
+            uv_timer_start(&h->rejoin, on_rejoin_end, h->heartbeat_ms, 0);
+        }
+        lost_reserve(h);
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
-        h->losing = NULL;
+        process_lost(h, c);
         actors_lost(h, c);
-        abort_failed(h);
+        settle_all(h);
     }
     for (hrun *r = h->runs, *next; r; r = next) { /* a driver's runs end with it */
         next = r->next;
@@ -1919,6 +2510,7 @@ static void on_closed(ff_conn *fc) {
 }
 
 static void reject_pending(head *h);
+static void on_ready(ff_conn *fc, int role);
 
 static void on_rejected(uv_handle_t *hd) {
     head *h = hd->data;
@@ -1956,6 +2548,7 @@ static void on_connection(uv_stream_t *server, int status) {
     c->c.data = c;
     c->c.on_frame = on_frame;
     c->c.on_close = on_closed;
+    c->c.on_ready = on_ready;
     c->c.handshake_ms = h->handshake_ms;
     c->c.noise = &h->noise;
     if (ff_conn_accept(&c->c, server, h->key) != 0) {
@@ -1976,6 +2569,53 @@ static void flush_all(uv_check_t *chk) {
     head *h = chk->data;
     for (hconn *c = h->conns; c; c = c->next)
         ff_conn_flush(&c->c);
+}
+
+/* Drops worker c at once, without waiting for what it was sent to go out
+ * (it may never read it: stopped, or cut off). Pending writes are
+ * cancelled by the close. */
+static void drop_now(hconn *c, const char *why) {
+    if (c->c.state == FF_CONN_CLOSING)
+        return;
+    snprintf(c->lost, sizeof c->lost, "%s", why);
+    ff_log(WHO, "%s: %s: disconnected", c->place >= 0 ? c->name : c->c.peer, why);
+    c->c.out.n = 0;
+    c->c.writing = 0;
+    ff_conn_close(&c->c);
+}
+
+/* Heartbeats: a PING to every peer each heartbeat_ms / FF_HEARTBEAT_PER;
+ * a worker that sent nothing for heartbeat_ms is lost. */
+static void on_heartbeat(uv_timer_t *t) {
+    head *h = t->data;
+    uint64_t now = uv_now(&h->loop);
+    for (hconn *c = h->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->c.state != FF_CONN_READY)
+            continue;
+        size_t wq = uv_stream_get_write_queue_size((uv_stream_t *)&c->c.tcp);
+        if (c->c.nreads != c->seen_reads || wq != c->seen_wq) {
+            c->seen_reads = c->c.nreads;
+            c->seen_wq = wq;
+            c->seen_ms = now;
+        }
+        if (c->c.role == FF_ROLE_WORKER && now - c->seen_ms >= h->heartbeat_ms) {
+            char why[100];
+            snprintf(why, sizeof why, "it sent nothing for %.1f s",
+                     (double)(now - c->seen_ms) / 1000);
+            drop_now(c, why);
+            continue;
+        }
+        sent_or_close(c, ff_msg_ping_write(&c->c.out, h->heartbeat_ms), "a PING");
+    }
+}
+
+/* A peer authenticated: its first PING tells it the heartbeat timeout. */
+static void on_ready(ff_conn *fc, int role) {
+    hconn *c = fc->data;
+    (void)role;
+    c->seen_ms = uv_now(&c->h->loop);
+    sent_or_close(c, ff_msg_ping_write(&fc->out, c->h->heartbeat_ms), "a PING");
 }
 
 /* --- local workers ---------------------------------------------------------- */
@@ -2014,8 +2654,10 @@ static void child_ended(hchild *ch, const char *how) {
                ch->quick, FF_LOCAL_QUICK_MS / 1000);
         ch->given_up = 1;
         if (--h->nchildren_live == 0) { /* what waited for one fails now */
+            lost_reserve(h);
             ff_sched_drop_waiting(h->sched, on_lost, h);
-            abort_failed(h);
+            process_lost(h, NULL);
+            settle_all(h);
             dispatch(h);
         }
         return;
@@ -2034,6 +2676,9 @@ static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
     else
         snprintf(ch->ended, sizeof ch->ended, "ended with exit status %d", (int)status);
     uv_close((uv_handle_t *)p, on_child_closed);
+    for (int q = 0; q < h->nplaces_cap; q++)
+        if (h->pinfo[q].local_pid == ch->pid && h->pinfo[q].ended[0] == '\0')
+            snprintf(h->pinfo[q].ended, sizeof h->pinfo[q].ended, "%s", ch->ended);
     for (hgrave *g = h->graves, *next; g; g = next) { /* failures waiting for this */
         next = g->next;
         if (g->pid == ch->pid)
@@ -2046,8 +2691,11 @@ static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
  * environment, never argv. */
 static void child_start(hchild *ch) {
     head *h = ch->h;
-    char *args[10] = {h->exe, "worker", "--address", h->local_addr, "--num-cpus", h->local_cpus};
-    int na = 6;
+    /* --reconnect 0: a local worker goes with its head, within the
+     * heartbeat timeout. */
+    char *args[12] = {h->exe,       "worker",      "--address",   h->local_addr,
+                      "--num-cpus", h->local_cpus, "--reconnect", "0"};
+    int na = 8;
     if (h->quiet)
         args[na++] = "--quiet";
     else if (h->verbose)
@@ -2175,7 +2823,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
     }
     for (hconn *c = h->conns; c; c = c->next) {
         if (c->c.state == FF_CONN_READY) /* without memory for it, the close says as much */
-            ff_msg_bye_write(&c->c.out);
+            ff_msg_stopping_write(&c->c.out, "the head was terminated", 23);
         ff_conn_close(&c->c);
     }
     while (h->graves) /* their drivers get BYE */
@@ -2187,6 +2835,8 @@ static void on_signal(uv_signal_t *sig, int signum) {
     uv_close((uv_handle_t *)&h->sigint, NULL);
     uv_close((uv_handle_t *)&h->flusher, NULL);
     uv_close((uv_handle_t *)&h->grave_timer, NULL);
+    uv_close((uv_handle_t *)&h->heartbeat, NULL);
+    uv_close((uv_handle_t *)&h->rejoin, NULL);
     ff_noise_close(&h->noise);
     if (h->parent > 0)
         uv_close((uv_handle_t *)&h->parent_watch, NULL);
@@ -2198,6 +2848,20 @@ static uint64_t activity(void *ud) {
     for (hconn *c = h->conns; c; c = c->next)
         n += c->c.nreads;
     return n;
+}
+
+/* Whether addr is a loopback address (127.0.0.0/8, ::1, or an IPv4 one
+ * mapped into IPv6). */
+static int loopback(const struct sockaddr_storage *addr) {
+    if (addr->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)addr)->sin_addr.s_addr) >> 24) == 127;
+    if (addr->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)addr)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return 1;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return 0;
 }
 
 /* FFLUA_PARENT_PID: 0 when unset, else a process id, or -1 when bad. */
@@ -2220,7 +2884,8 @@ int ff_head_main(const ff_head_opts *o) {
     char err[512];
     size_t tl = 0;
     int rc = ff_cluster_token(o->token_file, h->token, sizeof h->token, &tl, err, sizeof err);
-    if (rc == 0 && tl == 0) {
+    int made_token = rc == 0 && tl == 0;
+    if (made_token) {
         ff_token_new(h->token);
         tl = strlen(h->token);
     }
@@ -2256,6 +2921,8 @@ int ff_head_main(const ff_head_opts *o) {
     h->quiet = o->quiet;
     h->verbose = o->verbose && !o->quiet;
     h->handshake_ms = o->handshake_timeout > 0 ? (unsigned)(o->handshake_timeout * 1000 + 0.5) : 0;
+    h->heartbeat_ms =
+        o->heartbeat_timeout > 0 ? (unsigned)(o->heartbeat_timeout * 1000 + 0.5) : FF_HEARTBEAT_MS;
     if (gethostname(h->hostname, sizeof h->hostname - 1) != 0)
         snprintf(h->hostname, sizeof h->hostname, "localhost");
     char escaped[sizeof h->hostname];
@@ -2267,6 +2934,12 @@ int ff_head_main(const ff_head_opts *o) {
     uv_check_start(&h->flusher, flush_all);
     uv_timer_init(&h->loop, &h->grave_timer);
     h->grave_timer.data = h;
+    uv_timer_init(&h->loop, &h->heartbeat);
+    h->heartbeat.data = h;
+    uv_timer_init(&h->loop, &h->rejoin);
+    h->rejoin.data = h;
+    unsigned every = h->heartbeat_ms / FF_HEARTBEAT_PER;
+    uv_timer_start(&h->heartbeat, on_heartbeat, every, every);
     ff_noise_init(&h->noise, &h->loop);
     uv_tcp_init(&h->loop, &h->server);
     h->server.data = h;
@@ -2275,6 +2948,16 @@ int ff_head_main(const ff_head_opts *o) {
     struct sockaddr_storage addr;
     rc = ff_parse_address(addrbuf, &addr, err, sizeof err);
     int bad_address = rc != 0; /* why is in err; libuv's errors have their text */
+    if (rc == 0 && made_token && !loopback(&addr)) {
+        /* A token only its own workers know would keep others out, and a
+         * cluster reachable from other machines is meant for them. */
+        snprintf(err, sizeof err,
+                 "%s is not a loopback address: give --token-file FILE (the cluster's token, "
+                 "mode 600), which the workers and drivers of other machines use too",
+                 o->host);
+        rc = -EINVAL;
+        bad_address = 1;
+    }
     if (rc == 0)
         rc = uv_tcp_bind(&h->server, (struct sockaddr *)&addr, 0);
     if (rc == 0)
@@ -2286,6 +2969,8 @@ int ff_head_main(const ff_head_opts *o) {
         uv_close((uv_handle_t *)&h->server, NULL);
         uv_close((uv_handle_t *)&h->flusher, NULL);
         uv_close((uv_handle_t *)&h->grave_timer, NULL);
+        uv_close((uv_handle_t *)&h->heartbeat, NULL);
+        uv_close((uv_handle_t *)&h->rejoin, NULL);
         ff_noise_close(&h->noise);
     } else {
         struct sockaddr_storage bound;
@@ -2340,6 +3025,8 @@ int ff_head_main(const ff_head_opts *o) {
     free(h->deps);
     free(h->children);
     free(h->places);
+    free(h->pinfo);
+    free(h->lost_ids);
     ff_sched_destroy(h->sched);
     uv_loop_close(&h->loop);
     sodium_memzero(h->token, sizeof h->token);
@@ -2405,6 +3092,8 @@ int ff_head_fuzz(const char *data, size_t n) {
         ff_conn_free(&peers[i].c);
     }
     free(h.places);
+    free(h.pinfo);
+    free(h.lost_ids);
     free(h.deps);
     ff_sched_destroy(h.sched);
     return 0;

@@ -18,6 +18,15 @@
  * a driver waits for its run anyway, and the REPL stays interruptible
  * between reads. The handshake is net.c's state machine (ff_hs), as for
  * the libuv connections of heads and workers.
+ *
+ * Head liveness: the head PINGs every connection (docs/protocol.md,
+ * "Faults"); the client consumes PINGs wherever it reads and takes their
+ * timeout as the head's heartbeat timeout (FF_HEARTBEAT_MS before the
+ * first). While it waits for the head without a timeout of its own (a
+ * run, a storage call), nothing from it for that long, or nothing it
+ * takes for that long, fails with "the head at ADDR stopped answering
+ * (nothing for 5.0 s)"; a STOPPING fails with the head's reason. Either
+ * breaks the client, so the next run connects again.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -27,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -40,6 +50,7 @@
 #include "msg.h"
 #include "net.h"
 #include "sched.h"
+#include "text.h"
 
 #define CLIENT_MT "functionfuse.ClusterClient"
 
@@ -51,6 +62,10 @@ struct ffl_client {
     char err[640];     /* a handshake's failure (ff_hs.why) fits whole */
     uint64_t next_req; /* the last STORE's req */
     int broken;        /* the connection failed: it cannot carry another run */
+    /* The head's heartbeat timeout: FF_HEARTBEAT_MS until its first PING
+     * says otherwise. Nothing from the head for that long while the
+     * client waits for it means the head is lost. */
+    uint64_t hb_ms;
 };
 
 ffl_client *ffl_check_client(lua_State *L, int idx) {
@@ -79,16 +94,37 @@ static int wait_fd(int fd, short ev, int timeout_ms) {
     return poll(&p, 1, timeout_ms);
 }
 
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The head is taken for lost: nothing came from it (or nothing could be
+ * sent to it) for the heartbeat timeout. */
+static int head_silent(ffl_client *c) {
+    snprintf(c->err, sizeof c->err, "the head at %s stopped answering (nothing for %.1f s)",
+             c->address, (double)c->hb_ms / 1000);
+    c->broken = 1;
+    return -1;
+}
+
 int ffl_client_flush(ffl_client *c) {
     size_t off = 0;
     while (off < c->out.n) {
-        ssize_t n = send(c->fd, c->out.p + off, c->out.n - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            wait_fd(c->fd, POLLOUT, 1000);
-            continue;
+        /* A head that stopped reading (SIGSTOP, a cut link) fills the
+         * socket's buffer: after the heartbeat timeout without progress,
+         * it is lost, as when it sends nothing. */
+        int w = wait_fd(c->fd, POLLOUT, (int)c->hb_ms);
+        if (w < 0 && errno == EINTR) {
+            snprintf(c->err, sizeof c->err, "interrupted while waiting for the cluster");
+            return -1; /* a frame may be cut short: the connection cannot go on */
         }
+        if (w == 0)
+            return head_silent(c);
+        ssize_t n = send(c->fd, c->out.p + off, c->out.n - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            continue;
         if (n <= 0) {
             snprintf(c->err, sizeof c->err, "lost the connection to the head at %s: %s", c->address,
                      strerror(errno));
@@ -101,46 +137,93 @@ int ffl_client_flush(ffl_client *c) {
     return 0;
 }
 
-int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int timeout_ms) {
-    if (c->consumed > 0) {
-        memmove(c->in.p, c->in.p + c->consumed, c->in.n - c->consumed);
-        c->in.n -= c->consumed;
-        c->consumed = 0;
+/* Reads what the socket has into c->in without waiting: 0, or -1 when the
+ * head closed the connection or it failed (c->err says so). */
+static int read_some(ffl_client *c) {
+    if (ff_buf_reserve(&c->in, 256 * 1024) != 0) {
+        snprintf(c->err, sizeof c->err, "not enough memory");
+        return -1;
     }
+    ssize_t got = recv(c->fd, c->in.p + c->in.n, c->in.cap - c->in.n, MSG_DONTWAIT);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (got <= 0) {
+        snprintf(c->err, sizeof c->err, "the head at %s closed the connection", c->address);
+        c->broken = 1;
+        return -1;
+    }
+    c->in.n += (size_t)got;
+    return 0;
+}
+
+/* Handles a frame of the connection itself: a PING (its timeout is the
+ * one to use from now on) returns 1, to be skipped; a STOPPING fails with
+ * the head's reason (-1); other frames return 0. */
+static int client_frame(ffl_client *c, int type, const char *p, size_t n) {
+    if (type == FF_M_PING) {
+        uint64_t ms;
+        if (ff_msg_ping_read(p, n, &ms) == 0 && ms > 0)
+            c->hb_ms = ms < 3600 * 1000 ? ms : 3600 * 1000;
+        return 1;
+    }
+    if (type == FF_M_STOPPING) {
+        const char *why;
+        size_t len;
+        char esc[300];
+        if (ff_msg_stopping_read(p, n, &why, &len) != 0)
+            why = "", len = 0;
+        snprintf(c->err, sizeof c->err, "the head at %s is stopping: %s", c->address,
+                 ff_text_escape(esc, sizeof esc, why, len));
+        c->broken = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int timeout_ms) {
+    uint64_t start = now_ms(), heard = start;
     for (;;) {
+        if (c->consumed > 0) {
+            memmove(c->in.p, c->in.p + c->consumed, c->in.n - c->consumed);
+            c->in.n -= c->consumed;
+            c->consumed = 0;
+        }
         size_t total;
         int rc = ff_frame_parse(c->in.p, c->in.n, FF_FRAME_MAX, type, p, n, &total);
         if (rc == 0) {
             c->consumed = total;
-            return 0;
+            int own = client_frame(c, *type, *p, *n);
+            if (own < 0)
+                return -1;
+            if (own == 0)
+                return 0;
+            continue; /* a PING */
         }
         if (rc != FFLUA_EINCOMPLETE) {
             snprintf(c->err, sizeof c->err, "the head at %s sent a malformed frame", c->address);
             c->broken = 1;
             return -1;
         }
-        int w = wait_fd(c->fd, POLLIN, timeout_ms);
+        /* The caller's timeout, or without one the heartbeat's, counted
+         * from the last byte that came. */
+        uint64_t now = now_ms(),
+                 end = timeout_ms >= 0 ? start + (uint64_t)timeout_ms : heard + c->hb_ms;
+        int w = end > now ? wait_fd(c->fd, POLLIN, (int)(end - now)) : 0;
         if (w < 0 && errno == EINTR) {
             snprintf(c->err, sizeof c->err, "interrupted while waiting for the cluster");
             return -1;
         }
         if (w == 0) {
+            if (timeout_ms < 0)
+                return head_silent(c);
             snprintf(c->err, sizeof c->err, "the head at %s did not answer in time", c->address);
             return 1;
         }
-        if (ff_buf_reserve(&c->in, 256 * 1024) != 0) {
-            snprintf(c->err, sizeof c->err, "not enough memory");
+        size_t before = c->in.n;
+        if (read_some(c) != 0)
             return -1;
-        }
-        ssize_t got = recv(c->fd, c->in.p + c->in.n, c->in.cap - c->in.n, 0);
-        if (got < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (got <= 0) {
-            snprintf(c->err, sizeof c->err, "the head at %s closed the connection", c->address);
-            c->broken = 1;
-            return -1;
-        }
-        c->in.n += (size_t)got;
+        if (c->in.n > before)
+            heard = now_ms(); /* any byte is a sign of life: a large frame takes a while */
     }
 }
 
@@ -239,6 +322,7 @@ static int ffl_client_connect(lua_State *L) {
     ffl_client *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);
     c->fd = -1;
+    c->hb_ms = FF_HEARTBEAT_MS;
     luaL_setmetatable(L, CLIENT_MT);
     if (client_open(c, address, role, token, tl, (int)(timeout * 1000)) != 0) {
         lua_pushstring(L, c->err);
@@ -448,16 +532,28 @@ static int ffl_client_close(lua_State *L) {
 }
 
 /* client:usable() -> false once the connection is closed or failed (the
- * head closed it, a write failed, a frame was malformed): a later run
- * then connects again. */
+ * head closed it or said it stops, a write failed, a frame was
+ * malformed, the head stopped answering): a later run then connects
+ * again. What came between runs (PINGs, frames of earlier runs) is read
+ * now and kept for the next run, which skips what is not its own. */
 static int ffl_client_usable(lua_State *L) {
     ffl_client *c = luaL_checkudata(L, 1, CLIENT_MT);
-    if (c->fd >= 0 && !c->broken && wait_fd(c->fd, POLLIN, 0) > 0) {
-        /* Readable between runs: frames of an earlier run, or the end. */
-        char byte;
-        ssize_t got = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
-            c->broken = 1; /* the head closed it (it stopped, or dropped this driver) */
+    while (c->fd >= 0 && !c->broken && wait_fd(c->fd, POLLIN, 0) > 0) {
+        size_t before = c->in.n;
+        if (read_some(c) != 0 || c->in.n == before)
+            break;
+    }
+    /* Drop the PINGs at the start; a STOPPING anywhere breaks the client. */
+    size_t off = c->consumed;
+    while (c->fd >= 0 && !c->broken) {
+        int type;
+        const char *p;
+        size_t n, total;
+        if (ff_frame_parse(c->in.p + off, c->in.n - off, FF_FRAME_MAX, &type, &p, &n, &total) != 0)
+            break;
+        if (client_frame(c, type, p, n) < 0)
+            break;
+        off += total;
     }
     lua_pushboolean(L, c->fd >= 0 && !c->broken);
     return 1;

@@ -21,10 +21,15 @@ typedef struct ffl_client ffl_client;
 ffl_client *ffl_check_client(lua_State *L, int idx);
 /* Frames to send are written here (msg.h), then sent by ffl_client_flush. */
 ff_buf *ffl_client_out(ffl_client *c);
-/* Sends what is in the out buffer: 0, or -1 with the reason in error(). */
+/* Sends what is in the out buffer: 0, or -1 with the reason in error()
+ * (also when the head takes nothing for its heartbeat timeout). */
 int ffl_client_flush(ffl_client *c);
 /* The next frame (payload valid until the next call): 0; 1 on timeout;
- * -1 when the connection is gone or broken (reason in error()). */
+ * -1 when the connection is gone or broken (reason in error()). PINGs
+ * are consumed here (they set the heartbeat timeout), and a STOPPING from
+ * the head fails with its reason. With timeout_ms < 0 it waits as long as
+ * the head shows signs of life: nothing from it for its heartbeat timeout
+ * (FF_HEARTBEAT_MS until its first PING) fails, and breaks the client. */
 int ffl_client_recv(ffl_client *c, int *type, const char **p, size_t *n, int timeout_ms);
 const char *ffl_client_error(ffl_client *c);
 const char *ffl_client_address(ffl_client *c);

@@ -22,6 +22,13 @@
  * worker as the head forwards their results; tasks that load are served
  * by it. When the run ends, failed or not, that worker commits before the
  * driver returns.
+ *
+ * Faults: each task carries its remote args' max_retries (default 3),
+ * retry_exceptions, timeout_s and, for a constructor, max_restarts; the
+ * head retries. A failure (DONE) becomes the node's error object, with
+ * the worker it last ran on and its attempts; with opts.keep_going the
+ * failures are collected until RUN_END and raised as one error listing
+ * them (cl_raise_failures).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -40,6 +47,7 @@
 #include "msg.h"
 #include "net.h"
 #include "sched.h"
+#include "text.h"
 
 #define SUBMIT_TASKS 4096
 #define LOOKUP_NODES 65536 /* nodes per LOOKUP: as many names of 511 bytes fit in a message */
@@ -82,6 +90,11 @@ struct crun {
     uint32_t ntasks;
     size_t computed;
     uint8_t *remote;
+    /* keep_going: the failures so far (stack index of a table of error
+     * objects) and per position 1 failed, 2 did not run because of it. */
+    int keep_going;
+    int fails;
+    uint8_t *failed;
 };
 
 /* The position in the plan of task t. */
@@ -338,7 +351,6 @@ static void cl_actor(lua_State *L, struct crun *x, uint32_t pos, int leaf, ff_ms
         if (ctor != UINT32_MAX) {
             task->actor = FF_ACTOR_METHOD;
             task->ctor = ff_plan_pos(p, ctor); /* a parent: planned before it */
-            task->max_retries = 0;
         }
     }
     uint32_t np;
@@ -354,6 +366,69 @@ static void cl_actor(lua_State *L, struct crun *x, uint32_t pos, int leaf, ff_ms
                         lua_tostring(L, -1));
         cl_node_error(L, x, id, "");
     }
+}
+
+/* An integer remote arg of node id from the args table at t (0 .. max, or
+ * def when absent), else a "bad remote args" error. */
+static uint32_t cl_count_arg(lua_State *L, struct crun *x, uint32_t id, int t, const char *key,
+                             uint32_t def) {
+    uint32_t v = def;
+    if (lua_getfield(L, t, key) != LUA_TNIL) {
+        int ok;
+        lua_Integer i = lua_tointegerx(L, -1, &ok);
+        if (!ok || lua_type(L, -1) != LUA_TNUMBER || i < 0 || i > FF_MSG_RETRIES_MAX) {
+            lua_pushfstring(L, "%s must be an integer from 0 to %d", key, FF_MSG_RETRIES_MAX);
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        v = (uint32_t)i;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* What node id's remote args say of faults (set_remote_args checked
+ * them; checked again here, since the graph's slot can be set directly):
+ * max_retries (Ray's default of 3; a method call has none of its own: it
+ * is run again only with its actor, by max_restarts), retry_exceptions,
+ * timeout_s (in ms, rounded up) and, for a constructor, max_restarts. */
+static void cl_faults(lua_State *L, struct crun *x, uint32_t id, ff_msg_subtask *task) {
+    int method = task->actor == FF_ACTOR_METHOD;
+    task->max_retries = method ? 0 : 3;
+    int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
+    if (h == FF_NOHANDLE)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h); /* [args] */
+    int t = lua_gettop(L);
+    if (!method) {
+        task->max_retries = cl_count_arg(L, x, id, t, "max_retries", 3);
+        if (lua_getfield(L, t, "retry_exceptions") != LUA_TNIL && !lua_isboolean(L, -1)) {
+            lua_pushliteral(L, "retry_exceptions must be a boolean");
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        task->retry_exceptions = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    if (task->actor == FF_ACTOR_CTOR) {
+        task->max_restarts = cl_count_arg(L, x, id, t, "max_restarts", 0);
+    } else if (task->actor == FF_ACTOR_NONE) {
+        if (lua_getfield(L, t, "max_restarts") != LUA_TNIL) {
+            lua_pushliteral(L, "max_restarts is for class nodes (actors), not a plain "
+                               "function's");
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        lua_pop(L, 1);
+    }
+    if (lua_getfield(L, t, "timeout_s") != LUA_TNIL) {
+        int ok;
+        lua_Number s = lua_tonumberx(L, -1, &ok);
+        if (!ok || lua_type(L, -1) != LUA_TNUMBER || !(s > 0 && s <= 1e9)) {
+            lua_pushliteral(L, "timeout_s must be a number of seconds > 0");
+            cl_node_error(L, x, id, "bad remote args");
+        }
+        uint64_t ms = (uint64_t)(s * 1000);
+        task->timeout_ms = (double)ms < s * 1000 ? ms + 1 : ms; /* at least 1 */
+    }
+    lua_settop(L, t - 1);
 }
 
 /* Appends one SUBMIT task for the node at pos. */
@@ -374,14 +449,13 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
         lua_pop(L, 1);
         return;
     }
-    /* Ray's default: 3 retries after a lost worker (remote args may say
-     * otherwise); method calls are not retried on their own. */
-    ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos], .max_retries = 3};
+    ff_msg_subtask task = {.fid = cl_fid(L, x, id), .leaf = leaf[pos]};
     if (x->c != NULL && x->c->act[pos] == FFL_ACT_RUN) {
         task.save = 1;
         task.fp = x->c->fp + (size_t)pos * FF_FP_LEN;
     }
     cl_actor(L, x, pos, leaf[pos], &task);
+    cl_faults(L, x, id, &task);
     if (x->ptask != NULL && task.actor == FF_ACTOR_METHOD)
         task.ctor = x->ptask[task.ctor]; /* actors always run: their constructor is a task */
     int base = lua_gettop(L);
@@ -448,6 +522,7 @@ static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t f
                       uint32_t count, size_t n) {
     ff_msg_submit m = {.run = x->run_id,
                        .max_pending = (uint64_t)maxp,
+                       .flags = x->keep_going ? FF_RUN_KEEP_GOING : 0,
                        .total = x->ntasks,
                        .first = first,
                        .count = count};
@@ -511,8 +586,96 @@ static void cl_send_tasks(lua_State *L, struct crun *x) {
     lua_pop(L, 1); /* [] */
 }
 
-/* A DONE frame: a leaf's result, stored in the results, or the failure of
- * a node or of the run, raised. Frames of earlier runs are skipped. */
+/* Pushes the error object (lrun.c's RunError) of node id's failure, told
+ * by DONE m: its error (FF_DONE_FAILED: the worker's text, whose value is
+ * the text before its traceback and the worker's line), a timeout, or
+ * its worker lost, with the worker where it last ran and how many times
+ * it ran when more than once. */
+static void cl_push_failure(lua_State *L, struct crun *x, const ff_msg_done *m, uint32_t id) {
+    int base = lua_gettop(L);
+    luaL_Buffer b;
+    char esc[200];
+    const char *worker =
+        m->worker_len > 0 ? ff_text_escape(esc, sizeof esc, m->worker, m->worker_len) : NULL;
+    if (m->status == FF_DONE_FAILED) {
+        /* The error's text crosses the wire, not its value: the value is
+         * the text without its traceback (see guide.md), nor the worker's
+         * line saying where (lexec.c). */
+        const char *text = lua_pushlstring(L, m->bytes, m->len); /* [text] */
+        const char *tb = strstr(text, "\nstack traceback:\n");
+        const char *at = strstr(text, "\n(on worker ");
+        const char *cut = at != NULL && (tb == NULL || at < tb) ? at : tb;
+        size_t vlen = cut != NULL ? (size_t)(cut - text) : m->len;
+        lua_pushlstring(L, text, vlen); /* [text, value] */
+        /* The worker's line (or one made of DONE's worker), then how many
+         * times it ran, then the traceback. */
+        size_t wend = vlen;
+        if (at != NULL && at == cut) {
+            const char *nl = strchr(at + 1, '\n');
+            wend = nl != NULL ? (size_t)(nl - text) : m->len;
+        }
+        luaL_buffinit(L, &b);
+        luaL_addlstring(&b, text, wend);
+        if (at == NULL && worker != NULL)
+            lua_pushfstring(L, "\n(on worker %s)", worker), luaL_addvalue(&b);
+        if (m->attempts > 1)
+            lua_pushfstring(L, "\n(it failed on each of its %d attempts)", (int)m->attempts),
+                luaL_addvalue(&b);
+        luaL_addstring(&b, text + wend);
+        luaL_pushresult(&b); /* [text, value, text'] */
+        ffl_run_push_error(L, x->r.ctx, id, base + 2, base + 3, 0);
+    } else {
+        luaL_buffinit(L, &b);
+        if (m->status == FF_DONE_TIMEOUT) {
+            double t = 0;
+            int32_t h = ff_graph_slot(x->r.ctx->graph, id, FF_SLOT_REMOTE);
+            if (h != FF_NOHANDLE) {
+                lua_rawgeti(L, LUA_REGISTRYINDEX, h);
+                lua_getfield(L, -1, "timeout_s");
+                t = lua_tonumber(L, -1);
+                lua_pop(L, 2);
+            }
+            lua_pushfstring(L, "it ran longer than its timeout_s (%s s)",
+                            lua_pushfstring(L, "%g", t));
+            lua_remove(L, -2);
+            luaL_addvalue(&b);
+            if (m->attempts > 1)
+                lua_pushfstring(L, " on each of its %d attempts", (int)m->attempts),
+                    luaL_addvalue(&b);
+            if (worker != NULL)
+                lua_pushfstring(L, " and was stopped on worker %s", worker), luaL_addvalue(&b);
+            /* The worker's text says as much; its traceback says where the
+             * node was stopped. */
+            const char *tb = lua_pushlstring(L, m->bytes, m->len);
+            tb = strstr(tb, "\nstack traceback:\n");
+            lua_pushstring(L, tb != NULL ? tb : "");
+            lua_remove(L, -2);
+            luaL_addvalue(&b);
+        } else if (m->status == FF_DONE_LOST) {
+            /* The head says which workers it took down, and how each ended. */
+            if (m->attempts > 1)
+                lua_pushfstring(
+                    L, "its worker was lost on each of its %d attempts: ", (int)m->attempts),
+                    luaL_addvalue(&b);
+            if (m->len > 0)
+                luaL_addlstring(&b, m->bytes, m->len);
+            else
+                lua_pushfstring(L, "its worker (%s) was lost", worker != NULL ? worker : "?"),
+                    luaL_addvalue(&b);
+        } else {
+            luaL_addstring(&b, "the head sent an unknown status: ");
+            luaL_addlstring(&b, m->bytes, m->len);
+        }
+        luaL_pushresult(&b); /* [text] */
+        ffl_run_push_error(L, x->r.ctx, id, base + 1, base + 1, 0);
+    }
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+}
+
+/* A DONE frame: a leaf's result, stored in the results, or the failure
+ * of a node: raised, or with keep_going added to the run's failures.
+ * Frames of earlier runs are skipped. */
 static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     struct ffl_run *r = &x->r;
     ff_msg_done m;
@@ -527,21 +690,37 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     if (m.status == FF_DONE_REFUSED)
         luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, m.bytes, m.len));
     if (m.status != FF_DONE_OK) {
-        /* The error's text crosses the wire, not its value: the value is
-         * the text without its traceback (see guide.md). */
-        const char *text = lua_pushlstring(L, m.bytes, m.len); /* [text] */
-        const char *tb = strstr(text, "\nstack traceback:\n");
-        /* The worker's line saying where (lexec.c) is not the value's. */
-        const char *at = strstr(text, "\n(on worker ");
-        if (at != NULL && (tb == NULL || at < tb))
-            tb = at;
-        lua_pushlstring(L, text, tb != NULL ? (size_t)(tb - text) : m.len); /* [text, value] */
-        ffl_run_push_error(L, r->ctx, id, -1, -2, 0);
-        lua_error(L);
+        cl_push_failure(L, x, &m, id);
+        if (!x->keep_going)
+            lua_error(L);
+        lua_rawseti(L, x->fails, (lua_Integer)luaL_len(L, x->fails) + 1);
+        x->failed[pos] = 1;
+        return;
     }
     if (ffc_decode_code(L, m.bytes, m.len, NULL, NULL) != 0)
         luaL_error(L, "the result of a leaf cannot be read: %s", lua_tostring(L, -1));
     lua_rawseti(L, r->results, (lua_Integer)pos + 1);
+}
+
+/* With keep_going, after the run's end: raises the failures when there
+ * were any, as the first one's error object whose message lists them
+ * all (without their tracebacks), with failures (every error object, in
+ * the order they came) and skipped (the nodes not run because they
+ * depend on a failed one). */
+static void cl_raise_failures(lua_State *L, struct crun *x) {
+    lua_Integer nf = luaL_len(L, x->fails);
+    if (nf == 0)
+        return;
+    ff_plan *p = x->r.plan;
+    size_t skipped = 0;
+    for (uint32_t ti = 0; ti < x->ntasks; ti++) {
+        uint32_t pos = t_pos(x, ti), np;
+        const uint32_t *par = ff_graph_parents(x->r.ctx->graph, p->order[pos], &np);
+        for (uint32_t j = 0; j < np && x->failed[pos] == 0; j++)
+            if (x->failed[ff_plan_pos(p, par[j])] != 0)
+                x->failed[pos] = 2, skipped++;
+    }
+    ffl_run_raise_failures(L, x->fails, skipped);
 }
 
 /* A RUN_END frame: where each node ran, set as node name -> worker in
@@ -591,8 +770,11 @@ static void cl_collect(lua_State *L, struct crun *x) {
             cl_on_done(L, x, msg, n);
             break;
         case FF_M_RUN_END:
-            if (cl_on_run_end(L, x, msg, n))
+            if (cl_on_run_end(L, x, msg, n)) {
+                if (x->keep_going)
+                    cl_raise_failures(L, x);
                 return;
+            }
             break;
         case FF_M_BYE:
             luaL_error(L, "the head at %s stopped during the run", ffl_client_address(x->c_client));
@@ -741,6 +923,9 @@ static void cl_workdir(lua_State *L, struct crun *x) {
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
     x->opts = 3;
+    lua_getfield(L, x->opts, "keep_going");
+    x->keep_going = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     ffl_run_plugins(L, &x->r);
     cl_workdir(L, x);
     lua_newtable(L);
@@ -752,6 +937,13 @@ static int cluster_inner(lua_State *L) {
     else
         x->ntasks = x->r.plan->n, x->computed = x->r.plan->n;
     if (x->ntasks > 0) {
+        if (x->keep_going) {
+            lua_newtable(L);
+            x->fails = lua_gettop(L);
+            x->failed = calloc((size_t)x->r.plan->n + 1, 1);
+            if (x->failed == NULL)
+                luaL_error(L, "not enough memory");
+        }
         cl_send_tasks(L, x);
         cl_collect(L, x);
     }
@@ -805,6 +997,7 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     free(x.remote);
     free(x.tpos);
     free(x.ptask);
+    free(x.failed);
     ff_buf_free(&x.tasks);
     ff_buf_free(&x.enc);
     ffl_run_release(&x.r);

@@ -16,6 +16,7 @@
  * they name that constructor.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,50 @@ struct ff_exec {
     char wd[4096];         /* the working dir whose package paths are in place; "": none */
     const ff_exec_task *t; /* the task running, and where its result goes */
     ff_buf *out;
+    /* Stopping (ff_exec_interrupt, from another thread): the serial of
+     * the task to stop and why. The rest is the executor thread's own. */
+    _Atomic uint64_t stop_serial;
+    _Atomic int stop_why;
+    uint64_t serial; /* the task running, 0 between tasks */
+    int stopped;     /* the hook stopped it: FF_EXEC_* */
+    int gc_base;     /* KiB in use after the last full collection */
 };
+
+/* The state's extra space holds its ff_exec, for the hook (coroutines
+ * made in the state get a copy). */
+static ff_exec *exec_of(lua_State *L) {
+    ff_exec *x;
+    memcpy(&x, lua_getextraspace(L), sizeof x);
+    return x;
+}
+
+#define STOP_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
+
+/* The hook of ff_exec_interrupt: raises the stop at the task's next
+ * instruction and stays armed, so that a pcall in the node cannot swallow
+ * it (the error unwinds to ff_exec_run, which disarms it). A hook left
+ * from a task that ended disarms itself; one that a new interrupt armed
+ * meanwhile is armed again. */
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+    ff_exec *x = exec_of(L);
+    (void)ar;
+    if (x->serial == 0 || atomic_load(&x->stop_serial) != x->serial) {
+        lua_sethook(L, NULL, 0, 0);
+        if (x->serial == 0 || atomic_load(&x->stop_serial) != x->serial)
+            return;
+    }
+    lua_sethook(L, stop_hook, STOP_MASK, 1);
+    x->stopped = atomic_load(&x->stop_why);
+    const char *name = x->t != NULL ? x->t->name : "?";
+    if (x->stopped == FF_EXEC_TIMEOUT) {
+        char secs[32];
+        snprintf(secs, sizeof secs, "%g", (double)(x->t != NULL ? x->t->timeout_ms : 0) / 1000);
+        lua_pushfstring(L, "node '%s' ran longer than its timeout of %s s: stopped", name, secs);
+    } else {
+        lua_pushfstring(L, "node '%s' was cancelled: its run ended", name);
+    }
+    lua_error(L);
+}
 
 /* Pushes the actors table of run (made when create), or nil. */
 static void push_actors(lua_State *L, uint64_t run, int create) {
@@ -312,6 +356,9 @@ int ff_exec_create(ff_exec **xp, const ff_exec_store *store) {
     lua_pop(L, 1);
     x->L = L;
     x->store = *store;
+    memcpy(lua_getextraspace(L), &x, sizeof x);
+    lua_gc(L, LUA_GCCOLLECT);
+    x->gc_base = lua_gc(L, LUA_GCCOUNT);
     *xp = x;
     return 0;
 }
@@ -381,14 +428,33 @@ static int place_error(lua_State *L) {
     return 1;
 }
 
+/* Collects the state's garbage when it grew by half its size after the
+ * last full collection and by 8 MiB: a task's large values go with it,
+ * and tiny tasks, which leave a few KiB each, pay one collection of a
+ * small heap per thousands of them. */
+static void collect(ff_exec *x) {
+    int kb = lua_gc(x->L, LUA_GCCOUNT);
+    if (kb > x->gc_base + x->gc_base / 2 + 8192) {
+        lua_gc(x->L, LUA_GCCOLLECT);
+        x->gc_base = lua_gc(x->L, LUA_GCCOUNT);
+    }
+}
+
 int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out) {
     lua_State *L = x->L;
     lua_settop(L, 0); /* the last run's error */
     x->t = t;
     x->out = out;
+    x->stopped = 0;
+    x->serial = t->serial;
     lua_pushcfunction(L, run_task);
     lua_pushlightuserdata(L, x);
     int status = ffl_pcall(L, 1, 0);
+    x->serial = 0;
+    /* An interrupt that comes now finds no task of its serial: the hook
+     * it may leave disarms itself. */
+    lua_sethook(L, NULL, 0, 0);
+    int stopped = status != LUA_OK ? x->stopped : 0;
     x->t = NULL;
     x->out = NULL;
     if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
@@ -397,7 +463,16 @@ int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out) {
         if (lua_pcall(L, 1, 1, 0) != LUA_OK)
             lua_settop(L, 0); /* no memory: ff_exec_error says so */
     }
+    collect(x);
+    if (stopped)
+        return stopped == FF_EXEC_TIMEOUT ? -ETIMEDOUT : -ECANCELED;
     return status == LUA_OK ? 0 : FFLUA_ELUA;
+}
+
+void ff_exec_interrupt(ff_exec *x, uint64_t serial, int why) {
+    atomic_store(&x->stop_why, why);
+    atomic_store(&x->stop_serial, serial);
+    lua_sethook(x->L, stop_hook, STOP_MASK, 1);
 }
 
 const char *ff_exec_error(ff_exec *x, size_t *len) {

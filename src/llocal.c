@@ -8,9 +8,13 @@
  * place, the node's function by lua_call, the result saved (with a
  * storage), the C `after` hook, and every parent whose consumers are all
  * done released. The run's message handler (lrun.c) knows which node was
- * running and names it in the error.
+ * running and names it in the error. With opts.keep_going, each node's
+ * call is protected on its own: a failure fails only the nodes that
+ * depend on it, the others run, and the run then raises one error
+ * listing every failure (lrun.c, ffl_run_raise_failures).
  */
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include <lauxlib.h>
@@ -27,6 +31,7 @@ struct local {
     struct ffl_cache *c; /* &cache with a storage, else NULL */
     struct ffl_cache cache;
     size_t computed; /* the nodes that ran, or started to */
+    int keep_going;  /* opts.keep_going: a failure fails only its dependants */
 };
 
 static uint64_t mono_ns(void) {
@@ -49,6 +54,21 @@ static int local_inner(lua_State *L) {
     ffl_run_plugins(L, r);
     int has_pre = lua_next(L, (lua_pushnil(L), r->pre)) != 0;
     lua_settop(L, r->pre);
+    /* keep_going: each node's call is protected on its own, with the
+     * run's message handler (msgh); its failures (fails), and per
+     * position 1 failed, 2 not run because a parent failed or did not
+     * run (failed). */
+    int msgh = 0, fails = 0;
+    uint8_t *failed = NULL;
+    size_t skipped = 0;
+    if (x->keep_going) {
+        ffl_run_push_msgh(L, r, 2);
+        msgh = lua_gettop(L);
+        lua_newtable(L);
+        fails = lua_gettop(L);
+        failed = lua_newuserdatauv(L, (size_t)p->n + 1, 0);
+        memset(failed, 0, (size_t)p->n + 1);
+    }
     if (c != NULL)
         ffl_cache_decide(L, c);
     else
@@ -65,6 +85,18 @@ static int local_inner(lua_State *L) {
             x->computed++;
             t0 = mono_ns();
         }
+        int bad = 0;
+        if (failed != NULL) {
+            uint32_t np;
+            const uint32_t *par = ff_graph_parents(g, id, &np);
+            for (uint32_t j = 0; j < np && !bad; j++)
+                bad = failed[ff_plan_pos(p, par[j])] != 0;
+            if (bad) {
+                failed[pos] = 2;
+                skipped++;
+                goto release;
+            }
+        }
         r->current = pos;
         if (ctx->hooks.before != NULL) {
             ffl_push_name(L, ctx, id);
@@ -72,10 +104,18 @@ static int local_inner(lua_State *L) {
             lua_pop(L, 1);
         }
         if (has_pre) {
-            if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) != LUA_TNIL)
-                lua_call(L, 0, 0); /* the plugins' pre-run call */
-            else
+            if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) == LUA_TNIL)
                 lua_pop(L, 1);
+            else if (!x->keep_going)
+                lua_call(L, 0, 0); /* the plugins' pre-run call */
+            else if (lua_pcall(L, 0, 0, msgh) != LUA_OK)
+                bad = 1;
+        }
+        if (bad) {
+            failed[pos] = 1;
+            lua_rawseti(L, fails, (lua_Integer)luaL_len(L, fails) + 1);
+            lua_settop(L, top);
+            goto release;
         }
         lua_rawgeti(L, LUA_REGISTRYINDEX, ffl_run_func(g, id));
         uint32_t nargs;
@@ -91,7 +131,14 @@ static int local_inner(lua_State *L) {
             if (a.kind == FF_ARG_ITEM || a.kind == FF_ARG_DEEP)
                 args = ff_graph_args(ctx->graph, id, &nargs);
         }
-        lua_call(L, (int)nargs, LUA_MULTRET);
+        if (!x->keep_going) {
+            lua_call(L, (int)nargs, LUA_MULTRET);
+        } else if (lua_pcall(L, (int)nargs, LUA_MULTRET, msgh) != LUA_OK) {
+            failed[pos] = 1;
+            lua_rawseti(L, fails, (lua_Integer)luaL_len(L, fails) + 1);
+            lua_settop(L, top);
+            goto release;
+        }
         ffl_one_result(L, top);
         if (c != NULL && c->act[pos] == FFL_ACT_RUN) {
             r->current = UINT32_MAX; /* errors here name the node themselves */
@@ -105,6 +152,7 @@ static int local_inner(lua_State *L) {
             ctx->hooks.after(ctx->hooks_ud, lua_tostring(L, -1), 0);
             lua_pop(L, 1);
         }
+    release:
         /* Release what no later node needs. */
         g = ctx->graph;
         uint32_t np;
@@ -118,6 +166,8 @@ static int local_inner(lua_State *L) {
         }
     }
     r->current = UINT32_MAX;
+    if (failed != NULL && luaL_len(L, fails) > 0)
+        ffl_run_raise_failures(L, fails, skipped);
     return ffl_run_push_leaves(L, r, 2);
 }
 
@@ -127,7 +177,7 @@ static void set_count(lua_State *L, int t, const char *k, size_t v) {
 }
 
 /* ls:run_local([opts]) -> one value per leaf. opts: storage (a Store),
- * workflow (its name there), cache, always_read, verbose; after the run
+ * workflow (its name there), cache, always_read, verbose, keep_going; after the run
  * opts also holds the counts computed, loaded, skipped, damaged. */
 static int ffl_leaves_run_local(lua_State *L) {
     ffl_check_leaves(L, 1);
@@ -138,6 +188,9 @@ static int ffl_leaves_run_local(lua_State *L) {
         luaL_checktype(L, 2, LUA_TTABLE);
         if (ffl_cache_options(L, &x.cache, 2))
             x.c = &x.cache;
+        lua_getfield(L, 2, "keep_going");
+        x.keep_going = lua_toboolean(L, -1);
+        lua_pop(L, 1);
     }
     ffl_run_push_msgh(L, &x.r, 1); /* [ls, opts, msgh] */
     lua_pushcfunction(L, local_inner);

@@ -2,17 +2,20 @@
  * lproc.c: the Lua binding of the process helpers a local cluster and
  * the specs need, functions of functionfuse.core:
  *
- *   core.spawn(argv, env_extra) -> pid      core.kill(pid[, signal]) -> ok
+ *   core.spawn(argv, env_extra[, { die_with_parent = bool }]) -> pid
+ *   core.kill(pid[, signal]) -> ok
  *   core.wait(pid[, nohang]) -> code | nil, signal | nothing (still running)
  *   core.token_new() -> a fresh random token
  *   core.cpu_count()   core.exe_path()   core.getpid()
  *   core.sleep(seconds)   core.monotime() -> seconds
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,10 +26,61 @@
 #include "lproc.h"
 #include "net.h"
 
-/* core.spawn(argv, env_extra) -> pid: argv[1] is a path; env_extra a table
- * of NAME = value added to (replacing in) this process's environment. */
+/* Starts argv with env as spawn does, tied to this process: the child
+ * gets SIGTERM when the thread that started it ends, this process's death
+ * by kill -9 included (prctl PR_SET_PDEATHSIG, which posix_spawn cannot
+ * ask for). Between fork and exec the child calls only async-signal-safe
+ * functions; an exec that fails reports its errno through a pipe closed
+ * on exec. Pushes the pid. */
+static int spawn_tied(lua_State *L, char **argv, char **env) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return luaL_error(L, "cannot start %s: %s", argv[0], strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        int e;
+        close(fds[0]);
+        setpgid(0, 0); /* its own group, as spawn's: a Ctrl-C is the driver's */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) {
+            e = errno != 0 ? errno : ESRCH; /* the parent died before the prctl */
+        } else {
+            execve(argv[0], argv, env);
+            e = errno;
+        }
+        while (write(fds[1], &e, sizeof e) < 0 && errno == EINTR)
+            ;
+        _exit(127);
+    }
+    int err = errno;
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return luaL_error(L, "cannot start %s: %s", argv[0], strerror(err));
+    }
+    int e = 0;
+    ssize_t got;
+    do
+        got = read(fds[0], &e, sizeof e);
+    while (got < 0 && errno == EINTR);
+    close(fds[0]);
+    if (got == (ssize_t)sizeof e) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        return luaL_error(L, "cannot start %s: %s", argv[0], strerror(e));
+    }
+    lua_pushinteger(L, pid);
+    return 1;
+}
+
+/* core.spawn(argv, env_extra[, opts]) -> pid: argv[1] is a path; env_extra
+ * a table of NAME = value added to (replacing in) this process's
+ * environment; opts.die_with_parent: the child gets SIGTERM when this
+ * process (the thread calling this) ends, however it ends. */
 static int ffl_proc_spawn(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 3);
     lua_Integer argc = luaL_len(L, 1);
     luaL_argcheck(L, argc >= 1, 1, "empty argv");
     char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(argc + 1), 0);
@@ -70,6 +124,9 @@ static int ffl_proc_spawn(lua_State *L) {
             env[j++] = environ[i];
     }
     env[j] = NULL;
+    int pdeath = lua_istable(L, 3) && (lua_getfield(L, 3, "die_with_parent"), lua_toboolean(L, -1));
+    if (pdeath)
+        return spawn_tied(L, argv, env);
     /* A process group of its own: a Ctrl-C at the terminal (the REPL's)
      * interrupts the driver, not the cluster it started. */
     posix_spawnattr_t attr;

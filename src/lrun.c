@@ -511,3 +511,46 @@ void ffl_run_push_msgh(lua_State *L, struct ffl_run *r, int lsidx) {
     lua_pushvalue(L, lsidx);
     lua_pushcclosure(L, run_msgh, 2);
 }
+
+/* Pushes "<n> <what>s" ("1 node", "3 nodes"). */
+static void push_count(lua_State *L, size_t n, const char *what) {
+    lua_pushfstring(L, "%d %s%s", (int)n, what, n == 1 ? "" : "s");
+}
+
+void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped) {
+    fails = lua_absindex(L, fails);
+    lua_Integer nf = luaL_len(L, fails);
+    lua_rawgeti(L, fails, 1); /* [e] */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    push_count(L, (size_t)nf, "node");
+    luaL_addvalue(&b);
+    luaL_addstring(&b, " failed");
+    if (skipped > 0) {
+        luaL_addstring(&b, ", and ");
+        push_count(L, skipped, "node");
+        luaL_addvalue(&b);
+        luaL_addstring(&b, skipped == 1 ? " that depends on a failed one did not run"
+                                        : " that depend on them did not run");
+    }
+    luaL_addstring(&b, " (keep_going):");
+    for (lua_Integer i = 1; i <= nf; i++) {
+        lua_rawgeti(L, fails, i);
+        lua_getfield(L, -1, "message");
+        size_t len;
+        const char *msg = lua_tolstring(L, -1, &len);
+        const char *tb = strstr(msg, "\nstack traceback:\n");
+        luaL_addchar(&b, '\n');
+        lua_pushlstring(L, msg, tb != NULL ? (size_t)(tb - msg) : len);
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b); /* [e, message] */
+    lua_setfield(L, -2, "message");
+    lua_pushvalue(L, fails);
+    lua_setfield(L, -2, "failures");
+    lua_pushinteger(L, (lua_Integer)skipped);
+    lua_setfield(L, -2, "skipped");
+    lua_error(L);
+}

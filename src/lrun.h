@@ -93,6 +93,14 @@ void ffl_run_push_msgh(lua_State *L, struct ffl_run *r, int lsidx);
  * defined; none for a C function). Stack effect: +1. */
 void ffl_run_push_error(lua_State *L, ffl_ctx *ctx, uint32_t id, int value, int text, int cause);
 
+/* With keep_going, after a run with failures: raises the first failure's
+ * error object (ffl_run_push_error), its message replaced by one listing
+ * every failure (without their tracebacks) and the count of nodes not run
+ * because they depend on one, with failures (the table at index fails of
+ * every error object, in the order they came, at least one) and skipped
+ * (that count). Does not return. */
+void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped);
+
 /* Whether the value at idx is a run error object. */
 int ffl_is_run_error(lua_State *L, int idx);
 

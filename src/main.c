@@ -140,30 +140,39 @@ static const char head_usage[] =
     "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N] [--workers N]\n"
     "                  [--resources JSON] [--token-file FILE] [--ready-file FILE]\n"
     "                  [--quiet | --verbose] [--handshake-timeout SECONDS]\n"
+    "                  [--heartbeat-timeout SECONDS]\n"
     "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
     "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
     "  the cores; 0: none) and the machine's resources ('{\"_disk\": 1}'), or\n"
     "  in --workers such workers, which share those resources, and starts\n"
     "  another when one ends. Peers prove they know the token in FILE (mode\n"
     "  600); without one the head makes a token and only its own worker can\n"
-    "  join. --ready-file gets HOST:PORT once listening; --quiet (-q) logs only\n"
+    "  join, and a HOST that is not a loopback address is refused. --ready-file gets HOST:PORT "
+    "once listening; --quiet (-q) logs only\n"
     "  errors; --verbose (-v) also logs each run (submitted, ended, its task\n"
     "  counts) and each working directory received, sent and forgotten, and\n"
     "  makes its own workers verbose. A peer that has not proved it knows the\n"
-    "  token within --handshake-timeout (5 s) is disconnected. SIGTERM or\n"
-    "  Ctrl-C stops it.\n";
+    "  token within --handshake-timeout (5 s) is disconnected. Peers get a\n"
+    "  PING every fifth of --heartbeat-timeout (5 s; 0.1 to 3600); a worker\n"
+    "  silent that long is lost, and its tasks run again elsewhere. SIGTERM\n"
+    "  or Ctrl-C stops it, telling its peers (STOPPING).\n";
 
 static const char worker_usage[] =
     "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
     "                    [--resources JSON] [--token-file FILE] [--own-machine]\n"
-    "                    [--quiet | --verbose]\n"
+    "                    [--quiet | --verbose] [--reconnect SECONDS] [--grace SECONDS]\n"
     "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
     "  once (default: the cores), each in its own Lua state. The resources\n"
     "  are this machine's, shared with its other workers; with --own-machine\n"
     "  the worker counts as a machine of its own. The token comes from FILE\n"
     "  or $FFLUA_TOKEN. It says when it joins and leaves, unless --quiet (-q);\n"
     "  --verbose (-v) also logs each working directory received, unpacked for\n"
-    "  a run and removed. SIGTERM or Ctrl-C stops it.\n";
+    "  a run and removed. When its head is lost (closed, silent for the\n"
+    "  heartbeat timeout, or stopping), it stops its tasks and tries to join\n"
+    "  it again for --reconnect seconds (60; 0: it exits at once). SIGTERM or\n"
+    "  Ctrl-C: it takes no more tasks, hands back the queued ones and lets the\n"
+    "  running ones finish for --grace seconds (30), then leaves; a second\n"
+    "  signal leaves at once.\n";
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
@@ -258,6 +267,10 @@ static int head_main(int argc, char **argv) {
                            "to 3600",
                            &o.handshake_timeout) != 0)
                 return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--heartbeat-timeout")) != NULL) {
+            if (opt_number("head", name, v, OPT_REAL, 0.1, 3600,
+                           "a number of seconds from 0.1 to 3600", &o.heartbeat_timeout) != 0)
+                return 2;
         } else {
             return bad_option("head", opt, head_usage);
         }
@@ -267,7 +280,7 @@ static int head_main(int argc, char **argv) {
 }
 
 static int worker_main(int argc, char **argv) {
-    ff_worker_opts o = {.num_cpus = -1};
+    ff_worker_opts o = {.num_cpus = -1, .reconnect = 60, .grace = 30, .argv = argv};
     for (int i = 2; i < argc; i++) {
         const char *v, *opt = argv[i];
         char name[64];
@@ -284,6 +297,14 @@ static int worker_main(int argc, char **argv) {
             o.resources = v;
         } else if ((v = opt_value(argc, argv, &i, "--token-file")) != NULL) {
             o.token_file = v;
+        } else if ((v = opt_value(argc, argv, &i, "--reconnect")) != NULL) {
+            if (opt_number("worker", name, v, OPT_REAL, 0, 86400,
+                           "a number of seconds from 0 to 86400", &o.reconnect) != 0)
+                return 2;
+        } else if ((v = opt_value(argc, argv, &i, "--grace")) != NULL) {
+            if (opt_number("worker", name, v, OPT_REAL, 0, 86400,
+                           "a number of seconds from 0 to 86400", &o.grace) != 0)
+                return 2;
         } else if (strcmp(argv[i], "--own-machine") == 0) {
             o.own_machine = 1;
         } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {

@@ -77,6 +77,7 @@ struct resource {
 
 struct place {
     uint8_t live;
+    uint8_t closed;    /* ff_sched_close_place: takes no new tasks */
     uint32_t run_head; /* running tasks here */
     size_t nrunning;
     int64_t machine; /* the caller's key, or -1: a machine of its own */
@@ -420,7 +421,7 @@ static int top_better(const ff_sched *s, int a, int b) {
 /* Place p's free CPU or liveness changed. */
 static void top_update(ff_sched *s, int p) {
     uint32_t i = s->top_cap + (uint32_t)p;
-    s->top[i] = s->places[p].live ? p : -1;
+    s->top[i] = s->places[p].live && !s->places[p].closed ? p : -1;
     for (i >>= 1; i > 0; i >>= 1)
         s->top[i] = top_better(s, s->top[2 * i], s->top[2 * i + 1]);
 }
@@ -439,7 +440,8 @@ static int top_grow(ff_sched *s, uint32_t cap) {
     s->top = t;
     s->top_cap = n;
     for (uint32_t p = 0; p < n; p++)
-        t[n + p] = p < (uint32_t)s->nplaces && s->places[p].live ? (int)p : -1;
+        t[n + p] =
+            p < (uint32_t)s->nplaces && s->places[p].live && !s->places[p].closed ? (int)p : -1;
     for (uint32_t i = n - 1; i > 0; i--)
         t[i] = top_better(s, t[2 * i], t[2 * i + 1]);
     t[0] = -1;
@@ -514,7 +516,7 @@ int ff_sched_add_place_on(ff_sched *s, int64_t machine, const ff_res *cap, size_
         return rc;
     }
     int p = s->nplaces++;
-    s->places[p] = (struct place){1, NIL, 0, machine, p};
+    s->places[p] = (struct place){.live = 1, .run_head = NIL, .machine = machine, .mnext = p};
     int64_t *t = row(s->total, s, p), *f = row(s->freev, s, p);
     memset(t, 0, s->rstride * sizeof *t);
     memset(f, 0, s->rstride * sizeof *f);
@@ -980,7 +982,9 @@ static int place_for(ff_sched *s, const struct shape *sh, int affinity, int excl
     int64_t excl_machine = -1;
     if (excl >= 0 && sh->n > (sh->n > 0 && sh->req[0].id == FF_RES_CPU))
         excl_machine = s->places[excl].machine;
-#define EXCLUDED(p) ((p) == excl || (excl_machine >= 0 && s->places[p].machine == excl_machine))
+#define EXCLUDED(p)                                                                                \
+    ((p) == excl || s->places[p].closed ||                                                         \
+     (excl_machine >= 0 && s->places[p].machine == excl_machine))
     if (affinity >= 0 && !EXCLUDED(affinity) && s->places[affinity].live &&
         fits_row(crow(s->freev, s, affinity), sh))
         return affinity;
@@ -1031,7 +1035,7 @@ static void reserve(ff_sched *s, uint32_t slot) {
     double bestd = 0;
     int64_t bestc = 0;
     for (int p = 0; p < s->nplaces; p++) {
-        if (!s->places[p].live || !fits_row(crow(s->total, s, p), sh))
+        if (!s->places[p].live || s->places[p].closed || !fits_row(crow(s->total, s, p), sh))
             continue;
         const int64_t *f = crow(s->freev, s, p);
         double d = 0;
@@ -1285,6 +1289,16 @@ static size_t drop_ring(ff_sched *s, uint32_t si, int keep_wait, ff_sched_drop_f
     }
     sh->qlen = w;
     return dropped;
+}
+
+int ff_sched_close_place(ff_sched *s, int place) {
+    if (!ff_sched_place_live(s, place))
+        return -EINVAL;
+    s->places[place].closed = 1;
+    top_update(s, place);
+    if (s->res_place == place)
+        reservation_clear(s); /* made again, elsewhere, as the oldest is passed over */
+    return 0;
 }
 
 int ff_sched_remove_place(ff_sched *s, int place, ff_sched_drop_fn fn, void *ud) {

@@ -169,6 +169,12 @@ int ff_sched_resource_own(ff_sched *s, int id);
  * not a live place). */
 int64_t ff_sched_place_machine(const ff_sched *s, int place);
 
+/* Closes a live place (its worker is stopping): no task starts there
+ * any more, the tasks running there go on until released, and the place
+ * stays live (its resources count for feasibility) until removed.
+ * Returns 0, or -EINVAL (not a live place). Never allocates. */
+int ff_sched_close_place(ff_sched *s, int place);
+
 /* Why a task is handed back by a drop callback. */
 enum ff_sched_drop {
     FF_SCHED_LOST = 1,       /* was running on a removed place */

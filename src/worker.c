@@ -41,6 +41,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -48,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,16 +99,28 @@ typedef struct wtask {
     size_t ndeps;
     char *args, *pre;
     size_t nargs, npre;
-    int64_t cpus;  /* fixed point */
-    int actor;     /* FF_ACTOR_* */
-    uint64_t ctor; /* a method call: its constructor's task index */
-    int exec;      /* a method call: the executor holding its actor */
-    char *dir;     /* the run's working directory, or NULL */
-    /* The outcome, filled by an executor. */
-    int ok;
+    int64_t cpus;        /* fixed point */
+    int actor;           /* FF_ACTOR_* */
+    uint64_t ctor;       /* a method call: its constructor's task index */
+    int exec;            /* a method call: the executor holding its actor */
+    char *dir;           /* the run's working directory, or NULL */
+    uint64_t timeout_ms; /* 0: none */
+    uint64_t serial;     /* distinct per task: what an interrupt names */
+    uint64_t epoch;      /* the connection it came on (w->epoch) */
+    int stop;            /* the loop thread stopped it: FF_EXEC_CANCEL or _TIMEOUT */
+    /* The outcome, filled by an executor: FF_RESULT_OK, _FAILED, _TIMEOUT,
+     * or WT_CANCELLED (interrupted by a cancel: handed back). */
+    int status;
     ff_buf out;
     uint64_t ns;
 } wtask;
+
+#define WT_CANCELLED (-1)
+
+/* A task that began to run, for STARTED (w->started). */
+typedef struct wstart {
+    uint64_t epoch, run, index;
+} wstart;
 
 typedef struct worker {
     uv_loop_t loop;
@@ -114,17 +128,25 @@ typedef struct worker {
     uv_async_t wake;
     uv_signal_t sigterm, sigint;
     uv_check_t flusher;
+    uv_timer_t watch;    /* timeouts, interrupts, the heartbeat, the grace period */
+    uv_timer_t retry;    /* the next attempt to reach a lost head */
     ff_exec_store store; /* what executors get functions and results from */
-    ff_exec *inline_x;   /* one CPU: tasks run on the loop thread, in this executor */
-    uint64_t inline_gen;
     unsigned char key[FF_KEY_LEN];
-    int64_t cpus; /* fixed point */
+    struct sockaddr_storage addr;
+    char *const *argv; /* the program's, for replacing the process */
+    int64_t cpus;      /* fixed point */
     const char *resources;
     int nthreads;
     pthread_t *threads;
-    pthread_mutex_t mu; /* queue, done, runs, stop */
+    pthread_mutex_t mu; /* queue, done, started, runs, stop, the executors' cur */
     pthread_cond_t cv;
+    pthread_cond_t ended; /* an executor thread ended (nalive) */
+    int nalive;           /* executor threads running */
     wtask *queue, *queue_tail, *done;
+    wstart *started; /* tasks that began, for STARTED */
+    size_t nstarted, capstarted;
+    uint64_t serial;       /* the last task's serial */
+    uint64_t epoch;        /* connections to a head so far: older tasks are dropped */
     wtask **mq, **mq_tail; /* per executor thread: method calls of its actors */
     struct wexec *execs;   /* the executor threads' arguments */
     wrun *runs;
@@ -141,6 +163,19 @@ typedef struct worker {
     wwd *wds;
     const char *address; /* the head's, as given */
     const char *leaving; /* why the worker leaves, once it knows */
+    /* Faults (docs/protocol.md): the head's heartbeat timeout (0 before
+     * its first PING), when it last showed life and the connection's
+     * read count then. */
+    uint64_t hb_ms, alive_ms, alive_reads;
+    int stopping;           /* SIGTERM: takes no tasks, finishes (1) or not (2) */
+    int exiting;            /* leaves for good when the connection closes */
+    int replacing;          /* replaces its process when the connection closed */
+    uint64_t grace_ms;      /* --grace */
+    uint64_t grace_end;     /* stopping: when the running tasks are handed back */
+    uint64_t reconnect_ms;  /* --reconnect */
+    uint64_t reconnect_end; /* lost its head: tries to reach it until then; 0: not */
+    unsigned backoff_ms;    /* the wait before the next attempt */
+    uint64_t replace_at;    /* replacing: exec by then even if the close hangs */
     /* The storages this worker holds (STORE_CALL), relative paths taken
      * from its startup directory; on the loop thread. */
     ff_storeserve *stores;
@@ -148,11 +183,24 @@ typedef struct worker {
 
 static const char *WHO = "worker";
 
-/* An executor thread's argument: its worker and its number. */
+/* An executor thread: its worker, its number, its executor and the task
+ * it runs (cur, under w->mu; NULL between tasks) with when it began and
+ * when the loop thread asked it to stop (stop_ms, 0: not). */
 struct wexec {
     struct worker *w;
     int k;
+    ff_exec *x;
+    wtask *cur;
+    uint64_t t0_ms, stop_ms;
 };
+
+#define STOP_GRACE_MS 500 /* an interrupted task still running then is stuck */
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static wrun *run_get(worker *w, uint64_t id, int create) {
     for (wrun *r = w->runs; r; r = r->next)
@@ -271,15 +319,20 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
                        .actor = t->actor,
                        .ctor = t->ctor,
                        .index = t->index,
-                       .dir = t->dir};
+                       .dir = t->dir,
+                       .serial = t->serial,
+                       .timeout_ms = t->timeout_ms};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = ff_exec_run(x, &et, &t->out);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     t->ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
             (uint64_t)t0.tv_nsec;
-    t->ok = rc == 0;
-    if (!t->ok) {
+    t->status = rc == 0            ? FF_RESULT_OK
+                : rc == -ETIMEDOUT ? FF_RESULT_TIMEOUT
+                : rc == -ECANCELED ? WT_CANCELLED
+                                   : FF_RESULT_FAILED;
+    if (rc != 0) {
         size_t n;
         const char *m = ff_exec_error(x, &n);
         set_message(t, m, n);
@@ -290,17 +343,31 @@ static void run_one(ff_exec *x, wtask *t, uint64_t gen, uint64_t *seen_gen) {
  * that its method calls go there. Without memory for that, t fails. Under
  * w->mu. */
 static void keep_actor(worker *w, wtask *t, int k) {
-    if (!t->ok || t->actor != FF_ACTOR_CTOR)
+    if (t->status != FF_RESULT_OK || t->actor != FF_ACTOR_CTOR)
         return;
     wrun *r = run_get(w, t->run, 0);
     if (r == NULL) {
         w->actors_gen++; /* its run ended meanwhile: the executor drops it */
     } else if (bm_put(&r->actors, t->index, (const char *)&k, sizeof k) != 0) {
         const char *msg = "the worker has not enough memory to keep its actor";
-        t->ok = 0;
+        t->status = FF_RESULT_FAILED;
         set_message(t, msg, strlen(msg));
         w->actors_gen++;
     }
+}
+
+/* Notes under w->mu that t began to run, for STARTED. Without memory
+ * for the note, the head learns it from the result only. */
+static void note_started(worker *w, wtask *t) {
+    if (w->nstarted == w->capstarted) {
+        size_t cap = w->capstarted ? 2 * w->capstarted : 64;
+        wstart *p = realloc(w->started, cap * sizeof *p);
+        if (p == NULL)
+            return;
+        w->started = p;
+        w->capstarted = cap;
+    }
+    w->started[w->nstarted++] = (wstart){t->epoch, t->run, t->index};
 }
 
 static void *executor(void *arg) {
@@ -313,29 +380,55 @@ static void *executor(void *arg) {
     int own_fs = unshare(CLONE_FS) == 0;
     if (ff_exec_create(&x, &w->store) != 0) {
         ff_log(WHO, "cannot create a Lua state");
+        pthread_mutex_lock(&w->mu);
+        w->nalive--;
+        pthread_cond_broadcast(&w->ended);
+        pthread_mutex_unlock(&w->mu);
         return NULL;
     }
     ff_exec_set_home(x, w->home, own_fs);
     uint64_t seen_gen = 0, seen_actors = 0;
+    wtask *t = NULL; /* the task that just ran */
+    int wake = 0;    /* the loop thread has news: done or started tasks */
+    pthread_mutex_lock(&w->mu);
+    self->x = x;
     for (;;) {
-        pthread_mutex_lock(&w->mu);
+        if (t != NULL) { /* hand it in */
+            keep_actor(w, t, k);
+            w->cpus_free += t->cpus;
+            if (w->queue != NULL)
+                pthread_cond_broadcast(&w->cv);
+            t->next = w->done;
+            w->done = t;
+            self->cur = NULL;
+            self->stop_ms = 0;
+            t = NULL;
+            wake = 1;
+        }
         /* The head sends more tasks than CPUs (pipelining); they start in
          * order, each when its CPUs are free. Method calls of this
          * executor's actors come first, and need no free CPU. */
-        while (!w->stop && w->mq[k] == NULL && w->actors_gen == seen_actors &&
-               (w->queue == NULL || w->queue->cpus > w->cpus_free))
+        if (!w->stop && w->mq[k] == NULL && w->actors_gen == seen_actors &&
+            (w->queue == NULL || w->queue->cpus > w->cpus_free)) {
+            if (wake) { /* nothing to start: tell the loop thread first */
+                pthread_mutex_unlock(&w->mu);
+                uv_async_send(&w->wake);
+                wake = 0;
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stop) {
-            pthread_mutex_unlock(&w->mu);
-            break;
+            continue;
         }
+        if (w->stop)
+            break;
         if (w->actors_gen != seen_actors) { /* some actors are gone: drop them here */
             seen_actors = w->actors_gen;
             pthread_mutex_unlock(&w->mu);
             ff_exec_sweep(x);
+            pthread_mutex_lock(&w->mu);
             continue;
         }
-        wtask *t;
         if (w->mq[k] != NULL) {
             t = w->mq[k];
             w->mq[k] = t->next;
@@ -348,19 +441,24 @@ static void *executor(void *arg) {
                 w->queue_tail = NULL;
         }
         w->cpus_free -= t->cpus;
+        self->cur = t;
+        self->t0_ms = now_ms();
+        note_started(w, t);
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
+        /* One wake-up says both that the last task ended and that this
+         * one began; a task that began after a wait wakes it alone. */
+        uv_async_send(&w->wake);
+        wake = 0;
         run_one(x, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
-        keep_actor(w, t, k);
-        w->cpus_free += t->cpus;
-        if (w->queue != NULL)
-            pthread_cond_broadcast(&w->cv);
-        t->next = w->done;
-        w->done = t;
-        pthread_mutex_unlock(&w->mu);
-        uv_async_send(&w->wake);
     }
+    self->x = NULL;
+    w->nalive--;
+    pthread_cond_broadcast(&w->ended);
+    pthread_mutex_unlock(&w->mu);
+    if (wake)
+        uv_async_send(&w->wake);
     ff_exec_destroy(x);
     return NULL;
 }
@@ -371,11 +469,10 @@ static double mib(size_t n) {
     return (double)n / (1 << 20);
 }
 
-/* Queues RESULT(run, index, ok, bytes, ns): 0, or the writer's error. */
-static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const char *p, size_t n,
-                        uint64_t ns) {
-    return ff_msg_result_write(
-        &w->conn.out, &(ff_msg_result){run, index, ok ? FF_RESULT_OK : FF_RESULT_FAILED, p, n, ns});
+/* Queues RESULT(run, index, status, bytes, ns): 0, or the writer's error. */
+static int write_result(worker *w, uint64_t run, uint64_t index, int status, const char *p,
+                        size_t n, uint64_t ns) {
+    return ff_msg_result_write(&w->conn.out, &(ff_msg_result){run, index, status, p, n, ns});
 }
 
 /* Tells the head that task (run, index) failed with msg; when not even
@@ -383,7 +480,7 @@ static int write_result(worker *w, uint64_t run, uint64_t index, int ok, const c
  * rather than wait for it. */
 static void report_failure(worker *w, uint64_t run, uint64_t index, const char *name, size_t nl,
                            const char *msg) {
-    if (write_result(w, run, index, 0, msg, strlen(msg), 0) != 0) {
+    if (write_result(w, run, index, FF_RESULT_FAILED, msg, strlen(msg), 0) != 0) {
         char nm[64];
         ff_log(WHO, "cannot tell the head that node '%s' failed (%s): leaving",
                ff_text_escape(nm, sizeof nm, name, nl), msg);
@@ -397,11 +494,11 @@ static void report_failure(worker *w, uint64_t run, uint64_t index, const char *
 static void report(worker *w, wtask *t) {
     if (w->conn.state != FF_CONN_READY)
         return;
-    int rc = write_result(w, t->run, t->index, t->ok, t->out.p, t->out.n, t->ns);
+    int rc = write_result(w, t->run, t->index, t->status, t->out.p, t->out.n, t->ns);
     if (rc == 0)
         return;
     char msg[200];
-    const char *what = t->ok ? "result" : "error message";
+    const char *what = t->status == FF_RESULT_OK ? "result" : "error message";
     if (rc == -EMSGSIZE)
         snprintf(msg, sizeof msg,
                  "its %s (%.1f MiB) takes more than the %d MiB one message may "
@@ -416,42 +513,172 @@ static void report(worker *w, wtask *t) {
 /* Keeps a finished task's result here for the tasks that will use it (the
  * head counts on it); without memory for it, the task fails. Under w->mu. */
 static void keep_result(worker *w, wtask *t) {
-    wrun *r = t->ok ? run_get(w, t->run, 0) : NULL;
+    wrun *r = t->status == FF_RESULT_OK ? run_get(w, t->run, 0) : NULL;
     if (r != NULL && bm_put(&r->results, t->index, t->out.p, t->out.n) != 0) {
         char msg[160];
         snprintf(msg, sizeof msg,
                  "the worker has not enough memory to keep its result "
                  "(%.1f MiB)",
                  mib(t->out.n));
-        t->ok = 0;
+        t->status = FF_RESULT_FAILED;
         set_message(t, msg, strlen(msg));
     }
 }
 
-static void send_results(uv_async_t *a) {
-    worker *w = a->data;
-    pthread_mutex_lock(&w->mu);
-    wtask *done = w->done;
-    w->done = NULL;
-    for (wtask *t = done; t; t = t->next)
-        keep_result(w, t);
-    pthread_mutex_unlock(&w->mu);
-    while (done != NULL) {
-        wtask *t = done;
-        done = t->next;
-        report(w, t);
-        task_free(t);
+/* Writes a HANDBACK (or STARTED, when started) per run for the n tasks
+ * (run, index) at ts, grouping neighbours of one run. Without memory for
+ * a frame, the worker leaves, so that the head does not wait for those
+ * tasks. */
+static void write_tasks(worker *w, const wstart *ts, size_t n, int started) {
+    uint64_t idx[256];
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        uint64_t run = ts[i].run;
+        for (; i < n && k < sizeof idx / sizeof idx[0] && ts[i].run == run; i++)
+            if (ts[i].epoch == w->epoch)
+                idx[k++] = ts[i].index;
+        if (k == 0 || w->conn.state != FF_CONN_READY)
+            continue;
+        int rc = started ? ff_msg_started_write(&w->conn.out, run, idx, k)
+                         : ff_msg_handback_write(&w->conn.out, run, idx, k);
+        if (rc != 0) {
+            ff_log(WHO, "not enough memory to tell the head about its tasks: leaving");
+            ff_conn_close(&w->conn);
+            return;
+        }
     }
 }
 
-/* A TASK: queued, or run at once with one CPU. Returns nonzero for a
- * malformed one (the connection closes). Without memory for its inputs,
- * the task fails and the head is told so. */
+/* Hands the tasks of list (linked by next) back to the head, and frees
+ * them. */
+static void hand_back(worker *w, wtask *list) {
+    wstart buf[64];
+    size_t n = 0;
+    while (list != NULL) {
+        wtask *t = list;
+        list = t->next;
+        buf[n++] = (wstart){t->epoch, t->run, t->index};
+        task_free(t);
+        if (n == sizeof buf / sizeof buf[0] || list == NULL) {
+            write_tasks(w, buf, n, 0);
+            n = 0;
+        }
+    }
+}
+
+/* Takes the queued tasks (of run, or all when all) out of the queues,
+ * as a list. Under w->mu. */
+static wtask *take_queued(worker *w, int all, uint64_t run) {
+    wtask *out = NULL, **tail = &out;
+    for (int k = -1; k < w->nthreads; k++) {
+        wtask **pp = k < 0 ? &w->queue : &w->mq[k], *last = NULL;
+        while (*pp != NULL) {
+            wtask *t = *pp;
+            if (all || t->run == run) {
+                *pp = t->next;
+                t->next = NULL;
+                *tail = t;
+                tail = &t->next;
+            } else {
+                last = t;
+                pp = &t->next;
+            }
+        }
+        if (k < 0)
+            w->queue_tail = last;
+        else
+            w->mq_tail[k] = last;
+    }
+    return out;
+}
+
+/* Asks the tasks running (of run, or all) to stop, with why (FF_EXEC_*).
+ * Under w->mu. Returns how many run. */
+static int stop_running(worker *w, int all, uint64_t run, int why) {
+    int n = 0;
+    uint64_t now = now_ms();
+    for (int k = 0; k < w->nthreads; k++) {
+        struct wexec *e = &w->execs[k];
+        wtask *t = e->cur;
+        if (t == NULL || !(all || t->run == run))
+            continue;
+        n++;
+        if (t->stop != 0)
+            continue;
+        t->stop = why;
+        e->stop_ms = now;
+        ff_exec_interrupt(e->x, t->serial, why);
+    }
+    return n;
+}
+
+/* Tasks running now (of any connection). Under w->mu. */
+static int running(worker *w) {
+    int n = 0;
+    for (int k = 0; k < w->nthreads; k++)
+        n += w->execs[k].cur != NULL;
+    return n;
+}
+
+static void watch_arm(worker *w);
+static void leave(worker *w);
+
+static void send_results(uv_async_t *a) {
+    worker *w = a->data;
+    pthread_mutex_lock(&w->mu);
+    wstart *started = w->started;
+    size_t nstarted = w->nstarted;
+    int timed = 0;
+    w->started = NULL;
+    w->nstarted = w->capstarted = 0;
+    wtask *done = w->done;
+    w->done = NULL;
+    for (wtask *t = done; t; t = t->next)
+        if (t->epoch == w->epoch && t->stop != FF_EXEC_CANCEL)
+            keep_result(w, t);
+    for (int k = 0; k < w->nthreads && !timed; k++)
+        timed = w->execs[k].cur != NULL && w->execs[k].cur->timeout_ms > 0;
+    int idle = w->stopping == 1 && running(w) == 0 && w->queue == NULL;
+    pthread_mutex_unlock(&w->mu);
+    write_tasks(w, started, nstarted, 1); /* before their results */
+    free(started);
+    wtask *back = NULL;
+    while (done != NULL) {
+        wtask *t = done;
+        done = t->next;
+        if (t->epoch != w->epoch) { /* of a head that is gone */
+            task_free(t);
+        } else if (t->stop == FF_EXEC_CANCEL) { /* its run ended: the head frees its slot */
+            t->next = back;
+            back = t;
+        } else {
+            if (t->stop == FF_EXEC_TIMEOUT && t->status != FF_RESULT_OK)
+                t->status = FF_RESULT_TIMEOUT;
+            report(w, t);
+            task_free(t);
+        }
+    }
+    hand_back(w, back);
+    if (idle && w->conn.state == FF_CONN_READY) {
+        ff_log(WHO, "every task it ran has finished: leaving");
+        leave(w);
+    } else if (timed) {
+        watch_arm(w);
+    }
+}
+
+/* A TASK: queued for the executors. Returns nonzero for a malformed one
+ * (the connection closes). Without memory for its inputs, the task fails
+ * and the head is told so. A worker that is stopping hands it back. */
 static int on_task(worker *w, const char *p, size_t n) {
     ff_msg_task m;
     ff_msg_list deps;
     if (ff_msg_task_read(p, n, &m, &deps) != 0)
         return 1;
+    if (w->stopping) {
+        write_tasks(w, &(wstart){w->epoch, m.run, m.index}, 1, 0);
+        return 0;
+    }
     wtask *t = calloc(1, sizeof *t);
     int oom = t == NULL, lost = 0;
     if (t != NULL) {
@@ -460,6 +687,9 @@ static int on_task(worker *w, const char *p, size_t n) {
         t->fid = m.fid;
         t->actor = m.actor;
         t->ctor = m.ctor;
+        t->timeout_ms = m.timeout_ms;
+        t->serial = ++w->serial;
+        t->epoch = w->epoch;
         t->ndeps = m.ndeps;
         t->nargs = m.nargs;
         t->npre = m.npre;
@@ -518,18 +748,7 @@ static int on_task(worker *w, const char *p, size_t n) {
     /* never more than all of them */
     t->cpus = m.cpus > (uint64_t)w->cpus ? w->cpus : (int64_t)m.cpus;
     if (t->actor == FF_ACTOR_METHOD)
-        t->cpus = 0;           /* it runs in its actor's executor, on no CPU of its own */
-    if (w->inline_x != NULL) { /* one CPU: run it here, now */
-        run_one(w->inline_x, t, w->dropped_gen, &w->inline_gen);
-        uint64_t gen = w->actors_gen; /* no other thread: no lock */
-        keep_actor(w, t, 0);
-        if (gen != w->actors_gen)
-            ff_exec_sweep(w->inline_x);
-        keep_result(w, t);
-        report(w, t);
-        task_free(t);
-        return 0;
-    }
+        t->cpus = 0; /* it runs in its actor's executor, on no CPU of its own */
     pthread_mutex_lock(&w->mu);
     if (t->actor == FF_ACTOR_METHOD) {
         int k = t->exec;
@@ -554,7 +773,7 @@ static int on_task(worker *w, const char *p, size_t n) {
 /* Wakes the executor threads to drop actors when some went since gen.
  * Under w->mu. */
 static void actors_dropped(worker *w, uint64_t gen) {
-    if (gen != w->actors_gen && w->inline_x == NULL)
+    if (gen != w->actors_gen)
         pthread_cond_broadcast(&w->cv);
 }
 
@@ -871,15 +1090,15 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         }
         actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
-        if (gen != w->actors_gen && w->inline_x != NULL)
-            ff_exec_sweep(w->inline_x);
         return 0;
     }
-    case FF_M_RUN_END: {
+    case FF_M_RUN_END: { /* its queued tasks go back, its running ones stop */
         uint64_t run;
         if (ff_msg_run_end_read(p, n, &run) != 0)
             return 1;
         pthread_mutex_lock(&w->mu);
+        wtask *back = take_queued(w, 0, run);
+        int stopped = stop_running(w, 0, run, FF_EXEC_CANCEL);
         uint64_t gen = w->actors_gen;
         char *dir = NULL; /* removed after, not while executors wait for the lock */
         wrun *r = run_get(w, run, 0);
@@ -890,8 +1109,9 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         run_drop(w, run);
         actors_dropped(w, gen);
         pthread_mutex_unlock(&w->mu);
-        if (gen != w->actors_gen && w->inline_x != NULL)
-            ff_exec_sweep(w->inline_x);
+        hand_back(w, back);
+        if (stopped > 0)
+            watch_arm(w);
         if (dir != NULL) {
             ff_wd_remove(dir);
             free(dir);
@@ -924,8 +1144,29 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
             return 1;
         }
         return 0;
+    case FF_M_PING: { /* answered at once; its number is the heartbeat timeout */
+        uint64_t ms;
+        if (ff_msg_ping_read(p, n, &ms) != 0 || ff_msg_ping_write(&c->out, ms) != 0)
+            return 1;
+        if (ms != w->hb_ms) {
+            w->hb_ms = ms;
+            w->alive_ms = now_ms();
+            w->alive_reads = c->nreads;
+            watch_arm(w);
+        }
+        return 0;
+    }
+    case FF_M_STOPPING: {
+        const char *why;
+        size_t len;
+        if (ff_msg_stopping_read(p, n, &why, &len) != 0)
+            return 1;
+        char esc[256];
+        ff_log(WHO, "the head is stopping: %s", ff_text_escape(esc, sizeof esc, why, len));
+        w->leaving = "the head stopped";
+        return 1;
+    }
     case FF_M_BYE:
-        w->exit_code = 0;
         w->leaving = "the head said goodbye";
         return 1;
     case FF_M_REFUSE: {
@@ -935,6 +1176,7 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         char esc[512];
         ff_log(WHO, "the head refused this worker: %s", ff_text_escape(esc, sizeof esc, why, len));
         w->exit_code = 1;
+        w->exiting = 1;
         return 1;
     }
     default:
@@ -984,10 +1226,15 @@ static void on_ready(ff_conn *c, int role) {
     if (ff_msg_register_write(&c->out, &m, u.res, u.n) != 0) {
         ff_log(WHO, "not enough memory to register with the head");
         w->exit_code = 1;
+        w->exiting = 1;
         ff_conn_close(c);
         return;
     }
     w->registered = 1;
+    w->reconnect_end = 0;
+    w->backoff_ms = 0;
+    w->hb_ms = 0; /* until its first PING */
+    w->leaving = NULL;
     if (!w->quiet) {
         char esc[128];
         ff_log(WHO, "joining the head at %s as %s:%d with %g CPUs (machine %02x%02x%02x%02x)",
@@ -1001,34 +1248,437 @@ static void flush_conn(uv_check_t *chk) {
     ff_conn_flush(&w->conn);
 }
 
+/* --- faults ---------------------------------------------------------------- */
+
+/* Ends the loop: the executor threads stop (their tasks interrupted) and
+ * every handle closes. */
 static void stop_all(worker *w) {
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
+    stop_running(w, 1, 0, FF_EXEC_CANCEL);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     uv_close((uv_handle_t *)&w->flusher, NULL);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->sigint, NULL);
+    uv_close((uv_handle_t *)&w->watch, NULL);
+    uv_close((uv_handle_t *)&w->retry, NULL);
+}
+
+/* Leaves for good: BYE, then the connection closes and on_closed ends
+ * the loop. */
+static void leave(worker *w) {
+    w->exiting = 1;
+    if (w->conn.state == FF_CONN_READY)
+        ff_msg_bye_write(&w->conn.out);
+    if (w->conn.state == FF_CONN_CLOSING && !w->replacing && w->conn.on_close == NULL)
+        stop_all(w); /* no connection: between attempts to reach a lost head */
+    else
+        ff_conn_close(&w->conn);
+}
+
+/* The processes the worker's tasks started (os.execute, io.popen) and
+ * theirs: killed when the worker gives up its process, since the tasks
+ * they served are gone; its own children are reaped. */
+static void kill_children(void) {
+    pid_t tree[1024];
+    size_t n = 1;
+    tree[0] = getpid();
+    for (int pass = 0; pass < 16; pass++) { /* until no new descendant shows */
+        size_t before = n;
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        while (d != NULL && (de = readdir(d)) != NULL && n < sizeof tree / sizeof tree[0]) {
+            char *end, path[64], buf[512];
+            long pid = strtol(de->d_name, &end, 10);
+            if (*end != '\0' || pid <= 0)
+                continue;
+            snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+            FILE *f = fopen(path, "re");
+            size_t k = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f)
+                fclose(f);
+            buf[k] = '\0';
+            char *rp = strrchr(buf, ')'); /* "pid (comm) S ppid ..." */
+            long ppid = 0;
+            if (rp == NULL || sscanf(rp + 1, " %*c %ld", &ppid) != 1)
+                continue;
+            int in = 0, parent = 0;
+            for (size_t i = 0; i < n; i++) {
+                in |= tree[i] == (pid_t)pid;
+                parent |= tree[i] == (pid_t)ppid;
+            }
+            if (parent && !in)
+                tree[n++] = (pid_t)pid;
+        }
+        if (d != NULL)
+            closedir(d);
+        if (n == before)
+            break;
+    }
+    for (size_t i = 1; i < n; i++)
+        kill(tree[i], SIGKILL);
+    for (int i = 0; i < 40 && n > 1; i++) { /* up to 200 ms for them to end */
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD)
+            break;
+        usleep(5000);
+    }
+}
+
+/* Replaces the process with a fresh copy of itself (the same pid and
+ * arguments), which connects to the head again: what is left when a task
+ * is stuck in a C call. The storages it serves commit first; no
+ * descriptor of this image survives, nor a process its tasks started.
+ * Never returns. */
+static void replace_now(worker *w) {
+    ff_storeserve_destroy(w->stores);
+    w->stores = NULL;
+    if (w->cache != NULL)
+        ff_wd_remove(w->cache);
+    kill_children();
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        int fd = atoi(de->d_name);
+        if (fd > 2 && fd != dirfd(d))
+            fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+    }
+    if (d != NULL)
+        closedir(d);
+    /* The new image tries to reach the head until then (once, when the
+     * head is there and --reconnect is 0). */
+    uint64_t until = w->reconnect_end ? w->reconnect_end : now_ms() + w->reconnect_ms;
+    char env[32];
+    snprintf(env, sizeof env, "%llu", (unsigned long long)until);
+    setenv("FFLUA_WORKER_RECONNECT_UNTIL", env, 1);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    fflush(stderr);
+    execv("/proc/self/exe", w->argv);
+    ff_log(WHO, "cannot replace its process: %s: exiting", strerror(errno));
+    _exit(1);
+}
+
+/* Gives up the process because a task does not stop (why): everything it
+ * holds goes back to the head (a task stopped after its timeout is
+ * reported as such), then the connection closes and replace_now runs. */
+static void replace(worker *w, const char *why) {
+    ff_log(WHO, "%s: replacing its process (the same pid), which joins the head again", why);
+    if (w->conn.state != FF_CONN_READY) {
+        if (w->conn.state == FF_CONN_CLOSING && w->conn.on_close == NULL)
+            replace_now(w); /* no connection: between attempts */
+        w->replacing = 1;
+        w->replace_at = now_ms() + 1000;
+        ff_conn_close(&w->conn);
+        watch_arm(w);
+        return;
+    }
+    send_results(&w->wake); /* what finished goes out first */
+    pthread_mutex_lock(&w->mu);
+    wtask *back = take_queued(w, 1, 0);
+    wstart held[256];
+    size_t n = 0;
+    for (int k = 0; k < w->nthreads; k++) {
+        wtask *t = w->execs[k].cur;
+        if (t == NULL || t->epoch != w->epoch)
+            continue;
+        if (t->stop == FF_EXEC_TIMEOUT) {
+            char msg[400];
+            snprintf(msg, sizeof msg,
+                     "node '%.200s' ran longer than its timeout of %g s: stopped (it was stuck "
+                     "in a C call: its worker %s replaced its process)",
+                     t->name, (double)t->timeout_ms / 1000, w->name);
+            write_result(w, t->run, t->index, FF_RESULT_TIMEOUT, msg, strlen(msg), 0);
+        } else if (n < sizeof held / sizeof held[0]) {
+            held[n++] = (wstart){t->epoch, t->run, t->index};
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    hand_back(w, back);
+    write_tasks(w, held, n, 0);
+    w->replacing = 1;
+    w->replace_at = now_ms() + 1000;
+    ff_conn_close(&w->conn);
+    watch_arm(w);
+}
+
+/* The head is gone (why): every task of its runs stops (queued ones are
+ * dropped: nobody waits for them), the runs are forgotten and the
+ * storages commit what they hold. */
+static void forget_head(worker *w) {
+    pthread_mutex_lock(&w->mu);
+    w->epoch++;
+    wtask *queued = take_queued(w, 1, 0);
+    stop_running(w, 1, 0, FF_EXEC_CANCEL);
+    uint64_t gen = w->actors_gen;
+    while (w->runs)
+        run_drop(w, w->runs->id);
+    actors_dropped(w, gen);
+    pthread_mutex_unlock(&w->mu);
+    while (queued != NULL) {
+        wtask *t = queued;
+        queued = t->next;
+        task_free(t);
+    }
+    while (w->wds)
+        wd_forget(w, w->wds);
+    ff_storeserve_destroy(w->stores); /* commits */
+    char who[600];
+    snprintf(who, sizeof who, "%s in %s", w->name, w->home);
+    if (ff_storeserve_create(&w->stores, w->home, who) != 0)
+        w->stores = NULL;
+    w->hb_ms = 0;
+}
+
+static void on_closed(ff_conn *c);
+
+/* The next attempt to reach the head, once the tasks of the last
+ * connection stopped (a stuck one makes the worker replace its process,
+ * which then tries again). */
+static void on_retry(uv_timer_t *h) {
+    worker *w = h->data;
+    uint64_t now = now_ms();
+    pthread_mutex_lock(&w->mu);
+    int busy = running(w), stuck = 0;
+    for (int k = 0; k < w->nthreads; k++)
+        stuck |= w->execs[k].cur != NULL && w->execs[k].stop_ms != 0 &&
+                 now >= w->execs[k].stop_ms + STOP_GRACE_MS;
+    pthread_mutex_unlock(&w->mu);
+    if (stuck)
+        replace_now(w);
+    if (busy) {
+        uv_timer_start(&w->retry, on_retry, 50, 0);
+        return;
+    }
+    if (w->stores == NULL) {
+        ff_log(WHO, "not enough memory");
+        w->exit_code = 1;
+        stop_all(w);
+        return;
+    }
+    ff_conn_free(&w->conn);
+    memset(&w->conn, 0, sizeof w->conn);
+    w->conn.data = w;
+    w->conn.on_frame = on_frame;
+    w->conn.on_close = on_closed;
+    w->conn.on_ready = on_ready;
+    int rc =
+        ff_conn_connect(&w->conn, &w->loop, (struct sockaddr *)&w->addr, FF_ROLE_WORKER, w->key);
+    if (rc != 0)
+        ff_conn_close(&w->conn); /* its on_close tries again */
+}
+
+/* Whether a connection that never got in may be tried again: it could
+ * not connect or the handshake timed out (not: the head refused it). */
+static int may_retry(const ff_conn *c) {
+    return c->refused[0] == '\0' || strncmp(c->refused, "cannot connect", 14) == 0 ||
+           strncmp(c->refused, "the handshake did not end", 25) == 0;
 }
 
 static void on_closed(ff_conn *c) {
     worker *w = c->data;
-    if (!w->registered && w->exit_code == 0)
-        w->exit_code = 1;                                /* never got in: refused or unreachable */
-    if (w->registered && !w->quiet && w->exit_code == 0) /* refused: said so already */
-        ff_log(WHO, "left the head at %s: %s", w->address,
-               w->leaving ? w->leaving : "the connection closed");
-    stop_all(w);
+    int was = w->registered;
+    w->registered = 0;
+    c->on_close = NULL; /* the connection is gone (leave, replace) */
+    if (w->replacing)
+        replace_now(w);
+    if (w->exiting || w->stopping) {
+        if (was && !w->quiet && w->exit_code == 0)
+            ff_log(WHO, "left the head at %s: %s", w->address,
+                   w->leaving ? w->leaving : "the connection closed");
+        stop_all(w);
+        return;
+    }
+    if (!was) { /* an attempt that did not get in */
+        if (w->reconnect_end != 0 && may_retry(c) && now_ms() < w->reconnect_end) {
+            w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 100;
+            if (w->backoff_ms > 2000)
+                w->backoff_ms = 2000;
+            uv_timer_start(&w->retry, on_retry, w->backoff_ms, 0);
+            return;
+        }
+        if (w->reconnect_end != 0 && may_retry(c))
+            ff_log(WHO, "could not reach the head at %s again: exiting", w->address);
+        if (w->exit_code == 0)
+            w->exit_code = 1; /* refused or unreachable */
+        stop_all(w);
+        return;
+    }
+    const char *why = w->leaving ? w->leaving : "the connection closed";
+    forget_head(w);
+    if (w->reconnect_ms == 0) {
+        if (!w->quiet)
+            ff_log(WHO, "left the head at %s: %s", w->address, why);
+        stop_all(w);
+        return;
+    }
+    ff_log(WHO,
+           "lost the head at %s (%s): its tasks stopped; trying to reach it again for up "
+           "to %g s",
+           w->address, why, (double)w->reconnect_ms / 1000);
+    w->reconnect_end = now_ms() + w->reconnect_ms;
+    w->backoff_ms = 100;
+    w->leaving = NULL;
+    uv_timer_start(&w->retry, on_retry, w->backoff_ms, 0);
 }
 
+/* The timer of faults: the heartbeat, tasks' timeouts, interrupted tasks
+ * that do not stop, the grace period of SIGTERM. */
+static void on_watch(uv_timer_t *h) {
+    worker *w = h->data;
+    uint64_t now = now_ms();
+    if (w->replacing) {
+        if (now >= w->replace_at)
+            replace_now(w); /* the close did not finish: the head reads nothing */
+        watch_arm(w);
+        return;
+    }
+    if (w->hb_ms > 0 && w->conn.state == FF_CONN_READY) {
+        if (w->conn.nreads != w->alive_reads) {
+            w->alive_reads = w->conn.nreads;
+            w->alive_ms = now;
+        } else if (now >= w->alive_ms + w->hb_ms) {
+            ff_log(WHO, "the head at %s sent nothing for %g s: taking it for lost", w->address,
+                   (double)(now - w->alive_ms) / 1000);
+            w->leaving = "no heartbeat";
+            /* Closed now, without waiting for a write the silent head
+             * may never read (libuv cancels it). */
+            w->conn.out.n = 0;
+            w->conn.writing = 0;
+            ff_conn_close(&w->conn);
+            return;
+        }
+    }
+    char stuck[300] = "";
+    pthread_mutex_lock(&w->mu);
+    for (int k = 0; k < w->nthreads; k++) {
+        struct wexec *e = &w->execs[k];
+        wtask *t = e->cur;
+        if (t == NULL)
+            continue;
+        if (t->timeout_ms > 0 && t->stop == 0 && now >= e->t0_ms + t->timeout_ms) {
+            t->stop = FF_EXEC_TIMEOUT;
+            e->stop_ms = now;
+            ff_exec_interrupt(e->x, t->serial, FF_EXEC_TIMEOUT);
+        } else if (t->stop != 0 && e->stop_ms != 0 && now >= e->stop_ms + STOP_GRACE_MS &&
+                   stuck[0] == '\0') {
+            snprintf(stuck, sizeof stuck, "node '%.200s' did not stop %d ms after its %s", t->name,
+                     STOP_GRACE_MS, t->stop == FF_EXEC_TIMEOUT ? "timeout" : "run ended");
+        }
+    }
+    int busy = running(w);
+    pthread_mutex_unlock(&w->mu);
+    if (stuck[0] != '\0' && !w->exiting) {
+        replace(w, stuck);
+        return;
+    }
+    if (w->stopping == 1 && busy > 0 && now >= w->grace_end) {
+        ff_log(WHO, "its grace period is over: handing back the %d tasks still running", busy);
+        w->stopping = 2;
+        pthread_mutex_lock(&w->mu);
+        wstart held[256];
+        size_t n = 0;
+        for (int k = 0; k < w->nthreads; k++) {
+            wtask *t = w->execs[k].cur;
+            if (t != NULL && n < sizeof held / sizeof held[0])
+                held[n++] = (wstart){t->epoch, t->run, t->index};
+        }
+        pthread_mutex_unlock(&w->mu);
+        write_tasks(w, held, n, 0);
+        leave(w);
+        return;
+    }
+    watch_arm(w);
+}
+
+/* Sets the watch timer for the next thing it must look at. */
+static void watch_arm(worker *w) {
+    if (uv_is_closing((uv_handle_t *)&w->watch))
+        return;
+    uint64_t now = now_ms(), next = UINT64_MAX;
+    if (w->replacing)
+        next = w->replace_at;
+    if (w->hb_ms > 0 && w->conn.state == FF_CONN_READY) {
+        uint64_t step = w->hb_ms / FF_HEARTBEAT_PER;
+        next = now + (step > 0 ? step : 1);
+    }
+    if (w->stopping == 1 && w->grace_end < next)
+        next = w->grace_end;
+    pthread_mutex_lock(&w->mu);
+    for (int k = 0; k < w->nthreads; k++) {
+        struct wexec *e = &w->execs[k];
+        wtask *t = e->cur;
+        uint64_t at = UINT64_MAX;
+        if (t != NULL && t->stop != 0 && e->stop_ms != 0)
+            at = e->stop_ms + STOP_GRACE_MS;
+        else if (t != NULL && t->timeout_ms > 0)
+            at = e->t0_ms + t->timeout_ms;
+        if (at < next)
+            next = at;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (next == UINT64_MAX)
+        uv_timer_stop(&w->watch);
+    else
+        uv_timer_start(&w->watch, on_watch, next > now ? next - now : 0, 0);
+}
+
+/* SIGTERM or SIGINT: the worker takes no more tasks (STOPPING), hands
+ * back its queued ones and lets the running ones finish for the grace
+ * period; a second signal hands back everything and leaves at once. */
 static void on_signal(uv_signal_t *h, int sig) {
     worker *w = h->data;
-    w->leaving = sig == SIGINT ? "interrupted" : "terminated";
+    const char *what = sig == SIGINT ? "interrupted" : "terminated";
     w->exit_code = 0;
-    if (w->conn.state == FF_CONN_READY)
-        ff_msg_bye_write(&w->conn.out);
-    ff_conn_close(&w->conn);
+    if (w->stopping || w->conn.state != FF_CONN_READY) {
+        ff_log(WHO, "%s again: handing back every task and leaving at once", what);
+        w->stopping = 2;
+        w->leaving = what;
+        pthread_mutex_lock(&w->mu);
+        wtask *back = take_queued(w, 1, 0);
+        wstart held[256];
+        size_t n = 0;
+        for (int k = 0; k < w->nthreads; k++) {
+            wtask *t = w->execs[k].cur;
+            if (t != NULL && n < sizeof held / sizeof held[0])
+                held[n++] = (wstart){t->epoch, t->run, t->index};
+        }
+        pthread_mutex_unlock(&w->mu);
+        hand_back(w, back);
+        write_tasks(w, held, n, 0);
+        leave(w);
+        return;
+    }
+    w->stopping = 1;
+    w->leaving = what;
+    if (ff_msg_stopping_write(&w->conn.out, what, strlen(what)) != 0) {
+        leave(w);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    wtask *back = take_queued(w, 1, 0);
+    int busy = running(w);
+    pthread_mutex_unlock(&w->mu);
+    int nback = 0;
+    for (wtask *t = back; t; t = t->next)
+        nback++;
+    hand_back(w, back);
+    if (busy == 0) {
+        if (!w->quiet)
+            ff_log(WHO, "%s: handed back %d queued tasks; nothing runs: leaving", what, nback);
+        leave(w);
+        return;
+    }
+    ff_log(WHO,
+           "%s: handed back %d queued tasks; letting %d running ones finish for up to %g s "
+           "(a second signal stops them at once)",
+           what, nback, busy, (double)w->grace_ms / 1000);
+    w->grace_end = now_ms() + w->grace_ms;
+    watch_arm(w);
 }
 
 static uint64_t activity(void *ud) {
@@ -1042,14 +1692,14 @@ int ff_worker_main(const ff_worker_opts *o) {
         return 1;
     char err[512], token[512];
     size_t tl;
-    struct sockaddr_storage addr;
+    struct sockaddr_storage *addr = &w->addr;
     int rc = ff_cluster_token(o->token_file, token, sizeof token, &tl, err, sizeof err);
     if (rc == 0 && tl == 0) {
         snprintf(err, sizeof err, "no token: give --token-file (or FFLUA_TOKEN)");
         rc = FFLUA_EAUTH;
     }
     if (rc == 0)
-        rc = ff_parse_address(o->address, &addr, err, sizeof err);
+        rc = ff_parse_address(o->address, addr, err, sizeof err);
     double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)uv_available_parallelism();
     if (rc == 0 && ff_sched_amount(cpus, &w->cpus) != 0) {
         snprintf(err, sizeof err, "bad --num-cpus %g", cpus);
@@ -1068,6 +1718,20 @@ int ff_worker_main(const ff_worker_opts *o) {
     w->quiet = o->quiet;
     w->verbose = o->verbose && !o->quiet;
     w->address = o->address;
+    w->argv = o->argv;
+    w->grace_ms = (uint64_t)(o->grace * 1000);
+    w->reconnect_ms = (uint64_t)(o->reconnect * 1000);
+    {
+        /* A process that replaced itself (replace_now) tries to reach its
+         * head until the time it was given. */
+        const char *until = getenv("FFLUA_WORKER_RECONNECT_UNTIL");
+        if (until != NULL) {
+            w->reconnect_end = strtoull(until, NULL, 10);
+            if (w->reconnect_end == 0)
+                w->reconnect_end = 1; /* one attempt */
+            unsetenv("FFLUA_WORKER_RECONNECT_UNTIL");
+        }
+    }
     /* Nodes of runs without a working directory run here; storage paths
      * are resolved against it, whatever a node's thread's directory is. */
     w->home = getcwd(NULL, 0);
@@ -1111,45 +1775,73 @@ int ff_worker_main(const ff_worker_opts *o) {
     uv_check_init(&w->loop, &w->flusher);
     w->flusher.data = w;
     uv_check_start(&w->flusher, flush_conn);
-    /* One CPU: tasks run on the loop thread (no handoff between threads
-     * per task); more: one executor thread per CPU. */
+    uv_timer_init(&w->loop, &w->watch);
+    uv_timer_init(&w->loop, &w->retry);
+    w->watch.data = w->retry.data = w;
+    /* One executor thread per CPU, at least one: the loop thread runs no
+     * task, so that it always answers the head. */
     int started = 0;
-    if (w->nthreads == 1) {
-        if (ff_exec_create(&w->inline_x, &w->store) != 0) {
-            ff_log(WHO, "cannot create a Lua state");
-            w->exit_code = 1;
-        } else { /* the loop thread depends on no current directory */
-            ff_exec_set_home(w->inline_x, w->home, 1);
-        }
-    } else {
-        w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
-        w->execs = calloc((size_t)w->nthreads, sizeof *w->execs);
-        w->mq = calloc((size_t)w->nthreads, sizeof *w->mq);
-        w->mq_tail = calloc((size_t)w->nthreads, sizeof *w->mq_tail);
-        int ok = w->threads && w->execs && w->mq && w->mq_tail;
-        for (; ok && started < w->nthreads; started++) {
-            w->execs[started] = (struct wexec){w, started};
-            if (pthread_create(&w->threads[started], NULL, executor, &w->execs[started]) != 0)
-                break;
+    pthread_cond_init(&w->ended, NULL);
+    w->threads = calloc((size_t)w->nthreads, sizeof *w->threads);
+    w->execs = calloc((size_t)w->nthreads, sizeof *w->execs);
+    w->mq = calloc((size_t)w->nthreads, sizeof *w->mq);
+    w->mq_tail = calloc((size_t)w->nthreads, sizeof *w->mq_tail);
+    int ok = w->threads && w->execs && w->mq && w->mq_tail;
+    if (!ok) {
+        ff_log(WHO, "not enough memory");
+        w->exit_code = 1;
+        w->nthreads = 0;
+    }
+    for (int k = 0; ok && k < w->nthreads; k++)
+        w->execs[k] = (struct wexec){.w = w, .k = k};
+    for (; ok && started < w->nthreads; started++) {
+        pthread_mutex_lock(&w->mu);
+        w->nalive++;
+        pthread_mutex_unlock(&w->mu);
+        if (pthread_create(&w->threads[started], NULL, executor, &w->execs[started]) != 0) {
+            pthread_mutex_lock(&w->mu);
+            w->nalive--;
+            pthread_mutex_unlock(&w->mu);
+            break;
         }
     }
     w->conn.data = w;
     w->conn.on_frame = on_frame;
     w->conn.on_close = on_closed;
     w->conn.on_ready = on_ready;
-    rc = ff_conn_connect(&w->conn, &w->loop, (struct sockaddr *)&addr, FF_ROLE_WORKER, w->key);
+    rc = ff_conn_connect(&w->conn, &w->loop, (struct sockaddr *)addr, FF_ROLE_WORKER, w->key);
     if (rc != 0) {
         ff_log(WHO, "cannot connect to %s: %s", o->address, uv_strerror(rc));
         w->exit_code = 1;
         ff_conn_close(&w->conn); /* its on_close stops the rest */
     }
     ff_loop_run(&w->loop, 200, activity, w);
+    int code = w->exit_code;
+    if (w->conn.refused[0] != '\0' && !w->exiting && !w->stopping)
+        code = 1;
+    /* The executor threads end once their tasks stop (stop_all interrupted
+     * them); one stuck in a C call is not waited for: the process ends
+     * without it, after its storages committed. */
+    pthread_mutex_lock(&w->mu);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 1;
+    while (w->nalive > 0)
+        if (pthread_cond_timedwait(&w->ended, &w->mu, &dl) == ETIMEDOUT)
+            break;
+    int stuck = w->nalive > 0;
+    pthread_mutex_unlock(&w->mu);
+    if (stuck) {
+        ff_log(WHO, "a task is stuck in a C call: exiting without waiting for it");
+        ff_storeserve_destroy(w->stores);
+        if (w->cache != NULL)
+            ff_wd_remove(w->cache);
+        kill_children();
+        fflush(stderr);
+        _exit(code);
+    }
     for (int i = 0; i < started; i++)
         pthread_join(w->threads[i], NULL);
-    ff_exec_destroy(w->inline_x);
-    int code = w->exit_code;
-    if (w->conn.refused[0] != '\0')
-        code = 1;
     /* Tasks never run or never sent. */
     for (wtask *t = w->queue; t;) {
         wtask *n = t->next;
@@ -1180,6 +1872,8 @@ int ff_worker_main(const ff_worker_opts *o) {
     uv_loop_close(&w->loop);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->ended);
+    free(w->started);
     free(w->threads);
     free(w->execs);
     free(w->mq);

@@ -54,17 +54,63 @@ local function warn_empty(q)
 end
 
 --- The keys remote args may have (Ray's names; num_gpus is the resource GPU).
-M.remote_args = { "num_cpus", "num_gpus", "resources" }
+M.remote_args = { "num_cpus", "num_gpus", "resources", "max_retries", "retry_exceptions",
+                  "timeout_s", "max_restarts" }
+
+local RETRIES_MAX = 1000 -- as FF_MSG_RETRIES_MAX (msg.h)
+
+-- Checks the values of the fault-handling remote args (the resources are
+-- checked by the run, which names the node): raises at level.
+local function check_fault_args(q, args, level)
+  for _, k in ipairs { "max_retries", "max_restarts" } do
+    local v = args[k]
+    if v ~= nil then
+      local i = math.tointeger(v)
+      if type(v) ~= "number" or i == nil or i < 0 or i > RETRIES_MAX then
+        local ray = v == -1 and " (Ray's -1, retry for ever, is refused: a node that always " ..
+                    "fails would run for ever)" or ""
+        error(("set_remote_args: %s must be an integer from 0 to %d, got %s%s")
+              :format(k, RETRIES_MAX, tostring(v), ray), level + 1)
+      end
+    end
+  end
+  if args.retry_exceptions ~= nil and type(args.retry_exceptions) ~= "boolean" then
+    error(("set_remote_args: retry_exceptions must be a boolean, got %s (fflua's errors have " ..
+           "no types to list)"):format(type(args.retry_exceptions)), level + 1)
+  end
+  local t = args.timeout_s
+  if t ~= nil and (type(t) ~= "number" or not (t > 0 and t <= 1e9)) then
+    error(("set_remote_args: timeout_s must be a number of seconds > 0, got %s")
+          :format(tostring(t)), level + 1)
+  end
+  if args.max_restarts ~= nil then
+    for _, n in ipairs(q._nodes) do
+      local _, kind = q._wf._core:func_of(n)
+      if kind == "plain" then
+        error(("set_remote_args: max_restarts is for class nodes (actors), and node '%s' is " ..
+               "a plain function's"):format(core.escape(n:get_name())), level + 1)
+      end
+    end
+  end
+end
 
 function Query:set_remote_args(args)
   if type(args) ~= "table" then
     error(("bad argument #1 to 'set_remote_args' (table expected, got %s)"):format(type(args)), 2)
   end
+  if args.max_task_retries ~= nil then
+    error("set_remote_args: Ray's max_task_retries is not taken: an actor rebuilt by " ..
+          "max_restarts runs its interrupted method call again; a method call has no " ..
+          "retries of its own", 2)
+  end
   util.check_keys(args, M.remote_args, "set_remote_args", "remote arg", 2)
+  check_fault_args(self, args, 2)
   warn_empty(self)
   -- A copy: the nodes get the args as they are now, checked.
   local copy = {}
   for k, v in pairs(args) do copy[k] = v end
+  copy.max_retries = args.max_retries and math.tointeger(args.max_retries)
+  copy.max_restarts = args.max_restarts and math.tointeger(args.max_restarts)
   if type(args.resources) == "table" then
     copy.resources = {}
     for k, v in pairs(args.resources) do copy.resources[k] = v end

@@ -1134,6 +1134,37 @@ static void test_random(void) {
     ff_sched_destroy(s);
 }
 
+/* A closed place takes no new task, not even one with affinity for it,
+ * while its running tasks go on; removing it later drops them as lost. */
+static void test_close_place(void) {
+    ff_sched *s = mk();
+    int a = place(s, 1, NULL, 0), b = place(s, 1, NULL, 0);
+    int where;
+    ASSERT_EQ(submit(s, 1, 1, NULL, 0, a), 0);
+    ASSERT_EQ(next(s, &where), 1);
+    ASSERT_EQ(where, a);
+    ASSERT_EQ(ff_sched_close_place(s, a), 0);
+    ASSERT_EQ(ff_sched_close_place(s, 7), -EINVAL);
+    ASSERT_EQ(submit(s, 2, 1, NULL, 0, a), 0);
+    ASSERT_EQ(submit(s, 3, 1, NULL, 0, -1), 0);
+    ASSERT_EQ(next(s, &where), 2);
+    ASSERT_EQ(where, b);
+    uint64_t id;
+    ASSERT_EQ(ff_sched_next(s, &id, &where), -EAGAIN); /* 3 waits for b, not a */
+    ASSERT_EQ(ff_sched_release(s, 1), 0);
+    ASSERT_EQ(ff_sched_next(s, &id, &where), -EAGAIN);
+    ASSERT_EQ(ff_sched_task_state(s, 3, NULL), FF_SCHED_QUEUED);
+    ASSERT_EQ(ff_sched_release(s, 2), 0);
+    ASSERT_EQ(next(s, &where), 3);
+    ASSERT_EQ(where, b);
+    struct dropped d = {0};
+    ASSERT_EQ(ff_sched_remove_place(s, b, note_drop, &d), 0);
+    ASSERT_EQ(d.n, 1);
+    ASSERT_EQ(dropped_as(&d, 3), FF_SCHED_LOST);
+    ASSERT_EQ(ff_sched_remove_place(s, a, NULL, NULL), 0);
+    ff_sched_destroy(s);
+}
+
 int main(void) {
     RUN(test_amounts);
     RUN(test_resources);
@@ -1147,6 +1178,7 @@ int main(void) {
     RUN(test_starvation_one_place);
     RUN(test_starvation_two_places);
     RUN(test_remove_place);
+    RUN(test_close_place);
     RUN(test_wait_for_places);
     RUN(test_zero_cpu);
     RUN(test_many_resources);

@@ -70,6 +70,13 @@ local started0 = frame(0, M.STARTED, varint(1) .. varint(1) .. varint(0))
 local started1 = frame(0, M.STARTED, varint(1) .. varint(1) .. varint(1))
 local handback1 = frame(0, M.HANDBACK, varint(1) .. varint(1) .. varint(1))
 local ping = frame(0, M.PING, varint(5000))
+-- An actor that may be rebuilt once (task 0, a constructor) and a call on
+-- it (task 1, a leaf), keeping going; the call is handed back.
+local ctor = varint(1) .. str("C_0000") .. varint(8) .. varint(0) .. str(args1) .. str("") ..
+             varint(0) .. faults(0, 0, 1)
+local call = varint(1) .. str("C.m_0001") .. varint(17) .. varint(0) .. varint(1) .. varint(0) ..
+             str(args2) .. str("") .. varint(0) .. faults(0, 0, 0)
+local actor_submit = frame(1, M.SUBMIT, submit_head(1, 2, 0, 2) .. ctor .. call)
 
 -- What the head says to its peers: the head ignores them (a peer may not
 -- send them), every message reader of the fuzz target reads them.
@@ -142,6 +149,8 @@ local seeds = {
   retried = register .. func .. submit_keep .. started0 .. fail0 .. started0 .. res0 .. started1 ..
             timeout1 .. handback1 .. res1,
   keep_going = register .. func .. submit_keep .. started0 .. fail0 .. fail0 .. fail0 .. res1,
+  actor = register .. func .. actor_submit .. started0 .. res0 .. started1 .. handback1 .. res1 ..
+          frame(0, M.STOPPING, str("terminated")),
   stopping = register .. func .. submit .. started0 .. frame(0, M.STOPPING, str("terminated")) ..
              handback1 .. res0 .. frame(0, M.BYE, ""),
 }

@@ -9,7 +9,8 @@
 -- Options: cluster_init_args (alias ray_init_args) = { address = "HOST:PORT",
 -- token_file = F, token = T, ignore_reinit_error = bool, num_workers = N,
 -- num_cpus = N, num_gpus = N, resources = { name = amount },
--- runtime_env = { working_dir = DIR } }. Unknown keys are errors.
+-- runtime_env = { working_dir = DIR }, heartbeat_timeout_s = S }. Unknown
+-- keys are errors.
 --
 -- runtime_env.working_dir: the directory is packed (core.workdir_pack:
 -- .git, build folders and the workflow's storage left out), sent to the
@@ -28,12 +29,12 @@ ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
 ClusterWorkflow._options = { "workflow_name", "only_needed", "cluster_init_args", "ray_init_args",
                              "cache", "quiet", "verbose" }
 local INIT_ARGS = { "address", "token_file", "token", "ignore_reinit_error", "num_workers",
-                    "num_cpus", "num_gpus", "resources", "runtime_env" }
+                    "num_cpus", "num_gpus", "resources", "runtime_env", "heartbeat_timeout_s" }
 local RUNTIME_ENV = { "working_dir" }
 -- The working directories a connection keeps on the head, at most; the
 -- least recently used one beyond is forgotten there.
 local WORKDIRS_KEPT = 4
-local RUN_OPTIONS = { "return_results", "max_pending_tasks" }
+local RUN_OPTIONS = { "return_results", "max_pending_tasks", "keep_going" }
 
 -- The state of this Lua state's cluster use: the local cluster, open
 -- connections by address, the run counter, and per connection the hashes
@@ -117,6 +118,7 @@ local function start_local(a)
     num_cpus = a.num_cpus or (math.type(a.num_workers) == "integer" and a.num_workers)
                or core.cpu_count(),
     resources = resources_json(local_resources(a)),
+    heartbeat = a.heartbeat_timeout_s,
   }
   if not amount(cfg.num_cpus, MAX_CPUS) then
     error("ClusterWorkflow: num_cpus must be a number from 0 to " .. MAX_CPUS ..
@@ -139,7 +141,7 @@ local function start_local(a)
   local lc = state.local_cluster
   if lc then
     local same = lc.cfg.num_workers == cfg.num_workers and lc.cfg.num_cpus == cfg.num_cpus
-                 and lc.cfg.resources == cfg.resources
+                 and lc.cfg.resources == cfg.resources and lc.cfg.heartbeat == cfg.heartbeat
     if same or a.ignore_reinit_error then
       if not lc.client:usable() then -- a failed run broke it: a new connection
         lc.client:close()
@@ -160,7 +162,13 @@ local function start_local(a)
   local argv = { exe, "head", "--port", "0", "--workers", tostring(cfg.num_workers),
                  "--num-cpus", ("%.4f"):format(cfg.worker_cpus), "--quiet", "--ready-file", ready }
   if cfg.resources then argv[#argv + 1] = "--resources"; argv[#argv + 1] = cfg.resources end
-  local head = core.spawn(argv, env)
+  if cfg.heartbeat then
+    argv[#argv + 1] = "--heartbeat-timeout"; argv[#argv + 1] = ("%.17g"):format(cfg.heartbeat)
+  end
+  -- The head gets SIGTERM the moment this process dies, however it dies
+  -- (kill -9 included), and stops its workers (FFLUA_PARENT_PID is its
+  -- slower second watch).
+  local head = core.spawn(argv, env, { die_with_parent = true })
   guard.pids[1] = head
   local address
   for _ = 1, 400 do
@@ -276,7 +284,9 @@ end
 
 --- Runs the workflow on the cluster; returns one value per leaf (nothing
 -- with { return_results = false }). { max_pending_tasks = N }: at most N
--- tasks of this run are queued or running at once.
+-- tasks of this run are queued or running at once. { keep_going = true }:
+-- a failed node fails only the nodes that depend on it; the others run,
+-- then run() raises one error listing every failure.
 function ClusterWorkflow:run(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
@@ -290,11 +300,15 @@ function ClusterWorkflow:run(opts)
   if mp ~= nil and (math.type(mp) ~= "integer" or mp < 1) then
     error("bad option 'max_pending_tasks' (a positive integer expected)", 2)
   end
+  if opts.keep_going ~= nil and type(opts.keep_going) ~= "boolean" then
+    error("bad option 'keep_going' (a boolean expected)", 2)
+  end
   if self._storage and self._storage_kind == "lua" then
-    return self:_run_lua_storage(client, opts.return_results, mp)
+    return self:_run_lua_storage(client, opts.return_results, mp, opts.keep_going)
   end
   local o = self._storage and storage_options(self, client) or {}
   o.run_id, o.return_results, o.max_pending_tasks = state.run_id, opts.return_results, mp
+  o.keep_going = opts.keep_going
   self:_workdir(client, o)
   local r = table.pack(run_cluster(self._core, client, o))
   if self._storage then
@@ -336,7 +350,7 @@ end
 -- so, and otherwise computes and calls save(name, value). The storage's
 -- functions travel with the node (they must be able to ship, and work
 -- from any worker). Log nodes and class nodes run as they are.
-function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending)
+function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending, keep_going)
   local st = self._storage
   local new_workflow, ro, save = st:get_writer_funcs(self.workflow_name)
   if type(ro) ~= "table" or not util.callable(ro.file_exists) or not util.callable(ro.read_task)
@@ -373,7 +387,7 @@ function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending)
     end
   end
   local o = { run_id = state.run_id, return_results = return_results,
-              max_pending_tasks = max_pending }
+              max_pending_tasks = max_pending, keep_going = keep_going }
   self:_workdir(client, o)
   local r = table.pack(pcall(run_cluster, core_ls, client, o))
   for _, k in ipairs(kept) do core_ls:set_slot(k[1], "func", k[2]) end
@@ -398,6 +412,15 @@ M.ClusterWorkflow = function(...)
     error(("ClusterWorkflow: %s must be a table"):format(name), 2)
   end
   if a ~= nil then util.check_keys(a, INIT_ARGS, "ClusterWorkflow: " .. name, "key", 2) end
+  local hb = a and a.heartbeat_timeout_s
+  if hb ~= nil and (type(hb) ~= "number" or not (hb >= 0.1 and hb <= 3600)) then
+    error(("ClusterWorkflow: %s.heartbeat_timeout_s must be a number of seconds from 0.1 to " ..
+           "3600"):format(name), 2)
+  end
+  if hb ~= nil and a.address ~= nil then
+    error(("ClusterWorkflow: %s.heartbeat_timeout_s is for a local cluster: a running head " ..
+           "has its own (fflua head --heartbeat-timeout)"):format(name), 2)
+  end
   local env = a and a.runtime_env
   if env ~= nil then
     if type(env) ~= "table" then

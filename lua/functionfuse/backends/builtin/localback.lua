@@ -4,6 +4,9 @@
 --   local wf = LocalWorkflow(leaf1, leaf2, { workflow_name = "name" })
 --   local r1, r2 = wf:run()
 local base = require "functionfuse._base"
+local util = require "functionfuse._util"
+
+local RUN_OPTIONS = { "keep_going" }
 
 local M = {}
 
@@ -20,10 +23,23 @@ end
 -- leaves' ancestors with only_needed) in creation order (plugins first, in
 -- the same order) and returns one value per leaf. With a storage, stored
 -- results are used (see the cache option) and new ones saved.
-function LocalWorkflow:run()
+-- { keep_going = true }: a node that fails fails only the nodes that
+-- depend on it; the others run, then one error lists every failure.
+function LocalWorkflow:run(ropts)
+  if ropts ~= nil then
+    if type(ropts) ~= "table" then
+      error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(ropts)), 2)
+    end
+    util.check_keys(ropts, RUN_OPTIONS, "LocalWorkflow:run", "option", 2)
+    if ropts.keep_going ~= nil and type(ropts.keep_going) ~= "boolean" then
+      error("bad option 'keep_going' (a boolean expected)", 2)
+    end
+  end
   if base.capture then return base.capture(self) end
   local opts = self:_run_options()
-  if not opts then return self._core:run_local() end
+  local kg = ropts and ropts.keep_going or nil
+  if not opts then return self._core:run_local(kg and { keep_going = true } or nil) end
+  opts.keep_going = kg
   return finish(self, opts, self._core:run_local(opts))
 end
 
