@@ -260,7 +260,7 @@ describe("cluster stop", function()
     assert(os.execute("kill -CONT " .. pid))
     local t0 = core.monotime()
     wait_workers(address, token, 1)
-    local again = next_run(address, token)
+    next_run(address, token)
     local took = core.monotime() - t0
     print(("\njoined again and ran a node %.3f s after SIGCONT"):format(took))
     assert.is_true(took < 3, "took " .. took)
@@ -277,7 +277,7 @@ describe("cluster stop", function()
     local big = ff.workflow("big", function(n) return string.rep("x", n) end)
     local got = run(big(200 * 2 ^ 20 // 1), address, token)
     assert.are.equal(200 * 2 ^ 20, #got)
-    got = nil
+    got = nil -- luacheck: ignore 311
     collectgarbage()
     local after
     for _ = 1, 40 do
