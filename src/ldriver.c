@@ -635,9 +635,9 @@ static void cl_push_failure(lua_State *L, struct crun *x, const ff_msg_done *m, 
                 t = lua_tonumber(L, -1);
                 lua_pop(L, 2);
             }
-            lua_pushfstring(L, "it ran longer than its timeout_s (%s s)",
-                            lua_pushfstring(L, "%g", t));
-            lua_remove(L, -2);
+            char secs[32]; /* lua_pushfstring has no %g */
+            snprintf(secs, sizeof secs, "%g", t);
+            lua_pushfstring(L, "it ran longer than its timeout_s (%s s)", secs);
             luaL_addvalue(&b);
             if (m->attempts > 1)
                 lua_pushfstring(L, " on each of its %d attempts", (int)m->attempts),

@@ -42,12 +42,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -675,7 +677,7 @@ static int on_task(worker *w, const char *p, size_t n) {
     ff_msg_list deps;
     if (ff_msg_task_read(p, n, &m, &deps) != 0)
         return 1;
-    if (w->stopping) {
+    if (w->stopping || w->replacing) {
         write_tasks(w, &(wstart){w->epoch, m.run, m.index}, 1, 0);
         return 0;
     }
@@ -1334,6 +1336,23 @@ static void kill_children(void) {
  * descriptor of this image survives, nor a process its tasks started.
  * Never returns. */
 static void replace_now(worker *w) {
+    uv_os_fd_t sock;
+    if (w->conn.state == FF_CONN_READY && uv_fileno((uv_handle_t *)&w->conn.tcp, &sock) == 0) {
+        /* The frames written so far, then an end: the head reads them
+         * all (a close with unread bytes here would reset the connection
+         * and could lose them), then closes its side. */
+        shutdown(sock, SHUT_WR);
+        uint64_t end = now_ms() + 200;
+        char sink[4096];
+        for (uint64_t t = now_ms(); t < end; t = now_ms()) {
+            struct pollfd pfd = {.fd = sock, .events = POLLIN};
+            if (poll(&pfd, 1, (int)(end - t)) <= 0)
+                break;
+            ssize_t k = read(sock, sink, sizeof sink);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
+                break;
+        }
+    }
     ff_storeserve_destroy(w->stores);
     w->stores = NULL;
     if (w->cache != NULL)
@@ -1378,6 +1397,10 @@ static void replace(worker *w, const char *why) {
         return;
     }
     send_results(&w->wake); /* what finished goes out first */
+    /* No new tasks meanwhile: a TASK still on its way is handed back. */
+    w->replacing = 1;
+    const char *stopping = "replacing its process";
+    ff_msg_stopping_write(&w->conn.out, stopping, strlen(stopping));
     pthread_mutex_lock(&w->mu);
     wtask *back = take_queued(w, 1, 0);
     wstart held[256];
@@ -1400,10 +1423,9 @@ static void replace(worker *w, const char *why) {
     pthread_mutex_unlock(&w->mu);
     hand_back(w, back);
     write_tasks(w, held, n, 0);
-    w->replacing = 1;
     w->replace_at = now_ms() + 1000;
-    ff_conn_close(&w->conn);
-    watch_arm(w);
+    ff_conn_flush(&w->conn);
+    watch_arm(w); /* replace_now once the frames are written */
 }
 
 /* The head is gone (why): every task of its runs stops (queued ones are
@@ -1532,8 +1554,8 @@ static void on_watch(uv_timer_t *h) {
     worker *w = h->data;
     uint64_t now = now_ms();
     if (w->replacing) {
-        if (now >= w->replace_at)
-            replace_now(w); /* the close did not finish: the head reads nothing */
+        if ((w->conn.writing == 0 && w->conn.out.n == 0) || now >= w->replace_at)
+            replace_now(w); /* after 1 s, the head reads nothing: do without */
         watch_arm(w);
         return;
     }
@@ -1600,16 +1622,17 @@ static void watch_arm(worker *w) {
     if (uv_is_closing((uv_handle_t *)&w->watch))
         return;
     uint64_t now = now_ms(), next = UINT64_MAX;
-    if (w->replacing)
-        next = w->replace_at;
+    if (w->replacing) /* looked at often: libuv may defer the close's last steps */
+        next = now + 10 < w->replace_at ? now + 10 : w->replace_at;
     if (w->hb_ms > 0 && w->conn.state == FF_CONN_READY) {
         uint64_t step = w->hb_ms / FF_HEARTBEAT_PER;
-        next = now + (step > 0 ? step : 1);
+        if (now + step < next)
+            next = now + step;
     }
     if (w->stopping == 1 && w->grace_end < next)
         next = w->grace_end;
     pthread_mutex_lock(&w->mu);
-    for (int k = 0; k < w->nthreads; k++) {
+    for (int k = 0; k < w->nthreads && !w->replacing; k++) {
         struct wexec *e = &w->execs[k];
         wtask *t = e->cur;
         uint64_t at = UINT64_MAX;
@@ -1624,7 +1647,7 @@ static void watch_arm(worker *w) {
     if (next == UINT64_MAX)
         uv_timer_stop(&w->watch);
     else
-        uv_timer_start(&w->watch, on_watch, next > now ? next - now : 0, 0);
+        uv_timer_start(&w->watch, on_watch, next > now ? next - now : 1, 0);
 }
 
 /* SIGTERM or SIGINT: the worker takes no more tasks (STOPPING), hands
@@ -1635,7 +1658,10 @@ static void on_signal(uv_signal_t *h, int sig) {
     const char *what = sig == SIGINT ? "interrupted" : "terminated";
     w->exit_code = 0;
     if (w->stopping || w->conn.state != FF_CONN_READY) {
-        ff_log(WHO, "%s again: handing back every task and leaving at once", what);
+        if (w->stopping)
+            ff_log(WHO, "%s again: handing back every task and leaving at once", what);
+        else if (!w->quiet)
+            ff_log(WHO, "%s: leaving", what);
         w->stopping = 2;
         w->leaving = what;
         pthread_mutex_lock(&w->mu);
@@ -1825,7 +1851,11 @@ int ff_worker_main(const ff_worker_opts *o) {
     pthread_mutex_lock(&w->mu);
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += 1;
+    dl.tv_nsec += STOP_GRACE_MS * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
     while (w->nalive > 0)
         if (pthread_cond_timedwait(&w->ended, &w->mu, &dl) == ETIMEDOUT)
             break;
