@@ -209,6 +209,7 @@ struct hconn {
     blobmap wd_runs;  /* workers: run id -> "": runs whose RUN_WORKDIR they have */
     uint64_t seen_ms; /* when it last sent a frame (heartbeats) */
     int stopping;     /* workers: it sent STOPPING (its place takes no new tasks) */
+    int returning;    /* workers: ... because it replaces its process: it comes back */
 };
 
 /* What the head remembers of every place ever given, for the messages of
@@ -962,6 +963,7 @@ static int protocol_error(hconn *c, const char *why) {
 static void store_save(head *h, hrun *r, uint32_t i, const char *bytes, size_t len, uint64_t ns);
 static void task_done(head *h, hrun *r, int place, uint32_t i, const char *bytes, size_t len);
 static void replay_next(head *h, hrun *r, uint32_t c);
+static void rejoin_wait(head *h);
 
 /* A RESULT. A malformed one closes the connection (the tasks running
  * there then fail, and say why): ignoring it would leave its task running
@@ -1122,6 +1124,10 @@ static int on_worker_stopping(head *h, hconn *w, const char *p, size_t n) {
         ff_log(WHO, "worker %s is stopping: %s", w->name,
                ff_text_escape(esc, sizeof esc, why, len));
     w->stopping = 1;
+    w->returning = len == strlen(FF_MSG_STOPPING_REPLACING) &&
+                   memcmp(why, FF_MSG_STOPPING_REPLACING, len) == 0;
+    if (w->returning && !h->stopping)
+        rejoin_wait(h);
     ff_sched_close_place(h->sched, w->place);
     return 0;
 }
@@ -2446,6 +2452,14 @@ static void on_rejoin_end(uv_timer_t *tm) {
     dispatch(h);
 }
 
+/* A worker was lost or is replacing its process: it may come back (a new
+ * process, a link up again), so until a heartbeat timeout from now the
+ * tasks no worker left can hold wait for one to join (may_wait). */
+static void rejoin_wait(head *h) {
+    h->rejoin_until = uv_now(&h->loop) + h->heartbeat_ms;
+    uv_timer_start(&h->rejoin, on_rejoin_end, h->heartbeat_ms, 0);
+}
+
 /* Ends the runs that failed or that have nothing left to run. */
 static void settle_all(head *h) {
     for (hrun *r = h->runs, *next; r; r = next) {
@@ -2468,12 +2482,8 @@ static void on_closed(ff_conn *fc) {
         snprintf(h->pinfo[c->place].lost, sizeof h->pinfo[c->place].lost, "%s", c->lost);
         store_lost(h, c);
         h->places[c->place] = NULL;
-        if (!h->stopping && !c->stopping) {
-            /* Lost, not stopped: what it leaves waits a while for a worker
-             * (it may come back: a new process, a link up again). */
-            h->rejoin_until = uv_now(&h->loop) + h->heartbeat_ms;
-            uv_timer_start(&h->rejoin, on_rejoin_end, h->heartbeat_ms, 0);
-        }
+        if (!h->stopping && (!c->stopping || c->returning))
+            rejoin_wait(h); /* lost or replacing its process, not stopped */
         lost_reserve(h);
         ff_sched_remove_place(h->sched, c->place, on_lost, h);
         process_lost(h, c);

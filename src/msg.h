@@ -581,7 +581,10 @@ int ff_msg_started_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tas
 int ff_msg_handback_write(ff_buf *b, uint64_t run, const uint64_t *tasks, size_t n);
 int ff_msg_handback_read(const char *p, size_t n, uint64_t *run, ff_msg_list *tasks);
 int ff_msg_stopping_write(ff_buf *b, const char *why, size_t len);
-/* The reason is the peer's: escape it before printing. */
+/* The reason is the peer's: escape it before printing. A worker that
+ * stops with exactly this reason comes back as a new connection (it
+ * replaces its process). */
+#define FF_MSG_STOPPING_REPLACING "replacing its process"
 int ff_msg_stopping_read(const char *p, size_t n, const char **why, size_t *len);
 
 /* --- either way -------------------------------------------------------------

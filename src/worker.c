@@ -1399,8 +1399,8 @@ static void replace(worker *w, const char *why) {
     send_results(&w->wake); /* what finished goes out first */
     /* No new tasks meanwhile: a TASK still on its way is handed back. */
     w->replacing = 1;
-    const char *stopping = "replacing its process";
-    ff_msg_stopping_write(&w->conn.out, stopping, strlen(stopping));
+    ff_msg_stopping_write(&w->conn.out, FF_MSG_STOPPING_REPLACING,
+                          strlen(FF_MSG_STOPPING_REPLACING));
     pthread_mutex_lock(&w->mu);
     wtask *back = take_queued(w, 1, 0);
     wstart held[256];
@@ -1410,10 +1410,10 @@ static void replace(worker *w, const char *why) {
         if (t == NULL || t->epoch != w->epoch)
             continue;
         if (t->stop == FF_EXEC_TIMEOUT) {
-            char msg[400];
+            char msg[640];
             snprintf(msg, sizeof msg,
                      "node '%.200s' ran longer than its timeout of %g s: stopped (it was stuck "
-                     "in a C call: its worker %s replaced its process)",
+                     "in a C call: its worker %.300s replaced its process)",
                      t->name, (double)t->timeout_ms / 1000, w->name);
             write_result(w, t->run, t->index, FF_RESULT_TIMEOUT, msg, strlen(msg), 0);
         } else if (n < sizeof held / sizeof held[0]) {
@@ -1694,8 +1694,8 @@ static void on_signal(uv_signal_t *h, int sig) {
         nback++;
     hand_back(w, back);
     if (busy == 0) {
-        if (!w->quiet)
-            ff_log(WHO, "%s: handed back %d queued tasks; nothing runs: leaving", what, nback);
+        if (!w->quiet && nback > 0)
+            ff_log(WHO, "%s: handed back %d queued tasks", what, nback);
         leave(w);
         return;
     }
