@@ -328,6 +328,30 @@ describe("cluster faults", function()
       cluster_init_args = { address = address, token_file = token } }):run())
   end)
 
+  it("on SIGTERM fails the run in progress with the head's reason; its workers wait for a new one",
+     function()
+    local address, token, ps, head = cluster({ { cpus = 1, args = { "--reconnect", "30" } } },
+                                             { head_args = FAST })
+    local started = H.tmpdir() .. "/started"
+    background(([[
+      for i in $(seq 800); do [ -e '%s' ] && break; sleep 0.025; done
+      kill -TERM %d
+    ]]):format(started, head:pid()))
+    local leaf = graph(started, 30)
+    local t0 = core.monotime()
+    local ok, err = pcall(function()
+      return ClusterWorkflow(leaf, { workflow_name = "term",
+        cluster_init_args = { address = address, token_file = token } }):run()
+    end)
+    assert.is_false(ok)
+    assert.matches("the head at " .. address:gsub("%p", "%%%0") ..
+                   " is stopping: the head was terminated", tostring(err))
+    assert.is_true(core.monotime() - t0 < 10)
+    assert.are.equal(0, (head:wait(10)))
+    -- The hand-started worker is still there, trying to reach a head.
+    assert.is_nil((ps[1]:wait(0.3)))
+  end)
+
   it("cancels a killed driver's task, even stuck in C, and serves the next driver at once",
      function()
     local address, token = cluster({ { cpus = 1 } }, { head_args = FAST })

@@ -280,6 +280,10 @@ describe("cluster stop", function()
     assert.are.equal(200 * 2 ^ 20, #got)
     got = nil -- luacheck: ignore 311
     collectgarbage()
+    if H.sanitize then
+      pending("AddressSanitizer keeps freed memory in quarantine: the RSS says nothing here " ..
+              "(the 200 MB result crossed all the same)")
+    end
     local after
     for _ = 1, 40 do
       after = rss_kib(pid)
