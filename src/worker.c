@@ -25,12 +25,9 @@
  * The loop thread runs no task, so that it always answers the head (even
  * on a worker of one CPU). The head sends a worker more tasks than it has
  * CPUs (pipelining); they start in order, each when its CPUs are free.
- * An executor tells the loop thread at once that a task ended when it has
- * nothing to start next, when the task failed, or when it last did so
- * FLUSH_MS ago or more; otherwise the loop thread's flush timer, running
- * while tasks are queued, picks the news up: short tasks in a row cost
- * one wake-up of the loop thread (and one write to the head) per FLUSH_MS,
- * not one each.
+ * An executor wakes the loop thread as each task starts (the same wake-up
+ * says the previous one ended): results are not held back behind a task
+ * that may kill its process, where the head would count them lost too.
  *
  * Actors: the executor that runs a constructor task keeps the instance
  * (exec.h) and records itself in the run's `actors`; a method call of
@@ -138,7 +135,6 @@ typedef struct worker {
     uv_check_t flusher;
     uv_timer_t watch;    /* timeouts, interrupts, the heartbeat, the grace period */
     uv_timer_t retry;    /* the next attempt to reach a lost head */
-    uv_timer_t flush;    /* news of the executors, while tasks are queued */
     ff_exec_store store; /* what executors get functions and results from */
     unsigned char key[FF_KEY_LEN];
     struct sockaddr_storage addr;
@@ -202,13 +198,11 @@ struct wexec {
     ff_exec *x;
     wtask *cur;
     uint64_t t0_ms, stop_ms;
-    uint64_t told_ns; /* when it last woke the loop thread (uv_hrtime) */
 };
 
-#define FLUSH_MS 1
-#define EXEC_SPIN_US 100 /* an idle executor watches for a next task so long */
-
 #define STOP_GRACE_MS 500 /* an interrupted task still running then is stuck */
+/* An idle executor watches for a next task so long before it sleeps. */
+#define EXEC_SPIN_US 100
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -404,13 +398,11 @@ static void *executor(void *arg) {
     uint64_t seen_gen = 0, seen_actors = 0;
     wtask *t = NULL; /* the task that just ran */
     int wake = 0;    /* the loop thread has news: done or started tasks */
-    int urgent = 0;  /* ... that cannot wait for its flush timer */
     int spun = 0;    /* it watched for a next task since the last one */
     pthread_mutex_lock(&w->mu);
     self->x = x;
     for (;;) {
         if (t != NULL) { /* hand it in */
-            urgent = t->status != FF_RESULT_OK || t->stop != 0;
             keep_actor(w, t, k);
             w->cpus_free += t->cpus;
             if (w->queue != NULL)
@@ -430,8 +422,7 @@ static void *executor(void *arg) {
             if (wake) { /* nothing to start: tell the loop thread first */
                 pthread_mutex_unlock(&w->mu);
                 uv_async_send(&w->wake);
-                self->told_ns = uv_hrtime();
-                wake = urgent = 0;
+                wake = 0;
                 pthread_mutex_lock(&w->mu);
                 continue;
             }
@@ -480,14 +471,9 @@ static void *executor(void *arg) {
         uint64_t gen = w->dropped_gen;
         pthread_mutex_unlock(&w->mu);
         /* One wake-up says both that the last task ended and that this
-         * one began; unless urgent, not more often than every FLUSH_MS
-         * (the flush timer runs: this task was queued). */
-        uint64_t now = uv_hrtime();
-        if (urgent || now - self->told_ns >= (uint64_t)FLUSH_MS * 1000000u) {
-            uv_async_send(&w->wake);
-            self->told_ns = now;
-        }
-        wake = urgent = 0;
+         * one began; a task that began after a wait wakes it alone. */
+        uv_async_send(&w->wake);
+        wake = 0;
         run_one(x, t, gen, &seen_gen);
         pthread_mutex_lock(&w->mu);
     }
@@ -659,30 +645,7 @@ static int running(worker *w) {
 }
 
 static void watch_arm(worker *w);
-static void send_results(uv_async_t *a);
 static void leave(worker *w);
-
-/* Whether tasks wait to start, in the shared queue or an actor's. Under
- * w->mu. */
-static int queued(const worker *w) {
-    if (w->queue != NULL)
-        return 1;
-    for (int k = 0; k < w->nthreads; k++)
-        if (w->mq[k] != NULL)
-            return 1;
-    return 0;
-}
-
-static void on_flush(uv_timer_t *h) {
-    worker *w = h->data;
-    send_results(&w->wake);
-}
-
-/* The flush timer: the executors' news within FLUSH_MS. */
-static void flush_arm(worker *w) {
-    if (!uv_is_active((uv_handle_t *)&w->flush) && !uv_is_closing((uv_handle_t *)&w->flush))
-        uv_timer_start(&w->flush, on_flush, FLUSH_MS, 0);
-}
 
 static void send_results(uv_async_t *a) {
     worker *w = a->data;
@@ -700,12 +663,7 @@ static void send_results(uv_async_t *a) {
     for (int k = 0; k < w->nthreads && !timed; k++)
         timed = w->execs[k].cur != NULL && w->execs[k].cur->timeout_ms > 0;
     int idle = w->stopping == 1 && running(w) == 0 && w->queue == NULL;
-    /* News may be held back while tasks follow each other: look again
-     * soon while there was news or tasks wait. */
-    int again = nstarted > 0 || done != NULL || queued(w);
     pthread_mutex_unlock(&w->mu);
-    if (again)
-        flush_arm(w);
     write_tasks(w, started, nstarted, 1); /* before their results */
     free(started);
     wtask *back = NULL;
@@ -835,7 +793,6 @@ static int on_task(worker *w, const char *p, size_t n) {
         pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
-    flush_arm(w);
     return 0;
 }
 
@@ -1333,7 +1290,6 @@ static void stop_all(worker *w) {
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->watch, NULL);
     uv_close((uv_handle_t *)&w->retry, NULL);
-    uv_close((uv_handle_t *)&w->flush, NULL);
 }
 
 /* Leaves for good: BYE, then the connection closes and on_closed ends
@@ -1871,8 +1827,7 @@ int ff_worker_main(const ff_worker_opts *o) {
     uv_check_start(&w->flusher, flush_conn);
     uv_timer_init(&w->loop, &w->watch);
     uv_timer_init(&w->loop, &w->retry);
-    uv_timer_init(&w->loop, &w->flush);
-    w->watch.data = w->retry.data = w->flush.data = w;
+    w->watch.data = w->retry.data = w;
     /* One executor thread per CPU, at least one: the loop thread runs no
      * task, so that it always answers the head. */
     int started = 0;
