@@ -42,8 +42,9 @@ local function next_run(address, token)
 end
 
 -- A driver script in its own process (a pty), which runs a node that
--- writes `started` and then calls body (Lua source); args in env.
-local function driver(address, token, started, body)
+-- writes `started` and then calls body (Lua source), with remote args
+-- (Lua source of a table) if given.
+local function driver(address, token, started, body, remote_args)
   local f = script(([[
     local ff = require "functionfuse"
     local CW = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
@@ -54,9 +55,11 @@ local function driver(address, token, started, body)
       os.rename(path .. ".tmp", path)
       %s
     end)
-    CW(stuck(%q), { workflow_name = "d",
-      cluster_init_args = { address = %q, token_file = %q } }):run()
-  ]]):format(body, started, address, token))
+    local wf = CW(stuck(%q), { workflow_name = "d",
+      cluster_init_args = { address = %q, token_file = %q } })
+    wf:query("^.*$"):set_remote_args(%s)
+    wf:run()
+  ]]):format(body, started, address, token, remote_args or "{}"))
   local p = H.fftest.pty { argv = { H.bin, f }, env = { TERM = "dumb" } }
   C.procs[#C.procs + 1] = p
   return p
@@ -233,6 +236,31 @@ describe("cluster stop", function()
     print(("\nthe worker left %.2f s after SIGTERM (grace 0.5 s)"):format(took))
     assert.are.equal(0, code)
     assert.is_true(took < 2.5, "took " .. took)
+    d:kill(H.signals.SIGKILL)
+  end)
+
+  it("stopping, leaves rather than replace its process for a node stuck past its timeout",
+     function()
+    local log = H.tmpdir() .. "/head.log"
+    local address, token, ps = cluster({ { cpus = 1, args = { "--grace", "30" } } },
+                                       { head_args = FAST, log = log })
+    local started = H.tmpdir() .. "/started"
+    local d = driver(address, token, started, 'require("functionfuse.core").sleep(60)',
+                     "{ timeout_s = 1, max_retries = 0 }")
+    wait_file(started)
+    local t0 = core.monotime()
+    ps[1]:kill(H.signals.SIGTERM)
+    -- Past its timeout (1 s) and the 0.5 s a stuck node gets, it leaves,
+    -- long before its grace period of 30 s ends.
+    local code = ps[1]:wait(10)
+    local took = core.monotime() - t0
+    print(("\nthe worker left %.2f s after SIGTERM"):format(took))
+    assert.are.equal(0, code)
+    assert.is_true(took < 5, "took " .. took)
+    local text = H.read(log)
+    local joins = 0
+    for _ in text:gmatch("worker [^\n]* joined with") do joins = joins + 1 end
+    assert.are.equal(1, joins, text)
     d:kill(H.signals.SIGKILL)
   end)
 

@@ -1618,12 +1618,17 @@ static void on_watch(uv_timer_t *h) {
     }
     int busy = running(w);
     pthread_mutex_unlock(&w->mu);
-    if (stuck[0] != '\0' && !w->exiting) {
+    if (stuck[0] != '\0' && !w->exiting && !w->stopping) {
         replace(w, stuck);
         return;
     }
-    if (w->stopping == 1 && busy > 0 && now >= w->grace_end) {
-        ff_log(WHO, "its grace period is over: handing back the %d tasks still running", busy);
+    /* Stopping, a stuck task ends the grace period: the worker leaves
+     * rather than come back as a new process. */
+    if (w->stopping == 1 && busy > 0 && (now >= w->grace_end || stuck[0] != '\0')) {
+        if (stuck[0] != '\0')
+            ff_log(WHO, "%s: handing back the %d tasks still running", stuck, busy);
+        else
+            ff_log(WHO, "its grace period is over: handing back the %d tasks still running", busy);
         w->stopping = 2;
         pthread_mutex_lock(&w->mu);
         wstart held[256];
