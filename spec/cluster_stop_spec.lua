@@ -65,14 +65,19 @@ local function driver(address, token, started, body, remote_args)
   return p
 end
 
--- Waits until the head's log says that n workers joined (a worker that
--- replaces its process joins again, as a new place); returns the seconds.
+-- How many workers the head's log says joined (a worker that replaces
+-- its process joins again, as a new place).
+local function joins(log)
+  local k = 0
+  for _ in (H.read(log) or ""):gmatch("worker [^\n]* joined with") do k = k + 1 end
+  return k
+end
+
+-- Waits until n workers joined; returns the seconds.
 local function wait_joins(log, n)
   local t0 = core.monotime()
   for _ = 1, 500 do
-    local k = 0
-    for _ in (H.read(log) or ""):gmatch("worker [^\n]* joined with") do k = k + 1 end
-    if k >= n then return core.monotime() - t0 end
+    if joins(log) >= n then return core.monotime() - t0 end
     core.sleep(0.01)
   end
   error("fewer than " .. n .. " workers joined: " .. (H.read(log) or ""))
@@ -257,10 +262,7 @@ describe("cluster stop", function()
     print(("\nthe worker left %.2f s after SIGTERM"):format(took))
     assert.are.equal(0, code)
     assert.is_true(took < 5, "took " .. took)
-    local text = H.read(log)
-    local joins = 0
-    for _ in text:gmatch("worker [^\n]* joined with") do joins = joins + 1 end
-    assert.are.equal(1, joins, text)
+    assert.are.equal(1, joins(log), H.read(log))
     d:kill(H.signals.SIGKILL)
   end)
 

@@ -781,7 +781,6 @@ static int on_task(worker *w, const char *p, size_t n) {
         else
             w->mq[k] = t;
         w->mq_tail[k] = t;
-        __atomic_fetch_add(&w->posted, 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&w->cv); /* that executor, not any */
     } else {
         if (w->queue_tail)
@@ -789,9 +788,9 @@ static int on_task(worker *w, const char *p, size_t n) {
         else
             w->queue = t;
         w->queue_tail = t;
-        __atomic_fetch_add(&w->posted, 1, __ATOMIC_RELEASE);
         pthread_cond_signal(&w->cv);
     }
+    __atomic_fetch_add(&w->posted, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&w->mu);
     return 0;
 }
