@@ -131,6 +131,7 @@ static const struct subcommand subcommands[] = {
     {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL},
     {"graph", "write the graph of a script's workflows, running no node", "functionfuse.cli.graph",
      NULL},
+    {"report", "write an HTML page about a workflow's saved run", "functionfuse.cli.report", NULL},
     {NULL, NULL, NULL, NULL},
 };
 
