@@ -473,8 +473,8 @@ local function summary(record, n, path_len)
   return table.concat(out, "\n")
 end
 
---- Tick step for an axis of length t seconds: 1, 2 or 5 times a power of
--- ten, giving about eight ticks.
+--- Tick step for an axis of length t (in its unit): 1, 2 or 5 times a
+-- power of ten, giving about eight ticks.
 local function tick_step(t)
   local raw = t / 8
   local p = 10 ^ math.floor(math.log(raw, 10))
@@ -484,16 +484,14 @@ local function tick_step(t)
   return 10 * p
 end
 
---- An axis label in one unit for the whole axis, with the decimals the
--- step needs: 0 s, 0.5 s, 1 s, 1.5 s; or 0 ms, 20 ms; or minutes.
-local function tick_label(v, step, tmax)
-  local unit, div = "s", 1
-  if tmax < 1e-3 then unit, div = "us", 1e-6
-  elseif tmax < 1 then unit, div = "ms", 1e-3
-  elseif tmax >= 7200 then unit, div = "h", 3600
-  elseif tmax >= 120 then unit, div = "min", 60 end
-  local decimals = math.max(0, -math.floor(math.log(step / div, 10) + 1e-9))
-  return ("%." .. decimals .. "f %s"):format(v / div, unit)
+--- The unit of a time axis from 0 to tmax seconds: its name and its
+-- length in seconds.
+local function axis_unit(tmax)
+  if tmax < 1e-3 then return "us", 1e-6 end
+  if tmax < 1 then return "ms", 1e-3 end
+  if tmax < 120 then return "s", 1 end
+  if tmax < 7200 then return "min", 60 end
+  return "h", 3600
 end
 
 local function timeline(record, n, on_path)
@@ -571,14 +569,17 @@ local function timeline(record, n, on_path)
     svg[#svg + 1] = ('<text class="lane-label" x="8" y="%s">%s</text>')
       :format(num(lane_y[w] + h / 2 + 4), worker_label(record, w, 28))
   end
-  local step = tick_step(tmax)
+  -- Ticks in one unit for the whole axis, with the decimals the step needs.
+  local unit, div = axis_unit(tmax)
+  local step = tick_step(tmax / div)
+  local fmt = "%." .. math.max(0, -math.floor(math.log(step, 10) + 1e-9)) .. "f " .. unit
   svg[#svg + 1] = '<g class="axis">'
   local k = 0
-  while k * step <= tmax * 1.0001 do
-    local x = LABEL + k * step * scale
+  while k * step <= tmax / div * 1.0001 do
+    local x = LABEL + k * step * div * scale
     svg[#svg + 1] = ('<line class="grid" x1="%s" y1="%d" x2="%s" y2="%d"/>'
                      .. '<text x="%s" y="16" text-anchor="middle">%s</text>')
-      :format(num(x), TOP - 4, num(x), height, num(x), tick_label(k * step, step, tmax))
+      :format(num(x), TOP - 4, num(x), height, num(x), fmt:format(k * step))
     k = k + 1
   end
   svg[#svg + 1] = "</g>"
