@@ -334,6 +334,14 @@ describe("fflua report", function()
       assert.are.equal(r.loaded, count_class(page, "hit"))
     end)
 
+    it("a run of no node at all", function()
+      local r = make_record { layers = {} }
+      local page = report.html(r)
+      check_page(r, page)
+      assert.are.equal(0, count_class(page, "dag-node"))
+      assert.truthy(page:find("<span>nodes</span><b>0</b>", 1, true))
+    end)
+
     it("caps a run of a million nodes: a page of bounded size, notes with the totals", function()
       local sizes = {}
       for l = 1, 1000 do sizes[l] = 1000 end
@@ -386,6 +394,10 @@ describe("fflua report", function()
                        .. "skipped, stored", err(function(r) r.state[2] = "done" end))
       assert.are.equal("report: bad run record: 'worker[1]' is 3, not 0 or a worker's index (1 to 1)",
                        err(function(r) r.worker[1] = 3 end))
+      assert.are.equal("report: bad run record: 'elapsed' is inf, not a finite number",
+                       err(function(r) r.elapsed = math.huge end))
+      assert.are.equal("report: bad run record: 'failures[1]' is not a table with strings 'node', 'error' "
+                       .. "and maybe 'traceback'", err(function(r) r.failures = { { node = "x" } } end))
       assert.are.equal("report: bad run record: 'parents' make a cycle through node 'L1.1'",
                        err(function(r) r.parents[1] = { 3 }; r.parents[3] = { 1 } end))
     end)

@@ -122,7 +122,10 @@ local function check_record(r)
     if type(r[k]) ~= "string" then bad("'%s' is %s, not a string", k, type(r[k])) end
   end
   for _, k in ipairs { "started_at", "elapsed" } do
-    if type(r[k]) ~= "number" then bad("'%s' is %s, not a number", k, type(r[k])) end
+    local v = r[k]
+    if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+      bad("'%s' is %s, not a finite number", k, tostring(v))
+    end
   end
   if type(r.ok) ~= "boolean" then bad("'ok' is %s, not a boolean", type(r.ok)) end
   for _, k in ipairs { "computed", "loaded", "skipped", "failed", "retried", "damaged" } do
