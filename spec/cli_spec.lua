@@ -210,7 +210,7 @@ describe("fflua command line", function()
     assert.truthy(commands, r.stdout)
     local listed = {}
     for name in ("\n" .. commands):gmatch("\n  (%S+)") do listed[#listed + 1] = name end
-    assert.are.same({ "store", "head", "worker", "status", "graph" }, listed)
+    assert.are.same({ "store", "head", "worker", "status", "graph", "report" }, listed)
     assert.falsy(r.stdout:find("not yet", 1, true))
     assert.are.equal(r.stdout, H.fflua({ "-h" }).stdout)
   end)

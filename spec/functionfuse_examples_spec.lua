@@ -259,8 +259,8 @@ report(wf)
       w:run()
       return w.last_run
     end
-    assert.are.same({ computed = 2, loaded = 0, skipped = 0, damaged = 0 }, once())
-    assert.are.same({ computed = 0, loaded = 1, skipped = 1, damaged = 0 }, once())
+    assert.are.same({ computed = 2, loaded = 0, skipped = 0, damaged = 0 }, H.counts(once()))
+    assert.are.same({ computed = 0, loaded = 1, skipped = 1, damaged = 0 }, H.counts(once()))
   end)
 
   it("always runs log_nodes, and never reads them from or saves them to the storage", function()
@@ -279,10 +279,10 @@ report(wf)
       wf:run()
       return wf.last_run
     end
-    assert.are.same({ computed = 3, loaded = 0, skipped = 0, damaged = 0 }, once())
+    assert.are.same({ computed = 3, loaded = 0, skipped = 0, damaged = 0 }, H.counts(once()))
     assert.are.equal(1, plotted)
     -- The plot runs again, with its parent read back; train is stored.
-    assert.are.same({ computed = 1, loaded = 2, skipped = 0, damaged = 0 }, once())
+    assert.are.same({ computed = 1, loaded = 2, skipped = 0, damaged = 0 }, H.counts(once()))
     assert.are.equal(2, plotted)
     assert.are.same({ "load_0000", "train_0000" }, st:list_tasks("w", "*"))
   end)

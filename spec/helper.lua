@@ -143,4 +143,10 @@ function H.plain(s)
   return (s:gsub("\27%[[%d;?]*[%a@]", ""):gsub("\r", ""))
 end
 
+--- The counts of a wf.last_run that the storage specs compare: computed,
+-- loaded, skipped, damaged.
+function H.counts(lr)
+  return { computed = lr.computed, loaded = lr.loaded, skipped = lr.skipped, damaged = lr.damaged }
+end
+
 return H

@@ -45,7 +45,7 @@ describe("unknown keys", function()
     assert.matches("GraphWorkflow: unknown option 'doc_pth' %(did you mean 'doc_path'%?%)$", err)
     err = failure(function() LocalWorkflow(n, { workflow_name = "w", runtime_env = {} }) end)
     assert.matches("LocalWorkflow: unknown option 'runtime_env' %(known: workflow_name, only_needed, cache, quiet, " ..
-                   "verbose%)$", err)
+                   "verbose, progress%)$", err)
     -- A ClusterWorkflow's run options and init args too.
     err = failure(function() ClusterWorkflow(n, { workflow_name = "w", ray_init_args = { adress = "h:1" } }) end)
     assert.matches("^" .. THIS .. "ClusterWorkflow: ray_init_args: unknown key 'adress' %(did you mean " ..

@@ -10,7 +10,8 @@ local H = require "spec.helper"
 local PIPELINE = [[
 local ff = require "functionfuse"
 local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
-local storage = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+local storage = require("functionfuse.storage").storage_factory{
+  kind = "file", options = { path = "st", keep_runs = 0 } }
 local n = tonumber(arg[1])
 local sq = ff.workflow("sq", function(i)
   print("RAN sq" .. i)
@@ -79,7 +80,8 @@ describe("a storage", function()
   it("survives another process removing, and making again, a workflow it writes to", function()
     local dir = H.tmpdir()
     H.write(dir .. "/writer.lua", [[
-      local st = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+      local st = require("functionfuse.storage").storage_factory{
+        kind = "file", options = { path = "st", keep_runs = 0 } }
       st:save("sd", "t1", 1); st:save("keep", "k", "kept"); st:flush()
       print("READY"); io.stdout:flush()
       io.read("l")
@@ -102,7 +104,8 @@ describe("a storage", function()
     -- Then removes it again and makes it anew, with another task in it.
     assert.are.equal(0, store(dir, "rm-workflow", "st", "sd").code)
     H.write(dir .. "/again.lua", [[
-      local st = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+      local st = require("functionfuse.storage").storage_factory{
+        kind = "file", options = { path = "st", keep_runs = 0 } }
       st:save("sd", "new", "n")
     ]])
     assert.are.equal(0, H.fflua({ "again.lua" }, { cwd = dir }).code)
@@ -304,7 +307,8 @@ describe("a storage", function()
     local script = H.write(dir .. "/slow.lua", [[
       local ff = require "functionfuse"
       local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
-      local storage = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+      local storage = require("functionfuse.storage").storage_factory{
+        kind = "file", options = { path = "st", keep_runs = 0 } }
       local function sleep(s) local t = os.clock() + s; while os.clock() < t do end end
       local work = ff.workflow("work", function(i)
         io.stdout:write("RAN work" .. i .. "\n"); io.stdout:flush()
@@ -342,7 +346,8 @@ describe("a storage", function()
     local dir = H.tmpdir()
     assert.are.equal(0, run(dir, 5).code)
     H.write(dir .. "/save.lua", [[
-      local st = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+      local st = require("functionfuse.storage").storage_factory{
+        kind = "file", options = { path = "st", keep_runs = 0 } }
       st:save("w", "more", 1)
     ]])
     -- The storage's directory made read-only by a bind mount, in a mount
@@ -373,7 +378,8 @@ describe("a storage", function()
   it("lists every task, whatever bytes its name holds, and prints names escaped", function()
     local dir = H.tmpdir()
     H.write(dir .. "/names.lua", [[
-      local st = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+      local st = require("functionfuse.storage").storage_factory{
+        kind = "file", options = { path = "st", keep_runs = 0 } }
       for i, name in ipairs { "a\0b", "\27[31mred", "line\nfake row", ".hidden", "plain" } do
         st:save("w", name, i)
       end

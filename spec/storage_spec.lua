@@ -43,10 +43,10 @@ describe("storage", function()
     local r2, run2 = once()
     assert.are.equal(-1, r1)
     assert.are.equal(-1, r2)
-    assert.are.same({ computed = 3, loaded = 0, skipped = 0, damaged = 0 }, run1)
+    assert.are.same({ computed = 3, loaded = 0, skipped = 0, damaged = 0 }, H.counts(run1))
     -- Everything is stored: the leaf is read, the others are counted without
     -- being read.
-    assert.are.same({ computed = 0, loaded = 3, skipped = 0, damaged = 0 }, run2)
+    assert.are.same({ computed = 0, loaded = 3, skipped = 0, damaged = 0 }, H.counts(run2))
     assert.are.same({ "minus_0000", "sum_0000", "sum_0001" }, storage:list_tasks("storage_test", "*"))
     assert.are.equal(2, storage:read_task("storage_test", "sum_0000"))
   end)
@@ -189,7 +189,7 @@ describe("storage", function()
     local wf2 = LocalWorkflow(use(make()), { workflow_name = "ar", quiet = true, cache = false })
     wf2:set_storage(st)
     wf2:run()
-    assert.are.same({ computed = 2, loaded = 0, skipped = 0, damaged = 0 }, wf2.last_run)
+    assert.are.same({ computed = 2, loaded = 0, skipped = 0, damaged = 0 }, H.counts(wf2.last_run))
   end)
 
   it("fails a fingerprint whose item key cannot be encoded, never leaves the key out", function()
@@ -377,7 +377,8 @@ describe("storage", function()
     local src = [[
       local ff = require "functionfuse"
       local LocalWorkflow = require("functionfuse.backends.builtin.localback").LocalWorkflow
-      local storage = require("functionfuse.storage").storage_factory{ kind = "file", options = { path = "st" } }
+      local storage = require("functionfuse.storage").storage_factory{
+        kind = "file", options = { path = "st", keep_runs = 0 } }
       local f = ff.workflow("f", function(x) print("RAN f" .. x); return ("payload-%d"):format(x) end)
       local wf = LocalWorkflow(f(1), f(2), { workflow_name = "dmg" })
       wf:set_storage(storage)
@@ -420,7 +421,7 @@ describe("storage", function()
     assert.is_false(st:task_info("hook", "g_0000")[1].ok)
     assert.are.equal(41, wf:run())
     assert.are.equal(2, runs)
-    assert.are.same({ computed = 1, loaded = 1, skipped = 0, damaged = 1 }, wf.last_run)
+    assert.are.same({ computed = 1, loaded = 1, skipped = 0, damaged = 1 }, H.counts(wf.last_run))
   end)
 
   it("resumes after kill -9: committed results load, the rest run, the result is the same", function()

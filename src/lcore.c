@@ -26,6 +26,7 @@
 #include "lgraph.h"
 #include "lproc.h"
 #include "lquery.h"
+#include "lrecord.h"
 #include "lrun.h"
 #include "lstore.h"
 #include "lworkdir.h"
@@ -78,6 +79,7 @@ int luaopen_functionfuse_core(lua_State *L) {
     ffl_query_open(L);
     ffl_store_open(L);
     ffl_client_open(L);
+    ffl_record_open(L);
     /* A LeafSet's methods beyond its own (set_slot, get_slot, leaves). */
     ffl_leaves_add_methods(L, ffl_query_methods);  /* nodes */
     ffl_leaves_add_methods(L, ffl_local_methods);  /* run_local */
@@ -90,6 +92,7 @@ int luaopen_functionfuse_core(lua_State *L) {
     luaL_setfuncs(L, ffl_client_funcs, 0);
     luaL_setfuncs(L, ffl_proc_funcs, 0);
     luaL_setfuncs(L, ffl_workdir_funcs, 0);
+    luaL_setfuncs(L, ffl_record_funcs, 0);
     lua_pushstring(L, fflua_version());
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, FFLUA_VERSION_NUM);

@@ -15,29 +15,39 @@
  */
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
 
 #include "graph.h"
 #include "lgraph.h"
+#include "lrecord.h"
 #include "lrun.h"
 #include "lutil.h"
+#include "progress.h"
 
 /* A local run: the run, and its storage when it has one. */
 struct local {
     struct ffl_run r;    /* first: the message handler sees a struct ffl_run */
     struct ffl_cache *c; /* &cache with a storage, else NULL */
     struct ffl_cache cache;
-    size_t computed; /* the nodes that ran, or started to */
-    int keep_going;  /* opts.keep_going: a failure fails only its dependants */
+    int keep_going;        /* opts.keep_going: a failure fails only its dependants */
+    ffl_record *rec;       /* what became of each node, and when */
+    uint32_t prev;         /* the position of the node that started last, or UINT32_MAX */
+    ff_progress_count *pc; /* the progress display's counts, or NULL */
 };
 
-static uint64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+/* The node that started last (x->prev) ended at now (ns since the run
+ * began). */
+static inline void end_prev(struct local *x, uint64_t now) {
+    if (x->prev != UINT32_MAX) {
+        x->rec->end[x->prev] = now;
+        if (x->pc != NULL) {
+            int ok = x->rec->state[x->prev] == FFL_REC_COMPUTED;
+            ff_progress_add(ok ? &x->pc->done : &x->pc->failed, 1);
+        }
+        x->prev = UINT32_MAX;
+    }
 }
 
 /* Runs the plan; protected (called through lua_pcall by
@@ -69,22 +79,37 @@ static int local_inner(lua_State *L) {
         failed = lua_newuserdatauv(L, (size_t)p->n + 1, 0);
         memset(failed, 0, (size_t)p->n + 1);
     }
-    if (c != NULL)
+    ffl_record *rec = x->rec;
+    ff_progress_count *pc = x->pc;
+    if (c != NULL) {
         ffl_cache_decide(L, c);
-    else
-        x->computed = p->n;
+        static const uint8_t state_of[] = {
+            [FFL_ACT_LOAD] = FFL_REC_LOADED,
+            [FFL_ACT_STORED] = FFL_REC_STORED,
+        };
+        size_t runs = 0;
+        for (uint32_t pos = 0; pos < p->n; pos++) {
+            uint8_t a = c->act[pos];
+            if (a < sizeof state_of)
+                rec->state[pos] = state_of[a];
+            runs += FFL_ACT_RUNS(a);
+        }
+        if (pc != NULL) {
+            ff_progress_add(&pc->total, runs + c->loaded);
+            ff_progress_add(&pc->loaded, c->loaded);
+        }
+    } else {
+        if (pc != NULL)
+            ff_progress_add(&pc->total, p->n);
+    }
+    rec->loop0 = ffl_record_now(rec);
 
     for (uint32_t pos = 0; pos < p->n; pos++) {
         uint32_t id = p->order[pos];
         ff_graph *g = ctx->graph;
         int top = lua_gettop(L);
-        uint64_t t0 = 0;
-        if (c != NULL) {
-            if (!FFL_ACT_RUNS(c->act[pos]))
-                continue;
-            x->computed++;
-            t0 = mono_ns();
-        }
+        if (c != NULL && !FFL_ACT_RUNS(c->act[pos]))
+            continue;
         int bad = 0;
         if (failed != NULL) {
             uint32_t np;
@@ -94,9 +119,19 @@ static int local_inner(lua_State *L) {
             if (bad) {
                 failed[pos] = 2;
                 skipped++;
+                rec->state[pos] = FFL_REC_SKIPPED;
+                if (pc != NULL)
+                    ff_progress_add(&pc->failed, 1);
                 goto release;
             }
         }
+        uint64_t now = ffl_record_now(rec);
+        end_prev(x, now);
+        rec->start[pos] = now;
+        rec->state[pos] = FFL_REC_COMPUTED;
+        x->prev = pos;
+        if (pc != NULL)
+            ff_progress_add(&pc->started, 1);
         r->current = pos;
         if (ctx->hooks.before != NULL) {
             ffl_push_name(L, ctx, id);
@@ -113,6 +148,7 @@ static int local_inner(lua_State *L) {
         }
         if (bad) {
             failed[pos] = 1;
+            rec->state[pos] = FFL_REC_FAILED;
             lua_rawseti(L, fails, (lua_Integer)luaL_len(L, fails) + 1);
             lua_settop(L, top);
             goto release;
@@ -135,6 +171,7 @@ static int local_inner(lua_State *L) {
             lua_call(L, (int)nargs, LUA_MULTRET);
         } else if (lua_pcall(L, (int)nargs, LUA_MULTRET, msgh) != LUA_OK) {
             failed[pos] = 1;
+            rec->state[pos] = FFL_REC_FAILED;
             lua_rawseti(L, fails, (lua_Integer)luaL_len(L, fails) + 1);
             lua_settop(L, top);
             goto release;
@@ -142,7 +179,7 @@ static int local_inner(lua_State *L) {
         ffl_one_result(L, top);
         if (c != NULL && c->act[pos] == FFL_ACT_RUN) {
             r->current = UINT32_MAX; /* errors here name the node themselves */
-            ffl_cache_save(L, c, pos, mono_ns() - t0);
+            ffl_cache_save(L, c, pos, ffl_record_now(rec) - rec->start[pos]);
         }
         if (p->consumers[pos] > 0) /* else no node and no leaf needs it */
             lua_rawseti(L, r->results, (lua_Integer)pos + 1);
@@ -166,6 +203,7 @@ static int local_inner(lua_State *L) {
         }
     }
     r->current = UINT32_MAX;
+    end_prev(x, ffl_record_now(rec));
     if (failed != NULL && luaL_len(L, fails) > 0)
         ffl_run_raise_failures(L, fails, skipped);
     return ffl_run_push_leaves(L, r, 2);
@@ -177,13 +215,16 @@ static void set_count(lua_State *L, int t, const char *k, size_t v) {
 }
 
 /* ls:run_local([opts]) -> one value per leaf. opts: storage (a Store),
- * workflow (its name there), cache, always_read, verbose, keep_going; after the run
- * opts also holds the counts computed, loaded, skipped, damaged. */
+ * workflow (its name there), cache, always_read, verbose, keep_going,
+ * progress (lrecord.h), title (the progress display's); after the run,
+ * also when it failed, opts also holds the counts computed, loaded,
+ * skipped, damaged, failed, and record (the run's RunRecord), and
+ * opts.on_end is called (ffl_run_on_end). */
 static int ffl_leaves_run_local(lua_State *L) {
     ffl_check_leaves(L, 1);
     lua_settop(L, 2);
     ffl_ctx *ctx = ffl_ctx_get(L);
-    struct local x = {.r = FFL_RUN_INIT(ctx)};
+    struct local x = {.r = FFL_RUN_INIT(ctx), .prev = UINT32_MAX};
     if (!lua_isnil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         if (ffl_cache_options(L, &x.cache, 2))
@@ -197,26 +238,48 @@ static int ffl_leaves_run_local(lua_State *L) {
     lua_pushlightuserdata(L, &x);
     lua_pushvalue(L, 1); /* [ls, opts, msgh, inner, x, ls] */
     ffl_run_plan(L, &x.r, 1);
-    if (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0) {
+    /* The record, and (below) the display: nothing raises between them
+     * and the protected call but the record's own allocation. */
+    int ok = lua_checkstack(L, 2);
+    x.rec = ok ? ffl_record_push(L, x.r.plan, 1, "local", 0) : NULL;
+    if (x.rec == NULL || (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0)) {
         ffl_run_release(&x.r);
         return luaL_error(L, "not enough memory");
     }
+    lua_insert(L, 3); /* [ls, opts, rec, msgh, inner, x, ls] */
+    const char *title = NULL;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "title");
+        title = lua_tostring(L, -1);
+        lua_pop(L, 1); /* opts keeps it */
+    }
+    struct ff_progress *prog = ffl_progress_begin(L, 2, title != NULL ? title : "run");
+    x.pc = prog != NULL ? ff_progress_counts(prog) : NULL;
     ffl_run_begin(&x.r);
-    int status = lua_pcall(L, 2, LUA_MULTRET, 3);
+    int status = lua_pcall(L, 2, LUA_MULTRET, 4);
     ctx->L = L;
+    if (status != LUA_OK && x.prev != UINT32_MAX) /* the node that raised */
+        x.rec->state[x.prev] = FFL_REC_FAILED;
+    end_prev(&x, ffl_record_now(x.rec));
+    ffl_record_finish(x.rec);
+    ffl_progress_end(L, prog);
     ffl_run_release(&x.r);
     if (x.c != NULL)
         status = ffl_cache_end(L, x.c, status);
     ffl_run_end(L, &x.r, status != LUA_OK);
     if (lua_istable(L, 2)) {
-        set_count(L, 2, "computed", x.computed);
+        set_count(L, 2, "computed", ffl_record_count(x.rec, FFL_REC_COMPUTED));
         set_count(L, 2, "loaded", x.cache.loaded);
-        set_count(L, 2, "skipped", x.cache.skipped);
+        set_count(L, 2, "skipped", x.cache.skipped + ffl_record_count(x.rec, FFL_REC_SKIPPED));
         set_count(L, 2, "damaged", x.cache.damaged);
+        set_count(L, 2, "failed", ffl_record_count(x.rec, FFL_REC_FAILED));
+        lua_pushvalue(L, 3);
+        lua_setfield(L, 2, "record");
     }
+    ffl_run_on_end(L, 2, status);
     if (status != LUA_OK)
         return lua_error(L);
-    return lua_gettop(L) - 3;
+    return lua_gettop(L) - 4;
 }
 
 const luaL_Reg ffl_local_methods[] = {

@@ -554,3 +554,21 @@ void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped) {
     lua_setfield(L, -2, "skipped");
     lua_error(L);
 }
+
+void ffl_run_on_end(lua_State *L, int optsidx, int status) {
+    if (!lua_istable(L, optsidx))
+        return;
+    if (lua_getfield(L, optsidx, "on_end") != LUA_TFUNCTION) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushboolean(L, status == LUA_OK);
+    if (status == LUA_OK) {
+        lua_pushnil(L);
+        lua_call(L, 2, 0);
+    } else {
+        lua_pushvalue(L, -3); /* the error */
+        if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+            lua_pop(L, 1);
+    }
+}

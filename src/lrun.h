@@ -134,6 +134,14 @@ int ffl_run_push_leaves(lua_State *L, struct ffl_run *r, int lsidx);
  * shortened, and returns it. Stack effect: +1. */
 const char *ffl_run_push_desc(lua_State *L, ffl_ctx *ctx, uint32_t id);
 
+/* After a run whose error (status not LUA_OK) or results are at the top:
+ * calls opts.on_end(ok, err) when the options table at optsidx has one.
+ * After a failure the call is protected and what it raises is dropped, so
+ * the run's own error goes on unchanged (an interrupt that stays armed
+ * fires in it again); after a success what it raises is the run's error.
+ * Stack effect: 0. */
+void ffl_run_on_end(lua_State *L, int optsidx, int status);
+
 /* --- a local run with storage (lcache.c) ---------------------------------- */
 
 enum { FFL_CACHE_NONE, FFL_CACHE_NAME, FFL_CACHE_FINGERPRINT };

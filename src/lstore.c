@@ -296,7 +296,7 @@ struct list_ud {
 
 static int list_one(void *ud, const char *task, size_t tl, const ff_rec *rec) {
     struct list_ud *l = ud;
-    if (l->glob != NULL && !ff_text_glob(l->glob, task, tl))
+    if (FF_STORE_INTERNAL(task, tl) || (l->glob != NULL && !ff_text_glob(l->glob, task, tl)))
         return 0;
     return ents_add(l->u, task, tl, rec, rec != NULL && !rec->ok ? rec->why : NULL);
 }
@@ -344,6 +344,26 @@ static int l_list(lua_State *L) {
     struct list_ud l = {u, glob};
     int rc = ff_store_each(u->s, wf, wl, list_one, &l);
     return push_entries(L, u, rc, details);
+}
+
+/* Gathers the keys of the run records, which come first (a zero byte
+ * sorts before every name), and stops after them. */
+static int runs_one(void *ud, const char *task, size_t tl, const ff_rec *rec) {
+    (void)rec;
+    if (tl <= FF_STORE_RUN_PREFIX_LEN ||
+        memcmp(task, FF_STORE_RUN_PREFIX, FF_STORE_RUN_PREFIX_LEN) != 0)
+        return FF_STORE_INTERNAL(task, tl) ? 0 : 1;
+    return ents_add(ud, task, tl, NULL, NULL);
+}
+
+/* st:runs(wf) -> the keys of the workflow's run records, oldest first */
+static int l_runs(lua_State *L) {
+    lstore *u = check_lstore(L, 1);
+    size_t wl;
+    const char *wf = luaL_checklstring(L, 2, &wl);
+    ents_clear(u);
+    int rc = ff_store_each(u->s, wf, wl, runs_one, u);
+    return push_entries(L, u, rc, 0);
 }
 
 static int wf_one(void *ud, const char *name, size_t n, const ff_rec *rec) {
@@ -583,6 +603,7 @@ static const luaL_Reg store_methods[] = {
     {"info", l_info},
     {"list", l_list},
     {"workflows", l_workflows},
+    {"runs", l_runs},
     {"del", l_del},
     {"del_many", l_del_many},
     {"drop", l_drop},

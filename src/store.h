@@ -60,6 +60,13 @@
  * never empty. */
 #define FF_STORE_TASK_MAX 511
 #define FF_STORE_WF_MAX 508
+/* Tasks whose name starts with a zero byte are fflua's own, not results:
+ * the records of a workflow's runs ("\0run\0" + 20 digits: the run's start,
+ * ns since the epoch). Node names never hold a zero byte, and listings
+ * leave these out. */
+#define FF_STORE_INTERNAL(task, tlen) ((tlen) > 0 && (task)[0] == '\0')
+#define FF_STORE_RUN_PREFIX "\0run\0"
+#define FF_STORE_RUN_PREFIX_LEN 5
 
 typedef struct ff_store ff_store;
 

@@ -170,6 +170,8 @@ static int list_cb(void *ud, const char *name, size_t len, const ff_rec *rec) {
     (void)rec;
     if (l->glob != NULL && !ff_text_glob(l->glob, name, len))
         return 0;
+    if (FF_STORE_INTERNAL(name, len))
+        return 0;
     if (out_add(l->s, &l->n, name, len, NULL, 0) != 0) {
         l->oom = 1;
         return 1;

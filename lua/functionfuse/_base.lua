@@ -231,24 +231,81 @@ function Base:set_storage(storage)
   return self
 end
 
---- The options of a run for the engine: storage, cache mode, logging.
+--- The options of a run for the engine: storage, cache mode, logging,
+-- progress. After the run the engine adds the counts and the record.
 function Base:_run_options()
+  local o = { title = ("'%s'"):format(core.escape(self.workflow_name, 60)),
+              progress = self.options.progress }
+  if self.options.quiet then o.progress = false end
   local st = self._storage
-  if not st then return nil end
-  return { storage = st._st, workflow = self.workflow_name, cache = self.options.cache,
-           always_read = st.always_read, verbose = self.options.verbose }
+  if st then
+    o.storage, o.workflow, o.cache = st._st, self.workflow_name, self.options.cache
+    o.always_read, o.verbose = st.always_read, self.options.verbose
+  end
+  return o
 end
 
---- Records and reports what a run computed and loaded.
-function Base:_report(opts)
-  if not opts then return end
-  self.last_run = { computed = opts.computed, loaded = opts.loaded,
-                    skipped = opts.skipped, damaged = opts.damaged }
-  if not self.options.quiet then
+-- The failures a run's error names: { node, error, traceback } each.
+local function failures_of(err)
+  if err == nil then return {} end
+  local list = type(err) == "table" and err.failures or { err }
+  local out = {}
+  for i, e in ipairs(list) do
+    if type(e) == "table" then
+      local m = tostring(e.message or e)
+      out[i] = { node = e.node, error = m:gsub("\nstack traceback:\n.*", ""),
+                 traceback = e.traceback }
+    else
+      out[i] = { error = tostring(e) }
+    end
+  end
+  return out
+end
+
+-- Saves the run's record (its nodes and meta) with the storage's results,
+-- and drops the oldest beyond the storage's keep_runs. A storage that
+-- cannot take it (read-only, full) costs a warning, never the run's
+-- results.
+local function save_record(self, lr)
+  local st = self._storage and self._storage._st
+  if not st or not lr.nodes then return end
+  local keep = self._storage.keep_runs
+  local ok, err = pcall(function()
+    local meta = { version = 1, workflow = self.workflow_name, ok = lr.ok,
+                   computed = lr.computed, loaded = lr.loaded, skipped = lr.skipped,
+                   failed = lr.failed, damaged = lr.damaged, cluster = lr.cluster,
+                   failures = lr.failures }
+    local key = ("\0run\0%020.0f"):format(lr.started_at * 1e9)
+    if keep > 0 then st:put(self.workflow_name, key, lr.nodes:encode(meta)) end
+    local runs = st:runs(self.workflow_name)
+    for i = 1, #runs - keep do st:del(self.workflow_name, runs[i]) end
+    st:flush()
+  end)
+  if not ok then
+    io.stderr:write(("fflua: workflow '%s': the run's record was not saved: %s\n")
+      :format(core.escape(self.workflow_name), tostring(err)))
+  end
+end
+
+--- Makes wf.last_run from what the engine put in opts after a run (also a
+-- failed one, whose error is err), saves it with the storage, and, with a
+-- storage and not quiet, says what was computed and loaded.
+function Base:_report(opts, ok, err, backend)
+  local rec = opts.record
+  local lr = { workflow = self.workflow_name, backend = backend, ok = ok,
+               computed = opts.computed or 0, loaded = opts.loaded or 0,
+               skipped = opts.skipped or 0, failed = opts.failed or 0,
+               retried = opts.retried or 0, damaged = opts.damaged or 0,
+               nodes = rec, started_at = rec and rec.started_at, elapsed = rec and rec.elapsed,
+               cluster = opts.cluster, placement = opts.placement }
+  if not ok then lr.error, lr.failures = err, failures_of(err) else lr.failures = {} end
+  self.last_run = lr
+  save_record(self, lr)
+  if ok and self._storage and not self.options.quiet then
     io.stderr:write(("fflua: workflow '%s': %d computed, %d loaded from the storage%s%s\n")
-      :format(core.escape(self.workflow_name), opts.computed, opts.loaded,
-              opts.skipped > 0 and (", %d not needed"):format(opts.skipped) or "",
-              opts.damaged > 0 and (", %d damaged results recomputed"):format(opts.damaged) or ""))
+      :format(core.escape(self.workflow_name), lr.computed, lr.loaded,
+              lr.skipped > 0 and (", %d not needed"):format(lr.skipped) or "",
+              lr.damaged > 0 and (", %d damaged results recomputed"):format(lr.damaged) or ""))
   end
 end
 
@@ -261,7 +318,7 @@ M.capture = nil
 
 --- The options every workflow class takes; a class with more lists them
 -- all in its `_options`.
-M.options = { "workflow_name", "only_needed", "cache", "quiet", "verbose" }
+M.options = { "workflow_name", "only_needed", "cache", "quiet", "verbose", "progress" }
 
 --- Makes a workflow object of class `cls` from (leaf, ..., options). Its
 -- `_core` is the engine's LeafSet of those leaves: the C object that
@@ -296,6 +353,11 @@ function M.new(cls, what, ...)
   local cache = opts.cache
   if cache ~= nil and cache ~= "fingerprint" and cache ~= "name" and cache ~= false then
     error(what .. ": option 'cache' must be \"fingerprint\" (the default), \"name\" or false", 3)
+  end
+  local progress = opts.progress
+  if progress ~= nil and type(progress) ~= "boolean"
+     and not (type(progress) == "number" and progress > 0) then
+    error(what .. ": option 'progress' must be a boolean or a positive number of seconds", 3)
   end
   local only_needed = opts.only_needed
   if only_needed ~= nil and type(only_needed) ~= "boolean" then

@@ -272,7 +272,11 @@ end
 -- Ray's remote-args keys a storage's placement may use.
 local REMOTE_KEYS = { "resources", "num_gpus", "num_cpus" }
 local CLUSTER_OPTIONS = { "path", "remote_args", "remoteArgs", "cluster_init_args", "ray_init_args",
-                          "rayInitArgs" }
+                          "rayInitArgs", "keep_runs" }
+
+--- How many run records (docs/report.md) a storage keeps per workflow by
+-- default: the newest.
+M.KEEP_RUNS = 10
 
 local function cluster_storage(kind, o)
   if o.remote_args ~= nil and o.remoteArgs ~= nil then
@@ -321,8 +325,14 @@ function M.storage_factory(opt)
   end
   util.check_keys(opt, { "kind", "options" }, "storage_factory", "key", 2)
   local remote = opt.kind == "cluster" or opt.kind == "ray"
+  local keep_runs = type(opt.options) == "table" and opt.options.keep_runs
+  if keep_runs == nil or keep_runs == false then
+    keep_runs = M.KEEP_RUNS
+  elseif math.type(keep_runs) ~= "integer" or keep_runs < 0 then
+    error("storage_factory: options.keep_runs must be a whole number >= 0 (0: keep no run records)", 2)
+  end
   if type(opt.options) == "table" then
-    util.check_keys(opt.options, remote and CLUSTER_OPTIONS or { "path" }, "storage_factory",
+    util.check_keys(opt.options, remote and CLUSTER_OPTIONS or { "path", "keep_runs" }, "storage_factory",
                     "option", 2)
   end
   if not kinds[opt.kind] then
@@ -333,10 +343,43 @@ function M.storage_factory(opt)
   if type(path) ~= "string" or path == "" then
     error("storage_factory: options.path (a directory) is required", 2)
   end
-  if remote then return cluster_storage(opt.kind, opt.options) end
+  if remote then
+    local cs = cluster_storage(opt.kind, opt.options)
+    cs.keep_runs = keep_runs
+    return cs
+  end
   local ok, st = pcall(core.store_open, path)
   if not ok then error(st, 2) end
-  return setmetatable({ kind = opt.kind, path = path, always_read = false, _st = st }, Storage)
+  return setmetatable({ kind = opt.kind, path = path, always_read = false, keep_runs = keep_runs,
+                        _st = st }, Storage)
+end
+
+--- The record of a saved run of workflow in the storage directory path
+-- (docs/report.md): n = 1 (or nil) the latest, 2 the one before, ...
+-- Returns the record, or nil and a message.
+function M.run_record(path, workflow, n)
+  n = n or 1
+  local ok, st = pcall(core.store_open, path, false)
+  if not ok then return nil, st end
+  local rok, rec, err = pcall(function()
+    local runs = st:runs(workflow)
+    if #runs == 0 then
+      return nil, ("storage '%s' has no saved run of workflow '%s'")
+        :format(core.escape(path), core.escape(workflow))
+    elseif n > #runs then
+      return nil, ("storage '%s' keeps %d saved run%s of workflow '%s', not %d")
+        :format(core.escape(path), #runs, #runs == 1 and "" or "s", core.escape(workflow), n)
+    end
+    local bytes, why, msg = st:get(workflow, runs[#runs - n + 1])
+    if bytes == nil then
+      return nil, ("the saved run of workflow '%s' is %s%s"):format(core.escape(workflow), why,
+                                                                      msg and (": " .. msg) or "")
+    end
+    return core.decode_run(bytes)
+  end)
+  st:close()
+  if not rok then return nil, rec end
+  return rec, err
 end
 
 M.Storage = Storage

@@ -909,7 +909,7 @@ usage: fflua report STORAGE WORKFLOW [-o FILE] [--run N]
   errors, the cache hits and the graph coloured by state. The page fetches
   nothing; open it in any browser.
   -o FILE   write the page to FILE (without -o, or with -o -: standard output)
-  --run N   the Nth saved run (1 the first; without it, the latest)
+  --run N   the Nth newest saved run (1, the default: the latest; 2: the one before)
 ]==]
 
 local OPTIONS = { "-o", "--output", "--run", "--help", "-h" }

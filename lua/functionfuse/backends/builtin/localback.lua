@@ -14,11 +14,6 @@ local LocalWorkflow = setmetatable({}, { __index = base.Base })
 LocalWorkflow.__index = LocalWorkflow
 LocalWorkflow.__name = "functionfuse.LocalWorkflow"
 
-local function finish(self, opts, ...)
-  self:_report(opts)
-  return ...
-end
-
 --- Runs the workflow (every node descending from the leaves' roots, or the
 -- leaves' ancestors with only_needed) in creation order (plugins first, in
 -- the same order) and returns one value per leaf. With a storage, stored
@@ -37,10 +32,9 @@ function LocalWorkflow:run(ropts)
   end
   if base.capture then return base.capture(self) end
   local opts = self:_run_options()
-  local kg = ropts and ropts.keep_going or nil
-  if not opts then return self._core:run_local(kg and { keep_going = true } or nil) end
-  opts.keep_going = kg
-  return finish(self, opts, self._core:run_local(opts))
+  opts.keep_going = ropts and ropts.keep_going or nil
+  opts.on_end = function(ok, err) self:_report(opts, ok, err, "local") end
+  return self._core:run_local(opts)
 end
 
 function LocalWorkflow:__tostring()
