@@ -132,6 +132,10 @@ typedef struct htask {
     uint32_t replay; /* a rebuilt constructor: the next method call to replay */
     uint64_t seq;    /* when it was last sent to a worker (h->sent, in order) */
     int *deaths;
+    /* For the driver's record (RUN_TIMES): uv_hrtime() when it was first
+     * queued, when its last attempt started (sent, then STARTED), when it
+     * finished; 0: never. */
+    uint64_t t_queued, t_started, t_ended;
 } htask;
 
 typedef struct hconn hconn;
@@ -171,6 +175,10 @@ typedef struct hrun {
     int store_place;
     char *store_path, *store_wf;
     size_t store_path_len, store_wf_len;
+    /* Progress: uv_hrtime() at the first SUBMIT, uv_now() when the last
+     * PROGRESS went, tasks failed or skipped, starts beyond a task's first. */
+    uint64_t t0, progress_ms;
+    uint32_t nfailed, retried;
 } hrun;
 
 /* A driver's STORE on its way to a worker: the reply goes back with the
@@ -504,8 +512,50 @@ static int write_run_end(head *h, hrun *r, int placement) {
     return ff_msg_placement_end(b, at);
 }
 
-/* Every task finished: tell the driver where each ran, then forget it. */
+/* Microseconds from the run's start to t, plus 1; 0 for never. */
+static uint64_t run_us(const hrun *r, uint64_t t) {
+    return t == 0 ? 0 : (t > r->t0 ? (t - r->t0) / 1000 : 0) + 1;
+}
+
+/* Writes r's RUN_TIMES (docs/protocol.md). */
+static int write_run_times(hrun *r) {
+    ff_buf *b = &r->driver->c.out;
+    size_t at;
+    ff_msg_times_begin(b, r->driver_run, r->ntasks, &at);
+    for (uint32_t i = 0; i < r->ntasks; i++) {
+        const htask *t = &r->tasks[i];
+        int st = t->state == T_DONE      ? (t->load ? FF_TIMES_LOADED : FF_TIMES_DONE)
+                 : t->state == T_FAILED  ? FF_TIMES_FAILED
+                 : t->state == T_SKIPPED ? FF_TIMES_SKIPPED
+                                         : FF_TIMES_NOTRUN;
+        uint64_t v[5] = {(uint64_t)st, run_us(r, t->t_queued), run_us(r, t->t_started),
+                         run_us(r, t->t_ended), t->attempts};
+        ff_msg_times_task(b, v);
+    }
+    return ff_msg_times_end(b, at);
+}
+
+/* Tells r's driver how far the run is: now (force), or when the last
+ * PROGRESS is at least 200 ms old. */
+static void send_progress(head *h, hrun *r, int force) {
+    uint64_t now = uv_now(&h->loop);
+    if (r->driver == NULL || r->driver->c.state != FF_CONN_READY ||
+        (!force && now < r->progress_ms + 200))
+        return;
+    r->progress_ms = now;
+    ff_sched_stats st;
+    ff_sched_get_stats(h->sched, &st);
+    ff_msg_progress m = {r->driver_run, r->finished - r->nfailed, st.running, r->nfailed,
+                         r->retried};
+    ff_msg_progress_write(&r->driver->c.out, &m); /* without memory: the next one */
+}
+
+/* Every task finished: tell the driver what became of each and where it
+ * ran, then forget it. */
 static void run_finish(head *h, hrun *r) {
+    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY && write_run_times(r) != 0)
+        ff_log(WHO, "%s: the times of a run of %u tasks do not fit in a message: not sent",
+               r->driver->c.peer, r->ntasks);
     if (r->driver != NULL && r->driver->c.state == FF_CONN_READY && write_run_end(h, r, 1) != 0) {
         ff_log(WHO,
                "%s: the placements of a run of %u tasks do not fit in a message: sent "
@@ -656,6 +706,9 @@ static int send_task(head *h, hrun *r, uint32_t i, int place, char *err, size_t 
     t->started = 0;
     t->place = place;
     t->seq = ++h->sent;
+    t->t_started = uv_hrtime(); /* until its STARTED says when */
+    if (t->t_queued == 0)
+        t->t_queued = t->t_started;
     return 0;
 }
 
@@ -739,6 +792,8 @@ static void store_load(head *h, hrun *r, uint32_t i) {
     t->state = T_RUNNING;
     t->place = r->store_place;
     t->out = 1;
+    t->t_queued = t->t_queued ? t->t_queued : uv_hrtime();
+    t->t_started = uv_hrtime();
     r->pending++;
 }
 
@@ -814,6 +869,8 @@ static void make_ready(head *h, hrun *r, uint32_t i) {
     }
     t->state = T_QUEUED;
     t->out = 1;
+    if (t->t_queued == 0)
+        t->t_queued = uv_hrtime();
     r->pending++;
 }
 
@@ -912,6 +969,7 @@ static void skip_consumers(head *h, hrun *r, uint32_t i) {
             task_out(h, r, c);
             ct->state = T_SKIPPED;
             r->finished++;
+            r->nfailed++;
             settle_parents(h, r, c);
             stack[n++] = c;
         }
@@ -933,6 +991,7 @@ static void task_fail(head *h, hrun *r, uint32_t i, int status, const char *msg,
     if (t->state == T_QUEUED)
         ff_sched_release(h->sched, TASK_ID(r->id, i));
     t->state = T_FAILED;
+    t->t_ended = uv_hrtime();
     if (msg != NULL && send_done(r, i, status, msg, len) != 0)
         r->failed = 1;
     if (!r->keep_going) {
@@ -944,9 +1003,11 @@ static void task_fail(head *h, hrun *r, uint32_t i, int status, const char *msg,
         t->rebuilding = 0;
     } else {
         r->finished++;
+        r->nfailed++;
         settle_parents(h, r, i);
     }
     skip_consumers(h, r, i);
+    send_progress(h, r, 0);
 }
 
 /* --- messages from workers ----------------------------------------------- */
@@ -1064,8 +1125,12 @@ static int on_started(head *h, hconn *w, const char *p, size_t n) {
         if (t->state == T_RUNNING && t->place == w->place && !t->started) {
             t->started = 1;
             t->attempts++;
+            t->t_started = uv_hrtime();
+            r->retried += t->attempts > 1;
         }
     }
+    if (r != NULL)
+        send_progress(h, r, 0);
     return 0;
 }
 
@@ -1204,6 +1269,7 @@ static void task_done(head *h, hrun *r, int place, uint32_t i, const char *bytes
         return;
     }
     t->state = T_DONE;
+    t->t_ended = uv_hrtime();
     task_out(h, r, i);
     if (place < 64 && !t->load) /* a loaded result stays with the head */
         t->holders |= (uint64_t)1 << place;
@@ -1215,6 +1281,7 @@ static void task_done(head *h, hrun *r, int place, uint32_t i, const char *bytes
         return;
     }
     r->finished++;
+    send_progress(h, r, 0);
     if (t->leaf && send_done(r, (uint32_t)i, 0, bytes, len) != 0)
         r->failed = 1; /* the driver was told why instead */
     if (!r->failed && (t->unfinished > 0 || r->received < r->ntasks || t->pinned)) {
@@ -1854,6 +1921,8 @@ static hrun *run_open(head *h, hconn *d, uint64_t drun) {
         if (r == NULL)
             return NULL;
         r->id = ++h->next_run;
+        r->t0 = uv_hrtime();
+        r->progress_ms = uv_now(&h->loop);
         r->driver_run = drun;
         r->driver = d;
         r->store_place = -1;

@@ -454,7 +454,8 @@ int ffl_client_store(lua_State *L, ffl_client *c, ff_msg_store *m, const ff_msg_
         size_t len;
         if (ffl_client_recv(c, &type, &p, &len, -1) != 0)
             luaL_error(L, "%s", c->err);
-        if (type == FF_M_DONE || type == FF_M_RUN_END)
+        if (type == FF_M_DONE || type == FF_M_RUN_END || type == FF_M_PROGRESS ||
+            type == FF_M_RUN_TIMES)
             continue; /* of a run that ended */
         ff_msg_store_reply rep;
         if (type != FF_M_STORE_REPLY || ff_msg_store_reply_read(p, len, &rep, out) != 0)

@@ -43,9 +43,11 @@
 #include "graph.h"
 #include "lclient.h"
 #include "lgraph.h"
+#include "lrecord.h"
 #include "lrun.h"
 #include "msg.h"
 #include "net.h"
+#include "progress.h"
 #include "sched.h"
 #include "text.h"
 
@@ -95,6 +97,13 @@ struct crun {
     int keep_going;
     int fails;
     uint8_t *failed;
+    /* The run's record, when the first SUBMIT went (ns since the record's
+     * start: the head's times count from about then), and the progress
+     * display's counts (or NULL). */
+    ffl_record *rec;
+    int recidx; /* its stack index in cluster_inner */
+    uint64_t submit_ns;
+    ff_progress_count *pc;
 };
 
 /* The position in the plan of task t. */
@@ -520,6 +529,8 @@ static void cl_task(lua_State *L, struct crun *x, uint32_t pos, const uint8_t *l
  * of x->tasks. */
 static void cl_submit(lua_State *L, struct crun *x, lua_Integer maxp, uint32_t first,
                       uint32_t count, size_t n) {
+    if (first == 0)
+        x->submit_ns = ffl_record_now(x->rec);
     ff_msg_submit m = {.run = x->run_id,
                        .max_pending = (uint64_t)maxp,
                        .flags = x->keep_going ? FF_RUN_KEEP_GOING : 0,
@@ -690,6 +701,7 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     if (m.status == FF_DONE_REFUSED)
         luaL_error(L, "cannot run workflow: %s", lua_pushlstring(L, m.bytes, m.len));
     if (m.status != FF_DONE_OK) {
+        x->rec->state[pos] = FFL_REC_FAILED;
         cl_push_failure(L, x, &m, id);
         if (!x->keep_going)
             lua_error(L);
@@ -750,10 +762,67 @@ static int cl_on_run_end(lua_State *L, struct crun *x, const char *msg, size_t n
         ffl_push_name(L, x->r.ctx, p->order[t_pos(x, i)]);
         lua_rawgeti(L, t, (lua_Integer)place);
         lua_rawset(L, -3);
+        x->rec->worker[t_pos(x, i)] = place <= UINT16_MAX ? (uint16_t)place : 0;
     }
     lua_setfield(L, x->opts, "placement");
+    /* The record's workers: { name = "host:pid", machine = "host" }. */
+    lua_Integer nw = luaL_len(L, t);
+    lua_createtable(L, (int)nw, 0);
+    for (lua_Integer k = 1; k <= nw; k++) {
+        lua_createtable(L, 0, 2);
+        lua_rawgeti(L, t, k);
+        const char *nm = lua_tostring(L, -1), *colon = strrchr(nm, ':');
+        lua_pushlstring(L, nm, colon != NULL ? (size_t)(colon - nm) : strlen(nm));
+        lua_setfield(L, -3, "machine");
+        lua_setfield(L, -2, "name");
+        lua_rawseti(L, -2, k);
+    }
+    ffl_record_set_workers(L, x->recidx);
     lua_pop(L, 1);
     return 1;
+}
+
+/* A PROGRESS frame: the display's counts. */
+static void cl_on_progress(lua_State *L, struct crun *x, const char *msg, size_t n) {
+    ff_msg_progress m;
+    if (ff_msg_progress_read(msg, n, &m) != 0)
+        luaL_error(L, "the head sent a malformed progress report");
+    if (m.run != x->run_id || x->pc == NULL)
+        return;
+    atomic_store_explicit(&x->pc->done, m.done, memory_order_relaxed);
+    atomic_store_explicit(&x->pc->failed, m.failed, memory_order_relaxed);
+    atomic_store_explicit(&x->pc->started, m.done + m.failed + m.running, memory_order_relaxed);
+}
+
+/* A RUN_TIMES frame: what became of each task and when, in the record. */
+static void cl_on_times(lua_State *L, struct crun *x, const char *msg, size_t n) {
+    static const uint8_t state_of[] = {
+        [FF_TIMES_NOTRUN] = FFL_REC_NOTRUN,   [FF_TIMES_DONE] = FFL_REC_COMPUTED,
+        [FF_TIMES_LOADED] = FFL_REC_LOADED,   [FF_TIMES_FAILED] = FFL_REC_FAILED,
+        [FF_TIMES_SKIPPED] = FFL_REC_SKIPPED,
+    };
+    uint64_t run, nt;
+    ff_msg_list l;
+    if (ff_msg_times_read(msg, n, &run, &nt, &l) != 0)
+        luaL_error(L, "the head sent malformed run times");
+    if (run != x->run_id)
+        return;
+    if (nt != x->ntasks)
+        luaL_error(L, "the head sent malformed run times");
+    ffl_record *rec = x->rec;
+    for (uint32_t i = 0; i < x->ntasks; i++) {
+        uint64_t v[5];
+        for (int k = 0; k < 5; k++)
+            v[k] = ff_msg_next_index(&l);
+        uint32_t pos = t_pos(x, i);
+        if (v[0] < sizeof state_of)
+            rec->state[pos] = state_of[v[0]];
+        uint64_t *col[3] = {rec->queued, rec->start, rec->end};
+        for (int k = 0; k < 3; k++)
+            col[k][pos] = v[k + 1] == 0 ? FFL_REC_NOTIME : x->submit_ns + (v[k + 1] - 1) * 1000;
+        rec->attempts[pos] = v[4] > UINT8_MAX ? UINT8_MAX : (uint8_t)v[4];
+        rec->retried += v[4] > 1 ? (uint32_t)(v[4] - 1) : 0;
+    }
 }
 
 /* Reads the head's frames until the run's RUN_END: the leaves' results
@@ -768,6 +837,12 @@ static void cl_collect(lua_State *L, struct crun *x) {
         switch (type) {
         case FF_M_DONE:
             cl_on_done(L, x, msg, n);
+            break;
+        case FF_M_PROGRESS:
+            cl_on_progress(L, x, msg, n);
+            break;
+        case FF_M_RUN_TIMES:
+            cl_on_times(L, x, msg, n);
             break;
         case FF_M_RUN_END:
             if (cl_on_run_end(L, x, msg, n)) {
@@ -919,10 +994,11 @@ static void cl_workdir(lua_State *L, struct crun *x) {
     lua_pop(L, 1);
 }
 
-/* Protected: args (crun light userdata, LeafSet, options). */
+/* Protected: args (crun light userdata, LeafSet, options, record). */
 static int cluster_inner(lua_State *L) {
     struct crun *x = lua_touserdata(L, 1);
     x->opts = 3;
+    x->recidx = 4;
     lua_getfield(L, x->opts, "keep_going");
     x->keep_going = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -932,10 +1008,17 @@ static int cluster_inner(lua_State *L) {
     x->fids = lua_gettop(L);
     ffc_push_modmap(L);
     x->modmap = lua_gettop(L);
-    if (x->c != NULL)
+    if (x->c != NULL) {
         cl_storage_plan(L, x);
-    else
+        for (uint32_t pos = 0; pos < x->r.plan->n; pos++)
+            if (x->c->act[pos] == FFL_ACT_STORED)
+                x->rec->state[pos] = FFL_REC_STORED;
+    } else {
         x->ntasks = x->r.plan->n, x->computed = x->r.plan->n;
+    }
+    if (x->pc != NULL)
+        ff_progress_add(&x->pc->total, x->ntasks);
+    x->rec->loop0 = ffl_record_now(x->rec);
     if (x->ntasks > 0) {
         if (x->keep_going) {
             lua_newtable(L);
@@ -984,13 +1067,24 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 3); /* [ls, client, opts, msgh, inner, x, ls, opts] */
     ffl_run_plan(L, &x.r, 1);
-    if (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0) {
+    int ok = lua_checkstack(L, 2);
+    x.rec = ok ? ffl_record_push(L, x.r.plan, 1, "cluster", 1) : NULL;
+    if (x.rec == NULL || (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0)) {
         ffl_run_release(&x.r);
         return luaL_error(L, "not enough memory");
     }
+    lua_insert(L, 4);    /* [ls, client, opts, rec, msgh, inner, x, ls, opts] */
+    lua_pushvalue(L, 4); /* [..., inner, x, ls, opts, rec] */
+    lua_getfield(L, 3, "title");
+    struct ff_progress *prog =
+        ffl_progress_begin(L, 3, lua_isstring(L, -1) ? lua_tostring(L, -1) : "run");
+    lua_pop(L, 1); /* opts keeps the title */
+    x.pc = prog != NULL ? ff_progress_counts(prog) : NULL;
     ffl_run_begin(&x.r);
-    int status = lua_pcall(L, 3, LUA_MULTRET, 4);
+    int status = lua_pcall(L, 4, LUA_MULTRET, 5);
     ctx->L = L;
+    ffl_record_finish(x.rec);
+    ffl_progress_end(L, prog);
     free(x.smap);
     free(x.deps);
     free(x.res);
@@ -1012,6 +1106,16 @@ static int ffl_leaves_run_cluster(lua_State *L) {
         lua_pushinteger(L, (lua_Integer)x.cache.damaged);
         lua_setfield(L, 3, "damaged");
     }
+    if (x.c == NULL) {
+        lua_pushinteger(L, (lua_Integer)ffl_record_count(x.rec, FFL_REC_COMPUTED));
+        lua_setfield(L, 3, "computed");
+    }
+    lua_pushinteger(L, (lua_Integer)ffl_record_count(x.rec, FFL_REC_FAILED));
+    lua_setfield(L, 3, "failed");
+    lua_pushinteger(L, (lua_Integer)x.rec->retried);
+    lua_setfield(L, 3, "retried");
+    lua_pushvalue(L, 4);
+    lua_setfield(L, 3, "record");
     ffl_run_end(L, &x.r, status != LUA_OK);
     if (status != LUA_OK) {
         cl_cancel(&x);
@@ -1023,9 +1127,11 @@ static int ffl_leaves_run_cluster(lua_State *L) {
             if (lua_pcall(L, 1, 0, 0) != LUA_OK)
                 lua_pop(L, 1);
         }
+        ffl_run_on_end(L, 3, status);
         return lua_error(L);
     }
-    return lua_gettop(L) - 4;
+    ffl_run_on_end(L, 3, status);
+    return lua_gettop(L) - 5;
 }
 
 const luaL_Reg ffl_driver_methods[] = {

@@ -728,6 +728,57 @@ int ff_msg_handback_read(const char *p, size_t n, uint64_t *run, ff_msg_list *ta
     return tasks_read(p, n, run, tasks);
 }
 
+int ff_msg_progress_write(ff_buf *b, const ff_msg_progress *m) {
+    size_t at;
+    ff_frame_begin(b, FF_M_PROGRESS, &at);
+    ff_wr_varint(b, m->run);
+    ff_wr_varint(b, m->done);
+    ff_wr_varint(b, m->running);
+    ff_wr_varint(b, m->failed);
+    ff_wr_varint(b, m->retried);
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_progress_read(const char *p, size_t n, ff_msg_progress *m) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    m->run = ff_rd_varint(&r);
+    m->done = ff_rd_varint(&r);
+    m->running = ff_rd_varint(&r);
+    m->failed = ff_rd_varint(&r);
+    m->retried = ff_rd_varint(&r);
+    return ff_rd_done(&r);
+}
+
+void ff_msg_times_begin(ff_buf *b, uint64_t run, uint64_t ntasks, size_t *at) {
+    ff_frame_begin(b, FF_M_RUN_TIMES, at);
+    ff_wr_varint(b, run);
+    ff_wr_varint(b, ntasks);
+}
+
+void ff_msg_times_task(ff_buf *b, const uint64_t v[5]) {
+    for (int k = 0; k < 5; k++)
+        ff_wr_varint(b, v[k]);
+}
+
+int ff_msg_times_end(ff_buf *b, size_t at) {
+    return ff_frame_end(b, at);
+}
+
+int ff_msg_times_read(const char *p, size_t n, uint64_t *run, uint64_t *ntasks,
+                      ff_msg_list *tasks) {
+    ff_rd r;
+    ff_rd_init(&r, p, n);
+    *run = ff_rd_varint(&r);
+    *ntasks = ff_rd_varint(&r);
+    if (*ntasks > n) /* 5 varints of a byte at least each */
+        ff_rd_fail(&r);
+    list_read(&r, *ntasks * 5, L_INDEX, tasks);
+    if (*ntasks > 0 && tasks->n == 0)
+        ff_rd_fail(&r);
+    return ff_rd_done(&r);
+}
+
 int ff_msg_stopping_write(ff_buf *b, const char *why, size_t len) {
     size_t at;
     ff_frame_begin(b, FF_M_STOPPING, &at);

@@ -411,6 +411,34 @@ int ff_msg_placement_end(ff_buf *b, size_t at);
 int ff_msg_placement_read(const char *p, size_t n, uint64_t *run, ff_msg_list *names,
                           ff_msg_list *places);
 
+/* PROGRESS (head -> driver), at most five times a second while a run goes:
+ *   varint  run
+ *   varint  done      tasks finished (computed or loaded)
+ *   varint  running   tasks started and not finished
+ *   varint  failed    tasks failed, or not run because one did
+ *   varint  retried   starts beyond each task's first
+ */
+typedef struct ff_msg_progress {
+    uint64_t run, done, running, failed, retried;
+} ff_msg_progress;
+int ff_msg_progress_write(ff_buf *b, const ff_msg_progress *m);
+int ff_msg_progress_read(const char *p, size_t n, ff_msg_progress *m);
+
+/* RUN_TIMES (head -> driver), right before a run's RUN_END:
+ *   varint  run
+ *   varint  ntasks
+ *   per task, 5 varints: state (FF_TIMES_*); when it was queued, started
+ *     and finished, each in microseconds since the head had the run's first
+ *     SUBMIT, plus 1 (0: never); attempts (times it started)
+ * Written piece by piece: begin, exactly ntasks tasks, end (0, -ENOMEM or
+ * -EMSGSIZE as for every frame). */
+enum { FF_TIMES_NOTRUN, FF_TIMES_DONE, FF_TIMES_LOADED, FF_TIMES_FAILED, FF_TIMES_SKIPPED };
+void ff_msg_times_begin(ff_buf *b, uint64_t run, uint64_t ntasks, size_t *at);
+void ff_msg_times_task(ff_buf *b, const uint64_t v[5]);
+int ff_msg_times_end(ff_buf *b, size_t at);
+/* tasks: 5 varints per task (ff_msg_next_index), *ntasks of them. */
+int ff_msg_times_read(const char *p, size_t n, uint64_t *run, uint64_t *ntasks, ff_msg_list *tasks);
+
 /* --- head -> asker ----------------------------------------------------------
  *
  * STATUS_REPLY, the cluster's state:

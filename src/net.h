@@ -26,7 +26,7 @@
  * (WORKDIR, RUN_WORKDIR); 6: faults (PING, STARTED, HANDBACK, STOPPING;
  * RESULT's status, TASK's timeout, SUBMIT's run flags and each task's
  * retries, timeout and restarts, DONE's worker and attempts) */
-#define FF_PROTO_VERSION 6
+#define FF_PROTO_VERSION 7
 #define FF_NET_MAGIC "fflua-cluster"
 #define FF_FRAME_HDR 5
 #define FF_FRAME_MAX ((size_t)256 << 20) /* larger frames end the connection */
@@ -63,6 +63,8 @@ enum ff_msg_type {
     FF_M_STARTED = 27,     /* worker -> head: tasks that started running */
     FF_M_HANDBACK = 28,    /* worker -> head: tasks it will not run or finish */
     FF_M_STOPPING = 29,    /* either way: the sender stops: give it no more work */
+    FF_M_PROGRESS = 30,    /* head -> driver: how far a run is */
+    FF_M_RUN_TIMES = 31,   /* head -> driver: what became of each task, and when */
     FF_M_LAST
 };
 

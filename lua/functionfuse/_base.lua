@@ -301,7 +301,7 @@ function Base:_report(opts, ok, err, backend)
   if not ok then lr.error, lr.failures = err, failures_of(err) else lr.failures = {} end
   self.last_run = lr
   save_record(self, lr)
-  if ok and self._storage and not self.options.quiet then
+  if ok and (opts.storage or opts.storage_path) and not self.options.quiet then
     io.stderr:write(("fflua: workflow '%s': %d computed, %d loaded from the storage%s%s\n")
       :format(core.escape(self.workflow_name), lr.computed, lr.loaded,
               lr.skipped > 0 and (", %d not needed"):format(lr.skipped) or "",

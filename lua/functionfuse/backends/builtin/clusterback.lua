@@ -27,7 +27,7 @@ local ClusterWorkflow = setmetatable({}, { __index = base.Base })
 ClusterWorkflow.__index = ClusterWorkflow
 ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
 ClusterWorkflow._options = { "workflow_name", "only_needed", "cluster_init_args", "ray_init_args",
-                             "cache", "quiet", "verbose" }
+                             "cache", "quiet", "verbose", "progress" }
 local INIT_ARGS = { "address", "token_file", "token", "ignore_reinit_error", "num_workers",
                     "num_cpus", "num_gpus", "resources", "runtime_env", "heartbeat_timeout_s" }
 local RUNTIME_ENV = { "working_dir" }
@@ -86,6 +86,7 @@ local Guard = {
   __gc = function(g)
     for _, pid in ipairs(g.pids) do core.kill(pid, 15) end
     for _, pid in ipairs(g.pids) do pcall(core.wait, pid) end
+    if g.token_file then os.remove(g.token_file) end
   end,
 }
 
@@ -158,6 +159,17 @@ local function start_local(a)
   os.remove(ready)
   local env = { FFLUA_TOKEN = token, FFLUA_PARENT_PID = tostring(core.getpid()) }
   local guard = setmetatable({ pids = {} }, Guard)
+  -- The token in a file of this user's alone (os.tmpname makes it with
+  -- mode 0600), so that fflua status and other tools can reach the
+  -- cluster while it runs (wf:cluster_info()); removed with the cluster.
+  local token_file = os.tmpname()
+  local tf = io.open(token_file, "w")
+  if tf and tf:write(token, "\n") and tf:close() then
+    guard.token_file = token_file
+  else
+    os.remove(token_file)
+    token_file = nil
+  end
   -- The head starts the workers, and starts another when one ends.
   local argv = { exe, "head", "--port", "0", "--workers", tostring(cfg.num_workers),
                  "--num-cpus", ("%.4f"):format(cfg.worker_cpus), "--quiet", "--ready-file", ready }
@@ -186,7 +198,8 @@ local function start_local(a)
     if #client:status().places >= cfg.num_workers then break end
     core.sleep(0.025)
   end
-  lc = { address = address, token = token, cfg = cfg, guard = guard, client = client }
+  lc = { address = address, token = token, token_file = token_file, cfg = cfg, guard = guard,
+         client = client }
   state.local_cluster = lc
   return lc
 end
@@ -208,6 +221,25 @@ function M.client(a, level)
     state.conns[a.address] = c
   end
   return c
+end
+
+--- Where the workflow's cluster is: { address = "HOST:PORT", token_file =
+-- F or nil, ["local"] = true for the cluster this process started (whose
+-- token file lasts as long as the cluster) }. Connects first, as run()
+-- does: a local cluster starts.
+function ClusterWorkflow:cluster_info()
+  self:_client()
+  return self:_cluster_info()
+end
+
+function ClusterWorkflow:_cluster_info()
+  local a = self.options.cluster_init_args or self.options.ray_init_args or {}
+  if a.address == nil then
+    local lc = state.local_cluster
+    return lc and { address = lc.address, token_file = lc.token_file, ["local"] = true,
+                    workers = lc.cfg.num_workers }
+  end
+  return { address = a.address, token_file = a.token_file }
 end
 
 --- The connection a run uses (made or reused).
@@ -307,17 +339,14 @@ function ClusterWorkflow:run(opts)
     return self:_run_lua_storage(client, opts.return_results, mp, opts.keep_going)
   end
   local o = self._storage and storage_options(self, client) or {}
+  local ro = self:_run_options()
+  o.title, o.progress = ro.title, ro.progress
   o.run_id, o.return_results, o.max_pending_tasks = state.run_id, opts.return_results, mp
   o.keep_going = opts.keep_going
+  o.cluster = self:_cluster_info()
+  o.on_end = function(ok, err) self:_report(o, ok, err, "cluster") end
   self:_workdir(client, o)
-  local r = table.pack(run_cluster(self._core, client, o))
-  if self._storage then
-    self:_report(o)
-    self.last_run.placement = o.placement
-  else
-    self.last_run = { placement = o.placement }
-  end
-  return table.unpack(r, 1, r.n)
+  return run_cluster(self._core, client, o)
 end
 
 --- A storage of kind "cluster" (or "ray"): saves and loads on the worker
@@ -386,13 +415,15 @@ function ClusterWorkflow:_run_lua_storage(client, return_results, max_pending, k
       core_ls:set_slot(node, "func", wrapper(fn))
     end
   end
+  local run_opts = self:_run_options()
   local o = { run_id = state.run_id, return_results = return_results,
-              max_pending_tasks = max_pending, keep_going = keep_going }
+              max_pending_tasks = max_pending, keep_going = keep_going, title = run_opts.title,
+              progress = run_opts.progress, cluster = self:_cluster_info() }
+  o.on_end = function(ok, err) self:_report(o, ok, err, "cluster") end
   self:_workdir(client, o)
   local r = table.pack(pcall(run_cluster, core_ls, client, o))
   for _, k in ipairs(kept) do core_ls:set_slot(k[1], "func", k[2]) end
   if not r[1] then error(r[2], 0) end
-  self.last_run = { placement = o.placement }
   return table.unpack(r, 2, r.n)
 end
 
