@@ -141,16 +141,6 @@ ffl_ctx *ffl_ctx_get(lua_State *L) {
     return ctx;
 }
 
-int fflua_set_hooks(lua_State *L, const fflua_hooks *hooks, void *ud) {
-    ffl_ctx *ctx = ffl_ctx_get(L);
-    if (hooks != NULL)
-        ctx->hooks = *hooks;
-    else
-        memset(&ctx->hooks, 0, sizeof ctx->hooks);
-    ctx->hooks_ud = ud;
-    return 0;
-}
-
 /* --- handles ------------------------------------------------------------- */
 
 /* The Node or NodeItem at idx, or NULL, when the context is not at hand. */

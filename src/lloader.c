@@ -143,6 +143,15 @@ int fflua_open(lua_State *L) {
         lua_settop(L, top);
         return FFLUA_EINTERNAL;
     }
+    /* Once per state: a second call (fflua_attach on a state the host
+     * opened with fflua_open) finds the loader in place. */
+    lua_getfield(L, -2, FF_PKG ".core");
+    int done = lua_tocfunction(L, -1) == luaopen_functionfuse_core;
+    lua_pop(L, 1);
+    if (done) {
+        lua_settop(L, top);
+        return 0;
+    }
     lua_pushcfunction(L, luaopen_functionfuse_core);
     lua_setfield(L, -3, FF_PKG ".core");
 

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "cluster.h"
 #include "fflua.h"
+#include "help.h"
 #include "repl.h"
 #include "sched.h"
 
@@ -89,34 +90,48 @@ static int collect_args(char **argv, int *first) {
     return flags;
 }
 
+/* Prints items as "  NAME  TEXT", the texts in a column from width on
+ * (or two spaces after a longer name) and wrapped before column 79. */
+static void print_items(FILE *f, const struct ff_help_item *items, int width) {
+    for (const struct ff_help_item *it = items; it->name != NULL; it++) {
+        int col = fprintf(f, "  %-*s", width - 2, it->name);
+        if ((int)strlen(it->name) > width - 4)
+            col += fprintf(f, "  ");
+        const char *t = it->text;
+        while (*t != '\0') {
+            size_t n = strlen(t), room = col < 79 ? (size_t)(79 - col) : 1;
+            if (n > room) { /* break at the last space that fits */
+                size_t cut = room;
+                while (cut > 0 && t[cut] != ' ')
+                    cut--;
+                n = cut > 0 ? cut : strcspn(t, " ");
+            }
+            fprintf(f, "%.*s\n", (int)n, t);
+            t += n;
+            t += strspn(t, " ");
+            if (*t != '\0')
+                col = fprintf(f, "%*s", width, "");
+        }
+    }
+}
+
 /* The usage, with the program called name (argv[0] after a bad option, as
  * lua.c prints it). */
 static void print_usage(FILE *f, const char *name) {
-    fprintf(f,
-            "usage: %s [options] [script [args]]\n"
-            "       %s COMMAND [args]\n",
-            name, name);
-    fputs("Options (as in lua5.4):\n"
-          "  -e stat   execute string 'stat'\n"
-          "  -i        enter interactive mode after executing 'script'\n"
-          "  -l mod    require library 'mod' into global 'mod'\n"
-          "  -l g=mod  require library 'mod' into global 'g'\n"
-          "  -v        show version information\n"
-          "  -E        ignore environment variables\n"
-          "  -W        turn warnings on\n"
-          "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n"
-          "  -h, --help  show this help and exit\n"
-          "  --version   show version information and exit\n",
-          f);
+    for (int i = 0; ff_help_synopsis[i] != NULL; i++) {
+        fputs(i == 0 ? "usage: " : "       ", f);
+        fprintf(f, ff_help_synopsis[i], name);
+        fputc('\n', f);
+    }
+    fputs("Options (as in lua5.4):\n", f);
+    print_items(f, ff_help_options, 14);
 }
 
 /* --- subcommands ----------------------------------------------------------
  * The first argument, when it is exactly one of these names, selects a
  * subcommand; a script with such a name runs as ./name. */
 struct subcommand {
-    const char *name;
-    const char *summary;
+    const char *name;                    /* as in ff_help_commands, which --help lists */
     const char *module;                  /* the Lua module whose main(args) implements it */
     int (*cmain)(int argc, char **argv); /* or the C function that does */
 };
@@ -125,55 +140,16 @@ static int head_main(int argc, char **argv);
 static int worker_main(int argc, char **argv);
 
 static const struct subcommand subcommands[] = {
-    {"store", "list, show and remove stored results", "functionfuse.cli.store", NULL},
-    {"head", "start a cluster head", NULL, head_main},
-    {"worker", "join a cluster as a worker", NULL, worker_main},
-    {"status", "show a cluster's nodes, resources and tasks", "functionfuse.cli.status", NULL},
-    {"graph", "write the graph of a script's workflows, running no node", "functionfuse.cli.graph",
-     NULL},
-    {"report", "write an HTML page about a workflow's saved run", "functionfuse.cli.report", NULL},
-    {NULL, NULL, NULL, NULL},
+    {"store", "functionfuse.cli.store", NULL},
+    {"head", NULL, head_main},
+    {"worker", NULL, worker_main},
+    {"status", "functionfuse.cli.status", NULL},
+    {"graph", "functionfuse.cli.graph", NULL},
+    {"report", "functionfuse.cli.report", NULL},
+    {NULL, NULL, NULL},
 };
 
 /* --- head and worker ------------------------------------------------------ */
-
-static const char head_usage[] =
-    "usage: " FF_PROGNAME " head [--host HOST] [--port PORT] [--num-cpus N] [--workers N]\n"
-    "                  [--resources JSON] [--token-file FILE] [--ready-file FILE]\n"
-    "                  [--quiet | --verbose] [--handshake-timeout SECONDS]\n"
-    "                  [--heartbeat-timeout SECONDS]\n"
-    "  Starts a cluster head on HOST:PORT (127.0.0.1:6380; port 0: any free\n"
-    "  port). It also runs tasks in a worker of its own with N CPUs (default:\n"
-    "  the cores; 0: none) and the machine's resources ('{\"_disk\": 1}'), or\n"
-    "  in --workers such workers, which share those resources, and starts\n"
-    "  another when one ends. Peers prove they know the token in FILE (mode\n"
-    "  600); without one the head makes a token and only its own worker can\n"
-    "  join, and a HOST that is not a loopback address is refused. --ready-file gets HOST:PORT "
-    "once listening; --quiet (-q) logs only\n"
-    "  errors; --verbose (-v) also logs each run (submitted, ended, its task\n"
-    "  counts) and each working directory received, sent and forgotten, and\n"
-    "  makes its own workers verbose. A peer that has not proved it knows the\n"
-    "  token within --handshake-timeout (5 s) is disconnected. Peers get a\n"
-    "  PING every fifth of --heartbeat-timeout (5 s; 0.1 to 3600); a worker\n"
-    "  silent that long is lost, and its tasks run again elsewhere. SIGTERM\n"
-    "  or Ctrl-C stops it, telling its peers (STOPPING).\n";
-
-static const char worker_usage[] =
-    "usage: " FF_PROGNAME " worker --address HOST:PORT [--num-cpus N]\n"
-    "                    [--resources JSON] [--token-file FILE] [--own-machine]\n"
-    "                    [--quiet | --verbose] [--reconnect SECONDS] [--grace SECONDS]\n"
-    "  Joins the cluster whose head is at HOST:PORT and runs up to N tasks at\n"
-    "  once (default: the cores), each in its own Lua state. The resources\n"
-    "  are this machine's, shared with its other workers; with --own-machine\n"
-    "  the worker counts as a machine of its own. The token comes from FILE\n"
-    "  or $FFLUA_TOKEN. It says when it joins and leaves, unless --quiet (-q);\n"
-    "  --verbose (-v) also logs each working directory received, unpacked for\n"
-    "  a run and removed. When its head is lost (closed, silent for the\n"
-    "  heartbeat timeout, or stopping), it stops its tasks and tries to join\n"
-    "  it again for --reconnect seconds (60; 0: it exits at once). SIGTERM or\n"
-    "  Ctrl-C: it takes no more tasks, hands back the queued ones and lets the\n"
-    "  running ones finish for --grace seconds (30), then leaves; a second\n"
-    "  signal leaves at once.\n";
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"), or NULL. */
 static const char *opt_value(int argc, char **argv, int *i, const char *name) {
@@ -233,7 +209,7 @@ static int head_main(int argc, char **argv) {
         double d;
         opt_name(opt, name, sizeof name);
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(head_usage, stdout);
+            fputs(ff_help_head_usage, stdout);
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--host")) != NULL) {
             o.host = v;
@@ -273,7 +249,7 @@ static int head_main(int argc, char **argv) {
                            "a number of seconds from 0.1 to 3600", &o.heartbeat_timeout) != 0)
                 return 2;
         } else {
-            return bad_option("head", opt, head_usage);
+            return bad_option("head", opt, ff_help_head_usage);
         }
     }
     ff_cli_sigpipe_install();
@@ -287,7 +263,7 @@ static int worker_main(int argc, char **argv) {
         char name[64];
         opt_name(opt, name, sizeof name);
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(worker_usage, stdout);
+            fputs(ff_help_worker_usage, stdout);
             return 0;
         } else if ((v = opt_value(argc, argv, &i, "--address")) != NULL) {
             o.address = v;
@@ -313,11 +289,12 @@ static int worker_main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "-v") == 0) {
             o.verbose = 1;
         } else {
-            return bad_option("worker", opt, worker_usage);
+            return bad_option("worker", opt, ff_help_worker_usage);
         }
     }
     if (o.address == NULL) {
-        fprintf(stderr, FF_PROGNAME " worker: --address HOST:PORT is required\n%s", worker_usage);
+        fprintf(stderr, FF_PROGNAME " worker: --address HOST:PORT is required\n%s",
+                ff_help_worker_usage);
         return 2;
     }
     ff_cli_sigpipe_install();
@@ -325,22 +302,12 @@ static int worker_main(int argc, char **argv) {
 }
 
 static void print_help(void) {
-    printf("fflua %s: a workflow engine for Lua pipelines, and a Lua 5.4 interpreter.\n"
-           "With no script and a terminal on stdin, fflua starts an interactive REPL\n"
-           "(line editing, history in ~/.fflua_history, Tab completion, 'ff' preloaded).\n\n",
-           FFLUA_VERSION);
+    printf("fflua %s: %s\n%s\n", FFLUA_VERSION, ff_help_summary, ff_help_intro);
     print_usage(stdout, FF_PROGNAME);
     puts("\nCommands (fflua COMMAND --help for more):");
-    for (const struct subcommand *c = subcommands; c->name; c++)
-        printf("  %-8s  %s\n", c->name, c->summary);
-    puts("\nEnvironment:\n"
-         "  LUA_INIT_5_4, LUA_INIT  code or @file run before the script (as lua5.4)\n"
-         "  LUA_PATH_5_4, LUA_PATH, LUA_CPATH_5_4, LUA_CPATH  module search paths\n"
-         "  FFLUA_TREE     a source tree whose lua/ and stdlib/ files take precedence\n"
-         "                 over the built-in package; empty: built-in only\n"
-         "  FFLUA_HISTORY  the REPL history file; empty: no history\n"
-         "  FFLUA_TOKEN    a cluster token, for processes started without a token file\n"
-         "  FFLUA_BIN      the fflua program a local cluster starts (default: this one)");
+    print_items(stdout, ff_help_commands, 12);
+    puts("\nEnvironment:");
+    print_items(stdout, ff_help_environment, 17);
 }
 
 /* A new state with the collector stopped (no collections while the
