@@ -99,8 +99,13 @@ GraphWorkflow._options = { "workflow_name", "only_needed", "doc_path", "cache", 
 
 --- Writes doc_path/NAME.dot, and NAME.svg when Graphviz is installed; runs
 -- no node. Returns the two paths (the second nil without Graphviz).
+-- wf.last_run then says so: every count 0, drawn = the nodes drawn, and
+-- no per-node record (nothing ran).
 function GraphWorkflow:run()
   if base.capture then return base.capture(self) end
+  self.last_run = { workflow = self.workflow_name, backend = "graph", ok = false, computed = 0,
+                    loaded = 0, skipped = 0, failed = 0, retried = 0, damaged = 0,
+                    drawn = #self:names(), failures = {} }
   local dir = self.options.doc_path
   if not os.execute("mkdir -p -- " .. shell_quote(dir)) then
     error(("GraphWorkflow: cannot make the directory '%s'"):format(core.escape(dir)), 2)
@@ -110,10 +115,14 @@ function GraphWorkflow:run()
   local dot_file = dir .. "/" .. name .. ".dot"
   local ok, err = M.render(text, dot_file)
   if not ok then error("GraphWorkflow: cannot write " .. err, 2) end
-  if not M.have_dot() then return dot_file, nil end
+  if not M.have_dot() then
+    self.last_run.ok = true
+    return dot_file, nil
+  end
   local svg_file = dir .. "/" .. name .. ".svg"
   ok, err = M.render(text, svg_file)
   if not ok then error("GraphWorkflow: cannot write " .. err, 2) end
+  self.last_run.ok = true
   return dot_file, svg_file
 end
 
