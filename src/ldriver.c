@@ -101,7 +101,8 @@ struct crun {
      * start: the head's times count from about then), and the progress
      * display's counts (or NULL). */
     ffl_record *rec;
-    int recidx; /* its stack index in cluster_inner */
+    int recidx;     /* its stack index in cluster_inner */
+    int have_times; /* RUN_TIMES came */
     uint64_t submit_ns;
     ff_progress_count *pc;
 };
@@ -810,6 +811,7 @@ static void cl_on_times(lua_State *L, struct crun *x, const char *msg, size_t n)
     if (nt != x->ntasks)
         luaL_error(L, "the head sent malformed run times");
     ffl_record *rec = x->rec;
+    x->have_times = 1;
     for (uint32_t i = 0; i < x->ntasks; i++) {
         uint64_t v[5];
         for (int k = 0; k < 5; k++)
@@ -1106,9 +1108,12 @@ static int ffl_leaves_run_cluster(lua_State *L) {
         lua_pushinteger(L, (lua_Integer)x.cache.damaged);
         lua_setfield(L, 3, "damaged");
     }
-    if (x.c == NULL) {
+    if (x.c == NULL || x.have_times) { /* else the storage's plan says */
         lua_pushinteger(L, (lua_Integer)ffl_record_count(x.rec, FFL_REC_COMPUTED));
         lua_setfield(L, 3, "computed");
+        lua_pushinteger(L,
+                        (lua_Integer)(x.cache.skipped + ffl_record_count(x.rec, FFL_REC_SKIPPED)));
+        lua_setfield(L, 3, "skipped");
     }
     lua_pushinteger(L, (lua_Integer)ffl_record_count(x.rec, FFL_REC_FAILED));
     lua_setfield(L, 3, "failed");

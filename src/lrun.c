@@ -526,7 +526,18 @@ static void push_count(lua_State *L, size_t n, const char *what) {
 void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped) {
     fails = lua_absindex(L, fails);
     lua_Integer nf = luaL_len(L, fails);
-    lua_rawgeti(L, fails, 1); /* [e] */
+    /* A copy of the first failure (its fields, its metatable), so that the
+     * failures listed keep their own messages. */
+    lua_rawgeti(L, fails, 1); /* [e1] */
+    lua_createtable(L, 0, 12);
+    for (lua_pushnil(L); lua_next(L, -3) != 0;) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    if (lua_getmetatable(L, -2))
+        lua_setmetatable(L, -2);
+    lua_remove(L, -2); /* [e] */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     push_count(L, (size_t)nf, "node");
