@@ -214,10 +214,6 @@ describe("wf.last_run", function()
       assert.are.equal("bad2", lr.failures[2].node)
       assert.matches("^node 'bad2' %(function 'boom' defined at .-%) failed: .-: boom$", lr.failures[2].error)
       -- Each failure has its node's own message, not the run's summary.
-      if lr.failures[1].error:find("^2 nodes failed") then
-        pending("known bug: with keep_going, last_run.failures[1].error is the run's summary (the first "
-                .. "failure's error object is reused as the run's error)")
-      end
       assert.matches("^node 'bad' %(function 'boom' defined at .-%) failed: .-: boom$", lr.failures[1].error)
     end)
 
@@ -426,13 +422,6 @@ describe("wf.last_run", function()
       return wf.last_run
     end
 
-    -- The record just put is not committed yet when the old ones are
-    -- listed to drop those beyond keep_runs.
-    local function known_extra_run()
-      pending("known bug: the storage keeps keep_runs + 1 run records (save_record lists them "
-              .. "before the one it just put is committed)")
-    end
-
     it("keeps the latest 10 by default, read back newest first", function()
       local dir = H.tmpdir()
       local st = new_storage(dir)
@@ -459,7 +448,7 @@ describe("wf.last_run", function()
       assert.are.same({ "s1", "s2", "x10", "x11", "x12", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9" },
                       st:list_tasks("kept", "*"))
       r, err = storage.run_record(dir, "kept", 11)
-      if r then known_extra_run() end
+      assert.is_nil(r)
       assert.are.equal(("storage '%s' keeps 10 saved runs of workflow 'kept', not 11"):format(dir), err)
     end)
 
@@ -473,7 +462,7 @@ describe("wf.last_run", function()
       assert.are.equal(1, storage.run_record(dir, "kept", 1).computed)
       assert.are.equal(0, storage.run_record(dir, "kept", 2).computed)
       local r, err = storage.run_record(dir, "kept", 3)
-      if r then known_extra_run() end
+      assert.is_nil(r)
       assert.are.equal(("storage '%s' keeps 2 saved runs of workflow 'kept', not 3"):format(dir), err)
     end)
 
@@ -567,9 +556,6 @@ wf:run()
       -- A run that stopped at its failure: the nodes after it did not run.
       assert.are.same({ "computed", "failed", "notrun" }, storage.run_record(dir .. "/st", "clifail").state)
       r = H.fflua({ "report", "st", "clifail", "-o", "bad.html" }, { cwd = dir })
-      if r.code ~= 0 and r.stderr:find("is 'notrun', not one of", 1, true) then
-        pending("known bug: fflua report refuses the record of a run that stopped at a failure: " .. r.stderr)
-      end
       assert.are.equal(0, r.code, r.stderr)
       assert.matches("<span class=\"status bad\">failed</span>", H.read(dir .. "/bad.html"), 1, true)
     end)
@@ -602,15 +588,16 @@ wf:run()
 
   it("refuses bad option values, naming the option", function()
     local n = inc()
-    for _, v in ipairs { -1, 0, "yes", 0 / 0, {} } do
+    for _, v in ipairs { -1, 0, "yes", 0 / 0, {}, 86401, math.huge } do
       assert.has_error(function() LocalWorkflow(n, { workflow_name = "w", progress = v }) end,
-                       "LocalWorkflow: option 'progress' must be a boolean or a positive number of seconds")
+                       "LocalWorkflow: option 'progress' must be a boolean or a number of seconds between "
+                       .. "lines (more than 0, at most 86400)")
     end
     for _, v in ipairs { true, false, 0.5, 3 } do
       assert.is_table(LocalWorkflow(n, { workflow_name = "w", progress = v }))
     end
     local dir = H.tmpdir()
-    for _, v in ipairs { -1, 1.5, "2", true } do
+    for _, v in ipairs { -1, 1.5, "2", true, false } do
       assert.has_error(function() new_storage(dir, v) end,
                        "storage_factory: options.keep_runs must be a whole number >= 0 (0: keep no run records)")
     end

@@ -391,7 +391,7 @@ describe("fflua report", function()
       assert.are.equal("report: bad run record: 'started' has 3 entries, 'names' has 4",
                        err(function(r) r.started[4] = nil end))
       assert.are.equal("report: bad run record: 'state[2]' is 'done', not one of computed, loaded, failed, "
-                       .. "skipped, stored", err(function(r) r.state[2] = "done" end))
+                       .. "skipped, stored, notrun", err(function(r) r.state[2] = "done" end))
       assert.are.equal("report: bad run record: 'worker[1]' is 3, not 0 or a worker's index (1 to 1)",
                        err(function(r) r.worker[1] = 3 end))
       assert.are.equal("report: bad run record: 'elapsed' is inf, not a finite number",

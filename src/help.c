@@ -49,8 +49,8 @@ const struct ff_help_item ff_help_environment[] = {
     {"FFLUA_HISTORY", "the REPL history file; empty: no history"},
     {"FFLUA_TOKEN", "a cluster token, for processes started without a token file"},
     {"FFLUA_BIN", "the fflua program a local cluster starts (default: this one)"},
-    {"FFLUA_PROGRESS", "1: show runs' progress on stderr also when it is not a terminal; "
-                       "0: never unless a workflow asks"},
+    {"FFLUA_PROGRESS", "0: no progress line unless a workflow asks; N: a line every N "
+                       "seconds also when stderr is not a terminal"},
     {NULL, NULL},
 };
 

@@ -120,8 +120,10 @@ static int local_inner(lua_State *L) {
                 failed[pos] = 2;
                 skipped++;
                 rec->state[pos] = FFL_REC_SKIPPED;
-                if (pc != NULL)
+                if (pc != NULL) { /* counted as started, so running stays right */
+                    ff_progress_add(&pc->started, 1);
                     ff_progress_add(&pc->failed, 1);
+                }
                 goto release;
             }
         }

@@ -483,8 +483,14 @@ struct ff_progress *ffl_progress_begin(lua_State *L, int optsidx, const char *ti
     int on;
     lua_getfield(L, optsidx, "progress");
     if (lua_isnil(L, -1)) {
+        /* $FFLUA_PROGRESS: 0 off; a number of seconds, on with lines that
+         * often; anything else, on. */
         const char *env = getenv("FFLUA_PROGRESS");
+        char *end;
+        double v = env != NULL ? strtod(env, &end) : 0;
         on = env != NULL && *env != '\0' ? strcmp(env, "0") != 0 : tty;
+        if (on && env != NULL && *env != '\0' && *end == '\0' && v > 0)
+            interval = v;
     } else if (lua_isnumber(L, -1)) {
         on = 1;
         interval = lua_tonumber(L, -1);

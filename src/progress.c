@@ -139,7 +139,9 @@ int ff_progress_start(ff_progress **out, int fd, int tty, double interval, const
         return -ENOMEM;
     p->fd = fd;
     p->tty = tty;
-    p->interval_ns = (uint64_t)((interval > 0.1 ? interval : 0.1) * 1e9);
+    /* From 0.1 s to a day (NaN included: the former). */
+    p->interval_ns =
+        (uint64_t)((interval >= 0.1 ? (interval <= 86400 ? interval : 86400) : 0.1) * 1e9);
     snprintf(p->title, sizeof p->title, "%s", title);
     p->t0 = mono_ns();
     pthread_condattr_t ca;

@@ -275,9 +275,17 @@ local function save_record(self, lr)
                    computed = lr.computed, loaded = lr.loaded, skipped = lr.skipped,
                    failed = lr.failed, damaged = lr.damaged, cluster = lr.cluster,
                    failures = lr.failures }
-    local key = ("\0run\0%020.0f"):format(lr.started_at * 1e9)
-    if keep > 0 then st:put(self.workflow_name, key, lr.nodes:encode(meta)) end
     local runs = st:runs(self.workflow_name)
+    if keep > 0 then
+      -- Keyed by the start in ns since the epoch, and always after the
+      -- newest kept (should the clock have gone back).
+      local at = math.floor(lr.started_at * 1e9)
+      local last = runs[#runs] and math.tointeger(tonumber(runs[#runs]:sub(6)))
+      if last and at <= last then at = last + 1 end
+      local key = ("\0run\0%020d"):format(at)
+      st:put(self.workflow_name, key, lr.nodes:encode(meta))
+      runs[#runs + 1] = key
+    end
     for i = 1, #runs - keep do st:del(self.workflow_name, runs[i]) end
     st:flush()
   end)
@@ -356,8 +364,9 @@ function M.new(cls, what, ...)
   end
   local progress = opts.progress
   if progress ~= nil and type(progress) ~= "boolean"
-     and not (type(progress) == "number" and progress > 0) then
-    error(what .. ": option 'progress' must be a boolean or a positive number of seconds", 3)
+     and not (type(progress) == "number" and progress > 0 and progress <= 86400) then
+    error(what .. ": option 'progress' must be a boolean or a number of seconds between lines " ..
+          "(more than 0, at most 86400)", 3)
   end
   local only_needed = opts.only_needed
   if only_needed ~= nil and type(only_needed) ~= "boolean" then

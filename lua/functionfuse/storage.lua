@@ -325,11 +325,14 @@ function M.storage_factory(opt)
   end
   util.check_keys(opt, { "kind", "options" }, "storage_factory", "key", 2)
   local remote = opt.kind == "cluster" or opt.kind == "ray"
-  local keep_runs = type(opt.options) == "table" and opt.options.keep_runs
-  if keep_runs == nil or keep_runs == false then
+  local keep_runs
+  if type(opt.options) == "table" then keep_runs = opt.options.keep_runs end
+  if keep_runs == nil then
     keep_runs = M.KEEP_RUNS
-  elseif math.type(keep_runs) ~= "integer" or keep_runs < 0 then
+  elseif type(keep_runs) ~= "number" or math.tointeger(keep_runs) == nil or keep_runs < 0 then
     error("storage_factory: options.keep_runs must be a whole number >= 0 (0: keep no run records)", 2)
+  else
+    keep_runs = math.tointeger(keep_runs)
   end
   if type(opt.options) == "table" then
     util.check_keys(opt.options, remote and CLUSTER_OPTIONS or { "path", "keep_runs" }, "storage_factory",

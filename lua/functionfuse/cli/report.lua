@@ -33,7 +33,8 @@ M.limits = {
   traceback = 12000, -- bytes of a traceback
 }
 
-local STATES = { "computed", "loaded", "failed", "skipped", "stored" }
+-- notrun: the run ended (at a failure) before the node's turn.
+local STATES = { "computed", "loaded", "failed", "skipped", "stored", "notrun" }
 local STATE_SET = {}
 for _, s in ipairs(STATES) do STATE_SET[s] = true end
 
@@ -334,7 +335,7 @@ end
 
 local CSS = [[
 :root { --computed: #7fb2e5; --loaded: #9bd3a0; --failed: #ef8a8a; --skipped: #d5d8dc;
-        --stored: #d9c6ee; --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --crit: #c2410c; }
+        --stored: #d9c6ee; --notrun: #ffffff; --ink: #1f2933; --muted: #616e7c; --line: #e4e7eb; --crit: #c2410c; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.45 "DejaVu Sans", "Liberation Sans", Arial, sans-serif;
        color: var(--ink); background: #f8f9fb; }
@@ -362,7 +363,7 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 8px; p
 .legend i.crit { background: #fff; border: 2.5px solid var(--crit); }
 .sw-computed { background: var(--computed); } .sw-loaded { background: var(--loaded); }
 .sw-failed { background: var(--failed); } .sw-skipped { background: var(--skipped); }
-.sw-stored { background: var(--stored); }
+.sw-stored { background: var(--stored); } .sw-notrun { background: var(--notrun); }
 .scroll { overflow: auto; max-height: 760px; border: 1px solid var(--line); border-radius: 6px;
           background: #fff; }
 svg { display: block; font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; }
@@ -376,6 +377,7 @@ rect.st-loaded, g.st-loaded rect { fill: var(--loaded); }
 rect.st-failed, g.st-failed rect { fill: var(--failed); }
 rect.st-skipped, g.st-skipped rect { fill: var(--skipped); }
 rect.st-stored, g.st-stored rect { fill: var(--stored); }
+rect.st-notrun, g.st-notrun rect { fill: var(--notrun); stroke-dasharray: 3 2; }
 rect.tl-node { stroke: rgba(0,0,0,.25); stroke-width: .5; }
 rect.tl-node.crit { stroke: var(--crit); stroke-width: 1.5; }
 g.dag-node rect { stroke: rgba(0,0,0,.3); stroke-width: 1; }
@@ -404,7 +406,7 @@ details summary { cursor: pointer; color: var(--muted); font-size: 13px; }
 local function legend(with_crit)
   local out = { '<div class="legend">' }
   for _, s in ipairs(STATES) do
-    out[#out + 1] = ('<span><i class="sw-%s"></i>%s</span>'):format(s, s)
+    out[#out + 1] = ('<span><i class="sw-%s"></i>%s</span>'):format(s, s == "notrun" and "not run" or s)
   end
   if with_crit then out[#out + 1] = '<span><i class="crit"></i>critical path</span>' end
   out[#out + 1] = "</div>"
