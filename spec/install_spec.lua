@@ -39,7 +39,7 @@ end
 -- node that fails.
 local EMBED_OUT = "fflua " .. H.version .. ": 2 results: total = 8, a = 6\n" ..
   "failing node: bad\n" ..
-  "error: node 'bad' (function 'weigh', a C function) failed: bad argument #1 to '?' " ..
+  "error: node 'bad' (function 'weigh', a C function) failed: bad argument #1 to 'functionfuse.c.weigh' " ..
   "(number expected, got string)\n"
 
 -- cc [san] -o out examples/embed/main.c flags...

@@ -268,6 +268,13 @@ static int reg(lua_State *L) {
     lua_pushvalue(L, 2);
     lua_call(L, 2, 1); /* [name, fn, ff, cfuncs, factory] */
     lua_setfield(L, 4, lua_tostring(L, 1));
+    /* The function itself in package.loaded["functionfuse.c"], where
+     * luaL_argerror looks for the name of a function called from C: its
+     * errors then say 'functionfuse.c.NAME', not '?'. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    luaL_getsubtable(L, -1, "functionfuse.c");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, lua_tostring(L, 1));
     return 0;
 }
 

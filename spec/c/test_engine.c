@@ -130,7 +130,7 @@ static void test_failing_node(void) {
     ASSERT_EQ(lua_tointeger(L, 1), 7);
     ASSERT_STR_EQ(fflua_errnode(e), "bad_input");
     const char *want = "node 'bad_input' (function 'scale', a C function) failed: bad argument "
-                       "#1 to '?' (number expected, got string)";
+                       "#1 to 'functionfuse.c.scale' (number expected, got string)";
     if (strncmp(fflua_errmsg(e), want, strlen(want)) != 0)
         FAIL_("%s", fflua_errmsg(e));
 
