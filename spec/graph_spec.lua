@@ -59,10 +59,15 @@ describe("GraphWorkflow", function()
       local wf = GraphWorkflow(top, { workflow_name = "diamond", doc_path = "doc/graphs" })
       local d, s = wf:run()
       print(d, s)
+      local lr = wf.last_run
+      io.stderr:write(("LAST %s %s %s %d %d %s\n"):format(lr.backend, lr.workflow, tostring(lr.ok),
+                                                        lr.computed, lr.drawn, tostring(lr.nodes)))
     ]])
     local r = H.fflua({ script, dir .. "/marks" }, { cwd = dir })
     assert.are.equal(0, r.code, r.stderr)
     assert.are.same({}, listdir(dir .. "/marks"))
+    -- Its last_run: nothing ran, four nodes drawn, no per-node record.
+    assert.are.equal("LAST graph diamond true 0 4 nil\n", r.stderr)
     assert.are.same(expected_diamond, lines(H.read(dir .. "/doc/graphs/diamond.dot")))
     if have_dot then
       assert.are.equal("doc/graphs/diamond.dot\tdoc/graphs/diamond.svg\n", r.stdout)
