@@ -111,6 +111,7 @@ static int record_gc(lua_State *L) {
     free(rec->byid);
     rec->start = NULL;
     rec->byid = NULL;
+    rec->byid_dense = 0;
     rec->n = 0;
     return 0;
 }
@@ -125,8 +126,10 @@ static double secs(uint64_t ns) {
 }
 
 /* --- lookups ---------------------------------------------------------------
- * Positions by node id: the ids sorted with their positions, made on the
- * first need (8 bytes per node) and kept in rec->byid. */
+ * Positions by node id, made on the first need and kept in rec->byid: an
+ * array indexed by id (4 bytes per id up to the largest) when the ids are
+ * dense enough (a workflow in a graph of its own), else the ids sorted
+ * with their positions (8 bytes per node, a binary search each). */
 
 struct idpos {
     uint32_t id, pos;
@@ -137,22 +140,38 @@ static int idpos_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static const struct idpos *byid(lua_State *L, ffl_record *rec) {
-    if (rec->byid == NULL && rec->n > 0) {
-        struct idpos *v = malloc((size_t)rec->n * sizeof *v);
-        if (v == NULL)
+static void make_byid(lua_State *L, ffl_record *rec) {
+    if (rec->byid != NULL || rec->n == 0)
+        return;
+    uint32_t max = 0;
+    for (uint32_t i = 0; i < rec->n; i++)
+        max = rec->ids[i] > max ? rec->ids[i] : max;
+    if ((uint64_t)max < 4 * (uint64_t)rec->n + 1024) {
+        uint32_t *m = malloc(((size_t)max + 1) * sizeof *m);
+        if (m == NULL)
             luaL_error(L, "not enough memory");
+        memset(m, 0xff, ((size_t)max + 1) * sizeof *m);
         for (uint32_t i = 0; i < rec->n; i++)
-            v[i] = (struct idpos){rec->ids[i], i};
-        qsort(v, rec->n, sizeof *v, idpos_cmp);
-        rec->byid = v;
+            m[rec->ids[i]] = i;
+        rec->byid = m;
+        rec->byid_dense = max + 1;
+        return;
     }
-    return rec->byid;
+    struct idpos *v = malloc((size_t)rec->n * sizeof *v);
+    if (v == NULL)
+        luaL_error(L, "not enough memory");
+    for (uint32_t i = 0; i < rec->n; i++)
+        v[i] = (struct idpos){rec->ids[i], i};
+    qsort(v, rec->n, sizeof *v, idpos_cmp);
+    rec->byid = v;
 }
 
 /* The position of node id in the record, or UINT32_MAX. */
 static uint32_t pos_of(lua_State *L, ffl_record *rec, uint32_t id) {
-    const struct idpos *v = byid(L, rec);
+    make_byid(L, rec);
+    if (rec->byid_dense > 0)
+        return id < rec->byid_dense ? ((const uint32_t *)rec->byid)[id] : UINT32_MAX;
+    const struct idpos *v = rec->byid;
     uint32_t lo = 0, hi = rec->n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -571,7 +590,7 @@ static int record_encode(lua_State *L) {
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    byid(L, rec);
+    make_byid(L, rec);
     luaL_Buffer b;
     luaL_buffinit(L, &b); /* from here the stack above workers is b's */
     luaL_addlstring(&b, RUN_MAGIC, RUN_MAGIC_LEN);

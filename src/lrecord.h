@@ -59,7 +59,8 @@ typedef struct ffl_record {
     double started_at;   /* Unix time when the run began */
     uint32_t retried;    /* starts beyond the first, over all nodes */
     const char *backend; /* "local" or "cluster" (static) */
-    void *byid;          /* (id, position) pairs sorted by id, made when needed */
+    void *byid;          /* positions by id, made when needed (lrecord.c) */
+    uint32_t byid_dense; /* byid is an array of this many positions; 0: sorted pairs */
 } ffl_record;
 
 /* Monotonic nanoseconds. */
