@@ -136,6 +136,18 @@ describe("a storage on a cluster", function()
     out = run(1)
     assert.are.equal("result\t33\ncomputed\t0\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)
     assert.are.same({}, lines(log))
+    -- Both runs' records are kept beside the results, on the _disk
+    -- worker's machine; the newest says what the second run did.
+    local storage = require "functionfuse.storage"
+    local rec = assert(storage.run_record(d.disk .. "/storage", "sums"))
+    assert.are.equal("cluster", rec.backend)
+    assert.are.same({ 0, 4 }, { rec.computed, rec.loaded })
+    assert.are.same({ "stored", "stored", "stored", "loaded" }, rec.state)
+    assert.are.equal(address, rec.cluster.address)
+    rec = assert(storage.run_record(d.disk .. "/storage", "sums", 2))
+    assert.are.equal(4, rec.computed)
+    assert.are.same({ "computed", "computed", "computed", "computed" }, rec.state)
+    assert.is_nil(storage.run_record(d.disk .. "/storage", "sums", 3))
     -- A changed argument: that node and its descendants run, node3 not.
     out = run(2)
     assert.are.equal("result\t34\ncomputed\t3\ntasks\tnode1,node2,node3,total\nnode3\t30\n", out)

@@ -468,8 +468,8 @@ int ffl_client_store(lua_State *L, ffl_client *c, ff_msg_store *m, const ff_msg_
     }
 }
 
-static const char *const store_ops[] = {"lookup", "get",      "put",  "flush",     "list",
-                                        "del",    "del_many", "drop", "workflows", NULL};
+static const char *const store_ops[] = {"lookup",   "get",  "put",       "flush", "list", "del",
+                                        "del_many", "drop", "workflows", "runs",  NULL};
 
 /* client:store(where, op, path, ...) -> { out... } */
 static int ffl_client_store_call(lua_State *L) {

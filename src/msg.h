@@ -525,6 +525,7 @@ enum {
     FF_STORE_DEL_MANY,   /* wf, names -> nothing */
     FF_STORE_DROP,       /* wf -> nothing */
     FF_STORE_WORKFLOWS,  /* -> names */
+    FF_STORE_RUNS,       /* wf -> the keys of its run records, oldest first */
     FF_STORE_OP_LAST
 };
 /* A PUT whose req is at least this answers only when it fails (the head's

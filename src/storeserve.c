@@ -183,6 +183,21 @@ static int wf_ok(const ff_msg_str *a) {
     return a->len > 0 && a->len <= FF_STORE_WF_MAX && memchr(a->p, 0, a->len) == NULL;
 }
 
+/* Gathers the keys of run records, which sort first (a zero byte before
+ * every name), and stops after them. */
+static int runs_cb(void *ud, const char *name, size_t len, const ff_rec *rec) {
+    struct list_ud *l = ud;
+    (void)rec;
+    if (len <= FF_STORE_RUN_PREFIX_LEN ||
+        memcmp(name, FF_STORE_RUN_PREFIX, FF_STORE_RUN_PREFIX_LEN) != 0)
+        return FF_STORE_INTERNAL(name, len) ? 0 : 1;
+    if (out_add(l->s, &l->n, name, len, NULL, 0) != 0) {
+        l->oom = 1;
+        return 1;
+    }
+    return 0;
+}
+
 static int task_ok(const ff_msg_str *a) {
     return a->len > 0 && a->len <= FF_STORE_TASK_MAX;
 }
@@ -326,6 +341,15 @@ int ff_storeserve_call(ff_storeserve *s, uint64_t req, uint64_t op, ff_msg_list 
         }
         rc = ff_store_flush(st);
         break;
+    case FF_STORE_RUNS: {
+        struct list_ud l = {s, 0, NULL, 0};
+        rc = ff_store_each(st, w, wl, runs_cb, &l);
+        if (l.oom)
+            return reply_fail(s, req, out, "%s", "the worker has not enough memory");
+        if (rc == FFLUA_ENOTFOUND || rc == 0 || rc == FFLUA_ECORRUPT)
+            return reply_outs(s, req, out, l.n);
+        break;
+    }
     case FF_STORE_LIST:
     case FF_STORE_WORKFLOWS: {
         char glob[1024];

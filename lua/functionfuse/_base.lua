@@ -267,15 +267,15 @@ end
 -- cannot take it (read-only, full) costs a warning, never the run's
 -- results.
 local function save_record(self, lr)
-  local st = self._storage and self._storage._st
-  if not st or not lr.nodes then return end
-  local keep = self._storage.keep_runs
+  local st = self._storage
+  if not st or not st._put_run or not lr.nodes then return end -- a storage written in Lua: none
+  local keep = st.keep_runs
   local ok, err = pcall(function()
     local meta = { version = 1, workflow = self.workflow_name, ok = lr.ok,
                    computed = lr.computed, loaded = lr.loaded, skipped = lr.skipped,
                    failed = lr.failed, damaged = lr.damaged, cluster = lr.cluster,
                    failures = lr.failures }
-    local runs = st:runs(self.workflow_name)
+    local runs = st:_run_keys(self.workflow_name)
     if keep > 0 then
       -- Keyed by the start in ns since the epoch, and always after the
       -- newest kept (should the clock have gone back).
@@ -283,10 +283,10 @@ local function save_record(self, lr)
       local last = runs[#runs] and math.tointeger(tonumber(runs[#runs]:sub(6)))
       if last and at <= last then at = last + 1 end
       local key = ("\0run\0%020d"):format(at)
-      st:put(self.workflow_name, key, lr.nodes:encode(meta))
+      st:_put_run(self.workflow_name, key, lr.nodes:encode(meta))
       runs[#runs + 1] = key
     end
-    for i = 1, #runs - keep do st:del(self.workflow_name, runs[i]) end
+    for i = 1, #runs - keep do st:_del_run(self.workflow_name, runs[i]) end
     st:flush()
   end)
   if not ok then

@@ -150,6 +150,12 @@ end
 Storage.register_persistent_serializers = Storage.register_serializer
 
 function Storage:close() self._st:close() end
+
+-- Run records (_base.lua saves them): their keys, oldest first; put one;
+-- drop one.
+function Storage:_run_keys(wf) return self._st:runs(wf) end
+function Storage:_put_run(wf, key, bytes) self._st:put(wf, key, bytes) end
+function Storage:_del_run(wf, key) self._st:del(wf, key) end
 Storage.__close = Storage.close
 
 function Storage:__tostring()
@@ -263,6 +269,12 @@ function ClusterStorage:get_writer_funcs(workflow_name)
 end
 
 function ClusterStorage:close() end
+
+function ClusterStorage:_run_keys(wf) return self:_call("runs", wf) end
+function ClusterStorage:_put_run(wf, key, bytes)
+  self:_call("put", wf, key, ("\0"):rep(16), ("\0"):rep(8), core.encode(bytes, "code"))
+end
+function ClusterStorage:_del_run(wf, key) self:_call("del", wf, key) end
 ClusterStorage.__close = ClusterStorage.close
 
 function ClusterStorage:__tostring()
