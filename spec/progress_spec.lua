@@ -188,15 +188,20 @@ describe("the progress display", function()
       local lines = plain_lines(r.stderr)
       assert.is_true(#lines >= 2, r.stderr)
       -- n2 failed and n3 after it did not run; the slow node runs: both
-      -- count as failed, and as done.
-      local running = {}
-      for i, l in ipairs(lines) do
+      -- count as failed, and as done. (On a loaded machine a first line
+      -- may come before n2 failed: it still counts right, with less.)
+      local after = 0
+      for _, l in ipairs(lines) do
         local name, done, total, nrun, loaded, failed = l:match(LINE)
-        running[i] = nrun
-        assert.are.same({ "demo", "0" }, { name, loaded }, l)
-        assert.are.same({ "3", "4", "2" }, { done, total, failed }, l)
+        assert.are.same({ "demo", "4", "0" }, { name, total, loaded }, l)
+        if failed == "2" then
+          after = after + 1
+          assert.are.same({ "3", "1" }, { done, nrun }, l)
+        else
+          assert.is_true(tonumber(done) < 3, l)
+        end
       end
-      for i = 1, #lines do assert.are.equal("1", running[i], lines[i]) end
+      assert.is_true(after >= 1, r.stderr)
     end)
 
     it("shows only the outermost run of a nested one", function()
