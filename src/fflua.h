@@ -167,9 +167,11 @@ int fflua_register(fflua_engine *e, const char *name, fflua_cfunction fn);
  * failure, failure with the node's name and the error's message (as
  * fflua_errmsg gives it: "node 'NAME' (function ...) failed: ..." and a
  * traceback). A node whose function runs a workflow that fails fails as
- * well, after the node inside it. Any may be NULL. The strings are valid
- * only during the call. A hook must not raise a Lua error nor close the
- * engine. */
+ * well, after the node inside it. On a cluster (a ClusterWorkflow run
+ * from the engine's state) the nodes run in worker processes: before and
+ * after are not called, and failure is called when the driver hears of a
+ * failed node. Any may be NULL. The strings are valid only during the
+ * call. A hook must not raise a Lua error nor close the engine. */
 typedef struct fflua_hooks {
     void (*before)(void *ud, const char *node_name);
     void (*after)(void *ud, const char *node_name, int failed);

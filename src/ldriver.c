@@ -704,6 +704,7 @@ static void cl_on_done(lua_State *L, struct crun *x, const char *p, size_t n) {
     if (m.status != FF_DONE_OK) {
         x->rec->state[pos] = FFL_REC_FAILED;
         cl_push_failure(L, x, &m, id);
+        ffl_run_hook_failure(L, r->ctx); /* the node ran elsewhere: the hook hears of it here */
         if (!x->keep_going)
             lua_error(L);
         lua_rawseti(L, x->fails, (lua_Integer)luaL_len(L, x->fails) + 1);

@@ -503,13 +503,17 @@ static int run_msgh(lua_State *L) {
         ffl_traceback(L); /* [err, ..., text] */
         ffl_run_push_error(L, ctx, id, 1, lua_gettop(L), 0);
     }
-    if (ctx->hooks.failure != NULL) { /* [..., e] */
-        lua_getfield(L, -1, "node");
-        lua_getfield(L, -2, "message");
-        ctx->hooks.failure(ctx->hooks_ud, lua_tostring(L, -2), lua_tostring(L, -1));
-        lua_pop(L, 2);
-    }
+    ffl_run_hook_failure(L, ctx);
     return 1;
+}
+
+void ffl_run_hook_failure(lua_State *L, ffl_ctx *ctx) {
+    if (ctx->hooks.failure == NULL)
+        return;
+    lua_getfield(L, -1, "node");
+    lua_getfield(L, -2, "message");
+    ctx->hooks.failure(ctx->hooks_ud, lua_tostring(L, -2), lua_tostring(L, -1));
+    lua_pop(L, 2);
 }
 
 void ffl_run_push_msgh(lua_State *L, struct ffl_run *r, int lsidx) {

@@ -101,6 +101,10 @@ void ffl_run_push_error(lua_State *L, ffl_ctx *ctx, uint32_t id, int value, int 
  * (that count). Does not return. */
 void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped);
 
+/* Calls the failure hook (when one is installed) with the node and the
+ * message of the run error object at the top. Stack effect: 0. */
+void ffl_run_hook_failure(lua_State *L, ffl_ctx *ctx);
+
 /* Whether the value at idx is a run error object. */
 int ffl_is_run_error(lua_State *L, int idx);
 

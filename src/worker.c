@@ -1187,7 +1187,8 @@ static int on_frame(ff_conn *c, int type, const char *p, size_t n) {
         if (ff_msg_stopping_read(p, n, &why, &len) != 0)
             return 1;
         char esc[256];
-        ff_log(WHO, "the head is stopping: %s", ff_text_escape(esc, sizeof esc, why, len));
+        if (!w->quiet) /* not an error: the worker leaves as asked */
+            ff_log(WHO, "the head is stopping: %s", ff_text_escape(esc, sizeof esc, why, len));
         w->leaving = "the head stopped";
         return 1;
     }

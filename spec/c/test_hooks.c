@@ -1,4 +1,6 @@
 /* An embedding application watches nodes run through fflua_set_hooks. */
+#include <stdlib.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -105,8 +107,39 @@ static void test_failure_in_nested_run(void) {
     fflua_close(e);
 }
 
+/* On a cluster the nodes run in workers: the failure hook hears of a
+ * failed node when the driver does; before and after are not called. */
+static void test_failure_on_a_cluster(void) {
+    if (getenv("FFLUA_BIN") == NULL || getenv("FFLUA_BIN")[0] == '\0') {
+        printf("  (skipped: FFLUA_BIN is not set)\n");
+        return;
+    }
+    fflua_engine *e;
+    ASSERT_EQ(fflua_new(&e), 0);
+    struct seen s = {"", ""};
+    ASSERT_EQ(fflua_set_hooks(e, &(fflua_hooks){before, after, failure}, &s), 0);
+    ASSERT_EQ(fflua_dostring(e,
+                             "local ff = require 'functionfuse'\n"
+                             "local CW = require('functionfuse.backends.builtin.clusterback')"
+                             ".ClusterWorkflow\n"
+                             "local f = ff.workflow('f', function(x)\n"
+                             "  if x == 2 then error('two') end return x end)\n"
+                             "local wf = CW(f(1):set_name('one'), f(2):set_name('two'),\n"
+                             "  { workflow_name = 'c', quiet = true,\n"
+                             "    cluster_init_args = { num_workers = 1 } })\n"
+                             "wf:run { keep_going = true }\n",
+                             "=cluster"),
+              FFLUA_ELUA);
+    ASSERT_STR_EQ(s.log, "");
+    ASSERT(strncmp(s.failures,
+                   "two: node 'two' (function 'f' defined at cluster:3) failed: ", 60) == 0);
+    ASSERT(strchr(s.failures, '\n') == s.failures + strlen(s.failures) - 1); /* once */
+    fflua_close(e);
+}
+
 int main(void) {
     RUN(test_hooks);
     RUN(test_failure_in_nested_run);
+    RUN(test_failure_on_a_cluster);
     return 0;
 }
