@@ -233,6 +233,11 @@ describe("wf.last_run", function()
       wf:run()
       assert.is_true(wf.last_run.ok)
       assert.are.same({}, wf.last_run.failures)
+      -- A run refused before its nodes start replaces it too.
+      assert.is_false(pcall(wf.run, wf, { keep_goin = true }))
+      assert.is_false(wf.last_run.ok)
+      assert.are.same({ 0, 0, 0 }, { wf.last_run.computed, wf.last_run.loaded, wf.last_run.failed })
+      assert.is_nil(wf.last_run.nodes)
     end)
   end)
 
@@ -588,10 +593,10 @@ wf:run()
 
   it("refuses bad option values, naming the option", function()
     local n = inc()
-    for _, v in ipairs { -1, 0, "yes", 0 / 0, {}, 86401, math.huge } do
+    for _, v in ipairs { -1, 0, 0.05, "yes", 0 / 0, {}, 86401, math.huge } do
       assert.has_error(function() LocalWorkflow(n, { workflow_name = "w", progress = v }) end,
                        "LocalWorkflow: option 'progress' must be a boolean or a number of seconds between "
-                       .. "lines (more than 0, at most 86400)")
+                       .. "lines (from 0.1 to 86400)")
     end
     for _, v in ipairs { true, false, 0.5, 3 } do
       assert.is_table(LocalWorkflow(n, { workflow_name = "w", progress = v }))

@@ -102,6 +102,18 @@ describe("the progress display", function()
       end
     end)
 
+    it("leaves copies of print and io.write taken during the run working after it", function()
+      local seen, code = on_pty { per = 0.1, body = [[
+        SAVED_PRINT, SAVED_WRITE = print, io.write
+        local mt = setmetatable({}, { __tostring = function() io.write("inner "); return "outer" end })
+        print(mt)]],
+        run = [[wf:run(); SAVED_PRINT("after print"); SAVED_WRITE("after write\n")]] }
+      assert.are.equal(0, code, seen)
+      assert.matches("inner outer", seen, 1, true)
+      assert.matches("after print\r?\n", seen)
+      assert.matches("after write\r?\n", seen)
+    end)
+
     it("cuts the line to the terminal's width", function()
       local seen = on_pty { name = ("long"):rep(30), per = 0.08 }
       local lines = drawn(seen)

@@ -396,8 +396,8 @@ describe("fflua report", function()
                        err(function(r) r.worker[1] = 3 end))
       assert.are.equal("report: bad run record: 'elapsed' is inf, not a finite number",
                        err(function(r) r.elapsed = math.huge end))
-      assert.are.equal("report: bad run record: 'failures[1]' is not a table with strings 'node', 'error' "
-                       .. "and maybe 'traceback'", err(function(r) r.failures = { { node = "x" } } end))
+      assert.are.equal("report: bad run record: 'failures[1]' is not a table with a string 'error' and maybe "
+                       .. "strings 'node' and 'traceback'", err(function(r) r.failures = { { node = "x" } } end))
       assert.are.equal("report: bad run record: 'parents' make a cycle through node 'L1.1'",
                        err(function(r) r.parents[1] = { 3 }; r.parents[3] = { 1 } end))
     end)

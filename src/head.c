@@ -523,6 +523,11 @@ static int write_run_times(hrun *r) {
     size_t at;
     ff_msg_times_begin(b, r->driver_run, r->ntasks, &at);
     for (uint32_t i = 0; i < r->ntasks; i++) {
+        if (i >= r->received) { /* a run that failed before all its tasks came */
+            static const uint64_t none[5] = {FF_TIMES_NOTRUN, 0, 0, 0, 0};
+            ff_msg_times_task(b, none);
+            continue;
+        }
         const htask *t = &r->tasks[i];
         int st = t->state == T_DONE      ? (t->load ? FF_TIMES_LOADED : FF_TIMES_DONE)
                  : t->state == T_FAILED  ? FF_TIMES_FAILED
@@ -533,6 +538,13 @@ static int write_run_times(hrun *r) {
         ff_msg_times_task(b, v);
     }
     return ff_msg_times_end(b, at);
+}
+
+/* Sends r's RUN_TIMES to its driver, if connected (logged when too big). */
+static void send_times(hrun *r) {
+    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY && write_run_times(r) != 0)
+        ff_log(WHO, "%s: the times of a run of %u tasks do not fit in a message: not sent",
+               r->driver->c.peer, r->ntasks);
 }
 
 /* Tells r's driver how far the run is: now (force), or when the last
@@ -553,9 +565,7 @@ static void send_progress(head *h, hrun *r, int force) {
 /* Every task finished: tell the driver what became of each and where it
  * ran, then forget it. */
 static void run_finish(head *h, hrun *r) {
-    if (r->driver != NULL && r->driver->c.state == FF_CONN_READY && write_run_times(r) != 0)
-        ff_log(WHO, "%s: the times of a run of %u tasks do not fit in a message: not sent",
-               r->driver->c.peer, r->ntasks);
+    send_times(r);
     if (r->driver != NULL && r->driver->c.state == FF_CONN_READY && write_run_end(h, r, 1) != 0) {
         ff_log(WHO,
                "%s: the placements of a run of %u tasks do not fit in a message: sent "
@@ -577,6 +587,7 @@ static void run_fail(hrun *r, uint32_t i, const char *msg) {
     if (r->failed)
         return;
     r->failed = 1;
+    send_times(r);
     send_done(r, i, 1, msg, strlen(msg));
 }
 
@@ -992,6 +1003,8 @@ static void task_fail(head *h, hrun *r, uint32_t i, int status, const char *msg,
         ff_sched_release(h->sched, TASK_ID(r->id, i));
     t->state = T_FAILED;
     t->t_ended = uv_hrtime();
+    if (msg != NULL && !r->keep_going)
+        send_times(r); /* the failure ends the run: the driver stops reading at it */
     if (msg != NULL && send_done(r, i, status, msg, len) != 0)
         r->failed = 1;
     if (!r->keep_going) {

@@ -1064,30 +1064,30 @@ static int ffl_leaves_run_cluster(lua_State *L) {
     lua_pop(L, 1);
     if (ffl_cache_options(L, &x.cache, 3))
         x.c = &x.cache;
-    ffl_run_push_msgh(L, &x.r, 1); /* [ls, client, opts, msgh] */
+    lua_getfield(L, 3, "title");
+    const char *title = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "run";
+    lua_pop(L, 1);                               /* opts keeps the title */
+    x.rec = ffl_record_push(L, 1, "cluster", 1); /* [ls, client, opts, rec] */
+    ffl_run_push_msgh(L, &x.r, 1);               /* [ls, client, opts, rec, msgh] */
     lua_pushcfunction(L, cluster_inner);
     lua_pushlightuserdata(L, &x);
     lua_pushvalue(L, 1);
-    lua_pushvalue(L, 3); /* [ls, client, opts, msgh, inner, x, ls, opts] */
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4); /* [ls, client, opts, rec, msgh, inner, x, ls, opts, rec] */
+    /* From the plan on, nothing raises until the protected call. */
     ffl_run_plan(L, &x.r, 1);
-    int ok = lua_checkstack(L, 2);
-    x.rec = ok ? ffl_record_push(L, x.r.plan, 1, "cluster", 1) : NULL;
-    if (x.rec == NULL || (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0)) {
+    if (ffl_record_alloc(x.rec, x.r.plan) != 0 ||
+        (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0)) {
         ffl_run_release(&x.r);
         return luaL_error(L, "not enough memory");
     }
-    lua_insert(L, 4);    /* [ls, client, opts, rec, msgh, inner, x, ls, opts] */
-    lua_pushvalue(L, 4); /* [..., inner, x, ls, opts, rec] */
-    lua_getfield(L, 3, "title");
-    struct ff_progress *prog =
-        ffl_progress_begin(L, 3, lua_isstring(L, -1) ? lua_tostring(L, -1) : "run");
-    lua_pop(L, 1); /* opts keeps the title */
+    struct ff_progress *prog = ffl_progress_begin(L, ctx, 3, title);
     x.pc = prog != NULL ? ff_progress_counts(prog) : NULL;
     ffl_run_begin(&x.r);
     int status = lua_pcall(L, 4, LUA_MULTRET, 5);
     ctx->L = L;
     ffl_record_finish(x.rec);
-    ffl_progress_end(L, prog);
+    ffl_progress_end(L, ctx, prog);
     free(x.smap);
     free(x.deps);
     free(x.res);

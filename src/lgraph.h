@@ -76,6 +76,10 @@ typedef struct ffl_ctx {
      * how many runs that failure went through. See ffl_run_end. */
     struct ffl_run *running;
     int nested_err, nested_core, nested_levels;
+    /* The progress display of the run in progress, or NULL, and whether
+     * a wrapped print holds it (lrecord.c). */
+    struct ff_progress *progress;
+    int progress_held;
 } ffl_ctx;
 
 /* The state's engine context, made on first use. Applies queued node

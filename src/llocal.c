@@ -235,27 +235,25 @@ static int ffl_leaves_run_local(lua_State *L) {
         x.keep_going = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
-    ffl_run_push_msgh(L, &x.r, 1); /* [ls, opts, msgh] */
+    const char *title = NULL;
+    if (lua_istable(L, 2)) {
+        if (lua_getfield(L, 2, "title") == LUA_TSTRING)
+            title = lua_tostring(L, -1);
+        lua_pop(L, 1); /* opts keeps it */
+    }
+    x.rec = ffl_record_push(L, 1, "local", 0); /* [ls, opts, rec] */
+    ffl_run_push_msgh(L, &x.r, 1);             /* [ls, opts, rec, msgh] */
     lua_pushcfunction(L, local_inner);
     lua_pushlightuserdata(L, &x);
-    lua_pushvalue(L, 1); /* [ls, opts, msgh, inner, x, ls] */
+    lua_pushvalue(L, 1); /* [ls, opts, rec, msgh, inner, x, ls] */
+    /* From the plan on, nothing raises until the protected call. */
     ffl_run_plan(L, &x.r, 1);
-    /* The record, and (below) the display: nothing raises between them
-     * and the protected call but the record's own allocation. */
-    int ok = lua_checkstack(L, 2);
-    x.rec = ok ? ffl_record_push(L, x.r.plan, 1, "local", 0) : NULL;
-    if (x.rec == NULL || (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0)) {
+    if (ffl_record_alloc(x.rec, x.r.plan) != 0 ||
+        (x.c != NULL && ffl_cache_begin(x.c, &x.r) != 0)) {
         ffl_run_release(&x.r);
         return luaL_error(L, "not enough memory");
     }
-    lua_insert(L, 3); /* [ls, opts, rec, msgh, inner, x, ls] */
-    const char *title = NULL;
-    if (lua_istable(L, 2)) {
-        lua_getfield(L, 2, "title");
-        title = lua_tostring(L, -1);
-        lua_pop(L, 1); /* opts keeps it */
-    }
-    struct ff_progress *prog = ffl_progress_begin(L, 2, title != NULL ? title : "run");
+    struct ff_progress *prog = ffl_progress_begin(L, ctx, 2, title != NULL ? title : "run");
     x.pc = prog != NULL ? ff_progress_counts(prog) : NULL;
     ffl_run_begin(&x.r);
     int status = lua_pcall(L, 2, LUA_MULTRET, 4);
@@ -264,7 +262,7 @@ static int ffl_leaves_run_local(lua_State *L) {
         x.rec->state[x.prev] = FFL_REC_FAILED;
     end_prev(&x, ffl_record_now(x.rec));
     ffl_record_finish(x.rec);
-    ffl_progress_end(L, prog);
+    ffl_progress_end(L, ctx, prog);
     ffl_run_release(&x.r);
     if (x.c != NULL)
         status = ffl_cache_end(L, x.c, status);

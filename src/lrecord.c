@@ -10,6 +10,7 @@
  *   rec:export()         every node as columns (docs/report.md)
  *   rec.started_at, rec.elapsed, rec.backend
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -44,37 +45,13 @@ static ffl_record *check_record(lua_State *L, int idx) {
     return luaL_checkudata(L, idx, RECORD_MT);
 }
 
-ffl_record *ffl_record_push(lua_State *L, const ff_plan *p, int lsidx, const char *backend,
-                            int with_queued) {
+ffl_record *ffl_record_push(lua_State *L, int lsidx, const char *backend, int with_queued) {
     lsidx = lua_absindex(L, lsidx);
     ffl_record *rec = lua_newuserdatauv(L, sizeof *rec, UV_N);
     memset(rec, 0, sizeof *rec);
     luaL_setmetatable(L, RECORD_MT);
-    size_t n = p->n;
-    /* One block, widest columns first so each is aligned. */
-    size_t per = 2 * sizeof(uint64_t) + (with_queued ? sizeof(uint64_t) : 0) + sizeof(uint32_t) +
-                 sizeof(uint16_t) + 2;
-    char *m = malloc(n * per + 1);
-    if (m == NULL)
-        luaL_error(L, "not enough memory for the run's record of %d nodes", (int)n);
-    rec->n = p->n;
-    rec->start = (uint64_t *)m;
-    rec->end = rec->start + n;
-    rec->queued = with_queued ? rec->end + n : NULL;
-    rec->ids = (uint32_t *)(rec->end + n + (with_queued ? n : 0));
-    rec->worker = (uint16_t *)(rec->ids + n);
-    rec->state = (uint8_t *)(rec->worker + n);
-    rec->attempts = rec->state + n;
-    memcpy(rec->ids, p->order, n * sizeof *rec->ids);
-    if (with_queued) /* FFL_REC_NOTIME */
-        memset(rec->start, 0xff, 3 * n * sizeof *rec->start);
-    memset(rec->worker, 0, n * sizeof *rec->worker);
-    memset(rec->state, FFL_REC_NOTRUN, 2 * n);
     rec->backend = backend;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    rec->t0 = ffl_mono_ns();
-    rec->started_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    rec->queued = with_queued ? (uint64_t *)rec : NULL; /* a mark until ffl_record_alloc */
     lua_pushvalue(L, lsidx);
     lua_setiuservalue(L, -2, UV_LEAVES);
     if (!with_queued) { /* one worker: this process */
@@ -92,6 +69,35 @@ ffl_record *ffl_record_push(lua_State *L, const ff_plan *p, int lsidx, const cha
         lua_setiuservalue(L, -2, UV_WORKERS);
     }
     return rec;
+}
+
+int ffl_record_alloc(ffl_record *rec, const ff_plan *p) {
+    size_t n = p->n;
+    int with_queued = rec->queued != NULL;
+    /* One block, widest columns first so each is aligned. */
+    size_t per = 2 * sizeof(uint64_t) + (with_queued ? sizeof(uint64_t) : 0) + sizeof(uint32_t) +
+                 sizeof(uint16_t) + 2;
+    char *m = malloc(n * per + 1);
+    if (m == NULL)
+        return -ENOMEM;
+    rec->n = p->n;
+    rec->start = (uint64_t *)m;
+    rec->end = rec->start + n;
+    rec->queued = with_queued ? rec->end + n : NULL;
+    rec->ids = (uint32_t *)(rec->end + n + (with_queued ? n : 0));
+    rec->worker = (uint16_t *)(rec->ids + n);
+    rec->state = (uint8_t *)(rec->worker + n);
+    rec->attempts = rec->state + n;
+    memcpy(rec->ids, p->order, n * sizeof *rec->ids);
+    if (with_queued) /* FFL_REC_NOTIME */
+        memset(rec->start, 0xff, 3 * n * sizeof *rec->start);
+    memset(rec->worker, 0, n * sizeof *rec->worker);
+    memset(rec->state, FFL_REC_NOTRUN, 2 * n);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    rec->t0 = ffl_mono_ns();
+    rec->started_at = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    return 0;
 }
 
 void ffl_record_set_workers(lua_State *L, int recidx) {
@@ -113,6 +119,7 @@ static int record_gc(lua_State *L) {
     rec->byid = NULL;
     rec->byid_dense = 0;
     rec->n = 0;
+    rec->queued = NULL;
     return 0;
 }
 
@@ -296,7 +303,7 @@ static int record_index(lua_State *L) {
             pos = (uint32_t)(lua_tointeger(L, -1) - 1);
         lua_pop(L, 2);
     }
-    if (pos == UINT32_MAX)
+    if (pos >= rec->n) /* none, or a record collected and brought back */
         return 0;
     push_node(L, rec, 1, pos);
     return 1;
@@ -435,34 +442,49 @@ void ffl_record_open(lua_State *L) {
 
 #define PROGRESS_INTERVAL 10.0
 
-/* print, io.write and file:write while a terminal line shows: erase it
- * first (file:write only on io.stdout and io.stderr). Upvalues: the
- * display (light userdata), the function wrapped, for file:write the io
- * table. */
+/* print, io.write and file:write while a terminal line shows: they write
+ * with the line erased and the display held, so that it cannot draw in
+ * between (file:write only on io.stdout and io.stderr). Upvalues: the
+ * state's engine context (light userdata; its progress is the display
+ * of the run in progress, or NULL once it ended: a copy of a wrapper kept
+ * past the run just calls the function), the function wrapped, for
+ * file:write the io table. */
 static int progress_wrapper(lua_State *L) {
-    int clear = 1;
-    if (lua_istable(L, lua_upvalueindex(3))) {
+    ffl_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+    /* Held already: a wrapper called by the function another one wraps (a
+     * __tostring that writes). */
+    struct ff_progress *p = ctx->progress_held ? NULL : ctx->progress;
+    if (p != NULL && lua_istable(L, lua_upvalueindex(3))) {
         lua_getfield(L, lua_upvalueindex(3), "stdout");
         lua_getfield(L, lua_upvalueindex(3), "stderr");
-        clear = lua_rawequal(L, 1, -2) || lua_rawequal(L, 1, -1);
+        if (!lua_rawequal(L, 1, -2) && !lua_rawequal(L, 1, -1))
+            p = NULL;
         lua_pop(L, 2);
     }
-    if (clear)
-        ff_progress_clear(lua_touserdata(L, lua_upvalueindex(1)));
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    if (p == NULL) {
+        lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+        return lua_gettop(L);
+    }
+    ff_progress_hold(p);
+    ctx->progress_held = 1;
+    int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    ctx->progress_held = 0;
+    ff_progress_release(p);
+    if (status != LUA_OK)
+        return lua_error(L);
     return lua_gettop(L);
 }
 
-/* Replaces t[k] (t at -1, io at -2 for files, else nothing there) by a
- * wrapper of it, or, with p NULL, puts back what a wrapper wrapped. */
-static void wrap_field(lua_State *L, const char *k, struct ff_progress *p, int files) {
+/* Replaces t[k] (t at -1, io at -2 for files) by a wrapper of it, or,
+ * with wrap 0, puts back what a wrapper wrapped. */
+static void wrap_field(lua_State *L, ffl_ctx *ctx, const char *k, int wrap, int files) {
     if (lua_type(L, -1) != LUA_TTABLE)
         return;
     lua_getfield(L, -1, k);
-    if (p != NULL && lua_isfunction(L, -1)) {
-        lua_pushlightuserdata(L, p);
+    if (wrap && lua_isfunction(L, -1) && lua_tocfunction(L, -1) != progress_wrapper) {
+        lua_pushlightuserdata(L, ctx);
         lua_insert(L, -2);
         if (files)
             lua_pushvalue(L, -4);
@@ -470,66 +492,98 @@ static void wrap_field(lua_State *L, const char *k, struct ff_progress *p, int f
         lua_setfield(L, -2, k);
         return;
     }
-    if (p == NULL && lua_tocfunction(L, -1) == progress_wrapper) {
+    if (!wrap && lua_tocfunction(L, -1) == progress_wrapper) {
         lua_getupvalue(L, -1, 2);
         lua_setfield(L, -3, k);
     }
     lua_pop(L, 1);
 }
 
-static void wrap_output(lua_State *L, struct ff_progress *p) {
+/* Protected: (ctx, wrap) -> (). Wraps or unwraps print, io.write and
+ * file:write. */
+static int wrap_output_p(lua_State *L) {
+    ffl_ctx *ctx = lua_touserdata(L, 1);
+    int wrap = lua_toboolean(L, 2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    wrap_field(L, "print", p, 0);
+    wrap_field(L, ctx, "print", wrap, 0);
     lua_getfield(L, -1, "io"); /* [G, io] */
-    wrap_field(L, "write", p, 0);
+    wrap_field(L, ctx, "write", wrap, 0);
     luaL_getmetatable(L, LUA_FILEHANDLE);
     if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "__index"); /* [G, io, mt, methods] */
         lua_insert(L, -2);
         lua_pop(L, 1); /* [G, io, methods] */
         if (lua_istable(L, -2))
-            wrap_field(L, "write", p, 1);
+            wrap_field(L, ctx, "write", wrap, 1);
     }
-    lua_pop(L, 3);
+    return 0;
 }
 
-struct ff_progress *ffl_progress_begin(lua_State *L, int optsidx, const char *title) {
-    ffl_ctx *ctx = ffl_ctx_get(L);
-    if (ctx->running != NULL || !lua_istable(L, optsidx))
+/* Wraps (or unwraps) the output functions; raises nothing (what cannot
+ * be done, for want of memory or an io table that raises, is not). */
+static void wrap_output(lua_State *L, ffl_ctx *ctx, int wrap) {
+    if (!lua_checkstack(L, 3))
+        return;
+    lua_pushcfunction(L, wrap_output_p);
+    lua_pushlightuserdata(L, ctx);
+    lua_pushboolean(L, wrap);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+        lua_pop(L, 1);
+}
+
+/* Whether $FFLUA_PROGRESS turns the display on (and *interval, when it
+ * is a number of seconds); dflt when it is not set. */
+static int progress_env(int dflt, double *interval) {
+    const char *env = getenv("FFLUA_PROGRESS");
+    if (env == NULL || *env == '\0')
+        return dflt;
+    char *end;
+    double v = strtod(env, &end);
+    if (*end == '\0') { /* a number: seconds between lines; 0 (or less): off */
+        if (v > 0)
+            *interval = v;
+        return v > 0;
+    }
+    return strcmp(env, "off") != 0 && strcmp(env, "no") != 0 && strcmp(env, "false") != 0;
+}
+
+struct ff_progress *ffl_progress_begin(lua_State *L, ffl_ctx *ctx, int optsidx, const char *title) {
+    if (ctx->running != NULL || ctx->progress != NULL || !lua_istable(L, optsidx))
         return NULL;
     int tty = isatty(2);
     double interval = PROGRESS_INTERVAL;
     int on;
-    lua_getfield(L, optsidx, "progress");
-    if (lua_isnil(L, -1)) {
-        /* $FFLUA_PROGRESS: 0 off; a number of seconds, on with lines that
-         * often; anything else, on. */
-        const char *env = getenv("FFLUA_PROGRESS");
-        char *end;
-        double v = env != NULL ? strtod(env, &end) : 0;
-        on = env != NULL && *env != '\0' ? strcmp(env, "0") != 0 : tty;
-        if (on && env != NULL && *env != '\0' && *end == '\0' && v > 0)
-            interval = v;
-    } else if (lua_isnumber(L, -1)) {
-        on = 1;
-        interval = lua_tonumber(L, -1);
-    } else {
-        on = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    struct ff_progress *p = NULL;
-    if (!on || ff_progress_start(&p, 2, tty, interval, title) != 0)
+    if (!lua_checkstack(L, 1))
         return NULL;
-    if (tty)
-        wrap_output(L, p);
+    lua_pushliteral(L, "progress"); /* a fixed string: the table is the run's options */
+    int t = lua_rawget(L, optsidx);
+    if (t == LUA_TNIL)
+        on = progress_env(tty, &interval);
+    else if (t == LUA_TNUMBER)
+        on = 1, interval = lua_tonumber(L, -1);
+    else
+        on = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!on)
+        return NULL;
+    if (tty) /* first: what raises here leaves no display behind */
+        wrap_output(L, ctx, 1);
+    struct ff_progress *p = NULL;
+    if (ff_progress_start(&p, 2, tty, interval, title) != 0) {
+        if (tty)
+            wrap_output(L, ctx, 0);
+        return NULL;
+    }
+    ctx->progress = p;
     return p;
 }
 
-void ffl_progress_end(lua_State *L, struct ff_progress *p) {
+void ffl_progress_end(lua_State *L, ffl_ctx *ctx, struct ff_progress *p) {
     if (p == NULL)
         return;
-    wrap_output(L, NULL);
+    ctx->progress = NULL; /* wrappers kept past the run no longer touch it */
     ff_progress_stop(p);
+    wrap_output(L, ctx, 0);
 }
 
 /* --- the saved form --------------------------------------------------------

@@ -75,12 +75,16 @@ static inline uint64_t ffl_record_now(const ffl_record *rec) {
     return ffl_mono_ns() - rec->t0;
 }
 
-/* Pushes a new record for a run of the n nodes of plan p (ids in run
- * order), of LeafSet at lsidx, its clock started, every node NOTRUN.
- * with_queued: also keep queue times (a cluster). Raises on memory
- * exhaustion. Stack effect: +1. */
-ffl_record *ffl_record_push(lua_State *L, const ff_plan *p, int lsidx, const char *backend,
-                            int with_queued);
+/* Pushes a new, empty record of a run of the LeafSet at lsidx (which it
+ * keeps). with_queued: also keep queue times and attempts (a cluster).
+ * Raises on memory exhaustion: call it before planning the run. Stack
+ * effect: +1. */
+ffl_record *ffl_record_push(lua_State *L, int lsidx, const char *backend, int with_queued);
+
+/* Sizes the record for the nodes of plan p (ids in run order), every node
+ * NOTRUN (with queue times: every time FFL_REC_NOTIME), and starts its
+ * clock. Returns 0 or -ENOMEM; raises nothing. */
+int ffl_record_alloc(ffl_record *rec, const ff_plan *p);
 
 /* Sets the record's table of workers (the table at the top, popped): an
  * array of { name = "host:pid", machine = "host" }. Stack effect: -1. */
@@ -111,10 +115,11 @@ void ffl_record_open(lua_State *L);
  * $FFLUA_PROGRESS is 1; off when it is 0), false (off), true (on: redrawn
  * on a terminal, else a line every 10 s) or a number of seconds between
  * lines. While a terminal line shows, print and io.write erase it before
- * they write. Returns the display or NULL. Stack effect: 0. */
+ * they write. Returns the display or NULL; raises nothing. Stack effect:
+ * 0. */
 struct ff_progress;
-struct ff_progress *ffl_progress_begin(lua_State *L, int optsidx, const char *title);
+struct ff_progress *ffl_progress_begin(lua_State *L, ffl_ctx *ctx, int optsidx, const char *title);
 
 /* Stops the display (NULL is fine) and puts print and io.write back.
- * Stack effect: 0. */
-void ffl_progress_end(lua_State *L, struct ff_progress *p);
+ * Neither raises. Stack effect: 0. */
+void ffl_progress_end(lua_State *L, ffl_ctx *ctx, struct ff_progress *p);

@@ -534,13 +534,18 @@ void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped) {
      * failures listed keep their own messages. */
     lua_rawgeti(L, fails, 1); /* [e1] */
     lua_createtable(L, 0, 12);
-    for (lua_pushnil(L); lua_next(L, -3) != 0;) {
+    if (lua_istable(L, -2)) {
+        for (lua_pushnil(L); lua_next(L, -3) != 0;) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+        if (lua_getmetatable(L, -2))
+            lua_setmetatable(L, -2);
+    } else { /* an error that met no message handler (out of memory) */
         lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4);
+        lua_setfield(L, -2, "value");
     }
-    if (lua_getmetatable(L, -2))
-        lua_setmetatable(L, -2);
     lua_remove(L, -2); /* [e] */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -556,15 +561,17 @@ void ffl_run_raise_failures(lua_State *L, int fails, size_t skipped) {
     }
     luaL_addstring(&b, " (keep_going):");
     for (lua_Integer i = 1; i <= nf; i++) {
-        lua_rawgeti(L, fails, i);
-        lua_getfield(L, -1, "message");
+        luaL_addchar(&b, '\n'); /* before pushing: the buffer's box is at the top */
+        if (lua_rawgeti(L, fails, i) == LUA_TTABLE)
+            lua_getfield(L, -1, "message");
+        else
+            lua_pushvalue(L, -1);
         size_t len;
-        const char *msg = lua_tolstring(L, -1, &len);
+        const char *msg = luaL_tolstring(L, -1, &len);
         const char *tb = strstr(msg, "\nstack traceback:\n");
-        luaL_addchar(&b, '\n');
         lua_pushlstring(L, msg, tb != NULL ? (size_t)(tb - msg) : len);
-        lua_remove(L, -2);
-        lua_remove(L, -2);
+        lua_replace(L, -4); /* [item, msgval, str, line] -> [line, msgval, str] */
+        lua_pop(L, 2);
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b); /* [e, message] */

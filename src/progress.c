@@ -164,14 +164,15 @@ int ff_progress_start(ff_progress **out, int fd, int tty, double interval, const
     return 0;
 }
 
-void ff_progress_clear(ff_progress *p) {
-    if (p == NULL || !p->tty)
-        return;
+void ff_progress_hold(ff_progress *p) {
     pthread_mutex_lock(&p->mu);
     if (p->shown) {
         put(p->fd, "\r\033[K", 4);
         p->shown = 0;
     }
+}
+
+void ff_progress_release(ff_progress *p) {
     pthread_mutex_unlock(&p->mu);
 }
 

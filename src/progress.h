@@ -43,9 +43,12 @@ static inline void ff_progress_add(atomic_uint_fast64_t *c, uint64_t k) {
                           memory_order_relaxed);
 }
 
-/* Erases the line (tty) so that other output can be written; the display
- * draws it again at its next tick. Any thread. */
-void ff_progress_clear(ff_progress *p);
+/* Erases the line (tty) and keeps the display from drawing until
+ * ff_progress_release, so that other output can be written (the display
+ * draws the line again at its next tick after). Any thread; hold and
+ * release in the same thread, never twice. */
+void ff_progress_hold(ff_progress *p);
+void ff_progress_release(ff_progress *p);
 
 /* Stops the display: the thread ends, the line is erased, p is freed.
  * NULL is fine. */

@@ -289,10 +289,21 @@ local function save_record(self, lr)
     for i = 1, #runs - keep do st:_del_run(self.workflow_name, runs[i]) end
     st:flush()
   end)
-  if not ok then
+  -- After a failed run (a head gone, a storage's worker lost) the run's own
+  -- error says what matters.
+  if not ok and lr.ok then
     io.stderr:write(("fflua: workflow '%s': the run's record was not saved: %s\n")
       :format(core.escape(self.workflow_name), tostring(err)))
   end
+end
+
+--- wf.last_run of a run that has not got to its nodes yet: ok = false,
+-- every count 0, no per-node record. A run that fails before the engine
+-- starts it (a bad option, a cluster it cannot reach) leaves this; once
+-- the engine ran it, _report replaces it.
+function Base:_begin_report(backend)
+  self.last_run = { workflow = self.workflow_name, backend = backend, ok = false, computed = 0,
+                    loaded = 0, skipped = 0, failed = 0, retried = 0, damaged = 0, failures = {} }
 end
 
 --- Makes wf.last_run from what the engine put in opts after a run (also a
@@ -364,9 +375,9 @@ function M.new(cls, what, ...)
   end
   local progress = opts.progress
   if progress ~= nil and type(progress) ~= "boolean"
-     and not (type(progress) == "number" and progress > 0 and progress <= 86400) then
+     and not (type(progress) == "number" and progress >= 0.1 and progress <= 86400) then
     error(what .. ": option 'progress' must be a boolean or a number of seconds between lines " ..
-          "(more than 0, at most 86400)", 3)
+          "(from 0.1 to 86400)", 3)
   end
   local only_needed = opts.only_needed
   if only_needed ~= nil and type(only_needed) ~= "boolean" then

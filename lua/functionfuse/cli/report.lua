@@ -182,9 +182,9 @@ local function check_record(r)
   if type(failures) ~= "table" then bad("'failures' is %s, not a table", type(failures)) end
   for i = 1, #failures do
     local f = failures[i]
-    if type(f) ~= "table" or type(f.node) ~= "string" or type(f.error) ~= "string"
+    if type(f) ~= "table" or (f.node ~= nil and type(f.node) ~= "string") or type(f.error) ~= "string"
        or (f.traceback ~= nil and type(f.traceback) ~= "string") then
-      bad("'failures[%d]' is not a table with strings 'node', 'error' and maybe 'traceback'", i)
+      bad("'failures[%d]' is not a table with a string 'error' and maybe strings 'node' and 'traceback'", i)
     end
   end
   return n
@@ -702,8 +702,11 @@ local function failures(record)
   end
   for k = 1, math.min(#fs, L.failures) do
     local f = fs[k]
-    out[#out + 1] = ('<div class="failure"><b>node <span class="name">%s</span></b>'
-                     .. '<pre class="error">%s</pre>'):format(name_html(f.node), lines_html(f.error, L.error))
+    -- A failure that is no node's (a result that could not be stored, a
+    -- leaf that could not be read) has no node.
+    local head = f.node and ('node <span class="name">%s</span>'):format(name_html(f.node)) or "the run"
+    out[#out + 1] = ('<div class="failure"><b>%s</b><pre class="error">%s</pre>')
+      :format(head, lines_html(f.error, L.error))
     if f.traceback and f.traceback ~= "" then
       out[#out + 1] = ('<details><summary>traceback</summary><pre class="traceback">%s</pre></details>')
         :format(lines_html(f.traceback, L.traceback))

@@ -320,6 +320,7 @@ end
 -- a failed node fails only the nodes that depend on it; the others run,
 -- then run() raises one error listing every failure.
 function ClusterWorkflow:run(opts)
+  self:_begin_report("cluster")
   opts = opts or {}
   if type(opts) ~= "table" then
     error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(opts)), 2)

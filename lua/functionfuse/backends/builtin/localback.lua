@@ -21,6 +21,7 @@ LocalWorkflow.__name = "functionfuse.LocalWorkflow"
 -- { keep_going = true }: a node that fails fails only the nodes that
 -- depend on it; the others run, then one error lists every failure.
 function LocalWorkflow:run(ropts)
+  self:_begin_report("local")
   if ropts ~= nil then
     if type(ropts) ~= "table" then
       error(("bad argument #1 to 'run' (table expected, got %s)"):format(type(ropts)), 2)
