@@ -31,7 +31,8 @@ jobs=${FFLUA_JOBS:-$(nproc 2>/dev/null || echo 2)}
 packages="gcc libc6-dev make cmake pkg-config ca-certificates
 liblua5.4-dev lua5.4 libuv1-dev liblmdb-dev libpcre2-dev libedit-dev
 libxxhash-dev libsodium-dev lua-busted lua-check lua-cjson clang libclang-rt-14-dev
-clang-format graphviz chromium luarocks groff-base"
+clang-format graphviz chromium luarocks groff-base
+slurmctld slurmd slurm-client munge"
 
 # What only the benchmarks need (bench/cluster_dask.py).
 bench_packages="python3-distributed"
