@@ -250,4 +250,28 @@ describe("the slurm launcher", function()
                    "squeue %-j " .. job .. ": " .. job .. "_%[1%-2%] PENDING BeginTime", seen)
     assert.is_true(wait_gone(job, 5) < 5)
   end)
+
+  it("runs docs/slurm.md's batch script: a head, srun workers and the driver in one allocation",
+     function()
+    local cwd = H.tmpdir()
+    local doc = H.read(H.source .. "/docs/slurm.md")
+    local script = doc:match("## A batch script.-```sh\n(.-)```")
+    local drv = doc:match("with a `driver.lua`.-```lua\n(.-)```")
+    assert.is_truthy(script and drv)
+    H.write(cwd .. "/batch.sh", script)
+    H.write(cwd .. "/driver.lua", 'local ff = require "functionfuse"\n' ..
+      'local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow\n' ..
+      'local sum = ff.workflow(function(a, b) return a + b end)\n' ..
+      'local a_plus_two_b = sum(sum(1, 1):set_name("node1"), 1):set_name("node2")\n' .. drv)
+    local r = H.run({ "sbatch", "--parsable", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2",
+                      "--cpus-per-task=1", "--time=5", "--output=" .. cwd .. "/out.log", "batch.sh" },
+                    { cwd = cwd, env = { SLURM_CONF = conf, FFLUA_BIN = H.bin } })
+    assert.are.equal(0, r.code, r.stderr)
+    local job = r.stdout:match("^(%d+)")
+    wait_gone(job, 40)
+    assert.are.same({ job .. "_?=COMPLETED" }, final_states(job))
+    assert.are.equal("3\n", H.read(cwd .. "/out.log"))
+    -- The script's trap removed its directory, token included.
+    assert.are.equal("", H.run({ "sh", "-c", "ls -a | grep fflua- || true" }, { cwd = cwd }).stdout)
+  end)
 end)
