@@ -32,7 +32,7 @@ packages="gcc libc6-dev make cmake pkg-config ca-certificates
 liblua5.4-dev lua5.4 libuv1-dev liblmdb-dev libpcre2-dev libedit-dev
 libxxhash-dev libsodium-dev lua-busted lua-check lua-cjson clang libclang-rt-14-dev
 clang-format graphviz chromium luarocks groff-base systemd python3-jsonschema
-python3-yaml"
+python3-yaml slurmctld slurmd slurm-client munge"
 
 # What only the benchmarks need (bench/cluster_dask.py).
 bench_packages="python3-distributed"

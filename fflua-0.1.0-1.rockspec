@@ -86,6 +86,7 @@ build = {
     ["functionfuse.backends.builtin.graphback"] = "lua/functionfuse/backends/builtin/graphback.lua",
     ["functionfuse.backends.builtin.localback"] = "lua/functionfuse/backends/builtin/localback.lua",
     ["functionfuse.backends.plugins"] = "lua/functionfuse/backends/plugins/init.lua",
+    ["functionfuse.launch.slurm"] = "lua/functionfuse/launch/slurm.lua",
     ["functionfuse.cli.graph"] = "lua/functionfuse/cli/graph.lua",
     ["functionfuse.cli.report"] = "lua/functionfuse/cli/report.lua",
     ["functionfuse.cli.status"] = "lua/functionfuse/cli/status.lua",

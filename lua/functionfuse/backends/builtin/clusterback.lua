@@ -9,8 +9,9 @@
 -- Options: cluster_init_args (alias ray_init_args) = { address = "HOST:PORT",
 -- token_file = F, token = T, ignore_reinit_error = bool, num_workers = N,
 -- num_cpus = N, num_gpus = N, resources = { name = amount },
--- runtime_env = { working_dir = DIR }, heartbeat_timeout_s = S }. Unknown
--- keys are errors.
+-- runtime_env = { working_dir = DIR }, heartbeat_timeout_s = S }, or with
+-- launcher = "slurm" the keys of functionfuse.launch.slurm (workers as
+-- Slurm jobs). Unknown keys are errors.
 --
 -- runtime_env.working_dir: the directory is packed (core.workdir_pack:
 -- .git, build folders and the workflow's storage left out), sent to the
@@ -29,8 +30,11 @@ ClusterWorkflow.__name = "functionfuse.ClusterWorkflow"
 ClusterWorkflow._options = { "workflow_name", "only_needed", "cluster_init_args", "ray_init_args",
                              "cache", "quiet", "verbose", "progress" }
 local INIT_ARGS = { "address", "token_file", "token", "ignore_reinit_error", "num_workers",
-                    "num_cpus", "num_gpus", "resources", "runtime_env", "heartbeat_timeout_s" }
+                    "num_cpus", "num_gpus", "resources", "runtime_env", "heartbeat_timeout_s",
+                    "launcher" }
 local RUNTIME_ENV = { "working_dir" }
+-- cluster_init_args.launcher: the module that starts such a cluster.
+local LAUNCHERS = { slurm = "functionfuse.launch.slurm" }
 -- The working directories a connection keeps on the head, at most; the
 -- least recently used one beyond is forgotten there.
 local WORKDIRS_KEPT = 4
@@ -210,6 +214,11 @@ function M.client(a, level)
   if type(a) ~= "table" then
     error("ClusterWorkflow: cluster_init_args must be a table", level)
   end
+  if a.launcher ~= nil then
+    local mod = LAUNCHERS[a.launcher]
+    if mod == nil then error("ClusterWorkflow: unknown launcher " .. tostring(a.launcher), level) end
+    return require(mod).start(a, fflua_exe(), level).client
+  end
   if a.address == nil then return start_local(a).client end
   local c = state.conns[a.address]
   if c ~= nil and not c:usable() then -- a failed run broke it: a new connection
@@ -234,6 +243,7 @@ end
 
 function ClusterWorkflow:_cluster_info()
   local a = self.options.cluster_init_args or self.options.ray_init_args or {}
+  if a.launcher ~= nil then return require(LAUNCHERS[a.launcher]).info() end
   if a.address == nil then
     local lc = state.local_cluster
     return lc and { address = lc.address, token_file = lc.token_file, ["local"] = true,
@@ -443,7 +453,21 @@ M.ClusterWorkflow = function(...)
   if a ~= nil and type(a) ~= "table" then
     error(("ClusterWorkflow: %s must be a table"):format(name), 2)
   end
-  if a ~= nil then util.check_keys(a, INIT_ARGS, "ClusterWorkflow: " .. name, "key", 2) end
+  local launcher = a and a.launcher
+  if launcher ~= nil then
+    local names = {}
+    for k in pairs(LAUNCHERS) do names[#names + 1] = k end
+    table.sort(names)
+    if LAUNCHERS[launcher] == nil then
+      local near = type(launcher) == "string" and util.nearest(launcher, names)
+      error(("ClusterWorkflow: %s.launcher: unknown launcher %s (%s)"):format(name,
+            type(launcher) == "string" and "'" .. core.escape(launcher) .. "'" or tostring(launcher),
+            near and "did you mean '" .. near .. "'?" or "known: " .. table.concat(names, ", ")), 2)
+    end
+    require(LAUNCHERS[launcher]).check(a, "ClusterWorkflow: " .. name, 2)
+  elseif a ~= nil then
+    util.check_keys(a, INIT_ARGS, "ClusterWorkflow: " .. name, "key", 2)
+  end
   local hb = a and a.heartbeat_timeout_s
   if hb ~= nil and (type(hb) ~= "number" or not (hb >= 0.1 and hb <= 3600)) then
     error(("ClusterWorkflow: %s.heartbeat_timeout_s must be a number of seconds from 0.1 to " ..
