@@ -50,4 +50,22 @@ describe("examples", function()
     assert.matches("^about to collect\na=%d+ b=%d+ c=%d+\nseeds: 101 102 103\n$", out)
     assert.are.equal(out, example("plugins"))
   end)
+  it("wordcount/ counts words of its files with the stdlib, locally and on a cluster, cached", function()
+    local d = H.tmpdir()
+    local top = "of     7\nthe    6\na      5\nit     5\nwas    4\n"
+    local head = "3 files: moby.txt pride.txt tale.txt\n"
+    local out, err = example("wordcount/wordcount", "--out", d .. "/out", "--store", d .. "/st")
+    assert.are.equal(head .. top .. "computed 15, loaded 0\n", out)
+    assert.matches("wordcount: node 'count_1' starts", err, 1, true)
+    assert.are.equal('{"n":7,"word":"of"}\n{"n":6,"word":"the"}\n{"n":5,"word":"a"}\n' ..
+                     '{"n":5,"word":"it"}\n{"n":4,"word":"was"}\n', H.read(d .. "/out/top.jsonl"))
+    assert.are.equal("word,n\r\nof,7\r\nthe,6\r\na,5\r\nit,5\r\nwas,4\r\n", H.read(d .. "/out/top.csv"))
+    -- Cached: only the two writers (which always run) are computed, on the cluster too.
+    assert.are.equal(head .. top .. "computed 2, loaded 13\n",
+                     (example("wordcount/wordcount", "--cluster", "--out", d .. "/out", "--store", d .. "/st")))
+    os.remove(d .. "/out/top.csv")
+    assert.are.equal(head .. top .. "computed 15, loaded 0\n",
+                     (example("wordcount/wordcount", "--cluster", "--out", d .. "/out2")))
+    assert.truthy(H.read(d .. "/out2/top.csv"))
+  end)
 end)

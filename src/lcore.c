@@ -7,7 +7,8 @@
  * and its LeafSet (lgraph.c), queries (lquery.c), the executors that run a
  * LeafSet (lrun.h: the local executor in llocal.c, the cluster driver in
  * ldriver.c), the store (lstore.c), the codec (lcodec.c), the cluster
- * client (lclient.c) and the process helpers (lproc.c). Each userdata type
+ * client (lclient.c), the process helpers (lproc.c), and the stdlib's
+ * commands (lcmd.c) and file helpers (lfs.c). Each userdata type
  * registers its metatable through ffl_new_type (lutil.h).
  *
  * The same object code is linked into the fflua program and libfflua (where
@@ -22,7 +23,9 @@
 #include "exec.h"
 #include "fflua.h"
 #include "lclient.h"
+#include "lcmd.h"
 #include "lcodec.h"
+#include "lfs.h"
 #include "lgraph.h"
 #include "lproc.h"
 #include "lquery.h"
@@ -80,6 +83,7 @@ int luaopen_functionfuse_core(lua_State *L) {
     ffl_store_open(L);
     ffl_client_open(L);
     ffl_record_open(L);
+    ffl_cmd_open(L);
     /* A LeafSet's methods beyond its own (set_slot, get_slot, leaves). */
     ffl_leaves_add_methods(L, ffl_query_methods);  /* nodes */
     ffl_leaves_add_methods(L, ffl_local_methods);  /* run_local */
@@ -93,6 +97,9 @@ int luaopen_functionfuse_core(lua_State *L) {
     luaL_setfuncs(L, ffl_proc_funcs, 0);
     luaL_setfuncs(L, ffl_workdir_funcs, 0);
     luaL_setfuncs(L, ffl_record_funcs, 0);
+    luaL_setfuncs(L, ffl_run_funcs, 0);
+    luaL_setfuncs(L, ffl_cmd_funcs, 0);
+    luaL_setfuncs(L, ffl_fs_funcs, 0);
     lua_pushstring(L, fflua_version());
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, FFLUA_VERSION_NUM);

@@ -340,6 +340,23 @@ static void push_plugin_copy(lua_State *L, struct ffl_run *r, int idx, int memo,
         lua_setmetatable(L, copy);
 }
 
+/* The registry key of the name of the node whose plugin the plugin pass
+ * is calling (unset between calls). */
+#define PLUGIN_NODE_KEY "functionfuse.plugin_node"
+
+/* core.plugin_node() -> the name of the node whose plugin's
+ * local_initialize or remote_initialize is running, or nil: a plugin
+ * learns which node it serves. Stack effect: +1. */
+static int ffl_run_plugin_node(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, PLUGIN_NODE_KEY);
+    return 1;
+}
+
+const luaL_Reg ffl_run_funcs[] = {
+    {"plugin_node", ffl_run_plugin_node},
+    {NULL, NULL},
+};
+
 void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
     ff_plan *p = r->plan;
     ff_graph *g = r->ctx->graph;
@@ -364,11 +381,15 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
         lua_remove(L, -2); /* [.., msgh, plugin] */
         static const char *const steps[] = {"local_initialize", "remote_initialize"};
         r->plugin = pos;
+        ffl_push_name(L, r->ctx, p->order[pos]); /* core.plugin_node() answers it */
+        lua_setfield(L, LUA_REGISTRYINDEX, PLUGIN_NODE_KEY);
         for (int s = 0; s < 2; s++) {
             lua_getfield(L, -1, steps[s]);
             lua_pushvalue(L, -2);
             if (lua_pcall(L, 1, s, msgh) != LUA_OK) {
                 r->plugin = UINT32_MAX;
+                lua_pushnil(L);
+                lua_setfield(L, LUA_REGISTRYINDEX, PLUGIN_NODE_KEY);
                 ffl_push_short_name(L, r->ctx, p->order[pos]);
                 lua_pushfstring(L, "plugin of node '%s': %s failed: %s", lua_tostring(L, -1),
                                 steps[s], lua_tostring(L, -2));
@@ -376,6 +397,8 @@ void ffl_run_plugins(lua_State *L, struct ffl_run *r) {
             }
         }
         r->plugin = UINT32_MAX;
+        lua_pushnil(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, PLUGIN_NODE_KEY);
         if (!lua_isnil(L, -1) && !ffl_is_callable(L, -1)) {
             ffl_push_short_name(L, r->ctx, p->order[pos]);
             luaL_error(L, "plugin of node '%s': remote_initialize returned a %s, not a function",

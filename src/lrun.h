@@ -225,6 +225,7 @@ int ffl_cache_end(lua_State *L, struct ffl_cache *c, int status);
 /* --- LeafSet methods, registered by luaopen_functionfuse_core ------------- */
 
 extern const luaL_Reg ffl_local_methods[];  /* llocal.c: run_local */
+extern const luaL_Reg ffl_run_funcs[];      /* lrun.c: core.plugin_node */
 extern const luaL_Reg ffl_driver_methods[]; /* ldriver.c: run_cluster */
 
 #endif
