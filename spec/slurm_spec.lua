@@ -55,18 +55,74 @@ local function final_states(job)
   return t
 end
 
---- Starts a driver script with the private Slurm's SLURM_CONF, on a pty.
-local function driver(text, cwd)
+--- Starts a driver script with the private Slurm's SLURM_CONF, on a pty;
+-- env: more variables.
+local function driver(text, cwd, env)
   local path = H.write(cwd .. "/driver.lua", text)
-  local p = H.fftest.pty { argv = { H.bin, path }, cwd = cwd,
-                           env = { TERM = "dumb", SLURM_CONF = conf, FFLUA_BIN = H.bin } }
+  local e = { TERM = "dumb", SLURM_CONF = conf, FFLUA_BIN = H.bin }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local p = H.fftest.pty { argv = { H.bin, path }, cwd = cwd, env = e }
   drivers[#drivers + 1] = p
   return p
 end
 
+--- A directory with an `sbatch` for PATH, as a site's wrapper might be:
+-- it runs `pre` (sh code; $W is the directory), then the real sbatch on a
+-- copy of the batch script, and keeps what that printed on stdout in
+-- $W/out. Returns the directory (as the PATH to give a driver).
+local function sbatch_wrapper(pre)
+  local w = H.tmpdir()
+  local real = H.run({ "sh", "-c", "command -v sbatch" }).stdout:match("[^\n]+")
+  H.write(w .. "/sbatch", ([[#!/bin/bash
+W=%s
+cp "${!#}" "$W/job.sh"
+%s
+out=$(%s "${@:1:$#-1}" "$W/job.sh"); rc=$?
+printf '%%s\n' "$out" >"$W/out"
+printf '%%s\n' "$out"
+exit $rc
+]]):format(w, pre, real))
+  assert(H.run({ "chmod", "+x", w .. "/sbatch" }).code == 0)
+  return w, w .. ":" .. os.getenv("PATH")
+end
+
+--- Waits up to `seconds` for a file; returns whether it came.
+local function wait_file(path, seconds)
+  local t0 = core.monotime()
+  repeat
+    if H.read(path) then return true end
+    core.sleep(0.02)
+  until core.monotime() - t0 > seconds
+  return false
+end
+
+--- The first job of the private Slurm that squeue shows pending with
+-- reason BeginTime under a launcher's name (waits up to 10 s).
+local function pending_job()
+  for _ = 1, 200 do
+    for _, l in ipairs(squeue()) do
+      local job = l:find(" PENDING BeginTime fflua-", 1, true) and l:match("^(%d+)")
+      if job then return job end
+    end
+    core.sleep(0.05)
+  end
+  error("no pending job appeared in squeue", 2)
+end
+
+--- The processes whose command line has `s` (a plain string; given to
+-- grep in its environment, so that neither it nor sh is one of them).
+local function processes_with(s)
+  local r = H.run({ "sh", "-c", "printenv S | grep -alF -f - /proc/[0-9]*/cmdline 2>/dev/null; true" },
+                  { env = { S = s } })
+  local t = {}
+  for pid in r.stdout:gmatch("/proc/(%d+)/cmdline") do t[#t + 1] = tonumber(pid) end
+  return t
+end
+
 --- The seed pipeline (docs/functionfuse.md: two sums), on the Slurm
--- launcher with the given extra init args, then `after` (Lua code).
-local function pipeline(extra, after)
+-- launcher with the given extra init args, then `after` (Lua code); on
+-- an error it prints it, runs `on_error` (Lua code) and exits 3.
+local function pipeline(extra, after, on_error)
   return ([[
 local ff = require "functionfuse"
 local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
@@ -79,7 +135,7 @@ local args = { launcher = "slurm", workers = 2, cpus_per_worker = 1, time = "5",
 for k, v in pairs(%s) do args[k] = v end
 local wf = ClusterWorkflow(a_plus_two_b, { workflow_name = "sums", cluster_init_args = args })
 local ok, r = pcall(wf.run, wf)
-if not ok then print("ERROR " .. tostring(r)); io.stdout:flush(); os.exit(3) end
+if not ok then print("ERROR " .. tostring(r)); io.stdout:flush(); %s; os.exit(3) end
 local info = wf:cluster_info()
 print("RESULT " .. r)
 print("JOB " .. info.job_id .. " " .. table.concat(info.job_ids, ",") .. " " .. info.launcher)
@@ -89,7 +145,7 @@ end
 print("READY")
 io.stdout:flush()
 %s
-]]):format(extra or "{}", after or "")
+]]):format(extra or "{}", on_error or "", after or "")
 end
 
 describe("the slurm launcher", function()
@@ -151,13 +207,25 @@ describe("the slurm launcher", function()
                    err { launcher = "slurm", sbatch_args = { "--qos", 1 } })
     assert.matches("cluster_init_args.time must be a number of minutes or a Slurm time limit",
                    err { launcher = "slurm", time = "an hour" })
+    -- sbatch's --output patterns cannot have a backslash in the path.
+    assert.matches("cluster_init_args.shared_dir must be a path without a backslash %(sbatch's " ..
+                   "%-%-output would not take it%), got '/tmp/a\\b'",
+                   err { launcher = "slurm", shared_dir = "/tmp/a\\b" })
     -- Without a launcher, the Slurm keys are unknown.
     assert.matches("unknown key 'workers' %(known: address, .*, launcher%)", err { workers = 2 })
   end)
 
   it("runs the seed pipeline on workers that are Slurm jobs, and cancels them at exit", function()
     local cwd = H.tmpdir()
-    local p = driver(pipeline(nil, "io.read('l')"), cwd)
+    -- A shared_dir with a % (which sbatch's --output must not expand),
+    -- and an sbatch that says more than the job id, on stderr and stdout
+    -- (as a site's job_submit plugin does).
+    local shared = cwd .. "/100%j"
+    assert(H.run({ "mkdir", shared }).code == 0)
+    local _, path = sbatch_wrapper("echo 'sbatch: job_submit: partition debug chosen' >&2\n" ..
+                                   "echo 'note: the queue is quiet'")
+    local p = driver(pipeline(("{ shared_dir = %q }"):format(shared), "io.read('l')"), cwd,
+                     { PATH = path })
     local seen = H.expect(p, "READY", 40)
     assert.matches("RESULT 3", seen)
     local job, ids, launcher = seen:match("JOB (%d+) (%S+) (%S+)")
@@ -179,10 +247,13 @@ describe("the slurm launcher", function()
       assert.matches("%zSLURM_ARRAY_JOB_ID=" .. job .. "%z", "\0" .. env)
       assert.matches("fflua\0worker\0", H.read("/proc/" .. pid .. "/cmdline") or "")
     end
-    -- Its private directory (token, batch script, logs) is in the driver's
-    -- current directory while the cluster runs, the token file mode 600.
-    local dirs = H.run({ "sh", "-c", "ls -d .fflua-slurm-*; stat -c %a .fflua-slurm-*/token" }, { cwd = cwd })
-    assert.matches("^%.fflua%-slurm%-%w+\n600\n$", dirs.stdout)
+    -- Its private directory (token, batch script, logs) is in shared_dir
+    -- while the cluster runs, the token file mode 600, the workers' logs
+    -- in it.
+    local dirs = H.run({ "sh", "-c", "ls -d .fflua-slurm-*; stat -c %a .fflua-slurm-*/token; " ..
+                         "cd .fflua-slurm-* && ls worker-*.log" }, { cwd = shared })
+    assert.matches("^%.fflua%-slurm%-%w+\n600\nworker%-" .. job .. "_1%.log\nworker%-" .. job ..
+                   "_2%.log\n$", dirs.stdout)
     p:send("go\n")
     assert.are.equal(0, (p:wait(20)))
     -- Once the driver has exited, the jobs leave squeue at once; scontrol
@@ -195,7 +266,7 @@ describe("the slurm launcher", function()
       local st = s:match("^" .. job .. "_" .. i .. "=(%u+)$")
       assert.is_truthy(st == "CANCELLED" or st == "COMPLETED", s)
     end
-    assert.are.equal("", H.run({ "sh", "-c", "ls -a | grep fflua-slurm || true" }, { cwd = cwd }).stdout)
+    assert.are.equal("", H.run({ "sh", "-c", "ls -a | grep fflua-slurm || true" }, { cwd = shared }).stdout)
   end)
 
   it("cancels running workers when the driver is killed with kill -9", function()
@@ -216,15 +287,7 @@ describe("the slurm launcher", function()
     -- --begin keeps them pending: no worker can leave by itself, only
     -- scancel (the guard's) takes them out of the queue.
     local p = driver(pipeline('{ sbatch_args = { "--begin=now+1hour" } }'), cwd)
-    local job
-    for _ = 1, 200 do
-      for _, l in ipairs(squeue()) do
-        if l:find(" PENDING BeginTime fflua-", 1, true) then job = l:match("^(%d+)") end
-      end
-      if job then break end
-      core.sleep(0.05)
-    end
-    assert.is_truthy(job, "no pending job appeared in squeue")
+    local job = pending_job()
     p:kill(H.signals.SIGKILL)
     p:wait(10)
     assert.is_true(wait_gone(job, 5) < 5)
@@ -233,6 +296,55 @@ describe("the slurm launcher", function()
     local states = final_states(job)
     assert.is_true(#states >= 1)
     for _, s in ipairs(states) do assert.matches("^" .. job .. "_%S+=CANCELLED$", s) end
+  end)
+
+  it("cancels the array when the driver is killed while sbatch is submitting it", function()
+    local cwd = H.tmpdir()
+    -- An sbatch that takes 1 s before it submits: the driver dies
+    -- before the job exists; it is registered afterwards. (It ignores
+    -- SIGHUP: the driver here leads its terminal's session, whose end
+    -- hangs up the foreground group; one started from a shell does not.)
+    local w, path = sbatch_wrapper('trap "" HUP; touch "$W/started"; sleep 1')
+    local p = driver(pipeline('{ sbatch_args = { "--begin=now+1hour" } }'), cwd, { PATH = path })
+    assert.is_true(wait_file(w .. "/started", 20), "sbatch did not start")
+    core.sleep(0.2)
+    p:kill(H.signals.SIGKILL)
+    p:wait(10)
+    -- The real sbatch submitted the array all the same; it is cancelled.
+    assert.is_true(wait_file(w .. "/out", 10), "sbatch did not return")
+    local job = H.read(w .. "/out"):match("^(%d+)")
+    assert.is_truthy(job, H.read(w .. "/out"))
+    assert.is_true(wait_gone(job, 5) < 5)
+    local states = final_states(job)
+    for _, s in ipairs(states) do assert.matches("^" .. job .. "_%S+=CANCELLED$", s) end
+    -- No guard is left, and it removed the private directory.
+    local name = slurm({ "scontrol", "-o", "show", "job", job }):match("JobName=(%S+)")
+    assert.is_truthy(name)
+    local t0 = core.monotime()
+    while #processes_with(name) > 0 and core.monotime() - t0 < 5 do core.sleep(0.05) end
+    assert.are.same({}, processes_with(name))
+    assert.are.equal("", H.run({ "sh", "-c", "ls -a | grep fflua-slurm || true" }, { cwd = cwd }).stdout)
+  end)
+
+  it("fails at once when the head dies while the workers join, and cancels them", function()
+    local cwd = H.tmpdir()
+    -- After the error the driver lives on (reading its terminal): the jobs
+    -- must go then, not when it exits.
+    local p = driver(pipeline('{ sbatch_args = { "--begin=now+1hour" } }', nil, "io.read('l')"), cwd)
+    local job = pending_job()
+    local name = slurm({ "scontrol", "-o", "show", "job", job }):match("JobName=(%S+)")
+    local heads = processes_with("/.fflua-slurm-" .. name:match("fflua%-(%w+)") .. "/ready")
+    assert.are.equal(1, #heads)
+    core.kill(heads[1], H.signals.SIGKILL)
+    local seen = H.expect(p, "ERROR", 20)
+    local _, rest = p:expect("\0never", 0.3)
+    seen = seen .. (rest or "")
+    assert.matches("ERROR [^\n]*ClusterWorkflow: launcher 'slurm': waiting for the workers %(job " ..
+                   job .. "%) to join: [^\n]*head at 127%.0%.0%.1:%d+", seen)
+    assert.is_true(wait_gone(job, 5) < 5)
+    assert.are.equal("", H.run({ "sh", "-c", "ls -a | grep fflua-slurm || true" }, { cwd = cwd }).stdout)
+    p:send("\n")
+    assert.are.equal(3, (p:wait(20)))
   end)
 
   it("fails when the workers do not join in time, saying what squeue shows, and cancels them",

@@ -8,9 +8,10 @@
 -- of a private directory under shared_dir, which the compute nodes must
 -- see (a shared file system). The jobs are cancelled when the cluster
 -- stops and when the driver dies in any way: a guard process, started
--- before sbatch and tied to the driver like the head, runs `scancel
--- --name` on the array's unique job name when it is told to stop or when
--- the driver is gone, and removes the private directory (docs/slurm.md).
+-- first and tied to the driver like the head, runs sbatch itself and
+-- `scancel --name` on the array's unique job name when it is told to stop
+-- or when the driver is gone (after sbatch returned, if it was running),
+-- and removes the private directory (docs/slurm.md).
 local core = require "functionfuse.core"
 local util = require "functionfuse._util"
 
@@ -77,6 +78,9 @@ function M.check(a, what, level)
       bad(k, "a non-empty string")
     end
   end
+  if a.shared_dir and a.shared_dir:find("\\", 1, true) then
+    bad("shared_dir", "a path without a backslash (sbatch's --output would not take it)")
+  end
   local t = a.time
   if t ~= nil and not ((math.type(t) == "integer" and t > 0)
                        or (type(t) == "string" and t:match("^[%d:%-]+$"))) then
@@ -134,57 +138,79 @@ local function log_tail(dir)
   return out ~= "" and out or nil
 end
 
---- Starts the head here and the workers through sbatch, waits for them
--- to join; returns the cluster { address, token_file, client, job_id,
--- job_name, workers, dir }. exe: the fflua program (the workers run the
--- same path, so it must be there on the compute nodes too).
-function M.start(a, exe, level)
-  level = level + 1
-  if running then
-    if running.settings == settings(a) or a.ignore_reinit_error then
-      if not running.client:usable() then
-        running.client:close()
-        running.client = core.cluster_connect(running.address, { token_file = running.token_file })
-      end
-      return running
-    end
-    error("ClusterWorkflow: a Slurm cluster is already running in this process with other " ..
-          "settings; pass ignore_reinit_error = true to use it", level)
+-- The guard, a /bin/sh script: $1 the job name, $2 the driver's pid, $3
+-- the cluster's directory. It runs sbatch itself, once the driver has
+-- written DIR/submit (a line for sh): its stdout to DIR/sbatch.out, its
+-- stderr to DIR/sbatch.err, then its exit code to DIR/sbatch.rc. As
+-- sbatch is its foreground command, a SIGTERM that comes while sbatch
+-- runs (the driver died: PR_SET_PDEATHSIG) is handled once sbatch has
+-- returned (POSIX sh defers traps until then), so the scancel comes after
+-- the job was registered; an sbatch that printed no job id (it failed, or
+-- was killed) may still have registered one, so then the guard cancels
+-- again until squeue shows none of that name twice in a row (5 s at
+-- most).
+local GUARD_SH = [=[
+n=$1 p=$2 d=$3 u=$(id -u) s= t=0.05
+cancel() {
+  scancel --user="$u" --name="$n" >/dev/null 2>&1
+  [ -n "$s" ] && ! grep -q '^ *[0-9]' "$d/sbatch.out" 2>/dev/null || return 0
+  i=0 g=0
+  while [ $i -lt 25 ] && [ $g -lt 2 ]; do
+    sleep 0.2
+    if j=$(squeue -h --user="$u" --name="$n" -o %i 2>/dev/null) && [ -z "$j" ]; then
+      g=$((g + 1))
+    else
+      g=0; scancel --user="$u" --name="$n" >/dev/null 2>&1
+    fi
+    i=$((i + 1))
+  done
+}
+stop() { trap '' TERM INT HUP; cancel; rm -rf "$d"; exit 0; }
+trap stop TERM INT HUP
+while kill -0 "$p" 2>/dev/null; do
+  if [ -z "$s" ] && [ -e "$d/submit" ]; then
+    s=1 t=0.5
+    sh "$d/submit" >"$d/sbatch.out" 2>"$d/sbatch.err"
+    echo $? >"$d/sbatch.rc.new" && mv "$d/sbatch.rc.new" "$d/sbatch.rc"
+  fi
+  sleep $t & wait $!
+done
+stop
+]=]
+
+--- Whether process pid (a child) has ended (and is reaped).
+local function ended(pid)
+  return select("#", core.wait(pid, true)) > 0
+end
+
+--- A whole file's text, trailing white space removed ("" when missing).
+local function slurp(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a") or ""
+  f:close()
+  return (s:gsub("%s+$", ""))
+end
+
+--- The job id in sbatch --parsable's stdout: its last line that is one
+-- ("ID" or "ID;CLUSTER"); a job_submit plugin's messages go before it.
+local function parsable_id(out)
+  local id
+  for l in out:gmatch("[^\n]+") do
+    id = l:match("^%s*(%d+)%s*$") or l:match("^%s*(%d+);%S+%s*$") or id
   end
-  local workers, cpus = a.workers or 1, a.cpus_per_worker or 1
+  return id
+end
+
+--- The part of start that the guard covers: the head, sbatch (through
+-- the guard), the wait for the workers. Errors of ours are { slurm =
+-- message }; cl.doing says what was under way, for any other.
+local function launch(cl, a, exe)
+  local function fail(msg) error({ slurm = msg }, 0) end
+  local workers, cpus = cl.workers, a.cpus_per_worker or 1
   local host = a.host or "127.0.0.1"
-  local shared = a.shared_dir or assert(core.cwd())
-  local _, has_sbatch = sh("command -v sbatch")
-  if not has_sbatch then
-    error("ClusterWorkflow: launcher 'slurm': sbatch was not found on PATH (install Slurm's " ..
-          "client commands, Debian's slurm-client)", level)
-  end
-  local tag = core.token_new():gsub("[^%w]", ""):sub(1, 10):lower()
-  local name = "fflua-" .. tag
-  local dir = shared .. "/.fflua-slurm-" .. tag
-  local out, ok = sh("mkdir -m 700 " .. q(dir))
-  if not ok then
-    error(("ClusterWorkflow: launcher 'slurm': cannot make the cluster's directory in " ..
-           "shared_dir '%s': %s"):format(shared, out), level)
-  end
-  local cl = { settings = settings(a), dir = dir, job_name = name, workers = workers,
-               token_file = dir .. "/token" }
-  cl.gc = setmetatable({ cl = cl }, Guard)
-  -- The guard first, so that no job can outlive the driver: it cancels
-  -- the jobs of this name and removes the directory when it gets SIGTERM
-  -- (the cluster stops, or the driver died: PR_SET_PDEATHSIG) or sees
-  -- the driver's pid gone.
-  local guard_sh = 'n=$1 p=$2 d=$3\n' ..
-    'stop() { scancel --user="$(id -u)" --name="$n" >/dev/null 2>&1; rm -rf "$d"; exit 0; }\n' ..
-    'trap stop TERM INT HUP\n' ..
-    'while kill -0 "$p" 2>/dev/null; do sleep 0.5 & wait $!; done\n' ..
-    'stop\n'
-  cl.guard = core.spawn({ "/bin/sh", "-c", guard_sh, "fflua-slurm-guard", name,
-                          tostring(core.getpid()), dir }, {}, { die_with_parent = true })
-  local function fail(msg)
-    stop(cl)
-    error("ClusterWorkflow: launcher 'slurm': " .. msg, level + 1)
-  end
+  local dir = cl.dir
+  cl.doing = "starting the head"
   local token = core.token_new()
   local f = io.open(cl.token_file, "w")
   if not (f and f:write(token, "\n") and f:close()) or not select(2, sh("chmod 600 " .. q(cl.token_file))) then
@@ -202,7 +228,7 @@ function M.start(a, exe, level)
   for _ = 1, 400 do
     local r = io.open(ready, "r")
     if r then cl.address = r:read("l"); r:close(); break end
-    if core.wait(cl.head, true) ~= nil then cl.head = nil; break end
+    if ended(cl.head) then cl.head = nil; break end
     core.sleep(0.025)
   end
   if not cl.address then fail(("the head did not start on host '%s'"):format(host)) end
@@ -215,23 +241,51 @@ function M.start(a, exe, level)
                            " --reconnect 0\n") and sf:close()) then
     fail("cannot write the batch script " .. script)
   end
-  local cmd = { "sbatch", "--parsable", "--job-name=" .. name, "--array=1-" .. workers,
-                "--cpus-per-task=" .. cpus, "--output=" .. dir .. "/worker-%A_%a.log" }
+  -- sbatch, run by the guard. In --output, a % of the directory is
+  -- written %% (sbatch expands %A, %j... in the whole path).
+  local cmd = { "sbatch", "--parsable", "--job-name=" .. cl.job_name, "--array=1-" .. workers,
+                "--cpus-per-task=" .. cpus,
+                "--output=" .. dir:gsub("%%", "%%%%") .. "/worker-%A_%a.log" }
   if a.partition then cmd[#cmd + 1] = "--partition=" .. a.partition end
   if a.time then cmd[#cmd + 1] = "--time=" .. a.time end
   for _, s in ipairs(a.sbatch_args or {}) do cmd[#cmd + 1] = s end
   cmd[#cmd + 1] = script
   for i, s in ipairs(cmd) do cmd[i] = q(s) end
-  local sout, sok = sh(table.concat(cmd, " "))
-  cl.job_id = sok and sout:match("^(%d+)[;%s]*[%w_-]*$")
-  if not cl.job_id then fail("sbatch failed: " .. sout) end
+  cl.doing = "submitting the workers"
+  local sub = io.open(dir .. "/submit.new", "w")
+  if not (sub and sub:write("exec ", table.concat(cmd, " "), "\n") and sub:close()
+          and os.rename(dir .. "/submit.new", dir .. "/submit")) then
+    fail("cannot write " .. dir .. "/submit")
+  end
+  local rc
+  repeat
+    rc = slurp(dir .. "/sbatch.rc")
+    if rc == "" then
+      if ended(cl.guard) then cl.guard = nil; fail("the guard process ended before sbatch did") end
+      core.sleep(0.02)
+    end
+  until rc ~= ""
+  local sout, serr = slurp(dir .. "/sbatch.out"), slurp(dir .. "/sbatch.err")
+  cl.job_id = rc == "0" and parsable_id(sout)
+  if not cl.job_id then
+    local said = table.concat({ serr, sout }, serr ~= "" and sout ~= "" and "\n" or "")
+    fail(("sbatch %s: %s"):format(rc == "0" and "printed no job id" or "failed (exit " .. rc .. ")",
+                                  said ~= "" and said or "it said nothing"))
+  end
   cl.job_ids = {}
   for i = 1, workers do cl.job_ids[i] = cl.job_id .. "_" .. i end
+  cl.doing = "connecting to the head at " .. cl.address
   cl.client = core.cluster_connect(cl.address, { token_file = cl.token_file })
   -- Wait for the workers; every 2 s, see that some of the jobs are left.
+  cl.doing = ("waiting for the workers (job %s) to join"):format(cl.job_id)
   local timeout = a.join_timeout_s or 300
   local t0, last_check = core.monotime(), core.monotime()
   while #cl.client:status().places < workers do
+    if ended(cl.head) then
+      cl.head = nil
+      fail(("the head at %s ended while the workers (job %s) were joining it")
+           :format(cl.address, cl.job_id))
+    end
     local now = core.monotime()
     if now - t0 > timeout then
       local q_out = squeue(cl.job_id)
@@ -251,6 +305,63 @@ function M.start(a, exe, level)
       end
     end
     core.sleep(0.1)
+  end
+end
+
+--- Starts the head here and the workers through sbatch, waits for them
+-- to join; returns the cluster { address, token_file, client, job_id,
+-- job_name, workers, dir }. exe: the fflua program (the workers run the
+-- same path, so it must be there on the compute nodes too). Whatever
+-- fails after the guard started (an error of ours or any other, the head
+-- dying while the workers join), the cluster stops at once, its jobs
+-- cancelled, and the error says "launcher 'slurm'".
+function M.start(a, exe, level)
+  level = level + 1
+  if running then
+    if running.settings == settings(a) or a.ignore_reinit_error then
+      if not running.client:usable() then
+        running.client:close()
+        running.client = core.cluster_connect(running.address, { token_file = running.token_file })
+      end
+      return running
+    end
+    error("ClusterWorkflow: a Slurm cluster is already running in this process with other " ..
+          "settings; pass ignore_reinit_error = true to use it", level)
+  end
+  local shared = a.shared_dir or assert(core.cwd())
+  if shared:find("\\", 1, true) then
+    error(("ClusterWorkflow: launcher 'slurm': the directory '%s' has a backslash, which " ..
+           "sbatch's --output does not take (it turns its patterns off): give another " ..
+           "shared_dir"):format(shared), level)
+  end
+  local _, has_sbatch = sh("command -v sbatch")
+  if not has_sbatch then
+    error("ClusterWorkflow: launcher 'slurm': sbatch was not found on PATH (install Slurm's " ..
+          "client commands, Debian's slurm-client)", level)
+  end
+  local tag = core.token_new():gsub("[^%w]", ""):sub(1, 10):lower()
+  local name = "fflua-" .. tag
+  local dir = shared .. "/.fflua-slurm-" .. tag
+  local out, ok = sh("mkdir -m 700 " .. q(dir))
+  if not ok then
+    error(("ClusterWorkflow: launcher 'slurm': cannot make the cluster's directory in " ..
+           "shared_dir '%s': %s"):format(shared, out), level)
+  end
+  local cl = { settings = settings(a), dir = dir, job_name = name, workers = a.workers or 1,
+               token_file = dir .. "/token" }
+  cl.gc = setmetatable({ cl = cl }, Guard)
+  -- The guard first, so that no job can outlive the driver: it runs
+  -- sbatch itself, when the driver asks; it cancels the jobs of this name
+  -- and removes the directory when it gets SIGTERM (the cluster stops, or
+  -- the driver died: PR_SET_PDEATHSIG) or sees the driver's pid gone.
+  cl.guard = core.spawn({ "/bin/sh", "-c", GUARD_SH, "fflua-slurm-guard", name,
+                          tostring(core.getpid()), dir }, {}, { die_with_parent = true })
+  local ok2, e = pcall(launch, cl, a, exe)
+  if not ok2 then
+    stop(cl)
+    error("ClusterWorkflow: launcher 'slurm': " ..
+          (type(e) == "table" and e.slurm
+           or ("%s: %s"):format(cl.doing, (tostring(e):gsub("^[^:\n]*:%d+: ", "")))), level)
   end
   running = cl
   return cl
