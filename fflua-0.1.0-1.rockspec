@@ -25,6 +25,11 @@ backends run locally, on a cluster, or draw; results can be stored and
 cached (LMDB). functionfuse.core is the C engine and its bindings.]],
   license = "MIT",
 }
+-- functionfuse.stdlib.jsonl needs lua-cjson at run time (require "cjson";
+-- nothing else does). It is not listed here: `luarocks make` would then
+-- try to fetch the rock, and Debian's lua-cjson package is no rock, so the
+-- offline build would fail. Install it beside (apt-get install lua-cjson,
+-- or luarocks install lua-cjson); docs/building.md says so.
 dependencies = {
   "lua >= 5.4, < 5.5",
 }

@@ -37,6 +37,10 @@ describe("stdlib fs", function()
     assert.has_error(function() fs.hash(d .. "/none") end,
       "cannot read '" .. d .. "/none': No such file or directory")
     assert.has_error(function() fs.read(d) end, "fs.read: cannot read '" .. d .. "': Is a directory")
+    assert.are.equal(0, os.execute("mkfifo " .. d .. "/fifo") and 0)
+    assert.has_error(function() fs.hash(d .. "/fifo") end, "cannot read '" .. d .. "/fifo': not a regular file")
+    local content, hex = core.file_read(d .. "/a")
+    assert.are.same({ "hello", fs.hash(d .. "/a") }, { content, hex })
     local h, err, name = core.file_hash(d .. "/none")
     assert.are.same({ nil, "ENOENT: cannot read '" .. d .. "/none': No such file or directory", "ENOENT" },
                     { h, err, name })
@@ -110,6 +114,10 @@ describe("stdlib fs", function()
       "fs.glob: cannot list the directory '" .. d .. "/missing': No such file or directory")
     assert.has_error(function() fs.glob(d .. "/*.txt", { raed = false }) end,
       "fs.glob: unknown option 'raed' (did you mean 'read'?)")
+    local l = H.tmpdir() -- symbolic links: followed to regular files only
+    H.write(l .. "/r.txt", "R")
+    os.execute(("cd '%s' && ln -s r.txt s.txt && ln -s none.txt broken.txt && mkdir d && ln -s d dl.txt"):format(l))
+    assert.are.same({ l .. "/r.txt", l .. "/s.txt" }, select(2, fs.glob(l .. "/*.txt")))
     local bad = LocalWorkflow(fs.write(d .. "/no/such/f", "x"), { workflow_name = "w" })
     local ok, err = pcall(bad.run, bad)
     assert.is_false(ok)
@@ -195,6 +203,23 @@ describe("stdlib shell", function()
     assert.are.equal(1, wf.last_run.computed)
   end)
 
+  it("takes relative inputs in the command's cwd", function()
+    local d = H.tmpdir()
+    os.execute("mkdir " .. d .. "/sub")
+    H.write(d .. "/sub/in.txt", "1\n")
+    local function build()
+      local n = shell.run({ "cat", "in.txt" }, { cwd = d .. "/sub", inputs = { "in.txt" } }):set_name("cat")
+      local wf = LocalWorkflow(n, { workflow_name = "inputs", quiet = true })
+      wf:set_storage(storage_factory { kind = "file", options = { path = d .. "/st" } })
+      return wf
+    end
+    assert.are.equal("1\n", build():run())
+    H.write(d .. "/sub/in.txt", "2\n")
+    local wf = build()
+    assert.are.equal("2\n", wf:run())
+    assert.are.equal(1, wf.last_run.computed)
+  end)
+
   it("kills the command when the Lua side stops, leaving no process or descriptor", function()
     local fds_before = #H.run({ "ls", "/proc/" .. core.getpid() .. "/fd" }).stdout
     local cmd = core.cmd_start { argv = { "sleep", "30" }, stdin = "x" }
@@ -210,6 +235,54 @@ describe("stdlib shell", function()
     assert.has_error(function() cmd:step() end, "attempt to use a closed command")
     assert.are.equal("functionfuse.Cmd: (closed)", tostring(cmd))
     assert.are.equal(fds_before, #H.run({ "ls", "/proc/" .. core.getpid() .. "/fd" }).stdout)
+  end)
+end)
+
+describe("stdlib shell processes", function()
+  after_each(H.cleanup)
+
+  local function wait_for(f)
+    for _ = 1, 200 do
+      local v = f()
+      if v then return v end
+      core.sleep(0.05)
+    end
+  end
+
+  it("kills the command's process group: what a shell script started goes too", function()
+    local cmd = core.cmd_start { argv = { "sleep 1000; echo done" }, shell = true }
+    local pid = cmd:pid()
+    local child = wait_for(function()
+      return tonumber(H.run({ "pgrep", "-P", tostring(pid) }).stdout:match("%d+"))
+    end)
+    assert.is_truthy(child)
+    assert.matches("sleep 1000", (H.read("/proc/" .. child .. "/cmdline"):gsub("%z", " ")))
+    cmd:close()
+    assert.is_false(core.kill(pid, 0))
+    assert.is_true(wait_for(function() return not core.kill(child, 0) end))
+  end)
+
+  it("kills the command of a node stopped by its timeout on a worker", function()
+    local d = H.tmpdir()
+    local script = H.write(d .. "/t.lua", [[
+      local core = require "functionfuse.core"
+      local shell = require "functionfuse.stdlib.shell"
+      local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
+      local n = shell.run("echo $$ > pid; exec sleep 1002", { shell = true }):set_name("s")
+      local wf = ClusterWorkflow(n, { workflow_name = "t", cluster_init_args = { num_workers = 1 } })
+      wf:query("^s$"):set_remote_args { timeout_s = 1, max_retries = 0 }
+      local ok, err = pcall(wf.run, wf)
+      local f = io.open("pid")
+      local pid = tonumber(f:read("a"))
+      f:close()
+      core.sleep(0.3)
+      print(ok, tostring(err):match("timeout") ~= nil, core.kill(pid, 0))
+    ]])
+    local r = H.fflua({ script }, { cwd = d, timeout = 120 })
+    assert.are.equal(0, r.code, r.stderr)
+    assert.are.equal("false\ttrue\tfalse\n", r.stdout)
+    local pid = tonumber(H.read(d .. "/pid"))
+    if core.kill(pid, 0) then core.kill(pid, 9) end
   end)
 end)
 
@@ -238,6 +311,19 @@ describe("stdlib map", function()
       "map: option 'chunk' must be an integer >= 1, got 0")
     assert.has_error(function() map.map(sq, { 1 }, { chnk = 2 }) end,
       "map: unknown option 'chnk' (did you mean 'chunk'?)")
+  end)
+
+  it("keeps results in their items' places when fn returns nil, and wants a sequence", function()
+    local function odd(x) if x % 2 == 1 then return x end end
+    local c = map.map(odd, { 1, 2, 3, 4, 5 }, { name = "odd", chunk = 2 })
+    local r = LocalWorkflow(c, { workflow_name = "holes" }):run()
+    assert.are.same({ [1] = 1, [3] = 3, [5] = 5 }, r)
+    local e = map.map(odd, { 1, 2, 3 }, { name = "odd1" })
+    assert.are.same({ [1] = 1, [3] = 3 }, LocalWorkflow(e, { workflow_name = "holes1" }):run())
+    assert.has_error(function() map.map(odd, { 1, nil, 3 }, { name = "x" }) end,
+      "map: the list must be a sequence (items 1..n): it has holes")
+    assert.has_error(function() map.map(odd, { 1, k = 2 }, { name = "x" }) end,
+      "map: the list must be a sequence (items 1..n, no other keys): it has the key k")
   end)
 
   it("recomputes only the item that changed, over a file's lines", function()
@@ -274,11 +360,18 @@ describe("stdlib plugins", function()
       "LoggingPlugin: unknown field 'fille' (did you mean 'file'?)")
   end)
 
-  it("EnvPlugin sets variables the node and its commands see", function()
-    local g = ff.workflow("g", function() return os.getenv("FF_STDLIB_T") end)
-    local wf = LocalWorkflow(g(), shell.run('printf %s "$FF_STDLIB_T"', { shell = true }), { workflow_name = "env" })
-    wf:set_plugin(".*", sp.EnvPlugin { FF_STDLIB_T = "yes" })
-    assert.are.same({ "yes", "yes" }, { wf:run() })
+  it("EnvPlugin gives its shell nodes' commands the variables, and nothing else", function()
+    local g = ff.workflow("g", function() return os.getenv("FF_STDLIB_T") or "unset" end)
+    local echo = 'printf %s "${FF_STDLIB_T-unset}${FF_STDLIB_U-}"'
+    local with = shell.run(echo, { shell = true, env = { FF_STDLIB_U = "+own" } }):set_name("with_s")
+    local plain = ff.workflow("plain", function(_) return "" end)(with):set_name("with_g")
+    local without = shell.run(echo, { shell = true, stdin = plain }):set_name("nope")
+    local wf = LocalWorkflow(g():set_name("with_os"), with, without, { workflow_name = "env" })
+    wf:set_plugin("^with.*", sp.EnvPlugin { FF_STDLIB_T = "yes", FF_STDLIB_U = "no" })
+    assert.are.same({ "unset", "yes+own", "unset" }, { wf:run() })
+    assert.is_nil(os.getenv("FF_STDLIB_T")) -- the process's environment is untouched
+    assert.is_nil(core.node_env())
+    assert.is_nil(core.setenv)
     assert.has_error(function() sp.EnvPlugin { ["A=B"] = "x" } end, "EnvPlugin: 'A=B' is not a variable's name")
     assert.has_error(function() sp.EnvPlugin { A = 1 } end,
       "EnvPlugin: the value of 'A' must be a string or false, got number")
@@ -307,7 +400,7 @@ describe("stdlib plugins", function()
       local sp = require "functionfuse.stdlib.plugins"
       local shell = require "functionfuse.stdlib.shell"
       local ClusterWorkflow = require("functionfuse.backends.builtin.clusterback").ClusterWorkflow
-      local g = ff.workflow("g", function() return os.getenv("FF_T") end)
+      local g = ff.workflow("g", function() return os.getenv("FF_T") or "unset" end)
       local wf = ClusterWorkflow(g():set_name("g"), shell.run({ "sh", "-c", "echo $FF_T" }):set_name("s"),
         { workflow_name = "c", cluster_init_args = { num_workers = 1 } })
       wf:set_plugin(".*", require("functionfuse.backends.plugins").PluginCollection {
@@ -316,7 +409,7 @@ describe("stdlib plugins", function()
     ]])
     local r = H.fflua({ script }, { cwd = d, timeout = 120 })
     assert.are.equal(0, r.code, r.stderr)
-    assert.are.equal("w\tw\n\n", r.stdout)
+    assert.are.equal("unset\tw\n\n", r.stdout)
     assert.matches("node 'g' starts", H.read(d .. "/log"))
     assert.matches("node 's' starts", H.read(d .. "/log"))
   end)
@@ -340,6 +433,30 @@ describe("stdlib jsonl and csv", function()
     local wf = LocalWorkflow(jsonl.write(d .. "/out.jsonl", sum(jsonl.read(d .. "/in.jsonl"))), { workflow_name = "j" })
     wf:run()
     assert.are.equal('{"total":3}\n', H.read(d .. "/out.jsonl"))
+  end)
+
+  it("jsonl keeps big integers, floats, nulls in arrays and null lines; refuses mixed keys", function()
+    local text = '{"a":12345678901234567,"b":0.30000000000000004,"c":[1,null,3]}\nnull\n'
+    local recs = jsonl.decode(text)
+    assert.are.equal(12345678901234567, recs[1].a)
+    assert.are.equal("integer", math.type(recs[1].a))
+    assert.are.equal(0.1 + 0.2, recs[1].b)
+    assert.are.equal(jsonl.null, recs[1].c[2])
+    assert.are.equal(jsonl.null, recs[2])
+    assert.are.equal(text, jsonl.encode(recs))
+    assert.are.equal('[12345678901234567,0.30000000000000004,0.1]\n',
+                     jsonl.encode { { 12345678901234567, 0.1 + 0.2, 0.1 } })
+    assert.has_error(function() jsonl.encode { { [1] = "a", ["1"] = "b" } } end,
+      "jsonl: cannot encode record 1: a table with both integer and string keys")
+    assert.has_error(function() jsonl.encode { { 1, nil, 3 } } end,
+      "jsonl: cannot encode record 1: an array with holes (keys not 1..n): use jsonl.null")
+  end)
+
+  it("csv skips blank lines and round-trips a row of one empty field", function()
+    assert.are.same({ { "a", "b" }, { "1", "2" }, { "" } }, csv.parse('a,b\n\n1,2\r\n\r\n""\n'))
+    local rows = { { "a" }, { "" }, { "x", "" } }
+    assert.are.same(rows, csv.parse(csv.format(rows)))
+    assert.has_error(function() csv.format { {} } end, "csv: cannot format row 1: it has no fields")
   end)
 
   it("csv parses and formats RFC 4180 quoting", function()

@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "fflua.h"
+#include "lcmd.h"
 #include "lutil.h"
 
 /* --- SIGINT, SIGTERM and SIGHUP -------------------------------------------
@@ -175,7 +176,13 @@ int ff_cli_docall(lua_State *L, int narg, int nres) {
         stop_lua(); /* terminated before the call: it stops at once */
     int status = lua_pcall(L, narg, nres, base);
     sig_in_call = 0;
-    lua_sethook(L, NULL, 0, 0);     /* disarm a pending interrupt */
+    /* A stop (Ctrl-C, SIGTERM) keeps its hook armed as it unwinds, so the
+     * <close> handlers of the commands running (shell.run) failed: kill
+     * those commands now. */
+    int stopped = status != LUA_OK && lua_gethook(L) == ff_hook_stop;
+    lua_sethook(L, NULL, 0, 0); /* disarm a pending interrupt */
+    if (stopped)
+        ffl_cmd_close_all(L);
     set_handler(SIGINT, on_sigint); /* a second Ctrl-C may have reset it */
     lua_remove(L, base);
     return status;

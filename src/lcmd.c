@@ -7,7 +7,7 @@
  *   cmd:step(seconds) -> true once the command ended and its output is read
  *   cmd:result() -> stdout, stderr, exit code | nil, signal
  *   cmd:pid()    cmd:close()  (also __close and __gc)
- *   core.setenv(name, value | nil)
+ *   core.node_env([vars])  the node's environment overlay (see below)
  *
  * The command starts with posix_spawnp, without a shell unless shell is
  * true (then argv[1] is a script for /bin/sh -c), with stdin from the
@@ -20,6 +20,27 @@
  * still running when its object is closed or collected is killed
  * (SIGKILL) and reaped. No descriptor leaks into the child (all are
  * O_CLOEXEC) or survives close().
+ *
+ * Each command runs in a process group of its own (its pid is the
+ * group's id): a terminal's Ctrl-C does not reach it directly (fflua
+ * stops the Lua code, which kills it), and killing it kills the group, so
+ * the processes a shell script started go with it.
+ *
+ * The state keeps its live commands in a registry table (weak values;
+ * close removes a command): ffl_cmd_close_all kills them all, for the
+ * engine to call after it stopped a node (a timeout, a cancel, Ctrl-C):
+ * a stop hook that stays armed makes the <close> handlers that would
+ * have killed them fail as the error unwinds.
+ *
+ * The child's environment is always an explicit copy (the process's,
+ * with the entries of env put in), never the live environ. Nothing here
+ * writes the process's environment: on a worker of several threads that
+ * would race every other thread's reads of it. Instead, a state has an
+ * environment overlay, core.node_env(vars) to set, core.node_env() to
+ * read: the stdlib's EnvPlugin sets it in its pre-run function, its shell
+ * nodes add it to their commands' env, and the engine clears it
+ * (ffl_cmd_node_start) before each node's pre-run call, so it never
+ * reaches a later node.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +64,10 @@
 
 #define CMD_MT "functionfuse.Cmd"
 #define CHUNK 65536
+
+/* Registry keys (their addresses): the live commands, the overlay. */
+static const char live_key = 'l';
+static const char overlay_key = 'o';
 
 typedef struct ffl_cmd {
     pid_t pid;      /* 0 once reaped (or never started) */
@@ -74,6 +99,9 @@ static void cmd_release(ffl_cmd *c) {
     for (int i = 0; i < 3; i++)
         close_fd(&c->fd[i]);
     if (c->pid > 0) {
+        /* The group, the command's own (SETPGROUP): what it started too.
+         * The command itself as well, should the group not exist yet. */
+        kill(-c->pid, SIGKILL);
         kill(c->pid, SIGKILL);
         while (waitpid(c->pid, &c->status, 0) < 0 && errno == EINTR)
             ;
@@ -88,6 +116,75 @@ static void cmd_release(ffl_cmd *c) {
 static int ffl_cmd_close(lua_State *L) {
     ffl_cmd *c = luaL_checkudata(L, 1, CMD_MT);
     cmd_release(c);
+    /* Out of the live table (setting a field to nil allocates nothing). */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &live_key) == LUA_TTABLE) {
+        lua_pushnil(L);
+        lua_rawsetp(L, -2, c);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+void ffl_cmd_close_all(lua_State *L) {
+    /* No allocation and no Lua call: safe outside a protected call. */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &live_key) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) { /* [live, key, cmd] */
+            ffl_cmd *c = luaL_testudata(L, -1, CMD_MT);
+            if (c != NULL)
+                cmd_release(c);
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4); /* clearing a field during the traversal is allowed */
+        }
+    }
+    lua_pop(L, 1);
+}
+
+void ffl_cmd_node_start(lua_State *L) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &overlay_key);
+}
+
+/* core.node_env(vars | nil) sets the overlay (a copy of vars, checked:
+ * names to strings or false); core.node_env() -> the overlay or nil.
+ * Stack effect: 0 or +1. */
+static int ffl_cmd_node_env(lua_State *L) {
+    if (lua_gettop(L) == 0) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &overlay_key);
+        if (lua_istable(L, -1)) { /* a copy: the caller may change it */
+            lua_newtable(L);
+            lua_pushnil(L);
+            while (lua_next(L, -3)) {
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, -4);
+            }
+        }
+        return 1;
+    }
+    if (lua_isnil(L, 1)) {
+        ffl_cmd_node_start(L);
+        return 0;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (k == NULL || *k == '\0' || strchr(k, '=') != NULL)
+            return luaL_argerror(L, 1, "names of variables (non-empty, without '=') expected");
+        if (lua_type(L, -1) != LUA_TSTRING && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1)))
+            return luaL_error(L,
+                              "bad argument #1 to 'node_env' (the value of '%s' must be a "
+                              "string or false, got %s)",
+                              k, luaL_typename(L, -1));
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, 2);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &overlay_key);
     return 0;
 }
 
@@ -137,8 +234,11 @@ static char **build_env(lua_State *L, int envidx, int anchor) {
         lua_pushlstring(L, environ[i], nl);
         int overridden = lua_rawget(L, envidx) != LUA_TNIL;
         lua_pop(L, 1);
-        if (!overridden)
-            env[j++] = environ[i];
+        if (!overridden) { /* a copy, anchored */
+            lua_pushstring(L, environ[i]);
+            env[j++] = (char *)lua_tostring(L, -1);
+            lua_rawseti(L, anchor, (lua_Integer)luaL_len(L, anchor) + 1);
+        }
     }
     lua_pushnil(L);
     while (lua_next(L, envidx)) { /* [.., env, k, v] */
@@ -191,18 +291,17 @@ static int ffl_cmd_start(lua_State *L) {
     argv[extra + argc] = NULL;
     lua_pop(L, 1); /* [spec, anchor] */
 
-    char **env = NULL;
-    if (lua_getfield(L, 1, "env") == LUA_TTABLE) {
-        env = build_env(L, lua_gettop(L), anchor); /* [spec, anchor, envt, envarr] */
-        lua_rawseti(L, anchor, (lua_Integer)luaL_len(L, anchor) + 1);
-    } else if (!lua_isnil(L, -1)) {
+    /* Always an explicit copy: posix_spawnp never reads the live environ. */
+    int et = lua_getfield(L, 1, "env");
+    if (et == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    } else if (et != LUA_TTABLE) {
         return luaL_error(L, "bad field 'env' (table expected, got %s)", luaL_typename(L, -1));
     }
+    char **env = build_env(L, lua_gettop(L), anchor); /* [spec, anchor, envt, envarr] */
+    lua_rawseti(L, anchor, (lua_Integer)luaL_len(L, anchor) + 1);
     lua_pop(L, 1);
-    if (env == NULL) {
-        extern char **environ;
-        env = environ;
-    }
 
     const char *cwd = NULL;
     if (lua_getfield(L, 1, "cwd") != LUA_TNIL) {
@@ -257,7 +356,9 @@ static int ffl_cmd_start(lua_State *L) {
         sigfillset(&all);
         posix_spawnattr_setsigmask(&attr, &none);
         posix_spawnattr_setsigdefault(&attr, &all);
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        posix_spawnattr_setpgroup(&attr, 0); /* a group of its own */
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETPGROUP);
         e = posix_spawnp(&c->pid, argv[0], &fa, &attr, argv, env);
         posix_spawn_file_actions_destroy(&fa);
         posix_spawnattr_destroy(&attr);
@@ -284,6 +385,11 @@ static int ffl_cmd_start(lua_State *L) {
             fcntl(c->fd[i], F_SETFL, fcntl(c->fd[i], F_GETFL) | O_NONBLOCK);
     if (c->in_len == 0)
         close_fd(&c->fd[0]);
+    /* Among the live commands (an error here leaves it to __gc). */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &live_key);
+    lua_pushvalue(L, -2);
+    lua_rawsetp(L, -2, c);
+    lua_pop(L, 1);
     return 1;
 }
 
@@ -443,18 +549,6 @@ static int ffl_cmd_pid(lua_State *L) {
     return 1;
 }
 
-/* core.setenv(name, value | nil): sets (or with nil removes) a variable
- * of this process's environment, which every thread shares. Stack
- * effect: 0. */
-static int ffl_cmd_setenv(lua_State *L) {
-    const char *k = luaL_checkstring(L, 1);
-    luaL_argcheck(L, *k != '\0' && strchr(k, '=') == NULL, 1, "a name without '=' expected");
-    int rc = lua_isnoneornil(L, 2) ? unsetenv(k) : setenv(k, luaL_checkstring(L, 2), 1);
-    if (rc != 0)
-        return luaL_error(L, "setenv '%s': %s", k, strerror(errno));
-    return 0;
-}
-
 static const luaL_Reg cmd_methods[] = {
     {"step", ffl_cmd_step}, {"result", ffl_cmd_result},
     {"pid", ffl_cmd_pid},   {"close", ffl_cmd_close},
@@ -464,10 +558,16 @@ static const luaL_Reg cmd_methods[] = {
 void ffl_cmd_open(lua_State *L) {
     ffl_new_type(L, CMD_MT, cmd_methods, ffl_cmd_close, ffl_cmd_close, ffl_cmd_tostring);
     lua_pop(L, 1);
+    lua_newtable(L); /* the live commands: weak values, close removes them */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &live_key);
 }
 
 const luaL_Reg ffl_cmd_funcs[] = {
     {"cmd_start", ffl_cmd_start},
-    {"setenv", ffl_cmd_setenv},
+    {"node_env", ffl_cmd_node_env},
     {NULL, NULL},
 };

@@ -29,6 +29,7 @@
 #include "codec.h"
 #include "exec.h"
 #include "fflua.h"
+#include "lcmd.h"
 #include "lutil.h"
 #include "msg.h"
 #include "net.h"
@@ -283,6 +284,7 @@ static int run_task(lua_State *L) {
     enter_workdir(L, x, t->dir); /* before decoding: functions may name its modules */
     lua_pushstring(L, t->name);
     lua_setfield(L, LUA_REGISTRYINDEX, NODE_KEY);
+    ffl_cmd_node_start(L); /* no EnvPlugin overlay from an earlier node */
     if (push_function(x) != 0)
         return lua_error(L);
     int fn = lua_gettop(L);
@@ -455,6 +457,11 @@ int ff_exec_run(ff_exec *x, const ff_exec_task *t, ff_buf *out) {
      * it may leave disarms itself. */
     lua_sethook(L, NULL, 0, 0);
     int stopped = status != LUA_OK ? x->stopped : 0;
+    /* The hook stayed armed as the stop unwound: the <close> handlers of
+     * the node's commands (shell.run) failed with it. Kill them now. */
+    if (stopped)
+        ffl_cmd_close_all(L);
+    ffl_cmd_node_start(L); /* the task's EnvPlugin overlay ends with it */
     x->t = NULL;
     x->out = NULL;
     if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {

@@ -3,13 +3,16 @@
  * (stdlib/fs.lua, stdlib/shell.lua), functions of functionfuse.core:
  *
  *   core.file_hash(path) -> hex | nil, "ENAME: msg", "ENAME"
+ *   core.file_read(path) -> content, hex | nil, "ENAME: msg", "ENAME"
  *   core.dir_list(path) -> names, kinds | nil, "ENAME: msg", "ENAME"
  *   core.fnmatch(pattern, name) -> boolean
  *
  * file_hash is the XXH3-128 hash of a file's content, read in a stream
  * (any size, constant memory), as 32 lowercase hex digits: what a node
  * that reads a file puts among its arguments, so that its fingerprint
- * covers the content. dir_list gives a directory's entries (not "." and
+ * covers the content; file_read also returns the content, read once.
+ * Both refuse what is not a regular file (after symbolic links: a FIFO
+ * would block, a device never end). dir_list gives a directory's entries (not "." and
  * "..") sorted bytewise, with each one's kind: "file", "directory",
  * "link" (to anything: never followed) or "other".
  */
@@ -41,20 +44,42 @@ static int push_fail(lua_State *L, const char *what, const char *path, int e) {
     return 3;
 }
 
-/* core.file_hash(path) -> hex. Stack effect: +1, or +3 on failure. */
-static int ffl_fs_file_hash(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+/* Opens path for reading if it is a regular file (after symbolic links):
+ * a FIFO or a device would block or never end. The fd, or -1 with the
+ * failure pushed (+3). */
+static int open_regular(lua_State *L, const char *path) {
     int fd;
-    do
-        fd = open(path, O_RDONLY | O_CLOEXEC);
+    do /* O_NONBLOCK: opening a FIFO does not wait for a writer */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     while (fd < 0 && errno == EINTR);
-    if (fd < 0)
-        return push_fail(L, "cannot read", path, errno);
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        close(fd);
-        return push_fail(L, "cannot read", path, EISDIR);
+    if (fd < 0) {
+        push_fail(L, "cannot read", path, errno);
+        return -1;
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int isdir = S_ISDIR(st.st_mode);
+        close(fd);
+        if (isdir) {
+            push_fail(L, "cannot read", path, EISDIR);
+        } else {
+            lua_pushnil(L);
+            lua_pushfstring(L, "EINVAL: cannot read '%s': not a regular file", path);
+            lua_pushliteral(L, "EINVAL");
+        }
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+/* Hashes (and with keep, also returns) the content of a regular file, read
+ * once. Stack effect: +1 (hex) or +2 (content, hex), or +3 on failure. */
+static int hash_file(lua_State *L, int keep) {
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open_regular(L, path);
+    if (fd < 0)
+        return 3;
     XXH3_state_t *s = XXH3_createState();
     char *buf = malloc(1 << 16);
     if (s == NULL || buf == NULL) {
@@ -63,12 +88,22 @@ static int ffl_fs_file_hash(lua_State *L) {
         close(fd);
         return push_fail(L, "cannot hash", path, ENOMEM);
     }
+    /* The content is kept as a table of chunks, joined at the end (a
+     * memory error while keeping one leaks s, buf and fd: rare, and
+     * accepted). */
+    lua_newtable(L); /* the chunks */
+    int chunks = lua_gettop(L);
+    lua_Integer nchunks = 0;
     XXH3_128bits_reset(s);
     int e = 0;
     for (;;) {
         ssize_t n = read(fd, buf, 1 << 16);
         if (n > 0) {
             XXH3_128bits_update(s, buf, (size_t)n);
+            if (keep) {
+                lua_pushlstring(L, buf, (size_t)n);
+                lua_rawseti(L, chunks, ++nchunks);
+            }
         } else if (n == 0) {
             break;
         } else if (errno != EINTR) {
@@ -83,11 +118,31 @@ static int ffl_fs_file_hash(lua_State *L) {
     close(fd);
     if (e != 0)
         return push_fail(L, "cannot read", path, e);
+    if (keep) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (lua_Integer i = 1; i <= nchunks; i++) {
+            lua_rawgeti(L, chunks, i);
+            luaL_addvalue(&b);
+        }
+        luaL_pushresult(&b);
+    }
     char hex[2 * sizeof dg.digest + 1];
     for (size_t i = 0; i < sizeof dg.digest; i++)
         snprintf(hex + 2 * i, 3, "%02x", dg.digest[i]);
     lua_pushlstring(L, hex, 2 * sizeof dg.digest);
-    return 1;
+    return keep ? 2 : 1;
+}
+
+/* core.file_hash(path) -> hex. Stack effect: +1, or +3 on failure. */
+static int ffl_fs_file_hash(lua_State *L) {
+    return hash_file(L, 0);
+}
+
+/* core.file_read(path) -> content, hex: read once, hashed as read. Stack
+ * effect: +2, or +3 on failure. */
+static int ffl_fs_file_read(lua_State *L) {
+    return hash_file(L, 1);
 }
 
 static int cmp_names(const void *a, const void *b) {
@@ -161,6 +216,7 @@ static int ffl_fs_fnmatch(lua_State *L) {
 
 const luaL_Reg ffl_fs_funcs[] = {
     {"file_hash", ffl_fs_file_hash},
+    {"file_read", ffl_fs_file_read},
     {"dir_list", ffl_fs_dir_list},
     {"fnmatch", ffl_fs_fnmatch},
     {NULL, NULL},

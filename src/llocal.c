@@ -20,6 +20,7 @@
 #include <lua.h>
 
 #include "graph.h"
+#include "lcmd.h"
 #include "lgraph.h"
 #include "lrecord.h"
 #include "lrun.h"
@@ -140,6 +141,9 @@ static int local_inner(lua_State *L) {
             ctx->hooks.before(ctx->hooks_ud, lua_tostring(L, -1));
             lua_pop(L, 1);
         }
+        /* The stdlib's EnvPlugin overlay (core.node_env) is the node's
+         * own: what an earlier node's plugin set is gone. */
+        ffl_cmd_node_start(L);
         if (has_pre) {
             if (lua_rawgeti(L, r->pre, (lua_Integer)pos + 1) == LUA_TNIL)
                 lua_pop(L, 1);
@@ -258,6 +262,7 @@ static int ffl_leaves_run_local(lua_State *L) {
     ffl_run_begin(&x.r);
     int status = lua_pcall(L, 2, LUA_MULTRET, 4);
     ctx->L = L;
+    ffl_cmd_node_start(L); /* the last node's EnvPlugin overlay ends with it */
     if (status != LUA_OK && x.prev != UINT32_MAX) /* the node that raised */
         x.rec->state[x.prev] = FFL_REC_FAILED;
     end_prev(&x, ffl_record_now(x.rec));

@@ -8,7 +8,8 @@
 --   csv.write(path, rows_or_node[, opts])     -- a node (fs.write's)
 --
 -- Fields are strings. Quoted fields may hold the separator, quotes
--- (doubled) and line breaks; lines end in "\r\n" or "\n". format quotes a
+-- (doubled) and line breaks; lines end in "\r\n" or "\n"; blank lines are
+-- skipped (a row of one empty field is written as ""). format quotes a
 -- field only when it holds the separator, a quote, "\r" or "\n", and ends
 -- lines with "\r\n" (RFC 4180); with header = { "col", ... } it writes
 -- records (tables keyed by column) in those columns. Option sep: the
@@ -40,6 +41,11 @@ function M.parse(text, opts)
   while i <= n do
     local c = text:sub(i, i)
     local field
+    if #row == 0 and (c == "\n" or c == "\r") then -- a blank line: skipped
+      i = i + ((c == "\r" and text:sub(i + 1, i + 1) == "\n") and 2 or 1)
+      line = line + 1
+      goto continue
+    end
     if c == '"' then
       local parts, j = {}, i + 1
       while true do
@@ -83,6 +89,7 @@ function M.parse(text, opts)
       row = {}
       line = line + 1
     end
+    ::continue::
   end
   if #row > 0 then rows[#rows + 1] = row end
   if not opts.header then return rows end
@@ -120,6 +127,10 @@ function M.format(rows, opts)
   local function line(fields, where)
     local t = {}
     for k = 1, #fields do t[k] = quote(fields[k], sep, ("%s, field %d"):format(where, k)) end
+    -- parse skips blank lines: a row of one empty field is written "",
+    -- and a row of no fields has no form.
+    if #t == 0 then error(("csv: cannot format %s: it has no fields"):format(where), 0) end
+    if #t == 1 and t[1] == "" then t[1] = '""' end
     out[#out + 1] = table.concat(t, sep) .. "\r\n"
   end
   if cols then line(cols, "the header") end

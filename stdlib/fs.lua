@@ -10,7 +10,9 @@
 -- fingerprint covers the content: after an edit of the file, that node
 -- and its descendants are computed again, and nothing else. When the node
 -- runs, it hashes the file again and fails if it changed in between, so
--- what it reads is what was fingerprinted. Relative paths are read from
+-- what it reads is what was fingerprinted (fs.read reads the file once
+-- and hashes those bytes). What is not a regular file (a FIFO, a device,
+-- a directory) is refused with an error naming it. Relative paths are read from
 -- the directory the node runs in: the driver's for a LocalWorkflow and a
 -- local cluster, the shipped copy with a cluster's working_dir.
 local ff = require "functionfuse"
@@ -32,8 +34,9 @@ end
 
 -- At run time: checks that the file still has the hash it had when the
 -- node was made; raises naming it otherwise.
-local function verify(file)
-  local now, err = core.file_hash(file.path)
+-- now, err: the hash now (or the failure), when the caller has it.
+local function verify(file, now, err)
+  if now == nil and err == nil then now, err = core.file_hash(file.path) end
   if now == nil then error((err:gsub("^E%u+: ", "")), 0) end
   if now ~= file.hash then
     error(("the file '%s' changed after the workflow was built (content hash %s then, %s now): " ..
@@ -42,17 +45,12 @@ local function verify(file)
 end
 M._verify = verify
 
-local function slurp(path)
-  local f, err = io.open(path, "rb")
-  if not f then error("cannot read " .. err, 0) end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 local read_node = ff.workflow("fs.read", function(file)
-  verify(file)
-  return slurp(file.path)
+  -- Read once, hashed as read: what it returns is what was fingerprinted.
+  local content, now = core.file_read(file.path)
+  if content == nil then verify(file, nil, now) end
+  verify(file, now)
+  return content
 end)
 
 local file_node = ff.workflow("fs.file", function(file)
@@ -156,7 +154,8 @@ end
 
 --- fs.glob(pattern[, { read = false, name = prefix }]) -> nodes, paths: one
 -- fs.read node (fs.file with read = false) per regular file that pattern
--- matches, in byte order of the names. Wildcards (*, ?, [...]) are taken
+-- matches (a symbolic link to a regular file counts; to anything else,
+-- or broken, it does not), in byte order of the names. Wildcards (*, ?, [...]) are taken
 -- in the last part of the pattern only ("data/*.txt"); a leading "." is
 -- matched only by one. With name, the nodes are named prefix_1, prefix_2,
 -- ... A directory that cannot be listed is an error naming it; no match
@@ -178,8 +177,11 @@ function M.glob(pattern, opts)
   local nodes, paths = {}, {}
   local make = opts.read == false and M.file or M.read
   for i, n in ipairs(names) do
-    if kinds_or_err[i] == "file" and core.fnmatch(base, n) then
-      local p = dir == "." and not pattern:find("^%./") and n or (dir == "/" and "/" .. n or dir .. "/" .. n)
+    local p = dir == "." and not pattern:find("^%./") and n or (dir == "/" and "/" .. n or dir .. "/" .. n)
+    -- A symbolic link counts when it leads to a regular file.
+    local kind = kinds_or_err[i]
+    if kind == "link" and core.fnmatch(base, n) and core.file_hash(p) ~= nil then kind = "file" end
+    if kind == "file" and core.fnmatch(base, n) then
       paths[#paths + 1] = p
       local node = make(p)
       if opts.name then node:set_name(("%s_%d"):format(opts.name, #paths)) end

@@ -17,6 +17,9 @@
 --          two names
 --   chunk  N: one node per N consecutive items, fn applied to each in turn
 --          (<name>_<i> is then the i-th chunk); the gather flattens
+-- The list must be a sequence (items 1..n: { 1, nil, 3 } is an error).
+-- In the gather's list, a nil result stays in its item's place (a hole),
+-- so results line up with items, chunks or not.
 -- A list known only when a node runs (map.map(fn, node)) cannot be a graph
 -- made in advance: that is one node, <name>_loop, that calls fn on each
 -- item of the node's result.
@@ -52,34 +55,51 @@ function M.map(fn, list, opts)
     fail(("option 'chunk' must be an integer >= 1, got %s"):format(tostring(chunk)))
   end
   local prefix = prefix_of(fn, opts)
+  -- Results keep their items' places, nil ones too (a chunk's count is
+  -- its n: the gather places the next chunk's results after it).
+  local function each_item(items)
+    local n = items.n or #items
+    local out = { n = n }
+    for i = 1, n do out[i] = fn(items[i]) end
+    return out
+  end
   if ff.is_node(list) then
     local loop = ff.workflow(prefix, function(items)
-      local out = {}
-      for i = 1, #items do out[i] = fn(items[i]) end
+      local out = each_item(items)
+      out.n = nil
       return out
     end)
     return loop(list):set_name(prefix .. "_loop"), {}
   end
   if type(list) ~= "table" then fail(("bad list (table or node expected, got %s)"):format(type(list))) end
+  -- A sequence: items 1..n, no holes ({ 1, nil, 3 }), no other keys.
+  local len, count = #list, 0
+  for k in pairs(list) do
+    count = count + 1
+    if math.type(k) ~= "integer" or k < 1 or k > len then
+      fail(("the list must be a sequence (items 1..n, no other keys): it has the key %s"):format(tostring(k)))
+    end
+  end
+  if count ~= len then fail("the list must be a sequence (items 1..n): it has holes") end
   local nodes = {}
   if chunk == nil then
     local each = ff.workflow(prefix, fn)
     for i = 1, #list do nodes[i] = each(list[i]):set_name(("%s_%d"):format(prefix, i)) end
   else
-    local each = ff.workflow(prefix, function(items)
-      local out = {}
-      for i = 1, #items do out[i] = fn(items[i]) end
-      return out
-    end)
-    for i = 1, #list, chunk do
-      local part = table.move(list, i, math.min(i + chunk - 1, #list), 1, {})
+    local each = ff.workflow(prefix, each_item)
+    for i = 1, len, chunk do
+      local last = math.min(i + chunk - 1, len)
+      local part = table.move(list, i, last, 1, { n = last - i + 1 })
       nodes[#nodes + 1] = each(part):set_name(("%s_%d"):format(prefix, #nodes + 1))
     end
   end
   local gather = ff.workflow(prefix .. ".gather", function(parts, flat)
     if not flat then return parts end
-    local out = {}
-    for _, p in ipairs(parts) do table.move(p, 1, #p, #out + 1, out) end
+    local out, n = {}, 0
+    for _, p in ipairs(parts) do
+      table.move(p, 1, p.n, n + 1, out)
+      n = n + p.n
+    end
     return out
   end)
   return gather(nodes, chunk ~= nil):set_name(prefix .. "_gather"), nodes

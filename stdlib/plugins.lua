@@ -60,13 +60,14 @@ function M.LoggingPlugin(o)
   return setmetatable({ file = o.file, prefix = o.prefix or "fflua: " }, LoggingPlugin)
 end
 
---- EnvPlugin{ NAME = "value" | false, ... }: sets (false: removes) those
--- environment variables right before each of its nodes runs: os.getenv
--- and the commands the node starts (shell.run, io.popen) see them. They
--- are the process's: they stay set after the node, for what runs later in
--- that process, and on a worker of several threads other nodes running at
--- the same time see them too. For one command's environment alone, use
--- shell.run's env option.
+--- EnvPlugin{ NAME = "value" | false, ... }: the command of each of its
+-- shell.run nodes runs with those variables set (false: removed), as if
+-- they were in the node's env option (which wins where both name one).
+-- The process's environment is not changed (writing it would race the
+-- other threads of a worker): os.getenv, io.popen, os.execute and nodes
+-- other than shell.run's do not see them. The pre-run function sets the
+-- Lua state's overlay (core.node_env), which the engine clears before
+-- every node: it never reaches another node, with the plugin or not.
 local EnvPlugin = { __name = "functionfuse.stdlib.EnvPlugin" }
 EnvPlugin.__index = EnvPlugin
 
@@ -74,9 +75,7 @@ function EnvPlugin:local_initialize() end
 
 function EnvPlugin:remote_initialize()
   local vars = self.vars
-  return function()
-    for k, v in pairs(vars) do core.setenv(k, v or nil) end
-  end
+  return function() core.node_env(vars) end
 end
 
 function M.EnvPlugin(vars)

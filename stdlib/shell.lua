@@ -14,14 +14,17 @@
 --   cwd     the directory it runs in (default: the node's)
 --   inputs  a list of paths of files the command reads: their content
 --           hashes are among the node's arguments, so its fingerprint
---           covers them (as fs.read's)
+--           covers them (as fs.read's); a relative path is the command's,
+--           taken in cwd when cwd is given
 --   capture "stdout" (default) or "all": { stdout =, stderr =, status =,
 --           signal = } instead of stdout alone
 --   check   false: a non-zero exit status is returned, not an error
 --   name    the node's name (set_name)
 -- A command that exits with a status other than 0 (or is killed by a
 -- signal) fails the node with the status and the last lines of its
--- stderr. The command is killed when the node is interrupted.
+-- stderr. The command runs in a process group of its own; it is killed
+-- with that group (what it started too) when the node is interrupted or
+-- stopped (a timeout, Ctrl-C).
 local ff = require "functionfuse"
 local core = require "functionfuse.core"
 local fs = require "functionfuse.stdlib.fs"
@@ -65,7 +68,15 @@ function M.exec(spec)
   if spec.stdin ~= nil and type(spec.stdin) ~= "string" then
     error(("shell: the stdin of '%s' is a %s, not a string"):format(show(spec), type(spec.stdin)), 0)
   end
-  local cmd <close> = core.cmd_start { argv = argv, stdin = spec.stdin, env = spec.env,
+  -- An EnvPlugin's variables (set by its pre-run function for this node
+  -- alone), under the node's own env option.
+  local env = core.node_env()
+  if env then
+    for k, v in pairs(spec.env or {}) do env[k] = v end
+  else
+    env = spec.env
+  end
+  local cmd <close> = core.cmd_start { argv = argv, stdin = spec.stdin, env = env,
                                        cwd = spec.cwd, shell = spec.shell }
   while not cmd:step(0.05) do end
   local out, err, status, signal = cmd:result()
@@ -140,6 +151,8 @@ function M.run(argv, opts)
     spec.inputs = {}
     for i, p in ipairs(opts.inputs) do
       if type(p) ~= "string" then bad(("inputs[%d] is a %s, not a path"):format(i, type(p))) end
+      -- As the command sees it: relative to its cwd.
+      if opts.cwd ~= nil and p:sub(1, 1) ~= "/" then p = opts.cwd:gsub("/*$", "") .. "/" .. p end
       local h, err = core.file_hash(p)
       if h == nil then bad("input " .. err:gsub("^E%u+: ", "")) end
       spec.inputs[i] = { path = p, hash = h }
