@@ -44,6 +44,46 @@ static int push_fail(lua_State *L, const char *what, const char *path, int e) {
     return 3;
 }
 
+/* What a call holds while it may raise (a memory error pushing a chunk or
+ * a name): a userdata whose __gc releases it, so nothing leaks. Released
+ * explicitly (res_release) on every normal path. */
+struct res {
+    int fd;
+    DIR *dir;
+    XXH3_state_t *s;
+    char *buf;
+};
+
+static void res_release(struct res *r) {
+    if (r->fd >= 0)
+        close(r->fd);
+    if (r->dir != NULL)
+        closedir(r->dir);
+    XXH3_freeState(r->s);
+    free(r->buf);
+    r->fd = -1;
+    r->dir = NULL;
+    r->s = NULL;
+    r->buf = NULL;
+}
+
+static int res_gc(lua_State *L) {
+    res_release(lua_touserdata(L, 1));
+    return 0;
+}
+
+/* Pushes a new, empty resource box. Stack effect: +1. */
+static struct res *res_push(lua_State *L) {
+    struct res *r = lua_newuserdatauv(L, sizeof *r, 0);
+    *r = (struct res){-1, NULL, NULL, NULL};
+    if (luaL_newmetatable(L, "functionfuse.FsResources")) {
+        lua_pushcfunction(L, res_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return r;
+}
+
 /* Opens path for reading if it is a regular file (after symbolic links):
  * a FIFO or a device would block or never end. The fd, or -1 with the
  * failure pushed (+3). */
@@ -77,32 +117,29 @@ static int open_regular(lua_State *L, const char *path) {
  * once. Stack effect: +1 (hex) or +2 (content, hex), or +3 on failure. */
 static int hash_file(lua_State *L, int keep) {
     const char *path = luaL_checkstring(L, 1);
-    int fd = open_regular(L, path);
-    if (fd < 0)
+    lua_settop(L, 1);
+    struct res *r = res_push(L); /* [path, res] */
+    r->fd = open_regular(L, path);
+    if (r->fd < 0)
         return 3;
-    XXH3_state_t *s = XXH3_createState();
-    char *buf = malloc(1 << 16);
-    if (s == NULL || buf == NULL) {
-        XXH3_freeState(s);
-        free(buf);
-        close(fd);
+    r->s = XXH3_createState();
+    r->buf = malloc(1 << 16);
+    if (r->s == NULL || r->buf == NULL) {
+        res_release(r);
         return push_fail(L, "cannot hash", path, ENOMEM);
     }
-    /* The content is kept as a table of chunks, joined at the end (a
-     * memory error while keeping one leaks s, buf and fd: rare, and
-     * accepted). */
-    lua_newtable(L); /* the chunks */
-    int chunks = lua_gettop(L);
+    /* The content is kept as a table of chunks, joined at the end. */
+    lua_newtable(L); /* [path, res, chunks] */
     lua_Integer nchunks = 0;
-    XXH3_128bits_reset(s);
+    XXH3_128bits_reset(r->s);
     int e = 0;
     for (;;) {
-        ssize_t n = read(fd, buf, 1 << 16);
+        ssize_t n = read(r->fd, r->buf, 1 << 16);
         if (n > 0) {
-            XXH3_128bits_update(s, buf, (size_t)n);
+            XXH3_128bits_update(r->s, r->buf, (size_t)n);
             if (keep) {
-                lua_pushlstring(L, buf, (size_t)n);
-                lua_rawseti(L, chunks, ++nchunks);
+                lua_pushlstring(L, r->buf, (size_t)n);
+                lua_rawseti(L, 3, ++nchunks);
             }
         } else if (n == 0) {
             break;
@@ -112,17 +149,15 @@ static int hash_file(lua_State *L, int keep) {
         }
     }
     XXH128_canonical_t dg;
-    XXH128_canonicalFromHash(&dg, XXH3_128bits_digest(s));
-    XXH3_freeState(s);
-    free(buf);
-    close(fd);
+    XXH128_canonicalFromHash(&dg, XXH3_128bits_digest(r->s));
+    res_release(r);
     if (e != 0)
         return push_fail(L, "cannot read", path, e);
     if (keep) {
         luaL_Buffer b;
         luaL_buffinit(L, &b);
         for (lua_Integer i = 1; i <= nchunks; i++) {
-            lua_rawgeti(L, chunks, i);
+            lua_rawgeti(L, 3, i);
             luaL_addvalue(&b);
         }
         luaL_pushresult(&b);
@@ -154,12 +189,13 @@ static int ffl_fs_dir_list(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     lua_settop(L, 1);
     lua_newtable(L); /* [path, names] */
-    DIR *d = opendir(path);
+    struct res *r = res_push(L);
+    lua_insert(L, 1); /* [res, path, names]: the DIR is closed even if a push raises */
+    DIR *d = r->dir = opendir(path);
     if (d == NULL)
         return push_fail(L, "cannot list the directory", path, errno);
-    /* Names are collected in the Lua table first (so a memory error
-     * leaves nothing of ours behind but the DIR, closed below), then
-     * sorted through a C array of pointers into those strings. */
+    /* Names are collected in the Lua table first, then sorted through a C
+     * array of pointers into those strings. */
     int e = 0;
     lua_Integer n = 0;
     for (;;) {
@@ -172,23 +208,23 @@ static int ffl_fs_dir_list(lua_State *L) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
         lua_pushstring(L, de->d_name);
-        lua_rawseti(L, 2, ++n);
+        lua_rawseti(L, 3, ++n);
     }
-    closedir(d);
+    res_release(r);
     if (e != 0)
         return push_fail(L, "cannot list the directory", path, e);
     const char **v = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n > 0 ? n : 1), 0);
     for (lua_Integer i = 1; i <= n; i++) { /* the strings stay in names */
-        lua_rawgeti(L, 2, i);
+        lua_rawgeti(L, 3, i);
         v[i - 1] = lua_tostring(L, -1);
         lua_pop(L, 1);
     }
     qsort(v, (size_t)n, sizeof *v, cmp_names);
-    lua_createtable(L, (int)n, 0); /* [path, names, v, sorted] */
-    lua_createtable(L, (int)n, 0); /* [path, names, v, sorted, kinds] */
+    lua_createtable(L, (int)n, 0); /* [res, path, names, v, sorted] */
+    lua_createtable(L, (int)n, 0); /* [res, path, names, v, sorted, kinds] */
     for (lua_Integer i = 1; i <= n; i++) {
         lua_pushstring(L, v[i - 1]);
-        lua_rawseti(L, 4, i);
+        lua_rawseti(L, 5, i);
         lua_pushfstring(L, "%s/%s", path, v[i - 1]);
         struct stat st;
         const char *kind = "other";
@@ -199,7 +235,7 @@ static int ffl_fs_dir_list(lua_State *L) {
                                          : "other";
         lua_pop(L, 1);
         lua_pushstring(L, kind);
-        lua_rawseti(L, 5, i);
+        lua_rawseti(L, 6, i);
     }
     return 2;
 }
