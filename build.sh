@@ -48,6 +48,17 @@ missing_packages() {
 }
 
 deps() {
+    # A root directory no other user may search (mode 700, as in some
+    # chroots and containers) breaks every install script that runs as a
+    # package's own user (munge's) and every daemon that drops root (the
+    # Slurm spec's munged): give it the mode every Debian system has.
+    if [ "$(id -u)" = 0 ]; then
+        case "$(stat -c %A /)" in
+            d????????x) ;;
+            *) echo "build.sh: / is mode $(stat -c %a /): making it 755, as Debian has it" >&2
+               chmod 755 / ;;
+        esac
+    fi
     missing=$(missing_packages)
     [ -z "$missing" ] && return 0
     if [ "$(id -u)" != 0 ]; then
