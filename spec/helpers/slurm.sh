@@ -76,13 +76,15 @@ start() {
     runuser -u munge -- munged --socket="$dir/munge/sock" --key-file="$dir/munge/munge.key" \
         --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
         --seed-file="$dir/munge/munged.seed" --force || { echo "slurm.sh: munged did not start" >&2; exit 1; }
+    # Addresses given outright: the machine's name need not resolve (a
+    # minimal Debian has no /etc/hosts entry for it).
     host=$(hostname -s)
     ctld_port=$(free_port 0)
     d_port=$(free_port 1)
     while [ "$d_port" = "$ctld_port" ]; do d_port=$(free_port 1); done
     cat >"$dir/slurm.conf" <<CONF
 ClusterName=fflua
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$d_port
 SlurmUser=root
@@ -108,7 +110,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 KillWait=2
 MinJobAge=300
-NodeName=$host CPUs=$(nproc) State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
     export SLURM_CONF="$dir/slurm.conf"
