@@ -91,7 +91,9 @@ describe("cluster limits", function()
   end)
 
   it("sends a run's arguments in parts that each fit in one message", function()
-    local address, token = cluster { { cpus = 1 } }
+    -- A long heartbeat: a head that copies 250 MiB under AddressSanitizer
+    -- on a loaded machine can be silent for more than the default 5 s.
+    local address, token = cluster({ { cpus = 1 } }, { head_args = { "--heartbeat-timeout", "60" } })
     local args = { address = address, token_file = token }
     local len = ff.workflow("len", function(s, t) return #s + #(t or "") end)
     local a, b = ("a"):rep(7 << 20), ("b"):rep(250 << 20)

@@ -5,12 +5,12 @@
 #
 #   slurm.sh start DIR   make DIR/slurm.conf, start the three daemons, wait
 #                        until the node is idle; prints SLURM_CONF's path.
-#                        Exit 77: this machine cannot run them (not root,
+#                        Exit 77: this machine cannot run them (not root, no cgroup file system,
 #                        a program missing), with the reason on stderr.
 #   slurm.sh stop DIR    stop every daemon started in DIR (by its pid file)
 #
-# See /work/shared/reference: Debian 12's Slurm 22.05, no slurmdbd (so no
-# sacct: the specs look at jobs with squeue and scontrol).
+# Debian 12's Slurm 22.05, without slurmdbd (so no sacct: the specs look at
+# jobs with squeue and scontrol).
 set -u
 cmd=$1 dir=$2
 
@@ -65,6 +65,12 @@ start() {
             exit 77
         fi
     done
+    # slurmd's cgroup plugin needs the cgroup file system, which every
+    # booted Debian has mounted; a bare chroot (fresh-debian's) has not.
+    if ! awk '$2 == "/sys/fs/cgroup" { found = 1 } END { exit !found }' /proc/mounts; then
+        echo "slurm.sh: slurmd needs a cgroup file system at /sys/fs/cgroup, and this machine (a chroot?) has none mounted" >&2
+        exit 77
+    fi
     PATH=$PATH:/usr/sbin
     chmod 755 "$dir"
     mkdir -p "$dir/munge" "$dir/state" "$dir/spool"
