@@ -71,4 +71,14 @@ function M.check_keys(t, known, what, kind, level)
   error(("%s: unknown %s %s (%s)"):format(what, kind, show_key(bad), hint), level + 1)
 end
 
+--- Writes text to file whole (binary). Returns true, or nil and why.
+function M.write_file(file, text)
+  local f, err = io.open(file, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(text)
+  local cok, cerr = f:close()
+  if not ok or not cok then return nil, ("%s: %s"):format(file, werr or cerr) end
+  return true
+end
+
 return M

@@ -934,15 +934,6 @@ local function say(fmt, ...)
   io.stderr:write("fflua report: " .. fmt:format(...) .. "\n")
 end
 
-local function write_file(file, text)
-  local f, err = io.open(file, "wb")
-  if not f then return nil, err end
-  local ok, werr = f:write(text)
-  local cok, cerr = f:close()
-  if not ok or not cok then return nil, ("%s: %s"):format(file, werr or cerr) end
-  return true
-end
-
 function M.main(args)
   local out, run
   local pos = {}
@@ -992,7 +983,7 @@ function M.main(args)
     io.stdout:write(page)
     return 0
   end
-  local wok, werr = write_file(out, page)
+  local wok, werr = util.write_file(out, page)
   if not wok then say("cannot write %s", werr); return 1 end
   return 0
 end

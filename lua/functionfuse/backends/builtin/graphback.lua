@@ -68,12 +68,7 @@ function M.render(text, file)
   local ext = file:match("%.([%w]+)$")
   ext = ext and ext:lower()
   if ext == "dot" or ext == "gv" then
-    local f, err = io.open(file, "wb")
-    if not f then return nil, err end
-    local ok, werr = f:write(text)
-    local cok, cerr = f:close()
-    if not ok or not cok then return nil, ("%s: %s"):format(file, werr or cerr) end
-    return true
+    return require("functionfuse._util").write_file(file, text)
   end
   if ext == nil then
     return nil, ("%s: give the file an extension (.dot, .gv, or a format of Graphviz's dot: .svg, .png, .pdf)")
